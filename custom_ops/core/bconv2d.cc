@@ -1,0 +1,150 @@
+#include "custom_ops/core/bconv2d.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/cpu_features.h"
+
+namespace lowbit {
+namespace {
+
+// Largest receptive field (kernel_h * kernel_w * channels_in) we accept: every
+// dot product then lies in [-2^24, 2^24], so it is exact in int32 and in float.
+constexpr std::int64_t kMaxReceptiveField = std::int64_t{1} << 24;
+// Bound on every single dimension, so that products of a few of them stay far
+// from int64 overflow.
+constexpr std::int64_t kMaxDim = std::int64_t{1} << 30;
+
+std::string Str(std::int64_t v) { return std::to_string(v); }
+
+Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::int64_t hi) {
+  if (value < lo || value > hi) {
+    return Status::Error(std::string(name) + " must be in [" + Str(lo) + ", " + Str(hi) +
+                         "], got " + Str(value));
+  }
+  return Status::Ok();
+}
+
+// TensorFlow's output size and leading padding for one spatial axis.
+void AxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kernel,
+                  std::int64_t stride, std::int64_t* out, std::int64_t* pad_before) {
+  if (padding == Padding::kValid) {
+    *out = in >= effective_kernel ? (in - effective_kernel) / stride + 1 : 0;
+    *pad_before = 0;
+  } else {
+    *out = (in + stride - 1) / stride;
+    const std::int64_t total = (*out - 1) * stride + effective_kernel - in;
+    *pad_before = total > 0 ? total / 2 : 0;
+  }
+}
+
+}  // namespace
+
+Status ComputeBConv2DGeometry(BConv2DParams* p) {
+  const struct {
+    const char* name;
+    std::int64_t value;
+    std::int64_t lo;
+  } dims[] = {
+      {"batch", p->batch, 0},          {"input height", p->in_h, 1},
+      {"input width", p->in_w, 1},     {"channels_in", p->channels_in, 1},
+      {"out_channels", p->out_channels, 1}, {"kernel height", p->kernel_h, 1},
+      {"kernel width", p->kernel_w, 1}, {"stride_h", p->stride_h, 1},
+      {"stride_w", p->stride_w, 1},    {"dilation_h", p->dilation_h, 1},
+      {"dilation_w", p->dilation_w, 1},
+  };
+  for (const auto& d : dims) {
+    Status s = CheckRange(d.name, d.value, d.lo, kMaxDim);
+    if (!s.ok) return s;
+  }
+  if (p->pad_value != 0 && p->pad_value != 1) {
+    return Status::Error("pad_value must be 0 or 1, got " + Str(p->pad_value));
+  }
+  const std::int64_t field = p->kernel_h * p->kernel_w * p->channels_in;
+  if (field > kMaxReceptiveField) {
+    return Status::Error("receptive field kernel_h * kernel_w * channels_in = " + Str(field) +
+                         " exceeds the supported maximum " + Str(kMaxReceptiveField));
+  }
+  const std::int64_t eff_h = (p->kernel_h - 1) * p->dilation_h + 1;
+  const std::int64_t eff_w = (p->kernel_w - 1) * p->dilation_w + 1;
+  if (eff_h > kMaxDim || eff_w > kMaxDim) {
+    return Status::Error("dilated kernel size is too large");
+  }
+  AxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, &p->out_h, &p->pad_top);
+  AxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, &p->out_w, &p->pad_left);
+  if (p->out_h == 0 || p->out_w == 0) {
+    return Status::Error("VALID convolution with a dilated kernel of " + Str(eff_h) + "x" +
+                         Str(eff_w) + " does not fit the input of " + Str(p->in_h) + "x" +
+                         Str(p->in_w));
+  }
+  return Status::Ok();
+}
+
+Status ParsePadding(const std::string& text, Padding* padding) {
+  if (text == "SAME") {
+    *padding = Padding::kSame;
+  } else if (text == "VALID") {
+    *padding = Padding::kValid;
+  } else {
+    return Status::Error("padding must be \"SAME\" or \"VALID\", got \"" + text + "\"");
+  }
+  return Status::Ok();
+}
+
+Status ParseActivation(const std::string& text, Activation* activation) {
+  if (text == "NONE") {
+    *activation = Activation::kNone;
+  } else if (text == "RELU") {
+    *activation = Activation::kRelu;
+  } else {
+    return Status::Error("activation must be \"NONE\" or \"RELU\", got \"" + text + "\"");
+  }
+  return Status::Ok();
+}
+
+const char* BConv2DKernelName(BConv2DKernel kernel) {
+  switch (kernel) {
+    case BConv2DKernel::kReference:
+      return "reference";
+    case BConv2DKernel::kPortable:
+      return "portable";
+    case BConv2DKernel::kX86Popcnt:
+      return "x86_popcnt";
+  }
+  return "unknown";
+}
+
+BConv2DKernel SelectBConv2DKernel() {
+  const CpuFeatures cpu = DetectCpuFeatures();
+  const char* forced = std::getenv("LOWBIT_KERNEL");
+  if (forced != nullptr && forced[0] != '\0') {
+    if (std::strcmp(forced, "reference") == 0) return BConv2DKernel::kReference;
+    if (std::strcmp(forced, "portable") == 0) return BConv2DKernel::kPortable;
+    // A forced SIMD path the CPU lacks falls back to the portable kernel
+    // rather than crashing with an illegal instruction.
+    if (std::strcmp(forced, "x86_popcnt") == 0) {
+      return cpu.popcnt ? BConv2DKernel::kX86Popcnt : BConv2DKernel::kPortable;
+    }
+  }
+  return cpu.popcnt ? BConv2DKernel::kX86Popcnt : BConv2DKernel::kPortable;
+}
+
+void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
+             const PackedWord* filter, const float* multiplier, const float* bias,
+             float* output, ParallelExecutor& executor) {
+  switch (kernel) {
+    case BConv2DKernel::kReference:
+      BConv2DReference(params, input, filter, multiplier, bias, output);
+      return;
+    case BConv2DKernel::kX86Popcnt:
+      BConv2DX86Popcnt(params, input, filter, multiplier, bias, output, executor);
+      return;
+    case BConv2DKernel::kPortable:
+      break;
+  }
+  BConv2DPortable(params, input, filter, multiplier, bias, output, executor);
+}
+
+}  // namespace lowbit

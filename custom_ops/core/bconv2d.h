@@ -1,0 +1,80 @@
+// Binary 2-D convolution on bit-packed NHWC data.
+//
+//   input   [batch, in_h, in_w, PackedWords(channels_in)]          packed words
+//   filter  [out_channels, kernel_h, kernel_w, PackedWords(channels_in)]  (OHWI)
+//   output  [batch, out_h, out_w, out_channels]                     float32
+//
+// For every output pixel and channel the kernel computes the +-1 dot product of
+// the receptive field with the filter, then the output transform
+//     y = multiplier[c] * dot + bias[c],   optionally y = max(y, 0)  (fused ReLU)
+// which is where a following BatchNormalization folds in.
+//
+// Padding ("SAME", TensorFlow's geometry: pad_top = total / 2) comes in two kinds:
+//   pad_value = 1: padded pixels are +1 (zero bits). They take part in the dot
+//     product like real pixels: a tap contributes C - 2 * popcount(w_tap).
+//   pad_value = 0: padded pixels are 0, so they contribute nothing; the dot is
+//     taken over the valid taps only, K_valid = C * (number of in-bounds taps).
+#ifndef LOWBIT_CORE_BCONV2D_H_
+#define LOWBIT_CORE_BCONV2D_H_
+
+#include <cstdint>
+#include <string>
+
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+struct BConv2DParams {
+  // Set by the caller.
+  std::int64_t batch = 0;
+  std::int64_t in_h = 0, in_w = 0;
+  std::int64_t channels_in = 0;  // real channel count (not words)
+  std::int64_t out_channels = 0;
+  std::int64_t kernel_h = 0, kernel_w = 0;
+  std::int64_t stride_h = 1, stride_w = 1;
+  std::int64_t dilation_h = 1, dilation_w = 1;
+  Padding padding = Padding::kValid;
+  int pad_value = 0;  // 0 or 1; only meaningful with Padding::kSame
+  Activation activation = Activation::kNone;
+
+  // Filled in by ComputeBConv2DGeometry.
+  std::int64_t out_h = 0, out_w = 0;
+  std::int64_t pad_top = 0, pad_left = 0;
+
+  std::int64_t words() const { return PackedWords(channels_in); }
+};
+
+// Validates the caller-set fields (positive sizes, strides, dilations,
+// pad_value in {0, 1}, window fitting for VALID, sizes small enough that every
+// index fits in int64 and every dot product in int32) and computes the output
+// size and padding. Every kernel requires a params struct that passed this.
+Status ComputeBConv2DGeometry(BConv2DParams* params);
+
+// Parsing helpers shared by both shells for their string attributes/options.
+Status ParsePadding(const std::string& text, Padding* padding);
+Status ParseActivation(const std::string& text, Activation* activation);
+
+// The kernels available for binary convolution. kReference is the plain loop
+// nest used as ground truth by the tests; kPortable is the blocked kernel in
+// plain C++ (any CPU); kX86Popcnt is the same kernel built with the POPCNT
+// instruction. SIMD kernels are added here and chosen by SelectBConv2DKernel.
+enum class BConv2DKernel { kReference, kPortable, kX86Popcnt };
+
+// Picks the best kernel for this CPU. The environment variable LOWBIT_KERNEL
+// ("reference", "portable", "x86_popcnt") forces a choice so that tests cover
+// every path on one machine; a forced path this CPU cannot run falls back to
+// "portable".
+BConv2DKernel SelectBConv2DKernel();
+const char* BConv2DKernelName(BConv2DKernel kernel);
+
+// Runs the binary convolution. `params` must have passed ComputeBConv2DGeometry.
+// The padding bits of the last input word are ignored (masked), so any packed
+// input is accepted.
+void BConv2D(BConv2DKernel kernel, const BConv2DParams& params,
+             const PackedWord* input, const PackedWord* filter,
+             const float* multiplier, const float* bias, float* output,
+             ParallelExecutor& executor);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_BCONV2D_H_

@@ -1,0 +1,20 @@
+// Bit-packing of float tensors along their innermost (channel) axis.
+#ifndef LOWBIT_CORE_BITPACK_H_
+#define LOWBIT_CORE_BITPACK_H_
+
+#include <cstdint>
+
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+// Packs `rows` rows of `channels` floats each into rows of PackedWords(channels)
+// words: bit c of a row is 1 exactly when value c is < 0 (NaN and -0.0 give 0,
+// i.e. +1, matching sign(x) = x >= 0 ? +1 : -1 applied as !(x < 0)). Bits past
+// `channels` in the last word are 0.
+void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
+                 PackedWord* output, ParallelExecutor& executor);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_BITPACK_H_

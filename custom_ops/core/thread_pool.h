@@ -1,0 +1,50 @@
+// A small fixed-size thread pool implementing ParallelExecutor, for runtimes
+// that bring no pool of their own (the TFLite shell). The calling thread takes
+// part in the work, so ThreadPool(1) starts no thread at all.
+#ifndef LOWBIT_CORE_THREAD_POOL_H_
+#define LOWBIT_CORE_THREAD_POOL_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+class ThreadPool final : public ParallelExecutor {
+ public:
+  explicit ThreadPool(int num_threads);
+  ~ThreadPool() override;
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Splits [0, total) into num_threads() contiguous chunks (fewer when the work
+  // is too small to be worth waking a thread for) and blocks until all are done.
+  // Not reentrant: one ParallelFor at a time per pool.
+  void ParallelFor(std::int64_t total, std::int64_t cost_per_unit,
+                   const RangeFn& fn) override;
+
+ private:
+  void WorkerLoop(int worker_index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable work_done_;
+  // State of the current job, guarded by mutex_.
+  const RangeFn* job_ = nullptr;
+  std::int64_t job_total_ = 0;
+  int job_chunks_ = 0;
+  std::uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_THREAD_POOL_H_

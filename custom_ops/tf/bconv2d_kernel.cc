@@ -1,0 +1,120 @@
+// TF kernel of LowbitBconv2d: validates the tensors against the attributes,
+// packs a float input on the fly, and runs the core's binary convolution.
+#include <string>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bitpack.h"
+#include "custom_ops/tf/tf_executor.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+
+namespace lowbit {
+
+using tensorflow::errors::InvalidArgument;
+
+template <typename T>
+class BConv2DOp : public tensorflow::OpKernel {
+ public:
+  explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::string padding, activation;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_h", &params_.dilation_h));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_w", &params_.dilation_w));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &params_.pad_value));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
+    OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &params_.activation)));
+    OP_REQUIRES(ctx, params_.pad_value == 0 || params_.pad_value == 1,
+                InvalidArgument("LowbitBconv2d: pad_value must be 0 or 1, got ",
+                                params_.pad_value));
+    kernel_ = SelectBConv2DKernel();
+  }
+
+  void Compute(tensorflow::OpKernelContext* ctx) override {
+    const tensorflow::Tensor& input = ctx->input(0);
+    const tensorflow::Tensor& filter = ctx->input(1);
+    const tensorflow::Tensor& multiplier = ctx->input(2);
+    const tensorflow::Tensor& bias = ctx->input(3);
+    constexpr bool kPackedInput = std::is_same<T, std::int32_t>::value;
+    const std::int64_t words = params_.words();
+
+    OP_REQUIRES(ctx, input.dims() == 4,
+                InvalidArgument("LowbitBconv2d: input must be 4-D NHWC, got shape ",
+                                input.shape().DebugString()));
+    OP_REQUIRES(ctx, filter.dims() == 4,
+                InvalidArgument("LowbitBconv2d: filter must be 4-D [C_out, KH, KW, words], got shape ",
+                                filter.shape().DebugString()));
+    const std::int64_t expected_depth = kPackedInput ? words : params_.channels_in;
+    OP_REQUIRES(ctx, input.dim_size(3) == expected_depth,
+                InvalidArgument("LowbitBconv2d: input depth ", input.dim_size(3),
+                                kPackedInput ? " (packed words)" : " (channels)",
+                                " does not match channels_in = ", params_.channels_in,
+                                ", expected ", expected_depth));
+    OP_REQUIRES(ctx, filter.dim_size(3) == words,
+                InvalidArgument("LowbitBconv2d: filter has ", filter.dim_size(3),
+                                " packed words per tap, but channels_in = ", params_.channels_in,
+                                " needs ", words));
+    const std::int64_t out_channels = filter.dim_size(0);
+    OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
+                InvalidArgument("LowbitBconv2d: multiplier must have shape [", out_channels,
+                                "], got ", multiplier.shape().DebugString()));
+    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == out_channels,
+                InvalidArgument("LowbitBconv2d: bias must have shape [", out_channels, "], got ",
+                                bias.shape().DebugString()));
+
+    BConv2DParams p = params_;
+    p.batch = input.dim_size(0);
+    p.in_h = input.dim_size(1);
+    p.in_w = input.dim_size(2);
+    p.out_channels = out_channels;
+    p.kernel_h = filter.dim_size(1);
+    p.kernel_w = filter.dim_size(2);
+    OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DGeometry(&p)));
+
+    tensorflow::Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(
+                            0, tensorflow::TensorShape({p.batch, p.out_h, p.out_w, out_channels}),
+                            &output));
+    if (output->NumElements() == 0) return;
+
+    TfExecutor executor(ctx);
+    const PackedWord* packed_input;
+    tensorflow::Tensor packed;  // scratch for a float input
+    if constexpr (kPackedInput) {
+      packed_input = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
+    } else {
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32,
+                                             tensorflow::TensorShape({p.batch, p.in_h, p.in_w, words}),
+                                             &packed));
+      PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
+      BitpackRows(input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
+                  executor);
+      packed_input = dst;
+    }
+    BConv2D(kernel_, p, packed_input,
+            reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()),
+            multiplier.flat<float>().data(), bias.flat<float>().data(),
+            output->flat<float>().data(), executor);
+  }
+
+ private:
+  static tensorflow::Status ToTf(const lowbit::Status& s) {
+    if (s.ok) return tensorflow::Status();
+    return InvalidArgument("LowbitBconv2d: ", s.message);
+  }
+
+  BConv2DParams params_;
+  BConv2DKernel kernel_;
+};
+
+REGISTER_KERNEL_BUILDER(
+    Name("LowbitBconv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
+    BConv2DOp<float>);
+REGISTER_KERNEL_BUILDER(
+    Name("LowbitBconv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<std::int32_t>("T"),
+    BConv2DOp<std::int32_t>);
+
+}  // namespace lowbit

@@ -1,0 +1,99 @@
+// Registrations (signatures, attributes, shape functions) of the lowbit TF ops.
+// The kernels live in bitpack_kernel.cc and bconv2d_kernel.cc.
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/types.h"
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace lowbit {
+
+using TfStatus = tensorflow::Status;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+REGISTER_OP("LowbitBitpack")
+    .Input("input: float")
+    .Output("output: int32")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle in;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &in));
+      DimensionHandle channels = c->Dim(in, -1);
+      DimensionHandle words = c->UnknownDim();
+      if (c->ValueKnown(channels)) words = c->MakeDim(PackedWords(c->Value(channels)));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(in, -1, words, &out));
+      c->set_output(0, out);
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Packs the signs of `input` along its last axis into 32-bit words.
+
+Bit c of word c / 32 is 1 exactly when input[..., c] < 0 (value -1); x >= 0,
+-0.0 and NaN give 0 (value +1). Channels are padded with 0 bits to a whole word.
+output: shape input.shape[:-1] + [ceil(C / 32)].
+)doc");
+
+REGISTER_OP("LowbitBconv2d")
+    .Input("input: T")
+    .Input("filter: int32")
+    .Input("multiplier: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("T: {float, int32}")
+    .Attr("channels_in: int >= 1")
+    .Attr("stride_h: int >= 1 = 1")
+    .Attr("stride_w: int >= 1 = 1")
+    .Attr("dilation_h: int >= 1 = 1")
+    .Attr("dilation_w: int >= 1 = 1")
+    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
+    .Attr("pad_value: int = 0")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle input, filter, vec;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
+      BConv2DParams p;
+      std::string padding;
+      TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p.channels_in));
+      TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
+      TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
+      TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p.dilation_h));
+      TF_RETURN_IF_ERROR(c->GetAttr("dilation_w", &p.dilation_w));
+      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+      ParsePadding(padding, &p.padding);
+      DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
+      const DimensionHandle in_h = c->Dim(input, 1), in_w = c->Dim(input, 2);
+      const DimensionHandle k_h = c->Dim(filter, 1), k_w = c->Dim(filter, 2);
+      if (c->ValueKnown(in_h) && c->ValueKnown(in_w) && c->ValueKnown(k_h) &&
+          c->ValueKnown(k_w)) {
+        p.batch = 1;
+        p.out_channels = 1;
+        p.in_h = c->Value(in_h);
+        p.in_w = c->Value(in_w);
+        p.kernel_h = c->Value(k_h);
+        p.kernel_w = c->Value(k_w);
+        const lowbit::Status geometry = ComputeBConv2DGeometry(&p);
+        if (!geometry.ok) return tensorflow::errors::InvalidArgument("LowbitBconv2d: ", geometry.message);
+        out_h = c->MakeDim(p.out_h);
+        out_w = c->MakeDim(p.out_w);
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w, c->Dim(filter, 0)}));
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Binary 2-D convolution of a bit-packed (or float, packed on the fly) NHWC input
+with a bit-packed OHWI filter, followed by y = multiplier * dot + bias and an
+optional fused ReLU. See docs/custom_ops.md for the exact semantics.
+
+input: float32 [N, H, W, channels_in] or int32 packed [N, H, W, ceil(channels_in / 32)].
+filter: int32 packed [C_out, KH, KW, ceil(channels_in / 32)].
+multiplier: float32 [C_out].
+bias: float32 [C_out].
+output: float32 [N, OH, OW, C_out].
+)doc");
+
+}  // namespace lowbit

@@ -1,0 +1,39 @@
+"""lowbit_tf: binary and low-bit neural networks for TensorFlow / Keras 3.
+
+Submodules are imported on first use, so that `import lowbit_tf.lite` (the
+TFLite runtime) works on a device that has no TensorFlow installed.
+
+    lowbit_tf.quantizers   quantizers with custom gradients (ste_sign, ...)
+    lowbit_tf.layers       Keras layers (QuantConv2D, ...)
+    lowbit_tf.constraints  weight constraints (WeightClip)
+    lowbit_tf.ops          Python face of the custom TF ops (bitpack, bconv2d)
+    lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
+    lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("quantizers", "layers", "constraints", "ops", "lite")
+
+__all__ = [*_SUBMODULES, "convert", "__version__"]
+
+
+def convert(model: Any, **kwargs: Any) -> bytes:
+    """Converts a Keras model to a .tflite flatbuffer with lowbit custom ops.
+
+    See `lowbit_converter.convert` for the arguments.
+    """
+    from lowbit_converter import convert as _convert
+
+    return _convert(model, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

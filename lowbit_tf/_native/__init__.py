@@ -1,0 +1,70 @@
+"""Locating and loading the native libraries built from custom_ops/.
+
+This module must not import TensorFlow at import time: the TFLite runtime
+(`lowbit_tf.lite`) uses `tflite_library_path` on devices without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+_HERE = Path(__file__).resolve().parent
+TF_OPS_LIBRARY = _HERE / "liblowbit_tf_ops.so"
+TFLITE_LIBRARY = _HERE / "liblowbit_tflite.so"
+
+_BUILD_INFO = re.compile(rb"lowbit-build-info:tensorflow=([0-9A-Za-z.\-+]*);")
+
+
+class NativeLibraryError(ImportError):
+    """A native library is missing or does not fit the installed TensorFlow."""
+
+
+def _missing(path: Path) -> NativeLibraryError:
+    return NativeLibraryError(
+        f"lowbit-tf native library {path.name} was not found in {path.parent}. "
+        "It is built when the package is installed: run `pip install -e .` "
+        "(or `pip install .`) from the lowbit-tf source tree."
+    )
+
+
+def tflite_library_path() -> Path:
+    """Path of the TFLite delegate library (liblowbit_tflite.so)."""
+    if not TFLITE_LIBRARY.is_file():
+        raise _missing(TFLITE_LIBRARY)
+    return TFLITE_LIBRARY
+
+
+def built_tensorflow_version(path: Path = TF_OPS_LIBRARY) -> str:
+    """The TensorFlow version the TF op library was compiled against.
+
+    Read from a marker string in the binary, without loading it.
+    """
+    match = _BUILD_INFO.search(path.read_bytes())
+    if match is None:
+        raise NativeLibraryError(f"{path} carries no lowbit build information; rebuild lowbit-tf")
+    return match.group(1).decode()
+
+
+def check_tensorflow_version(built: str, installed: str) -> None:
+    """Raises NativeLibraryError unless both versions share major.minor."""
+    if built.split(".")[:2] != installed.split(".")[:2]:
+        raise NativeLibraryError(
+            f"lowbit-tf's TF op library was built against TensorFlow {built}, but TensorFlow "
+            f"{installed} is installed. Custom ops only load into the TensorFlow minor version "
+            "they were compiled with: reinstall lowbit-tf (`pip install -e .`) in this "
+            f"environment, or install TensorFlow {'.'.join(built.split('.')[:2])}."
+        )
+
+
+@cache
+def load_tf_ops() -> ModuleType:
+    """Loads the TF op library once (tf.load_op_library) and returns its op module."""
+    import tensorflow as tf
+
+    if not TF_OPS_LIBRARY.is_file():
+        raise _missing(TF_OPS_LIBRARY)
+    check_tensorflow_version(built_tensorflow_version(), tf.__version__)
+    return tf.load_op_library(str(TF_OPS_LIBRARY))

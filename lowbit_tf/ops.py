@@ -1,0 +1,148 @@
+"""Python face of the lowbit custom TensorFlow ops.
+
+Bit convention (docs/custom_ops.md): sign(x) = +1 for x >= 0 and -1 for x < 0;
+32 consecutive channels per int32 word, lowest channel in the lowest bit, bit 1
+meaning -1, channels padded with 0 bits (+1) to a whole word.
+
+The ops run on TensorFlow's intra-op thread pool. They have no gradient: train
+with the Keras layers (`lowbit_tf.layers`), which use float ops and
+straight-through estimators, and run inference through these ops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from lowbit_tf._native import load_tf_ops
+
+__all__ = ["BITS_PER_WORD", "packed_words", "bitpack", "pack_filter", "bconv2d"]
+
+BITS_PER_WORD = 32
+_PADDINGS = ("SAME", "VALID")
+_ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
+
+
+def packed_words(channels: int) -> int:
+    """Number of int32 words holding `channels` packed binary values."""
+    return -(-int(channels) // BITS_PER_WORD)
+
+
+def bitpack(x: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Packs the signs of a float32 tensor along its last axis.
+
+    Returns an int32 tensor of shape `x.shape[:-1] + [ceil(C / 32)]`.
+    """
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise TypeError(f"bitpack expects a float32 tensor, got dtype {x.dtype.name}")
+    if x.shape.rank == 0:
+        raise ValueError("bitpack expects a tensor of rank >= 1, got a scalar")
+    return load_tf_ops().lowbit_bitpack(x)
+
+
+def pack_filter(kernel: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Binarises and packs a Keras conv kernel for `bconv2d`.
+
+    Args:
+      kernel: float32 [KH, KW, C_in, C_out] (Keras/TF "HWIO" layout); its signs
+        are taken with the bit convention above.
+
+    Returns:
+      int32 [C_out, KH, KW, ceil(C_in / 32)] ("OHWI", packed along C_in).
+    """
+    kernel = tf.convert_to_tensor(kernel, dtype=tf.float32)
+    if kernel.shape.rank != 4:
+        raise ValueError(f"pack_filter expects a 4-D HWIO kernel, got shape {kernel.shape}")
+    return bitpack(tf.transpose(kernel, (3, 0, 1, 2)))
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int | np.integer) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int | np.integer) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of them, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def bconv2d(
+    inputs: tf.Tensor | np.ndarray,
+    filter: tf.Tensor | np.ndarray,  # noqa: A002 - TF's own name for it
+    multiplier: tf.Tensor | np.ndarray | None = None,
+    bias: tf.Tensor | np.ndarray | None = None,
+    *,
+    channels_in: int | None = None,
+    strides: int | Sequence[int] = 1,
+    dilations: int | Sequence[int] = 1,
+    padding: str = "VALID",
+    pad_value: int = 0,
+    activation: str | None = None,
+) -> tf.Tensor:
+    """Binary 2-D convolution with a fused output transform.
+
+    Computes, for every output pixel and channel c,
+        y = multiplier[c] * dot + bias[c]     (then max(y, 0) if activation="relu")
+    where dot is the +-1 dot product of the binarised receptive field with the
+    binarised filter: dot = K - 2 * popcount(x XOR w) over the K taps*channels.
+
+    Args:
+      inputs: float32 NHWC (binarised and packed inside the op) or int32
+        packed NHWC from `bitpack`.
+      filter: int32 packed [C_out, KH, KW, ceil(C_in / 32)] from `pack_filter`.
+      multiplier, bias: float32 [C_out]; default ones and zeros.
+      channels_in: the real input channel count; required for a packed input,
+        inferred from a float input.
+      strides, dilations: an int or (height, width).
+      padding: "SAME" or "VALID" (TensorFlow's geometry).
+      pad_value: 0 (padded pixels contribute 0, like zero padding of the
+        binarised input) or 1 (padded pixels are +1). Only matters for "SAME".
+      activation: None / "linear" or "relu" (fused).
+
+    Returns:
+      float32 [N, OH, OW, C_out].
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    filter = tf.convert_to_tensor(filter)
+    if inputs.dtype not in (tf.float32, tf.int32):
+        raise TypeError(
+            f"bconv2d inputs must be float32 or packed int32, got dtype {inputs.dtype.name}"
+        )
+    if filter.dtype != tf.int32:
+        raise TypeError(f"bconv2d filter must be packed int32, got dtype {filter.dtype.name}")
+    if inputs.shape.rank is not None and inputs.shape.rank != 4:
+        raise ValueError(f"bconv2d inputs must be 4-D NHWC, got shape {inputs.shape}")
+    if filter.shape.rank != 4:
+        raise ValueError(f"bconv2d filter must be 4-D [C_out, KH, KW, words], got {filter.shape}")
+    if channels_in is None:
+        if inputs.dtype == tf.int32 or inputs.shape[-1] is None:
+            raise ValueError("bconv2d needs channels_in for a packed input or unknown depth")
+        channels_in = int(inputs.shape[-1])
+    padding = padding.upper()
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    if pad_value not in (0, 1):
+        raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
+    out_channels = filter.shape[0]
+    if multiplier is None:
+        multiplier = tf.ones([out_channels], tf.float32)
+    if bias is None:
+        bias = tf.zeros([out_channels], tf.float32)
+    stride_h, stride_w = _pair(strides, "strides")
+    dilation_h, dilation_w = _pair(dilations, "dilations")
+    return load_tf_ops().lowbit_bconv2d(
+        inputs,
+        filter,
+        tf.convert_to_tensor(multiplier, tf.float32),
+        tf.convert_to_tensor(bias, tf.float32),
+        channels_in=int(channels_in),
+        stride_h=stride_h,
+        stride_w=stride_w,
+        dilation_h=dilation_h,
+        dilation_w=dilation_w,
+        padding=padding,
+        pad_value=int(pad_value),
+        activation=_ACTIVATIONS[activation],
+    )
