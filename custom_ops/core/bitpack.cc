@@ -1,7 +1,21 @@
 #include "custom_ops/core/bitpack.h"
 
+#include <cstring>
+
 namespace lowbit {
 namespace {
+
+// 1 when x binarises to -1, i.e. x < 0 in exact IEEE arithmetic. Decided on
+// the bit pattern so that the result does not depend on the thread's
+// floating-point mode: TensorFlow runs some CPU kernels with denormals-are-zero,
+// where a plain `x < 0` would call a negative subnormal zero. Negative non-zero
+// numbers down to -inf have patterns in (0x80000000, 0xff800000]; -0.0 is
+// 0x80000000 and NaNs with the sign bit lie above 0xff800000.
+inline PackedWord NegativeBit(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof(u));
+  return static_cast<PackedWord>(u > 0x80000000u && u <= 0xff800000u);
+}
 
 void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
   const std::int64_t full_words = channels / kBitsPerWord;
@@ -9,7 +23,7 @@ void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
     PackedWord word = 0;
     const float* chunk = in + w * kBitsPerWord;
     for (int b = 0; b < kBitsPerWord; ++b) {
-      word |= static_cast<PackedWord>(chunk[b] < 0.0f) << b;
+      word |= NegativeBit(chunk[b]) << b;
     }
     out[w] = word;
   }
@@ -18,7 +32,7 @@ void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
     PackedWord word = 0;
     const float* chunk = in + full_words * kBitsPerWord;
     for (std::int64_t b = 0; b < tail; ++b) {
-      word |= static_cast<PackedWord>(chunk[b] < 0.0f) << b;
+      word |= NegativeBit(chunk[b]) << b;
     }
     out[full_words] = word;
   }

@@ -9,9 +9,10 @@
 namespace lowbit {
 
 // Packs `rows` rows of `channels` floats each into rows of PackedWords(channels)
-// words: bit c of a row is 1 exactly when value c is < 0 (NaN and -0.0 give 0,
-// i.e. +1, matching sign(x) = x >= 0 ? +1 : -1 applied as !(x < 0)). Bits past
-// `channels` in the last word are 0.
+// words: bit c of a row is 1 exactly when value c < 0 in IEEE arithmetic
+// (value -1), whatever the thread's flush-to-zero mode: negative subnormals
+// give 1; 0.0, -0.0 and NaN give 0 (value +1). Bits past `channels` in the
+// last word are 0.
 void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
                  PackedWord* output, ParallelExecutor& executor);
 

@@ -1,0 +1,85 @@
+"""Plain NumPy references for the binary ops (ground truth for the tests).
+
+Written from the definitions, independently of the C++ code: bits are set one
+by one and the convolution multiplies +-1 (or 0 padding) values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BITS = 32
+
+
+def is_negative(x: np.ndarray) -> np.ndarray:
+    """x < 0 in IEEE arithmetic (NumPy does not flush subnormals)."""
+    return np.asarray(x, np.float32) < 0
+
+
+def sign(x: np.ndarray) -> np.ndarray:
+    """+1 for x >= 0, -1 for x < 0 (the project's binarisation)."""
+    return np.where(is_negative(x), -1.0, 1.0).astype(np.float32)
+
+
+def bitpack_np(x: np.ndarray) -> np.ndarray:
+    """Packs x < 0 (see is_negative) as bit 1 along the last axis, 32 channels per int32 word."""
+    x = np.asarray(x, np.float32)
+    channels = x.shape[-1]
+    words = -(-channels // BITS)
+    bits = np.zeros(x.shape[:-1] + (words * BITS,), np.uint64)
+    bits[..., :channels] = is_negative(x)
+    bits = bits.reshape(x.shape[:-1] + (words, BITS))
+    weights = np.uint64(1) << np.arange(BITS, dtype=np.uint64)
+    packed = (bits * weights).sum(axis=-1).astype(np.uint32)
+    return packed.view(np.int32)
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) of TensorFlow's SAME padding."""
+    effective = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + effective - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def bconv2d_np(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    multiplier: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    strides: tuple[int, int] = (1, 1),
+    dilations: tuple[int, int] = (1, 1),
+    padding: str = "VALID",
+    pad_value: int = 0,
+    activation: str | None = None,
+) -> np.ndarray:
+    """Binary conv of sign(x) (NHWC) with sign(kernel) (HWIO), then y = m * dot + b.
+
+    Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
+    The dot products are exact integers; the transform is computed in float32.
+    """
+    xs = sign(x)
+    ws = sign(kernel)
+    kh, kw, cin, cout = ws.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    if padding == "SAME":
+        _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
+        _, left, right = same_padding(xs.shape[2], kw, sw, dw)
+        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                    constant_values=float(pad_value))
+    n, h, w, _ = xs.shape
+    out_h = (h - ((kh - 1) * dh + 1)) // sh + 1
+    out_w = (w - ((kw - 1) * dw + 1)) // sw + 1
+    dot = np.zeros((n, out_h, out_w, cout), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xs[:, ky * dh: ky * dh + (out_h - 1) * sh + 1: sh,
+                       kx * dw: kx * dw + (out_w - 1) * sw + 1: sw, :]
+            dot += np.einsum("nhwc,co->nhwo", patch.astype(np.int64),
+                             ws[ky, kx].astype(np.int64))
+    m = np.ones(cout, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
+    b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
+    y = dot.astype(np.float32) * m + b
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    return y.astype(np.float32)

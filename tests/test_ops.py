@@ -1,0 +1,250 @@
+"""The custom TF ops against the NumPy reference, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import bconv2d_np, bitpack_np
+
+from lowbit_tf import ops
+
+TESTS = Path(__file__).resolve().parent
+CHANNELS = st.sampled_from([1, 2, 7, 31, 32, 33, 63, 64, 65, 96, 130])
+
+
+@st.composite
+def conv_cases(draw: st.DrawFn) -> dict:
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = draw(st.sampled_from(["SAME", "VALID"]))
+    # VALID needs the dilated kernel to fit.
+    min_h = (kh - 1) * dh + 1 if padding == "VALID" else 1
+    min_w = (kw - 1) * dw + 1 if padding == "VALID" else 1
+    return dict(
+        batch=draw(st.integers(1, 3)),
+        height=draw(st.integers(min_h, min_h + 7)),
+        width=draw(st.integers(min_w, min_w + 7)),
+        cin=draw(CHANNELS),
+        cout=draw(st.integers(1, 9)),
+        kernel=(kh, kw),
+        strides=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+        dilations=(dh, dw),
+        padding=padding,
+        pad_value=draw(st.sampled_from([0, 1])),
+        activation=draw(st.sampled_from([None, "relu"])),
+        seed=draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+def make_tensors(case: dict):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(
+        (case["batch"], case["height"], case["width"], case["cin"])).astype(np.float32)
+    kernel = rng.standard_normal((*case["kernel"], case["cin"], case["cout"])).astype(np.float32)
+    multiplier = rng.uniform(-2, 2, case["cout"]).astype(np.float32)
+    bias = rng.uniform(-3, 3, case["cout"]).astype(np.float32)
+    return x, kernel, multiplier, bias
+
+
+def reference(case: dict, x, kernel, multiplier, bias) -> np.ndarray:
+    return bconv2d_np(x, kernel, multiplier, bias, case["strides"], case["dilations"],
+                      case["padding"], case["pad_value"], case["activation"])
+
+
+def run_op(case: dict, inputs, kernel, multiplier, bias) -> np.ndarray:
+    return ops.bconv2d(
+        inputs, ops.pack_filter(kernel), multiplier, bias, channels_in=case["cin"],
+        strides=case["strides"], dilations=case["dilations"], padding=case["padding"],
+        pad_value=case["pad_value"], activation=case["activation"]).numpy()
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3), channels=CHANNELS,
+       seed=st.integers(0, 2**31 - 1))
+def test_bitpack_matches_numpy(shape, channels, seed):
+    x = np.random.default_rng(seed).standard_normal((*shape, channels)).astype(np.float32)
+    x.flat[:: max(1, x.size // 5)] = 0.0  # zeros binarise to +1 (bit 0)
+    np.testing.assert_array_equal(ops.bitpack(x).numpy(), bitpack_np(x))
+
+
+def test_bitpack_edge_values():
+    x = np.array([[0.0, -0.0, -1e-38, 1e-38, np.nan, -np.inf, np.inf, -5.0, -1.2e-38, -np.nan]],
+                 np.float32)
+    # bits: exactly the values < 0 (indices 2, 5, 7, 8), the subnormal -1e-38
+    # included, as TensorFlow's float comparison sees it; -0.0 and NaN are +1.
+    expected = (1 << 2) | (1 << 5) | (1 << 7) | (1 << 8)
+    assert ops.bitpack(x).numpy()[0, 0] == expected
+    assert bitpack_np(x)[0, 0] == expected
+    np.testing.assert_array_equal(tf.where(x >= 0, 1.0, -1.0).numpy()[0, [2, 5, 7, 8]], -1.0)
+
+
+@settings(max_examples=120, deadline=None)
+@given(case=conv_cases())
+def test_bconv2d_matches_numpy(case):
+    x, kernel, multiplier, bias = make_tensors(case)
+    expected = reference(case, x, kernel, multiplier, bias)
+    np.testing.assert_array_equal(run_op(case, x, kernel, multiplier, bias), expected)
+    # The same through an explicitly packed input.
+    np.testing.assert_array_equal(run_op(case, ops.bitpack(x), kernel, multiplier, bias), expected)
+
+
+def test_bconv2d_ignores_garbage_in_padding_bits():
+    case = dict(batch=1, height=5, width=5, cin=33, cout=3, kernel=(3, 3), strides=(1, 1),
+                dilations=(1, 1), padding="SAME", pad_value=1, activation=None, seed=3)
+    x, kernel, multiplier, bias = make_tensors(case)
+    packed = ops.bitpack(x).numpy()
+    packed[..., 1] |= np.int32(-2)  # set every bit above channel 32
+    np.testing.assert_array_equal(run_op(case, packed, kernel, multiplier, bias),
+                                  reference(case, x, kernel, multiplier, bias))
+
+
+def test_bconv2d_in_tf_function_with_unknown_batch():
+    case = dict(batch=4, height=6, width=7, cin=65, cout=5, kernel=(3, 3), strides=(2, 1),
+                dilations=(1, 2), padding="SAME", pad_value=0, activation="relu", seed=11)
+    x, kernel, multiplier, bias = make_tensors(case)
+    filt = ops.pack_filter(kernel)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6, 7, 65], tf.float32)])
+    def f(t):
+        return ops.bconv2d(t, filt, multiplier, bias, strides=(2, 1), dilations=(1, 2),
+                           padding="SAME", activation="relu")
+
+    assert f.get_concrete_function().output_shapes.as_list() == [None, 3, 7, 5]
+    np.testing.assert_array_equal(f(x).numpy(), reference(case, x, kernel, multiplier, bias))
+
+
+def test_bconv2d_empty_batch():
+    out = ops.bconv2d(np.zeros((0, 4, 4, 8), np.float32), ops.pack_filter(np.ones((3, 3, 8, 2))),
+                      padding="SAME")
+    assert out.shape == (0, 4, 4, 2)
+
+
+def test_multithreaded_equals_single_threaded():
+    """A shape big enough to be split over TF's intra-op pool."""
+    case = dict(batch=2, height=20, width=20, cin=130, cout=48, kernel=(3, 3), strides=(1, 1),
+                dilations=(1, 1), padding="SAME", pad_value=0, activation=None, seed=5)
+    x, kernel, multiplier, bias = make_tensors(case)
+    np.testing.assert_array_equal(run_op(case, x, kernel, multiplier, bias),
+                                  reference(case, x, kernel, multiplier, bias))
+
+
+KERNEL_PATH_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from reference import bconv2d_np
+    from lowbit_tf import ops
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        n, h, w = rng.integers(1, 3), rng.integers(3, 12), rng.integers(3, 12)
+        cin = int(rng.choice([1, 31, 33, 64, 65, 130]))
+        cout = int(rng.integers(1, 20))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        s = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+        d = (int(rng.integers(1, 3)), 1)
+        pad, pv = ("SAME", "VALID")[i % 2], int(rng.integers(0, 2))
+        if pad == "VALID" and (h < (kh - 1) * d[0] + 1 or w < kw):
+            continue
+        x = rng.standard_normal((n, h, w, cin)).astype(np.float32)
+        k = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
+        m = rng.uniform(-1, 1, cout).astype(np.float32)
+        b = rng.uniform(-1, 1, cout).astype(np.float32)
+        got = ops.bconv2d(x, ops.pack_filter(k), m, b, strides=s, dilations=d, padding=pad,
+                          pad_value=pv, activation="relu").numpy()
+        want = bconv2d_np(x, k, m, b, s, d, pad, pv, "relu")
+        assert np.array_equal(got, want), (i, n, h, w, cin, cout, kh, kw, s, d, pad, pv)
+    print("KERNEL PATH OK")
+""")
+
+
+@pytest.mark.parametrize("path", ["reference", "portable", "x86_popcnt"])
+def test_every_kernel_path_matches_numpy(path):
+    """LOWBIT_KERNEL forces each kernel; each runs in a fresh process."""
+    env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", KERNEL_PATH_SCRIPT.format(tests=str(TESTS))],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "KERNEL PATH OK" in result.stdout
+
+
+# ---------------------------------------------------------------------------
+# Bad input: clear exceptions, from Python and from inside the op.
+
+def raw_bconv2d(inputs, filt, multiplier, bias, **attrs):
+    """Calls the op directly, bypassing the Python checks, to test the C++ ones."""
+    from lowbit_tf._native import load_tf_ops
+
+    return load_tf_ops().lowbit_bconv2d(inputs, filt, multiplier, bias, **attrs)
+
+
+X = np.zeros((1, 5, 5, 33), np.float32)
+FILT = np.zeros((4, 3, 3, 2), np.int32)
+ONES, ZEROS = np.ones(4, np.float32), np.zeros(4, np.float32)
+
+
+@pytest.mark.parametrize("args, attrs, message", [
+    ((X[0], FILT, ONES, ZEROS), {"channels_in": 33}, "must be rank 4|4-D"),
+    ((X, FILT, ONES, ZEROS), {"channels_in": 32}, "input depth 33"),
+    ((X, FILT[..., :1], ONES, ZEROS), {"channels_in": 33}, "filter has 1 packed words"),
+    ((X, FILT, ONES[:3], ZEROS), {"channels_in": 33}, r"multiplier must have shape \[4\]"),
+    ((X, FILT, ONES, ZEROS[:2]), {"channels_in": 33}, r"bias must have shape \[4\]"),
+    ((X, FILT, ONES, ZEROS), {"channels_in": 33, "pad_value": 2}, "pad_value must be 0 or 1"),
+    ((np.zeros((1, 5, 5, 2), np.int32), FILT, ONES, ZEROS), {"channels_in": 33, "stride_h": 0},
+     "stride_h"),
+    ((X[:, :2], FILT, ONES, ZEROS), {"channels_in": 33, "padding": "VALID"}, "does not fit"),
+])
+def test_op_rejects_bad_input(args, attrs, message):
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        raw_bconv2d(*args, **attrs)
+
+
+def test_op_rejects_bad_input_inside_graph():
+    """Checks also run when shapes are unknown until run time (inside the kernel)."""
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def f(t):
+        return raw_bconv2d(t, FILT, ONES, ZEROS, channels_in=33)
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input depth 8"):
+        f(np.zeros((1, 5, 5, 8), np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input must be 4-D"):
+        f(np.zeros((5, 5, 33), np.float32))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: ops.bitpack(np.zeros(3, np.int32)), TypeError, "dtype int32"),
+    (lambda: ops.bitpack(np.float32(1)), ValueError, "scalar"),
+    (lambda: ops.pack_filter(np.zeros((3, 3, 4))), ValueError, "4-D HWIO"),
+    (lambda: ops.bconv2d(X.astype(np.float64), FILT), TypeError, "float64"),
+    (lambda: ops.bconv2d(X, FILT.astype(np.float32)), TypeError, "filter must be packed int32"),
+    (lambda: ops.bconv2d(X, FILT, padding="FULL"), ValueError, "'FULL'"),
+    (lambda: ops.bconv2d(X, FILT, pad_value=0.5), ValueError, "0.5"),
+    (lambda: ops.bconv2d(X, FILT, strides=(1, 0)), ValueError, r"\(1, 0\)"),
+    (lambda: ops.bconv2d(X, FILT, activation="tanh"), ValueError, "tanh"),
+    (lambda: ops.bconv2d(np.zeros((1, 5, 5, 2), np.int32), FILT), ValueError, "channels_in"),
+])
+def test_python_api_rejects_bad_input(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_version_mismatch_is_reported_with_both_versions():
+    from lowbit_tf._native import NativeLibraryError, check_tensorflow_version
+
+    check_tensorflow_version("2.21.0", "2.21.3")
+    with pytest.raises(NativeLibraryError, match=r"built against TensorFlow 2\.21\.0.*2\.20\.1"):
+        check_tensorflow_version("2.21.0", "2.20.1")
+
+
+def test_built_version_matches_running_tensorflow():
+    from lowbit_tf._native import built_tensorflow_version
+
+    assert built_tensorflow_version().split(".")[:2] == tf.__version__.split(".")[:2]
