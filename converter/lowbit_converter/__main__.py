@@ -1,0 +1,3 @@
+from lowbit_converter.cli import main
+
+raise SystemExit(main())

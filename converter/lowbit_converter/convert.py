@@ -1,0 +1,58 @@
+"""The conversion entry points."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from lowbit_converter.flatbuffer_pass import PassReport, run_pass
+from lowbit_converter.lowering import lower_model
+from lowbit_tf._keras import keras
+
+
+@dataclass
+class ConversionResult:
+    """The converted flatbuffer and what went into it."""
+
+    tflite_model: bytes
+    lowered_layers: list[str]
+    report: PassReport
+
+
+def convert_with_report(model: keras.Model, *, lowbit: bool = True) -> ConversionResult:
+    """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
+    lowered, plans = lower_model(model) if lowbit else (model, {})
+    # The Keras path freezes the variables of the layers kept in float.
+    converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
+    converter.allow_custom_ops = True
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flatbuffer, report = run_pass(converter.convert())
+    return ConversionResult(flatbuffer, sorted(plans), report)
+
+
+def convert(model: keras.Model, *, lowbit: bool = True) -> bytes:
+    """Converts a Keras model to a .tflite flatbuffer.
+
+    Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
+    BatchNormalization and ReLU that follow it folded in, becomes one
+    `LowbitBconv2d` custom op with bit-packed weights; everything else becomes
+    TFLite builtins. Run the result with `lowbit_tf.lite.Interpreter`.
+
+    Args:
+      model: a built Sequential or functional Keras model.
+      lowbit: False converts the model as it is (float ops only), e.g. to
+        compare sizes and speed with the float twin.
+
+    The batch dimension stays dynamic: the interpreter's inputs have batch 1
+    until resized with `resize_tensor_input`.
+
+    Returns:
+      The .tflite flatbuffer.
+
+    Raises:
+      ConversionError: naming the layer that cannot be converted and why.
+    """
+    return convert_with_report(model, lowbit=lowbit).tflite_model

@@ -1,0 +1,41 @@
+"""The custom ops the converter emits and the options each one carries.
+
+This is the Python side of the contract written down in docs/custom_ops.md;
+the C++ kernels (custom_ops/tflite) read the same keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    type: type
+    choices: tuple | None = None
+    minimum: int | None = None
+
+
+@dataclass(frozen=True)
+class CustomOpSpec:
+    name: str
+    num_inputs: int
+    options: dict[str, OptionSpec]
+
+
+BCONV2D = CustomOpSpec(
+    name="LowbitBconv2d",
+    num_inputs=4,
+    options={
+        "channels_in": OptionSpec(int, minimum=1),
+        "stride_h": OptionSpec(int, minimum=1),
+        "stride_w": OptionSpec(int, minimum=1),
+        "dilation_h": OptionSpec(int, minimum=1),
+        "dilation_w": OptionSpec(int, minimum=1),
+        "padding": OptionSpec(str, choices=("SAME", "VALID")),
+        "pad_value": OptionSpec(int, choices=(0, 1)),
+        "activation": OptionSpec(str, choices=("NONE", "RELU")),
+    },
+)
+
+CUSTOM_OPS: dict[str, CustomOpSpec] = {spec.name: spec for spec in (BCONV2D,)}

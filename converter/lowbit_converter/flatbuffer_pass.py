@@ -1,0 +1,93 @@
+"""Post-conversion pass over the .tflite flatbuffer.
+
+TFLiteConverter(allow_custom_ops=True) emits each lowbit TF op as a CUSTOM
+op whose custom_code is the TF op name and whose custom_options is a
+FlexBuffer map of all the TF op's attributes. This pass:
+  - checks every custom op is one of ours (anything else would fail to run);
+  - rewrites each one's custom_options to exactly the documented keys
+    (docs/custom_ops.md), dropping TF-internal attributes such as "T", and
+    validates their types and values;
+  - checks the op's weight inputs (filter, multiplier, bias) are constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import flatbuffers
+import numpy as np
+from flatbuffers import flexbuffers
+
+from lowbit_converter.custom_op_specs import CUSTOM_OPS, CustomOpSpec
+from lowbit_converter.lowering import ConversionError
+from lowbit_converter.tflite_schema import schema
+
+
+@dataclass
+class PassReport:
+    """What the pass saw: custom ops by name, and bytes of their constant inputs."""
+
+    custom_ops: dict[str, int] = field(default_factory=dict)
+    custom_op_weight_bytes: int = 0
+
+
+def _normalised_options(spec: CustomOpSpec, raw: bytes, where: str) -> dict:
+    try:
+        options = flexbuffers.Loads(raw)
+    except Exception as error:  # flexbuffers raises assorted errors on bad data
+        raise ConversionError(f"{where}: custom options are not a FlexBuffer map") from error
+    if not isinstance(options, dict):
+        raise ConversionError(f"{where}: custom options are not a FlexBuffer map")
+    result = {}
+    for key, option in spec.options.items():
+        if key not in options:
+            raise ConversionError(f"{where}: custom option {key!r} is missing")
+        value = options[key]
+        if option.type is str and isinstance(value, bytes):
+            value = value.decode()
+        if not isinstance(value, option.type) or isinstance(value, bool):
+            raise ConversionError(f"{where}: custom option {key!r} = {value!r} is not {option.type.__name__}")
+        if option.choices is not None and value not in option.choices:
+            raise ConversionError(f"{where}: custom option {key!r} = {value!r} not in {option.choices}")
+        if option.minimum is not None and value < option.minimum:
+            raise ConversionError(f"{where}: custom option {key!r} = {value!r} < {option.minimum}")
+        result[key] = value
+    return result
+
+
+def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
+    """Validates and normalises the lowbit custom ops of a converted model."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
+    report = PassReport()
+    for s, subgraph in enumerate(model.subgraphs):
+        for i, op in enumerate(subgraph.operators):
+            code = model.operatorCodes[op.opcodeIndex]
+            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if builtin != schema.BuiltinOperator.CUSTOM:
+                continue
+            name = (code.customCode or b"").decode()
+            where = f"subgraph {s} operator {i} ({name})"
+            spec = CUSTOM_OPS.get(name)
+            if spec is None:
+                raise ConversionError(
+                    f"{where}: the model contains a custom op {name!r} that no lowbit "
+                    "kernel implements; only builtins and lowbit ops can run"
+                )
+            if len(op.inputs) != spec.num_inputs:
+                raise ConversionError(f"{where}: expected {spec.num_inputs} inputs, got {len(op.inputs)}")
+            raw = b"" if op.customOptions is None else bytes(bytearray(op.customOptions))
+            options = _normalised_options(spec, raw, where)
+            op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
+            op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+            for tensor_index in op.inputs[1:]:
+                tensor = subgraph.tensors[tensor_index]
+                data = model.buffers[tensor.buffer].data
+                if data is None or len(data) == 0:
+                    raise ConversionError(
+                        f"{where}: weight input {tensor.name!r} is not a constant"
+                    )
+                report.custom_op_weight_bytes += len(data)
+            report.custom_ops[name] = report.custom_ops.get(name, 0) + 1
+    builder = flatbuffers.Builder(len(tflite_model) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), report

@@ -1,0 +1,216 @@
+"""Lowering: a trained Keras model -> the same model on lowbit custom ops.
+
+Each binary QuantConv2D (sign-binarised inputs and kernel) becomes a
+`LoweredBConv2D` layer that calls the `LowbitBconv2d` TF op with a bit-packed
+constant filter. A BatchNormalization that is the conv's only consumer is
+folded into the op's per-channel multiplier and bias, and a plain ReLU after
+that into its fused activation. Every other layer is kept as it is (it shares
+its weights with the original model) and becomes TFLite builtins.
+
+BatchNorm folding, per output channel c, with the conv's integer dot product d:
+    BN(d + b) = gamma * (d + b - mean) / sqrt(var + eps) + beta
+              = m * d + (beta + (b - mean) * m),   m = gamma / sqrt(var + eps)
+so multiplier = m and bias = beta + (b - mean) * m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from lowbit_converter.graph import model_graph
+from lowbit_tf import ops
+from lowbit_tf._keras import keras
+from lowbit_tf.layers import QuantConv2D
+from lowbit_tf.quantizers import SteSign, ste_sign
+
+
+class ConversionError(ValueError):
+    """A model, or one of its layers, cannot be converted as asked."""
+
+
+# Quantizers whose forward pass is exactly sign(x) = +1 if x >= 0 else -1.
+_SIGN_QUANTIZERS = (SteSign,)
+_SIGN_FUNCTIONS = (ste_sign,)
+
+
+def is_sign_quantizer(quantizer: Any) -> bool:
+    return isinstance(quantizer, _SIGN_QUANTIZERS) or any(
+        quantizer is f for f in _SIGN_FUNCTIONS
+    )
+
+
+def is_binary_conv(layer: keras.layers.Layer) -> bool:
+    """True for a QuantConv2D whose inputs and kernel are both sign-binarised."""
+    return (
+        isinstance(layer, QuantConv2D)
+        and is_sign_quantizer(layer.input_quantizer)
+        and is_sign_quantizer(layer.kernel_quantizer)
+    )
+
+
+def _activation_name(activation: Any) -> str | None:
+    """'relu', None (linear) or another name (kept as a separate float op)."""
+    if activation is None:
+        return None
+    name = getattr(activation, "__name__", None) or type(activation).__name__
+    return None if name == "linear" else name
+
+
+def _is_plain_relu(layer: keras.layers.Layer) -> bool:
+    if isinstance(layer, keras.layers.ReLU):
+        return (
+            layer.max_value is None
+            and float(layer.negative_slope) == 0.0
+            and float(layer.threshold) == 0.0
+        )
+    return isinstance(layer, keras.layers.Activation) and _activation_name(
+        layer.activation
+    ) == "relu"
+
+
+@dataclass
+class BConv2DPlan:
+    """What one binary conv layer lowers to."""
+
+    conv: QuantConv2D
+    batch_norm: keras.layers.BatchNormalization | None = None
+    relu: keras.layers.Layer | None = None
+
+    def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        filters = self.conv.filters
+        bias = (
+            np.asarray(self.conv.bias, np.float64)
+            if self.conv.use_bias
+            else np.zeros(filters, np.float64)
+        )
+        multiplier = np.ones(filters, np.float64)
+        bn = self.batch_norm
+        if bn is not None:
+            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+            beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+            mean = np.asarray(bn.moving_mean, np.float64)
+            var = np.asarray(bn.moving_variance, np.float64)
+            multiplier = gamma / np.sqrt(var + bn.epsilon) * multiplier
+            bias = beta + (bias - mean) * multiplier
+        return multiplier.astype(np.float32), bias.astype(np.float32)
+
+
+class LoweredBConv2D(keras.layers.Layer):
+    """Inference-only stand-in for a binary QuantConv2D (+ BatchNorm + ReLU).
+
+    Holds the bit-packed filter and the folded output transform as constants,
+    so that tracing it gives one LowbitBconv2d op with constant inputs.
+    """
+
+    def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
+        conv = plan.conv
+        super().__init__(name=conv.name, **kwargs)
+        self.packed_filter = ops.pack_filter(conv.quantized_kernel()).numpy()
+        self.multiplier, self.bias_vector = plan.multiplier_and_bias()
+        self.channels_in = int(conv.kernel.shape[2])
+        self.strides = tuple(conv.strides)
+        self.dilations = tuple(conv.dilation_rate)
+        self.padding = conv.padding.upper()
+        self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
+        conv_activation = _activation_name(conv.activation)
+        fused_relu = plan.relu is not None or (
+            plan.batch_norm is None and conv_activation == "relu"
+        )
+        self.fused_activation = "relu" if fused_relu else None
+        # Any other activation of the conv itself runs as float ops afterwards.
+        self.trailing_activation = (
+            conv.activation
+            if plan.batch_norm is None and conv_activation not in (None, "relu")
+            else None
+        )
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        outputs = ops.bconv2d(
+            inputs,
+            tf.constant(self.packed_filter),
+            tf.constant(self.multiplier),
+            tf.constant(self.bias_vector),
+            channels_in=self.channels_in,
+            strides=self.strides,
+            dilations=self.dilations,
+            padding=self.padding,
+            pad_value=self.pad_value,
+            activation=self.fused_activation,
+        )
+        if self.trailing_activation is not None:
+            outputs = self.trailing_activation(outputs)
+        return outputs
+
+
+def _check_convertible(conv: QuantConv2D) -> None:
+    problems = []
+    if conv.data_format != "channels_last":
+        problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
+    if conv.groups != 1:
+        problems.append(f"groups={conv.groups} (only 1)")
+    if conv.padding == "same" and conv.pad_values not in (0.0, 1.0):
+        problems.append(f"pad_values={conv.pad_values} (only 0 or 1 with padding='same')")
+    if conv.padding not in ("same", "valid"):
+        problems.append(f"padding={conv.padding!r}")
+    if problems:
+        raise ConversionError(
+            f"layer {conv.name!r} (QuantConv2D) cannot be converted to LowbitBconv2d: "
+            + "; ".join(problems)
+        )
+
+
+def plan_lowering(model: keras.Model) -> dict[str, BConv2DPlan]:
+    """Finds the binary convs and what folds into each, keyed by layer name."""
+    graph = model_graph(model)
+    layers = {layer.name: layer for layer in model.layers}
+    plans: dict[str, BConv2DPlan] = {}
+    for layer in model.layers:
+        if not is_binary_conv(layer):
+            continue
+        _check_convertible(layer)
+        plan = BConv2DPlan(layer)
+        tail = layer.name
+        nxt = layers.get(graph.only_consumer(tail) or "")
+        if (
+            _activation_name(layer.activation) is None
+            and isinstance(nxt, keras.layers.BatchNormalization)
+            and nxt.axis in (-1, 3, [3], [-1])
+        ):
+            plan.batch_norm = nxt
+            tail = nxt.name
+            nxt = layers.get(graph.only_consumer(tail) or "")
+        if _activation_name(layer.activation) is None and nxt is not None and _is_plain_relu(nxt):
+            plan.relu = nxt
+        plans[layer.name] = plan
+    return plans
+
+
+def lower_model(model: keras.Model) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
+    """Returns (the lowered model, the plans applied).
+
+    The lowered model shares every non-lowered layer (and its weights) with
+    `model`; folded BatchNorm and ReLU layers become identities.
+    """
+    if not model.built:
+        raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
+    plans = plan_lowering(model)
+    folded = {
+        fused.name
+        for plan in plans.values()
+        for fused in (plan.batch_norm, plan.relu)
+        if fused is not None
+    }
+
+    def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in plans:
+            return LoweredBConv2D(plans[layer.name])
+        if layer.name in folded:
+            return keras.layers.Identity(name=layer.name)
+        return layer
+
+    lowered = keras.models.clone_model(model, clone_function=clone_function)
+    return lowered, plans
