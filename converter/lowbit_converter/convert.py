@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -29,7 +31,11 @@ def convert_with_report(model: keras.Model, *, lowbit: bool = True) -> Conversio
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer, report = run_pass(converter.convert())
+    # Keras's export step prints the temporary SavedModel's signature; that is
+    # noise for our callers.
+    with contextlib.redirect_stdout(io.StringIO()):
+        converted = converter.convert()
+    flatbuffer, report = run_pass(converted)
     return ConversionResult(flatbuffer, sorted(plans), report)
 
 

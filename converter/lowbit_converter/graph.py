@@ -71,6 +71,9 @@ def model_graph(model: keras.Model) -> ModelGraph:
         graph.inputs_of[name] = producers
         for producer in producers:
             graph.consumers_of[producer].append(name)
-    for output in config.get("output_layers", []):
+    outputs = config.get("output_layers", [])
+    if outputs and isinstance(outputs[0], str):  # a single output: [name, node, index]
+        outputs = [outputs]
+    for output in outputs:
         graph.output_layers.add(output[0])
     return graph

@@ -128,7 +128,8 @@ class LoweredBConv2D(keras.layers.Layer):
             else None
         )
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        # kwargs: whatever the replaced layer's call received (e.g. training).
         outputs = ops.bconv2d(
             inputs,
             tf.constant(self.packed_filter),
@@ -144,6 +145,14 @@ class LoweredBConv2D(keras.layers.Layer):
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
+
+
+class FoldedAway(keras.layers.Layer):
+    """Stands in for a BatchNormalization or ReLU folded into the op before it."""
+
+    def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        # kwargs: what the folded layer's call received (training, mask).
+        return inputs
 
 
 def _check_convertible(conv: QuantConv2D) -> None:
@@ -193,7 +202,7 @@ def lower_model(model: keras.Model) -> tuple[keras.Model, dict[str, BConv2DPlan]
     """Returns (the lowered model, the plans applied).
 
     The lowered model shares every non-lowered layer (and its weights) with
-    `model`; folded BatchNorm and ReLU layers become identities.
+    `model`; folded BatchNorm and ReLU layers become pass-throughs.
     """
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
@@ -209,7 +218,7 @@ def lower_model(model: keras.Model) -> tuple[keras.Model, dict[str, BConv2DPlan]
         if layer.name in plans:
             return LoweredBConv2D(plans[layer.name])
         if layer.name in folded:
-            return keras.layers.Identity(name=layer.name)
+            return FoldedAway(name=layer.name)
         return layer
 
     lowered = keras.models.clone_model(model, clone_function=clone_function)

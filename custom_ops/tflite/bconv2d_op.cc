@@ -1,0 +1,247 @@
+// TFLite shell of LowbitBconv2d: binary 2-D convolution.
+//
+// Inputs:  0 input       float32 [N, H, W, C]  (bit-packed here), or
+//                        int32   [N, H, W, ceil(C/32)] (already packed)
+//          1 filter      int32   [Cout, KH, KW, ceil(C/32)]  packed words, OHWI
+//          2 multiplier  float32 [Cout]
+//          3 bias        float32 [Cout]
+// Output:  0             float32 [N, OH, OW, Cout]
+// Options (FlexBuffer map): channels_in, stride_h, stride_w, dilation_h,
+//   dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
+//   activation ("NONE"/"RELU"). Unknown keys are ignored.
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bitpack.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+namespace {
+
+Status Error(const std::string& msg) {
+  return Status::Error("LowbitBconv2d: " + msg);
+}
+
+// Reads an int option and checks lo <= value <= hi.
+Status GetIntInRange(const flex::Map& map, const char* key, std::int64_t lo,
+                     std::int64_t hi, std::int64_t* out) {
+  Status s = flex::GetInt(map, key, out);
+  if (!s.ok) return Error(s.message);
+  if (*out < lo || *out > hi) {
+    return Error(std::string("option '") + key + "' = " + std::to_string(*out) +
+                 " is out of range [" + std::to_string(lo) + ", " +
+                 std::to_string(hi) + "]");
+  }
+  return Status::Ok();
+}
+
+// Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size here,
+// since every tensor the op reads is non-empty).
+std::size_t Bytes4(std::int64_t count) {
+  if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
+  return static_cast<std::size_t>(count) * 4;
+}
+
+class Bconv2dOp final : public Op {
+ public:
+  Bconv2dOp(const BConv2DParams& attrs, BConv2DKernel kernel)
+      : attrs_(attrs), kernel_(kernel) {}
+
+  Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
+                 std::vector<OutputSpec>* outputs) override {
+    if (inputs.size() != 4) {
+      return Error("expected 4 inputs (input, filter, multiplier, bias), got " +
+                   std::to_string(inputs.size()));
+    }
+    if (num_outputs != 1) {
+      return Error("expected 1 output, got " + std::to_string(num_outputs));
+    }
+    const char* names[4] = {"input", "filter", "multiplier", "bias"};
+    for (int i = 0; i < 4; ++i) {
+      if (!inputs[i].present) return Error(std::string(names[i]) + " is missing");
+    }
+    const TensorRef& in = inputs[0];
+    const TensorRef& filter = inputs[1];
+    const TensorRef& mult = inputs[2];
+    const TensorRef& bias = inputs[3];
+    const std::int64_t channels = attrs_.channels_in;
+    const std::int64_t words = PackedWords(channels);
+
+    if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
+      return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
+                   TypeName(in.type));
+    }
+    input_packed_ = in.type == kTfLiteInt32;
+    if (in.rank != 4) {
+      return Error("input must have rank 4 (NHWC), got shape " + ShapeString(in));
+    }
+    const std::int64_t expected_c = input_packed_ ? words : channels;
+    if (in.dims[3] != expected_c) {
+      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[3]) +
+                   (input_packed_ ? " packed words" : " channels") + ", expected " +
+                   std::to_string(expected_c) + " for channels_in = " +
+                   std::to_string(channels));
+    }
+    if (filter.type != kTfLiteInt32) {
+      return Error(std::string("filter must be INT32 (packed words), got ") +
+                   TypeName(filter.type));
+    }
+    if (filter.rank != 4) {
+      return Error("filter must have rank 4 (OHWI), got shape " + ShapeString(filter));
+    }
+    if (filter.dims[3] != words) {
+      return Error("filter " + ShapeString(filter) + " has " +
+                   std::to_string(filter.dims[3]) + " words per tap, expected " +
+                   std::to_string(words) + " = ceil(channels_in / 32) for channels_in = " +
+                   std::to_string(channels));
+    }
+    const std::int64_t cout = filter.dims[0];
+    for (int i = 0; i < 3; ++i) {
+      if (filter.dims[i] < 1) return Error("filter has an empty dimension: " + ShapeString(filter));
+    }
+    const TensorRef* vecs[2] = {&mult, &bias};
+    for (int i = 0; i < 2; ++i) {
+      const TensorRef& v = *vecs[i];
+      if (v.type != kTfLiteFloat32) {
+        return Error(std::string(names[2 + i]) + " must be FLOAT32, got " + TypeName(v.type));
+      }
+      if (v.rank != 1 || v.dims[0] != cout) {
+        return Error(std::string(names[2 + i]) + " has shape " + ShapeString(v) +
+                     ", expected [" + std::to_string(cout) + "] (filter out channels)");
+      }
+    }
+    for (int i = 0; i < 4; ++i) {
+      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
+    }
+
+    BConv2DParams p = attrs_;
+    p.batch = in.dims[0];
+    p.in_h = in.dims[1];
+    p.in_w = in.dims[2];
+    p.out_channels = cout;
+    p.kernel_h = filter.dims[1];
+    p.kernel_w = filter.dims[2];
+    Status s = ComputeBConv2DGeometry(&p);
+    if (!s.ok) return Error(s.message);
+    if (p.out_h < 1 || p.out_w < 1 || p.out_h > INT_MAX || p.out_w > INT_MAX) {
+      return Error("invalid output size " + std::to_string(p.out_h) + " x " +
+                   std::to_string(p.out_w));
+    }
+    params_ = p;
+
+    // Byte sizes every Eval checks before touching data.
+    const std::int64_t pixels = p.batch * p.in_h * p.in_w;
+    input_bytes_ = Bytes4(pixels * expected_c);
+    filter_bytes_ = Bytes4(cout * p.kernel_h * p.kernel_w * words);
+    vector_bytes_ = Bytes4(cout);
+    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * cout);
+    if (!input_bytes_ || !filter_bytes_ || !vector_bytes_ || !output_bytes_) {
+      return Error("tensor sizes overflow");
+    }
+    if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * words));
+
+    outputs->assign(1, OutputSpec{});
+    (*outputs)[0].type = kTfLiteFloat32;
+    (*outputs)[0].dims = {static_cast<int>(p.batch), static_cast<int>(p.out_h),
+                          static_cast<int>(p.out_w), static_cast<int>(cout)};
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status Eval(const std::vector<TensorRef>& inputs,
+              const std::vector<TensorRef>& outputs,
+              ParallelExecutor& executor) override {
+    if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
+      return Error("Eval called without a successful Prepare");
+    }
+    const std::size_t need[4] = {input_bytes_, filter_bytes_, vector_bytes_, vector_bytes_};
+    const char* names[4] = {"input", "filter", "multiplier", "bias"};
+    for (int i = 0; i < 4; ++i) {
+      if (inputs[i].data == nullptr) return Error(std::string(names[i]) + " has no data");
+      if (inputs[i].bytes < need[i]) {
+        return Error(std::string(names[i]) + " holds " + std::to_string(inputs[i].bytes) +
+                     " bytes, expected " + std::to_string(need[i]));
+      }
+    }
+    const TensorRef& out = outputs[0];
+    if (out.data == nullptr) return Error("output has no data");
+    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
+      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
+                   " bytes, got " + TypeName(out.type) + " with " +
+                   std::to_string(out.bytes));
+    }
+    const PackedWord* packed_input;
+    if (input_packed_) {
+      packed_input = static_cast<const PackedWord*>(inputs[0].data);
+    } else {
+      BitpackRows(static_cast<const float*>(inputs[0].data),
+                  params_.batch * params_.in_h * params_.in_w, params_.channels_in,
+                  packed_.data(), executor);
+      packed_input = packed_.data();
+    }
+    BConv2D(kernel_, params_, packed_input,
+            static_cast<const PackedWord*>(inputs[1].data),
+            static_cast<const float*>(inputs[2].data),
+            static_cast<const float*>(inputs[3].data), static_cast<float*>(out.data),
+            executor);
+    return Status::Ok();
+  }
+
+ private:
+  const BConv2DParams attrs_;   // options only
+  const BConv2DKernel kernel_;  // chosen once, at init
+  BConv2DParams params_;        // options + shapes of the last Prepare
+  bool prepared_ = false;
+  bool input_packed_ = false;
+  std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
+  std::vector<PackedWord> packed_;  // bit-packed float input
+};
+
+}  // namespace
+
+Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
+                       std::unique_ptr<Op>* op) {
+  if (options == nullptr || size == 0) {
+    return Error("custom options are missing (expected a FlexBuffer map)");
+  }
+  flex::Map map;
+  Status s = flex::Map::Parse(options, size, &map);
+  if (!s.ok) return Error("bad custom options: " + s.message);
+
+  BConv2DParams attrs;
+  std::int64_t v = 0;
+  if (!(s = GetIntInRange(map, "channels_in", 1, INT_MAX, &v)).ok) return s;
+  attrs.channels_in = v;
+  if (!(s = GetIntInRange(map, "stride_h", 1, INT_MAX, &v)).ok) return s;
+  attrs.stride_h = v;
+  if (!(s = GetIntInRange(map, "stride_w", 1, INT_MAX, &v)).ok) return s;
+  attrs.stride_w = v;
+  if (!(s = GetIntInRange(map, "dilation_h", 1, INT_MAX, &v)).ok) return s;
+  attrs.dilation_h = v;
+  if (!(s = GetIntInRange(map, "dilation_w", 1, INT_MAX, &v)).ok) return s;
+  attrs.dilation_w = v;
+  if (!(s = GetIntInRange(map, "pad_value", 0, 1, &v)).ok) return s;
+  attrs.pad_value = static_cast<int>(v);
+
+  std::string text;
+  s = flex::GetString(map, "padding", &text);
+  if (!s.ok) return Error(s.message);
+  s = ParsePadding(text, &attrs.padding);
+  if (!s.ok) return Error("option 'padding': " + s.message);
+  s = flex::GetString(map, "activation", &text);
+  if (!s.ok) return Error(s.message);
+  s = ParseActivation(text, &attrs.activation);
+  if (!s.ok) return Error("option 'activation': " + s.message);
+
+  op->reset(new Bconv2dOp(attrs, SelectBConv2DKernel()));
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit

@@ -1,0 +1,84 @@
+// The TFLite custom ops the lowbit delegate knows, behind one small interface.
+//
+// The delegate kernel does not hand TfLiteTensor structs to the ops: it gives
+// them TensorRefs, which point either at a runtime tensor or at scratch storage
+// the delegate owns for tensors that live entirely inside a delegated partition
+// (the runtime does not allocate those). So an op is written once and works
+// whether its neighbours are delegated too or not.
+//
+// Adding an op: implement lowbit::tflite::Op, write a factory, and add one line
+// to the table in op_registry.cc.
+#ifndef LOWBIT_TFLITE_OP_REGISTRY_H_
+#define LOWBIT_TFLITE_OP_REGISTRY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/types.h"
+#include "custom_ops/tflite/tflite_abi.h"
+
+namespace lowbit {
+namespace tflite {
+
+// What an op sees of one tensor. `data` may be null during Prepare (arena
+// tensors are allocated afterwards); ops must check it in Eval.
+struct TensorRef {
+  TfLiteType type = kTfLiteNoType;
+  const int* dims = nullptr;
+  int rank = 0;
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  const char* name = "";
+  bool present = false;  // false for an optional (-1) input
+};
+
+// Type and shape an op will write to one of its outputs.
+struct OutputSpec {
+  TfLiteType type = kTfLiteNoType;
+  std::vector<int> dims;
+};
+
+class Op {
+ public:
+  virtual ~Op() = default;
+
+  // Validates inputs (types and shapes, not data) and sets the type and shape
+  // of every output. Called whenever input shapes may have changed.
+  virtual Status Prepare(const std::vector<TensorRef>& inputs,
+                         std::size_t num_outputs,
+                         std::vector<OutputSpec>* outputs) = 0;
+
+  // Computes the outputs. Inputs and outputs have the types and shapes accepted
+  // and announced by the last Prepare; data pointers must still be checked.
+  virtual Status Eval(const std::vector<TensorRef>& inputs,
+                      const std::vector<TensorRef>& outputs,
+                      ParallelExecutor& executor) = 0;
+};
+
+// Builds an op from its custom_options bytes (a FlexBuffer map).
+using OpFactory = Status (*)(const std::uint8_t* options, std::size_t size,
+                             std::unique_ptr<Op>* op);
+
+struct OpEntry {
+  const char* custom_name;  // the TFLite custom_code
+  OpFactory factory;
+};
+
+// The op with this custom_code, or nullptr.
+const OpEntry* FindOp(const char* custom_name);
+
+// Factories, one per op (defined next to each op).
+Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
+                       std::unique_ptr<Op>* op);
+
+// Helpers shared by the ops.
+std::string ShapeString(const TensorRef& t);
+const char* TypeName(TfLiteType type);
+
+}  // namespace tflite
+}  // namespace lowbit
+
+#endif  // LOWBIT_TFLITE_OP_REGISTRY_H_

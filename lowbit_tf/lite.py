@@ -1,0 +1,308 @@
+"""Run `.tflite` models with lowbit custom ops, with or without TensorFlow.
+
+`Interpreter` is a thin wrapper around a stock TFLite Python interpreter that
+attaches the lowbit external delegate (`liblowbit_tflite.so`). The delegate
+executes the lowbit custom ops (`LowbitBconv2d`, ...) with the same C++ kernels
+as the TensorFlow ops; every other op stays with the runtime (and its default
+XNNPACK delegate).
+
+This module never imports TensorFlow unless it is the only runtime available:
+on a device (Raspberry Pi, ...) `numpy` plus `ai-edge-litert` or
+`tflite-runtime` is enough. Runtimes are tried in this order:
+`ai_edge_litert.interpreter`, `tflite_runtime.interpreter`, `tensorflow.lite`.
+
+Example::
+
+    from lowbit_tf.lite import Interpreter
+
+    interpreter = Interpreter(model_path="model.tflite", num_threads=4)
+    probabilities = interpreter.predict(images)   # numpy in, numpy out
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Interpreter",
+    "ModelError",
+    "RUNTIMES",
+    "check_model_bytes",
+    "delegate_library_path",
+    "load_delegate",
+]
+
+#: Importable TFLite runtimes, in order of preference.
+RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+#: Environment variable that overrides the path of the delegate library
+#: (useful for cross-compiled or development builds).
+LIBRARY_ENV = "LOWBIT_TFLITE_LIBRARY"
+
+_TFLITE_IDENTIFIER = b"TFL3"
+
+# The runtimes decode their error text as UTF-8; a corrupt model can put other
+# bytes into it (e.g. a garbled op name).
+_UNDECODABLE = "cannot {what}: the runtime failed with an undecodable message (corrupt model?)"
+
+
+class ModelError(ValueError):
+    """A model could not be loaded or prepared (corrupt file, bad op options...)."""
+
+
+def _import_runtime(name: str) -> ModuleType:
+    """Returns the module holding `Interpreter` and `load_delegate` for a runtime."""
+    if name == "ai_edge_litert":
+        return importlib.import_module("ai_edge_litert.interpreter")
+    if name == "tflite_runtime":
+        return importlib.import_module("tflite_runtime.interpreter")
+    if name == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        module = ModuleType("tensorflow.lite (lowbit view)")
+        module.Interpreter = tf.lite.Interpreter  # type: ignore[attr-defined]
+        module.load_delegate = tf.lite.experimental.load_delegate  # type: ignore[attr-defined]
+        return module
+    raise ValueError(f"unknown TFLite runtime {name!r}; expected one of {RUNTIMES}")
+
+
+def _find_runtime(runtime: str | None) -> tuple[str, ModuleType]:
+    if runtime is not None:
+        return runtime, _import_runtime(runtime)
+    errors = []
+    for name in RUNTIMES:
+        try:
+            return name, _import_runtime(name)
+        except ImportError as e:
+            errors.append(f"{name}: {e}")
+    raise ImportError(
+        "No TFLite runtime found. Install one of: ai-edge-litert (recommended), "
+        "tflite-runtime, tensorflow. (" + "; ".join(errors) + ")"
+    )
+
+
+def delegate_library_path() -> Path:
+    """Path of `liblowbit_tflite.so`: `$LOWBIT_TFLITE_LIBRARY` if set, else the
+    library installed with the package (`lowbit_tf/_native`)."""
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{LIBRARY_ENV}={override} does not name a file")
+        return path
+    from lowbit_tf._native import tflite_library_path
+
+    return Path(tflite_library_path())
+
+
+def load_delegate(
+    num_threads: int | None = None, runtime: str | None = None, library: str | Path | None = None
+) -> Any:
+    """Loads the lowbit external delegate for a runtime.
+
+    Args:
+      num_threads: threads for the lowbit kernels; None follows the interpreter's
+        thread count.
+      runtime: one of `RUNTIMES`; None picks the first importable one. The
+        delegate must be loaded through the runtime that will use it.
+      library: path of the delegate library; default `delegate_library_path()`.
+
+    Returns:
+      The runtime's delegate object, for `experimental_delegates=[...]`.
+    """
+    _, module = _find_runtime(runtime)
+    options: dict[str, str] = {}
+    if num_threads is not None:
+        options["num_threads"] = str(_check_threads(num_threads))
+    path = Path(library) if library is not None else delegate_library_path()
+    return module.load_delegate(str(path), options)
+
+
+def _check_threads(num_threads: int) -> int:
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def check_model_bytes(content: bytes, source: str = "model") -> None:
+    """Cheap sanity checks of a .tflite flatbuffer before the runtime sees it.
+
+    The runtimes verify the flatbuffer themselves; this gives a clearer message
+    for the common cases (empty, truncated or non-TFLite file).
+
+    Raises:
+      ModelError: naming the problem.
+    """
+    size = len(content)
+    if size < 8:
+        raise ModelError(f"{source} is not a TFLite model: only {size} bytes")
+    if bytes(content[4:8]) != _TFLITE_IDENTIFIER:
+        raise ModelError(
+            f"{source} is not a TFLite model: file identifier is {bytes(content[4:8])!r}, "
+            f"expected {_TFLITE_IDENTIFIER!r}"
+        )
+    root = int.from_bytes(bytes(content[0:4]), "little")
+    if root + 4 > size:
+        raise ModelError(f"{source} is truncated or corrupt: root table at {root}, size {size}")
+
+
+class Interpreter:
+    """A TFLite interpreter with the lowbit kernels attached.
+
+    Args:
+      model_path: path of a .tflite file.
+      model_content: the bytes of a .tflite model (instead of model_path).
+      num_threads: threads for the interpreter and for the lowbit kernels.
+        None keeps the runtime's default.
+      runtime: force a runtime (`"ai_edge_litert"`, `"tflite_runtime"`,
+        `"tensorflow"`); None picks the first importable in that order.
+      experimental_delegates: more delegates to apply before the lowbit one.
+      use_lowbit_delegate: False runs the stock interpreter (models with lowbit
+        ops then fail to prepare); for debugging and comparisons.
+      **kwargs: passed on to the runtime's `Interpreter`.
+
+    Raises:
+      ModelError: the model is missing, truncated or corrupt, or the runtime
+        rejects it.
+      ImportError: no TFLite runtime is installed.
+
+    All methods of the runtime's interpreter (`allocate_tensors`,
+    `get_input_details`, `set_tensor`, `invoke`, `get_tensor`,
+    `get_output_details`, `resize_tensor_input`, `get_signature_runner`, ...)
+    are available on this object.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        model_content: bytes | None = None,
+        num_threads: int | None = None,
+        *,
+        runtime: str | None = None,
+        experimental_delegates: Sequence[Any] | None = None,
+        use_lowbit_delegate: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if (model_path is None) == (model_content is None):
+            raise ValueError("pass exactly one of model_path and model_content")
+        if num_threads is not None:
+            num_threads = _check_threads(num_threads)
+        if model_path is not None:
+            source = os.fspath(model_path)
+            try:
+                content = Path(source).read_bytes()
+            except OSError as e:
+                raise ModelError(f"cannot read model file {source}: {e}") from e
+        else:
+            source = "model_content"
+            if not isinstance(model_content, (bytes, bytearray, memoryview)):
+                raise TypeError(f"model_content must be bytes, got {type(model_content).__name__}")
+            content = bytes(model_content)
+        check_model_bytes(content, source)
+
+        self.runtime_name, module = _find_runtime(runtime)
+        delegates = list(experimental_delegates or [])
+        if use_lowbit_delegate:
+            delegates.append(load_delegate(num_threads, self.runtime_name))
+        self._model_content = content  # the runtime may keep pointers into it
+        try:
+            self._interpreter = module.Interpreter(
+                model_content=content,
+                num_threads=num_threads,
+                experimental_delegates=delegates or None,
+                **kwargs,
+            )
+        except UnicodeDecodeError as e:
+            raise ModelError(_UNDECODABLE.format(what=f"load TFLite model {source}")) from e
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(f"cannot load TFLite model {source}: {e}") from e
+        self._allocated = False
+
+    # --- the usual interpreter API, by delegation -------------------------
+
+    def allocate_tensors(self) -> None:
+        """Plans memory and prepares every op; raises ModelError on bad ops."""
+        try:
+            self._interpreter.allocate_tensors()
+        except UnicodeDecodeError as e:
+            raise ModelError(_UNDECODABLE.format(what="prepare the model")) from e
+        except RuntimeError as e:
+            raise ModelError(f"cannot prepare the model: {e}") from e
+        self._allocated = True
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        """Details (name, index, shape, dtype, ...) of the model's inputs."""
+        return self._interpreter.get_input_details()
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        """Details (name, index, shape, dtype, ...) of the model's outputs."""
+        return self._interpreter.get_output_details()
+
+    def set_tensor(self, tensor_index: int, value: np.ndarray) -> None:
+        """Copies `value` into an input tensor."""
+        self._interpreter.set_tensor(tensor_index, value)
+
+    def get_tensor(self, tensor_index: int) -> np.ndarray:
+        """Returns a copy of a tensor's current value."""
+        return self._interpreter.get_tensor(tensor_index)
+
+    def resize_tensor_input(
+        self, input_index: int, tensor_size: Sequence[int], strict: bool = False
+    ) -> None:
+        """Changes an input's shape; call allocate_tensors() afterwards."""
+        self._interpreter.resize_tensor_input(input_index, list(tensor_size), strict=strict)
+        self._allocated = False
+
+    def invoke(self) -> None:
+        """Runs the model on the inputs set with set_tensor()."""
+        try:
+            self._interpreter.invoke()
+        except UnicodeDecodeError as e:
+            raise RuntimeError(_UNDECODABLE.format(what="run the model")) from e
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else (get_signature_runner, tensor, ...) comes from the runtime.
+        if name == "_interpreter":
+            raise AttributeError(name)
+        return getattr(self._interpreter, name)
+
+    # --- convenience -------------------------------------------------------
+
+    def predict(self, *inputs: Any) -> np.ndarray | list[np.ndarray]:
+        """Runs one batch: numpy inputs in model input order, outputs back.
+
+        Inputs are cast to the model's input dtypes; an input whose shape
+        differs from the model's (e.g. another batch size) resizes it.
+
+        Returns:
+          The single output array, or a list of arrays for several outputs.
+        """
+        details = self.get_input_details()
+        if len(inputs) != len(details):
+            raise ValueError(f"the model has {len(details)} inputs, got {len(inputs)}")
+        arrays = []
+        for detail, value in zip(details, inputs, strict=True):
+            array = np.ascontiguousarray(value, dtype=detail["dtype"])
+            if tuple(array.shape) != tuple(int(d) for d in detail["shape"]):
+                self.resize_tensor_input(detail["index"], array.shape)
+            arrays.append(array)
+        if not self._allocated:
+            self.allocate_tensors()
+        for detail, array in zip(details, arrays, strict=True):
+            self.set_tensor(detail["index"], array)
+        self.invoke()
+        outputs = [self.get_tensor(d["index"]) for d in self.get_output_details()]
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    __call__ = predict
+
+    def __repr__(self) -> str:
+        return f"<lowbit_tf.lite.Interpreter runtime={self.runtime_name}>"

@@ -1,0 +1,827 @@
+"""Tests of the TFLite runtime shell: the lowbit external delegate
+(custom_ops/tflite) and `lowbit_tf.lite.Interpreter`.
+
+The .tflite models are built here with the flatbuffers object API of the TFLite
+schema, so these tests need neither the TF ops nor the converter. Results are
+compared with a plain NumPy binary convolution. Malformed models and options
+run in a separate process (`python tests/test_tflite_runtime.py --bad-cases`)
+so that a crash would fail the test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import flexbuffers
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lowbit_tf import lite  # noqa: E402
+
+RUNTIMES = ("ai_edge_litert", "tensorflow")
+
+# tf.lite.Interpreter warns that it is deprecated in favour of ai_edge_litert.
+pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+
+# --------------------------------------------------------------------------
+# NumPy reference (bit convention of DESIGN.md section 4)
+# --------------------------------------------------------------------------
+
+
+def pack_signs(x: np.ndarray) -> np.ndarray:
+    """Packs the signs of x along the last axis into int32 words (bit 1 = x < 0)."""
+    channels = x.shape[-1]
+    words = -(-channels // 32)
+    bits = np.zeros(x.shape[:-1] + (words * 32,), dtype=np.uint64)
+    bits[..., :channels] = x < 0
+    weights = np.uint64(1) << np.arange(32, dtype=np.uint64)
+    packed = (bits.reshape(x.shape[:-1] + (words, 32)) * weights).sum(-1)
+    return packed.astype(np.uint32).view(np.int32)
+
+
+def _out_size(size: int, k: int, stride: int, dilation: int, padding: str) -> tuple[int, int]:
+    ek = (k - 1) * dilation + 1
+    if padding == "VALID":
+        return (size - ek) // stride + 1, 0
+    out = -(-size // stride)
+    total = max((out - 1) * stride + ek - size, 0)
+    return out, total // 2
+
+
+def bconv2d_ref(x, w, multiplier, bias, stride, dilation, padding, pad_value, activation):
+    """Binary conv of sign(x) [N,H,W,C] with w in {-1,+1} [Cout,KH,KW,C]."""
+    n, h, wd, c = x.shape
+    cout, kh, kw, _ = w.shape
+    a = np.where(x < 0, -1, 1).astype(np.int64)
+    wi = w.astype(np.int64)
+    oh, pad_top = _out_size(h, kh, stride[0], dilation[0], padding)
+    ow, pad_left = _out_size(wd, kw, stride[1], dilation[1], padding)
+    dot = np.zeros((n, oh, ow, cout), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            iy = np.arange(oh) * stride[0] - pad_top + ky * dilation[0]
+            ix = np.arange(ow) * stride[1] - pad_left + kx * dilation[1]
+            vy = (iy >= 0) & (iy < h)
+            vx = (ix >= 0) & (ix < wd)
+            patch = np.full((n, oh, ow, c), 1 if pad_value == 1 else 0, dtype=np.int64)
+            inside = a[:, np.clip(iy, 0, h - 1)][:, :, np.clip(ix, 0, wd - 1)]
+            mask = (vy[:, None] & vx[None, :])[None, :, :, None]
+            patch = np.where(mask, inside, patch)
+            dot += patch @ wi[:, ky, kx, :].T
+    y = multiplier.astype(np.float32) * dot.astype(np.float32) + bias.astype(np.float32)
+    if activation == "RELU":
+        y = np.maximum(y, np.float32(0))
+    return y.astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# Building .tflite models
+# --------------------------------------------------------------------------
+
+_TYPES = {
+    np.dtype(np.float32): schema.TensorType.FLOAT32,
+    np.dtype(np.int32): schema.TensorType.INT32,
+    np.dtype(np.int64): schema.TensorType.INT64,
+    np.dtype(np.int8): schema.TensorType.INT8,
+}
+
+
+def bconv_options(**overrides) -> bytes:
+    """FlexBuffer custom options of LowbitBconv2d; None values drop the key."""
+    options = {
+        "channels_in": 1,
+        "stride_h": 1,
+        "stride_w": 1,
+        "dilation_h": 1,
+        "dilation_w": 1,
+        "padding": "VALID",
+        "pad_value": 0,
+        "activation": "NONE",
+    }
+    options.update(overrides)
+    return bytes(flexbuffers.Dumps({k: v for k, v in options.items() if v is not None}))
+
+
+class ModelBuilder:
+    """Tiny .tflite writer: tensors, CUSTOM/builtin ops, one subgraph."""
+
+    def __init__(self) -> None:
+        self.tensors: list = []
+        self.buffers: list = [schema.BufferT()]
+        self.ops: list = []
+        self.codes: list = []
+
+    def tensor(self, shape, dtype, data: np.ndarray | None = None, name: str | None = None):
+        t = schema.TensorT()
+        t.shape = list(shape)
+        t.type = _TYPES[np.dtype(dtype)]
+        t.name = name or f"t{len(self.tensors)}"
+        if data is not None:
+            buf = schema.BufferT()
+            buf.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), np.uint8)
+            self.buffers.append(buf)
+            t.buffer = len(self.buffers) - 1
+        self.tensors.append(t)
+        return len(self.tensors) - 1
+
+    def _code(self, builtin: int, custom: str | None) -> int:
+        key = (builtin, custom)
+        for i, c in enumerate(self.codes):
+            if (c.builtinCode, c.customCode) == key:
+                return i
+        code = schema.OperatorCodeT()
+        code.builtinCode = builtin
+        code.deprecatedBuiltinCode = min(builtin, 127)
+        code.customCode = custom
+        self.codes.append(code)
+        return len(self.codes) - 1
+
+    def custom_op(self, name: str, inputs, outputs, options: bytes) -> None:
+        op = schema.OperatorT()
+        op.opcodeIndex = self._code(schema.BuiltinOperator.CUSTOM, name.encode())
+        op.inputs, op.outputs = list(inputs), list(outputs)
+        op.customOptions = list(options)
+        op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        self.ops.append(op)
+
+    def add_op(self, inputs, outputs) -> None:
+        op = schema.OperatorT()
+        op.opcodeIndex = self._code(schema.BuiltinOperator.ADD, None)
+        op.inputs, op.outputs = list(inputs), list(outputs)
+        op.builtinOptionsType = schema.BuiltinOptions.AddOptions
+        op.builtinOptions = schema.AddOptionsT()
+        self.ops.append(op)
+
+    def finish(self, inputs, outputs) -> bytes:
+        sub = schema.SubGraphT()
+        sub.tensors, sub.operators = self.tensors, self.ops
+        sub.inputs, sub.outputs = list(inputs), list(outputs)
+        sub.name = "main"
+        model = schema.ModelT()
+        model.version = 3
+        model.operatorCodes = self.codes
+        model.subgraphs = [sub]
+        model.buffers = self.buffers
+        model.description = "lowbit test model"
+        b = flatbuffers.Builder(1024)
+        b.Finish(model.Pack(b), file_identifier=b"TFL3")
+        return bytes(b.Output())
+
+
+class Case:
+    """One LowbitBconv2d configuration with random data."""
+
+    def __init__(
+        self,
+        n=1,
+        h=5,
+        w=5,
+        c=3,
+        cout=4,
+        kh=3,
+        kw=3,
+        stride=(1, 1),
+        dilation=(1, 1),
+        padding="VALID",
+        pad_value=0,
+        activation="NONE",
+        packed_input=False,
+        seed=0,
+    ):
+        self.__dict__.update(locals())
+        del self.__dict__["self"]
+        rng = np.random.default_rng(seed)
+        self.x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+        self.x[rng.random(self.x.shape) < 0.05] = 0.0  # sign(0) = +1
+        self.weights = np.where(rng.random((cout, kh, kw, c)) < 0.5, -1.0, 1.0).astype(np.float32)
+        self.filter = pack_signs(self.weights)
+        self.multiplier = rng.uniform(0.1, 2.0, cout).astype(np.float32)
+        self.bias = rng.uniform(-3, 3, cout).astype(np.float32)
+
+    def options(self, **overrides) -> bytes:
+        opts = dict(
+            channels_in=self.c,
+            stride_h=self.stride[0],
+            stride_w=self.stride[1],
+            dilation_h=self.dilation[0],
+            dilation_w=self.dilation[1],
+            padding=self.padding,
+            pad_value=self.pad_value,
+            activation=self.activation,
+        )
+        opts.update(overrides)
+        return bconv_options(**opts)
+
+    def model_input(self) -> np.ndarray:
+        return pack_signs(self.x) if self.packed_input else self.x
+
+    def expected(self) -> np.ndarray:
+        return bconv2d_ref(
+            self.x,
+            self.weights,
+            self.multiplier,
+            self.bias,
+            self.stride,
+            self.dilation,
+            self.padding,
+            self.pad_value,
+            self.activation,
+        )
+
+    def model(
+        self,
+        options: bytes | None = None,
+        filter_data: np.ndarray | None = None,
+        multiplier: np.ndarray | None = None,
+        bias: np.ndarray | None = None,
+        input_shape=None,
+        input_dtype=None,
+        output_shape=None,
+    ) -> bytes:
+        mb = ModelBuilder()
+        inp = self.model_input()
+        x = mb.tensor(input_shape or inp.shape, input_dtype or inp.dtype, name="input")
+        fil = self.filter if filter_data is None else filter_data
+        f = mb.tensor(fil.shape, fil.dtype, fil, name="filter")
+        mul = self.multiplier if multiplier is None else multiplier
+        m = mb.tensor(mul.shape, mul.dtype, mul, name="multiplier")
+        bi = self.bias if bias is None else bias
+        b = mb.tensor(bi.shape, bi.dtype, bi, name="bias")
+        y = mb.tensor(output_shape or self.expected().shape, np.float32, name="output")
+        opts = self.options() if options is None else options
+        mb.custom_op("LowbitBconv2d", [x, f, m, b], [y], opts)
+        return mb.finish([x], [y])
+
+
+# --------------------------------------------------------------------------
+# Correctness
+# --------------------------------------------------------------------------
+
+CASES = {
+    "c1_valid": dict(c=1, cout=2, kh=3, kw=3),
+    "c33_same_pad1": dict(c=33, cout=5, padding="SAME", pad_value=1),
+    "c65_same_pad0_stride2": dict(c=65, cout=7, h=7, w=6, padding="SAME", stride=(2, 2)),
+    "c32_dilation2": dict(c=32, cout=3, h=8, w=9, dilation=(2, 2)),
+    "c64_relu_stride_hw": dict(c=64, cout=6, h=9, w=7, stride=(2, 1), activation="RELU"),
+    "c65_same_dilation_pad1": dict(
+        c=65, cout=4, h=6, w=6, padding="SAME", pad_value=1, dilation=(2, 3)
+    ),
+    "c33_packed_input": dict(c=33, cout=4, padding="SAME", packed_input=True),
+    "c100_batch3_1x1": dict(n=3, c=100, cout=9, kh=1, kw=1, h=4, w=3),
+    "c7_kernel_2x4_same": dict(c=7, cout=3, kh=2, kw=4, h=5, w=8, padding="SAME", stride=(3, 2)),
+    "c200_cout33": dict(c=200, cout=33, h=4, w=4, padding="SAME", pad_value=0, activation="RELU"),
+}
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bconv2d_matches_reference(name, runtime):
+    case = Case(**CASES[name])
+    interpreter = lite.Interpreter(model_content=case.model(), runtime=runtime, num_threads=2)
+    got = interpreter.predict(case.model_input())
+    np.testing.assert_array_equal(got, case.expected())
+
+
+def _chain_model(c_in=40, c_mid=35, c_out=8, mid_is_output=False):
+    """ADD -> LowbitBconv2d -> LowbitBconv2d -> ADD: the two binary convs form one
+    delegated partition whose middle tensor is internal unless it is an output."""
+    first = Case(h=6, w=6, c=c_in, cout=c_mid, padding="SAME", pad_value=1, seed=1)
+    second = Case(h=6, w=6, c=c_mid, cout=c_out, kh=3, kw=3, seed=2)
+    mb = ModelBuilder()
+    x = mb.tensor(first.x.shape, np.float32, name="x")
+    x2 = mb.tensor(first.x.shape, np.float32, name="x2")
+    mb.add_op([x, x], [x2])
+    tensors = []
+    for case in (first, second):
+        f = mb.tensor(case.filter.shape, np.int32, case.filter)
+        m = mb.tensor(case.multiplier.shape, np.float32, case.multiplier)
+        b = mb.tensor(case.bias.shape, np.float32, case.bias)
+        tensors.append((f, m, b))
+    mid_shape = (1, 6, 6, c_mid)
+    out_shape = (1, 4, 4, c_out)
+    y1 = mb.tensor(mid_shape, np.float32, name="y1")
+    y2 = mb.tensor(out_shape, np.float32, name="y2")
+    y3 = mb.tensor(out_shape, np.float32, name="y3")
+    mb.custom_op("LowbitBconv2d", [x2, *tensors[0]], [y1], first.options())
+    mb.custom_op("LowbitBconv2d", [y1, *tensors[1]], [y2], second.options())
+    mb.add_op([y2, y2], [y3])
+    model = mb.finish([x], [y3, y1] if mid_is_output else [y3])
+    mid = first.expected()
+    second.x = mid
+    out = second.expected()
+    return model, first.x, [out + out, mid] if mid_is_output else [out + out]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("mid_is_output", [False, True])
+def test_partition_of_connected_nodes(runtime, mid_is_output):
+    model, x, expected = _chain_model(mid_is_output=mid_is_output)
+    interpreter = lite.Interpreter(model_content=model, runtime=runtime)
+    got = interpreter.predict(x)
+    got = got if isinstance(got, list) else [got]
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_batch_resize_and_threads():
+    case = Case(n=2, h=6, w=5, c=70, cout=12, padding="SAME", pad_value=1, activation="RELU")
+    expected = case.expected()
+    single = lite.Interpreter(model_content=case.model(), num_threads=1)
+    multi = lite.Interpreter(model_content=case.model(), num_threads=3)
+    np.testing.assert_array_equal(single.predict(case.x), expected)
+    np.testing.assert_array_equal(multi.predict(case.x), expected)
+    # Another batch size: predict() resizes the input, the kernel resizes the output.
+    np.testing.assert_array_equal(multi.predict(case.x[:1]), expected[:1])
+    bigger = np.concatenate([case.x, case.x[::-1]])
+    np.testing.assert_array_equal(multi(bigger), np.concatenate([expected, expected[::-1]]))
+
+
+def test_usual_interpreter_api():
+    case = Case(c=33, cout=4, padding="SAME")
+    interpreter = lite.Interpreter(model_content=case.model())
+    interpreter.allocate_tensors()
+    (inp,) = interpreter.get_input_details()
+    (out,) = interpreter.get_output_details()
+    assert inp["dtype"] == np.float32 and list(out["shape"]) == [1, 5, 5, 4]
+    interpreter.set_tensor(inp["index"], case.x)
+    interpreter.invoke()
+    np.testing.assert_array_equal(interpreter.get_tensor(out["index"]), case.expected())
+    assert interpreter.get_tensor_details()  # forwarded to the runtime
+    assert "ai_edge_litert" in repr(interpreter)
+
+
+def test_model_path(tmp_path):
+    case = Case(c=65, cout=3)
+    path = tmp_path / "bconv.tflite"
+    path.write_bytes(case.model())
+    np.testing.assert_array_equal(lite.Interpreter(path).predict(case.x), case.expected())
+    with pytest.raises(lite.ModelError, match="cannot read"):
+        lite.Interpreter(tmp_path / "missing.tflite")
+    with pytest.raises(ValueError, match="exactly one"):
+        lite.Interpreter()
+
+
+def test_stock_interpreter_cannot_run_lowbit_ops():
+    """Without the delegate the runtime rejects the custom op: the delegate is
+    what makes the model run."""
+    case = Case()
+    interpreter = lite.Interpreter(model_content=case.model(), use_lowbit_delegate=False)
+    with pytest.raises(lite.ModelError, match="LowbitBconv2d"):
+        interpreter.allocate_tensors()
+
+
+def test_delegate_options_are_validated():
+    from ai_edge_litert import interpreter as litert
+
+    path = str(lite.delegate_library_path())
+    with pytest.raises(ValueError, match="num_threads"):
+        litert.load_delegate(path, {"num_threads": "many"})
+    with pytest.raises(ValueError, match="unknown option 'bogus'"):
+        litert.load_delegate(path, {"bogus": "1"})
+    assert litert.load_delegate(path, {"num_threads": "4"}) is not None
+    with pytest.raises(ValueError, match="num_threads"):
+        lite.Interpreter(model_content=Case().model(), num_threads=0)
+
+
+def test_lite_does_not_import_tensorflow():
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        import lowbit_tf.lite as lite
+        sys.path.insert(0, sys.argv[1] + "/tests")
+        from test_tflite_runtime import Case
+        case = Case(c=33, cout=4)
+        out = lite.Interpreter(model_content=case.model()).predict(case.x)
+        assert np.array_equal(out, case.expected())
+        assert "tensorflow" not in sys.modules, "tensorflow was imported"
+        print("OK")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_tf_converter_output_runs_bit_identical_to_tf_op():
+    """A model converted by TF's converter from the lowbit TF op (custom options
+    written by TF, with its extra "T" attribute) runs under the delegate with
+    the same result as the TF op."""
+    tf = pytest.importorskip("tensorflow")
+    from lowbit_tf import _native
+
+    try:
+        _native.load_tf_ops()
+    except ImportError as e:
+        pytest.skip(f"TF op library unavailable: {e}")
+    from lowbit_tf import ops
+
+    rng = np.random.default_rng(3)
+    c, cout = 33, 5
+    kernel = rng.standard_normal((3, 3, c, cout)).astype(np.float32)
+    packed = ops.pack_filter(kernel)
+    mult = rng.uniform(0.5, 2, cout).astype(np.float32)
+    bias = rng.uniform(-1, 1, cout).astype(np.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 7, 7, c], tf.float32)])
+    def fn(x):
+        return ops.bconv2d(
+            x, packed, mult, bias, strides=2, padding="SAME", pad_value=1, activation="relu"
+        )
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.allow_custom_ops = True
+    model = converter.convert()
+    x = rng.standard_normal((1, 7, 7, c)).astype(np.float32)
+    got = lite.Interpreter(model_content=model).predict(x)
+    np.testing.assert_array_equal(got, fn(x).numpy())
+    weights = np.where(np.transpose(kernel, (3, 0, 1, 2)) < 0, -1.0, 1.0)
+    ref = bconv2d_ref(x, weights, mult, bias, (2, 2), (1, 1), "SAME", 1, "RELU")
+    np.testing.assert_array_equal(got, ref)
+
+
+# --------------------------------------------------------------------------
+# Malformed models and options: each must raise, never crash
+# --------------------------------------------------------------------------
+
+
+def _bad_cases() -> dict:
+    """name -> (model bytes, input, substring the error must contain or None).
+
+    A None substring means the case is a fuzz input that may also succeed."""
+    base = Case(c=33, cout=4, padding="SAME", pad_value=1)
+    good_options = base.options()
+    model = base.model()
+    x = base.x
+    rng = np.random.default_rng(1234)
+    cases = {}
+
+    def opts(name, expect, **overrides):
+        cases[name] = (base.model(options=base.options(**overrides)), x, expect)
+
+    for i in range(6):
+        junk = rng.integers(0, 256, int(rng.integers(1, 80)), dtype=np.uint8).tobytes()
+        cases[f"options_random_bytes_{i}"] = (base.model(options=junk), x, "LowbitBconv2d")
+    for k in (1, 2, 3, len(good_options) // 3, len(good_options) // 2, len(good_options) - 1):
+        cases[f"options_truncated_end_{k}"] = (
+            base.model(options=good_options[:k]),
+            x,
+            "LowbitBconv2d",
+        )
+        cases[f"options_truncated_start_{k}"] = (
+            base.model(options=good_options[k:]),
+            x,
+            "LowbitBconv2d",
+        )
+    cases["options_empty"] = (base.model(options=b""), x, "custom options are missing")
+    cases["options_not_a_map"] = (
+        base.model(options=bytes(flexbuffers.Dumps([1, 2, 3]))),
+        x,
+        "expected a map",
+    )
+    cases["options_scalar_root"] = (
+        base.model(options=bytes(flexbuffers.Dumps(7))),
+        x,
+        "expected a map",
+    )
+    opts("options_missing_channels_in", "missing option 'channels_in'", channels_in=None)
+    opts("options_missing_padding", "missing option 'padding'", padding=None)
+    opts("options_string_for_int", "stride_h", stride_h="2")
+    opts("options_float_for_int", "stride_w", stride_w=1.5)
+    opts("options_bool_for_int", "pad_value", pad_value=True)
+    opts("options_int_for_string", "padding", padding=1)
+    opts("options_bad_padding", "padding", padding="FULL")
+    opts("options_bad_activation", "activation", activation="TANH")
+    opts("options_stride_zero", "stride_h", stride_h=0)
+    opts("options_negative_dilation", "dilation_w", dilation_w=-1)
+    opts("options_huge_dilation", "dilation_h", dilation_h=2**40)
+    opts("options_pad_value_2", "pad_value", pad_value=2)
+    opts("options_channels_zero", "channels_in", channels_in=0)
+    opts("options_channels_mismatch", "channels", channels_in=34)
+    opts("options_channels_words_mismatch", "channels_in", channels_in=65)
+    cases["options_unknown_keys_ignored"] = (
+        base.model(options=base.options(T=1, extra="x", weird=[1, 2])),
+        x,
+        "OK",
+    )
+
+    f = base.filter
+    cases["filter_wrong_words"] = (
+        base.model(filter_data=np.zeros(f.shape[:3] + (3,), np.int32)),
+        x,
+        "filter",
+    )
+    cases["filter_rank3"] = (base.model(filter_data=f.reshape(4, 9, 2)), x, "filter")
+    cases["filter_float32"] = (
+        base.model(filter_data=f.astype(np.float32)),
+        x,
+        "filter must be INT32",
+    )
+    cases["multiplier_short"] = (
+        base.model(multiplier=base.multiplier[:3]),
+        x,
+        "multiplier",
+    )
+    cases["bias_int32"] = (base.model(bias=base.bias.astype(np.int32)), x, "bias must be FLOAT32")
+    cases["bias_rank2"] = (base.model(bias=base.bias.reshape(2, 2)), x, "bias")
+    cases["input_int64"] = (
+        base.model(input_dtype=np.int64),
+        x.astype(np.int64),
+        "input must be FLOAT32 or INT32",
+    )
+    cases["input_int8"] = (base.model(input_dtype=np.int8), x.astype(np.int8), "INT8")
+    cases["input_rank3"] = (base.model(input_shape=(5, 5, 33)), x[0], "rank 4")
+    cases["input_channels_34"] = (
+        base.model(input_shape=(1, 5, 5, 34)),
+        np.zeros((1, 5, 5, 34), np.float32),
+        "34",
+    )
+    packed = Case(c=33, cout=4, packed_input=True)
+    cases["packed_input_wrong_words"] = (
+        packed.model(input_shape=(1, 5, 5, 3)),
+        np.zeros((1, 5, 5, 3), np.int32),
+        "packed words",
+    )
+    small = Case(h=2, w=2, kh=3, kw=3)
+    cases["valid_kernel_larger_than_input"] = (
+        small.model(output_shape=(1, 1, 1, 4)),
+        small.x,
+        "LowbitBconv2d",
+    )
+
+    for frac in (0.1, 0.5, 0.9, 0.99):
+        cases[f"model_truncated_{frac}"] = (model[: int(len(model) * frac)], x, "")
+    cases["model_random_bytes"] = (rng.integers(0, 256, 500, dtype=np.uint8).tobytes(), x, "")
+    cases["model_empty"] = (b"", x, "")
+    cases["model_not_tflite"] = (b"this is not a flatbuffer at all", x, "TFLite")
+    return cases
+
+
+def _fuzz_inputs(seed: int, count: int):
+    """Random byte mutations of valid options and of a valid model."""
+    base = Case(c=33, cout=4, padding="SAME", pad_value=1)
+    good = bytearray(base.options())
+    model = bytearray(base.model())
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        target = good if i % 2 == 0 else model
+        mutated = bytearray(target)
+        for _ in range(int(rng.integers(1, 4))):
+            mutated[int(rng.integers(0, len(mutated)))] = int(rng.integers(0, 256))
+        if target is good:
+            yield f"fuzz_options_{i}", base.model(options=bytes(mutated)), base.x
+        else:
+            yield f"fuzz_model_{i}", bytes(mutated), base.x
+
+
+def _run_one(model: bytes, x: np.ndarray, runtime: str) -> tuple[str | None, str]:
+    try:
+        interpreter = lite.Interpreter(model_content=model, runtime=runtime)
+        interpreter.predict(x)
+    except Exception as e:  # noqa: BLE001 - the type is reported to the test
+        return type(e).__name__, str(e)
+    return None, ""
+
+
+def _worker(runtime: str, fuzz_count: int) -> None:
+    """Runs every bad case and fuzz input, one JSON line each (flushed, so a
+    crash shows which case did it)."""
+    for name, (model, x, _) in _bad_cases().items():
+        raised, message = _run_one(model, x, runtime)
+        print(json.dumps({"name": name, "raised": raised, "message": message[-600:]}), flush=True)
+    for name, model, x in _fuzz_inputs(7, fuzz_count):
+        raised, message = _run_one(model, x, runtime)
+        print(json.dumps({"name": name, "raised": raised, "message": message[-200:]}), flush=True)
+    print(json.dumps({"name": "__done__"}), flush=True)
+
+
+_WORKER_RESULTS: dict = {}
+
+
+def _worker_results(runtime: str) -> dict:
+    if runtime not in _WORKER_RESULTS:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run(
+            [sys.executable, __file__, "--bad-cases", runtime, "300"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        results = {}
+        for line in proc.stdout.splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                results[entry["name"]] = entry
+        results["__returncode__"] = proc.returncode
+        results["__stderr__"] = proc.stderr[-3000:]
+        _WORKER_RESULTS[runtime] = results
+    return _WORKER_RESULTS[runtime]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bad_inputs_never_crash(runtime):
+    results = _worker_results(runtime)
+    last = [k for k in results if not k.startswith("__")][-1:]
+    assert results["__returncode__"] == 0 and "__done__" in results, (
+        f"worker died (rc={results['__returncode__']}) after case {last}: {results['__stderr__']}"
+    )
+    fuzz = [v for k, v in results.items() if k.startswith("fuzz_")]
+    assert len(fuzz) == 300
+    # Most random mutations must be rejected; the rest must run.
+    assert sum(v["raised"] is not None for v in fuzz) > 0
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("name", sorted(_bad_cases()))
+def test_bad_input_raises(runtime, name):
+    expect = _bad_cases()[name][2]
+    result = _worker_results(runtime).get(name)
+    assert result is not None, "worker crashed before this case; see test_bad_inputs_never_crash"
+    if expect == "OK":
+        assert result["raised"] is None, result["message"]
+        return
+    assert result["raised"] in ("ModelError", "ValueError", "RuntimeError"), result
+    assert expect in result["message"], result["message"]
+
+
+# --------------------------------------------------------------------------
+# The FlexBuffer reader on its own, under AddressSanitizer
+# --------------------------------------------------------------------------
+
+_HARNESS = r"""
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+#include "custom_ops/tflite/flexbuffer_reader.h"
+
+using namespace lowbit::flex;
+
+// Reads every entry every way; returns the number of entries.
+static int Exercise(const std::vector<unsigned char>& bytes, bool print) {
+  // Exactly-sized heap copy, so ASan sees any read past the end.
+  std::unique_ptr<unsigned char[]> buf(new unsigned char[bytes.size() ? bytes.size() : 1]);
+  if (!bytes.empty()) std::memcpy(buf.get(), bytes.data(), bytes.size());
+  Map map;
+  lowbit::Status s = Map::Parse(buf.get(), bytes.size(), &map);
+  if (!s.ok) { if (print) std::printf("error %s\n", s.message.c_str()); return -1; }
+  for (std::size_t i = 0; i < map.size(); ++i) {
+    std::string key = map.KeyAt(i);
+    Value v;
+    if (!map.Find(key.c_str(), &v)) { std::printf("lost key %s\n", key.c_str()); std::abort(); }
+    std::int64_t n; double d; bool b; std::string str;
+    lowbit::Status si = v.AsInt64(&n), sd = v.AsDouble(&d), sb = v.AsBool(&b),
+                   ss = v.AsString(&str);
+    GetInt(map, key.c_str(), &n); GetFloat(map, key.c_str(), &d);
+    GetBool(map, key.c_str(), &b); GetString(map, key.c_str(), &str);
+    if (print) {
+      std::printf("%s %s", key.c_str(), TypeName(v.type()));
+      if (si.ok) { v.AsInt64(&n); std::printf(" int=%lld", (long long)n); }
+      if (sd.ok) { v.AsDouble(&d); std::printf(" double=%.17g", d); }
+      if (sb.ok) { v.AsBool(&b); std::printf(" bool=%d", (int)b); }
+      if (ss.ok) { v.AsString(&str); std::printf(" string=%s", str.c_str()); }
+      std::printf("\n");
+    }
+  }
+  Value v;
+  map.Find("no such key", &v);
+  return static_cast<int>(map.size());
+}
+
+int main(int argc, char** argv) {
+  std::ifstream in(argv[2], std::ios::binary);
+  std::vector<unsigned char> seed((std::istreambuf_iterator<char>(in)), {});
+  if (std::strcmp(argv[1], "dump") == 0) { Exercise(seed, true); return 0; }
+  const int rounds = std::atoi(argv[3]);
+  std::mt19937 rng(12345);
+  int parsed = 0;
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<unsigned char> m = seed;
+    switch (r % 4) {
+      case 0: {  // flip a few bytes
+        int flips = 1 + rng() % 4;
+        for (int k = 0; k < flips && !m.empty(); ++k) m[rng() % m.size()] = rng() & 255;
+        break;
+      }
+      case 1: m.resize(rng() % (m.size() + 1)); break;             // truncate the end
+      case 2: m.erase(m.begin(), m.begin() + rng() % (m.size() + 1)); break;  // the start
+      default: {  // random bytes ending in a plausible root
+        m.resize(rng() % 64);
+        for (auto& c : m) c = rng() & 255;
+        if (m.size() >= 2) {
+          m[m.size() - 1] = 1 << (rng() % 4);
+          m[m.size() - 2] = (9 << 2) | (rng() % 4);
+        }
+      }
+    }
+    if (Exercise(m, false) >= 0) ++parsed;
+  }
+  std::printf("rounds=%d parsed=%d\n", rounds, parsed);
+  return 0;
+}
+"""
+
+
+def _flex_seed() -> bytes:
+    b = flexbuffers.Builder()
+    with b.Map():
+        b.IndirectInt("a", -5, 8)
+        b.IndirectUInt("b", 7, 2)
+        b.IndirectFloat("c", 2.5, 8)
+        b.Float("d", 1.25)
+        b.Bool("e", True)
+        b.String("f", "hello")
+        b.Int("g", -(2**40))
+        b.UInt("h", 2**63 + 1)
+        b.Int("i", 3, 8)
+        b.IndirectFloat("j", -0.5, 4)
+    return bytes(b.Finish())
+
+
+@pytest.fixture(scope="module")
+def flex_harness(tmp_path_factory):
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed")
+    tmp = tmp_path_factory.mktemp("flex")
+    src = tmp / "harness.cc"
+    src.write_text(_HARNESS)
+    exe = tmp / "harness"
+    cmd = [
+        compiler,
+        "-std=c++17",
+        "-O1",
+        "-g",
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        f"-I{REPO}",
+        str(src),
+        str(REPO / "custom_ops/tflite/flexbuffer_reader.cc"),
+        "-o",
+        str(exe),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exe, tmp
+
+
+def _harness(flex_harness, mode: str, data: bytes, *args: str) -> str:
+    exe, tmp = flex_harness
+    path = tmp / f"input_{mode}.bin"
+    path.write_bytes(data)
+    result = subprocess.run(
+        [str(exe), mode, str(path), *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-1000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_flexbuffer_reader_values(flex_harness):
+    lines = dict(
+        line.split(" ", 1) for line in _harness(flex_harness, "dump", _flex_seed()).splitlines()
+    )
+    assert lines["a"] == "int (indirect) int=-5 double=-5 bool=1"
+    assert lines["b"] == "uint (indirect) int=7 double=7 bool=1"
+    assert lines["c"] == "float (indirect) double=2.5"
+    assert lines["d"] == "float double=1.25"
+    assert lines["e"] == "bool int=1 bool=1"
+    assert lines["f"] == "string string=hello"
+    assert lines["g"] == "int int=-1099511627776 double=-1099511627776 bool=1"
+    assert lines["h"] == "uint"  # does not fit in int64: every integer read fails
+    assert lines["i"] == "int int=3 double=3 bool=1"
+    assert lines["j"] == "float (indirect) double=-0.5"
+    tf_like = _harness(flex_harness, "dump", Case().options())
+    assert "channels_in int int=3" in tf_like and "padding string string=VALID" in tf_like
+
+
+@pytest.mark.parametrize("seed", ["mixed", "bconv"])
+def test_flexbuffer_reader_fuzz_under_asan(flex_harness, seed):
+    data = _flex_seed() if seed == "mixed" else Case(c=33).options(T=1, extra="x")
+    out = _harness(flex_harness, "fuzz", data, "20000")
+    rounds, parsed = (int(field.split("=")[1]) for field in out.split())
+    assert rounds == 20000 and parsed > 100  # many mutants still parse and get read
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--bad-cases":
+        _worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 300)
