@@ -1,7 +1,9 @@
 """lowbit_tf: binary and low-bit neural networks for TensorFlow / Keras 3.
 
-Submodules are imported on first use, so that `import lowbit_tf.lite` (the
-TFLite runtime) works on a device that has no TensorFlow installed.
+Where TensorFlow is installed, `import lowbit_tf` imports the Keras side
+(quantizers, layers, constraints), which registers its classes with Keras, so
+`keras.models.load_model` finds them. On a device without TensorFlow only the
+TFLite runtime, `lowbit_tf.lite`, is usable, and nothing here needs TensorFlow.
 
     lowbit_tf.quantizers   quantizers with custom gradients (ste_sign, ...)
     lowbit_tf.layers       Keras layers (QuantConv2D, ...)
@@ -31,6 +33,14 @@ def convert(model: Any, **kwargs: Any) -> bytes:
     from lowbit_converter import convert as _convert
 
     return _convert(model, **kwargs)
+
+
+try:
+    import tensorflow  # noqa: F401
+except ImportError:  # a runtime-only install (e.g. a Raspberry Pi)
+    pass
+else:
+    from lowbit_tf import constraints, layers, quantizers  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

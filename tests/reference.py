@@ -11,9 +11,12 @@ import numpy as np
 BITS = 32
 
 
+TINY = np.finfo(np.float32).tiny  # smallest positive normal float32
+
+
 def is_negative(x: np.ndarray) -> np.ndarray:
-    """x < 0 in IEEE arithmetic (NumPy does not flush subnormals)."""
-    return np.asarray(x, np.float32) < 0
+    """x < 0 with subnormals flushed to zero, as TensorFlow's tf.sign sees it."""
+    return np.asarray(x, np.float32) <= -TINY
 
 
 def sign(x: np.ndarray) -> np.ndarray:

@@ -46,9 +46,13 @@ def _normalised_options(spec: CustomOpSpec, raw: bytes, where: str) -> dict:
         if option.type is str and isinstance(value, bytes):
             value = value.decode()
         if not isinstance(value, option.type) or isinstance(value, bool):
-            raise ConversionError(f"{where}: custom option {key!r} = {value!r} is not {option.type.__name__}")
+            raise ConversionError(
+                f"{where}: custom option {key!r} = {value!r} is not {option.type.__name__}"
+            )
         if option.choices is not None and value not in option.choices:
-            raise ConversionError(f"{where}: custom option {key!r} = {value!r} not in {option.choices}")
+            raise ConversionError(
+                f"{where}: custom option {key!r} = {value!r} not in {option.choices}"
+            )
         if option.minimum is not None and value < option.minimum:
             raise ConversionError(f"{where}: custom option {key!r} = {value!r} < {option.minimum}")
         result[key] = value
@@ -74,7 +78,9 @@ def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
                     "kernel implements; only builtins and lowbit ops can run"
                 )
             if len(op.inputs) != spec.num_inputs:
-                raise ConversionError(f"{where}: expected {spec.num_inputs} inputs, got {len(op.inputs)}")
+                raise ConversionError(
+                    f"{where}: expected {spec.num_inputs} inputs, got {len(op.inputs)}"
+                )
             raw = b"" if op.customOptions is None else bytes(bytearray(op.customOptions))
             options = _normalised_options(spec, raw, where)
             op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)

@@ -52,7 +52,7 @@ def model_graph(model: keras.Model) -> ModelGraph:
     graph = ModelGraph()
     if isinstance(model, keras.Sequential):
         names = [layer.name for layer in model.layers]
-        for previous, current in zip(names, names[1:]):
+        for previous, current in zip(names, names[1:], strict=False):
             graph.inputs_of[current] = [previous]
             graph.consumers_of[previous].append(current)
         if names:

@@ -5,16 +5,17 @@
 namespace lowbit {
 namespace {
 
-// 1 when x binarises to -1, i.e. x < 0 in exact IEEE arithmetic. Decided on
-// the bit pattern so that the result does not depend on the thread's
-// floating-point mode: TensorFlow runs some CPU kernels with denormals-are-zero,
-// where a plain `x < 0` would call a negative subnormal zero. Negative non-zero
-// numbers down to -inf have patterns in (0x80000000, 0xff800000]; -0.0 is
-// 0x80000000 and NaNs with the sign bit lie above 0xff800000.
+// 1 when x binarises to -1: x is a negative normal number or -inf. Subnormals
+// count as zero (+1) because that is what the Keras training path computes:
+// TensorFlow's CPU kernels (tf.sign in ste_sign) flush subnormals to zero.
+// Deciding on the bit pattern keeps the result independent of the calling
+// thread's floating-point mode (TFLite threads do not flush). Negative normals
+// down to -inf have patterns in [0x80800000, 0xff800000]; -0.0 and negative
+// subnormals lie below, NaNs with the sign bit above.
 inline PackedWord NegativeBit(float x) {
   std::uint32_t u;
   std::memcpy(&u, &x, sizeof(u));
-  return static_cast<PackedWord>(u > 0x80000000u && u <= 0xff800000u);
+  return static_cast<PackedWord>(u >= 0x80800000u && u <= 0xff800000u);
 }
 
 void PackRow(const float* in, std::int64_t channels, PackedWord* out) {

@@ -6,7 +6,8 @@
 // own checks, and call the same kernels, so the two runtimes are bit-identical.
 //
 // Bit convention (see docs/custom_ops.md):
-//   sign binarisation maps x >= 0 to +1 and x < 0 (and only that) to -1;
+//   sign binarisation maps x >= 0 to +1 and x < 0 to -1, subnormals counting
+//   as 0 (as in TensorFlow's float kernels) and NaN as +1;
 //   a packed word holds 32 consecutive channel values, lowest channel in the
 //   lowest bit, bit 1 meaning -1; channels are padded with zero bits (+1) up to
 //   a whole word. For K values a, b in {-1,+1}^K packed as pa, pb:

@@ -1,0 +1,544 @@
+"""Tests for lowbit_tf.layers (QuantConv2D) and lowbit_tf.constraints."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from lowbit_tf import constraints, layers, quantizers
+from lowbit_tf._keras import keras
+
+
+@pytest.fixture(params=["eager", "tf_function"])
+def run(request):
+    """Runs ``fn(*args)`` eagerly or inside a ``tf.function``."""
+    if request.param == "eager":
+        return lambda fn, *args: fn(*args)
+    return lambda fn, *args: tf.function(fn)(*args)
+
+
+def _rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _json(config):
+    """``config`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(config))
+
+
+# ------------------------------------------------------------------ NumPy reference
+
+
+def _np_sign(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= 0, 1.0, -1.0)
+
+
+def _np_same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    out = -(-size // s)  # ceil
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _np_conv2d(x, w, strides=(1, 1), dilation=(1, 1), padding="valid", pad_value=0.0):
+    """Direct NHWC convolution in float64; ``w`` is (kh, kw, in, out)."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(w, np.float64)
+    kh, kw, _, filters = w.shape
+    (sh, sw), (dh, dw) = strides, dilation
+    if padding == "same":
+        ph = _np_same_padding(x.shape[1], kh, sh, dh)
+        pw = _np_same_padding(x.shape[2], kw, sw, dw)
+        x = np.pad(x, [(0, 0), ph, pw, (0, 0)], constant_values=pad_value)
+    oh = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, filters))
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + (oh - 1) * sh + 1, sh)
+            cols = slice(j * dw, j * dw + (ow - 1) * sw + 1, sw)
+            out += np.einsum("nhwc,cf->nhwf", x[:, rows, cols, :], w[i, j])
+    return out
+
+
+def _tf_conv_is_wrong(x, w, strides, dilation, padding, pad_value):
+    """True where TensorFlow's own conv2d disagrees with the NumPy reference.
+
+    With oneDNN (TF 2.21 on x86, the default) ``tf.nn.conv2d`` returns wrong
+    values for some degenerate shapes: one input channel, batch >= 2, rows >= 2,
+    row stride 1, column stride >= 2 and a single output column, e.g. x (2, 2, 3, 1),
+    kernel (1, 2), strides (1, 2), "valid". keras.layers.Conv2D (and Larq) run the
+    same op and inherit the bug; the sweep skips those shapes rather than test
+    TensorFlow. ``x`` and ``w`` are the already binarised values.
+    """
+    expected = _np_conv2d(x, w, strides, dilation, padding, pad_value)
+    if padding == "same" and pad_value != 0.0:  # the layer's explicit-padding route
+        pads = [_np_same_padding(x.shape[i], w.shape[i - 1], strides[i - 1], dilation[i - 1])
+                for i in (1, 2)]  # fmt: skip
+        x = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_value)
+        padding = "valid"
+    actual = tf.nn.conv2d(x.astype("float32"), w.astype("float32"), strides=strides,
+                          padding=padding.upper(), dilations=dilation)  # fmt: skip
+    return not np.array_equal(actual.numpy(), expected.astype("float32"))
+
+
+def _built_pair(config, input_shape, seed=0, **quant_kwargs):
+    """A QuantConv2D and a keras Conv2D with the same random weights."""
+    ref = keras.layers.Conv2D(**config)
+    quant = layers.QuantConv2D(**config, **quant_kwargs)
+    ref.build(input_shape)
+    quant.build(input_shape)
+    weights = [_rng(seed + i).normal(size=v.shape).astype("float32")
+               for i, v in enumerate(ref.get_weights())]  # fmt: skip
+    ref.set_weights(weights)
+    quant.set_weights(weights)
+    return quant, ref
+
+
+# ------------------------------------------------------------ equality with Keras
+
+
+KERAS_CONFIGS = [
+    dict(filters=4, kernel_size=3),
+    dict(filters=5, kernel_size=3, padding="same"),
+    dict(filters=3, kernel_size=(3, 2), strides=2, padding="same"),
+    dict(filters=4, kernel_size=3, strides=(2, 1), use_bias=False),
+    dict(filters=2, kernel_size=3, dilation_rate=2, padding="same"),
+    dict(filters=6, kernel_size=(2, 3), dilation_rate=(1, 2), padding="valid"),
+    dict(filters=3, kernel_size=1, use_bias=False, activation="relu"),
+    dict(filters=4, kernel_size=3, groups=2, padding="same"),
+    dict(filters=4, kernel_size=2, strides=2, padding="same", data_format="channels_first"),
+]
+
+
+@pytest.mark.parametrize("quantizer", [None, "identity"])
+@pytest.mark.parametrize("config", KERAS_CONFIGS, ids=lambda c: json.dumps(c))
+def test_identity_quantizers_equal_keras_conv2d(run, config, quantizer):
+    shape = (2, 9, 8, 4)
+    if config.get("data_format") == "channels_first":
+        shape = (2, 4, 9, 8)
+    quant, ref = _built_pair(config, shape, input_quantizer=quantizer, kernel_quantizer=quantizer)
+    x = tf.constant(_rng(1).normal(size=shape).astype("float32"))
+    expected = run(ref, x).numpy()
+    actual = run(quant, x).numpy()
+    assert actual.shape == expected.shape == tuple(quant.compute_output_shape(shape))
+    np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("pad_values", [1.0, -0.5, 3.0])
+@pytest.mark.parametrize(
+    "config",
+    [dict(kernel_size=3), dict(kernel_size=(4, 3), strides=2), dict(kernel_size=3, dilation_rate=2),
+     dict(kernel_size=(2, 5), strides=(1, 3))],
+    ids=str,
+)  # fmt: skip
+def test_explicit_padding_equals_valid_conv_of_padded_input(run, config, pad_values):
+    shape = (2, 7, 10, 3)
+    same = dict(filters=4, padding="same", **config)
+    valid = dict(filters=4, padding="valid", **config)
+    quant, _ = _built_pair(same, shape, pad_values=pad_values)
+    ref = keras.layers.Conv2D(**valid)
+    ref.build(shape)
+    ref.set_weights(quant.get_weights())
+    assert quant.explicit_padding
+    x = _rng(2).normal(size=shape).astype("float32")
+    pads = quant.spatial_padding(shape)
+    padded = np.pad(x, [(0, 0), *pads, (0, 0)], constant_values=pad_values)
+    expected = run(ref, tf.constant(padded)).numpy()
+    actual = run(quant, tf.constant(x)).numpy()
+    assert actual.shape == tuple(keras.layers.Conv2D(**same).compute_output_shape(shape))
+    np.testing.assert_array_equal(actual, expected)
+
+
+def test_spatial_padding_is_tensorflow_same_geometry():
+    layer = layers.QuantConv2D(1, (3, 4), strides=(2, 3), padding="same", pad_values=1.0)
+    assert layer.spatial_padding((1, 7, 10, 1)) == [
+        _np_same_padding(7, 3, 2, 1),
+        _np_same_padding(10, 4, 3, 1),
+    ]
+    assert layer.spatial_padding((1, 7, 10, 1)) == [(1, 1), (1, 2)]
+    assert layers.QuantConv2D(1, 3).spatial_padding((1, 7, 10, 1)) == [(0, 0), (0, 0)]
+    # Kernel smaller than the stride: no padding needed, never negative.
+    assert layers.QuantConv2D(1, 1, strides=3, padding="same").spatial_padding((1, 7, 9, 1)) == [
+        (0, 0),
+        (0, 0),
+    ]
+
+
+# ----------------------------------------------------- binary conv against NumPy
+
+
+def _check_binary_conv(x, config, pad_values, run=None, seed=0, skip_tf_bugs=False):
+    layer = layers.QuantConv2D(
+        pad_values=pad_values,
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
+        **config,
+    )
+    layer.build(x.shape)
+    weights = [_rng(seed + i).normal(size=v.shape).astype("float32")
+               for i, v in enumerate(layer.get_weights())]  # fmt: skip
+    layer.set_weights(weights)
+    geometry = dict(strides=layer.strides, dilation=layer.dilation_rate,
+                    padding=layer.padding, pad_value=pad_values)  # fmt: skip
+    if skip_tf_bugs:
+        assume(not _tf_conv_is_wrong(_np_sign(x), _np_sign(weights[0]), **geometry))
+    actual = (run(layer, tf.constant(x)) if run else layer(x)).numpy()
+    expected = _np_conv2d(_np_sign(x), _np_sign(weights[0]), **geometry)
+    if layer.use_bias:
+        expected = expected + weights[1].astype(np.float64)
+    np.testing.assert_array_equal(actual, expected.astype(np.float32))
+
+
+@pytest.mark.parametrize("pad_values", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "config",
+    [dict(filters=8, kernel_size=3, padding="same"),
+     dict(filters=5, kernel_size=(3, 2), strides=2, padding="same", use_bias=False),
+     dict(filters=4, kernel_size=3, dilation_rate=2, padding="same"),
+     dict(filters=3, kernel_size=2, strides=(1, 2), padding="valid")],
+    ids=str,
+)  # fmt: skip
+def test_binary_conv_matches_numpy(run, config, pad_values):
+    x = _rng(3).normal(size=(2, 8, 7, 5)).astype("float32")
+    x[0, 0, 0, :] = 0.0  # zeros binarise to +1
+    x[0, 1, 1, :] = -0.0
+    _check_binary_conv(x, config, pad_values, run=run)
+
+
+_PAIRS = st.tuples(st.integers(1, 3), st.integers(1, 3))
+_ONES = st.just((1, 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    batch=st.integers(1, 2),
+    rows=st.integers(1, 9),
+    cols=st.integers(1, 9),
+    channels=st.integers(1, 5),
+    filters=st.integers(1, 4),
+    kh=st.integers(1, 4),
+    kw=st.integers(1, 4),
+    # Keras refuses strides > 1 together with dilation > 1.
+    stride_dilation=st.one_of(st.tuples(_PAIRS, _ONES), st.tuples(_ONES, _PAIRS)),
+    padding=st.sampled_from(["same", "valid"]),
+    pad_values=st.sampled_from([0.0, 1.0]),
+    use_bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_binary_conv_matches_numpy_sweep(
+    batch, rows, cols, channels, filters, kh, kw, stride_dilation, padding, pad_values,
+    use_bias, seed,
+):  # fmt: skip
+    stride, dilation = stride_dilation
+    if padding == "valid":
+        assume(rows >= (kh - 1) * dilation[0] + 1 and cols >= (kw - 1) * dilation[1] + 1)
+    x = _rng(seed).normal(size=(batch, rows, cols, channels)).astype("float32")
+    config = dict(filters=filters, kernel_size=(kh, kw), strides=stride,
+                  dilation_rate=dilation, padding=padding, use_bias=use_bias)  # fmt: skip
+    _check_binary_conv(x, config, pad_values, seed=seed, skip_tf_bugs=True)
+
+
+def test_channels_first_equals_channels_last():
+    x = _rng(4).normal(size=(2, 7, 6, 3)).astype("float32")
+    common = dict(filters=4, kernel_size=3, strides=2, padding="same", pad_values=1.0,
+                  input_quantizer="ste_sign", kernel_quantizer="ste_sign")  # fmt: skip
+    last = layers.QuantConv2D(**common)
+    first = layers.QuantConv2D(data_format="channels_first", **common)
+    last.build(x.shape)
+    first.build((2, 3, 7, 6))
+    first.set_weights(last.get_weights())
+    y_last = last(x).numpy()
+    y_first = first(np.transpose(x, (0, 3, 1, 2))).numpy()
+    np.testing.assert_array_equal(np.transpose(y_first, (0, 2, 3, 1)), y_last)
+    assert first.spatial_padding((2, 3, 7, 6)) == last.spatial_padding((2, 7, 6, 3))
+
+
+def test_dynamic_spatial_shape_in_tf_function():
+    layer = layers.QuantConv2D(3, 3, strides=2, padding="same", pad_values=1.0,
+                               input_quantizer="ste_sign", kernel_quantizer="ste_sign")  # fmt: skip
+    layer.build((None, None, None, 2))
+    fn = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, 2])])
+    for shape in [(1, 5, 6, 2), (2, 8, 3, 2)]:
+        x = _rng(5).normal(size=shape).astype("float32")
+        kernel, bias = layer.get_weights()
+        expected = _np_conv2d(_np_sign(x), _np_sign(kernel), strides=(2, 2), padding="same",
+                              pad_value=1.0) + bias  # fmt: skip
+        np.testing.assert_array_equal(fn(x).numpy(), expected.astype("float32"))
+
+
+# ----------------------------------------------------------------------- gradients
+
+
+def test_gradients_are_straight_through_and_clipped(run):
+    shape = (2, 6, 5, 3)
+    layer = layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, use_bias=False,
+                               input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                               kernel_constraint="weight_clip")  # fmt: skip
+    layer.build(shape)
+    w = _rng(6).normal(scale=1.2, size=layer.kernel.shape).astype("float32")
+    layer.set_weights([w])
+    x = _rng(7).normal(scale=1.5, size=shape).astype("float32")
+    assert (np.abs(w) > 1).any() and (np.abs(x) > 1).any()
+
+    # The same computation on already-binary values with identity quantizers.
+    float_layer = layers.QuantConv2D(4, 3, padding="same", pad_values=1.0, use_bias=False)
+    float_layer.build(shape)
+    float_layer.set_weights([np.sign(w) + (w == 0)])
+
+    def grads(layer, x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(layer(x) * tf.range(1.0, 5.0))
+        return tape.gradient(y, [x, layer.trainable_variables[0].value])
+
+    gx, gw = run(grads, layer, tf.constant(x))
+    ref_gx, ref_gw = run(grads, float_layer, tf.constant(_np_sign(x).astype("float32")))
+    np.testing.assert_allclose(gw.numpy(), np.where(np.abs(w) <= 1, ref_gw.numpy(), 0))
+    np.testing.assert_allclose(gx.numpy(), np.where(np.abs(x) <= 1, ref_gx.numpy(), 0))
+    assert (gw.numpy()[np.abs(w) > 1] == 0).all() and (gw.numpy() != 0).any()
+
+
+# ------------------------------------------------------------ helpers, errors, config
+
+
+def test_quantized_kernel_and_quantizer_properties():
+    layer = layers.QuantConv2D(4, 3, input_quantizer="ste_sign",
+                               kernel_quantizer=quantizers.SteSign(0.5))  # fmt: skip
+    with pytest.raises(ValueError, match="not built"):
+        layer.quantized_kernel()
+    layer.build((1, 5, 5, 2))
+    kernel = layer.get_weights()[0]
+    np.testing.assert_array_equal(layer.quantized_kernel().numpy(), _np_sign(kernel))
+    assert isinstance(layer.input_quantizer, quantizers.SteSign)
+    assert layer.kernel_quantizer.clip_value == 0.5
+    assert layer.kernel_quantizer.precision == 1
+    with pytest.raises(AttributeError):
+        layer.kernel_quantizer = None
+
+    plain = layers.QuantConv2D(4, 3)
+    plain.build((1, 5, 5, 2))
+    assert plain.input_quantizer is None and plain.kernel_quantizer is None
+    np.testing.assert_array_equal(plain.quantized_kernel().numpy(), plain.get_weights()[0])
+
+
+def test_defaults_match_larq_signature():
+    layer = layers.QuantConv2D(8, 3)
+    assert layer.strides == (1, 1) and layer.padding == "valid" and layer.pad_values == 0.0
+    assert layer.dilation_rate == (1, 1) and layer.groups == 1 and layer.use_bias
+    assert layer.data_format == "channels_last" and not layer.explicit_padding
+    assert layers.QuantConv2D(8, 3, padding="same").explicit_padding is False
+    assert layers.QuantConv2D(8, 3, padding="SAME", pad_values=1).explicit_padding
+    assert set(layers.__all__) == {"QuantConv2D", "QuantizedLayerMixin"}
+
+
+@pytest.mark.parametrize("bad_shape", [(2, 5, 5), (2, 5, 5, 3, 1), (5,)])
+def test_wrong_input_rank_names_layer_and_rank(bad_shape):
+    layer = layers.QuantConv2D(4, 3, name="my_binary_conv")
+    with pytest.raises(ValueError, match="my_binary_conv") as info:
+        layer(np.zeros(bad_shape, "float32"))
+    assert f"ndim={len(bad_shape)}" in str(info.value)
+    with pytest.raises(ValueError, match=f"my_binary_conv.*rank {len(bad_shape)}"):
+        layers.QuantConv2D(4, 3, name="my_binary_conv").build(bad_shape)
+
+
+@pytest.mark.parametrize("arg", ["input_quantizer", "kernel_quantizer"])
+def test_unknown_quantizer_names_argument_and_value(arg):
+    with pytest.raises(ValueError, match=f"{arg}.*'ste_sgn'.*ste_sign"):
+        layers.QuantConv2D(4, 3, **{arg: "ste_sgn"})
+
+
+@pytest.mark.parametrize("pad_values", ["1", None, True, [1.0]])
+def test_bad_pad_values_raise(pad_values):
+    with pytest.raises(ValueError, match="pad_values"):
+        layers.QuantConv2D(4, 3, padding="same", pad_values=pad_values)
+
+
+def test_binary_kernel_without_constraint_warns(caplog):
+    with caplog.at_level(logging.WARNING, logger="lowbit_tf.layers"):
+        layers.QuantConv2D(4, 3, kernel_quantizer="ste_sign", name="starving")
+    assert "starving" in caplog.text and "kernel_constraint" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lowbit_tf.layers"):
+        layers.QuantConv2D(4, 3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
+        layers.QuantConv2D(4, 3, input_quantizer="ste_sign")
+    assert caplog.text == ""
+
+
+def test_activation_may_name_a_quantizer():
+    layer = layers.QuantConv2D(2, 1, activation="ste_sign", use_bias=False)
+    assert isinstance(layer.activation, quantizers.SteSign)
+    y = layer(np.ones((1, 2, 2, 1), "float32")).numpy()
+    assert set(np.unique(y)) <= {-1.0, 1.0}
+    assert layers.QuantConv2D(2, 1, activation="relu").activation is keras.activations.relu
+    restored = layers.QuantConv2D.from_config(layer.get_config())
+    assert isinstance(restored.activation, quantizers.SteSign)
+
+
+def test_get_config_round_trip():
+    layer = layers.QuantConv2D(
+        6, (3, 2), strides=2, padding="same", pad_values=1.0, groups=2,
+        input_quantizer="ste_sign", kernel_quantizer=quantizers.SteSign(0.5),
+        kernel_constraint="weight_clip", bias_constraint=constraints.WeightClip(2.0),
+        name="conv",
+    )  # fmt: skip
+    config = layer.get_config()
+    json.dumps(config)
+    assert config["pad_values"] == 1.0
+    assert config["kernel_quantizer"]["config"] == {"clip_value": 0.5}
+    restored = layers.QuantConv2D.from_config(config)
+    assert restored.get_config() == config
+    assert restored.kernel_constraint.clip_value == 1.0
+    assert restored.bias_constraint.clip_value == 2.0
+
+
+# ---------------------------------------------------------------- training, saving
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0 * 2.0 - 1.0).astype("float32")[..., None]  # in [-1, 1]
+    return x, digits.target.astype("int32")
+
+
+def _binary_model(seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                  kernel_constraint="weight_clip", use_bias=False)  # fmt: skip
+    inputs = keras.Input((8, 8, 1))
+    # First layer: float inputs, binary kernel (as usual for BNNs).
+    x = layers.QuantConv2D(32, 3, padding="same", pad_values=1.0, use_bias=False,
+                           kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                           )(inputs)  # fmt: skip
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, **binary)(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = layers.QuantConv2D(64, 3, strides=2, padding="same", **binary)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9)(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(10)(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.slow
+def test_binary_model_trains_on_digits():
+    x, y = _digits()
+    model = _binary_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    x_train, y_train, x_test, y_test = x[:1400], y[:1400], x[1400:], y[1400:]
+    initial_loss = model.evaluate(x_test, y_test, verbose=0)[0]
+    history = model.fit(x_train, y_train, batch_size=64, epochs=6, verbose=0)
+    losses = history.history["loss"]
+    test_loss, test_acc = model.evaluate(x_test, y_test, verbose=0)
+    assert losses[-1] < 0.5 * losses[0]
+    assert test_loss < 0.5 * initial_loss
+    assert test_acc > 0.8, test_acc
+    for layer in model.layers:
+        if isinstance(layer, layers.QuantConv2D):
+            kernel = layer.get_weights()[0]
+            assert np.abs(kernel).max() <= 1.0
+            np.testing.assert_array_equal(layer.quantized_kernel().numpy(), _np_sign(kernel))
+
+
+def test_one_eager_training_step_respects_clip():
+    x, y = _digits()
+    model = _binary_model(seed=1)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))  # fmt: skip
+    quant = [layer for layer in model.layers if isinstance(layer, layers.QuantConv2D)]
+    for layer in quant:  # latent weights outside the clip, as after a large step
+        layer.set_weights([3.0 * layer.get_weights()[0] / np.abs(layer.get_weights()[0]).max()])
+    before = [layer.get_weights()[0] for layer in quant]
+    model.fit(x[:64], y[:64], batch_size=64, epochs=1, verbose=0)
+    for layer, old in zip(quant, before, strict=True):
+        kernel = layer.get_weights()[0]
+        assert np.abs(kernel).max() == 1.0
+        # Only the clip moved weights beyond 1 (their STE gradient is zero).
+        np.testing.assert_array_equal(kernel[np.abs(old) > 1], np.clip(old, -1, 1)[np.abs(old) > 1])
+
+
+def test_save_and_load_model(tmp_path):
+    x, _ = _digits()
+    inputs = keras.Input((8, 8, 1))
+    h = layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip")(inputs)  # fmt: skip
+    h = keras.layers.BatchNormalization()(h)
+    h = layers.QuantConv2D(8, 3, strides=2, padding="same", input_quantizer=quantizers.SteSign(0.5),
+                           kernel_quantizer=quantizers.ste_sign, activation="ste_sign",
+                           kernel_constraint=constraints.WeightClip(0.75))(h)  # fmt: skip
+    h = layers.QuantConv2D(4, 2, input_quantizer="identity", kernel_quantizer=None)(h)
+    model = keras.Model(inputs, keras.layers.Flatten()(h))
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(x[:64], np.zeros((64, 36), "float32"), epochs=1, verbose=0)
+
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+
+    np.testing.assert_array_equal(
+        loaded.predict(x[:50], verbose=0), model.predict(x[:50], verbose=0)
+    )
+    assert _json(loaded.get_config()) == _json(model.get_config())
+    pairs = [
+        (a, b)
+        for a, b in zip(model.layers, loaded.layers, strict=True)
+        if isinstance(a, layers.QuantConv2D)
+    ]
+    assert len(pairs) == 3
+    for original, restored in pairs:
+        assert type(restored) is layers.QuantConv2D
+        assert _json(restored.get_config()) == _json(original.get_config())
+        assert type(restored.input_quantizer) is type(original.input_quantizer)
+        assert type(restored.kernel_quantizer) is type(original.kernel_quantizer)
+    assert pairs[1][1].kernel_quantizer is quantizers.ste_sign
+    assert pairs[1][1].input_quantizer.clip_value == 0.5
+    assert pairs[1][1].kernel_constraint.clip_value == 0.75
+
+
+# --------------------------------------------------------------------- constraints
+
+
+def test_weight_clip(run):
+    clip = constraints.WeightClip(0.5)
+    w = tf.constant([-2.0, -0.5, -0.1, 0.0, 0.4, 0.5, 3.0])
+    expected = np.array([-0.5, -0.5, -0.1, 0.0, 0.4, 0.5, 0.5], np.float32)
+    np.testing.assert_array_equal(run(clip, w).numpy(), expected)
+    assert constraints.WeightClip().clip_value == 1.0
+
+
+def test_constraint_lookup_and_serialization():
+    assert constraints.get(None) is None
+    for name in ["weight_clip", "WeightClip"]:
+        assert isinstance(constraints.get(name), constraints.WeightClip)
+    assert isinstance(constraints.get("non_neg"), keras.constraints.NonNeg)
+    clip = constraints.WeightClip(0.25)
+    assert constraints.get(clip) is clip
+    config = json.loads(json.dumps(constraints.serialize(clip)))
+    restored = constraints.deserialize(config)
+    assert isinstance(restored, constraints.WeightClip) and restored.clip_value == 0.25
+    assert isinstance(keras.constraints.get(config), constraints.WeightClip)
+
+
+@pytest.mark.parametrize("clip_value", [0, -1.0, float("nan"), "1", None])
+def test_weight_clip_bad_value_raises(clip_value):
+    with pytest.raises(ValueError, match="clip_value") as info:
+        constraints.WeightClip(clip_value)
+    assert repr(clip_value) in str(info.value)
+
+
+def test_unknown_constraint_raises_naming_it():
+    with pytest.raises(ValueError, match="'weigth_clip'.*weight_clip"):
+        constraints.get("weigth_clip")
