@@ -71,9 +71,7 @@ class Shape:
     @property
     def macs(self) -> int:
         # SAME padding, stride 1: the output has the input's spatial size.
-        return (
-            self.height * self.width * self.channels_out * KERNEL_SIZE**2 * self.channels_in
-        )
+        return self.height * self.width * self.channels_out * KERNEL_SIZE**2 * self.channels_in
 
     def __str__(self) -> str:
         return f"{self.height}x{self.width}x{self.channels_in}->{self.channels_out}"
@@ -194,10 +192,10 @@ def _benchmark_shape(shape: Shape, threads: int, rounds: int, sample_s: float) -
         return loop
 
     def bconv_packed(inp, filt, mult, b):
-        return ops.bconv2d(inp, filt, mult, b, channels_in=cin, padding="SAME")
+        return ops.bconv2d(inp, filt, mult, b, kernel_size=3, channels_in=cin, padding="SAME")
 
     def bconv_float_in(inp, filt, mult, b):
-        return ops.bconv2d(inp, filt, mult, b, padding="SAME")
+        return ops.bconv2d(inp, filt, mult, b, kernel_size=3, padding="SAME")
 
     def conv_float(inp, k):
         return tf.nn.conv2d(inp, k, strides=1, padding="SAME")
@@ -230,7 +228,10 @@ def _benchmark_shape(shape: Shape, threads: int, rounds: int, sample_s: float) -
         ]
     )
     float_model = keras.Sequential(
-        [keras.Input((h, w, cin), batch_size=1), keras.layers.Conv2D(cout, KERNEL_SIZE, padding="same")]
+        [
+            keras.Input((h, w, cin), batch_size=1),
+            keras.layers.Conv2D(cout, KERNEL_SIZE, padding="same"),
+        ]
     )
     # Latent weights inside the clip range, so that the constraint is a no-op.
     clipped_kernel = np.clip(kernel_np, -1.0, 1.0)
@@ -452,7 +453,8 @@ def print_tables(results: list[dict]) -> None:
 
     print()
     print("speed-up = float32 median / lowbit median (>1: lowbit faster).")
-    print("Gbop/s   = 2 * MACs / lowbit median time / 1e9 (XOR + popcount-accumulate per binary MAC).")
+    print("Gbop/s   = 2 * MACs / lowbit median time / 1e9 (2 binary ops per MAC:")
+    print("           XOR + popcount-accumulate).")
     print("bconv2d packed: int32 input pre-packed with lowbit_tf.ops.bitpack; float-in: float32")
     print("input binarised and packed inside the op. All convs: 3x3, SAME, stride 1, batch 1.")
 
@@ -468,7 +470,7 @@ def print_tables(results: list[dict]) -> None:
         for line in bad:
             print("  " + line)
     else:
-        print("Output checks: bconv2d packed == float-in, TFLite lowbit == TF op (all shapes): ok.")
+        print("Output checks (bconv2d packed == float-in, TFLite lowbit == TF op): ok.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,13 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated thread counts, one subprocess each (default 1,2)",
     )
     parser.add_argument(
-        "--rounds", type=int, default=None, help="interleaved rounds (default 9, quick 5)"
+        "--rounds", type=int, default=None, help="interleaved rounds (default 11, quick 7)"
     )
     parser.add_argument(
         "--sample-ms",
         type=float,
         default=None,
-        help="target duration of one timing sample in ms (default 100, quick 60)",
+        help="target duration of one timing sample in ms (default 120, quick 80)",
     )
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -505,9 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.shapes is None:
         args.shapes = parse_shapes(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
     if args.rounds is None:
-        args.rounds = 5 if args.quick else 9
+        args.rounds = 7 if args.quick else 11
     if args.sample_ms is None:
-        args.sample_ms = 60.0 if args.quick else 100.0
+        args.sample_ms = 80.0 if args.quick else 120.0
     if args.rounds < 1 or args.sample_ms <= 0:
         parser.error("--rounds must be >= 1 and --sample-ms > 0")
 

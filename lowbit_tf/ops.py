@@ -51,12 +51,14 @@ def pack_filter(kernel: tf.Tensor | np.ndarray) -> tf.Tensor:
         are taken with the bit convention above.
 
     Returns:
-      int32 [C_out, KH, KW, ceil(C_in / 32)] ("OHWI", packed along C_in).
+      int32 [C_out, ceil(KH * KW * C_in / 32)]: per output channel, the signs
+      in (ky, kx, c) order packed back to back (one bit per weight).
     """
     kernel = tf.convert_to_tensor(kernel, dtype=tf.float32)
     if kernel.shape.rank != 4:
         raise ValueError(f"pack_filter expects a 4-D HWIO kernel, got shape {kernel.shape}")
-    return bitpack(tf.transpose(kernel, (3, 0, 1, 2)))
+    out_channels = kernel.shape[3]
+    return bitpack(tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), [out_channels, -1]))
 
 
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
@@ -72,6 +74,7 @@ def bconv2d(
     multiplier: tf.Tensor | np.ndarray | None = None,
     bias: tf.Tensor | np.ndarray | None = None,
     *,
+    kernel_size: int | Sequence[int],
     channels_in: int | None = None,
     strides: int | Sequence[int] = 1,
     dilations: int | Sequence[int] = 1,
@@ -89,8 +92,9 @@ def bconv2d(
     Args:
       inputs: float32 NHWC (binarised and packed inside the op) or int32
         packed NHWC from `bitpack`.
-      filter: int32 packed [C_out, KH, KW, ceil(C_in / 32)] from `pack_filter`.
+      filter: int32 packed [C_out, ceil(KH * KW * C_in / 32)] from `pack_filter`.
       multiplier, bias: float32 [C_out]; default ones and zeros.
+      kernel_size: (KH, KW) of the filter, or an int for both.
       channels_in: the real input channel count; required for a packed input,
         inferred from a float input.
       strides, dilations: an int or (height, width).
@@ -112,8 +116,8 @@ def bconv2d(
         raise TypeError(f"bconv2d filter must be packed int32, got dtype {filter.dtype.name}")
     if inputs.shape.rank is not None and inputs.shape.rank != 4:
         raise ValueError(f"bconv2d inputs must be 4-D NHWC, got shape {inputs.shape}")
-    if filter.shape.rank != 4:
-        raise ValueError(f"bconv2d filter must be 4-D [C_out, KH, KW, words], got {filter.shape}")
+    if filter.shape.rank != 2:
+        raise ValueError(f"bconv2d filter must be 2-D [C_out, words], got shape {filter.shape}")
     if channels_in is None:
         if inputs.dtype == tf.int32 or inputs.shape[-1] is None:
             raise ValueError("bconv2d needs channels_in for a packed input or unknown depth")
@@ -130,6 +134,7 @@ def bconv2d(
         multiplier = tf.ones([out_channels], tf.float32)
     if bias is None:
         bias = tf.zeros([out_channels], tf.float32)
+    kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
     dilation_h, dilation_w = _pair(dilations, "dilations")
     return load_tf_ops().lowbit_bconv2d(
@@ -138,6 +143,8 @@ def bconv2d(
         tf.convert_to_tensor(multiplier, tf.float32),
         tf.convert_to_tensor(bias, tf.float32),
         channels_in=int(channels_in),
+        kernel_h=kernel_h,
+        kernel_w=kernel_w,
         stride_h=stride_h,
         stride_w=stride_w,
         dilation_h=dilation_h,

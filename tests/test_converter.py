@@ -84,14 +84,14 @@ def test_binary_conv_without_batchnorm_is_bit_exact(config, channels):
 def digits_like_model(functional: bool) -> keras.Model:
     """Float stem, binary conv blocks with BatchNorm and ReLU, float head."""
     inputs = keras.Input((12, 12, 3))
-    h = keras.layers.Conv2D(32, 3, padding="same", name="stem")(inputs)
+    h = keras.layers.Conv2D(16, 3, padding="same", name="stem")(inputs)
     h = keras.layers.BatchNormalization(name="stem_bn")(h)
     h = layers.QuantConv2D(64, 3, padding="same", pad_values=1.0, use_bias=False,
                            name="b1", **BINARY)(h)
     h = keras.layers.BatchNormalization(name="b1_bn")(h)
     h = keras.layers.ReLU(name="b1_relu")(h)
     h = keras.layers.MaxPooling2D(2)(h)
-    h = layers.QuantConv2D(33, 3, strides=2, padding="same", name="b2", **BINARY)(h)
+    h = layers.QuantConv2D(48, 3, strides=2, padding="same", name="b2", **BINARY)(h)
     h = keras.layers.BatchNormalization(name="b2_bn")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     outputs = keras.layers.Dense(10, name="head")(h)
@@ -117,8 +117,8 @@ def test_batchnorm_and_relu_fold_into_one_custom_op(functional):
     assert not {"MUL", "ADD", "RELU"} & set(after_first), names
     ops = dict(operators(result.tflite_model)[i] for i in range(len(names)))
     options = flexbuffers.Loads(bytes(bytearray(ops["LowbitBconv2d"].customOptions)))
-    assert set(options) == {"channels_in", "stride_h", "stride_w", "dilation_h", "dilation_w",
-                            "padding", "pad_value", "activation"}
+    assert set(options) == {"channels_in", "kernel_h", "kernel_w", "stride_h", "stride_w",
+                            "dilation_h", "dilation_w", "padding", "pad_value", "activation"}
     got = run_tflite(result.tflite_model, x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
@@ -161,13 +161,14 @@ def float_tensor_bytes(tflite: bytes, name_part: str) -> int:
 
 
 def test_binary_weights_take_25x_fewer_bytes():
-    """Filters are packed per tap, 32 channels a word: ~32x for channel counts
-    that are multiples of 32, less the float multiplier and bias vectors."""
+    """Filters are packed compactly, one bit per weight, whatever the channel
+    counts (16 and 64 in, 64 and 48 out here): ~32x, less the float multiplier
+    and bias vectors."""
     model = digits_like_model(functional=True)
     result = lowbit_converter.convert_with_report(model)
     float_tflite = lowbit_converter.convert(model, lowbit=False)
     float_bytes = float_tensor_bytes(float_tflite, "b1") + float_tensor_bytes(float_tflite, "b2")
-    assert float_bytes == 4 * (3 * 3 * 32 * 64 + 3 * 3 * 64 * 33)
+    assert float_bytes == 4 * (3 * 3 * 16 * 64 + 3 * 3 * 64 * 48)
     lowbit_bytes = result.report.custom_op_weight_bytes  # filters + multipliers + biases
     assert float_bytes / lowbit_bytes >= 25, (float_bytes, lowbit_bytes)
     assert len(result.tflite_model) < len(float_tflite)
@@ -249,21 +250,24 @@ def rewrite_custom_options(tflite: bytes, new_options: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+GOOD_OPTIONS = {"channels_in": 4, "kernel_h": 3, "kernel_w": 3, "stride_h": 1, "stride_w": 1,
+                "dilation_h": 1, "dilation_w": 1, "padding": "VALID", "pad_value": 0,
+                "activation": "NONE"}
+
+
 @pytest.mark.parametrize("options, message", [
     (b"\x00\x01\x02", "not a FlexBuffer map"),
-    (flexbuffers.Dumps({"channels_in": 4}), "'stride_h' is missing"),
-    (flexbuffers.Dumps({"channels_in": 4, "stride_h": 1, "stride_w": 1, "dilation_h": 1,
-                        "dilation_w": 1, "padding": "FULL", "pad_value": 0,
-                        "activation": "NONE"}), "'padding' = 'FULL'"),
-    (flexbuffers.Dumps({"channels_in": 0, "stride_h": 1, "stride_w": 1, "dilation_h": 1,
-                        "dilation_w": 1, "padding": "SAME", "pad_value": 0,
-                        "activation": "NONE"}), "'channels_in' = 0"),
+    (flexbuffers.Dumps({"channels_in": 4, "kernel_h": 3, "kernel_w": 3}), "'stride_h' is missing"),
+    (flexbuffers.Dumps({**GOOD_OPTIONS, "padding": "FULL"}), "'padding' = 'FULL'"),
+    (flexbuffers.Dumps({**GOOD_OPTIONS, "channels_in": 0}), "'channels_in' = 0"),
+    (flexbuffers.Dumps({**GOOD_OPTIONS, "stride_w": "2"}), "'stride_w' = '2' is not int"),
 ])
 def test_flatbuffer_pass_rejects_corrupt_custom_options(options, message):
     model = keras.Sequential([keras.Input((6, 6, 4)), layers.QuantConv2D(4, 3, **BINARY)])
-    tflite = rewrite_custom_options(lowbit_converter.convert(model), options)
+    tflite = lowbit_converter.convert(model)
+    run_pass(rewrite_custom_options(tflite, flexbuffers.Dumps(GOOD_OPTIONS)))  # control: passes
     with pytest.raises(ConversionError, match=message):
-        run_pass(tflite)
+        run_pass(rewrite_custom_options(tflite, options))
 
 
 def test_flatbuffer_pass_rejects_foreign_custom_ops():

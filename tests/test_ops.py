@@ -63,7 +63,8 @@ def reference(case: dict, x, kernel, multiplier, bias) -> np.ndarray:
 
 def run_op(case: dict, inputs, kernel, multiplier, bias) -> np.ndarray:
     return ops.bconv2d(
-        inputs, ops.pack_filter(kernel), multiplier, bias, channels_in=case["cin"],
+        inputs, ops.pack_filter(kernel), multiplier, bias, kernel_size=case["kernel"],
+        channels_in=case["cin"],
         strides=case["strides"], dilations=case["dilations"], padding=case["padding"],
         pad_value=case["pad_value"], activation=case["activation"]).numpy()
 
@@ -117,7 +118,8 @@ def test_bconv2d_in_tf_function_with_unknown_batch():
 
     @tf.function(input_signature=[tf.TensorSpec([None, 6, 7, 65], tf.float32)])
     def f(t):
-        return ops.bconv2d(t, filt, multiplier, bias, strides=(2, 1), dilations=(1, 2),
+        return ops.bconv2d(t, filt, multiplier, bias, kernel_size=3, strides=(2, 1),
+                           dilations=(1, 2),
                            padding="SAME", activation="relu")
 
     assert f.get_concrete_function().output_shapes.as_list() == [None, 3, 7, 5]
@@ -126,7 +128,7 @@ def test_bconv2d_in_tf_function_with_unknown_batch():
 
 def test_bconv2d_empty_batch():
     out = ops.bconv2d(np.zeros((0, 4, 4, 8), np.float32), ops.pack_filter(np.ones((3, 3, 8, 2))),
-                      padding="SAME")
+                      kernel_size=3, padding="SAME")
     assert out.shape == (0, 4, 4, 2)
 
 
@@ -160,8 +162,8 @@ KERNEL_PATH_SCRIPT = textwrap.dedent("""
         k = rng.standard_normal((kh, kw, cin, cout)).astype(np.float32)
         m = rng.uniform(-1, 1, cout).astype(np.float32)
         b = rng.uniform(-1, 1, cout).astype(np.float32)
-        got = ops.bconv2d(x, ops.pack_filter(k), m, b, strides=s, dilations=d, padding=pad,
-                          pad_value=pv, activation="relu").numpy()
+        got = ops.bconv2d(x, ops.pack_filter(k), m, b, kernel_size=(kh, kw), strides=s,
+                          dilations=d, padding=pad, pad_value=pv, activation="relu").numpy()
         want = bconv2d_np(x, k, m, b, s, d, pad, pv, "relu")
         assert np.array_equal(got, want), (i, n, h, w, cin, cout, kh, kw, s, d, pad, pv)
     print("KERNEL PATH OK")
@@ -185,18 +187,21 @@ def raw_bconv2d(inputs, filt, multiplier, bias, **attrs):
     """Calls the op directly, bypassing the Python checks, to test the C++ ones."""
     from lowbit_tf._native import load_tf_ops
 
+    attrs = {"kernel_h": 3, "kernel_w": 3, **attrs}
     return load_tf_ops().lowbit_bconv2d(inputs, filt, multiplier, bias, **attrs)
 
 
 X = np.zeros((1, 5, 5, 33), np.float32)
-FILT = np.zeros((4, 3, 3, 2), np.int32)
+FILT = np.zeros((4, 10), np.int32)  # 4 output channels, ceil(3 * 3 * 33 / 32) words
 ONES, ZEROS = np.ones(4, np.float32), np.zeros(4, np.float32)
 
 
 @pytest.mark.parametrize("args, attrs, message", [
     ((X[0], FILT, ONES, ZEROS), {"channels_in": 33}, "must be rank 4|4-D"),
     ((X, FILT, ONES, ZEROS), {"channels_in": 32}, "input depth 33"),
-    ((X, FILT[..., :1], ONES, ZEROS), {"channels_in": 33}, "filter has 1 packed words"),
+    ((X, FILT[:, :9], ONES, ZEROS), {"channels_in": 33}, "filter has 9 packed words"),
+    ((X, FILT[None], ONES, ZEROS), {"channels_in": 33}, "filter must be 2-D|rank 2"),
+    ((X, FILT, ONES, ZEROS), {"channels_in": 33, "kernel_h": 2**20}, "receptive field"),
     ((X, FILT, ONES[:3], ZEROS), {"channels_in": 33}, r"multiplier must have shape \[4\]"),
     ((X, FILT, ONES, ZEROS[:2]), {"channels_in": 33}, r"bias must have shape \[4\]"),
     ((X, FILT, ONES, ZEROS), {"channels_in": 33, "pad_value": 2}, "pad_value must be 0 or 1"),
@@ -225,13 +230,16 @@ def test_op_rejects_bad_input_inside_graph():
     (lambda: ops.bitpack(np.zeros(3, np.int32)), TypeError, "dtype int32"),
     (lambda: ops.bitpack(np.float32(1)), ValueError, "scalar"),
     (lambda: ops.pack_filter(np.zeros((3, 3, 4))), ValueError, "4-D HWIO"),
-    (lambda: ops.bconv2d(X.astype(np.float64), FILT), TypeError, "float64"),
-    (lambda: ops.bconv2d(X, FILT.astype(np.float32)), TypeError, "filter must be packed int32"),
-    (lambda: ops.bconv2d(X, FILT, padding="FULL"), ValueError, "'FULL'"),
-    (lambda: ops.bconv2d(X, FILT, pad_value=0.5), ValueError, "0.5"),
-    (lambda: ops.bconv2d(X, FILT, strides=(1, 0)), ValueError, r"\(1, 0\)"),
-    (lambda: ops.bconv2d(X, FILT, activation="tanh"), ValueError, "tanh"),
-    (lambda: ops.bconv2d(np.zeros((1, 5, 5, 2), np.int32), FILT), ValueError, "channels_in"),
+    (lambda: ops.bconv2d(X, FILT, kernel_size=(3, 0)), ValueError, "kernel_size"),
+    (lambda: ops.bconv2d(X.astype(np.float64), FILT, kernel_size=3), TypeError, "float64"),
+    (lambda: ops.bconv2d(X, FILT.astype(np.float32), kernel_size=3), TypeError,
+     "filter must be packed int32"),
+    (lambda: ops.bconv2d(X, FILT, padding="FULL", kernel_size=3), ValueError, "'FULL'"),
+    (lambda: ops.bconv2d(X, FILT, pad_value=0.5, kernel_size=3), ValueError, "0.5"),
+    (lambda: ops.bconv2d(X, FILT, strides=(1, 0), kernel_size=3), ValueError, r"\(1, 0\)"),
+    (lambda: ops.bconv2d(X, FILT, activation="tanh", kernel_size=3), ValueError, "tanh"),
+    (lambda: ops.bconv2d(np.zeros((1, 5, 5, 2), np.int32), FILT, kernel_size=3), ValueError,
+     "channels_in"),
 ])
 def test_python_api_rejects_bad_input(call, error, message):
     with pytest.raises(error, match=message):

@@ -59,6 +59,8 @@ def bconv_options(**overrides) -> bytes:
     """FlexBuffer custom options of LowbitBconv2d; None values drop the key."""
     options = {
         "channels_in": 1,
+        "kernel_h": 3,
+        "kernel_w": 3,
         "stride_h": 1,
         "stride_w": 1,
         "dilation_h": 1,
@@ -163,13 +165,15 @@ class Case:
         self.x = rng.standard_normal((n, h, w, c)).astype(np.float32)
         self.x[rng.random(self.x.shape) < 0.05] = 0.0  # sign(0) = +1
         self.weights = np.where(rng.random((cout, kh, kw, c)) < 0.5, -1.0, 1.0).astype(np.float32)
-        self.filter = bitpack_np(self.weights)
+        self.filter = bitpack_np(self.weights.reshape(cout, -1))  # compact OHWI bits
         self.multiplier = rng.uniform(0.1, 2.0, cout).astype(np.float32)
         self.bias = rng.uniform(-3, 3, cout).astype(np.float32)
 
     def options(self, **overrides) -> bytes:
         opts = dict(
             channels_in=self.c,
+            kernel_h=self.kh,
+            kernel_w=self.kw,
             stride_h=self.stride[0],
             stride_w=self.stride[1],
             dilation_h=self.dilation[0],
@@ -402,7 +406,8 @@ def test_tf_converter_output_runs_bit_identical_to_tf_op():
     @tf.function(input_signature=[tf.TensorSpec([1, 7, 7, c], tf.float32)])
     def fn(x):
         return ops.bconv2d(
-            x, packed, mult, bias, strides=2, padding="SAME", pad_value=1, activation="relu"
+            x, packed, mult, bias, kernel_size=3, strides=2, padding="SAME", pad_value=1,
+            activation="relu",
         )
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
@@ -483,11 +488,14 @@ def _bad_cases() -> dict:
 
     f = base.filter
     cases["filter_wrong_words"] = (
-        base.model(filter_data=np.zeros(f.shape[:3] + (3,), np.int32)),
+        base.model(filter_data=np.zeros((f.shape[0], f.shape[1] + 1), np.int32)),
         x,
         "filter",
     )
-    cases["filter_rank3"] = (base.model(filter_data=f.reshape(4, 9, 2)), x, "filter")
+    cases["filter_rank3"] = (base.model(filter_data=f.reshape(f.shape[0], 1, -1)), x, "filter")
+    opts("options_kernel_mismatch", "filter", kernel_h=2)
+    opts("options_kernel_zero", "kernel_w", kernel_w=0)
+    opts("options_receptive_field_too_large", "receptive field", kernel_h=2**15, kernel_w=2**15)
     cases["filter_float32"] = (
         base.model(filter_data=f.astype(np.float32)),
         x,

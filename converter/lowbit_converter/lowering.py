@@ -112,6 +112,7 @@ class LoweredBConv2D(keras.layers.Layer):
         self.packed_filter = ops.pack_filter(conv.quantized_kernel()).numpy()
         self.multiplier, self.bias_vector = plan.multiplier_and_bias()
         self.channels_in = int(conv.kernel.shape[2])
+        self.kernel_size = tuple(conv.kernel_size)
         self.strides = tuple(conv.strides)
         self.dilations = tuple(conv.dilation_rate)
         self.padding = conv.padding.upper()
@@ -135,6 +136,7 @@ class LoweredBConv2D(keras.layers.Layer):
             tf.constant(self.packed_filter),
             tf.constant(self.multiplier),
             tf.constant(self.bias_vector),
+            kernel_size=self.kernel_size,
             channels_in=self.channels_in,
             strides=self.strides,
             dilations=self.dilations,

@@ -42,36 +42,51 @@ void AxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kerne
 
 }  // namespace
 
+Status CheckBConv2DOptions(const BConv2DParams& p) {
+  const struct {
+    const char* name;
+    std::int64_t value;
+  } options[] = {
+      {"channels_in", p.channels_in}, {"kernel_h", p.kernel_h},     {"kernel_w", p.kernel_w},
+      {"stride_h", p.stride_h},       {"stride_w", p.stride_w},     {"dilation_h", p.dilation_h},
+      {"dilation_w", p.dilation_w},
+  };
+  for (const auto& o : options) {
+    Status s = CheckRange(o.name, o.value, 1, kMaxDim);
+    if (!s.ok) return s;
+  }
+  if (p.pad_value != 0 && p.pad_value != 1) {
+    return Status::Error("pad_value must be 0 or 1, got " + Str(p.pad_value));
+  }
+  // Each factor is <= 2^30, so the products below cannot overflow int64.
+  const std::int64_t field = p.kernel_h * p.kernel_w;
+  if (field > kMaxReceptiveField || field * p.channels_in > kMaxReceptiveField) {
+    return Status::Error("receptive field kernel_h * kernel_w * channels_in = " + Str(p.kernel_h) +
+                         " * " + Str(p.kernel_w) + " * " + Str(p.channels_in) +
+                         " exceeds the supported maximum " + Str(kMaxReceptiveField));
+  }
+  return Status::Ok();
+}
+
 Status ComputeBConv2DGeometry(BConv2DParams* p) {
+  Status s = CheckBConv2DOptions(*p);
+  if (!s.ok) return s;
   const struct {
     const char* name;
     std::int64_t value;
     std::int64_t lo;
   } dims[] = {
-      {"batch", p->batch, 0},          {"input height", p->in_h, 1},
-      {"input width", p->in_w, 1},     {"channels_in", p->channels_in, 1},
-      {"out_channels", p->out_channels, 1}, {"kernel height", p->kernel_h, 1},
-      {"kernel width", p->kernel_w, 1}, {"stride_h", p->stride_h, 1},
-      {"stride_w", p->stride_w, 1},    {"dilation_h", p->dilation_h, 1},
-      {"dilation_w", p->dilation_w, 1},
+      {"batch", p->batch, 0},
+      {"input height", p->in_h, 1},
+      {"input width", p->in_w, 1},
+      {"out_channels", p->out_channels, 1},
   };
   for (const auto& d : dims) {
-    Status s = CheckRange(d.name, d.value, d.lo, kMaxDim);
+    s = CheckRange(d.name, d.value, d.lo, kMaxDim);
     if (!s.ok) return s;
-  }
-  if (p->pad_value != 0 && p->pad_value != 1) {
-    return Status::Error("pad_value must be 0 or 1, got " + Str(p->pad_value));
-  }
-  const std::int64_t field = p->kernel_h * p->kernel_w * p->channels_in;
-  if (field > kMaxReceptiveField) {
-    return Status::Error("receptive field kernel_h * kernel_w * channels_in = " + Str(field) +
-                         " exceeds the supported maximum " + Str(kMaxReceptiveField));
   }
   const std::int64_t eff_h = (p->kernel_h - 1) * p->dilation_h + 1;
   const std::int64_t eff_w = (p->kernel_w - 1) * p->dilation_w + 1;
-  if (eff_h > kMaxDim || eff_w > kMaxDim) {
-    return Status::Error("dilated kernel size is too large");
-  }
   AxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, &p->out_h, &p->pad_top);
   AxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, &p->out_w, &p->pad_left);
   if (p->out_h == 0 || p->out_w == 0) {
@@ -102,6 +117,41 @@ Status ParseActivation(const std::string& text, Activation* activation) {
     return Status::Error("activation must be \"NONE\" or \"RELU\", got \"" + text + "\"");
   }
   return Status::Ok();
+}
+
+std::int64_t CompactFilterWords(std::int64_t kernel_h, std::int64_t kernel_w,
+                                std::int64_t channels_in) {
+  return PackedWords(kernel_h * kernel_w * channels_in);
+}
+
+void UnpackCompactFilter(const BConv2DParams& p, const PackedWord* compact,
+                         PackedWord* per_tap) {
+  const std::int64_t channels = p.channels_in;
+  const std::int64_t words = p.words();
+  const std::int64_t taps = p.kernel_h * p.kernel_w;
+  const std::int64_t compact_words = CompactFilterWords(p.kernel_h, p.kernel_w, channels);
+  const PackedWord tail = TailMask(channels);
+  for (std::int64_t co = 0; co < p.out_channels; ++co) {
+    const PackedWord* src = compact + co * compact_words;
+    PackedWord* dst = per_tap + co * taps * words;
+    for (std::int64_t t = 0; t < taps; ++t) {
+      for (std::int64_t j = 0; j < words; ++j) {
+        // Word j of tap t holds stream bits [start, start + 32): a funnel
+        // shift of the two stream words it straddles (the second may be past
+        // the end of the stream only when it is not needed).
+        const std::int64_t start = t * channels + j * kBitsPerWord;
+        const std::int64_t w0 = start / kBitsPerWord;
+        const int shift = static_cast<int>(start % kBitsPerWord);
+        std::uint64_t pair = src[w0];
+        if (shift != 0 && w0 + 1 < compact_words) {
+          pair |= static_cast<std::uint64_t>(src[w0 + 1]) << kBitsPerWord;
+        }
+        PackedWord word = static_cast<PackedWord>(pair >> shift);
+        if (j == words - 1) word &= tail;  // bits of the next tap do not belong here
+        *dst++ = word;
+      }
+    }
+  }
 }
 
 const char* BConv2DKernelName(BConv2DKernel kernel) {

@@ -1,7 +1,8 @@
 // Binary 2-D convolution on bit-packed NHWC data.
 //
 //   input   [batch, in_h, in_w, PackedWords(channels_in)]          packed words
-//   filter  [out_channels, kernel_h, kernel_w, PackedWords(channels_in)]  (OHWI)
+//   filter  [out_channels, kernel_h, kernel_w, PackedWords(channels_in)]  (OHWI,
+//           each tap padded to whole words; see UnpackCompactFilter)
 //   output  [batch, out_h, out_w, out_channels]                     float32
 //
 // For every output pixel and channel the kernel computes the +-1 dot product of
@@ -44,10 +45,16 @@ struct BConv2DParams {
   std::int64_t words() const { return PackedWords(channels_in); }
 };
 
-// Validates the caller-set fields (positive sizes, strides, dilations,
-// pad_value in {0, 1}, window fitting for VALID, sizes small enough that every
-// index fits in int64 and every dot product in int32) and computes the output
-// size and padding. Every kernel requires a params struct that passed this.
+// Validates the fields that come from op attributes / custom options:
+// channels_in, kernel size, strides and dilations in [1, 2^30], pad_value in
+// {0, 1}, and kernel_h * kernel_w * channels_in <= 2^24 (so that every dot
+// product is exact in int32 and in float, and sizes derived from these fields
+// cannot overflow).
+Status CheckBConv2DOptions(const BConv2DParams& params);
+
+// CheckBConv2DOptions, then the shape fields (batch >= 0, positive sizes, a
+// window that fits for VALID), and computes the output size and padding. Every
+// kernel requires a params struct that passed this.
 Status ComputeBConv2DGeometry(BConv2DParams* params);
 
 // Parsing helpers shared by both shells for their string attributes/options.
@@ -66,6 +73,23 @@ enum class BConv2DKernel { kReference, kPortable, kX86Popcnt };
 // "portable".
 BConv2DKernel SelectBConv2DKernel();
 const char* BConv2DKernelName(BConv2DKernel kernel);
+
+// Filters are stored and exchanged (TF op input, .tflite constant) in the
+// compact layout: per output channel, the kernel_h * kernel_w * channels_in
+// bits in (ky, kx, c) order packed back to back, i.e. the bit-packing of the
+// flattened OHWI kernel, [out_channels, CompactFilterWords(...)]. That costs
+// 1 bit per weight whatever the channel count. The kernels want every tap to
+// start on a word boundary; UnpackCompactFilter converts (a cheap step: one
+// word operation per output word, against taps * words * pixels per channel
+// in the convolution itself).
+std::int64_t CompactFilterWords(std::int64_t kernel_h, std::int64_t kernel_w,
+                                std::int64_t channels_in);
+
+// compact: [out_channels, CompactFilterWords(kernel_h, kernel_w, channels_in)]
+// per_tap: [out_channels, kernel_h, kernel_w, PackedWords(channels_in)] out,
+//          padding bits zero.
+void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
+                         PackedWord* per_tap);
 
 // Runs the binary convolution. `params` must have passed ComputeBConv2DGeometry.
 // The padding bits of the last input word are ignored (masked), so any packed

@@ -18,6 +18,8 @@ class BConv2DOp : public tensorflow::OpKernel {
   explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string padding, activation;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_h", &params_.kernel_h));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_w", &params_.kernel_w));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_h", &params_.dilation_h));
@@ -27,9 +29,7 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
     OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
     OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &params_.activation)));
-    OP_REQUIRES(ctx, params_.pad_value == 0 || params_.pad_value == 1,
-                InvalidArgument("LowbitBconv2d: pad_value must be 0 or 1, got ",
-                                params_.pad_value));
+    OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(params_)));
     kernel_ = SelectBConv2DKernel();
   }
 
@@ -44,8 +44,8 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES(ctx, input.dims() == 4,
                 InvalidArgument("LowbitBconv2d: input must be 4-D NHWC, got shape ",
                                 input.shape().DebugString()));
-    OP_REQUIRES(ctx, filter.dims() == 4,
-                InvalidArgument("LowbitBconv2d: filter must be 4-D [C_out, KH, KW, words], got shape ",
+    OP_REQUIRES(ctx, filter.dims() == 2,
+                InvalidArgument("LowbitBconv2d: filter must be 2-D [C_out, words], got shape ",
                                 filter.shape().DebugString()));
     const std::int64_t expected_depth = kPackedInput ? words : params_.channels_in;
     OP_REQUIRES(ctx, input.dim_size(3) == expected_depth,
@@ -53,10 +53,13 @@ class BConv2DOp : public tensorflow::OpKernel {
                                 kPackedInput ? " (packed words)" : " (channels)",
                                 " does not match channels_in = ", params_.channels_in,
                                 ", expected ", expected_depth));
-    OP_REQUIRES(ctx, filter.dim_size(3) == words,
-                InvalidArgument("LowbitBconv2d: filter has ", filter.dim_size(3),
-                                " packed words per tap, but channels_in = ", params_.channels_in,
-                                " needs ", words));
+    const std::int64_t filter_words =
+        CompactFilterWords(params_.kernel_h, params_.kernel_w, params_.channels_in);
+    OP_REQUIRES(ctx, filter.dim_size(1) == filter_words,
+                InvalidArgument("LowbitBconv2d: filter has ", filter.dim_size(1),
+                                " packed words per output channel, but kernel ", params_.kernel_h,
+                                "x", params_.kernel_w, " with channels_in = ",
+                                params_.channels_in, " needs ", filter_words));
     const std::int64_t out_channels = filter.dim_size(0);
     OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
                 InvalidArgument("LowbitBconv2d: multiplier must have shape [", out_channels,
@@ -70,8 +73,6 @@ class BConv2DOp : public tensorflow::OpKernel {
     p.in_h = input.dim_size(1);
     p.in_w = input.dim_size(2);
     p.out_channels = out_channels;
-    p.kernel_h = filter.dim_size(1);
-    p.kernel_w = filter.dim_size(2);
     OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DGeometry(&p)));
 
     tensorflow::Tensor* output = nullptr;
@@ -94,8 +95,15 @@ class BConv2DOp : public tensorflow::OpKernel {
                   executor);
       packed_input = dst;
     }
-    BConv2D(kernel_, p, packed_input,
-            reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()),
+    tensorflow::Tensor per_tap;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
+                            tensorflow::DT_INT32,
+                            tensorflow::TensorShape({out_channels * p.kernel_h * p.kernel_w * words}),
+                            &per_tap));
+    PackedWord* per_tap_filter = reinterpret_cast<PackedWord*>(per_tap.flat<std::int32_t>().data());
+    UnpackCompactFilter(p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()),
+                        per_tap_filter);
+    BConv2D(kernel_, p, packed_input, per_tap_filter,
             multiplier.flat<float>().data(), bias.flat<float>().data(),
             output->flat<float>().data(), executor);
   }

@@ -43,6 +43,8 @@ REGISTER_OP("LowbitBconv2d")
     .Output("output: float")
     .Attr("T: {float, int32}")
     .Attr("channels_in: int >= 1")
+    .Attr("kernel_h: int >= 1")
+    .Attr("kernel_w: int >= 1")
     .Attr("stride_h: int >= 1 = 1")
     .Attr("stride_w: int >= 1 = 1")
     .Attr("dilation_h: int >= 1 = 1")
@@ -53,12 +55,14 @@ REGISTER_OP("LowbitBconv2d")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 4, &filter));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &filter));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BConv2DParams p;
       std::string padding;
       TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p.channels_in));
+      TF_RETURN_IF_ERROR(c->GetAttr("kernel_h", &p.kernel_h));
+      TF_RETURN_IF_ERROR(c->GetAttr("kernel_w", &p.kernel_w));
       TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
       TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
       TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p.dilation_h));
@@ -67,15 +71,11 @@ REGISTER_OP("LowbitBconv2d")
       ParsePadding(padding, &p.padding);
       DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
       const DimensionHandle in_h = c->Dim(input, 1), in_w = c->Dim(input, 2);
-      const DimensionHandle k_h = c->Dim(filter, 1), k_w = c->Dim(filter, 2);
-      if (c->ValueKnown(in_h) && c->ValueKnown(in_w) && c->ValueKnown(k_h) &&
-          c->ValueKnown(k_w)) {
+      if (c->ValueKnown(in_h) && c->ValueKnown(in_w)) {
         p.batch = 1;
         p.out_channels = 1;
         p.in_h = c->Value(in_h);
         p.in_w = c->Value(in_w);
-        p.kernel_h = c->Value(k_h);
-        p.kernel_w = c->Value(k_w);
         const lowbit::Status geometry = ComputeBConv2DGeometry(&p);
         if (!geometry.ok) return tensorflow::errors::InvalidArgument("LowbitBconv2d: ", geometry.message);
         out_h = c->MakeDim(p.out_h);
@@ -86,11 +86,12 @@ REGISTER_OP("LowbitBconv2d")
     })
     .Doc(R"doc(
 Binary 2-D convolution of a bit-packed (or float, packed on the fly) NHWC input
-with a bit-packed OHWI filter, followed by y = multiplier * dot + bias and an
+with a bit-packed filter, followed by y = multiplier * dot + bias and an
 optional fused ReLU. See docs/custom_ops.md for the exact semantics.
 
 input: float32 [N, H, W, channels_in] or int32 packed [N, H, W, ceil(channels_in / 32)].
-filter: int32 packed [C_out, KH, KW, ceil(channels_in / 32)].
+filter: int32 [C_out, ceil(kernel_h * kernel_w * channels_in / 32)], the bit-packing
+  of the flattened OHWI kernel (compact: one bit per weight).
 multiplier: float32 [C_out].
 bias: float32 [C_out].
 output: float32 [N, OH, OW, C_out].

@@ -2,12 +2,13 @@
 //
 // Inputs:  0 input       float32 [N, H, W, C]  (bit-packed here), or
 //                        int32   [N, H, W, ceil(C/32)] (already packed)
-//          1 filter      int32   [Cout, KH, KW, ceil(C/32)]  packed words, OHWI
+//          1 filter      int32   [Cout, ceil(KH*KW*C/32)]  compact packed OHWI
+//                        (see UnpackCompactFilter in core/bconv2d.h)
 //          2 multiplier  float32 [Cout]
 //          3 bias        float32 [Cout]
 // Output:  0             float32 [N, OH, OW, Cout]
-// Options (FlexBuffer map): channels_in, stride_h, stride_w, dilation_h,
-//   dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
+// Options (FlexBuffer map): channels_in, kernel_h, kernel_w, stride_h, stride_w,
+//   dilation_h, dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
 //   activation ("NONE"/"RELU"). Unknown keys are ignored.
 #include <climits>
 #include <cstdint>
@@ -92,19 +93,21 @@ class Bconv2dOp final : public Op {
       return Error(std::string("filter must be INT32 (packed words), got ") +
                    TypeName(filter.type));
     }
-    if (filter.rank != 4) {
-      return Error("filter must have rank 4 (OHWI), got shape " + ShapeString(filter));
+    if (filter.rank != 2) {
+      return Error("filter must have rank 2 [C_out, words], got shape " + ShapeString(filter));
     }
-    if (filter.dims[3] != words) {
-      return Error("filter " + ShapeString(filter) + " has " +
-                   std::to_string(filter.dims[3]) + " words per tap, expected " +
-                   std::to_string(words) + " = ceil(channels_in / 32) for channels_in = " +
-                   std::to_string(channels));
+    // attrs_ passed CheckBConv2DOptions at init, so this cannot overflow.
+    const std::int64_t filter_words =
+        CompactFilterWords(attrs_.kernel_h, attrs_.kernel_w, channels);
+    if (filter.dims[1] != filter_words) {
+      return Error("filter " + ShapeString(filter) + " has " + std::to_string(filter.dims[1]) +
+                   " words per output channel, expected " + std::to_string(filter_words) +
+                   " = ceil(kernel_h * kernel_w * channels_in / 32) for a " +
+                   std::to_string(attrs_.kernel_h) + "x" + std::to_string(attrs_.kernel_w) +
+                   " kernel with channels_in = " + std::to_string(channels));
     }
     const std::int64_t cout = filter.dims[0];
-    for (int i = 0; i < 3; ++i) {
-      if (filter.dims[i] < 1) return Error("filter has an empty dimension: " + ShapeString(filter));
-    }
+    if (cout < 1) return Error("filter has no output channels: " + ShapeString(filter));
     const TensorRef* vecs[2] = {&mult, &bias};
     for (int i = 0; i < 2; ++i) {
       const TensorRef& v = *vecs[i];
@@ -125,8 +128,6 @@ class Bconv2dOp final : public Op {
     p.in_h = in.dims[1];
     p.in_w = in.dims[2];
     p.out_channels = cout;
-    p.kernel_h = filter.dims[1];
-    p.kernel_w = filter.dims[2];
     Status s = ComputeBConv2DGeometry(&p);
     if (!s.ok) return Error(s.message);
     if (p.out_h < 1 || p.out_w < 1 || p.out_h > INT_MAX || p.out_w > INT_MAX) {
@@ -138,13 +139,14 @@ class Bconv2dOp final : public Op {
     // Byte sizes every Eval checks before touching data.
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;
     input_bytes_ = Bytes4(pixels * expected_c);
-    filter_bytes_ = Bytes4(cout * p.kernel_h * p.kernel_w * words);
+    filter_bytes_ = Bytes4(cout * filter_words);
     vector_bytes_ = Bytes4(cout);
     output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * cout);
     if (!input_bytes_ || !filter_bytes_ || !vector_bytes_ || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
     if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * words));
+    per_tap_filter_.resize(static_cast<std::size_t>(cout * p.kernel_h * p.kernel_w * words));
 
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteFloat32;
@@ -185,8 +187,11 @@ class Bconv2dOp final : public Op {
                   packed_.data(), executor);
       packed_input = packed_.data();
     }
-    BConv2D(kernel_, params_, packed_input,
-            static_cast<const PackedWord*>(inputs[1].data),
+    // Unpacked on every Eval: it costs one word operation per filter word, far
+    // below the convolution, and stays right if the filter is not a constant.
+    UnpackCompactFilter(params_, static_cast<const PackedWord*>(inputs[1].data),
+                        per_tap_filter_.data());
+    BConv2D(kernel_, params_, packed_input, per_tap_filter_.data(),
             static_cast<const float*>(inputs[2].data),
             static_cast<const float*>(inputs[3].data), static_cast<float*>(out.data),
             executor);
@@ -200,7 +205,8 @@ class Bconv2dOp final : public Op {
   bool prepared_ = false;
   bool input_packed_ = false;
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
-  std::vector<PackedWord> packed_;  // bit-packed float input
+  std::vector<PackedWord> packed_;          // bit-packed float input
+  std::vector<PackedWord> per_tap_filter_;  // filter with each tap word-aligned
 };
 
 }  // namespace
@@ -218,6 +224,10 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   std::int64_t v = 0;
   if (!(s = GetIntInRange(map, "channels_in", 1, INT_MAX, &v)).ok) return s;
   attrs.channels_in = v;
+  if (!(s = GetIntInRange(map, "kernel_h", 1, INT_MAX, &v)).ok) return s;
+  attrs.kernel_h = v;
+  if (!(s = GetIntInRange(map, "kernel_w", 1, INT_MAX, &v)).ok) return s;
+  attrs.kernel_w = v;
   if (!(s = GetIntInRange(map, "stride_h", 1, INT_MAX, &v)).ok) return s;
   attrs.stride_h = v;
   if (!(s = GetIntInRange(map, "stride_w", 1, INT_MAX, &v)).ok) return s;
@@ -239,6 +249,8 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   s = ParseActivation(text, &attrs.activation);
   if (!s.ok) return Error("option 'activation': " + s.message);
 
+  s = CheckBConv2DOptions(attrs);
+  if (!s.ok) return Error(s.message);
   op->reset(new Bconv2dOp(attrs, SelectBConv2DKernel()));
   return Status::Ok();
 }
