@@ -341,36 +341,34 @@ void KernelFree(TfLiteContext* /*context*/, void* buffer) {
   delete static_cast<PartitionKernel*>(buffer);
 }
 
-TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
+// Runs `step` ("Prepare" or "Invoke") of the node's partition kernel, turning
+// a missing kernel and any C++ exception into an error report: nothing may
+// unwind into the runtime's C code.
+template <typename Step>
+TfLiteStatus RunGuarded(TfLiteContext* context, TfLiteNode* node, const char* name, Step step) {
   auto* kernel = node != nullptr ? static_cast<PartitionKernel*>(node->user_data) : nullptr;
   if (kernel == nullptr) {
     Report(context, "lowbit delegate: kernel initialisation failed");
     return kTfLiteError;
   }
   try {
-    return kernel->Prepare(context);
+    return step(kernel);
   } catch (const std::exception& e) {
     Report(context, std::string("lowbit delegate: ") + e.what());
   } catch (...) {
-    Report(context, "lowbit delegate: unknown error in Prepare");
+    Report(context, std::string("lowbit delegate: unknown error in ") + name);
   }
   return kTfLiteError;
 }
 
+TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
+  return RunGuarded(context, node, "Prepare",
+                    [context](PartitionKernel* k) { return k->Prepare(context); });
+}
+
 TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
-  auto* kernel = node != nullptr ? static_cast<PartitionKernel*>(node->user_data) : nullptr;
-  if (kernel == nullptr) {
-    Report(context, "lowbit delegate: kernel initialisation failed");
-    return kTfLiteError;
-  }
-  try {
-    return kernel->Invoke(context);
-  } catch (const std::exception& e) {
-    Report(context, std::string("lowbit delegate: ") + e.what());
-  } catch (...) {
-    Report(context, "lowbit delegate: unknown error in Invoke");
-  }
-  return kTfLiteError;
+  return RunGuarded(context, node, "Invoke",
+                    [context](PartitionKernel* k) { return k->Invoke(context); });
 }
 
 // ---- the delegate ----

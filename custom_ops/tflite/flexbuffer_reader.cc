@@ -323,43 +323,40 @@ bool FindOrError(const Map& map, const char* key, Value* value, Status* error) {
   return false;
 }
 
+// Looks `key` up and converts its value with `convert` (one of Value::As*),
+// naming the key in any error.
+template <typename T>
+Status GetConverted(const Map& map, const char* key, Status (Value::*convert)(T*) const,
+                    T* out) {
+  Value v;
+  Status s;
+  if (!FindOrError(map, key, &v, &s)) return s;
+  s = (v.*convert)(out);
+  return s.ok ? s : KeyError(key, s);
+}
+
 }  // namespace
 
 Status GetInt(const Map& map, const char* key, std::int64_t* out) {
   Value v;
-  Status s;
-  if (!FindOrError(map, key, &v, &s)) return s;
-  if (v.type() == Type::kBool || v.type() == Type::kFloat ||
-      v.type() == Type::kIndirectFloat) {
+  if (map.Find(key, &v) && (v.type() == Type::kBool || v.type() == Type::kFloat ||
+                            v.type() == Type::kIndirectFloat)) {
     return Status::Error(std::string("option '") + key + "' is a " +
                          TypeName(v.type()) + ", expected an integer");
   }
-  s = v.AsInt64(out);
-  return s.ok ? s : KeyError(key, s);
+  return GetConverted(map, key, &Value::AsInt64, out);
 }
 
 Status GetString(const Map& map, const char* key, std::string* out) {
-  Value v;
-  Status s;
-  if (!FindOrError(map, key, &v, &s)) return s;
-  s = v.AsString(out);
-  return s.ok ? s : KeyError(key, s);
+  return GetConverted(map, key, &Value::AsString, out);
 }
 
 Status GetFloat(const Map& map, const char* key, double* out) {
-  Value v;
-  Status s;
-  if (!FindOrError(map, key, &v, &s)) return s;
-  s = v.AsDouble(out);
-  return s.ok ? s : KeyError(key, s);
+  return GetConverted(map, key, &Value::AsDouble, out);
 }
 
 Status GetBool(const Map& map, const char* key, bool* out) {
-  Value v;
-  Status s;
-  if (!FindOrError(map, key, &v, &s)) return s;
-  s = v.AsBool(out);
-  return s.ok ? s : KeyError(key, s);
+  return GetConverted(map, key, &Value::AsBool, out);
 }
 
 }  // namespace flex
