@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-runs", type=int, default=200)
     args = parser.parse_args(argv)
 
-    from lowbit_models import binary_digits_cnn
-
     import lowbit_tf
+    from lowbit_models import binary_digits_cnn
     from lowbit_tf._keras import keras
     from lowbit_tf.lite import Interpreter
 

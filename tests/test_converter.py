@@ -5,16 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import lowbit_converter
 import numpy as np
 import pytest
 import tensorflow as tf
 from flatbuffers import flexbuffers
+
+import lowbit_converter
 from lowbit_converter import ConversionError
 from lowbit_converter.flatbuffer_pass import run_pass
 from lowbit_converter.lowering import lower_model
 from lowbit_converter.tflite_schema import schema
-
 from lowbit_tf import constraints, layers
 from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter

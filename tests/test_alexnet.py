@@ -1,0 +1,104 @@
+"""AlexNet definitions and loading pretrained float weights from every format.
+
+The tests write the "pretrained" files themselves (there is no internet): a
+float AlexNet is initialised at random and saved as bvlc_alexnet-style .npy, a
+TF1 name-based checkpoint, a TF2 object checkpoint and a Keras .weights.h5.
+A small input (67x67, pool5 1x1x256) keeps them fast; the loaders take every
+shape from the model, so the same code serves 227x227.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lowbit_models import WeightLoadError, alexnet, load_alexnet_weights
+from lowbit_models.alexnet import WEIGHT_LAYERS
+from lowbit_tf._keras import keras
+
+SMALL = dict(num_classes=10, input_shape=(67, 67, 3))
+
+
+def test_float_alexnet_matches_the_classic_architecture():
+    model = alexnet("float")
+    assert model.count_params() == 60_965_224
+    assert [layer.name for layer in model.layers if layer.weights] == list(WEIGHT_LAYERS)
+    assert tuple(model.get_layer("pool5").output.shape) == (None, 6, 6, 256)
+    # The two-GPU groups: half the input channels per kernel.
+    assert tuple(model.get_layer("conv2").kernel.shape) == (5, 5, 48, 256)
+    assert tuple(model.get_layer("conv4").kernel.shape) == (3, 3, 192, 384)
+    assert tuple(model.get_layer("fc6").kernel.shape) == (9216, 4096)
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ValueError, match="'ternary'"):
+        alexnet("ternary")
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A randomly initialised float AlexNet saved in every supported format."""
+    keras.utils.set_random_seed(0)
+    model = alexnet("float", **SMALL)
+    # Non-zero biases so that a swapped or missing bias is visible.
+    for name in WEIGHT_LAYERS:
+        layer = model.get_layer(name)
+        layer.bias.assign(np.random.default_rng(1).normal(0, 0.1, layer.bias.shape))
+    folder = tmp_path_factory.mktemp("alexnet")
+    weights = {name: [np.asarray(v) for v in model.get_layer(name).get_weights()]
+               for name in WEIGHT_LAYERS}
+    np.save(folder / "bvlc_alexnet.npy", weights, allow_pickle=True)
+    names, tensors = [], []
+    for name, (kernel, bias) in weights.items():
+        names += [f"{name}/weights", f"{name}/biases"]
+        tensors += [kernel, bias]
+    tf.raw_ops.SaveV2(prefix=str(folder / "tf1" / "model.ckpt"), tensor_names=names,
+                      shape_and_slices=[""] * len(names), tensors=tensors)
+    tf2_prefix = tf.train.Checkpoint(model=model).write(str(folder / "tf2" / "ckpt"))
+    model.save_weights(folder / "alexnet.weights.h5")
+    x = np.random.default_rng(2).standard_normal((2, 67, 67, 3)).astype(np.float32)
+    return dict(
+        model=model, x=x, expected=model(x, training=False).numpy(),
+        sources={"npy": folder / "bvlc_alexnet.npy", "tf1": str(folder / "tf1" / "model.ckpt"),
+                 "tf2": tf2_prefix, "h5": folder / "alexnet.weights.h5"},
+        folder=folder, weights=weights,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["npy", "tf1", "tf2", "h5"])
+def test_float_weights_load_from_every_format(pretrained, fmt):
+    model = alexnet("float", **SMALL)
+    load_alexnet_weights(model, pretrained["sources"][fmt])
+    out = model(pretrained["x"], training=False).numpy()
+    np.testing.assert_allclose(out, pretrained["expected"], rtol=0, atol=1e-5)
+
+
+def test_missing_variable_is_named(pretrained):
+    weights = dict(pretrained["weights"])
+    del weights["fc7"]
+    path = pretrained["folder"] / "incomplete.npy"
+    np.save(path, weights, allow_pickle=True)
+    with pytest.raises(WeightLoadError, match="missing variable 'fc7'"):
+        load_alexnet_weights(alexnet("float", **SMALL), path)
+
+
+def test_missing_tf1_variable_is_named(pretrained):
+    prefix = str(pretrained["folder"] / "tf1_partial" / "model.ckpt")
+    kernel, bias = pretrained["weights"]["conv1"]
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=["conv1/weights", "conv1/biases"],
+                      shape_and_slices=["", ""], tensors=[kernel, bias])
+    with pytest.raises(WeightLoadError, match="missing variable 'conv2/weights'"):
+        load_alexnet_weights(alexnet("float", **SMALL), prefix)
+
+
+def test_shape_mismatch_is_named(pretrained):
+    # The weights were saved for 10 classes; a 7-class model cannot take fc8.
+    with pytest.raises(WeightLoadError, match=r"'fc8/weights' has shape \(4096, 10\)"):
+        load_alexnet_weights(alexnet("float", num_classes=7, input_shape=(67, 67, 3)),
+                             pretrained["sources"]["npy"])
+
+
+def test_not_a_checkpoint_is_refused(tmp_path):
+    with pytest.raises(WeightLoadError, match="not a readable TF checkpoint"):
+        load_alexnet_weights(alexnet("float", **SMALL), str(tmp_path / "nothing"))
