@@ -1,0 +1,53 @@
+"""QuickNet builds, converts (one LowbitBconv2d per binary block) and runs on our
+TFLite kernels with the Keras outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lowbit_converter
+from lowbit_models.quicknet import quicknet
+from lowbit_tf._keras import keras
+from lowbit_tf.lite import Interpreter
+
+
+def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n),
+                               rng.uniform(-5, 5, n), rng.uniform(0.5, 20, n)])
+
+
+@pytest.mark.parametrize("config", [
+    dict(input_shape=(64, 64, 3), num_classes=10, section_filters=(32, 48),
+         section_blocks=(2, 1)),
+    dict(),  # the real QuickNet at 224x224x3
+], ids=["small", "quicknet-224"])
+def test_quicknet_converts_and_runs_on_lowbit_kernels(config):
+    model = quicknet(**config)
+    randomize_batch_norms(model)
+    shape = model.input_shape[1:]
+    x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    result = lowbit_converter.convert_with_report(model)
+    binary_blocks = [layer.name for layer in model.layers if layer.name.endswith("_bconv")]
+    assert result.lowered_layers == sorted(binary_blocks)
+    assert result.report.custom_ops == {"LowbitBconv2d": len(binary_blocks)}
+    got = Interpreter(model_content=result.tflite_model, num_threads=2).predict(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_quicknet_size():
+    model = quicknet()
+    assert model.count_params() == 13_245_544
+    assert sum(layer.name.endswith("_bconv") for layer in model.layers) == 16
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match="'quicknet_huge'"):
+        quicknet("quicknet_huge")
+    with pytest.raises(ValueError, match=r"\(32, 64\) and section_blocks \(1,\)"):
+        quicknet(section_filters=(32, 64), section_blocks=(1,))
