@@ -18,6 +18,7 @@ from lowbit_converter.tflite_schema import schema
 from lowbit_tf import constraints, layers
 from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter
+from lowbit_tf.quantizers import Quantizer, ste_sign
 
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
 
@@ -283,3 +284,41 @@ def test_flatbuffer_pass_rejects_foreign_custom_ops():
         pytest.skip("this TFLite version has a builtin for the probe op")
     with pytest.raises(ConversionError, match="no lowbit kernel implements"):
         run_pass(tflite)
+
+
+class ChannelScaledSign(Quantizer):
+    """A kernel quantizer of XNOR-Net's form: mean|W| per output channel times sign(W)."""
+
+    def call(self, kernel):
+        alpha = tf.reduce_mean(tf.abs(kernel), axis=[0, 1, 2], keepdims=True)
+        return alpha * ste_sign(kernel)
+
+
+def test_scaled_binary_kernels_fold_into_the_multiplier():
+    """conv(x, alpha_c * s) = alpha_c * dot(x, s): a per-channel scaled binary kernel
+    still lowers to one LowbitBconv2d, alpha going into the multiplier (and
+    through BatchNorm folding)."""
+    inputs = keras.Input((8, 8, 20))
+    h = layers.QuantConv2D(12, 3, padding="same", input_quantizer="ste_sign",
+                           kernel_quantizer=ChannelScaledSign(), name="xnor_conv",
+                           bias_initializer="random_normal")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    model = keras.Model(inputs, h)
+    randomize_batch_norms(model)
+    x = np.random.default_rng(4).standard_normal((2, 8, 8, 20)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    result = lowbit_converter.convert_with_report(model)
+    assert result.lowered_layers == ["xnor_conv"]
+    got = run_tflite(result.tflite_model, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_non_binary_kernel_values_stay_float():
+    """A ternary-looking kernel (zeros beside +-alpha) is not binary: not lowered."""
+    def ternary(kernel):
+        return tf.where(tf.abs(kernel) < 0.05, 0.0, tf.sign(kernel))
+
+    model = keras.Sequential([keras.Input((6, 6, 4)),
+                              layers.QuantConv2D(4, 3, input_quantizer="ste_sign",
+                                                 kernel_quantizer=ternary)])
+    assert lowbit_converter.convert_with_report(model).lowered_layers == []

@@ -1,16 +1,21 @@
 """Lowering: a trained Keras model -> the same model on lowbit custom ops.
 
-Each binary QuantConv2D (sign-binarised inputs and kernel) becomes a
-`LoweredBConv2D` layer that calls the `LowbitBconv2d` TF op with a bit-packed
-constant filter. A BatchNormalization that is the conv's only consumer is
+Each binary QuantConv2D becomes a `LoweredBConv2D` layer that calls the
+`LowbitBconv2d` TF op with a bit-packed constant filter. Binary means: the input
+quantizer's forward pass is sign(x) (a known sign quantizer), and the quantized
+kernel is, per output channel c, alpha_c * (+-1) -- checked on the values, so
+ste_sign (alpha = 1) and scaled binarisations such as XNOR-Net's mean|W| alike
+qualify; alpha_c becomes the op's multiplier, since conv(x, alpha_c * s) =
+alpha_c * dot(x, s). A BatchNormalization that is the conv's only consumer is
 folded into the op's per-channel multiplier and bias, and a plain ReLU after
 that into its fused activation. Every other layer is kept as it is (it shares
 its weights with the original model) and becomes TFLite builtins.
 
-BatchNorm folding, per output channel c, with the conv's integer dot product d:
-    BN(d + b) = gamma * (d + b - mean) / sqrt(var + eps) + beta
-              = m * d + (beta + (b - mean) * m),   m = gamma / sqrt(var + eps)
-so multiplier = m and bias = beta + (b - mean) * m.
+BatchNorm folding, per output channel c, with the conv's integer dot product d
+and kernel scale alpha:
+    BN(alpha d + b) = gamma * (alpha d + b - mean) / sqrt(var + eps) + beta
+                    = m alpha d + (beta + (b - mean) m),   m = gamma / sqrt(var + eps)
+so multiplier = m * alpha and bias = beta + (b - mean) * m.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from lowbit_converter.graph import model_graph
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantConv2D
-from lowbit_tf.quantizers import SteSign, ste_sign
+from lowbit_tf.quantizers import (
+    ApproxSign,
+    SteSign,
+    StochasticSign,
+    SwishSign,
+    approx_sign,
+    ste_sign,
+    swish_sign,
+)
 
 
 class ConversionError(ValueError):
@@ -33,8 +46,9 @@ class ConversionError(ValueError):
 
 
 # Quantizers whose forward pass is exactly sign(x) = +1 if x >= 0 else -1.
-_SIGN_QUANTIZERS = (SteSign,)
-_SIGN_FUNCTIONS = (ste_sign,)
+# (StochasticSign: its inference map, the one a converted model runs, is the sign.)
+_SIGN_QUANTIZERS = (SteSign, ApproxSign, SwishSign, StochasticSign)
+_SIGN_FUNCTIONS = (ste_sign, approx_sign, swish_sign)
 
 
 def is_sign_quantizer(quantizer: Any) -> bool:
@@ -43,12 +57,22 @@ def is_sign_quantizer(quantizer: Any) -> bool:
     )
 
 
+def binary_kernel_scale(layer: QuantConv2D) -> np.ndarray | None:
+    """alpha with quantized kernel[..., c] in {-alpha_c, +alpha_c}, else None."""
+    if layer.kernel_quantizer is None or not layer.built:
+        return None
+    kernel = np.asarray(layer.quantized_kernel(), np.float32)
+    magnitudes = np.abs(kernel).reshape(-1, kernel.shape[-1])
+    alpha = magnitudes.max(axis=0)
+    return alpha if np.array_equal(magnitudes, np.broadcast_to(alpha, magnitudes.shape)) else None
+
+
 def is_binary_conv(layer: keras.layers.Layer) -> bool:
-    """True for a QuantConv2D whose inputs and kernel are both sign-binarised."""
+    """True for a QuantConv2D with sign-binarised inputs and a (scaled) binary kernel."""
     return (
         isinstance(layer, QuantConv2D)
         and is_sign_quantizer(layer.input_quantizer)
-        and is_sign_quantizer(layer.kernel_quantizer)
+        and binary_kernel_scale(layer) is not None
     )
 
 
@@ -87,15 +111,16 @@ class BConv2DPlan:
             if self.conv.use_bias
             else np.zeros(filters, np.float64)
         )
-        multiplier = np.ones(filters, np.float64)
+        multiplier = binary_kernel_scale(self.conv).astype(np.float64)  # alpha
         bn = self.batch_norm
         if bn is not None:
             gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
             beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
             mean = np.asarray(bn.moving_mean, np.float64)
             var = np.asarray(bn.moving_variance, np.float64)
-            multiplier = gamma / np.sqrt(var + bn.epsilon) * multiplier
-            bias = beta + (bias - mean) * multiplier
+            bn_scale = gamma / np.sqrt(var + bn.epsilon)
+            multiplier = bn_scale * multiplier
+            bias = beta + (bias - mean) * bn_scale
         return multiplier.astype(np.float32), bias.astype(np.float32)
 
 
