@@ -322,3 +322,17 @@ def test_non_binary_kernel_values_stay_float():
                               layers.QuantConv2D(4, 3, input_quantizer="ste_sign",
                                                  kernel_quantizer=ternary)])
     assert lowbit_converter.convert_with_report(model).lowered_layers == []
+
+
+def test_grouped_binary_conv_lowers_to_one_op_per_group():
+    inputs = keras.Input((7, 7, 48))
+    h = layers.QuantConv2D(20, 3, padding="same", pad_values=1.0, groups=2, name="grouped",
+                           bias_initializer="random_normal", **BINARY)(inputs)
+    model = keras.Model(inputs, h)
+    x = np.random.default_rng(5).standard_normal((2, 7, 7, 48)).astype(np.float32)
+    expected = model(x).numpy()
+    result = lowbit_converter.convert_with_report(model)
+    assert result.report.custom_ops == {"LowbitBconv2d": 2}
+    # 24 channels per group: the groups are not word-aligned in a packed input,
+    # which is why the input is split before packing.
+    np.testing.assert_array_equal(run_tflite(result.tflite_model, x), expected)

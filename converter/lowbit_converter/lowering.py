@@ -128,15 +128,29 @@ class LoweredBConv2D(keras.layers.Layer):
     """Inference-only stand-in for a binary QuantConv2D (+ BatchNorm + ReLU).
 
     Holds the bit-packed filter and the folded output transform as constants,
-    so that tracing it gives one LowbitBconv2d op with constant inputs.
+    so that tracing it gives one LowbitBconv2d op with constant inputs. A
+    grouped conv (groups = g) becomes g ops on the g channel slices of the
+    input, concatenated: output channels [i * C_out / g, (i + 1) * C_out / g)
+    read input channels [i * C_in / g, (i + 1) * C_in / g) only.
     """
 
     def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
         conv = plan.conv
         super().__init__(name=conv.name, **kwargs)
-        self.packed_filter = ops.pack_filter(conv.quantized_kernel()).numpy()
-        self.multiplier, self.bias_vector = plan.multiplier_and_bias()
-        self.channels_in = int(conv.kernel.shape[2])
+        self.groups = conv.groups
+        kernel = conv.quantized_kernel()
+        multiplier, bias = plan.multiplier_and_bias()
+        # One (packed filter, multiplier, bias) per group.
+        self.group_constants = [
+            (ops.pack_filter(part).numpy(), m, b)
+            for part, m, b in zip(
+                np.split(np.asarray(kernel), self.groups, axis=3),
+                np.split(multiplier, self.groups),
+                np.split(bias, self.groups),
+                strict=True,
+            )
+        ]
+        self.channels_in = int(conv.kernel.shape[2])  # per group
         self.kernel_size = tuple(conv.kernel_size)
         self.strides = tuple(conv.strides)
         self.dilations = tuple(conv.dilation_rate)
@@ -156,19 +170,26 @@ class LoweredBConv2D(keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
-        outputs = ops.bconv2d(
-            inputs,
-            tf.constant(self.packed_filter),
-            tf.constant(self.multiplier),
-            tf.constant(self.bias_vector),
-            kernel_size=self.kernel_size,
-            channels_in=self.channels_in,
-            strides=self.strides,
-            dilations=self.dilations,
-            padding=self.padding,
-            pad_value=self.pad_value,
-            activation=self.fused_activation,
-        )
+        slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
+        parts = [
+            ops.bconv2d(
+                part,
+                tf.constant(packed_filter),
+                tf.constant(multiplier),
+                tf.constant(bias),
+                kernel_size=self.kernel_size,
+                channels_in=self.channels_in,
+                strides=self.strides,
+                dilations=self.dilations,
+                padding=self.padding,
+                pad_value=self.pad_value,
+                activation=self.fused_activation,
+            )
+            for part, (packed_filter, multiplier, bias) in zip(
+                slices, self.group_constants, strict=True
+            )
+        ]
+        outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
@@ -186,8 +207,6 @@ def _check_convertible(conv: QuantConv2D) -> None:
     problems = []
     if conv.data_format != "channels_last":
         problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
-    if conv.groups != 1:
-        problems.append(f"groups={conv.groups} (only 1)")
     if conv.padding == "same" and conv.pad_values not in (0.0, 1.0):
         problems.append(f"pad_values={conv.pad_values} (only 0 or 1 with padding='same')")
     if conv.padding not in ("same", "valid"):
