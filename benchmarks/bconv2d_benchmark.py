@@ -25,10 +25,12 @@ Usage:
   python benchmarks/bconv2d_benchmark.py            # default shapes, 1 and 2 threads
   python benchmarks/bconv2d_benchmark.py --quick    # only 14x14x256->256
   python benchmarks/bconv2d_benchmark.py --shapes 28x28x128-128,7x7x512-512
-  LOWBIT_KERNEL=portable python benchmarks/bconv2d_benchmark.py --quick
+  python benchmarks/bconv2d_benchmark.py --quick --kernel avx2
 
-Set LOWBIT_KERNEL (reference | portable | x86_popcnt) in the environment to
-force a kernel path; it is inherited by the subprocesses.
+--kernel NAME (or LOWBIT_KERNEL in the environment) forces a kernel path in
+the worker subprocesses: reference | portable | x86_popcnt | avx2 | avx512bw |
+avx512. A path the CPU lacks falls back to a lesser one; each worker asks the
+library which path it really runs and the header prints it.
 """
 
 from __future__ import annotations
@@ -284,6 +286,21 @@ def _benchmark_shape(shape: Shape, threads: int, rounds: int, sample_s: float) -
     }
 
 
+def active_kernel() -> str:
+    """The bconv2d kernel path the native library picks in this process."""
+    import ctypes
+
+    from lowbit_tf._native import tflite_library_path
+
+    try:
+        lib = ctypes.CDLL(str(tflite_library_path()))
+        fn = lib.lowbit_bconv2d_kernel_name
+    except (OSError, AttributeError, ImportError):
+        return "unknown"
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
 def worker(shapes: list[Shape], threads: int, rounds: int, sample_s: float) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -297,7 +314,8 @@ def worker(shapes: list[Shape], threads: int, rounds: int, sample_s: float) -> N
     tf.config.optimizer.set_experimental_options({"loop_optimization": False})
 
     results = [_benchmark_shape(shape, threads, rounds, sample_s) for shape in shapes]
-    print(RESULT_MARKER + json.dumps({"tf_version": tf.__version__, "results": results}))
+    print(RESULT_MARKER + json.dumps(
+        {"tf_version": tf.__version__, "kernel": active_kernel(), "results": results}))
 
 
 # --------------------------------------------------------------------------
@@ -316,29 +334,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def cpu_has_popcnt() -> bool | None:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "popcnt" in line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return None
-
-
 def kernel_description() -> str:
     forced = os.environ.get("LOWBIT_KERNEL", "")
-    popcnt = cpu_has_popcnt()
     if forced:
-        note = ""
-        if forced == "x86_popcnt" and popcnt is False:
-            note = " (CPU lacks popcnt: falls back to portable)"
-        return f"{forced} (forced by LOWBIT_KERNEL){note}"
-    if popcnt is None:
-        return "auto (LOWBIT_KERNEL unset)"
-    best = "x86_popcnt" if popcnt else "portable"
-    return f"auto -> {best} (LOWBIT_KERNEL unset)"
+        return f"{forced} (forced by LOWBIT_KERNEL)"
+    return "auto (LOWBIT_KERNEL unset)"
 
 
 def _busy_cpu_seconds() -> float | None:
@@ -501,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="target duration of one timing sample in ms (default 120, quick 80)",
     )
+    parser.add_argument(
+        "--kernel",
+        default=None,
+        help="force a kernel path in the workers (sets LOWBIT_KERNEL), e.g. avx2",
+    )
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -513,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.sample_ms <= 0:
         parser.error("--rounds must be >= 1 and --sample-ms > 0")
 
+    if args.kernel is not None:
+        os.environ["LOWBIT_KERNEL"] = args.kernel  # inherited by the workers
     if args.worker_threads is not None:
         worker(args.shapes, args.worker_threads, args.rounds, args.sample_ms / 1e3)
         return 0
@@ -531,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     tf_version = "?"
     background = []
+    active = {}
     for threads in args.threads:
         t0, busy0, ours0 = time.perf_counter(), _busy_cpu_seconds(), _children_cpu_seconds()
         out = run_worker(args, args.shapes, threads)
@@ -540,8 +548,14 @@ def main(argv: list[str] | None = None) -> int:
             others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / elapsed
             background.append(f"{others:.2f} cores during the {threads}-thread run")
         tf_version = out["tf_version"]
+        active[threads] = out.get("kernel", "unknown")
         results.extend(out["results"])
     print(f"  TensorFlow  : {tf_version}")
+    paths = sorted(set(active.values()))
+    if len(paths) == 1:
+        print(f"  active path : {paths[0]} (as reported by the library in every worker)")
+    else:
+        print("  active path : " + ", ".join(f"{k} thr: {v}" for k, v in active.items()))
     if background:
         # CPU time used by other processes while the workers ran: on a shared
         # machine this explains thread counts that do not scale.

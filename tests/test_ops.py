@@ -170,7 +170,8 @@ KERNEL_PATH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("path", ["reference", "portable", "x86_popcnt"])
+@pytest.mark.parametrize(
+    "path", ["reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512"])
 def test_every_kernel_path_matches_numpy(path):
     """LOWBIT_KERNEL forces each kernel; each runs in a fresh process."""
     env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")

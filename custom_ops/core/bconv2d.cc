@@ -1,8 +1,10 @@
 #include "custom_ops/core/bconv2d.h"
 
+#include <bitset>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "custom_ops/core/bconv2d_kernels.h"
 #include "custom_ops/core/cpu_features.h"
@@ -162,28 +164,240 @@ const char* BConv2DKernelName(BConv2DKernel kernel) {
       return "portable";
     case BConv2DKernel::kX86Popcnt:
       return "x86_popcnt";
+    case BConv2DKernel::kAvx2:
+      return "avx2";
+    case BConv2DKernel::kAvx512Bw:
+      return "avx512bw";
+    case BConv2DKernel::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }
 
 BConv2DKernel SelectBConv2DKernel() {
   const CpuFeatures cpu = DetectCpuFeatures();
+  // The x86 paths from best to least; each needs the features of its own
+  // translation unit's flags (see custom_ops/CMakeLists.txt).
+  const struct {
+    BConv2DKernel kernel;
+    bool supported;
+  } ladder[] = {
+      {BConv2DKernel::kAvx512, LOWBIT_X86_SIMD && cpu.avx512bw && cpu.avx512_vpopcntdq},
+      {BConv2DKernel::kAvx512Bw, LOWBIT_X86_SIMD && cpu.avx512bw},
+      {BConv2DKernel::kAvx2, LOWBIT_X86_SIMD && cpu.avx2},
+      {BConv2DKernel::kX86Popcnt, cpu.popcnt},
+  };
   const char* forced = std::getenv("LOWBIT_KERNEL");
-  if (forced != nullptr && forced[0] != '\0') {
+  bool below_forced = forced == nullptr || forced[0] == '\0';
+  if (!below_forced) {
     if (std::strcmp(forced, "reference") == 0) return BConv2DKernel::kReference;
     if (std::strcmp(forced, "portable") == 0) return BConv2DKernel::kPortable;
-    // A forced SIMD path the CPU lacks falls back to the portable kernel
-    // rather than crashing with an illegal instruction.
-    if (std::strcmp(forced, "x86_popcnt") == 0) {
-      return cpu.popcnt ? BConv2DKernel::kX86Popcnt : BConv2DKernel::kPortable;
+  }
+  // A forced SIMD path the CPU lacks falls back to the best path below it
+  // rather than crashing with an illegal instruction; an unknown name means
+  // automatic choice.
+  if (!below_forced) {
+    bool known = false;
+    for (const auto& step : ladder) known |= std::strcmp(forced, BConv2DKernelName(step.kernel)) == 0;
+    below_forced = !known;
+  }
+  for (const auto& step : ladder) {
+    if (!below_forced && std::strcmp(forced, BConv2DKernelName(step.kernel)) == 0) {
+      below_forced = true;
+    }
+    if (below_forced && step.supported) return step.kernel;
+  }
+  return BConv2DKernel::kPortable;
+}
+
+int BConv2DFilter::BlockWidth(BConv2DKernel kernel) {
+  switch (kernel) {
+    case BConv2DKernel::kAvx2:
+      return kAvx2BlockWidth;
+    case BConv2DKernel::kAvx512Bw:
+    case BConv2DKernel::kAvx512:
+      return kAvx512BlockWidth;
+    default:
+      return 0;
+  }
+}
+
+bool BConv2DFilter::Matches(BConv2DKernel kernel, const BConv2DParams& p) const {
+  return prepared_ && kernel_ == kernel && out_channels_ == p.out_channels &&
+         kernel_h_ == p.kernel_h && kernel_w_ == p.kernel_w && channels_in_ == p.channels_in;
+}
+
+bool BConv2DFilter::SameSource(BConv2DKernel kernel, const BConv2DParams& p,
+                               const PackedWord* compact) const {
+  if (!Matches(kernel, p) || source_.empty()) return false;
+  return std::memcmp(source_.data(), compact, source_.size() * sizeof(PackedWord)) == 0;
+}
+
+void BConv2DFilter::Prepare(BConv2DKernel kernel, const BConv2DParams& p,
+                            const PackedWord* compact) {
+  const std::int64_t taps = p.kernel_h * p.kernel_w;
+  std::vector<PackedWord> per_tap(static_cast<std::size_t>(p.out_channels * taps * p.words()));
+  UnpackCompactFilter(p, compact, per_tap.data());
+  if (BlockWidth(kernel) == 0) {
+    data_ = std::move(per_tap);
+    tap_popcounts_.clear();
+  } else {
+    Layout(kernel, p, per_tap.data());
+  }
+  source_.assign(compact,
+                 compact + p.out_channels * CompactFilterWords(p.kernel_h, p.kernel_w, p.channels_in));
+  kernel_ = kernel;
+  out_channels_ = p.out_channels;
+  kernel_h_ = p.kernel_h;
+  kernel_w_ = p.kernel_w;
+  channels_in_ = p.channels_in;
+  prepared_ = true;
+}
+
+void BConv2DFilter::PrepareFromPerTap(BConv2DKernel kernel, const BConv2DParams& p,
+                                      const PackedWord* per_tap) {
+  if (BlockWidth(kernel) == 0) {
+    data_.assign(per_tap, per_tap + p.out_channels * p.kernel_h * p.kernel_w * p.words());
+    tap_popcounts_.clear();
+  } else {
+    Layout(kernel, p, per_tap);
+  }
+  source_.clear();
+  kernel_ = kernel;
+  out_channels_ = p.out_channels;
+  kernel_h_ = p.kernel_h;
+  kernel_w_ = p.kernel_w;
+  channels_in_ = p.channels_in;
+  prepared_ = true;
+}
+
+// per_tap [cout][taps][words] -> data_ [block][taps][words][bw] (zero channels
+// past cout) and tap_popcounts_ [block][taps][bw].
+void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
+                           const PackedWord* per_tap) {
+  const std::int64_t bw = BlockWidth(kernel);
+  const std::int64_t words = p.words();
+  const std::int64_t taps = p.kernel_h * p.kernel_w;
+  const std::int64_t blocks = (p.out_channels + bw - 1) / bw;
+  data_.assign(static_cast<std::size_t>(blocks * taps * words * bw), 0);
+  tap_popcounts_.assign(static_cast<std::size_t>(blocks * taps * bw), 0);
+  for (std::int64_t co = 0; co < p.out_channels; ++co) {
+    const std::int64_t block = co / bw, lane = co % bw;
+    const PackedWord* src = per_tap + co * taps * words;
+    for (std::int64_t t = 0; t < taps; ++t) {
+      std::int32_t pop = 0;
+      PackedWord* dst = data_.data() + ((block * taps + t) * words) * bw + lane;
+      for (std::int64_t j = 0; j < words; ++j) {
+        const PackedWord word = src[t * words + j];
+        dst[j * bw] = word;
+        pop += static_cast<std::int32_t>(std::bitset<kBitsPerWord>(word).count());
+      }
+      tap_popcounts_[static_cast<std::size_t>((block * taps + t) * bw + lane)] = pop;
     }
   }
-  return cpu.popcnt ? BConv2DKernel::kX86Popcnt : BConv2DKernel::kPortable;
+}
+
+namespace {
+
+void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
+             const PackedWord* filter, const std::int32_t* tap_popcounts,
+             const float* multiplier, const float* bias, float* output,
+             ParallelExecutor& executor) {
+#if LOWBIT_X86_SIMD
+  const BConv2DParams& p = params;
+  const std::int64_t words = p.words();
+  const PackedWord tail = TailMask(p.channels_in);
+  // Extent of the receptive fields in input coordinates: rows
+  // [-pad_top, last_y], columns [-pad_left, last_x].
+  const std::int64_t last_y =
+      (p.out_h - 1) * p.stride_h - p.pad_top + (p.kernel_h - 1) * p.dilation_h;
+  const std::int64_t last_x =
+      (p.out_w - 1) * p.stride_w - p.pad_left + (p.kernel_w - 1) * p.dilation_w;
+  const std::int64_t below = last_y >= p.in_h ? last_y - p.in_h + 1 : 0;
+  const std::int64_t right = last_x >= p.in_w ? last_x - p.in_w + 1 : 0;
+  SimdConvArgs args;
+  args.params = &p;
+  args.input = input;
+  args.buf_h = p.in_h;
+  args.buf_w = p.in_w;
+  // The kernels read the input in place when every tap is inside it and the
+  // padding bits are zero; otherwise they get a copy with a border of zero
+  // words (+1 pixels, corrected for pad_value 0 in the kernel) and masked
+  // padding bits: one pass over the input, far below the convolution.
+  std::vector<PackedWord> padded;
+  if (p.pad_top > 0 || p.pad_left > 0 || below > 0 || right > 0 || tail != ~PackedWord{0}) {
+    args.buf_h = p.pad_top + p.in_h + below;
+    args.buf_w = p.pad_left + p.in_w + right;
+    padded.assign(static_cast<std::size_t>(p.batch * args.buf_h * args.buf_w * words), 0);
+    for (std::int64_t n = 0; n < p.batch; ++n) {
+      for (std::int64_t y = 0; y < p.in_h; ++y) {
+        const PackedWord* src = input + (n * p.in_h + y) * p.in_w * words;
+        PackedWord* dst = padded.data() +
+                          ((n * args.buf_h + y + p.pad_top) * args.buf_w + p.pad_left) * words;
+        std::memcpy(dst, src, static_cast<std::size_t>(p.in_w * words) * sizeof(PackedWord));
+        if (tail != ~PackedWord{0}) {
+          for (std::int64_t x = 0; x < p.in_w; ++x) dst[x * words + words - 1] &= tail;
+        }
+      }
+    }
+    args.input = padded.data();
+  }
+  args.filter = filter;
+  args.tap_popcounts = tap_popcounts;
+  args.multiplier = multiplier;
+  args.bias = bias;
+  args.output = output;
+  switch (kernel) {
+    case BConv2DKernel::kAvx2:
+      BConv2DAvx2(args, executor);
+      return;
+    case BConv2DKernel::kAvx512Bw:
+      BConv2DAvx512Bw(args, executor);
+      return;
+    case BConv2DKernel::kAvx512:
+      BConv2DAvx512(args, executor);
+      return;
+    default:
+      break;
+  }
+#endif
+  (void)kernel, (void)params, (void)input, (void)filter, (void)tap_popcounts;
+  (void)multiplier, (void)bias, (void)output, (void)executor;
+}
+
+}  // namespace
+
+void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2DFilter& filter,
+             const float* multiplier, const float* bias, float* output,
+             ParallelExecutor& executor) {
+  switch (filter.kernel()) {
+    case BConv2DKernel::kReference:
+      BConv2DReference(params, input, filter.data(), multiplier, bias, output);
+      return;
+    case BConv2DKernel::kX86Popcnt:
+      BConv2DX86Popcnt(params, input, filter.data(), multiplier, bias, output, executor);
+      return;
+    case BConv2DKernel::kAvx2:
+    case BConv2DKernel::kAvx512Bw:
+    case BConv2DKernel::kAvx512:
+      RunSimd(filter.kernel(), params, input, filter.data(), filter.tap_popcounts(), multiplier,
+              bias, output, executor);
+      return;
+    case BConv2DKernel::kPortable:
+      break;
+  }
+  BConv2DPortable(params, input, filter.data(), multiplier, bias, output, executor);
 }
 
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
              const PackedWord* filter, const float* multiplier, const float* bias,
              float* output, ParallelExecutor& executor) {
+  if (BConv2DFilter::BlockWidth(kernel) != 0) {
+    BConv2DFilter prepared;
+    prepared.PrepareFromPerTap(kernel, params, filter);
+    BConv2D(params, input, prepared, multiplier, bias, output, executor);
+    return;
+  }
   switch (kernel) {
     case BConv2DKernel::kReference:
       BConv2DReference(params, input, filter, multiplier, bias, output);
@@ -191,7 +405,7 @@ void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
     case BConv2DKernel::kX86Popcnt:
       BConv2DX86Popcnt(params, input, filter, multiplier, bias, output, executor);
       return;
-    case BConv2DKernel::kPortable:
+    default:
       break;
   }
   BConv2DPortable(params, input, filter, multiplier, bias, output, executor);

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "custom_ops/core/types.h"
 
@@ -64,13 +65,20 @@ Status ParseActivation(const std::string& text, Activation* activation);
 // The kernels available for binary convolution. kReference is the plain loop
 // nest used as ground truth by the tests; kPortable is the blocked kernel in
 // plain C++ (any CPU); kX86Popcnt is the same kernel built with the POPCNT
-// instruction. SIMD kernels are added here and chosen by SelectBConv2DKernel.
-enum class BConv2DKernel { kReference, kPortable, kX86Popcnt };
+// instruction. The SIMD kernels (core/bconv2d_simd.h) tile output pixels x
+// output channels in vector registers, with the channels interleaved in the
+// filter so that one vector load serves many output channels:
+//   kAvx2       8 channels per ymm, nibble-LUT (vpshufb) popcount;
+//   kAvx512Bw   16 channels per zmm, nibble-LUT popcount (AVX-512 F + BW,
+//               for CPUs without VPOPCNTDQ);
+//   kAvx512     16 channels per zmm, VPOPCNTD (AVX-512 F + VPOPCNTDQ).
+enum class BConv2DKernel { kReference, kPortable, kX86Popcnt, kAvx2, kAvx512Bw, kAvx512 };
 
 // Picks the best kernel for this CPU. The environment variable LOWBIT_KERNEL
-// ("reference", "portable", "x86_popcnt") forces a choice so that tests cover
-// every path on one machine; a forced path this CPU cannot run falls back to
-// "portable".
+// ("reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512")
+// forces a choice so that tests cover every path on one machine; a forced
+// path this CPU cannot run falls back to the best one it can run among the
+// lesser paths (avx512 -> avx512bw -> avx2 -> x86_popcnt -> portable).
 BConv2DKernel SelectBConv2DKernel();
 const char* BConv2DKernelName(BConv2DKernel kernel);
 
@@ -91,9 +99,58 @@ std::int64_t CompactFilterWords(std::int64_t kernel_h, std::int64_t kernel_w,
 void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
                          PackedWord* per_tap);
 
-// Runs the binary convolution. `params` must have passed ComputeBConv2DGeometry.
-// The padding bits of the last input word are ignored (masked), so any packed
-// input is accepted.
+// A filter laid out once for one kernel ("prepared"): the per-tap layout
+// above for the reference and blocked kernels; for the SIMD kernels the
+// channel-interleaved layout
+//     blocked[block][ky][kx][word][lane],  lane in [0, BlockWidth(kernel)),
+// output channel block * BlockWidth + lane, channels past out_channels all
+// zero bits, plus tap_popcounts[block][ky][kx][lane] = popcount of that
+// channel's tap (the correction for pad_value 0, see bconv2d_simd.h).
+// Building it costs about one pass over the filter; the TFLite shell keeps it
+// across invocations and the TF shell keeps it while the filter is unchanged
+// (SameSource compares the compact words it was built from).
+class BConv2DFilter {
+ public:
+  // `params` needs the options (CheckBConv2DOptions) and out_channels.
+  void Prepare(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* compact);
+  // The same, from a per-tap filter (see UnpackCompactFilter).
+  void PrepareFromPerTap(BConv2DKernel kernel, const BConv2DParams& params,
+                         const PackedWord* per_tap);
+
+  // True when this filter was prepared for `kernel` and the filter geometry
+  // of `params` (out_channels, kernel size, channels_in).
+  bool Matches(BConv2DKernel kernel, const BConv2DParams& params) const;
+  // Matches(), and the compact words given to Prepare equal `compact`.
+  bool SameSource(BConv2DKernel kernel, const BConv2DParams& params,
+                  const PackedWord* compact) const;
+
+  BConv2DKernel kernel() const { return kernel_; }
+  // Output channels per block of the interleaved layout (0: per-tap layout).
+  static int BlockWidth(BConv2DKernel kernel);
+  const PackedWord* data() const { return data_.data(); }
+  const std::int32_t* tap_popcounts() const { return tap_popcounts_.data(); }
+
+ private:
+  void Layout(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* per_tap);
+
+  BConv2DKernel kernel_ = BConv2DKernel::kReference;
+  bool prepared_ = false;
+  std::int64_t out_channels_ = 0, kernel_h_ = 0, kernel_w_ = 0, channels_in_ = 0;
+  std::vector<PackedWord> source_;  // compact words (empty if from per-tap)
+  std::vector<PackedWord> data_;
+  std::vector<std::int32_t> tap_popcounts_;
+};
+
+// Runs the binary convolution with the kernel the filter was prepared for.
+// `params` must have passed ComputeBConv2DGeometry and `filter.Matches` it.
+// The padding bits of the last input word are ignored (masked), so any
+// packed input is accepted.
+void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2DFilter& filter,
+             const float* multiplier, const float* bias, float* output,
+             ParallelExecutor& executor);
+
+// The same with a per-tap filter (UnpackCompactFilter); the SIMD kernels
+// re-lay it on every call.
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params,
              const PackedWord* input, const PackedWord* filter,
              const float* multiplier, const float* bias, float* output,

@@ -23,6 +23,46 @@ void BConv2DX86Popcnt(const BConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
                       float* output, ParallelExecutor& executor);
 
+// What the SIMD kernels (core/bconv2d_simd.h) are given. The dispatch point
+// (bconv2d.cc, built without ISA flags) owns every buffer, so that the ISA
+// translation units instantiate no standard-library templates that the
+// linker could share with code running on other CPUs.
+struct SimdConvArgs {
+  const BConv2DParams* params = nullptr;
+  // Packed input laid out so that every tap of every output pixel is inside
+  // it: [batch, buf_h, buf_w, words], where the receptive field of output
+  // pixel (oy, ox) starts at buffer row oy * stride_h and column
+  // ox * stride_w (pad_top rows and pad_left columns of the SAME padding come
+  // first). Pixels of the padding are zero words (+1)
+  // and the padding bits past channels_in in the last word of a pixel are
+  // zero. The dispatch point makes such a padded copy (one pass over the
+  // input) unless the caller's input already is one (VALID, full words).
+  const PackedWord* input = nullptr;
+  std::int64_t buf_h = 0, buf_w = 0;
+  const PackedWord* filter = nullptr;  // BConv2DFilter's interleaved layout
+  const std::int32_t* tap_popcounts = nullptr;
+  const float* multiplier = nullptr;
+  const float* bias = nullptr;
+  float* output = nullptr;
+};
+
+// The SIMD kernels, each in its own translation unit built with its ISA flags
+// (x86 with GCC or Clang only; elsewhere they are neither defined nor
+// selected). Only called after the run-time CPU check in SelectBConv2DKernel.
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define LOWBIT_X86_SIMD 1
+#else
+#define LOWBIT_X86_SIMD 0
+#endif
+void BConv2DAvx2(const SimdConvArgs& args, ParallelExecutor& executor);
+void BConv2DAvx512Bw(const SimdConvArgs& args, ParallelExecutor& executor);
+void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor);
+
+// Channels per block of the interleaved filter of each SIMD kernel (the
+// output channels one micro-kernel call covers at most).
+constexpr int kAvx2BlockWidth = 16;
+constexpr int kAvx512BlockWidth = 32;
+
 }  // namespace lowbit
 
 #endif  // LOWBIT_CORE_BCONV2D_KERNELS_H_

@@ -1,5 +1,7 @@
 // TF kernel of LowbitBconv2d: validates the tensors against the attributes,
 // packs a float input on the fly, and runs the core's binary convolution.
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "custom_ops/core/bconv2d.h"
@@ -95,17 +97,10 @@ class BConv2DOp : public tensorflow::OpKernel {
                   executor);
       packed_input = dst;
     }
-    tensorflow::Tensor per_tap;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(
-                            tensorflow::DT_INT32,
-                            tensorflow::TensorShape({out_channels * p.kernel_h * p.kernel_w * words}),
-                            &per_tap));
-    PackedWord* per_tap_filter = reinterpret_cast<PackedWord*>(per_tap.flat<std::int32_t>().data());
-    UnpackCompactFilter(p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()),
-                        per_tap_filter);
-    BConv2D(kernel_, p, packed_input, per_tap_filter,
-            multiplier.flat<float>().data(), bias.flat<float>().data(),
-            output->flat<float>().data(), executor);
+    const std::shared_ptr<const BConv2DFilter> prepared = PreparedFilter(
+        p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
+    BConv2D(p, packed_input, *prepared, multiplier.flat<float>().data(),
+            bias.flat<float>().data(), output->flat<float>().data(), executor);
   }
 
  private:
@@ -114,8 +109,26 @@ class BConv2DOp : public tensorflow::OpKernel {
     return InvalidArgument("LowbitBconv2d: ", s.message);
   }
 
+  // The filter re-laid out for kernel_, kept while the filter input keeps the
+  // same words (checked by a memcmp of the compact filter, 1 bit per weight:
+  // far cheaper than preparing it again, which the SIMD layouts would cost on
+  // every call). Compute may run concurrently, so the cache is swapped under a
+  // lock and each call holds its own reference.
+  std::shared_ptr<const BConv2DFilter> PreparedFilter(const BConv2DParams& p,
+                                                      const PackedWord* compact) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (prepared_ == nullptr || !prepared_->SameSource(kernel_, p, compact)) {
+      auto fresh = std::make_shared<BConv2DFilter>();
+      fresh->Prepare(kernel_, p, compact);
+      prepared_ = std::move(fresh);
+    }
+    return prepared_;
+  }
+
   BConv2DParams params_;
   BConv2DKernel kernel_;
+  std::mutex mutex_;
+  std::shared_ptr<const BConv2DFilter> prepared_;  // guarded by mutex_
 };
 
 REGISTER_KERNEL_BUILDER(

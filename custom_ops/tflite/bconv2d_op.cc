@@ -3,7 +3,9 @@
 // Inputs:  0 input       float32 [N, H, W, C]  (bit-packed here), or
 //                        int32   [N, H, W, ceil(C/32)] (already packed)
 //          1 filter      int32   [Cout, ceil(KH*KW*C/32)]  compact packed OHWI
-//                        (see UnpackCompactFilter in core/bconv2d.h)
+//                        (see UnpackCompactFilter in core/bconv2d.h), re-laid
+//                        out for the kernel (BConv2DFilter) at Prepare when
+//                        constant and whenever its words change
 //          2 multiplier  float32 [Cout]
 //          3 bias        float32 [Cout]
 // Output:  0             float32 [N, OH, OW, Cout]
@@ -146,7 +148,12 @@ class Bconv2dOp final : public Op {
       return Error("tensor sizes overflow");
     }
     if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * words));
-    per_tap_filter_.resize(static_cast<std::size_t>(cout * p.kernel_h * p.kernel_w * words));
+    // Laid out now when the filter data is already there (a constant tensor),
+    // so that the first Eval does not pay for it.
+    if (filter.data != nullptr && filter.bytes >= filter_bytes_) {
+      const PackedWord* compact = static_cast<const PackedWord*>(filter.data);
+      if (!filter_.SameSource(kernel_, p, compact)) filter_.Prepare(kernel_, p, compact);
+    }
 
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteFloat32;
@@ -187,14 +194,14 @@ class Bconv2dOp final : public Op {
                   packed_.data(), executor);
       packed_input = packed_.data();
     }
-    // Unpacked on every Eval: it costs one word operation per filter word, far
-    // below the convolution, and stays right if the filter is not a constant.
-    UnpackCompactFilter(params_, static_cast<const PackedWord*>(inputs[1].data),
-                        per_tap_filter_.data());
-    BConv2D(kernel_, params_, packed_input, per_tap_filter_.data(),
-            static_cast<const float*>(inputs[2].data),
-            static_cast<const float*>(inputs[3].data), static_cast<float*>(out.data),
-            executor);
+    // The filter is re-laid out for the kernel once and kept while its words
+    // stay the same (the usual constant filter); comparing the compact words
+    // (1 bit per weight) costs far less than the convolution, and keeps the
+    // result right if the filter is not a constant.
+    const PackedWord* compact = static_cast<const PackedWord*>(inputs[1].data);
+    if (!filter_.SameSource(kernel_, params_, compact)) filter_.Prepare(kernel_, params_, compact);
+    BConv2D(params_, packed_input, filter_, static_cast<const float*>(inputs[2].data),
+            static_cast<const float*>(inputs[3].data), static_cast<float*>(out.data), executor);
     return Status::Ok();
   }
 
@@ -206,7 +213,7 @@ class Bconv2dOp final : public Op {
   bool input_packed_ = false;
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
   std::vector<PackedWord> packed_;          // bit-packed float input
-  std::vector<PackedWord> per_tap_filter_;  // filter with each tap word-aligned
+  BConv2DFilter filter_;                    // filter laid out for kernel_
 };
 
 }  // namespace
@@ -257,3 +264,10 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
 
 }  // namespace tflite
 }  // namespace lowbit
+
+// Name of the binary convolution kernel a LowbitBconv2d created now would use
+// (LOWBIT_KERNEL and the CPU checks applied), for benchmarks and diagnostics:
+// ctypes.CDLL(lowbit_tf._native.tflite_library_path()).lowbit_bconv2d_kernel_name
+extern "C" __attribute__((visibility("default"))) const char* lowbit_bconv2d_kernel_name() {
+  return lowbit::BConv2DKernelName(lowbit::SelectBConv2DKernel());
+}

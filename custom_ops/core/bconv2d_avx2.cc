@@ -1,0 +1,86 @@
+// The SIMD binary convolution (core/bconv2d_simd.h) with AVX2: 8 output
+// channels per ymm, popcount by a nibble lookup (vpshufb). Built with -mavx2
+// (custom_ops/CMakeLists.txt); only entered after SelectBConv2DKernel saw
+// AVX2 at run time.
+#include "custom_ops/core/bconv2d_kernels.h"
+
+#if LOWBIT_X86_SIMD
+#if !defined(__AVX2__)
+#error "bconv2d_avx2.cc must be compiled with -mavx2"
+#endif
+
+#include <immintrin.h>
+
+#include "custom_ops/core/bconv2d_simd.h"
+
+namespace lowbit {
+namespace {
+
+// Tile: 4 pixels x 2 ymm (16 channels): 8 byte accumulators, 2 filter vectors,
+// the table, the nibble mask and temporaries use the 16 ymm registers; the
+// 32-bit accumulators are touched once every 31 words (bconv2d_4x16_avx2).
+struct Avx2Lut {
+  using IVec = __m256i;
+  using FVec = __m256;
+  static constexpr int kLanes = 8;
+  static constexpr int kBlockVectors = 2;
+  static constexpr int kBlockWidth = kAvx2BlockWidth;
+  static constexpr int kTilePixels = 4;
+  static constexpr bool kBytePopcount = true;
+
+  static IVec Zero() { return _mm256_setzero_si256(); }
+  static IVec Load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+  static void Store(std::int32_t* p, IVec v) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+  static IVec Broadcast(const PackedWord* p) {
+    return _mm256_set1_epi32(static_cast<int>(*p));
+  }
+  static IVec Set32(std::int32_t v) { return _mm256_set1_epi32(v); }
+  static IVec Xor(IVec a, IVec b) { return _mm256_xor_si256(a, b); }
+  static IVec Add8(IVec a, IVec b) { return _mm256_add_epi8(a, b); }
+  static IVec Add32(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
+  static IVec Sub32(IVec a, IVec b) { return _mm256_sub_epi32(a, b); }
+  // Per-byte popcount by nibble lookup (see bconv2d_avx512bw.cc).
+  static IVec PopcountBytes(IVec a) {
+    const IVec table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const IVec nibble = _mm256_set1_epi8(0x0f);
+    const IVec lo = _mm256_and_si256(a, nibble);
+    const IVec hi = _mm256_and_si256(_mm256_srli_epi16(a, 4), nibble);
+    return _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+  }
+  static IVec SumBytesPerLane(IVec a) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, _mm256_set1_epi8(1)),
+                             _mm256_set1_epi16(1));
+  }
+
+  // Lane mask of the first n lanes (sign bit set), for vmaskmov.
+  static IVec Mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static FVec ZeroF() { return _mm256_setzero_ps(); }
+  static FVec LoadF(const float* p, int n) {
+    return n >= kLanes ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, Mask(n));
+  }
+  static void StoreF(float* p, FVec v, int n) {
+    if (n >= kLanes) {
+      _mm256_storeu_ps(p, v);
+    } else {
+      _mm256_maskstore_ps(p, Mask(n), v);
+    }
+  }
+  static FVec ToFloat(IVec a) { return _mm256_cvtepi32_ps(a); }
+  static FVec MulF(FVec a, FVec b) { return _mm256_mul_ps(a, b); }
+  static FVec AddF(FVec a, FVec b) { return _mm256_add_ps(a, b); }
+  static FVec MaxF(FVec a, FVec b) { return _mm256_max_ps(a, b); }
+};
+
+}  // namespace
+
+void BConv2DAvx2(const SimdConvArgs& args, ParallelExecutor& executor) {
+  BConv2DSimd<Avx2Lut>(args, executor);
+}
+
+}  // namespace lowbit
+#endif  // LOWBIT_X86_SIMD
