@@ -8,6 +8,10 @@ TFLite runtime, `lowbit_tf.lite`, is usable, and nothing here needs TensorFlow.
     lowbit_tf.quantizers   quantizers with custom gradients (ste_sign, ...)
     lowbit_tf.layers       Keras layers (QuantConv2D, ...)
     lowbit_tf.constraints  weight constraints (WeightClip)
+    lowbit_tf.optimizers   Bop, CaseOptimizer
+    lowbit_tf.metrics      flip ratio
+    lowbit_tf.summary      per-layer bits, memory, MACs and predicted .tflite size;
+                           the module is callable: lowbit_tf.summary(model)
     lowbit_tf.ops          Python face of the custom TF ops (bitpack, bconv2d)
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
@@ -20,7 +24,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("quantizers", "layers", "constraints", "ops", "lite")
+_SUBMODULES = (
+    "quantizers", "layers", "constraints", "optimizers", "metrics", "summary", "ops", "lite",
+)
 
 __all__ = [*_SUBMODULES, "convert", "__version__"]
 

@@ -45,6 +45,37 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return out, total // 2, total - total // 2
 
 
+def conv2d_np(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    strides: tuple[int, int] = (1, 1),
+    padding: str = "VALID",
+    groups: int = 1,
+) -> np.ndarray:
+    """Plain float conv2d (NHWC, HWIO kernel with C_in / groups input channels),
+    accumulated in float64, TensorFlow's SAME geometry, zero padding."""
+    x = np.asarray(x, np.float64)
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw, cin_group, cout = kernel.shape
+    if padding == "SAME":
+        _, top, bottom = same_padding(x.shape[1], kh, strides[0], 1)
+        _, left, right = same_padding(x.shape[2], kw, strides[1], 1)
+        x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    out_h = (x.shape[1] - kh) // strides[0] + 1
+    out_w = (x.shape[2] - kw) // strides[1] + 1
+    out = np.zeros((x.shape[0], out_h, out_w, cout))
+    per_group = cout // groups
+    for g in range(groups):
+        xs = x[..., g * cin_group:(g + 1) * cin_group]
+        ks = kernel[..., g * per_group:(g + 1) * per_group]
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xs[:, ky: ky + (out_h - 1) * strides[0] + 1: strides[0],
+                           kx: kx + (out_w - 1) * strides[1] + 1: strides[1], :]
+                out[..., g * per_group:(g + 1) * per_group] += patch @ ks[ky, kx]
+    return out
+
+
 def bconv2d_np(
     x: np.ndarray,
     kernel: np.ndarray,

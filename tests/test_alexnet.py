@@ -12,10 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import conv2d_np
 
+import lowbit_converter
 from lowbit_models import WeightLoadError, alexnet, load_alexnet_weights
 from lowbit_models.alexnet import WEIGHT_LAYERS
 from lowbit_tf._keras import keras
+from lowbit_tf.lite import Interpreter
 
 SMALL = dict(num_classes=10, input_shape=(67, 67, 3))
 
@@ -102,3 +105,95 @@ def test_shape_mismatch_is_named(pretrained):
 def test_not_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(WeightLoadError, match="not a readable TF checkpoint"):
         load_alexnet_weights(alexnet("float", **SMALL), str(tmp_path / "nothing"))
+
+
+# ---------------------------------------------------------------------------
+# Low-bit variants
+
+LOW_BIT = ["binary_weights", "xnor", "dorefa"]
+
+
+@pytest.mark.parametrize("variant", LOW_BIT)
+def test_low_bit_variants_keep_names_and_shapes(variant):
+    float_model = alexnet("float", **SMALL)
+    model = alexnet(variant, **SMALL)
+    for name in WEIGHT_LAYERS:
+        assert [tuple(w.shape) for w in model.get_layer(name).weights] == \
+               [tuple(w.shape) for w in float_model.get_layer(name).weights], name
+
+
+@pytest.mark.parametrize("variant", LOW_BIT)
+@pytest.mark.parametrize("fmt", ["npy", "tf1"])
+def test_pretrained_weights_in_low_bit_model_with_quantizers_off_give_float_outputs(
+        pretrained, variant, fmt):
+    model = alexnet(variant, quantize=False, **SMALL)
+    load_alexnet_weights(model, pretrained["sources"][fmt])
+    out = model(pretrained["x"], training=False).numpy()
+    assert np.max(np.abs(out - pretrained["expected"])) <= 1e-5
+
+
+def layer_io(model, name, x):
+    """(input, output) of layer `name` for model input x, in inference mode."""
+    layer = model.get_layer(name)
+    probe = keras.Model(model.inputs, [layer.input, layer.output])
+    return [t.numpy() if hasattr(t, "numpy") else np.asarray(t) for t in probe(x, training=False)]
+
+
+def assert_close_to_float64(actual, expected, magnitude, name):
+    """float32 sums of K terms vs float64: allow a few ulps of the sum of |terms|."""
+    np.testing.assert_array_less(np.abs(actual - expected), 1e-6 * magnitude + 1e-6,
+                                 err_msg=name)
+
+
+def test_binary_weights_layers_match_numpy(pretrained):
+    """BinaryConnect AlexNet: each layer is the float layer with sign(W)."""
+    model = alexnet("binary_weights", **SMALL)
+    load_alexnet_weights(model, pretrained["sources"]["npy"])
+    for name in ("conv1", "conv2", "conv3", "fc6", "fc8"):
+        inputs, outputs = layer_io(model, name, pretrained["x"])
+        kernel, bias = pretrained["weights"][name]
+        signs = np.where(kernel < 0, -1.0, 1.0)
+        if name.startswith("conv"):
+            layer = model.get_layer(name)
+            args = (layer.strides, layer.padding.upper(), layer.groups)
+            z = conv2d_np(inputs, signs, *args)
+            magnitude = conv2d_np(np.abs(inputs), np.abs(signs), *args)
+        else:
+            z = inputs.astype(np.float64) @ signs
+            magnitude = np.abs(inputs).astype(np.float64) @ np.abs(signs)
+        z = z + bias
+        expected = z if name == "fc8" else np.maximum(z, 0)
+        assert_close_to_float64(outputs, expected, magnitude, name)
+
+
+def test_xnor_layers_match_numpy(pretrained):
+    """XNOR-Net AlexNet: sign(inputs) * (mean|W| per output channel * sign(W))."""
+    model = alexnet("xnor", **SMALL)
+    load_alexnet_weights(model, pretrained["sources"]["npy"])
+    for name in ("conv2", "conv3", "fc6", "fc7"):
+        inputs, outputs = layer_io(model, name, pretrained["x"])
+        kernel, bias = pretrained["weights"][name]
+        alpha = np.abs(kernel).reshape(-1, kernel.shape[-1]).mean(axis=0)
+        binary_kernel = alpha * np.where(kernel < 0, -1.0, 1.0)
+        binary_inputs = np.where(inputs < 0, -1.0, 1.0)
+        if name.startswith("conv"):
+            layer = model.get_layer(name)
+            args = (layer.strides, layer.padding.upper(), layer.groups)
+            z = conv2d_np(binary_inputs, binary_kernel, *args)
+            magnitude = conv2d_np(np.ones_like(inputs), np.abs(binary_kernel), *args)
+        else:
+            z = binary_inputs @ binary_kernel
+            magnitude = np.ones_like(inputs) @ np.abs(binary_kernel)
+        assert_close_to_float64(outputs, z + bias, magnitude, name)
+
+
+def test_binary_alexnet_converts_and_runs_on_lowbit_kernels(pretrained):
+    model = alexnet("xnor", **SMALL)
+    load_alexnet_weights(model, pretrained["sources"]["npy"])
+    result = lowbit_converter.convert_with_report(model)
+    # conv2..conv5 binary; the grouped conv2, conv4, conv5 give one op per group.
+    assert result.lowered_layers == ["conv2", "conv3", "conv4", "conv5"]
+    assert result.report.custom_ops == {"LowbitBconv2d": 7}
+    expected = model(pretrained["x"], training=False).numpy()
+    got = Interpreter(model_content=result.tflite_model).predict(pretrained["x"])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

@@ -72,6 +72,14 @@ class LocalResponseNormalization(keras.layers.Layer):
 
 def _quantizers(variant: str, layer: str, options: dict[str, Any]) -> dict[str, Any] | None:
     """Keyword arguments of the quantized twin of `layer`, or None to keep it float."""
+    quant = _variant_quantizers(variant, layer, options)
+    if quant is not None and not options.get("quantize", True):
+        # Same layer classes, identity quantizers: for parity checks of weight loading.
+        quant = dict(quant, input_quantizer=None, kernel_quantizer=None)
+    return quant
+
+
+def _variant_quantizers(variant: str, layer: str, options: dict[str, Any]) -> dict[str, Any] | None:
     if variant == "float":
         return None
     if variant == "binary_weights":
@@ -93,16 +101,20 @@ def _quantizers(variant: str, layer: str, options: dict[str, Any]) -> dict[str, 
     raise AssertionError(variant)
 
 
-def _activation(variant: str, name: str, activation: str | None) -> str | None:
-    binary_activations = variant == "xnor" and name not in ("conv1", "fc8")
+def _activation(variant: str, name: str, activation: str | None,
+                options: dict[str, Any]) -> str | None:
+    binary_activations = (variant == "xnor" and name not in ("conv1", "fc8")
+                          and options.get("quantize", True))
     return None if binary_activations else activation
 
 
 def _conv(variant: str, name: str, options: dict[str, Any]) -> keras.layers.Layer:
     filters, kernel, strides, padding, groups = _CONVS[name]
     common = dict(strides=strides, padding=padding, groups=groups,
-                  activation=_activation(variant, name, "relu"), name=name)
+                  activation=_activation(variant, name, "relu", options), name=name)
     if variant == "abc" and name != "conv1":
+        if not options.get("quantize", True):
+            raise ValueError("the abc variant has no unquantized form (quantize=False)")
         return lb_layers.ABCConv2D(filters, kernel, num_weight_bases=options.get("M", 3),
                                    num_activation_bases=options.get("N", 3), **common)
     quant = _quantizers(variant, name, options)
@@ -113,8 +125,10 @@ def _conv(variant: str, name: str, options: dict[str, Any]) -> keras.layers.Laye
 
 def _dense(variant: str, name: str, units: int, activation: str | None,
            options: dict[str, Any]) -> keras.layers.Layer:
-    activation = _activation(variant, name, activation)
+    activation = _activation(variant, name, activation, options)
     if variant == "abc" and name != "fc8":
+        if not options.get("quantize", True):
+            raise ValueError("the abc variant has no unquantized form (quantize=False)")
         return lb_layers.ABCDense(units, num_weight_bases=options.get("M", 3),
                                   num_activation_bases=options.get("N", 3),
                                   activation=activation, name=name)
@@ -138,7 +152,9 @@ def alexnet(
       num_classes: units of fc8.
       input_shape: HWC; 227x227x3 gives the classic 6x6x256 pool5.
       dropout: rate of drop6 and drop7.
-      **options: `weight_bits`, `activation_bits` (dorefa), `M`, `N` (abc).
+      **options: `weight_bits`, `activation_bits` (dorefa), `M`, `N` (abc);
+        `quantize=False` builds the same layer classes with identity
+        quantizers (equal to the float model; for checking weight loading).
 
     Returns:
       A functional Keras model named "alexnet_<variant>" whose weighted layers
