@@ -336,3 +336,28 @@ def test_grouped_binary_conv_lowers_to_one_op_per_group():
     # 24 channels per group: the groups are not word-aligned in a packed input,
     # which is why the input is split before packing.
     np.testing.assert_array_equal(run_tflite(result.tflite_model, x), expected)
+
+
+def test_binary_dense_lowers_to_a_1x1_binary_conv():
+    """QuantDense with sign inputs and kernel: [N, C] -> [N, 1, 1, C] -> LowbitBconv2d,
+    bit-exact without BatchNorm, BatchNorm and ReLU folded otherwise."""
+    inputs = keras.Input((70,))
+    h = layers.QuantDense(40, name="bdense1", bias_initializer="random_normal",
+                          **BINARY)(inputs)
+    exact = keras.Model(inputs, h)
+    h = keras.layers.BatchNormalization(name="bn")(h)
+    h = keras.layers.ReLU(name="relu")(h)
+    h = layers.QuantDense(9, name="bdense2", kernel_quantizer="magnitude_aware_sign",
+                          input_quantizer="ste_sign")(h)
+    model = keras.Model(inputs, h)
+    randomize_batch_norms(model)
+    x = np.random.default_rng(6).standard_normal((3, 70)).astype(np.float32)
+    np.testing.assert_array_equal(run_tflite(lowbit_converter.convert(exact), x),
+                                  exact(x).numpy())
+    result = lowbit_converter.convert_with_report(model)
+    assert result.lowered_layers == ["bdense1", "bdense2"]
+    names = [name for name, _ in operators(result.tflite_model)]
+    assert names.count("LowbitBconv2d") == 2 and "FULLY_CONNECTED" not in names
+    expected = model(x, training=False).numpy()
+    np.testing.assert_allclose(run_tflite(result.tflite_model, x), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())

@@ -1,7 +1,9 @@
 """Lowering: a trained Keras model -> the same model on lowbit custom ops.
 
 Each binary QuantConv2D becomes a `LoweredBConv2D` layer that calls the
-`LowbitBconv2d` TF op with a bit-packed constant filter. Binary means: the input
+`LowbitBconv2d` TF op with a bit-packed constant filter, and so does each binary
+QuantDense: a dense layer on C features is a 1x1 convolution of a 1x1 "image"
+with C channels, [N, C] -> [N, 1, 1, C]. Binary means: the input
 quantizer's forward pass is sign(x) (a known sign quantizer), and the quantized
 kernel is, per output channel c, alpha_c * (+-1) -- checked on the values, so
 ste_sign (alpha = 1) and scaled binarisations such as XNOR-Net's mean|W| alike
@@ -29,7 +31,7 @@ import tensorflow as tf
 from lowbit_converter.graph import model_graph
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
-from lowbit_tf.layers import QuantConv2D
+from lowbit_tf.layers import QuantConv2D, QuantDense
 from lowbit_tf.quantizers import (
     ApproxSign,
     SteSign,
@@ -57,7 +59,7 @@ def is_sign_quantizer(quantizer: Any) -> bool:
     )
 
 
-def binary_kernel_scale(layer: QuantConv2D) -> np.ndarray | None:
+def binary_kernel_scale(layer: QuantConv2D | QuantDense) -> np.ndarray | None:
     """alpha with quantized kernel[..., c] in {-alpha_c, +alpha_c}, else None."""
     if layer.kernel_quantizer is None or not layer.built:
         return None
@@ -68,9 +70,10 @@ def binary_kernel_scale(layer: QuantConv2D) -> np.ndarray | None:
 
 
 def is_binary_conv(layer: keras.layers.Layer) -> bool:
-    """True for a QuantConv2D with sign-binarised inputs and a (scaled) binary kernel."""
+    """True for a QuantConv2D or QuantDense with sign-binarised inputs and a
+    (scaled) binary kernel."""
     return (
-        isinstance(layer, QuantConv2D)
+        isinstance(layer, QuantConv2D | QuantDense)
         and is_sign_quantizer(layer.input_quantizer)
         and binary_kernel_scale(layer) is not None
     )
@@ -100,12 +103,12 @@ def _is_plain_relu(layer: keras.layers.Layer) -> bool:
 class BConv2DPlan:
     """What one binary conv layer lowers to."""
 
-    conv: QuantConv2D
+    conv: QuantConv2D | QuantDense
     batch_norm: keras.layers.BatchNormalization | None = None
     relu: keras.layers.Layer | None = None
 
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
-        filters = self.conv.filters
+        filters = int(self.conv.kernel.shape[-1])
         bias = (
             np.asarray(self.conv.bias, np.float64)
             if self.conv.use_bias
@@ -137,25 +140,33 @@ class LoweredBConv2D(keras.layers.Layer):
     def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
         conv = plan.conv
         super().__init__(name=conv.name, **kwargs)
-        self.groups = conv.groups
-        kernel = conv.quantized_kernel()
+        kernel = np.asarray(conv.quantized_kernel())
+        self.dense = isinstance(conv, QuantDense)
+        if self.dense:  # [C, C_out] -> a 1x1 HWIO kernel
+            kernel = kernel.reshape(1, 1, *kernel.shape)
+        self.groups = 1 if self.dense else conv.groups
         multiplier, bias = plan.multiplier_and_bias()
         # One (packed filter, multiplier, bias) per group.
         self.group_constants = [
             (ops.pack_filter(part).numpy(), m, b)
             for part, m, b in zip(
-                np.split(np.asarray(kernel), self.groups, axis=3),
+                np.split(kernel, self.groups, axis=3),
                 np.split(multiplier, self.groups),
                 np.split(bias, self.groups),
                 strict=True,
             )
         ]
-        self.channels_in = int(conv.kernel.shape[2])  # per group
-        self.kernel_size = tuple(conv.kernel_size)
-        self.strides = tuple(conv.strides)
-        self.dilations = tuple(conv.dilation_rate)
-        self.padding = conv.padding.upper()
-        self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
+        self.channels_in = int(kernel.shape[2])  # per group
+        self.out_channels = int(kernel.shape[3])
+        if self.dense:
+            self.kernel_size = self.strides = self.dilations = (1, 1)
+            self.padding, self.pad_value = "VALID", 0
+        else:
+            self.kernel_size = tuple(conv.kernel_size)
+            self.strides = tuple(conv.strides)
+            self.dilations = tuple(conv.dilation_rate)
+            self.padding = conv.padding.upper()
+            self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
         conv_activation = _activation_name(conv.activation)
         fused_relu = plan.relu is not None or (
             plan.batch_norm is None and conv_activation == "relu"
@@ -170,6 +181,9 @@ class LoweredBConv2D(keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
+        if self.dense:
+            leading = tf.shape(inputs)[:-1]
+            inputs = tf.reshape(inputs, [-1, 1, 1, self.channels_in])
         slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         parts = [
             ops.bconv2d(
@@ -190,6 +204,8 @@ class LoweredBConv2D(keras.layers.Layer):
             )
         ]
         outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
+        if self.dense:
+            outputs = tf.reshape(outputs, tf.concat([leading, [self.out_channels]], axis=0))
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
@@ -203,7 +219,9 @@ class FoldedAway(keras.layers.Layer):
         return inputs
 
 
-def _check_convertible(conv: QuantConv2D) -> None:
+def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
+    if isinstance(conv, QuantDense):
+        return  # every binary dense layer maps to a 1x1 binary convolution
     problems = []
     if conv.data_format != "channels_last":
         problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
@@ -233,7 +251,7 @@ def plan_lowering(model: keras.Model) -> dict[str, BConv2DPlan]:
         if (
             _activation_name(layer.activation) is None
             and isinstance(nxt, keras.layers.BatchNormalization)
-            and nxt.axis in (-1, 3, [3], [-1])
+            and nxt.axis in (-1, len(layer.output.shape) - 1)  # per output channel
         ):
             plan.batch_norm = nxt
             tail = nxt.name
