@@ -909,7 +909,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint,
         bias_constraint: As for ``keras.layers.Conv2D`` (``channels_last`` only,
-            ``groups=1``).
+            ``groups`` as for Conv2D: each group's M * N binary convolutions).
         pad_values: Constant used to pad the activation bases with
             ``padding="same"`` (0 by default, as Keras; 1 keeps them binary).
         num_weight_bases: ``M >= 1``.
@@ -938,8 +938,6 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
     ):
         owner = type(self).__name__
         _reject_kernel_quantizer(owner, kwargs)
-        if kwargs.pop("groups", 1) != 1:
-            raise ValueError(f"{owner}: grouped convolutions are not supported (`groups` != 1).")
         pad_values = _check_pad_values(owner, pad_values)
         super().__init__(
             filters=filters,
@@ -975,14 +973,21 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         x = tf.reshape(h, tf.concat([[-1], tf.shape(inputs)[1:]], 0))
         x.set_shape([None, *inputs.shape[1:]])
         x, padding = self._padded_inputs(x)
-        bases, alphas = self.weight_bases(training)  # (M, kh, kw, C, F)
+        bases, alphas = self.weight_bases(training)  # (M, kh, kw, C / G, F)
         kh, kw, c, f = self.kernel.shape
-        w = tf.reshape(tf.transpose(bases, (1, 2, 3, 0, 4)), (kh, kw, c, m * f))
+        g = self.groups
+        # A grouped conv wants each group's output channels contiguous, so the
+        # M bases are stacked inside each group: output channel index
+        # (group, base, channel-in-group), F = G * (F / G).
+        w = tf.reshape(bases, (m, kh, kw, c, g, f // g))
+        w = tf.reshape(tf.transpose(w, (1, 2, 3, 4, 0, 5)), (kh, kw, c, g * m * (f // g)))
         y = keras.ops.conv(
             x, w, strides=list(self.strides), padding=padding, dilation_rate=self.dilation_rate
-        )  # (N * batch, oh, ow, M * F): the M * N binary convolutions
+        )  # (N * batch, oh, ow, G * M * F / G): the M * N binary convolutions
         shape = tf.shape(y)
-        y = tf.reshape(y, tf.concat([[n, -1], shape[1:3], [m, f]], 0))
+        y = tf.reshape(y, tf.concat([[n, -1], shape[1:3], [g, m, f // g]], 0))
+        y = tf.reshape(tf.transpose(y, (0, 1, 2, 3, 5, 4, 6)),
+                       tf.concat([[n, -1], shape[1:3], [m, f]], 0))
         outputs = self._combine(y, alphas)
         if self.use_bias:
             outputs = self._add_bias(outputs, self.filters)
@@ -992,7 +997,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
 
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), **self._abc_config()}
-        for key in ("kernel_quantizer", "groups", "data_format"):
+        for key in ("kernel_quantizer", "data_format"):
             config.pop(key, None)
         return config
 

@@ -198,3 +198,20 @@ def test_binary_alexnet_converts_and_runs_on_lowbit_kernels(pretrained):
     expected = model(pretrained["x"], training=False).numpy()
     got = Interpreter(model_content=result.tflite_model).predict(pretrained["x"])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_abc_alexnet_loads_pretrained_latent_weights(pretrained):
+    """ABC-Net AlexNet (M=2, N=2): grouped ABC convs, same names and kernel shapes;
+    the pretrained float weights become its latent weights."""
+    model = alexnet("abc", M=2, N=2, **SMALL)
+    load_alexnet_weights(model, pretrained["sources"]["h5"])
+    for name in WEIGHT_LAYERS:
+        kernel, bias = pretrained["weights"][name]
+        np.testing.assert_array_equal(np.asarray(model.get_layer(name).kernel), kernel)
+        np.testing.assert_array_equal(np.asarray(model.get_layer(name).bias), bias)
+    assert type(model.get_layer("conv2")).__name__ == "ABCConv2D"
+    assert model.get_layer("conv2").groups == 2
+    out = model(pretrained["x"], training=False).numpy()
+    assert out.shape == (2, 10) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="no unquantized form"):
+        alexnet("abc", quantize=False, **SMALL)

@@ -865,10 +865,17 @@ def _np_abc_conv(layer, x):
         h = _np_sign(np.clip(x + shifts[j], 0, 1) - 0.5)
         for i in range(layer.num_weight_bases):
             a = alphas[i] if layer.per_channel else alphas[i]
-            out = out + a * betas[j] * _np_conv2d(h, bases[i], layer.strides,
-                                                  layer.dilation_rate, layer.padding,
-                                                  layer.pad_values)  # fmt: skip
+            out = out + a * betas[j] * _np_grouped_conv2d(layer, h, bases[i])
     return out + b
+
+
+def _np_grouped_conv2d(layer, h, kernel):
+    """Group k: input channels [k*c, (k+1)*c) with kernel columns [k*f, (k+1)*f)."""
+    c, f = kernel.shape[2], kernel.shape[3] // layer.groups
+    return np.concatenate([
+        _np_conv2d(h[..., k * c:(k + 1) * c], kernel[..., k * f:(k + 1) * f], layer.strides,
+                   layer.dilation_rate, layer.padding, layer.pad_values)
+        for k in range(layer.groups)], axis=-1)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -876,12 +883,15 @@ def _np_abc_conv(layer, x):
     [(1, 1, False, dict(kernel_size=3)),
      (3, 2, False, dict(kernel_size=3, padding="same", pad_values=1.0)),
      (2, 3, True, dict(kernel_size=(2, 3), strides=2, padding="same")),
-     (5, 1, True, dict(kernel_size=2, dilation_rate=2))],
+     (5, 1, True, dict(kernel_size=2, dilation_rate=2)),
+     (2, 2, True, dict(kernel_size=3, padding="same", groups=3)),
+     (3, 2, False, dict(kernel_size=1, groups=3))],
 )  # fmt: skip
 def test_abc_conv_is_sum_of_scaled_binary_convs(run, m, n, per_channel, config):
-    layer = layers.ABCConv2D(5, num_weight_bases=m, num_activation_bases=n,
+    groups = config.get("groups", 1)
+    layer = layers.ABCConv2D(5 * groups, num_weight_bases=m, num_activation_bases=n,
                              per_channel=per_channel, **config)  # fmt: skip
-    shape = (2, 7, 6, 3)
+    shape = (2, 7, 6, 3 * groups)
     layer.build(shape)
     w, b, shifts, betas = layer.get_weights()
     layer.set_weights([w, _rng(1).normal(size=b.shape), shifts + _rng(2).normal(0, 0.1, n),
@@ -944,8 +954,6 @@ def test_abc_bad_arguments():
         layers.ABCConv2D(2, 3, kernel_quantizer="ste_sign")
     with pytest.raises(ValueError, match="channels_last.*channels_first"):
         layers.ABCConv2D(2, 3, data_format="channels_first")
-    with pytest.raises(ValueError, match="groups"):
-        layers.ABCConv2D(2, 3, groups=2)
 
 
 # ------------------------------------------------------------------------ Fastfood
