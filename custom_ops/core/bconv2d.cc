@@ -170,6 +170,8 @@ const char* BConv2DKernelName(BConv2DKernel kernel) {
       return "avx512bw";
     case BConv2DKernel::kAvx512:
       return "avx512";
+    case BConv2DKernel::kNeon:
+      return "neon";
   }
   return "unknown";
 }
@@ -186,6 +188,7 @@ BConv2DKernel SelectBConv2DKernel() {
       {BConv2DKernel::kAvx512Bw, LOWBIT_X86_SIMD && cpu.avx512bw},
       {BConv2DKernel::kAvx2, LOWBIT_X86_SIMD && cpu.avx2},
       {BConv2DKernel::kX86Popcnt, cpu.popcnt},
+      {BConv2DKernel::kNeon, LOWBIT_NEON_SIMD && cpu.neon},
   };
   const char* forced = std::getenv("LOWBIT_KERNEL");
   bool below_forced = forced == nullptr || forced[0] == '\0';
@@ -217,6 +220,8 @@ int BConv2DFilter::BlockWidth(BConv2DKernel kernel) {
     case BConv2DKernel::kAvx512Bw:
     case BConv2DKernel::kAvx512:
       return kAvx512BlockWidth;
+    case BConv2DKernel::kNeon:
+      return kNeonBlockWidth;
     default:
       return 0;
   }
@@ -303,7 +308,7 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
              const PackedWord* filter, const std::int32_t* tap_popcounts,
              const float* multiplier, const float* bias, float* output,
              ParallelExecutor& executor) {
-#if LOWBIT_X86_SIMD
+#if LOWBIT_SIMD
   const BConv2DParams& p = params;
   const std::int64_t words = p.words();
   const PackedWord tail = TailMask(p.channels_in);
@@ -348,6 +353,7 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
   args.bias = bias;
   args.output = output;
   switch (kernel) {
+#if LOWBIT_X86_SIMD
     case BConv2DKernel::kAvx2:
       BConv2DAvx2(args, executor);
       return;
@@ -357,6 +363,12 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
     case BConv2DKernel::kAvx512:
       BConv2DAvx512(args, executor);
       return;
+#endif
+#if LOWBIT_NEON_SIMD
+    case BConv2DKernel::kNeon:
+      BConv2DNeon(args, executor);
+      return;
+#endif
     default:
       break;
   }
@@ -380,6 +392,7 @@ void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2D
     case BConv2DKernel::kAvx2:
     case BConv2DKernel::kAvx512Bw:
     case BConv2DKernel::kAvx512:
+    case BConv2DKernel::kNeon:
       RunSimd(filter.kernel(), params, input, filter.data(), filter.tap_popcounts(), multiplier,
               bias, output, executor);
       return;

@@ -71,11 +71,13 @@ Status ParseActivation(const std::string& text, Activation* activation);
 //   kAvx2       8 channels per ymm, nibble-LUT (vpshufb) popcount;
 //   kAvx512Bw   16 channels per zmm, nibble-LUT popcount (AVX-512 F + BW,
 //               for CPUs without VPOPCNTDQ);
-//   kAvx512     16 channels per zmm, VPOPCNTD (AVX-512 F + VPOPCNTDQ).
-enum class BConv2DKernel { kReference, kPortable, kX86Popcnt, kAvx2, kAvx512Bw, kAvx512 };
+//   kAvx512     16 channels per zmm, VPOPCNTD (AVX-512 F + VPOPCNTDQ);
+//   kNeon       4 channels per q register, VCNT + pairwise widening adds
+//               (aarch64, armv7 with NEON).
+enum class BConv2DKernel { kReference, kPortable, kX86Popcnt, kAvx2, kAvx512Bw, kAvx512, kNeon };
 
 // Picks the best kernel for this CPU. The environment variable LOWBIT_KERNEL
-// ("reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512")
+// ("reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512", "neon")
 // forces a choice so that tests cover every path on one machine; a forced
 // path this CPU cannot run falls back to the best one it can run among the
 // lesser paths (avx512 -> avx512bw -> avx2 -> x86_popcnt -> portable).

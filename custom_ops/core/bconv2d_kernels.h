@@ -54,6 +54,12 @@ struct SimdConvArgs {
 #else
 #define LOWBIT_X86_SIMD 0
 #endif
+#if defined(__ARM_NEON) || defined(__ARM_NEON__) || defined(__aarch64__)
+#define LOWBIT_NEON_SIMD 1
+#else
+#define LOWBIT_NEON_SIMD 0
+#endif
+#define LOWBIT_SIMD (LOWBIT_X86_SIMD || LOWBIT_NEON_SIMD)
 void BConv2DAvx2(const SimdConvArgs& args, ParallelExecutor& executor);
 void BConv2DAvx512Bw(const SimdConvArgs& args, ParallelExecutor& executor);
 void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor);
@@ -62,6 +68,14 @@ void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor);
 // output channels one micro-kernel call covers at most).
 constexpr int kAvx2BlockWidth = 16;
 constexpr int kAvx512BlockWidth = 32;
+
+void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor);
+constexpr int kNeonBlockWidth = 8;
+#if defined(__aarch64__)
+constexpr int kNeonTilePixels = 4;
+#else
+constexpr int kNeonTilePixels = 2;
+#endif
 
 }  // namespace lowbit
 

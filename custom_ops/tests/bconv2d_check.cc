@@ -1,0 +1,112 @@
+// Bit-exactness check of every binary-conv kernel this CPU can run against the
+// reference kernel, on random shapes (channel tails, strides, dilations, both
+// paddings and pad values, 1 and 2 threads). A plain executable so that it
+// also runs under qemu-user for the Arm builds (tests/test_cross_kernels.py):
+//     bconv2d_check [cases]     exit status 0 and "OK <n> cases" on success
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/thread_pool.h"
+
+namespace {
+
+using lowbit::BConv2DKernel;
+using lowbit::BConv2DParams;
+using lowbit::PackedWord;
+
+constexpr BConv2DKernel kCandidates[] = {
+    BConv2DKernel::kPortable, BConv2DKernel::kX86Popcnt, BConv2DKernel::kAvx2,
+    BConv2DKernel::kAvx512Bw, BConv2DKernel::kAvx512,    BConv2DKernel::kNeon,
+};
+
+// The kernels SelectBConv2DKernel will really run here: forcing each name and
+// keeping those that are not replaced by a fallback.
+std::vector<BConv2DKernel> RunnableKernels() {
+  std::vector<BConv2DKernel> result;
+  for (BConv2DKernel k : kCandidates) {
+    setenv("LOWBIT_KERNEL", lowbit::BConv2DKernelName(k), 1);
+    if (lowbit::SelectBConv2DKernel() == k) result.push_back(k);
+  }
+  unsetenv("LOWBIT_KERNEL");
+  return result;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int cases = argc > 1 ? std::atoi(argv[1]) : 200;
+  const std::vector<BConv2DKernel> kernels = RunnableKernels();
+  std::printf("kernels:");
+  for (BConv2DKernel k : kernels) std::printf(" %s", lowbit::BConv2DKernelName(k));
+  std::printf("\n");
+  std::mt19937 rng(12345);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
+  lowbit::InlineExecutor inline_executor;
+  lowbit::ThreadPool pool(2);
+  for (int c = 0; c < cases; ++c) {
+    BConv2DParams p;
+    p.batch = uniform(1, 2);
+    p.channels_in = channel_choices[uniform(0, 9)];
+    p.out_channels = uniform(1, 40);
+    p.kernel_h = uniform(1, 3);
+    p.kernel_w = uniform(1, 3);
+    p.stride_h = uniform(1, 2);
+    p.stride_w = uniform(1, 2);
+    p.dilation_h = uniform(1, 2);
+    p.dilation_w = uniform(1, 2);
+    p.padding = uniform(0, 1) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
+    p.pad_value = uniform(0, 1);
+    p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
+    p.in_h = uniform((p.kernel_h - 1) * p.dilation_h + 1, 12);
+    p.in_w = uniform((p.kernel_w - 1) * p.dilation_w + 1, 20);
+    const lowbit::Status status = lowbit::ComputeBConv2DGeometry(&p);
+    if (!status.ok) {
+      std::printf("case %d: %s\n", c, status.message.c_str());
+      return 1;
+    }
+    const std::int64_t words = p.words();
+    // Random words, garbage in the padding bits included: kernels must mask them.
+    std::vector<PackedWord> input(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * words));
+    for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+    std::vector<PackedWord> filter(
+        static_cast<std::size_t>(p.out_channels * p.kernel_h * p.kernel_w * words));
+    for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+    const PackedWord tail = lowbit::TailMask(p.channels_in);
+    for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
+    std::vector<float> multiplier(p.out_channels), bias(p.out_channels);
+    for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+    for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
+    const std::size_t out_size =
+        static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels);
+    std::vector<float> expected(out_size), actual(out_size);
+    lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
+                    bias.data(), expected.data(), inline_executor);
+    for (BConv2DKernel k : kernels) {
+      for (lowbit::ParallelExecutor* executor :
+           {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
+            static_cast<lowbit::ParallelExecutor*>(&pool)}) {
+        std::fill(actual.begin(), actual.end(), -12345.0f);
+        lowbit::BConv2D(k, p, input.data(), filter.data(), multiplier.data(), bias.data(),
+                        actual.data(), *executor);
+        if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
+          std::printf(
+              "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
+              "d=%lld,%lld %s pad=%d\n",
+              lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
+              (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
+              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
+              (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
+              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+          return 1;
+        }
+      }
+    }
+  }
+  std::printf("OK %d cases\n", cases);
+  return 0;
+}
