@@ -324,8 +324,10 @@ def _predicted_bytes(
     ):
         return 0
     if layer.name in plans:
-        kh, kw, c, f = layer.kernel.shape
-        packed = f * (4 * math.ceil(kh * kw * c / 32) + 8)
+        # Conv kernels [KH, KW, C (per group), F], dense kernels [C, F]: each
+        # output channel packs its weights into whole int32 words.
+        *fan_in, f = layer.kernel.shape
+        packed = f * (4 * math.ceil(_prod(fan_in) / 32) + 8)
         return TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + packed
     if isinstance(layer, keras.layers.BatchNormalization):
         return TFLITE_OP_BYTES + 8 * _prod(layer.gamma.shape if layer.scale else layer.beta.shape)
