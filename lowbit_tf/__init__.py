@@ -20,6 +20,7 @@ TFLite runtime, `lowbit_tf.lite`, is usable, and nothing here needs TensorFlow.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 __version__ = "0.1.0"
@@ -41,12 +42,15 @@ def convert(model: Any, **kwargs: Any) -> bytes:
     return _convert(model, **kwargs)
 
 
-try:
-    import tensorflow  # noqa: F401
-except ImportError:  # a runtime-only install (e.g. a Raspberry Pi)
-    pass
-else:
-    from lowbit_tf import constraints, layers, quantizers  # noqa: F401
+# The lowbit-tf-runtime wheel (runtime/) ships only lite.py and _native/:
+# it never imports TensorFlow, even where TensorFlow happens to be installed.
+if (Path(__file__).resolve().parent / "layers.py").is_file():
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:  # TensorFlow-free device with the full source tree
+        pass
+    else:
+        from lowbit_tf import constraints, layers, quantizers  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

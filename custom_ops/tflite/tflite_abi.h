@@ -179,11 +179,17 @@ typedef struct TfLiteDelegateParams {
 // Passed BY VALUE, so its size and alignment are part of the call ABI. On
 // x86_64 and aarch64 a struct this large is passed in memory (by a hidden
 // pointer on aarch64) and a runtime with an older, shorter layout just reads a
-// prefix. On 32-bit Arm (AAPCS) it is split over r1-r3 and the stack and the
-// following arguments come after it, so there the layout must match the
-// runtime's exactly: build with -DLOWBIT_TFLITE_REGISTRATION_HAS_INPLACE=0 for
-// runtimes older than the `inplace_operator` field (which also drops the
-// struct's 8-byte alignment).
+// prefix. On 32-bit Arm (AAPCS) it is split over r2-r3 and the stack (its
+// 8-byte alignment skips r1) and the following arguments come after it, so
+// there the layout must match the runtime's exactly.
+//
+// Checked under qemu-arm (tests/arm/run_emulated.sh armhf): tflite-runtime
+// 2.14.0, the last release with armv7l wheels and the only one for Python
+// 3.11, HAS the trailing `inplace_operator` field; this full layout runs
+// there, and a build without the field crashes (SIGSEGV) in Prepare. For older
+// 32-bit runtimes (TFLite < 2.14) build with
+// `cmake -DLOWBIT_TFLITE_REGISTRATION_HAS_INPLACE=OFF` (CMake option), which
+// drops the field and with it the struct's 8-byte alignment.
 #ifndef LOWBIT_TFLITE_REGISTRATION_HAS_INPLACE
 #define LOWBIT_TFLITE_REGISTRATION_HAS_INPLACE 1
 #endif
@@ -295,6 +301,30 @@ static_assert(sizeof(TfLiteRegistration) == 88, "TfLiteRegistration size");
 #endif
 static_assert(offsetof(TfLiteDelegate, flags) == 40, "TfLiteDelegate.flags");
 static_assert(sizeof(TfLiteDelegate) == 56, "TfLiteDelegate size");
+#endif
+
+// The same layout on 32-bit Arm (AAPCS, ILP32). TfLiteRegistration is passed
+// by value there, so its size and alignment must be the runtime's exactly.
+#if defined(__arm__) && !defined(__aarch64__)
+static_assert(offsetof(TfLiteTensor, dims) == 8, "TfLiteTensor.dims (arm)");
+static_assert(offsetof(TfLiteTensor, bytes) == 24, "TfLiteTensor.bytes (arm)");
+static_assert(offsetof(TfLiteTensor, quantization) == 48, "TfLiteTensor.quantization (arm)");
+static_assert(offsetof(TfLiteNode, custom_initial_data) == 24, "TfLiteNode (arm)");
+static_assert(offsetof(TfLiteContext, ReplaceNodeSubsetsWithDelegateKernels) == 32,
+              "TfLiteContext.ReplaceNodeSubsetsWithDelegateKernels (arm)");
+static_assert(offsetof(TfLiteContext, GetTensor) == 80, "TfLiteContext.GetTensor (arm)");
+static_assert(offsetof(TfLiteRegistration, builtin_code) == 20, "TfLiteRegistration (arm)");
+static_assert(offsetof(TfLiteRegistration, async_kernel) == 36, "TfLiteRegistration (arm)");
+#if LOWBIT_TFLITE_REGISTRATION_HAS_INPLACE
+static_assert(offsetof(TfLiteRegistration, inplace_operator) == 40, "TfLiteRegistration (arm)");
+static_assert(sizeof(TfLiteRegistration) == 48 && alignof(TfLiteRegistration) == 8,
+              "TfLiteRegistration size (arm)");
+#else
+static_assert(sizeof(TfLiteRegistration) == 40 && alignof(TfLiteRegistration) == 4,
+              "TfLiteRegistration size (arm, without inplace_operator)");
+#endif
+static_assert(offsetof(TfLiteDelegate, flags) == 24, "TfLiteDelegate.flags (arm)");
+static_assert(sizeof(TfLiteDelegate) == 40, "TfLiteDelegate size (arm)");
 #endif
 
 #endif  // LOWBIT_TFLITE_TFLITE_ABI_H_

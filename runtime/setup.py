@@ -1,0 +1,206 @@
+"""Builds the lowbit-tf-runtime wheel from the lowbit-tf source tree.
+
+The wheel holds exactly:
+  lowbit_tf/__init__.py, lowbit_tf/lite.py, lowbit_tf/_native/__init__.py
+      staged at build time from ../lowbit_tf (the same files lowbit-tf ships)
+  lowbit_tf/_native/liblowbit_tflite.so
+      the TFLite delegate + kernels, built by CMake from ../custom_ops
+
+Environment:
+  LOWBIT_CMAKE_TOOLCHAIN  a CMake toolchain file (absolute, or relative to the
+                          repository root) for a cross build, e.g.
+                          custom_ops/cmake/aarch64-linux-gnu.cmake
+  LOWBIT_CMAKE_ARGS       more CMake arguments (split like a shell would)
+  LOWBIT_WHEEL_PLATFORM   force the wheel's platform tag; by default it is
+                          derived from the library: its ELF machine and the
+                          newest glibc symbol version it needs, e.g.
+                          manylinux_2_34_aarch64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools.dist import Distribution
+
+try:  # setuptools >= 70.1
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # pragma: no cover - older setuptools
+    from wheel.bdist_wheel import bdist_wheel
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+PACKAGE = REPO / "lowbit_tf"
+# The only modules of lowbit_tf that the runtime ships: none of them imports
+# TensorFlow (lowbit_tf/__init__.py imports the Keras side only where
+# TensorFlow is importable).
+MODULES = ("__init__.py", "lite.py", "_native/__init__.py")
+LIBRARY = "liblowbit_tflite.so"
+
+# ELF e_machine -> wheel architecture.
+_ELF_MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64"}
+
+
+def _version() -> str:
+    text = (PACKAGE / "__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"', text, re.M)
+    if match is None:
+        raise RuntimeError("no __version__ in lowbit_tf/__init__.py")
+    return match.group(1)
+
+
+def _check_tree() -> None:
+    missing = [m for m in MODULES if not (PACKAGE / m).is_file()]
+    if missing or not (REPO / "custom_ops" / "CMakeLists.txt").is_file():
+        raise RuntimeError(
+            "lowbit-tf-runtime is built from a lowbit-tf checkout (it needs ../lowbit_tf and "
+            f"../custom_ops next to {HERE}); missing: {missing or ['custom_ops/CMakeLists.txt']}"
+        )
+
+
+def _toolchain() -> str | None:
+    value = os.environ.get("LOWBIT_CMAKE_TOOLCHAIN", "").strip()
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        path = REPO / path
+    if not path.is_file():
+        raise RuntimeError(f"LOWBIT_CMAKE_TOOLCHAIN={value}: no such file")
+    return str(path)
+
+
+def _cmake_args() -> list[str]:
+    args = ["-DCMAKE_BUILD_TYPE=Release", "-DLOWBIT_BUILD_TFLITE=ON"]
+    toolchain = _toolchain()
+    if toolchain:
+        args.append(f"-DCMAKE_TOOLCHAIN_FILE={toolchain}")
+    # libstdc++ and libgcc are linked in (and kept hidden) so that the library
+    # needs only glibc: it then loads on any distribution whose glibc is new
+    # enough, whatever its compiler (Pi OS, Ubuntu, Debian...).
+    args.append(
+        "-DCMAKE_SHARED_LINKER_FLAGS=-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL"
+    )
+    args += shlex.split(os.environ.get("LOWBIT_CMAKE_ARGS", ""))
+    return args
+
+
+def build_library(build_root: Path) -> Path:
+    """Configures and builds liblowbit_tflite.so; returns its path."""
+    args = _cmake_args()
+    key = hashlib.sha256("\0".join(args).encode()).hexdigest()[:12]
+    build_dir = build_root / f"cmake-{key}"
+    out_dir = build_dir / "out"
+    cmake = shutil.which("cmake") or "cmake"
+    subprocess.run(
+        [cmake, "-S", str(REPO / "custom_ops"), "-B", str(build_dir),
+         f"-DLOWBIT_OUTPUT_DIR={out_dir}", *args],
+        check=True,
+    )
+    jobs = str(os.cpu_count() or 2)
+    subprocess.run(
+        [cmake, "--build", str(build_dir), "--target", "lowbit_tflite", "--parallel", jobs],
+        check=True,
+    )
+    return out_dir / LIBRARY
+
+
+def elf_arch(path: Path) -> str:
+    header = path.read_bytes()[:20]
+    if header[:4] != b"\x7fELF":
+        raise RuntimeError(f"{path} is not an ELF file")
+    order = "little" if header[5] == 1 else "big"
+    machine = int.from_bytes(header[18:20], order)
+    if machine not in _ELF_MACHINES:
+        raise RuntimeError(f"{path}: unsupported ELF machine {machine}")
+    return _ELF_MACHINES[machine]
+
+
+def glibc_needed(path: Path) -> tuple[int, int]:
+    """Newest GLIBC_x.y symbol version the library requires (readelf -V)."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        raise RuntimeError("readelf (binutils) is needed to tag the wheel; "
+                           "or set LOWBIT_WHEEL_PLATFORM")
+    text = subprocess.run([readelf, "-V", "--wide", str(path)], check=True,
+                          capture_output=True, text=True).stdout
+    versions = {(int(a), int(b)) for a, b in re.findall(r"Name: GLIBC_(\d+)\.(\d+)", text)}
+    return max(versions, default=(2, 17))
+
+
+def platform_tag(path: Path) -> str:
+    forced = os.environ.get("LOWBIT_WHEEL_PLATFORM", "").strip()
+    if forced:
+        return forced
+    arch = elf_arch(path)
+    major, minor = glibc_needed(path)
+    # manylinux_2_17 is the oldest tag pip knows for aarch64/armv7l.
+    major, minor = max((major, minor), (2, 17))
+    return f"manylinux_{major}_{minor}_{arch}"
+
+
+class BuildRuntime(build_py):
+    """Stages the runtime modules from ../lowbit_tf and builds the library."""
+
+    def run(self) -> None:
+        _check_tree()
+        target = Path(self.build_lib) / "lowbit_tf"
+        for module in MODULES:
+            dest = target / module
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(PACKAGE / module, dest)
+        library = build_library(HERE / "build")
+        shutil.copyfile(library, target / "_native" / LIBRARY)
+        self.distribution.lowbit_platform = platform_tag(library)
+        print(f"lowbit-tf-runtime: {LIBRARY} for {self.distribution.lowbit_platform}")
+
+    # The package directories exist only in the build tree, so nothing may
+    # look for them here.
+    def get_source_files(self) -> list[str]:
+        return []
+
+    def find_all_modules(self) -> list[tuple[str, str, str]]:
+        return []
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        target = Path(self.build_lib) / "lowbit_tf"
+        return [str(target / m) for m in (*MODULES, f"_native/{LIBRARY}")]
+
+
+class PlatformWheel(bdist_wheel):
+    """py3-none-<platform>: the library is no Python extension, but it is
+    machine code for one platform."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        self.root_is_pure = False
+
+    def get_tag(self) -> tuple[str, str, str]:
+        plat = getattr(self.distribution, "lowbit_platform", None)
+        if plat is None:
+            raise RuntimeError("the library was not built; run bdist_wheel without --skip-build")
+        return "py3", "none", plat
+
+
+class RuntimeDistribution(Distribution):
+    def has_ext_modules(self) -> bool:
+        return True
+
+
+setup(
+    version=_version(),
+    # Staged by BuildRuntime into the build tree; they do not exist here.
+    packages=["lowbit_tf", "lowbit_tf._native"],
+    include_package_data=False,
+    distclass=RuntimeDistribution,
+    cmdclass={"build_py": BuildRuntime, "bdist_wheel": PlatformWheel},
+    zip_safe=False,
+)

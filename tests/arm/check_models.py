@@ -1,0 +1,106 @@
+"""Runs the converted models on the (emulated) Arm device and compares outputs.
+
+    python3 check_models.py MODEL_DIR [--kernels default,reference,portable]
+
+Runs inside the Arm root made by run_emulated.sh, with only numpy, a TFLite
+runtime (ai-edge-litert or tflite-runtime) and lowbit-tf-runtime installed.
+MODEL_DIR is what make_models.py wrote on the x86 host. Each model runs once
+per kernel choice (LOWBIT_KERNEL, read when the delegate library is loaded, so
+each choice runs in a child process). Outputs of models marked "exact" must
+equal the x86 outputs bit for bit; the others (float builtins run by XNNPACK)
+within 1e-5. Exits non-zero on any mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+RTOL = ATOL = 1e-5
+
+
+def run_one(model_dir: Path) -> int:
+    """Child: run every model with the kernel chosen by LOWBIT_KERNEL."""
+    import numpy as np
+
+    import lowbit_tf.lite as lite
+
+    if "tensorflow" in sys.modules:
+        print("FAIL: importing lowbit_tf.lite imported TensorFlow")
+        return 1
+    kernel = os.environ.get("LOWBIT_KERNEL") or "default"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    failures = 0
+    for name, info in manifest.items():
+        x = np.load(model_dir / f"{name}.input.npy")
+        expected = np.load(model_dir / f"{name}.expected.npy")
+        for threads in (1, 2):
+            interpreter = lite.Interpreter(model_path=model_dir / f"{name}.tflite",
+                                           num_threads=threads)
+            got = interpreter.predict(x)
+            if got.shape != expected.shape or got.dtype != expected.dtype:
+                ok = False
+                detail = f"got {got.dtype}{got.shape}, want {expected.dtype}{expected.shape}"
+            elif info["exact"]:
+                diff = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+                ok = diff.size == 0
+                detail = "bit-identical" if ok else (
+                    f"{diff.size} of {got.size} values differ, first at flat index {diff[0]}: "
+                    f"{got.flat[diff[0]]!r} vs {expected.flat[diff[0]]!r}")
+            else:
+                err = float(np.max(np.abs(got - expected) / (ATOL + RTOL * np.abs(expected))))
+                ok = bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL))
+                detail = (f"max |diff| {float(np.max(np.abs(got - expected))):.3g} "
+                          f"({err:.3g} of the tolerance)")
+            failures += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {name:14s} kernel={kernel:9s} threads={threads} "
+                  f"runtime={interpreter.runtime_name}: {detail}", flush=True)
+    return 1 if failures else 0
+
+
+def _hwcaps() -> str:
+    """AT_HWCAP / AT_HWCAP2 as the (emulated) CPU reports them."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.getauxval.restype = ctypes.c_ulong
+        return f"hwcap={libc.getauxval(16):#x} hwcap2={libc.getauxval(26):#x}"
+    except (OSError, AttributeError):
+        return "hwcap=?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--kernels", default="default,reference,portable,neon")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return run_one(args.model_dir)
+
+    import numpy
+
+    print(f"machine {platform.machine()}, Python {platform.python_version()}, "
+          f"numpy {numpy.__version__}, QEMU_CPU={os.environ.get('QEMU_CPU', '-')}, {_hwcaps()}",
+          flush=True)
+    status = 0
+    for kernel in args.kernels.split(","):
+        env = dict(os.environ)
+        env.pop("LOWBIT_KERNEL", None)
+        if kernel != "default":
+            env["LOWBIT_KERNEL"] = kernel
+        status |= subprocess.run(
+            [sys.executable, __file__, str(args.model_dir), "--child"], env=env
+        ).returncode
+    print("ALL OK" if status == 0 else "MISMATCH", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
