@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bitpack_kernels.h"
+
 namespace lowbit {
 namespace {
 
@@ -10,12 +13,13 @@ namespace {
 // TensorFlow's CPU kernels (tf.sign in ste_sign) flush subnormals to zero.
 // Deciding on the bit pattern keeps the result independent of the calling
 // thread's floating-point mode (TFLite threads do not flush). Negative normals
-// down to -inf have patterns in [0x80800000, 0xff800000]; -0.0 and negative
-// subnormals lie below, NaNs with the sign bit above.
+// down to -inf have patterns u in [0x80800000, 0xff800000]; -0.0 and negative
+// subnormals lie below, NaNs with the sign bit above. One signed comparison
+// decides it (kernels/bitpack_kernels.h derives it; the SIMD packers use it too).
 inline PackedWord NegativeBit(float x) {
   std::uint32_t u;
   std::memcpy(&u, &x, sizeof(u));
-  return static_cast<PackedWord>(u >= 0x80800000u && u <= 0xff800000u);
+  return static_cast<PackedWord>(IsNegativeBitPattern(u));
 }
 
 void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
@@ -44,9 +48,29 @@ void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
 void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
                  PackedWord* output, ParallelExecutor& executor) {
   const std::int64_t words = PackedWords(channels);
+  // The packer follows the convolution kernel choice (LOWBIT_KERNEL included),
+  // so forcing "portable" or "reference" also tests the scalar packer.
+  const BConv2DKernel kernel = SelectBConv2DKernel();
+  const bool avx2 = kernel == BConv2DKernel::kAvx2 || kernel == BConv2DKernel::kAvx512Bw ||
+                    kernel == BConv2DKernel::kAvx512;
+  const std::int64_t full_words = channels / kBitsPerWord;
+  (void)avx2, (void)full_words;  // unused where there is no x86 SIMD
   executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
-      PackRow(input + r * channels, channels, output + r * words);
+      const float* in = input + r * channels;
+      PackedWord* out = output + r * words;
+#if LOWBIT_X86_SIMD
+      if (avx2 && full_words > 0) {
+        // Whole words with AVX2, the tail (if any) with the scalar packer.
+        BitpackWordsAvx2(in, full_words, out);
+        if (full_words < words) {
+          PackRow(in + full_words * kBitsPerWord, channels - full_words * kBitsPerWord,
+                  out + full_words);
+        }
+        continue;
+      }
+#endif
+      PackRow(in, channels, out);
     }
   });
 }
