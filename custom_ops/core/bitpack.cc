@@ -53,24 +53,30 @@ void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
   const BConv2DKernel kernel = SelectBConv2DKernel();
   const bool avx2 = kernel == BConv2DKernel::kAvx2 || kernel == BConv2DKernel::kAvx512Bw ||
                     kernel == BConv2DKernel::kAvx512;
+  const bool neon = kernel == BConv2DKernel::kNeon;
   const std::int64_t full_words = channels / kBitsPerWord;
-  (void)avx2, (void)full_words;  // unused where there is no x86 SIMD
+  (void)avx2, (void)neon;  // unused where the instruction set is absent
   executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       const float* in = input + r * channels;
       PackedWord* out = output + r * words;
+      // Whole words with SIMD where there is some, the tail with the scalar packer.
+      std::int64_t done = 0;
 #if LOWBIT_X86_SIMD
-      if (avx2 && full_words > 0) {
-        // Whole words with AVX2, the tail (if any) with the scalar packer.
+      if (avx2) {
         BitpackWordsAvx2(in, full_words, out);
-        if (full_words < words) {
-          PackRow(in + full_words * kBitsPerWord, channels - full_words * kBitsPerWord,
-                  out + full_words);
-        }
-        continue;
+        done = full_words;
       }
 #endif
-      PackRow(in, channels, out);
+#if LOWBIT_NEON_SIMD
+      if (neon) {
+        BitpackWordsNeon(in, full_words, out);
+        done = full_words;
+      }
+#endif
+      if (done < words) {
+        PackRow(in + done * kBitsPerWord, channels - done * kBitsPerWord, out + done);
+      }
     }
   });
 }

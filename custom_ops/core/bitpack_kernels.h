@@ -27,6 +27,10 @@ inline bool IsNegativeBitPattern(std::uint32_t u) {
 // called after a run-time check).
 void BitpackWordsAvx2(const float* input, std::int64_t words, PackedWord* output);
 #endif
+#if LOWBIT_NEON_SIMD
+// The same with NEON (aarch64, armv7).
+void BitpackWordsNeon(const float* input, std::int64_t words, PackedWord* output);
+#endif
 
 }  // namespace lowbit
 

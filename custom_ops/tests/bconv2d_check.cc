@@ -9,7 +9,11 @@
 #include <random>
 #include <vector>
 
+#include <cmath>
+#include <limits>
+
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/thread_pool.h"
 
 namespace {
@@ -35,6 +39,52 @@ std::vector<BConv2DKernel> RunnableKernels() {
   return result;
 }
 
+// -1 (bit 1) for negative normal numbers and -inf; zeros, subnormals and NaN
+// are +1 (bit 0): the bit convention of docs/custom_ops.md, written with
+// the C library's classification rather than bit patterns.
+bool ExpectedBit(float x) {
+  return (std::fpclassify(x) == FP_NORMAL || std::isinf(x)) && std::signbit(x);
+}
+
+// The packer of each kernel path (it follows LOWBIT_KERNEL) on random and
+// special values, with channel tails.
+bool CheckBitpack(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
+  const float specials[] = {0.0f, -0.0f, 1e-45f, -1e-45f, -1e-39f, -1.2e-38f,
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(), -3.5f, 2.0f};
+  lowbit::InlineExecutor executor;
+  for (int channels : {1, 31, 32, 33, 64, 100, 256}) {
+    const int rows = 7;
+    std::vector<float> x(static_cast<std::size_t>(rows * channels));
+    for (float& v : x) {
+      v = std::uniform_int_distribution<int>(0, 3)(rng) == 0
+              ? specials[std::uniform_int_distribution<int>(0, 11)(rng)]
+              : std::normal_distribution<float>()(rng);
+    }
+    const std::int64_t words = lowbit::PackedWords(channels);
+    std::vector<PackedWord> expected(static_cast<std::size_t>(rows * words), 0);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < channels; ++c) {
+        if (ExpectedBit(x[r * channels + c])) expected[r * words + c / 32] |= 1u << (c % 32);
+      }
+    }
+    for (BConv2DKernel k : kernels) {
+      setenv("LOWBIT_KERNEL", lowbit::BConv2DKernelName(k), 1);
+      std::vector<PackedWord> actual(expected.size(), 0xdeadbeef);
+      lowbit::BitpackRows(x.data(), rows, channels, actual.data(), executor);
+      if (actual != expected) {
+        std::printf("BITPACK MISMATCH kernel %s channels %d\n", lowbit::BConv2DKernelName(k),
+                    channels);
+        return false;
+      }
+    }
+  }
+  unsetenv("LOWBIT_KERNEL");
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -44,6 +94,7 @@ int main(int argc, char** argv) {
   for (BConv2DKernel k : kernels) std::printf(" %s", lowbit::BConv2DKernelName(k));
   std::printf("\n");
   std::mt19937 rng(12345);
+  if (!CheckBitpack(kernels, rng)) return 1;
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
   lowbit::InlineExecutor inline_executor;
