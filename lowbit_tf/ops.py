@@ -18,11 +18,19 @@ import tensorflow as tf
 
 from lowbit_tf._native import load_tf_ops
 
-__all__ = ["BITS_PER_WORD", "packed_words", "bitpack", "pack_filter", "bconv2d"]
+__all__ = [
+    "BITS_PER_WORD",
+    "packed_words",
+    "bitpack",
+    "pack_filter",
+    "bconv2d",
+    "bmaxpool2d",
+]
 
 BITS_PER_WORD = 32
 _PADDINGS = ("SAME", "VALID")
 _ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
+_OUTPUT_TYPES = ("float", "bitpacked")
 
 
 def packed_words(channels: int) -> int:
@@ -81,6 +89,7 @@ def bconv2d(
     padding: str = "VALID",
     pad_value: int = 0,
     activation: str | None = None,
+    output_type: str = "float",
 ) -> tf.Tensor:
     """Binary 2-D convolution with a fused output transform.
 
@@ -102,9 +111,15 @@ def bconv2d(
       pad_value: 0 (padded pixels contribute 0, like zero padding of the
         binarised input) or 1 (padded pixels are +1). Only matters for "SAME".
       activation: None / "linear" or "relu" (fused).
+      output_type: "float" (the default) or "bitpacked": the signs of the float
+        output, packed (`bitpack(bconv2d(...))` bit for bit), computed from the
+        integer dot products with exact per-channel thresholds so that a chain
+        of binary layers never unpacks. Needs finite multiplier and bias. With
+        activation="relu" every bit is 0 (+1): relu(y) is never negative.
 
     Returns:
-      float32 [N, OH, OW, C_out].
+      float32 [N, OH, OW, C_out], or int32 [N, OH, OW, ceil(C_out / 32)] for
+      output_type="bitpacked".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
@@ -129,6 +144,8 @@ def bconv2d(
         raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
+    if output_type not in _OUTPUT_TYPES:
+        raise ValueError(f"output_type must be 'float' or 'bitpacked', got {output_type!r}")
     out_channels = filter.shape[0]
     if multiplier is None:
         multiplier = tf.ones([out_channels], tf.float32)
@@ -152,4 +169,55 @@ def bconv2d(
         padding=padding,
         pad_value=int(pad_value),
         activation=_ACTIVATIONS[activation],
+        output_type=output_type,
+        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+    )
+
+
+def bmaxpool2d(
+    inputs: tf.Tensor | np.ndarray,
+    pool_size: int | Sequence[int],
+    *,
+    channels: int,
+    strides: int | Sequence[int] | None = None,
+    padding: str = "VALID",
+) -> tf.Tensor:
+    """Max-pooling of bit-packed +-1 values (NHWC, from `bitpack` or a
+    `bconv2d(..., output_type="bitpacked")`).
+
+    The max of +-1 values is +1 unless all are -1, and bit 1 means -1, so each
+    pooled bit is the AND of the window's bits; SAME padding is ignored (as in
+    TensorFlow's max-pool). Equals `bitpack(tf.nn.max_pool2d(x, ...))` for the
+    float x that was packed, since sign is monotone.
+
+    Args:
+      inputs: int32 packed [N, H, W, ceil(channels / 32)].
+      pool_size: (height, width) of the window, or an int for both.
+      channels: the real channel count.
+      strides: an int or (height, width); default `pool_size` (as Keras).
+      padding: "SAME" or "VALID" (TensorFlow's geometry).
+
+    Returns:
+      int32 packed [N, OH, OW, ceil(channels / 32)], padding bits 0.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype != tf.int32:
+        raise TypeError(f"bmaxpool2d inputs must be packed int32, got dtype {inputs.dtype.name}")
+    if inputs.shape.rank is not None and inputs.shape.rank != 4:
+        raise ValueError(f"bmaxpool2d inputs must be 4-D NHWC, got shape {inputs.shape}")
+    if not isinstance(channels, int | np.integer) or channels < 1:
+        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    padding = padding.upper()
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    filter_h, filter_w = _pair(pool_size, "pool_size")
+    stride_h, stride_w = _pair(pool_size if strides is None else strides, "strides")
+    return load_tf_ops().lowbit_b_max_pool2d(
+        inputs,
+        channels=int(channels),
+        filter_h=filter_h,
+        filter_w=filter_w,
+        stride_h=stride_h,
+        stride_w=stride_w,
+        padding=padding,
     )

@@ -117,3 +117,43 @@ def bconv2d_np(
     if activation == "relu":
         y = np.maximum(y, np.float32(0))
     return y.astype(np.float32)
+
+
+def bconv2d_bitpacked_np(*args, **kwargs) -> np.ndarray:
+    """bconv2d_np with output_type="bitpacked": the signs of the float output,
+    packed (int32 [N, OH, OW, ceil(C_out / 32)])."""
+    return bitpack_np(bconv2d_np(*args, **kwargs))
+
+
+def unpack_bits_np(packed: np.ndarray, channels: int) -> np.ndarray:
+    """Bits (0/1, uint8) of `channels` channels from int32 words along the last axis."""
+    words = np.asarray(packed).astype(np.int64) & 0xFFFFFFFF
+    bits = (words[..., :, None] >> np.arange(BITS)) & 1
+    return bits.reshape(words.shape[:-1] + (-1,))[..., :channels].astype(np.uint8)
+
+
+def bmaxpool2d_np(
+    packed: np.ndarray,
+    channels: int,
+    pool_size: tuple[int, int],
+    strides: tuple[int, int],
+    padding: str = "VALID",
+) -> np.ndarray:
+    """Max-pool of packed +-1 values: the -1 bit survives only if every value of
+    the window (padding excluded) is -1. Returns packed int32."""
+    bits = unpack_bits_np(packed, channels)
+    n, h, w, _ = bits.shape
+    (kh, kw), (sh, sw) = pool_size, strides
+    if padding == "SAME":
+        out_h, top, _ = same_padding(h, kh, sh, 1)
+        out_w, left, _ = same_padding(w, kw, sw, 1)
+    else:
+        out_h, out_w, top, left = (h - kh) // sh + 1, (w - kw) // sw + 1, 0, 0
+    out = np.zeros((n, out_h, out_w, channels), np.float32)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            y0, x0 = oy * sh - top, ox * sw - left
+            window = bits[:, max(y0, 0):min(y0 + kh, h), max(x0, 0):min(x0 + kw, w), :]
+            all_negative = window.reshape(n, -1, channels).min(axis=1)
+            out[:, oy, ox, :] = np.where(all_negative == 1, -1.0, 1.0)
+    return bitpack_np(out)

@@ -22,11 +22,15 @@ class ConversionResult:
     report: PassReport
 
 
-def convert_with_report(model: keras.Model, *, lowbit: bool = True) -> ConversionResult:
+def convert_with_report(
+    model: keras.Model, *, lowbit: bool = True, packed_chains: bool = True
+) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
-    lowered, plans = lower_model(model) if lowbit else (model, {})
+    lowered, plans = (
+        lower_model(model, packed_chains=packed_chains) if lowbit else (model, {})
+    )
     # The Keras path freezes the variables of the layers kept in float.
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
@@ -39,7 +43,7 @@ def convert_with_report(model: keras.Model, *, lowbit: bool = True) -> Conversio
     return ConversionResult(flatbuffer, sorted(plans), report)
 
 
-def convert(model: keras.Model, *, lowbit: bool = True) -> bytes:
+def convert(model: keras.Model, *, lowbit: bool = True, packed_chains: bool = True) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
     Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
@@ -51,6 +55,11 @@ def convert(model: keras.Model, *, lowbit: bool = True) -> bytes:
       model: a built Sequential or functional Keras model.
       lowbit: False converts the model as it is (float ops only), e.g. to
         compare sizes and speed with the float twin.
+      packed_chains: a binary conv whose output (after folded BatchNorm/ReLU)
+        goes only into another binary layer, possibly through a MaxPooling2D,
+        emits bit-packed signs (LowbitBconv2d output_type="bitpacked"), the
+        pool runs on them (LowbitBMaxPool2d) and the next layer reads them: no
+        float tensor in between. False keeps every intermediate tensor float.
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -61,4 +70,4 @@ def convert(model: keras.Model, *, lowbit: bool = True) -> bytes:
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
     """
-    return convert_with_report(model, lowbit=lowbit).tflite_model
+    return convert_with_report(model, lowbit=lowbit, packed_chains=packed_chains).tflite_model

@@ -14,6 +14,10 @@ class OptionSpec:
     type: type
     choices: tuple | None = None
     minimum: int | None = None
+    # An option added after the first version of the contract: readers take
+    # `default` when it is absent, and the flatbuffer pass leaves it out when
+    # it has that value (so models without the feature are unchanged).
+    default: object | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,21 @@ BCONV2D = CustomOpSpec(
         "padding": OptionSpec(str, choices=("SAME", "VALID")),
         "pad_value": OptionSpec(int, choices=(0, 1)),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
+        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
     },
 )
 
-CUSTOM_OPS: dict[str, CustomOpSpec] = {spec.name: spec for spec in (BCONV2D,)}
+BMAXPOOL2D = CustomOpSpec(
+    name="LowbitBMaxPool2d",
+    num_inputs=1,
+    options={
+        "channels": OptionSpec(int, minimum=1),
+        "filter_h": OptionSpec(int, minimum=1),
+        "filter_w": OptionSpec(int, minimum=1),
+        "stride_h": OptionSpec(int, minimum=1),
+        "stride_w": OptionSpec(int, minimum=1),
+        "padding": OptionSpec(str, choices=("SAME", "VALID")),
+    },
+)
+
+CUSTOM_OPS: dict[str, CustomOpSpec] = {spec.name: spec for spec in (BCONV2D, BMAXPOOL2D)}

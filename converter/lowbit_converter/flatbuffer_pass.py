@@ -5,8 +5,9 @@ op whose custom_code is the TF op name and whose custom_options is a
 FlexBuffer map of all the TF op's attributes. This pass:
   - checks every custom op is one of ours (anything else would fail to run);
   - rewrites each one's custom_options to exactly the documented keys
-    (docs/custom_ops.md), dropping TF-internal attributes such as "T", and
-    validates their types and values;
+    (docs/custom_ops.md), dropping TF-internal attributes such as "T" and
+    "Tout" and optional keys that have their default value, and validates
+    their types and values;
   - checks the op's weight inputs (filter, multiplier, bias) are constants.
 """
 
@@ -40,9 +41,9 @@ def _normalised_options(spec: CustomOpSpec, raw: bytes, where: str) -> dict:
         raise ConversionError(f"{where}: custom options are not a FlexBuffer map")
     result = {}
     for key, option in spec.options.items():
-        if key not in options:
+        if key not in options and option.default is None:
             raise ConversionError(f"{where}: custom option {key!r} is missing")
-        value = options[key]
+        value = options.get(key, option.default)
         if option.type is str and isinstance(value, bytes):
             value = value.decode()
         if not isinstance(value, option.type) or isinstance(value, bool):
@@ -55,6 +56,8 @@ def _normalised_options(spec: CustomOpSpec, raw: bytes, where: str) -> dict:
             )
         if option.minimum is not None and value < option.minimum:
             raise ConversionError(f"{where}: custom option {key!r} = {value!r} < {option.minimum}")
+        if option.default is not None and value == option.default:
+            continue  # absent means the default (docs/custom_ops.md)
         result[key] = value
     return result
 

@@ -13,6 +13,18 @@ folded into the op's per-channel multiplier and bias, and a plain ReLU after
 that into its fused activation. Every other layer is kept as it is (it shares
 its weights with the original model) and becomes TFLite builtins.
 
+Packed chains. When the output of a binary conv (after its folded BatchNorm /
+ReLU) goes only into another binary layer, or only into a MaxPooling2D that
+goes only into one, the next layer would just binarise it again. The conv
+then emits `output_type="bitpacked"` (the signs of its float output, computed
+from the integer dot product with exact per-channel thresholds, see
+docs/custom_ops.md), the pool becomes `LowbitBMaxPool2d` on the packed words
+(max-pool commutes with the monotone sign: sign(max(x)) = max(sign(x))), and
+the next LowbitBconv2d reads the packed int32 tensor: no float tensor between
+them. Chains the packed ops cannot express (grouped convs on either side, a
+conv whose own non-ReLU activation runs afterwards, a channels_first pool,
+several consumers, a model output in between) stay on the float path.
+
 BatchNorm folding, per output channel c, with the conv's integer dot product d
 and kernel scale alpha:
     BN(alpha d + b) = gamma * (alpha d + b - mean) / sqrt(var + eps) + beta
@@ -106,6 +118,12 @@ class BConv2DPlan:
     conv: QuantConv2D | QuantDense
     batch_norm: keras.layers.BatchNormalization | None = None
     relu: keras.layers.Layer | None = None
+    # Packed chains (see the module docstring): this conv emits packed signs,
+    # optionally through `pool` (a MaxPooling2D lowered to LowbitBMaxPool2d),
+    # and/or reads the packed output of the binary conv before it.
+    packed_output: bool = False
+    pool: keras.layers.MaxPooling2D | None = None
+    packed_input: bool = False
 
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         filters = int(self.conv.kernel.shape[-1])
@@ -156,6 +174,8 @@ class LoweredBConv2D(keras.layers.Layer):
                 strict=True,
             )
         ]
+        self.packed_output = plan.packed_output
+        self.packed_input = plan.packed_input
         self.channels_in = int(kernel.shape[2])  # per group
         self.out_channels = int(kernel.shape[3])
         if self.dense:
@@ -173,17 +193,24 @@ class LoweredBConv2D(keras.layers.Layer):
         )
         self.fused_activation = "relu" if fused_relu else None
         # Any other activation of the conv itself runs as float ops afterwards.
-        self.trailing_activation = (
-            conv.activation
-            if plan.batch_norm is None and conv_activation not in (None, "relu")
-            else None
-        )
+        self.trailing_activation = self.trailing_activation_of(plan)
+
+    @staticmethod
+    def trailing_activation_of(plan: BConv2DPlan) -> Any:
+        """The conv's own activation when it is neither linear nor ReLU (run as
+        float ops after the lowered op), else None."""
+        name = _activation_name(plan.conv.activation)
+        if plan.batch_norm is None and name not in (None, "relu"):
+            return plan.conv.activation
+        return None
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
+        depth = ops.packed_words(self.channels_in) if self.packed_input else self.channels_in
+        out_depth = ops.packed_words(self.out_channels) if self.packed_output else self.out_channels
         if self.dense:
             leading = tf.shape(inputs)[:-1]
-            inputs = tf.reshape(inputs, [-1, 1, 1, self.channels_in])
+            inputs = tf.reshape(inputs, [-1, 1, 1, depth])
         slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         parts = [
             ops.bconv2d(
@@ -198,6 +225,7 @@ class LoweredBConv2D(keras.layers.Layer):
                 padding=self.padding,
                 pad_value=self.pad_value,
                 activation=self.fused_activation,
+                output_type="bitpacked" if self.packed_output else "float",
             )
             for part, (packed_filter, multiplier, bias) in zip(
                 slices, self.group_constants, strict=True
@@ -205,10 +233,28 @@ class LoweredBConv2D(keras.layers.Layer):
         ]
         outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         if self.dense:
-            outputs = tf.reshape(outputs, tf.concat([leading, [self.out_channels]], axis=0))
+            outputs = tf.reshape(outputs, tf.concat([leading, [out_depth]], axis=0))
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
+
+
+class LoweredBMaxPool2D(keras.layers.Layer):
+    """A MaxPooling2D between two binary convs of a packed chain: the same
+    pooling on the packed signs (LowbitBMaxPool2d)."""
+
+    def __init__(self, pool: keras.layers.MaxPooling2D, channels: int, **kwargs: Any) -> None:
+        super().__init__(name=pool.name, **kwargs)
+        self.channels = int(channels)
+        self.pool_size = tuple(pool.pool_size)
+        self.pool_strides = tuple(pool.strides)
+        self.pool_padding = pool.padding.upper()
+
+    def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        return ops.bmaxpool2d(
+            inputs, self.pool_size, channels=self.channels, strides=self.pool_strides,
+            padding=self.pool_padding,
+        )
 
 
 class FoldedAway(keras.layers.Layer):
@@ -236,8 +282,11 @@ def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
         )
 
 
-def plan_lowering(model: keras.Model) -> dict[str, BConv2DPlan]:
-    """Finds the binary convs and what folds into each, keyed by layer name."""
+def plan_lowering(model: keras.Model, *, packed_chains: bool = True) -> dict[str, BConv2DPlan]:
+    """Finds the binary convs and what folds into each, keyed by layer name.
+
+    packed_chains: also mark the chains of binary layers that can stay
+    bit-packed (see the module docstring)."""
     graph = model_graph(model)
     layers = {layer.name: layer for layer in model.layers}
     plans: dict[str, BConv2DPlan] = {}
@@ -259,28 +308,74 @@ def plan_lowering(model: keras.Model) -> dict[str, BConv2DPlan]:
         if _activation_name(layer.activation) is None and nxt is not None and _is_plain_relu(nxt):
             plan.relu = nxt
         plans[layer.name] = plan
+    if packed_chains:
+        _plan_packed_chains(graph, layers, plans)
     return plans
 
 
-def lower_model(model: keras.Model) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
+def _groups(layer: keras.layers.Layer) -> int:
+    return 1 if isinstance(layer, QuantDense) else int(getattr(layer, "groups", 1))
+
+
+def _plan_packed_chains(
+    graph: Any, layers: dict[str, keras.layers.Layer], plans: dict[str, BConv2DPlan]
+) -> None:
+    """Marks the binary convs whose output is only re-binarised (see the module
+    docstring) and the MaxPooling2D between them."""
+    for plan in plans.values():
+        conv = plan.conv
+        tail = (plan.relu or plan.batch_norm or conv).name
+        if _groups(conv) != 1 or LoweredBConv2D.trailing_activation_of(plan) is not None:
+            continue
+        nxt = layers.get(graph.only_consumer(tail) or "")
+        pool = None
+        if isinstance(nxt, keras.layers.MaxPooling2D):
+            if nxt.data_format != "channels_last" or nxt.padding not in ("same", "valid"):
+                continue
+            pool = nxt
+            nxt = layers.get(graph.only_consumer(nxt.name) or "")
+        if nxt is None or nxt.name not in plans or _groups(nxt) != 1:
+            continue
+        if pool is not None and isinstance(conv, QuantDense):
+            continue  # a pool after a dense layer is not a 2-D pool of its channels
+        plan.packed_output = True
+        plan.pool = pool
+        plans[nxt.name].packed_input = True
+
+
+def lower_model(
+    model: keras.Model, *, packed_chains: bool = True
+) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
     """Returns (the lowered model, the plans applied).
+
+    packed_chains: let chains of binary layers pass packed int32 tensors
+    between them (what `convert` does by default); off, every lowered layer's
+    output keeps the meaning (and dtype) of the Keras layer's output, which is
+    handy for inspecting intermediate tensors.
 
     The lowered model shares every non-lowered layer (and its weights) with
     `model`; folded BatchNorm and ReLU layers become pass-throughs.
     """
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
-    plans = plan_lowering(model)
+    plans = plan_lowering(model, packed_chains=packed_chains)
     folded = {
         fused.name
         for plan in plans.values()
         for fused in (plan.batch_norm, plan.relu)
         if fused is not None
     }
+    pools = {
+        plan.pool.name: (plan.pool, int(plan.conv.kernel.shape[-1]))
+        for plan in plans.values()
+        if plan.pool is not None
+    }
 
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in plans:
             return LoweredBConv2D(plans[layer.name])
+        if layer.name in pools:
+            return LoweredBMaxPool2D(*pools[layer.name])
         if layer.name in folded:
             return FoldedAway(name=layer.name)
         return layer

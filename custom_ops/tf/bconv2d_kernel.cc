@@ -3,8 +3,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -32,6 +34,17 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
     OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &params_.activation)));
     OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(params_)));
+    std::string output_type;
+    tensorflow::DataType tout;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("output_type", &output_type));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &tout));
+    OP_REQUIRES_OK(ctx, ToTf(ParseOutputType(output_type, &output_type_)));
+    const tensorflow::DataType want =
+        output_type_ == OutputType::kBitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
+    OP_REQUIRES(ctx, tout == want,
+                InvalidArgument("LowbitBconv2d: output_type \"", output_type,
+                                "\" needs Tout = ", tensorflow::DataTypeString(want), ", got ",
+                                tensorflow::DataTypeString(tout)));
     kernel_ = SelectBConv2DKernel();
   }
 
@@ -77,9 +90,20 @@ class BConv2DOp : public tensorflow::OpKernel {
     p.out_channels = out_channels;
     OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DGeometry(&p)));
 
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    std::vector<std::int32_t> threshold;
+    std::vector<std::uint8_t> flip;
+    if (bitpacked) {
+      threshold.resize(static_cast<std::size_t>(out_channels));
+      flip.resize(static_cast<std::size_t>(out_channels));
+      OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DThresholds(p, multiplier.flat<float>().data(),
+                                                        bias.flat<float>().data(),
+                                                        threshold.data(), flip.data())));
+    }
     tensorflow::Tensor* output = nullptr;
+    const std::int64_t out_depth = bitpacked ? PackedWords(out_channels) : out_channels;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, tensorflow::TensorShape({p.batch, p.out_h, p.out_w, out_channels}),
+                            0, tensorflow::TensorShape({p.batch, p.out_h, p.out_w, out_depth}),
                             &output));
     if (output->NumElements() == 0) return;
 
@@ -99,6 +123,12 @@ class BConv2DOp : public tensorflow::OpKernel {
     }
     const std::shared_ptr<const BConv2DFilter> prepared = PreparedFilter(
         p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
+    if (bitpacked) {
+      BConv2DBitpacked(p, packed_input, *prepared, threshold.data(), flip.data(),
+                       reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
+                       executor);
+      return;
+    }
     BConv2D(p, packed_input, *prepared, multiplier.flat<float>().data(),
             bias.flat<float>().data(), output->flat<float>().data(), executor);
   }
@@ -126,6 +156,7 @@ class BConv2DOp : public tensorflow::OpKernel {
   }
 
   BConv2DParams params_;
+  OutputType output_type_ = OutputType::kFloat;
   BConv2DKernel kernel_;
   std::mutex mutex_;
   std::shared_ptr<const BConv2DFilter> prepared_;  // guarded by mutex_

@@ -1,6 +1,7 @@
 // Registrations (signatures, attributes, shape functions) of the lowbit TF ops.
 // The kernels live in bitpack_kernel.cc and bconv2d_kernel.cc.
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/types.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -40,8 +41,9 @@ REGISTER_OP("LowbitBconv2d")
     .Input("filter: int32")
     .Input("multiplier: float")
     .Input("bias: float")
-    .Output("output: float")
+    .Output("output: Tout")
     .Attr("T: {float, int32}")
+    .Attr("Tout: {float, int32} = DT_FLOAT")
     .Attr("channels_in: int >= 1")
     .Attr("kernel_h: int >= 1")
     .Attr("kernel_w: int >= 1")
@@ -52,6 +54,7 @@ REGISTER_OP("LowbitBconv2d")
     .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
     .Attr("pad_value: int = 0")
     .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("output_type: {'float', 'bitpacked'} = 'float'")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
@@ -81,7 +84,13 @@ REGISTER_OP("LowbitBconv2d")
         out_h = c->MakeDim(p.out_h);
         out_w = c->MakeDim(p.out_w);
       }
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w, c->Dim(filter, 0)}));
+      std::string output_type;
+      TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
+      DimensionHandle depth = c->Dim(filter, 0);
+      if (output_type == "bitpacked") {
+        depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w, depth}));
       return TfStatus();
     })
     .Doc(R"doc(
@@ -94,7 +103,56 @@ filter: int32 [C_out, ceil(kernel_h * kernel_w * channels_in / 32)], the bit-pac
   of the flattened OHWI kernel (compact: one bit per weight).
 multiplier: float32 [C_out].
 bias: float32 [C_out].
-output: float32 [N, OH, OW, C_out].
+output_type: "float": output float32 [N, OH, OW, C_out]; "bitpacked": the signs of
+  that output packed, int32 [N, OH, OW, ceil(C_out / 32)], computed from the integer
+  dot product with exact per-channel thresholds (Tout must be int32).
+output: float32 [N, OH, OW, C_out], or int32 packed [N, OH, OW, ceil(C_out / 32)].
+)doc");
+
+REGISTER_OP("LowbitBMaxPool2d")
+    .Input("input: int32")
+    .Output("output: int32")
+    .Attr("channels: int >= 1")
+    .Attr("filter_h: int >= 1")
+    .Attr("filter_w: int >= 1")
+    .Attr("stride_h: int >= 1 = 1")
+    .Attr("stride_w: int >= 1 = 1")
+    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle input;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      BMaxPool2DParams p;
+      std::string padding;
+      TF_RETURN_IF_ERROR(c->GetAttr("channels", &p.channels));
+      TF_RETURN_IF_ERROR(c->GetAttr("filter_h", &p.filter_h));
+      TF_RETURN_IF_ERROR(c->GetAttr("filter_w", &p.filter_w));
+      TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
+      TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
+      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+      ParsePadding(padding, &p.padding);
+      DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
+      const DimensionHandle in_h = c->Dim(input, 1), in_w = c->Dim(input, 2);
+      if (c->ValueKnown(in_h) && c->ValueKnown(in_w)) {
+        p.batch = 1;
+        p.in_h = c->Value(in_h);
+        p.in_w = c->Value(in_w);
+        const lowbit::Status geometry = ComputeBMaxPool2DGeometry(&p);
+        if (!geometry.ok) {
+          return tensorflow::errors::InvalidArgument("LowbitBMaxPool2d: ", geometry.message);
+        }
+        out_h = c->MakeDim(p.out_h);
+        out_w = c->MakeDim(p.out_w);
+      }
+      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w,
+                                     c->MakeDim(PackedWords(p.channels))}));
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Max-pooling of bit-packed +-1 values (bit 1 = -1): the pooled bit is the AND of
+the window's bits; SAME padding is ignored. See docs/custom_ops.md.
+
+input: int32 packed [N, H, W, ceil(channels / 32)].
+output: int32 packed [N, OH, OW, ceil(channels / 32)].
 )doc");
 
 }  // namespace lowbit

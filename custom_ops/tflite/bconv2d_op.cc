@@ -8,17 +8,23 @@
 //                        constant and whenever its words change
 //          2 multiplier  float32 [Cout]
 //          3 bias        float32 [Cout]
-// Output:  0             float32 [N, OH, OW, Cout]
+// Output:  0             float32 [N, OH, OW, Cout], or with output_type
+//                        "bitpacked" int32 [N, OH, OW, ceil(Cout/32)] (the signs
+//                        of the float output, from exact integer thresholds:
+//                        core/bconv2d_bitpacked.h)
 // Options (FlexBuffer map): channels_in, kernel_h, kernel_w, stride_h, stride_w,
 //   dilation_h, dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
-//   activation ("NONE"/"RELU"). Unknown keys are ignored.
+//   activation ("NONE"/"RELU"), output_type ("float"/"bitpacked"; optional,
+//   "float" when absent). Unknown keys are ignored.
 #include <climits>
+#include <cstring>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -53,8 +59,8 @@ std::size_t Bytes4(std::int64_t count) {
 
 class Bconv2dOp final : public Op {
  public:
-  Bconv2dOp(const BConv2DParams& attrs, BConv2DKernel kernel)
-      : attrs_(attrs), kernel_(kernel) {}
+  Bconv2dOp(const BConv2DParams& attrs, OutputType output_type, BConv2DKernel kernel)
+      : attrs_(attrs), output_type_(output_type), kernel_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -143,7 +149,9 @@ class Bconv2dOp final : public Op {
     input_bytes_ = Bytes4(pixels * expected_c);
     filter_bytes_ = Bytes4(cout * filter_words);
     vector_bytes_ = Bytes4(cout);
-    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * cout);
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    const std::int64_t out_depth = bitpacked ? PackedWords(cout) : cout;
+    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * out_depth);
     if (!input_bytes_ || !filter_bytes_ || !vector_bytes_ || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
@@ -155,10 +163,24 @@ class Bconv2dOp final : public Op {
       if (!filter_.SameSource(kernel_, p, compact)) filter_.Prepare(kernel_, p, compact);
     }
 
+    if (bitpacked) {
+      threshold_.resize(static_cast<std::size_t>(cout));
+      flip_.resize(static_cast<std::size_t>(cout));
+      transform_.clear();  // thresholds are computed from the data, in Eval
+      // Constant multiplier and bias are checked now, so that a bad model
+      // fails at allocation rather than at the first invocation.
+      if (mult.data != nullptr && bias.data != nullptr && mult.bytes >= vector_bytes_ &&
+          bias.bytes >= vector_bytes_) {
+        s = UpdateThresholds(static_cast<const float*>(mult.data),
+                             static_cast<const float*>(bias.data));
+        if (!s.ok) return s;
+      }
+    }
+
     outputs->assign(1, OutputSpec{});
-    (*outputs)[0].type = kTfLiteFloat32;
+    (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
     (*outputs)[0].dims = {static_cast<int>(p.batch), static_cast<int>(p.out_h),
-                          static_cast<int>(p.out_w), static_cast<int>(cout)};
+                          static_cast<int>(p.out_w), static_cast<int>(out_depth)};
     prepared_ = true;
     return Status::Ok();
   }
@@ -179,11 +201,13 @@ class Bconv2dOp final : public Op {
       }
     }
     const TensorRef& out = outputs[0];
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    const TfLiteType out_type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
     if (out.data == nullptr) return Error("output has no data");
-    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
-      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
-                   " bytes, got " + TypeName(out.type) + " with " +
-                   std::to_string(out.bytes));
+    if (out.type != out_type || out.bytes < output_bytes_) {
+      return Error(std::string("output must be ") + TypeName(out_type) + " with " +
+                   std::to_string(output_bytes_) + " bytes, got " + TypeName(out.type) +
+                   " with " + std::to_string(out.bytes));
     }
     const PackedWord* packed_input;
     if (input_packed_) {
@@ -200,13 +224,40 @@ class Bconv2dOp final : public Op {
     // result right if the filter is not a constant.
     const PackedWord* compact = static_cast<const PackedWord*>(inputs[1].data);
     if (!filter_.SameSource(kernel_, params_, compact)) filter_.Prepare(kernel_, params_, compact);
+    if (bitpacked) {
+      Status s = UpdateThresholds(static_cast<const float*>(inputs[2].data),
+                                  static_cast<const float*>(inputs[3].data));
+      if (!s.ok) return s;
+      BConv2DBitpacked(params_, packed_input, filter_, threshold_.data(), flip_.data(),
+                       static_cast<PackedWord*>(out.data), executor);
+      return Status::Ok();
+    }
     BConv2D(params_, packed_input, filter_, static_cast<const float*>(inputs[2].data),
             static_cast<const float*>(inputs[3].data), static_cast<float*>(out.data), executor);
     return Status::Ok();
   }
 
  private:
+  // Recomputes the integer thresholds when multiplier or bias differ from the
+  // values they were computed from (normally only once: both are constants).
+  Status UpdateThresholds(const float* multiplier, const float* bias) {
+    const std::size_t cout = static_cast<std::size_t>(params_.out_channels);
+    if (transform_.size() == 2 * cout &&
+        std::memcmp(transform_.data(), multiplier, cout * sizeof(float)) == 0 &&
+        std::memcmp(transform_.data() + cout, bias, cout * sizeof(float)) == 0) {
+      return Status::Ok();
+    }
+    transform_.clear();
+    Status s = ComputeBConv2DThresholds(params_, multiplier, bias, threshold_.data(),
+                                        flip_.data());
+    if (!s.ok) return Error(s.message);
+    transform_.assign(multiplier, multiplier + cout);
+    transform_.insert(transform_.end(), bias, bias + cout);
+    return Status::Ok();
+  }
+
   const BConv2DParams attrs_;   // options only
+  const OutputType output_type_;
   const BConv2DKernel kernel_;  // chosen once, at init
   BConv2DParams params_;        // options + shapes of the last Prepare
   bool prepared_ = false;
@@ -214,6 +265,11 @@ class Bconv2dOp final : public Op {
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
   std::vector<PackedWord> packed_;          // bit-packed float input
   BConv2DFilter filter_;                    // filter laid out for kernel_
+  // output_type "bitpacked": per-channel thresholds and the multiplier and
+  // bias words they were computed from (empty: not computed yet).
+  std::vector<std::int32_t> threshold_;
+  std::vector<std::uint8_t> flip_;
+  std::vector<float> transform_;
 };
 
 }  // namespace
@@ -256,9 +312,19 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   s = ParseActivation(text, &attrs.activation);
   if (!s.ok) return Error("option 'activation': " + s.message);
 
+  // Added after the first version of the contract: absent means "float".
+  OutputType output_type = OutputType::kFloat;
+  flex::Value value;
+  if (map.Find("output_type", &value)) {
+    s = flex::GetString(map, "output_type", &text);
+    if (!s.ok) return Error(s.message);
+    s = ParseOutputType(text, &output_type);
+    if (!s.ok) return Error("option 'output_type': " + s.message);
+  }
+
   s = CheckBConv2DOptions(attrs);
   if (!s.ok) return Error(s.message);
-  op->reset(new Bconv2dOp(attrs, SelectBConv2DKernel()));
+  op->reset(new Bconv2dOp(attrs, output_type, SelectBConv2DKernel()));
   return Status::Ok();
 }
 

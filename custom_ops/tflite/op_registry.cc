@@ -9,6 +9,7 @@ namespace {
 // Every custom op the delegate claims. One line per op.
 constexpr OpEntry kOps[] = {
     {"LowbitBconv2d", &CreateBconv2dOp},
+    {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
 };
 
 }  // namespace

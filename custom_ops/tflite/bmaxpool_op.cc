@@ -1,0 +1,147 @@
+// TFLite shell of LowbitBMaxPool2d: max-pooling of bit-packed +-1 values.
+//
+// Input:   0 input   int32 [N, H, W, ceil(channels/32)]  packed
+// Output:  0         int32 [N, OH, OW, ceil(channels/32)] packed
+// Options (FlexBuffer map): channels, filter_h, filter_w, stride_h, stride_w
+//   (ints), padding ("SAME"/"VALID"). Unknown keys are ignored.
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+namespace {
+
+Status Error(const std::string& msg) { return Status::Error("LowbitBMaxPool2d: " + msg); }
+
+Status GetIntInRange(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
+                     std::int64_t* out) {
+  Status s = flex::GetInt(map, key, out);
+  if (!s.ok) return Error(s.message);
+  if (*out < lo || *out > hi) {
+    return Error(std::string("option '") + key + "' = " + std::to_string(*out) +
+                 " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return Status::Ok();
+}
+
+std::size_t Bytes4(std::int64_t count) {
+  if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
+  return static_cast<std::size_t>(count) * 4;
+}
+
+class BMaxPool2dOp final : public Op {
+ public:
+  explicit BMaxPool2dOp(const BMaxPool2DParams& attrs) : attrs_(attrs) {}
+
+  Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
+                 std::vector<OutputSpec>* outputs) override {
+    prepared_ = false;
+    if (inputs.size() != 1) {
+      return Error("expected 1 input, got " + std::to_string(inputs.size()));
+    }
+    if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
+    const TensorRef& in = inputs[0];
+    if (!in.present) return Error("input is missing");
+    if (in.type != kTfLiteInt32) {
+      return Error(std::string("input must be INT32 (packed), got ") + TypeName(in.type));
+    }
+    if (in.rank != 4) return Error("input must have rank 4 (NHWC), got shape " + ShapeString(in));
+    const std::int64_t words = attrs_.words();
+    if (in.dims[3] != words) {
+      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[3]) +
+                   " packed words, expected " + std::to_string(words) + " for channels = " +
+                   std::to_string(attrs_.channels));
+    }
+    for (int i = 0; i < 4; ++i) {
+      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
+    }
+    BMaxPool2DParams p = attrs_;
+    p.batch = in.dims[0];
+    p.in_h = in.dims[1];
+    p.in_w = in.dims[2];
+    Status s = ComputeBMaxPool2DGeometry(&p);
+    if (!s.ok) return Error(s.message);
+    if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
+    input_bytes_ = Bytes4(p.batch * p.in_h * p.in_w * words);
+    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * words);
+    if (!input_bytes_ || !output_bytes_) return Error("tensor sizes overflow");
+    params_ = p;
+    outputs->assign(1, OutputSpec{});
+    (*outputs)[0].type = kTfLiteInt32;
+    (*outputs)[0].dims = {static_cast<int>(p.batch), static_cast<int>(p.out_h),
+                          static_cast<int>(p.out_w), static_cast<int>(words)};
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status Eval(const std::vector<TensorRef>& inputs, const std::vector<TensorRef>& outputs,
+              ParallelExecutor& executor) override {
+    if (!prepared_ || inputs.size() != 1 || outputs.size() != 1) {
+      return Error("Eval called without a successful Prepare");
+    }
+    if (inputs[0].data == nullptr) return Error("input has no data");
+    if (inputs[0].bytes < input_bytes_) {
+      return Error("input holds " + std::to_string(inputs[0].bytes) + " bytes, expected " +
+                   std::to_string(input_bytes_));
+    }
+    const TensorRef& out = outputs[0];
+    if (out.data == nullptr) return Error("output has no data");
+    if (out.type != kTfLiteInt32 || out.bytes < output_bytes_) {
+      return Error("output must be INT32 with " + std::to_string(output_bytes_) +
+                   " bytes, got " + TypeName(out.type) + " with " + std::to_string(out.bytes));
+    }
+    BMaxPool2D(params_, static_cast<const PackedWord*>(inputs[0].data),
+               static_cast<PackedWord*>(out.data), executor);
+    return Status::Ok();
+  }
+
+ private:
+  const BMaxPool2DParams attrs_;
+  BMaxPool2DParams params_;
+  bool prepared_ = false;
+  std::size_t input_bytes_ = 0, output_bytes_ = 0;
+};
+
+}  // namespace
+
+Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
+                          std::unique_ptr<Op>* op) {
+  if (options == nullptr || size == 0) {
+    return Error("custom options are missing (expected a FlexBuffer map)");
+  }
+  flex::Map map;
+  Status s = flex::Map::Parse(options, size, &map);
+  if (!s.ok) return Error("bad custom options: " + s.message);
+  BMaxPool2DParams attrs;
+  std::int64_t v = 0;
+  if (!(s = GetIntInRange(map, "channels", 1, INT_MAX, &v)).ok) return s;
+  attrs.channels = v;
+  if (!(s = GetIntInRange(map, "filter_h", 1, INT_MAX, &v)).ok) return s;
+  attrs.filter_h = v;
+  if (!(s = GetIntInRange(map, "filter_w", 1, INT_MAX, &v)).ok) return s;
+  attrs.filter_w = v;
+  if (!(s = GetIntInRange(map, "stride_h", 1, INT_MAX, &v)).ok) return s;
+  attrs.stride_h = v;
+  if (!(s = GetIntInRange(map, "stride_w", 1, INT_MAX, &v)).ok) return s;
+  attrs.stride_w = v;
+  std::string text;
+  s = flex::GetString(map, "padding", &text);
+  if (!s.ok) return Error(s.message);
+  s = ParsePadding(text, &attrs.padding);
+  if (!s.ok) return Error("option 'padding': " + s.message);
+  s = CheckBMaxPool2DOptions(attrs);
+  if (!s.ok) return Error(s.message);
+  op->reset(new BMaxPool2dOp(attrs));
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit
