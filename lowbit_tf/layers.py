@@ -721,52 +721,6 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
 # ------------------------------------------------------------------------- ABC-Net
 
 
-@tf.custom_gradient
-def _sign_ste(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
-    """``sign`` (``sign(0) = +1``) with the plain straight-through gradient."""
-
-    def grad(dy: tf.Tensor) -> tf.Tensor:
-        return dy
-
-    return _sign(x), grad
-
-
-def abc_weight_shifts(num_bases: int) -> list[float]:
-    r"""ABC-Net's weight-base shifts :math:`u_i = -1 + 2 (i - 1) / (M - 1)`, ``[0.0]`` for M = 1."""
-    if num_bases == 1:
-        return [0.0]
-    return [-1.0 + 2.0 * i / (num_bases - 1) for i in range(num_bases)]
-
-
-def _abc_weight_bases(
-    kernel: tf.Tensor, num_bases: int, per_channel: bool
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """(bases (M, *kernel.shape), alphas (M,) or (M, out)); see :class:`ABCConv2D`."""
-    kernel = tf.convert_to_tensor(kernel)
-    rank = kernel.shape.rank
-    axes = list(range(rank - 1)) if per_channel else None
-    mean = tf.stop_gradient(tf.reduce_mean(kernel, axis=axes, keepdims=True))
-    std = tf.stop_gradient(tf.math.reduce_std(kernel, axis=axes, keepdims=True))
-    bases = tf.stack(
-        [_sign_ste(kernel - mean + u * std) for u in abc_weight_shifts(num_bases)]
-    )
-    b = tf.cast(tf.stop_gradient(bases), tf.float64)
-    w = tf.cast(tf.stop_gradient(kernel), tf.float64)
-    eye = tf.eye(num_bases, dtype=tf.float64)
-    if per_channel:
-        out = kernel.shape[-1]
-        bm = tf.transpose(tf.reshape(b, (num_bases, -1, out)), (2, 0, 1))  # (out, M, K)
-        wm = tf.transpose(tf.reshape(w, (-1, out)))[:, :, None]  # (out, K, 1)
-    else:
-        bm = tf.reshape(b, (1, num_bases, -1))  # (1, M, K)
-        wm = tf.reshape(w, (1, -1, 1))
-    size = tf.cast(tf.shape(bm)[-1], tf.float64)
-    gram = tf.matmul(bm, bm, transpose_b=True) + 1e-6 * size * eye  # ridge: equal bases
-    alphas = tf.linalg.solve(gram, tf.matmul(bm, wm))[..., 0]  # (out or 1, M)
-    alphas = tf.transpose(alphas) if per_channel else alphas[0]
-    return bases, tf.cast(alphas, kernel.dtype)
-
-
 class _ABCMixin:
     """ABC-Net weight and activation bases shared by :class:`ABCConv2D` and :class:`ABCDense`."""
 
@@ -783,10 +737,10 @@ class _ABCMixin:
     def _build_abc(self) -> None:
         n = self.num_activation_bases
         # Thresholds t_j = 0.5 - v_j spread over [-1, 1] (0 for N = 1: H = sign(x)).
-        thresholds = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
         self.activation_shifts = self.add_weight(
             name="activation_shifts", shape=(n,),
-            initializer=keras.initializers.Constant(0.5 - thresholds), trainable=True,
+            initializer=keras.initializers.Constant(lb_quantizers.abc_activation_shifts(n)),
+            trainable=True,
         )  # fmt: skip
         self.activation_betas = self.add_weight(
             name="activation_betas", shape=(n,),
@@ -805,7 +759,9 @@ class _ABCMixin:
             alphas, mean and standard deviation are treated as constants.
         """
         self._check_built("weight bases")
-        bases, alphas = _abc_weight_bases(self.kernel, self.num_weight_bases, self.per_channel)
+        bases, alphas = lb_quantizers.abc_weight_bases(
+            self.kernel, self.num_weight_bases, self.per_channel
+        )
         self._update_training_metrics(bases, training)
         return bases, alphas
 
@@ -818,13 +774,7 @@ class _ABCMixin:
         :math:`0 \le x + v_j \le 1`, 0 elsewhere): sign is straight-through.
         """
         self._check_built("activation bases")
-        x = tf.convert_to_tensor(inputs)
-        return tf.stack(
-            [
-                _sign_ste(tf.clip_by_value(x + self.activation_shifts[j], 0.0, 1.0) - 0.5)
-                for j in range(self.num_activation_bases)
-            ]
-        )
+        return lb_quantizers.abc_activation_bases(inputs, self.activation_shifts)
 
     def quantized_kernel(self, training: Any = None) -> tf.Tensor:
         r"""The effective kernel :math:`\sum_i \alpha_i B_i` (same shape as the kernel)."""

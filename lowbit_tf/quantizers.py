@@ -110,11 +110,14 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 import tensorflow as tf
 
 from lowbit_tf._keras import keras
 
 __all__ = [
+    "AbcActivations",
+    "AbcWeights",
     "ApproxSign",
     "DoReFa",
     "DoReFaGradient",
@@ -1239,6 +1242,174 @@ class PowerOfTwo(Quantizer):
 
     def get_config(self) -> dict[str, Any]:
         return {"bits": self.bits, "max_exponent": self.max_exponent}
+
+
+# ------------------------------------------------------------------------- ABC-Net
+# Shared by the quantizers below and by the ABC layers (lowbit_tf.layers), which
+# make the activation shifts and betas trainable weights.
+
+@tf.custom_gradient
+def _sign_ste(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]]:
+    """``sign`` (``sign(0) = +1``) with the plain straight-through gradient."""
+
+    def grad(dy: tf.Tensor) -> tf.Tensor:
+        return dy
+
+    return _sign(x), grad
+
+
+def abc_weight_shifts(num_bases: int) -> list[float]:
+    r"""ABC-Net's weight-base shifts :math:`u_i = -1 + 2 (i - 1) / (M - 1)`, ``[0.0]`` for M = 1."""
+    if num_bases == 1:
+        return [0.0]
+    return [-1.0 + 2.0 * i / (num_bases - 1) for i in range(num_bases)]
+
+
+def abc_weight_bases(
+    kernel: tf.Tensor, num_bases: int, per_channel: bool
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """ABC-Net's M binary weight bases and their least-squares scales; see :class:`AbcWeights`.
+
+    Returns ``(bases, alphas)``: bases of shape ``(M, *kernel.shape)`` in
+    {-1, +1}; alphas of shape ``(M,)``, or ``(M, out)`` per output channel.
+    """
+    kernel = tf.convert_to_tensor(kernel)
+    rank = kernel.shape.rank
+    axes = list(range(rank - 1)) if per_channel else None
+    mean = tf.stop_gradient(tf.reduce_mean(kernel, axis=axes, keepdims=True))
+    std = tf.stop_gradient(tf.math.reduce_std(kernel, axis=axes, keepdims=True))
+    bases = tf.stack(
+        [_sign_ste(kernel - mean + u * std) for u in abc_weight_shifts(num_bases)]
+    )
+    b = tf.cast(tf.stop_gradient(bases), tf.float64)
+    w = tf.cast(tf.stop_gradient(kernel), tf.float64)
+    eye = tf.eye(num_bases, dtype=tf.float64)
+    if per_channel:
+        out = kernel.shape[-1]
+        bm = tf.transpose(tf.reshape(b, (num_bases, -1, out)), (2, 0, 1))  # (out, M, K)
+        wm = tf.transpose(tf.reshape(w, (-1, out)))[:, :, None]  # (out, K, 1)
+    else:
+        bm = tf.reshape(b, (1, num_bases, -1))  # (1, M, K)
+        wm = tf.reshape(w, (1, -1, 1))
+    size = tf.cast(tf.shape(bm)[-1], tf.float64)
+    gram = tf.matmul(bm, bm, transpose_b=True) + 1e-6 * size * eye  # ridge: equal bases
+    alphas = tf.linalg.solve(gram, tf.matmul(bm, wm))[..., 0]  # (out or 1, M)
+    alphas = tf.transpose(alphas) if per_channel else alphas[0]
+    return bases, tf.cast(alphas, kernel.dtype)
+
+
+def abc_activation_shifts(num_bases: int) -> np.ndarray:
+    """Default activation shifts v_j: thresholds 0.5 - v_j spread evenly over
+    [-1, 1] (a single base, N = 1, thresholds at 0: H(x) = sign(x))."""
+    thresholds = np.linspace(-1.0, 1.0, num_bases) if num_bases > 1 else np.zeros(1)
+    return 0.5 - thresholds
+
+
+def abc_activation_bases(inputs: Any, shifts: Any) -> tf.Tensor:
+    r"""The binary activation bases :math:`H_{v_j}(x) = \text{sign}(\text{clip}(x + v_j,
+    0, 1) - 0.5)`, stacked on a new first axis (one per shift).
+
+    Values in {-1, +1} (+1 where :math:`x + v_j \ge 0.5`); the gradient with
+    respect to x and v_j is that of the clip (sign is straight-through).
+    """
+    x = tf.convert_to_tensor(inputs)
+    shifts = tf.convert_to_tensor(shifts, x.dtype)
+    return tf.stack(
+        [_sign_ste(tf.clip_by_value(x + shifts[j], 0.0, 1.0) - 0.5)
+         for j in range(shifts.shape[0])]
+    )
+
+
+@register_quantizer("abc_weights")
+class AbcWeights(Quantizer):
+    r"""ABC-Net weight quantizer (Lin, Zhao and Pan, 2017): M binary bases.
+
+    .. math::
+        W \approx \sum_{i=1}^{M} \alpha_i B_i, \quad
+        B_i = \text{sign}(W - \bar W + u_i \sigma_W), \quad
+        u_i = -1 + \tfrac{2(i-1)}{M-1}
+
+    with the alphas fitted by least squares on every call (per output channel,
+    the last axis, with ``per_channel=True``: an extension of the paper).
+    Gradients are straight-through: :math:`\partial L/\partial W = \sum_i
+    \alpha_i \partial L/\partial B_i`. The same bases drive
+    :class:`lowbit_tf.layers.ABCConv2D`, which computes the M * N binary
+    convolutions separately rather than with the summed kernel.
+
+    Arguments:
+        num_bases: M >= 1.
+        per_channel: fit mean, std and alphas per output channel.
+    """
+
+    def __init__(self, num_bases: int = 3, per_channel: bool = False):
+        self.num_bases = _check_int("num_bases", num_bases, minimum=1)
+        self.per_channel = _check_bool("per_channel", per_channel)
+        self.precision = self.num_bases  # M binary planes
+
+    def bases(self, kernel: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """``(bases, alphas)`` as :func:`abc_weight_bases` computes them."""
+        return abc_weight_bases(kernel, self.num_bases, self.per_channel)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        bases, alphas = self.bases(inputs)
+        shape = (self.num_bases,) + (1,) * (bases.shape.rank - 1)
+        if self.per_channel:
+            shape = shape[:-1] + (alphas.shape[-1],)
+        return tf.reduce_sum(bases * tf.reshape(alphas, shape), axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_bases": self.num_bases, "per_channel": self.per_channel}
+
+
+@register_quantizer("abc_activations")
+class AbcActivations(Quantizer):
+    r"""ABC-Net activation quantizer: N shifted binary bases.
+
+    .. math::
+        A \approx \sum_{j=1}^{N} \beta_j H_{v_j}(A), \quad
+        H_v(x) = \text{sign}(\text{clip}(x + v, 0, 1) - 0.5)
+
+    As a standalone quantizer (e.g. a layer's ``input_quantizer``) the shifts
+    v_j and scales beta_j are constants: by default the thresholds 0.5 - v_j
+    spread over [-1, 1] and beta_j = 1/N. :class:`lowbit_tf.layers.ABCConv2D`
+    and :class:`~lowbit_tf.layers.ABCDense` make them trainable weights
+    initialised the same way. Gradient: that of the clip (straight-through
+    sign).
+
+    Arguments:
+        num_bases: N >= 1.
+        shifts: N shifts v_j, or None for the defaults.
+        betas: N scales beta_j, or None for 1/N each.
+    """
+
+    def __init__(self, num_bases: int = 3, shifts: Sequence[float] | None = None,
+                 betas: Sequence[float] | None = None):
+        self.num_bases = _check_int("num_bases", num_bases, minimum=1)
+        for name, values in (("shifts", shifts), ("betas", betas)):
+            if values is not None and len(values) != self.num_bases:
+                raise ValueError(
+                    f"`{name}` must have num_bases={self.num_bases} values, received "
+                    f"{name}={list(values)!r}."
+                )
+        self.shifts = (
+            [float(v) for v in shifts] if shifts is not None
+            else abc_activation_shifts(self.num_bases).tolist()
+        )
+        self.betas = (
+            [float(v) for v in betas] if betas is not None
+            else [1.0 / self.num_bases] * self.num_bases
+        )
+        self.precision = self.num_bases
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        h = abc_activation_bases(inputs, self.shifts)
+        betas = tf.reshape(tf.constant(self.betas, inputs.dtype),
+                           (self.num_bases,) + (1,) * inputs.shape.rank)
+        return tf.reduce_sum(h * betas, axis=0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"num_bases": self.num_bases, "shifts": self.shifts, "betas": self.betas}
+
 
 
 @register_quantizer("fixed_point")

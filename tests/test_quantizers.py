@@ -1056,3 +1056,70 @@ def test_quantizer_subclass_with_training_receives_it():
     assert seen == [True, None]
     assert not quantizers.SteSign._call_takes_training
     assert quantizers.StochasticSign._call_takes_training
+
+
+# ----------------------------------------------------------------------------- ABC-Net
+
+
+@pytest.mark.parametrize("num_bases, per_channel", [(1, False), (3, False), (2, True), (5, True)])
+def test_abc_weights_is_the_least_squares_sum_of_binary_bases(num_bases, per_channel):
+    rng = np.random.default_rng(num_bases)
+    w = rng.normal(size=(3, 3, 4, 6)).astype(np.float32)
+    q = quantizers.AbcWeights(num_bases, per_channel)
+    bases, alphas = (t.numpy() for t in q.bases(w))
+    assert bases.shape == (num_bases, *w.shape) and set(np.unique(bases)) <= {-1.0, 1.0}
+    axes = (0, 1, 2) if per_channel else None
+    mean, std = w.mean(axis=axes, keepdims=True), w.std(axis=axes, keepdims=True)
+    shifts = [0.0] if num_bases == 1 else np.linspace(-1, 1, num_bases)
+    for i, u in enumerate(shifts):
+        np.testing.assert_array_equal(bases[i], np.where(w - mean + u * std < 0, -1.0, 1.0))
+    # Least squares: the residual is orthogonal to every base (per channel).
+    approx = q(w).numpy()
+    residual = (w - approx).reshape(-1, w.shape[-1]) if per_channel else (w - approx).ravel()
+    for i in range(num_bases):
+        b = bases[i].reshape(residual.shape)
+        dots = (residual * b).sum(axis=0)
+        np.testing.assert_allclose(dots, 0, atol=1e-3 * np.abs(w).sum())
+    assert q.precision == num_bases
+
+
+def test_abc_weights_gradient_is_straight_through_sum_of_alphas():
+    w = tf.Variable(np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32))
+    q = quantizers.get("abc_weights")
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(q(w))
+    _, alphas = q.bases(w)
+    np.testing.assert_allclose(tape.gradient(y, w).numpy(),
+                               np.full((5, 4), alphas.numpy().sum()), rtol=1e-6)
+
+
+def test_abc_activations_values_gradient_and_config():
+    q = quantizers.AbcActivations(num_bases=2, shifts=[0.5, 0.0], betas=[0.75, 0.25])
+    x = tf.constant([-0.5, 0.0, 0.3, 0.6, 1.2])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = q(x)
+    # H_0.5(x) = +1 iff x + 0.5 >= 0.5; H_0(x) = +1 iff x >= 0.5.
+    h0 = np.where(x.numpy() + 0.5 >= 0.5, 1.0, -1.0)
+    h1 = np.where(x.numpy() >= 0.5, 1.0, -1.0)
+    np.testing.assert_allclose(y.numpy(), 0.75 * h0 + 0.25 * h1)
+    # Gradient: the clips' (1 inside [0, 1] after the shift) times the betas.
+    inside0 = ((x.numpy() + 0.5 >= 0) & (x.numpy() + 0.5 <= 1)).astype(np.float32)
+    inside1 = ((x.numpy() >= 0) & (x.numpy() <= 1)).astype(np.float32)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), 0.75 * inside0 + 0.25 * inside1)
+    restored = quantizers.deserialize(quantizers.serialize(q))
+    assert restored.get_config() == q.get_config()
+    np.testing.assert_array_equal(restored(x).numpy(), y.numpy())
+    default = quantizers.get("abc_activations")
+    assert default.num_bases == 3 and default.betas == [1 / 3] * 3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: quantizers.AbcWeights(num_bases=0), "num_bases"),
+    (lambda: quantizers.AbcWeights(per_channel="yes"), "per_channel"),
+    (lambda: quantizers.AbcActivations(num_bases=2, shifts=[0.1]), "shifts"),
+    (lambda: quantizers.AbcActivations(num_bases=2, betas=[1, 2, 3]), "betas"),
+])
+def test_abc_quantizers_reject_bad_arguments(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
