@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from flatbuffers import flexbuffers
+from keras_helpers import randomize_batch_norms
 
 import lowbit_converter
 from lowbit_converter import ConversionError
@@ -35,14 +36,6 @@ def operators(tflite: bytes) -> list[tuple[str, object]]:
         result.append((name, op))
     return result
 
-
-def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n),
-                               rng.uniform(-5, 5, n), rng.uniform(0.5, 20, n)])
 
 
 def run_tflite(tflite: bytes, x: np.ndarray, **kwargs) -> np.ndarray:

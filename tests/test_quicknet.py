@@ -5,20 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from keras_helpers import randomize_batch_norms
 
 import lowbit_converter
 from lowbit_models.quicknet import quicknet
-from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter
-
-
-def randomize_batch_norms(model: keras.Model, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n),
-                               rng.uniform(-5, 5, n), rng.uniform(0.5, 20, n)])
 
 
 @pytest.mark.parametrize("config", [

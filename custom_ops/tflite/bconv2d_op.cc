@@ -37,26 +37,6 @@ Status Error(const std::string& msg) {
   return Status::Error("LowbitBconv2d: " + msg);
 }
 
-// Reads an int option and checks lo <= value <= hi.
-Status GetIntInRange(const flex::Map& map, const char* key, std::int64_t lo,
-                     std::int64_t hi, std::int64_t* out) {
-  Status s = flex::GetInt(map, key, out);
-  if (!s.ok) return Error(s.message);
-  if (*out < lo || *out > hi) {
-    return Error(std::string("option '") + key + "' = " + std::to_string(*out) +
-                 " is out of range [" + std::to_string(lo) + ", " +
-                 std::to_string(hi) + "]");
-  }
-  return Status::Ok();
-}
-
-// Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size here,
-// since every tensor the op reads is non-empty).
-std::size_t Bytes4(std::int64_t count) {
-  if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
-  return static_cast<std::size_t>(count) * 4;
-}
-
 class Bconv2dOp final : public Op {
  public:
   Bconv2dOp(const BConv2DParams& attrs, OutputType output_type, BConv2DKernel kernel)
@@ -276,30 +256,27 @@ class Bconv2dOp final : public Op {
 
 Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
                        std::unique_ptr<Op>* op) {
-  if (options == nullptr || size == 0) {
-    return Error("custom options are missing (expected a FlexBuffer map)");
-  }
   flex::Map map;
-  Status s = flex::Map::Parse(options, size, &map);
-  if (!s.ok) return Error("bad custom options: " + s.message);
+  Status s = ParseOptions(options, size, &map);
+  if (!s.ok) return Error(s.message);
 
   BConv2DParams attrs;
   std::int64_t v = 0;
-  if (!(s = GetIntInRange(map, "channels_in", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "channels_in", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.channels_in = v;
-  if (!(s = GetIntInRange(map, "kernel_h", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "kernel_h", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.kernel_h = v;
-  if (!(s = GetIntInRange(map, "kernel_w", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "kernel_w", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.kernel_w = v;
-  if (!(s = GetIntInRange(map, "stride_h", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "stride_h", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.stride_h = v;
-  if (!(s = GetIntInRange(map, "stride_w", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "stride_w", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.stride_w = v;
-  if (!(s = GetIntInRange(map, "dilation_h", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "dilation_h", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.dilation_h = v;
-  if (!(s = GetIntInRange(map, "dilation_w", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "dilation_w", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.dilation_w = v;
-  if (!(s = GetIntInRange(map, "pad_value", 0, 1, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "pad_value", 0, 1, &v)).ok) return Error(s.message);
   attrs.pad_value = static_cast<int>(v);
 
   std::string text;

@@ -21,22 +21,6 @@ namespace {
 
 Status Error(const std::string& msg) { return Status::Error("LowbitBMaxPool2d: " + msg); }
 
-Status GetIntInRange(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
-                     std::int64_t* out) {
-  Status s = flex::GetInt(map, key, out);
-  if (!s.ok) return Error(s.message);
-  if (*out < lo || *out > hi) {
-    return Error(std::string("option '") + key + "' = " + std::to_string(*out) +
-                 " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
-  return Status::Ok();
-}
-
-std::size_t Bytes4(std::int64_t count) {
-  if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
-  return static_cast<std::size_t>(count) * 4;
-}
-
 class BMaxPool2dOp final : public Op {
  public:
   explicit BMaxPool2dOp(const BMaxPool2DParams& attrs) : attrs_(attrs) {}
@@ -114,23 +98,20 @@ class BMaxPool2dOp final : public Op {
 
 Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
                           std::unique_ptr<Op>* op) {
-  if (options == nullptr || size == 0) {
-    return Error("custom options are missing (expected a FlexBuffer map)");
-  }
   flex::Map map;
-  Status s = flex::Map::Parse(options, size, &map);
-  if (!s.ok) return Error("bad custom options: " + s.message);
+  Status s = ParseOptions(options, size, &map);
+  if (!s.ok) return Error(s.message);
   BMaxPool2DParams attrs;
   std::int64_t v = 0;
-  if (!(s = GetIntInRange(map, "channels", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "channels", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.channels = v;
-  if (!(s = GetIntInRange(map, "filter_h", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "filter_h", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.filter_h = v;
-  if (!(s = GetIntInRange(map, "filter_w", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "filter_w", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.filter_w = v;
-  if (!(s = GetIntInRange(map, "stride_h", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "stride_h", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.stride_h = v;
-  if (!(s = GetIntInRange(map, "stride_w", 1, INT_MAX, &v)).ok) return s;
+  if (!(s = GetIntOption(map, "stride_w", 1, INT_MAX, &v)).ok) return Error(s.message);
   attrs.stride_w = v;
   std::string text;
   s = flex::GetString(map, "padding", &text);

@@ -1,5 +1,6 @@
 #include "custom_ops/tflite/op_registry.h"
 
+#include <cstdint>
 #include <cstring>
 
 namespace lowbit {
@@ -20,6 +21,32 @@ const OpEntry* FindOp(const char* custom_name) {
     if (std::strcmp(entry.custom_name, custom_name) == 0) return &entry;
   }
   return nullptr;
+}
+
+Status ParseOptions(const std::uint8_t* options, std::size_t size, flex::Map* map) {
+  if (options == nullptr || size == 0) {
+    return Status::Error("custom options are missing (expected a FlexBuffer map)");
+  }
+  Status s = flex::Map::Parse(options, size, map);
+  if (!s.ok) return Status::Error("bad custom options: " + s.message);
+  return Status::Ok();
+}
+
+Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
+                    std::int64_t* out) {
+  Status s = flex::GetInt(map, key, out);
+  if (!s.ok) return s;
+  if (*out < lo || *out > hi) {
+    return Status::Error(std::string("option '") + key + "' = " + std::to_string(*out) +
+                         " is out of range [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
+  }
+  return Status::Ok();
+}
+
+std::size_t Bytes4(std::int64_t count) {
+  if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
+  return static_cast<std::size_t>(count) * 4;
 }
 
 std::string ShapeString(const TensorRef& t) {

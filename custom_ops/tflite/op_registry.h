@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "custom_ops/core/types.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/tflite_abi.h"
 
 namespace lowbit {
@@ -76,8 +77,17 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
 Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
                           std::unique_ptr<Op>* op);
 
-// Helpers shared by the ops.
+// Helpers shared by the ops. Their messages name the key or value; each op
+// prefixes its own name.
 std::string ShapeString(const TensorRef& t);
+// Parses custom_options into a FlexBuffer map (missing or corrupt -> error).
+Status ParseOptions(const std::uint8_t* options, std::size_t size, flex::Map* map);
+// Reads the int option `key` and checks lo <= value <= hi.
+Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
+                    std::int64_t* out);
+// Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size for
+// the tensors the ops check, which are all non-empty).
+std::size_t Bytes4(std::int64_t count);
 const char* TypeName(TfLiteType type);
 
 }  // namespace tflite

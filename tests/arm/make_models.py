@@ -34,18 +34,12 @@ from lowbit_tf import constraints, layers  # noqa: E402
 from lowbit_tf._keras import keras  # noqa: E402
 from lowbit_tf.lite import Interpreter  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+from keras_helpers import randomize_batch_norms  # noqa: E402
+
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
               kernel_constraint=constraints.WeightClip(1.0))
 
-
-def _randomize(model: keras.Model, seed: int) -> None:
-    """Non-trivial BatchNorm statistics (fresh ones are the identity)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, n), rng.uniform(-1, 1, n),
-                               rng.uniform(-5, 5, n), rng.uniform(0.5, 20, n)])
 
 
 def binary_stack() -> keras.Model:
@@ -82,7 +76,7 @@ def main(out_dir: str) -> int:
     manifest = {}
     for index, (name, (build, shape, exact)) in enumerate(MODELS.items()):
         model = build()
-        _randomize(model, seed=index)
+        randomize_batch_norms(model, seed=index)
         result = lowbit_converter.convert_with_report(model)
         if not result.lowered_layers:
             raise SystemExit(f"{name}: nothing was lowered to lowbit ops")
