@@ -279,6 +279,26 @@ def _select(training: bool | tf.Tensor, if_true: Callable[[], Any], if_false: Ca
     return tf.where(training, if_true(), if_false())
 
 
+def _training_switch_ste(
+    inputs: tf.Tensor,
+    training: bool | tf.Tensor,
+    clip_value: float | None,
+    in_training: Callable[[tf.Tensor], tf.Tensor],
+    at_inference: Callable[[tf.Tensor], tf.Tensor],
+) -> tf.Tensor:
+    """``in_training(x)`` or ``at_inference(x)`` as ``training`` says, with the clipped
+    straight-through gradient either way (the stochastic quantizers)."""
+
+    @tf.custom_gradient
+    def quantize(x):
+        def grad(dy):
+            return _clipped_gradient(x, dy, clip_value)
+
+        return _select(training, lambda: in_training(x), lambda: at_inference(x)), grad
+
+    return quantize(inputs)
+
+
 def _floor_log2(a: tf.Tensor) -> tf.Tensor:
     """``floor(log2(a))`` exactly, for finite ``a > 0`` (the logarithm is corrected)."""
     two = tf.constant(2.0, a.dtype)
@@ -978,14 +998,7 @@ class StochasticSign(_Seeded, Quantizer):
             y = tf.where(u < p, tf.ones_like(x), -tf.ones_like(x))
             return tf.where(tf.math.is_nan(x), x, y)
 
-        @tf.custom_gradient
-        def _stochastic_sign(x):
-            def grad(dy):
-                return _clipped_gradient(x, dy, clip_value)
-
-            return _select(training, lambda: stochastic(x), lambda: _sign(x)), grad
-
-        return _stochastic_sign(inputs)
+        return _training_switch_ste(inputs, training, clip_value, stochastic, _sign)
 
     def get_config(self) -> dict[str, Any]:
         return {"clip_value": self.clip_value, "seed": self.seed}
@@ -1102,14 +1115,7 @@ class StochasticTern(_Seeded, Quantizer):
         def deterministic(x):
             return sign_or_zero(x, tf.abs(x) >= 0.5)
 
-        @tf.custom_gradient
-        def _stochastic_tern(x):
-            def grad(dy):
-                return _clipped_gradient(x, dy, clip_value)
-
-            return _select(training, lambda: stochastic(x), lambda: deterministic(x)), grad
-
-        return _stochastic_tern(inputs)
+        return _training_switch_ste(inputs, training, clip_value, stochastic, deterministic)
 
     def get_config(self) -> dict[str, Any]:
         return {"clip_value": self.clip_value, "seed": self.seed}
