@@ -1,9 +1,12 @@
 // A small fixed-size thread pool implementing ParallelExecutor, for runtimes
 // that bring no pool of their own (the TFLite shell). The calling thread takes
-// part in the work, so ThreadPool(1) starts no thread at all.
+// part in the work, so ThreadPool(1) starts no thread at all. Workers poll for
+// a new job for a short while (thread_pool.cc: kSpin) before sleeping, so that
+// back-to-back layers do not pay a futex wake-up each.
 #ifndef LOWBIT_CORE_THREAD_POOL_H_
 #define LOWBIT_CORE_THREAD_POOL_H_
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -36,13 +39,14 @@ class ThreadPool final : public ParallelExecutor {
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::condition_variable work_done_;
-  // State of the current job, guarded by mutex_.
+  // The current job, written and read under mutex_.
   const RangeFn* job_ = nullptr;
   std::int64_t job_total_ = 0;
   int job_chunks_ = 0;
-  std::uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
+  // Also polled without the mutex while spinning; changed under it.
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace lowbit
