@@ -18,33 +18,17 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include "custom_ops/core/bconv2d_avx512_common.h"
 #include "custom_ops/core/bconv2d_simd.h"
 
 namespace lowbit {
 namespace {
 
-// Tile: 8 pixels x 2 zmm (32 channels): 16 byte accumulators in registers; the
-// 32-bit accumulators are touched once every 31 words (bconv2d_8x32_avx512bw).
-struct Avx512Lut {
-  using IVec = __m512i;
-  using FVec = __m512;
-  static constexpr int kLanes = 16;
-  static constexpr int kBlockVectors = 2;
-  static constexpr int kBlockWidth = kAvx512BlockWidth;
-  static constexpr int kTilePixels = 8;
+// The shared tile and vector operations, with byte popcounts summed in 8-bit
+// lanes: the 32-bit accumulators are touched once every 31 words.
+struct Avx512Lut : Avx512Common {
   static constexpr bool kBytePopcount = true;
-
-  static IVec Zero() { return _mm512_setzero_si512(); }
-  static IVec Load(const void* p) { return _mm512_loadu_si512(p); }
-  static void Store(std::int32_t* p, IVec v) { _mm512_storeu_si512(p, v); }
-  static IVec Broadcast(const PackedWord* p) {
-    return _mm512_set1_epi32(static_cast<int>(*p));
-  }
-  static IVec Set32(std::int32_t v) { return _mm512_set1_epi32(v); }
-  static IVec Xor(IVec a, IVec b) { return _mm512_xor_si512(a, b); }
   static IVec Add8(IVec a, IVec b) { return _mm512_add_epi8(a, b); }
-  static IVec Add32(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
-  static IVec Sub32(IVec a, IVec b) { return _mm512_sub_epi32(a, b); }
   // Per-byte popcount: the bit counts of the low and high nibble of every
   // byte, looked up in a 16-entry table (vpshufb indexes within 128-bit lanes,
   // hence the table repeated 4 times), added.
@@ -62,23 +46,6 @@ struct Avx512Lut {
     return _mm512_madd_epi16(_mm512_maddubs_epi16(a, _mm512_set1_epi8(1)),
                              _mm512_set1_epi16(1));
   }
-
-  static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
-  static FVec ZeroF() { return _mm512_setzero_ps(); }
-  static FVec LoadF(const float* p, int n) {
-    return n >= kLanes ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(Mask(n), p);
-  }
-  static void StoreF(float* p, FVec v, int n) {
-    if (n >= kLanes) {
-      _mm512_storeu_ps(p, v);
-    } else {
-      _mm512_mask_storeu_ps(p, Mask(n), v);
-    }
-  }
-  static FVec ToFloat(IVec a) { return _mm512_cvtepi32_ps(a); }
-  static FVec MulF(FVec a, FVec b) { return _mm512_mul_ps(a, b); }
-  static FVec AddF(FVec a, FVec b) { return _mm512_add_ps(a, b); }
-  static FVec MaxF(FVec a, FVec b) { return _mm512_max_ps(a, b); }
 };
 
 }  // namespace
