@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from bench_common import int8_tflite
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -63,16 +65,9 @@ def worker(threads: int, rounds: int, variant: str) -> dict:
 
     def representative():
         rng = np.random.default_rng(1)
-        for _ in range(8):
-            yield [rng.standard_normal((1, 227, 227, 3)).astype(np.float32)]
+        return (rng.standard_normal((1, 227, 227, 3)).astype(np.float32) for _ in range(8))
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(float_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    int8_model = converter.convert()
+    int8_model = int8_tflite(float_model, representative)
     models = {
         "float32": lowbit_converter.convert(float_model, lowbit=False),
         "int8": int8_model,

@@ -56,15 +56,12 @@ library which path it really runs and the header prints it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
-import io
 import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -74,6 +71,14 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from bench_common import (
+    active_kernel,
+    busy_cpu_seconds,
+    children_cpu_seconds,
+    cpu_model,
+    int8_tflite,
+)
 
 DEFAULT_SHAPES = "56x56x64-64,28x28x128-128,14x14x256-256,7x7x512-512"
 QUICK_SHAPES = "14x14x256-256"
@@ -310,22 +315,10 @@ def _keras_models(layer: Layer, kernel, bias):
 def _int8_model(float_model, input_shape: tuple[int, ...], seed: int) -> bytes:
     """Full-integer post-training quantisation (int8 in and out)."""
     import numpy as np
-    import tensorflow as tf
 
     rng = np.random.default_rng(seed + 1)
-
-    def representative():
-        for _ in range(8):
-            yield [rng.standard_normal((1, *input_shape), dtype=np.float32)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(float_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return converter.convert()
+    return int8_tflite(float_model, lambda: (
+        rng.standard_normal((1, *input_shape), dtype=np.float32) for _ in range(8)))
 
 
 def _read(path: str) -> bytes:
@@ -494,21 +487,6 @@ def _benchmark_layer(
     return results
 
 
-def active_kernel() -> str:
-    """The bconv2d kernel path the native library picks in this process."""
-    import ctypes
-
-    from lowbit_tf._native import tflite_library_path
-
-    try:
-        lib = ctypes.CDLL(str(tflite_library_path()))
-        fn = lib.lowbit_bconv2d_kernel_name
-    except (OSError, AttributeError, ImportError):
-        return "unknown"
-    fn.restype = ctypes.c_char_p
-    return fn().decode()
-
-
 def worker(args: argparse.Namespace) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -588,42 +566,11 @@ def measure_peak(binary: str, threads: int) -> dict[str, float]:
 # --------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def kernel_description() -> str:
     forced = os.environ.get("LOWBIT_KERNEL", "")
     if forced:
         return f"{forced} (forced by LOWBIT_KERNEL)"
     return "auto (LOWBIT_KERNEL unset)"
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds spent busy by the whole machine so far (from /proc/stat)."""
-    try:
-        with open("/proc/stat", encoding="utf-8") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    if not fields or fields[0] != "cpu":
-        return None
-    # user nice system idle iowait irq softirq steal ...
-    ticks = [int(v) for v in fields[1:9]]
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _join(values: list) -> str:
@@ -1051,10 +998,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lowbit-bconv2d-bench-") as model_dir:
         args.model_dir = model_dir
         for threads in args.threads:
-            t0, busy0, ours0 = time.perf_counter(), _busy_cpu_seconds(), _children_cpu_seconds()
+            t0, busy0, ours0 = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
             out = run_worker(args, threads)
             elapsed = time.perf_counter() - t0
-            busy1, ours1 = _busy_cpu_seconds(), _children_cpu_seconds()
+            busy1, ours1 = busy_cpu_seconds(), children_cpu_seconds()
             if busy0 is not None and busy1 is not None:
                 others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / elapsed
                 background.append(f"{others:.2f} cores during the {threads}-thread run")

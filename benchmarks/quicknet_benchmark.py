@@ -48,6 +48,14 @@ import sys
 import tempfile
 import time
 
+from bench_common import (
+    active_kernel,
+    busy_cpu_seconds,
+    children_cpu_seconds,
+    cpu_model,
+    int8_tflite,
+)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RESULT_MARKER = "@@QUICKNET_BENCHMARK_RESULT@@"
@@ -151,22 +159,9 @@ def _images(rng, count: int, shape: tuple[int, ...]):
 def int8_convert(model, input_shape: tuple[int, ...], seed: int = 1) -> bytes:
     """Full-integer post-training quantisation, int8 input and output."""
     import numpy as np
-    import tensorflow as tf
 
     rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(8):
-            yield [_images(rng, 1, input_shape)]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        return converter.convert()
+    return int8_tflite(model, lambda: (_images(rng, 1, input_shape) for _ in range(8)))
 
 
 def _part_models(section_side: int, channels: int):
@@ -302,50 +297,9 @@ def worker(paths: dict[str, str], threads: int, rounds: int, sample_s: float) ->
     return {"threads": threads, "iterations": iterations, "samples_ms": samples}
 
 
-def active_kernel() -> str:
-    import ctypes
-
-    try:
-        from lowbit_tf._native import tflite_library_path
-
-        fn = ctypes.CDLL(str(tflite_library_path())).lowbit_bconv2d_kernel_name
-    except (OSError, AttributeError, ImportError):
-        return "unknown"
-    fn.restype = ctypes.c_char_p
-    return fn().decode()
-
-
 # --------------------------------------------------------------------------
 # Parent: tables.
 # --------------------------------------------------------------------------
-
-
-def _busy_cpu_seconds() -> float | None:
-    try:
-        with open("/proc/stat", encoding="utf-8") as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
-    ticks = [int(v) for v in fields[1:9]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_cpu_seconds() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _ms(samples: list[float]) -> str:
@@ -554,10 +508,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--worker",
                 json.dumps({"paths": paths, "threads": t}),
             ]
-            t1, busy0, ours0 = time.perf_counter(), _busy_cpu_seconds(), _children_cpu_seconds()
+            t1, busy0, ours0 = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
             proc = subprocess.run(command, capture_output=True, text=True, check=False)
             elapsed = time.perf_counter() - t1
-            busy1, ours1 = _busy_cpu_seconds(), _children_cpu_seconds()
+            busy1, ours1 = busy_cpu_seconds(), children_cpu_seconds()
             if busy0 is not None and busy1 is not None:
                 others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / elapsed
                 background.append(f"{others:.2f} cores during the {t}-thread run")
