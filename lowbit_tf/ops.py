@@ -25,12 +25,17 @@ __all__ = [
     "pack_filter",
     "bconv2d",
     "bmaxpool2d",
+    "ACTIVATION_MODES",
+    "pack_filter_planes",
+    "dorefa_activation_betas",
+    "multibit_conv2d",
 ]
 
 BITS_PER_WORD = 32
 _PADDINGS = ("SAME", "VALID")
 _ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
 _OUTPUT_TYPES = ("float", "bitpacked")
+ACTIVATION_MODES = ("sign", "abc", "dorefa")
 
 
 def packed_words(channels: int) -> int:
@@ -220,4 +225,148 @@ def bmaxpool2d(
         stride_h=stride_h,
         stride_w=stride_w,
         padding=padding,
+    )
+
+
+def pack_filter_planes(planes: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """Packs M binary weight planes for `multibit_conv2d`.
+
+    Args:
+      planes: float32 [M, KH, KW, C_in, C_out], the +-1 planes B_m (HWIO each);
+        their signs are taken with the bit convention above.
+
+    Returns:
+      int32 [M, C_out, ceil(KH * KW * C_in / 32)]: each plane packed as
+      `pack_filter` packs a kernel.
+    """
+    planes = tf.convert_to_tensor(planes, dtype=tf.float32)
+    if planes.shape.rank != 5:
+        raise ValueError(
+            f"pack_filter_planes expects [M, KH, KW, C_in, C_out] planes, got shape {planes.shape}"
+        )
+    return tf.stack([pack_filter(plane) for plane in tf.unstack(planes)])
+
+
+def dorefa_activation_betas(bits: int) -> np.ndarray:
+    """The plane scales of a DoReFa k-bit activation in `multibit_conv2d`.
+
+    a = q / n with n = 2^k - 1 and q = sum_p 2^p b_p (bits b_p in {0, 1}); with
+    H_p = 2 b_p - 1 in {-1, +1} and sum_p 2^p = n,
+        a = 1/2 + sum_p (2^p / (2 n)) H_p,
+    so the k bit planes have betas 2^p / (2n) and a constant +1 plane has 1/2.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer) or not 1 <= bits <= 16:
+        raise ValueError(f"activation_bits must be an int in [1, 16], got {bits!r}")
+    n = 2**bits - 1
+    return np.array([2.0**p / (2 * n) for p in range(bits)] + [0.5], np.float32)
+
+
+def multibit_conv2d(
+    inputs: tf.Tensor | np.ndarray,
+    filter: tf.Tensor | np.ndarray,  # noqa: A002 - TF's own name for it
+    alphas: tf.Tensor | np.ndarray,
+    betas: tf.Tensor | np.ndarray,
+    bias: tf.Tensor | np.ndarray | None = None,
+    *,
+    activation_mode: str,
+    shifts: tf.Tensor | np.ndarray | None = None,
+    activation_bits: int = 0,
+    kernel_size: int | Sequence[int],
+    strides: int | Sequence[int] = 1,
+    dilations: int | Sequence[int] = 1,
+    padding: str = "VALID",
+    pad_value: int = 0,
+    activation: str | None = None,
+) -> tf.Tensor:
+    """Multi-bit 2-D convolution as a sum of M * P binary convolutions.
+
+    With the weights written as sum_m alphas[m, c] B_m (B_m in {-1, +1}) and the
+    activations as sum_p betas[p] H_p (H_p in {-1, +1}), computes
+        y[c] = sum_p betas[p] * (sum_m alphas[m, c] * dot(H_p, B_m[c])) + bias[c]
+    (then max(y, 0) for activation="relu"), each dot an XOR + popcount binary
+    convolution. The activation planes H_p come from the float input:
+
+      "sign":   one plane, sign(x) (betas [1]);
+      "abc":    ABC-Net's H_v(x) = sign(clip(x + v, 0, 1) - 0.5), one plane per
+                shift v in `shifts` (betas [N]);
+      "dorefa": DoReFa's k-bit a = round(clip(x, 0, 1) * n) / n, n = 2^k - 1,
+                k = activation_bits: the k bits of the integer, then a constant
+                +1 plane (betas from `dorefa_activation_betas(k)` reproduce a).
+
+    Args:
+      inputs: float32 [..., H, W, C_in]; leading dimensions are shared.
+      filter: int32 [M, C_out, words] from `pack_filter_planes`.
+      alphas: float32 [M, C_out].
+      betas: float32 [P] as above.
+      bias: float32 [C_out]; default zeros.
+      activation_mode, shifts, activation_bits: as above.
+      kernel_size, strides, dilations, padding, pad_value, activation: as for
+        `bconv2d`; the padding applies to every plane (pad_value 0: padded
+        pixels contribute 0, i.e. zero padding of the quantized input; 1: every
+        plane is +1 there).
+
+    Returns:
+      float32 [..., OH, OW, C_out].
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    filter = tf.convert_to_tensor(filter)
+    if inputs.dtype != tf.float32:
+        raise TypeError(f"multibit_conv2d inputs must be float32, got dtype {inputs.dtype.name}")
+    if inputs.shape.rank is not None and inputs.shape.rank < 4:
+        raise ValueError(
+            f"multibit_conv2d inputs must have rank >= 4 [..., H, W, C], got shape {inputs.shape}"
+        )
+    if inputs.shape[-1] is None:
+        raise ValueError("multibit_conv2d needs inputs with a known channel count")
+    if filter.dtype != tf.int32 or filter.shape.rank != 3:
+        raise ValueError(
+            "multibit_conv2d filter must be packed int32 [M, C_out, words] from "
+            f"pack_filter_planes, got {filter.dtype.name} of shape {filter.shape}"
+        )
+    if activation_mode not in ACTIVATION_MODES:
+        raise ValueError(
+            f"activation_mode must be one of {ACTIVATION_MODES}, got {activation_mode!r}"
+        )
+    if (activation_mode == "abc") != (shifts is not None):
+        raise ValueError(
+            "shifts are required with activation_mode='abc' and only then, got "
+            f"activation_mode={activation_mode!r} and shifts={shifts!r}"
+        )
+    if activation_mode == "dorefa":
+        dorefa_activation_betas(activation_bits)  # validates the bit count
+    elif activation_bits != 0:
+        raise ValueError(
+            f"activation_bits is only for activation_mode='dorefa', got {activation_bits!r}"
+        )
+    padding = padding.upper()
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    if pad_value not in (0, 1):
+        raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
+    if bias is None:
+        bias = tf.zeros([filter.shape[1]], tf.float32)
+    kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
+    stride_h, stride_w = _pair(strides, "strides")
+    dilation_h, dilation_w = _pair(dilations, "dilations")
+    return load_tf_ops().lowbit_multibit_conv2d(
+        inputs,
+        filter,
+        tf.convert_to_tensor(alphas, tf.float32),
+        tf.zeros([0], tf.float32) if shifts is None else tf.convert_to_tensor(shifts, tf.float32),
+        tf.convert_to_tensor(betas, tf.float32),
+        tf.convert_to_tensor(bias, tf.float32),
+        channels_in=int(inputs.shape[-1]),
+        kernel_h=kernel_h,
+        kernel_w=kernel_w,
+        stride_h=stride_h,
+        stride_w=stride_w,
+        dilation_h=dilation_h,
+        dilation_w=dilation_w,
+        padding=padding,
+        pad_value=int(pad_value),
+        activation=_ACTIVATIONS[activation],
+        activation_mode=activation_mode,
+        activation_bits=int(activation_bits),
     )

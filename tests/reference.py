@@ -157,3 +157,65 @@ def bmaxpool2d_np(
             all_negative = window.reshape(n, -1, channels).min(axis=1)
             out[:, oy, ox, :] = np.where(all_negative == 1, -1.0, 1.0)
     return bitpack_np(out)
+
+
+def activation_planes_np(
+    x: np.ndarray, mode: str, shifts: np.ndarray | None = None, bits: int = 0
+) -> np.ndarray:
+    """The +-1 activation planes of LowbitMultibitConv2d, stacked on a new first axis.
+
+    "sign": sign(x); "abc": +1 where x + v >= 0.5 (float32), one plane per shift v;
+    "dorefa": the k bits of q = round_half_even(clip(x, 0, 1) * (2^k - 1)) as +-1,
+    then an all +1 plane.
+    """
+    x = np.asarray(x, np.float32)
+    if mode == "sign":
+        return sign(x)[None]
+    if mode == "abc":
+        return np.stack([np.where(x + np.float32(v) >= np.float32(0.5), 1.0, -1.0)
+                         for v in np.asarray(shifts, np.float32)]).astype(np.float32)
+    levels = np.float32(2**bits - 1)
+    q = np.round(np.clip(x, np.float32(0), np.float32(1)) * levels).astype(np.int64)
+    planes = [np.where((q >> p) & 1, 1.0, -1.0) for p in range(bits)] + [np.ones_like(x)]
+    return np.stack(planes).astype(np.float32)
+
+
+def multibit_conv2d_np(
+    x: np.ndarray,
+    planes: np.ndarray,
+    alphas: np.ndarray,
+    betas: np.ndarray,
+    bias: np.ndarray,
+    mode: str,
+    shifts: np.ndarray | None = None,
+    bits: int = 0,
+    strides: tuple[int, int] = (1, 1),
+    dilations: tuple[int, int] = (1, 1),
+    padding: str = "VALID",
+    pad_value: int = 0,
+    activation: str | None = None,
+) -> np.ndarray:
+    """LowbitMultibitConv2d: weight planes [M, KH, KW, C, C_out] (+-1), input NHWC.
+
+    The integer dot of every (activation plane, weight plane) pair comes from
+    bconv2d_np; they are combined in float32 in the op's documented order,
+        y = sum_p betas[p] * (sum_m alphas[m] * dot_pm) + bias,
+    so the result is exact, not approximate.
+    """
+    act = activation_planes_np(x, mode, shifts, bits)
+    alphas = np.asarray(alphas, np.float32)
+    betas = np.asarray(betas, np.float32)
+    y = None
+    for p, plane in enumerate(act):
+        inner = None
+        for m, weights in enumerate(planes):
+            dot = bconv2d_np(plane, weights, strides=strides, dilations=dilations,
+                             padding=padding, pad_value=pad_value)
+            term = alphas[m] * dot
+            inner = term if inner is None else (inner + term).astype(np.float32)
+        term = (betas[p] * inner).astype(np.float32)
+        y = term if y is None else (y + term).astype(np.float32)
+    y = (y + np.asarray(bias, np.float32)).astype(np.float32)
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    return y

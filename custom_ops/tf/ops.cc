@@ -1,5 +1,5 @@
 // Registrations (signatures, attributes, shape functions) of the lowbit TF ops.
-// The kernels live in bitpack_kernel.cc and bconv2d_kernel.cc.
+// The kernels live in the *_kernel.cc files beside this one.
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/types.h"
@@ -13,6 +13,44 @@ using TfStatus = tensorflow::Status;
 using tensorflow::shape_inference::DimensionHandle;
 using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
+
+namespace {
+
+// Reads the convolution attributes shared by the conv ops (channels_in,
+// kernel, strides, dilations, padding).
+TfStatus ReadConvAttrs(InferenceContext* c, BConv2DParams* p) {
+  std::string padding;
+  TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p->channels_in));
+  TF_RETURN_IF_ERROR(c->GetAttr("kernel_h", &p->kernel_h));
+  TF_RETURN_IF_ERROR(c->GetAttr("kernel_w", &p->kernel_w));
+  TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p->stride_h));
+  TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p->stride_w));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p->dilation_h));
+  TF_RETURN_IF_ERROR(c->GetAttr("dilation_w", &p->dilation_w));
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+  ParsePadding(padding, &p->padding);
+  return TfStatus();
+}
+
+// Output height and width of a conv op (unknown when the input's are).
+TfStatus ConvOutputSize(InferenceContext* c, const char* op, DimensionHandle in_h,
+                        DimensionHandle in_w, BConv2DParams* p, DimensionHandle* out_h,
+                        DimensionHandle* out_w) {
+  *out_h = c->UnknownDim();
+  *out_w = c->UnknownDim();
+  if (!c->ValueKnown(in_h) || !c->ValueKnown(in_w)) return TfStatus();
+  p->batch = 1;
+  p->out_channels = 1;
+  p->in_h = c->Value(in_h);
+  p->in_w = c->Value(in_w);
+  const lowbit::Status geometry = ComputeBConv2DGeometry(p);
+  if (!geometry.ok) return tensorflow::errors::InvalidArgument(op, ": ", geometry.message);
+  *out_h = c->MakeDim(p->out_h);
+  *out_w = c->MakeDim(p->out_w);
+  return TfStatus();
+}
+
+}  // namespace
 
 REGISTER_OP("LowbitBitpack")
     .Input("input: float")
@@ -62,28 +100,10 @@ REGISTER_OP("LowbitBconv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BConv2DParams p;
-      std::string padding;
-      TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p.channels_in));
-      TF_RETURN_IF_ERROR(c->GetAttr("kernel_h", &p.kernel_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("kernel_w", &p.kernel_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p.dilation_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("dilation_w", &p.dilation_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
-      ParsePadding(padding, &p.padding);
-      DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
-      const DimensionHandle in_h = c->Dim(input, 1), in_w = c->Dim(input, 2);
-      if (c->ValueKnown(in_h) && c->ValueKnown(in_w)) {
-        p.batch = 1;
-        p.out_channels = 1;
-        p.in_h = c->Value(in_h);
-        p.in_w = c->Value(in_w);
-        const lowbit::Status geometry = ComputeBConv2DGeometry(&p);
-        if (!geometry.ok) return tensorflow::errors::InvalidArgument("LowbitBconv2d: ", geometry.message);
-        out_h = c->MakeDim(p.out_h);
-        out_w = c->MakeDim(p.out_w);
-      }
+      TF_RETURN_IF_ERROR(ReadConvAttrs(c, &p));
+      DimensionHandle out_h, out_w;
+      TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitBconv2d", c->Dim(input, 1), c->Dim(input, 2),
+                                        &p, &out_h, &out_w));
       std::string output_type;
       TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
       DimensionHandle depth = c->Dim(filter, 0);
@@ -153,6 +173,63 @@ the window's bits; SAME padding is ignored. See docs/custom_ops.md.
 
 input: int32 packed [N, H, W, ceil(channels / 32)].
 output: int32 packed [N, OH, OW, ceil(channels / 32)].
+)doc");
+
+REGISTER_OP("LowbitMultibitConv2d")
+    .Input("input: float")
+    .Input("filter: int32")
+    .Input("alphas: float")
+    .Input("shifts: float")
+    .Input("betas: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("channels_in: int >= 1")
+    .Attr("kernel_h: int >= 1")
+    .Attr("kernel_w: int >= 1")
+    .Attr("stride_h: int >= 1 = 1")
+    .Attr("stride_w: int >= 1 = 1")
+    .Attr("dilation_h: int >= 1 = 1")
+    .Attr("dilation_w: int >= 1 = 1")
+    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
+    .Attr("pad_value: int = 0")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("activation_mode: {'sign', 'abc', 'dorefa'}")
+    .Attr("activation_bits: int >= 0 = 0")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle input, filter, matrix, vec;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &filter));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &matrix));
+      for (int i = 3; i < 6; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &vec));
+      BConv2DParams p;
+      TF_RETURN_IF_ERROR(ReadConvAttrs(c, &p));
+      DimensionHandle out_h, out_w;
+      TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitMultibitConv2d", c->Dim(input, -3),
+                                        c->Dim(input, -2), &p, &out_h, &out_w));
+      ShapeHandle leading, out;
+      TF_RETURN_IF_ERROR(c->Subshape(input, 0, -3, &leading));
+      TF_RETURN_IF_ERROR(
+          c->Concatenate(leading, c->MakeShape({out_h, out_w, c->Dim(filter, 1)}), &out));
+      c->set_output(0, out);
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Multi-bit 2-D convolution as a sum of binary convolutions (ABC-Net, DoReFa-Net,
+ternary / k-bit weights): with weights sum_m alphas[m, c] B_m and activations
+sum_p betas[p] H_p (planes of +-1 values),
+  y[c] = sum_p betas[p] * (sum_m alphas[m, c] * dot(H_p, B_m[c])) + bias[c]
+then an optional fused ReLU. See core/multibit_conv2d.h and docs/custom_ops.md.
+
+input: float32 [..., H, W, channels_in]; leading dimensions are shared.
+filter: int32 [M, C_out, ceil(kernel_h * kernel_w * channels_in / 32)], each
+  weight plane packed like LowbitBconv2d's filter.
+alphas: float32 [M, C_out].
+shifts: float32 [N], activation_mode "abc": plane p is +1 where
+  input + shifts[p] >= 0.5. Empty for the other modes.
+betas: float32 [P]: P = 1 ("sign"), N ("abc"), activation_bits + 1 ("dorefa":
+  the bits of round(clip(x, 0, 1) * (2^k - 1)), then a constant +1 plane).
+bias: float32 [C_out].
+output: float32 [..., OH, OW, C_out].
 )doc");
 
 }  // namespace lowbit

@@ -261,38 +261,13 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   if (!s.ok) return Error(s.message);
 
   BConv2DParams attrs;
-  std::int64_t v = 0;
-  if (!(s = GetIntOption(map, "channels_in", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.channels_in = v;
-  if (!(s = GetIntOption(map, "kernel_h", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.kernel_h = v;
-  if (!(s = GetIntOption(map, "kernel_w", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.kernel_w = v;
-  if (!(s = GetIntOption(map, "stride_h", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.stride_h = v;
-  if (!(s = GetIntOption(map, "stride_w", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.stride_w = v;
-  if (!(s = GetIntOption(map, "dilation_h", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.dilation_h = v;
-  if (!(s = GetIntOption(map, "dilation_w", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.dilation_w = v;
-  if (!(s = GetIntOption(map, "pad_value", 0, 1, &v)).ok) return Error(s.message);
-  attrs.pad_value = static_cast<int>(v);
-
-  std::string text;
-  s = flex::GetString(map, "padding", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParsePadding(text, &attrs.padding);
-  if (!s.ok) return Error("option 'padding': " + s.message);
-  s = flex::GetString(map, "activation", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParseActivation(text, &attrs.activation);
-  if (!s.ok) return Error("option 'activation': " + s.message);
+  if (!(s = ReadConvOptions(map, &attrs)).ok) return Error(s.message);
 
   // Added after the first version of the contract: absent means "float".
   OutputType output_type = OutputType::kFloat;
   flex::Value value;
   if (map.Find("output_type", &value)) {
+    std::string text;
     s = flex::GetString(map, "output_type", &text);
     if (!s.ok) return Error(s.message);
     s = ParseOutputType(text, &output_type);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/types.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/tflite_abi.h"
@@ -76,6 +77,8 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
                        std::unique_ptr<Op>* op);
 Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
                           std::unique_ptr<Op>* op);
+Status CreateMultibitConv2dOp(const std::uint8_t* options, std::size_t size,
+                              std::unique_ptr<Op>* op);
 
 // Helpers shared by the ops. Their messages name the key or value; each op
 // prefixes its own name.
@@ -85,6 +88,10 @@ Status ParseOptions(const std::uint8_t* options, std::size_t size, flex::Map* ma
 // Reads the int option `key` and checks lo <= value <= hi.
 Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
                     std::int64_t* out);
+// Reads the options shared by the conv ops into `conv`: channels_in,
+// kernel_h/w, stride_h/w, dilation_h/w, pad_value, padding, activation.
+// (Range checks beyond int are CheckBConv2DOptions's.)
+Status ReadConvOptions(const flex::Map& map, BConv2DParams* conv);
 // Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size for
 // the tensors the ops check, which are all non-empty).
 std::size_t Bytes4(std::int64_t count);

@@ -1,0 +1,224 @@
+// TFLite shell of LowbitMultibitConv2d: multi-bit convolution as P * M binary
+// convolutions (core/multibit_conv2d.h).
+//
+// Inputs:  0 input    float32 [..., H, W, C] (leading dimensions shared)
+//          1 filter   int32   [M, Cout, ceil(KH*KW*C/32)]  M weight planes, each
+//                     packed like LowbitBconv2d's filter; laid out for the
+//                     kernel at Prepare when constant and whenever it changes
+//          2 alphas   float32 [M, Cout]
+//          3 shifts   float32 [N] ("abc"; empty otherwise)
+//          4 betas    float32 [P]
+//          5 bias     float32 [Cout]
+// Output:  0          float32 [..., OH, OW, Cout]
+// Options (FlexBuffer map): those of LowbitBconv2d except output_type
+//   (channels_in, kernel_h, kernel_w, stride_h, stride_w, dilation_h,
+//   dilation_w, padding, pad_value, activation), plus activation_mode
+//   ("sign"/"abc"/"dorefa") and activation_bits (int, 0 unless "dorefa").
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/multibit_conv2d.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+namespace {
+
+Status Error(const std::string& msg) {
+  return Status::Error("LowbitMultibitConv2d: " + msg);
+}
+
+constexpr int kNumInputs = 6;
+const char* const kInputNames[kNumInputs] = {"input", "filter", "alphas",
+                                             "shifts", "betas",  "bias"};
+
+class MultibitConv2dOp final : public Op {
+ public:
+  MultibitConv2dOp(const MultibitConv2DParams& attrs, BConv2DKernel kernel)
+      : attrs_(attrs), kernel_(kernel) {}
+
+  Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
+                 std::vector<OutputSpec>* outputs) override {
+    prepared_ = false;
+    if (inputs.size() != kNumInputs) {
+      return Error("expected 6 inputs (input, filter, alphas, shifts, betas, bias), got " +
+                   std::to_string(inputs.size()));
+    }
+    if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (!inputs[i].present) return Error(std::string(kInputNames[i]) + " is missing");
+      const TfLiteType want = i == 1 ? kTfLiteInt32 : kTfLiteFloat32;
+      if (inputs[i].type != want) {
+        return Error(std::string(kInputNames[i]) + " must be " + TypeName(want) + ", got " +
+                     TypeName(inputs[i].type));
+      }
+    }
+    const TensorRef& in = inputs[0];
+    const TensorRef& filter = inputs[1];
+    const std::int64_t channels = attrs_.conv.channels_in;
+    if (in.rank < 4) {
+      return Error("input must have rank >= 4 [..., H, W, C], got shape " + ShapeString(in));
+    }
+    for (int i = 0; i < in.rank; ++i) {
+      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
+    }
+    if (in.dims[in.rank - 1] != channels) {
+      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[in.rank - 1]) +
+                   " channels, expected channels_in = " + std::to_string(channels));
+    }
+    if (filter.rank != 3) {
+      return Error("filter must have rank 3 [M, C_out, words], got shape " +
+                   ShapeString(filter));
+    }
+    const std::int64_t filter_words =
+        CompactFilterWords(attrs_.conv.kernel_h, attrs_.conv.kernel_w, channels);
+    if (filter.dims[2] != filter_words) {
+      return Error("filter " + ShapeString(filter) + " has " + std::to_string(filter.dims[2]) +
+                   " words per output channel, expected " + std::to_string(filter_words) +
+                   " = ceil(kernel_h * kernel_w * channels_in / 32)");
+    }
+    MultibitConv2DParams p = attrs_;
+    p.weight_planes = filter.dims[0];
+    p.conv.out_channels = filter.dims[1];
+    if (p.conv.out_channels < 1) return Error("filter has no output channels: " + ShapeString(filter));
+    const TensorRef& alphas = inputs[2];
+    if (alphas.rank != 2 || alphas.dims[0] != p.weight_planes ||
+        alphas.dims[1] != p.conv.out_channels) {
+      return Error("alphas has shape " + ShapeString(alphas) + ", expected [" +
+                   std::to_string(p.weight_planes) + ", " + std::to_string(p.conv.out_channels) +
+                   "] (weight planes, output channels)");
+    }
+    const TensorRef& shifts = inputs[3];
+    if (shifts.rank != 1) return Error("shifts must have rank 1, got shape " + ShapeString(shifts));
+    p.num_shifts = shifts.dims[0];
+    p.conv.batch = 1;
+    for (int i = 0; i < in.rank - 3; ++i) {
+      if (p.conv.batch > INT_MAX / in.dims[i]) return Error("input is too large: " + ShapeString(in));
+      p.conv.batch *= in.dims[i];
+    }
+    p.conv.in_h = in.dims[in.rank - 3];
+    p.conv.in_w = in.dims[in.rank - 2];
+    Status s = ComputeMultibitConv2DGeometry(&p);
+    if (!s.ok) return Error(s.message);
+    if (p.conv.out_h < 1 || p.conv.out_w < 1 || p.conv.out_h > INT_MAX ||
+        p.conv.out_w > INT_MAX) {
+      return Error("invalid output size " + std::to_string(p.conv.out_h) + " x " +
+                   std::to_string(p.conv.out_w));
+    }
+    const TensorRef& betas = inputs[4];
+    if (betas.rank != 1 || betas.dims[0] != p.activation_planes()) {
+      return Error("betas has shape " + ShapeString(betas) + ", expected [" +
+                   std::to_string(p.activation_planes()) + "] (one per activation plane)");
+    }
+    const TensorRef& bias = inputs[5];
+    if (bias.rank != 1 || bias.dims[0] != p.conv.out_channels) {
+      return Error("bias has shape " + ShapeString(bias) + ", expected [" +
+                   std::to_string(p.conv.out_channels) + "] (filter out channels)");
+    }
+    params_ = p;
+
+    // Byte sizes every Eval checks before touching data.
+    const std::int64_t cout = p.conv.out_channels;
+    need_[0] = Bytes4(p.conv.batch * p.conv.in_h * p.conv.in_w * channels);
+    need_[1] = Bytes4(p.weight_planes * cout * filter_words);
+    need_[2] = Bytes4(p.weight_planes * cout);
+    need_[3] = p.num_shifts == 0 ? 0 : Bytes4(p.num_shifts);
+    need_[4] = Bytes4(p.activation_planes());
+    need_[5] = Bytes4(cout);
+    output_bytes_ = Bytes4(p.conv.batch * p.conv.out_h * p.conv.out_w * cout);
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (need_[i] == 0 && i != 3) return Error("tensor sizes overflow");
+    }
+    if (output_bytes_ == 0) return Error("tensor sizes overflow");
+    if (filter.data != nullptr && filter.bytes >= need_[1]) PrepareFilter(filter);
+
+    outputs->assign(1, OutputSpec{});
+    (*outputs)[0].type = kTfLiteFloat32;
+    (*outputs)[0].dims.assign(in.dims, in.dims + in.rank - 3);
+    (*outputs)[0].dims.push_back(static_cast<int>(p.conv.out_h));
+    (*outputs)[0].dims.push_back(static_cast<int>(p.conv.out_w));
+    (*outputs)[0].dims.push_back(static_cast<int>(cout));
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status Eval(const std::vector<TensorRef>& inputs, const std::vector<TensorRef>& outputs,
+              ParallelExecutor& executor) override {
+    if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
+      return Error("Eval called without a successful Prepare");
+    }
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (need_[i] == 0) continue;  // empty shifts
+      if (inputs[i].data == nullptr) return Error(std::string(kInputNames[i]) + " has no data");
+      if (inputs[i].bytes < need_[i]) {
+        return Error(std::string(kInputNames[i]) + " holds " + std::to_string(inputs[i].bytes) +
+                     " bytes, expected " + std::to_string(need_[i]));
+      }
+    }
+    const TensorRef& out = outputs[0];
+    if (out.data == nullptr) return Error("output has no data");
+    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
+      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
+                   " bytes, got " + TypeName(out.type) + " with " + std::to_string(out.bytes));
+    }
+    PrepareFilter(inputs[1]);
+    MultibitConv2D(params_, static_cast<const float*>(inputs[0].data),
+                   static_cast<const float*>(inputs[3].data), filter_,
+                   static_cast<const float*>(inputs[2].data),
+                   static_cast<const float*>(inputs[4].data),
+                   static_cast<const float*>(inputs[5].data), static_cast<float*>(out.data),
+                   &scratch_, executor);
+    return Status::Ok();
+  }
+
+ private:
+  // Lays the filter out for kernel_ unless it already is for these words
+  // (normally once: the filter is a constant).
+  void PrepareFilter(const TensorRef& filter) {
+    const BConv2DParams conv = PlaneConvParams(params_);
+    const PackedWord* compact = static_cast<const PackedWord*>(filter.data);
+    if (!filter_.SameSource(kernel_, conv, compact)) filter_.Prepare(kernel_, conv, compact);
+  }
+
+  const MultibitConv2DParams attrs_;  // options only
+  const BConv2DKernel kernel_;        // chosen once, at init
+  MultibitConv2DParams params_;       // options + shapes of the last Prepare
+  bool prepared_ = false;
+  std::size_t need_[kNumInputs] = {};
+  std::size_t output_bytes_ = 0;
+  BConv2DFilter filter_;
+  MultibitConv2DScratch scratch_;
+};
+
+}  // namespace
+
+Status CreateMultibitConv2dOp(const std::uint8_t* options, std::size_t size,
+                              std::unique_ptr<Op>* op) {
+  flex::Map map;
+  Status s = ParseOptions(options, size, &map);
+  if (!s.ok) return Error(s.message);
+  MultibitConv2DParams attrs;
+  if (!(s = ReadConvOptions(map, &attrs.conv)).ok) return Error(s.message);
+  std::string mode;
+  if (!(s = flex::GetString(map, "activation_mode", &mode)).ok) return Error(s.message);
+  if (!(s = ParseActivationPlanes(mode, &attrs.activation_mode)).ok) {
+    return Error("option 'activation_mode': " + s.message);
+  }
+  if (!(s = GetIntOption(map, "activation_bits", 0, INT_MAX, &attrs.activation_bits)).ok) {
+    return Error(s.message);
+  }
+  // The shift count is only known from the tensor: check the rest now.
+  if (attrs.activation_mode == ActivationPlanes::kAbc) attrs.num_shifts = 1;
+  s = CheckMultibitConv2DOptions(attrs);
+  if (!s.ok) return Error(s.message);
+  attrs.num_shifts = 0;
+  op->reset(new MultibitConv2dOp(attrs, SelectBConv2DKernel()));
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit
