@@ -56,7 +56,6 @@ library which path it really runs and the header prints it.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import json
 import os
@@ -78,6 +77,10 @@ from bench_common import (
     children_cpu_seconds,
     cpu_model,
     int8_tflite,
+    interleaved_samples,
+    tf_loop,
+    time_interpreter,
+    time_tf_loop,
 )
 
 DEFAULT_SHAPES = "56x56x64-64,28x28x128-128,14x14x256-256,7x7x512-512"
@@ -229,39 +232,6 @@ def layers_of(args: argparse.Namespace) -> list[Layer]:
 # --------------------------------------------------------------------------
 
 
-def _time_tf_loop(loop: Callable, args: tuple) -> Callable[[int], float]:
-    import tensorflow as tf
-
-    def run(iterations: int) -> float:
-        n = tf.constant(iterations, tf.int32)
-        start = time.perf_counter()
-        loop(n, *args).numpy()
-        return time.perf_counter() - start
-
-    return run
-
-
-def _time_interpreter(interpreter) -> Callable[[int], float]:
-    invoke = interpreter.invoke
-
-    def run(iterations: int) -> float:
-        start = time.perf_counter()
-        for _ in range(iterations):
-            invoke()
-        return time.perf_counter() - start
-
-    return run
-
-
-def _calibrate(run: Callable[[int], float], sample_s: float) -> int:
-    """Iterations per sample so that one sample lasts about `sample_s`."""
-    run(1)  # warm-up: first call traces / allocates
-    per_iter = run(1)
-    probe = max(1, min(1000, int(0.2 * sample_s / max(per_iter, 1e-6))))
-    per_iter = run(probe) / probe
-    return max(1, min(100_000, round(sample_s / max(per_iter, 1e-7))))
-
-
 def _weights(layer: Layer, seed: int):
     """Float kernel [k, k, C_in, C_out] and bias of a layer (deterministic)."""
     import numpy as np
@@ -370,23 +340,6 @@ def _benchmark_layer(
     multiplier = tf.ones([s.channels_out], tf.float32)
     bias = tf.constant(bias_np)
 
-    def make_loop(body_op: Callable[..., tf.Tensor]) -> Callable:
-        @tf.function
-        def loop(n, *args):
-            def body(i, acc):
-                y = body_op(*args)
-                return i + 1, acc + tf.reshape(y, [-1])[0]
-
-            _, acc = tf.while_loop(
-                lambda i, acc: i < n,
-                body,
-                (tf.constant(0), tf.constant(0.0)),
-                parallel_iterations=1,
-            )
-            return acc
-
-        return loop
-
     def bconv_packed(inp, filt, mult, b):
         return ops.bconv2d(
             inp, filt, mult, b, kernel_size=k, channels_in=s.channels_in, padding="SAME"
@@ -402,9 +355,9 @@ def _benchmark_layer(
         return tf.linalg.matmul(inp, mat)
 
     loops = {
-        TF_PACKED: make_loop(bconv_packed),
-        TF_FLOAT_IN: make_loop(bconv_float_in),
-        TF_FLOAT: make_loop(matmul_float if dense else conv_float),
+        TF_PACKED: tf_loop(bconv_packed),
+        TF_FLOAT_IN: tf_loop(bconv_float_in),
+        TF_FLOAT: tf_loop(matmul_float if dense else conv_float),
     }
 
     results = []
@@ -415,9 +368,9 @@ def _benchmark_layer(
         x_packed = ops.bitpack(x)
         x_float = tf.reshape(x, [batch, s.channels_in]) if dense else x
         runners: dict[str, Callable[[int], float]] = {
-            TF_PACKED: _time_tf_loop(loops[TF_PACKED], (x_packed, packed_filter, multiplier, bias)),
-            TF_FLOAT_IN: _time_tf_loop(loops[TF_FLOAT_IN], (x, packed_filter, multiplier, bias)),
-            TF_FLOAT: _time_tf_loop(loops[TF_FLOAT], (x_float, matrix if dense else kernel)),
+            TF_PACKED: time_tf_loop(loops[TF_PACKED], (x_packed, packed_filter, multiplier, bias)),
+            TF_FLOAT_IN: time_tf_loop(loops[TF_FLOAT_IN], (x, packed_filter, multiplier, bias)),
+            TF_FLOAT: time_tf_loop(loops[TF_FLOAT], (x_float, matrix if dense else kernel)),
         }
         # Sanity: both input forms give the same result.
         y_packed = bconv_packed(x_packed, packed_filter, multiplier, bias).numpy()
@@ -447,7 +400,7 @@ def _benchmark_layer(
             interpreter.set_tensor(detail["index"], value)
             interpreter.invoke()
             outputs[variant] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-            runners[variant] = _time_interpreter(interpreter)
+            runners[variant] = time_interpreter(interpreter)
         # Sanity: the TFLite binary model computes what the TF op computes
         # (same signs of the weights; integer dot product + bias), the float
         # model what TensorFlow computes (relative to the output's scale).
@@ -460,19 +413,9 @@ def _benchmark_layer(
         )
 
         # ---- interleaved timing --------------------------------------------
-        iterations = {key: _calibrate(runners[key], sample_s) for key in VARIANTS}
-        samples: dict[str, list[float]] = {key: [] for key in VARIANTS}
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            for r in range(rounds):
-                order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
-                for key in order:
-                    elapsed = runners[key](iterations[key])
-                    samples[key].append(1e3 * elapsed / iterations[key])
-        finally:
-            if gc_was_enabled:
-                gc.enable()
+        iterations, samples = interleaved_samples(
+            {key: runners[key] for key in VARIANTS}, rounds, sample_s
+        )
         del interpreters, runners
         results.append(
             {

@@ -5,10 +5,12 @@ sys.path)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import platform
 import resource
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -76,3 +78,84 @@ def int8_tflite(model: Any, representative: Callable[[], Iterable[Any]]) -> byte
     converter.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return converter.convert()
+
+
+# --------------------------------------------------------------------------
+# Timing: a runner times `iterations` back-to-back calls and returns seconds.
+# --------------------------------------------------------------------------
+
+
+def tf_loop(body_op: Callable[..., Any]) -> Callable[..., Any]:
+    """A tf.function running `body_op(*args)` n times in a tf.while_loop (one
+    Python call per sample, so Python overhead does not count)."""
+    import tensorflow as tf
+
+    @tf.function
+    def loop(n, *args):
+        def body(i, acc):
+            y = body_op(*args)
+            return i + 1, acc + tf.cast(tf.reshape(y, [-1])[0], tf.float32)
+
+        _, acc = tf.while_loop(
+            lambda i, acc: i < n, body, (tf.constant(0), tf.constant(0.0)),
+            parallel_iterations=1,
+        )
+        return acc
+
+    return loop
+
+
+def time_tf_loop(loop: Callable[..., Any], args: tuple) -> Callable[[int], float]:
+    """A runner for a `tf_loop` on fixed arguments."""
+    import tensorflow as tf
+
+    def run(iterations: int) -> float:
+        n = tf.constant(iterations, tf.int32)
+        start = time.perf_counter()
+        loop(n, *args).numpy()
+        return time.perf_counter() - start
+
+    return run
+
+
+def time_interpreter(interpreter: Any) -> Callable[[int], float]:
+    """A runner invoking a TFLite interpreter whose inputs are set."""
+    invoke = interpreter.invoke
+
+    def run(iterations: int) -> float:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            invoke()
+        return time.perf_counter() - start
+
+    return run
+
+
+def calibrate(run: Callable[[int], float], sample_s: float) -> int:
+    """Iterations per sample so that one sample lasts about `sample_s`."""
+    run(1)  # warm-up: first call traces / allocates
+    per_iter = run(1)
+    probe = max(1, min(1000, int(0.2 * sample_s / max(per_iter, 1e-6))))
+    per_iter = run(probe) / probe
+    return max(1, min(100_000, round(sample_s / max(per_iter, 1e-7))))
+
+
+def interleaved_samples(
+    runners: dict[str, Callable[[int], float]], rounds: int, sample_s: float
+) -> tuple[dict[str, int], dict[str, list[float]]]:
+    """(iterations per sample, ms per iteration of each sample) per runner,
+    timed in interleaved rounds (A, B, C, then B, C, A, ...) so that a slow
+    spell of a shared machine hits every variant alike. GC is off meanwhile."""
+    keys = list(runners)
+    iterations = {key: calibrate(runners[key], sample_s) for key in keys}
+    samples: dict[str, list[float]] = {key: [] for key in keys}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                samples[key].append(1e3 * runners[key](iterations[key]) / iterations[key])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return iterations, samples

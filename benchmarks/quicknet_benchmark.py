@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import io
 import json
 import os
@@ -54,6 +53,8 @@ from bench_common import (
     children_cpu_seconds,
     cpu_model,
     int8_tflite,
+    interleaved_samples,
+    time_interpreter,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -247,15 +248,6 @@ def build_models(model_dir: str, breakdown: bool) -> tuple[dict[str, str], dict]
 # --------------------------------------------------------------------------
 
 
-def _calibrate(run, sample_s: float) -> int:
-    run(1)
-    run(1)
-    per_iter = run(1)
-    probe = max(1, min(200, int(0.3 * sample_s / max(per_iter, 1e-6))))
-    per_iter = run(probe) / probe
-    return max(1, min(100_000, round(sample_s / max(per_iter, 1e-7))))
-
-
 def worker(paths: dict[str, str], threads: int, rounds: int, sample_s: float) -> dict:
     import numpy as np
 
@@ -276,24 +268,9 @@ def worker(paths: dict[str, str], threads: int, rounds: int, sample_s: float) ->
             interpreter.set_tensor(detail["index"], value)
         interpreter.invoke()
         interpreters[key] = interpreter
+        runners[key] = time_interpreter(interpreter)
 
-        def run(iterations: int, invoke=interpreter.invoke) -> float:
-            start = time.perf_counter()
-            for _ in range(iterations):
-                invoke()
-            return time.perf_counter() - start
-
-        runners[key] = run
-
-    keys = list(paths)
-    iterations = {key: _calibrate(runners[key], sample_s) for key in keys}
-    samples: dict[str, list[float]] = {key: [] for key in keys}
-    gc.disable()
-    for r in range(rounds):
-        order = keys[r % len(keys) :] + keys[: r % len(keys)]
-        for key in order:
-            samples[key].append(1e3 * runners[key](iterations[key]) / iterations[key])
-    gc.enable()
+    iterations, samples = interleaved_samples(runners, rounds, sample_s)
     return {"threads": threads, "iterations": iterations, "samples_ms": samples}
 
 

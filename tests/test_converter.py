@@ -307,15 +307,19 @@ def test_scaled_binary_kernels_fold_into_the_multiplier():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
-def test_non_binary_kernel_values_stay_float():
-    """A ternary-looking kernel (zeros beside +-alpha) is not binary: not lowered."""
+def test_ternary_kernel_values_lower_to_the_multibit_op():
+    """A ternary kernel (zeros beside +-1) is not binary: it becomes two weight
+    planes of a LowbitMultibitConv2d, not a LowbitBconv2d."""
     def ternary(kernel):
         return tf.where(tf.abs(kernel) < 0.05, 0.0, tf.sign(kernel))
 
     model = keras.Sequential([keras.Input((6, 6, 4)),
                               layers.QuantConv2D(4, 3, input_quantizer="ste_sign",
                                                  kernel_quantizer=ternary)])
-    assert lowbit_converter.convert_with_report(model).lowered_layers == []
+    result = lowbit_converter.convert_with_report(model)
+    assert result.report.custom_ops == {"LowbitMultibitConv2d": 1}
+    x = np.random.default_rng(8).standard_normal((2, 6, 6, 4)).astype(np.float32)
+    np.testing.assert_array_equal(run_tflite(result.tflite_model, x), model(x).numpy())
 
 
 def test_grouped_binary_conv_lowers_to_one_op_per_group():

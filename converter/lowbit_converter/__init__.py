@@ -9,6 +9,6 @@ allow_custom_ops -> our flatbuffer pass (flatbuffer_pass.py). Command line:
 """
 
 from lowbit_converter.convert import ConversionResult, convert, convert_with_report
-from lowbit_converter.lowering import ConversionError
+from lowbit_converter.folding import ConversionError
 
 __all__ = ["convert", "convert_with_report", "ConversionResult", "ConversionError"]

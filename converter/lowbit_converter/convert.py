@@ -23,13 +23,19 @@ class ConversionResult:
 
 
 def convert_with_report(
-    model: keras.Model, *, lowbit: bool = True, packed_chains: bool = True
+    model: keras.Model,
+    *,
+    lowbit: bool = True,
+    packed_chains: bool = True,
+    float_fallback: bool = False,
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
     lowered, plans = (
-        lower_model(model, packed_chains=packed_chains) if lowbit else (model, {})
+        lower_model(model, packed_chains=packed_chains, float_fallback=float_fallback)
+        if lowbit
+        else (model, {})
     )
     # The Keras path freezes the variables of the layers kept in float.
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
@@ -43,13 +49,24 @@ def convert_with_report(
     return ConversionResult(flatbuffer, sorted(plans), report)
 
 
-def convert(model: keras.Model, *, lowbit: bool = True, packed_chains: bool = True) -> bytes:
+def convert(
+    model: keras.Model,
+    *,
+    lowbit: bool = True,
+    packed_chains: bool = True,
+    float_fallback: bool = False,
+) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
-    Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
-    BatchNormalization and ReLU that follow it folded in, becomes one
-    `LowbitBconv2d` custom op with bit-packed weights; everything else becomes
-    TFLite builtins. Run the result with `lowbit_tf.lite.Interpreter`.
+    Each binary `QuantConv2D` / `QuantDense` (sign-binarised inputs and kernel),
+    with a BatchNormalization and ReLU that follow it folded in, becomes one
+    `LowbitBconv2d` custom op with bit-packed weights; each multi-bit layer
+    (`ABCConv2D`, `ABCDense`, and `QuantConv2D` / `QuantDense` with sign or
+    DoReFa activations and k-bit, ternary or binary kernels) one
+    `LowbitMultibitConv2d` with bit-packed weight planes; everything else
+    becomes TFLite builtins (a quantized layer with float inputs, i.e. no
+    input quantizer, runs as a float conv with its quantized kernel). Run the
+    result with `lowbit_tf.lite.Interpreter`.
 
     Args:
       model: a built Sequential or functional Keras model.
@@ -60,6 +77,9 @@ def convert(model: keras.Model, *, lowbit: bool = True, packed_chains: bool = Tr
         emits bit-packed signs (LowbitBconv2d output_type="bitpacked"), the
         pool runs on them (LowbitBMaxPool2d) and the next layer reads them: no
         float tensor in between. False keeps every intermediate tensor float.
+      float_fallback: a quantized layer no custom op can run (say, an input
+        quantizer other than sign or DoReFa) is kept as float TFLite ops
+        instead of raising ConversionError.
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -70,4 +90,6 @@ def convert(model: keras.Model, *, lowbit: bool = True, packed_chains: bool = Tr
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
     """
-    return convert_with_report(model, lowbit=lowbit, packed_chains=packed_chains).tflite_model
+    return convert_with_report(
+        model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback
+    ).tflite_model

@@ -45,6 +45,23 @@ BCONV2D = CustomOpSpec(
     },
 )
 
+# The options LowbitMultibitConv2d shares with LowbitBconv2d.
+_CONV_OPTIONS = {
+    key: BCONV2D.options[key]
+    for key in ("channels_in", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h",
+                "dilation_w", "padding", "pad_value", "activation")
+}
+
+MULTIBIT_CONV2D = CustomOpSpec(
+    name="LowbitMultibitConv2d",
+    num_inputs=6,
+    options={
+        **_CONV_OPTIONS,
+        "activation_mode": OptionSpec(str, choices=("sign", "abc", "dorefa")),
+        "activation_bits": OptionSpec(int, minimum=0),
+    },
+)
+
 BMAXPOOL2D = CustomOpSpec(
     name="LowbitBMaxPool2d",
     num_inputs=1,
@@ -58,4 +75,6 @@ BMAXPOOL2D = CustomOpSpec(
     },
 )
 
-CUSTOM_OPS: dict[str, CustomOpSpec] = {spec.name: spec for spec in (BCONV2D, BMAXPOOL2D)}
+CUSTOM_OPS: dict[str, CustomOpSpec] = {
+    spec.name: spec for spec in (BCONV2D, BMAXPOOL2D, MULTIBIT_CONV2D)
+}

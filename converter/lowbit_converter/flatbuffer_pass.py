@@ -20,7 +20,7 @@ import numpy as np
 from flatbuffers import flexbuffers
 
 from lowbit_converter.custom_op_specs import CUSTOM_OPS, CustomOpSpec
-from lowbit_converter.lowering import ConversionError
+from lowbit_converter.folding import ConversionError
 from lowbit_converter.tflite_schema import schema
 
 
@@ -91,11 +91,12 @@ def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
             for tensor_index in op.inputs[1:]:
                 tensor = subgraph.tensors[tensor_index]
                 data = model.buffers[tensor.buffer].data
-                if data is None or len(data) == 0:
+                empty = tensor.shape is not None and 0 in list(tensor.shape)
+                if (data is None or len(data) == 0) and not empty:
                     raise ConversionError(
                         f"{where}: weight input {tensor.name!r} is not a constant"
                     )
-                report.custom_op_weight_bytes += len(data)
+                report.custom_op_weight_bytes += 0 if data is None else len(data)
             report.custom_ops[name] = report.custom_ops.get(name, 0) + 1
     builder = flatbuffers.Builder(len(tflite_model) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")

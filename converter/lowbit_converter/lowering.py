@@ -40,35 +40,26 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from lowbit_converter.folding import (
+    ConversionError,
+    activation_name,
+    fold_batch_norm,
+    fused_and_trailing_activation,
+    is_plain_relu,
+    is_sign_quantizer,
+)
 from lowbit_converter.graph import model_graph
+from lowbit_converter.lower_multibit import (
+    LoweredMultibitConv2D,
+    Planes,
+    is_multibit_layer,
+)
+from lowbit_converter.lower_multibit import (
+    check_convertible as check_multibit_convertible,
+)
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantConv2D, QuantDense
-from lowbit_tf.quantizers import (
-    ApproxSign,
-    SteSign,
-    StochasticSign,
-    SwishSign,
-    approx_sign,
-    ste_sign,
-    swish_sign,
-)
-
-
-class ConversionError(ValueError):
-    """A model, or one of its layers, cannot be converted as asked."""
-
-
-# Quantizers whose forward pass is exactly sign(x) = +1 if x >= 0 else -1.
-# (StochasticSign: its inference map, the one a converted model runs, is the sign.)
-_SIGN_QUANTIZERS = (SteSign, ApproxSign, SwishSign, StochasticSign)
-_SIGN_FUNCTIONS = (ste_sign, approx_sign, swish_sign)
-
-
-def is_sign_quantizer(quantizer: Any) -> bool:
-    return isinstance(quantizer, _SIGN_QUANTIZERS) or any(
-        quantizer is f for f in _SIGN_FUNCTIONS
-    )
 
 
 def binary_kernel_scale(layer: QuantConv2D | QuantDense) -> np.ndarray | None:
@@ -91,26 +82,6 @@ def is_binary_conv(layer: keras.layers.Layer) -> bool:
     )
 
 
-def _activation_name(activation: Any) -> str | None:
-    """'relu', None (linear) or another name (kept as a separate float op)."""
-    if activation is None:
-        return None
-    name = getattr(activation, "__name__", None) or type(activation).__name__
-    return None if name == "linear" else name
-
-
-def _is_plain_relu(layer: keras.layers.Layer) -> bool:
-    if isinstance(layer, keras.layers.ReLU):
-        return (
-            layer.max_value is None
-            and float(layer.negative_slope) == 0.0
-            and float(layer.threshold) == 0.0
-        )
-    return isinstance(layer, keras.layers.Activation) and _activation_name(
-        layer.activation
-    ) == "relu"
-
-
 @dataclass
 class BConv2DPlan:
     """What one binary conv layer lowers to."""
@@ -124,6 +95,8 @@ class BConv2DPlan:
     packed_output: bool = False
     pool: keras.layers.MaxPooling2D | None = None
     packed_input: bool = False
+    # A multi-bit layer (lower_multibit.py): its planes; None for a binary conv.
+    multibit: Planes | None = None
 
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         filters = int(self.conv.kernel.shape[-1])
@@ -132,16 +105,8 @@ class BConv2DPlan:
             if self.conv.use_bias
             else np.zeros(filters, np.float64)
         )
-        multiplier = binary_kernel_scale(self.conv).astype(np.float64)  # alpha
-        bn = self.batch_norm
-        if bn is not None:
-            gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
-            beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
-            mean = np.asarray(bn.moving_mean, np.float64)
-            var = np.asarray(bn.moving_variance, np.float64)
-            bn_scale = gamma / np.sqrt(var + bn.epsilon)
-            multiplier = bn_scale * multiplier
-            bias = beta + (bias - mean) * bn_scale
+        alpha = binary_kernel_scale(self.conv).astype(np.float64)
+        multiplier, bias = fold_batch_norm(alpha, bias, self.batch_norm)
         return multiplier.astype(np.float32), bias.astype(np.float32)
 
 
@@ -187,22 +152,7 @@ class LoweredBConv2D(keras.layers.Layer):
             self.dilations = tuple(conv.dilation_rate)
             self.padding = conv.padding.upper()
             self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
-        conv_activation = _activation_name(conv.activation)
-        fused_relu = plan.relu is not None or (
-            plan.batch_norm is None and conv_activation == "relu"
-        )
-        self.fused_activation = "relu" if fused_relu else None
-        # Any other activation of the conv itself runs as float ops afterwards.
-        self.trailing_activation = self.trailing_activation_of(plan)
-
-    @staticmethod
-    def trailing_activation_of(plan: BConv2DPlan) -> Any:
-        """The conv's own activation when it is neither linear nor ReLU (run as
-        float ops after the lowered op), else None."""
-        name = _activation_name(plan.conv.activation)
-        if plan.batch_norm is None and name not in (None, "relu"):
-            return plan.conv.activation
-        return None
+        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
@@ -282,30 +232,43 @@ def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
         )
 
 
-def plan_lowering(model: keras.Model, *, packed_chains: bool = True) -> dict[str, BConv2DPlan]:
-    """Finds the binary convs and what folds into each, keyed by layer name.
+def plan_lowering(
+    model: keras.Model, *, packed_chains: bool = True, float_fallback: bool = False
+) -> dict[str, BConv2DPlan]:
+    """Finds the binary and multi-bit layers and what folds into each, keyed by
+    layer name.
 
     packed_chains: also mark the chains of binary layers that can stay
-    bit-packed (see the module docstring)."""
+    bit-packed (see the module docstring).
+    float_fallback: keep a quantized layer no custom op can run as float ops
+    instead of raising ConversionError."""
     graph = model_graph(model)
     layers = {layer.name: layer for layer in model.layers}
     plans: dict[str, BConv2DPlan] = {}
     for layer in model.layers:
-        if not is_binary_conv(layer):
+        if is_binary_conv(layer):
+            _check_convertible(layer)
+            plan = BConv2DPlan(layer)
+        elif is_multibit_layer(layer):
+            try:
+                plan = BConv2DPlan(layer, multibit=check_multibit_convertible(layer))
+            except ConversionError:
+                if float_fallback:
+                    continue
+                raise
+        else:
             continue
-        _check_convertible(layer)
-        plan = BConv2DPlan(layer)
         tail = layer.name
         nxt = layers.get(graph.only_consumer(tail) or "")
         if (
-            _activation_name(layer.activation) is None
+            activation_name(layer.activation) is None
             and isinstance(nxt, keras.layers.BatchNormalization)
             and nxt.axis in (-1, len(layer.output.shape) - 1)  # per output channel
         ):
             plan.batch_norm = nxt
             tail = nxt.name
             nxt = layers.get(graph.only_consumer(tail) or "")
-        if _activation_name(layer.activation) is None and nxt is not None and _is_plain_relu(nxt):
+        if activation_name(layer.activation) is None and nxt is not None and is_plain_relu(nxt):
             plan.relu = nxt
         plans[layer.name] = plan
     if packed_chains:
@@ -325,7 +288,11 @@ def _plan_packed_chains(
     for plan in plans.values():
         conv = plan.conv
         tail = (plan.relu or plan.batch_norm or conv).name
-        if _groups(conv) != 1 or LoweredBConv2D.trailing_activation_of(plan) is not None:
+        if (
+            plan.multibit is not None
+            or _groups(conv) != 1
+            or fused_and_trailing_activation(plan)[1] is not None
+        ):
             continue
         nxt = layers.get(graph.only_consumer(tail) or "")
         pool = None
@@ -334,7 +301,12 @@ def _plan_packed_chains(
                 continue
             pool = nxt
             nxt = layers.get(graph.only_consumer(nxt.name) or "")
-        if nxt is None or nxt.name not in plans or _groups(nxt) != 1:
+        if (
+            nxt is None
+            or nxt.name not in plans
+            or plans[nxt.name].multibit is not None
+            or _groups(nxt) != 1
+        ):
             continue
         if pool is not None and isinstance(conv, QuantDense):
             continue  # a pool after a dense layer is not a 2-D pool of its channels
@@ -344,7 +316,7 @@ def _plan_packed_chains(
 
 
 def lower_model(
-    model: keras.Model, *, packed_chains: bool = True
+    model: keras.Model, *, packed_chains: bool = True, float_fallback: bool = False
 ) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
     """Returns (the lowered model, the plans applied).
 
@@ -358,7 +330,7 @@ def lower_model(
     """
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
-    plans = plan_lowering(model, packed_chains=packed_chains)
+    plans = plan_lowering(model, packed_chains=packed_chains, float_fallback=float_fallback)
     folded = {
         fused.name
         for plan in plans.values()
@@ -373,7 +345,10 @@ def lower_model(
 
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in plans:
-            return LoweredBConv2D(plans[layer.name])
+            plan = plans[layer.name]
+            if plan.multibit is not None:
+                return LoweredMultibitConv2D(plan, plan.multibit)
+            return LoweredBConv2D(plan)
         if layer.name in pools:
             return LoweredBMaxPool2D(*pools[layer.name])
         if layer.name in folded:
