@@ -4,9 +4,10 @@ Bit convention (docs/custom_ops.md): sign(x) = +1 for x >= 0 and -1 for x < 0;
 32 consecutive channels per int32 word, lowest channel in the lowest bit, bit 1
 meaning -1, channels padded with 0 bits (+1) to a whole word.
 
-The ops run on TensorFlow's intra-op thread pool. They have no gradient: train
-with the Keras layers (`lowbit_tf.layers`), which use float ops and
-straight-through estimators, and run inference through these ops.
+The ops run on TensorFlow's intra-op thread pool. LowbitMultibitConv2d has a
+registered gradient (straight-through for its quantizer, exact for its scales
+and bias: `_multibit_conv2d_grad`); the usual way to train is still the Keras
+layers (`lowbit_tf.layers`), with inference through these ops.
 """
 
 from __future__ import annotations
@@ -370,3 +371,100 @@ def multibit_conv2d(
         activation_mode=activation_mode,
         activation_bits=int(activation_bits),
     )
+
+
+def _unpack_filter_planes(
+    packed: tf.Tensor, kernel_h: int, kernel_w: int, channels_in: int
+) -> tf.Tensor:
+    """The +-1 float planes [M, KH, KW, C_in, C_out] of a packed filter [M, C_out, words]
+    (the inverse of `pack_filter_planes`)."""
+    size = kernel_h * kernel_w * channels_in
+    bits = tf.bitwise.bitwise_and(
+        tf.bitwise.right_shift(packed[..., None], tf.range(BITS_PER_WORD, dtype=tf.int32)), 1
+    )
+    shape = tf.shape(packed)
+    bits = tf.reshape(bits, [shape[0], shape[1], -1])[:, :, :size]
+    signs = 1.0 - 2.0 * tf.cast(bits, tf.float32)  # bit 1 means -1
+    signs = tf.reshape(signs, [shape[0], shape[1], kernel_h, kernel_w, channels_in])
+    return tf.transpose(signs, (0, 2, 3, 4, 1))
+
+
+@tf.RegisterGradient("LowbitMultibitConv2d")
+def _multibit_conv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
+    """Gradients of y = sum_p betas[p] sum_m alphas[m] conv(H_p(x), B_m) + bias.
+
+    Exact for alphas, betas and bias (y is linear in each). For the input,
+    the straight-through estimator of the Keras layer the op stands for: with
+    G = the gradient of conv(A, W_eff) w.r.t. A, W_eff = sum_m alphas[m] B_m,
+      "sign":   dx = betas[0] * G * 1{|x| <= 1}                 (ste_sign)
+      "abc":    dx = sum_p betas[p] * G * 1{0 <= x + v_p <= 1}   (the clip in
+                H_v(x) = sign(clip(x + v, 0, 1) - 0.5)); dv_p is the same
+                term summed over the input
+      "dorefa": dx = G * 1{0 <= x <= 1}                          (the clip of the
+                k-bit quantizer; its rounding is straight-through)
+    Padded pixels are constants and get no gradient. The packed filter has none.
+    """
+    x, packed, alphas, shifts, betas, _ = op.inputs
+    attr = op.get_attr
+    kernel_h, kernel_w, channels_in = attr("kernel_h"), attr("kernel_w"), attr("channels_in")
+    mode = attr("activation_mode").decode()
+    if attr("activation").decode() == "RELU":
+        grad = grad * tf.cast(op.outputs[0] > 0, grad.dtype)
+    common = dict(
+        channels_in=channels_in, kernel_h=kernel_h, kernel_w=kernel_w,
+        stride_h=attr("stride_h"), stride_w=attr("stride_w"),
+        dilation_h=attr("dilation_h"), dilation_w=attr("dilation_w"),
+        padding=attr("padding"), pad_value=attr("pad_value"), activation="NONE",
+        activation_mode=mode, activation_bits=attr("activation_bits"),
+    )
+    out_channels = tf.shape(alphas)[1]
+    no_bias = tf.zeros([out_channels], tf.float32)
+    native = load_tf_ops()
+
+    def summed(y: tf.Tensor) -> tf.Tensor:
+        """sum over every axis but the channels of grad * y."""
+        return tf.reduce_sum(tf.reshape(grad * y, [-1, out_channels]), axis=0)
+
+    # d/d alphas[m, c]: the output of weight plane m alone with scale 1.
+    unit = tf.ones([1, out_channels], tf.float32)
+    d_alphas = tf.stack([
+        summed(native.lowbit_multibit_conv2d(
+            x, packed[m : m + 1], unit, shifts, betas, no_bias, **common))
+        for m in range(packed.shape[0])
+    ])
+    # d/d betas[p]: the output with betas = e_p.
+    count = betas.shape[0]
+    d_betas = tf.stack([
+        tf.reduce_sum(summed(native.lowbit_multibit_conv2d(
+            x, packed, alphas, shifts, tf.one_hot(p, count), no_bias, **common)))
+        for p in range(count)
+    ])
+    d_bias = summed(tf.ones_like(grad))
+
+    # The input: G, the float convolution's input gradient with W_eff.
+    planes = _unpack_filter_planes(packed, kernel_h, kernel_w, channels_in)
+    w_eff = tf.einsum("mc,mhwic->hwic", alphas, planes)
+    lead = tf.shape(x)[:-3]
+    x4 = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+    g4 = tf.reshape(grad, tf.concat([[-1], tf.shape(grad)[-3:]], 0))
+    g_in = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(x4), filter=w_eff, out_backprop=g4,
+        strides=[1, attr("stride_h"), attr("stride_w"), 1], padding=attr("padding").decode(),
+        dilations=[1, attr("dilation_h"), attr("dilation_w"), 1],
+    )
+    g_in = tf.reshape(g_in, tf.concat([lead, tf.shape(x)[-3:]], 0))
+
+    def inside(lo: float, value: tf.Tensor, hi: float) -> tf.Tensor:
+        return tf.cast((value >= lo) & (value <= hi), tf.float32)
+
+    d_shifts = tf.zeros_like(shifts)
+    if mode == "sign":
+        d_x = betas[0] * g_in * inside(-1.0, x, 1.0)
+    elif mode == "abc":
+        per_plane = [betas[p] * g_in * inside(0.0, x + shifts[p], 1.0)
+                     for p in range(shifts.shape[0])]
+        d_x = tf.add_n(per_plane)
+        d_shifts = tf.stack([tf.reduce_sum(term) for term in per_plane])
+    else:
+        d_x = g_in * inside(0.0, x, 1.0)
+    return [d_x, None, d_alphas, d_shifts, d_betas, d_bias]

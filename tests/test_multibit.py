@@ -384,3 +384,83 @@ def test_unmappable_quantized_layers_are_refused_naming_the_layer():
     ])
     with pytest.raises(ConversionError, match=r"'abc_pad'.*pad_values=0.5"):
         lowbit_converter.convert(odd_pad)
+
+
+# ---------------------------------------------------------------------------
+# Gradients: the op's registered gradient = the float training path's.
+
+def _layer_and_planes(kind: str, seed: int):
+    """A Keras layer (float training path) and the op's inputs equal to it."""
+    from lowbit_converter.lower_multibit import layer_planes
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    keras.utils.set_random_seed(seed)
+    if kind == "abc":
+        layer = layers.ABCConv2D(6, 3, padding="same", num_weight_bases=2,
+                                 num_activation_bases=3, bias_initializer="random_normal")
+    elif kind == "dorefa":
+        layer = layers.QuantConv2D(6, 3, strides=2, padding="same",
+                                   input_quantizer=quantizers.DoReFa(2, "activations"),
+                                   kernel_quantizer=quantizers.DoReFa(2, "weights"),
+                                   bias_initializer="random_normal")
+    else:
+        layer = layers.QuantConv2D(6, 3, padding="same", pad_values=1.0,
+                                   input_quantizer="ste_sign", kernel_quantizer="ste_tern",
+                                   bias_initializer="random_normal", activation="relu")
+    layer.build((None, 7, 7, 5))
+    return layer, layer_planes(layer)
+
+
+@pytest.mark.parametrize("kind", ["abc", "dorefa", "sign"])
+def test_gradients_match_the_float_training_path(kind):
+    layer, planes = _layer_and_planes(kind, seed=11)
+    x = tf.constant(np.random.default_rng(6).uniform(-1.5, 1.5, (2, 7, 7, 5)).astype(np.float32))
+    upstream = tf.constant(np.random.default_rng(7).standard_normal(
+        layer.compute_output_shape((2, 7, 7, 5))).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        keras_y = layer(x)
+        keras_loss = tf.reduce_sum(keras_y * upstream)
+    want = {"x": tape.gradient(keras_loss, x), "bias": tape.gradient(keras_loss, layer.bias)}
+    if kind == "abc":
+        want["shifts"] = tape.gradient(keras_loss, layer.activation_shifts)
+        want["betas"] = tape.gradient(keras_loss, layer.activation_betas)
+
+    alphas = tf.constant(planes.alphas)
+    betas = tf.constant(planes.betas)
+    shifts = None if planes.shifts is None else tf.constant(planes.shifts)
+    bias = tf.constant(np.asarray(layer.bias))
+    watched = {"x": x, "alphas": alphas, "betas": betas, "bias": bias}
+    if shifts is not None:
+        watched["shifts"] = shifts
+    with tf.GradientTape() as tape:
+        tape.watch(list(watched.values()))
+        y = ops.multibit_conv2d(
+            x, ops.pack_filter_planes(planes.weights), alphas, betas, bias,
+            activation_mode=planes.mode, shifts=shifts, activation_bits=planes.bits,
+            kernel_size=3, strides=layer.strides, padding="SAME", pad_value=int(layer.pad_values),
+            activation="relu" if kind == "sign" else None,
+        )
+        loss = tf.reduce_sum(y * upstream)
+    np.testing.assert_allclose(y, keras_y, rtol=1e-5, atol=1e-5)
+    got = dict(zip(watched, tape.gradient(loss, list(watched.values())), strict=True))
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-4, err_msg=key)
+
+    # alphas: exact, against the float formula y = sum_m alphas[m] conv(a, B_m) + b.
+    a = tf.constant(np.tensordot(planes.betas, activation_planes_np(
+        x.numpy(), planes.mode, planes.shifts, planes.bits), 1).astype(np.float32))
+    if int(layer.pad_values):
+        pad = [[0, 0], [1, 1], [1, 1], [0, 0]]
+        a, padding = tf.pad(a, pad, constant_values=float(np.sum(planes.betas))), "VALID"
+    else:
+        padding = "SAME"
+    with tf.GradientTape() as tape:
+        tape.watch(alphas)
+        kernel = tf.einsum("mc,mhwic->hwic", alphas, planes.weights)
+        y_float = tf.nn.conv2d(a, kernel, layer.strides, padding) + bias
+        if kind == "sign":
+            y_float = tf.nn.relu(y_float)
+        loss = tf.reduce_sum(y_float * upstream)
+    np.testing.assert_allclose(got["alphas"], tape.gradient(loss, alphas), rtol=1e-4, atol=1e-3)
