@@ -29,21 +29,23 @@ Counting rules:
   Layers without kernels (pooling, BatchNorm, activations) count 0.
 - **Predicted .tflite size** (what ``lowbit_converter.convert(model)`` writes):
   ``TFLITE_BASE_BYTES`` plus, per layer that becomes an op,
-  ``TFLITE_OP_BYTES`` plus its constant data: a binary ``QuantConv2D`` lowered to
+  ``TFLITE_OP_BYTES`` plus its constant data. A binary layer lowered to
   ``LowbitBconv2d`` stores ``filters * (4 * ceil(kh * kw * in_channels / 32) + 8)``
   bytes (one bit per weight packed in int32 words per output channel, and a float
-  multiplier and bias per channel) plus ``TFLITE_CUSTOM_OP_BYTES``, with the
-  BatchNorm and ReLU folded into it taking nothing; a BatchNormalization right
-  after a float conv/dense layer is folded into it by TFLite (nothing, or a bias
-  of ``4 * channels`` bytes); one elsewhere becomes a multiply and an add
+  multiplier and bias per channel) plus ``TFLITE_CUSTOM_OP_BYTES``; a multi-bit
+  layer lowered to ``LowbitMultibitConv2d`` stores M such packed planes, an
+  alpha per plane and channel, a bias per channel and its betas and shifts,
+  plus ``TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES``; a grouped layer
+  is one op per group plus a split and a concatenation. The BatchNorm and ReLU
+  folded into a lowered layer take nothing; a BatchNormalization right after a
+  float conv/dense layer is folded into it by TFLite (nothing, or a bias of
+  ``4 * channels`` bytes); one elsewhere becomes a multiply and an add
   (``8 * channels`` bytes); every other layer stores its parameters as float32
-  (4 bytes each), which is also what layers the converter does not lower (ABC,
-  Fastfood, binary dense) become today. The constants were fitted on converted
-  models (see
-  ``tests/test_training_tools.py``); the estimate is within about 10% for models
-  with non-trivial weights (the TFLite converter removes all-zero biases and
-  shares identical constant buffers, so freshly initialised models come out
-  somewhat smaller than predicted).
+  (4 bytes each). The constants were fitted on converted models; the estimate
+  is within 5% for the models of ``tests/test_training_tools.py`` (within 1%
+  measured) when their weights are non-trivial (the TFLite converter removes
+  all-zero biases and shares identical constant buffers, so freshly
+  initialised models come out somewhat smaller than predicted).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ TFLITE_BASE_BYTES = 800
 TFLITE_OP_BYTES = 400
 #: Extra per custom op (its name and FlexBuffer options), bytes.
 TFLITE_CUSTOM_OP_BYTES = 350
+#: Extra per LowbitMultibitConv2d (two more inputs, two more options), bytes.
+TFLITE_MULTIBIT_EXTRA_BYTES = 250
 
 _FLOAT = 32
 
@@ -316,6 +320,29 @@ def _layer_macs(layer: keras.layers.Layer, out_shape: tuple[Any, ...]) -> int:
     return 0
 
 
+def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
+    """Bytes of the custom op(s) a lowered layer becomes: one per group."""
+    # Conv kernels [KH, KW, C (per group), F], dense kernels [C, F]: each
+    # output channel (of each weight plane) packs its weights into whole
+    # int32 words.
+    *fan_in, f = layer.kernel.shape
+    groups = int(getattr(layer, "groups", 1))
+    words = math.ceil(_prod(fan_in) / 32)
+    planes = plan.multibit
+    if planes is None:  # LowbitBconv2d: filter, multiplier, bias
+        data = f * (4 * words + 8)
+        per_op = TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES
+    else:  # LowbitMultibitConv2d: filter, alphas, bias; shifts and betas per op
+        m = planes.weights.shape[0]
+        data = f * (m * (4 * words + 4) + 4)
+        extra = 0 if planes.shifts is None else len(planes.shifts)
+        data += groups * 4 * (len(planes.betas) + extra)
+        per_op = TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES
+    # A grouped layer also needs a split and a concatenation of the channels.
+    glue = 2 * TFLITE_OP_BYTES if groups > 1 else 0
+    return groups * per_op + data + glue
+
+
 def _predicted_bytes(
     layer: keras.layers.Layer, row: LayerSummary, plans: dict[str, Any], folded: set[str]
 ) -> int:
@@ -324,11 +351,7 @@ def _predicted_bytes(
     ):
         return 0
     if layer.name in plans:
-        # Conv kernels [KH, KW, C (per group), F], dense kernels [C, F]: each
-        # output channel packs its weights into whole int32 words.
-        *fan_in, f = layer.kernel.shape
-        packed = f * (4 * math.ceil(_prod(fan_in) / 32) + 8)
-        return TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + packed
+        return _lowered_bytes(layer, plans[layer.name])
     if isinstance(layer, keras.layers.BatchNormalization):
         return TFLITE_OP_BYTES + 8 * _prod(layer.gamma.shape if layer.scale else layer.beta.shape)
     return TFLITE_OP_BYTES + 4 * row.total_params

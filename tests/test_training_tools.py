@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lowbit_tf import layers, metrics, optimizers
+from lowbit_tf import layers, metrics, optimizers, quantizers
 from lowbit_tf._keras import keras
 
 # The module (``lowbit_tf.summary`` may be bound to the function by the package).
@@ -358,11 +358,39 @@ def _size_models():
     mlp = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
                             keras.layers.Dense(64), keras.layers.BatchNormalization(),
                             keras.layers.Dense(10)], name="mlp")  # fmt: skip
-    return [bnn, deep, mlp]
+    abc = keras.Sequential([
+        keras.Input((16, 16, 3)),
+        keras.layers.Conv2D(32, 3, padding="same"),
+        keras.layers.BatchNormalization(),
+        layers.ABCConv2D(64, 3, padding="same", num_weight_bases=3, num_activation_bases=3),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.MaxPooling2D(2),
+        layers.ABCConv2D(64, 3, padding="same", groups=2, num_weight_bases=2,
+                         num_activation_bases=2),
+        keras.layers.GlobalAveragePooling2D(),
+        layers.ABCDense(10),
+    ], name="abc")  # fmt: skip
+    dorefa = dict(input_quantizer=quantizers.DoReFa(2, "activations"),
+                  kernel_quantizer=quantizers.DoReFa(2, "weights"))
+    multibit = keras.Sequential([
+        keras.Input((16, 16, 8)),
+        layers.QuantConv2D(64, 3, padding="same", **dorefa),
+        keras.layers.BatchNormalization(),
+        layers.QuantConv2D(64, 3, padding="same", input_quantizer="ste_sign",
+                           kernel_quantizer="ste_tern"),
+        keras.layers.Flatten(),
+        layers.QuantDense(32, **dorefa),
+        keras.layers.Dense(10),
+    ], name="dorefa_ternary")  # fmt: skip
+    return [bnn, deep, mlp, abc, multibit]
+
+
+SIZE_MODELS = ["bnn", "deep_bnn", "float_mlp", "abc", "dorefa_ternary"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", [0, 1, 2], ids=["bnn", "deep_bnn", "float_mlp"])
+@pytest.mark.parametrize("index", range(len(SIZE_MODELS)), ids=SIZE_MODELS)
 def test_predicted_tflite_size_is_close_to_the_converted_file(index):
     import lowbit_converter
 
@@ -370,7 +398,7 @@ def test_predicted_tflite_size_is_close_to_the_converted_file(index):
     s = lb_summary.summary(model, print_fn=None)
     with contextlib.redirect_stdout(io.StringIO()):
         size = len(lowbit_converter.convert(model))
-    assert abs(s.predicted_tflite_bytes - size) <= 0.1 * size, (s.predicted_tflite_bytes, size)
+    assert abs(s.predicted_tflite_bytes - size) <= 0.05 * size, (s.predicted_tflite_bytes, size)
 
 
 def test_summary_module_is_callable():
