@@ -58,4 +58,15 @@ BMAXPOOL2D = CustomOpSpec(
     },
 )
 
-CUSTOM_OPS: dict[str, CustomOpSpec] = {spec.name: spec for spec in (BCONV2D, BMAXPOOL2D)}
+FASTFOOD = CustomOpSpec(
+    name="LowbitFastfood",
+    num_inputs=6,
+    options={
+        "units": OptionSpec(int, minimum=1),
+        "activation": OptionSpec(str, choices=("NONE", "RELU")),
+    },
+)
+
+CUSTOM_OPS: dict[str, CustomOpSpec] = {
+    spec.name: spec for spec in (BCONV2D, BMAXPOOL2D, FASTFOOD)
+}

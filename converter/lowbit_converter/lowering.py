@@ -345,8 +345,9 @@ def _plan_packed_chains(
 
 def lower_model(
     model: keras.Model, *, packed_chains: bool = True
-) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
-    """Returns (the lowered model, the plans applied).
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Returns (the lowered model, the plans applied: a BConv2DPlan per binary
+    layer and a FastfoodPlan per FastfoodDense, see lower_fastfood.py).
 
     packed_chains: let chains of binary layers pass packed int32 tensors
     between them (what `convert` does by default); off, every lowered layer's
@@ -359,6 +360,10 @@ def lower_model(
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
     plans = plan_lowering(model, packed_chains=packed_chains)
+    # Imported here: lower_fastfood imports this module.
+    from lowbit_converter.lower_fastfood import LoweredFastfood, plan_fastfood
+
+    fastfood = plan_fastfood(model)
     folded = {
         fused.name
         for plan in plans.values()
@@ -374,6 +379,8 @@ def lower_model(
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in plans:
             return LoweredBConv2D(plans[layer.name])
+        if layer.name in fastfood:
+            return LoweredFastfood(fastfood[layer.name])
         if layer.name in pools:
             return LoweredBMaxPool2D(*pools[layer.name])
         if layer.name in folded:
@@ -381,4 +388,4 @@ def lower_model(
         return layer
 
     lowered = keras.models.clone_model(model, clone_function=clone_function)
-    return lowered, plans
+    return lowered, {**plans, **fastfood}
