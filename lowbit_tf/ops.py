@@ -7,7 +7,8 @@ meaning -1, channels padded with 0 bits (+1) to a whole word.
 The ops run on TensorFlow's intra-op thread pool. LowbitMultibitConv2d has a
 registered gradient (straight-through for its quantizer, exact for its scales
 and bias: `_multibit_conv2d_grad`); the usual way to train is still the Keras
-layers (`lowbit_tf.layers`), with inference through these ops.
+layers (`lowbit_tf.layers`), with inference through these ops. `fastfood` is
+a float op and has its exact gradient.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "pack_filter_planes",
     "dorefa_activation_betas",
     "multibit_conv2d",
+    "fastfood",
 ]
 
 BITS_PER_WORD = 32
@@ -468,3 +470,154 @@ def _multibit_conv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor |
     else:
         d_x = g_in * inside(0.0, x, 1.0)
     return [d_x, None, d_alphas, d_shifts, d_betas, d_bias]
+
+
+def _permutation_int32(permutation: tf.Tensor | np.ndarray) -> tf.Tensor:
+    """An int32 tensor of `permutation`, refusing values that int32 cannot hold
+    (a silent wrap-around could turn a bad permutation into a valid one)."""
+    if isinstance(permutation, tf.Tensor | tf.Variable):
+        if permutation.dtype != tf.int32:
+            raise TypeError(
+                f"fastfood permutation must be int32, got dtype {permutation.dtype.name}"
+            )
+        return tf.convert_to_tensor(permutation)
+    array = np.asarray(permutation)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"fastfood permutation must hold integers, got dtype {array.dtype}")
+    info = np.iinfo(np.int32)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise ValueError(
+            f"fastfood permutation values must fit in int32, got range "
+            f"[{array.min()}, {array.max()}]"
+        )
+    return tf.constant(array.astype(np.int32))
+
+
+def fastfood(
+    x: tf.Tensor | np.ndarray,
+    b: tf.Tensor | np.ndarray,
+    g: tf.Tensor | np.ndarray,
+    s: tf.Tensor | np.ndarray,
+    permutation: tf.Tensor | np.ndarray,
+    bias: tf.Tensor | np.ndarray | None = None,
+    *,
+    units: int | None = None,
+    activation: str | None = None,
+) -> tf.Tensor:
+    r"""The Adaptive Fastfood transform, the forward pass of
+    `lowbit_tf.layers.FastfoodDense` as one op.
+
+    Each row of `x` (last axis, width d) is zero-padded to n and each block
+    b = 0..k-1 computes :math:`V_b x = \frac1n S_b H G_b \Pi_b H B_b x`
+    (H the Walsh-Hadamard matrix, :math:`(\Pi_b v)_j = v_{permutation[b, j]}`,
+    B, G, S diagonal); the k * n results are concatenated, the first `units`
+    kept, the bias added and the activation applied. Computed in float32 with
+    the Keras layer's operations in its order, so the result equals the layer's
+    bit for bit (docs/custom_ops.md). Differentiable w.r.t. x, b, g, s and bias.
+
+    Args:
+      x: float32 [..., d]; any rank >= 1, the leading axes are kept.
+      b, g, s: float32 [k, n], the diagonals (n a power of two, n >= d).
+      permutation: int32 [k, n], each row a permutation of [0, n).
+      bias: float32 [units], or None.
+      units: output width, <= k * n; default the bias length, or k * n.
+      activation: None / "linear" or "relu" (fused).
+
+    Returns:
+      float32 [..., units].
+
+    Raises:
+      TypeError, ValueError: for arguments of the wrong dtype, rank, shape or
+        value that can be seen here; tf.errors.InvalidArgumentError from the
+        op for the rest (e.g. a permutation row that is not a permutation).
+    """
+    x = tf.convert_to_tensor(x)
+    if x.dtype != tf.float32:
+        raise TypeError(f"fastfood x must be float32, got dtype {x.dtype.name}")
+    if x.shape.rank == 0:
+        raise ValueError("fastfood x must have rank >= 1, got a scalar")
+    diagonals = {
+        name: tf.convert_to_tensor(value, tf.float32)
+        for name, value in (("b", b), ("g", g), ("s", s))
+    }
+    permutation = _permutation_int32(permutation)
+    shape = diagonals["b"].shape
+    if shape.rank != 2:
+        raise ValueError(f"fastfood b must be 2-D [k, n], got shape {shape}")
+    for name, value in (*diagonals.items(), ("permutation", permutation)):
+        if not value.shape.is_compatible_with(shape):
+            raise ValueError(
+                f"fastfood {name} has shape {value.shape}, expected the shape of b {shape}"
+            )
+    k, n = shape
+    d = x.shape[-1] if x.shape.rank is not None else None
+    if n is not None and (n < 1 or n & (n - 1)):
+        raise ValueError(f"fastfood block size n = b.shape[1] must be a power of two, got {n}")
+    if n is not None and d is not None and not 1 <= d <= n:
+        raise ValueError(f"fastfood x width d = {d} must be in [1, n = {n}]")
+    if bias is not None:
+        bias = tf.convert_to_tensor(bias, tf.float32)
+        if bias.shape.rank != 1:
+            raise ValueError(f"fastfood bias must be 1-D [units], got shape {bias.shape}")
+    if units is None:
+        units = bias.shape[0] if bias is not None else (k * n if k and n else None)
+        if units is None:
+            raise ValueError("fastfood needs units when the bias and b shapes are unknown")
+    if isinstance(units, bool) or not isinstance(units, int | np.integer) or units < 1:
+        raise ValueError(f"fastfood units must be a positive int, got {units!r}")
+    if k is not None and n is not None and units > k * n:
+        raise ValueError(f"fastfood units = {units} must be <= k * n = {k} * {n} = {k * n}")
+    if bias is None:
+        bias = tf.zeros([0], tf.float32)
+    elif bias.shape[0] is not None and bias.shape[0] != units:
+        raise ValueError(f"fastfood bias has shape {bias.shape}, expected [units] = [{units}]")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
+    return load_tf_ops().lowbit_fastfood(
+        x, diagonals["b"], diagonals["g"], diagonals["s"], permutation, bias,
+        units=int(units), activation=_ACTIVATIONS[activation],
+    )  # fmt: skip
+
+
+@tf.RegisterGradient("LowbitFastfood")
+def _fastfood_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
+    r"""Exact gradients of LowbitFastfood w.r.t. x, b, g, s and bias.
+
+    Per block, with t = B x (x zero-padded to n), u = H t, v = Pi u, w = G v,
+    z = H w and y = z * s / n (the kept outputs; dropped ones get gradient 0):
+    every step is linear in its input and in its diagonal, and H is symmetric,
+    so with dy the incoming gradient (masked by y > 0 for a fused ReLU):
+        ds = sum_rows dy z / n,        dz = dy s / n,     dw = H dz,
+        dg = sum_rows dw v,            dv = dw g,         du = Pi^T dv,
+        dt = H du,   db = sum_rows dt x,   dx = sum_blocks dt b (first d entries).
+    Pi^T gathers with the inverse permutation, argsort(permutation). The
+    forward intermediates u, v, z are recomputed with TF ops.
+    """
+    from lowbit_tf.layers import walsh_hadamard  # lowbit_tf.layers is heavier to import
+
+    x, b, g, s, permutation, bias = op.inputs
+    units = op.get_attr("units")
+    if op.get_attr("activation") in (b"RELU", "RELU"):
+        grad = tf.where(op.outputs[0] > 0, grad, tf.zeros_like(grad))
+    n = b.shape[1]
+    if n is None:
+        raise ValueError("the gradient of fastfood needs a statically known block size n")
+    k, d = tf.shape(b)[0], tf.shape(x)[-1]
+    x2 = tf.reshape(x, [-1, d])
+    xp = tf.pad(x2, [[0, 0], [0, n - d]])  # (rows, n)
+    dy = tf.reshape(grad, [-1, units])
+    dbias = tf.reduce_sum(dy, axis=0) if bias.shape[0] != 0 else tf.zeros_like(bias)
+    dy = tf.pad(dy, [[0, 0], [0, k * n - units]])
+    dy = tf.transpose(tf.reshape(dy, [-1, k, n]), (1, 0, 2))  # (k, rows, n)
+    u = walsh_hadamard(xp[None, :, :] * b[:, None, :])
+    v = tf.gather(u, permutation, axis=2, batch_dims=1)
+    z = walsh_hadamard(v * g[:, None, :])
+    inv_n = tf.constant(1.0 / n, tf.float32)
+    ds = tf.reduce_sum(dy * z, axis=1) * inv_n
+    dw = walsh_hadamard(dy * (s * inv_n)[:, None, :])
+    dg = tf.reduce_sum(dw * v, axis=1)
+    du = tf.gather(dw * g[:, None, :], tf.argsort(permutation, axis=1), axis=2, batch_dims=1)
+    dt = walsh_hadamard(du)
+    db = tf.reduce_sum(dt * xp[None, :, :], axis=1)
+    dx = tf.reshape(tf.reduce_sum(dt * b[:, None, :], axis=0)[:, :d], tf.shape(x))
+    return [dx, db, dg, ds, None, dbias]

@@ -219,3 +219,75 @@ def multibit_conv2d_np(
     if activation == "relu":
         y = np.maximum(y, np.float32(0))
     return y
+# --------------------------------------------------------------------------
+# Fastfood (Deep Fried Convnets): V_b x = (1/n) S_b H G_b Pi_b H B_b x
+# --------------------------------------------------------------------------
+
+
+def hadamard_np(n: int) -> np.ndarray:
+    """The n x n Sylvester Walsh-Hadamard matrix: H_1 = [1], H_2m = [[H, H], [H, -H]]."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h
+
+
+def _fastfood_finish(y, bias, activation):
+    if bias is not None:
+        y = y + bias
+    if activation == "relu":
+        y = np.maximum(y, 0)
+    return y
+
+
+def fastfood_dense_np(x, b, g, s, permutation, bias=None, units=None, activation=None):
+    """Fastfood as one dense float64 matrix: W[:, b n + j] = row j of V_b, so
+    y = pad(x) W[:, :units] (+ bias, relu). For the tolerance checks."""
+    b, g, s = (np.asarray(v, np.float64) for v in (b, g, s))
+    k, n = b.shape
+    units = k * n if units is None else units
+    hadamard = hadamard_np(n)
+    blocks = []
+    for blk in range(k):
+        pi = np.eye(n)[permutation[blk]]  # (pi v)[j] = v[permutation[blk, j]]
+        v = (s[blk, :, None] * hadamard) @ (g[blk, :, None] * pi) @ (hadamard * b[blk]) / n
+        blocks.append(v)
+    w = np.concatenate(blocks, axis=0)[:units].T  # (n, units)
+    x = np.asarray(x, np.float64)
+    xp = np.zeros(x.shape[:-1] + (n,))
+    xp[..., : x.shape[-1]] = x
+    return _fastfood_finish(xp @ w, bias, activation)
+
+
+def walsh_hadamard_np(t: np.ndarray) -> np.ndarray:
+    """Fast Walsh-Hadamard transform along the last axis, in t's dtype, with
+    the butterfly stages h = 1, 2, 4, ... of (a + b, a - b)."""
+    t = np.array(t)
+    n = t.shape[-1]
+    h = 1
+    while h < n:
+        v = t.reshape(t.shape[:-1] + (n // (2 * h), 2, h))
+        a, c = v[..., 0, :].copy(), v[..., 1, :].copy()
+        v[..., 0, :], v[..., 1, :] = a + c, a - c
+        h *= 2
+    return t
+
+
+def fastfood_np(x, b, g, s, permutation, bias=None, units=None, activation=None):
+    """Fastfood in float32 with the Keras layer's operations in its order (the
+    exact reference): pad, * b, H, gather, * g, H, * (s * (1/n)), + bias, relu."""
+    b, g, s = (np.asarray(v, np.float32) for v in (b, g, s))
+    k, n = b.shape
+    units = k * n if units is None else units
+    x = np.asarray(x, np.float32)
+    rows = x.reshape(-1, x.shape[-1])
+    xp = np.zeros((rows.shape[0], n), np.float32)
+    xp[:, : rows.shape[1]] = rows
+    t = walsh_hadamard_np(xp[None] * b[:, None])  # (k, rows, n)
+    t = np.take_along_axis(t, np.asarray(permutation)[:, None, :], axis=2)
+    t = walsh_hadamard_np(t * g[:, None])
+    y = t * (s * np.float32(1.0 / n))[:, None]
+    y = y.transpose(1, 0, 2).reshape(rows.shape[0], k * n)[:, :units]
+    bias = None if bias is None else np.asarray(bias, np.float32)
+    y = _fastfood_finish(y, bias, activation).astype(np.float32)
+    return y.reshape(x.shape[:-1] + (units,))

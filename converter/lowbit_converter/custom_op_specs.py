@@ -75,6 +75,15 @@ BMAXPOOL2D = CustomOpSpec(
     },
 )
 
+FASTFOOD = CustomOpSpec(
+    name="LowbitFastfood",
+    num_inputs=6,
+    options={
+        "units": OptionSpec(int, minimum=1),
+        "activation": OptionSpec(str, choices=("NONE", "RELU")),
+    },
+)
+
 CUSTOM_OPS: dict[str, CustomOpSpec] = {
-    spec.name: spec for spec in (BCONV2D, BMAXPOOL2D, MULTIBIT_CONV2D)
+    spec.name: spec for spec in (BCONV2D, BMAXPOOL2D, MULTIBIT_CONV2D, FASTFOOD)
 }

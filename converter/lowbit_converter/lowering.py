@@ -49,6 +49,7 @@ from lowbit_converter.folding import (
     is_sign_quantizer,
 )
 from lowbit_converter.graph import model_graph
+from lowbit_converter.lower_fastfood import LoweredFastfood, plan_fastfood
 from lowbit_converter.lower_multibit import (
     LoweredMultibitConv2D,
     Planes,
@@ -317,8 +318,10 @@ def _plan_packed_chains(
 
 def lower_model(
     model: keras.Model, *, packed_chains: bool = True, float_fallback: bool = False
-) -> tuple[keras.Model, dict[str, BConv2DPlan]]:
-    """Returns (the lowered model, the plans applied).
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Returns (the lowered model, the plans applied: a BConv2DPlan per binary
+    or multi-bit layer and a FastfoodPlan per FastfoodDense, see
+    lower_fastfood.py).
 
     packed_chains: let chains of binary layers pass packed int32 tensors
     between them (what `convert` does by default); off, every lowered layer's
@@ -331,6 +334,7 @@ def lower_model(
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
     plans = plan_lowering(model, packed_chains=packed_chains, float_fallback=float_fallback)
+    fastfood = plan_fastfood(model)
     folded = {
         fused.name
         for plan in plans.values()
@@ -349,6 +353,8 @@ def lower_model(
             if plan.multibit is not None:
                 return LoweredMultibitConv2D(plan, plan.multibit)
             return LoweredBConv2D(plan)
+        if layer.name in fastfood:
+            return LoweredFastfood(fastfood[layer.name])
         if layer.name in pools:
             return LoweredBMaxPool2D(*pools[layer.name])
         if layer.name in folded:
@@ -356,4 +362,4 @@ def lower_model(
         return layer
 
     lowered = keras.models.clone_model(model, clone_function=clone_function)
-    return lowered, plans
+    return lowered, {**plans, **fastfood}

@@ -232,4 +232,53 @@ bias: float32 [C_out].
 output: float32 [..., OH, OW, C_out].
 )doc");
 
+REGISTER_OP("LowbitFastfood")
+    .Input("x: float")
+    .Input("b: float")
+    .Input("g: float")
+    .Input("s: float")
+    .Input("permutation: int32")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("units: int >= 1")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle x, diagonal, other, bias;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &diagonal));
+      for (int i = 2; i <= 4; ++i) {
+        TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 2, &other));
+        TF_RETURN_IF_ERROR(c->Merge(diagonal, other, &diagonal));
+      }
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
+      std::int64_t units = 0;
+      TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
+      const DimensionHandle k = c->Dim(diagonal, 0), n = c->Dim(diagonal, 1);
+      if (c->ValueKnown(k) && c->ValueKnown(n) && units > c->Value(k) * c->Value(n)) {
+        return tensorflow::errors::InvalidArgument(
+            "LowbitFastfood: units = ", units, " must be <= k * n = ",
+            c->Value(k) * c->Value(n));
+      }
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(x, -1, c->MakeDim(units), &out));
+      c->set_output(0, out);
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Adaptive Fastfood transform (the forward pass of lowbit_tf.layers.FastfoodDense):
+each row of x, zero-padded to n, goes through k blocks
+V_b x = (1/n) S_b H G_b Pi_b H B_b x (H the Walsh-Hadamard matrix, Pi_b x =
+x[permutation[b]]); the k * n results are concatenated, the first `units` kept,
+the bias added and the activation applied. Computed in float32 in the Keras
+layer's order of operations. See docs/custom_ops.md.
+
+x: float32 [..., d], d <= n; the leading dimensions are kept.
+b: float32 [k, n], the diagonal of B (n a power of two).
+g: float32 [k, n], the diagonal of G.
+s: float32 [k, n], the diagonal of S.
+permutation: int32 [k, n], each row a permutation of [0, n).
+bias: float32 [units], or [0] for no bias.
+output: float32 [..., units].
+)doc");
+
 }  // namespace lowbit

@@ -14,6 +14,7 @@ constexpr OpEntry kOps[] = {
     {"LowbitBconv2d", &CreateBconv2dOp},
     {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
     {"LowbitMultibitConv2d", &CreateMultibitConv2dOp},
+    {"LowbitFastfood", &CreateFastfoodOp},
 };
 
 }  // namespace

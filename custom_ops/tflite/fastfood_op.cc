@@ -1,0 +1,185 @@
+// TFLite shell of LowbitFastfood: the Adaptive Fastfood transform (core/fastfood.h).
+//
+// Inputs:  0 x            float32 [..., d]   (rank >= 1; leading dims are rows)
+//          1 b            float32 [k, n]
+//          2 g            float32 [k, n]
+//          3 s            float32 [k, n]
+//          4 permutation  int32   [k, n], each row a permutation of [0, n)
+//          5 bias         float32 [units], or [0] for none
+// Output:  0              float32 [..., units]
+// Options (FlexBuffer map): units (int), activation ("NONE"/"RELU"). Unknown
+//   keys are ignored.
+//
+// The permutation is validated before it is read through: at Prepare when it
+// is a constant, and in Eval whenever its words differ from the validated copy
+// the kernel keeps (and computes with).
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/fastfood.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+namespace {
+
+Status Error(const std::string& msg) { return Status::Error("LowbitFastfood: " + msg); }
+
+constexpr int kNumInputs = 6;
+const char* const kInputNames[kNumInputs] = {"x", "b", "g", "s", "permutation", "bias"};
+
+class FastfoodOp final : public Op {
+ public:
+  FastfoodOp(std::int64_t units, Activation activation) : units_(units), activation_(activation) {}
+
+  Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
+                 std::vector<OutputSpec>* outputs) override {
+    prepared_ = false;
+    if (inputs.size() != kNumInputs) {
+      return Error("expected 6 inputs (x, b, g, s, permutation, bias), got " +
+                   std::to_string(inputs.size()));
+    }
+    if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (!inputs[i].present) return Error(std::string(kInputNames[i]) + " is missing");
+      const TfLiteType want = i == 4 ? kTfLiteInt32 : kTfLiteFloat32;
+      if (inputs[i].type != want) {
+        return Error(std::string(kInputNames[i]) + " must be " + TypeName(want) + ", got " +
+                     TypeName(inputs[i].type));
+      }
+    }
+    const TensorRef& x = inputs[0];
+    const TensorRef& b = inputs[1];
+    const TensorRef& bias = inputs[5];
+    if (x.rank < 1) return Error("x must have rank >= 1, got shape " + ShapeString(x));
+    if (b.rank != 2) return Error("b must have rank 2 [k, n], got shape " + ShapeString(b));
+    for (int i = 2; i <= 4; ++i) {
+      const TensorRef& t = inputs[i];
+      if (t.rank != 2 || t.dims[0] != b.dims[0] || t.dims[1] != b.dims[1]) {
+        return Error(std::string(kInputNames[i]) + " has shape " + ShapeString(t) +
+                     ", expected the shape of b " + ShapeString(b));
+      }
+    }
+    if (bias.rank != 1 || (bias.dims[0] != 0 && bias.dims[0] != units_)) {
+      return Error("bias must be [units] = [" + std::to_string(units_) +
+                   "] or [0] (no bias), got shape " + ShapeString(bias));
+    }
+    FastfoodParams p;
+    p.rows = 1;
+    for (int i = 0; i + 1 < x.rank; ++i) {
+      if (x.dims[i] < 0) return Error("x has a negative dimension: " + ShapeString(x));
+      p.rows *= x.dims[i];  // < 2^31 * 2^31: checked before the next factor
+      if (p.rows > INT_MAX) return Error("x has too many rows: " + ShapeString(x));
+    }
+    p.input_dim = x.dims[x.rank - 1];
+    p.blocks = b.dims[0];
+    p.block_size = b.dims[1];
+    p.units = units_;
+    p.activation = activation_;
+    Status s = CheckFastfoodParams(p);
+    if (!s.ok) return Error(s.message);
+    // Byte sizes every Eval checks before touching data (0 from Bytes4: an
+    // overflow of size_t, possible on 32-bit targets). No rows: no data at all.
+    diagonal_bytes_ = Bytes4(p.blocks * p.block_size);
+    bias_bytes_ = bias.dims[0] > 0 ? Bytes4(p.units) : 0;
+    x_bytes_ = p.rows > 0 ? Bytes4(p.rows * p.input_dim) : 0;
+    output_bytes_ = p.rows > 0 ? Bytes4(p.rows * p.units) : 0;
+    if (!diagonal_bytes_ || (bias.dims[0] > 0 && !bias_bytes_) ||
+        (p.rows > 0 && (!x_bytes_ || !output_bytes_))) {
+      return Error("tensor sizes overflow");
+    }
+    params_ = p;
+    const TensorRef& perm = inputs[4];
+    if (perm.data != nullptr && perm.bytes >= diagonal_bytes_) {
+      s = UpdatePermutation(static_cast<const std::int32_t*>(perm.data));
+      if (!s.ok) return s;  // a bad constant permutation fails at allocation
+    }
+    outputs->assign(1, OutputSpec{});
+    (*outputs)[0].type = kTfLiteFloat32;
+    (*outputs)[0].dims.assign(x.dims, x.dims + x.rank);
+    (*outputs)[0].dims.back() = static_cast<int>(units_);
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status Eval(const std::vector<TensorRef>& inputs, const std::vector<TensorRef>& outputs,
+              ParallelExecutor& executor) override {
+    if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
+      return Error("Eval called without a successful Prepare");
+    }
+    if (params_.rows == 0) return Status::Ok();  // nothing to read or write
+    const std::size_t need[kNumInputs] = {x_bytes_,       diagonal_bytes_, diagonal_bytes_,
+                                          diagonal_bytes_, diagonal_bytes_, bias_bytes_};
+    for (int i = 0; i < kNumInputs; ++i) {
+      if (need[i] == 0) continue;  // an empty bias
+      if (inputs[i].data == nullptr) return Error(std::string(kInputNames[i]) + " has no data");
+      if (inputs[i].bytes < need[i]) {
+        return Error(std::string(kInputNames[i]) + " holds " + std::to_string(inputs[i].bytes) +
+                     " bytes, expected " + std::to_string(need[i]));
+      }
+    }
+    const TensorRef& out = outputs[0];
+    if (out.data == nullptr) return Error("output has no data");
+    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
+      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
+                   " bytes, got " + TypeName(out.type) + " with " + std::to_string(out.bytes));
+    }
+    Status s = UpdatePermutation(static_cast<const std::int32_t*>(inputs[4].data));
+    if (!s.ok) return s;
+    Fastfood(params_, static_cast<const float*>(inputs[0].data),
+             static_cast<const float*>(inputs[1].data), static_cast<const float*>(inputs[2].data),
+             static_cast<const float*>(inputs[3].data), permutation_.data(),
+             bias_bytes_ > 0 ? static_cast<const float*>(inputs[5].data) : nullptr,
+             static_cast<float*>(out.data), executor);
+    return Status::Ok();
+  }
+
+ private:
+  // Validates `perm` [k, n] and keeps a copy unless it equals the copy already
+  // validated (the usual constant permutation: a memcmp per invocation).
+  Status UpdatePermutation(const std::int32_t* perm) {
+    const std::size_t count = static_cast<std::size_t>(params_.blocks * params_.block_size);
+    if (permutation_.size() == count &&
+        std::memcmp(permutation_.data(), perm, count * sizeof(std::int32_t)) == 0) {
+      return Status::Ok();
+    }
+    permutation_.clear();
+    Status s = CheckFastfoodPermutation(params_, perm);
+    if (!s.ok) return Error(s.message);
+    permutation_.assign(perm, perm + count);
+    return Status::Ok();
+  }
+
+  const std::int64_t units_;
+  const Activation activation_;
+  FastfoodParams params_;  // options + shapes of the last Prepare
+  bool prepared_ = false;
+  std::size_t x_bytes_ = 0, diagonal_bytes_ = 0, bias_bytes_ = 0, output_bytes_ = 0;
+  std::vector<std::int32_t> permutation_;  // validated copy (empty: none yet)
+};
+
+}  // namespace
+
+Status CreateFastfoodOp(const std::uint8_t* options, std::size_t size, std::unique_ptr<Op>* op) {
+  flex::Map map;
+  Status s = ParseOptions(options, size, &map);
+  if (!s.ok) return Error(s.message);
+  std::int64_t units = 0;
+  if (!(s = GetIntOption(map, "units", 1, INT_MAX, &units)).ok) return Error(s.message);
+  std::string text;
+  if (!(s = flex::GetString(map, "activation", &text)).ok) return Error(s.message);
+  Activation activation = Activation::kNone;
+  s = ParseActivation(text, &activation);
+  if (!s.ok) return Error("option 'activation': " + s.message);
+  op->reset(new FastfoodOp(units, activation));
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit
