@@ -48,8 +48,9 @@ def convert(model: keras.Model, *, lowbit: bool = True, packed_chains: bool = Tr
 
     Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
     BatchNormalization and ReLU that follow it folded in, becomes one
-    `LowbitBconv2d` custom op with bit-packed weights; everything else becomes
-    TFLite builtins. Run the result with `lowbit_tf.lite.Interpreter`.
+    `LowbitBconv2d` custom op with bit-packed weights, and each binary
+    `QuantDense` one `LowbitBgemm`; everything else becomes TFLite builtins.
+    Run the result with `lowbit_tf.lite.Interpreter`.
 
     Args:
       model: a built Sequential or functional Keras model.

@@ -1,9 +1,9 @@
 """Lowering: a trained Keras model -> the same model on lowbit custom ops.
 
 Each binary QuantConv2D becomes a `LoweredBConv2D` layer that calls the
-`LowbitBconv2d` TF op with a bit-packed constant filter, and so does each binary
-QuantDense: a dense layer on C features is a 1x1 convolution of a 1x1 "image"
-with C channels, [N, C] -> [N, 1, 1, C]. Binary means: the input
+`LowbitBconv2d` TF op with a bit-packed constant filter, and each binary
+QuantDense a `LoweredBDense` (lower_dense.py) that calls `LowbitBgemm` over its
+input's last axis, whatever the leading dimensions. Binary means: the input
 quantizer's forward pass is sign(x) (a known sign quantizer), and the quantized
 kernel is, per output channel c, alpha_c * (+-1) -- checked on the values, so
 ste_sign (alpha = 1) and scaled binarisations such as XNOR-Net's mean|W| alike
@@ -20,8 +20,8 @@ then emits `output_type="bitpacked"` (the signs of its float output, computed
 from the integer dot product with exact per-channel thresholds, see
 docs/custom_ops.md), the pool becomes `LowbitBMaxPool2d` on the packed words
 (max-pool commutes with the monotone sign: sign(max(x)) = max(sign(x))), and
-the next LowbitBconv2d reads the packed int32 tensor: no float tensor between
-them. Chains the packed ops cannot express (grouped convs on either side, a
+the next LowbitBconv2d or LowbitBgemm reads the packed int32 tensor: no float
+tensor between them. Chains the packed ops cannot express (grouped convs on either side, a
 conv whose own non-ReLU activation runs afterwards, a channels_first pool,
 several consumers, a model output in between) stay on the float path.
 
@@ -145,7 +145,41 @@ class BConv2DPlan:
         return multiplier.astype(np.float32), bias.astype(np.float32)
 
 
-class LoweredBConv2D(keras.layers.Layer):
+class LoweredBinaryLayer(keras.layers.Layer):
+    """What LoweredBConv2D and LoweredBDense share: the fused ReLU, the layer's
+    own other activation (run as float ops afterwards) and the packed chain
+    flags of the plan."""
+
+    def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
+        super().__init__(name=plan.conv.name, **kwargs)
+        self.packed_output = plan.packed_output
+        self.packed_input = plan.packed_input
+        conv_activation = _activation_name(plan.conv.activation)
+        fused_relu = plan.relu is not None or (
+            plan.batch_norm is None and conv_activation == "relu"
+        )
+        self.fused_activation = "relu" if fused_relu else None
+        self.output_type = "bitpacked" if plan.packed_output else "float"
+        # Any other activation of the layer itself runs as float ops afterwards.
+        self.trailing_activation = self.trailing_activation_of(plan)
+
+    @staticmethod
+    def trailing_activation_of(plan: BConv2DPlan) -> Any:
+        """The layer's own activation when it is neither linear nor ReLU (run as
+        float ops after the lowered op), else None."""
+        name = _activation_name(plan.conv.activation)
+        if plan.batch_norm is None and name not in (None, "relu"):
+            return plan.conv.activation
+        return None
+
+    def finish(self, outputs: tf.Tensor) -> tf.Tensor:
+        """The op's outputs, with the trailing activation if any."""
+        if self.trailing_activation is not None:
+            outputs = self.trailing_activation(outputs)
+        return outputs
+
+
+class LoweredBConv2D(LoweredBinaryLayer):
     """Inference-only stand-in for a binary QuantConv2D (+ BatchNorm + ReLU).
 
     Holds the bit-packed filter and the folded output transform as constants,
@@ -156,13 +190,10 @@ class LoweredBConv2D(keras.layers.Layer):
     """
 
     def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
+        super().__init__(plan, **kwargs)
         conv = plan.conv
-        super().__init__(name=conv.name, **kwargs)
         kernel = np.asarray(conv.quantized_kernel())
-        self.dense = isinstance(conv, QuantDense)
-        if self.dense:  # [C, C_out] -> a 1x1 HWIO kernel
-            kernel = kernel.reshape(1, 1, *kernel.shape)
-        self.groups = 1 if self.dense else conv.groups
+        self.groups = conv.groups
         multiplier, bias = plan.multiplier_and_bias()
         # One (packed filter, multiplier, bias) per group.
         self.group_constants = [
@@ -174,43 +205,15 @@ class LoweredBConv2D(keras.layers.Layer):
                 strict=True,
             )
         ]
-        self.packed_output = plan.packed_output
-        self.packed_input = plan.packed_input
         self.channels_in = int(kernel.shape[2])  # per group
-        self.out_channels = int(kernel.shape[3])
-        if self.dense:
-            self.kernel_size = self.strides = self.dilations = (1, 1)
-            self.padding, self.pad_value = "VALID", 0
-        else:
-            self.kernel_size = tuple(conv.kernel_size)
-            self.strides = tuple(conv.strides)
-            self.dilations = tuple(conv.dilation_rate)
-            self.padding = conv.padding.upper()
-            self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
-        conv_activation = _activation_name(conv.activation)
-        fused_relu = plan.relu is not None or (
-            plan.batch_norm is None and conv_activation == "relu"
-        )
-        self.fused_activation = "relu" if fused_relu else None
-        # Any other activation of the conv itself runs as float ops afterwards.
-        self.trailing_activation = self.trailing_activation_of(plan)
-
-    @staticmethod
-    def trailing_activation_of(plan: BConv2DPlan) -> Any:
-        """The conv's own activation when it is neither linear nor ReLU (run as
-        float ops after the lowered op), else None."""
-        name = _activation_name(plan.conv.activation)
-        if plan.batch_norm is None and name not in (None, "relu"):
-            return plan.conv.activation
-        return None
+        self.kernel_size = tuple(conv.kernel_size)
+        self.strides = tuple(conv.strides)
+        self.dilations = tuple(conv.dilation_rate)
+        self.padding = conv.padding.upper()
+        self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
-        depth = ops.packed_words(self.channels_in) if self.packed_input else self.channels_in
-        out_depth = ops.packed_words(self.out_channels) if self.packed_output else self.out_channels
-        if self.dense:
-            leading = tf.shape(inputs)[:-1]
-            inputs = tf.reshape(inputs, [-1, 1, 1, depth])
         slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         parts = [
             ops.bconv2d(
@@ -225,18 +228,13 @@ class LoweredBConv2D(keras.layers.Layer):
                 padding=self.padding,
                 pad_value=self.pad_value,
                 activation=self.fused_activation,
-                output_type="bitpacked" if self.packed_output else "float",
+                output_type=self.output_type,
             )
             for part, (packed_filter, multiplier, bias) in zip(
                 slices, self.group_constants, strict=True
             )
         ]
-        outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        if self.dense:
-            outputs = tf.reshape(outputs, tf.concat([leading, [out_depth]], axis=0))
-        if self.trailing_activation is not None:
-            outputs = self.trailing_activation(outputs)
-        return outputs
+        return self.finish(tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0])
 
 
 class LoweredBMaxPool2D(keras.layers.Layer):
@@ -267,7 +265,7 @@ class FoldedAway(keras.layers.Layer):
 
 def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
     if isinstance(conv, QuantDense):
-        return  # every binary dense layer maps to a 1x1 binary convolution
+        return  # every binary dense layer maps to one LowbitBgemm
     problems = []
     if conv.data_format != "channels_last":
         problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
@@ -325,7 +323,7 @@ def _plan_packed_chains(
     for plan in plans.values():
         conv = plan.conv
         tail = (plan.relu or plan.batch_norm or conv).name
-        if _groups(conv) != 1 or LoweredBConv2D.trailing_activation_of(plan) is not None:
+        if _groups(conv) != 1 or LoweredBinaryLayer.trailing_activation_of(plan) is not None:
             continue
         nxt = layers.get(graph.only_consumer(tail) or "")
         pool = None
@@ -371,9 +369,14 @@ def lower_model(
         if plan.pool is not None
     }
 
+    # The dense path lives in its own module, which builds on this one.
+    from lowbit_converter.lower_dense import LoweredBDense
+
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in plans:
-            return LoweredBConv2D(plans[layer.name])
+            plan = plans[layer.name]
+            lowered_class = LoweredBDense if isinstance(plan.conv, QuantDense) else LoweredBConv2D
+            return lowered_class(plan)
         if layer.name in pools:
             return LoweredBMaxPool2D(*pools[layer.name])
         if layer.name in folded:

@@ -10,6 +10,7 @@ namespace {
 // Every custom op the delegate claims. One line per op.
 constexpr OpEntry kOps[] = {
     {"LowbitBconv2d", &CreateBconv2dOp},
+    {"LowbitBgemm", &CreateBgemmOp},
     {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
 };
 
