@@ -12,7 +12,7 @@ TFLite runtime, `lowbit_tf.lite`, is usable, and nothing here needs TensorFlow.
     lowbit_tf.metrics      flip ratio
     lowbit_tf.summary      per-layer bits, memory, MACs and predicted .tflite size;
                            the module is callable: lowbit_tf.summary(model)
-    lowbit_tf.ops          Python face of the custom TF ops (bitpack, bconv2d)
+    lowbit_tf.ops          Python face of the custom TF ops (bitpack, bconv2d, bgemm)
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
 """

@@ -28,24 +28,24 @@ Counting rules:
   operations per row (3 diagonal products and the two butterflies' additions).
   Layers without kernels (pooling, BatchNorm, activations) count 0.
 - **Predicted .tflite size** (what ``lowbit_converter.convert(model)`` writes):
-  ``TFLITE_BASE_BYTES`` plus, per layer that becomes an op,
-  ``TFLITE_OP_BYTES`` plus its constant data. A binary layer lowered to
-  ``LowbitBconv2d`` stores ``filters * (4 * ceil(kh * kw * in_channels / 32) + 8)``
-  bytes (one bit per weight packed in int32 words per output channel, and a float
-  multiplier and bias per channel) plus ``TFLITE_CUSTOM_OP_BYTES``; a multi-bit
-  layer lowered to ``LowbitMultibitConv2d`` stores M such packed planes, an
-  alpha per plane and channel, a bias per channel and its betas and shifts,
-  plus ``TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES``; a grouped layer
-  is one op per group plus a split and a concatenation. The BatchNorm and ReLU
-  folded into a lowered layer take nothing; a BatchNormalization right after a
-  float conv/dense layer is folded into it by TFLite (nothing, or a bias of
-  ``4 * channels`` bytes); one elsewhere becomes a multiply and an add
-  (``8 * channels`` bytes); every other layer stores its parameters as float32
-  (4 bytes each). The constants were fitted on converted models; the estimate
-  is within 5% for the models of ``tests/test_training_tools.py`` (within 1%
-  measured) when their weights are non-trivial (the TFLite converter removes
-  all-zero biases and shares identical constant buffers, so freshly
-  initialised models come out somewhat smaller than predicted).
+  ``TFLITE_BASE_BYTES`` plus, per layer that becomes an op, ``TFLITE_OP_BYTES`` plus its
+  constant data. A binary layer lowered to ``LowbitBconv2d`` stores ``filters * (4 *
+  ceil(kh * kw * in_channels / 32) + 8)`` bytes (one bit per weight packed in int32
+  words per output channel, and a float multiplier and bias per channel) plus
+  ``TFLITE_CUSTOM_OP_BYTES``; a multi-bit layer lowered to ``LowbitMultibitConv2d``
+  stores M such packed planes, an alpha per plane and channel, a bias per channel and
+  its betas and shifts, plus ``TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES``; a
+  grouped layer is one op per group plus a split and a concatenation; a
+  ``FastfoodDense`` is one ``LowbitFastfood`` with its three diagonals, int32
+  permutation and bias. The BatchNorm and ReLU folded into a lowered layer take nothing;
+  a BatchNormalization right after a float conv/dense layer is folded into it by TFLite
+  (nothing, or a bias of ``4 * channels`` bytes); one elsewhere becomes a multiply and
+  an add (``8 * channels`` bytes); every other layer stores its parameters as float32 (4
+  bytes each). The constants were fitted on converted models; the estimate is within 5%
+  for the models of ``tests/test_training_tools.py`` (within 1% measured) when their
+  weights are non-trivial (the TFLite converter removes all-zero biases and shares
+  identical constant buffers, so freshly initialised models come out somewhat smaller
+  than predicted).
 """
 
 from __future__ import annotations
@@ -354,6 +354,11 @@ def _predicted_bytes(
         return _lowered_bytes(layer, plans[layer.name])
     if isinstance(layer, keras.layers.BatchNormalization):
         return TFLITE_OP_BYTES + 8 * _prod(layer.gamma.shape if layer.scale else layer.beta.shape)
+    if isinstance(layer, lb_layers.FastfoodDense):
+        # One LowbitFastfood: b, g, s and the int32 permutation, k * n each,
+        # and a bias (zeros when the layer has none).
+        blocks = layer.num_blocks * layer.padded_dim
+        return TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + 4 * (4 * blocks + layer.units)
     return TFLITE_OP_BYTES + 4 * row.total_params
 
 

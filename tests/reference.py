@@ -125,6 +125,25 @@ def bconv2d_bitpacked_np(*args, **kwargs) -> np.ndarray:
     return bitpack_np(bconv2d_np(*args, **kwargs))
 
 
+def bgemm_np(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    multiplier: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    activation: str | None = None,
+) -> np.ndarray:
+    """Binary dense layer: sign(x) [..., K] times sign(kernel) [K, N_out] as exact
+    integers, then y = m * dot + b in float32 (and ReLU)."""
+    dot = sign(x).astype(np.int64) @ sign(kernel).astype(np.int64)
+    cout = kernel.shape[1]
+    m = np.ones(cout, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
+    b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
+    y = dot.astype(np.float32) * m + b
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    return y.astype(np.float32)
+
+
 def unpack_bits_np(packed: np.ndarray, channels: int) -> np.ndarray:
     """Bits (0/1, uint8) of `channels` channels from int32 words along the last axis."""
     words = np.asarray(packed).astype(np.int64) & 0xFFFFFFFF

@@ -192,9 +192,9 @@ def test_binary_alexnet_converts_and_runs_on_lowbit_kernels(pretrained):
     load_alexnet_weights(model, pretrained["sources"]["npy"])
     result = lowbit_converter.convert_with_report(model)
     # conv2..conv5 and fc6, fc7 binary; the grouped conv2, conv4, conv5 give one
-    # op per group, the dense layers one 1x1 op each.
+    # op per group, the dense layers one LowbitBgemm each.
     assert result.lowered_layers == ["conv2", "conv3", "conv4", "conv5", "fc6", "fc7"]
-    assert result.report.custom_ops == {"LowbitBconv2d": 9}
+    assert result.report.custom_ops == {"LowbitBconv2d": 7, "LowbitBgemm": 2}
     expected = model(pretrained["x"], training=False).numpy()
     got = Interpreter(model_content=result.tflite_model).predict(pretrained["x"])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

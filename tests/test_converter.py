@@ -336,8 +336,8 @@ def test_grouped_binary_conv_lowers_to_one_op_per_group():
     np.testing.assert_array_equal(run_tflite(result.tflite_model, x), expected)
 
 
-def test_binary_dense_lowers_to_a_1x1_binary_conv():
-    """QuantDense with sign inputs and kernel: [N, C] -> [N, 1, 1, C] -> LowbitBconv2d,
+def test_binary_dense_lowers_to_one_lowbit_bgemm():
+    """QuantDense with sign inputs and kernel: one LowbitBgemm (no reshapes),
     bit-exact without BatchNorm, BatchNorm and ReLU folded otherwise."""
     inputs = keras.Input((70,))
     h = layers.QuantDense(40, name="bdense1", bias_initializer="random_normal",
@@ -355,7 +355,8 @@ def test_binary_dense_lowers_to_a_1x1_binary_conv():
     result = lowbit_converter.convert_with_report(model)
     assert result.lowered_layers == ["bdense1", "bdense2"]
     names = [name for name, _ in operators(result.tflite_model)]
-    assert names.count("LowbitBconv2d") == 2 and "FULLY_CONNECTED" not in names
+    assert names.count("LowbitBgemm") == 2 and "FULLY_CONNECTED" not in names
+    assert "RESHAPE" not in names and "LowbitBconv2d" not in names, names
     expected = model(x, training=False).numpy()
     np.testing.assert_allclose(run_tflite(result.tflite_model, x), expected, rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())

@@ -289,15 +289,15 @@ def test_converted_chain_stays_packed_and_reproduces_keras(kind, functional):
     tflite = lowbit_converter.convert(model)
     ops_, sub, schema = _tflite_ops(tflite)
     names = [n for n, _ in ops_]
-    assert names.count("LowbitBconv2d") == (3 if kind == "dense" else 2), names
+    assert names.count("LowbitBconv2d") == (1 if kind == "dense" else 2), names
+    assert names.count("LowbitBgemm") == (2 if kind == "dense" else 0), names
     assert ("LowbitBMaxPool2d" in names) == kind.startswith("pool"), names
     assert "MAX_POOL_2D" not in names
-    # Between the two binary convs: only packed int32 tensors and packed ops.
-    first = names.index("LowbitBconv2d")
-    if kind == "dense":
-        first = names.index("LowbitBconv2d", first + 1)
-    second = names.index("LowbitBconv2d", first + 1)
-    # Walk back from the second conv's input to the first conv's output: only
+    # Between the two binary layers: only packed int32 tensors and packed ops.
+    binary = "LowbitBgemm" if kind == "dense" else "LowbitBconv2d"
+    first = names.index(binary)
+    second = names.index(binary, first + 1)
+    # Walk back from the second layer's input to the first one's output: only
     # packed int32 tensors, made by packed ops (or a reshape of the words).
     producer_of = {out: (name, op) for name, op in ops_ for out in op.outputs}
     tensor = ops_[second][1].inputs[0]

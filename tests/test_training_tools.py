@@ -383,10 +383,17 @@ def _size_models():
         layers.QuantDense(32, **dorefa),
         keras.layers.Dense(10),
     ], name="dorefa_ternary")  # fmt: skip
-    return [bnn, deep, mlp, abc, multibit]
+    fastfood = keras.Sequential([
+        keras.Input((100,)),
+        keras.layers.Dense(256, activation="relu"),
+        layers.FastfoodDense(512, activation="relu", seed=1),
+        layers.FastfoodDense(300, use_bias=False, seed=2),
+        keras.layers.Dense(10),
+    ], name="fastfood")  # fmt: skip
+    return [bnn, deep, mlp, abc, multibit, fastfood]
 
 
-SIZE_MODELS = ["bnn", "deep_bnn", "float_mlp", "abc", "dorefa_ternary"]
+SIZE_MODELS = ["bnn", "deep_bnn", "float_mlp", "abc", "dorefa_ternary", "fastfood"]
 
 
 @pytest.mark.slow

@@ -58,22 +58,16 @@ def convert(
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
-<<<<<<< HEAD
-    Each binary `QuantConv2D` / `QuantDense` (sign-binarised inputs and kernel),
-    with a BatchNormalization and ReLU that follow it folded in, becomes one
-    `LowbitBconv2d` custom op with bit-packed weights; each multi-bit layer
-    (`ABCConv2D`, `ABCDense`, and `QuantConv2D` / `QuantDense` with sign or
-    DoReFa activations and k-bit, ternary or binary kernels) one
-    `LowbitMultibitConv2d` with bit-packed weight planes; everything else
-    becomes TFLite builtins (a quantized layer with float inputs, i.e. no
-    input quantizer, runs as a float conv with its quantized kernel). Run the
-=======
     Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
     BatchNormalization and ReLU that follow it folded in, becomes one
-    `LowbitBconv2d` custom op with bit-packed weights, and each `FastfoodDense`
-    one `LowbitFastfood` op; everything else becomes TFLite builtins. Run the
->>>>>>> wt-ff
-    result with `lowbit_tf.lite.Interpreter`.
+    `LowbitBconv2d` custom op with bit-packed weights, each binary `QuantDense`
+    one `LowbitBgemm`; each multi-bit layer (`ABCConv2D`, `ABCDense`, and
+    `QuantConv2D` / `QuantDense` with sign or DoReFa activations and k-bit,
+    ternary or binary kernels) one `LowbitMultibitConv2d` with bit-packed
+    weight planes; each `FastfoodDense` one `LowbitFastfood`. Everything else
+    becomes TFLite builtins (a quantized layer with float inputs, i.e. no input
+    quantizer, runs as a float conv with its quantized kernel). Run the result
+    with `lowbit_tf.lite.Interpreter`.
 
     Args:
       model: a built Sequential or functional Keras model.

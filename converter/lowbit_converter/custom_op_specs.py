@@ -62,6 +62,16 @@ MULTIBIT_CONV2D = CustomOpSpec(
     },
 )
 
+BGEMM = CustomOpSpec(
+    name="LowbitBgemm",
+    num_inputs=4,
+    options={
+        "channels_in": OptionSpec(int, minimum=1),
+        "activation": OptionSpec(str, choices=("NONE", "RELU")),
+        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+    },
+)
+
 BMAXPOOL2D = CustomOpSpec(
     name="LowbitBMaxPool2d",
     num_inputs=1,
@@ -85,5 +95,5 @@ FASTFOOD = CustomOpSpec(
 )
 
 CUSTOM_OPS: dict[str, CustomOpSpec] = {
-    spec.name: spec for spec in (BCONV2D, BMAXPOOL2D, MULTIBIT_CONV2D, FASTFOOD)
+    spec.name: spec for spec in (BCONV2D, BGEMM, BMAXPOOL2D, MULTIBIT_CONV2D, FASTFOOD)
 }

@@ -1,9 +1,9 @@
 """Lowering: a trained Keras model -> the same model on lowbit custom ops.
 
 Each binary QuantConv2D becomes a `LoweredBConv2D` layer that calls the
-`LowbitBconv2d` TF op with a bit-packed constant filter, and so does each binary
-QuantDense: a dense layer on C features is a 1x1 convolution of a 1x1 "image"
-with C channels, [N, C] -> [N, 1, 1, C]. Binary means: the input
+`LowbitBconv2d` TF op with a bit-packed constant filter, and each binary
+QuantDense a `LoweredBDense` (lower_dense.py) that calls `LowbitBgemm` over its
+input's last axis, whatever the leading dimensions. Binary means: the input
 quantizer's forward pass is sign(x) (a known sign quantizer), and the quantized
 kernel is, per output channel c, alpha_c * (+-1) -- checked on the values, so
 ste_sign (alpha = 1) and scaled binarisations such as XNOR-Net's mean|W| alike
@@ -20,8 +20,8 @@ then emits `output_type="bitpacked"` (the signs of its float output, computed
 from the integer dot product with exact per-channel thresholds, see
 docs/custom_ops.md), the pool becomes `LowbitBMaxPool2d` on the packed words
 (max-pool commutes with the monotone sign: sign(max(x)) = max(sign(x))), and
-the next LowbitBconv2d reads the packed int32 tensor: no float tensor between
-them. Chains the packed ops cannot express (grouped convs on either side, a
+the next LowbitBconv2d or LowbitBgemm reads the packed int32 tensor: no float
+tensor between them. Chains the packed ops cannot express (grouped convs on either side, a
 conv whose own non-ReLU activation runs afterwards, a channels_first pool,
 several consumers, a model output in between) stay on the float path.
 
@@ -111,7 +111,27 @@ class BConv2DPlan:
         return multiplier.astype(np.float32), bias.astype(np.float32)
 
 
-class LoweredBConv2D(keras.layers.Layer):
+class LoweredBinaryLayer(keras.layers.Layer):
+    """What LoweredBConv2D and LoweredBDense share: the fused ReLU, the layer's
+    own other activation (run as float ops afterwards) and the packed chain
+    flags of the plan."""
+
+    def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
+        super().__init__(name=plan.conv.name, **kwargs)
+        self.packed_output = plan.packed_output
+        self.packed_input = plan.packed_input
+        self.output_type = "bitpacked" if plan.packed_output else "float"
+        # Any other activation of the layer itself runs as float ops afterwards.
+        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
+
+    def finish(self, outputs: tf.Tensor) -> tf.Tensor:
+        """The op's outputs, with the trailing activation if any."""
+        if self.trailing_activation is not None:
+            outputs = self.trailing_activation(outputs)
+        return outputs
+
+
+class LoweredBConv2D(LoweredBinaryLayer):
     """Inference-only stand-in for a binary QuantConv2D (+ BatchNorm + ReLU).
 
     Holds the bit-packed filter and the folded output transform as constants,
@@ -122,13 +142,10 @@ class LoweredBConv2D(keras.layers.Layer):
     """
 
     def __init__(self, plan: BConv2DPlan, **kwargs: Any) -> None:
+        super().__init__(plan, **kwargs)
         conv = plan.conv
-        super().__init__(name=conv.name, **kwargs)
         kernel = np.asarray(conv.quantized_kernel())
-        self.dense = isinstance(conv, QuantDense)
-        if self.dense:  # [C, C_out] -> a 1x1 HWIO kernel
-            kernel = kernel.reshape(1, 1, *kernel.shape)
-        self.groups = 1 if self.dense else conv.groups
+        self.groups = conv.groups
         multiplier, bias = plan.multiplier_and_bias()
         # One (packed filter, multiplier, bias) per group.
         self.group_constants = [
@@ -140,28 +157,15 @@ class LoweredBConv2D(keras.layers.Layer):
                 strict=True,
             )
         ]
-        self.packed_output = plan.packed_output
-        self.packed_input = plan.packed_input
         self.channels_in = int(kernel.shape[2])  # per group
-        self.out_channels = int(kernel.shape[3])
-        if self.dense:
-            self.kernel_size = self.strides = self.dilations = (1, 1)
-            self.padding, self.pad_value = "VALID", 0
-        else:
-            self.kernel_size = tuple(conv.kernel_size)
-            self.strides = tuple(conv.strides)
-            self.dilations = tuple(conv.dilation_rate)
-            self.padding = conv.padding.upper()
-            self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
-        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
+        self.kernel_size = tuple(conv.kernel_size)
+        self.strides = tuple(conv.strides)
+        self.dilations = tuple(conv.dilation_rate)
+        self.padding = conv.padding.upper()
+        self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
-        depth = ops.packed_words(self.channels_in) if self.packed_input else self.channels_in
-        out_depth = ops.packed_words(self.out_channels) if self.packed_output else self.out_channels
-        if self.dense:
-            leading = tf.shape(inputs)[:-1]
-            inputs = tf.reshape(inputs, [-1, 1, 1, depth])
         slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         parts = [
             ops.bconv2d(
@@ -176,18 +180,13 @@ class LoweredBConv2D(keras.layers.Layer):
                 padding=self.padding,
                 pad_value=self.pad_value,
                 activation=self.fused_activation,
-                output_type="bitpacked" if self.packed_output else "float",
+                output_type=self.output_type,
             )
             for part, (packed_filter, multiplier, bias) in zip(
                 slices, self.group_constants, strict=True
             )
         ]
-        outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
-        if self.dense:
-            outputs = tf.reshape(outputs, tf.concat([leading, [out_depth]], axis=0))
-        if self.trailing_activation is not None:
-            outputs = self.trailing_activation(outputs)
-        return outputs
+        return self.finish(tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0])
 
 
 class LoweredBMaxPool2D(keras.layers.Layer):
@@ -218,7 +217,7 @@ class FoldedAway(keras.layers.Layer):
 
 def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
     if isinstance(conv, QuantDense):
-        return  # every binary dense layer maps to a 1x1 binary convolution
+        return  # every binary dense layer maps to one LowbitBgemm
     problems = []
     if conv.data_format != "channels_last":
         problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
@@ -347,12 +346,16 @@ def lower_model(
         if plan.pool is not None
     }
 
+    # The dense path lives in its own module, which builds on this one.
+    from lowbit_converter.lower_dense import LoweredBDense
+
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in plans:
             plan = plans[layer.name]
             if plan.multibit is not None:
                 return LoweredMultibitConv2D(plan, plan.multibit)
-            return LoweredBConv2D(plan)
+            lowered_class = LoweredBDense if isinstance(plan.conv, QuantDense) else LoweredBConv2D
+            return lowered_class(plan)
         if layer.name in fastfood:
             return LoweredFastfood(fastfood[layer.name])
         if layer.name in pools:

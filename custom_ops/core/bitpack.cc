@@ -81,4 +81,22 @@ void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
   });
 }
 
+void BitpackColumns(const float* input, std::int64_t rows, std::int64_t cols,
+                    PackedWord* output, ParallelExecutor& executor) {
+  const std::int64_t words = PackedWords(rows);
+  // One unit is one word of every column: the 32 input rows it covers are
+  // read whole (contiguous), and units write disjoint output words.
+  executor.ParallelFor(words, kBitsPerWord * cols, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t w = begin; w < end; ++w) {
+      for (std::int64_t c = 0; c < cols; ++c) output[c * words + w] = 0;
+      const std::int64_t r1 = (w + 1) * kBitsPerWord < rows ? (w + 1) * kBitsPerWord : rows;
+      for (std::int64_t r = w * kBitsPerWord; r < r1; ++r) {
+        const float* row = input + r * cols;
+        const int bit = static_cast<int>(r % kBitsPerWord);
+        for (std::int64_t c = 0; c < cols; ++c) output[c * words + w] |= NegativeBit(row[c]) << bit;
+      }
+    }
+  });
+}
+
 }  // namespace lowbit

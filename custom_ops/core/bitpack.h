@@ -16,6 +16,17 @@ namespace lowbit {
 void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
                  PackedWord* output, ParallelExecutor& executor);
 
+// Packs the COLUMNS of a row-major [rows, cols] float matrix: output row c,
+// PackedWords(rows) words, holds the signs of column c (bit r % 32 of word
+// r / 32 is value (r, c)), with the same sign test and zero padding bits as
+// BitpackRows. A Keras kernel is such a matrix with one column per output
+// channel: [K, N_out] for a dense layer, HWIO [KH, KW, C, C_out] read as
+// [KH * KW * C, C_out] for a conv, whose rows are then in (ky, kx, c) order;
+// the result is the compact packed filter of LowbitBgemm / LowbitBconv2d
+// (the packing of the transposed kernel) without a transposed copy.
+void BitpackColumns(const float* input, std::int64_t rows, std::int64_t cols,
+                    PackedWord* output, ParallelExecutor& executor);
+
 }  // namespace lowbit
 
 #endif  // LOWBIT_CORE_BITPACK_H_

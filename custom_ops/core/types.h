@@ -36,6 +36,28 @@ constexpr PackedWord TailMask(std::int64_t channels) {
              : (PackedWord{1} << (channels % kBitsPerWord)) - 1u;
 }
 
+// Product of `count` dimensions, e.g. the leading dimensions of an N-d input
+// that an op flattens into its batch (or rows). 0 when any of them is 0 (an
+// empty tensor, however large the others); false when a dimension is negative
+// or the product exceeds 2^62 (callers then check their own, smaller limits).
+template <typename Int>
+bool FlattenDims(const Int* dims, int count, std::int64_t* product) {
+  constexpr std::int64_t kLimit = std::int64_t{1} << 62;
+  *product = 1;
+  for (int i = 0; i < count; ++i) {
+    if (dims[i] < 0) return false;
+    if (dims[i] == 0) {
+      *product = 0;
+      return true;
+    }
+  }
+  for (int i = 0; i < count; ++i) {
+    if (*product > kLimit / dims[i]) return false;
+    *product *= dims[i];
+  }
+  return true;
+}
+
 enum class Padding { kValid, kSame };
 enum class Activation { kNone, kRelu };
 

@@ -1,13 +1,14 @@
 // TF kernel of LowbitBconv2d: validates the tensors against the attributes,
-// packs a float input on the fly, and runs the core's binary convolution.
+// packs a float input (and a float HWIO filter) on the fly, and runs the
+// core's binary convolution. Inputs of rank > 4, [..., H, W, C], are a batch
+// of images whose leading dimensions are flattened into the batch.
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
-#include "custom_ops/core/bitpack.h"
+#include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -16,10 +17,12 @@ namespace lowbit {
 
 using tensorflow::errors::InvalidArgument;
 
-template <typename T>
+constexpr char kOp[] = "LowbitBconv2d";
+
 class BConv2DOp : public tensorflow::OpKernel {
  public:
-  explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx)
+      : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
     std::string padding, activation;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_h", &params_.kernel_h));
@@ -31,21 +34,10 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &params_.pad_value));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &params_.activation)));
-    OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(params_)));
-    std::string output_type;
-    tensorflow::DataType tout;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("output_type", &output_type));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &tout));
-    OP_REQUIRES_OK(ctx, ToTf(ParseOutputType(output_type, &output_type_)));
-    const tensorflow::DataType want =
-        output_type_ == OutputType::kBitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
-    OP_REQUIRES(ctx, tout == want,
-                InvalidArgument("LowbitBconv2d: output_type \"", output_type,
-                                "\" needs Tout = ", tensorflow::DataTypeString(want), ", got ",
-                                tensorflow::DataTypeString(tout)));
-    kernel_ = SelectBConv2DKernel();
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ParsePadding(padding, &params_.padding)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ParseActivation(activation, &params_.activation)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBConv2DOptions(params_)));
+    OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kOp, &output_type_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -53,42 +45,60 @@ class BConv2DOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& filter = ctx->input(1);
     const tensorflow::Tensor& multiplier = ctx->input(2);
     const tensorflow::Tensor& bias = ctx->input(3);
-    constexpr bool kPackedInput = std::is_same<T, std::int32_t>::value;
+    const bool packed_input = input.dtype() == tensorflow::DT_INT32;
+    const bool float_filter = filter.dtype() == tensorflow::DT_FLOAT;
     const std::int64_t words = params_.words();
 
-    OP_REQUIRES(ctx, input.dims() == 4,
-                InvalidArgument("LowbitBconv2d: input must be 4-D NHWC, got shape ",
-                                input.shape().DebugString()));
-    OP_REQUIRES(ctx, filter.dims() == 2,
-                InvalidArgument("LowbitBconv2d: filter must be 2-D [C_out, words], got shape ",
-                                filter.shape().DebugString()));
-    const std::int64_t expected_depth = kPackedInput ? words : params_.channels_in;
-    OP_REQUIRES(ctx, input.dim_size(3) == expected_depth,
-                InvalidArgument("LowbitBconv2d: input depth ", input.dim_size(3),
-                                kPackedInput ? " (packed words)" : " (channels)",
+    const int rank = input.dims();
+    OP_REQUIRES(ctx, rank >= 4,
+                InvalidArgument(kOp, ": input must be 4-D NHWC or of higher rank [..., H, W, C], "
+                                "got shape ", input.shape().DebugString()));
+    const std::int64_t expected_depth = packed_input ? words : params_.channels_in;
+    OP_REQUIRES(ctx, input.dim_size(rank - 1) == expected_depth,
+                InvalidArgument(kOp, ": input depth ", input.dim_size(rank - 1),
+                                packed_input ? " (packed words)" : " (channels)",
                                 " does not match channels_in = ", params_.channels_in,
                                 ", expected ", expected_depth));
-    const std::int64_t filter_words =
-        CompactFilterWords(params_.kernel_h, params_.kernel_w, params_.channels_in);
-    OP_REQUIRES(ctx, filter.dim_size(1) == filter_words,
-                InvalidArgument("LowbitBconv2d: filter has ", filter.dim_size(1),
-                                " packed words per output channel, but kernel ", params_.kernel_h,
-                                "x", params_.kernel_w, " with channels_in = ",
-                                params_.channels_in, " needs ", filter_words));
-    const std::int64_t out_channels = filter.dim_size(0);
+    std::int64_t out_channels = 0;
+    if (float_filter) {
+      // The Keras kernel, HWIO; packed here (training through the fast path).
+      const tensorflow::TensorShape& s = filter.shape();
+      OP_REQUIRES(ctx, filter.dims() == 4 && s.dim_size(0) == params_.kernel_h &&
+                           s.dim_size(1) == params_.kernel_w &&
+                           s.dim_size(2) == params_.channels_in && s.dim_size(3) >= 1,
+                  InvalidArgument(kOp, ": a float filter must be the HWIO kernel [",
+                                  params_.kernel_h, ", ", params_.kernel_w, ", ",
+                                  params_.channels_in, ", C_out], got shape ", s.DebugString()));
+      out_channels = s.dim_size(3);
+    } else {
+      OP_REQUIRES(ctx, filter.dims() == 2,
+                  InvalidArgument(kOp, ": filter must be 2-D [C_out, words], got shape ",
+                                  filter.shape().DebugString()));
+      const std::int64_t filter_words =
+          CompactFilterWords(params_.kernel_h, params_.kernel_w, params_.channels_in);
+      OP_REQUIRES(ctx, filter.dim_size(1) == filter_words,
+                  InvalidArgument(kOp, ": filter has ", filter.dim_size(1),
+                                  " packed words per output channel, but kernel ",
+                                  params_.kernel_h, "x", params_.kernel_w,
+                                  " with channels_in = ", params_.channels_in, " needs ",
+                                  filter_words));
+      out_channels = filter.dim_size(0);
+    }
     OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
-                InvalidArgument("LowbitBconv2d: multiplier must have shape [", out_channels,
-                                "], got ", multiplier.shape().DebugString()));
+                InvalidArgument(kOp, ": multiplier must have shape [", out_channels, "], got ",
+                                multiplier.shape().DebugString()));
     OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == out_channels,
-                InvalidArgument("LowbitBconv2d: bias must have shape [", out_channels, "], got ",
+                InvalidArgument(kOp, ": bias must have shape [", out_channels, "], got ",
                                 bias.shape().DebugString()));
 
     BConv2DParams p = params_;
-    p.batch = input.dim_size(0);
-    p.in_h = input.dim_size(1);
-    p.in_w = input.dim_size(2);
+    // The leading dimensions are the batch.
+    OP_REQUIRES(ctx, FlattenDims(input.shape().dim_sizes().data(), rank - 3, &p.batch),
+                InvalidArgument(kOp, ": too many images in input ", input.shape().DebugString()));
+    p.in_h = input.dim_size(rank - 3);
+    p.in_w = input.dim_size(rank - 2);
     p.out_channels = out_channels;
-    OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DGeometry(&p)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBConv2DGeometry(&p)));
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     std::vector<std::int32_t> threshold;
@@ -96,77 +106,45 @@ class BConv2DOp : public tensorflow::OpKernel {
     if (bitpacked) {
       threshold.resize(static_cast<std::size_t>(out_channels));
       flip.resize(static_cast<std::size_t>(out_channels));
-      OP_REQUIRES_OK(ctx, ToTf(ComputeBConv2DThresholds(p, multiplier.flat<float>().data(),
-                                                        bias.flat<float>().data(),
-                                                        threshold.data(), flip.data())));
+      OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBConv2DThresholds(p, multiplier.flat<float>().data(),
+                                                             bias.flat<float>().data(),
+                                                             threshold.data(), flip.data())));
     }
+    tensorflow::TensorShape out_shape = input.shape();
+    out_shape.set_dim(rank - 3, p.out_h);
+    out_shape.set_dim(rank - 2, p.out_w);
+    out_shape.set_dim(rank - 1, bitpacked ? PackedWords(out_channels) : out_channels);
     tensorflow::Tensor* output = nullptr;
-    const std::int64_t out_depth = bitpacked ? PackedWords(out_channels) : out_channels;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, tensorflow::TensorShape({p.batch, p.out_h, p.out_w, out_depth}),
-                            &output));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
 
+    tensorflow::Tensor packed_scratch, filter_scratch;
+    const PackedWord* packed = nullptr;
+    const PackedWord* compact = nullptr;
+    OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.batch * p.in_h * p.in_w, p.channels_in,
+                                    &packed_scratch, &packed));
+    OP_REQUIRES_OK(ctx, CompactFilter(ctx, filter, p.kernel_h * p.kernel_w * p.channels_in,
+                                      out_channels, &filter_scratch, &compact));
+    const std::shared_ptr<const BConv2DFilter> prepared = filters_.Get(p, compact);
     TfExecutor executor(ctx);
-    const PackedWord* packed_input;
-    tensorflow::Tensor packed;  // scratch for a float input
-    if constexpr (kPackedInput) {
-      packed_input = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
-    } else {
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_INT32,
-                                             tensorflow::TensorShape({p.batch, p.in_h, p.in_w, words}),
-                                             &packed));
-      PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
-      BitpackRows(input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
-                  executor);
-      packed_input = dst;
-    }
-    const std::shared_ptr<const BConv2DFilter> prepared = PreparedFilter(
-        p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
     if (bitpacked) {
-      BConv2DBitpacked(p, packed_input, *prepared, threshold.data(), flip.data(),
+      BConv2DBitpacked(p, packed, *prepared, threshold.data(), flip.data(),
                        reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                        executor);
       return;
     }
-    BConv2D(p, packed_input, *prepared, multiplier.flat<float>().data(),
-            bias.flat<float>().data(), output->flat<float>().data(), executor);
+    BConv2D(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),
+            output->flat<float>().data(), executor);
   }
 
  private:
-  static tensorflow::Status ToTf(const lowbit::Status& s) {
-    if (s.ok) return tensorflow::Status();
-    return InvalidArgument("LowbitBconv2d: ", s.message);
-  }
-
-  // The filter re-laid out for kernel_, kept while the filter input keeps the
-  // same words (checked by a memcmp of the compact filter, 1 bit per weight:
-  // far cheaper than preparing it again, which the SIMD layouts would cost on
-  // every call). Compute may run concurrently, so the cache is swapped under a
-  // lock and each call holds its own reference.
-  std::shared_ptr<const BConv2DFilter> PreparedFilter(const BConv2DParams& p,
-                                                      const PackedWord* compact) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (prepared_ == nullptr || !prepared_->SameSource(kernel_, p, compact)) {
-      auto fresh = std::make_shared<BConv2DFilter>();
-      fresh->Prepare(kernel_, p, compact);
-      prepared_ = std::move(fresh);
-    }
-    return prepared_;
-  }
-
   BConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
-  BConv2DKernel kernel_;
-  std::mutex mutex_;
-  std::shared_ptr<const BConv2DFilter> prepared_;  // guarded by mutex_
+  PreparedFilterCache filters_;
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("LowbitBconv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
-    BConv2DOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("LowbitBconv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<std::int32_t>("T"),
-    BConv2DOp<std::int32_t>);
+// One kernel for every input / filter dtype the op allows (dispatch on the
+// tensors' dtypes in Compute).
+REGISTER_KERNEL_BUILDER(Name("LowbitBconv2d").Device(tensorflow::DEVICE_CPU), BConv2DOp);
 
 }  // namespace lowbit

@@ -1,8 +1,11 @@
-// TF kernel of LowbitBMaxPool2d: max-pooling of bit-packed +-1 values.
+// TF kernel of LowbitBMaxPool2d: max-pooling of bit-packed +-1 values. Inputs
+// of rank > 4, [..., H, W, words], have their leading dimensions flattened
+// into the batch.
 #include <string>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -10,6 +13,8 @@
 namespace lowbit {
 
 using tensorflow::errors::InvalidArgument;
+
+constexpr char kOp[] = "LowbitBMaxPool2d";
 
 class BMaxPool2DOp : public tensorflow::OpKernel {
  public:
@@ -21,28 +26,32 @@ class BMaxPool2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(CheckBMaxPool2DOptions(params_)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ParsePadding(padding, &params_.padding)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBMaxPool2DOptions(params_)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& input = ctx->input(0);
-    OP_REQUIRES(ctx, input.dims() == 4,
-                InvalidArgument("LowbitBMaxPool2d: input must be 4-D packed NHWC, got shape ",
-                                input.shape().DebugString()));
-    OP_REQUIRES(ctx, input.dim_size(3) == params_.words(),
-                InvalidArgument("LowbitBMaxPool2d: input depth ", input.dim_size(3),
+    const int rank = input.dims();
+    OP_REQUIRES(ctx, rank >= 4,
+                InvalidArgument(kOp, ": input must be 4-D packed NHWC or of higher rank "
+                                "[..., H, W, words], got shape ", input.shape().DebugString()));
+    OP_REQUIRES(ctx, input.dim_size(rank - 1) == params_.words(),
+                InvalidArgument(kOp, ": input depth ", input.dim_size(rank - 1),
                                 " (packed words) does not match channels = ", params_.channels,
                                 ", expected ", params_.words()));
     BMaxPool2DParams p = params_;
-    p.batch = input.dim_size(0);
-    p.in_h = input.dim_size(1);
-    p.in_w = input.dim_size(2);
-    OP_REQUIRES_OK(ctx, ToTf(ComputeBMaxPool2DGeometry(&p)));
+    // The leading dimensions are the batch.
+    OP_REQUIRES(ctx, FlattenDims(input.shape().dim_sizes().data(), rank - 3, &p.batch),
+                InvalidArgument(kOp, ": too many images in input ", input.shape().DebugString()));
+    p.in_h = input.dim_size(rank - 3);
+    p.in_w = input.dim_size(rank - 2);
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBMaxPool2DGeometry(&p)));
+    tensorflow::TensorShape out_shape = input.shape();
+    out_shape.set_dim(rank - 3, p.out_h);
+    out_shape.set_dim(rank - 2, p.out_w);
     tensorflow::Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(
-                            0, tensorflow::TensorShape({p.batch, p.out_h, p.out_w, p.words()}),
-                            &output));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
     TfExecutor executor(ctx);
     BMaxPool2D(p, reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data()),
@@ -50,11 +59,6 @@ class BMaxPool2DOp : public tensorflow::OpKernel {
   }
 
  private:
-  static tensorflow::Status ToTf(const lowbit::Status& s) {
-    if (s.ok) return tensorflow::Status();
-    return InvalidArgument("LowbitBMaxPool2d: ", s.message);
-  }
-
   BMaxPool2DParams params_;
 };
 

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "custom_ops/core/multibit_conv2d.h"
-#include "custom_ops/tf/filter_cache.h"
+#include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -15,7 +15,8 @@ using tensorflow::errors::InvalidArgument;
 
 class MultibitConv2DOp : public tensorflow::OpKernel {
  public:
-  explicit MultibitConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit MultibitConv2DOp(tensorflow::OpKernelConstruction* ctx)
+      : OpKernel(ctx), filter_(SelectBConv2DKernel()) {
     BConv2DParams& conv = params_.conv;
     std::string padding, activation, mode;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &conv.channels_in));
@@ -34,7 +35,6 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &conv.activation)));
     OP_REQUIRES_OK(ctx, ToTf(ParseActivationPlanes(mode, &params_.activation_mode)));
     OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(conv)));
-    kernel_ = SelectBConv2DKernel();
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -107,7 +107,7 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
 
     TfExecutor executor(ctx);
     const std::shared_ptr<const BConv2DFilter> prepared = filter_.Get(
-        kernel_, PlaneConvParams(p), reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
+        PlaneConvParams(p), reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
     MultibitConv2DScratch scratch;
     MultibitConv2D(p, input.flat<float>().data(), shifts.flat<float>().data(), *prepared,
                    alphas.flat<float>().data(), betas.flat<float>().data(),
@@ -116,13 +116,11 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
 
  private:
   static tensorflow::Status ToTf(const lowbit::Status& s) {
-    if (s.ok) return tensorflow::Status();
-    return InvalidArgument("LowbitMultibitConv2d: ", s.message);
+    return lowbit::ToTf("LowbitMultibitConv2d", s);
   }
 
   MultibitConv2DParams params_;  // options only
-  BConv2DKernel kernel_;
-  BConv2DFilterCache filter_;
+  PreparedFilterCache filter_;
 };
 
 REGISTER_KERNEL_BUILDER(Name("LowbitMultibitConv2d").Device(tensorflow::DEVICE_CPU),

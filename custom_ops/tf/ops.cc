@@ -50,6 +50,15 @@ TfStatus ConvOutputSize(InferenceContext* c, const char* op, DimensionHandle in_
   return TfStatus();
 }
 
+// Output shape of the 2-D window ops on [..., H, W, C]: the leading
+// dimensions (flattened into the batch by the kernels) are kept.
+TfStatus WindowOutputShape(InferenceContext* c, ShapeHandle input, DimensionHandle out_h,
+                           DimensionHandle out_w, DimensionHandle depth, ShapeHandle* out) {
+  ShapeHandle leading;
+  TF_RETURN_IF_ERROR(c->Subshape(input, 0, -3, &leading));
+  return c->Concatenate(leading, c->MakeShape({out_h, out_w, depth}), out);
+}
+
 }  // namespace
 
 REGISTER_OP("LowbitBitpack")
@@ -76,11 +85,12 @@ output: shape input.shape[:-1] + [ceil(C / 32)].
 
 REGISTER_OP("LowbitBconv2d")
     .Input("input: T")
-    .Input("filter: int32")
+    .Input("filter: Tfilter")
     .Input("multiplier: float")
     .Input("bias: float")
     .Output("output: Tout")
     .Attr("T: {float, int32}")
+    .Attr("Tfilter: {float, int32} = DT_INT32")
     .Attr("Tout: {float, int32} = DT_FLOAT")
     .Attr("channels_in: int >= 1")
     .Attr("kernel_h: int >= 1")
@@ -95,38 +105,97 @@ REGISTER_OP("LowbitBconv2d")
     .Attr("output_type: {'float', 'bitpacked'} = 'float'")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &filter));
+      tensorflow::DataType filter_type;
+      TF_RETURN_IF_ERROR(c->GetAttr("Tfilter", &filter_type));
+      const bool float_filter = filter_type == tensorflow::DT_FLOAT;
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), float_filter ? 4 : 2, &filter));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BConv2DParams p;
       TF_RETURN_IF_ERROR(ReadConvAttrs(c, &p));
       DimensionHandle out_h, out_w;
-      TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitBconv2d", c->Dim(input, 1), c->Dim(input, 2),
+      TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitBconv2d", c->Dim(input, -3), c->Dim(input, -2),
                                         &p, &out_h, &out_w));
       std::string output_type;
       TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
-      DimensionHandle depth = c->Dim(filter, 0);
+      // C_out: filter [C_out, words], or the HWIO kernel's last dimension.
+      DimensionHandle depth = c->Dim(filter, float_filter ? 3 : 0);
       if (output_type == "bitpacked") {
         depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
       }
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w, depth}));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, depth, &out));
+      c->set_output(0, out);
       return TfStatus();
     })
     .Doc(R"doc(
 Binary 2-D convolution of a bit-packed (or float, packed on the fly) NHWC input
 with a bit-packed filter, followed by y = multiplier * dot + bias and an
-optional fused ReLU. See docs/custom_ops.md for the exact semantics.
+optional fused ReLU. See docs/custom_ops.md for the exact semantics. Inputs of
+rank > 4, [..., H, W, C], are a batch of images: the kernel slides over H and W,
+the leading dimensions are kept.
 
-input: float32 [N, H, W, channels_in] or int32 packed [N, H, W, ceil(channels_in / 32)].
+input: float32 [..., H, W, channels_in] or int32 packed [..., H, W, ceil(channels_in / 32)].
 filter: int32 [C_out, ceil(kernel_h * kernel_w * channels_in / 32)], the bit-packing
-  of the flattened OHWI kernel (compact: one bit per weight).
+  of the flattened OHWI kernel (compact: one bit per weight); or (Tfilter = float,
+  for training through the op, see lowbit_tf.ops) the float32 Keras HWIO kernel
+  [kernel_h, kernel_w, channels_in, C_out], binarised and packed by the op.
 multiplier: float32 [C_out].
 bias: float32 [C_out].
-output_type: "float": output float32 [N, OH, OW, C_out]; "bitpacked": the signs of
-  that output packed, int32 [N, OH, OW, ceil(C_out / 32)], computed from the integer
+output_type: "float": output float32 [..., OH, OW, C_out]; "bitpacked": the signs of
+  that output packed, int32 [..., OH, OW, ceil(C_out / 32)], computed from the integer
   dot product with exact per-channel thresholds (Tout must be int32).
-output: float32 [N, OH, OW, C_out], or int32 packed [N, OH, OW, ceil(C_out / 32)].
+output: float32 [..., OH, OW, C_out], or int32 packed [..., OH, OW, ceil(C_out / 32)].
+)doc");
+
+REGISTER_OP("LowbitBgemm")
+    .Input("input: T")
+    .Input("filter: Tfilter")
+    .Input("multiplier: float")
+    .Input("bias: float")
+    .Output("output: Tout")
+    .Attr("T: {float, int32}")
+    .Attr("Tfilter: {float, int32} = DT_INT32")
+    .Attr("Tout: {float, int32} = DT_FLOAT")
+    .Attr("channels_in: int >= 1")
+    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+    .Attr("output_type: {'float', 'bitpacked'} = 'float'")
+    .SetShapeFn([](InferenceContext* c) -> TfStatus {
+      ShapeHandle input, filter, vec;
+      tensorflow::DataType filter_type;
+      TF_RETURN_IF_ERROR(c->GetAttr("Tfilter", &filter_type));
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &input));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &filter));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
+      std::string output_type;
+      TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
+      // N_out: filter [N_out, words], or the Keras kernel [K, N_out].
+      DimensionHandle depth = c->Dim(filter, filter_type == tensorflow::DT_FLOAT ? 1 : 0);
+      if (output_type == "bitpacked") {
+        depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
+      }
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(c->ReplaceDim(input, -1, depth, &out));
+      c->set_output(0, out);
+      return TfStatus();
+    })
+    .Doc(R"doc(
+Binary dense layer (GEMM) over the last axis: for every row x of the input
+(leading dimensions kept) and output channel c,
+y[c] = multiplier[c] * dot(sign(x), w[c]) + bias[c], optionally ReLU-ed, with
+dot = K - 2 * popcount(x XOR w[c]). See docs/custom_ops.md.
+
+input: float32 [..., channels_in] or int32 packed [..., ceil(channels_in / 32)].
+filter: int32 [N_out, ceil(channels_in / 32)], the bit-packing of the transposed
+  Keras kernel; or (Tfilter = float) the float32 Keras kernel [channels_in, N_out],
+  binarised and packed by the op.
+multiplier: float32 [N_out].
+bias: float32 [N_out].
+output_type: "float": output float32 [..., N_out]; "bitpacked": the signs of that
+  output packed, int32 [..., ceil(N_out / 32)] (Tout must be int32).
+output: float32 [..., N_out], or int32 packed [..., ceil(N_out / 32)].
 )doc");
 
 REGISTER_OP("LowbitBMaxPool2d")
@@ -140,7 +209,7 @@ REGISTER_OP("LowbitBMaxPool2d")
     .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input;
-      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+      TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
       BMaxPool2DParams p;
       std::string padding;
       TF_RETURN_IF_ERROR(c->GetAttr("channels", &p.channels));
@@ -151,7 +220,7 @@ REGISTER_OP("LowbitBMaxPool2d")
       TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
       ParsePadding(padding, &p.padding);
       DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
-      const DimensionHandle in_h = c->Dim(input, 1), in_w = c->Dim(input, 2);
+      const DimensionHandle in_h = c->Dim(input, -3), in_w = c->Dim(input, -2);
       if (c->ValueKnown(in_h) && c->ValueKnown(in_w)) {
         p.batch = 1;
         p.in_h = c->Value(in_h);
@@ -163,16 +232,20 @@ REGISTER_OP("LowbitBMaxPool2d")
         out_h = c->MakeDim(p.out_h);
         out_w = c->MakeDim(p.out_w);
       }
-      c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w,
-                                     c->MakeDim(PackedWords(p.channels))}));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(
+          WindowOutputShape(c, input, out_h, out_w, c->MakeDim(PackedWords(p.channels)), &out));
+      c->set_output(0, out);
       return TfStatus();
     })
     .Doc(R"doc(
 Max-pooling of bit-packed +-1 values (bit 1 = -1): the pooled bit is the AND of
-the window's bits; SAME padding is ignored. See docs/custom_ops.md.
+the window's bits; SAME padding is ignored. See docs/custom_ops.md. Inputs of
+rank > 4 are a batch of images: the window slides over the last two spatial
+dimensions, the leading dimensions are kept.
 
-input: int32 packed [N, H, W, ceil(channels / 32)].
-output: int32 packed [N, OH, OW, ceil(channels / 32)].
+input: int32 packed [..., H, W, ceil(channels / 32)].
+output: int32 packed [..., OH, OW, ceil(channels / 32)].
 )doc");
 
 REGISTER_OP("LowbitMultibitConv2d")
@@ -206,10 +279,8 @@ REGISTER_OP("LowbitMultibitConv2d")
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitMultibitConv2d", c->Dim(input, -3),
                                         c->Dim(input, -2), &p, &out_h, &out_w));
-      ShapeHandle leading, out;
-      TF_RETURN_IF_ERROR(c->Subshape(input, 0, -3, &leading));
-      TF_RETURN_IF_ERROR(
-          c->Concatenate(leading, c->MakeShape({out_h, out_w, c->Dim(filter, 1)}), &out));
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, c->Dim(filter, 1), &out));
       c->set_output(0, out);
       return TfStatus();
     })

@@ -1,13 +1,15 @@
 // TFLite shell of LowbitBMaxPool2d: max-pooling of bit-packed +-1 values.
 //
-// Input:   0 input   int32 [N, H, W, ceil(channels/32)]  packed
-// Output:  0         int32 [N, OH, OW, ceil(channels/32)] packed
+// Input:   0 input   int32 [..., H, W, ceil(channels/32)]  packed, rank >= 4:
+//                    the leading dimensions are the batch
+// Output:  0         int32 [..., OH, OW, ceil(channels/32)] packed
 // Options (FlexBuffer map): channels, filter_h, filter_w, stride_h, stride_w
 //   (ints), padding ("SAME"/"VALID"). Unknown keys are ignored.
 #include <climits>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
@@ -37,31 +39,45 @@ class BMaxPool2dOp final : public Op {
     if (in.type != kTfLiteInt32) {
       return Error(std::string("input must be INT32 (packed), got ") + TypeName(in.type));
     }
-    if (in.rank != 4) return Error("input must have rank 4 (NHWC), got shape " + ShapeString(in));
+    if (in.rank < 4) {
+      return Error("input must have rank 4 (NHWC) or more ([..., H, W, words]), got shape " +
+                   ShapeString(in));
+    }
+    const int rank = in.rank;
     const std::int64_t words = attrs_.words();
-    if (in.dims[3] != words) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[3]) +
+    if (in.dims[rank - 1] != words) {
+      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
                    " packed words, expected " + std::to_string(words) + " for channels = " +
                    std::to_string(attrs_.channels));
     }
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < rank; ++i) {
       if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
     }
     BMaxPool2DParams p = attrs_;
-    p.batch = in.dims[0];
-    p.in_h = in.dims[1];
-    p.in_w = in.dims[2];
+    // The leading dimensions are the batch.
+    if (!FlattenDims(in.dims, rank - 3, &p.batch)) {
+      return Error("too many images in input " + ShapeString(in));
+    }
+    p.in_h = in.dims[rank - 3];
+    p.in_w = in.dims[rank - 2];
     Status s = ComputeBMaxPool2DGeometry(&p);
     if (!s.ok) return Error(s.message);
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
-    input_bytes_ = Bytes4(p.batch * p.in_h * p.in_w * words);
-    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * words);
+    std::vector<int> out_dims(in.dims, in.dims + rank);
+    out_dims[rank - 3] = static_cast<int>(p.out_h);
+    out_dims[rank - 2] = static_cast<int>(p.out_w);
+    std::int64_t in_elements = 0, out_elements = 0;
+    if (!FlattenDims(in.dims, rank, &in_elements) ||
+        !FlattenDims(out_dims.data(), rank, &out_elements)) {
+      return Error("tensor sizes overflow");
+    }
+    input_bytes_ = Bytes4(in_elements);
+    output_bytes_ = Bytes4(out_elements);
     if (!input_bytes_ || !output_bytes_) return Error("tensor sizes overflow");
     params_ = p;
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteInt32;
-    (*outputs)[0].dims = {static_cast<int>(p.batch), static_cast<int>(p.out_h),
-                          static_cast<int>(p.out_w), static_cast<int>(words)};
+    (*outputs)[0].dims = std::move(out_dims);
     prepared_ = true;
     return Status::Ok();
   }

@@ -12,6 +12,7 @@ namespace {
 // Every custom op the delegate claims. One line per op.
 constexpr OpEntry kOps[] = {
     {"LowbitBconv2d", &CreateBconv2dOp},
+    {"LowbitBgemm", &CreateBgemmOp},
     {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
     {"LowbitMultibitConv2d", &CreateMultibitConv2dOp},
     {"LowbitFastfood", &CreateFastfoodOp},

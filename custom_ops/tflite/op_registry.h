@@ -75,6 +75,7 @@ const OpEntry* FindOp(const char* custom_name);
 // Factories, one per op (defined next to each op).
 Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
                        std::unique_ptr<Op>* op);
+Status CreateBgemmOp(const std::uint8_t* options, std::size_t size, std::unique_ptr<Op>* op);
 Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
                           std::unique_ptr<Op>* op);
 Status CreateMultibitConv2dOp(const std::uint8_t* options, std::size_t size,

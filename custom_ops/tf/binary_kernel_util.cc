@@ -1,0 +1,78 @@
+#include "custom_ops/tf/binary_kernel_util.h"
+
+#include <string>
+
+#include "custom_ops/core/bitpack.h"
+#include "custom_ops/tf/tf_executor.h"
+
+namespace lowbit {
+
+using tensorflow::errors::InvalidArgument;
+
+tensorflow::Status ToTf(const char* op, const lowbit::Status& status) {
+  if (status.ok) return tensorflow::Status();
+  return InvalidArgument(op, ": ", status.message);
+}
+
+tensorflow::Status GetOutputTypeAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
+                                     OutputType* type) {
+  std::string output_type;
+  tensorflow::DataType tout;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("output_type", &output_type));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("Tout", &tout));
+  TF_RETURN_IF_ERROR(ToTf(op, ParseOutputType(output_type, type)));
+  const tensorflow::DataType want =
+      *type == OutputType::kBitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
+  if (tout != want) {
+    return InvalidArgument(op, ": output_type \"", output_type, "\" needs Tout = ",
+                           tensorflow::DataTypeString(want), ", got ",
+                           tensorflow::DataTypeString(tout));
+  }
+  return tensorflow::Status();
+}
+
+tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, const tensorflow::Tensor& input,
+                               std::int64_t rows, std::int64_t channels,
+                               tensorflow::Tensor* scratch, const PackedWord** packed) {
+  if (input.dtype() == tensorflow::DT_INT32) {
+    *packed = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
+    return tensorflow::Status();
+  }
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(
+      tensorflow::DT_INT32, tensorflow::TensorShape({rows, PackedWords(channels)}), scratch));
+  PackedWord* dst = reinterpret_cast<PackedWord*>(scratch->flat<std::int32_t>().data());
+  TfExecutor executor(ctx);
+  BitpackRows(input.flat<float>().data(), rows, channels, dst, executor);
+  *packed = dst;
+  return tensorflow::Status();
+}
+
+tensorflow::Status CompactFilter(tensorflow::OpKernelContext* ctx,
+                                 const tensorflow::Tensor& filter, std::int64_t k,
+                                 std::int64_t out_channels, tensorflow::Tensor* scratch,
+                                 const PackedWord** compact) {
+  if (filter.dtype() == tensorflow::DT_INT32) {
+    *compact = reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
+    return tensorflow::Status();
+  }
+  TF_RETURN_IF_ERROR(ctx->allocate_temp(
+      tensorflow::DT_INT32, tensorflow::TensorShape({out_channels, PackedWords(k)}), scratch));
+  PackedWord* dst = reinterpret_cast<PackedWord*>(scratch->flat<std::int32_t>().data());
+  TfExecutor executor(ctx);
+  BitpackColumns(filter.flat<float>().data(), k, out_channels, dst, executor);
+  *compact = dst;
+  return tensorflow::Status();
+}
+
+std::shared_ptr<const BConv2DFilter> PreparedFilterCache::Get(const BConv2DParams& params,
+                                                              const PackedWord* compact) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (prepared_ == nullptr || !prepared_->SameSource(kernel_, params, compact)) {
+    auto fresh = std::make_shared<BConv2DFilter>();
+    fresh->Prepare(kernel_, params, compact);
+    prepared_ = std::move(fresh);
+  }
+  return prepared_;
+}
+
+}  // namespace lowbit

@@ -1,0 +1,185 @@
+// TFLite shell of LowbitBgemm: binary dense layer / GEMM over the last axis.
+//
+// Inputs:  0 input       float32 [..., K]  (bit-packed here), or
+//                        int32   [..., ceil(K/32)] (already packed); rank >= 1,
+//                        the leading dimensions are rows
+//          1 filter      int32   [Nout, ceil(K/32)]  the packed transposed
+//                        Keras kernel, laid out for the kernel at Prepare
+//                        when constant and whenever its words change
+//          2 multiplier  float32 [Nout]
+//          3 bias        float32 [Nout]
+// Output:  0             float32 [..., Nout], or with output_type "bitpacked"
+//                        int32 [..., ceil(Nout/32)] (exact integer thresholds)
+// Options (FlexBuffer map): channels_in (int, K), activation ("NONE"/"RELU"),
+//   output_type ("float"/"bitpacked"; optional, "float" when absent). Unknown
+//   keys are ignored.
+#include <climits>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "custom_ops/core/bgemm.h"
+#include "custom_ops/core/bitpack.h"
+#include "custom_ops/tflite/binary_op_util.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+namespace {
+
+Status Error(const std::string& msg) { return Status::Error("LowbitBgemm: " + msg); }
+
+class BgemmOp final : public Op {
+ public:
+  BgemmOp(const BGemmParams& attrs, OutputType output_type, BConv2DKernel kernel)
+      : attrs_(attrs), output_type_(output_type), weights_(kernel) {}
+
+  Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
+                 std::vector<OutputSpec>* outputs) override {
+    prepared_ = false;
+    if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
+    const std::int64_t channels = attrs_.channels_in;
+    const std::int64_t words = attrs_.words();
+    std::int64_t cout = 0;
+    Status s = CheckBinaryOpWeights(
+        inputs, words, "ceil(channels_in / 32) for channels_in = " + std::to_string(channels),
+        &cout);
+    if (!s.ok) return Error(s.message);
+    const TensorRef& in = inputs[0];
+    if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
+      return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
+                   TypeName(in.type));
+    }
+    input_packed_ = in.type == kTfLiteInt32;
+    const int rank = in.rank;
+    if (rank < 1) return Error("input must have rank >= 1 ([..., K]), got a scalar");
+    const std::int64_t expected_c = input_packed_ ? words : channels;
+    if (in.dims[rank - 1] != expected_c) {
+      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
+                   (input_packed_ ? " packed words" : " channels") + ", expected " +
+                   std::to_string(expected_c) + " for channels_in = " +
+                   std::to_string(channels));
+    }
+    for (int i = 0; i < rank; ++i) {
+      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
+    }
+    BGemmParams p = attrs_;
+    p.out_channels = cout;
+    if (!FlattenDims(in.dims, rank - 1, &p.rows)) {
+      return Error("too many rows in input " + ShapeString(in));
+    }
+    s = CheckBGemmShape(p);
+    if (!s.ok) return Error(s.message);
+    params_ = p;
+
+    // Byte sizes every Eval checks before touching data.
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    std::vector<int> out_dims(in.dims, in.dims + rank);
+    out_dims[rank - 1] = static_cast<int>(bitpacked ? PackedWords(cout) : cout);
+    std::int64_t out_elements = 0;
+    if (!FlattenDims(out_dims.data(), rank, &out_elements)) return Error("tensor sizes overflow");
+    need_[0] = Bytes4(p.rows * expected_c);  // rows <= 2^30, expected_c < 2^25
+    need_[1] = Bytes4(cout * words);
+    need_[2] = need_[3] = Bytes4(cout);
+    output_bytes_ = Bytes4(out_elements);
+    if (!need_[0] || !need_[1] || !need_[2] || !output_bytes_) {
+      return Error("tensor sizes overflow");
+    }
+    if (!input_packed_) packed_.resize(static_cast<std::size_t>(p.rows * words));
+    // Constant weights are laid out (and a bad transform rejected) now rather
+    // than at the first invocation.
+    const BConv2DParams conv = p.AsConv2D();
+    const TensorRef& filter = inputs[1];
+    if (filter.data != nullptr && filter.bytes >= need_[1]) {
+      weights_.UpdateFilter(conv, static_cast<const PackedWord*>(filter.data));
+    }
+    const TensorRef& mult = inputs[2];
+    const TensorRef& bias = inputs[3];
+    if (bitpacked && mult.data != nullptr && bias.data != nullptr && mult.bytes >= need_[2] &&
+        bias.bytes >= need_[3]) {
+      s = weights_.UpdateThresholds(conv, static_cast<const float*>(mult.data),
+                                    static_cast<const float*>(bias.data));
+      if (!s.ok) return Error(s.message);
+    }
+    outputs->assign(1, OutputSpec{});
+    (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
+    (*outputs)[0].dims = std::move(out_dims);
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  Status Eval(const std::vector<TensorRef>& inputs, const std::vector<TensorRef>& outputs,
+              ParallelExecutor& executor) override {
+    if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
+      return Error("Eval called without a successful Prepare");
+    }
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    const TensorRef& out = outputs[0];
+    Status s = CheckEvalBuffers(inputs, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
+                                output_bytes_);
+    if (!s.ok) return Error(s.message);
+    const PackedWord* packed_input;
+    if (input_packed_) {
+      packed_input = static_cast<const PackedWord*>(inputs[0].data);
+    } else {
+      BitpackRows(static_cast<const float*>(inputs[0].data), params_.rows,
+                  params_.channels_in, packed_.data(), executor);
+      packed_input = packed_.data();
+    }
+    const BConv2DParams conv = params_.AsConv2D();
+    weights_.UpdateFilter(conv, static_cast<const PackedWord*>(inputs[1].data));
+    const float* multiplier = static_cast<const float*>(inputs[2].data);
+    const float* bias = static_cast<const float*>(inputs[3].data);
+    if (bitpacked) {
+      s = weights_.UpdateThresholds(conv, multiplier, bias);
+      if (!s.ok) return Error(s.message);
+      BGemmBitpacked(params_, packed_input, weights_.filter(), weights_.threshold(),
+                     weights_.flip(), static_cast<PackedWord*>(out.data), executor);
+      return Status::Ok();
+    }
+    BGemm(params_, packed_input, weights_.filter(), multiplier, bias,
+          static_cast<float*>(out.data), executor);
+    return Status::Ok();
+  }
+
+ private:
+  const BGemmParams attrs_;  // options only
+  const OutputType output_type_;
+  BGemmParams params_;       // options + shapes of the last Prepare
+  bool prepared_ = false;
+  bool input_packed_ = false;
+  std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
+  std::size_t output_bytes_ = 0;
+  std::vector<PackedWord> packed_;  // bit-packed float input
+  PreparedWeights weights_;         // filter laid out for the kernel, thresholds
+};
+
+}  // namespace
+
+Status CreateBgemmOp(const std::uint8_t* options, std::size_t size, std::unique_ptr<Op>* op) {
+  flex::Map map;
+  Status s = ParseOptions(options, size, &map);
+  if (!s.ok) return Error(s.message);
+  BGemmParams attrs;
+  std::int64_t v = 0;
+  if (!(s = GetIntOption(map, "channels_in", 1, INT_MAX, &v)).ok) return Error(s.message);
+  attrs.channels_in = v;
+  std::string text;
+  s = flex::GetString(map, "activation", &text);
+  if (!s.ok) return Error(s.message);
+  s = ParseActivation(text, &attrs.activation);
+  if (!s.ok) return Error("option 'activation': " + s.message);
+  OutputType output_type = OutputType::kFloat;  // absent means "float"
+  s = GetOutputTypeOption(map, &output_type);
+  if (!s.ok) return Error(s.message);
+  s = CheckBGemmOptions(attrs);
+  if (!s.ok) return Error(s.message);
+  op->reset(new BgemmOp(attrs, output_type, SelectBConv2DKernel()));
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit

@@ -1,0 +1,104 @@
+#include "custom_ops/tflite/binary_op_util.h"
+
+#include <cstring>
+
+namespace lowbit {
+namespace tflite {
+
+Status GetOutputTypeOption(const flex::Map& map, OutputType* type) {
+  *type = OutputType::kFloat;
+  flex::Value value;
+  if (!map.Find("output_type", &value)) return Status::Ok();
+  std::string text;
+  Status s = flex::GetString(map, "output_type", &text);
+  if (!s.ok) return s;
+  s = ParseOutputType(text, type);
+  if (!s.ok) return Status::Error("option 'output_type': " + s.message);
+  return Status::Ok();
+}
+
+Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
+                            const std::string& filter_words_why, std::int64_t* out_channels) {
+  if (inputs.size() != 4) {
+    return Status::Error("expected 4 inputs (input, filter, multiplier, bias), got " +
+                         std::to_string(inputs.size()));
+  }
+  const char* names[4] = {"input", "filter", "multiplier", "bias"};
+  for (int i = 0; i < 4; ++i) {
+    if (!inputs[i].present) return Status::Error(std::string(names[i]) + " is missing");
+  }
+  const TensorRef& filter = inputs[1];
+  if (filter.type != kTfLiteInt32) {
+    return Status::Error(std::string("filter must be INT32 (packed words), got ") +
+                         TypeName(filter.type) +
+                         " (float filters are accepted by the TF op only, for training; "
+                         "lowbit_converter packs them)");
+  }
+  if (filter.rank != 2) {
+    return Status::Error("filter must have rank 2 [C_out, words], got shape " +
+                         ShapeString(filter));
+  }
+  if (filter.dims[1] != filter_words) {
+    return Status::Error("filter " + ShapeString(filter) + " has " +
+                         std::to_string(filter.dims[1]) + " words per output channel, expected " +
+                         std::to_string(filter_words) + " = " + filter_words_why);
+  }
+  const std::int64_t cout = filter.dims[0];
+  if (cout < 1) return Status::Error("filter has no output channels: " + ShapeString(filter));
+  for (int i = 2; i < 4; ++i) {
+    const TensorRef& v = inputs[i];
+    if (v.type != kTfLiteFloat32) {
+      return Status::Error(std::string(names[i]) + " must be FLOAT32, got " + TypeName(v.type));
+    }
+    if (v.rank != 1 || v.dims[0] != cout) {
+      return Status::Error(std::string(names[i]) + " has shape " + ShapeString(v) +
+                           ", expected [" + std::to_string(cout) + "] (filter out channels)");
+    }
+  }
+  *out_channels = cout;
+  return Status::Ok();
+}
+
+Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const std::size_t* need,
+                        const TensorRef& output, TfLiteType out_type, std::size_t out_bytes) {
+  const char* names[4] = {"input", "filter", "multiplier", "bias"};
+  for (std::size_t i = 0; i < inputs.size() && i < 4; ++i) {
+    if (inputs[i].data == nullptr) return Status::Error(std::string(names[i]) + " has no data");
+    if (inputs[i].bytes < need[i]) {
+      return Status::Error(std::string(names[i]) + " holds " + std::to_string(inputs[i].bytes) +
+                           " bytes, expected " + std::to_string(need[i]));
+    }
+  }
+  if (output.data == nullptr) return Status::Error("output has no data");
+  if (output.type != out_type || output.bytes < out_bytes) {
+    return Status::Error(std::string("output must be ") + TypeName(out_type) + " with " +
+                         std::to_string(out_bytes) + " bytes, got " + TypeName(output.type) +
+                         " with " + std::to_string(output.bytes));
+  }
+  return Status::Ok();
+}
+
+void PreparedWeights::UpdateFilter(const BConv2DParams& params, const PackedWord* compact) {
+  if (!filter_.SameSource(kernel_, params, compact)) filter_.Prepare(kernel_, params, compact);
+}
+
+Status PreparedWeights::UpdateThresholds(const BConv2DParams& params, const float* multiplier,
+                                         const float* bias) {
+  const std::size_t cout = static_cast<std::size_t>(params.out_channels);
+  if (transform_.size() == 2 * cout &&
+      std::memcmp(transform_.data(), multiplier, cout * sizeof(float)) == 0 &&
+      std::memcmp(transform_.data() + cout, bias, cout * sizeof(float)) == 0) {
+    return Status::Ok();
+  }
+  transform_.clear();
+  threshold_.resize(cout);
+  flip_.resize(cout);
+  Status s = ComputeBConv2DThresholds(params, multiplier, bias, threshold_.data(), flip_.data());
+  if (!s.ok) return s;
+  transform_.assign(multiplier, multiplier + cout);
+  transform_.insert(transform_.end(), bias, bias + cout);
+  return Status::Ok();
+}
+
+}  // namespace tflite
+}  // namespace lowbit

@@ -1,0 +1,70 @@
+// What the TFLite shells of LowbitBconv2d and LowbitBgemm share: the checks of
+// their weight inputs and of the buffers handed to Eval, and the weights laid
+// out once for the kernel (the filter, and the integer thresholds of a
+// bit-packed output) and kept while the constants they come from are unchanged.
+#ifndef LOWBIT_TFLITE_BINARY_OP_UTIL_H_
+#define LOWBIT_TFLITE_BINARY_OP_UTIL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/tflite/flexbuffer_reader.h"
+#include "custom_ops/tflite/op_registry.h"
+
+namespace lowbit {
+namespace tflite {
+
+// The optional "output_type" option ("float" or "bitpacked"; added after the
+// first version of the contract, so absent means "float").
+Status GetOutputTypeOption(const flex::Map& map, OutputType* type);
+
+// The four inputs (input, filter, multiplier, bias) are all there, and
+// inputs 1..3 are: filter INT32 [C_out, filter_words] (packed words; the TF
+// ops' float filters are for training and never reach a .tflite file: the
+// converter packs them), multiplier and bias FLOAT32 [C_out]. `filter_words_why`
+// explains filter_words in the error message. Sets *out_channels = C_out.
+// Messages carry no op name (the caller prefixes it).
+Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
+                            const std::string& filter_words_why, std::int64_t* out_channels);
+
+// What Eval checks before touching data: every input has data and at least
+// need[i] bytes, the output has data, type `out_type` and at least
+// `out_bytes` bytes.
+Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const std::size_t* need,
+                        const TensorRef& output, TfLiteType out_type, std::size_t out_bytes);
+
+// The filter laid out for one kernel (BConv2DFilter) and the thresholds of a
+// bit-packed output, for the binary convolution `params` (the gemm's is its
+// 1x1 view, BGemmParams::AsConv2D). Each is rebuilt only when its source
+// words differ from the last ones: comparing them costs far less than the
+// convolution and keeps the result right if they are not constants.
+class PreparedWeights {
+ public:
+  explicit PreparedWeights(BConv2DKernel kernel) : kernel_(kernel) {}
+
+  void UpdateFilter(const BConv2DParams& params, const PackedWord* compact);
+  // Fails (naming the channel) on a non-finite multiplier or bias.
+  Status UpdateThresholds(const BConv2DParams& params, const float* multiplier,
+                          const float* bias);
+
+  const BConv2DFilter& filter() const { return filter_; }
+  const std::int32_t* threshold() const { return threshold_.data(); }
+  const std::uint8_t* flip() const { return flip_.data(); }
+
+ private:
+  const BConv2DKernel kernel_;
+  BConv2DFilter filter_;
+  std::vector<std::int32_t> threshold_;
+  std::vector<std::uint8_t> flip_;
+  // The multiplier and bias the thresholds were computed from (empty: none).
+  std::vector<float> transform_;
+};
+
+}  // namespace tflite
+}  // namespace lowbit
+
+#endif  // LOWBIT_TFLITE_BINARY_OP_UTIL_H_
