@@ -6,17 +6,17 @@ batch size (default 1 and 8) and
 
   convolutions  the 3x3 shapes 56x56x64->64, 28x28x128->128, 14x14x256->256,
                 7x7x512->512 and their 1x1 twins (SAME padding, stride 1);
-  binary dense  1024->1024 and 4096->4096, computed as a 1x1 binary
-                convolution of an [N, 1, 1, C] input (that is how the
-                converter lowers QuantDense);
+  binary dense  1024->1024 and 4096->4096 (LowbitBgemm, which the converter
+                lowers QuantDense to);
 
 these variants:
 
-  TensorFlow  `lowbit_tf.ops.bconv2d` with a pre-packed int32 input and with a
-              float32 input (binarised and packed inside the op), against
+  TensorFlow  `lowbit_tf.ops.bconv2d` (dense: `bgemm`) with a pre-packed int32
+              input and with a float32 input (binarised and packed inside the op),
+              against
               `tf.nn.conv2d` (convolutions) or `tf.linalg.matmul` (dense) in
               float32 (oneDNN) on the same shape;
-  TFLite      a one-layer binary `QuantConv2D` model converted with
+  TFLite      a one-layer binary `QuantConv2D` (dense: `QuantDense`) model converted with
               `lowbit=True` and run by `lowbit_tf.lite.Interpreter` (lowbit
               delegate), against the same layer as a float `Conv2D` / `Dense`
               run on XNNPACK in float32 (`convert(lowbit=False)`) and in full
@@ -127,7 +127,7 @@ class Layer:
     """One benchmarked layer, independent of the batch size.
 
     kind "conv": a k x k convolution, SAME padding, stride 1, on an H x W x C_in
-    input. kind "dense": C_in -> C_out, as a 1x1 convolution of [N, 1, 1, C_in].
+    input. kind "dense": C_in -> C_out (LowbitBgemm on [N, C_in]).
     """
 
     kind: str
@@ -251,26 +251,25 @@ def _keras_models(layer: Layer, kernel, bias):
     from lowbit_tf._keras import keras
 
     s, k = layer.shape, layer.kernel_size
-    binary = keras.Sequential(
-        [
+    quantized = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                     kernel_constraint=constraints.WeightClip(1.0))
+    if layer.kind == "dense":
+        binary = keras.Sequential(
+            [keras.Input((s.channels_in,)), layers.QuantDense(s.channels_out, **quantized)]
+        )
+        kernel = kernel.reshape(s.channels_in, s.channels_out)
+    else:
+        binary = keras.Sequential([
             keras.Input((s.height, s.width, s.channels_in)),
-            layers.QuantConv2D(
-                s.channels_out,
-                k,
-                padding="same",
-                input_quantizer="ste_sign",
-                kernel_quantizer="ste_sign",
-                kernel_constraint=constraints.WeightClip(1.0),
-            ),
-        ]
-    )
+            layers.QuantConv2D(s.channels_out, k, padding="same", **quantized),
+        ])
     # Latent weights inside the clip range, so that the constraint is a no-op.
     binary.layers[-1].set_weights([np.clip(kernel, -1.0, 1.0), bias])
     if layer.kind == "dense":
         float_model = keras.Sequential(
             [keras.Input((s.channels_in,)), keras.layers.Dense(s.channels_out)]
         )
-        float_model.layers[-1].set_weights([kernel.reshape(s.channels_in, s.channels_out), bias])
+        float_model.layers[-1].set_weights([kernel, bias])
     else:
         float_model = keras.Sequential(
             [
@@ -336,16 +335,20 @@ def _benchmark_layer(
     kernel = tf.constant(kernel_np)
     # The dense layer's float weights as a matrix (a 1x1 kernel reshaped).
     matrix = tf.reshape(kernel, [-1, s.channels_out])
-    packed_filter = ops.pack_filter(kernel)
+    packed_filter = ops.pack_dense_kernel(matrix) if dense else ops.pack_filter(kernel)
     multiplier = tf.ones([s.channels_out], tf.float32)
     bias = tf.constant(bias_np)
 
     def bconv_packed(inp, filt, mult, b):
+        if dense:
+            return ops.bgemm(inp, filt, mult, b, channels_in=s.channels_in)
         return ops.bconv2d(
             inp, filt, mult, b, kernel_size=k, channels_in=s.channels_in, padding="SAME"
         )
 
     def bconv_float_in(inp, filt, mult, b):
+        if dense:
+            return ops.bgemm(inp, filt, mult, b)
         return ops.bconv2d(inp, filt, mult, b, kernel_size=k, padding="SAME")
 
     def conv_float(inp, kern):
@@ -365,16 +368,17 @@ def _benchmark_layer(
         rng = np.random.default_rng(seed + batch)
         x_np = rng.standard_normal((batch, s.height, s.width, s.channels_in), dtype=np.float32)
         x = tf.constant(x_np)
-        x_packed = ops.bitpack(x)
         x_float = tf.reshape(x, [batch, s.channels_in]) if dense else x
+        x_packed = ops.bitpack(x_float)
         runners: dict[str, Callable[[int], float]] = {
             TF_PACKED: time_tf_loop(loops[TF_PACKED], (x_packed, packed_filter, multiplier, bias)),
-            TF_FLOAT_IN: time_tf_loop(loops[TF_FLOAT_IN], (x, packed_filter, multiplier, bias)),
+            TF_FLOAT_IN: time_tf_loop(loops[TF_FLOAT_IN],
+                                      (x_float, packed_filter, multiplier, bias)),
             TF_FLOAT: time_tf_loop(loops[TF_FLOAT], (x_float, matrix if dense else kernel)),
         }
         # Sanity: both input forms give the same result.
         y_packed = bconv_packed(x_packed, packed_filter, multiplier, bias).numpy()
-        y_float_in = bconv_float_in(x, packed_filter, multiplier, bias).numpy()
+        y_float_in = bconv_float_in(x_float, packed_filter, multiplier, bias).numpy()
         checks = {"tf_packed_vs_float_in": float(np.max(np.abs(y_packed - y_float_in)))}
         y_ref = (matmul_float(x_float, matrix) if dense else conv_float(x, kernel)).numpy()
         y_ref = y_ref.reshape(y_packed.shape) + bias_np
@@ -672,14 +676,14 @@ def print_tables(results: list[dict], peaks: dict[int, float]) -> None:
     )
     tf_table(
         dense,
-        "TensorFlow ops, binary dense as a 1x1 bconv2d on [N,1,1,C] (ms per run)",
+        "TensorFlow ops, binary dense: bgemm vs matmul (ms per run)",
         "bconv2d",
         "tf.linalg.matmul f32",
         11,
     )
     lite_table(
         dense,
-        "TFLite, binary dense as a 1x1 LowbitBconv2d vs FULLY_CONNECTED (ms per invoke)",
+        "TFLite, binary dense: LowbitBgemm vs FULLY_CONNECTED (ms per invoke)",
         "lowbit delegate",
         "FC XNNPACK",
         11,
