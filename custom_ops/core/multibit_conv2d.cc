@@ -1,7 +1,9 @@
 #include "custom_ops/core/multibit_conv2d.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "custom_ops/core/bitpack.h"
 
@@ -17,32 +19,12 @@ constexpr std::int64_t kMaxScratchElements = std::int64_t{1} << 30;
 
 std::string Str(std::int64_t v) { return std::to_string(v); }
 
-// Bits of the activation planes of one input value, plane p in bit p (1
-// meaning -1, as in packed words).
-struct PlaneBits {
-  ActivationPlanes mode;
-  std::int64_t planes;
-  const float* shifts;
-  float levels;  // n = 2^k - 1 (kDoReFa)
-
-  std::uint32_t operator()(float x) const {
-    std::uint32_t bits = 0;
-    if (mode == ActivationPlanes::kAbc) {
-      for (std::int64_t p = 0; p < planes; ++p) {
-        // +1 iff fl(x + v) >= 0.5; NaN compares false and gives -1.
-        if (!(x + shifts[p] >= 0.5f)) bits |= std::uint32_t{1} << p;
-      }
-      return bits;
-    }
-    // kDoReFa. clip(x, 0, 1) with NaN -> 0, then round half to even (the
-    // default rounding mode; tf.round rounds half to even too).
-    const float clipped = x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f;
-    const auto q = static_cast<std::uint32_t>(std::nearbyint(clipped * levels));
-    // Planes p < k: bit p of q set -> +1 (packed 0). Plane k: always +1.
-    const std::uint32_t low = (std::uint32_t{1} << (planes - 1)) - 1u;
-    return ~q & low;
-  }
-};
+// DoReFa's integer level q = round_half_even(fl(clip(x, 0, 1) * n)), NaN -> 0.
+// (nearbyint rounds half to even in the default rounding mode, as tf.round.)
+inline std::uint32_t DoReFaLevel(float x, float levels) {
+  const float clipped = x > 0.0f ? (x < 1.0f ? x : 1.0f) : 0.0f;
+  return static_cast<std::uint32_t>(std::nearbyint(clipped * levels));
+}
 
 }  // namespace
 
@@ -148,26 +130,42 @@ void PackActivationPlanes(const MultibitConv2DParams& params, const float* input
     BitpackRows(input, pixels, channels, planes, executor);
     return;
   }
-  const PlaneBits bits_of{params.activation_mode, params.activation_planes(), shifts,
-                          static_cast<float>((std::int64_t{1} << params.activation_bits) - 1)};
   const std::int64_t count = params.activation_planes();
   const std::int64_t plane_stride = pixels * words;
+  const bool abc = params.activation_mode == ActivationPlanes::kAbc;
+  const float levels = static_cast<float>((std::int64_t{1} << params.activation_bits) - 1);
+  // Word by word: the up to 32 values of a word are read once and each plane's
+  // word is built with branch-free compares and shifts.
   executor.ParallelFor(pixels, channels * count, [&](std::int64_t begin, std::int64_t end) {
-    PackedWord word[kMaxShifts + 1];  // one word under construction per plane
+    std::uint32_t level[kBitsPerWord];
     for (std::int64_t pixel = begin; pixel < end; ++pixel) {
       const float* x = input + pixel * channels;
       for (std::int64_t w = 0; w < words; ++w) {
-        for (std::int64_t p = 0; p < count; ++p) word[p] = 0;
-        const std::int64_t first = w * kBitsPerWord;
-        const std::int64_t last = first + kBitsPerWord < channels ? first + kBitsPerWord : channels;
-        for (std::int64_t c = first; c < last; ++c) {
-          std::uint32_t b = bits_of(x[c]);
-          const int bit = static_cast<int>(c - first);
-          for (std::int64_t p = 0; b != 0; ++p, b >>= 1) word[p] |= (b & 1u) << bit;
+        const float* v = x + w * kBitsPerWord;
+        const int n = static_cast<int>(std::min<std::int64_t>(kBitsPerWord,
+                                                              channels - w * kBitsPerWord));
+        PackedWord* out = planes + pixel * words + w;
+        if (abc) {
+          // Plane p: +1 iff fl(x + v_p) >= 0.5 (NaN compares false: -1).
+          for (std::int64_t p = 0; p < count; ++p) {
+            const float shift = shifts[p];
+            PackedWord word = 0;
+            for (int bit = 0; bit < n; ++bit) {
+              word |= static_cast<PackedWord>(!(v[bit] + shift >= 0.5f)) << bit;
+            }
+            out[p * plane_stride] = word;
+          }
+          continue;
         }
-        for (std::int64_t p = 0; p < count; ++p) {
-          planes[p * plane_stride + pixel * words + w] = word[p];
+        // DoReFa: planes p < k hold bit p of q (set: +1, packed 0); plane k is
+        // +1 everywhere (all zero bits).
+        for (int bit = 0; bit < n; ++bit) level[bit] = DoReFaLevel(v[bit], levels);
+        for (std::int64_t p = 0; p + 1 < count; ++p) {
+          PackedWord word = 0;
+          for (int bit = 0; bit < n; ++bit) word |= ((~level[bit] >> p) & 1u) << bit;
+          out[p * plane_stride] = word;
         }
+        out[(count - 1) * plane_stride] = 0;
       }
     }
   });
@@ -197,21 +195,29 @@ void MultibitConv2D(const MultibitConv2DParams& params, const float* input, cons
             scratch->dots.data(), executor);
     const float* dots = scratch->dots.data();
     float* out = output + image * out_pixels * cout;
+    // Per pixel, vectorised over the channels, each output summed in the
+    // documented order: inner = sum_m alphas[m] * dot (m ascending, from 0),
+    // acc = sum_p betas[p] * inner (p ascending, from 0), y = acc + bias.
     executor.ParallelFor(out_pixels, planes * channels, [&](std::int64_t begin, std::int64_t end) {
+      std::vector<float> acc(static_cast<std::size_t>(cout)), inner(acc.size());
       for (std::int64_t pixel = begin; pixel < end; ++pixel) {
-        for (std::int64_t c = 0; c < cout; ++c) {
-          float acc = 0.0f;
-          for (std::int64_t p = 0; p < planes; ++p) {
-            const float* d = dots + (p * out_pixels + pixel) * channels + c;
-            float inner = 0.0f;
-            for (std::int64_t m = 0; m < weight_planes; ++m) {
-              inner += alphas[m * cout + c] * d[m * cout];
-            }
-            acc += betas[p] * inner;
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (std::int64_t p = 0; p < planes; ++p) {
+          const float* d = dots + (p * out_pixels + pixel) * channels;
+          std::fill(inner.begin(), inner.end(), 0.0f);
+          for (std::int64_t m = 0; m < weight_planes; ++m) {
+            const float* a = alphas + m * cout;
+            const float* dm = d + m * cout;
+            for (std::int64_t c = 0; c < cout; ++c) inner[c] += a[c] * dm[c];
           }
-          float y = acc + bias[c];
-          if (relu && y < 0.0f) y = 0.0f;  // as the binary kernels: NaN stays NaN
-          out[pixel * cout + c] = y;
+          const float beta = betas[p];
+          for (std::int64_t c = 0; c < cout; ++c) acc[c] += beta * inner[c];
+        }
+        float* y = out + pixel * cout;
+        for (std::int64_t c = 0; c < cout; ++c) {
+          float value = acc[c] + bias[c];
+          if (relu && value < 0.0f) value = 0.0f;  // as the binary kernels: NaN stays NaN
+          y[c] = value;
         }
       }
     });
