@@ -310,6 +310,9 @@ def plan_lowering(model: keras.Model, *, packed_chains: bool = True) -> dict[str
         plans[layer.name] = plan
     if packed_chains:
         _plan_packed_chains(graph, layers, plans)
+    from lowbit_converter.lower_depthwise import plan_depthwise_lowering  # imports this module
+
+    plans.update(plan_depthwise_lowering(model, graph, layers))
     return plans
 
 
@@ -371,7 +374,11 @@ def lower_model(
         if plan.pool is not None
     }
 
+    from lowbit_converter.lower_depthwise import BDepthwisePlan, LoweredBDepthwiseConv2D
+
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(plans.get(layer.name), BDepthwisePlan):
+            return LoweredBDepthwiseConv2D(plans[layer.name])
         if layer.name in plans:
             return LoweredBConv2D(plans[layer.name])
         if layer.name in pools:

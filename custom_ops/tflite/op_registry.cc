@@ -11,6 +11,7 @@ namespace {
 constexpr OpEntry kOps[] = {
     {"LowbitBconv2d", &CreateBconv2dOp},
     {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
+    {"LowbitBDepthwiseConv2d", &CreateBDepthwiseConv2dOp},
 };
 
 }  // namespace
