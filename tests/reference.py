@@ -310,3 +310,47 @@ def fastfood_np(x, b, g, s, permutation, bias=None, units=None, activation=None)
     bias = None if bias is None else np.asarray(bias, np.float32)
     y = _fastfood_finish(y, bias, activation).astype(np.float32)
     return y.reshape(x.shape[:-1] + (units,))
+
+
+def bdepthwise_conv2d_np(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    multiplier: np.ndarray | None = None,
+    bias: np.ndarray | None = None,
+    strides: tuple[int, int] = (1, 1),
+    dilations: tuple[int, int] = (1, 1),
+    padding: str = "VALID",
+    pad_value: int = 0,
+    activation: str | None = None,
+) -> np.ndarray:
+    """Binary depthwise conv of sign(x) (NHWC) with sign(kernel) ([KH, KW, C, DM],
+    Keras layout), then y = m * dot + b per output channel o = c * DM + j.
+
+    Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
+    The dot products are exact integers; the transform is computed in float32.
+    """
+    xs = sign(x)
+    ws = sign(kernel)
+    kh, kw, cin, dm = ws.shape
+    (sh, sw), (dh, dw) = strides, dilations
+    if padding == "SAME":
+        _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
+        _, left, right = same_padding(xs.shape[2], kw, sw, dw)
+        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                    constant_values=float(pad_value))
+    n, h, w, _ = xs.shape
+    out_h = (h - ((kh - 1) * dh + 1)) // sh + 1
+    out_w = (w - ((kw - 1) * dw + 1)) // sw + 1
+    dot = np.zeros((n, out_h, out_w, cin, dm), np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xs[:, ky * dh: ky * dh + (out_h - 1) * sh + 1: sh,
+                       kx * dw: kx * dw + (out_w - 1) * sw + 1: sw, :]
+            dot += patch.astype(np.int64)[..., None] * ws[ky, kx].astype(np.int64)
+    dot = dot.reshape(n, out_h, out_w, cin * dm)
+    m = np.ones(cin * dm, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
+    b = np.zeros(cin * dm, np.float32) if bias is None else np.asarray(bias, np.float32)
+    y = dot.astype(np.float32) * m + b
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    return y.astype(np.float32)

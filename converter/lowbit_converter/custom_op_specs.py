@@ -94,6 +94,26 @@ FASTFOOD = CustomOpSpec(
     },
 )
 
+BDEPTHWISECONV2D = CustomOpSpec(
+    name="LowbitBDepthwiseConv2d",
+    num_inputs=4,
+    options={
+        "channels_in": OptionSpec(int, minimum=1),
+        "depth_multiplier": OptionSpec(int, minimum=1),
+        "kernel_h": OptionSpec(int, minimum=1),
+        "kernel_w": OptionSpec(int, minimum=1),
+        "stride_h": OptionSpec(int, minimum=1),
+        "stride_w": OptionSpec(int, minimum=1),
+        "dilation_h": OptionSpec(int, minimum=1),
+        "dilation_w": OptionSpec(int, minimum=1),
+        "padding": OptionSpec(str, choices=("SAME", "VALID")),
+        "pad_value": OptionSpec(int, choices=(0, 1)),
+        "activation": OptionSpec(str, choices=("NONE", "RELU")),
+        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+    },
+)
+
 CUSTOM_OPS: dict[str, CustomOpSpec] = {
-    spec.name: spec for spec in (BCONV2D, BGEMM, BMAXPOOL2D, MULTIBIT_CONV2D, FASTFOOD)
+    spec.name: spec
+    for spec in (BCONV2D, BGEMM, BMAXPOOL2D, BDEPTHWISECONV2D, MULTIBIT_CONV2D, FASTFOOD)
 }

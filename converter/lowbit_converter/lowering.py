@@ -99,6 +99,11 @@ class BConv2DPlan:
     # A multi-bit layer (lower_multibit.py): its planes; None for a binary conv.
     multibit: Planes | None = None
 
+    def chainable(self) -> bool:
+        """True for the layers packed chains are made of: binary convs and
+        dense layers (not multi-bit or depthwise ones)."""
+        return self.multibit is None and isinstance(self.conv, QuantConv2D | QuantDense)
+
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         filters = int(self.conv.kernel.shape[-1])
         bias = (
@@ -232,6 +237,27 @@ def _check_convertible(conv: QuantConv2D | QuantDense) -> None:
         )
 
 
+def _plan_for(layer: keras.layers.Layer) -> BConv2DPlan | None:
+    """The plan of a layer a custom op runs, None for a layer that stays as it
+    is (a float layer, or a quantized one with float inputs).
+
+    Raises:
+      ConversionError: for a quantized layer no custom op can run, naming it.
+    """
+    # lower_depthwise builds on this module, so it is imported here.
+    from lowbit_converter.lower_depthwise import plan_binary_depthwise
+
+    if is_binary_conv(layer):
+        _check_convertible(layer)
+        return BConv2DPlan(layer)
+    depthwise = plan_binary_depthwise(layer)
+    if depthwise is not None:
+        return depthwise
+    if is_multibit_layer(layer):
+        return BConv2DPlan(layer, multibit=check_multibit_convertible(layer))
+    return None
+
+
 def plan_lowering(
     model: keras.Model, *, packed_chains: bool = True, float_fallback: bool = False
 ) -> dict[str, BConv2DPlan]:
@@ -246,17 +272,13 @@ def plan_lowering(
     layers = {layer.name: layer for layer in model.layers}
     plans: dict[str, BConv2DPlan] = {}
     for layer in model.layers:
-        if is_binary_conv(layer):
-            _check_convertible(layer)
-            plan = BConv2DPlan(layer)
-        elif is_multibit_layer(layer):
-            try:
-                plan = BConv2DPlan(layer, multibit=check_multibit_convertible(layer))
-            except ConversionError:
-                if float_fallback:
-                    continue
-                raise
-        else:
+        try:
+            plan = _plan_for(layer)
+        except ConversionError:
+            if float_fallback:
+                continue
+            raise
+        if plan is None:
             continue
         tail = layer.name
         nxt = layers.get(graph.only_consumer(tail) or "")
@@ -289,7 +311,7 @@ def _plan_packed_chains(
         conv = plan.conv
         tail = (plan.relu or plan.batch_norm or conv).name
         if (
-            plan.multibit is not None
+            not plan.chainable()
             or _groups(conv) != 1
             or fused_and_trailing_activation(plan)[1] is not None
         ):
@@ -304,7 +326,7 @@ def _plan_packed_chains(
         if (
             nxt is None
             or nxt.name not in plans
-            or plans[nxt.name].multibit is not None
+            or not plans[nxt.name].chainable()
             or _groups(nxt) != 1
         ):
             continue
@@ -346,10 +368,13 @@ def lower_model(
         if plan.pool is not None
     }
 
-    # The dense path lives in its own module, which builds on this one.
+    # The dense and depthwise paths live in their own modules, which build on this one.
     from lowbit_converter.lower_dense import LoweredBDense
+    from lowbit_converter.lower_depthwise import BDepthwisePlan, LoweredBDepthwiseConv2D
 
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(plans.get(layer.name), BDepthwisePlan):
+            return LoweredBDepthwiseConv2D(plans[layer.name])
         if layer.name in plans:
             plan = plans[layer.name]
             if plan.multibit is not None:

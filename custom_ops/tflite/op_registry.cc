@@ -16,6 +16,7 @@ constexpr OpEntry kOps[] = {
     {"LowbitBMaxPool2d", &CreateBMaxPool2dOp},
     {"LowbitMultibitConv2d", &CreateMultibitConv2dOp},
     {"LowbitFastfood", &CreateFastfoodOp},
+    {"LowbitBDepthwiseConv2d", &CreateBDepthwiseConv2dOp},
 };
 
 }  // namespace

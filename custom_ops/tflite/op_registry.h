@@ -82,6 +82,8 @@ Status CreateMultibitConv2dOp(const std::uint8_t* options, std::size_t size,
                               std::unique_ptr<Op>* op);
 Status CreateFastfoodOp(const std::uint8_t* options, std::size_t size,
                         std::unique_ptr<Op>* op);
+Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
+                                std::unique_ptr<Op>* op);
 
 // Helpers shared by the ops. Their messages name the key or value; each op
 // prefixes its own name.

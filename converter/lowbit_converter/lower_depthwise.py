@@ -1,0 +1,153 @@
+"""Lowering of binary depthwise convolutions to `LowbitBDepthwiseConv2d`.
+
+A `QuantDepthwiseConv2D` is binary when its input quantizer's forward pass is
+sign(x) (`is_sign_quantizer`) and its quantized kernel is, per output channel
+o = c * depth_multiplier + j, alpha_o * (+-1). It becomes one
+`LoweredBDepthwiseConv2D` layer calling the `LowbitBDepthwiseConv2d` TF op with
+the bit-packed kernel as a constant; a BatchNormalization that is its only
+consumer, and a plain ReLU after that, fold into the op's per-channel
+multiplier and bias and its fused activation, exactly as for the binary conv
+(see lowering.py). Other depthwise layers (float inputs, a kernel that is not
++-alpha per channel) stay TFLite builtins.
+
+A depthwise convolution with multiplier DM is the grouped convolution with
+C groups and the kernel [KH, KW, C, DM] read as [KH, KW, 1, C * DM] (output
+channel c * DM + j sees input channel c only). `_GroupedConvView` presents the
+layer that way, so that lowering.py's binary-kernel check and BatchNorm
+folding (`binary_kernel_scale`, `BConv2DPlan.multiplier_and_bias`) apply as
+they are.
+
+Packed chains (a bit-packed output straight into the next binary layer) are
+not planned for depthwise layers: their inputs and outputs stay float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from lowbit_converter.folding import (
+    ConversionError,
+    fused_and_trailing_activation,
+    is_sign_quantizer,
+)
+from lowbit_converter.lowering import BConv2DPlan, binary_kernel_scale
+from lowbit_tf import ops
+from lowbit_tf._keras import keras
+from lowbit_tf.layers import QuantDepthwiseConv2D
+
+
+class _GroupedConvView:
+    """A QuantDepthwiseConv2D as the grouped conv it equals: kernel
+    [KH, KW, 1, C * DM], one output channel per (c, j). Offers what
+    `binary_kernel_scale` and `BConv2DPlan` read of a conv layer."""
+
+    def __init__(self, layer: QuantDepthwiseConv2D) -> None:
+        self.layer = layer
+        self.name = layer.name
+        self.built = True
+        self.kernel_quantizer = layer.kernel_quantizer
+        self.activation = layer.activation
+        self.use_bias = layer.use_bias
+        self.bias = layer.bias if layer.use_bias else None
+        self.kernel = tf.reshape(layer.kernel, [*layer.kernel.shape[:2], 1, -1])
+
+    def quantized_kernel(self) -> tf.Tensor:
+        return tf.reshape(self.layer.quantized_kernel(), self.kernel.shape)
+
+
+@dataclass
+class BDepthwisePlan(BConv2DPlan):
+    """What one binary depthwise layer lowers to; `conv` is its grouped-conv view."""
+
+
+def is_binary_depthwise(layer: keras.layers.Layer) -> bool:
+    """True for a QuantDepthwiseConv2D with sign-binarised inputs and a (scaled)
+    binary kernel."""
+    return (
+        isinstance(layer, QuantDepthwiseConv2D)
+        and layer.built
+        and is_sign_quantizer(layer.input_quantizer)
+        and binary_kernel_scale(_GroupedConvView(layer)) is not None
+    )
+
+
+def _check_convertible(layer: QuantDepthwiseConv2D) -> None:
+    problems = []
+    if layer.data_format != "channels_last":
+        problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
+    if layer.padding not in ("same", "valid"):
+        problems.append(f"padding={layer.padding!r}")
+    elif layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
+        problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+    if problems:
+        raise ConversionError(
+            f"layer {layer.name!r} (QuantDepthwiseConv2D) cannot be converted to "
+            "LowbitBDepthwiseConv2d: " + "; ".join(problems)
+        )
+
+
+def plan_binary_depthwise(layer: keras.layers.Layer) -> BDepthwisePlan | None:
+    """The plan of a binary depthwise layer (its BatchNorm and ReLU are found by
+    `plan_lowering`, as for convs), None for any layer that is not a
+    QuantDepthwiseConv2D with quantized inputs.
+
+    Raises:
+      ConversionError: naming the layer and the option that cannot be mapped.
+    """
+    if not isinstance(layer, QuantDepthwiseConv2D) or layer.input_quantizer is None:
+        return None  # float inputs: a float depthwise conv with its quantized kernel
+    if not is_binary_depthwise(layer):
+        raise ConversionError(
+            f"layer {layer.name!r} (QuantDepthwiseConv2D) cannot be converted to "
+            "LowbitBDepthwiseConv2d: it needs a sign input quantizer and a (scaled) binary "
+            f"kernel, got input_quantizer={layer.input_quantizer!r} and "
+            f"depthwise_quantizer={layer.kernel_quantizer!r}. Pass float_fallback=True to "
+            "convert it as float TFLite ops."
+        )
+    _check_convertible(layer)
+    return BDepthwisePlan(_GroupedConvView(layer))
+
+
+class LoweredBDepthwiseConv2D(keras.layers.Layer):
+    """Inference-only stand-in for a binary QuantDepthwiseConv2D (+ BatchNorm +
+    ReLU): one LowbitBDepthwiseConv2d op with the bit-packed kernel and the
+    folded output transform as constants."""
+
+    def __init__(self, plan: BDepthwisePlan, **kwargs: Any) -> None:
+        layer = plan.conv.layer
+        super().__init__(name=layer.name, **kwargs)
+        kernel = np.asarray(layer.quantized_kernel())
+        self.packed_filter = ops.pack_depthwise_filter(kernel).numpy()
+        self.multiplier, self.bias_values = plan.multiplier_and_bias()
+        self.channels_in, self.depth_multiplier = int(kernel.shape[2]), int(kernel.shape[3])
+        self.kernel_size = tuple(layer.kernel_size)
+        self.strides = tuple(layer.strides)
+        self.dilations = tuple(layer.dilation_rate)
+        self.padding = layer.padding.upper()
+        self.pad_value = int(layer.pad_values) if layer.padding == "same" else 0
+        # Any other activation of the layer itself runs as float ops afterwards.
+        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
+
+    def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+        # kwargs: whatever the replaced layer's call received (e.g. training).
+        outputs = ops.bdepthwise_conv2d(
+            inputs,
+            tf.constant(self.packed_filter),
+            tf.constant(self.multiplier),
+            tf.constant(self.bias_values),
+            kernel_size=self.kernel_size,
+            channels_in=self.channels_in,
+            depth_multiplier=self.depth_multiplier,
+            strides=self.strides,
+            dilations=self.dilations,
+            padding=self.padding,
+            pad_value=self.pad_value,
+            activation=self.fused_activation,
+        )
+        if self.trailing_activation is not None:
+            outputs = self.trailing_activation(outputs)
+        return outputs

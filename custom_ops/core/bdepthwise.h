@@ -1,0 +1,110 @@
+// Binary depthwise 2-D convolution on bit-packed NHWC data.
+//
+//   input   [batch, in_h, in_w, PackedWords(channels_in)]         packed words
+//   filter  [kernel_h, kernel_w, PackedWords(channels_in * depth_multiplier)]
+//           the Keras depthwise kernel [KH, KW, C, DM] flattened to
+//           [KH, KW, C * DM] and bit-packed along the last axis, so that bit o
+//           of a tap is the weight of output channel o
+//   output  [batch, out_h, out_w, channels_in * depth_multiplier]   float32, or
+//           [batch, out_h, out_w, PackedWords(channels_in * depth_multiplier)]
+//           packed signs of it (BDepthwiseConv2DBitpacked)
+//
+// Output channel o = c * depth_multiplier + j (TensorFlow/Keras order) reads
+// input channel c = o / depth_multiplier only. Per output pixel and channel,
+// over the taps used (below),
+//     D_o = sum over taps of x_c * w_o      (+-1 products, exact integer)
+//     y_o = multiplier[o] * D_o + bias[o],   optionally max(y_o, 0)  (fused ReLU)
+// Padding ("SAME", TensorFlow's geometry) as for the binary conv
+// (core/bconv2d.h): pad_value 0 = padded pixels contribute 0 (the tap is not
+// used), pad_value 1 = padded pixels are +1 (used like a real pixel).
+//
+// Per channel this is a binary convolution with one input channel, so the
+// geometry, the option checks and the bit-packed output thresholds are those of
+// core/bconv2d.h with channels_in = 1 (PerChannelConvParams); |D_o| <= KH * KW.
+//
+// The kernel works on whole words: per output pixel and 64 output channels it
+// XORs input and filter words tap by tap and adds the 64 mismatch bits into
+// bit-sliced (vertical) counters, plane p holding bit p of 64 per-channel
+// counts, so one tap costs a few word operations whatever the channel count;
+// the counts are read out once per block of up to 63 taps. Then, with
+// mismatches m_o over the K taps used,  D_o = K - 2 * m_o. The read-out and
+// the output transform come in a portable version and an AVX2 one
+// (core/bdepthwise_rows.h), picked like the binary conv's kernels
+// (SelectBConv2DKernel, LOWBIT_KERNEL): the AVX2 and AVX-512 choices run the
+// AVX2 version, every other the portable one.
+#ifndef LOWBIT_CORE_BDEPTHWISE_H_
+#define LOWBIT_CORE_BDEPTHWISE_H_
+
+#include <cstdint>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+struct BDepthwiseConv2DParams {
+  // Set by the caller.
+  std::int64_t batch = 0;
+  std::int64_t in_h = 0, in_w = 0;
+  std::int64_t channels_in = 0;  // real input channel count (not words)
+  std::int64_t depth_multiplier = 1;
+  std::int64_t kernel_h = 0, kernel_w = 0;
+  std::int64_t stride_h = 1, stride_w = 1;
+  std::int64_t dilation_h = 1, dilation_w = 1;
+  Padding padding = Padding::kValid;
+  int pad_value = 0;  // 0 or 1; only meaningful with Padding::kSame
+  Activation activation = Activation::kNone;
+
+  // Filled in by ComputeBDepthwiseConv2DGeometry.
+  std::int64_t out_h = 0, out_w = 0;
+  std::int64_t pad_top = 0, pad_left = 0;
+
+  std::int64_t in_words() const { return PackedWords(channels_in); }
+  std::int64_t out_channels() const { return channels_in * depth_multiplier; }
+  std::int64_t out_words() const { return PackedWords(out_channels()); }
+};
+
+// The options as a binary convolution with one input channel and
+// channels_in * depth_multiplier output channels (shape fields copied too).
+BConv2DParams PerChannelConvParams(const BDepthwiseConv2DParams& params);
+
+// Validates the fields that come from op attributes / custom options:
+// channels_in, depth_multiplier, kernel size, strides and dilations in
+// [1, 2^30], channels_in * depth_multiplier <= 2^30, pad_value in {0, 1},
+// kernel_h * kernel_w <= 2^24 (CheckBConv2DOptions with channels_in = 1).
+Status CheckBDepthwiseConv2DOptions(const BDepthwiseConv2DParams& params);
+
+// CheckBDepthwiseConv2DOptions, then the shape fields (batch >= 0, input sizes
+// >= 1, a window that fits for VALID, tensor sizes that fit int64 with room to
+// spare), and computes the output size and padding. Every kernel requires a
+// params struct that passed this.
+Status ComputeBDepthwiseConv2DGeometry(BDepthwiseConv2DParams* params);
+
+// Words of the packed filter: kernel_h * kernel_w * PackedWords(C * DM).
+std::int64_t DepthwiseFilterWords(const BDepthwiseConv2DParams& params);
+
+// Per-channel (threshold, flip) of the bit-packed output, exactly as for the
+// binary conv (core/bconv2d_bitpacked.h) with K = kernel_h * kernel_w, for the
+// out_channels() channels. Fails, naming the channel, on a non-finite
+// multiplier or bias.
+Status ComputeBDepthwiseThresholds(const BDepthwiseConv2DParams& params, const float* multiplier,
+                                   const float* bias, std::int32_t* threshold,
+                                   std::uint8_t* flip);
+
+// Float output. `params` must have passed ComputeBDepthwiseConv2DGeometry.
+// The padding bits of the last input and filter words are ignored, so any
+// packed input is accepted. Parallel over output rows.
+void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* input,
+                      const PackedWord* filter, const float* multiplier, const float* bias,
+                      float* output, ParallelExecutor& executor);
+
+// Bit-packed output: bit o of a pixel = (D_o < threshold[o]) XOR flip[o]
+// (ComputeBDepthwiseThresholds), bits past out_channels() zero.
+void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const PackedWord* input,
+                               const PackedWord* filter, const std::int32_t* threshold,
+                               const std::uint8_t* flip, PackedWord* output,
+                               ParallelExecutor& executor);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_BDEPTHWISE_H_

@@ -1,0 +1,46 @@
+// Internal: the binary depthwise kernels behind the dispatch point in
+// bdepthwise.cc, one per instruction set (core/bdepthwise_rows.h).
+#ifndef LOWBIT_CORE_BDEPTHWISE_KERNELS_H_
+#define LOWBIT_CORE_BDEPTHWISE_KERNELS_H_
+
+#include <cstdint>
+
+#include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/bdepthwise.h"
+
+namespace lowbit {
+
+// What a kernel is given; the dispatch point owns every buffer.
+struct DepthwiseRowsArgs {
+  const BDepthwiseConv2DParams* params = nullptr;  // passed the geometry check
+  // [batch, in_h, in_w, out_words]: bit o of a pixel holds the input channel
+  // o / depth_multiplier (the input itself when depth_multiplier is 1).
+  const PackedWord* input = nullptr;
+  const PackedWord* zero_pixel = nullptr;           // out_words zero words (+1)
+  // Per tap (ky * kernel_w + kx): its input offset, in words, from the first
+  // pixel of a window that lies inside the input, and its filter words.
+  const std::int64_t* window_offsets = nullptr;
+  const PackedWord* const* filter_taps = nullptr;
+  // Float output ...
+  const float* multiplier = nullptr;
+  const float* bias = nullptr;
+  float* output = nullptr;
+  // ... or, when output_bits is set, bit-packed output from the thresholds:
+  // threshold padded with zeros to a whole number of 64-channel chunks, and
+  // the flips as bits, channel o in bit o % 64 of flip_bits[o / 64].
+  const std::int32_t* threshold = nullptr;
+  const std::uint64_t* flip_bits = nullptr;
+  PackedWord* output_bits = nullptr;
+};
+
+// Counts read out by byte tables, any CPU.
+void BDepthwiseRowsPortable(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
+#if LOWBIT_X86_SIMD
+// Counts read out with AVX2 (vpshufb + compare), vectorised transform; only
+// called after a run-time check.
+void BDepthwiseRowsAvx2(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
+#endif
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_BDEPTHWISE_KERNELS_H_

@@ -1,0 +1,170 @@
+// Bit-exactness check of the binary depthwise convolution (core/bdepthwise.h)
+// on every read-out path this CPU runs (x86: portable, AVX2; Arm: portable),
+// against a naive loop over +-1 values written here: random shapes with
+// channel tails, depth multipliers (table and run expansions), kernels of 1 to
+// 81 taps (every counter width, several blocks), strides, dilations, both
+// paddings and pad values, garbage in padding bits, 1 and 2 threads, float
+// and bit-packed outputs. A plain executable so that it also runs under
+// qemu-user for the Arm builds (tests/test_bdepthwise.py):
+//     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bdepthwise.h"
+#include "custom_ops/core/thread_pool.h"
+
+namespace {
+
+using lowbit::BDepthwiseConv2DParams;
+using lowbit::PackedWord;
+
+int SignAt(const PackedWord* row, std::int64_t c) {
+  return ((row[c / 32] >> (c % 32)) & 1u) ? -1 : 1;
+}
+
+// D for every output value, from the definition (docs/custom_ops.md).
+std::vector<std::int32_t> NaiveDots(const BDepthwiseConv2DParams& p, const PackedWord* input,
+                                    const PackedWord* filter) {
+  std::vector<std::int32_t> dots;
+  const std::int64_t in_words = p.in_words(), out_words = p.out_words();
+  for (std::int64_t n = 0; n < p.batch; ++n) {
+    for (std::int64_t oy = 0; oy < p.out_h; ++oy) {
+      for (std::int64_t ox = 0; ox < p.out_w; ++ox) {
+        for (std::int64_t o = 0; o < p.out_channels(); ++o) {
+          std::int32_t dot = 0;
+          for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
+            for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+              const std::int64_t iy = oy * p.stride_h - p.pad_top + ky * p.dilation_h;
+              const std::int64_t ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+              const bool inside = iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w;
+              const int x = inside ? SignAt(input + ((n * p.in_h + iy) * p.in_w + ix) * in_words,
+                                            o / p.depth_multiplier)
+                                   : p.pad_value;
+              dot += x * SignAt(filter + (ky * p.kernel_w + kx) * out_words, o);
+            }
+          }
+          dots.push_back(dot);
+        }
+      }
+    }
+  }
+  return dots;
+}
+
+// The float path's sign bit (negative normal or -inf) of y.
+bool NegativeBit(float y) {
+  return (std::fpclassify(y) == FP_NORMAL || std::isinf(y)) && std::signbit(y);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int cases = argc > 1 ? std::atoi(argv[1]) : 200;
+  // The paths that differ: portable, and AVX2 where the CPU has it.
+  std::vector<const char*> paths = {"portable"};
+  setenv("LOWBIT_KERNEL", "avx2", 1);
+  const lowbit::BConv2DKernel forced = lowbit::SelectBConv2DKernel();
+  if (forced == lowbit::BConv2DKernel::kAvx2) paths.push_back("avx2");
+  unsetenv("LOWBIT_KERNEL");
+  std::printf("paths:");
+  for (const char* path : paths) std::printf(" %s", path);
+  std::printf("\n");
+
+  std::mt19937 rng(2024);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int channel_choices[] = {1, 5, 31, 32, 33, 64, 70, 100};
+  const int multiplier_choices[] = {1, 1, 2, 3, 8, 9, 40};
+  const int kernel_choices[] = {1, 2, 3, 3, 5, 7, 9};
+  lowbit::InlineExecutor inline_executor;
+  lowbit::ThreadPool pool(2);
+  for (int c = 0; c < cases; ++c) {
+    BDepthwiseConv2DParams p;
+    p.batch = uniform(1, 2);
+    p.channels_in = channel_choices[uniform(0, 7)];
+    p.depth_multiplier = multiplier_choices[uniform(0, 6)];
+    if (p.channels_in * p.depth_multiplier > 300) p.channels_in = uniform(1, 7);
+    p.kernel_h = kernel_choices[uniform(0, 6)];
+    p.kernel_w = kernel_choices[uniform(0, 6)];
+    p.stride_h = uniform(1, 2);
+    p.stride_w = uniform(1, 2);
+    p.dilation_h = uniform(1, 2);
+    p.dilation_w = uniform(1, 2);
+    p.padding = uniform(0, 2) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
+    p.pad_value = uniform(0, 1);
+    p.activation = uniform(0, 3) ? lowbit::Activation::kNone : lowbit::Activation::kRelu;
+    const int min_h = p.padding == lowbit::Padding::kSame ? 1 : (p.kernel_h - 1) * p.dilation_h + 1;
+    const int min_w = p.padding == lowbit::Padding::kSame ? 1 : (p.kernel_w - 1) * p.dilation_w + 1;
+    p.in_h = uniform(min_h, min_h + 6);
+    p.in_w = uniform(min_w, min_w + 9);
+    const lowbit::Status status = lowbit::ComputeBDepthwiseConv2DGeometry(&p);
+    if (!status.ok) {
+      std::printf("case %d: %s\n", c, status.message.c_str());
+      return 1;
+    }
+    // Random words, garbage in the padding bits included: kernels ignore them.
+    std::vector<PackedWord> input(
+        static_cast<std::size_t>(p.batch * p.in_h * p.in_w * p.in_words()));
+    for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+    std::vector<PackedWord> filter(static_cast<std::size_t>(lowbit::DepthwiseFilterWords(p)));
+    for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+    const std::int64_t cout = p.out_channels();
+    std::vector<float> multiplier(cout), bias(cout);
+    for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+    for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
+    std::vector<std::int32_t> threshold(cout);
+    std::vector<std::uint8_t> flip(cout);
+    if (!lowbit::ComputeBDepthwiseThresholds(p, multiplier.data(), bias.data(), threshold.data(),
+                                             flip.data()).ok) {
+      return 1;
+    }
+    const std::vector<std::int32_t> dots = NaiveDots(p, input.data(), filter.data());
+    const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+    std::vector<float> expected(dots.size());
+    std::vector<PackedWord> expected_bits(static_cast<std::size_t>(pixels * p.out_words()), 0);
+    for (std::size_t i = 0; i < dots.size(); ++i) {
+      const std::int64_t o = static_cast<std::int64_t>(i) % cout;
+      float y = static_cast<float>(dots[i]) * multiplier[o] + bias[o];
+      if (p.activation == lowbit::Activation::kRelu && y < 0.0f) y = 0.0f;
+      expected[i] = y;
+      if (NegativeBit(y)) {
+        expected_bits[(i / cout) * p.out_words() + o / 32] |= PackedWord{1} << (o % 32);
+      }
+    }
+    std::vector<float> actual(expected.size());
+    std::vector<PackedWord> actual_bits(expected_bits.size());
+    for (const char* path : paths) {
+      setenv("LOWBIT_KERNEL", path, 1);
+      for (lowbit::ParallelExecutor* executor :
+           {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
+            static_cast<lowbit::ParallelExecutor*>(&pool)}) {
+        std::fill(actual.begin(), actual.end(), -12345.0f);
+        std::fill(actual_bits.begin(), actual_bits.end(), 0xdeadbeefu);
+        lowbit::BDepthwiseConv2D(p, input.data(), filter.data(), multiplier.data(), bias.data(),
+                                 actual.data(), *executor);
+        lowbit::BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(),
+                                          flip.data(), actual_bits.data(), *executor);
+        const bool floats_ok =
+            std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0;
+        if (!floats_ok || actual_bits != expected_bits) {
+          std::printf(
+              "MISMATCH (%s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
+              "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
+              floats_ok ? "bitpacked" : "float", path, c, (long long)p.batch, (long long)p.in_h,
+              (long long)p.in_w, (long long)p.channels_in, (long long)p.depth_multiplier,
+              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
+              (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
+              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+          return 1;
+        }
+      }
+    }
+    unsetenv("LOWBIT_KERNEL");
+  }
+  std::printf("OK %d cases\n", cases);
+  return 0;
+}
