@@ -142,12 +142,14 @@ def _transform(
     return tf.convert_to_tensor(multiplier, tf.float32), tf.convert_to_tensor(bias, tf.float32)
 
 
-def _check_conv_options(
-    padding: str, pad_value: int, activation: str | None, output_type: str
-) -> str:
-    """Checks the options shared by the binary convolutions; returns the padding
-    in upper case."""
-    padding = _check_conv_options(padding, pad_value, activation, output_type)
+def _check_padding(padding: str, pad_value: int) -> str:
+    """Checks the padding options of the convolutions; returns the padding in
+    upper case."""
+    padding = padding.upper()
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    if pad_value not in (0, 1):
+        raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
     return padding
 
 
@@ -239,11 +241,7 @@ def bconv2d(
         if inputs.dtype == tf.int32 or inputs.shape[-1] is None:
             raise ValueError("bconv2d needs channels_in for a packed input or unknown depth")
         channels_in = int(inputs.shape[-1])
-    padding = padding.upper()
-    if padding not in _PADDINGS:
-        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
-    if pad_value not in (0, 1):
-        raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
+    padding = _check_padding(padding, pad_value)
     multiplier, bias = _transform(multiplier, bias, out_channels)
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
@@ -505,7 +503,9 @@ def multibit_conv2d(
         raise ValueError(
             f"activation_bits is only for activation_mode='dorefa', got {activation_bits!r}"
         )
-    padding = _check_conv_options(padding, pad_value, activation, "float")
+    padding = _check_padding(padding, pad_value)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     if bias is None:
         bias = tf.zeros([filter.shape[1]], tf.float32)
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
@@ -975,10 +975,7 @@ def _bdepthwise_attrs(
 ) -> dict:
     """Checks the arguments of `bdepthwise_conv2d` and returns the op's attributes."""
     name = "bdepthwise_conv2d"
-    if inputs.dtype not in (tf.float32, tf.int32):
-        raise TypeError(
-            f"{name} inputs must be float32 or packed int32, got dtype {inputs.dtype.name}"
-        )
+    _checked_common(name, inputs, activation, output_type)
     if filter.dtype != tf.int32:
         raise TypeError(f"{name} filter must be packed int32, got dtype {filter.dtype.name}")
     if inputs.shape.rank is not None and inputs.shape.rank < 4:
@@ -1005,7 +1002,7 @@ def _bdepthwise_attrs(
             f"channels_in={channels_in} and depth_multiplier={depth_multiplier}, "
             f"got {filter.shape}"
         )
-    padding = _check_conv_options(padding, pad_value, activation, output_type)
+    padding = _check_padding(padding, pad_value)
     stride_h, stride_w = _pair(strides, "strides")
     dilation_h, dilation_w = _pair(dilations, "dilations")
     return dict(

@@ -325,19 +325,24 @@ def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
     # Conv kernels [KH, KW, C (per group), F], dense kernels [C, F]: each
     # output channel (of each weight plane) packs its weights into whole
     # int32 words.
+    per_op = TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES
+    if isinstance(layer, lb_layers.QuantDepthwiseConv2D):
+        # LowbitBDepthwiseConv2d: per tap the C * DM signs packed in words,
+        # a multiplier and bias per output channel.
+        kh, kw, c, dm = layer.kernel.shape
+        return per_op + 4 * kh * kw * math.ceil(c * dm / 32) + 8 * c * dm
     *fan_in, f = layer.kernel.shape
     groups = int(getattr(layer, "groups", 1))
     words = math.ceil(_prod(fan_in) / 32)
     planes = plan.multibit
-    if planes is None:  # LowbitBconv2d: filter, multiplier, bias
+    if planes is None:  # LowbitBconv2d / LowbitBgemm: filter, multiplier, bias
         data = f * (4 * words + 8)
-        per_op = TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES
     else:  # LowbitMultibitConv2d: filter, alphas, bias; shifts and betas per op
         m = planes.weights.shape[0]
         data = f * (m * (4 * words + 4) + 4)
         extra = 0 if planes.shifts is None else len(planes.shifts)
         data += groups * 4 * (len(planes.betas) + extra)
-        per_op = TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES
+        per_op += TFLITE_MULTIBIT_EXTRA_BYTES
     # A grouped layer also needs a split and a concatenation of the channels.
     glue = 2 * TFLITE_OP_BYTES if groups > 1 else 0
     return groups * per_op + data + glue

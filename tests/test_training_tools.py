@@ -390,10 +390,23 @@ def _size_models():
         layers.FastfoodDense(300, use_bias=False, seed=2),
         keras.layers.Dense(10),
     ], name="fastfood")  # fmt: skip
-    return [bnn, deep, mlp, abc, multibit, fastfood]
+    binary_dw = dict(input_quantizer="ste_sign", depthwise_quantizer="ste_sign", use_bias=False)
+    depthwise = keras.Sequential([
+        keras.Input((16, 16, 48)),
+        layers.QuantDepthwiseConv2D(3, padding="same", depth_multiplier=2, **binary_dw),
+        keras.layers.BatchNormalization(),
+        layers.QuantConv2D(64, 1, **binary),
+        keras.layers.BatchNormalization(),
+        layers.QuantDepthwiseConv2D(3, strides=2, **binary_dw),
+        keras.layers.Flatten(),
+        layers.QuantDense(10, **binary),
+    ], name="depthwise")  # fmt: skip
+    return [bnn, deep, mlp, abc, multibit, fastfood, depthwise]
 
 
-SIZE_MODELS = ["bnn", "deep_bnn", "float_mlp", "abc", "dorefa_ternary", "fastfood"]
+SIZE_MODELS = [
+    "bnn", "deep_bnn", "float_mlp", "abc", "dorefa_ternary", "fastfood", "depthwise",
+]
 
 
 @pytest.mark.slow
