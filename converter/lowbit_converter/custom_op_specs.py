@@ -45,7 +45,7 @@ BCONV2D = CustomOpSpec(
     },
 )
 
-# The options LowbitMultibitConv2d shares with LowbitBconv2d.
+# The options the other conv ops share with LowbitBconv2d.
 _CONV_OPTIONS = {
     key: BCONV2D.options[key]
     for key in ("channels_in", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h",
@@ -66,9 +66,9 @@ BGEMM = CustomOpSpec(
     name="LowbitBgemm",
     num_inputs=4,
     options={
-        "channels_in": OptionSpec(int, minimum=1),
-        "activation": OptionSpec(str, choices=("NONE", "RELU")),
-        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        "channels_in": BCONV2D.options["channels_in"],
+        "activation": BCONV2D.options["activation"],
+        "output_type": BCONV2D.options["output_type"],
     },
 )
 
@@ -98,18 +98,9 @@ BDEPTHWISECONV2D = CustomOpSpec(
     name="LowbitBDepthwiseConv2d",
     num_inputs=4,
     options={
-        "channels_in": OptionSpec(int, minimum=1),
+        **_CONV_OPTIONS,
         "depth_multiplier": OptionSpec(int, minimum=1),
-        "kernel_h": OptionSpec(int, minimum=1),
-        "kernel_w": OptionSpec(int, minimum=1),
-        "stride_h": OptionSpec(int, minimum=1),
-        "stride_w": OptionSpec(int, minimum=1),
-        "dilation_h": OptionSpec(int, minimum=1),
-        "dilation_w": OptionSpec(int, minimum=1),
-        "padding": OptionSpec(str, choices=("SAME", "VALID")),
-        "pad_value": OptionSpec(int, choices=(0, 1)),
-        "activation": OptionSpec(str, choices=("NONE", "RELU")),
-        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        "output_type": BCONV2D.options["output_type"],
     },
 )
 

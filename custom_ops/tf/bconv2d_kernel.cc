@@ -9,6 +9,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/tf/binary_kernel_util.h"
+#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -23,19 +24,7 @@ class BConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx)
       : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
-    std::string padding, activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_h", &params_.kernel_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_w", &params_.kernel_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_h", &params_.dilation_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_w", &params_.dilation_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &params_.pad_value));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ParsePadding(padding, &params_.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ParseActivation(activation, &params_.activation)));
+    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, kOp, &params_));
     OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBConv2DOptions(params_)));
     OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kOp, &output_type_));
   }

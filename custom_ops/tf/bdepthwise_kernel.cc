@@ -9,6 +9,8 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/tf/binary_kernel_util.h"
+#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -17,35 +19,16 @@ namespace lowbit {
 
 using tensorflow::errors::InvalidArgument;
 
+constexpr char kDepthwiseOp[] = "LowbitBDepthwiseConv2d";
+
 template <typename T>
 class BDepthwiseConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string padding, activation, output_type;
-    tensorflow::DataType tout;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
+    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, kDepthwiseOp, &params_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("depth_multiplier", &params_.depth_multiplier));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_h", &params_.kernel_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_w", &params_.kernel_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_h", &params_.dilation_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_w", &params_.dilation_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &params_.pad_value));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("output_type", &output_type));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tout", &tout));
-    OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &params_.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &params_.activation)));
-    OP_REQUIRES_OK(ctx, ToTf(ParseOutputType(output_type, &output_type_)));
+    OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kDepthwiseOp, &output_type_));
     OP_REQUIRES_OK(ctx, ToTf(CheckBDepthwiseConv2DOptions(params_)));
-    const tensorflow::DataType want =
-        output_type_ == OutputType::kBitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
-    OP_REQUIRES(ctx, tout == want,
-                InvalidArgument("LowbitBDepthwiseConv2d: output_type \"", output_type,
-                                "\" needs Tout = ", tensorflow::DataTypeString(want), ", got ",
-                                tensorflow::DataTypeString(tout)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -139,8 +122,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
 
  private:
   static tensorflow::Status ToTf(const lowbit::Status& s) {
-    if (s.ok) return tensorflow::Status();
-    return InvalidArgument("LowbitBDepthwiseConv2d: ", s.message);
+    return lowbit::ToTf(kDepthwiseOp, s);
   }
 
   BDepthwiseConv2DParams params_;

@@ -5,6 +5,7 @@
 
 #include "custom_ops/core/multibit_conv2d.h"
 #include "custom_ops/tf/binary_kernel_util.h"
+#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -17,24 +18,12 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
  public:
   explicit MultibitConv2DOp(tensorflow::OpKernelConstruction* ctx)
       : OpKernel(ctx), filter_(SelectBConv2DKernel()) {
-    BConv2DParams& conv = params_.conv;
-    std::string padding, activation, mode;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &conv.channels_in));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_h", &conv.kernel_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_w", &conv.kernel_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &conv.stride_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &conv.stride_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_h", &conv.dilation_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("dilation_w", &conv.dilation_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("pad_value", &conv.pad_value));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    std::string mode;
+    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, "LowbitMultibitConv2d", &params_.conv));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activation_mode", &mode));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("activation_bits", &params_.activation_bits));
-    OP_REQUIRES_OK(ctx, ToTf(ParsePadding(padding, &conv.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &conv.activation)));
     OP_REQUIRES_OK(ctx, ToTf(ParseActivationPlanes(mode, &params_.activation_mode)));
-    OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(conv)));
+    OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(params_.conv)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

@@ -4,6 +4,7 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/types.h"
+#include "custom_ops/tf/conv_attrs.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -16,22 +17,6 @@ using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
-
-// Reads the convolution attributes shared by the conv ops (channels_in,
-// kernel, strides, dilations, padding).
-TfStatus ReadConvAttrs(InferenceContext* c, BConv2DParams* p) {
-  std::string padding;
-  TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p->channels_in));
-  TF_RETURN_IF_ERROR(c->GetAttr("kernel_h", &p->kernel_h));
-  TF_RETURN_IF_ERROR(c->GetAttr("kernel_w", &p->kernel_w));
-  TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p->stride_h));
-  TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p->stride_w));
-  TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p->dilation_h));
-  TF_RETURN_IF_ERROR(c->GetAttr("dilation_w", &p->dilation_w));
-  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
-  ParsePadding(padding, &p->padding);
-  return TfStatus();
-}
 
 // Output height and width of a conv op (unknown when the input's are).
 TfStatus ConvOutputSize(InferenceContext* c, const char* op, DimensionHandle in_h,
@@ -114,7 +99,7 @@ REGISTER_OP("LowbitBconv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BConv2DParams p;
-      TF_RETURN_IF_ERROR(ReadConvAttrs(c, &p));
+      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitBconv2d", &p));
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitBconv2d", c->Dim(input, -3), c->Dim(input, -2),
                                         &p, &out_h, &out_w));
@@ -276,7 +261,7 @@ REGISTER_OP("LowbitMultibitConv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &matrix));
       for (int i = 3; i < 6; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &vec));
       BConv2DParams p;
-      TF_RETURN_IF_ERROR(ReadConvAttrs(c, &p));
+      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitMultibitConv2d", &p));
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitMultibitConv2d", c->Dim(input, -3),
                                         c->Dim(input, -2), &p, &out_h, &out_w));
@@ -380,18 +365,10 @@ REGISTER_OP("LowbitBDepthwiseConv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BDepthwiseConv2DParams p;
-      std::string padding, output_type;
-      TF_RETURN_IF_ERROR(c->GetAttr("channels_in", &p.channels_in));
+      std::string output_type;
+      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitBDepthwiseConv2d", &p));
       TF_RETURN_IF_ERROR(c->GetAttr("depth_multiplier", &p.depth_multiplier));
-      TF_RETURN_IF_ERROR(c->GetAttr("kernel_h", &p.kernel_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("kernel_w", &p.kernel_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("dilation_h", &p.dilation_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("dilation_w", &p.dilation_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
       TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
-      ParsePadding(padding, &p.padding);
       const lowbit::Status options = CheckBDepthwiseConv2DOptions(p);
       if (!options.ok) {
         return tensorflow::errors::InvalidArgument("LowbitBDepthwiseConv2d: ", options.message);

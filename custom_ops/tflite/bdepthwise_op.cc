@@ -24,6 +24,7 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -150,23 +151,11 @@ class BDepthwiseConv2dOp final : public Op {
       return Error("Eval called without a successful Prepare");
     }
     const std::size_t need[4] = {input_bytes_, filter_bytes_, vector_bytes_, vector_bytes_};
-    const char* names[4] = {"input", "filter", "multiplier", "bias"};
-    for (int i = 0; i < 4; ++i) {
-      if (inputs[i].data == nullptr) return Error(std::string(names[i]) + " has no data");
-      if (inputs[i].bytes < need[i]) {
-        return Error(std::string(names[i]) + " holds " + std::to_string(inputs[i].bytes) +
-                     " bytes, expected " + std::to_string(need[i]));
-      }
-    }
     const TensorRef& out = outputs[0];
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
-    const TfLiteType out_type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
-    if (out.data == nullptr) return Error("output has no data");
-    if (out.type != out_type || out.bytes < output_bytes_) {
-      return Error(std::string("output must be ") + TypeName(out_type) + " with " +
-                   std::to_string(output_bytes_) + " bytes, got " + TypeName(out.type) +
-                   " with " + std::to_string(out.bytes));
-    }
+    Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need, out,
+                                bitpacked ? kTfLiteInt32 : kTfLiteFloat32, output_bytes_);
+    if (!s.ok) return Error(s.message);
     const PackedWord* packed_input;
     if (input_packed_) {
       packed_input = static_cast<const PackedWord*>(inputs[0].data);
@@ -182,8 +171,8 @@ class BDepthwiseConv2dOp final : public Op {
     if (bitpacked) {
       // O(channels * log K) float evaluations: negligible next to the
       // convolution, so recomputed rather than cached.
-      Status s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
-                                             flip_.data());
+      s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
+                                      flip_.data());
       if (!s.ok) return Error(s.message);
       BDepthwiseConv2DBitpacked(params_, packed_input, filter, threshold_.data(), flip_.data(),
                                 static_cast<PackedWord*>(out.data), executor);

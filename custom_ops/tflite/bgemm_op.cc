@@ -118,7 +118,7 @@ class BgemmOp final : public Op {
     }
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
-    Status s = CheckEvalBuffers(inputs, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
+    Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
                                 output_bytes_);
     if (!s.ok) return Error(s.message);
     const PackedWord* packed_input;

@@ -5,6 +5,8 @@
 namespace lowbit {
 namespace tflite {
 
+const char* const kBinaryOpInputNames[4] = {"input", "filter", "multiplier", "bias"};
+
 Status GetOutputTypeOption(const flex::Map& map, OutputType* type) {
   *type = OutputType::kFloat;
   flex::Value value;
@@ -23,7 +25,7 @@ Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t f
     return Status::Error("expected 4 inputs (input, filter, multiplier, bias), got " +
                          std::to_string(inputs.size()));
   }
-  const char* names[4] = {"input", "filter", "multiplier", "bias"};
+  const char* const* names = kBinaryOpInputNames;
   for (int i = 0; i < 4; ++i) {
     if (!inputs[i].present) return Status::Error(std::string(names[i]) + " is missing");
   }
@@ -56,25 +58,6 @@ Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t f
     }
   }
   *out_channels = cout;
-  return Status::Ok();
-}
-
-Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const std::size_t* need,
-                        const TensorRef& output, TfLiteType out_type, std::size_t out_bytes) {
-  const char* names[4] = {"input", "filter", "multiplier", "bias"};
-  for (std::size_t i = 0; i < inputs.size() && i < 4; ++i) {
-    if (inputs[i].data == nullptr) return Status::Error(std::string(names[i]) + " has no data");
-    if (inputs[i].bytes < need[i]) {
-      return Status::Error(std::string(names[i]) + " holds " + std::to_string(inputs[i].bytes) +
-                           " bytes, expected " + std::to_string(need[i]));
-    }
-  }
-  if (output.data == nullptr) return Status::Error("output has no data");
-  if (output.type != out_type || output.bytes < out_bytes) {
-    return Status::Error(std::string("output must be ") + TypeName(out_type) + " with " +
-                         std::to_string(out_bytes) + " bytes, got " + TypeName(output.type) +
-                         " with " + std::to_string(output.bytes));
-  }
   return Status::Ok();
 }
 

@@ -31,11 +31,8 @@ Status GetOutputTypeOption(const flex::Map& map, OutputType* type);
 Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
                             const std::string& filter_words_why, std::int64_t* out_channels);
 
-// What Eval checks before touching data: every input has data and at least
-// need[i] bytes, the output has data, type `out_type` and at least
-// `out_bytes` bytes.
-Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const std::size_t* need,
-                        const TensorRef& output, TfLiteType out_type, std::size_t out_bytes);
+// The names of the four inputs of the binary ops, for messages.
+extern const char* const kBinaryOpInputNames[4];
 
 // The filter laid out for one kernel (BConv2DFilter) and the thresholds of a
 // bit-packed output, for the binary convolution `params` (the gemm's is its

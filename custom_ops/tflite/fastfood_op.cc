@@ -116,27 +116,17 @@ class FastfoodOp final : public Op {
     if (params_.rows == 0) return Status::Ok();  // nothing to read or write
     const std::size_t need[kNumInputs] = {x_bytes_,       diagonal_bytes_, diagonal_bytes_,
                                           diagonal_bytes_, diagonal_bytes_, bias_bytes_};
-    for (int i = 0; i < kNumInputs; ++i) {
-      if (need[i] == 0) continue;  // an empty bias
-      if (inputs[i].data == nullptr) return Error(std::string(kInputNames[i]) + " has no data");
-      if (inputs[i].bytes < need[i]) {
-        return Error(std::string(kInputNames[i]) + " holds " + std::to_string(inputs[i].bytes) +
-                     " bytes, expected " + std::to_string(need[i]));
-      }
-    }
-    const TensorRef& out = outputs[0];
-    if (out.data == nullptr) return Error("output has no data");
-    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
-      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
-                   " bytes, got " + TypeName(out.type) + " with " + std::to_string(out.bytes));
-    }
-    Status s = UpdatePermutation(static_cast<const std::int32_t*>(inputs[4].data));
+    // need 0: an empty bias.
+    Status s = CheckEvalBuffers(inputs, kInputNames, need, outputs[0], kTfLiteFloat32,
+                                output_bytes_);
+    if (!s.ok) return Error(s.message);
+    s = UpdatePermutation(static_cast<const std::int32_t*>(inputs[4].data));
     if (!s.ok) return s;
     Fastfood(params_, static_cast<const float*>(inputs[0].data),
              static_cast<const float*>(inputs[1].data), static_cast<const float*>(inputs[2].data),
              static_cast<const float*>(inputs[3].data), permutation_.data(),
              bias_bytes_ > 0 ? static_cast<const float*>(inputs[5].data) : nullptr,
-             static_cast<float*>(out.data), executor);
+             static_cast<float*>(outputs[0].data), executor);
     return Status::Ok();
   }
 

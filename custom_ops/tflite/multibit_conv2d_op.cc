@@ -151,26 +151,16 @@ class MultibitConv2dOp final : public Op {
     if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    for (int i = 0; i < kNumInputs; ++i) {
-      if (need_[i] == 0) continue;  // empty shifts
-      if (inputs[i].data == nullptr) return Error(std::string(kInputNames[i]) + " has no data");
-      if (inputs[i].bytes < need_[i]) {
-        return Error(std::string(kInputNames[i]) + " holds " + std::to_string(inputs[i].bytes) +
-                     " bytes, expected " + std::to_string(need_[i]));
-      }
-    }
-    const TensorRef& out = outputs[0];
-    if (out.data == nullptr) return Error("output has no data");
-    if (out.type != kTfLiteFloat32 || out.bytes < output_bytes_) {
-      return Error("output must be FLOAT32 with " + std::to_string(output_bytes_) +
-                   " bytes, got " + TypeName(out.type) + " with " + std::to_string(out.bytes));
-    }
+    // need_ 0: empty shifts.
+    Status s = CheckEvalBuffers(inputs, kInputNames, need_, outputs[0], kTfLiteFloat32,
+                                output_bytes_);
+    if (!s.ok) return Error(s.message);
     PrepareFilter(inputs[1]);
     MultibitConv2D(params_, static_cast<const float*>(inputs[0].data),
                    static_cast<const float*>(inputs[3].data), filter_,
                    static_cast<const float*>(inputs[2].data),
                    static_cast<const float*>(inputs[4].data),
-                   static_cast<const float*>(inputs[5].data), static_cast<float*>(out.data),
+                   static_cast<const float*>(inputs[5].data), static_cast<float*>(outputs[0].data),
                    &scratch_, executor);
     return Status::Ok();
   }

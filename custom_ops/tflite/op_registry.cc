@@ -78,6 +78,26 @@ Status ReadConvOptions(const flex::Map& map, BConv2DParams* conv) {
   return Status::Ok();
 }
 
+Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const* names,
+                        const std::size_t* need, const TensorRef& output, TfLiteType out_type,
+                        std::size_t out_bytes) {
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (need[i] == 0) continue;  // an input allowed to be empty
+    if (inputs[i].data == nullptr) return Status::Error(std::string(names[i]) + " has no data");
+    if (inputs[i].bytes < need[i]) {
+      return Status::Error(std::string(names[i]) + " holds " + std::to_string(inputs[i].bytes) +
+                           " bytes, expected " + std::to_string(need[i]));
+    }
+  }
+  if (output.data == nullptr) return Status::Error("output has no data");
+  if (output.type != out_type || output.bytes < out_bytes) {
+    return Status::Error(std::string("output must be ") + TypeName(out_type) + " with " +
+                         std::to_string(out_bytes) + " bytes, got " + TypeName(output.type) +
+                         " with " + std::to_string(output.bytes));
+  }
+  return Status::Ok();
+}
+
 std::size_t Bytes4(std::int64_t count) {
   if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
   return static_cast<std::size_t>(count) * 4;

@@ -97,6 +97,13 @@ Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std:
 // kernel_h/w, stride_h/w, dilation_h/w, pad_value, padding, activation.
 // (Range checks beyond int are CheckBConv2DOptions's.)
 Status ReadConvOptions(const flex::Map& map, BConv2DParams* conv);
+// What Eval checks before touching data: input i (named names[i]) has data
+// and at least need[i] bytes, except that need[i] == 0 marks an input allowed
+// to be empty (no data required); the output has data, type `out_type` and at
+// least `out_bytes` bytes. Messages carry no op name (the caller prefixes it).
+Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const* names,
+                        const std::size_t* need, const TensorRef& output, TfLiteType out_type,
+                        std::size_t out_bytes);
 // Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size for
 // the tensors the ops check, which are all non-empty).
 std::size_t Bytes4(std::int64_t count);
