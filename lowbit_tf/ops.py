@@ -153,6 +153,34 @@ def _check_padding(padding: str, pad_value: int) -> str:
     return padding
 
 
+def _conv_attrs(
+    channels_in: int,
+    kernel_size: int | Sequence[int],
+    strides: int | Sequence[int],
+    dilations: int | Sequence[int],
+    padding: str,
+    pad_value: int,
+    activation: str | None,
+) -> dict:
+    """The attributes the conv ops share (LowbitBconv2d, LowbitBDepthwiseConv2d,
+    LowbitMultibitConv2d), checked; `activation` must already be checked."""
+    kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
+    stride_h, stride_w = _pair(strides, "strides")
+    dilation_h, dilation_w = _pair(dilations, "dilations")
+    return dict(
+        channels_in=int(channels_in),
+        kernel_h=kernel_h,
+        kernel_w=kernel_w,
+        stride_h=stride_h,
+        stride_w=stride_w,
+        dilation_h=dilation_h,
+        dilation_w=dilation_w,
+        padding=_check_padding(padding, pad_value),
+        pad_value=int(pad_value),
+        activation=_ACTIVATIONS[activation],
+    )
+
+
 def bconv2d(
     inputs: tf.Tensor | np.ndarray,
     filter: tf.Tensor | np.ndarray,  # noqa: A002 - TF's own name for it
@@ -241,26 +269,14 @@ def bconv2d(
         if inputs.dtype == tf.int32 or inputs.shape[-1] is None:
             raise ValueError("bconv2d needs channels_in for a packed input or unknown depth")
         channels_in = int(inputs.shape[-1])
-    padding = _check_padding(padding, pad_value)
     multiplier, bias = _transform(multiplier, bias, out_channels)
-    kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
-    stride_h, stride_w = _pair(strides, "strides")
-    dilation_h, dilation_w = _pair(dilations, "dilations")
     return load_tf_ops().lowbit_bconv2d(
         inputs,
         filter,
         multiplier,
         bias,
-        channels_in=int(channels_in),
-        kernel_h=kernel_h,
-        kernel_w=kernel_w,
-        stride_h=stride_h,
-        stride_w=stride_w,
-        dilation_h=dilation_h,
-        dilation_w=dilation_w,
-        padding=padding,
-        pad_value=int(pad_value),
-        activation=_ACTIVATIONS[activation],
+        **_conv_attrs(channels_in, kernel_size, strides, dilations, padding, pad_value,
+                      activation),
         output_type=output_type,
         Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
     )
@@ -503,14 +519,10 @@ def multibit_conv2d(
         raise ValueError(
             f"activation_bits is only for activation_mode='dorefa', got {activation_bits!r}"
         )
-    padding = _check_padding(padding, pad_value)
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     if bias is None:
         bias = tf.zeros([filter.shape[1]], tf.float32)
-    kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
-    stride_h, stride_w = _pair(strides, "strides")
-    dilation_h, dilation_w = _pair(dilations, "dilations")
     return load_tf_ops().lowbit_multibit_conv2d(
         inputs,
         filter,
@@ -518,16 +530,8 @@ def multibit_conv2d(
         tf.zeros([0], tf.float32) if shifts is None else tf.convert_to_tensor(shifts, tf.float32),
         tf.convert_to_tensor(betas, tf.float32),
         tf.convert_to_tensor(bias, tf.float32),
-        channels_in=int(inputs.shape[-1]),
-        kernel_h=kernel_h,
-        kernel_w=kernel_w,
-        stride_h=stride_h,
-        stride_w=stride_w,
-        dilation_h=dilation_h,
-        dilation_w=dilation_w,
-        padding=padding,
-        pad_value=int(pad_value),
-        activation=_ACTIVATIONS[activation],
+        **_conv_attrs(int(inputs.shape[-1]), kernel_size, strides, dilations, padding,
+                      pad_value, activation),
         activation_mode=activation_mode,
         activation_bits=int(activation_bits),
     )
@@ -1002,21 +1006,10 @@ def _bdepthwise_attrs(
             f"channels_in={channels_in} and depth_multiplier={depth_multiplier}, "
             f"got {filter.shape}"
         )
-    padding = _check_padding(padding, pad_value)
-    stride_h, stride_w = _pair(strides, "strides")
-    dilation_h, dilation_w = _pair(dilations, "dilations")
     return dict(
-        channels_in=int(channels_in),
+        **_conv_attrs(channels_in, (kernel_h, kernel_w), strides, dilations, padding, pad_value,
+                      activation),
         depth_multiplier=int(depth_multiplier),
-        kernel_h=kernel_h,
-        kernel_w=kernel_w,
-        stride_h=stride_h,
-        stride_w=stride_w,
-        dilation_h=dilation_h,
-        dilation_w=dilation_w,
-        padding=padding,
-        pad_value=int(pad_value),
-        activation=_ACTIVATIONS[activation],
         output_type=output_type,
         Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
     )
