@@ -76,6 +76,48 @@ def conv2d_np(
     return out
 
 
+def binary_taps(
+    x: np.ndarray,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int],
+    padding: str,
+    pad_value: int,
+) -> list[tuple[int, int, np.ndarray]]:
+    """(ky, kx, patch) per kernel tap of sign(x) (NHWC): patch [N, OH, OW, C] holds
+    the int64 +-1 value each output pixel reads through that tap; padded pixels
+    ("SAME") hold `pad_value` (0 or +1)."""
+    xs = sign(x)
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilations
+    if padding == "SAME":
+        _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
+        _, left, right = same_padding(xs.shape[2], kw, sw, dw)
+        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                    constant_values=float(pad_value))
+    _, h, w, _ = xs.shape
+    out_h = (h - ((kh - 1) * dh + 1)) // sh + 1
+    out_w = (w - ((kw - 1) * dw + 1)) // sw + 1
+    return [(ky, kx, xs[:, ky * dh: ky * dh + (out_h - 1) * sh + 1: sh,
+                       kx * dw: kx * dw + (out_w - 1) * sw + 1: sw, :].astype(np.int64))
+            for ky in range(kh) for kx in range(kw)]
+
+
+def output_transform(
+    dot: np.ndarray,
+    multiplier: np.ndarray | None,
+    bias: np.ndarray | None,
+    activation: str | None,
+) -> np.ndarray:
+    """y = m * dot + b per output channel (last axis) in float32, then ReLU."""
+    channels = dot.shape[-1]
+    m = np.ones(channels, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
+    b = np.zeros(channels, np.float32) if bias is None else np.asarray(bias, np.float32)
+    y = dot.astype(np.float32) * m + b
+    if activation == "relu":
+        y = np.maximum(y, np.float32(0))
+    return y.astype(np.float32)
+
+
 def bconv2d_np(
     x: np.ndarray,
     kernel: np.ndarray,
@@ -92,31 +134,10 @@ def bconv2d_np(
     Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
     The dot products are exact integers; the transform is computed in float32.
     """
-    xs = sign(x)
-    ws = sign(kernel)
-    kh, kw, cin, cout = ws.shape
-    (sh, sw), (dh, dw) = strides, dilations
-    if padding == "SAME":
-        _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
-        _, left, right = same_padding(xs.shape[2], kw, sw, dw)
-        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
-                    constant_values=float(pad_value))
-    n, h, w, _ = xs.shape
-    out_h = (h - ((kh - 1) * dh + 1)) // sh + 1
-    out_w = (w - ((kw - 1) * dw + 1)) // sw + 1
-    dot = np.zeros((n, out_h, out_w, cout), np.int64)
-    for ky in range(kh):
-        for kx in range(kw):
-            patch = xs[:, ky * dh: ky * dh + (out_h - 1) * sh + 1: sh,
-                       kx * dw: kx * dw + (out_w - 1) * sw + 1: sw, :]
-            dot += np.einsum("nhwc,co->nhwo", patch.astype(np.int64),
-                             ws[ky, kx].astype(np.int64))
-    m = np.ones(cout, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
-    b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
-    y = dot.astype(np.float32) * m + b
-    if activation == "relu":
-        y = np.maximum(y, np.float32(0))
-    return y.astype(np.float32)
+    ws = sign(kernel).astype(np.int64)
+    taps = binary_taps(x, ws.shape[:2], strides, dilations, padding, pad_value)
+    dot = sum(np.einsum("nhwc,co->nhwo", patch, ws[ky, kx]) for ky, kx, patch in taps)
+    return output_transform(dot, multiplier, bias, activation)
 
 
 def bconv2d_bitpacked_np(*args, **kwargs) -> np.ndarray:
@@ -135,13 +156,7 @@ def bgemm_np(
     """Binary dense layer: sign(x) [..., K] times sign(kernel) [K, N_out] as exact
     integers, then y = m * dot + b in float32 (and ReLU)."""
     dot = sign(x).astype(np.int64) @ sign(kernel).astype(np.int64)
-    cout = kernel.shape[1]
-    m = np.ones(cout, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
-    b = np.zeros(cout, np.float32) if bias is None else np.asarray(bias, np.float32)
-    y = dot.astype(np.float32) * m + b
-    if activation == "relu":
-        y = np.maximum(y, np.float32(0))
-    return y.astype(np.float32)
+    return output_transform(dot, multiplier, bias, activation)
 
 
 def unpack_bits_np(packed: np.ndarray, channels: int) -> np.ndarray:
@@ -329,28 +344,8 @@ def bdepthwise_conv2d_np(
     Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
     The dot products are exact integers; the transform is computed in float32.
     """
-    xs = sign(x)
-    ws = sign(kernel)
+    ws = sign(kernel).astype(np.int64)
     kh, kw, cin, dm = ws.shape
-    (sh, sw), (dh, dw) = strides, dilations
-    if padding == "SAME":
-        _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
-        _, left, right = same_padding(xs.shape[2], kw, sw, dw)
-        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
-                    constant_values=float(pad_value))
-    n, h, w, _ = xs.shape
-    out_h = (h - ((kh - 1) * dh + 1)) // sh + 1
-    out_w = (w - ((kw - 1) * dw + 1)) // sw + 1
-    dot = np.zeros((n, out_h, out_w, cin, dm), np.int64)
-    for ky in range(kh):
-        for kx in range(kw):
-            patch = xs[:, ky * dh: ky * dh + (out_h - 1) * sh + 1: sh,
-                       kx * dw: kx * dw + (out_w - 1) * sw + 1: sw, :]
-            dot += patch.astype(np.int64)[..., None] * ws[ky, kx].astype(np.int64)
-    dot = dot.reshape(n, out_h, out_w, cin * dm)
-    m = np.ones(cin * dm, np.float32) if multiplier is None else np.asarray(multiplier, np.float32)
-    b = np.zeros(cin * dm, np.float32) if bias is None else np.asarray(bias, np.float32)
-    y = dot.astype(np.float32) * m + b
-    if activation == "relu":
-        y = np.maximum(y, np.float32(0))
-    return y.astype(np.float32)
+    taps = binary_taps(x, (kh, kw), strides, dilations, padding, pad_value)
+    dot = sum(patch[..., None] * ws[ky, kx] for ky, kx, patch in taps)
+    return output_transform(dot.reshape(*dot.shape[:3], cin * dm), multiplier, bias, activation)
