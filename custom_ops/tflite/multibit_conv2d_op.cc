@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "custom_ops/core/multibit_conv2d.h"
+#include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -39,7 +40,7 @@ const char* const kInputNames[kNumInputs] = {"input", "filter", "alphas",
 class MultibitConv2dOp final : public Op {
  public:
   MultibitConv2dOp(const MultibitConv2DParams& attrs, BConv2DKernel kernel)
-      : attrs_(attrs), kernel_(kernel) {}
+      : attrs_(attrs), weights_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -134,7 +135,10 @@ class MultibitConv2dOp final : public Op {
       if (need_[i] == 0 && i != 3) return Error("tensor sizes overflow");
     }
     if (output_bytes_ == 0) return Error("tensor sizes overflow");
-    if (filter.data != nullptr && filter.bytes >= need_[1]) PrepareFilter(filter);
+    // Laid out now when the filter is a constant, so the first Eval does not pay.
+    if (filter.data != nullptr && filter.bytes >= need_[1]) {
+      weights_.UpdateFilter(PlaneConvParams(p), static_cast<const PackedWord*>(filter.data));
+    }
 
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteFloat32;
@@ -155,9 +159,10 @@ class MultibitConv2dOp final : public Op {
     Status s = CheckEvalBuffers(inputs, kInputNames, need_, outputs[0], kTfLiteFloat32,
                                 output_bytes_);
     if (!s.ok) return Error(s.message);
-    PrepareFilter(inputs[1]);
+    weights_.UpdateFilter(PlaneConvParams(params_),
+                          static_cast<const PackedWord*>(inputs[1].data));
     MultibitConv2D(params_, static_cast<const float*>(inputs[0].data),
-                   static_cast<const float*>(inputs[3].data), filter_,
+                   static_cast<const float*>(inputs[3].data), weights_.filter(),
                    static_cast<const float*>(inputs[2].data),
                    static_cast<const float*>(inputs[4].data),
                    static_cast<const float*>(inputs[5].data), static_cast<float*>(outputs[0].data),
@@ -166,21 +171,12 @@ class MultibitConv2dOp final : public Op {
   }
 
  private:
-  // Lays the filter out for kernel_ unless it already is for these words
-  // (normally once: the filter is a constant).
-  void PrepareFilter(const TensorRef& filter) {
-    const BConv2DParams conv = PlaneConvParams(params_);
-    const PackedWord* compact = static_cast<const PackedWord*>(filter.data);
-    if (!filter_.SameSource(kernel_, conv, compact)) filter_.Prepare(kernel_, conv, compact);
-  }
-
   const MultibitConv2DParams attrs_;  // options only
-  const BConv2DKernel kernel_;        // chosen once, at init
   MultibitConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
   std::size_t need_[kNumInputs] = {};
   std::size_t output_bytes_ = 0;
-  BConv2DFilter filter_;
+  PreparedWeights weights_;  // the filter laid out for the kernel (chosen at init)
   MultibitConv2DScratch scratch_;
 };
 
