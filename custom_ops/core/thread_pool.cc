@@ -17,11 +17,6 @@ constexpr std::int64_t kMinCostPerChunk = 20000;
 // hot between them and only costs CPU for this long after the last one.
 constexpr std::chrono::microseconds kSpin(200);
 
-// Bounds of chunk `index` of `chunks` near-equal parts of [0, total).
-std::int64_t ChunkStart(std::int64_t total, int chunks, int index) {
-  return total * index / chunks;
-}
-
 // Polls `done` for up to kSpin; true if it became true.
 template <typename Predicate>
 bool SpinUntil(Predicate done) {
@@ -34,6 +29,13 @@ bool SpinUntil(Predicate done) {
 }
 
 }  // namespace
+
+int ParallelChunks(int threads, std::int64_t total, std::int64_t cost_per_unit) {
+  const std::int64_t total_cost = total * std::max<std::int64_t>(cost_per_unit, 1);
+  std::int64_t chunks = std::min<std::int64_t>(std::max(threads, 1), total);
+  chunks = std::min<std::int64_t>(chunks, std::max<std::int64_t>(total_cost / kMinCostPerChunk, 1));
+  return static_cast<int>(std::max<std::int64_t>(chunks, 1));
+}
 
 ThreadPool::ThreadPool(int num_threads) {
   const int extra = std::max(num_threads, 1) - 1;
@@ -55,9 +57,7 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::ParallelFor(std::int64_t total, std::int64_t cost_per_unit,
                              const RangeFn& fn) {
   if (total <= 0) return;
-  const std::int64_t total_cost = total * std::max<std::int64_t>(cost_per_unit, 1);
-  std::int64_t chunks = std::min<std::int64_t>(num_threads(), total);
-  chunks = std::min<std::int64_t>(chunks, std::max<std::int64_t>(total_cost / kMinCostPerChunk, 1));
+  const int chunks = ParallelChunks(num_threads(), total, cost_per_unit);
   if (chunks <= 1) {
     fn(0, total);
     return;
@@ -68,7 +68,7 @@ void ThreadPool::ParallelFor(std::int64_t total, std::int64_t cost_per_unit,
     std::lock_guard<std::mutex> lock(mutex_);
     job_ = &fn;
     job_total_ = total;
-    job_chunks_ = static_cast<int>(chunks);
+    job_chunks_ = chunks;
     pending_.store(job_chunks_ - 1, std::memory_order_relaxed);  // chunk 0 runs here
     generation_.fetch_add(1, std::memory_order_release);
   }

@@ -17,6 +17,14 @@
 
 namespace lowbit {
 
+// The work split every executor uses: how many near-equal contiguous chunks
+// [0, total) goes into on `threads` threads (fewer when the work is too small
+// to be worth waking a thread for), and where chunk `index` starts.
+int ParallelChunks(int threads, std::int64_t total, std::int64_t cost_per_unit);
+inline std::int64_t ChunkStart(std::int64_t total, int chunks, int index) {
+  return total * index / chunks;
+}
+
 class ThreadPool final : public ParallelExecutor {
  public:
   explicit ThreadPool(int num_threads);

@@ -8,16 +8,18 @@
 
 namespace lowbit {
 
+// Splits a job into one contiguous chunk per intra-op thread, the same split
+// as the TFLite shell's pool (core/thread_pool.h: ParallelChunks), rather than
+// through TF's cost-model sharding: the kernels' work items are uniform and a
+// thread's items must be contiguous (a conv tile's indirection table is built
+// once per range). Measured on the 3x3 14x14x256 conv with 2 intra-op threads,
+// TF's own ParallelFor gave 1.2x over one thread, this split 1.8x.
 class TfExecutor final : public ParallelExecutor {
  public:
   explicit TfExecutor(tensorflow::OpKernelContext* ctx)
       : pool_(ctx->device()->tensorflow_cpu_worker_threads()->workers) {}
 
-  void ParallelFor(std::int64_t total, std::int64_t cost_per_unit, const RangeFn& fn) override {
-    if (total <= 0) return;
-    // TF's ParallelFor shards by cost: small jobs stay on the calling thread.
-    pool_->ParallelFor(total, cost_per_unit, fn);
-  }
+  void ParallelFor(std::int64_t total, std::int64_t cost_per_unit, const RangeFn& fn) override;
 
  private:
   tensorflow::thread::ThreadPool* pool_;
