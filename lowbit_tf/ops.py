@@ -195,6 +195,9 @@ def bconv2d(
     pad_value: int = 0,
     activation: str | None = None,
     output_type: str = "float",
+    post_multiplier: tf.Tensor | np.ndarray | None = None,
+    post_bias: tf.Tensor | np.ndarray | None = None,
+    residual: tf.Tensor | np.ndarray | None = None,
 ) -> tf.Tensor:
     """Binary 2-D convolution with a fused output transform.
 
@@ -202,6 +205,10 @@ def bconv2d(
         y = multiplier[c] * dot + bias[c]     (then max(y, 0) if activation="relu")
     where dot is the +-1 dot product of the binarised receptive field with the
     binarised filter: dot = K - 2 * popcount(x XOR w) over the K taps*channels.
+    Then, fused (the "epilogue"), when given:
+        y = y * post_multiplier[c] + post_bias[c]   (a BatchNorm after the ReLU)
+        y = y + residual                            (a residual Add)
+    each step one float32 rounding, in this order.
 
     Differentiable (see the module docstring): with a float input and a float
     filter this is a binary conv layer that trains through the fast path.
@@ -228,6 +235,9 @@ def bconv2d(
         integer dot products with exact per-channel thresholds so that a chain
         of binary layers never unpacks. Needs finite multiplier and bias. With
         activation="relu" every bit is 0 (+1): relu(y) is never negative.
+      post_multiplier, post_bias: float32 [C_out] (either one given, the other
+        defaults to ones / zeros); float output only.
+      residual: float32 of the output's shape, added last; float output only.
 
     Returns:
       float32 [..., OH, OW, C_out], or int32 [..., OH, OW, ceil(C_out / 32)]
@@ -270,16 +280,42 @@ def bconv2d(
             raise ValueError("bconv2d needs channels_in for a packed input or unknown depth")
         channels_in = int(inputs.shape[-1])
     multiplier, bias = _transform(multiplier, bias, out_channels)
+    epilogue, epilogue_inputs = _epilogue(post_multiplier, post_bias, residual, out_channels)
+    if epilogue != "none" and output_type != "float":
+        raise ValueError(
+            f"bconv2d post_multiplier/post_bias/residual need output_type='float', got "
+            f"{output_type!r}"
+        )
     return load_tf_ops().lowbit_bconv2d(
         inputs,
         filter,
         multiplier,
         bias,
+        epilogue_inputs,
         **_conv_attrs(channels_in, kernel_size, strides, dilations, padding, pad_value,
                       activation),
         output_type=output_type,
+        epilogue=epilogue,
         Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
     )
+
+
+def _epilogue(
+    post_multiplier: tf.Tensor | np.ndarray | None,
+    post_bias: tf.Tensor | np.ndarray | None,
+    residual: tf.Tensor | np.ndarray | None,
+    out_channels: int | None,
+) -> tuple[str, list[tf.Tensor]]:
+    """(LowbitBconv2d's `epilogue` attribute, its epilogue inputs)."""
+    inputs = []
+    affine = post_multiplier is not None or post_bias is not None
+    if affine:
+        inputs.extend(_transform(post_multiplier, post_bias, out_channels))
+    if residual is not None:
+        inputs.append(tf.convert_to_tensor(residual, tf.float32))
+    kind = {(False, False): "none", (True, False): "affine", (False, True): "add",
+            (True, True): "affine_add"}[(affine, residual is not None)]
+    return kind, inputs
 
 
 def bgemm(
@@ -832,11 +868,13 @@ def _skipped(op: tf.Operation) -> set[int]:
 
 
 def _transform_grads(
-    op: tf.Operation, grad: tf.Tensor, raw_dot: Any
+    op: tf.Operation, grad: tf.Tensor, raw_dot: Any, activated: tf.Tensor | None = None
 ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
-    """(g masked by the fused ReLU, dL/dm, dL/db); raw_dot() recomputes D."""
+    """(g masked by the fused ReLU, dL/dm, dL/db); raw_dot() recomputes D;
+    `activated` is the value after the ReLU (default the op's output)."""
     if _attr(op, "activation") == "RELU":
-        grad = tf.where(op.outputs[0] > 0, grad, tf.zeros_like(grad))
+        activated = op.outputs[0] if activated is None else activated
+        grad = tf.where(activated > 0, grad, tf.zeros_like(grad))
     axes = tf.range(tf.rank(grad) - 1)
     skipped = _skipped(op)
     grad_m = None if 2 in skipped else tf.reduce_sum(grad * raw_dot(), axis=axes)
@@ -861,16 +899,37 @@ _CONV_ATTRS = (
 @tf.RegisterGradient("LowbitBconv2d")
 def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
     if _attr(op, "output_type") == "bitpacked":
-        return [None] * 4
-    x, w, m, b = op.inputs
+        return [None] * len(op.inputs)
+    x, w, m, b = op.inputs[:4]
     a = {name: _attr(op, name) for name in _CONV_ATTRS}
     kh, kw, channels = a["kernel_h"], a["kernel_w"], a["channels_in"]
 
-    def raw_dot() -> tf.Tensor:
-        ones, zeros = tf.ones_like(m), tf.zeros_like(b)
-        return load_tf_ops().lowbit_bconv2d(x, w, ones, zeros, **_dot_attrs(op, _CONV_ATTRS))
+    def conv(multiplier: tf.Tensor, bias: tf.Tensor, activation: str) -> tf.Tensor:
+        attrs = _dot_attrs(op, _CONV_ATTRS)
+        attrs.update(activation=activation, epilogue="none")
+        return load_tf_ops().lowbit_bconv2d(x, w, multiplier, bias, [], **attrs)
 
-    grad, grad_m, grad_b = _transform_grads(op, grad, raw_dot)
+    # The epilogue, y = z * pm + pb (+ r) with z = act(m * dot + b): dL/dr = g,
+    # dL/dpb = sum(g), dL/dpm = sum(g * z), and dL/dz = g * pm for the rest,
+    # whose ReLU mask is z > 0 (z recomputed without the epilogue).
+    epilogue = _attr(op, "epilogue")
+    activated = None
+    if (epilogue != "none" and _attr(op, "activation") == "RELU") or "affine" in epilogue:
+        activated = conv(m, b, _attr(op, "activation"))
+    grad_epilogue = []
+    if "affine" in epilogue:
+        axes = tf.range(tf.rank(grad) - 1)
+        grad_epilogue = [tf.reduce_sum(grad * activated, axis=axes),
+                         tf.reduce_sum(grad, axis=axes)]
+    if "add" in epilogue:
+        grad_epilogue.append(grad)
+    if "affine" in epilogue:
+        grad = grad * op.inputs[4]
+
+    def raw_dot() -> tf.Tensor:
+        return conv(tf.ones_like(m), tf.zeros_like(b), "NONE")
+
+    grad, grad_m, grad_b = _transform_grads(op, grad, raw_dot, activated)
     skipped = _skipped(op)
     want_x = x.dtype == tf.float32 and 0 not in skipped
     want_w = w.dtype == tf.float32 and 1 not in skipped
@@ -909,7 +968,7 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
                 input=x_padded, filter_sizes=tf.shape(w), out_backprop=g_dot, **conv
             )
             grad_w = _clipped_gradient(w, grad_signs, 1.0)
-    return [grad_x, grad_w, grad_m, grad_b]
+    return [grad_x, grad_w, grad_m, grad_b, *grad_epilogue]
 
 
 @tf.RegisterGradient("LowbitBgemm")

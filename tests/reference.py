@@ -118,6 +118,23 @@ def output_transform(
     return y.astype(np.float32)
 
 
+def epilogue_np(
+    y: np.ndarray,
+    post_multiplier: np.ndarray | None = None,
+    post_bias: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+) -> np.ndarray:
+    """LowbitBconv2d's epilogue on its float output: y * pm + pb per output
+    channel, then + residual, each step one float32 rounding."""
+    y = np.asarray(y, np.float32)
+    if post_multiplier is not None:
+        y = y * np.asarray(post_multiplier, np.float32)
+        y = y + np.asarray(post_bias, np.float32)
+    if residual is not None:
+        y = y + np.asarray(residual, np.float32)
+    return y.astype(np.float32)
+
+
 def bconv2d_np(
     x: np.ndarray,
     kernel: np.ndarray,

@@ -419,7 +419,7 @@ def test_tf_conv_rejects_bad_float_filter_and_rank():
     x = np.zeros((1, 2, 5, 5, 3), np.float32)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="HWIO kernel"):
         load_tf_ops().lowbit_bconv2d(x, tf.zeros((2, 3, 3, 4), tf.float32), np.ones(4),
-                                     np.zeros(4), channels_in=3, kernel_h=3, kernel_w=3)
+                                     np.zeros(4), [], channels_in=3, kernel_h=3, kernel_w=3)
 
     @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
     def conv(t):

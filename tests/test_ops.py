@@ -189,7 +189,7 @@ def raw_bconv2d(inputs, filt, multiplier, bias, **attrs):
     from lowbit_tf._native import load_tf_ops
 
     attrs = {"kernel_h": 3, "kernel_w": 3, **attrs}
-    return load_tf_ops().lowbit_bconv2d(inputs, filt, multiplier, bias, **attrs)
+    return load_tf_ops().lowbit_bconv2d(inputs, filt, multiplier, bias, [], **attrs)
 
 
 X = np.zeros((1, 5, 5, 33), np.float32)

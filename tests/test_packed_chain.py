@@ -449,7 +449,7 @@ def test_tf_ops_bad_input_raises():
     from lowbit_tf._native import load_tf_ops
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="Tout"):
-        load_tf_ops().lowbit_bconv2d(x, packed, [1.0] * 4, [0.0] * 4, channels_in=33,
+        load_tf_ops().lowbit_bconv2d(x, packed, [1.0] * 4, [0.0] * 4, [], channels_in=33,
                                      kernel_h=3, kernel_w=3, output_type="bitpacked")
     words = ops.bitpack(x)
     with pytest.raises(tf.errors.InvalidArgumentError, match="packed words"):

@@ -6,6 +6,7 @@ the C++ kernels (custom_ops/tflite) read the same keys.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -25,6 +26,25 @@ class CustomOpSpec:
     name: str
     num_inputs: int
     options: dict[str, OptionSpec]
+    # Inputs after the first num_inputs that the options call for, as a map
+    # from the (normalised) options to one flag per extra input: True for a
+    # weight that must be a constant, False for a run-time tensor.
+    extra_inputs: Callable[[dict], tuple[bool, ...]] | None = None
+
+    def input_constness(self, options: dict) -> tuple[bool, ...]:
+        """Per input, whether it must be a constant (input 0 never)."""
+        extra = self.extra_inputs(options) if self.extra_inputs is not None else ()
+        return (False,) + (True,) * (self.num_inputs - 1) + extra
+
+
+# LowbitBconv2d's epilogue inputs: post_multiplier and post_bias (constants),
+# then the residual (a run-time tensor).
+EPILOGUE_INPUTS = {
+    "none": (),
+    "affine": (True, True),
+    "add": (False,),
+    "affine_add": (True, True, False),
+}
 
 
 BCONV2D = CustomOpSpec(
@@ -42,7 +62,9 @@ BCONV2D = CustomOpSpec(
         "pad_value": OptionSpec(int, choices=(0, 1)),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
         "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        "epilogue": OptionSpec(str, choices=tuple(EPILOGUE_INPUTS), default="none"),
     },
+    extra_inputs=lambda options: EPILOGUE_INPUTS[options.get("epilogue", "none")],
 )
 
 # The options the other conv ops share with LowbitBconv2d.

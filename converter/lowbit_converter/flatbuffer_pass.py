@@ -8,7 +8,8 @@ FlexBuffer map of all the TF op's attributes. This pass:
     (docs/custom_ops.md), dropping TF-internal attributes such as "T" and
     "Tout" and optional keys that have their default value, and validates
     their types and values;
-  - checks the op's weight inputs (filter, multiplier, bias) are constants.
+  - checks the op's weight inputs (filter, multiplier, bias, and the
+    epilogue's post_multiplier and post_bias) are constants.
 """
 
 from __future__ import annotations
@@ -80,15 +81,18 @@ def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
                     f"{where}: the model contains a custom op {name!r} that no lowbit "
                     "kernel implements; only builtins and lowbit ops can run"
                 )
-            if len(op.inputs) != spec.num_inputs:
-                raise ConversionError(
-                    f"{where}: expected {spec.num_inputs} inputs, got {len(op.inputs)}"
-                )
             raw = b"" if op.customOptions is None else bytes(bytearray(op.customOptions))
             options = _normalised_options(spec, raw, where)
+            constness = spec.input_constness(options)
+            if len(op.inputs) != len(constness):
+                raise ConversionError(
+                    f"{where}: expected {len(constness)} inputs, got {len(op.inputs)}"
+                )
             op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
             op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
-            for tensor_index in op.inputs[1:]:
+            for tensor_index, constant in zip(op.inputs, constness, strict=True):
+                if not constant:
+                    continue
                 tensor = subgraph.tensors[tensor_index]
                 data = model.buffers[tensor.buffer].data
                 empty = tensor.shape is not None and 0 in list(tensor.shape)

@@ -25,6 +25,16 @@ tensor between them. Chains the packed ops cannot express (grouped convs on eith
 conv whose own non-ReLU activation runs afterwards, a channels_first pool,
 several consumers, a model output in between) stay on the float path.
 
+Epilogue. What follows a binary conv's fused ReLU in residual networks
+such as QuickNet, conv -> ReLU -> BatchNormalization -> Add(shortcut), would
+be three more passes over its float output as TFLite builtins; instead it is
+fused into the op's epilogue (docs/custom_ops.md): the BatchNormalization
+after the ReLU becomes the post_multiplier and post_bias, and an Add of the
+result with one other tensor of the same shape takes that tensor as the op's
+residual input. In the lowered model the Add's slot then runs the op, on the
+conv's input passed through to it (the conv, its folded layers and the
+post-ReLU BatchNorm become pass-throughs).
+
 BatchNorm folding, per output channel c, with the conv's integer dot product d
 and kernel scale alpha:
     BN(alpha d + b) = gamma * (alpha d + b - mean) / sqrt(var + eps) + beta
@@ -98,11 +108,35 @@ class BConv2DPlan:
     packed_input: bool = False
     # A multi-bit layer (lower_multibit.py): its planes; None for a binary conv.
     multibit: Planes | None = None
+    # The epilogue (see the module docstring): a BatchNormalization after the
+    # fused ReLU, and an Add with `residual_index`, the position of the other
+    # operand (the residual) among the Add's two inputs.
+    post_batch_norm: keras.layers.BatchNormalization | None = None
+    residual_add: keras.layers.Add | None = None
+    residual_index: int = 0
+
+    def has_epilogue(self) -> bool:
+        return self.post_batch_norm is not None or self.residual_add is not None
+
+    def epilogue_constants(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(post_multiplier, post_bias) of the post-ReLU BatchNorm, or None."""
+        if self.post_batch_norm is None:
+            return None
+        filters = int(self.conv.kernel.shape[-1])
+        scale, bias = fold_batch_norm(
+            np.ones(filters, np.float64), np.zeros(filters, np.float64), self.post_batch_norm
+        )
+        return scale.astype(np.float32), bias.astype(np.float32)
 
     def chainable(self) -> bool:
         """True for the layers packed chains are made of: binary convs and
         dense layers (not multi-bit or depthwise ones)."""
         return self.multibit is None and isinstance(self.conv, QuantConv2D | QuantDense)
+
+    def tail(self) -> str:
+        """Name of the last layer this plan absorbs."""
+        last = self.residual_add or self.post_batch_norm or self.relu or self.batch_norm
+        return (last or self.conv).name
 
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         filters = int(self.conv.kernel.shape[-1])
@@ -168,9 +202,20 @@ class LoweredBConv2D(LoweredBinaryLayer):
         self.dilations = tuple(conv.dilation_rate)
         self.padding = conv.padding.upper()
         self.pad_value = int(conv.pad_values) if conv.padding == "same" else 0
+        # The epilogue (groups == 1 only, see _plan_epilogue).
+        self.post_affine = plan.epilogue_constants()
+        self.residual_index = plan.residual_index if plan.residual_add is not None else None
 
-    def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor | list[tf.Tensor], **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
+        epilogue: dict[str, Any] = {}
+        if self.post_affine is not None:
+            epilogue.update(post_multiplier=tf.constant(self.post_affine[0]),
+                            post_bias=tf.constant(self.post_affine[1]))
+        if self.residual_index is not None:
+            # In the Add's slot: the conv's input (passed through) and the residual.
+            epilogue["residual"] = inputs[self.residual_index]
+            inputs = inputs[1 - self.residual_index]
         slices = tf.split(inputs, self.groups, axis=-1) if self.groups > 1 else [inputs]
         parts = [
             ops.bconv2d(
@@ -186,6 +231,7 @@ class LoweredBConv2D(LoweredBinaryLayer):
                 pad_value=self.pad_value,
                 activation=self.fused_activation,
                 output_type=self.output_type,
+                **epilogue,
             )
             for part, (packed_filter, multiplier, bias) in zip(
                 slices, self.group_constants, strict=True
@@ -292,10 +338,52 @@ def plan_lowering(
             nxt = layers.get(graph.only_consumer(tail) or "")
         if activation_name(layer.activation) is None and nxt is not None and is_plain_relu(nxt):
             plan.relu = nxt
+        _plan_epilogue(graph, layers, plan)
         plans[layer.name] = plan
     if packed_chains:
         _plan_packed_chains(graph, layers, plans)
     return plans
+
+
+def _plan_epilogue(
+    graph: Any, layers: dict[str, keras.layers.Layer], plan: BConv2DPlan
+) -> None:
+    """Finds what the op's epilogue can take over after a binary conv (see the
+    module docstring): a BatchNormalization after its fused ReLU, then an Add
+    of two tensors of the conv's output shape."""
+    conv = plan.conv
+    fused, trailing = fused_and_trailing_activation(plan)
+    if (
+        type(plan) is not BConv2DPlan  # depthwise plans have their own op
+        or plan.multibit is not None
+        or not isinstance(conv, QuantConv2D)
+        or conv.groups != 1
+        or trailing is not None
+    ):
+        return
+    tail = plan.tail()
+    nxt = layers.get(graph.only_consumer(tail) or "")
+    if (
+        fused == "relu"
+        and isinstance(nxt, keras.layers.BatchNormalization)
+        and nxt.axis in (-1, len(conv.output.shape) - 1)
+    ):
+        plan.post_batch_norm = nxt
+        tail = nxt.name
+    consumers = graph.consumers_of.get(tail, [])
+    if len(consumers) != 1 or tail in graph.output_layers:
+        return
+    add = layers.get(consumers[0])
+    operands = graph.inputs_of.get(consumers[0], [])
+    if (
+        not isinstance(add, keras.layers.Add)
+        or len(operands) != 2
+        or operands.count(tail) != 1
+        or any(tuple(t.shape) != tuple(conv.output.shape) for t in add.input)
+    ):
+        return
+    plan.residual_add = add
+    plan.residual_index = 1 - operands.index(tail)
 
 
 def _groups(layer: keras.layers.Layer) -> int:
@@ -309,9 +397,10 @@ def _plan_packed_chains(
     docstring) and the MaxPooling2D between them."""
     for plan in plans.values():
         conv = plan.conv
-        tail = (plan.relu or plan.batch_norm or conv).name
+        tail = plan.tail()
         if (
-            not plan.chainable()
+            plan.has_epilogue()
+            or not plan.chainable()
             or _groups(conv) != 1
             or fused_and_trailing_activation(plan)[1] is not None
         ):
@@ -359,8 +448,13 @@ def lower_model(
     folded = {
         fused.name
         for plan in plans.values()
-        for fused in (plan.batch_norm, plan.relu)
+        for fused in (plan.batch_norm, plan.relu, plan.post_batch_norm)
         if fused is not None
+    }
+    # Plans whose op runs in the slot of the residual Add (see the module
+    # docstring), by the Add's name; their conv's own slot passes its input on.
+    residual_adds = {
+        plan.residual_add.name: plan for plan in plans.values() if plan.residual_add is not None
     }
     pools = {
         plan.pool.name: (plan.pool, int(plan.conv.kernel.shape[-1]))
@@ -375,6 +469,10 @@ def lower_model(
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(plans.get(layer.name), BDepthwisePlan):
             return LoweredBDepthwiseConv2D(plans[layer.name])
+        if layer.name in residual_adds:
+            return LoweredBConv2D(residual_adds[layer.name])
+        if layer.name in plans and plans[layer.name].residual_add is not None:
+            return FoldedAway(name=f"{layer.name}_input")
         if layer.name in plans:
             plan = plans[layer.name]
             if plan.multibit is not None:

@@ -121,6 +121,17 @@ Status ParseActivation(const std::string& text, Activation* activation) {
   return Status::Ok();
 }
 
+Status ParseEpilogue(const std::string& text, EpilogueKind* kind) {
+  if (text != "none" && text != "affine" && text != "add" && text != "affine_add") {
+    return Status::Error(
+        "epilogue must be \"none\", \"affine\", \"add\" or \"affine_add\", got \"" + text +
+        "\"");
+  }
+  kind->affine = text == "affine" || text == "affine_add";
+  kind->add = text == "add" || text == "affine_add";
+  return Status::Ok();
+}
+
 std::int64_t CompactFilterWords(std::int64_t kernel_h, std::int64_t kernel_w,
                                 std::int64_t channels_in) {
   return PackedWords(kernel_h * kernel_w * channels_in);
@@ -306,8 +317,8 @@ namespace {
 
 void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
              const PackedWord* filter, const std::int32_t* tap_popcounts,
-             const float* multiplier, const float* bias, float* output,
-             ParallelExecutor& executor) {
+             const float* multiplier, const float* bias, const BConv2DEpilogue& epilogue,
+             float* output, ParallelExecutor& executor) {
 #if LOWBIT_SIMD
   const BConv2DParams& p = params;
   const std::int64_t words = p.words();
@@ -351,6 +362,7 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
   args.tap_popcounts = tap_popcounts;
   args.multiplier = multiplier;
   args.bias = bias;
+  args.epilogue = epilogue;
   args.output = output;
   switch (kernel) {
 #if LOWBIT_X86_SIMD
@@ -374,54 +386,55 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
   }
 #endif
   (void)kernel, (void)params, (void)input, (void)filter, (void)tap_popcounts;
-  (void)multiplier, (void)bias, (void)output, (void)executor;
+  (void)multiplier, (void)bias, (void)epilogue, (void)output, (void)executor;
 }
 
 }  // namespace
 
 void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2DFilter& filter,
              const float* multiplier, const float* bias, float* output,
-             ParallelExecutor& executor) {
+             ParallelExecutor& executor, const BConv2DEpilogue& epilogue) {
   switch (filter.kernel()) {
     case BConv2DKernel::kReference:
-      BConv2DReference(params, input, filter.data(), multiplier, bias, output);
+      BConv2DReference(params, input, filter.data(), multiplier, bias, epilogue, output);
       return;
     case BConv2DKernel::kX86Popcnt:
-      BConv2DX86Popcnt(params, input, filter.data(), multiplier, bias, output, executor);
+      BConv2DX86Popcnt(params, input, filter.data(), multiplier, bias, epilogue, output,
+                       executor);
       return;
     case BConv2DKernel::kAvx2:
     case BConv2DKernel::kAvx512Bw:
     case BConv2DKernel::kAvx512:
     case BConv2DKernel::kNeon:
       RunSimd(filter.kernel(), params, input, filter.data(), filter.tap_popcounts(), multiplier,
-              bias, output, executor);
+              bias, epilogue, output, executor);
       return;
     case BConv2DKernel::kPortable:
       break;
   }
-  BConv2DPortable(params, input, filter.data(), multiplier, bias, output, executor);
+  BConv2DPortable(params, input, filter.data(), multiplier, bias, epilogue, output, executor);
 }
 
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
              const PackedWord* filter, const float* multiplier, const float* bias,
-             float* output, ParallelExecutor& executor) {
+             float* output, ParallelExecutor& executor, const BConv2DEpilogue& epilogue) {
   if (BConv2DFilter::BlockWidth(kernel) != 0) {
     BConv2DFilter prepared;
     prepared.PrepareFromPerTap(kernel, params, filter);
-    BConv2D(params, input, prepared, multiplier, bias, output, executor);
+    BConv2D(params, input, prepared, multiplier, bias, output, executor, epilogue);
     return;
   }
   switch (kernel) {
     case BConv2DKernel::kReference:
-      BConv2DReference(params, input, filter, multiplier, bias, output);
+      BConv2DReference(params, input, filter, multiplier, bias, epilogue, output);
       return;
     case BConv2DKernel::kX86Popcnt:
-      BConv2DX86Popcnt(params, input, filter, multiplier, bias, output, executor);
+      BConv2DX86Popcnt(params, input, filter, multiplier, bias, epilogue, output, executor);
       return;
     default:
       break;
   }
-  BConv2DPortable(params, input, filter, multiplier, bias, output, executor);
+  BConv2DPortable(params, input, filter, multiplier, bias, epilogue, output, executor);
 }
 
 }  // namespace lowbit

@@ -62,6 +62,17 @@ Status ComputeBConv2DGeometry(BConv2DParams* params);
 Status ParsePadding(const std::string& text, Padding* padding);
 Status ParseActivation(const std::string& text, Activation* activation);
 
+// The `epilogue` attribute / option of LowbitBconv2d: which BConv2DEpilogue
+// steps its float output gets, "none", "affine" (post_multiplier, post_bias),
+// "add" (residual) or "affine_add" (both), and how many op inputs after bias
+// carry them (in the order post_multiplier, post_bias, residual).
+struct EpilogueKind {
+  bool affine = false;
+  bool add = false;
+  int inputs() const { return (affine ? 2 : 0) + (add ? 1 : 0); }
+};
+Status ParseEpilogue(const std::string& text, EpilogueKind* kind);
+
 // The kernels available for binary convolution. kReference is the plain loop
 // nest used as ground truth by the tests; kPortable is the blocked kernel in
 // plain C++ (any CPU); kX86Popcnt is the same kernel built with the POPCNT
@@ -143,20 +154,46 @@ class BConv2DFilter {
   std::vector<std::int32_t> tap_popcounts_;
 };
 
+// What may follow the output transform y = act(float(dot) * multiplier[c] +
+// bias[c]) of a float output, fused so that the layers a converted model has
+// after a binary conv (a BatchNormalization after its ReLU, a residual Add)
+// cost no extra pass over the output:
+//     y = y * post_multiplier[c] + post_bias[c]    when post_multiplier is set
+//     y = y + residual[i]                          when residual is set
+// i the index of the output value itself (the residual has the output's
+// shape). Each step is one float32 rounding in this order (no fused
+// multiply-add: the core is built with -ffp-contract=off), which is what the
+// separate TFLite MUL, ADD and ADD it replaces compute.
+struct BConv2DEpilogue {
+  const float* post_multiplier = nullptr;  // [out_channels], with post_bias
+  const float* post_bias = nullptr;        // [out_channels]
+  const float* residual = nullptr;         // the output's shape
+
+  // y after the epilogue, for the value at `index` of output channel c.
+  float Apply(float y, std::int64_t c, std::int64_t index) const {
+    if (post_multiplier != nullptr) {
+      y = y * post_multiplier[c];
+      y = y + post_bias[c];
+    }
+    if (residual != nullptr) y = y + residual[index];
+    return y;
+  }
+};
+
 // Runs the binary convolution with the kernel the filter was prepared for.
 // `params` must have passed ComputeBConv2DGeometry and `filter.Matches` it.
 // The padding bits of the last input word are ignored (masked), so any
 // packed input is accepted.
 void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2DFilter& filter,
              const float* multiplier, const float* bias, float* output,
-             ParallelExecutor& executor);
+             ParallelExecutor& executor, const BConv2DEpilogue& epilogue = {});
 
 // The same with a per-tap filter (UnpackCompactFilter); the SIMD kernels
 // re-lay it on every call.
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params,
              const PackedWord* input, const PackedWord* filter,
              const float* multiplier, const float* bias, float* output,
-             ParallelExecutor& executor);
+             ParallelExecutor& executor, const BConv2DEpilogue& epilogue = {});
 
 }  // namespace lowbit
 

@@ -40,7 +40,8 @@ inline std::int32_t XorPopcountRow(const PackedWord* x, const PackedWord* w,
 // With pad_value 0 the padded taps are simply not used: they contribute 0.
 template <typename Popcount>
 void BConv2DBlocked(const BConv2DParams& p, const PackedWord* input, const PackedWord* filter,
-                    const float* multiplier, const float* bias, float* output,
+                    const float* multiplier, const float* bias,
+                    const BConv2DEpilogue& epilogue, float* output,
                     ParallelExecutor& executor) {
   const std::int64_t words = p.words();
   const std::int64_t taps = p.kernel_h * p.kernel_w;
@@ -79,7 +80,7 @@ void BConv2DBlocked(const BConv2DParams& p, const PackedWord* input, const Packe
         }
         float y = static_cast<float>(k_used - 2 * acc) * multiplier[co] + bias[co];
         if (p.activation == Activation::kRelu && y < 0.0f) y = 0.0f;
-        out[co] = y;
+        out[co] = epilogue.Apply(y, co, pix * p.out_channels + co);
       }
     }
   });

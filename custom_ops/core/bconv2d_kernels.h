@@ -10,18 +10,20 @@ namespace lowbit {
 // Plain loop nest over every output value, tap and channel bit; single thread.
 void BConv2DReference(const BConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
-                      float* output);
+                      const BConv2DEpilogue& epilogue, float* output);
 
 // Blocked popcount kernel in portable C++ (software popcount).
 void BConv2DPortable(const BConv2DParams& params, const PackedWord* input,
                      const PackedWord* filter, const float* multiplier, const float* bias,
-                     float* output, ParallelExecutor& executor);
+                     const BConv2DEpilogue& epilogue, float* output,
+                     ParallelExecutor& executor);
 
 // The same kernel compiled with the POPCNT instruction (x86 only; elsewhere it
 // forwards to the portable kernel).
 void BConv2DX86Popcnt(const BConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
-                      float* output, ParallelExecutor& executor);
+                      const BConv2DEpilogue& epilogue, float* output,
+                      ParallelExecutor& executor);
 
 // What the SIMD kernels (core/bconv2d_simd.h) are given. The dispatch point
 // (bconv2d.cc, built without ISA flags) owns every buffer, so that the ISA
@@ -43,6 +45,7 @@ struct SimdConvArgs {
   const std::int32_t* tap_popcounts = nullptr;
   const float* multiplier = nullptr;
   const float* bias = nullptr;
+  BConv2DEpilogue epilogue;
   float* output = nullptr;
 };
 

@@ -25,8 +25,10 @@ struct SoftwarePopcount {
 
 void BConv2DPortable(const BConv2DParams& params, const PackedWord* input,
                      const PackedWord* filter, const float* multiplier, const float* bias,
-                     float* output, ParallelExecutor& executor) {
-  BConv2DBlocked<SoftwarePopcount>(params, input, filter, multiplier, bias, output, executor);
+                     const BConv2DEpilogue& epilogue, float* output,
+                     ParallelExecutor& executor) {
+  BConv2DBlocked<SoftwarePopcount>(params, input, filter, multiplier, bias, epilogue, output,
+                                   executor);
 }
 
 }  // namespace lowbit

@@ -12,7 +12,8 @@ int SignAt(const PackedWord* row, std::int64_t c) {
 }  // namespace
 
 void BConv2DReference(const BConv2DParams& p, const PackedWord* input, const PackedWord* filter,
-                      const float* multiplier, const float* bias, float* output) {
+                      const float* multiplier, const float* bias,
+                      const BConv2DEpilogue& epilogue, float* output) {
   const std::int64_t words = p.words();
   for (std::int64_t n = 0; n < p.batch; ++n) {
     for (std::int64_t oy = 0; oy < p.out_h; ++oy) {
@@ -36,7 +37,8 @@ void BConv2DReference(const BConv2DParams& p, const PackedWord* input, const Pac
           }
           float y = static_cast<float>(dot) * multiplier[co] + bias[co];
           if (p.activation == Activation::kRelu && y < 0.0f) y = 0.0f;
-          output[((n * p.out_h + oy) * p.out_w + ox) * p.out_channels + co] = y;
+          const std::int64_t index = ((n * p.out_h + oy) * p.out_w + ox) * p.out_channels + co;
+          output[index] = epilogue.Apply(y, co, index);
         }
       }
     }

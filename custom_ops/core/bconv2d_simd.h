@@ -247,6 +247,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const std::int32_t channels = static_cast<std::int32_t>(p.channels_in);
   const bool relu = p.activation == Activation::kRelu;
   const bool correct_padding = p.pad_value == 0 && p.padding == Padding::kSame;
+  const bool post_affine = a.epilogue.post_multiplier != nullptr;
+  const float* const residual = a.epilogue.residual;
   // Work items are (tile, block) pairs, tile-major: a thread's contiguous
   // range builds a tile's indirection table once and sweeps the blocks.
   const std::int64_t cost = P * taps * words * V * 3;
@@ -282,22 +284,32 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       const int vectors = (block_channels + L - 1) / L;
       const PackedWord* w = a.filter + block * taps * words * BW;
 
-      FVec mult[V], bias[V];
-      for (int v = 0; v < V; ++v) mult[v] = bias[v] = Isa::ZeroF();
+      FVec mult[V], bias[V], post_mult[V], post_bias[V];
+      for (int v = 0; v < V; ++v) mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
       for (int v = 0; v < vectors; ++v) {
         const int n = block_channels - v * L;
         mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
         bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
+        if (post_affine) {
+          post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
+          post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
+        }
       }
       const FVec zero = Isa::ZeroF();
-      float* out_tile = a.output + tile * P * cout + c0;
-      // Output transform of one vector of lanes, vectorised over channels.
+      const std::int64_t tile_offset = tile * P * cout + c0;
+      float* out_tile = a.output + tile_offset;
+      // Output transform of one vector of lanes, vectorised over channels,
+      // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
       auto transform = [&](int i, int v, IVec acc_v, std::int64_t used_taps) {
         const IVec k_used = Isa::Set32(channels * static_cast<std::int32_t>(used_taps));
         const IVec dot = Isa::Sub32(k_used, Isa::Add32(acc_v, acc_v));
         FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), mult[v]), bias[v]);
         if (relu) y = Isa::MaxF(zero, y);
-        Isa::StoreF(out_tile + i * cout + v * L, y, block_channels - v * L);
+        const int n = block_channels - v * L;
+        const std::int64_t offset = i * cout + v * L;
+        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
+        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + tile_offset + offset, n));
+        Isa::StoreF(out_tile + offset, y, n);
       };
       // Tiles without padded taps to correct transform the accumulators
       // straight from the registers; the others go through acc first.

@@ -17,14 +17,17 @@ struct HardwarePopcount {
 
 void BConv2DX86Popcnt(const BConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
-                      float* output, ParallelExecutor& executor) {
-  BConv2DBlocked<HardwarePopcount>(params, input, filter, multiplier, bias, output, executor);
+                      const BConv2DEpilogue& epilogue, float* output,
+                      ParallelExecutor& executor) {
+  BConv2DBlocked<HardwarePopcount>(params, input, filter, multiplier, bias, epilogue, output,
+                                   executor);
 }
 #else
 void BConv2DX86Popcnt(const BConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
-                      float* output, ParallelExecutor& executor) {
-  BConv2DPortable(params, input, filter, multiplier, bias, output, executor);
+                      const BConv2DEpilogue& epilogue, float* output,
+                      ParallelExecutor& executor) {
+  BConv2DPortable(params, input, filter, multiplier, bias, epilogue, output, executor);
 }
 #endif
 

@@ -27,6 +27,12 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, kOp, &params_));
     OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBConv2DOptions(params_)));
     OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kOp, &output_type_));
+    std::string epilogue;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epilogue", &epilogue));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ParseEpilogue(epilogue, &epilogue_kind_)));
+    OP_REQUIRES(ctx, epilogue_kind_.inputs() == 0 || output_type_ == OutputType::kFloat,
+                InvalidArgument(kOp, ": epilogue \"", epilogue,
+                                "\" needs output_type \"float\""));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -103,6 +109,8 @@ class BConv2DOp : public tensorflow::OpKernel {
     out_shape.set_dim(rank - 3, p.out_h);
     out_shape.set_dim(rank - 2, p.out_w);
     out_shape.set_dim(rank - 1, bitpacked ? PackedWords(out_channels) : out_channels);
+    BConv2DEpilogue epilogue;
+    OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, out_shape, &epilogue));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
@@ -123,12 +131,50 @@ class BConv2DOp : public tensorflow::OpKernel {
       return;
     }
     BConv2D(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),
-            output->flat<float>().data(), executor);
+            output->flat<float>().data(), executor, epilogue);
   }
 
  private:
+  // The epilogue inputs (4 on) checked against the `epilogue` attribute and
+  // the output shape.
+  tensorflow::Status ReadEpilogue(tensorflow::OpKernelContext* ctx,
+                                  const tensorflow::TensorShape& out_shape,
+                                  BConv2DEpilogue* epilogue) const {
+    const int given = ctx->num_inputs() - 4;
+    if (given != epilogue_kind_.inputs()) {
+      return InvalidArgument(kOp, ": the epilogue takes ", epilogue_kind_.inputs(),
+                             " epilogue inputs, got ", given);
+    }
+    const std::int64_t out_channels = out_shape.dim_size(out_shape.dims() - 1);
+    int next = 4;
+    if (epilogue_kind_.affine) {
+      const char* names[] = {"post_multiplier", "post_bias"};
+      const float* data[2];
+      for (int i = 0; i < 2; ++i, ++next) {
+        const tensorflow::Tensor& t = ctx->input(next);
+        if (t.dims() != 1 || t.dim_size(0) != out_channels) {
+          return InvalidArgument(kOp, ": ", names[i], " must have shape [", out_channels,
+                                 "], got ", t.shape().DebugString());
+        }
+        data[i] = t.flat<float>().data();
+      }
+      epilogue->post_multiplier = data[0];
+      epilogue->post_bias = data[1];
+    }
+    if (epilogue_kind_.add) {
+      const tensorflow::Tensor& residual = ctx->input(next);
+      if (residual.shape() != out_shape) {
+        return InvalidArgument(kOp, ": residual must have the output's shape ",
+                               out_shape.DebugString(), ", got ", residual.shape().DebugString());
+      }
+      epilogue->residual = residual.flat<float>().data();
+    }
+    return tensorflow::Status();
+  }
+
   BConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  EpilogueKind epilogue_kind_;
   PreparedFilterCache filters_;
 };
 

@@ -1,5 +1,7 @@
 // Registrations (signatures, attributes, shape functions) of the lowbit TF ops.
 // The kernels live in the *_kernel.cc files beside this one.
+#include <string>
+
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bmaxpool.h"
@@ -45,6 +47,39 @@ TfStatus WindowOutputShape(InferenceContext* c, ShapeHandle input, DimensionHand
   return c->Concatenate(leading, c->MakeShape({out_h, out_w, depth}), out);
 }
 
+// LowbitBconv2d's epilogue inputs (after bias, input 4 on): their count and
+// shapes against the `epilogue` attribute; the residual refines the output
+// shape it must equal.
+TfStatus EpilogueShapes(InferenceContext* c, const std::string& output_type,
+                        DimensionHandle depth, ShapeHandle* out) {
+  std::string text;
+  TF_RETURN_IF_ERROR(c->GetAttr("epilogue", &text));
+  EpilogueKind kind;
+  const lowbit::Status parsed = ParseEpilogue(text, &kind);
+  if (!parsed.ok) return tensorflow::errors::InvalidArgument("LowbitBconv2d: ", parsed.message);
+  const int given = c->num_inputs() - 4;
+  if (given != kind.inputs()) {
+    return tensorflow::errors::InvalidArgument("LowbitBconv2d: epilogue \"", text, "\" takes ",
+                                               kind.inputs(), " epilogue inputs, got ", given);
+  }
+  if (kind.inputs() > 0 && output_type != "float") {
+    return tensorflow::errors::InvalidArgument(
+        "LowbitBconv2d: epilogue \"", text, "\" needs output_type \"float\", got \"",
+        output_type, "\"");
+  }
+  int next = 4;
+  if (kind.affine) {
+    for (int i = 0; i < 2; ++i, ++next) {
+      ShapeHandle vec;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(next), 1, &vec));
+      DimensionHandle merged;
+      TF_RETURN_IF_ERROR(c->Merge(c->Dim(vec, 0), depth, &merged));
+    }
+  }
+  if (kind.add) TF_RETURN_IF_ERROR(c->Merge(*out, c->input(next), out));
+  return TfStatus();
+}
+
 }  // namespace
 
 REGISTER_OP("LowbitBitpack")
@@ -74,6 +109,7 @@ REGISTER_OP("LowbitBconv2d")
     .Input("filter: Tfilter")
     .Input("multiplier: float")
     .Input("bias: float")
+    .Input("epilogue_inputs: num_epilogue_inputs * float")
     .Output("output: Tout")
     .Attr("T: {float, int32}")
     .Attr("Tfilter: {float, int32} = DT_INT32")
@@ -89,6 +125,8 @@ REGISTER_OP("LowbitBconv2d")
     .Attr("pad_value: int = 0")
     .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
     .Attr("output_type: {'float', 'bitpacked'} = 'float'")
+    .Attr("epilogue: {'none', 'affine', 'add', 'affine_add'} = 'none'")
+    .Attr("num_epilogue_inputs: int >= 0 = 0")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       tensorflow::DataType filter_type;
@@ -112,6 +150,7 @@ REGISTER_OP("LowbitBconv2d")
       }
       ShapeHandle out;
       TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, depth, &out));
+      TF_RETURN_IF_ERROR(EpilogueShapes(c, output_type, depth, &out));
       c->set_output(0, out);
       return TfStatus();
     })
@@ -132,6 +171,11 @@ bias: float32 [C_out].
 output_type: "float": output float32 [..., OH, OW, C_out]; "bitpacked": the signs of
   that output packed, int32 [..., OH, OW, ceil(C_out / 32)], computed from the integer
   dot product with exact per-channel thresholds (Tout must be int32).
+epilogue: what follows the transform of a float output, fused: "affine" then
+  y = y * post_multiplier + post_bias (a BatchNormalization after the ReLU), "add"
+  then y = y + residual (a residual Add), "affine_add" both in that order.
+epilogue_inputs: post_multiplier [C_out] and post_bias [C_out] for "affine",
+  residual (the output's shape) for "add", all three for "affine_add"; none for "none".
 output: float32 [..., OH, OW, C_out], or int32 packed [..., OH, OW, ceil(C_out / 32)].
 )doc");
 

@@ -9,6 +9,10 @@
 //                        constant and whenever its words change
 //          2 multiplier  float32 [Cout]
 //          3 bias        float32 [Cout]
+//          4.. with the "epilogue" option (core/bconv2d.h: BConv2DEpilogue):
+//                        "affine": post_multiplier, post_bias float32 [Cout];
+//                        "add": residual float32 of the output's shape;
+//                        "affine_add": all three in that order
 // Output:  0             float32 [..., OH, OW, Cout], or with output_type
 //                        "bitpacked" int32 [..., OH, OW, ceil(Cout/32)] (the signs
 //                        of the float output, from exact integer thresholds:
@@ -16,7 +20,9 @@
 // Options (FlexBuffer map): channels_in, kernel_h, kernel_w, stride_h, stride_w,
 //   dilation_h, dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
 //   activation ("NONE"/"RELU"), output_type ("float"/"bitpacked"; optional,
-//   "float" when absent). Unknown keys are ignored.
+//   "float" when absent), epilogue ("none"/"affine"/"add"/"affine_add";
+//   optional, "none" when absent; float output only). Unknown keys are ignored.
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <cstdint>
@@ -42,8 +48,9 @@ Status Error(const std::string& msg) {
 
 class Bconv2dOp final : public Op {
  public:
-  Bconv2dOp(const BConv2DParams& attrs, OutputType output_type, BConv2DKernel kernel)
-      : attrs_(attrs), output_type_(output_type), weights_(kernel) {}
+  Bconv2dOp(const BConv2DParams& attrs, OutputType output_type, EpilogueKind epilogue,
+            BConv2DKernel kernel)
+      : attrs_(attrs), output_type_(output_type), epilogue_(epilogue), weights_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -62,7 +69,7 @@ class Bconv2dOp final : public Op {
         "ceil(kernel_h * kernel_w * channels_in / 32) for a " + std::to_string(attrs_.kernel_h) +
             "x" + std::to_string(attrs_.kernel_w) + " kernel with channels_in = " +
             std::to_string(channels),
-        &cout);
+        &cout, epilogue_.inputs());
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
     if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
@@ -114,6 +121,7 @@ class Bconv2dOp final : public Op {
       return Error("tensor sizes overflow");
     }
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;  // <= in_elements
+    need_.assign(inputs.size(), 0);
     need_[0] = Bytes4(in_elements);
     need_[1] = Bytes4(cout * filter_words);
     need_[2] = need_[3] = Bytes4(cout);
@@ -121,12 +129,14 @@ class Bconv2dOp final : public Op {
     if (!need_[0] || !need_[1] || !need_[2] || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
+    s = CheckEpilogueInputs(inputs, cout, out_dims);
+    if (!s.ok) return Error(s.message);
     if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * words));
     // Laid out now when the filter data is already there (a constant tensor),
     // so that the first Eval does not pay for it.
     const TensorRef& filter = inputs[1];
     if (filter.data != nullptr && filter.bytes >= need_[1]) {
-      weights_.UpdateFilter(p, static_cast<const PackedWord*>(filter.data));
+      weights_.UpdateFilter(p, filter);
     }
     // Constant multiplier and bias are checked now, so that a bad model fails
     // at allocation rather than at the first invocation.
@@ -149,13 +159,13 @@ class Bconv2dOp final : public Op {
   Status Eval(const std::vector<TensorRef>& inputs,
               const std::vector<TensorRef>& outputs,
               ParallelExecutor& executor) override {
-    if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
+    if (!prepared_ || inputs.size() != need_.size() || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
-    Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
-                                output_bytes_);
+    Status s = CheckEvalBuffers(inputs, names_.data(), need_.data(), out,
+                                bitpacked ? kTfLiteInt32 : kTfLiteFloat32, output_bytes_);
     if (!s.ok) return Error(s.message);
     const PackedWord* packed_input;
     if (input_packed_) {
@@ -166,7 +176,7 @@ class Bconv2dOp final : public Op {
                   packed_.data(), executor);
       packed_input = packed_.data();
     }
-    weights_.UpdateFilter(params_, static_cast<const PackedWord*>(inputs[1].data));
+    weights_.UpdateFilter(params_, inputs[1]);
     const float* multiplier = static_cast<const float*>(inputs[2].data);
     const float* bias = static_cast<const float*>(inputs[3].data);
     if (bitpacked) {
@@ -176,18 +186,62 @@ class Bconv2dOp final : public Op {
                        weights_.flip(), static_cast<PackedWord*>(out.data), executor);
       return Status::Ok();
     }
+    BConv2DEpilogue epilogue;
+    std::size_t next = 4;
+    if (epilogue_.affine) {
+      epilogue.post_multiplier = static_cast<const float*>(inputs[next++].data);
+      epilogue.post_bias = static_cast<const float*>(inputs[next++].data);
+    }
+    if (epilogue_.add) epilogue.residual = static_cast<const float*>(inputs[next].data);
     BConv2D(params_, packed_input, weights_.filter(), multiplier, bias,
-            static_cast<float*>(out.data), executor);
+            static_cast<float*>(out.data), executor, epilogue);
     return Status::Ok();
   }
 
  private:
+  // Inputs 4.. against the epilogue option; sets their names and byte sizes.
+  Status CheckEpilogueInputs(const std::vector<TensorRef>& inputs, std::int64_t cout,
+                             const std::vector<int>& out_dims) {
+    names_.assign(kBinaryOpInputNames, kBinaryOpInputNames + 4);
+    if (epilogue_.affine) {
+      for (const char* name : {"post_multiplier", "post_bias"}) {
+        const TensorRef& v = inputs[names_.size()];
+        if (!v.present) return Status::Error(std::string(name) + " is missing");
+        if (v.type != kTfLiteFloat32 || v.rank != 1 || v.dims[0] != cout) {
+          return Status::Error(std::string(name) + " must be FLOAT32 [" + std::to_string(cout) +
+                               "], got " + TypeName(v.type) + " " + ShapeString(v));
+        }
+        need_[names_.size()] = need_[2];
+        names_.push_back(name);
+      }
+    }
+    if (epilogue_.add) {
+      const TensorRef& r = inputs[names_.size()];
+      if (!r.present) return Status::Error("residual is missing");
+      const bool same_shape = r.rank == static_cast<int>(out_dims.size()) &&
+                              std::equal(out_dims.begin(), out_dims.end(), r.dims);
+      if (r.type != kTfLiteFloat32 || !same_shape) {
+        TensorRef want;
+        want.rank = static_cast<int>(out_dims.size());
+        want.dims = out_dims.data();
+        return Status::Error("residual must be FLOAT32 of the output's shape " +
+                             ShapeString(want) + ", got " + TypeName(r.type) + " " +
+                             ShapeString(r));
+      }
+      need_[names_.size()] = output_bytes_;
+      names_.push_back("residual");
+    }
+    return Status::Ok();
+  }
+
   const BConv2DParams attrs_;   // options only
   const OutputType output_type_;
+  const EpilogueKind epilogue_;
   BConv2DParams params_;        // options + shapes of the last Prepare
   bool prepared_ = false;
   bool input_packed_ = false;
-  std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
+  std::vector<std::size_t> need_;   // bytes of each input (0: may be empty)
+  std::vector<const char*> names_;  // of each input, for messages
   std::size_t output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float input
   PreparedWeights weights_;         // filter laid out for the kernel, thresholds
@@ -208,9 +262,23 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   s = GetOutputTypeOption(map, &output_type);
   if (!s.ok) return Error(s.message);
 
+  // Optional (added after the first version of the contract): "none" when absent.
+  EpilogueKind epilogue;
+  std::string epilogue_text = "none";
+  flex::Value value;
+  if (map.Find("epilogue", &value)) {
+    s = flex::GetString(map, "epilogue", &epilogue_text);
+    if (!s.ok) return Error(s.message);
+  }
+  s = ParseEpilogue(epilogue_text, &epilogue);
+  if (!s.ok) return Error("option 'epilogue': " + s.message);
+  if (epilogue.inputs() != 0 && output_type != OutputType::kFloat) {
+    return Error("epilogue \"" + epilogue_text + "\" needs output_type \"float\"");
+  }
+
   s = CheckBConv2DOptions(attrs);
   if (!s.ok) return Error(s.message);
-  op->reset(new Bconv2dOp(attrs, output_type, SelectBConv2DKernel()));
+  op->reset(new Bconv2dOp(attrs, output_type, epilogue, SelectBConv2DKernel()));
   return Status::Ok();
 }
 

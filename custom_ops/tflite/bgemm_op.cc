@@ -94,7 +94,7 @@ class BgemmOp final : public Op {
     const BConv2DParams conv = p.AsConv2D();
     const TensorRef& filter = inputs[1];
     if (filter.data != nullptr && filter.bytes >= need_[1]) {
-      weights_.UpdateFilter(conv, static_cast<const PackedWord*>(filter.data));
+      weights_.UpdateFilter(conv, filter);
     }
     const TensorRef& mult = inputs[2];
     const TensorRef& bias = inputs[3];
@@ -130,7 +130,7 @@ class BgemmOp final : public Op {
       packed_input = packed_.data();
     }
     const BConv2DParams conv = params_.AsConv2D();
-    weights_.UpdateFilter(conv, static_cast<const PackedWord*>(inputs[1].data));
+    weights_.UpdateFilter(conv, inputs[1]);
     const float* multiplier = static_cast<const float*>(inputs[2].data);
     const float* bias = static_cast<const float*>(inputs[3].data);
     if (bitpacked) {

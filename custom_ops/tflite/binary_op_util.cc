@@ -20,9 +20,12 @@ Status GetOutputTypeOption(const flex::Map& map, OutputType* type) {
 }
 
 Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
-                            const std::string& filter_words_why, std::int64_t* out_channels) {
-  if (inputs.size() != 4) {
-    return Status::Error("expected 4 inputs (input, filter, multiplier, bias), got " +
+                            const std::string& filter_words_why, std::int64_t* out_channels,
+                            std::size_t extra_inputs) {
+  if (inputs.size() != 4 + extra_inputs) {
+    return Status::Error("expected " + std::to_string(4 + extra_inputs) +
+                         " inputs (input, filter, multiplier, bias" +
+                         (extra_inputs ? " and the epilogue's" : "") + "), got " +
                          std::to_string(inputs.size()));
   }
   const char* const* names = kBinaryOpInputNames;
@@ -61,8 +64,13 @@ Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t f
   return Status::Ok();
 }
 
-void PreparedWeights::UpdateFilter(const BConv2DParams& params, const PackedWord* compact) {
+void PreparedWeights::UpdateFilter(const BConv2DParams& params, const TensorRef& filter) {
+  const auto* compact = static_cast<const PackedWord*>(filter.data);
+  if (filter.constant && filter.data == constant_source_ && filter_.Matches(kernel_, params)) {
+    return;
+  }
   if (!filter_.SameSource(kernel_, params, compact)) filter_.Prepare(kernel_, params, compact);
+  constant_source_ = filter.constant ? filter.data : nullptr;
 }
 
 Status PreparedWeights::UpdateThresholds(const BConv2DParams& params, const float* multiplier,

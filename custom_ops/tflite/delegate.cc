@@ -145,6 +145,7 @@ struct PartitionKernel {
     ref->bytes = t.bytes;
     ref->name = t.name != nullptr ? t.name : "";
     ref->present = true;
+    ref->constant = t.allocation_type == kTfLiteMmapRo;
     return true;
   }
 

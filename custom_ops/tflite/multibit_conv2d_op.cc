@@ -137,7 +137,7 @@ class MultibitConv2dOp final : public Op {
     if (output_bytes_ == 0) return Error("tensor sizes overflow");
     // Laid out now when the filter is a constant, so the first Eval does not pay.
     if (filter.data != nullptr && filter.bytes >= need_[1]) {
-      weights_.UpdateFilter(PlaneConvParams(p), static_cast<const PackedWord*>(filter.data));
+      weights_.UpdateFilter(PlaneConvParams(p), filter);
     }
 
     outputs->assign(1, OutputSpec{});
@@ -159,8 +159,7 @@ class MultibitConv2dOp final : public Op {
     Status s = CheckEvalBuffers(inputs, kInputNames, need_, outputs[0], kTfLiteFloat32,
                                 output_bytes_);
     if (!s.ok) return Error(s.message);
-    weights_.UpdateFilter(PlaneConvParams(params_),
-                          static_cast<const PackedWord*>(inputs[1].data));
+    weights_.UpdateFilter(PlaneConvParams(params_), inputs[1]);
     MultibitConv2D(params_, static_cast<const float*>(inputs[0].data),
                    static_cast<const float*>(inputs[3].data), weights_.filter(),
                    static_cast<const float*>(inputs[2].data),

@@ -35,6 +35,9 @@ struct TensorRef {
   std::size_t bytes = 0;
   const char* name = "";
   bool present = false;  // false for an optional (-1) input
+  // A read-only constant of the model file (kTfLiteMmapRo): its data never
+  // changes while the interpreter lives.
+  bool constant = false;
 };
 
 // Type and shape an op will write to one of its outputs.
