@@ -90,6 +90,36 @@ def test_bitpack_edge_values():
     np.testing.assert_array_equal(np.flatnonzero(signs == -1), [5, 7, 8])
 
 
+PACKER_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+from lowbit_tf import ops
+from reference import bitpack_np
+edge = np.array([0.0, -0.0, -1e-38, 1e-38, np.nan, -np.inf, np.inf, -5.0, -1.2e-38, -np.nan,
+                 -2.0**-126, 2.0**-126, -3e38, np.float32(-1.1754942e-38)], np.float32)
+rng = np.random.default_rng(5)
+for channels in (32, 64, 70, 97):
+    x = rng.permutation(np.resize(edge, 3 * 5 * channels)).reshape(3, 5, channels)
+    x = x.astype(np.float32)
+    assert np.array_equal(ops.bitpack(x).numpy(), bitpack_np(x)), channels
+    y = rng.standard_normal((4, channels)).astype(np.float32)
+    assert np.array_equal(ops.bitpack(y).numpy(), bitpack_np(y)), channels
+print("PACKER OK")
+"""
+
+
+@pytest.mark.parametrize("path", ["portable", "avx2", "avx512"])
+def test_every_packer_handles_edge_values(path):
+    """The SIMD packers (whole words; the packer follows LOWBIT_KERNEL) on
+    zeros, NaNs, infinities, subnormals and the smallest normals."""
+    env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", PACKER_SCRIPT.format(tests=str(TESTS))],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PACKER OK" in result.stdout
+
+
 @settings(max_examples=120, deadline=None)
 @given(case=conv_cases())
 def test_bconv2d_matches_numpy(case):

@@ -26,6 +26,8 @@ inline bool IsNegativeBitPattern(std::uint32_t u) {
 // Packs `words` * 32 contiguous floats into `words` words (x86 AVX2; only
 // called after a run-time check).
 void BitpackWordsAvx2(const float* input, std::int64_t words, PackedWord* output);
+// The same with AVX-512 F (compares into mask registers).
+void BitpackWordsAvx512(const float* input, std::int64_t words, PackedWord* output);
 #endif
 #if LOWBIT_NEON_SIMD
 // The same with NEON (aarch64, armv7).
