@@ -28,6 +28,8 @@ namespace {
 // lanes: the 32-bit accumulators are touched once every 31 words.
 struct Avx512Lut : Avx512Common {
   static constexpr bool kBytePopcount = true;
+  // The 8-bit accumulators double the tile's registers: keep 8 pixels.
+  static constexpr int kTilePixels = 8;
   static IVec Add8(IVec a, IVec b) { return _mm512_add_epi8(a, b); }
   // Per-byte popcount: the bit counts of the low and high nibble of every
   // byte, looked up in a 16-entry table (vpshufb indexes within 128-bit lanes,
