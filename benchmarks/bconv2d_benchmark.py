@@ -40,6 +40,17 @@ hits every variant alike. Each timing sample runs many iterations: the TF ops
 run inside one `tf.function` holding a sequential `tf.while_loop` (no per-op
 Python overhead), the TFLite models by calling `invoke()` in a loop.
 
+Next to those framework rows it prints a "core kernels" table: the same dense
+and convolution rows timed at kernel level, the core's BGemm / BConv2D called
+in a C++ loop on random packed data with the library's thread pool
+(custom_ops/tflite/kernel_bench.cc), so excluding every framework cost (TF op
+dispatch, a Python invoke(), bit-packing a float input), as ms, Gbop/s and %
+of the peak. For the dense rows it also gives the memory-bound floor: the
+packed weights are read once per call, so a call takes at least weight bytes
+/ the read bandwidth of a cache-hot buffer of that size (measured by the same
+C++ code); a 4096x4096 layer (2 MiB of weights) is bounded by that rather
+than by the popcount peak at batch 1.
+
 Usage:
   python benchmarks/bconv2d_benchmark.py            # everything above (~4 min)
   python benchmarks/bconv2d_benchmark.py --quick    # 14x14x256->256 3x3 + 1x1, dense 1024 (~30 s)
@@ -72,6 +83,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench_common import (
+    CoreKernels,
     active_kernel,
     busy_cpu_seconds,
     children_cpu_seconds,
@@ -454,9 +466,16 @@ def worker(args: argparse.Namespace) -> None:
                 layer, args.batches, threads, args.rounds, args.sample_ms / 1e3, args.model_dir
             )
         )
+    core_rows, core_note = [], "skipped (--no-core)"
+    if not args.no_core:
+        try:
+            core_rows = measure_core(CoreKernels(), args, threads)
+        except (OSError, AttributeError) as e:
+            core_note = f"the TFLite library offers no kernel timing: {e}"
     print(
         RESULT_MARKER
-        + json.dumps({"tf_version": tf.__version__, "kernel": active_kernel(), "results": results})
+        + json.dumps({"tf_version": tf.__version__, "kernel": active_kernel(), "results": results,
+                      "core": core_rows, "core_note": core_note})
     )
 
 
@@ -509,6 +528,40 @@ def measure_peak(binary: str, threads: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------
+# Core kernels: the C++ timing loop of the TFLite library, in the worker after
+# the framework rows.
+# --------------------------------------------------------------------------
+
+
+def dense_weight_bytes(layer: Layer) -> int:
+    """Bytes of the packed weights one dense call reads (32 channels per int32)."""
+    s = layer.shape
+    return s.channels_out * 4 * ((s.channels_in + 31) // 32)
+
+
+def measure_core(core: CoreKernels, args: argparse.Namespace, threads: int) -> list[dict]:
+    """Core-kernel rows for every layer and batch at `threads` threads: ms per
+    call samples, and for dense layers the ms per read of their weight bytes."""
+    sample_s = args.sample_ms / 1e3
+    rows = []
+    for layer in layers_of(args):
+        s = layer.shape
+        read_ms = None
+        if layer.kind == "dense":
+            read_ms = core.read(dense_weight_bytes(layer), threads, sample_s, args.rounds)
+        for batch in args.batches:
+            if layer.kind == "dense":
+                samples = core.bgemm(batch, s.channels_in, s.channels_out, threads, sample_s,
+                                     args.rounds)
+            else:  # as the TF rows: SAME, stride 1, pad_value 0
+                samples = core.bconv2d(batch, s.height, s.width, s.channels_in, s.channels_out,
+                                       layer.kernel_size, threads, sample_s, args.rounds)
+            rows.append({"layer": layer.key, "batch": batch, "threads": threads,
+                         "samples_ms": samples, "read_ms": read_ms})
+    return rows
+
+
+# --------------------------------------------------------------------------
 # Parent: run the workers, print the tables.
 # --------------------------------------------------------------------------
 
@@ -544,6 +597,7 @@ def run_worker(args: argparse.Namespace, threads: int) -> dict:
         str(args.rounds),
         "--sample-ms",
         str(args.sample_ms),
+        *(["--no-core"] if args.no_core else []),
     ]
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -758,7 +812,64 @@ def print_scaling(results: list[dict]) -> None:
             )
 
 
-def print_targets(results: list[dict], peaks: dict[int, float]) -> None:
+def _ms4(samples: list[float]) -> str:
+    median, best = _stats(samples)
+    return f"{median:8.4f} ({best:7.4f})"
+
+
+def print_core_table(core_rows: list[dict], peaks: dict[int, float], note: str) -> None:
+    """The core-kernel table: kernel throughput without framework overhead, and
+    the memory-bound floor of the dense rows."""
+    print()
+    print("Core kernels: the core's BConv2D / BGemm in a C++ loop on packed data, library thread")
+    print("pool; EXCLUDES all framework overhead (no TF op dispatch, no TFLite invoke, no")
+    print("bit-packing of a float input) (ms per call: median of rounds, best round)")
+    if not core_rows:
+        print(f"  not measured ({note})")
+        return
+    w = len(_ms4([1.0]))
+    header = (
+        f"{'thr':>3} {'k':>3} {'N':>2}  {'shape':<16} {'MMACs':>7}  {'core kernel':>{w}}  "
+        f"{'Gbop/s':>7} {'%peak':>6}  {'weights':>8} {'read':>6} {'floor':>8} {'ceiling':>7} "
+        f"{'at':>6}"
+    )
+    sub = (
+        f"{'':>3} {'':>3} {'':>2}  {'':<16} {'':>7}  {'median (best)':>{w}}  "
+        f"{'':>7} {'':>6}  {'KiB':>8} {'GB/s':>6} {'ms':>8} {'%peak':>7} {'floor':>6}"
+    )
+    print(header)
+    print(sub)
+    print("-" * len(header))
+    for res in sorted(core_rows, key=_sort_key):
+        layer = Layer.from_key(res["layer"])
+        macs = layer.macs(res["batch"])
+        samples = res["samples_ms"]
+        peak = peaks.get(res["threads"])
+        k = f"{layer.kernel_size}x{layer.kernel_size}" if layer.kind == "conv" else "fc"
+        line = (
+            f"{res['threads']:>3} {k:>3} {res['batch']:>2}  {layer.label():<16} "
+            f"{macs / 1e6:7.1f}  {_ms4(samples)}  {_gops(macs, samples)} "
+            f"{_pct(_percent_of_peak(macs, samples, peak))}"
+        )
+        if res["read_ms"]:
+            size = dense_weight_bytes(layer)
+            floor_ms = statistics.median(res["read_ms"])
+            ceiling = _percent_of_peak(macs, [floor_ms], peak)
+            at_floor = 100.0 * floor_ms / statistics.median(samples)
+            line += (
+                f"  {size / 1024:8.0f} {size / (floor_ms * 1e-3) / 1e9:6.1f} {floor_ms:8.4f} "
+                f"{_pct(ceiling):>7} {at_floor:6.1f}"
+            )
+        print(line)
+    print("Dense rows, memory bound: the packed weights (KiB) are read once per call, at best at")
+    print("the measured read bandwidth of a cache-hot buffer of that size (GB/s, median), so a")
+    print("call takes >= floor ms; ceiling %peak = the %peak a call at the floor would reach;")
+    print("at floor = floor / kernel median (100: running at the memory bound).")
+
+
+def print_targets(
+    results: list[dict], peaks: dict[int, float], core_rows: list[dict] | None = None
+) -> None:
     """The issue's targets, for the rows that were measured."""
     lines = []
     r = _find(results, TARGET_SHAPE, 1, 1)
@@ -814,6 +925,30 @@ def print_targets(results: list[dict], peaks: dict[int, float]) -> None:
                 f"bgemm (binary dense) best row, {name}: {pct:.1f}% of peak "
                 f"({layer.label()}, N={best_row['batch']}, {best_row['threads']} thr)  "
                 "[target >= 50%]"
+            )
+    core_dense = [r for r in core_rows or () if r["read_ms"] and peaks.get(r["threads"])]
+    if core_dense:
+
+        def core_pct(r: dict, samples: list[float]) -> float:
+            macs = Layer.from_key(r["layer"]).macs(r["batch"])
+            return _percent_of_peak(macs, samples, peaks[r["threads"]])
+
+        best_row = max(core_dense, key=lambda r: core_pct(r, r["samples_ms"]))
+        layer = Layer.from_key(best_row["layer"])
+        lines.append(
+            f"bgemm (binary dense) best row, core kernel: "
+            f"{core_pct(best_row, best_row['samples_ms']):.1f}% of peak ({layer.label()}, "
+            f"N={best_row['batch']}, {best_row['threads']} thr)  [target >= 50%]"
+        )
+        for r in sorted(core_dense, key=_sort_key):
+            if r["batch"] != 1:
+                continue
+            floor_ms = statistics.median(r["read_ms"])
+            lines.append(
+                f"    core kernel {Layer.from_key(r['layer']).label()}, N=1, {r['threads']} thr: "
+                f"{core_pct(r, r['samples_ms']):.1f}% of peak; memory-bound ceiling "
+                f"{core_pct(r, [floor_ms]):.1f}% of peak, reached "
+                f"{100 * floor_ms / statistics.median(r['samples_ms']):.0f}% of it"
             )
     if lines:
         print()
@@ -880,6 +1015,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-peak", action="store_true", help="skip the peak popcount micro-benchmark"
     )
+    parser.add_argument(
+        "--no-core",
+        action="store_true",
+        help="skip the core-kernel table (C++ timing loop, no framework overhead)",
+    )
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -938,6 +1078,8 @@ def main(argv: list[str] | None = None) -> int:
                 old[path] = max(old.get(path, 0.0), rate)
 
     sample_peaks()
+    core_rows: list[dict] = []
+    core_note = ""
     results = []
     tf_version = "?"
     background = []
@@ -955,6 +1097,8 @@ def main(argv: list[str] | None = None) -> int:
             tf_version = out["tf_version"]
             active[threads] = out.get("kernel", "unknown")
             results.extend(out["results"])
+            core_rows.extend(out["core"])
+            core_note = out["core_note"]
             sample_peaks()
 
     print(f"  TensorFlow  : {tf_version}")
@@ -991,7 +1135,8 @@ def main(argv: list[str] | None = None) -> int:
         # machine this explains thread counts that do not scale.
         print(f"  other load  : {'; '.join(background)} (busy CPU not ours)")
     print_tables(results, peaks)
-    print_targets(results, peaks)
+    print_core_table(core_rows, peaks, core_note)
+    print_targets(results, peaks, core_rows)
     print(f"\nTotal wall time: {time.perf_counter() - start:.1f} s")
     return 0
 

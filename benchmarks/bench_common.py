@@ -41,6 +41,60 @@ def active_kernel() -> str:
     return fn().decode()
 
 
+class CoreKernels:
+    """Kernel-level timing in C++ (custom_ops/tflite/kernel_bench.cc): the core's
+    BGemm / BConv2D in a loop on random packed data with the library's thread
+    pool, and the read bandwidth of a buffer, without any framework overhead.
+    Each method returns `samples` timings in ms per call; the kernel path
+    follows LOWBIT_KERNEL like the ops. Raises OSError / AttributeError when the
+    library (or a library built before these entry points) cannot serve them."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        from lowbit_tf._native import tflite_library_path
+
+        self._ctypes = ctypes
+        lib = ctypes.CDLL(str(tflite_library_path()))
+        i64, c_int, c_double = ctypes.c_int64, ctypes.c_int, ctypes.c_double
+        tail = [c_int, c_double, c_int, ctypes.POINTER(c_double), ctypes.c_char_p, c_int]
+        self._bgemm = lib.lowbit_kernel_bench_bgemm
+        self._bgemm.argtypes = [i64, i64, i64, *tail]
+        self._bconv2d = lib.lowbit_kernel_bench_bconv2d
+        self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, *tail]
+        self._read = lib.lowbit_kernel_bench_read
+        self._read.argtypes = [i64, *tail]
+        for fn in (self._bgemm, self._bconv2d, self._read):
+            fn.restype = c_int
+
+    def _run(self, fn: Callable[..., int], args: list, threads: int, sample_s: float,
+             samples: int) -> list[float]:
+        ctypes = self._ctypes
+        out = (ctypes.c_double * samples)()
+        error = ctypes.create_string_buffer(512)
+        if fn(*args, threads, sample_s, samples, out, error, len(error)) != 0:
+            raise ValueError(f"{fn.__name__}: {error.value.decode(errors='replace')}")
+        return [1e3 * v for v in out]
+
+    def bgemm(self, rows: int, channels_in: int, out_channels: int, threads: int,
+              sample_s: float, samples: int) -> list[float]:
+        """ms per BGemm call (float output)."""
+        return self._run(self._bgemm, [rows, channels_in, out_channels], threads, sample_s,
+                         samples)
+
+    def bconv2d(self, batch: int, height: int, width: int, channels_in: int, out_channels: int,
+                kernel_size: int, threads: int, sample_s: float, samples: int, *,
+                same_padding: bool = True, pad_value: int = 0) -> list[float]:
+        """ms per BConv2D call (stride 1, float output)."""
+        args = [batch, height, width, channels_in, out_channels, kernel_size,
+                int(same_padding), pad_value]
+        return self._run(self._bconv2d, args, threads, sample_s, samples)
+
+    def read(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
+        """ms per read of every byte of a cache-hot buffer of `size_bytes`."""
+        return self._run(self._read, [size_bytes], threads, sample_s, samples)
+
+
 def busy_cpu_seconds() -> float | None:
     """CPU seconds spent busy by the whole machine so far (from /proc/stat)."""
     try:

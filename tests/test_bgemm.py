@@ -4,7 +4,9 @@ LowbitBMaxPool2d.
 NumPy reference (tests/reference.py) = TF op = TFLite kernel, bit for bit, on
 random shapes with channel tails (K = 1, 31, 33, 100, 257; N_out 1..70),
 leading dimensions, float and bit-packed outputs, and every kernel path
-(LOWBIT_KERNEL, in a subprocess as in tests/test_kernels.py). Rank-5 conv and
+(LOWBIT_KERNEL, in a subprocess as in tests/test_kernels.py). Small batches,
+rows 1..9, cross the SIMD kernels' GEMV path (rows below the convolution tile:
+AVX2 4, AVX-512 8) into the tiled one, with N_out past several channel blocks. Rank-5 conv and
 max-pool inputs equal the rank-4 results per leading index. Bad input raises
 (TFLite cases in a subprocess, so that a crash fails a test instead of pytest).
 """
@@ -131,6 +133,50 @@ def test_tf_op_matches_reference(seed):
     np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
+# Rows 1..9: the GEMV path of each SIMD kernel (rows < its tile), the tile
+# itself and a tile plus one; N_out within one block, at and past a block
+# (AVX2 16, AVX-512 32 channels) and over several groups of blocks.
+SMALL_ROWS = range(1, 10)
+SMALL_COUTS = (1, 15, 17, 33, 70, 129, 300)
+
+
+def small_batch_case(rows: int, k: int, cout: int, seed: int) -> dict:
+    return dict(leading=[rows], k=k, cout=cout, activation=[None, "relu"][seed % 2],
+                packed_input=seed % 3 == 0, output_type=["float", "bitpacked"][seed % 4 == 3],
+                seed=seed)
+
+
+def small_batch_mismatches(run, ks=K_VALUES, couts=SMALL_COUTS) -> list:
+    """The (rows, k, cout, output_type) where run(case, x, kernel, m, b) is not
+    the reference bit for bit."""
+    bad = []
+    seed = 0
+    for rows in SMALL_ROWS:
+        for k in ks:
+            for cout in couts:
+                seed += 1
+                case = small_batch_case(rows, k, cout, seed)
+                x, kernel, m, b = case_data(case)
+                expected = reference(case, x, kernel, m, b).view(np.uint32)
+                got = run(case, x, kernel, m, b)
+                if got.shape != expected.shape or not np.array_equal(got.view(np.uint32),
+                                                                     expected):
+                    bad.append((rows, k, cout, case["output_type"]))
+    return bad
+
+
+def test_small_batches_match_reference():
+    assert small_batch_mismatches(run_tf) == []
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_small_batches_tflite(runtime):
+    def run(case, x, kernel, m, b):
+        return run_tflite(case, x, kernel, m, b, runtime)
+
+    assert small_batch_mismatches(run, ks=(33, 257), couts=(17, 70, 300)) == []
+
+
 def test_cases_cover_the_tails():
     cases = [random_case(np.random.default_rng(100 + seed)) for seed in range(40)]
     assert {c["k"] for c in cases} == set(K_VALUES)
@@ -239,7 +285,9 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import test_bgemm as t
-bad = []
+bad = [("tf small", c) for c in t.small_batch_mismatches(t.run_tf)]
+bad += [("tflite small", c) for c in t.small_batch_mismatches(t.run_tflite, ks=(33,),
+                                                               couts=(17, 300))]
 for seed in range(24):
     case = t.random_case(np.random.default_rng(300 + seed))
     x, kernel, m, b = t.case_data(case)

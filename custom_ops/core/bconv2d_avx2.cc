@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bgemv_simd.h"
 
 namespace lowbit {
 namespace {
@@ -25,7 +26,7 @@ struct Avx2Lut {
   static constexpr int kLanes = 8;
   static constexpr int kBlockVectors = 2;
   static constexpr int kBlockWidth = kAvx2BlockWidth;
-  static constexpr int kTilePixels = 4;
+  static constexpr int kTilePixels = kAvx2TilePixels;
   static constexpr bool kBytePopcount = true;
 
   static IVec Zero() { return _mm256_setzero_si256(); }
@@ -80,6 +81,13 @@ struct Avx2Lut {
 
 void BConv2DAvx2(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Avx2Lut>(args, executor);
+}
+
+// GEMV budget: 4 vectors of byte and 4 of 32-bit accumulators, the 4 filter
+// vectors, the table and the nibble mask leave a few of the 16 ymm for
+// temporaries (1 row: 2 blocks, 1 set).
+void BGemvAvx2(const SimdGemvArgs& args, ParallelExecutor& executor) {
+  BGemvSimd<Avx2Lut, 4>(args, executor);
 }
 
 }  // namespace lowbit

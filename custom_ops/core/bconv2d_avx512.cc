@@ -20,6 +20,7 @@
 
 #include "custom_ops/core/bconv2d_avx512_common.h"
 #include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bgemv_simd.h"
 
 namespace lowbit {
 namespace {
@@ -34,6 +35,12 @@ struct Avx512Vpopcnt : Avx512Common {
 
 void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Avx512Vpopcnt>(args, executor);
+}
+
+// GEMV budget: 16 accumulator zmm (1 row: 2 blocks x 4 sets, 16 chains in
+// flight), the rest of the 32 for filter vectors, broadcasts and temporaries.
+void BGemvAvx512(const SimdGemvArgs& args, ParallelExecutor& executor) {
+  BGemvSimd<Avx512Vpopcnt, 16>(args, executor);
 }
 
 }  // namespace lowbit

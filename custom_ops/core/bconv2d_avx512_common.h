@@ -30,7 +30,7 @@ struct Avx512Common {
   static constexpr int kLanes = 16;
   static constexpr int kBlockVectors = 2;
   static constexpr int kBlockWidth = kAvx512BlockWidth;
-  static constexpr int kTilePixels = 12;
+  static constexpr int kTilePixels = kAvx512TilePixels;
 
   static IVec Zero() { return _mm512_setzero_si512(); }
   static IVec Load(const void* p) { return _mm512_loadu_si512(p); }

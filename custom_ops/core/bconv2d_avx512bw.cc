@@ -20,6 +20,7 @@
 
 #include "custom_ops/core/bconv2d_avx512_common.h"
 #include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bgemv_simd.h"
 
 namespace lowbit {
 namespace {
@@ -29,7 +30,7 @@ namespace {
 struct Avx512Lut : Avx512Common {
   static constexpr bool kBytePopcount = true;
   // The 8-bit accumulators double the tile's registers: keep 8 pixels.
-  static constexpr int kTilePixels = 8;
+  static constexpr int kTilePixels = kAvx512BwTilePixels;
   static IVec Add8(IVec a, IVec b) { return _mm512_add_epi8(a, b); }
   // Per-byte popcount: the bit counts of the low and high nibble of every
   // byte, looked up in a 16-entry table (vpshufb indexes within 128-bit lanes,
@@ -54,6 +55,12 @@ struct Avx512Lut : Avx512Common {
 
 void BConv2DAvx512Bw(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Avx512Lut>(args, executor);
+}
+
+// GEMV budget: 8 vectors of byte and 4 to 8 of 32-bit accumulators (1 row:
+// 2 blocks x 2 sets), filter vectors, the table and the nibble mask in 32 zmm.
+void BGemvAvx512Bw(const SimdGemvArgs& args, ParallelExecutor& executor) {
+  BGemvSimd<Avx512Lut, 8>(args, executor);
 }
 
 }  // namespace lowbit

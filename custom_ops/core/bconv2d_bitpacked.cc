@@ -75,13 +75,22 @@ void BConv2DBitpacked(const BConv2DParams& params, const PackedWord* input,
                       const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor) {
   BConv2DParams p = params;
   p.activation = Activation::kNone;  // the raw dot product; ReLU is in the thresholds
-  const std::int64_t cout = p.out_channels;
-  const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+  BitpackedFromDotProducts(
+      p.batch * p.out_h * p.out_w, p.out_channels,
+      [&](const float* ones, const float* zeros, float* dots) {
+        BConv2D(p, input, filter, ones, zeros, dots, executor);
+      },
+      threshold, flip, output, executor);
+}
+
+void BitpackedFromDotProducts(std::int64_t pixels, std::int64_t cout, const DotProductFn& run,
+                              const std::int32_t* threshold, const std::uint8_t* flip,
+                              PackedWord* output, ParallelExecutor& executor) {
   const std::vector<float> ones(static_cast<std::size_t>(cout), 1.0f);
   const std::vector<float> zeros(static_cast<std::size_t>(cout), 0.0f);
   // float(D) * 1 + 0 == D exactly (|D| <= 2^24).
   std::vector<float> dots(static_cast<std::size_t>(pixels * cout));
-  BConv2D(p, input, filter, ones.data(), zeros.data(), dots.data(), executor);
+  run(ones.data(), zeros.data(), dots.data());
   const std::int64_t words = PackedWords(cout);
   executor.ParallelFor(pixels, cout, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {

@@ -32,6 +32,7 @@
 #define LOWBIT_CORE_BCONV2D_BITPACKED_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "custom_ops/core/bconv2d.h"
@@ -56,10 +57,22 @@ Status ComputeBConv2DThresholds(const BConv2DParams& params, const float* multip
 //   pixel = (D_c < threshold[c]) XOR flip[c]; padding bits past out_channels 0.
 // Same requirements on params / filter as BConv2D. This first version runs the
 // chosen kernel for the integer dot products (multiplier 1, bias 0: exact in
-// float) into a scratch buffer and packs them with the integer thresholds.
+// float) into a scratch buffer and packs them with the integer thresholds
+// (BitpackedFromDotProducts).
 void BConv2DBitpacked(const BConv2DParams& params, const PackedWord* input,
                       const BConv2DFilter& filter, const std::int32_t* threshold,
                       const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor);
+
+// The packing step shared by BConv2DBitpacked and BGemmBitpacked:
+// dots(ones, zeros, out) must run the layer with multiplier `ones`, bias
+// `zeros` (out_channels each) and no activation into out [pixels,
+// out_channels], i.e. write float(D) exactly (|D| <= 2^24); output [pixels,
+// PackedWords(out_channels)] then gets bit c = (D_c < threshold[c]) XOR flip[c].
+using DotProductFn = std::function<void(const float* ones, const float* zeros, float* dots)>;
+void BitpackedFromDotProducts(std::int64_t pixels, std::int64_t out_channels,
+                              const DotProductFn& dots, const std::int32_t* threshold,
+                              const std::uint8_t* flip, PackedWord* output,
+                              ParallelExecutor& executor);
 
 }  // namespace lowbit
 

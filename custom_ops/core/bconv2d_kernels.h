@@ -68,9 +68,14 @@ void BConv2DAvx512Bw(const SimdConvArgs& args, ParallelExecutor& executor);
 void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor);
 
 // Channels per block of the interleaved filter of each SIMD kernel (the
-// output channels one micro-kernel call covers at most).
+// output channels one micro-kernel call covers at most), and the pixels of its
+// full register tile (P in bconv2d_simd.h; BGemm takes its GEMV path,
+// core/bgemv_simd.h, below that many rows).
 constexpr int kAvx2BlockWidth = 16;
 constexpr int kAvx512BlockWidth = 32;
+constexpr int kAvx2TilePixels = 4;
+constexpr int kAvx512TilePixels = 12;  // VPOPCNTDQ (bconv2d_avx512_common.h)
+constexpr int kAvx512BwTilePixels = 8;  // byte popcounts: twice the accumulators
 
 void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor);
 constexpr int kNeonBlockWidth = 8;

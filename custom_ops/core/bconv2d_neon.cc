@@ -14,6 +14,7 @@
 #include <arm_neon.h>
 
 #include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bgemv_simd.h"
 
 namespace lowbit {
 namespace {
@@ -80,6 +81,18 @@ struct Neon {
 
 void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Neon>(args, executor);
+}
+
+// GEMV budget in byte accumulators (plus up to as many 32-bit ones): 8 of
+// the 32 q registers on aarch64 (1 row: 2 blocks x 2 sets), 4 of the 16 on
+// armv7 (2 blocks, 1 set).
+#if defined(__aarch64__)
+constexpr int kNeonGemvAccumulators = 8;
+#else
+constexpr int kNeonGemvAccumulators = 4;
+#endif
+void BGemvNeon(const SimdGemvArgs& args, ParallelExecutor& executor) {
+  BGemvSimd<Neon, kNeonGemvAccumulators>(args, executor);
 }
 
 }  // namespace lowbit

@@ -1,6 +1,9 @@
 #include "custom_ops/core/bgemm.h"
 
 #include <string>
+#include <vector>
+
+#include "custom_ops/core/bgemv_kernels.h"
 
 namespace lowbit {
 namespace {
@@ -16,6 +19,75 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
                          std::to_string(hi) + "], got " + std::to_string(value));
   }
   return Status::Ok();
+}
+
+// Rows below which a filter laid out for `kernel` takes the GEMV path: the
+// pixels of that kernel's convolution tile (0: no GEMV path).
+std::int64_t GemvRowLimit(BConv2DKernel kernel) {
+  switch (kernel) {
+    case BConv2DKernel::kAvx2:
+      return kAvx2TilePixels;
+    case BConv2DKernel::kAvx512Bw:
+      return kAvx512BwTilePixels;
+    case BConv2DKernel::kAvx512:
+      return kAvx512TilePixels;
+    case BConv2DKernel::kNeon:
+      return kNeonTilePixels;
+    default:
+      return 0;
+  }
+}
+
+// The GEMV kernel (core/bgemv_simd.h) when the filter's kernel has one and
+// 1 <= rows < its tile; false (nothing done) otherwise.
+bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter& filter,
+             const float* multiplier, const float* bias, float* output,
+             ParallelExecutor& executor) {
+  if (p.rows < 1 || p.rows >= GemvRowLimit(filter.kernel())) return false;
+#if LOWBIT_SIMD
+  SimdGemvArgs args;
+  args.rows = p.rows;
+  args.channels_in = p.channels_in;
+  args.out_channels = p.out_channels;
+  args.relu = p.activation == Activation::kRelu;
+  args.input = input;
+  args.filter = filter.data();
+  args.multiplier = multiplier;
+  args.bias = bias;
+  args.output = output;
+  // The kernels want zero padding bits (the filter's are zero, so they XOR
+  // to 0): a masked copy of the few input rows when K is not whole words.
+  const std::int64_t words = p.words();
+  const PackedWord tail = TailMask(p.channels_in);
+  std::vector<PackedWord> masked;
+  if (tail != ~PackedWord{0}) {
+    masked.assign(input, input + p.rows * words);
+    for (std::int64_t r = 0; r < p.rows; ++r) masked[r * words + words - 1] &= tail;
+    args.input = masked.data();
+  }
+  switch (filter.kernel()) {
+#if LOWBIT_X86_SIMD
+    case BConv2DKernel::kAvx2:
+      BGemvAvx2(args, executor);
+      return true;
+    case BConv2DKernel::kAvx512Bw:
+      BGemvAvx512Bw(args, executor);
+      return true;
+    case BConv2DKernel::kAvx512:
+      BGemvAvx512(args, executor);
+      return true;
+#endif
+#if LOWBIT_NEON_SIMD
+    case BConv2DKernel::kNeon:
+      BGemvNeon(args, executor);
+      return true;
+#endif
+    default:
+      break;
+  }
+#endif
+  (void)input, (void)multiplier, (void)bias, (void)output, (void)executor;
+  return false;
 }
 
 }  // namespace
@@ -47,6 +119,7 @@ Status CheckBGemmShape(const BGemmParams& p) {
 void BGemm(const BGemmParams& params, const PackedWord* input, const BConv2DFilter& filter,
            const float* multiplier, const float* bias, float* output,
            ParallelExecutor& executor) {
+  if (RunGemv(params, input, filter, multiplier, bias, output, executor)) return;
   BConv2D(params.AsConv2D(), input, filter, multiplier, bias, output, executor);
 }
 
@@ -58,7 +131,14 @@ Status ComputeBGemmThresholds(const BGemmParams& params, const float* multiplier
 void BGemmBitpacked(const BGemmParams& params, const PackedWord* input,
                     const BConv2DFilter& filter, const std::int32_t* threshold,
                     const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor) {
-  BConv2DBitpacked(params.AsConv2D(), input, filter, threshold, flip, output, executor);
+  BGemmParams p = params;
+  p.activation = Activation::kNone;  // the raw dot product; ReLU is in the thresholds
+  BitpackedFromDotProducts(
+      p.rows, p.out_channels,
+      [&](const float* ones, const float* zeros, float* dots) {
+        BGemm(p, input, filter, ones, zeros, dots, executor);
+      },
+      threshold, flip, output, executor);
 }
 
 }  // namespace lowbit

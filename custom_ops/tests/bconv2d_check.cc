@@ -1,7 +1,9 @@
 // Bit-exactness check of every binary-conv kernel this CPU can run against the
 // reference kernel, on random shapes (channel tails, strides, dilations, both
-// paddings and pad values, 1 and 2 threads). A plain executable so that it
-// also runs under qemu-user for the Arm builds (tests/test_cross_kernels.py):
+// paddings and pad values, 1 and 2 threads), and of BGemm (float and bit-packed
+// output) at rows 1..9, across each SIMD kernel's GEMV path for rows below its
+// tile. A plain executable so that it also runs under qemu-user for the Arm
+// builds (tests/test_cross_kernels.py):
 //     bconv2d_check [cases]     exit status 0 and "OK <n> cases" on success
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include <limits>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/thread_pool.h"
 
@@ -85,6 +88,86 @@ bool CheckBitpack(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) 
   return true;
 }
 
+// BGemm with each kernel's prepared filter against the reference convolution
+// (BGemm is that 1x1 convolution over rows): rows 1..9 (the GEMV path below
+// each SIMD tile, the tile, a tile plus one), channel tails, N_out within one
+// block up to several groups of blocks, garbage in the input's padding bits,
+// both activations, 1 and 2 threads; and the bit-packed output against the
+// signs of the reference output. Returns the number of cases, or -1.
+int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  lowbit::InlineExecutor inline_executor;
+  lowbit::ThreadPool pool(2);
+  int cases = 0;
+  for (int rows = 1; rows <= 9; ++rows) {
+    for (int channels : {1, 31, 32, 33, 100, 257}) {
+      for (int cout : {1, 17, 33, 70, 129, 300}) {
+        lowbit::BGemmParams p;
+        p.rows = rows;
+        p.channels_in = channels;
+        p.out_channels = cout;
+        p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
+        const std::int64_t words = p.words();
+        std::vector<PackedWord> input(static_cast<std::size_t>(rows * words));
+        for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+        std::vector<PackedWord> filter(static_cast<std::size_t>(cout * words));
+        for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+        const PackedWord tail = lowbit::TailMask(channels);
+        for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
+        std::vector<float> multiplier(cout), bias(cout);
+        for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+        for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
+        const std::size_t out_size = static_cast<std::size_t>(rows * cout);
+        std::vector<float> expected(out_size), actual(out_size);
+        const BConv2DParams conv = p.AsConv2D();
+        lowbit::BConv2D(BConv2DKernel::kReference, conv, input.data(), filter.data(),
+                        multiplier.data(), bias.data(), expected.data(), inline_executor);
+        const std::int64_t out_words = lowbit::PackedWords(cout);
+        std::vector<PackedWord> expected_bits(static_cast<std::size_t>(rows * out_words), 0);
+        for (int r = 0; r < rows; ++r) {
+          for (int c = 0; c < cout; ++c) {
+            if (ExpectedBit(expected[r * cout + c])) {
+              expected_bits[r * out_words + c / 32] |= 1u << (c % 32);
+            }
+          }
+        }
+        std::vector<std::int32_t> threshold(cout);
+        std::vector<std::uint8_t> flip(cout);
+        if (!lowbit::ComputeBGemmThresholds(p, multiplier.data(), bias.data(), threshold.data(),
+                                            flip.data())
+                 .ok) {
+          return -1;
+        }
+        for (BConv2DKernel k : kernels) {
+          lowbit::BConv2DFilter prepared;
+          prepared.Prepare(k, conv, filter.data());
+          for (lowbit::ParallelExecutor* executor :
+               {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
+                static_cast<lowbit::ParallelExecutor*>(&pool)}) {
+            std::fill(actual.begin(), actual.end(), -12345.0f);
+            lowbit::BGemm(p, input.data(), prepared, multiplier.data(), bias.data(),
+                          actual.data(), *executor);
+            std::vector<PackedWord> bits(expected_bits.size(), 0xdeadbeef);
+            lowbit::BGemmBitpacked(p, input.data(), prepared, threshold.data(), flip.data(),
+                                   bits.data(), *executor);
+            const bool float_ok =
+                std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) == 0;
+            if (!float_ok || bits != expected_bits) {
+              std::printf("BGEMM MISMATCH (%s output) kernel %s rows %d channels_in %d "
+                          "out_channels %d\n",
+                          float_ok ? "bit-packed" : "float", lowbit::BConv2DKernelName(k), rows,
+                          channels, cout);
+              return -1;
+            }
+          }
+        }
+        ++cases;
+      }
+    }
+  }
+  return cases;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -95,6 +178,9 @@ int main(int argc, char** argv) {
   std::printf("\n");
   std::mt19937 rng(12345);
   if (!CheckBitpack(kernels, rng)) return 1;
+  const int gemm_cases = CheckBGemm(kernels, rng);
+  if (gemm_cases < 0) return 1;
+  std::printf("BGEMM OK %d cases\n", gemm_cases);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
   lowbit::InlineExecutor inline_executor;

@@ -1,0 +1,227 @@
+// Internal: the GEMV path of BGemm, for fewer rows than the convolution's
+// register tile (a binary dense layer at batch 1..P-1), written once over the
+// ISA structs of the SIMD convolution (bconv2d_simd.h) and instantiated next
+// to it by each ISA translation unit. Internal linkage, like bconv2d_simd.h.
+//
+// Why a separate kernel: BGemm is a 1x1 convolution over rows, and with
+// rows < P the convolution driver only runs its partial-tile path: a 1 x V
+// micro-kernel per channel block (V = 2 vectors, so 2 accumulator chains, too
+// few to hide the popcount latency), an indirection table copied per block
+// and, for rows that split into runs of 4, 2 and 1, one pass over the weights
+// per run. Here every call reads the weights once, with R x G x V x U
+// accumulators in flight (R rows; G <= kMaxGemvBlocks channel blocks of V
+// vectors of L lanes side by side; U accumulator sets that take the words in
+// turn): per input word it loads G * V filter vectors (word j of G
+// consecutive blocks, i.e. G sequential streams), broadcasts the R input words
+// and does 3 * R * G * V vector operations into one set. The sets are summed
+// at the end, so a single row still keeps A = R * G * V * U independent add
+// chains, A being the accumulator budget of the ISA (given by the translation
+// unit: what fits its register file beside the filter vectors and, for the
+// byte popcounts, the byte accumulators and lookup constants). Threads split
+// the channel blocks; a thread's range runs groups of G blocks, the tail
+// groups of G/2, ... (with twice the sets).
+//
+// Same layout (BConv2DFilter, a 1x1 kernel: [block][word][lane], channels
+// past out_channels zero), same tails (input padding bits zero, masked loads
+// and stores of multiplier, bias and output) and the same output transform,
+// float(dot) * m + b as a separate multiply and add, ReLU as max(0, y) with 0
+// first, as the convolution kernels (bconv2d_simd.h): bit-identical results.
+#ifndef LOWBIT_CORE_BGEMV_SIMD_H_
+#define LOWBIT_CORE_BGEMV_SIMD_H_
+
+#include <cstdint>
+
+#include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bgemv_kernels.h"
+
+namespace lowbit {
+namespace {  // NOLINT: deliberate internal linkage in a header, see above.
+
+// Full unrolling of the r / n loops keeps the accumulators in registers (as
+// LOWBIT_UNROLL in bconv2d_simd.h, which undefines its macro at its end).
+#if defined(__clang__)
+#define LOWBIT_GEMV_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define LOWBIT_GEMV_UNROLL _Pragma("GCC unroll 16")
+#else
+#define LOWBIT_GEMV_UNROLL
+#endif
+
+// Channel blocks read side by side per input word, i.e. sequential filter
+// streams. More chains come from the accumulator sets instead: at batch 1 on
+// 1024x1024 (weights in L2) that measured up to ~15% faster than 8 blocks side
+// by side (16 cache-line streams from L2 per word) and never slower.
+constexpr int kMaxGemvBlocks = 2;
+
+// Largest power of two <= max(n, 1).
+constexpr int FloorPow2(int n) {
+  int p = 1;
+  while (p * 2 <= n) p *= 2;
+  return p;
+}
+
+// acc + the popcounts of `bits`: per 32-bit lane, or per byte for the ISAs
+// without a 32-bit-lane popcount (summed in 8-bit lanes, see AccumulateTile).
+template <class Isa>
+inline typename Isa::IVec AddPopcount(typename Isa::IVec acc, typename Isa::IVec bits) {
+  if constexpr (Isa::kBytePopcount) {
+    return Isa::Add8(acc, Isa::PopcountBytes(bits));
+  } else {
+    return Isa::Add32(acc, Isa::Popcount32(bits));
+  }
+}
+
+// Popcount sums of R rows x N = G * V vectors: sum over words j of
+// popcount(x[r][j] XOR w[block g][j][v * L + i]) in lane i of vector
+// n = g * V + v. x: the R rows, `words` apart; w: block 0 of the group,
+// blocks `block_words` apart, BW = Isa::kBlockWidth lanes per word. Words go
+// round-robin to U accumulator sets (U independent chains per output vector),
+// added up at the end. The finished sums go to sink(r, n, sum) straight from
+// the registers.
+template <class Isa, int R, int G, int U, class Sink>
+inline void AccumulateGemv(const PackedWord* x, std::int64_t words, const PackedWord* w,
+                           std::int64_t block_words, Sink&& sink) {
+  using IVec = typename Isa::IVec;
+  constexpr int L = Isa::kLanes;
+  constexpr int V = Isa::kBlockVectors;
+  constexpr int BW = Isa::kBlockWidth;
+  constexpr int N = G * V;
+  using Set = IVec[R][N];
+  auto zero = [](Set& set) {
+    LOWBIT_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      LOWBIT_GEMV_UNROLL
+      for (int n = 0; n < N; ++n) set[r][n] = Isa::Zero();
+    }
+  };
+  // Word j of the G blocks (G * V vector loads, each used by the R rows)
+  // into one accumulator set.
+  auto add_word = [&](std::int64_t j, Set& set) {
+    IVec wv[N];
+    LOWBIT_GEMV_UNROLL
+    for (int g = 0; g < G; ++g) {
+      LOWBIT_GEMV_UNROLL
+      for (int v = 0; v < V; ++v) wv[g * V + v] = Isa::Load(w + g * block_words + j * BW + v * L);
+    }
+    LOWBIT_GEMV_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const IVec xb = Isa::Broadcast(x + r * words + j);
+      LOWBIT_GEMV_UNROLL
+      for (int n = 0; n < N; ++n) set[r][n] = AddPopcount<Isa>(set[r][n], Isa::Xor(xb, wv[n]));
+    }
+  };
+  // Words [j0, j1): U at a time round-robin, the rest into set 0.
+  auto add_words = [&](std::int64_t j0, std::int64_t j1, Set* sets) {
+    std::int64_t j = j0;
+    for (; j1 - j >= U; j += U) {
+      LOWBIT_GEMV_UNROLL
+      for (int u = 0; u < U; ++u) add_word(j + u, sets[u]);
+    }
+    for (; j < j1; ++j) add_word(j, sets[0]);
+  };
+  // sum += every set (folding byte counts into the 32-bit lanes).
+  auto fold = [](Set& sum, Set* sets) {
+    LOWBIT_GEMV_UNROLL
+    for (int u = 0; u < U; ++u) {
+      LOWBIT_GEMV_UNROLL
+      for (int r = 0; r < R; ++r) {
+        LOWBIT_GEMV_UNROLL
+        for (int n = 0; n < N; ++n) {
+          if constexpr (Isa::kBytePopcount) {
+            sum[r][n] = Isa::Add32(sum[r][n], Isa::SumBytesPerLane(sets[u][r][n]));
+          } else {
+            sum[r][n] = Isa::Add32(sum[r][n], sets[u][r][n]);
+          }
+        }
+      }
+    }
+  };
+  Set sum, sets[U];
+  zero(sum);
+  if constexpr (!Isa::kBytePopcount) {
+    LOWBIT_GEMV_UNROLL
+    for (int u = 0; u < U; ++u) zero(sets[u]);
+    add_words(0, words, sets);
+    fold(sum, sets);
+  } else {
+    // Byte lanes hold at most kMaxByteSteps words: fold per window of words.
+    for (std::int64_t j0 = 0; j0 < words; j0 += kMaxByteSteps) {
+      LOWBIT_GEMV_UNROLL
+      for (int u = 0; u < U; ++u) zero(sets[u]);
+      add_words(j0, words - j0 < kMaxByteSteps ? words : j0 + kMaxByteSteps, sets);
+      fold(sum, sets);
+    }
+  }
+  LOWBIT_GEMV_UNROLL
+  for (int r = 0; r < R; ++r) {
+    LOWBIT_GEMV_UNROLL
+    for (int n = 0; n < N; ++n) sink(r, n, sum[r][n]);
+  }
+}
+
+// Blocks [b, end) of R rows: groups of G blocks, then the tail with G / 2, ...
+// (each with U = A / (R * G * V) accumulator sets).
+template <class Isa, int A, int R, int G>
+void GemvBlocks(const SimdGemvArgs& a, std::int64_t b, std::int64_t end) {
+  using IVec = typename Isa::IVec;
+  using FVec = typename Isa::FVec;
+  constexpr int L = Isa::kLanes;
+  constexpr int BW = Isa::kBlockWidth;
+  constexpr int U = FloorPow2(A / (R * G * Isa::kBlockVectors));
+  const std::int64_t words = PackedWords(a.channels_in);
+  const std::int64_t block_words = words * BW;
+  const std::int64_t cout = a.out_channels;
+  const IVec k = Isa::Set32(static_cast<std::int32_t>(a.channels_in));
+  const FVec zero = Isa::ZeroF();
+  for (; end - b >= G; b += G) {
+    const std::int64_t c0 = b * BW;  // first channel of the group
+    // Vector n covers channels c0 + n * L + [0, L); only `lanes` of them exist.
+    auto sink = [&](int r, int n, IVec acc) {
+      const std::int64_t c = c0 + static_cast<std::int64_t>(n) * L;
+      if (c >= cout) return;  // a zero channel of the last block's padding
+      const int lanes = cout - c < L ? static_cast<int>(cout - c) : L;
+      // The output transform of bconv2d_simd.h: dot = K - 2 * acc, then
+      // float(dot) * m + b (two roundings), then max(0, y).
+      const IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
+      FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), Isa::LoadF(a.multiplier + c, lanes)),
+                         Isa::LoadF(a.bias + c, lanes));
+      if (a.relu) y = Isa::MaxF(zero, y);
+      Isa::StoreF(a.output + r * cout + c, y, lanes);
+    };
+    AccumulateGemv<Isa, R, G, U>(a.input, words, a.filter + b * block_words, block_words, sink);
+  }
+  if constexpr (G > 1) GemvBlocks<Isa, A, R, G / 2>(a, b, end);
+}
+
+// The rows == R case within A accumulator vectors: G <= kMaxGemvBlocks
+// blocks per group, the rest of the budget in accumulator sets.
+template <class Isa, int A, int R>
+void GemvRows(const SimdGemvArgs& a, ParallelExecutor& executor) {
+  constexpr int V = Isa::kBlockVectors;
+  constexpr int BW = Isa::kBlockWidth;
+  constexpr int G = FloorPow2(A / (R * V)) < kMaxGemvBlocks ? FloorPow2(A / (R * V))
+                                                              : kMaxGemvBlocks;
+  const std::int64_t blocks = (a.out_channels + BW - 1) / BW;
+  const std::int64_t cost = R * PackedWords(a.channels_in) * V * 3;
+  executor.ParallelFor(blocks, cost, [&](std::int64_t begin, std::int64_t end) {
+    GemvBlocks<Isa, A, R, G>(a, begin, end);
+  });
+}
+
+// a.rows in [R, P): dispatch to GemvRows<..., a.rows>.
+template <class Isa, int A, int R = 1>
+void BGemvSimd(const SimdGemvArgs& a, ParallelExecutor& executor) {
+  static_assert(R < Isa::kTilePixels, "the GEMV path covers rows below the conv tile");
+  if (a.rows == R) {
+    GemvRows<Isa, A, R>(a, executor);
+  } else if constexpr (R + 1 < Isa::kTilePixels) {
+    BGemvSimd<Isa, A, R + 1>(a, executor);
+  }
+}
+
+}  // namespace
+}  // namespace lowbit
+
+#undef LOWBIT_GEMV_UNROLL
+
+#endif  // LOWBIT_CORE_BGEMV_SIMD_H_
