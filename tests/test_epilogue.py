@@ -11,6 +11,7 @@ Keras; malformed epilogues raise clear errors in both shells.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -141,7 +142,7 @@ def test_every_kernel_path(path):
                 bad.append(seed)
         print(json.dumps(bad))
     """)
-    env = dict(__import__("os").environ, LOWBIT_KERNEL=path)
+    env = dict(os.environ, LOWBIT_KERNEL=path)
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

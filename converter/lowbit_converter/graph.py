@@ -23,15 +23,20 @@ class ModelGraph:
     consumers_of: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     output_layers: set[str] = field(default_factory=set)
 
-    def only_consumer(self, name: str) -> str | None:
+    def sole_consumer(self, name: str) -> str | None:
         """The single layer consuming `name`'s output, if exactly one does and
-        that output is not also a model output."""
+        that output is not also a model output (the consumer may read other
+        layers too)."""
         consumers = self.consumers_of.get(name, [])
         if len(consumers) != 1 or name in self.output_layers:
             return None
-        consumer = consumers[0]
-        # The consumer must read only this layer (a single inbound tensor).
-        return consumer if self.inputs_of.get(consumer) == [name] else None
+        return consumers[0]
+
+    def only_consumer(self, name: str) -> str | None:
+        """The sole consumer of `name`, if it reads only this layer (a single
+        inbound tensor)."""
+        consumer = self.sole_consumer(name)
+        return consumer if consumer is not None and self.inputs_of.get(consumer) == [name] else None
 
 
 def _histories(value: Any) -> Iterator[str]:

@@ -370,11 +370,11 @@ def _plan_epilogue(
     ):
         plan.post_batch_norm = nxt
         tail = nxt.name
-    consumers = graph.consumers_of.get(tail, [])
-    if len(consumers) != 1 or tail in graph.output_layers:
+    consumer = graph.sole_consumer(tail)
+    if consumer is None:
         return
-    add = layers.get(consumers[0])
-    operands = graph.inputs_of.get(consumers[0], [])
+    add = layers.get(consumer)
+    operands = graph.inputs_of.get(consumer, [])
     if (
         not isinstance(add, keras.layers.Add)
         or len(operands) != 2
