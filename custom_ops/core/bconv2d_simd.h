@@ -180,6 +180,17 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
   }
 }
 
+// The output transform of one vector of lanes (see the top of this file):
+// dot = k - 2 * acc, y = float(dot) * m + b as a separate multiply and add,
+// then ReLU as max(0, y). Shared with the GEMV path (bgemv_simd.h).
+template <class Isa>
+inline typename Isa::FVec TransformLanes(typename Isa::IVec acc, typename Isa::IVec k,
+                                         typename Isa::FVec m, typename Isa::FVec b, bool relu) {
+  const typename Isa::IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
+  typename Isa::FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m), b);
+  return relu ? Isa::MaxF(Isa::ZeroF(), y) : y;
+}
+
 // Where the receptive field of one output pixel starts in input coordinates
 // (may be negative in the SAME padding).
 struct PixelOrigin {
@@ -308,16 +319,13 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
         }
       }
-      const FVec zero = Isa::ZeroF();
       const std::int64_t tile_offset = tile * P * cout + c0;
       float* out_tile = a.output + tile_offset;
       // Output transform of one vector of lanes, vectorised over channels,
       // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
       auto transform = [&](int i, int v, IVec acc_v, std::int64_t used_taps) {
         const IVec k_used = Isa::Set32(channels * static_cast<std::int32_t>(used_taps));
-        const IVec dot = Isa::Sub32(k_used, Isa::Add32(acc_v, acc_v));
-        FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), mult[v]), bias[v]);
-        if (relu) y = Isa::MaxF(zero, y);
+        FVec y = TransformLanes<Isa>(acc_v, k_used, mult[v], bias[v], relu);
         const int n = block_channels - v * L;
         const std::int64_t offset = i * cout + v * L;
         if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);

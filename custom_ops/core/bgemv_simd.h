@@ -172,7 +172,6 @@ void GemvBlocks(const SimdGemvArgs& a, std::int64_t b, std::int64_t end) {
   const std::int64_t block_words = words * BW;
   const std::int64_t cout = a.out_channels;
   const IVec k = Isa::Set32(static_cast<std::int32_t>(a.channels_in));
-  const FVec zero = Isa::ZeroF();
   for (; end - b >= G; b += G) {
     const std::int64_t c0 = b * BW;  // first channel of the group
     // Vector n covers channels c0 + n * L + [0, L); only `lanes` of them exist.
@@ -180,12 +179,8 @@ void GemvBlocks(const SimdGemvArgs& a, std::int64_t b, std::int64_t end) {
       const std::int64_t c = c0 + static_cast<std::int64_t>(n) * L;
       if (c >= cout) return;  // a zero channel of the last block's padding
       const int lanes = cout - c < L ? static_cast<int>(cout - c) : L;
-      // The output transform of bconv2d_simd.h: dot = K - 2 * acc, then
-      // float(dot) * m + b (two roundings), then max(0, y).
-      const IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
-      FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), Isa::LoadF(a.multiplier + c, lanes)),
-                         Isa::LoadF(a.bias + c, lanes));
-      if (a.relu) y = Isa::MaxF(zero, y);
+      const FVec y = TransformLanes<Isa>(acc, k, Isa::LoadF(a.multiplier + c, lanes),
+                                         Isa::LoadF(a.bias + c, lanes), a.relu);
       Isa::StoreF(a.output + r * cout + c, y, lanes);
     };
     AccumulateGemv<Isa, R, G, U>(a.input, words, a.filter + b * block_words, block_words, sink);
