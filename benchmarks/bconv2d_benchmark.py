@@ -51,12 +51,20 @@ packed weights are read once per call, so a call takes at least weight bytes
 C++ code); a 4096x4096 layer (2 MiB of weights) is bounded by that rather
 than by the popcount peak at batch 1.
 
+With --lce-python PYTHON (or LOWBIT_LCE_PYTHON), a Python that has Larq
+Compute Engine 0.16 installed runs benchmarks/lce_compare.py on the
+convolution rows: LCE's converter and interpreter (default and indirect-BGEMM
+kernels) against the lowbit TFLite model in one process, interleaved, and its
+table and the LCE target line are printed with the rest (setup of that Python:
+benchmarks/lce_compare.py).
+
 Usage:
   python benchmarks/bconv2d_benchmark.py            # everything above (~4 min)
   python benchmarks/bconv2d_benchmark.py --quick    # 14x14x256->256 3x3 + 1x1, dense 1024 (~30 s)
   python benchmarks/bconv2d_benchmark.py --shapes 28x28x128-128 --kernel-sizes 3 --batches 1,8
   python benchmarks/bconv2d_benchmark.py --dense 4096 --shapes none --threads 1
   python benchmarks/bconv2d_benchmark.py --quick --kernel avx2
+  python benchmarks/bconv2d_benchmark.py --lce-python .lce-venv/bin/python
 
 --kernel NAME (or LOWBIT_KERNEL in the environment) forces a kernel path in
 the worker subprocesses: reference | portable | x86_popcnt | avx2 | avx512bw |
@@ -82,6 +90,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lce_compare
 from bench_common import (
     CoreKernels,
     active_kernel,
@@ -610,6 +619,37 @@ def run_worker(args: argparse.Namespace, threads: int) -> dict:
     raise SystemExit(f"worker for {threads} thread(s) failed with exit status {proc.returncode}")
 
 
+def run_lce_compare(args: argparse.Namespace) -> dict:
+    """benchmarks/lce_compare.py under the LCE Python, on the convolution rows."""
+    command = [
+        args.lce_python,
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "lce_compare.py"),
+        "--json",
+        "--shapes",
+        _join([s.spec() for s in args.shapes]),
+        "--kernel-sizes",
+        _join(args.kernel_sizes),
+        "--batches",
+        _join(args.batches),
+        "--threads",
+        _join(args.threads),
+        "--rounds",
+        str(args.rounds),
+        "--sample-ms",
+        str(args.sample_ms),
+    ]
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(lce_compare.RESULT_MARKER):
+            return json.loads(line[len(lce_compare.RESULT_MARKER) :])
+    sys.stderr.write(proc.stdout[-4000:])
+    sys.stderr.write(proc.stderr[-4000:])
+    raise SystemExit(f"lce_compare.py under {args.lce_python} failed with exit status "
+                     f"{proc.returncode}")
+
+
 def _stats(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), min(samples)
 
@@ -868,7 +908,10 @@ def print_core_table(core_rows: list[dict], peaks: dict[int, float], note: str) 
 
 
 def print_targets(
-    results: list[dict], peaks: dict[int, float], core_rows: list[dict] | None = None
+    results: list[dict],
+    peaks: dict[int, float],
+    core_rows: list[dict] | None = None,
+    lce_rows: list[dict] | None = None,
 ) -> None:
     """The issue's targets, for the rows that were measured."""
     lines = []
@@ -887,9 +930,11 @@ def print_targets(
             f"3x3 14x14x256->256, 1 thr, N=1: TFLite lowbit vs XNNPACK int8 "
             f"{med:.2f}x (best {best:.2f}x)  [target >= 3x]"
         )
+        lce_line = lce_compare.target_line(lce_rows or [])
         lines.append(
-            "3x3 14x14x256->256 vs Larq Compute Engine 0.16: not measured (LCE is not "
-            "installable here)  [target >= 12x]"
+            lce_line
+            or "3x3 14x14x256->256 vs Larq Compute Engine 0.16: not measured (pass "
+            "--lce-python, see benchmarks/lce_compare.py)  [target >= 12x]"
         )
     one, two = _find(results, SCALING_SHAPE, 1, 1), _find(results, SCALING_SHAPE, 1, 2)
     if one is not None and two is not None:
@@ -1020,6 +1065,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the core-kernel table (C++ timing loop, no framework overhead)",
     )
+    parser.add_argument(
+        "--lce-python",
+        default=os.environ.get("LOWBIT_LCE_PYTHON"),
+        help="a Python with larq-compute-engine 0.16 (setup: benchmarks/lce_compare.py): "
+        "also time the convolutions in Larq Compute Engine, side by side with lowbit "
+        "(default $LOWBIT_LCE_PYTHON; unset: LCE is not measured)",
+    )
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1101,6 +1153,8 @@ def main(argv: list[str] | None = None) -> int:
             core_note = out["core_note"]
             sample_peaks()
 
+    lce = run_lce_compare(args) if args.lce_python and args.shapes else None
+
     print(f"  TensorFlow  : {tf_version}")
     paths = sorted(set(active.values()))
     if len(paths) == 1:
@@ -1136,7 +1190,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  other load  : {'; '.join(background)} (busy CPU not ours)")
     print_tables(results, peaks)
     print_core_table(core_rows, peaks, core_note)
-    print_targets(results, peaks, core_rows)
+    if lce is not None:
+        lce_compare.print_table(lce["rows"], lce["version"])
+    print_targets(results, peaks, core_rows, lce["rows"] if lce is not None else None)
     print(f"\nTotal wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
