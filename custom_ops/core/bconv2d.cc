@@ -323,40 +323,19 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
   const BConv2DParams& p = params;
   const std::int64_t words = p.words();
   const PackedWord tail = TailMask(p.channels_in);
-  // Extent of the receptive fields in input coordinates: rows
-  // [-pad_top, last_y], columns [-pad_left, last_x].
-  const std::int64_t last_y =
-      (p.out_h - 1) * p.stride_h - p.pad_top + (p.kernel_h - 1) * p.dilation_h;
-  const std::int64_t last_x =
-      (p.out_w - 1) * p.stride_w - p.pad_left + (p.kernel_w - 1) * p.dilation_w;
-  const std::int64_t below = last_y >= p.in_h ? last_y - p.in_h + 1 : 0;
-  const std::int64_t right = last_x >= p.in_w ? last_x - p.in_w + 1 : 0;
   SimdConvArgs args;
   args.params = &p;
   args.input = input;
-  args.buf_h = p.in_h;
-  args.buf_w = p.in_w;
-  // The kernels read the input in place when every tap is inside it and the
-  // padding bits are zero; otherwise they get a copy with a border of zero
-  // words (+1 pixels, corrected for pad_value 0 in the kernel) and masked
-  // padding bits: one pass over the input, far below the convolution.
-  std::vector<PackedWord> padded;
-  if (p.pad_top > 0 || p.pad_left > 0 || below > 0 || right > 0 || tail != ~PackedWord{0}) {
-    args.buf_h = p.pad_top + p.in_h + below;
-    args.buf_w = p.pad_left + p.in_w + right;
-    padded.assign(static_cast<std::size_t>(p.batch * args.buf_h * args.buf_w * words), 0);
-    for (std::int64_t n = 0; n < p.batch; ++n) {
-      for (std::int64_t y = 0; y < p.in_h; ++y) {
-        const PackedWord* src = input + (n * p.in_h + y) * p.in_w * words;
-        PackedWord* dst = padded.data() +
-                          ((n * args.buf_h + y + p.pad_top) * args.buf_w + p.pad_left) * words;
-        std::memcpy(dst, src, static_cast<std::size_t>(p.in_w * words) * sizeof(PackedWord));
-        if (tail != ~PackedWord{0}) {
-          for (std::int64_t x = 0; x < p.in_w; ++x) dst[x * words + words - 1] &= tail;
-        }
-      }
-    }
-    args.input = padded.data();
+  // The kernels read the input in place (they skip padded taps), but need the
+  // padding bits past channels_in to be zero: when channels_in is not a whole
+  // number of words they get a copy with those bits masked, one pass over the
+  // input, far below the convolution.
+  std::vector<PackedWord> masked;
+  if (tail != ~PackedWord{0}) {
+    const std::int64_t pixels = p.batch * p.in_h * p.in_w;
+    masked.assign(input, input + pixels * words);
+    for (std::int64_t i = 0; i < pixels; ++i) masked[i * words + words - 1] &= tail;
+    args.input = masked.data();
   }
   args.filter = filter;
   args.tap_popcounts = tap_popcounts;

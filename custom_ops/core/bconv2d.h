@@ -118,7 +118,8 @@ void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
 //     blocked[block][ky][kx][word][lane],  lane in [0, BlockWidth(kernel)),
 // output channel block * BlockWidth + lane, channels past out_channels all
 // zero bits, plus tap_popcounts[block][ky][kx][lane] = popcount of that
-// channel's tap (the correction for pad_value 0, see bconv2d_simd.h).
+// channel's tap (what a skipped padded tap adds with pad_value 1, see
+// bconv2d_simd.h).
 // Building it costs about one pass over the filter; the TFLite shell keeps it
 // across invocations and the TF shell keeps it while the filter is unchanged
 // (SameSource compares the compact words it was built from).

@@ -31,16 +31,11 @@ void BConv2DX86Popcnt(const BConv2DParams& params, const PackedWord* input,
 // linker could share with code running on other CPUs.
 struct SimdConvArgs {
   const BConv2DParams* params = nullptr;
-  // Packed input laid out so that every tap of every output pixel is inside
-  // it: [batch, buf_h, buf_w, words], where the receptive field of output
-  // pixel (oy, ox) starts at buffer row oy * stride_h and column
-  // ox * stride_w (pad_top rows and pad_left columns of the SAME padding come
-  // first). Pixels of the padding are zero words (+1)
-  // and the padding bits past channels_in in the last word of a pixel are
-  // zero. The dispatch point makes such a padded copy (one pass over the
-  // input) unless the caller's input already is one (VALID, full words).
+  // Packed input [batch, in_h, in_w, words] whose padding bits past
+  // channels_in in the last word of a pixel are zero (the dispatch point
+  // masks a copy when channels_in is not a whole number of words). The
+  // kernels read only taps inside it: padded taps are skipped.
   const PackedWord* input = nullptr;
-  std::int64_t buf_h = 0, buf_w = 0;
   const PackedWord* filter = nullptr;  // BConv2DFilter's interleaved layout
   const std::int32_t* tap_popcounts = nullptr;
   const float* multiplier = nullptr;

@@ -29,24 +29,25 @@
 // rebuilt per tile, against P * taps * words * V vector steps). With
 // dilation_w == 1 the kernel_w taps of a kernel row are contiguous, so a run
 // is kernel_w * words words and a 3x3 kernel needs 3 pointers per pixel; with
-// dilation_w > 1 a run is one tap. For SAME padding the dispatch point gives
-// the kernel a copy of the input with a border of zero words (SimdConvArgs),
-// so every run is in bounds and the micro-kernels have no border cases: any
-// kernel size, stride, dilation and SAME/VALID geometry, no im2col copy.
+// dilation_w > 1 a run is one tap. Only taps inside the input are read, so
+// the micro-kernels have no border cases: any kernel size, stride, dilation
+// and SAME/VALID geometry, no im2col copy and no padded copy of the input.
 //
-// Padding. A zero word is 32 channels of +1, which is exactly pad_value 1:
-// such a tap contributes popcount(w_tap) to acc and C to K. For pad_value 0 a
-// padded tap must contribute nothing, so for a pixel with padded taps T0 the
-// kernel subtracts the popcounts it added and counts only the valid taps:
-//     acc_true[c] = acc[c] - sum over t in T0 of popcount(w[c, t])
-//     K_used      = C * (taps - |T0|)
-// with popcount(w[c, t]) precomputed per tap and channel (tap_popcounts).
-// The padded taps of every pixel are listed once per tile; the correction is
-// applied to the accumulators in the registers, one vector subtraction per
-// padded tap, so pixels inside the input pay nothing and border pixels little
-// (measured on 3x3 14x14x256, where nearly every 12-pixel tile touches the
-// border: storing the tile's accumulators and correcting them in memory cost
-// 15% of the convolution).
+// Padding: padded taps are skipped, not computed. Along each axis the output
+// positions fall into bands whose receptive fields cover the same range of
+// taps inside the input (3x3 SAME stride 1: the first row, the inside, the
+// last row; likewise for columns), so the output splits into regions (band of
+// rows x band of columns, <= 9 for 3x3) whose pixels all read the same
+// rectangle of taps [ky0, ky1] x [kx0, kx1]. Tiles are cut per region (pixels
+// of a tile come from one region, in row-major order within it), and a tile
+// runs over only its region's taps. What a skipped tap t would have added:
+//   pad_value 0: nothing: the pixel is 0, and K counts only the used taps:
+//       K_used = C * |used taps|
+//   pad_value 1: a +1 pixel (all-zero bits) XORs to w[c, t], so acc gains
+//       popcount(w[c, t]) (precomputed per tap and channel: tap_popcounts),
+//       added once per tile and block in the registers, and K_used = C * taps.
+// Skipping is also work saved: 9% of the MACs of 3x3 14x14 SAME, 18% of 7x7
+// (which the MAC counts of the benchmarks still include).
 //
 // Tails: the last word of a pixel is masked before the kernel runs (SimdConvArgs:
 // the input's padding bits are zero, the filter's are zero by construction, so
@@ -88,14 +89,16 @@ constexpr int kMaxByteSteps = 31;
 
 // The popcount sums of a P x V tile (pixels x vectors of L channels).
 // The receptive field of a pixel is `segments` runs of `words` contiguous
-// input words; rows[s * P + p] is where run s of pixel p starts. w: the channel
-// block's filter, the same runs back to back, BW = Isa::kBlockWidth lanes per
-// word. (In XNNPACK-style naming this is bconv2d_<P>x<V*L>_<isa>.)
+// input words; rows[s * P + p] is where run s of pixel p starts. The channel
+// block's filter words of run s start at filter + filter_offsets[s], BW =
+// Isa::kBlockWidth lanes per word. (In XNNPACK-style naming this is
+// bconv2d_<P>x<V*L>_<isa>.)
 // The finished accumulators go to sink(p, v, acc[p][v]), straight from the
 // registers.
 template <class Isa, int P, int V, class Sink>
 inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
-                           std::int64_t words, const PackedWord* w, Sink&& sink) {
+                           std::int64_t words, const PackedWord* filter,
+                           const std::int64_t* filter_offsets, Sink&& sink) {
   using IVec = typename Isa::IVec;
   constexpr int L = Isa::kLanes;
   constexpr int BW = Isa::kBlockWidth;
@@ -111,6 +114,7 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
       const PackedWord* x[P];
       LOWBIT_UNROLL
       for (int p = 0; p < P; ++p) x[p] = rows[p];
+      const PackedWord* w = filter + filter_offsets[t];
       for (std::int64_t j = 0; j < words; ++j, w += BW) {
         IVec wv[V];
         LOWBIT_UNROLL
@@ -140,6 +144,7 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
       const PackedWord* x[P];
       LOWBIT_UNROLL
       for (int p = 0; p < P; ++p) x[p] = rows[p];
+      const PackedWord* w = filter + filter_offsets[t];
       for (std::int64_t j = 0; j < words; ++j, w += BW) {
         IVec wv[V];
         LOWBIT_UNROLL
@@ -191,51 +196,106 @@ inline typename Isa::FVec TransformLanes(typename Isa::IVec acc, typename Isa::I
   return relu ? Isa::MaxF(Isa::ZeroF(), y) : y;
 }
 
-// Where the receptive field of one output pixel starts in input coordinates
-// (may be negative in the SAME padding).
-struct PixelOrigin {
-  std::int64_t iy, ix;
+// Taps inside the input. Along one axis, output position o reads input
+// o * stride - pad + k * dilation for taps k = 0 .. kernel - 1, which is inside
+// [0, in) for a contiguous range of k; a band is a run of output positions
+// with the same range [k0, k1] (k0 > k1: none inside).
+struct TapBand {
+  std::int64_t first, count;  // output positions [first, first + count)
+  std::int64_t k0, k1;        // taps inside the input
 };
 
-// The indirection table of one tile: rows[s * tile + i] for run s of pixel
-// first + i (i < count; entries past count repeat the last pixel, so that a
-// full-size micro-kernel would stay in bounds), and the pixels' origins.
-// With dilation_w == 1 the taps of a kernel row are contiguous in the
-// (padded) input: one run of kernel_w * words words per kernel row.
-inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, std::int64_t first,
-                          int count, int tile, bool row_runs, const PackedWord** rows,
-                          PixelOrigin* origins) {
+// The bands of one axis, in output order, into `bands` (room for `out`).
+inline int AxisBands(std::int64_t out, std::int64_t in, std::int64_t kernel, std::int64_t stride,
+                     std::int64_t dilation, std::int64_t pad, TapBand* bands) {
+  int n = 0;
+  for (std::int64_t o = 0; o < out; ++o) {
+    const std::int64_t origin = o * stride - pad;
+    std::int64_t k0 = 0, k1 = kernel - 1;
+    while (k0 < kernel && origin + k0 * dilation < 0) ++k0;
+    while (k1 >= 0 && origin + k1 * dilation >= in) --k1;
+    if (n > 0 && bands[n - 1].k0 == k0 && bands[n - 1].k1 == k1) {
+      ++bands[n - 1].count;
+    } else {
+      bands[n++] = {o, 1, k0, k1};
+    }
+  }
+  return n;
+}
+
+// The pixels of one region: batch x the output rows of band h x the columns of
+// band w, row-major, all with the same taps inside the input (ky in
+// [h.k0, h.k1], kx in [w.k0, w.k1]). first_tile: of the region's first tile
+// in the convolution's tile order.
+struct ConvRegion {
+  TapBand h, w;
+  std::int64_t pixels, first_tile;
+};
+
+// The runs of input words that a region's pixels read, with where each run's
+// filter words start. With dilation_w == 1 the taps kx0..kx1 of a kernel row
+// are contiguous in the input and in the filter: one run per kernel row;
+// otherwise one run per tap.
+struct RegionRuns {
+  std::int64_t segments = 0;   // runs per pixel
+  std::int64_t run_words = 0;  // input words per run
+  std::int64_t used_taps = 0;  // taps inside the input
+};
+
+inline RegionRuns RegionLayout(const BConv2DParams& p, const ConvRegion& r, std::int64_t bw,
+                               std::int64_t* filter_offsets) {
+  RegionRuns runs;
   const std::int64_t words = p.words();
-  const std::int64_t segments = row_runs ? p.kernel_h : p.kernel_h * p.kernel_w;
-  std::int64_t ox = first % p.out_w;
-  std::int64_t oy = (first / p.out_w) % p.out_h;
-  std::int64_t n = first / (p.out_w * p.out_h);
+  const std::int64_t rows = r.h.k1 >= r.h.k0 ? r.h.k1 - r.h.k0 + 1 : 0;
+  const std::int64_t cols = r.w.k1 >= r.w.k0 ? r.w.k1 - r.w.k0 + 1 : 0;
+  runs.used_taps = rows * cols;
+  if (runs.used_taps == 0) return runs;
+  const bool row_runs = p.dilation_w == 1;
+  runs.run_words = row_runs ? cols * words : words;
+  for (std::int64_t ky = r.h.k0; ky <= r.h.k1; ++ky) {
+    for (std::int64_t kx = r.w.k0; kx <= (row_runs ? r.w.k0 : r.w.k1); ++kx) {
+      filter_offsets[runs.segments++] = (ky * p.kernel_w + kx) * words * bw;
+    }
+  }
+  return runs;
+}
+
+// The indirection table of one tile: rows[s * tile + i] for run s of the
+// region's pixel first + i (i < count; entries past count repeat the last
+// pixel, so that a full-size micro-kernel would stay in bounds), and
+// pixel[i] = the output pixel's index in [batch, out_h, out_w].
+inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const ConvRegion& r,
+                          std::int64_t first, int count, int tile, const RegionRuns& runs,
+                          const PackedWord** rows, std::int64_t* pixel) {
+  const std::int64_t words = p.words();
+  const bool row_runs = p.dilation_w == 1;
+  const std::int64_t region_rows = r.h.count * r.w.count;
+  std::int64_t n = first / region_rows;
+  std::int64_t oy = r.h.first + (first % region_rows) / r.w.count;
+  std::int64_t ox = r.w.first + first % r.w.count;
   for (int i = 0; i < count; ++i) {
-    origins[i] = {oy * p.stride_h - p.pad_top, ox * p.stride_w - p.pad_left};
-    const PackedWord* base =
-        a.input + ((n * a.buf_h + oy * p.stride_h) * a.buf_w + ox * p.stride_w) * words;
+    pixel[i] = (n * p.out_h + oy) * p.out_w + ox;
+    const std::int64_t iy = oy * p.stride_h - p.pad_top;
+    const std::int64_t ix = ox * p.stride_w - p.pad_left;
+    const PackedWord* image = a.input + n * p.in_h * p.in_w * words;
     std::int64_t s = 0;
-    for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-      const PackedWord* row = base + ky * p.dilation_h * a.buf_w * words;
-      if (row_runs) {
-        rows[s++ * tile + i] = row;
-      } else {
-        for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
-          rows[s++ * tile + i] = row + kx * p.dilation_w * words;
-        }
+    for (std::int64_t ky = r.h.k0; ky <= r.h.k1; ++ky) {
+      const PackedWord* row = image + (iy + ky * p.dilation_h) * p.in_w * words;
+      for (std::int64_t kx = r.w.k0; kx <= (row_runs ? r.w.k0 : r.w.k1); ++kx) {
+        rows[s++ * tile + i] = row + (ix + kx * p.dilation_w) * words;
       }
     }
-    if (++ox == p.out_w) {
-      ox = 0;
-      if (++oy == p.out_h) {
-        oy = 0;
+    if (++ox == r.w.first + r.w.count) {
+      ox = r.w.first;
+      if (++oy == r.h.first + r.h.count) {
+        oy = r.h.first;
         ++n;
       }
     }
   }
   for (int i = count; i < tile; ++i) {
-    origins[i] = origins[count - 1];
-    for (std::int64_t s = 0; s < segments; ++s) rows[s * tile + i] = rows[s * tile + count - 1];
+    pixel[i] = pixel[count - 1];
+    for (std::int64_t s = 0; s < runs.segments; ++s) rows[s * tile + i] = rows[s * tile + count - 1];
   }
 }
 
@@ -252,72 +312,76 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const BConv2DParams& p = *a.params;
   const std::int64_t words = p.words();
   const std::int64_t taps = p.kernel_h * p.kernel_w;
-  const bool row_runs = p.dilation_w == 1;
-  const std::int64_t segments = row_runs ? p.kernel_h : taps;
-  const std::int64_t run_words = row_runs ? p.kernel_w * words : words;
   const std::int64_t cout = p.out_channels;
-  const std::int64_t pixels = p.batch * p.out_h * p.out_w;
-  const std::int64_t tiles = (pixels + P - 1) / P;
   const std::int64_t blocks = (cout + BW - 1) / BW;
   const std::int32_t channels = static_cast<std::int32_t>(p.channels_in);
   const bool relu = p.activation == Activation::kRelu;
-  const bool correct_padding = p.pad_value == 0 && p.padding == Padding::kSame;
-  // Input rows / columns a receptive field spans.
-  const std::int64_t extent_h = (p.kernel_h - 1) * p.dilation_h + 1;
-  const std::int64_t extent_w = (p.kernel_w - 1) * p.dilation_w + 1;
+  // Padded taps are skipped; with pad_value 1 each adds popcount(w[c, t]).
+  const bool pad_ones = p.padding == Padding::kSame && p.pad_value == 1;
   const bool post_affine = a.epilogue.post_multiplier != nullptr;
   const float* const residual = a.epilogue.residual;
+
+  // Regions: band of rows x band of columns (at most 2 * kernel + 1 bands per
+  // axis: the padded borders and the inside).
+  std::unique_ptr<TapBand[]> h_bands(new TapBand[p.out_h]);
+  std::unique_ptr<TapBand[]> w_bands(new TapBand[p.out_w]);
+  const int nh =
+      AxisBands(p.out_h, p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, h_bands.get());
+  const int nw =
+      AxisBands(p.out_w, p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, w_bands.get());
+  const int regions = nh * nw;
+  std::unique_ptr<ConvRegion[]> region(new ConvRegion[regions]);
+  std::int64_t tiles = 0;
+  for (int i = 0; i < regions; ++i) {
+    ConvRegion& r = region[i];
+    r.h = h_bands[i / nw];
+    r.w = w_bands[i % nw];
+    r.pixels = p.batch * r.h.count * r.w.count;
+    r.first_tile = tiles;
+    tiles += (r.pixels + P - 1) / P;
+  }
   // Work items are (tile, block) pairs, tile-major: a thread's contiguous
   // range builds a tile's indirection table once and sweeps the blocks.
   const std::int64_t cost = P * taps * words * V * 3;
 
   executor.ParallelFor(tiles * blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     // Per range scratch (new[] rather than a container: see SimdConvArgs).
-    std::unique_ptr<const PackedWord*[]> rows(new const PackedWord*[segments * P]);
-    std::unique_ptr<const PackedWord*[]> small_rows(new const PackedWord*[segments * P]);
-    // pad_value 0: the padded taps of each pixel of the tile (padded[i * taps
-    // + j], j < padded_count[i]), so that the sink corrects a pixel's
-    // accumulators in the registers (see the top of this file).
-    std::unique_ptr<std::int64_t[]> padded(new std::int64_t[correct_padding ? P * taps : 1]);
-    int padded_count[P] = {};
-    PixelOrigin origins[P];
+    std::unique_ptr<const PackedWord*[]> rows(new const PackedWord*[taps * P]);
+    std::unique_ptr<const PackedWord*[]> small_rows(new const PackedWord*[taps * P]);
+    std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
+    std::int64_t pixel[P];
+    int current = -1;  // region of the range's current tile (ranges are in tile order)
+    RegionRuns runs;
     std::int64_t built_tile = -1;
     int count = 0;
     for (std::int64_t item = begin; item < end; ++item) {
       const std::int64_t tile = item / blocks;
       const std::int64_t block = item % blocks;
       if (tile != built_tile) {
-        const std::int64_t first = tile * P;
-        count = static_cast<int>(pixels - first < P ? pixels - first : P);
-        BuildTileRows(p, a, first, count, P, row_runs, rows.get(), origins);
-        built_tile = tile;
-        for (int i = 0; i < count && correct_padding; ++i) {
-          const PixelOrigin& o = origins[i];
-          padded_count[i] = 0;
-          // Most pixels of a large input see no padding: one test, no tap loop.
-          if (o.iy >= 0 && o.iy + extent_h <= p.in_h && o.ix >= 0 && o.ix + extent_w <= p.in_w) {
-            continue;
-          }
-          std::int64_t* list = padded.get() + i * taps;
-          int n = 0;
-          for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-            const std::int64_t iy = o.iy + ky * p.dilation_h;
-            const bool row_inside = iy >= 0 && iy < p.in_h;
-            for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
-              const std::int64_t ix = o.ix + kx * p.dilation_w;
-              if (!row_inside || ix < 0 || ix >= p.in_w) list[n++] = ky * p.kernel_w + kx;
-            }
-          }
-          padded_count[i] = n;
+        if (current < 0 || tile >= region[current].first_tile +
+                                       (region[current].pixels + P - 1) / P) {
+          do ++current;
+          while (tile >= region[current].first_tile + (region[current].pixels + P - 1) / P);
+          runs = RegionLayout(p, region[current], BW, filter_offsets.get());
         }
+        const ConvRegion& r = region[current];
+        const std::int64_t first = (tile - r.first_tile) * P;
+        count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
+        BuildTileRows(p, a, r, first, count, P, runs, rows.get(), pixel);
+        built_tile = tile;
       }
+      const ConvRegion& r = region[current];
       const std::int64_t c0 = block * BW;
       const int block_channels = static_cast<int>(cout - c0 < BW ? cout - c0 : BW);
       const int vectors = (block_channels + L - 1) / L;
       const PackedWord* w = a.filter + block * taps * words * BW;
 
       FVec mult[V], bias[V], post_mult[V], post_bias[V];
-      for (int v = 0; v < V; ++v) mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
+      IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
+      for (int v = 0; v < V; ++v) {
+        mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
+        skipped[v] = Isa::Zero();
+      }
       for (int v = 0; v < vectors; ++v) {
         const int n = block_channels - v * L;
         mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
@@ -327,65 +391,72 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
         }
       }
-      const std::int64_t tile_offset = tile * P * cout + c0;
-      float* out_tile = a.output + tile_offset;
+      const bool add_skipped = pad_ones && runs.used_taps < taps;
+      if (add_skipped) {
+        const std::int32_t* tap_pop = a.tap_popcounts + block * taps * BW;
+        for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
+          for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+            if (ky >= r.h.k0 && ky <= r.h.k1 && kx >= r.w.k0 && kx <= r.w.k1) continue;
+            for (int v = 0; v < V; ++v) {
+              skipped[v] = Isa::Add32(skipped[v],
+                                      Isa::Load(tap_pop + (ky * p.kernel_w + kx) * BW + v * L));
+            }
+          }
+        }
+      }
+      // dot = K - 2 * acc over the taps that count: all of them with pad_value
+      // 1 (the skipped ones are +1 pixels), the used ones otherwise.
+      const IVec k_used =
+          Isa::Set32(channels * static_cast<std::int32_t>(pad_ones ? taps : runs.used_taps));
       // Output transform of one vector of lanes, vectorised over channels,
       // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
-      auto transform = [&](int i, int v, IVec acc_v, std::int64_t used_taps) {
-        const IVec k_used = Isa::Set32(channels * static_cast<std::int32_t>(used_taps));
-        FVec y = TransformLanes<Isa>(acc_v, k_used, mult[v], bias[v], relu);
-        const int n = block_channels - v * L;
-        const std::int64_t offset = i * cout + v * L;
-        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
-        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + tile_offset + offset, n));
-        Isa::StoreF(out_tile + offset, y, n);
-      };
-      // pad_value 0: a pixel with padded taps takes back what their zero
-      // words added, popcount(w[c, t]) per padded tap t, and counts only its
-      // taps inside the input (see the top of this file).
-      const std::int32_t* tap_pop = a.tap_popcounts + block * taps * BW;
       int first_pixel = 0;  // of the micro-kernel call, within the tile
       auto sink = [&](int i, int v, IVec acc_v) {
         i += first_pixel;
         if (i >= count) return;
-        const int n = padded_count[i];
-        const std::int64_t* list = padded.get() + i * taps;
-        for (int j = 0; j < n; ++j) acc_v = Isa::Sub32(acc_v, Isa::Load(tap_pop + list[j] * BW + v * L));
-        transform(i, v, acc_v, taps - n);
+        if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
+        FVec y = TransformLanes<Isa>(acc_v, k_used, mult[v], bias[v], relu);
+        const int n = block_channels - v * L;
+        const std::int64_t offset = pixel[i] * cout + c0 + v * L;
+        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
+        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
+        Isa::StoreF(a.output + offset, y, n);
       };
+      const std::int64_t* offsets = filter_offsets.get();
+      const std::int64_t segments = runs.segments, run_words = runs.run_words;
       if (count == P) {
         if (vectors == V) {
-          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, sink);
+          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, sink);
         } else {
-          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, sink);
+          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, sink);
         }
       } else {
-        // Last, partial tile: runs of 4, 2 and 1 pixels, each through the
-        // table re-strided to its length.
+        // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
+        // through the table re-strided to its length.
         while (first_pixel < count) {
           const int left = count - first_pixel;
           const int run = left >= 4 ? 4 : left >= 2 ? 2 : 1;
           for (std::int64_t s = 0; s < segments; ++s) {
             for (int i = 0; i < run; ++i) small_rows[s * run + i] = rows[s * P + first_pixel + i];
           }
-          const PackedWord* const* r = small_rows.get();
+          const PackedWord* const* t = small_rows.get();
           if (run == 4) {
             if (vectors == V) {
-              AccumulateTile<Isa, 4, V>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, sink);
             } else {
-              AccumulateTile<Isa, 4, 1>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, sink);
             }
           } else if (run == 2) {
             if (vectors == V) {
-              AccumulateTile<Isa, 2, V>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, sink);
             } else {
-              AccumulateTile<Isa, 2, 1>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, sink);
             }
           } else {
             if (vectors == V) {
-              AccumulateTile<Isa, 1, V>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, sink);
             } else {
-              AccumulateTile<Isa, 1, 1>(r, segments, run_words, w, sink);
+              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, sink);
             }
           }
           first_pixel += run;
