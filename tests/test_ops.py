@@ -156,6 +156,57 @@ def test_bconv2d_in_tf_function_with_unknown_batch():
     np.testing.assert_array_equal(f(x).numpy(), reference(case, x, kernel, multiplier, bias))
 
 
+def test_filter_cache_follows_variable_updates():
+    """The TF kernels keep the re-laid-out filter across calls and skip reading a
+    filter that is the very tensor they prepared it from. A variable assigned
+    between calls (in place where TensorFlow can, copy-on-write where the
+    kernel's cache holds its buffer) must never serve the old filter: packed
+    int32 and float filters, conv and dense, eager and inside one tf.function."""
+    from reference import bgemm_np
+
+    rng = np.random.default_rng(5)
+    case = dict(batch=2, height=5, width=6, cin=40, cout=7, kernel=(3, 3), strides=(1, 1),
+                dilations=(1, 1), padding="SAME", pad_value=0, activation=None, seed=0)
+    x = rng.standard_normal((2, 5, 6, 40)).astype(np.float32)
+    kernels = [rng.standard_normal((3, 3, 40, 7)).astype(np.float32) for _ in range(3)]
+    ones, zeros = np.ones(7, np.float32), np.zeros(7, np.float32)
+    want = [reference(case, x, k, ones, zeros) for k in kernels]
+
+    def conv(filt):
+        return ops.bconv2d(x, filt, kernel_size=3, channels_in=40, padding="SAME")
+
+    for packed in (True, False):
+        variable = tf.Variable(ops.pack_filter(kernels[0]) if packed else kernels[0])
+        for i in (0, 1, 2, 1):
+            variable.assign(ops.pack_filter(kernels[i]) if packed else kernels[i])
+            np.testing.assert_array_equal(conv(variable).numpy(), want[i])
+            np.testing.assert_array_equal(conv(variable).numpy(), want[i])  # cached
+
+        @tf.function
+        def two_calls(first, second, variable=variable):
+            variable.assign(first)
+            y1 = conv(variable)
+            with tf.control_dependencies([y1]):
+                variable.assign(second)
+            with tf.control_dependencies([variable.value()]):
+                y2 = conv(variable)
+            return y1, y2
+
+        pick = (lambda k: ops.pack_filter(k)) if packed else (lambda k: tf.constant(k))
+        y1, y2 = two_calls(pick(kernels[2]), pick(kernels[0]))
+        np.testing.assert_array_equal(y1.numpy(), want[2])
+        np.testing.assert_array_equal(y2.numpy(), want[0])
+
+    # Dense: an in-place update of a variable that nothing else references.
+    xs = rng.standard_normal((3, 70)).astype(np.float32)
+    mats = [rng.standard_normal((70, 9)).astype(np.float32) for _ in range(2)]
+    variable = tf.Variable(ops.pack_dense_kernel(mats[0]))
+    for i in (0, 1, 0):
+        variable.assign(ops.pack_dense_kernel(mats[i]))
+        got = ops.bgemm(xs, variable, channels_in=70).numpy()
+        np.testing.assert_array_equal(got, bgemm_np(xs, mats[i]))
+
+
 def test_bconv2d_empty_batch():
     out = ops.bconv2d(np.zeros((0, 4, 4, 8), np.float32), ops.pack_filter(np.ones((3, 3, 8, 2))),
                       kernel_size=3, padding="SAME")

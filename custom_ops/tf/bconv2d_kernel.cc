@@ -117,12 +117,17 @@ class BConv2DOp : public tensorflow::OpKernel {
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    const PackedWord* compact = nullptr;
     OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.batch * p.in_h * p.in_w, p.channels_in,
                                     &packed_scratch, &packed));
-    OP_REQUIRES_OK(ctx, CompactFilter(ctx, filter, p.kernel_h * p.kernel_w * p.channels_in,
-                                      out_channels, &filter_scratch, &compact));
-    const std::shared_ptr<const BConv2DFilter> prepared = filters_.Get(p, compact);
+    std::shared_ptr<const BConv2DFilter> prepared;
+    OP_REQUIRES_OK(ctx, filters_.Get(
+                            p, filter,
+                            [&](const PackedWord** compact) {
+                              return CompactFilter(ctx, filter,
+                                                   p.kernel_h * p.kernel_w * p.channels_in,
+                                                   out_channels, &filter_scratch, compact);
+                            },
+                            &prepared));
     TfExecutor executor(ctx);
     if (bitpacked) {
       BConv2DBitpacked(p, packed, *prepared, threshold.data(), flip.data(),

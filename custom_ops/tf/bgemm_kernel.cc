@@ -94,11 +94,15 @@ class BGemmOp : public tensorflow::OpKernel {
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    const PackedWord* compact = nullptr;
     OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.rows, channels, &packed_scratch, &packed));
-    OP_REQUIRES_OK(ctx, CompactFilter(ctx, filter, channels, out_channels, &filter_scratch,
-                                      &compact));
-    const std::shared_ptr<const BConv2DFilter> prepared = filters_.Get(p.AsConv2D(), compact);
+    std::shared_ptr<const BConv2DFilter> prepared;
+    OP_REQUIRES_OK(ctx, filters_.Get(
+                            p.AsConv2D(), filter,
+                            [&](const PackedWord** compact) {
+                              return CompactFilter(ctx, filter, channels, out_channels,
+                                                   &filter_scratch, compact);
+                            },
+                            &prepared));
     TfExecutor executor(ctx);
     if (bitpacked) {
       BGemmBitpacked(p, packed, *prepared, threshold.data(), flip.data(),

@@ -64,15 +64,4 @@ tensorflow::Status CompactFilter(tensorflow::OpKernelContext* ctx,
   return tensorflow::Status();
 }
 
-std::shared_ptr<const BConv2DFilter> PreparedFilterCache::Get(const BConv2DParams& params,
-                                                              const PackedWord* compact) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (prepared_ == nullptr || !prepared_->SameSource(kernel_, params, compact)) {
-    auto fresh = std::make_shared<BConv2DFilter>();
-    fresh->Prepare(kernel_, params, compact);
-    prepared_ = std::move(fresh);
-  }
-  return prepared_;
-}
-
 }  // namespace lowbit

@@ -39,21 +39,60 @@ tensorflow::Status CompactFilter(tensorflow::OpKernelContext* ctx,
                                  std::int64_t out_channels, tensorflow::Tensor* scratch,
                                  const PackedWord** compact);
 
-// The filter re-laid out for one binary kernel, kept while the compact filter
-// keeps the same words (a memcmp of 1 bit per weight: far cheaper than
-// preparing it again, which the SIMD layouts would cost on every call).
-// Compute may run concurrently, so the cache is swapped under a lock and each
-// call holds its own reference.
+// The filter re-laid out for one binary kernel, kept across calls. Compute
+// may run concurrently, so the cache is swapped under a lock and each call
+// holds its own reference. Get reuses it, cheapest check first:
+//  1. `filter` (the op's filter input) is the very tensor it was prepared
+//     from: the same buffer, dtype and shape. The cache holds a reference to
+//     that tensor, so its buffer can be neither freed (and its address reused)
+//     nor updated in place: TensorFlow's resource-variable updates copy a
+//     buffer that has other references before writing (copy-on-write), which
+//     gives the variable a new buffer and this check a miss. A constant filter
+//     (a frozen model, a captured tf.constant) is then not read at all: a 2 MB
+//     dense filter would otherwise be compared on every call. (Legacy TF1
+//     reference variables, tf.compat.v1 with use_resource=False, do assign in
+//     place; a filter fed straight from one and assigned between calls is
+//     not detected. TF2 and Keras create resource variables only.)
+//  2. Else `compact(&words)` is called for the compact packed filter (packing a
+//     float filter) and its words are compared with those the cache was
+//     prepared from (a memcmp of 1 bit per weight: far cheaper than preparing
+//     again, which the SIMD layouts would cost on every call).
+//  3. Else the filter is prepared anew.
 class PreparedFilterCache {
  public:
   explicit PreparedFilterCache(BConv2DKernel kernel) : kernel_(kernel) {}
-  std::shared_ptr<const BConv2DFilter> Get(const BConv2DParams& params,
-                                           const PackedWord* compact);
+
+  template <class Compact>
+  tensorflow::Status Get(const BConv2DParams& params, const tensorflow::Tensor& filter,
+                         Compact&& compact, std::shared_ptr<const BConv2DFilter>* prepared) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (prepared_ != nullptr && prepared_->Matches(kernel_, params) && IsHeld(filter)) {
+      *prepared = prepared_;
+      return tensorflow::Status();
+    }
+    const PackedWord* words = nullptr;
+    TF_RETURN_IF_ERROR(compact(&words));
+    if (prepared_ == nullptr || !prepared_->SameSource(kernel_, params, words)) {
+      auto fresh = std::make_shared<BConv2DFilter>();
+      fresh->Prepare(kernel_, params, words);
+      prepared_ = std::move(fresh);
+    }
+    held_ = filter;
+    *prepared = prepared_;
+    return tensorflow::Status();
+  }
 
  private:
+  bool IsHeld(const tensorflow::Tensor& filter) const {
+    return held_.IsInitialized() && held_.NumElements() > 0 &&
+           held_.dtype() == filter.dtype() && held_.shape() == filter.shape() &&
+           held_.tensor_data().data() == filter.tensor_data().data();
+  }
+
   const BConv2DKernel kernel_;
   std::mutex mutex_;
   std::shared_ptr<const BConv2DFilter> prepared_;  // guarded by mutex_
+  tensorflow::Tensor held_;  // the filter input prepared_ was built from; guarded by mutex_
 };
 
 }  // namespace lowbit

@@ -95,8 +95,15 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
     if (output->NumElements() == 0) return;
 
     TfExecutor executor(ctx);
-    const std::shared_ptr<const BConv2DFilter> prepared = filter_.Get(
-        PlaneConvParams(p), reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()));
+    std::shared_ptr<const BConv2DFilter> prepared;
+    OP_REQUIRES_OK(ctx, filter_.Get(
+                            PlaneConvParams(p), filter,
+                            [&](const PackedWord** compact) {
+                              *compact = reinterpret_cast<const PackedWord*>(
+                                  filter.flat<std::int32_t>().data());
+                              return tensorflow::Status();
+                            },
+                            &prepared));
     MultibitConv2DScratch scratch;
     MultibitConv2D(p, input.flat<float>().data(), shifts.flat<float>().data(), *prepared,
                    alphas.flat<float>().data(), betas.flat<float>().data(),
