@@ -242,8 +242,12 @@ struct RegionRuns {
   std::int64_t used_taps = 0;  // taps inside the input
 };
 
+// The region's runs: filter_offsets[s] = where run s's filter words start
+// in a block's filter; input_offsets[s] = where its input words start, in
+// words from the pixel's origin (the input word of tap (0, 0), which may lie
+// in the padding).
 inline RegionRuns RegionLayout(const BConv2DParams& p, const ConvRegion& r, std::int64_t bw,
-                               std::int64_t* filter_offsets) {
+                               std::int64_t* filter_offsets, std::int64_t* input_offsets) {
   RegionRuns runs;
   const std::int64_t words = p.words();
   const std::int64_t rows = r.h.k1 >= r.h.k0 ? r.h.k1 - r.h.k0 + 1 : 0;
@@ -254,7 +258,9 @@ inline RegionRuns RegionLayout(const BConv2DParams& p, const ConvRegion& r, std:
   runs.run_words = row_runs ? cols * words : words;
   for (std::int64_t ky = r.h.k0; ky <= r.h.k1; ++ky) {
     for (std::int64_t kx = r.w.k0; kx <= (row_runs ? r.w.k0 : r.w.k1); ++kx) {
-      filter_offsets[runs.segments++] = (ky * p.kernel_w + kx) * words * bw;
+      filter_offsets[runs.segments] = (ky * p.kernel_w + kx) * words * bw;
+      input_offsets[runs.segments] = (ky * p.dilation_h * p.in_w + kx * p.dilation_w) * words;
+      ++runs.segments;
     }
   }
   return runs;
@@ -263,39 +269,47 @@ inline RegionRuns RegionLayout(const BConv2DParams& p, const ConvRegion& r, std:
 // The indirection table of one tile: rows[s * tile + i] for run s of the
 // region's pixel first + i (i < count; entries past count repeat the last
 // pixel, so that a full-size micro-kernel would stay in bounds), and
-// pixel[i] = the output pixel's index in [batch, out_h, out_w].
+// pixel[i] = the output pixel's index in [batch, out_h, out_w]. Along an
+// output row the origin moves by stride_w pixels: only a row change costs
+// multiplications.
 inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const ConvRegion& r,
                           std::int64_t first, int count, int tile, const RegionRuns& runs,
-                          const PackedWord** rows, std::int64_t* pixel) {
+                          const std::int64_t* input_offsets, const PackedWord** rows,
+                          std::int64_t* pixel) {
   const std::int64_t words = p.words();
-  const bool row_runs = p.dilation_w == 1;
+  const std::int64_t segments = runs.segments;
   const std::int64_t region_rows = r.h.count * r.w.count;
   std::int64_t n = first / region_rows;
   std::int64_t oy = r.h.first + (first % region_rows) / r.w.count;
   std::int64_t ox = r.w.first + first % r.w.count;
+  // The origin of pixel (n, oy, ox) in words from the input's start, and its index.
+  auto origin = [&] {
+    return ((n * p.in_h + oy * p.stride_h - p.pad_top) * p.in_w + ox * p.stride_w - p.pad_left) *
+           words;
+  };
+  std::int64_t at = origin();
+  std::int64_t index = (n * p.out_h + oy) * p.out_w + ox;
+  const std::int64_t step = p.stride_w * words;
+  const std::int64_t row_end = r.w.first + r.w.count;
   for (int i = 0; i < count; ++i) {
-    pixel[i] = (n * p.out_h + oy) * p.out_w + ox;
-    const std::int64_t iy = oy * p.stride_h - p.pad_top;
-    const std::int64_t ix = ox * p.stride_w - p.pad_left;
-    const PackedWord* image = a.input + n * p.in_h * p.in_w * words;
-    std::int64_t s = 0;
-    for (std::int64_t ky = r.h.k0; ky <= r.h.k1; ++ky) {
-      const PackedWord* row = image + (iy + ky * p.dilation_h) * p.in_w * words;
-      for (std::int64_t kx = r.w.k0; kx <= (row_runs ? r.w.k0 : r.w.k1); ++kx) {
-        rows[s++ * tile + i] = row + (ix + kx * p.dilation_w) * words;
-      }
+    pixel[i] = index;
+    for (std::int64_t s = 0; s < segments; ++s) rows[s * tile + i] = a.input + (at + input_offsets[s]);
+    if (++ox < row_end) {
+      at += step;
+      ++index;
+      continue;
     }
-    if (++ox == r.w.first + r.w.count) {
-      ox = r.w.first;
-      if (++oy == r.h.first + r.h.count) {
-        oy = r.h.first;
-        ++n;
-      }
+    ox = r.w.first;
+    if (++oy == r.h.first + r.h.count) {
+      oy = r.h.first;
+      ++n;
     }
+    at = origin();
+    index = (n * p.out_h + oy) * p.out_w + ox;
   }
   for (int i = count; i < tile; ++i) {
     pixel[i] = pixel[count - 1];
-    for (std::int64_t s = 0; s < runs.segments; ++s) rows[s * tile + i] = rows[s * tile + count - 1];
+    for (std::int64_t s = 0; s < segments; ++s) rows[s * tile + i] = rows[s * tile + count - 1];
   }
 }
 
@@ -349,25 +363,30 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<const PackedWord*[]> rows(new const PackedWord*[taps * P]);
     std::unique_ptr<const PackedWord*[]> small_rows(new const PackedWord*[taps * P]);
     std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
+    std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::int64_t pixel[P];
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
     std::int64_t built_tile = -1;
     int count = 0;
-    for (std::int64_t item = begin; item < end; ++item) {
-      const std::int64_t tile = item / blocks;
-      const std::int64_t block = item % blocks;
+    // item = tile * blocks + block, stepped without dividing per item.
+    std::int64_t tile = begin / blocks, block = begin % blocks;
+    for (std::int64_t item = begin; item < end; ++item, ++block) {
+      if (block == blocks) {
+        block = 0;
+        ++tile;
+      }
       if (tile != built_tile) {
         if (current < 0 || tile >= region[current].first_tile +
                                        (region[current].pixels + P - 1) / P) {
           do ++current;
           while (tile >= region[current].first_tile + (region[current].pixels + P - 1) / P);
-          runs = RegionLayout(p, region[current], BW, filter_offsets.get());
+          runs = RegionLayout(p, region[current], BW, filter_offsets.get(), input_offsets.get());
         }
         const ConvRegion& r = region[current];
         const std::int64_t first = (tile - r.first_tile) * P;
         count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
-        BuildTileRows(p, a, r, first, count, P, runs, rows.get(), pixel);
+        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
         built_tile = tile;
       }
       const ConvRegion& r = region[current];
