@@ -621,33 +621,14 @@ def run_worker(args: argparse.Namespace, threads: int) -> dict:
 
 def run_lce_compare(args: argparse.Namespace) -> dict:
     """benchmarks/lce_compare.py under the LCE Python, on the convolution rows."""
-    command = [
-        args.lce_python,
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), "lce_compare.py"),
-        "--json",
-        "--shapes",
-        _join([s.spec() for s in args.shapes]),
-        "--kernel-sizes",
-        _join(args.kernel_sizes),
-        "--batches",
-        _join(args.batches),
-        "--threads",
-        _join(args.threads),
-        "--rounds",
-        str(args.rounds),
-        "--sample-ms",
-        str(args.sample_ms),
-    ]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(lce_compare.RESULT_MARKER):
-            return json.loads(line[len(lce_compare.RESULT_MARKER) :])
-    sys.stderr.write(proc.stdout[-4000:])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"lce_compare.py under {args.lce_python} failed with exit status "
-                     f"{proc.returncode}")
+    return lce_compare.run_under(args.lce_python, [
+        "--shapes", _join([s.spec() for s in args.shapes]),
+        "--kernel-sizes", _join(args.kernel_sizes),
+        "--batches", _join(args.batches),
+        "--threads", _join(args.threads),
+        "--rounds", str(args.rounds),
+        "--sample-ms", str(args.sample_ms),
+    ])
 
 
 def _stats(samples: list[float]) -> tuple[float, float]:

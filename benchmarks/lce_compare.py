@@ -22,6 +22,14 @@ input in and the output out on every call, so lowbit is timed the same way
 of LCE and lowbit are compared: they compute the same integers plus the same
 bias, so they must agree exactly.
 
+With --quicknet it does the same for the whole QuickNet (224x224x3, batch 1,
+random weights, as quicknet_benchmark.py builds it): the lowbit model from
+`lowbit_converter.convert`, and for LCE the same Keras model with every
+QuantConv2D replaced by larq's formulation of it (sign(sign(x) + 0.1), padding
+with +1, VALID conv2d of sign(kernel)), frozen into constants and converted by
+LCE's converter; LCE runs with and without its XNNPACK delegate for the float
+parts. Each model's logits are compared with those of the Keras model.
+
 LCE is not a dependency of lowbit-tf and is not installed by it. Its 0.16 wheel
 needs a NumPy 1 runtime (its interpreter reads arrays through the NumPy 1 ABI:
 under NumPy 2 it sees 0-byte inputs), so give it its own environment that sees
@@ -30,8 +38,10 @@ this machine's TensorFlow and lowbit-tf:
   python -m venv --system-site-packages .lce-venv
   .lce-venv/bin/pip install --no-deps larq-compute-engine==0.16.0 "numpy<2"
   .lce-venv/bin/python benchmarks/lce_compare.py
+  .lce-venv/bin/python benchmarks/lce_compare.py --quicknet
   python benchmarks/bconv2d_benchmark.py --lce-python .lce-venv/bin/python   # or
   LOWBIT_LCE_PYTHON=.lce-venv/bin/python python benchmarks/bconv2d_benchmark.py
+  python benchmarks/quicknet_benchmark.py --lce-python .lce-venv/bin/python
 
 (`--no-deps`: the wheel's only hard dependencies are flatbuffers and tqdm, and
 the converter imports TensorFlow, which the environment already sees.)
@@ -59,6 +69,7 @@ AGREE_RELATIVE = 1e-6
 
 LCE_DEFAULT = "lce_default"
 LCE_INDIRECT = "lce_indirect_bgemm"
+LCE_INDIRECT_XNNPACK = "lce_indirect_bgemm_xnnpack"
 LOWBIT_IO = "lowbit_same_io"
 LOWBIT_INVOKE = "lowbit_invoke"
 VARIANTS = (LCE_DEFAULT, LCE_INDIRECT, LOWBIT_IO, LOWBIT_INVOKE)
@@ -87,26 +98,171 @@ def _lce_interpreter_class():
     return module.LiteInterpreter
 
 
+def _lce_convert_frozen(fn, input_shape: tuple[int, ...], work_dir: str) -> bytes:
+    """LCE's converter on `fn` (a function of one float input) with every variable
+    frozen into a constant: LCE 0.16's converter cannot read the variables of a
+    SavedModel written by newer TensorFlow."""
+    import shutil
+
+    import tensorflow as tf
+    from larq_compute_engine import convert_saved_model
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    concrete = tf.function(fn).get_concrete_function(tf.TensorSpec(input_shape, tf.float32))
+    path = os.path.join(work_dir, "lce_saved_model")
+    shutil.rmtree(path, ignore_errors=True)
+    tf.saved_model.save(tf.Module(), path, signatures=convert_variables_to_constants_v2(concrete))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return convert_saved_model(path)
+
+
+def _larq_sign(x):
+    """larq's sign (0 -> +1), which LCE's converter turns into LceQuantize."""
+    import tensorflow as tf
+
+    return tf.sign(tf.sign(x) + 0.1)
+
+
+def lce_quicknet_twin(model):
+    """The Keras QuickNet with every QuantConv2D (3x3, SAME, pad_values 1, stride 1)
+    written as larq writes it, which LCE's converter lowers to LceBconv2d."""
+    import tensorflow as tf
+
+    from lowbit_tf import layers as lb_layers
+    from lowbit_tf._keras import keras
+
+    class LarqBinaryConv2D(keras.layers.Layer):
+        def __init__(self, filters, kernel_size, **kwargs):
+            super().__init__(**kwargs)
+            self.filters, self.kernel_size = filters, tuple(kernel_size)
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(
+                shape=(*self.kernel_size, input_shape[-1], self.filters), name="kernel"
+            )
+
+        def call(self, x):
+            ph, pw = (self.kernel_size[0] - 1) // 2, (self.kernel_size[1] - 1) // 2
+            x = tf.pad(_larq_sign(x), [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=1.0)
+            return tf.nn.conv2d(x, _larq_sign(self.kernel), 1, "VALID")
+
+    def clone(layer):
+        if isinstance(layer, lb_layers.QuantConv2D):
+            c = layer.get_config()
+            if (c["strides"] != (1, 1) or c["padding"] != "same" or c["pad_values"] != 1.0
+                    or c["use_bias"] or c["dilation_rate"] != (1, 1)):
+                raise ValueError(f"{layer.name}: not a QuickNet binary conv: {c}")
+            return LarqBinaryConv2D(layer.filters, layer.kernel_size, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    by_name = {layer.name: layer for layer in twin.layers}
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            by_name[layer.name].set_weights(weights)
+    return twin
+
+
+def measure_quicknet(threads: int, rounds: int, sample_s: float) -> dict:
+    import numpy as np
+    from quicknet_benchmark import INPUT_SHAPE, _images, _randomise_batchnorm
+
+    from lowbit_converter import convert
+    from lowbit_models import quicknet
+    from lowbit_tf import lite
+
+    model = quicknet(input_shape=INPUT_SHAPE)
+    _randomise_batchnorm(model, np.random.default_rng(0))
+    ours = lite.Interpreter(model_content=convert(model), num_threads=threads)
+    ours.allocate_tensors()
+    x = _images(np.random.default_rng(7), 1, INPUT_SHAPE)
+    ours.set_tensor(ours.get_input_details()[0]["index"], x)
+    ours.invoke()
+    logits = ours.get_tensor(ours.get_output_details()[0]["index"])
+
+    twin = lce_quicknet_twin(model)
+    with tempfile.TemporaryDirectory(prefix="lowbit-lce-") as work_dir:
+        flatbuffer = _lce_convert_frozen(lambda t: twin(t, training=False), (1, *INPUT_SHAPE),
+                                         work_dir)
+    LiteInterpreter = _lce_interpreter_class()
+    lce = {
+        LCE_DEFAULT: LiteInterpreter(flatbuffer, threads, False, False, False),
+        LCE_INDIRECT: LiteInterpreter(flatbuffer, threads, False, True, False),
+        LCE_INDIRECT_XNNPACK: LiteInterpreter(flatbuffer, threads, False, True, True),
+    }
+    # Each model against the Keras model both were converted from.
+    want = np.asarray(model(x, training=False)).reshape(logits.shape)
+    scale = float(np.max(np.abs(want)))
+    outputs = {LOWBIT_IO: logits}
+    outputs.update({key: interpreter.predict([x])[0] for key, interpreter in lce.items()})
+    checks = {}
+    for key, y in outputs.items():
+        y = y.reshape(want.shape)
+        checks[f"{key}_vs_keras_relative"] = float(np.max(np.abs(y - want))) / scale
+        checks[f"{key}_same_top1"] = bool(np.argmax(y) == np.argmax(want))
+    runners = {key: _lce_runner(interpreter, x) for key, interpreter in lce.items()}
+    runners[LOWBIT_IO] = _same_io_runner(ours, x)
+    runners[LOWBIT_INVOKE] = time_interpreter(ours)
+    iterations, samples = interleaved_samples(runners, rounds, sample_s)
+    return {"threads": threads, "iterations": iterations, "samples_ms": samples,
+            "checks": checks, "lce_bytes": len(flatbuffer)}
+
+
+def print_quicknet(rows: list[dict], version: str) -> None:
+    print()
+    print(f"QuickNet 224x224x3, batch 1: Larq Compute Engine {version} vs lowbit TFLite, same")
+    print("process, interleaved rounds (ms per call: median of rounds, best round; LCE and")
+    print("'same I/O' include copying the input in and the logits out)")
+    names = {LCE_DEFAULT: "LCE default", LCE_INDIRECT: "LCE indirect bgemm",
+             LCE_INDIRECT_XNNPACK: "LCE indirect bgemm + XNNPACK",
+             LOWBIT_IO: "lowbit, same I/O", LOWBIT_INVOKE: "lowbit, invoke only"}
+    for r in rows:
+        s = r["samples_ms"]
+        print(f"  {r['threads']} thread(s):")
+        for key, name in names.items():
+            if key in s:
+                print(f"    {name:<30} {_ms(s[key])}")
+        best = min((k for k in s if k.startswith("lce")), key=lambda k: statistics.median(s[k]))
+        print(f"    lowbit vs LCE best ({names[best]}): "
+              f"{statistics.median(s[best]) / statistics.median(s[LOWBIT_IO]):.2f}x")
+        c = r["checks"]
+        print("    logits vs the Keras model both were converted from, max |diff| / max |logit|")
+        print("    (same top-1):")
+        for key in (LOWBIT_IO, *(k for k in names if k.startswith("lce"))):
+            print(f"      {names[key].split(',')[0]:<30} {c[f'{key}_vs_keras_relative']:.2e} "
+                  f"({'yes' if c[f'{key}_same_top1'] else 'no'})")
+    print("LCE's converter rewrites the float ops around its kernels (and LCE rounds its output")
+    print("transform differently), and binary layers amplify such differences through the sign")
+    print("of the next layer's input; lowbit keeps Keras's arithmetic.")
+
+
+def quicknet_target_line(rows: list[dict]) -> str | None:
+    for r in rows:
+        if r["threads"] == 1:
+            s = r["samples_ms"]
+            best = min((k for k in s if k.startswith("lce")), key=lambda k: statistics.median(s[k]))
+            med = statistics.median(s[best]) / statistics.median(s[LOWBIT_IO])
+            return (f"vs LCE 0.16 best (measured here, same process): {med:.2f}x "
+                    f"(LCE {statistics.median(s[best]):.2f} ms, lowbit "
+                    f"{statistics.median(s[LOWBIT_IO]):.2f} ms with the same I/O)  [target >= 5x]")
+    return None
+
+
 def lce_model(kernel, bias, input_shape: tuple[int, ...], work_dir: str) -> bytes:
     """An LCE flatbuffer of sign(x) (*) sign(kernel) + bias, SAME zero padding."""
     import numpy as np
     import tensorflow as tf
-    from larq_compute_engine import convert_saved_model
 
     signs = tf.constant(np.where(kernel >= 0, 1.0, -1.0).astype(np.float32))
     bias_t = tf.constant(bias)
 
-    class BinaryConv(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec(input_shape, tf.float32)])
-        def __call__(self, x):
-            # larq's sign (0 -> +1), which LCE's converter turns into LceQuantize.
-            xb = tf.sign(tf.sign(x) + 0.1)
-            return tf.nn.conv2d(xb, signs, strides=1, padding="SAME") + bias_t
+    def binary_conv(x):
+        return tf.nn.conv2d(_larq_sign(x), signs, strides=1, padding="SAME") + bias_t
 
-    path = os.path.join(work_dir, "lce_saved_model")
-    tf.saved_model.save(BinaryConv(), path)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return convert_saved_model(path)
+    return _lce_convert_frozen(binary_conv, input_shape, work_dir)
 
 
 def _lce_runner(interpreter, x):
@@ -194,6 +350,22 @@ def measure(layer, batch: int, threads: int, rounds: int, sample_s: float) -> di
     }
 
 
+def run_under(python: str, arguments: list[str]) -> dict:
+    """This script with --json under another Python (the one with LCE): its result."""
+    import subprocess
+
+    command = [python, os.path.abspath(__file__), "--json", *arguments]
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER) :])
+    sys.stderr.write(proc.stdout[-4000:])
+    sys.stderr.write(proc.stderr[-4000:])
+    raise SystemExit(f"lce_compare.py under {python} failed with exit status {proc.returncode}")
+
+
 def lce_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -274,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--sample-ms", type=float, default=40.0,
                         help="target duration of one timing sample in ms (default 40)")
+    parser.add_argument("--quicknet", action="store_true",
+                        help="the whole QuickNet instead of single convolutions")
     parser.add_argument("--json", action="store_true",
                         help="print the results as one JSON line (for bconv2d_benchmark.py)")
     args = parser.parse_args(argv)
@@ -281,6 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be >= 1 and --sample-ms > 0")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    version = lce_version()
+    if args.quicknet:
+        rows = [measure_quicknet(t, args.rounds, args.sample_ms / 1e3) for t in args.threads]
+        if args.json:
+            print(RESULT_MARKER + json.dumps({"version": version, "quicknet": rows}))
+            return 0
+        print_quicknet(rows, version)
+        line = quicknet_target_line(rows)
+        if line:
+            print("\n  " + line)
+        return 0
     rows = []
     for threads in args.threads:
         for k in args.kernel_sizes:
@@ -288,7 +473,6 @@ def main(argv: list[str] | None = None) -> int:
                 for batch in args.batches:
                     rows.append(measure(Layer("conv", k, shape), batch, threads, args.rounds,
                                         args.sample_ms / 1e3))
-    version = lce_version()
     if args.json:
         print(RESULT_MARKER + json.dumps({"version": version, "rows": rows}))
         return 0

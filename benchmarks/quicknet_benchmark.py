@@ -14,8 +14,12 @@ Models (random weights: speed does not depend on them):
   XNNPACK int8  the float twin, full-integer post-training quantised (random
                 images as representative data set, int8 input and output).
 
-Larq Compute Engine (the issue's other baseline) is not installable here, so it
-is not measured; the issue quotes 15.2 ms for LCE 0.16 on its reference machine.
+Larq Compute Engine 0.16 (the issue's other baseline) is measured with
+--lce-python PYTHON (or LOWBIT_LCE_PYTHON): a Python with LCE installed runs
+benchmarks/lce_compare.py --quicknet, which converts the same QuickNet with
+LCE's converter and times it against the lowbit model in one process (setup
+of that Python: benchmarks/lce_compare.py). Without it, the target line
+compares with the 15.2 ms the issue quotes for LCE on its own machine.
 
 Breakdown (default on): to show where the lowbit model spends its time (the
 TFLite interpreter's per-op profiler is not exposed in Python), it also times,
@@ -47,6 +51,7 @@ import sys
 import tempfile
 import time
 
+import lce_compare
 from bench_common import (
     active_kernel,
     busy_cpu_seconds,
@@ -283,7 +288,9 @@ def _ms(samples: list[float]) -> str:
     return f"{statistics.median(samples):8.3f} ({min(samples):7.3f})"
 
 
-def print_report(results: dict[int, dict], paths: dict[str, str], info: dict) -> None:
+def print_report(
+    results: dict[int, dict], paths: dict[str, str], info: dict, lce: dict | None = None
+) -> None:
     threads = sorted(results)
     w = len(_ms([1.0]))
     names = {
@@ -333,15 +340,20 @@ def print_report(results: dict[int, dict], paths: dict[str, str], info: dict) ->
     if 1 in results:
         s = results[1]["samples_ms"]
         lowbit = statistics.median(s[LOWBIT])
+        if lce:
+            lce_compare.print_quicknet(lce["quicknet"], lce["version"])
         print()
         print("Issue 7 targets (1 thread, medians):")
         print(
             f"  vs XNNPACK int8: {statistics.median(s[INT8]) / lowbit:.2f}x  [target >= 3x; "
             "the issue measured int8 at 6.0 ms on its machine]"
         )
+        measured = lce_compare.quicknet_target_line(lce["quicknet"]) if lce else None
         print(
-            f"  vs LCE 0.16: not measured (Larq Compute Engine is not installable here); "
-            f"against the issue's 15.2 ms: {15.2 / lowbit:.2f}x  [target >= 5x; different "
+            f"  {measured}"
+            if measured
+            else f"  vs LCE 0.16: not measured (pass --lce-python, see benchmarks/lce_compare.py);"
+            f" against the issue's 15.2 ms: {15.2 / lowbit:.2f}x  [target >= 5x; different "
             "machine, indicative only]"
         )
 
@@ -439,6 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-breakdown", action="store_true", help="time only the three whole models"
     )
+    parser.add_argument(
+        "--lce-python",
+        default=os.environ.get("LOWBIT_LCE_PYTHON"),
+        help="a Python with larq-compute-engine 0.16 (setup: benchmarks/lce_compare.py): "
+        "also time QuickNet converted by Larq Compute Engine (default $LOWBIT_LCE_PYTHON)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     threads = [int(v) for v in args.threads.split(",") if v.strip()]
@@ -504,7 +522,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  conversion  : {convert_s:.1f} s for {len(paths)} models")
         if background:
             print(f"  other load  : {'; '.join(background)} (busy CPU not ours)")
-        print_report(results, paths, info)
+        lce = None
+        if args.lce_python:
+            lce = lce_compare.run_under(args.lce_python, [
+                "--quicknet", "--threads", ",".join(str(t) for t in threads),
+                "--rounds", str(args.rounds), "--sample-ms", str(args.sample_ms),
+            ])
+        print_report(results, paths, info, lce)
     print(f"\nTotal wall time: {time.perf_counter() - start:.1f} s")
     return 0
 
