@@ -99,6 +99,7 @@ from bench_common import (
     cpu_model,
     int8_tflite,
     interleaved_samples,
+    run_marked_json,
     tf_loop,
     time_interpreter,
     time_tf_loop,
@@ -608,15 +609,7 @@ def run_worker(args: argparse.Namespace, threads: int) -> dict:
         str(args.sample_ms),
         *(["--no-core"] if args.no_core else []),
     ]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER) :])
-    sys.stderr.write(proc.stdout[-4000:])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"worker for {threads} thread(s) failed with exit status {proc.returncode}")
+    return run_marked_json(command, RESULT_MARKER, f"worker for {threads} thread(s)")
 
 
 def run_lce_compare(args: argparse.Namespace) -> dict:

@@ -109,6 +109,25 @@ def busy_cpu_seconds() -> float | None:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def run_marked_json(command: list[str], marker: str, what: str) -> dict:
+    """Runs `command` (a benchmark subprocess) and returns the JSON on its last
+    stdout line that starts with `marker`; without one, echoes the tail of its
+    output and exits naming `what` and the exit status."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(marker):
+            return json.loads(line[len(marker) :])
+    sys.stderr.write(proc.stdout[-4000:])
+    sys.stderr.write(proc.stderr[-4000:])
+    raise SystemExit(f"{what} failed with exit status {proc.returncode}")
+
+
 def children_cpu_seconds() -> float:
     """CPU seconds used by this process's finished children (the workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -60,7 +60,7 @@ import tempfile
 import time
 import zlib
 
-from bench_common import interleaved_samples, time_interpreter
+from bench_common import interleaved_samples, run_marked_json, time_interpreter
 
 RESULT_MARKER = "@@LCE_COMPARE_RESULT@@"
 DEFAULT_SHAPES = "56x56x64-64,28x28x128-128,14x14x256-256,7x7x512-512"
@@ -129,8 +129,8 @@ def lce_quicknet_twin(model):
     """The Keras QuickNet with every QuantConv2D (3x3, SAME, pad_values 1, stride 1)
     written as larq writes it, which LCE's converter lowers to LceBconv2d."""
     import tensorflow as tf
+    from quicknet_benchmark import clone_replacing_quant_convs
 
-    from lowbit_tf import layers as lb_layers
     from lowbit_tf._keras import keras
 
     class LarqBinaryConv2D(keras.layers.Layer):
@@ -148,22 +148,14 @@ def lce_quicknet_twin(model):
             x = tf.pad(_larq_sign(x), [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=1.0)
             return tf.nn.conv2d(x, _larq_sign(self.kernel), 1, "VALID")
 
-    def clone(layer):
-        if isinstance(layer, lb_layers.QuantConv2D):
-            c = layer.get_config()
-            if (c["strides"] != (1, 1) or c["padding"] != "same" or c["pad_values"] != 1.0
-                    or c["use_bias"] or c["dilation_rate"] != (1, 1)):
-                raise ValueError(f"{layer.name}: not a QuickNet binary conv: {c}")
-            return LarqBinaryConv2D(layer.filters, layer.kernel_size, name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
+    def larq_conv(layer):
+        c = layer.get_config()
+        if (c["strides"] != (1, 1) or c["padding"] != "same" or c["pad_values"] != 1.0
+                or c["use_bias"] or c["dilation_rate"] != (1, 1)):
+            raise ValueError(f"{layer.name}: not a QuickNet binary conv: {c}")
+        return LarqBinaryConv2D(layer.filters, layer.kernel_size, name=layer.name)
 
-    twin = keras.models.clone_model(model, clone_function=clone)
-    by_name = {layer.name: layer for layer in twin.layers}
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if weights:
-            by_name[layer.name].set_weights(weights)
-    return twin
+    return clone_replacing_quant_convs(model, larq_conv)
 
 
 def measure_quicknet(threads: int, rounds: int, sample_s: float) -> dict:
@@ -352,18 +344,8 @@ def measure(layer, batch: int, threads: int, rounds: int, sample_s: float) -> di
 
 def run_under(python: str, arguments: list[str]) -> dict:
     """This script with --json under another Python (the one with LCE): its result."""
-    import subprocess
-
     command = [python, os.path.abspath(__file__), "--json", *arguments]
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(RESULT_MARKER):
-            return json.loads(line[len(RESULT_MARKER) :])
-    sys.stderr.write(proc.stdout[-4000:])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"lce_compare.py under {python} failed with exit status {proc.returncode}")
+    return run_marked_json(command, RESULT_MARKER, f"lce_compare.py under {python}")
 
 
 def lce_version() -> str:
@@ -457,31 +439,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     version = lce_version()
     if args.quicknet:
+        key, printer, target = "quicknet", print_quicknet, quicknet_target_line
         rows = [measure_quicknet(t, args.rounds, args.sample_ms / 1e3) for t in args.threads]
-        if args.json:
-            print(RESULT_MARKER + json.dumps({"version": version, "quicknet": rows}))
-            return 0
-        print_quicknet(rows, version)
-        line = quicknet_target_line(rows)
-        if line:
-            print("\n  " + line)
-        return 0
-    rows = []
-    for threads in args.threads:
-        for k in args.kernel_sizes:
-            for shape in args.shapes:
-                for batch in args.batches:
-                    rows.append(measure(Layer("conv", k, shape), batch, threads, args.rounds,
-                                        args.sample_ms / 1e3))
+    else:
+        key, printer, target = "rows", print_table, target_line
+        rows = [
+            measure(Layer("conv", k, shape), batch, threads, args.rounds, args.sample_ms / 1e3)
+            for threads in args.threads
+            for k in args.kernel_sizes
+            for shape in args.shapes
+            for batch in args.batches
+        ]
     if args.json:
-        print(RESULT_MARKER + json.dumps({"version": version, "rows": rows}))
+        print(RESULT_MARKER + json.dumps({"version": version, key: rows}))
         return 0
-    print_table(rows, version)
-    line = target_line(rows)
+    printer(rows, version)
+    line = target(rows)
     if line:
         print("\n  " + line)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

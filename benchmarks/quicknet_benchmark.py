@@ -91,22 +91,15 @@ def _bconv_key(side: int, channels: int) -> str:
 # --------------------------------------------------------------------------
 
 
-def float_twin(model):
-    """The same architecture with keras.layers.Conv2D in place of every QuantConv2D."""
+def clone_replacing_quant_convs(model, replace):
+    """A copy of `model` with the same weights and `replace(layer)` (a layer of the
+    same name and weights) in place of every QuantConv2D."""
     from lowbit_tf import layers as lb_layers
     from lowbit_tf._keras import keras
 
     def clone(layer):
         if isinstance(layer, lb_layers.QuantConv2D):
-            return keras.layers.Conv2D(
-                layer.filters,
-                layer.kernel_size,
-                strides=layer.strides,
-                padding=layer.padding,
-                dilation_rate=layer.dilation_rate,
-                use_bias=layer.use_bias,
-                name=layer.name,
-            )
+            return replace(layer)
         return layer.__class__.from_config(layer.get_config())
 
     twin = keras.models.clone_model(model, clone_function=clone)
@@ -116,6 +109,21 @@ def float_twin(model):
         if weights:
             by_name[layer.name].set_weights(weights)
     return twin
+
+
+def float_twin(model):
+    """The same architecture with keras.layers.Conv2D in place of every QuantConv2D."""
+    from lowbit_tf._keras import keras
+
+    return clone_replacing_quant_convs(model, lambda layer: keras.layers.Conv2D(
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
+        use_bias=layer.use_bias,
+        name=layer.name,
+    ))
 
 
 def _randomise_batchnorm(model, rng) -> None:
