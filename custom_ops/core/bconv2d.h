@@ -122,7 +122,8 @@ void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
 // bconv2d_simd.h).
 // Building it costs about one pass over the filter; the TFLite shell keeps it
 // across invocations and the TF shell keeps it while the filter is unchanged
-// (SameSource compares the compact words it was built from).
+// (tf/binary_kernel_util.h: the same input tensor, or SameSource comparing the
+// compact words it was built from).
 class BConv2DFilter {
  public:
   // `params` needs the options (CheckBConv2DOptions) and out_channels.

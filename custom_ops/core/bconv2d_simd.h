@@ -225,11 +225,11 @@ inline int AxisBands(std::int64_t out, std::int64_t in, std::int64_t kernel, std
 
 // The pixels of one region: batch x the output rows of band h x the columns of
 // band w, row-major, all with the same taps inside the input (ky in
-// [h.k0, h.k1], kx in [w.k0, w.k1]). first_tile: of the region's first tile
-// in the convolution's tile order.
+// [h.k0, h.k1], kx in [w.k0, w.k1]). Its tiles are [first_tile, end_tile) in
+// the convolution's tile order.
 struct ConvRegion {
   TapBand h, w;
-  std::int64_t pixels, first_tile;
+  std::int64_t pixels, first_tile, end_tile;
 };
 
 // The runs of input words that a region's pixels read, with where each run's
@@ -353,6 +353,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     r.pixels = p.batch * r.h.count * r.w.count;
     r.first_tile = tiles;
     tiles += (r.pixels + P - 1) / P;
+    r.end_tile = tiles;
   }
   // Work items are (tile, block) pairs, tile-major: a thread's contiguous
   // range builds a tile's indirection table once and sweeps the blocks.
@@ -377,10 +378,9 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         ++tile;
       }
       if (tile != built_tile) {
-        if (current < 0 || tile >= region[current].first_tile +
-                                       (region[current].pixels + P - 1) / P) {
+        if (current < 0 || tile >= region[current].end_tile) {
           do ++current;
-          while (tile >= region[current].first_tile + (region[current].pixels + P - 1) / P);
+          while (tile >= region[current].end_tile);
           runs = RegionLayout(p, region[current], BW, filter_offsets.get(), input_offsets.get());
         }
         const ConvRegion& r = region[current];
