@@ -9,6 +9,9 @@ shape from the model, so the same code serves 227x227.
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +20,7 @@ from reference import conv2d_np
 import lowbit_converter
 from lowbit_models import WeightLoadError, alexnet, load_alexnet_weights
 from lowbit_models.alexnet import WEIGHT_LAYERS
+from lowbit_models.safe_npy import load_npy
 from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter
 
@@ -105,6 +109,81 @@ def test_shape_mismatch_is_named(pretrained):
 def test_not_a_checkpoint_is_refused(tmp_path):
     with pytest.raises(WeightLoadError, match="not a readable TF checkpoint"):
         load_alexnet_weights(alexnet("float", **SMALL), str(tmp_path / "nothing"))
+
+
+class _RunsCode:
+    """Pickles as a call of `os.system`: what a crafted weights file does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 5])
+def test_crafted_npy_cannot_run_code(pretrained, tmp_path, protocol):
+    marker = tmp_path / "code_ran"
+    weights = dict(pretrained["weights"])
+    weights["conv1"] = [_RunsCode(marker), weights["conv1"][1]]
+    path = tmp_path / "crafted.npy"
+    table = np.array(weights, dtype=object)
+    with open(path, "wb") as stream:  # np.save, with the pickle protocol chosen
+        np.lib.format.write_array_header_1_0(
+            stream, np.lib.format.header_data_from_array_1_0(table))
+        pickle.dump(table, stream, protocol=protocol)
+    assert pickle.loads(pickle.dumps(_RunsCode(marker))) == 0 and marker.exists()
+    marker.unlink()  # the payload works when unpickled plainly; our loader must refuse it
+    with pytest.raises(WeightLoadError, match=r"refusing to load (posix|os)\.system"):
+        load_alexnet_weights(alexnet("float", **SMALL), path)
+    assert not marker.exists()
+
+
+def test_safe_npy_reads_what_numpy_writes(tmp_path):
+    table = {"a": [np.arange(6, dtype=np.float32).reshape(2, 3), np.zeros(2)],
+             "b": {"weights": np.float32(2), "text": "x", "raw": b"\x00", "pair": (1, 2.5)}}
+    for protocol in range(6):
+        path = tmp_path / f"p{protocol}.npy"
+        array = np.array(table, dtype=object)
+        with open(path, "wb") as stream:
+            np.lib.format.write_array_header_1_0(
+                stream, np.lib.format.header_data_from_array_1_0(array))
+            pickle.dump(array, stream, protocol=protocol)
+        loaded = load_npy(path).item()
+        np.testing.assert_array_equal(loaded["a"][0], table["a"][0])
+        assert loaded["b"]["text"] == "x" and loaded["b"]["raw"] == b"\x00"
+        assert loaded["b"]["pair"] == (1, 2.5) and loaded["b"]["weights"] == 2
+    np.save(tmp_path / "plain.npy", np.arange(4))
+    np.testing.assert_array_equal(load_npy(tmp_path / "plain.npy"), np.arange(4))
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.5, 0.99])
+def test_truncated_npy_is_a_weight_load_error(pretrained, tmp_path, cut):
+    data = pretrained["sources"]["npy"].read_bytes()
+    path = tmp_path / "truncated.npy"
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(WeightLoadError, match="not a readable weights .npy file"):
+        load_alexnet_weights(alexnet("float", **SMALL), path)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        (5, r"'conv2' must hold \[weights, biases\], got int"),
+        ("kernel", r"'conv2' must hold \[weights, biases\], got str"),
+        ([np.ones(3, np.complex64), np.zeros(2)], r"'conv2/weights' must be a real-valued "
+                                                   r"array, got dtype complex64"),
+        ([np.ones(3), "bias"], r"'conv2/biases' must be a real-valued array, got str"),
+        ([np.ones(3), [[1.0], [1.0, 2.0]]], r"'conv2/biases' is not an array"),
+    ],
+)
+def test_bad_npy_entries_are_named(pretrained, tmp_path, entry, message):
+    weights = dict(pretrained["weights"])
+    weights["conv2"] = entry
+    path = tmp_path / "bad_entry.npy"
+    np.save(path, np.array(weights, dtype=object), allow_pickle=True)
+    with pytest.raises(WeightLoadError, match=message):
+        load_alexnet_weights(alexnet("float", **SMALL), path)
 
 
 # ---------------------------------------------------------------------------

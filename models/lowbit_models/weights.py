@@ -6,7 +6,9 @@ dense kernels [in, out]), then assigned by layer name, checking every shape.
 Supported sources:
 
 - `bvlc_alexnet.npy`-style dicts, `{layer: [weights, biases]}` (np.save of a
-  dict; loaded with allow_pickle, so only load files you trust);
+  dict, i.e. a pickle; read by `safe_npy.load_npy`, which builds nothing but
+  dicts, lists, tuples, strings, numbers and numeric numpy arrays, so a
+  crafted file cannot run code);
 - TF1 name-based checkpoints with variables `conv1/weights`, `conv1/biases`,
   ..., `fc8/biases` (read with `tf.train.load_checkpoint`);
 - a TF2 object checkpoint (`tf.train.Checkpoint(model=float_alexnet)`) or a
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lowbit_models.alexnet import WEIGHT_LAYERS, alexnet
+from lowbit_models.safe_npy import UnsafeFileError, load_npy
 from lowbit_tf._keras import keras
 
 Weights = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -32,7 +35,10 @@ class WeightLoadError(ValueError):
 
 
 def _from_npy(path: Path) -> Weights:
-    data = np.load(path, allow_pickle=True, encoding="latin1")
+    try:
+        data = load_npy(path)
+    except (UnsafeFileError, ValueError, OSError, EOFError) as error:
+        raise WeightLoadError(f"{path}: not a readable weights .npy file: {error}") from error
     table = data.item() if data.dtype == object and data.shape == () else None
     if not isinstance(table, dict):
         raise WeightLoadError(f"{path}: expected a pickled dict {{layer: [weights, biases]}}")
@@ -43,10 +49,29 @@ def _from_npy(path: Path) -> Weights:
         entry = table[name]
         if isinstance(entry, dict):  # {"weights": ..., "biases": ...} flavour
             entry = [entry.get("weights"), entry.get("biases")]
-        if len(entry) != 2 or any(v is None for v in entry):
-            raise WeightLoadError(f"{path}: {name!r} must hold [weights, biases]")
-        weights[name] = (np.asarray(entry[0]), np.asarray(entry[1]))
+        if (not isinstance(entry, list | tuple) or len(entry) != 2
+                or any(v is None for v in entry)):
+            raise WeightLoadError(
+                f"{path}: {name!r} must hold [weights, biases], got {type(entry).__name__}"
+            )
+        weights[name] = tuple(
+            _real_array(value, f"{path}: '{name}/{label}'")
+            for value, label in zip(entry, ("weights", "biases"), strict=True)
+        )
     return weights
+
+
+def _real_array(value: Any, what: str) -> np.ndarray:
+    """`value` as a real (integer or floating) array; complex, boolean, string
+    or object values are refused rather than silently converted."""
+    try:
+        array = np.asarray(value) if isinstance(value, np.ndarray | list | tuple) else None
+    except ValueError as error:  # a ragged nested list
+        raise WeightLoadError(f"{what} is not an array: {error}") from error
+    if array is None or array.dtype.kind not in "fiu":
+        kind = type(value).__name__ if array is None else f"dtype {array.dtype}"
+        raise WeightLoadError(f"{what} must be a real-valued array, got {kind}")
+    return array
 
 
 def _from_tf1_checkpoint(path: str) -> Weights:
