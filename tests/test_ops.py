@@ -207,6 +207,87 @@ def test_filter_cache_follows_variable_updates():
         np.testing.assert_array_equal(got, bgemm_np(xs, mats[i]))
 
 
+def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """A copy of `array` whose data starts on an `alignment`-byte boundary
+    (eager TF then wraps it without copying)."""
+    raw = np.empty(array.nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    out = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    out[...] = array
+    return out
+
+
+def _aliases(array: np.ndarray) -> list:
+    """Tensors that share `array`'s memory: a DLPack import, and the array
+    itself (64-byte aligned, as the raw op functions receive it)."""
+    return [tf.experimental.dlpack.from_dlpack(array.__dlpack__()), array]
+
+
+def test_filter_cache_sees_in_place_writes_to_memory_tf_does_not_own():
+    """A filter tensor that wraps memory TensorFlow does not own (DLPack, a
+    NumPy array eager wraps without copying) keeps its pointer, dtype and shape
+    when its owner writes it in place: the kernels must not serve the filter
+    prepared from the old contents (issue 13, defect 2)."""
+    from reference import bgemm_np
+
+    rng = np.random.default_rng(8)
+    case = dict(batch=1, height=5, width=5, cin=40, cout=6, kernel=(3, 3), strides=(1, 1),
+                dilations=(1, 1), padding="SAME", pad_value=0, activation=None, seed=0)
+    x = rng.standard_normal((1, 5, 5, 40)).astype(np.float32)
+    kernels = [rng.standard_normal((3, 3, 40, 6)).astype(np.float32) for _ in range(2)]
+    want = [reference(case, x, k, np.ones(6, np.float32), np.zeros(6, np.float32))
+            for k in kernels]
+    raw = ops.load_tf_ops()
+    conv_attrs = dict(channels_in=40, kernel_h=3, kernel_w=3, stride_h=1, stride_w=1,
+                      dilation_h=1, dilation_w=1, padding="SAME", pad_value=0,
+                      activation="NONE")
+    for packed in (False, True):
+        source = [ops.pack_filter(k).numpy() if packed else k for k in kernels]
+        storage = _aligned(source[0])
+        for alias in _aliases(storage):
+            storage[...] = source[0]
+            np.testing.assert_array_equal(
+                ops.bconv2d(x, alias, kernel_size=3, channels_in=40, padding="SAME"), want[0])
+            storage[...] = source[1]
+            np.testing.assert_array_equal(
+                ops.bconv2d(x, alias, kernel_size=3, channels_in=40, padding="SAME"), want[1])
+        # The generated op function, given the NumPy array itself.
+        storage[...] = source[0]
+
+        def raw_conv(storage=storage):
+            return raw.lowbit_bconv2d(x, storage, np.ones(6, np.float32),
+                                      np.zeros(6, np.float32), [], **conv_attrs,
+                                      output_type="float", epilogue="none", Tout=tf.float32)
+        np.testing.assert_array_equal(raw_conv(), want[0])
+        storage[...] = source[1]
+        np.testing.assert_array_equal(raw_conv(), want[1])
+
+    xs = rng.standard_normal((3, 70)).astype(np.float32)
+    mats = [rng.standard_normal((70, 9)).astype(np.float32) for _ in range(2)]
+    storage = _aligned(ops.pack_dense_kernel(mats[0]).numpy())
+    for alias in _aliases(storage):
+        for i in (0, 1):
+            storage[...] = ops.pack_dense_kernel(mats[i]).numpy()
+            np.testing.assert_array_equal(ops.bgemm(xs, alias, channels_in=70),
+                                          bgemm_np(xs, mats[i]))
+
+    planes = [np.sign(rng.standard_normal((2, 3, 3, 40, 6))).astype(np.float32) + 0.0
+              for _ in range(2)]
+    alphas = np.ones((2, 6), np.float32)
+    storage = _aligned(ops.pack_filter_planes(planes[0]).numpy())
+    for alias in _aliases(storage):
+        results = []
+        for i in (0, 1):
+            storage[...] = ops.pack_filter_planes(planes[i]).numpy()
+            results.append(ops.multibit_conv2d(x, alias, alphas, [1.0], activation_mode="sign",
+                                               kernel_size=3, padding="SAME").numpy())
+        for i in (0, 1):
+            expected = ops.multibit_conv2d(x, ops.pack_filter_planes(planes[i]), alphas, [1.0],
+                                           activation_mode="sign", kernel_size=3,
+                                           padding="SAME").numpy()
+            np.testing.assert_array_equal(results[i], expected)
+
+
 def test_bconv2d_empty_batch():
     out = ops.bconv2d(np.zeros((0, 4, 4, 8), np.float32), ops.pack_filter(np.ones((3, 3, 8, 2))),
                       kernel_size=3, padding="SAME")

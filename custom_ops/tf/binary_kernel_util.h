@@ -11,6 +11,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/types.h"
+#include "tensorflow/core/common_runtime/dma_helper.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 
@@ -53,6 +54,11 @@ tensorflow::Status CompactFilter(tensorflow::OpKernelContext* ctx,
 //     reference variables, tf.compat.v1 with use_resource=False, do assign in
 //     place; a filter fed straight from one and assigned between calls is
 //     not detected. TF2 and Keras create resource variables only.)
+//     Only a buffer TensorFlow allocated qualifies: a tensor that wraps memory
+//     TF does not own (a NumPy array eager wraps without copying, a DLPack
+//     import) can be written by its owner in place behind TF's back, keeping
+//     the pointer, dtype and shape; TensorBuffer::OwnsMemory() is false for
+//     those, and they always take step 2.
 //  2. Else `compact(&words)` is called for the compact packed filter (packing a
 //     float filter) and its words are compared with those the cache was
 //     prepared from (a memcmp of 1 bit per weight: far cheaper than preparing
@@ -86,7 +92,17 @@ class PreparedFilterCache {
   bool IsHeld(const tensorflow::Tensor& filter) const {
     return held_.IsInitialized() && held_.NumElements() > 0 &&
            held_.dtype() == filter.dtype() && held_.shape() == filter.shape() &&
-           held_.tensor_data().data() == filter.tensor_data().data();
+           held_.tensor_data().data() == filter.tensor_data().data() &&
+           TensorFlowOwnsBuffer(filter);
+  }
+
+  static bool TensorFlowOwnsBuffer(const tensorflow::Tensor& tensor) {
+    const tensorflow::TensorBuffer* buffer = tensorflow::DMAHelper::buffer(&tensor);
+    if (buffer == nullptr) return false;
+    // A slice's buffer defers to the buffer it was cut from; root_buffer() is
+    // not const in TF's API, though it only reads.
+    return buffer->OwnsMemory() &&
+           const_cast<tensorflow::TensorBuffer*>(buffer)->root_buffer()->OwnsMemory();
   }
 
   const BConv2DKernel kernel_;
