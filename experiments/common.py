@@ -152,9 +152,12 @@ def train(
 
     ``build`` returns an uncompiled Keras model producing logits; ``optimizer``
     makes its optimizer (default Adam with ``config.learning_rate``). Every variant starts
-    from ``keras.utils.set_random_seed(config.seed)``, so runs are reproducible
-    and variants see the same batches.
+    from ``keras.utils.set_random_seed(config.seed)`` and trains on
+    :func:`lowbit_models.digits.training_batches` (one dataset for the whole run, so
+    every epoch, one ``fit`` call each, draws a new order), so runs are
+    reproducible and variants see the same batches in the same orders.
     """
+    from lowbit_models.digits import training_batches
     from lowbit_tf._keras import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -163,12 +166,12 @@ def train(
         optimizer=optimizer() if optimizer else keras.optimizers.Adam(config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    batches = training_batches(data.x_train, data.y_train, config.batch_size, config.seed)
     accuracies = []
     seconds = 0.0
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        model.fit(data.x_train, data.y_train, batch_size=config.batch_size,
-                  epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        model.fit(batches, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
         seconds += time.perf_counter() - start
         accuracies.append(accuracy(model, data))
     print(f"  {label:<34} test accuracy {accuracies[-1]:.4f} "

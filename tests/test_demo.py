@@ -8,8 +8,11 @@ import sys
 
 
 def test_demo_runs_and_reports(tmp_path):
+    # 10 epochs (~3 s of training): after 3 the batch norms' moving statistics
+    # (momentum 0.99, 22 steps an epoch) still lag, and test accuracy swings
+    # with the batch order (0.45 to 0.82 over seeds 0-2).
     proc = subprocess.run(
-        [sys.executable, "-m", "lowbit_tf.demo", "--epochs", "3", "--latency-runs", "20",
+        [sys.executable, "-m", "lowbit_tf.demo", "--epochs", "10", "--latency-runs", "20",
          "--output-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )

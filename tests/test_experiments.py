@@ -3,6 +3,10 @@
 Each runs in a subprocess, as a user would run it, into a temporary directory;
 the test checks the exit status, the PNG and the table, that every accuracy in
 the table lies in [0, 1] and that the float baseline learned something.
+
+The training loop the experiments and the demo share reshuffles the batches
+every epoch, reproducibly (checked on a tiny model that records what ``fit``
+feeds it).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -67,3 +72,60 @@ def test_experiment_scripts_share_one_helper():
     for name in scripts:
         source = (EXPERIMENTS / f"{name}.py").read_text()
         assert "common.parse_args(" in source and "common.save_figure(" in source, name
+
+
+# ------------------------------------------------- batch order of the training loops
+
+SAMPLES, BATCH, EPOCHS = 40, 8, 3
+
+
+def _batch_orders(path: str, seed: int, tmp_path: Path) -> np.ndarray:
+    """The sample order of every epoch (EPOCHS x SAMPLES) that ``path``'s training feeds."""
+    import common
+
+    from lowbit_tf import demo
+    from lowbit_tf._keras import keras
+
+    class BatchOrderRecorder(keras.Model):
+        """Dense logits of a sample-index input; records the indices of every training batch."""
+
+        def __init__(self):
+            super().__init__()
+            self.logits = keras.layers.Dense(10)
+            self.seen: list[np.ndarray] = []
+
+        def call(self, x):
+            return self.logits(x)
+
+        def compile(self, **kwargs):
+            super().compile(run_eagerly=True, **kwargs)  # train_step sees concrete batches
+
+        def train_step(self, data):
+            self.seen.append(np.asarray(data[0])[:, 0].astype(int))
+            return super().train_step(data)
+
+    x = np.arange(SAMPLES, dtype=np.float32)[:, None]
+    y = np.arange(SAMPLES, dtype=np.int32) % 10
+    if path == "demo":  # one fit(epochs=EPOCHS)
+        keras.utils.set_random_seed(seed)
+        model = BatchOrderRecorder()
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        demo.fit_digits(model, x, y, epochs=EPOCHS, seed=seed, batch_size=BATCH)
+    else:  # experiments/common.py: one fit per epoch
+        config = common.Config(name="order", quick=True, epochs=EPOCHS, batch_size=BATCH,
+                               learning_rate=1e-2, seed=seed, output_dir=tmp_path)
+        model = common.train("order", BatchOrderRecorder, common.Data(x, y, x, y), config).model
+    return np.concatenate(model.seen).reshape(EPOCHS, SAMPLES)
+
+
+@pytest.mark.parametrize("path", ["demo", "experiments"])
+def test_training_reshuffles_every_epoch_reproducibly(path, tmp_path, monkeypatch):
+    """Keras 3's fit(x, y, shuffle=True) after set_random_seed repeats epoch 1's order."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    orders = _batch_orders(path, 0, tmp_path)
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(SAMPLES))
+    assert len({tuple(order) for order in orders}) == EPOCHS, orders  # a new order every epoch
+    np.testing.assert_array_equal(_batch_orders(path, 0, tmp_path), orders)  # same seed
+    assert not np.array_equal(_batch_orders(path, 1, tmp_path), orders)  # another seed

@@ -1,6 +1,10 @@
-"""A small binary CNN for 8x8 images (scikit-learn's digits)."""
+"""A small binary CNN for 8x8 images (scikit-learn's digits), and its training batches."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
 
 from lowbit_tf import constraints, layers
 from lowbit_tf._keras import keras
@@ -39,3 +43,30 @@ def binary_digits_cnn(
         ],
         name="binary_digits_cnn",
     )
+
+
+def training_batches(x: Any, y: Any, batch_size: int, seed: int) -> Any:
+    """A ``tf.data.Dataset`` of ``(x, y)`` batches in a new order every epoch, fixed by ``seed``.
+
+    Pass it to ``model.fit`` in place of the arrays (with ``shuffle=False``:
+    the dataset does the shuffling). Every iteration over the dataset, which
+    is every epoch, draws a new permutation of all samples; the sequence of
+    permutations depends only on ``seed`` (and TensorFlow's global seed, which
+    ``keras.utils.set_random_seed`` sets), so a run repeats exactly. Make it
+    once per training run: one ``fit(dataset, epochs=n)`` and ``n`` calls
+    ``fit(dataset, epochs=e + 1, initial_epoch=e)`` on the same dataset see
+    the same ``n`` orders. The last batch is partial when ``batch_size`` does
+    not divide the sample count, as with ``fit(x, y, batch_size=...)``.
+
+    Why not ``fit(x, y, shuffle=True)``: after ``keras.utils.set_random_seed``
+    Keras 3 feeds NumPy arrays in the first epoch's order in every epoch (the
+    shuffle runs with the same seeds each time), which is training without
+    reshuffling.
+    """
+    return (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
