@@ -53,6 +53,13 @@ _TFLITE_IDENTIFIER = b"TFL3"
 _UNDECODABLE = "cannot {what}: the runtime failed with an undecodable message (corrupt model?)"
 
 
+def _format_bytes(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
 class ModelError(ValueError):
     """A model could not be loaded or prepared (corrupt file, bad op options...)."""
 
@@ -225,6 +232,40 @@ class Interpreter:
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load TFLite model {source}: {e}") from e
         self._allocated = False
+        # The runtimes' error reporter keeps every message it was ever given
+        # and each later error carries them all; this is what was already shown.
+        self._reported = ""
+
+    def _fresh_message(self, error: BaseException) -> str:
+        """The part of a runtime error's text that is new since the last error
+        (the runtimes prepend every earlier message to each new one)."""
+        text = str(error)
+        previous, self._reported = self._reported, text
+        if previous and text.startswith(previous):
+            text = text[len(previous):]
+        return text.strip()
+
+    def _allocation_hint(self) -> str:
+        """For a failure without a message (the runtime's arena allocation) or
+        out of memory: the tensor sizes the current input shapes imply."""
+        try:
+            details = self._interpreter.get_tensor_details()
+        except (RuntimeError, ValueError):
+            return "the tensor sizes are unknown"
+        sizes = [
+            (int(np.prod(d["shape"], dtype=np.float64)) * np.dtype(d["dtype"]).itemsize,
+             d["name"], tuple(int(v) for v in d["shape"]))
+            for d in details
+        ]
+        if not sizes:
+            return "the model has no tensors"
+        total = sum(size for size, _, _ in sizes)
+        largest, name, shape = max(sizes)
+        return (
+            f"the tensors need {_format_bytes(total)} in all, the "
+            f"largest, {name!r} of shape {shape}, {_format_bytes(largest)} (is an input shape, "
+            f"e.g. the batch, too large?)"
+        )
 
     # --- the usual interpreter API, by delegation -------------------------
 
@@ -235,7 +276,12 @@ class Interpreter:
         except UnicodeDecodeError as e:
             raise ModelError(_UNDECODABLE.format(what="prepare the model")) from e
         except RuntimeError as e:
-            raise ModelError(f"cannot prepare the model: {e}") from e
+            reason = self._fresh_message(e)
+            if not reason:
+                reason = f"the runtime gave no reason; {self._allocation_hint()}"
+            elif "out of memory" in reason:
+                reason = f"{reason}; {self._allocation_hint()}"
+            raise ModelError(f"cannot prepare the model: {reason}") from e
         self._allocated = True
 
     def get_input_details(self) -> list[dict[str, Any]]:
@@ -258,7 +304,10 @@ class Interpreter:
         self, input_index: int, tensor_size: Sequence[int], strict: bool = False
     ) -> None:
         """Changes an input's shape; call allocate_tensors() afterwards."""
-        self._interpreter.resize_tensor_input(input_index, list(tensor_size), strict=strict)
+        try:
+            self._interpreter.resize_tensor_input(input_index, list(tensor_size), strict=strict)
+        except (RuntimeError, ValueError) as e:
+            raise type(e)(self._fresh_message(e)) from e
         self._allocated = False
 
     def invoke(self) -> None:
@@ -267,6 +316,9 @@ class Interpreter:
             self._interpreter.invoke()
         except UnicodeDecodeError as e:
             raise RuntimeError(_UNDECODABLE.format(what="run the model")) from e
+        except RuntimeError as e:
+            raise RuntimeError(self._fresh_message(e) or "the runtime failed to run the model "
+                               "and gave no reason") from e
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (get_signature_runner, tensor, ...) comes from the runtime.
@@ -290,7 +342,8 @@ class Interpreter:
             raise ValueError(f"the model has {len(details)} inputs, got {len(inputs)}")
         arrays = []
         for detail, value in zip(details, inputs, strict=True):
-            array = np.ascontiguousarray(value, dtype=detail["dtype"])
+            # asarray, not ascontiguousarray, which makes a scalar 1-D.
+            array = np.asarray(value, dtype=detail["dtype"], order="C")
             if tuple(array.shape) != tuple(int(d) for d in detail["shape"]):
                 self.resize_tensor_input(detail["index"], array.shape)
             arrays.append(array)

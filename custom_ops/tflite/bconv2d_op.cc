@@ -89,15 +89,13 @@ class Bconv2dOp final : public Op {
                    std::to_string(expected_c) + " for channels_in = " +
                    std::to_string(channels));
     }
-    for (int i = 0; i < rank; ++i) {
-      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
-    }
-
     BConv2DParams p = attrs_;
-    // The leading dimensions are the batch.
-    if (!FlattenDims(in.dims, rank - 3, &p.batch)) {
-      return Error("too many images in input " + ShapeString(in));
-    }
+    // The leading dimensions are the batch. An empty one is sized as a batch
+    // of one below and makes Eval a no-op.
+    s = FlattenBatch(in, 3, &p.batch);
+    if (!s.ok) return Error(s.message);
+    empty_batch_ = p.batch == 0;
+    if (empty_batch_) p.batch = 1;
     p.in_h = in.dims[rank - 3];
     p.in_w = in.dims[rank - 2];
     p.out_channels = cout;
@@ -115,9 +113,10 @@ class Bconv2dOp final : public Op {
     out_dims[rank - 3] = static_cast<int>(p.out_h);
     out_dims[rank - 2] = static_cast<int>(p.out_w);
     out_dims[rank - 1] = static_cast<int>(bitpacked ? PackedWords(cout) : cout);
+    const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w, expected_c};
+    const std::int64_t out_sizes[4] = {p.batch, p.out_h, p.out_w, out_dims[rank - 1]};
     std::int64_t in_elements = 0, out_elements = 0;
-    if (!FlattenDims(in.dims, rank, &in_elements) ||
-        !FlattenDims(out_dims.data(), rank, &out_elements)) {
+    if (!FlattenDims(in_sizes, 4, &in_elements) || !FlattenDims(out_sizes, 4, &out_elements)) {
       return Error("tensor sizes overflow");
     }
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;  // <= in_elements
@@ -162,6 +161,7 @@ class Bconv2dOp final : public Op {
     if (!prepared_ || inputs.size() != need_.size() || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
+    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
     Status s = CheckEvalBuffers(inputs, names_.data(), need_.data(), out,
@@ -239,6 +239,7 @@ class Bconv2dOp final : public Op {
   const EpilogueKind epilogue_;
   BConv2DParams params_;        // options + shapes of the last Prepare
   bool prepared_ = false;
+  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   bool input_packed_ = false;
   std::vector<std::size_t> need_;   // bytes of each input (0: may be empty)
   std::vector<const char*> names_;  // of each input, for messages

@@ -71,9 +71,6 @@ class BDepthwiseConv2dOp final : public Op {
                    std::to_string(expected_c) + " for channels_in = " +
                    std::to_string(attrs_.channels_in));
     }
-    for (int i = 0; i < rank; ++i) {
-      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
-    }
     if (filter.type != kTfLiteInt32) {
       return Error(std::string("filter must be INT32 (packed words), got ") +
                    TypeName(filter.type));
@@ -98,11 +95,15 @@ class BDepthwiseConv2dOp final : public Op {
     }
 
     BDepthwiseConv2DParams p = attrs_;
-    p.batch = 1;
-    for (int i = 0; i < rank - 3 && p.batch <= INT_MAX; ++i) p.batch *= in.dims[i];
+    // The leading dimensions are the batch. An empty one is sized as a batch
+    // of one below and makes Eval a no-op.
+    Status s = FlattenBatch(in, 3, &p.batch);
+    if (!s.ok) return Error(s.message);
+    empty_batch_ = p.batch == 0;
+    if (empty_batch_) p.batch = 1;
     p.in_h = in.dims[rank - 3];
     p.in_w = in.dims[rank - 2];
-    Status s = ComputeBDepthwiseConv2DGeometry(&p);  // rejects batch > 2^30
+    s = ComputeBDepthwiseConv2DGeometry(&p);  // rejects batch > 2^30
     if (!s.ok) return Error(s.message);
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
     params_ = p;
@@ -150,6 +151,7 @@ class BDepthwiseConv2dOp final : public Op {
     if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
+    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const std::size_t need[4] = {input_bytes_, filter_bytes_, vector_bytes_, vector_bytes_};
     const TensorRef& out = outputs[0];
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
@@ -188,6 +190,7 @@ class BDepthwiseConv2dOp final : public Op {
   const OutputType output_type_;
   BDepthwiseConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
+  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   bool input_packed_ = false;
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float input

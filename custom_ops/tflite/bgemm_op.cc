@@ -63,14 +63,14 @@ class BgemmOp final : public Op {
                    std::to_string(expected_c) + " for channels_in = " +
                    std::to_string(channels));
     }
-    for (int i = 0; i < rank; ++i) {
-      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
-    }
     BGemmParams p = attrs_;
     p.out_channels = cout;
-    if (!FlattenDims(in.dims, rank - 1, &p.rows)) {
-      return Error("too many rows in input " + ShapeString(in));
-    }
+    // The leading dimensions are the rows. No rows is sized as one below and
+    // makes Eval a no-op.
+    s = FlattenBatch(in, 1, &p.rows);
+    if (!s.ok) return Error(s.message);
+    empty_batch_ = p.rows == 0;
+    if (empty_batch_) p.rows = 1;
     s = CheckBGemmShape(p);
     if (!s.ok) return Error(s.message);
     params_ = p;
@@ -79,8 +79,9 @@ class BgemmOp final : public Op {
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     std::vector<int> out_dims(in.dims, in.dims + rank);
     out_dims[rank - 1] = static_cast<int>(bitpacked ? PackedWords(cout) : cout);
+    const std::int64_t out_sizes[2] = {p.rows, out_dims[rank - 1]};
     std::int64_t out_elements = 0;
-    if (!FlattenDims(out_dims.data(), rank, &out_elements)) return Error("tensor sizes overflow");
+    if (!FlattenDims(out_sizes, 2, &out_elements)) return Error("tensor sizes overflow");
     need_[0] = Bytes4(p.rows * expected_c);  // rows <= 2^30, expected_c < 2^25
     need_[1] = Bytes4(cout * words);
     need_[2] = need_[3] = Bytes4(cout);
@@ -116,6 +117,7 @@ class BgemmOp final : public Op {
     if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
+    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
     Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
@@ -150,6 +152,7 @@ class BgemmOp final : public Op {
   const OutputType output_type_;
   BGemmParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
+  bool empty_batch_ = false;  // the input's leading dimensions hold no row
   bool input_packed_ = false;
   std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
   std::size_t output_bytes_ = 0;

@@ -50,25 +50,25 @@ class BMaxPool2dOp final : public Op {
                    " packed words, expected " + std::to_string(words) + " for channels = " +
                    std::to_string(attrs_.channels));
     }
-    for (int i = 0; i < rank; ++i) {
-      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
-    }
     BMaxPool2DParams p = attrs_;
-    // The leading dimensions are the batch.
-    if (!FlattenDims(in.dims, rank - 3, &p.batch)) {
-      return Error("too many images in input " + ShapeString(in));
-    }
+    // The leading dimensions are the batch. An empty one is sized as a batch
+    // of one below and makes Eval a no-op.
+    Status s = FlattenBatch(in, 3, &p.batch);
+    if (!s.ok) return Error(s.message);
+    empty_batch_ = p.batch == 0;
+    if (empty_batch_) p.batch = 1;
     p.in_h = in.dims[rank - 3];
     p.in_w = in.dims[rank - 2];
-    Status s = ComputeBMaxPool2DGeometry(&p);
+    s = ComputeBMaxPool2DGeometry(&p);
     if (!s.ok) return Error(s.message);
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
     std::vector<int> out_dims(in.dims, in.dims + rank);
     out_dims[rank - 3] = static_cast<int>(p.out_h);
     out_dims[rank - 2] = static_cast<int>(p.out_w);
+    const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w, words};
+    const std::int64_t out_sizes[4] = {p.batch, p.out_h, p.out_w, words};
     std::int64_t in_elements = 0, out_elements = 0;
-    if (!FlattenDims(in.dims, rank, &in_elements) ||
-        !FlattenDims(out_dims.data(), rank, &out_elements)) {
+    if (!FlattenDims(in_sizes, 4, &in_elements) || !FlattenDims(out_sizes, 4, &out_elements)) {
       return Error("tensor sizes overflow");
     }
     input_bytes_ = Bytes4(in_elements);
@@ -87,6 +87,7 @@ class BMaxPool2dOp final : public Op {
     if (!prepared_ || inputs.size() != 1 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
+    if (empty_batch_) return Status::Ok();  // nothing to read or write
     if (inputs[0].data == nullptr) return Error("input has no data");
     if (inputs[0].bytes < input_bytes_) {
       return Error("input holds " + std::to_string(inputs[0].bytes) + " bytes, expected " +
@@ -107,6 +108,7 @@ class BMaxPool2dOp final : public Op {
   const BMaxPool2DParams attrs_;
   BMaxPool2DParams params_;
   bool prepared_ = false;
+  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   std::size_t input_bytes_ = 0, output_bytes_ = 0;
 };
 

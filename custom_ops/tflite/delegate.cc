@@ -24,6 +24,7 @@
 #include <new>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "custom_ops/core/thread_pool.h"
@@ -354,6 +355,9 @@ TfLiteStatus RunGuarded(TfLiteContext* context, TfLiteNode* node, const char* na
   }
   try {
     return step(kernel);
+  } catch (const std::bad_alloc&) {
+    Report(context, std::string("lowbit delegate: out of memory in ") + name +
+                        " of the lowbit ops (are the input shapes, e.g. the batch, too large?)");
   } catch (const std::exception& e) {
     Report(context, std::string("lowbit delegate: ") + e.what());
   } catch (...) {
@@ -413,6 +417,14 @@ void EnsurePool(TfLiteContext* context, DelegateState* state) {
   if (threads <= 0) threads = context->recommended_num_threads;
   if (threads <= 0) threads = 1;
   if (threads > kMaxThreads) threads = kMaxThreads;
+  // More workers than hardware threads cannot make the kernels faster (their
+  // chunks are equal-cost and CPU-bound) but each costs a stack and a wakeup:
+  // num_threads=1024 on a 2-core machine would start 1,023 threads per
+  // interpreter. (hardware_concurrency() is 0 where unknown: no cap then.)
+  const unsigned hardware = std::thread::hardware_concurrency();
+  if (hardware > 0 && static_cast<unsigned>(threads) > hardware) {
+    threads = static_cast<int>(hardware);
+  }
   try {
     state->pool = std::make_unique<ThreadPool>(threads);
   } catch (...) {

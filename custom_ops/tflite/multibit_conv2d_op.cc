@@ -64,9 +64,6 @@ class MultibitConv2dOp final : public Op {
     if (in.rank < 4) {
       return Error("input must have rank >= 4 [..., H, W, C], got shape " + ShapeString(in));
     }
-    for (int i = 0; i < in.rank; ++i) {
-      if (in.dims[i] < 1) return Error("input has an empty dimension: " + ShapeString(in));
-    }
     if (in.dims[in.rank - 1] != channels) {
       return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[in.rank - 1]) +
                    " channels, expected channels_in = " + std::to_string(channels));
@@ -96,14 +93,16 @@ class MultibitConv2dOp final : public Op {
     const TensorRef& shifts = inputs[3];
     if (shifts.rank != 1) return Error("shifts must have rank 1, got shape " + ShapeString(shifts));
     p.num_shifts = shifts.dims[0];
-    p.conv.batch = 1;
-    for (int i = 0; i < in.rank - 3; ++i) {
-      if (p.conv.batch > INT_MAX / in.dims[i]) return Error("input is too large: " + ShapeString(in));
-      p.conv.batch *= in.dims[i];
-    }
+    // The leading dimensions are the batch. An empty one is sized as a batch
+    // of one below and makes Eval a no-op.
+    Status s = FlattenBatch(in, 3, &p.conv.batch);
+    if (!s.ok) return Error(s.message);
+    if (p.conv.batch > INT_MAX) return Error("input has too many images: " + ShapeString(in));
+    empty_batch_ = p.conv.batch == 0;
+    if (empty_batch_) p.conv.batch = 1;
     p.conv.in_h = in.dims[in.rank - 3];
     p.conv.in_w = in.dims[in.rank - 2];
-    Status s = ComputeMultibitConv2DGeometry(&p);
+    s = ComputeMultibitConv2DGeometry(&p);
     if (!s.ok) return Error(s.message);
     if (p.conv.out_h < 1 || p.conv.out_w < 1 || p.conv.out_h > INT_MAX ||
         p.conv.out_w > INT_MAX) {
@@ -155,6 +154,7 @@ class MultibitConv2dOp final : public Op {
     if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
+    if (empty_batch_) return Status::Ok();  // nothing to read or write
     // need_ 0: empty shifts.
     Status s = CheckEvalBuffers(inputs, kInputNames, need_, outputs[0], kTfLiteFloat32,
                                 output_bytes_);
@@ -173,6 +173,7 @@ class MultibitConv2dOp final : public Op {
   const MultibitConv2DParams attrs_;  // options only
   MultibitConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
+  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   std::size_t need_[kNumInputs] = {};
   std::size_t output_bytes_ = 0;
   PreparedWeights weights_;  // the filter laid out for the kernel (chosen at init)

@@ -1,0 +1,169 @@
+"""Converted models with each custom op, run by `lowbit_tf.lite.Interpreter` at
+the edges a user reaches: an empty batch, an impossibly large one, errors after
+errors, a scalar input, more threads than cores (issue 13, defects 4-7).
+
+Each model has one custom op right after its input (plus the binary conv in
+front of the pool for LowbitBMaxPool2d), so that the op itself, not an XNNPACK
+float op, sees the odd shape.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lowbit_tf
+from lowbit_tf import layers
+from lowbit_tf._keras import keras
+from lowbit_tf.lite import Interpreter, ModelError
+
+_SIGN = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+
+
+def _single_op_models() -> dict[str, keras.Model]:
+    keras.utils.set_random_seed(3)
+
+    def sequential(shape, *stack):
+        return keras.Sequential([keras.Input(shape), *stack])
+
+    return {
+        "LowbitBconv2d": sequential((6, 6, 8), layers.QuantConv2D(4, 3, padding="same", **_SIGN)),
+        "LowbitBMaxPool2d": sequential(
+            (6, 6, 8), layers.QuantConv2D(8, 3, padding="same", **_SIGN),
+            keras.layers.MaxPooling2D(2), layers.QuantConv2D(4, 3, **_SIGN)),
+        "LowbitBDepthwiseConv2d": sequential(
+            (6, 6, 8), layers.QuantDepthwiseConv2D(3, padding="same", input_quantizer="ste_sign",
+                                                   depthwise_quantizer="ste_sign")),
+        "LowbitBgemm": sequential((40,), layers.QuantDense(5, **_SIGN)),
+        "LowbitMultibitConv2d": sequential(
+            (6, 6, 8), layers.ABCConv2D(4, 3, num_weight_bases=2, num_activation_bases=2)),
+        "LowbitFastfood": sequential((64,), layers.FastfoodDense(32)),
+    }
+
+
+@pytest.fixture(scope="module")
+def single_op_models():
+    """{op name: (keras model, tflite bytes)}; the op is checked to be in the file."""
+    out = {}
+    for op, model in _single_op_models().items():
+        tflite = lowbit_tf.convert(model)
+        assert op.encode() in tflite, op
+        out[op] = (model, tflite)
+    return out
+
+
+OPS = sorted(["LowbitBconv2d", "LowbitBMaxPool2d", "LowbitBDepthwiseConv2d", "LowbitBgemm",
+              "LowbitMultibitConv2d", "LowbitFastfood"])
+
+
+def _inputs(model: keras.Model, batch: int) -> np.ndarray:
+    shape = (batch, *model.input_shape[1:])
+    return np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_empty_batch_runs_and_the_interpreter_goes_on(single_op_models, op):
+    model, tflite = single_op_models[op]
+    interpreter = Interpreter(model_content=tflite, num_threads=2)
+    x = _inputs(model, 3)
+    want = model(x, training=False).numpy()
+    np.testing.assert_allclose(interpreter.predict(x), want, rtol=1e-6, atol=1e-6)
+    empty = interpreter.predict(x[:0])
+    assert empty.shape == (0, *want.shape[1:]) and empty.dtype == np.float32
+    np.testing.assert_allclose(interpreter.predict(x), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_impossible_batch_says_what_is_too_large(single_op_models, op):
+    """A batch whose tensors cannot be allocated: the message names the cause
+    (the op's limit, our out-of-memory report, or, when the runtime's own
+    allocation fails silently, the sizes the shapes imply), never an empty
+    text, and the interpreter still runs a sane batch afterwards."""
+    model, tflite = single_op_models[op]
+    interpreter = Interpreter(model_content=tflite)
+    x = _inputs(model, 2)
+    want = interpreter.predict(x)
+    # 2^30 is the largest batch the ops take: its buffers (>= 40 GB) fail to allocate.
+    for batch in (2**30, 2**31 - 1):
+        interpreter.resize_tensor_input(0, [batch, *model.input_shape[1:]])
+        with pytest.raises(ModelError) as error:
+            interpreter.allocate_tensors()
+        message = str(error.value)
+        reason = message.removeprefix("cannot prepare the model:").strip()
+        assert reason, message
+        assert ("too large" in reason or "must be in [0, " in reason), message
+        assert str(batch) in reason or "GB" in reason, message
+    np.testing.assert_array_equal(interpreter.predict(x), want)
+
+
+def test_each_error_has_its_own_message(single_op_models):
+    """The runtimes keep every error text and prepend it to the next error;
+    each error raised by the Interpreter carries only its own."""
+    model, tflite = single_op_models["LowbitBconv2d"]
+    interpreter = Interpreter(model_content=tflite)
+    messages = []
+    for batch in (2**31 - 1, 2**30 + 1, 2**31 - 1):
+        interpreter.resize_tensor_input(0, [batch, 6, 6, 8])
+        with pytest.raises(ModelError) as error:
+            interpreter.allocate_tensors()
+        messages.append(str(error.value))
+    for batch, message in zip((2**31 - 1, 2**30 + 1, 2**31 - 1), messages, strict=True):
+        assert message.count("LowbitBconv2d: batch must be") == 1, message
+        assert f"got {batch}" in message, message
+    assert messages[0] == messages[2]
+    x = _inputs(model, 1)
+    np.testing.assert_allclose(interpreter.predict(x), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_scalar_input_gives_scalar_output(tmp_path):
+    @tf.function(input_signature=[tf.TensorSpec([], tf.float32)])
+    def double(x):
+        return 2.0 * x
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [double.get_concrete_function()], double)
+    interpreter = Interpreter(model_content=converter.convert())
+    out = interpreter.predict(np.float32(1.5))
+    assert out.shape == () and out == 3.0
+    assert interpreter.predict(4).shape == ()  # a Python number too
+
+
+def test_kernel_threads_are_capped_at_the_hardware_threads(single_op_models):
+    """num_threads beyond the CPU count adds threads that cannot run at once;
+    the lowbit delegate's pool stops at the hardware threads (measured in a
+    child process without XNNPACK, which starts its own pool)."""
+    _, tflite = single_op_models["LowbitBconv2d"]
+    script = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        from ai_edge_litert.interpreter import OpResolverType
+        from lowbit_tf.lite import Interpreter
+
+        def threads():
+            return len(os.listdir("/proc/self/task"))
+
+        before = threads()
+        interpreter = Interpreter(
+            model_content=open(sys.argv[1], "rb").read(), num_threads=64,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter.predict(np.ones((4, 6, 6, 8), np.float32))
+        print(threads() - before)
+    """)
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"threads_{os.getpid()}.tflite")
+    with open(path, "wb") as stream:
+        stream.write(tflite)
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, path], capture_output=True,
+                              text=True, timeout=120)
+    finally:
+        os.unlink(path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    started = int(proc.stdout.strip().splitlines()[-1])
+    cores = os.cpu_count() or 1
+    assert started <= cores, f"{started} threads started for num_threads=64 on {cores} CPUs"
