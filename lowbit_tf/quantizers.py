@@ -623,6 +623,12 @@ def ste_tern(
     return _ste_tern(x)
 
 
+#: The widest DoReFa quantization: the multi-bit ops run at most 16 bit planes
+#: (custom_ops/core/multibit_conv2d.cc, kMaxActivationBits), and past that a
+#: float32 grid of 2^k - 1 steps on [0, 1] stops being exact anyway.
+MAX_DOREFA_BITS = 16
+
+
 def _dorefa(x: tf.Tensor, k_bit: int, mode: str) -> tf.Tensor:
     """DoReFa k-bit quantization of activations or weights (see :class:`DoReFa`)."""
     if mode == "activations":
@@ -649,13 +655,13 @@ def dorefa_quantizer(x: Any, k_bit: int = 2, mode: str = "activations") -> tf.Te
 
     Arguments:
         x: Input tensor (or anything convertible to one).
-        k_bit: Number of bits, >= 1.
+        k_bit: Number of bits, 1 to 16 (``MAX_DOREFA_BITS``).
         mode: ``"activations"`` or ``"weights"``.
 
     Raises:
-        ValueError: for ``k_bit < 1`` or an unknown ``mode``.
+        ValueError: for ``k_bit`` outside [1, 16] or an unknown ``mode``.
     """
-    k_bit = _check_int("k_bit", k_bit, minimum=1)
+    k_bit = _check_int("k_bit", k_bit, minimum=1, maximum=MAX_DOREFA_BITS)
     mode = _check_choice("mode", mode, ("activations", "weights"))
     return _dorefa(_as_float_tensor(x), k_bit, mode)
 
@@ -1152,11 +1158,13 @@ class DoReFa(Quantizer):
     +1 for ``w > 0`` and to -1 for ``w <= 0``.
 
     Arguments:
-        k_bit: Number of bits, >= 1.
+        k_bit: Number of bits, 1 to 16 (``MAX_DOREFA_BITS``: the most the
+            multi-bit ops run).
         mode: ``"activations"`` or ``"weights"``.
 
     Raises:
-        ValueError: for ``k_bit < 1`` (or not an integer) or an unknown ``mode``.
+        ValueError: for ``k_bit`` outside [1, 16] (or not an integer) or an
+            unknown ``mode``.
 
     References:
         Zhou et al., "DoReFa-Net: Training Low Bitwidth Convolutional Neural
@@ -1166,7 +1174,7 @@ class DoReFa(Quantizer):
     precision = None
 
     def __init__(self, k_bit: int = 2, mode: str = "activations"):
-        self.k_bit = _check_int("k_bit", k_bit, minimum=1)
+        self.k_bit = _check_int("k_bit", k_bit, minimum=1, maximum=MAX_DOREFA_BITS)
         self.mode = _check_choice("mode", mode, ("activations", "weights"))
         self.precision = self.k_bit
 

@@ -1036,6 +1036,8 @@ def test_bad_arguments_raise_naming_argument_and_value(cls, kwargs, argument):
      (lambda x: quantizers.ste_heaviside(x, clip_value=-2), "clip_value"),
      (lambda x: quantizers.magnitude_aware_sign(x, clip_value=0), "clip_value"),
      (lambda x: quantizers.dorefa_quantizer(x, k_bit=0), "k_bit"),
+     (lambda x: quantizers.dorefa_quantizer(x, k_bit=17), "k_bit"),
+     (lambda x: quantizers.DoReFa(k_bit=99), "k_bit"),
      (lambda x: quantizers.dorefa_quantizer(x, mode="kernel"), "mode")],
 )  # fmt: skip
 def test_function_forms_validate_arguments(call, argument):
