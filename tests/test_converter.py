@@ -360,3 +360,81 @@ def test_binary_dense_lowers_to_one_lowbit_bgemm():
     expected = model(x, training=False).numpy()
     np.testing.assert_allclose(run_tflite(result.tflite_model, x), expected, rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())
+
+
+# ---------------------------------------------------------------------------
+# Models used as layers (issue 13, defect 3)
+
+
+def _binary_block(name: str, channels: int = 16) -> keras.Sequential:
+    return keras.Sequential(
+        [keras.Input((6, 6, channels)),
+         layers.QuantConv2D(channels, 3, padding="same", input_quantizer="ste_sign",
+                            kernel_quantizer="ste_sign", use_bias=False),
+         keras.layers.BatchNormalization()],
+        name=name,
+    )
+
+
+def _nested_models() -> dict[str, keras.Model]:
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((6, 6, 3))
+    stem = keras.layers.Conv2D(16, 3, padding="same")(inputs)
+    block = _binary_block("block")
+    functional_outer = keras.Model(
+        inputs, keras.layers.GlobalAveragePooling2D()(block(stem)), name="outer")
+    inner_input = keras.Input((6, 6, 16))
+    inner_functional = keras.Model(inner_input, _binary_block("chain")(inner_input),
+                                   name="inner")
+    twice = keras.Sequential(
+        [keras.Input((6, 6, 16)), _binary_block("deep"), inner_functional], name="middle")
+    sequential_outer = keras.Sequential(
+        [keras.Input((6, 6, 3)), keras.layers.Conv2D(16, 3, padding="same"), twice,
+         keras.layers.Flatten(), keras.layers.Dense(4)], name="outer_seq")
+    for model in (functional_outer, sequential_outer):
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.Model):
+                randomize_batch_norms(layer)
+    return {"functional_outer": functional_outer, "two_levels": sequential_outer}
+
+
+@pytest.mark.parametrize("name, lowered", [
+    ("functional_outer", ["block/quant_conv2d"]),
+    ("two_levels", ["middle/deep/quant_conv2d", "middle/inner/chain/quant_conv2d"]),
+])
+def test_binary_layers_in_nested_models_are_lowered(name, lowered):
+    model = _nested_models()[name]
+    result = lowbit_converter.convert_with_report(model)
+    # Keras names the inner convs quant_conv2d, quant_conv2d_1, ...: compare
+    # the model paths.
+    assert [p.rsplit("/", 1)[0] for p in result.lowered_layers] == \
+        [p.rsplit("/", 1)[0] for p in lowered]
+    ops = [op for op, _ in operators(result.tflite_model)]
+    assert ops.count("LowbitBconv2d") == len(lowered), ops
+    assert "CONV_2D" in ops  # the float stem
+    x = np.random.default_rng(0).standard_normal((3, 6, 6, 3)).astype(np.float32)
+    want = model(x, training=False).numpy()
+    np.testing.assert_allclose(run_tflite(result.tflite_model, x), want, rtol=1e-5, atol=1e-4)
+    float_size = len(lowbit_converter.convert(model, lowbit=False))
+    assert len(result.tflite_model) < float_size
+
+
+class _Subclassed(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.QuantConv2D(8, 3, padding="same", input_quantizer="ste_sign",
+                                       kernel_quantizer="ste_sign")
+
+    def call(self, inputs):
+        return self.conv(inputs)
+
+
+def test_subclassed_model_with_lowbit_layers_inside_is_refused():
+    inputs = keras.Input((6, 6, 8))
+    inner = _Subclassed(name="custom_block")
+    model = keras.Model(inputs, keras.layers.Flatten()(inner(inputs)))
+    with pytest.raises(ConversionError, match=r"'custom_block' \(_Subclassed\).*float_fallback"):
+        lowbit_converter.convert(model)
+    tflite = lowbit_converter.convert(model, float_fallback=True)
+    x = np.random.default_rng(1).standard_normal((2, 6, 6, 8)).astype(np.float32)
+    np.testing.assert_allclose(run_tflite(tflite, x), model(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -70,7 +70,11 @@ def convert(
     with `lowbit_tf.lite.Interpreter`.
 
     Args:
-      model: a built Sequential or functional Keras model.
+      model: a built Sequential or functional Keras model. Sequential and
+        functional models used as its layers are lowered too (their lowered
+        layers are reported as "<model>/<layer>"); a subclassed model used as
+        a layer that holds lowbit layers raises ConversionError unless
+        float_fallback.
       lowbit: False converts the model as it is (float ops only), e.g. to
         compare sizes and speed with the float twin.
       packed_chains: a binary conv whose output (after folded BatchNorm/ReLU)

@@ -443,6 +443,25 @@ def lower_model(
     """
     if not model.built:
         raise ConversionError(f"model {model.name!r} is not built; call it once or give inputs")
+    # Models used as layers are lowered on their own (recursively) and stand in
+    # for themselves; their plans are reported as "<model>/<layer>". Folding and
+    # packed chains stay inside each model: a BatchNorm in the outer model after
+    # a nested binary conv is kept as a float op (correct, one pass slower).
+    nested: dict[str, keras.Model] = {}
+    nested_plans: dict[str, Any] = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.Model):
+            continue
+        if not _is_graph_model(layer):
+            _check_opaque_model(layer, float_fallback)
+            continue
+        lowered_inner, inner_plans = lower_model(
+            layer, packed_chains=packed_chains, float_fallback=float_fallback
+        )
+        if inner_plans:
+            nested[layer.name] = lowered_inner
+            nested_plans.update({f"{layer.name}/{name}": plan
+                                 for name, plan in inner_plans.items()})
     plans = plan_lowering(model, packed_chains=packed_chains, float_fallback=float_fallback)
     fastfood = plan_fastfood(model)
     folded = {
@@ -467,6 +486,8 @@ def lower_model(
     from lowbit_converter.lower_depthwise import BDepthwisePlan, LoweredBDepthwiseConv2D
 
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in nested:
+            return nested[layer.name]
         if isinstance(plans.get(layer.name), BDepthwisePlan):
             return LoweredBDepthwiseConv2D(plans[layer.name])
         if layer.name in residual_adds:
@@ -488,4 +509,32 @@ def lower_model(
         return layer
 
     lowered = keras.models.clone_model(model, clone_function=clone_function)
-    return lowered, {**plans, **fastfood}
+    return lowered, {**plans, **fastfood, **nested_plans}
+
+
+def _is_graph_model(model: keras.Model) -> bool:
+    """A Sequential or functional model, whose layers and wiring the converter
+    can read (a subclassed model's call() is opaque to it)."""
+    return isinstance(model, keras.Sequential) or "layers" in model.get_config()
+
+
+def _check_opaque_model(model: keras.Model, float_fallback: bool) -> None:
+    """A subclassed model used as a layer is converted as TensorFlow traces it:
+    fine for float layers, but its quantized layers would silently stay float
+    ops. Refused unless float_fallback."""
+    from lowbit_tf.layers import FastfoodDense, QuantizedLayerMixin
+
+    def layers_in(layer: Any) -> Any:
+        for inner in getattr(layer, "layers", []):
+            yield inner
+            yield from layers_in(inner)
+
+    quantized = [inner.name for inner in layers_in(model)
+                 if isinstance(inner, QuantizedLayerMixin | FastfoodDense)]
+    if quantized and not float_fallback:
+        raise ConversionError(
+            f"model {model.name!r} ({type(model).__name__}) is a subclassed model used as a "
+            f"layer; its lowbit layers {quantized} cannot be lowered (the converter reads "
+            "Sequential and functional models only). Build it as a functional or Sequential "
+            "model, or pass float_fallback=True to keep them as float ops"
+        )
