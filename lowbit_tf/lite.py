@@ -109,7 +109,11 @@ def delegate_library_path() -> Path:
 
 
 def load_delegate(
-    num_threads: int | None = None, runtime: str | None = None, library: str | Path | None = None
+    num_threads: int | None = None,
+    runtime: str | None = None,
+    library: str | Path | None = None,
+    *,
+    check_nan: bool = False,
 ) -> Any:
     """Loads the lowbit external delegate for a runtime.
 
@@ -119,6 +123,8 @@ def load_delegate(
       runtime: one of `RUNTIMES`; None picks the first importable one. The
         delegate must be loaded through the runtime that will use it.
       library: path of the delegate library; default `delegate_library_path()`.
+      check_nan: debug mode: a lowbit op whose float input holds a NaN fails
+        (naming the op and the element) instead of binarising it as +1.
 
     Returns:
       The runtime's delegate object, for `experimental_delegates=[...]`.
@@ -127,6 +133,8 @@ def load_delegate(
     options: dict[str, str] = {}
     if num_threads is not None:
         options["num_threads"] = str(_check_threads(num_threads))
+    if check_nan:
+        options["check_nan"] = "1"
     path = Path(library) if library is not None else delegate_library_path()
     return module.load_delegate(str(path), options)
 
@@ -174,6 +182,11 @@ class Interpreter:
       experimental_delegates: more delegates to apply before the lowbit one.
       use_lowbit_delegate: False runs the stock interpreter (models with lowbit
         ops then fail to prepare); for debugging and comparisons.
+      check_nan: debug mode. The lowbit ops binarise NaN as +1 (bit 0), while
+        the Keras layers propagate NaN (as Larq does), so a NaN reaching a
+        binary layer gives a finite output that differs from Keras's, with
+        nothing to show for it. With check_nan=True, invoke() fails instead,
+        naming the op and the element (one pass over each lowbit op's input).
       **kwargs: passed on to the runtime's `Interpreter`.
 
     Raises:
@@ -196,6 +209,7 @@ class Interpreter:
         runtime: str | None = None,
         experimental_delegates: Sequence[Any] | None = None,
         use_lowbit_delegate: bool = True,
+        check_nan: bool = False,
         **kwargs: Any,
     ) -> None:
         if (model_path is None) == (model_content is None):
@@ -218,7 +232,7 @@ class Interpreter:
         self.runtime_name, module = _find_runtime(runtime)
         delegates = list(experimental_delegates or [])
         if use_lowbit_delegate:
-            delegates.append(load_delegate(num_threads, self.runtime_name))
+            delegates.append(load_delegate(num_threads, self.runtime_name, check_nan=check_nan))
         self._model_content = content  # the runtime may keep pointers into it
         try:
             self._interpreter = module.Interpreter(

@@ -167,3 +167,34 @@ def test_kernel_threads_are_capped_at_the_hardware_threads(single_op_models):
     started = int(proc.stdout.strip().splitlines()[-1])
     cores = os.cpu_count() or 1
     assert started <= cores, f"{started} threads started for num_threads=64 on {cores} CPUs"
+
+
+def test_nan_rule_and_debug_check():
+    """The one rule: the lowbit ops binarise NaN as +1 (docs/custom_ops.md),
+    while Keras propagates NaN like Larq; check_nan=True turns a NaN that
+    reaches a lowbit op into an error naming it (issue 13, defect 8)."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([
+        keras.Input((6, 6, 8)),
+        layers.QuantConv2D(8, 3, padding="same", **_SIGN),
+        keras.layers.MaxPooling2D(2),
+        layers.QuantConv2D(4, 3, padding="same", **_SIGN),
+    ])
+    tflite = lowbit_tf.convert(model)
+    x = _inputs(model, 2)
+    x_nan = x.copy()
+    x_nan[1, 2, 3, 4] = np.nan
+    as_plus_one = x.copy()
+    as_plus_one[1, 2, 3, 4] = 1.0  # what the ops make of the NaN
+    plain = Interpreter(model_content=tflite)
+    np.testing.assert_array_equal(plain.predict(x_nan), plain.predict(as_plus_one))
+    checked = Interpreter(model_content=tflite, check_nan=True)
+    np.testing.assert_array_equal(checked.predict(x), plain.predict(x))  # no NaN: same result
+    flat_index = np.ravel_multi_index((1, 2, 3, 4), x.shape)
+    with pytest.raises(RuntimeError, match=rf"LowbitBconv2d.*element {flat_index} is NaN"):
+        checked.predict(x_nan)
+    np.testing.assert_array_equal(checked.predict(x), plain.predict(x))
+    with pytest.raises(ValueError, match="check_nan must be"):
+        from ai_edge_litert import interpreter as litert
+
+        litert.load_delegate(str(lowbit_tf.lite.delegate_library_path()), {"check_nan": "yes"})

@@ -43,6 +43,9 @@ constexpr int kMaxThreads = 1024;
 struct DelegateState {
   TfLiteDelegate delegate;
   int requested_threads = 0;  // 0: use the interpreter's recommended_num_threads
+  // Debug option "check_nan": fail an op whose float input (input 0) holds a
+  // NaN instead of binarising it as +1 (see FindNaN).
+  bool check_nan = false;
   std::mutex pool_mutex;      // guards creation of `pool`
   std::unique_ptr<ThreadPool> pool;
   // A ThreadPool runs one ParallelFor at a time. If two interpreters sharing
@@ -74,6 +77,17 @@ void Report(TfLiteContext* context, const std::string& message) {
   if (context != nullptr && context->ReportError != nullptr) {
     context->ReportError(context, "%s\n", Printable(message).c_str());
   }
+}
+
+// Index of the first NaN of a float32 tensor, -1 if none (or not float32).
+std::int64_t FindNaN(const TensorRef& t) {
+  if (t.type != kTfLiteFloat32 || t.data == nullptr) return -1;
+  const auto* values = static_cast<const float*>(t.data);
+  const std::int64_t count = static_cast<std::int64_t>(t.bytes / sizeof(float));
+  for (std::int64_t i = 0; i < count; ++i) {
+    if (values[i] != values[i]) return i;
+  }
+  return -1;
 }
 
 std::vector<int> ToVector(const TfLiteIntArray* array) {
@@ -268,6 +282,15 @@ struct PartitionKernel {
       if (!MakeRefs(context, n, /*outputs_too=*/true, &error)) {
         Report(context, Where(n) + error);
         return kTfLiteError;
+      }
+      if (state->check_nan && !n.input_refs.empty()) {
+        const std::int64_t at = FindNaN(n.input_refs[0]);
+        if (at >= 0) {
+          Report(context, Where(n) + "input element " + std::to_string(at) +
+                              " is NaN (check_nan is on: the lowbit ops binarise NaN as +1 "
+                              "where Keras would propagate it)");
+          return kTfLiteError;
+        }
       }
       Status s = n.op->Eval(n.input_refs, n.output_refs, *executor);
       if (!s.ok) {
@@ -546,9 +569,16 @@ tflite_plugin_create_delegate(char** options_keys, char** options_values,
           return nullptr;
         }
         state->requested_threads = threads > 0 ? static_cast<int>(threads) : 0;
+      } else if (std::strcmp(key, "check_nan") == 0) {
+        if (std::strcmp(value, "0") != 0 && std::strcmp(value, "1") != 0) {
+          ReportTo(report_error, std::string("lowbit delegate: check_nan must be '0' or '1', "
+                                             "got '") + value + "'");
+          return nullptr;
+        }
+        state->check_nan = value[0] == '1';
       } else {
         ReportTo(report_error, std::string("lowbit delegate: unknown option '") + key +
-                                   "' (known options: num_threads)");
+                                   "' (known options: num_threads, check_nan)");
         return nullptr;
       }
     }
