@@ -254,9 +254,10 @@ class Interpreter:
         """The part of a runtime error's text that is new since the last error
         (the runtimes prepend every earlier message to each new one)."""
         text = str(error)
-        previous, self._reported = self._reported, text
-        if previous and text.startswith(previous):
-            text = text[len(previous):]
+        # The reporter's text only grows; a text that does not extend it came
+        # from elsewhere (a Python-level check) and leaves it as it was.
+        if text.startswith(self._reported):
+            text, self._reported = text[len(self._reported):], text
         return text.strip()
 
     def _allocation_hint(self) -> str:
