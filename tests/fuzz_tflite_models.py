@@ -20,14 +20,23 @@ Usage::
     python tests/fuzz_tflite_models.py --replay DIR/<case>.json      # in-process, no isolation
     python tests/fuzz_tflite_models.py --seed 7 --list 20            # describe mutants, no run
 
+    # under AddressSanitizer + UBSan (a build of the delegate alone, anywhere):
+    cmake -S custom_ops -B /tmp/asan -DLOWBIT_SANITIZE=address,undefined
+    cmake --build /tmp/asan --target lowbit_tflite
+    python tests/fuzz_tflite_models.py --library /tmp/asan/liblowbit_tflite.so --seconds 600
+
 Other options: `--count N` (stop after N mutants), `--kernel NAME` (sets
-LOWBIT_KERNEL in the worker, e.g. portable or avx2), `--library PATH` (a
-liblowbit_tflite.so to test instead of the installed one, e.g. an
-AddressSanitizer build; its runtime library goes in LD_PRELOAD), `--timeout S`
-(per mutant, default 20 s). Mutant `i` of seed `s` depends only on `(s, i)`
-and the seed models, so `--seed s --only i` reproduces it. The seed models are
-converted once (a subprocess) and cached under the system temp directory, keyed
-by a hash of the converter and layer sources and of this file.
+LOWBIT_KERNEL in the worker: reference, portable, avx2, ...), `--library
+PATH` (a liblowbit_tflite.so to test instead of the installed one; for a
+sanitizer build the worker starts with its runtime and libstdc++ in
+LD_PRELOAD and imports no TensorFlow, so the differential check is skipped),
+`--timeout S` (per mutant, default 20 s), `--strict-ftz` (see the oracle),
+`--memory-limit-gb` (the worker's address space, default 16). Nice it on a
+shared machine (`nice -n 10`); one worker uses about one core. Mutant `i` of
+seed `s` depends only on `(s, i)` and the seed models, so `--seed s --only i`
+reproduces it. The seed models are converted once (a subprocess) and cached
+under the system temp directory, keyed by a hash of the converter and
+`lowbit_tf` sources and of this file.
 
 Mutation kinds (`kind` in the report; `KINDS` below):
 
@@ -76,11 +85,21 @@ correctness can be judged:
   options, constants and inputs that the mutant gives the TFLite kernel; both
   must agree exactly (shape, dtype, bits), and the accepted options must be
   ones the contract allows (no required key missing, no value of the wrong
-  type or out of range, no input missing or extra);
-- batch resizes: row i of the output equals the output for row i alone;
-  invoking again (other inputs, resize and back) equals fresh interpreters;
+  type or out of range, no input missing or extra). One difference is known
+  and tolerated (counted and shown as `known differences`, a failure with
+  `--strict-ftz`): TensorFlow runs its kernels with subnormals flushed to zero
+  (FTZ/DAZ), TFLite does not, so subnormal multipliers, biases, Fastfood
+  diagonals or float inputs can change the result; a difference counts as
+  that only when rerunning the TFLite model with every subnormal of its float
+  constants and inputs flushed gives exactly the TF op's output;
+- batch resizes (whole and one-op models): row i of the output equals the
+  output for row i alone; invoking again (other inputs, a resize and back)
+  equals fresh interpreters;
 - output shapes equal the shapes declared in the model (batch dimension
   following a batch resize) whenever the mutation cannot change them.
+
+Whole models are otherwise judged by the neutral, batch, re-invocation and
+shape checks only (their float builtins are not ours to compare).
 
 A failure is saved (`--save-failures DIR`, by default a temp dir) as
 `<case>.tflite` (+ `<case>.original.tflite`) and `<case>.json` (mutation, run
@@ -97,6 +116,7 @@ import json
 import math
 import os
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -1823,7 +1843,8 @@ class Worker:
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         preexec = None
-        if memory_limit_gb:
+        if memory_limit_gb and "san.so" not in env.get("LD_PRELOAD", ""):
+            # (a sanitizer reserves terabytes of address space for its shadow)
             limit = int(memory_limit_gb * (1 << 30))
 
             def preexec() -> None:
@@ -1927,6 +1948,19 @@ class Stats:
             self.unjudged[result["unjudged"].split(" ")[0]] += 1
         if result.get("known"):
             self.known[result["known"]] += 1
+
+    def brief(self) -> str:
+        """Three lines: totals, mutants per kind, rejections by stage and type."""
+        return "\n".join([
+            f"fuzz seed {self.seed}: {self.ran} mutants in {self.seconds:.0f} s, accepted "
+            f"{self.accepted}, rejected {self.rejected}, checks "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.checks.items())),
+            "  per kind (ran/accepted): " + ", ".join(
+                f"{k} {c['ran']}/{c['accepted']}" for k, c in sorted(self.kinds.items())),
+            "  exceptions: " + ", ".join(f"{k} {v}" for k, v in self.exceptions.most_common())
+            + ("; known FTZ differences: " + ", ".join(
+                f"{k} {v}" for k, v in self.known.most_common()) if self.known else ""),
+        ])
 
     def summary(self) -> str:
         rate = self.ran / self.seconds if self.seconds else 0.0
@@ -2085,9 +2119,8 @@ def run_campaign(
     start = time.monotonic()
     seeds = seed_set(build_seed_models(seed_cache, log))
     stats.seed_seconds = time.monotonic() - start
-    failures_dir = Path(save_failures) if save_failures else Path(
-        tempfile.mkdtemp(prefix="lowbit-fuzz-failures-"))
-    log_dir = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-logs-"))
+    failures_dir = Path(save_failures) if save_failures else None
+    log_dir = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-logs-"))  # the workers' stderr
     env = _worker_env(kernel, library)
     worker: Worker | None = None
     start = time.monotonic()
@@ -2121,6 +2154,8 @@ def run_campaign(
                     "stage": result.get("stage"),
                     "stderr": stderr[-6000:],
                 }
+                if failures_dir is None:
+                    failures_dir = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-failures-"))
                 record["saved"] = _save_failure(failures_dir, mutant, seed, record)
                 record["rerun"] = (f"{rerun}   (in-process, no isolation: python "
                                    f"tests/fuzz_tflite_models.py --replay {record['saved']})")
@@ -2131,6 +2166,7 @@ def run_campaign(
         if worker is not None:
             worker.stop()
         stats.seconds = time.monotonic() - start
+        shutil.rmtree(log_dir, ignore_errors=True)  # failures keep their stderr
     return stats
 
 
