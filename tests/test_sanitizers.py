@@ -111,7 +111,10 @@ TSAN_ENV = {"TSAN_OPTIONS": "halt_on_error=0:second_deadlock_stack=1"}
 
 _REPORT = re.compile(r"(ERROR|WARNING): (Address|Leak|Thread|UndefinedBehavior)Sanitizer"
                      r"|Sanitizer: CHECK failed|: runtime error: ")
-_OURS = ("lowbit", "custom_ops/")
+# A frame of ours in a stack: our source files (debug info) or our libraries.
+# Not just "lowbit": the checkout (and CI's .ci-venv with numpy in it) may
+# live under a directory of that name.
+_OURS = ("/custom_ops/", "liblowbit_", "libsanitizer_canary")
 
 
 def sanitizer_reports(text: str, foreign_leaks_ok: bool = False) -> str:
