@@ -30,13 +30,13 @@ LOWBIT_KERNEL in the worker: reference, portable, avx2, ...), `--library
 PATH` (a liblowbit_tflite.so to test instead of the installed one; for a
 sanitizer build the worker starts with its runtime and libstdc++ in
 LD_PRELOAD and imports no TensorFlow, so the differential check is skipped),
-`--timeout S` (per mutant, default 20 s), `--strict-ftz` (see the oracle),
-`--memory-limit-gb` (the worker's address space, default 16). Nice it on a
-shared machine (`nice -n 10`); one worker uses about one core. Mutant `i` of
-seed `s` depends only on `(s, i)` and the seed models, so `--seed s --only i`
-reproduces it. The seed models are converted once (a subprocess) and cached
-under the system temp directory, keyed by a hash of the converter and
-`lowbit_tf` sources and of this file.
+`--timeout S` (per mutant; 20 s, 120 s for the slow reference kernel),
+`--strict-ftz` (see the oracle), `--memory-limit-gb` (the worker's address
+space, default 16). Nice it on a shared machine (`nice -n 10`); one worker
+uses about one core. Mutant `i` of seed `s` depends only on `(s, i)` and the
+seed models, so `--seed s --only i` reproduces it. The seed models are
+converted once (a subprocess) and cached under the system temp directory,
+keyed by a hash of the converter and `lowbit_tf` sources and of this file.
 
 Mutation kinds (`kind` in the report; `KINDS` below):
 
@@ -45,10 +45,12 @@ Mutation kinds (`kind` in the report; `KINDS` below):
   swapped strings (padding, activation, output_type, epilogue,
   activation_mode, lower case, empty, long), garbage bytes, truncated or
   byte-flipped buffers, a root that is not a map, no options, another options
-  format; and neutral ones: unknown keys added, optional keys written with
-  their default, the same values re-encoded with other FlexBuffer widths or
-  indirect/unsigned ints, bytes put before the buffer (FlexBuffers are read
-  from the end).
+  format, an absent optional key with another value than its default
+  (output_type "bitpacked" with an INT32 output: bit-packed variants the
+  converter does not emit, such as a bit-packed depthwise conv); and neutral
+  ones: unknown keys added, optional keys written with their default, the
+  same values re-encoded with other FlexBuffer widths or indirect/unsigned
+  ints, bytes put before the buffer (FlexBuffers are read from the end).
 - `tensor.*`: shape, rank, dtype, shape_signature, is_variable and
   quantization parameters of a custom op's input or output tensor.
 - `buffer.*`: constant inputs' buffers truncated, extended, detached (the
@@ -163,8 +165,9 @@ _NP_TYPES = {
 }
 _TYPE_NAMES = {v: k for k, v in vars(TT).items() if not k.startswith("_")}
 
-# Input elements a run-time resize may ask for (16 MiB of float32).
-MAX_RESIZE_ELEMENTS = 1 << 22
+# Input elements a run-time resize may ask for (4 MiB of float32: large
+# dimensions, and the reference kernel still well within the timeout).
+MAX_RESIZE_ELEMENTS = 1 << 20
 # Elements of a non-constant tensor a shape mutation may declare, unless the
 # shape cannot be allocated at all (then it is an overflow test).
 MAX_DECLARED_ELEMENTS = 1 << 22
@@ -797,6 +800,34 @@ def m_options_default_key(ctx: Ctx) -> dict:
     return {"op": ctx.name, "added": [key, options[key]]}
 
 
+def m_options_add_key(ctx: Ctx) -> dict:
+    """An optional key the op lacks, with a value other than its default:
+    output_type "bitpacked" (the output tensor then INT32 with packed words,
+    so that the op stays valid: a bit-packed depthwise conv, which the
+    converter does not emit), or an epilogue (whose inputs are missing)."""
+    options = ctx.options()
+    spec = CUSTOM_OPS.get(ctx.name)
+    if spec is None:
+        raise Skip("not a lowbit op")
+    key, value = ctx.choice([(k, c) for k, o in spec.options.items()
+                             if o.default is not None and k not in options
+                             for c in o.choices if c != o.default])
+    options[key] = value
+    set_options(ctx.op, encode_options(plain_entries(options)))
+    detail = {"op": ctx.name, "added": [key, value]}
+    if (key, value) == ("output_type", "bitpacked") and ctx.rng.random() < 0.8:
+        for index in _ints(ctx.op.outputs):
+            t = ctx.sub.tensors[index]
+            t.type = TT.INT32
+            shape = _ints(t.shape)
+            if shape:
+                t.shape = [*shape[:-1], -(-shape[-1] // 32)]
+                if t.shapeSignature is not None:
+                    t.shapeSignature = [*_ints(t.shapeSignature)[:-1], t.shape[-1]]
+        detail["output"] = "INT32, packed words"
+    return detail
+
+
 def m_options_reencode(ctx: Ctx) -> dict:
     ctx.oracle, ctx.shapes_kept = "neutral", True
     options = ctx.options()
@@ -1249,6 +1280,7 @@ KINDS: list[tuple[str, float, Callable[[Ctx], dict]]] = [
     ("options.format", 1, m_options_format),
     ("options.unknown_key", 2, m_options_unknown_key),
     ("options.default_key", 1, m_options_default_key),
+    ("options.add_key", 2, m_options_add_key),
     ("options.reencode", 2, m_options_reencode),
     ("options.prefix", 1, m_options_prefix),
     ("tensor.shape", 4, m_tensor_shape),
@@ -1698,42 +1730,77 @@ def flush_subnormals(x: np.ndarray) -> np.ndarray:
         return np.where((x != 0) & (np.abs(x) < FLT_MIN), np.copysign(np.float32(0), x), x)
 
 
+_MXCSR: Any = None
+
+
+def _mxcsr() -> Any:
+    """(get, set) of this thread's x86-64 MXCSR register, from two tiny
+    functions of machine code (stmxcsr / ldmxcsr through the red zone) in an
+    executable page; None elsewhere or where such a page is refused."""
+    global _MXCSR
+    if _MXCSR is None:
+        _MXCSR = False
+        import ctypes
+        import mmap
+        import platform
+
+        if platform.machine().lower() in ("x86_64", "amd64"):
+            code = bytes.fromhex(
+                "0fae5c24fc" "8b4424fc" "c3"  # stmxcsr [rsp-4]; mov eax, [rsp-4]; ret
+                "897c24fc" "0fae5424fc" "c3"  # mov [rsp-4], edi; ldmxcsr [rsp-4]; ret
+            )
+            try:
+                page = mmap.mmap(-1, mmap.PAGESIZE,
+                                 prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+            except (OSError, AttributeError):
+                return None
+            page.write(code)
+            address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+            get = ctypes.CFUNCTYPE(ctypes.c_uint32)(address)
+            put = ctypes.CFUNCTYPE(None, ctypes.c_uint32)(address + 10)
+            _MXCSR = (get, put, page)
+    return _MXCSR or None
+
+
 def ftz_explains(model: bytes, inputs: list, got: np.ndarray, expected: np.ndarray) -> bool:
     """Whether TensorFlow's flushing of subnormals explains a difference
     between the TFLite kernel (`got`) and the TF op (`expected`): TensorFlow
-    runs its kernels with FTZ/DAZ set, TFLite does not. The one-op model runs
-    again with every subnormal of its float constants and inputs flushed to
-    zero; its output, with subnormals flushed too, must then equal the TF op's."""
+    runs its kernels with FTZ and DAZ set, TFLite does not. On x86-64 the
+    one-op model runs again, one thread, with FTZ and DAZ set in this thread's
+    MXCSR: its output must then equal the TF op's exactly. Elsewhere: again
+    with every subnormal of its float constants and inputs flushed, the
+    outputs compared with their subnormals flushed (intermediates are not
+    covered there)."""
+    mxcsr = _mxcsr()
+    if mxcsr is not None:
+        get, put, _ = mxcsr
+        old = get()
+        put(old | 0x8040)  # FTZ (bit 15) and DAZ (bit 6)
+        try:
+            _, out, _ = run_tflite(model, 1, [list(x.shape) for x in inputs], inputs)
+        except Rejected:
+            return False
+        finally:
+            put(old)
+        return len(out) == 1 and same(out[0], expected)
     m = parse_model(model)
-    flushed = False
     for t in m.subgraphs[0].tensors:
         data = buffer_data(m, t) if t.type == TT.FLOAT32 else None
         if data is None or len(data) < 4:
             continue
         data = data.copy()
         values = data[: len(data) // 4 * 4].view(np.float32)
-        new = flush_subnormals(values)
-        if not same(new, values):
-            values[:] = new
-            buf = schema.BufferT()  # its own copy: the buffer may be shared with an int tensor
-            buf.data = data
-            m.buffers.append(buf)
-            t.buffer = len(m.buffers) - 1
-            flushed = True
+        values[:] = flush_subnormals(values)
+        buf = schema.BufferT()  # its own copy: the buffer may be shared with an int tensor
+        buf.data = data
+        m.buffers.append(buf)
+        t.buffer = len(m.buffers) - 1
     flushed_inputs = [flush_subnormals(x) for x in inputs]
-    flushed = flushed or any(not same(a, b) for a, b in zip(flushed_inputs, inputs, strict=True))
-    if not flushed and not _has_subnormal(got):
-        return False
     try:
         _, out, _ = run_tflite(pack_model(m), 1, [list(x.shape) for x in inputs], flushed_inputs)
     except Rejected:
         return False
     return len(out) == 1 and same(flush_subnormals(out[0]), flush_subnormals(expected))
-
-
-def _has_subnormal(x: Any) -> bool:
-    x = np.asarray(x)
-    return x.dtype == np.float32 and bool(np.any((x != 0) & (np.abs(x) < FLT_MIN)))
 
 
 def _compare_all(got: list, expected: list, what: str, fail: Callable[[str], None]) -> None:
@@ -2087,7 +2154,8 @@ def run_one(worker: Worker, mutant: Mutant, timeout: float) -> tuple[dict, str |
             how = signal.Signals(sig).name if sig else f"exit code {code}"
             message = f"the worker died ({how}) at stage {stage}"
         else:
-            message = f"no answer within {timeout} s (stage {stage})"
+            message = (f"no answer within {timeout} s (stage {stage}; a larger --timeout "
+                       "tells slow from stuck)")
         result = {"outcome": problem, "failures": [message], "checks": [], "stage": stage}
     stderr = worker.stderr_since(offset)
     if problem in (None, "crash") and any(m in stderr for m in _SANITIZER_MARKERS):
@@ -2189,7 +2257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     parser.add_argument("--count", type=int, default=None, help="stop after this many mutants")
     parser.add_argument("--save-failures", default=None, help="directory for failing cases")
-    parser.add_argument("--timeout", type=float, default=20.0, help="per mutant, seconds")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="per mutant, seconds (default 20, 120 with --kernel reference)")
     parser.add_argument("--kernel", default=None, help="LOWBIT_KERNEL for the worker")
     parser.add_argument("--library", default=None, help="liblowbit_tflite.so to test")
     parser.add_argument("--memory-limit-gb", type=float, default=16.0,
@@ -2216,6 +2285,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.list):
             print(make_mutant(seeds, args.seed, i).describe())
         return 0
+    if args.timeout is None:
+        args.timeout = 120.0 if args.kernel == "reference" else 20.0
     if args.seconds is None and args.count is None and args.only is None:
         args.seconds = 60.0
     stats = run_campaign(
