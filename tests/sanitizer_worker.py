@@ -180,11 +180,13 @@ def threads_command(model_dir: Path, result: Path) -> None:
                                 experimental_delegates=shared)
 
     # (model, shapes it cycles through, interpreter threads) per worker thread.
-    jobs = [("net", [(2, 16, 16, 3), (1, 9, 13, 3)], 1),
-            ("net", [(1, 16, 16, 3)], 2),
-            ("head", [(9, 20), (2, 20)], 1),
-            ("dw", [(2, 8, 8, 6)], 2),
-            ("abc", [(3, 7, 9, 5), (1, 8, 8, 5)], 1)]
+    # Large enough that the kernels split their work into several chunks
+    # (ParallelChunks), so that the shared pool is really used.
+    jobs = [("net", [(2, 40, 40, 3), (1, 33, 47, 3)], 1),
+            ("net", [(1, 48, 48, 3)], 2),
+            ("head", [(300, 20), (77, 20)], 1),
+            ("dw", [(2, 40, 40, 6)], 2),
+            ("abc", [(2, 30, 30, 5), (1, 24, 40, 5)], 1)]
     inputs = {(j, s): input_for(s, seed=10 * j + k)
               for j, (_, shapes, _) in enumerate(jobs) for k, s in enumerate(shapes)}
     # Expected outputs, one interpreter at a time on this thread.
