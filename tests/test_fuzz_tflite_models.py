@@ -28,7 +28,7 @@ import fuzz_tflite_models as fuzz  # noqa: E402
 pytest.importorskip("tensorflow")  # the seed models are converted, the TF op is the reference
 
 SEED = 20261124
-COUNT = 2500
+COUNT = 3000
 
 
 @pytest.mark.slow
