@@ -45,29 +45,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Per model: (input shapes that must run, malformed shapes that must raise,
 # shapes whose outcome (either) is only compared between the two builds).
+# The last good shape is large enough that the kernels split their work over
+# the delegate's pool; the others are small and odd (tails, 1x1, tiny pools).
 CASES: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[tuple[int, ...]]]] = {
     # bconv (float in, packed out) -> bmaxpool -> bconv -> bdepthwise -> multibit
     # -> MEAN -> bgemm -> fastfood -> FULLY_CONNECTED: two partitions.
     "net": (
-        [(1, 16, 16, 3), (2, 9, 13, 3), (3, 4, 6, 3), (1, 2, 3, 3), (2, 31, 7, 3)],
+        [(1, 16, 16, 3), (2, 9, 13, 3), (3, 4, 6, 3), (1, 2, 3, 3), (2, 31, 7, 3),
+         (2, 40, 44, 3)],
         [(1, 16, 16, 4), (16, 16, 3), (1, 16, 16, 1)],
         [(0, 8, 8, 3), (1, 1, 1, 3), (1, 16, 16, 3, 1)],
     ),
     # bgemm -> fastfood (block 64) -> fastfood (block 32) -> FULLY_CONNECTED
     "head": (
-        [(1, 20), (5, 20), (17, 20)],
+        [(1, 20), (5, 20), (17, 20), (300, 20)],
         [(3, 21), (3, 19), (3,)],
         [(0, 20), (2, 4, 20)],
     ),
     # bdepthwise (packed out) -> bdepthwise (float out)
     "dw": (
-        [(1, 8, 8, 6), (2, 5, 11, 6), (1, 1, 1, 6)],
+        [(1, 8, 8, 6), (2, 5, 11, 6), (1, 1, 1, 6), (2, 40, 36, 6)],
         [(1, 8, 8, 5), (8, 8, 6)],
         [(0, 4, 4, 6)],
     ),
     # multibit conv (ABC, stride 2) -> MEAN -> multibit dense (ABC)
     "abc": (
-        [(1, 8, 8, 5), (3, 7, 9, 5)],
+        [(1, 8, 8, 5), (3, 7, 9, 5), (2, 30, 34, 5)],
         [(1, 8, 8, 6), (8, 5)],
         [(0, 4, 4, 5)],
     ),
