@@ -1,10 +1,14 @@
 // Registrations (signatures, attributes, shape functions) of the lowbit TF ops.
-// The kernels live in the *_kernel.cc files beside this one.
+// The kernels live in the *_kernel.cc files beside this one. The inputs,
+// outputs and attributes of the ops that a .tflite file carries come from the
+// op contract table (core/op_contract.h); their shape functions and doc text
+// are written here.
 #include <string>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/core/op_contract.h"
 #include "custom_ops/core/types.h"
 #include "custom_ops/tf/conv_attrs.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
@@ -80,7 +84,25 @@ TfStatus EpilogueShapes(InferenceContext* c, const std::string& output_type,
   return TfStatus();
 }
 
+// The REGISTER_OP builder of an op of the contract table, with its inputs,
+// outputs and attributes in the table's order (the order of the OpDef's
+// fields, which tests/test_op_contract.py holds to the recorded OpDefs).
+tensorflow::register_op::OpDefBuilderWrapper ContractOp(const char* name) {
+  const contract::OpContract* op = contract::FindOpContract(name);
+  tensorflow::register_op::OpDefBuilderWrapper builder(name);
+  for (int i = 0; i < op->num_inputs; ++i) builder.Input(contract::TfArgSpec(op->inputs[i]));
+  for (int i = 0; i < op->num_outputs; ++i) builder.Output(contract::TfArgSpec(op->outputs[i]));
+  for (int i = 0; i < op->num_options; ++i) builder.Attr(contract::TfAttrSpec(op->options[i]));
+  return builder;
+}
+
 }  // namespace
+
+// REGISTER_OP(name) with the signature from the contract table: a static
+// initializer, as REGISTER_OP's own, run when the library is loaded.
+#define LOWBIT_REGISTER_CONTRACT_OP(var, name)                                   \
+  static const tensorflow::InitOnStartupMarker var TF_ATTRIBUTE_UNUSED =        \
+      tensorflow::InitOnStartupMarker{} << ContractOp(name)
 
 REGISTER_OP("LowbitBitpack")
     .Input("input: float")
@@ -104,29 +126,7 @@ Bit c of word c / 32 is 1 exactly when input[..., c] < 0 (value -1); x >= 0,
 output: shape input.shape[:-1] + [ceil(C / 32)].
 )doc");
 
-REGISTER_OP("LowbitBconv2d")
-    .Input("input: T")
-    .Input("filter: Tfilter")
-    .Input("multiplier: float")
-    .Input("bias: float")
-    .Input("epilogue_inputs: num_epilogue_inputs * float")
-    .Output("output: Tout")
-    .Attr("T: {float, int32}")
-    .Attr("Tfilter: {float, int32}")
-    .Attr("Tout: {float, int32} = DT_FLOAT")
-    .Attr("channels_in: int >= 1")
-    .Attr("kernel_h: int >= 1")
-    .Attr("kernel_w: int >= 1")
-    .Attr("stride_h: int >= 1 = 1")
-    .Attr("stride_w: int >= 1 = 1")
-    .Attr("dilation_h: int >= 1 = 1")
-    .Attr("dilation_w: int >= 1 = 1")
-    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
-    .Attr("pad_value: int = 0")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
-    .Attr("output_type: {'float', 'bitpacked'} = 'float'")
-    .Attr("epilogue: {'none', 'affine', 'add', 'affine_add'} = 'none'")
-    .Attr("num_epilogue_inputs: int >= 0 = 0")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterBconv2d, "LowbitBconv2d")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       tensorflow::DataType filter_type;
@@ -179,18 +179,7 @@ epilogue_inputs: post_multiplier [C_out] and post_bias [C_out] for "affine",
 output: float32 [..., OH, OW, C_out], or int32 packed [..., OH, OW, ceil(C_out / 32)].
 )doc");
 
-REGISTER_OP("LowbitBgemm")
-    .Input("input: T")
-    .Input("filter: Tfilter")
-    .Input("multiplier: float")
-    .Input("bias: float")
-    .Output("output: Tout")
-    .Attr("T: {float, int32}")
-    .Attr("Tfilter: {float, int32}")
-    .Attr("Tout: {float, int32} = DT_FLOAT")
-    .Attr("channels_in: int >= 1")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
-    .Attr("output_type: {'float', 'bitpacked'} = 'float'")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterBgemm, "LowbitBgemm")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       tensorflow::DataType filter_type;
@@ -228,15 +217,7 @@ output_type: "float": output float32 [..., N_out]; "bitpacked": the signs of tha
 output: float32 [..., N_out], or int32 packed [..., ceil(N_out / 32)].
 )doc");
 
-REGISTER_OP("LowbitBMaxPool2d")
-    .Input("input: int32")
-    .Output("output: int32")
-    .Attr("channels: int >= 1")
-    .Attr("filter_h: int >= 1")
-    .Attr("filter_w: int >= 1")
-    .Attr("stride_h: int >= 1 = 1")
-    .Attr("stride_w: int >= 1 = 1")
-    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterBMaxPool2d, "LowbitBMaxPool2d")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
@@ -278,26 +259,7 @@ input: int32 packed [..., H, W, ceil(channels / 32)].
 output: int32 packed [..., OH, OW, ceil(channels / 32)].
 )doc");
 
-REGISTER_OP("LowbitMultibitConv2d")
-    .Input("input: float")
-    .Input("filter: int32")
-    .Input("alphas: float")
-    .Input("shifts: float")
-    .Input("betas: float")
-    .Input("bias: float")
-    .Output("output: float")
-    .Attr("channels_in: int >= 1")
-    .Attr("kernel_h: int >= 1")
-    .Attr("kernel_w: int >= 1")
-    .Attr("stride_h: int >= 1 = 1")
-    .Attr("stride_w: int >= 1 = 1")
-    .Attr("dilation_h: int >= 1 = 1")
-    .Attr("dilation_w: int >= 1 = 1")
-    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
-    .Attr("pad_value: int = 0")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
-    .Attr("activation_mode: {'sign', 'abc', 'dorefa'}")
-    .Attr("activation_bits: int >= 0 = 0")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterMultibitConv2d, "LowbitMultibitConv2d")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, matrix, vec;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
@@ -333,16 +295,7 @@ bias: float32 [C_out].
 output: float32 [..., OH, OW, C_out].
 )doc");
 
-REGISTER_OP("LowbitFastfood")
-    .Input("x: float")
-    .Input("b: float")
-    .Input("g: float")
-    .Input("s: float")
-    .Input("permutation: int32")
-    .Input("bias: float")
-    .Output("output: float")
-    .Attr("units: int >= 1")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterFastfood, "LowbitFastfood")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle x, diagonal, other, bias;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &x));
@@ -382,26 +335,7 @@ bias: float32 [units], or [0] for no bias.
 output: float32 [..., units].
 )doc");
 
-REGISTER_OP("LowbitBDepthwiseConv2d")
-    .Input("input: T")
-    .Input("filter: int32")
-    .Input("multiplier: float")
-    .Input("bias: float")
-    .Output("output: Tout")
-    .Attr("T: {float, int32}")
-    .Attr("Tout: {float, int32} = DT_FLOAT")
-    .Attr("channels_in: int >= 1")
-    .Attr("depth_multiplier: int >= 1 = 1")
-    .Attr("kernel_h: int >= 1")
-    .Attr("kernel_w: int >= 1")
-    .Attr("stride_h: int >= 1 = 1")
-    .Attr("stride_w: int >= 1 = 1")
-    .Attr("dilation_h: int >= 1 = 1")
-    .Attr("dilation_w: int >= 1 = 1")
-    .Attr("padding: {'SAME', 'VALID'} = 'VALID'")
-    .Attr("pad_value: int = 0")
-    .Attr("activation: {'NONE', 'RELU'} = 'NONE'")
-    .Attr("output_type: {'float', 'bitpacked'} = 'float'")
+LOWBIT_REGISTER_CONTRACT_OP(kRegisterBDepthwiseConv2d, "LowbitBDepthwiseConv2d")
     .SetShapeFn([](InferenceContext* c) -> TfStatus {
       ShapeHandle input, filter, vec;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "custom_ops/core/op_contract.h"
+
 namespace lowbit {
 namespace tflite {
 namespace {
@@ -145,3 +147,11 @@ const char* TypeName(TfLiteType type) {
 
 }  // namespace tflite
 }  // namespace lowbit
+
+// The op contract table (core/op_contract.h) as JSON, for tools and tests
+// that need it without TensorFlow (tests/test_op_contract.py):
+// ctypes.CDLL(lowbit_tf._native.tflite_library_path()).lowbit_op_contract_json
+extern "C" __attribute__((visibility("default"))) const char* lowbit_op_contract_json() {
+  static const std::string json = lowbit::contract::OpContractsJson();
+  return json.c_str();
+}
