@@ -3,13 +3,13 @@
 // core's binary convolution. Inputs of rank > 4, [..., H, W, C], are a batch
 // of images whose leading dimensions are flattened into the batch.
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
-#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -24,15 +24,9 @@ class BConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx)
       : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
-    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, kOp, &params_));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBConv2DOptions(params_)));
-    OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kOp, &output_type_));
-    std::string epilogue;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("epilogue", &epilogue));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ParseEpilogue(epilogue, &epilogue_kind_)));
-    OP_REQUIRES(ctx, epilogue_kind_.inputs() == 0 || output_type_ == OutputType::kFloat,
-                InvalidArgument(kOp, ": epilogue \"", epilogue,
-                                "\" needs output_type \"float\""));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBConv2DOptions(TfAttrSource(ctx), &params_, &output_type_,
+                                                     &epilogue_kind_)));
+    OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

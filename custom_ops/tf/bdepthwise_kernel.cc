@@ -9,8 +9,9 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
-#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -25,10 +26,9 @@ template <typename T>
 class BDepthwiseConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, kDepthwiseOp, &params_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("depth_multiplier", &params_.depth_multiplier));
-    OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kDepthwiseOp, &output_type_));
-    OP_REQUIRES_OK(ctx, ToTf(CheckBDepthwiseConv2DOptions(params_)));
+    OP_REQUIRES_OK(ctx, ToTf(ReadBDepthwiseConv2DOptions(TfAttrSource(ctx), &params_,
+                                                         &output_type_)));
+    OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kDepthwiseOp, output_type_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

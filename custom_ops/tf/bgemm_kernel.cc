@@ -3,10 +3,11 @@
 // are rows. Packs a float input (and a float [K, N_out] kernel) on the fly
 // and runs the core's BGemm (a 1x1 binary convolution over the rows).
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "custom_ops/core/bgemm.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -22,12 +23,8 @@ class BGemmOp : public tensorflow::OpKernel {
  public:
   explicit BGemmOp(tensorflow::OpKernelConstruction* ctx)
       : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels_in", &params_.channels_in));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ParseActivation(activation, &params_.activation)));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBGemmOptions(params_)));
-    OP_REQUIRES_OK(ctx, GetOutputTypeAttr(ctx, kOp, &output_type_));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBGemmOptions(TfAttrSource(ctx), &params_, &output_type_)));
+    OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

@@ -1,6 +1,5 @@
 #include "custom_ops/tf/binary_kernel_util.h"
 
-#include <string>
 
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -14,17 +13,15 @@ tensorflow::Status ToTf(const char* op, const lowbit::Status& status) {
   return InvalidArgument(op, ": ", status.message);
 }
 
-tensorflow::Status GetOutputTypeAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
-                                     OutputType* type) {
-  std::string output_type;
+tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
+                                 OutputType type) {
   tensorflow::DataType tout;
-  TF_RETURN_IF_ERROR(ctx->GetAttr("output_type", &output_type));
   TF_RETURN_IF_ERROR(ctx->GetAttr("Tout", &tout));
-  TF_RETURN_IF_ERROR(ToTf(op, ParseOutputType(output_type, type)));
-  const tensorflow::DataType want =
-      *type == OutputType::kBitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
+  const bool bitpacked = type == OutputType::kBitpacked;
+  const tensorflow::DataType want = bitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
   if (tout != want) {
-    return InvalidArgument(op, ": output_type \"", output_type, "\" needs Tout = ",
+    return InvalidArgument(op, ": output_type \"", bitpacked ? "bitpacked" : "float",
+                           "\" needs Tout = ",
                            tensorflow::DataTypeString(want), ", got ",
                            tensorflow::DataTypeString(tout));
   }

@@ -20,10 +20,10 @@ namespace lowbit {
 // A core Status as an InvalidArgument prefixed with "<op>: ".
 tensorflow::Status ToTf(const char* op, const lowbit::Status& status);
 
-// Reads "output_type" and checks that "Tout" agrees with it (int32 for
-// "bitpacked", float for "float").
-tensorflow::Status GetOutputTypeAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
-                                     OutputType* type);
+// Checks that the "Tout" attribute agrees with the output_type option (int32
+// for "bitpacked", float for "float").
+tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
+                                 OutputType type);
 
 // The input as packed words: an int32 input as it is, a float one (rows of
 // `channels` values) bit-packed into `scratch`.

@@ -1,10 +1,11 @@
 // TF kernel of LowbitBMaxPool2d: max-pooling of bit-packed +-1 values. Inputs
 // of rank > 4, [..., H, W, words], have their leading dimensions flattened
 // into the batch.
-#include <string>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -19,15 +20,7 @@ constexpr char kOp[] = "LowbitBMaxPool2d";
 class BMaxPool2DOp : public tensorflow::OpKernel {
  public:
   explicit BMaxPool2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string padding;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("channels", &params_.channels));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("filter_h", &params_.filter_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("filter_w", &params_.filter_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_h", &params_.stride_h));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("stride_w", &params_.stride_w));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ParsePadding(padding, &params_.padding)));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBMaxPool2DOptions(params_)));
+    OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBMaxPool2DOptions(TfAttrSource(ctx), &params_)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

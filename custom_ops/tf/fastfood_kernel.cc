@@ -1,8 +1,9 @@
 // TF kernel of LowbitFastfood: the Adaptive Fastfood transform (core/fastfood.h).
-#include <string>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/fastfood.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -14,10 +15,7 @@ using tensorflow::errors::InvalidArgument;
 class FastfoodOp : public tensorflow::OpKernel {
  public:
   explicit FastfoodOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("units", &units_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES_OK(ctx, ToTf(ParseActivation(activation, &activation_)));
+    OP_REQUIRES_OK(ctx, ToTf(ReadFastfoodOptions(TfAttrSource(ctx), &units_, &activation_)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

@@ -1,11 +1,11 @@
 // TF kernel of LowbitMultibitConv2d: multi-bit convolution as P * M binary
 // convolutions (core/multibit_conv2d.h).
 #include <memory>
-#include <string>
 
 #include "custom_ops/core/multibit_conv2d.h"
+#include "custom_ops/core/op_options.h"
+#include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
-#include "custom_ops/tf/conv_attrs.h"
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -18,12 +18,7 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
  public:
   explicit MultibitConv2DOp(tensorflow::OpKernelConstruction* ctx)
       : OpKernel(ctx), filter_(SelectBConv2DKernel()) {
-    std::string mode;
-    OP_REQUIRES_OK(ctx, ReadConvAttrs(ctx, "LowbitMultibitConv2d", &params_.conv));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation_mode", &mode));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation_bits", &params_.activation_bits));
-    OP_REQUIRES_OK(ctx, ToTf(ParseActivationPlanes(mode, &params_.activation_mode)));
-    OP_REQUIRES_OK(ctx, ToTf(CheckBConv2DOptions(params_.conv)));
+    OP_REQUIRES_OK(ctx, ToTf(ReadMultibitConv2DOptions(TfAttrSource(ctx), &params_)));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

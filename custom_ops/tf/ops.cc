@@ -9,8 +9,9 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/op_contract.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/core/types.h"
-#include "custom_ops/tf/conv_attrs.h"
+#include "custom_ops/tf/attr_source.h"
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -23,6 +24,12 @@ using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
+
+// A core Status as an InvalidArgument prefixed with "<op>: ".
+TfStatus ToTf(const char* op, const lowbit::Status& status) {
+  if (status.ok) return TfStatus();
+  return tensorflow::errors::InvalidArgument(op, ": ", status.message);
+}
 
 // Output height and width of a conv op (unknown when the input's are).
 TfStatus ConvOutputSize(InferenceContext* c, const char* op, DimensionHandle in_h,
@@ -52,24 +59,17 @@ TfStatus WindowOutputShape(InferenceContext* c, ShapeHandle input, DimensionHand
 }
 
 // LowbitBconv2d's epilogue inputs (after bias, input 4 on): their count and
-// shapes against the `epilogue` attribute; the residual refines the output
-// shape it must equal.
-TfStatus EpilogueShapes(InferenceContext* c, const std::string& output_type,
-                        DimensionHandle depth, ShapeHandle* out) {
-  std::string text;
-  TF_RETURN_IF_ERROR(c->GetAttr("epilogue", &text));
-  EpilogueKind kind;
-  const lowbit::Status parsed = ParseEpilogue(text, &kind);
-  if (!parsed.ok) return tensorflow::errors::InvalidArgument("LowbitBconv2d: ", parsed.message);
+// shapes against the `epilogue` attribute (read and checked against
+// output_type by ReadBConv2DOptions); the residual refines the output shape
+// it must equal.
+TfStatus EpilogueShapes(InferenceContext* c, const EpilogueKind& kind, DimensionHandle depth,
+                        ShapeHandle* out) {
   const int given = c->num_inputs() - 4;
   if (given != kind.inputs()) {
+    std::string text;
+    TF_RETURN_IF_ERROR(c->GetAttr("epilogue", &text));
     return tensorflow::errors::InvalidArgument("LowbitBconv2d: epilogue \"", text, "\" takes ",
                                                kind.inputs(), " epilogue inputs, got ", given);
-  }
-  if (kind.inputs() > 0 && output_type != "float") {
-    return tensorflow::errors::InvalidArgument(
-        "LowbitBconv2d: epilogue \"", text, "\" needs output_type \"float\", got \"",
-        output_type, "\"");
   }
   int next = 4;
   if (kind.affine) {
@@ -137,20 +137,21 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterBconv2d, "LowbitBconv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BConv2DParams p;
-      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitBconv2d", &p));
+      OutputType output_type;
+      EpilogueKind epilogue;
+      TF_RETURN_IF_ERROR(ToTf("LowbitBconv2d", ReadBConv2DOptions(TfAttrSource(c), &p,
+                                                                  &output_type, &epilogue)));
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitBconv2d", c->Dim(input, -3), c->Dim(input, -2),
                                         &p, &out_h, &out_w));
-      std::string output_type;
-      TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
       // C_out: filter [C_out, words], or the HWIO kernel's last dimension.
       DimensionHandle depth = c->Dim(filter, float_filter ? 3 : 0);
-      if (output_type == "bitpacked") {
+      if (output_type == OutputType::kBitpacked) {
         depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
       }
       ShapeHandle out;
       TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, depth, &out));
-      TF_RETURN_IF_ERROR(EpilogueShapes(c, output_type, depth, &out));
+      TF_RETURN_IF_ERROR(EpilogueShapes(c, epilogue, depth, &out));
       c->set_output(0, out);
       return TfStatus();
     })
@@ -188,11 +189,13 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterBgemm, "LowbitBgemm")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &filter));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
-      std::string output_type;
-      TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
+      BGemmParams p;
+      OutputType output_type;
+      TF_RETURN_IF_ERROR(
+          ToTf("LowbitBgemm", ReadBGemmOptions(TfAttrSource(c), &p, &output_type)));
       // N_out: filter [N_out, words], or the Keras kernel [K, N_out].
       DimensionHandle depth = c->Dim(filter, filter_type == tensorflow::DT_FLOAT ? 1 : 0);
-      if (output_type == "bitpacked") {
+      if (output_type == OutputType::kBitpacked) {
         depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
       }
       ShapeHandle out;
@@ -222,14 +225,8 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterBMaxPool2d, "LowbitBMaxPool2d")
       ShapeHandle input;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 4, &input));
       BMaxPool2DParams p;
-      std::string padding;
-      TF_RETURN_IF_ERROR(c->GetAttr("channels", &p.channels));
-      TF_RETURN_IF_ERROR(c->GetAttr("filter_h", &p.filter_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("filter_w", &p.filter_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_h", &p.stride_h));
-      TF_RETURN_IF_ERROR(c->GetAttr("stride_w", &p.stride_w));
-      TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
-      ParsePadding(padding, &p.padding);
+      TF_RETURN_IF_ERROR(
+          ToTf("LowbitBMaxPool2d", ReadBMaxPool2DOptions(TfAttrSource(c), &p)));
       DimensionHandle out_h = c->UnknownDim(), out_w = c->UnknownDim();
       const DimensionHandle in_h = c->Dim(input, -3), in_w = c->Dim(input, -2);
       if (c->ValueKnown(in_h) && c->ValueKnown(in_w)) {
@@ -266,11 +263,12 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterMultibitConv2d, "LowbitMultibitConv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 3, &filter));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &matrix));
       for (int i = 3; i < 6; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &vec));
-      BConv2DParams p;
-      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitMultibitConv2d", &p));
+      MultibitConv2DParams p;
+      TF_RETURN_IF_ERROR(
+          ToTf("LowbitMultibitConv2d", ReadMultibitConv2DOptions(TfAttrSource(c), &p)));
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitMultibitConv2d", c->Dim(input, -3),
-                                        c->Dim(input, -2), &p, &out_h, &out_w));
+                                        c->Dim(input, -2), &p.conv, &out_h, &out_w));
       ShapeHandle out;
       TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, c->Dim(filter, 1), &out));
       c->set_output(0, out);
@@ -306,7 +304,9 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterFastfood, "LowbitFastfood")
       }
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
       std::int64_t units = 0;
-      TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
+      Activation activation;
+      TF_RETURN_IF_ERROR(
+          ToTf("LowbitFastfood", ReadFastfoodOptions(TfAttrSource(c), &units, &activation)));
       const DimensionHandle k = c->Dim(diagonal, 0), n = c->Dim(diagonal, 1);
       if (c->ValueKnown(k) && c->ValueKnown(n) && units > c->Value(k) * c->Value(n)) {
         return tensorflow::errors::InvalidArgument(
@@ -343,14 +343,9 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterBDepthwiseConv2d, "LowbitBDepthwiseConv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &vec));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &vec));
       BDepthwiseConv2DParams p;
-      std::string output_type;
-      TF_RETURN_IF_ERROR(ReadConvAttrs(c, "LowbitBDepthwiseConv2d", &p));
-      TF_RETURN_IF_ERROR(c->GetAttr("depth_multiplier", &p.depth_multiplier));
-      TF_RETURN_IF_ERROR(c->GetAttr("output_type", &output_type));
-      const lowbit::Status options = CheckBDepthwiseConv2DOptions(p);
-      if (!options.ok) {
-        return tensorflow::errors::InvalidArgument("LowbitBDepthwiseConv2d: ", options.message);
-      }
+      OutputType output_type;
+      TF_RETURN_IF_ERROR(ToTf("LowbitBDepthwiseConv2d",
+                              ReadBDepthwiseConv2DOptions(TfAttrSource(c), &p, &output_type)));
       if (!c->RankKnown(input)) {
         c->set_output(0, c->UnknownShape());
         return TfStatus();
@@ -372,7 +367,7 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterBDepthwiseConv2d, "LowbitBDepthwiseConv2d")
         out_w = c->MakeDim(p.out_w);
       }
       const std::int64_t depth =
-          output_type == "bitpacked" ? p.out_words() : p.out_channels();
+          output_type == OutputType::kBitpacked ? p.out_words() : p.out_channels();
       ShapeHandle leading, out;
       TF_RETURN_IF_ERROR(c->Subshape(input, 0, rank - 3, &leading));
       TF_RETURN_IF_ERROR(c->Concatenate(

@@ -34,6 +34,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -257,27 +258,9 @@ Status CreateBconv2dOp(const std::uint8_t* options, std::size_t size,
   if (!s.ok) return Error(s.message);
 
   BConv2DParams attrs;
-  if (!(s = ReadConvOptions(map, &attrs)).ok) return Error(s.message);
-
-  OutputType output_type = OutputType::kFloat;
-  s = GetOutputTypeOption(map, &output_type);
-  if (!s.ok) return Error(s.message);
-
-  // Optional (added after the first version of the contract): "none" when absent.
+  OutputType output_type;
   EpilogueKind epilogue;
-  std::string epilogue_text = "none";
-  flex::Value value;
-  if (map.Find("epilogue", &value)) {
-    s = flex::GetString(map, "epilogue", &epilogue_text);
-    if (!s.ok) return Error(s.message);
-  }
-  s = ParseEpilogue(epilogue_text, &epilogue);
-  if (!s.ok) return Error("option 'epilogue': " + s.message);
-  if (epilogue.inputs() != 0 && output_type != OutputType::kFloat) {
-    return Error("epilogue \"" + epilogue_text + "\" needs output_type \"float\"");
-  }
-
-  s = CheckBConv2DOptions(attrs);
+  s = ReadBConv2DOptions(FlexOptionSource(map), &attrs, &output_type, &epilogue);
   if (!s.ok) return Error(s.message);
   op->reset(new Bconv2dOp(attrs, output_type, epilogue, SelectBConv2DKernel()));
   return Status::Ok();

@@ -24,6 +24,7 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -207,43 +208,8 @@ Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
   if (!s.ok) return Error(s.message);
 
   BDepthwiseConv2DParams attrs;
-  const struct {
-    const char* key;
-    std::int64_t* field;
-  } ints[] = {
-      {"channels_in", &attrs.channels_in}, {"depth_multiplier", &attrs.depth_multiplier},
-      {"kernel_h", &attrs.kernel_h},       {"kernel_w", &attrs.kernel_w},
-      {"stride_h", &attrs.stride_h},       {"stride_w", &attrs.stride_w},
-      {"dilation_h", &attrs.dilation_h},   {"dilation_w", &attrs.dilation_w},
-  };
-  for (const auto& option : ints) {
-    s = GetIntOption(map, option.key, 1, INT_MAX, option.field);
-    if (!s.ok) return Error(s.message);
-  }
-  std::int64_t pad_value = 0;
-  if (!(s = GetIntOption(map, "pad_value", 0, 1, &pad_value)).ok) return Error(s.message);
-  attrs.pad_value = static_cast<int>(pad_value);
-
-  std::string text;
-  s = flex::GetString(map, "padding", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParsePadding(text, &attrs.padding);
-  if (!s.ok) return Error("option 'padding': " + s.message);
-  s = flex::GetString(map, "activation", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParseActivation(text, &attrs.activation);
-  if (!s.ok) return Error("option 'activation': " + s.message);
-
-  OutputType output_type = OutputType::kFloat;  // absent means "float"
-  flex::Value value;
-  if (map.Find("output_type", &value)) {
-    s = flex::GetString(map, "output_type", &text);
-    if (!s.ok) return Error(s.message);
-    s = ParseOutputType(text, &output_type);
-    if (!s.ok) return Error("option 'output_type': " + s.message);
-  }
-
-  s = CheckBDepthwiseConv2DOptions(attrs);
+  OutputType output_type;
+  s = ReadBDepthwiseConv2DOptions(FlexOptionSource(map), &attrs, &output_type);
   if (!s.ok) return Error(s.message);
   op->reset(new BDepthwiseConv2dOp(attrs, output_type));
   return Status::Ok();

@@ -13,7 +13,6 @@
 // Options (FlexBuffer map): channels_in (int, K), activation ("NONE"/"RELU"),
 //   output_type ("float"/"bitpacked"; optional, "float" when absent). Unknown
 //   keys are ignored.
-#include <climits>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +21,7 @@
 
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -167,18 +167,8 @@ Status CreateBgemmOp(const std::uint8_t* options, std::size_t size, std::unique_
   Status s = ParseOptions(options, size, &map);
   if (!s.ok) return Error(s.message);
   BGemmParams attrs;
-  std::int64_t v = 0;
-  if (!(s = GetIntOption(map, "channels_in", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.channels_in = v;
-  std::string text;
-  s = flex::GetString(map, "activation", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParseActivation(text, &attrs.activation);
-  if (!s.ok) return Error("option 'activation': " + s.message);
-  OutputType output_type = OutputType::kFloat;  // absent means "float"
-  s = GetOutputTypeOption(map, &output_type);
-  if (!s.ok) return Error(s.message);
-  s = CheckBGemmOptions(attrs);
+  OutputType output_type;
+  s = ReadBGemmOptions(FlexOptionSource(map), &attrs, &output_type);
   if (!s.ok) return Error(s.message);
   op->reset(new BgemmOp(attrs, output_type, SelectBConv2DKernel()));
   return Status::Ok();

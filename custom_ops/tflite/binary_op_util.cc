@@ -7,18 +7,6 @@ namespace tflite {
 
 const char* const kBinaryOpInputNames[4] = {"input", "filter", "multiplier", "bias"};
 
-Status GetOutputTypeOption(const flex::Map& map, OutputType* type) {
-  *type = OutputType::kFloat;
-  flex::Value value;
-  if (!map.Find("output_type", &value)) return Status::Ok();
-  std::string text;
-  Status s = flex::GetString(map, "output_type", &text);
-  if (!s.ok) return s;
-  s = ParseOutputType(text, type);
-  if (!s.ok) return Status::Error("option 'output_type': " + s.message);
-  return Status::Ok();
-}
-
 Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
                             const std::string& filter_words_why, std::int64_t* out_channels,
                             std::size_t extra_inputs) {

@@ -18,10 +18,6 @@
 namespace lowbit {
 namespace tflite {
 
-// The optional "output_type" option ("float" or "bitpacked"; added after the
-// first version of the contract, so absent means "float").
-Status GetOutputTypeOption(const flex::Map& map, OutputType* type);
-
 // The four inputs (input, filter, multiplier, bias) are all there (and
 // `extra_inputs` more after them, which the caller checks), and
 // inputs 1..3 are: filter INT32 [C_out, filter_words] (packed words; the TF

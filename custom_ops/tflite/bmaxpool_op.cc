@@ -14,6 +14,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -120,23 +121,7 @@ Status CreateBMaxPool2dOp(const std::uint8_t* options, std::size_t size,
   Status s = ParseOptions(options, size, &map);
   if (!s.ok) return Error(s.message);
   BMaxPool2DParams attrs;
-  std::int64_t v = 0;
-  if (!(s = GetIntOption(map, "channels", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.channels = v;
-  if (!(s = GetIntOption(map, "filter_h", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.filter_h = v;
-  if (!(s = GetIntOption(map, "filter_w", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.filter_w = v;
-  if (!(s = GetIntOption(map, "stride_h", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.stride_h = v;
-  if (!(s = GetIntOption(map, "stride_w", 1, INT_MAX, &v)).ok) return Error(s.message);
-  attrs.stride_w = v;
-  std::string text;
-  s = flex::GetString(map, "padding", &text);
-  if (!s.ok) return Error(s.message);
-  s = ParsePadding(text, &attrs.padding);
-  if (!s.ok) return Error("option 'padding': " + s.message);
-  s = CheckBMaxPool2DOptions(attrs);
+  s = ReadBMaxPool2DOptions(FlexOptionSource(map), &attrs);
   if (!s.ok) return Error(s.message);
   op->reset(new BMaxPool2dOp(attrs));
   return Status::Ok();

@@ -22,6 +22,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/fastfood.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -161,12 +162,9 @@ Status CreateFastfoodOp(const std::uint8_t* options, std::size_t size, std::uniq
   Status s = ParseOptions(options, size, &map);
   if (!s.ok) return Error(s.message);
   std::int64_t units = 0;
-  if (!(s = GetIntOption(map, "units", 1, INT_MAX, &units)).ok) return Error(s.message);
-  std::string text;
-  if (!(s = flex::GetString(map, "activation", &text)).ok) return Error(s.message);
   Activation activation = Activation::kNone;
-  s = ParseActivation(text, &activation);
-  if (!s.ok) return Error("option 'activation': " + s.message);
+  s = ReadFastfoodOptions(FlexOptionSource(map), &units, &activation);
+  if (!s.ok) return Error(s.message);
   op->reset(new FastfoodOp(units, activation));
   return Status::Ok();
 }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "custom_ops/core/multibit_conv2d.h"
+#include "custom_ops/core/op_options.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -188,20 +189,8 @@ Status CreateMultibitConv2dOp(const std::uint8_t* options, std::size_t size,
   Status s = ParseOptions(options, size, &map);
   if (!s.ok) return Error(s.message);
   MultibitConv2DParams attrs;
-  if (!(s = ReadConvOptions(map, &attrs.conv)).ok) return Error(s.message);
-  std::string mode;
-  if (!(s = flex::GetString(map, "activation_mode", &mode)).ok) return Error(s.message);
-  if (!(s = ParseActivationPlanes(mode, &attrs.activation_mode)).ok) {
-    return Error("option 'activation_mode': " + s.message);
-  }
-  if (!(s = GetIntOption(map, "activation_bits", 0, INT_MAX, &attrs.activation_bits)).ok) {
-    return Error(s.message);
-  }
-  // The shift count is only known from the tensor: check the rest now.
-  if (attrs.activation_mode == ActivationPlanes::kAbc) attrs.num_shifts = 1;
-  s = CheckMultibitConv2DOptions(attrs);
+  s = ReadMultibitConv2DOptions(FlexOptionSource(map), &attrs);
   if (!s.ok) return Error(s.message);
-  attrs.num_shifts = 0;
   op->reset(new MultibitConv2dOp(attrs, SelectBConv2DKernel()));
   return Status::Ok();
 }

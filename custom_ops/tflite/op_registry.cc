@@ -1,6 +1,5 @@
 #include "custom_ops/tflite/op_registry.h"
 
-#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -40,44 +39,17 @@ Status ParseOptions(const std::uint8_t* options, std::size_t size, flex::Map* ma
   return Status::Ok();
 }
 
-Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
-                    std::int64_t* out) {
-  Status s = flex::GetInt(map, key, out);
-  if (!s.ok) return s;
-  if (*out < lo || *out > hi) {
-    return Status::Error(std::string("option '") + key + "' = " + std::to_string(*out) +
-                         " is out of range [" + std::to_string(lo) + ", " +
-                         std::to_string(hi) + "]");
-  }
-  return Status::Ok();
+bool FlexOptionSource::Has(const char* key) const {
+  flex::Value value;
+  return map_.Find(key, &value);
 }
 
-Status ReadConvOptions(const flex::Map& map, BConv2DParams* conv) {
-  const struct {
-    const char* key;
-    std::int64_t* field;
-  } ints[] = {
-      {"channels_in", &conv->channels_in}, {"kernel_h", &conv->kernel_h},
-      {"kernel_w", &conv->kernel_w},       {"stride_h", &conv->stride_h},
-      {"stride_w", &conv->stride_w},       {"dilation_h", &conv->dilation_h},
-      {"dilation_w", &conv->dilation_w},
-  };
-  for (const auto& option : ints) {
-    Status s = GetIntOption(map, option.key, 1, INT_MAX, option.field);
-    if (!s.ok) return s;
-  }
-  std::int64_t pad_value = 0;
-  Status s = GetIntOption(map, "pad_value", 0, 1, &pad_value);
-  if (!s.ok) return s;
-  conv->pad_value = static_cast<int>(pad_value);
-  std::string text;
-  if (!(s = flex::GetString(map, "padding", &text)).ok) return s;
-  if (!(s = ParsePadding(text, &conv->padding)).ok) return Status::Error("option 'padding': " + s.message);
-  if (!(s = flex::GetString(map, "activation", &text)).ok) return s;
-  if (!(s = ParseActivation(text, &conv->activation)).ok) {
-    return Status::Error("option 'activation': " + s.message);
-  }
-  return Status::Ok();
+Status FlexOptionSource::GetInt(const char* key, std::int64_t* out) const {
+  return flex::GetInt(map_, key, out);
+}
+
+Status FlexOptionSource::GetString(const char* key, std::string* out) const {
+  return flex::GetString(map_, key, out);
 }
 
 Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const* names,

@@ -6,8 +6,10 @@
 // (the runtime does not allocate those). So an op is written once and works
 // whether its neighbours are delegated too or not.
 //
-// Adding an op: implement lowbit::tflite::Op, write a factory, and add one line
-// to the table in op_registry.cc.
+// Adding an op: write its entry in the op contract table
+// (core/op_contract.cc) and its options reader (core/op_options.h), implement
+// lowbit::tflite::Op, write a factory that reads the options through
+// FlexOptionSource, and add one line to the table in op_registry.cc.
 #ifndef LOWBIT_TFLITE_OP_REGISTRY_H_
 #define LOWBIT_TFLITE_OP_REGISTRY_H_
 
@@ -17,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/op_contract.h"
 #include "custom_ops/core/types.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/tflite_abi.h"
@@ -93,13 +95,19 @@ Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
 std::string ShapeString(const TensorRef& t);
 // Parses custom_options into a FlexBuffer map (missing or corrupt -> error).
 Status ParseOptions(const std::uint8_t* options, std::size_t size, flex::Map* map);
-// Reads the int option `key` and checks lo <= value <= hi.
-Status GetIntOption(const flex::Map& map, const char* key, std::int64_t lo, std::int64_t hi,
-                    std::int64_t* out);
-// Reads the options shared by the conv ops into `conv`: channels_in,
-// kernel_h/w, stride_h/w, dilation_h/w, pad_value, padding, activation.
-// (Range checks beyond int are CheckBConv2DOptions's.)
-Status ReadConvOptions(const flex::Map& map, BConv2DParams* conv);
+// A FlexBuffer options map as the source the core reads an op's options from
+// (core/op_options.h: Read*Options, which validate them against the op
+// contract table). Unknown keys are ignored.
+class FlexOptionSource final : public contract::OptionSource {
+ public:
+  explicit FlexOptionSource(const flex::Map& map) : map_(map) {}
+  bool Has(const char* key) const override;
+  Status GetInt(const char* key, std::int64_t* out) const override;
+  Status GetString(const char* key, std::string* out) const override;
+
+ private:
+  const flex::Map& map_;
+};
 // What Eval checks before touching data: input i (named names[i]) has data
 // and at least need[i] bytes, except that need[i] == 0 marks an input allowed
 // to be empty (no data required); the output has data, type `out_type` and at
