@@ -471,12 +471,14 @@ def _bad_cases() -> dict:
     opts("options_float_for_int", "stride_w", stride_w=1.5)
     opts("options_bool_for_int", "pad_value", pad_value=True)
     opts("options_int_for_string", "padding", padding=1)
-    opts("options_bad_padding", "padding", padding="FULL")
+    opts("options_bad_padding", 'option \'padding\' = "FULL" must be one of "SAME", "VALID"',
+         padding="FULL")
     opts("options_bad_activation", "activation", activation="TANH")
-    opts("options_stride_zero", "stride_h", stride_h=0)
+    opts("options_stride_zero", "option 'stride_h' = 0 is out of range [1, 2147483647]",
+         stride_h=0)
     opts("options_negative_dilation", "dilation_w", dilation_w=-1)
     opts("options_huge_dilation", "dilation_h", dilation_h=2**40)
-    opts("options_pad_value_2", "pad_value", pad_value=2)
+    opts("options_pad_value_2", "option 'pad_value' = 2 is out of range [0, 1]", pad_value=2)
     opts("options_channels_zero", "channels_in", channels_in=0)
     opts("options_channels_mismatch", "channels", channels_in=34)
     opts("options_channels_words_mismatch", "channels_in", channels_in=65)
@@ -514,7 +516,7 @@ def _bad_cases() -> dict:
         "input must be FLOAT32 or INT32",
     )
     cases["input_int8"] = (base.model(input_dtype=np.int8), x.astype(np.int8), "INT8")
-    cases["input_rank3"] = (base.model(input_shape=(5, 5, 33)), x[0], "rank 4")
+    cases["input_rank3"] = (base.model(input_shape=(5, 5, 33)), x[0], "input must be 4-D")
     cases["input_channels_34"] = (
         base.model(input_shape=(1, 5, 5, 34)),
         np.zeros((1, 5, 5, 34), np.float32),

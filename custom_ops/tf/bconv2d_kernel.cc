@@ -8,6 +8,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -19,6 +20,14 @@ namespace lowbit {
 using tensorflow::errors::InvalidArgument;
 
 constexpr char kOp[] = "LowbitBconv2d";
+
+namespace {
+
+Shape TfShape(const tensorflow::Tensor& t) {
+  return Shape::Of(t.shape().dim_sizes().data(), t.dims());
+}
+
+}  // namespace
 
 class BConv2DOp : public tensorflow::OpKernel {
  public:
@@ -34,60 +43,14 @@ class BConv2DOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& filter = ctx->input(1);
     const tensorflow::Tensor& multiplier = ctx->input(2);
     const tensorflow::Tensor& bias = ctx->input(3);
-    const bool packed_input = input.dtype() == tensorflow::DT_INT32;
     const bool float_filter = filter.dtype() == tensorflow::DT_FLOAT;
-    const std::int64_t words = params_.words();
-
-    const int rank = input.dims();
-    OP_REQUIRES(ctx, rank >= 4,
-                InvalidArgument(kOp, ": input must be 4-D NHWC or of higher rank [..., H, W, C], "
-                                "got shape ", input.shape().DebugString()));
-    const std::int64_t expected_depth = packed_input ? words : params_.channels_in;
-    OP_REQUIRES(ctx, input.dim_size(rank - 1) == expected_depth,
-                InvalidArgument(kOp, ": input depth ", input.dim_size(rank - 1),
-                                packed_input ? " (packed words)" : " (channels)",
-                                " does not match channels_in = ", params_.channels_in,
-                                ", expected ", expected_depth));
-    std::int64_t out_channels = 0;
-    if (float_filter) {
-      // The Keras kernel, HWIO; packed here (training through the fast path).
-      const tensorflow::TensorShape& s = filter.shape();
-      OP_REQUIRES(ctx, filter.dims() == 4 && s.dim_size(0) == params_.kernel_h &&
-                           s.dim_size(1) == params_.kernel_w &&
-                           s.dim_size(2) == params_.channels_in && s.dim_size(3) >= 1,
-                  InvalidArgument(kOp, ": a float filter must be the HWIO kernel [",
-                                  params_.kernel_h, ", ", params_.kernel_w, ", ",
-                                  params_.channels_in, ", C_out], got shape ", s.DebugString()));
-      out_channels = s.dim_size(3);
-    } else {
-      OP_REQUIRES(ctx, filter.dims() == 2,
-                  InvalidArgument(kOp, ": filter must be 2-D [C_out, words], got shape ",
-                                  filter.shape().DebugString()));
-      const std::int64_t filter_words =
-          CompactFilterWords(params_.kernel_h, params_.kernel_w, params_.channels_in);
-      OP_REQUIRES(ctx, filter.dim_size(1) == filter_words,
-                  InvalidArgument(kOp, ": filter has ", filter.dim_size(1),
-                                  " packed words per output channel, but kernel ",
-                                  params_.kernel_h, "x", params_.kernel_w,
-                                  " with channels_in = ", params_.channels_in, " needs ",
-                                  filter_words));
-      out_channels = filter.dim_size(0);
-    }
-    OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
-                InvalidArgument(kOp, ": multiplier must have shape [", out_channels, "], got ",
-                                multiplier.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == out_channels,
-                InvalidArgument(kOp, ": bias must have shape [", out_channels, "], got ",
-                                bias.shape().DebugString()));
-
     BConv2DParams p = params_;
-    // The leading dimensions are the batch.
-    OP_REQUIRES(ctx, FlattenDims(input.shape().dim_sizes().data(), rank - 3, &p.batch),
-                InvalidArgument(kOp, ": too many images in input ", input.shape().DebugString()));
-    p.in_h = input.dim_size(rank - 3);
-    p.in_w = input.dim_size(rank - 2);
-    p.out_channels = out_channels;
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBConv2DGeometry(&p)));
+    Shape out;
+    OP_REQUIRES_OK(
+        ctx, ToTf(kOp, CheckBConv2DShapes(TfShape(input), input.dtype() == tensorflow::DT_INT32,
+                                          TfShape(filter), float_filter, TfShape(multiplier),
+                                          TfShape(bias), output_type_, &p, &out)));
+    const std::int64_t out_channels = p.out_channels;
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     std::vector<std::int32_t> threshold;
@@ -99,10 +62,8 @@ class BConv2DOp : public tensorflow::OpKernel {
                                                              bias.flat<float>().data(),
                                                              threshold.data(), flip.data())));
     }
-    tensorflow::TensorShape out_shape = input.shape();
-    out_shape.set_dim(rank - 3, p.out_h);
-    out_shape.set_dim(rank - 2, p.out_w);
-    out_shape.set_dim(rank - 1, bitpacked ? PackedWords(out_channels) : out_channels);
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     BConv2DEpilogue epilogue;
     OP_REQUIRES_OK(ctx, ReadEpilogue(ctx, out_shape, &epilogue));
     tensorflow::Tensor* output = nullptr;

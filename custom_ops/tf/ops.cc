@@ -12,6 +12,7 @@
 #include "custom_ops/core/op_options.h"
 #include "custom_ops/core/types.h"
 #include "custom_ops/tf/attr_source.h"
+#include "custom_ops/tf/binary_kernel_util.h"  // ToTf
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -24,12 +25,6 @@ using tensorflow::shape_inference::InferenceContext;
 using tensorflow::shape_inference::ShapeHandle;
 
 namespace {
-
-// A core Status as an InvalidArgument prefixed with "<op>: ".
-TfStatus ToTf(const char* op, const lowbit::Status& status) {
-  if (status.ok) return TfStatus();
-  return tensorflow::errors::InvalidArgument(op, ": ", status.message);
-}
 
 // Output height and width of a conv op (unknown when the input's are).
 TfStatus ConvOutputSize(InferenceContext* c, const char* op, DimensionHandle in_h,

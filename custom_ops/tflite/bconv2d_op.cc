@@ -35,6 +35,7 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -59,18 +60,7 @@ class Bconv2dOp final : public Op {
     if (num_outputs != 1) {
       return Error("expected 1 output, got " + std::to_string(num_outputs));
     }
-    const std::int64_t channels = attrs_.channels_in;
-    const std::int64_t words = PackedWords(channels);
-    // attrs_ passed CheckBConv2DOptions at init, so this cannot overflow.
-    const std::int64_t filter_words =
-        CompactFilterWords(attrs_.kernel_h, attrs_.kernel_w, channels);
-    std::int64_t cout = 0;
-    Status s = CheckBinaryOpWeights(
-        inputs, filter_words,
-        "ceil(kernel_h * kernel_w * channels_in / 32) for a " + std::to_string(attrs_.kernel_h) +
-            "x" + std::to_string(attrs_.kernel_w) + " kernel with channels_in = " +
-            std::to_string(channels),
-        &cout, epilogue_.inputs());
+    Status s = CheckBinaryOpTypes(inputs, epilogue_.inputs());
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
     if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
@@ -78,30 +68,22 @@ class Bconv2dOp final : public Op {
                    TypeName(in.type));
     }
     input_packed_ = in.type == kTfLiteInt32;
-    if (in.rank < 4) {
-      return Error("input must have rank 4 (NHWC) or more ([..., H, W, C]), got shape " +
-                   ShapeString(in));
-    }
-    const int rank = in.rank;
-    const std::int64_t expected_c = input_packed_ ? words : channels;
-    if (in.dims[rank - 1] != expected_c) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
-                   (input_packed_ ? " packed words" : " channels") + ", expected " +
-                   std::to_string(expected_c) + " for channels_in = " +
-                   std::to_string(channels));
-    }
+    const TensorRef& f = inputs[1];
+    const TensorRef& m = inputs[2];
+    const TensorRef& b = inputs[3];
     BConv2DParams p = attrs_;
-    // The leading dimensions are the batch. An empty one is sized as a batch
-    // of one below and makes Eval a no-op.
-    s = FlattenBatch(in, 3, &p.batch);
+    Shape out;
+    s = CheckBConv2DShapes(Shape::Of(in.dims, in.rank), input_packed_, Shape::Of(f.dims, f.rank),
+                           /*float_filter=*/false, Shape::Of(m.dims, m.rank),
+                           Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
+    const std::int64_t cout = p.out_channels;
+    const std::int64_t words = p.words();
+    const std::int64_t filter_words = f.dims[1];
+    const int rank = in.rank;
+    // An empty batch is sized as a batch of one below and makes Eval a no-op.
     empty_batch_ = p.batch == 0;
     if (empty_batch_) p.batch = 1;
-    p.in_h = in.dims[rank - 3];
-    p.in_w = in.dims[rank - 2];
-    p.out_channels = cout;
-    s = ComputeBConv2DGeometry(&p);
-    if (!s.ok) return Error(s.message);
     if (p.out_h < 1 || p.out_w < 1 || p.out_h > INT_MAX || p.out_w > INT_MAX) {
       return Error("invalid output size " + std::to_string(p.out_h) + " x " +
                    std::to_string(p.out_w));
@@ -110,11 +92,9 @@ class Bconv2dOp final : public Op {
 
     // Byte sizes every Eval checks before touching data.
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
-    std::vector<int> out_dims(in.dims, in.dims + rank);
-    out_dims[rank - 3] = static_cast<int>(p.out_h);
-    out_dims[rank - 2] = static_cast<int>(p.out_w);
-    out_dims[rank - 1] = static_cast<int>(bitpacked ? PackedWords(cout) : cout);
-    const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w, expected_c};
+    std::vector<int> out_dims(out.dims.begin(), out.dims.end());
+    const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w,
+                                      input_packed_ ? words : p.channels_in};
     const std::int64_t out_sizes[4] = {p.batch, p.out_h, p.out_w, out_dims[rank - 1]};
     std::int64_t in_elements = 0, out_elements = 0;
     if (!FlattenDims(in_sizes, 4, &in_elements) || !FlattenDims(out_sizes, 4, &out_elements)) {

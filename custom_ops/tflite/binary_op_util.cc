@@ -7,9 +7,7 @@ namespace tflite {
 
 const char* const kBinaryOpInputNames[4] = {"input", "filter", "multiplier", "bias"};
 
-Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
-                            const std::string& filter_words_why, std::int64_t* out_channels,
-                            std::size_t extra_inputs) {
+Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extra_inputs) {
   if (inputs.size() != 4 + extra_inputs) {
     return Status::Error("expected " + std::to_string(4 + extra_inputs) +
                          " inputs (input, filter, multiplier, bias" +
@@ -27,6 +25,22 @@ Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t f
                          " (float filters are accepted by the TF op only, for training; "
                          "lowbit_converter packs them)");
   }
+  for (int i = 2; i < 4; ++i) {
+    if (inputs[i].type != kTfLiteFloat32) {
+      return Status::Error(std::string(names[i]) + " must be FLOAT32, got " +
+                           TypeName(inputs[i].type));
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
+                            const std::string& filter_words_why, std::int64_t* out_channels,
+                            std::size_t extra_inputs) {
+  Status s = CheckBinaryOpTypes(inputs, extra_inputs);
+  if (!s.ok) return s;
+  const char* const* names = kBinaryOpInputNames;
+  const TensorRef& filter = inputs[1];
   if (filter.rank != 2) {
     return Status::Error("filter must have rank 2 [C_out, words], got shape " +
                          ShapeString(filter));
@@ -40,9 +54,6 @@ Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t f
   if (cout < 1) return Status::Error("filter has no output channels: " + ShapeString(filter));
   for (int i = 2; i < 4; ++i) {
     const TensorRef& v = inputs[i];
-    if (v.type != kTfLiteFloat32) {
-      return Status::Error(std::string(names[i]) + " must be FLOAT32, got " + TypeName(v.type));
-    }
     if (v.rank != 1 || v.dims[0] != cout) {
       return Status::Error(std::string(names[i]) + " has shape " + ShapeString(v) +
                            ", expected [" + std::to_string(cout) + "] (filter out channels)");

@@ -19,6 +19,14 @@ namespace lowbit {
 namespace tflite {
 
 // The four inputs (input, filter, multiplier, bias) are all there (and
+// `extra_inputs` more after them, which the caller checks), the filter is
+// INT32 (packed words) and multiplier and bias are FLOAT32. Messages carry no
+// op name (the caller prefixes it).
+Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extra_inputs = 0);
+
+// CheckBinaryOpTypes, and the shapes (LowbitBgemm's; LowbitBconv2d's are the
+// core's CheckBConv2DShapes):
+// the four inputs (input, filter, multiplier, bias) are all there (and
 // `extra_inputs` more after them, which the caller checks), and
 // inputs 1..3 are: filter INT32 [C_out, filter_words] (packed words; the TF
 // ops' float filters are for training and never reach a .tflite file: the

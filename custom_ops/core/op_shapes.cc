@@ -1,0 +1,95 @@
+#include "custom_ops/core/op_shapes.h"
+
+#include <string>
+
+namespace lowbit {
+namespace {
+
+std::string Str(std::int64_t v) { return std::to_string(v); }
+
+}  // namespace
+
+std::string Shape::ToString() const {
+  std::string s = "[";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + Str(dims[i]);
+  return s + "]";
+}
+
+Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                          bool float_filter, const Shape& multiplier, const Shape& bias,
+                          OutputType output_type, BConv2DParams* p, Shape* output) {
+  const int rank = input.rank();
+  if (rank < 4) {
+    return Status::Error("input must be 4-D NHWC or of higher rank [..., H, W, C], got shape " +
+                         input.ToString());
+  }
+  for (std::int64_t d : input.dims) {
+    if (d < 0) return Status::Error("input has a negative dimension: " + input.ToString());
+  }
+  const std::int64_t depth = input.dims[rank - 1];
+  const std::int64_t expected_depth = packed_input ? p->words() : p->channels_in;
+  if (depth != expected_depth) {
+    return Status::Error("input depth " + Str(depth) +
+                         (packed_input ? " (packed words)" : " (channels)") +
+                         " does not match channels_in = " + Str(p->channels_in) +
+                         ", expected " + Str(expected_depth) + " (input shape " +
+                         input.ToString() + ")");
+  }
+  std::int64_t out_channels = 0;
+  if (float_filter) {
+    // The Keras kernel, HWIO (training through the TF op).
+    const std::vector<std::int64_t>& f = filter.dims;
+    if (filter.rank() != 4 || f[0] != p->kernel_h || f[1] != p->kernel_w ||
+        f[2] != p->channels_in || f[3] < 1) {
+      return Status::Error("a float filter must be the HWIO kernel [" + Str(p->kernel_h) + ", " +
+                           Str(p->kernel_w) + ", " + Str(p->channels_in) + ", C_out], got shape " +
+                           filter.ToString());
+    }
+    out_channels = f[3];
+  } else {
+    if (filter.rank() != 2) {
+      return Status::Error("filter must be 2-D [C_out, words], got shape " + filter.ToString());
+    }
+    // p passed CheckBConv2DOptions, so this cannot overflow.
+    const std::int64_t filter_words =
+        CompactFilterWords(p->kernel_h, p->kernel_w, p->channels_in);
+    if (filter.dims[1] != filter_words) {
+      return Status::Error("filter has " + Str(filter.dims[1]) +
+                           " packed words per output channel, but kernel " + Str(p->kernel_h) +
+                           "x" + Str(p->kernel_w) + " with channels_in = " +
+                           Str(p->channels_in) + " needs " + Str(filter_words) +
+                           " = ceil(kernel_h * kernel_w * channels_in / 32)");
+    }
+    out_channels = filter.dims[0];
+    if (out_channels < 1) {
+      return Status::Error("filter has no output channels: " + filter.ToString());
+    }
+  }
+  const struct {
+    const char* name;
+    const Shape& shape;
+  } vectors[] = {{"multiplier", multiplier}, {"bias", bias}};
+  for (const auto& v : vectors) {
+    if (v.shape.rank() != 1 || v.shape.dims[0] != out_channels) {
+      return Status::Error(std::string(v.name) + " must have shape [" + Str(out_channels) +
+                           "] (the filter's output channels), got " + v.shape.ToString());
+    }
+  }
+  // The leading dimensions are the batch.
+  if (!FlattenDims(input.dims.data(), rank - 3, &p->batch)) {
+    return Status::Error("too many images in input " + input.ToString());
+  }
+  p->in_h = input.dims[rank - 3];
+  p->in_w = input.dims[rank - 2];
+  p->out_channels = out_channels;
+  Status s = ComputeBConv2DGeometry(p);
+  if (!s.ok) return s;
+  *output = input;
+  output->dims[rank - 3] = p->out_h;
+  output->dims[rank - 2] = p->out_w;
+  output->dims[rank - 1] =
+      output_type == OutputType::kBitpacked ? PackedWords(out_channels) : out_channels;
+  return Status::Ok();
+}
+
+}  // namespace lowbit

@@ -1,0 +1,49 @@
+// The shape checks of the ops' tensors against their options, once for both
+// shells: the TF kernel's Compute and the TFLite op's Prepare hand the core
+// the shapes they see and get back the checked geometry and the output's
+// shape. What stays in the shells is what only one of them has: dtypes (TF's
+// OpDef fixes them; TFLite checks its tensor types), TFLite's int-sized
+// dimensions and byte counts, TF's tensor allocation.
+// Messages carry no op name (each shell prefixes its own).
+#ifndef LOWBIT_CORE_OP_SHAPES_H_
+#define LOWBIT_CORE_OP_SHAPES_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+// A tensor's shape as a shell sees it (TF's int64 dimensions, TFLite's int).
+struct Shape {
+  std::vector<std::int64_t> dims;
+
+  template <typename Int>
+  static Shape Of(const Int* dims, int rank) {
+    return Shape{std::vector<std::int64_t>(dims, dims + rank)};
+  }
+  int rank() const { return static_cast<int>(dims.size()); }
+  std::string ToString() const;  // "[1, 5, 5, 33]"
+};
+
+// LowbitBconv2d (options in `params`, which passed CheckBConv2DOptions):
+//   input      [..., H, W, channels_in] float, or [..., H, W, words] packed
+//              (`packed_input`), rank >= 4, its leading dimensions the batch;
+//   filter     packed [C_out, CompactFilterWords], or (`float_filter`, the TF
+//              op only) the HWIO kernel [kernel_h, kernel_w, channels_in, C_out];
+//   multiplier, bias [C_out].
+// Sets params->batch (the product of the leading dimensions, possibly 0),
+// in_h, in_w, out_channels and the geometry (ComputeBConv2DGeometry), and
+// *output to the output's shape: the input's, with [OH, OW, C_out], or
+// ceil(C_out / 32) words for a bit-packed output.
+Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                          bool float_filter, const Shape& multiplier, const Shape& bias,
+                          OutputType output_type, BConv2DParams* params, Shape* output);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_OP_SHAPES_H_
