@@ -508,7 +508,7 @@ def _bad_tflite_cases() -> dict:
         "channels_in_missing": (opts(channels_in=None), x, "channels_in"),
         "channels_in_zero": (opts(channels_in=0), x, "channels_in"),
         "channels_in_mismatch": (opts(channels_in=34), x, "34"),
-        "channels_in_words": (opts(channels_in=65), x, "words per output channel"),
+        "channels_in_words": (opts(channels_in=65), x, "does not match channels_in = 65"),
         "bad_activation": (opts(activation="TANH"), x, "activation"),
         "activation_missing": (opts(activation=None), x, "activation"),
         "bad_output_type": (opts(output_type="packed"), x, "output_type"),
@@ -518,7 +518,8 @@ def _bad_tflite_cases() -> dict:
         "filter_words": (model(filter_data=np.zeros((4, 3), np.int32)), x, "filter"),
         "filter_rank3": (model(filter_data=np.zeros((4, 1, 2), np.int32)), x, "rank 2"),
         "input_int8": (model(input_dtype=np.int8), x.astype(np.int8), "INT8"),
-        "input_one_value": (model(input_shape=(1,)), np.ones(1, np.float32), "has 1 channels"),
+        "input_one_value": (model(input_shape=(1,)), np.ones(1, np.float32),
+                            "input depth 1 (channels)"),
         "nonfinite": (tflite_gemm(dict(GOOD, output_type="bitpacked"), kernel,
                                   np.array([1, np.nan, 1, 1], np.float32), b), x, "finite"),
     }

@@ -26,7 +26,6 @@
 
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "custom_ops/core/types.h"

@@ -7,6 +7,38 @@ namespace {
 
 std::string Str(std::int64_t v) { return std::to_string(v); }
 
+// No negative dimension, and the last one (depth) is channels_in values or,
+// packed, their words.
+Status CheckInput(const Shape& input, bool packed_input, std::int64_t channels_in) {
+  for (std::int64_t d : input.dims) {
+    if (d < 0) return Status::Error("input has a negative dimension: " + input.ToString());
+  }
+  const std::int64_t depth = input.dims[input.rank() - 1];
+  const std::int64_t expected_depth = packed_input ? PackedWords(channels_in) : channels_in;
+  if (depth != expected_depth) {
+    return Status::Error("input depth " + Str(depth) +
+                         (packed_input ? " (packed words)" : " (channels)") +
+                         " does not match channels_in = " + Str(channels_in) + ", expected " +
+                         Str(expected_depth) + " (input shape " + input.ToString() + ")");
+  }
+  return Status::Ok();
+}
+
+// multiplier and bias are [out_channels].
+Status CheckTransform(const Shape& multiplier, const Shape& bias, std::int64_t out_channels) {
+  const struct {
+    const char* name;
+    const Shape& shape;
+  } vectors[] = {{"multiplier", multiplier}, {"bias", bias}};
+  for (const auto& v : vectors) {
+    if (v.shape.rank() != 1 || v.shape.dims[0] != out_channels) {
+      return Status::Error(std::string(v.name) + " must have shape [" + Str(out_channels) +
+                           "] (the filter's output channels), got " + v.shape.ToString());
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string Shape::ToString() const {
@@ -23,18 +55,8 @@ Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& fi
     return Status::Error("input must be 4-D NHWC or of higher rank [..., H, W, C], got shape " +
                          input.ToString());
   }
-  for (std::int64_t d : input.dims) {
-    if (d < 0) return Status::Error("input has a negative dimension: " + input.ToString());
-  }
-  const std::int64_t depth = input.dims[rank - 1];
-  const std::int64_t expected_depth = packed_input ? p->words() : p->channels_in;
-  if (depth != expected_depth) {
-    return Status::Error("input depth " + Str(depth) +
-                         (packed_input ? " (packed words)" : " (channels)") +
-                         " does not match channels_in = " + Str(p->channels_in) +
-                         ", expected " + Str(expected_depth) + " (input shape " +
-                         input.ToString() + ")");
-  }
+  Status s = CheckInput(input, packed_input, p->channels_in);
+  if (!s.ok) return s;
   std::int64_t out_channels = 0;
   if (float_filter) {
     // The Keras kernel, HWIO (training through the TF op).
@@ -65,16 +87,8 @@ Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& fi
       return Status::Error("filter has no output channels: " + filter.ToString());
     }
   }
-  const struct {
-    const char* name;
-    const Shape& shape;
-  } vectors[] = {{"multiplier", multiplier}, {"bias", bias}};
-  for (const auto& v : vectors) {
-    if (v.shape.rank() != 1 || v.shape.dims[0] != out_channels) {
-      return Status::Error(std::string(v.name) + " must have shape [" + Str(out_channels) +
-                           "] (the filter's output channels), got " + v.shape.ToString());
-    }
-  }
+  s = CheckTransform(multiplier, bias, out_channels);
+  if (!s.ok) return s;
   // The leading dimensions are the batch.
   if (!FlattenDims(input.dims.data(), rank - 3, &p->batch)) {
     return Status::Error("too many images in input " + input.ToString());
@@ -82,11 +96,50 @@ Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& fi
   p->in_h = input.dims[rank - 3];
   p->in_w = input.dims[rank - 2];
   p->out_channels = out_channels;
-  Status s = ComputeBConv2DGeometry(p);
+  s = ComputeBConv2DGeometry(p);
   if (!s.ok) return s;
   *output = input;
   output->dims[rank - 3] = p->out_h;
   output->dims[rank - 2] = p->out_w;
+  output->dims[rank - 1] =
+      output_type == OutputType::kBitpacked ? PackedWords(out_channels) : out_channels;
+  return Status::Ok();
+}
+
+Status CheckBGemmShapes(const Shape& input, bool packed_input, const Shape& filter,
+                        bool float_filter, const Shape& multiplier, const Shape& bias,
+                        OutputType output_type, BGemmParams* p, Shape* output) {
+  const int rank = input.rank();
+  if (rank < 1) return Status::Error("input must have rank >= 1 [..., K], got a scalar");
+  Status s = CheckInput(input, packed_input, p->channels_in);
+  if (!s.ok) return s;
+  std::int64_t out_channels = 0;
+  if (float_filter) {
+    // The Keras kernel [K, N_out] (training through the TF op).
+    if (filter.rank() != 2 || filter.dims[0] != p->channels_in) {
+      return Status::Error("a float filter must be the Keras kernel [" + Str(p->channels_in) +
+                           ", N_out], got shape " + filter.ToString());
+    }
+    out_channels = filter.dims[1];
+  } else {
+    if (filter.rank() != 2 || filter.dims[1] != p->words()) {
+      return Status::Error("filter must be [N_out, " + Str(p->words()) + "] (rank 2: " +
+                           "ceil(channels_in / 32) packed words per output channel, " +
+                           "channels_in = " + Str(p->channels_in) + "), got shape " +
+                           filter.ToString());
+    }
+    out_channels = filter.dims[0];
+  }
+  s = CheckTransform(multiplier, bias, out_channels);
+  if (!s.ok) return s;
+  // The leading dimensions are the rows.
+  if (!FlattenDims(input.dims.data(), rank - 1, &p->rows)) {
+    return Status::Error("too many rows in input " + input.ToString());
+  }
+  p->out_channels = out_channels;
+  s = CheckBGemmShape(*p);
+  if (!s.ok) return s;
+  *output = input;
   output->dims[rank - 1] =
       output_type == OutputType::kBitpacked ? PackedWords(out_channels) : out_channels;
   return Status::Ok();

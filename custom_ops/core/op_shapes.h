@@ -14,6 +14,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -43,6 +44,19 @@ struct Shape {
 Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
                           bool float_filter, const Shape& multiplier, const Shape& bias,
                           OutputType output_type, BConv2DParams* params, Shape* output);
+
+// LowbitBgemm (options in `params`, which passed CheckBGemmOptions):
+//   input      [..., channels_in] float, or [..., words] packed (`packed_input`),
+//              rank >= 1, its leading dimensions the rows;
+//   filter     packed [N_out, PackedWords(channels_in)], or (`float_filter`,
+//              the TF op only) the Keras kernel [channels_in, N_out];
+//   multiplier, bias [N_out].
+// Sets params->rows (possibly 0) and out_channels (CheckBGemmShape), and
+// *output to the input's shape with N_out, or ceil(N_out / 32) words for a
+// bit-packed output, as its last dimension.
+Status CheckBGemmShapes(const Shape& input, bool packed_input, const Shape& filter,
+                        bool float_filter, const Shape& multiplier, const Shape& bias,
+                        OutputType output_type, BGemmParams* params, Shape* output);
 
 }  // namespace lowbit
 

@@ -21,14 +21,6 @@ using tensorflow::errors::InvalidArgument;
 
 constexpr char kOp[] = "LowbitBconv2d";
 
-namespace {
-
-Shape TfShape(const tensorflow::Tensor& t) {
-  return Shape::Of(t.shape().dim_sizes().data(), t.dims());
-}
-
-}  // namespace
-
 class BConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx)

@@ -7,6 +7,7 @@
 
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -32,46 +33,15 @@ class BGemmOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& filter = ctx->input(1);
     const tensorflow::Tensor& multiplier = ctx->input(2);
     const tensorflow::Tensor& bias = ctx->input(3);
-    const bool packed_input = input.dtype() == tensorflow::DT_INT32;
-    const std::int64_t channels = params_.channels_in;
-    const std::int64_t words = params_.words();
-
-    const int rank = input.dims();
-    OP_REQUIRES(ctx, rank >= 1,
-                InvalidArgument(kOp, ": input must have rank >= 1 [..., K], got a scalar"));
-    const std::int64_t expected_depth = packed_input ? words : channels;
-    OP_REQUIRES(ctx, input.dim_size(rank - 1) == expected_depth,
-                InvalidArgument(kOp, ": input depth ", input.dim_size(rank - 1),
-                                packed_input ? " (packed words)" : " (channels)",
-                                " does not match channels_in = ", channels, ", expected ",
-                                expected_depth));
-    std::int64_t out_channels = 0;
-    if (filter.dtype() == tensorflow::DT_FLOAT) {
-      // The Keras kernel [K, N_out]; packed here (training through the fast path).
-      OP_REQUIRES(ctx, filter.dims() == 2 && filter.dim_size(0) == channels,
-                  InvalidArgument(kOp, ": a float filter must be the Keras kernel [", channels,
-                                  ", N_out], got shape ", filter.shape().DebugString()));
-      out_channels = filter.dim_size(1);
-    } else {
-      OP_REQUIRES(ctx, filter.dims() == 2 && filter.dim_size(1) == words,
-                  InvalidArgument(kOp, ": filter must be [N_out, ", words,
-                                  "] (ceil(channels_in / 32) packed words per output channel, "
-                                  "channels_in = ", channels, "), got shape ",
-                                  filter.shape().DebugString()));
-      out_channels = filter.dim_size(0);
-    }
-    OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
-                InvalidArgument(kOp, ": multiplier must have shape [", out_channels, "], got ",
-                                multiplier.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == out_channels,
-                InvalidArgument(kOp, ": bias must have shape [", out_channels, "], got ",
-                                bias.shape().DebugString()));
-
     BGemmParams p = params_;
-    p.out_channels = out_channels;
-    OP_REQUIRES(ctx, FlattenDims(input.shape().dim_sizes().data(), rank - 1, &p.rows),
-                InvalidArgument(kOp, ": too many rows in input ", input.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBGemmShape(p)));
+    Shape out;
+    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBGemmShapes(TfShape(input),
+                                                   input.dtype() == tensorflow::DT_INT32,
+                                                   TfShape(filter),
+                                                   filter.dtype() == tensorflow::DT_FLOAT,
+                                                   TfShape(multiplier), TfShape(bias),
+                                                   output_type_, &p, &out)));
+    const std::int64_t out_channels = p.out_channels;
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     std::vector<std::int32_t> threshold;
@@ -83,20 +53,20 @@ class BGemmOp : public tensorflow::OpKernel {
                                                            bias.flat<float>().data(),
                                                            threshold.data(), flip.data())));
     }
-    tensorflow::TensorShape out_shape = input.shape();
-    out_shape.set_dim(rank - 1, bitpacked ? PackedWords(out_channels) : out_channels);
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.rows, channels, &packed_scratch, &packed));
+    OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.rows, p.channels_in, &packed_scratch, &packed));
     std::shared_ptr<const BConv2DFilter> prepared;
     OP_REQUIRES_OK(ctx, filters_.Get(
                             p.AsConv2D(), filter,
                             [&](const PackedWord** compact) {
-                              return CompactFilter(ctx, filter, channels, out_channels,
+                              return CompactFilter(ctx, filter, p.channels_in, out_channels,
                                                    &filter_scratch, compact);
                             },
                             &prepared));

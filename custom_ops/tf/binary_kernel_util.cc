@@ -13,6 +13,10 @@ tensorflow::Status ToTf(const char* op, const lowbit::Status& status) {
   return InvalidArgument(op, ": ", status.message);
 }
 
+Shape TfShape(const tensorflow::Tensor& tensor) {
+  return Shape::Of(tensor.shape().dim_sizes().data(), tensor.dims());
+}
+
 tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
                                  OutputType type) {
   tensorflow::DataType tout;

@@ -10,6 +10,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/core/types.h"
 #include "tensorflow/core/common_runtime/dma_helper.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -19,6 +20,9 @@ namespace lowbit {
 
 // A core Status as an InvalidArgument prefixed with "<op>: ".
 tensorflow::Status ToTf(const char* op, const lowbit::Status& status);
+
+// A tensor's shape for the core's shape checks (core/op_shapes.h).
+Shape TfShape(const tensorflow::Tensor& tensor);
 
 // Checks that the "Tout" attribute agrees with the output_type option (int32
 // for "bitpacked", float for "float").

@@ -22,6 +22,7 @@
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -41,12 +42,7 @@ class BgemmOp final : public Op {
                  std::vector<OutputSpec>* outputs) override {
     prepared_ = false;
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
-    const std::int64_t channels = attrs_.channels_in;
-    const std::int64_t words = attrs_.words();
-    std::int64_t cout = 0;
-    Status s = CheckBinaryOpWeights(
-        inputs, words, "ceil(channels_in / 32) for channels_in = " + std::to_string(channels),
-        &cout);
+    Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
     if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
@@ -54,35 +50,31 @@ class BgemmOp final : public Op {
                    TypeName(in.type));
     }
     input_packed_ = in.type == kTfLiteInt32;
-    const int rank = in.rank;
-    if (rank < 1) return Error("input must have rank >= 1 ([..., K]), got a scalar");
-    const std::int64_t expected_c = input_packed_ ? words : channels;
-    if (in.dims[rank - 1] != expected_c) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
-                   (input_packed_ ? " packed words" : " channels") + ", expected " +
-                   std::to_string(expected_c) + " for channels_in = " +
-                   std::to_string(channels));
-    }
+    const TensorRef& f = inputs[1];
+    const TensorRef& m = inputs[2];
+    const TensorRef& b = inputs[3];
     BGemmParams p = attrs_;
-    p.out_channels = cout;
-    // The leading dimensions are the rows. No rows is sized as one below and
-    // makes Eval a no-op.
-    s = FlattenBatch(in, 1, &p.rows);
+    Shape out;
+    s = CheckBGemmShapes(Shape::Of(in.dims, in.rank), input_packed_, Shape::Of(f.dims, f.rank),
+                         /*float_filter=*/false, Shape::Of(m.dims, m.rank),
+                         Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
+    const std::int64_t cout = p.out_channels;
+    const std::int64_t words = p.words();
+    const int rank = in.rank;
+    // No rows is sized as one below and makes Eval a no-op.
     empty_batch_ = p.rows == 0;
     if (empty_batch_) p.rows = 1;
-    s = CheckBGemmShape(p);
-    if (!s.ok) return Error(s.message);
     params_ = p;
 
     // Byte sizes every Eval checks before touching data.
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
-    std::vector<int> out_dims(in.dims, in.dims + rank);
-    out_dims[rank - 1] = static_cast<int>(bitpacked ? PackedWords(cout) : cout);
+    std::vector<int> out_dims(out.dims.begin(), out.dims.end());
     const std::int64_t out_sizes[2] = {p.rows, out_dims[rank - 1]};
     std::int64_t out_elements = 0;
     if (!FlattenDims(out_sizes, 2, &out_elements)) return Error("tensor sizes overflow");
-    need_[0] = Bytes4(p.rows * expected_c);  // rows <= 2^30, expected_c < 2^25
+    // rows <= 2^30, the input depth < 2^25 (CheckBGemmShapes)
+    need_[0] = Bytes4(p.rows * (input_packed_ ? words : p.channels_in));
     need_[1] = Bytes4(cout * words);
     need_[2] = need_[3] = Bytes4(cout);
     output_bytes_ = Bytes4(out_elements);

@@ -34,35 +34,6 @@ Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extr
   return Status::Ok();
 }
 
-Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
-                            const std::string& filter_words_why, std::int64_t* out_channels,
-                            std::size_t extra_inputs) {
-  Status s = CheckBinaryOpTypes(inputs, extra_inputs);
-  if (!s.ok) return s;
-  const char* const* names = kBinaryOpInputNames;
-  const TensorRef& filter = inputs[1];
-  if (filter.rank != 2) {
-    return Status::Error("filter must have rank 2 [C_out, words], got shape " +
-                         ShapeString(filter));
-  }
-  if (filter.dims[1] != filter_words) {
-    return Status::Error("filter " + ShapeString(filter) + " has " +
-                         std::to_string(filter.dims[1]) + " words per output channel, expected " +
-                         std::to_string(filter_words) + " = " + filter_words_why);
-  }
-  const std::int64_t cout = filter.dims[0];
-  if (cout < 1) return Status::Error("filter has no output channels: " + ShapeString(filter));
-  for (int i = 2; i < 4; ++i) {
-    const TensorRef& v = inputs[i];
-    if (v.rank != 1 || v.dims[0] != cout) {
-      return Status::Error(std::string(names[i]) + " has shape " + ShapeString(v) +
-                           ", expected [" + std::to_string(cout) + "] (filter out channels)");
-    }
-  }
-  *out_channels = cout;
-  return Status::Ok();
-}
-
 void PreparedWeights::UpdateFilter(const BConv2DParams& params, const TensorRef& filter) {
   const auto* compact = static_cast<const PackedWord*>(filter.data);
   if (filter.constant && filter.data == constant_source_ && filter_.Matches(kernel_, params)) {

@@ -20,22 +20,11 @@ namespace tflite {
 
 // The four inputs (input, filter, multiplier, bias) are all there (and
 // `extra_inputs` more after them, which the caller checks), the filter is
-// INT32 (packed words) and multiplier and bias are FLOAT32. Messages carry no
-// op name (the caller prefixes it).
+// INT32 (packed words; the TF ops' float filters are for training and never
+// reach a .tflite file: the converter packs them) and multiplier and bias are
+// FLOAT32. Their shapes are the core's CheckBConv2DShapes / CheckBGemmShapes
+// (core/op_shapes.h). Messages carry no op name (the caller prefixes it).
 Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extra_inputs = 0);
-
-// CheckBinaryOpTypes, and the shapes (LowbitBgemm's; LowbitBconv2d's are the
-// core's CheckBConv2DShapes):
-// the four inputs (input, filter, multiplier, bias) are all there (and
-// `extra_inputs` more after them, which the caller checks), and
-// inputs 1..3 are: filter INT32 [C_out, filter_words] (packed words; the TF
-// ops' float filters are for training and never reach a .tflite file: the
-// converter packs them), multiplier and bias FLOAT32 [C_out]. `filter_words_why`
-// explains filter_words in the error message. Sets *out_channels = C_out.
-// Messages carry no op name (the caller prefixes it).
-Status CheckBinaryOpWeights(const std::vector<TensorRef>& inputs, std::int64_t filter_words,
-                            const std::string& filter_words_why, std::int64_t* out_channels,
-                            std::size_t extra_inputs = 0);
 
 // The names of the four inputs of the binary ops, for messages.
 extern const char* const kBinaryOpInputNames[4];
