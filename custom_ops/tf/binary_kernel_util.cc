@@ -1,6 +1,5 @@
 #include "custom_ops/tf/binary_kernel_util.h"
 
-
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/tf/tf_executor.h"
 
