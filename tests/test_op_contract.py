@@ -124,3 +124,22 @@ def test_json_describes_inputs_and_outputs(contract):
         "x", "b", "g", "s", "permutation", "bias"]
     for op in contract.values():
         assert len(op["outputs"]) == 1
+
+
+@pytest.mark.parametrize("attrs, message", [
+    # Past the table's int range: the TF attribute declares only the minimum.
+    ({"channels_in": 2**40},
+     r"LowbitBgemm: option 'channels_in' = 1099511627776 is out of range \[1, 2147483647\]"),
+    # Within the table, then the core's own check (CheckBGemmOptions).
+    ({"channels_in": 2**25}, "channels_in must be in"),
+])
+def test_tf_kernel_reads_options_through_the_table(attrs, message):
+    """The TF kernels check option values with the same reader as the TFLite ops."""
+    tf = pytest.importorskip("tensorflow")
+    import numpy as np
+
+    x = np.zeros((2, 33), np.float32)
+    filt = np.zeros((4, 2), np.int32)
+    ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        _native.load_tf_ops().lowbit_bgemm(x, filt, ones, zeros, **attrs)
