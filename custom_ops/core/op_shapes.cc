@@ -145,4 +145,33 @@ Status CheckBGemmShapes(const Shape& input, bool packed_input, const Shape& filt
   return Status::Ok();
 }
 
+Status CheckBMaxPool2DShapes(const Shape& input, BMaxPool2DParams* p, Shape* output) {
+  const int rank = input.rank();
+  if (rank < 4) {
+    return Status::Error("input must be 4-D packed NHWC or of higher rank [..., H, W, words], "
+                         "got shape " + input.ToString());
+  }
+  for (std::int64_t d : input.dims) {
+    if (d < 0) return Status::Error("input has a negative dimension: " + input.ToString());
+  }
+  if (input.dims[rank - 1] != p->words()) {
+    return Status::Error("input depth " + Str(input.dims[rank - 1]) +
+                         " (packed words) does not match channels = " + Str(p->channels) +
+                         ", expected " + Str(p->words()) + " (input shape " + input.ToString() +
+                         ")");
+  }
+  // The leading dimensions are the batch.
+  if (!FlattenDims(input.dims.data(), rank - 3, &p->batch)) {
+    return Status::Error("too many images in input " + input.ToString());
+  }
+  p->in_h = input.dims[rank - 3];
+  p->in_w = input.dims[rank - 2];
+  Status s = ComputeBMaxPool2DGeometry(p);
+  if (!s.ok) return s;
+  *output = input;
+  output->dims[rank - 3] = p->out_h;
+  output->dims[rank - 2] = p->out_w;
+  return Status::Ok();
+}
+
 }  // namespace lowbit

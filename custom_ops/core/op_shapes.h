@@ -15,6 +15,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bgemm.h"
+#include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -57,6 +58,13 @@ Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& fi
 Status CheckBGemmShapes(const Shape& input, bool packed_input, const Shape& filter,
                         bool float_filter, const Shape& multiplier, const Shape& bias,
                         OutputType output_type, BGemmParams* params, Shape* output);
+
+// LowbitBMaxPool2d (options in `params`, which passed
+// CheckBMaxPool2DOptions): input packed [..., H, W, PackedWords(channels)],
+// rank >= 4, its leading dimensions the batch. Sets params->batch (possibly
+// 0), in_h, in_w and the geometry (ComputeBMaxPool2DGeometry), and *output to
+// the input's shape with [OH, OW, words].
+Status CheckBMaxPool2DShapes(const Shape& input, BMaxPool2DParams* params, Shape* output);
 
 }  // namespace lowbit
 

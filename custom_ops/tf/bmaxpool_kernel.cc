@@ -5,6 +5,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -25,24 +26,11 @@ class BMaxPool2DOp : public tensorflow::OpKernel {
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& input = ctx->input(0);
-    const int rank = input.dims();
-    OP_REQUIRES(ctx, rank >= 4,
-                InvalidArgument(kOp, ": input must be 4-D packed NHWC or of higher rank "
-                                "[..., H, W, words], got shape ", input.shape().DebugString()));
-    OP_REQUIRES(ctx, input.dim_size(rank - 1) == params_.words(),
-                InvalidArgument(kOp, ": input depth ", input.dim_size(rank - 1),
-                                " (packed words) does not match channels = ", params_.channels,
-                                ", expected ", params_.words()));
     BMaxPool2DParams p = params_;
-    // The leading dimensions are the batch.
-    OP_REQUIRES(ctx, FlattenDims(input.shape().dim_sizes().data(), rank - 3, &p.batch),
-                InvalidArgument(kOp, ": too many images in input ", input.shape().DebugString()));
-    p.in_h = input.dim_size(rank - 3);
-    p.in_w = input.dim_size(rank - 2);
-    OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBMaxPool2DGeometry(&p)));
-    tensorflow::TensorShape out_shape = input.shape();
-    out_shape.set_dim(rank - 3, p.out_h);
-    out_shape.set_dim(rank - 2, p.out_w);
+    Shape out;
+    OP_REQUIRES_OK(ctx, ToTf(kOp, CheckBMaxPool2DShapes(TfShape(input), &p, &out)));
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;

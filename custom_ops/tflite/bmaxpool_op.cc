@@ -15,6 +15,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -40,32 +41,16 @@ class BMaxPool2dOp final : public Op {
     if (in.type != kTfLiteInt32) {
       return Error(std::string("input must be INT32 (packed), got ") + TypeName(in.type));
     }
-    if (in.rank < 4) {
-      return Error("input must have rank 4 (NHWC) or more ([..., H, W, words]), got shape " +
-                   ShapeString(in));
-    }
-    const int rank = in.rank;
-    const std::int64_t words = attrs_.words();
-    if (in.dims[rank - 1] != words) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
-                   " packed words, expected " + std::to_string(words) + " for channels = " +
-                   std::to_string(attrs_.channels));
-    }
     BMaxPool2DParams p = attrs_;
-    // The leading dimensions are the batch. An empty one is sized as a batch
-    // of one below and makes Eval a no-op.
-    Status s = FlattenBatch(in, 3, &p.batch);
+    Shape out;
+    Status s = CheckBMaxPool2DShapes(Shape::Of(in.dims, in.rank), &p, &out);
     if (!s.ok) return Error(s.message);
+    const std::int64_t words = p.words();
+    // An empty batch is sized as a batch of one below and makes Eval a no-op.
     empty_batch_ = p.batch == 0;
     if (empty_batch_) p.batch = 1;
-    p.in_h = in.dims[rank - 3];
-    p.in_w = in.dims[rank - 2];
-    s = ComputeBMaxPool2DGeometry(&p);
-    if (!s.ok) return Error(s.message);
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
-    std::vector<int> out_dims(in.dims, in.dims + rank);
-    out_dims[rank - 3] = static_cast<int>(p.out_h);
-    out_dims[rank - 2] = static_cast<int>(p.out_w);
+    std::vector<int> out_dims(out.dims.begin(), out.dims.end());
     const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w, words};
     const std::int64_t out_sizes[4] = {p.batch, p.out_h, p.out_w, words};
     std::int64_t in_elements = 0, out_elements = 0;
