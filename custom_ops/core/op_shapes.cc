@@ -24,8 +24,9 @@ Status CheckInput(const Shape& input, bool packed_input, std::int64_t channels_i
   return Status::Ok();
 }
 
-// multiplier and bias are [out_channels].
-Status CheckTransform(const Shape& multiplier, const Shape& bias, std::int64_t out_channels) {
+// multiplier and bias are [out_channels]; `why` says where that comes from.
+Status CheckTransform(const Shape& multiplier, const Shape& bias, std::int64_t out_channels,
+                      const char* why = "the filter's output channels") {
   const struct {
     const char* name;
     const Shape& shape;
@@ -33,7 +34,7 @@ Status CheckTransform(const Shape& multiplier, const Shape& bias, std::int64_t o
   for (const auto& v : vectors) {
     if (v.shape.rank() != 1 || v.shape.dims[0] != out_channels) {
       return Status::Error(std::string(v.name) + " must have shape [" + Str(out_channels) +
-                           "] (the filter's output channels), got " + v.shape.ToString());
+                           "] (" + why + "), got " + v.shape.ToString());
     }
   }
   return Status::Ok();
@@ -171,6 +172,44 @@ Status CheckBMaxPool2DShapes(const Shape& input, BMaxPool2DParams* p, Shape* out
   *output = input;
   output->dims[rank - 3] = p->out_h;
   output->dims[rank - 2] = p->out_w;
+  return Status::Ok();
+}
+
+Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                                   const Shape& multiplier, const Shape& bias,
+                                   OutputType output_type, BDepthwiseConv2DParams* p,
+                                   Shape* output) {
+  const int rank = input.rank();
+  if (rank < 4) {
+    return Status::Error("input must have rank >= 4 [..., H, W, C], got shape " +
+                         input.ToString());
+  }
+  Status s = CheckInput(input, packed_input, p->channels_in);
+  if (!s.ok) return s;
+  const std::int64_t out_channels = p->out_channels();
+  if (filter.rank() != 3 || filter.dims[0] != p->kernel_h || filter.dims[1] != p->kernel_w ||
+      filter.dims[2] != p->out_words()) {
+    return Status::Error("filter must have shape [" + Str(p->kernel_h) + ", " +
+                         Str(p->kernel_w) + ", " + Str(p->out_words()) +
+                         "] (kernel_h, kernel_w, packed words of channels_in * "
+                         "depth_multiplier = " + Str(out_channels) + "), got " +
+                         filter.ToString());
+  }
+  s = CheckTransform(multiplier, bias, out_channels, "channels_in * depth_multiplier");
+  if (!s.ok) return s;
+  // The leading dimensions are the batch.
+  if (!FlattenDims(input.dims.data(), rank - 3, &p->batch)) {
+    return Status::Error("too many images in input " + input.ToString());
+  }
+  p->in_h = input.dims[rank - 3];
+  p->in_w = input.dims[rank - 2];
+  s = ComputeBDepthwiseConv2DGeometry(p);
+  if (!s.ok) return s;
+  *output = input;
+  output->dims[rank - 3] = p->out_h;
+  output->dims[rank - 2] = p->out_w;
+  output->dims[rank - 1] =
+      output_type == OutputType::kBitpacked ? p->out_words() : out_channels;
   return Status::Ok();
 }
 

@@ -14,6 +14,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bmaxpool.h"
 #include "custom_ops/core/types.h"
@@ -65,6 +66,19 @@ Status CheckBGemmShapes(const Shape& input, bool packed_input, const Shape& filt
 // 0), in_h, in_w and the geometry (ComputeBMaxPool2DGeometry), and *output to
 // the input's shape with [OH, OW, words].
 Status CheckBMaxPool2DShapes(const Shape& input, BMaxPool2DParams* params, Shape* output);
+
+// LowbitBDepthwiseConv2d (options in `params`, which passed
+// CheckBDepthwiseConv2DOptions):
+//   input      [..., H, W, channels_in] float, or [..., H, W, words] packed
+//              (`packed_input`), rank >= 4, its leading dimensions the batch;
+//   filter     packed [kernel_h, kernel_w, PackedWords(channels_in * depth_multiplier)];
+//   multiplier, bias [channels_in * depth_multiplier].
+// Sets params->batch (possibly 0), in_h, in_w and the geometry
+// (ComputeBDepthwiseConv2DGeometry), and *output to the output's shape.
+Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                                   const Shape& multiplier, const Shape& bias,
+                                   OutputType output_type, BDepthwiseConv2DParams* params,
+                                   Shape* output);
 
 }  // namespace lowbit
 

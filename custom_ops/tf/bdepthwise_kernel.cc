@@ -10,6 +10,7 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -38,39 +39,11 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& bias = ctx->input(3);
     constexpr bool kPackedInput = std::is_same<T, std::int32_t>::value;
     const std::int64_t out_channels = params_.out_channels();
-
-    OP_REQUIRES(ctx, input.dims() >= 4,
-                InvalidArgument("LowbitBDepthwiseConv2d: input must have rank >= 4 "
-                                "[..., H, W, C], got shape ", input.shape().DebugString()));
-    const int rank = input.dims();
-    const std::int64_t expected_depth = kPackedInput ? params_.in_words() : params_.channels_in;
-    OP_REQUIRES(ctx, input.dim_size(rank - 1) == expected_depth,
-                InvalidArgument("LowbitBDepthwiseConv2d: input depth ", input.dim_size(rank - 1),
-                                kPackedInput ? " (packed words)" : " (channels)",
-                                " does not match channels_in = ", params_.channels_in,
-                                ", expected ", expected_depth));
-    OP_REQUIRES(ctx,
-                filter.dims() == 3 && filter.dim_size(0) == params_.kernel_h &&
-                    filter.dim_size(1) == params_.kernel_w &&
-                    filter.dim_size(2) == params_.out_words(),
-                InvalidArgument("LowbitBDepthwiseConv2d: filter must have shape [",
-                                params_.kernel_h, ", ", params_.kernel_w, ", ",
-                                params_.out_words(), "] (kernel_h, kernel_w, packed words of ",
-                                "channels_in * depth_multiplier = ", out_channels, "), got ",
-                                filter.shape().DebugString()));
-    OP_REQUIRES(ctx, multiplier.dims() == 1 && multiplier.dim_size(0) == out_channels,
-                InvalidArgument("LowbitBDepthwiseConv2d: multiplier must have shape [",
-                                out_channels, "], got ", multiplier.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == out_channels,
-                InvalidArgument("LowbitBDepthwiseConv2d: bias must have shape [", out_channels,
-                                "], got ", bias.shape().DebugString()));
-
     BDepthwiseConv2DParams p = params_;
-    p.batch = 1;
-    for (int i = 0; i < rank - 3; ++i) p.batch *= input.dim_size(i);  // <= the element count
-    p.in_h = input.dim_size(rank - 3);
-    p.in_w = input.dim_size(rank - 2);
-    OP_REQUIRES_OK(ctx, ToTf(ComputeBDepthwiseConv2DGeometry(&p)));
+    Shape out;
+    OP_REQUIRES_OK(ctx, ToTf(CheckBDepthwiseConv2DShapes(TfShape(input), kPackedInput,
+                                                         TfShape(filter), TfShape(multiplier),
+                                                         TfShape(bias), output_type_, &p, &out)));
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     std::vector<std::int32_t> threshold;
@@ -83,12 +56,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                                                            threshold.data(), flip.data())));
     }
     tensorflow::TensorShape out_shape;
-    for (int i = 0; i < rank - 3; ++i) {
-      OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(input.dim_size(i)));
-    }
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(p.out_h));
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(p.out_w));
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(bitpacked ? p.out_words() : out_channels));
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;

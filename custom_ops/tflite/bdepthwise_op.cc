@@ -25,6 +25,7 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -43,69 +44,28 @@ class BDepthwiseConv2dOp final : public Op {
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
     prepared_ = false;
-    if (inputs.size() != 4) {
-      return Error("expected 4 inputs (input, filter, multiplier, bias), got " +
-                   std::to_string(inputs.size()));
-    }
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
-    const char* names[4] = {"input", "filter", "multiplier", "bias"};
-    for (int i = 0; i < 4; ++i) {
-      if (!inputs[i].present) return Error(std::string(names[i]) + " is missing");
-    }
+    Status s = CheckBinaryOpTypes(inputs);
+    if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
-    const TensorRef& filter = inputs[1];
-    const std::int64_t cout = attrs_.out_channels();
-
     if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
       return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
                    TypeName(in.type));
     }
     input_packed_ = in.type == kTfLiteInt32;
-    if (in.rank < 4) {
-      return Error("input must have rank >= 4 [..., H, W, C], got shape " + ShapeString(in));
-    }
-    const int rank = in.rank;
-    const std::int64_t expected_c = input_packed_ ? attrs_.in_words() : attrs_.channels_in;
-    if (in.dims[rank - 1] != expected_c) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[rank - 1]) +
-                   (input_packed_ ? " packed words" : " channels") + ", expected " +
-                   std::to_string(expected_c) + " for channels_in = " +
-                   std::to_string(attrs_.channels_in));
-    }
-    if (filter.type != kTfLiteInt32) {
-      return Error(std::string("filter must be INT32 (packed words), got ") +
-                   TypeName(filter.type));
-    }
-    if (filter.rank != 3 || filter.dims[0] != attrs_.kernel_h ||
-        filter.dims[1] != attrs_.kernel_w || filter.dims[2] != attrs_.out_words()) {
-      return Error("filter has shape " + ShapeString(filter) + ", expected [" +
-                   std::to_string(attrs_.kernel_h) + ", " + std::to_string(attrs_.kernel_w) +
-                   ", " + std::to_string(attrs_.out_words()) +
-                   "] (kernel_h, kernel_w, packed words of channels_in * depth_multiplier = " +
-                   std::to_string(cout) + ")");
-    }
-    for (int i = 2; i < 4; ++i) {
-      const TensorRef& v = inputs[i];
-      if (v.type != kTfLiteFloat32) {
-        return Error(std::string(names[i]) + " must be FLOAT32, got " + TypeName(v.type));
-      }
-      if (v.rank != 1 || v.dims[0] != cout) {
-        return Error(std::string(names[i]) + " has shape " + ShapeString(v) + ", expected [" +
-                     std::to_string(cout) + "] (channels_in * depth_multiplier)");
-      }
-    }
-
+    const TensorRef& f = inputs[1];
+    const TensorRef& m = inputs[2];
+    const TensorRef& b = inputs[3];
     BDepthwiseConv2DParams p = attrs_;
-    // The leading dimensions are the batch. An empty one is sized as a batch
-    // of one below and makes Eval a no-op.
-    Status s = FlattenBatch(in, 3, &p.batch);
+    Shape out;
+    s = CheckBDepthwiseConv2DShapes(Shape::Of(in.dims, in.rank), input_packed_,
+                                    Shape::Of(f.dims, f.rank), Shape::Of(m.dims, m.rank),
+                                    Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
+    const std::int64_t cout = p.out_channels();
+    // An empty batch is sized as a batch of one below and makes Eval a no-op.
     empty_batch_ = p.batch == 0;
     if (empty_batch_) p.batch = 1;
-    p.in_h = in.dims[rank - 3];
-    p.in_w = in.dims[rank - 2];
-    s = ComputeBDepthwiseConv2DGeometry(&p);  // rejects batch > 2^30
-    if (!s.ok) return Error(s.message);
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
     params_ = p;
 
@@ -113,7 +73,7 @@ class BDepthwiseConv2dOp final : public Op {
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const std::int64_t out_depth = bitpacked ? p.out_words() : cout;
-    input_bytes_ = Bytes4(pixels * expected_c);
+    input_bytes_ = Bytes4(pixels * (input_packed_ ? p.in_words() : p.channels_in));
     filter_bytes_ = Bytes4(DepthwiseFilterWords(p));
     vector_bytes_ = Bytes4(cout);
     output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * out_depth);
@@ -139,10 +99,7 @@ class BDepthwiseConv2dOp final : public Op {
 
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
-    (*outputs)[0].dims.assign(in.dims, in.dims + rank - 3);
-    (*outputs)[0].dims.push_back(static_cast<int>(p.out_h));
-    (*outputs)[0].dims.push_back(static_cast<int>(p.out_w));
-    (*outputs)[0].dims.push_back(static_cast<int>(out_depth));
+    (*outputs)[0].dims.assign(out.dims.begin(), out.dims.end());
     prepared_ = true;
     return Status::Ok();
   }
