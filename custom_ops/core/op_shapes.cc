@@ -24,6 +24,17 @@ Status CheckInput(const Shape& input, bool packed_input, std::int64_t channels_i
   return Status::Ok();
 }
 
+// A compact filter's words per output channel against the conv options
+// (which passed CheckBConv2DOptions, so the count cannot overflow).
+Status CheckCompactFilterWords(std::int64_t words, const BConv2DParams& p) {
+  const std::int64_t want = CompactFilterWords(p.kernel_h, p.kernel_w, p.channels_in);
+  if (words == want) return Status::Ok();
+  return Status::Error("filter has " + Str(words) + " packed words per output channel, but kernel " +
+                       Str(p.kernel_h) + "x" + Str(p.kernel_w) + " with channels_in = " +
+                       Str(p.channels_in) + " needs " + Str(want) +
+                       " = ceil(kernel_h * kernel_w * channels_in / 32)");
+}
+
 // multiplier and bias are [out_channels]; `why` says where that comes from.
 Status CheckTransform(const Shape& multiplier, const Shape& bias, std::int64_t out_channels,
                       const char* why = "the filter's output channels") {
@@ -73,16 +84,8 @@ Status CheckBConv2DShapes(const Shape& input, bool packed_input, const Shape& fi
     if (filter.rank() != 2) {
       return Status::Error("filter must be 2-D [C_out, words], got shape " + filter.ToString());
     }
-    // p passed CheckBConv2DOptions, so this cannot overflow.
-    const std::int64_t filter_words =
-        CompactFilterWords(p->kernel_h, p->kernel_w, p->channels_in);
-    if (filter.dims[1] != filter_words) {
-      return Status::Error("filter has " + Str(filter.dims[1]) +
-                           " packed words per output channel, but kernel " + Str(p->kernel_h) +
-                           "x" + Str(p->kernel_w) + " with channels_in = " +
-                           Str(p->channels_in) + " needs " + Str(filter_words) +
-                           " = ceil(kernel_h * kernel_w * channels_in / 32)");
-    }
+    s = CheckCompactFilterWords(filter.dims[1], *p);
+    if (!s.ok) return s;
     out_channels = filter.dims[0];
     if (out_channels < 1) {
       return Status::Error("filter has no output channels: " + filter.ToString());
@@ -210,6 +213,57 @@ Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const 
   output->dims[rank - 2] = p->out_w;
   output->dims[rank - 1] =
       output_type == OutputType::kBitpacked ? p->out_words() : out_channels;
+  return Status::Ok();
+}
+
+Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const Shape& alphas,
+                                 const Shape& shifts, const Shape& betas, const Shape& bias,
+                                 MultibitConv2DParams* p, Shape* output) {
+  const int rank = input.rank();
+  if (rank < 4) {
+    return Status::Error("input must have rank >= 4 [..., H, W, C], got shape " +
+                         input.ToString());
+  }
+  Status s = CheckInput(input, /*packed_input=*/false, p->conv.channels_in);
+  if (!s.ok) return s;
+  if (filter.rank() != 3) {
+    return Status::Error("filter must have rank 3 [M, C_out, words], got shape " +
+                         filter.ToString());
+  }
+  s = CheckCompactFilterWords(filter.dims[2], p->conv);
+  if (!s.ok) return s;
+  p->weight_planes = filter.dims[0];
+  const std::int64_t cout = filter.dims[1];
+  if (cout < 1) return Status::Error("filter has no output channels: " + filter.ToString());
+  if (alphas.rank() != 2 || alphas.dims[0] != p->weight_planes || alphas.dims[1] != cout) {
+    return Status::Error("alphas must have shape [" + Str(p->weight_planes) + ", " + Str(cout) +
+                         "] (weight planes, output channels), got " + alphas.ToString());
+  }
+  if (shifts.rank() != 1) {
+    return Status::Error("shifts must have rank 1, got shape " + shifts.ToString());
+  }
+  if (bias.rank() != 1 || bias.dims[0] != cout) {
+    return Status::Error("bias must have shape [" + Str(cout) +
+                         "] (the filter's output channels), got " + bias.ToString());
+  }
+  p->num_shifts = shifts.dims[0];
+  // The leading dimensions are the batch.
+  if (!FlattenDims(input.dims.data(), rank - 3, &p->conv.batch)) {
+    return Status::Error("too many images in input " + input.ToString());
+  }
+  p->conv.in_h = input.dims[rank - 3];
+  p->conv.in_w = input.dims[rank - 2];
+  p->conv.out_channels = cout;
+  s = ComputeMultibitConv2DGeometry(p);
+  if (!s.ok) return s;
+  if (betas.rank() != 1 || betas.dims[0] != p->activation_planes()) {
+    return Status::Error("betas must have shape [" + Str(p->activation_planes()) +
+                         "] (one per activation plane), got " + betas.ToString());
+  }
+  *output = input;
+  output->dims[rank - 3] = p->conv.out_h;
+  output->dims[rank - 2] = p->conv.out_w;
+  output->dims[rank - 1] = cout;
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/core/multibit_conv2d.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -79,6 +80,18 @@ Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const 
                                    const Shape& multiplier, const Shape& bias,
                                    OutputType output_type, BDepthwiseConv2DParams* params,
                                    Shape* output);
+
+// LowbitMultibitConv2d (options in `params`, read by ReadMultibitConv2DOptions):
+//   input   float [..., H, W, channels_in], rank >= 4, its leading dimensions
+//           the batch;
+//   filter  [M, C_out, CompactFilterWords]; alphas [M, C_out]; shifts [N];
+//   betas   [P] (P = activation_planes()); bias [C_out].
+// Sets params->weight_planes, num_shifts and the conv's batch (possibly 0),
+// in_h, in_w, out_channels and geometry (ComputeMultibitConv2DGeometry), and
+// *output to the input's shape with [OH, OW, C_out].
+Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const Shape& alphas,
+                                 const Shape& shifts, const Shape& betas, const Shape& bias,
+                                 MultibitConv2DParams* params, Shape* output);
 
 }  // namespace lowbit
 

@@ -4,6 +4,7 @@
 
 #include "custom_ops/core/multibit_conv2d.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
 #include "custom_ops/tf/binary_kernel_util.h"
 #include "custom_ops/tf/tf_executor.h"
@@ -29,62 +30,13 @@ class MultibitConv2DOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& betas = ctx->input(4);
     const tensorflow::Tensor& bias = ctx->input(5);
 
-    OP_REQUIRES(ctx, input.dims() >= 4,
-                InvalidArgument("LowbitMultibitConv2d: input must have rank >= 4 [..., H, W, C], "
-                                "got shape ", input.shape().DebugString()));
-    const int rank = input.dims();
-    OP_REQUIRES(ctx, input.dim_size(rank - 1) == params_.conv.channels_in,
-                InvalidArgument("LowbitMultibitConv2d: input depth ", input.dim_size(rank - 1),
-                                " does not match channels_in = ", params_.conv.channels_in));
-    OP_REQUIRES(ctx, filter.dims() == 3,
-                InvalidArgument("LowbitMultibitConv2d: filter must be 3-D [M, C_out, words], "
-                                "got shape ", filter.shape().DebugString()));
-    const std::int64_t filter_words = CompactFilterWords(
-        params_.conv.kernel_h, params_.conv.kernel_w, params_.conv.channels_in);
-    OP_REQUIRES(ctx, filter.dim_size(2) == filter_words,
-                InvalidArgument("LowbitMultibitConv2d: filter has ", filter.dim_size(2),
-                                " packed words per output channel, but kernel ",
-                                params_.conv.kernel_h, "x", params_.conv.kernel_w,
-                                " with channels_in = ", params_.conv.channels_in, " needs ",
-                                filter_words));
-    const std::int64_t planes_m = filter.dim_size(0);
-    const std::int64_t cout = filter.dim_size(1);
-    OP_REQUIRES(ctx, cout >= 1,
-                InvalidArgument("LowbitMultibitConv2d: filter has no output channels: ",
-                                filter.shape().DebugString()));
-    OP_REQUIRES(ctx, alphas.dims() == 2 && alphas.dim_size(0) == planes_m &&
-                         alphas.dim_size(1) == cout,
-                InvalidArgument("LowbitMultibitConv2d: alphas must have shape [", planes_m, ", ",
-                                cout, "] (weight planes, output channels), got ",
-                                alphas.shape().DebugString()));
-    OP_REQUIRES(ctx, shifts.dims() == 1,
-                InvalidArgument("LowbitMultibitConv2d: shifts must be 1-D, got shape ",
-                                shifts.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == cout,
-                InvalidArgument("LowbitMultibitConv2d: bias must have shape [", cout, "], got ",
-                                bias.shape().DebugString()));
-
     MultibitConv2DParams p = params_;
-    p.weight_planes = planes_m;
-    p.num_shifts = shifts.dim_size(0);
-    p.conv.batch = 1;
-    for (int i = 0; i < rank - 3; ++i) p.conv.batch *= input.dim_size(i);
-    p.conv.in_h = input.dim_size(rank - 3);
-    p.conv.in_w = input.dim_size(rank - 2);
-    p.conv.out_channels = cout;
-    OP_REQUIRES_OK(ctx, ToTf(ComputeMultibitConv2DGeometry(&p)));
-    OP_REQUIRES(ctx, betas.dims() == 1 && betas.dim_size(0) == p.activation_planes(),
-                InvalidArgument("LowbitMultibitConv2d: betas must have shape [",
-                                p.activation_planes(), "] (one per activation plane), got ",
-                                betas.shape().DebugString()));
-
+    Shape out;
+    OP_REQUIRES_OK(ctx, ToTf(CheckMultibitConv2DShapes(TfShape(input), TfShape(filter),
+                                                       TfShape(alphas), TfShape(shifts),
+                                                       TfShape(betas), TfShape(bias), &p, &out)));
     tensorflow::TensorShape out_shape;
-    for (int i = 0; i < rank - 3; ++i) {
-      OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(input.dim_size(i)));
-    }
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(p.conv.out_h));
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(p.conv.out_w));
-    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(cout));
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;

@@ -22,6 +22,7 @@
 
 #include "custom_ops/core/multibit_conv2d.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
@@ -60,72 +61,28 @@ class MultibitConv2dOp final : public Op {
       }
     }
     const TensorRef& in = inputs[0];
-    const TensorRef& filter = inputs[1];
-    const std::int64_t channels = attrs_.conv.channels_in;
-    if (in.rank < 4) {
-      return Error("input must have rank >= 4 [..., H, W, C], got shape " + ShapeString(in));
-    }
-    if (in.dims[in.rank - 1] != channels) {
-      return Error("input " + ShapeString(in) + " has " + std::to_string(in.dims[in.rank - 1]) +
-                   " channels, expected channels_in = " + std::to_string(channels));
-    }
-    if (filter.rank != 3) {
-      return Error("filter must have rank 3 [M, C_out, words], got shape " +
-                   ShapeString(filter));
-    }
-    const std::int64_t filter_words =
-        CompactFilterWords(attrs_.conv.kernel_h, attrs_.conv.kernel_w, channels);
-    if (filter.dims[2] != filter_words) {
-      return Error("filter " + ShapeString(filter) + " has " + std::to_string(filter.dims[2]) +
-                   " words per output channel, expected " + std::to_string(filter_words) +
-                   " = ceil(kernel_h * kernel_w * channels_in / 32)");
-    }
     MultibitConv2DParams p = attrs_;
-    p.weight_planes = filter.dims[0];
-    p.conv.out_channels = filter.dims[1];
-    if (p.conv.out_channels < 1) return Error("filter has no output channels: " + ShapeString(filter));
-    const TensorRef& alphas = inputs[2];
-    if (alphas.rank != 2 || alphas.dims[0] != p.weight_planes ||
-        alphas.dims[1] != p.conv.out_channels) {
-      return Error("alphas has shape " + ShapeString(alphas) + ", expected [" +
-                   std::to_string(p.weight_planes) + ", " + std::to_string(p.conv.out_channels) +
-                   "] (weight planes, output channels)");
-    }
-    const TensorRef& shifts = inputs[3];
-    if (shifts.rank != 1) return Error("shifts must have rank 1, got shape " + ShapeString(shifts));
-    p.num_shifts = shifts.dims[0];
-    // The leading dimensions are the batch. An empty one is sized as a batch
-    // of one below and makes Eval a no-op.
-    Status s = FlattenBatch(in, 3, &p.conv.batch);
+    Shape shapes[kNumInputs], out;
+    for (int i = 0; i < kNumInputs; ++i) shapes[i] = Shape::Of(inputs[i].dims, inputs[i].rank);
+    Status s = CheckMultibitConv2DShapes(shapes[0], shapes[1], shapes[2], shapes[3], shapes[4],
+                                         shapes[5], &p, &out);
     if (!s.ok) return Error(s.message);
     if (p.conv.batch > INT_MAX) return Error("input has too many images: " + ShapeString(in));
+    // An empty batch is sized as a batch of one below and makes Eval a no-op.
     empty_batch_ = p.conv.batch == 0;
     if (empty_batch_) p.conv.batch = 1;
-    p.conv.in_h = in.dims[in.rank - 3];
-    p.conv.in_w = in.dims[in.rank - 2];
-    s = ComputeMultibitConv2DGeometry(&p);
-    if (!s.ok) return Error(s.message);
     if (p.conv.out_h < 1 || p.conv.out_w < 1 || p.conv.out_h > INT_MAX ||
         p.conv.out_w > INT_MAX) {
       return Error("invalid output size " + std::to_string(p.conv.out_h) + " x " +
                    std::to_string(p.conv.out_w));
     }
-    const TensorRef& betas = inputs[4];
-    if (betas.rank != 1 || betas.dims[0] != p.activation_planes()) {
-      return Error("betas has shape " + ShapeString(betas) + ", expected [" +
-                   std::to_string(p.activation_planes()) + "] (one per activation plane)");
-    }
-    const TensorRef& bias = inputs[5];
-    if (bias.rank != 1 || bias.dims[0] != p.conv.out_channels) {
-      return Error("bias has shape " + ShapeString(bias) + ", expected [" +
-                   std::to_string(p.conv.out_channels) + "] (filter out channels)");
-    }
     params_ = p;
 
     // Byte sizes every Eval checks before touching data.
     const std::int64_t cout = p.conv.out_channels;
-    need_[0] = Bytes4(p.conv.batch * p.conv.in_h * p.conv.in_w * channels);
-    need_[1] = Bytes4(p.weight_planes * cout * filter_words);
+    const TensorRef& filter = inputs[1];
+    need_[0] = Bytes4(p.conv.batch * p.conv.in_h * p.conv.in_w * p.conv.channels_in);
+    need_[1] = Bytes4(p.weight_planes * cout * filter.dims[2]);
     need_[2] = Bytes4(p.weight_planes * cout);
     need_[3] = p.num_shifts == 0 ? 0 : Bytes4(p.num_shifts);
     need_[4] = Bytes4(p.activation_planes());
@@ -142,10 +99,7 @@ class MultibitConv2dOp final : public Op {
 
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteFloat32;
-    (*outputs)[0].dims.assign(in.dims, in.dims + in.rank - 3);
-    (*outputs)[0].dims.push_back(static_cast<int>(p.conv.out_h));
-    (*outputs)[0].dims.push_back(static_cast<int>(p.conv.out_w));
-    (*outputs)[0].dims.push_back(static_cast<int>(cout));
+    (*outputs)[0].dims.assign(out.dims.begin(), out.dims.end());
     prepared_ = true;
     return Status::Ok();
   }

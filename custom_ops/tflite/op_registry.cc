@@ -72,19 +72,6 @@ Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const*
   return Status::Ok();
 }
 
-Status FlattenBatch(const TensorRef& in, int trailing, std::int64_t* batch) {
-  for (int i = 0; i < in.rank; ++i) {
-    if (in.dims[i] < 0) return Status::Error("input has a negative dimension: " + ShapeString(in));
-    if (i >= in.rank - trailing && in.dims[i] < 1) {
-      return Status::Error("input has an empty dimension: " + ShapeString(in));
-    }
-  }
-  if (!FlattenDims(in.dims, in.rank - trailing, batch)) {
-    return Status::Error("input has too many images or rows: " + ShapeString(in));
-  }
-  return Status::Ok();
-}
-
 std::size_t Bytes4(std::int64_t count) {
   if (count <= 0 || count > static_cast<std::int64_t>(SIZE_MAX / 4)) return 0;
   return static_cast<std::size_t>(count) * 4;

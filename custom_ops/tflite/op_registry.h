@@ -119,11 +119,6 @@ Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const*
 // the tensors the ops check, which are all non-empty: an op whose batch is
 // empty sizes its buffers for a batch of one and skips Eval, see EmptyBatch).
 std::size_t Bytes4(std::int64_t count);
-// The leading dimensions of `in` (all but its last `trailing`) are a batch
-// that the op flattens; as in the TF ops it may be empty. The trailing
-// dimensions must be >= 1. Sets *batch to the product of the leading ones (0
-// for an empty batch). Fails naming the shape.
-Status FlattenBatch(const TensorRef& in, int trailing, std::int64_t* batch);
 const char* TypeName(TfLiteType type);
 
 }  // namespace tflite
