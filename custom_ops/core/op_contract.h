@@ -17,8 +17,9 @@
 // What is not here, and why: the doc text of the TF registration and the
 // shape functions (TF-only, in tf/ops.cc), and the constraints between
 // several options or tensors (receptive field, channels_in * depth_multiplier,
-// activation_mode vs activation_bits), which are the core's Check*Options and
-// geometry functions.
+// activation_mode vs activation_bits, filter words vs kernel size), which are
+// code: the core's Check*Options, geometry functions and the shape checks of
+// core/op_shapes.h that the TF Compute and TFLite Prepare of every op call.
 //
 // Plain C++17, no framework dependency: the table is constant data.
 #ifndef LOWBIT_CORE_OP_CONTRACT_H_

@@ -267,4 +267,43 @@ Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const 
   return Status::Ok();
 }
 
+Status CheckFastfoodShapes(const Shape& x, const Shape& b, const Shape& g, const Shape& s_diag,
+                           const Shape& permutation, const Shape& bias, FastfoodParams* p,
+                           Shape* output) {
+  const int rank = x.rank();
+  if (rank < 1) return Status::Error("x must have rank >= 1, got a scalar");
+  for (std::int64_t d : x.dims) {
+    if (d < 0) return Status::Error("x has a negative dimension: " + x.ToString());
+  }
+  if (b.rank() != 2) {
+    return Status::Error("b must have rank 2 [k, n], got shape " + b.ToString());
+  }
+  const struct {
+    const char* name;
+    const Shape& shape;
+  } same_as_b[] = {{"g", g}, {"s", s_diag}, {"permutation", permutation}};
+  for (const auto& t : same_as_b) {
+    if (t.shape.dims != b.dims) {
+      return Status::Error(std::string(t.name) + " has shape " + t.shape.ToString() +
+                           ", expected the shape of b " + b.ToString());
+    }
+  }
+  if (bias.rank() != 1 || (bias.dims[0] != 0 && bias.dims[0] != p->units)) {
+    return Status::Error("bias must be [units] = [" + Str(p->units) +
+                         "] or [0] (no bias), got shape " + bias.ToString());
+  }
+  // The leading dimensions are the rows.
+  if (!FlattenDims(x.dims.data(), rank - 1, &p->rows)) {
+    return Status::Error("x has too many rows: " + x.ToString());
+  }
+  p->input_dim = x.dims[rank - 1];
+  p->blocks = b.dims[0];
+  p->block_size = b.dims[1];
+  Status s = CheckFastfoodParams(*p);
+  if (!s.ok) return s;
+  *output = x;
+  output->dims[rank - 1] = p->units;
+  return Status::Ok();
+}
+
 }  // namespace lowbit

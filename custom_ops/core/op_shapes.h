@@ -17,6 +17,7 @@
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bmaxpool.h"
+#include "custom_ops/core/fastfood.h"
 #include "custom_ops/core/multibit_conv2d.h"
 #include "custom_ops/core/types.h"
 
@@ -92,6 +93,15 @@ Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const 
 Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const Shape& alphas,
                                  const Shape& shifts, const Shape& betas, const Shape& bias,
                                  MultibitConv2DParams* params, Shape* output);
+
+// LowbitFastfood (units and activation in `params`): x [..., d], rank >= 1,
+// its leading dimensions the rows; b, g, s and permutation [k, n]; bias
+// [units] or [0]. Sets params->rows (possibly 0), input_dim, blocks and
+// block_size (CheckFastfoodParams), and *output to x's shape with units as
+// its last dimension. (The permutation's values are CheckFastfoodPermutation's.)
+Status CheckFastfoodShapes(const Shape& x, const Shape& b, const Shape& g, const Shape& s,
+                           const Shape& permutation, const Shape& bias, FastfoodParams* params,
+                           Shape* output);
 
 }  // namespace lowbit
 

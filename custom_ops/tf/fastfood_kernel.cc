@@ -3,7 +3,9 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/fastfood.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
+#include "custom_ops/tf/binary_kernel_util.h"  // TfShape
 #include "custom_ops/tf/tf_executor.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -22,37 +24,19 @@ class FastfoodOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& permutation = ctx->input(4);
     const tensorflow::Tensor& bias = ctx->input(5);
-    OP_REQUIRES(ctx, x.dims() >= 1,
-                InvalidArgument("LowbitFastfood: x must have rank >= 1, got a scalar"));
-    const char* names[4] = {"b", "g", "s", "permutation"};
-    const tensorflow::TensorShape& diagonal = ctx->input(1).shape();
-    OP_REQUIRES(ctx, diagonal.dims() == 2,
-                InvalidArgument("LowbitFastfood: b must be 2-D [k, n], got shape ",
-                                diagonal.DebugString()));
-    for (int i = 2; i <= 4; ++i) {
-      OP_REQUIRES(ctx, ctx->input(i).shape() == diagonal,
-                  InvalidArgument("LowbitFastfood: ", names[i - 1], " has shape ",
-                                  ctx->input(i).shape().DebugString(),
-                                  ", expected the shape of b ", diagonal.DebugString()));
-    }
-    OP_REQUIRES(ctx, bias.dims() == 1 && (bias.dim_size(0) == 0 || bias.dim_size(0) == units_),
-                InvalidArgument("LowbitFastfood: bias must be [units] = [", units_,
-                                "] or [0] (no bias), got shape ", bias.shape().DebugString()));
-
     FastfoodParams p;
-    p.input_dim = x.dim_size(x.dims() - 1);
-    p.rows = 1;
-    for (int i = 0; i + 1 < x.dims(); ++i) p.rows *= x.dim_size(i);
-    p.blocks = diagonal.dim_size(0);
-    p.block_size = diagonal.dim_size(1);
     p.units = units_;
     p.activation = activation_;
-    OP_REQUIRES_OK(ctx, ToTf(CheckFastfoodParams(p)));
+    Shape out;
+    OP_REQUIRES_OK(ctx, ToTf(CheckFastfoodShapes(
+                            TfShape(x), TfShape(ctx->input(1)), TfShape(ctx->input(2)),
+                            TfShape(ctx->input(3)), TfShape(permutation), TfShape(bias), &p,
+                            &out)));
     const std::int32_t* perm = permutation.flat<std::int32_t>().data();
     OP_REQUIRES_OK(ctx, ToTf(CheckFastfoodPermutation(p, perm)));
 
-    tensorflow::TensorShape out_shape = x.shape();
-    out_shape.set_dim(x.dims() - 1, units_);
+    tensorflow::TensorShape out_shape;
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
     tensorflow::Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (p.rows == 0) return;

@@ -23,6 +23,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/fastfood.h"
 #include "custom_ops/core/op_options.h"
+#include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
 #include "custom_ops/tflite/op_registry.h"
 
@@ -56,35 +57,16 @@ class FastfoodOp final : public Op {
       }
     }
     const TensorRef& x = inputs[0];
-    const TensorRef& b = inputs[1];
     const TensorRef& bias = inputs[5];
-    if (x.rank < 1) return Error("x must have rank >= 1, got shape " + ShapeString(x));
-    if (b.rank != 2) return Error("b must have rank 2 [k, n], got shape " + ShapeString(b));
-    for (int i = 2; i <= 4; ++i) {
-      const TensorRef& t = inputs[i];
-      if (t.rank != 2 || t.dims[0] != b.dims[0] || t.dims[1] != b.dims[1]) {
-        return Error(std::string(kInputNames[i]) + " has shape " + ShapeString(t) +
-                     ", expected the shape of b " + ShapeString(b));
-      }
-    }
-    if (bias.rank != 1 || (bias.dims[0] != 0 && bias.dims[0] != units_)) {
-      return Error("bias must be [units] = [" + std::to_string(units_) +
-                   "] or [0] (no bias), got shape " + ShapeString(bias));
-    }
     FastfoodParams p;
-    p.rows = 1;
-    for (int i = 0; i + 1 < x.rank; ++i) {
-      if (x.dims[i] < 0) return Error("x has a negative dimension: " + ShapeString(x));
-      p.rows *= x.dims[i];  // < 2^31 * 2^31: checked before the next factor
-      if (p.rows > INT_MAX) return Error("x has too many rows: " + ShapeString(x));
-    }
-    p.input_dim = x.dims[x.rank - 1];
-    p.blocks = b.dims[0];
-    p.block_size = b.dims[1];
     p.units = units_;
     p.activation = activation_;
-    Status s = CheckFastfoodParams(p);
+    Shape shapes[kNumInputs], out;
+    for (int i = 0; i < kNumInputs; ++i) shapes[i] = Shape::Of(inputs[i].dims, inputs[i].rank);
+    Status s = CheckFastfoodShapes(shapes[0], shapes[1], shapes[2], shapes[3], shapes[4],
+                                   shapes[5], &p, &out);
     if (!s.ok) return Error(s.message);
+    if (p.rows > INT_MAX) return Error("x has too many rows: " + ShapeString(x));
     // Byte sizes every Eval checks before touching data (0 from Bytes4: an
     // overflow of size_t, possible on 32-bit targets). No rows: no data at all.
     diagonal_bytes_ = Bytes4(p.blocks * p.block_size);
@@ -103,8 +85,7 @@ class FastfoodOp final : public Op {
     }
     outputs->assign(1, OutputSpec{});
     (*outputs)[0].type = kTfLiteFloat32;
-    (*outputs)[0].dims.assign(x.dims, x.dims + x.rank);
-    (*outputs)[0].dims.back() = static_cast<int>(units_);
+    (*outputs)[0].dims.assign(out.dims.begin(), out.dims.end());
     prepared_ = true;
     return Status::Ok();
   }
