@@ -29,10 +29,10 @@ Status CheckInput(const Shape& input, bool packed_input, std::int64_t channels_i
 Status CheckCompactFilterWords(std::int64_t words, const BConv2DParams& p) {
   const std::int64_t want = CompactFilterWords(p.kernel_h, p.kernel_w, p.channels_in);
   if (words == want) return Status::Ok();
-  return Status::Error("filter has " + Str(words) + " packed words per output channel, but kernel " +
-                       Str(p.kernel_h) + "x" + Str(p.kernel_w) + " with channels_in = " +
-                       Str(p.channels_in) + " needs " + Str(want) +
-                       " = ceil(kernel_h * kernel_w * channels_in / 32)");
+  return Status::Error("filter has " + Str(words) +
+                       " packed words per output channel, but kernel " + Str(p.kernel_h) + "x" +
+                       Str(p.kernel_w) + " with channels_in = " + Str(p.channels_in) +
+                       " needs " + Str(want) + " = ceil(kernel_h * kernel_w * channels_in / 32)");
 }
 
 // multiplier and bias are [out_channels]; `why` says where that comes from.
