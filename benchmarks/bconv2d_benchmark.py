@@ -43,7 +43,9 @@ Python overhead), the TFLite models by calling `invoke()` in a loop.
 Next to those framework rows it prints a "core kernels" table: the same dense
 and convolution rows timed at kernel level, the core's BGemm / BConv2D called
 in a C++ loop on random packed data with the library's thread pool
-(custom_ops/tflite/kernel_bench.cc), so excluding every framework cost (TF op
+(custom_ops/bench/kernel_bench.cc, in liblowbit_bench: a benchmark-only library
+that bench_common.bench_library_path builds on first use into build/bench/, or
+$LOWBIT_BENCH_LIBRARY), so excluding every framework cost (TF op
 dispatch, a Python invoke(), bit-packing a float input), as ms, Gbop/s and %
 of the peak. For the dense rows it also gives the memory-bound floor: the
 packed weights are read once per call, so a call takes at least weight bytes
@@ -67,14 +69,16 @@ Usage:
   python benchmarks/bconv2d_benchmark.py --lce-python .lce-venv/bin/python
 
 --kernel NAME (or LOWBIT_KERNEL in the environment) forces a kernel path in
-the worker subprocesses: reference | portable | x86_popcnt | avx2 | avx512bw |
-avx512. A path the CPU lacks falls back to a lesser one; each worker asks the
-library which path it really runs and the header prints it.
+the worker subprocesses: a name of the kernel table (custom_ops/core/kernel_table.h;
+`python -c "from lowbit_tf._native import kernel_path_names as k; print(k())"`
+lists those built here). A path the CPU lacks falls back to a lesser one; each
+worker asks the library which path it really runs and the header prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -94,6 +98,7 @@ import lce_compare
 from bench_common import (
     CoreKernels,
     active_kernel,
+    bench_library_path,
     busy_cpu_seconds,
     children_cpu_seconds,
     cpu_model,
@@ -481,7 +486,7 @@ def worker(args: argparse.Namespace) -> None:
         try:
             core_rows = measure_core(CoreKernels(), args, threads)
         except (OSError, AttributeError) as e:
-            core_note = f"the TFLite library offers no kernel timing: {e}"
+            core_note = f"no kernel timing library (liblowbit_bench): {e}"
     print(
         RESULT_MARKER
         + json.dumps({"tf_version": tf.__version__, "kernel": active_kernel(), "results": results,
@@ -1106,6 +1111,11 @@ def main(argv: list[str] | None = None) -> int:
     sample_peaks()
     core_rows: list[dict] = []
     core_note = ""
+    if not args.no_core:
+        # Built (or found) once here; the workers inherit LOWBIT_BENCH_LIBRARY
+        # (where this fails, each worker's attempt gives the core table's note).
+        with contextlib.suppress(OSError):
+            bench_library_path()
     results = []
     tf_version = "?"
     background = []

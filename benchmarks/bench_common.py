@@ -41,21 +41,57 @@ def active_kernel() -> str:
     return fn().decode()
 
 
+BENCH_LIBRARY_ENV = "LOWBIT_BENCH_LIBRARY"
+
+
+def bench_library_path() -> str:
+    """Path of liblowbit_bench.so, the kernel timing library (CMake target
+    `lowbit_bench`, custom_ops/bench/kernel_bench.cc; benchmark-only, so not in
+    the shipped libraries). $LOWBIT_BENCH_LIBRARY when set; else built on first
+    use from this source tree into build/bench/ (cmake with
+    -DLOWBIT_BUILD_BENCH=ON; later calls rebuild only what changed) and put in
+    $LOWBIT_BENCH_LIBRARY for the worker subprocesses. Raises OSError when
+    it cannot be built."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.environ.get(BENCH_LIBRARY_ENV):
+        return os.environ[BENCH_LIBRARY_ENV]
+    repo = Path(__file__).resolve().parents[1]
+    build = repo / "build" / "bench"
+    if shutil.which("cmake") is None:
+        raise OSError("cmake is needed to build liblowbit_bench (custom_ops/bench)")
+    print(f"  (building liblowbit_bench in {build} if needed)", file=sys.stderr, flush=True)
+    for command in (
+        ["cmake", "-S", str(repo / "custom_ops"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+         "-DLOWBIT_BUILD_BENCH=ON", "-DLOWBIT_BUILD_TFLITE=OFF", f"-DLOWBIT_OUTPUT_DIR={build}"],
+        ["cmake", "--build", str(build), "--target", "lowbit_bench",
+         f"-j{os.cpu_count() or 1}"],
+    ):
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise OSError(f"building liblowbit_bench failed ({' '.join(command[:2])}): "
+                          + (proc.stdout + proc.stderr)[-2000:])
+    os.environ[BENCH_LIBRARY_ENV] = str(build / "liblowbit_bench.so")
+    return os.environ[BENCH_LIBRARY_ENV]
+
+
 class CoreKernels:
-    """Kernel-level timing in C++ (custom_ops/tflite/kernel_bench.cc): the core's
-    BGemm / BConv2D in a loop on random packed data with the library's thread
-    pool, and the read bandwidth of a buffer, without any framework overhead.
-    Each method returns `samples` timings in ms per call; the kernel path
-    follows LOWBIT_KERNEL like the ops. Raises OSError / AttributeError when the
-    library (or a library built before these entry points) cannot serve them."""
+    """Kernel-level timing in C++ (custom_ops/bench/kernel_bench.cc, in
+    liblowbit_bench: see bench_library_path): the core's BGemm / BConv2D in a
+    loop on random packed data with the core's thread pool, and the read
+    bandwidth of a buffer, without any framework overhead. Each method returns
+    `samples` timings in ms per call; the kernel path follows LOWBIT_KERNEL
+    like the ops. Raises OSError / AttributeError when the library cannot be
+    built, loaded or serve them."""
 
     def __init__(self) -> None:
         import ctypes
 
-        from lowbit_tf._native import tflite_library_path
-
         self._ctypes = ctypes
-        lib = ctypes.CDLL(str(tflite_library_path()))
+        lib = ctypes.CDLL(bench_library_path())
         i64, c_int, c_double = ctypes.c_int64, ctypes.c_int, ctypes.c_double
         tail = [c_int, c_double, c_int, ctypes.POINTER(c_double), ctypes.c_char_p, c_int]
         self._bgemm = lib.lowbit_kernel_bench_bgemm

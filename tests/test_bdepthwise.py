@@ -32,6 +32,7 @@ from test_packed_chain import tricky_transform  # noqa: E402
 from test_tflite_runtime import ModelBuilder  # noqa: E402
 
 from lowbit_tf import lite  # noqa: E402
+from lowbit_tf._native import kernel_path_names  # noqa: E402
 
 RUNTIMES = ("ai_edge_litert", "tensorflow")
 
@@ -251,7 +252,7 @@ def test_tf_op_bad_inputs_raise():
 # The read-out of the counts and the transform differ per path (portable byte
 # tables; AVX2, which the AVX-512 paths use too): each forced in a fresh
 # process (LOWBIT_KERNEL is read when the op runs), against the reference.
-@pytest.mark.parametrize("path", ["portable", "avx2", "auto"])
+@pytest.mark.parametrize("path", [*kernel_path_names("bdepthwise"), "auto"])
 def test_every_kernel_path_matches_reference(path):
     script = f"""
 import json, sys

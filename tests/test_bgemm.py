@@ -34,6 +34,7 @@ tf = pytest.importorskip("tensorflow")
 from flatbuffers import flexbuffers  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
+from lowbit_tf._native import kernel_path_names  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated"),
@@ -278,7 +279,7 @@ def test_tf_converter_emits_lowbit_bgemm_with_its_options():
 # is created); a path this CPU lacks falls back to a lesser one.
 # --------------------------------------------------------------------------
 
-PATHS = ["reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512"]
+PATHS = ["reference", *kernel_path_names()]  # the native kernel table
 
 PATH_SCRIPT = """
 import json, sys

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from reference import bconv2d_np, bitpack_np
 
 from lowbit_tf import ops
+from lowbit_tf._native import kernel_path_names
 from lowbit_tf.quantizers import ste_sign
 
 TESTS = Path(__file__).resolve().parent
@@ -109,7 +110,7 @@ print("PACKER OK")
 """
 
 
-@pytest.mark.parametrize("path", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("path", kernel_path_names("bitpack"))
 def test_every_packer_handles_edge_values(path):
     """The SIMD packers (whole words; the packer follows LOWBIT_KERNEL) on
     zeros, NaNs, infinities, subnormals and the smallest normals."""
@@ -332,8 +333,7 @@ KERNEL_PATH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(
-    "path", ["reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512"])
+@pytest.mark.parametrize("path", ["reference", *kernel_path_names()])
 def test_every_kernel_path_matches_numpy(path):
     """LOWBIT_KERNEL forces each kernel; each runs in a fresh process."""
     env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")
