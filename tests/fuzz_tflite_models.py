@@ -1856,6 +1856,11 @@ def worker_main() -> None:
     the original's bytes) from stdin, writes JSON lines to its stdout."""
     import faulthandler
 
+    limit = os.environ.get("LOWBIT_FUZZ_MEMORY_LIMIT")
+    if limit:  # a runaway allocation fails instead of taking the shared machine's memory
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything printed by the runtimes goes to stderr
     faulthandler.enable(file=sys.stderr, all_threads=True)
@@ -1909,20 +1914,15 @@ class Worker:
         self.env = env
         self.log_path = log_dir / f"worker-{time.monotonic_ns()}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        preexec = None
+        env = dict(env)
         if memory_limit_gb and "san.so" not in env.get("LD_PRELOAD", ""):
-            # (a sanitizer reserves terabytes of address space for its shadow)
-            limit = int(memory_limit_gb * (1 << 30))
-
-            def preexec() -> None:
-                import resource
-
-                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
+            # set by the worker itself (no preexec_fn: this process may have
+            # threads); none under a sanitizer, which reserves terabytes of
+            # address space for its shadow memory
+            env["LOWBIT_FUZZ_MEMORY_LIMIT"] = str(int(memory_limit_gb * (1 << 30)))
         self.proc = subprocess.Popen(
             [sys.executable, str(THIS), "--worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env,
-            preexec_fn=preexec,
         )
         self._buf = b""
         line = self.readline(time.monotonic() + 180)
