@@ -2238,9 +2238,11 @@ def run_campaign(
     return stats
 
 
-def replay(path: str) -> int:
+def replay(path: str, strict_ftz: bool = False) -> int:
     """Runs a saved failure in this process (no isolation)."""
     record = json.loads(Path(path).read_text())
+    if strict_ftz:
+        record["header"]["plan"]["strict_ftz"] = True
     folder = Path(path).parent
     model = (folder / record["model"]).read_bytes()
     original = (folder / record["original"]).read_bytes()
@@ -2279,7 +2281,7 @@ def main(argv: list[str] | None = None) -> int:
         _build_seeds_main(args.build_seeds)
         return 0
     if args.replay:
-        return replay(args.replay)
+        return replay(args.replay, args.strict_ftz)
     if args.list is not None:
         seeds = seed_set(build_seed_models())
         for i in range(args.list):
