@@ -268,7 +268,7 @@ def convert_and_compare(model, x, *, custom_ops: int = 1, atol: float = 1e-5, ex
     from lowbit_tf.lite import Interpreter
 
     lowered, plans = lower_model(model)
-    assert [plan.multibit is not None for plan in plans.values()] == [True]
+    assert [plan.op for plan in plans.values()] == ["LowbitMultibitConv2d"]
     expected = model(x).numpy()
     low = lowered(x).numpy()
     np.testing.assert_allclose(low, expected, rtol=1e-5, atol=atol * np.abs(expected).max())
