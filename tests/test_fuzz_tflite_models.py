@@ -40,6 +40,9 @@ def test_fuzzed_converted_models_never_crash_and_stay_correct(tmp_path, capsys):
         save_failures=tmp_path / "failures",
         timeout=30,
         log=print,
+        # The TF shell computes in IEEE mode like TFLite (custom_ops/tf/tf_executor.h),
+        # so a flush-to-zero difference is a failure here too.
+        strict_ftz=True,
     )
     summary = stats.summary()
     print(summary)  # the full table: shown with the failure, or with -s / -rP
