@@ -837,3 +837,20 @@ def test_runtime_only_install_says_what_it_lacks(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["AttributeError", "ImportError"]
+
+
+def test_undecodable_tensor_name_is_a_model_error():
+    """A corrupt name (not UTF-8) makes the runtime's details calls fail to
+    decode; the Interpreter says what it could not read."""
+    case = Case(c=8, cout=2)
+    builder = ModelBuilder()
+    x = builder.tensor(case.x.shape, np.float32, name="input")
+    builder.tensors[x].name = b"bad\xff\xfename"
+    weights = [builder.tensor(v.shape, v.dtype, v)
+               for v in (case.filter, case.multiplier, case.bias)]
+    y = builder.tensor(case.expected().shape, np.float32, name="output")
+    builder.custom_op("LowbitBconv2d", [x, *weights], [y], case.options())
+    interpreter = lite.Interpreter(model_content=builder.finish([x], [y]))
+    with pytest.raises(lite.ModelError, match="cannot read the input details"):
+        interpreter.get_input_details()
+    assert interpreter.get_output_details()[0]["name"] == "output"
