@@ -14,16 +14,12 @@ models); run it longer by hand:
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import fuzz_tflite_models as fuzz
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-import fuzz_tflite_models as fuzz  # noqa: E402
 
 pytest.importorskip("tensorflow")  # the seed models are converted, the TF op is the reference
 

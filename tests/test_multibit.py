@@ -9,17 +9,13 @@ both paddings and pad values, and leading dimensions beyond the batch.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import activation_planes_np, multibit_conv2d_np
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import activation_planes_np, multibit_conv2d_np  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from lowbit_tf import ops, quantizers  # noqa: E402

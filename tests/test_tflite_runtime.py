@@ -23,14 +23,11 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
+from reference import bconv2d_np, bitpack_np
+
+from lowbit_tf import lite
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from reference import bconv2d_np, bitpack_np  # noqa: E402
-
-from lowbit_tf import lite  # noqa: E402
 
 RUNTIMES = ("ai_edge_litert", "tensorflow")
 
