@@ -21,14 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import bconv2d_np, bgemm_np, bitpack_np, bmaxpool2d_np
+from test_packed_chain import tricky_transform
+from test_tflite_runtime import ModelBuilder
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import bconv2d_np, bgemm_np, bitpack_np, bmaxpool2d_np  # noqa: E402
-from test_packed_chain import tricky_transform  # noqa: E402
-from test_tflite_runtime import ModelBuilder  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from flatbuffers import flexbuffers  # noqa: E402

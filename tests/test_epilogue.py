@@ -19,12 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import bconv2d_np, epilogue_np
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import bconv2d_np, epilogue_np  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from lowbit_tf import ops  # noqa: E402

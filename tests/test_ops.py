@@ -423,3 +423,27 @@ def test_built_version_matches_running_tensorflow():
     from lowbit_tf._native import built_tensorflow_version
 
     assert built_tensorflow_version().split(".")[:2] == tf.__version__.split(".")[:2]
+
+
+def test_tf_ops_library_override(tmp_path):
+    """$LOWBIT_TF_OPS_LIBRARY loads another build of the op library (a sanitizer
+    build, docs/testing.md); a path that is not a file is named."""
+    from lowbit_tf import _native
+
+    copy = tmp_path / "liblowbit_tf_ops_copy.so"
+    copy.write_bytes(_native.TF_OPS_LIBRARY.read_bytes())
+    code = textwrap.dedent("""
+        import numpy as np
+        from lowbit_tf import _native, ops
+        print(_native.tf_ops_library_path())
+        print(int(ops.bitpack(np.array([[-1.0, 2.0]], np.float32)).numpy()[0, 0]))
+    """)
+    env = {**os.environ, "LOWBIT_TF_OPS_LIBRARY": str(copy), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == [str(copy), "1"]
+    env["LOWBIT_TF_OPS_LIBRARY"] = str(tmp_path / "missing.so")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode != 0 and "missing.so does not name a file" in proc.stderr

@@ -6,6 +6,7 @@ This module must not import TensorFlow at import time: the TFLite runtime
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -15,6 +16,9 @@ from types import ModuleType
 _HERE = Path(__file__).resolve().parent
 TF_OPS_LIBRARY = _HERE / "liblowbit_tf_ops.so"
 TFLITE_LIBRARY = _HERE / "liblowbit_tflite.so"
+#: Environment variable naming another TF op library to load (a sanitizer or
+#: development build; the TFLite delegate's is lowbit_tf.lite.LIBRARY_ENV).
+TF_OPS_LIBRARY_ENV = "LOWBIT_TF_OPS_LIBRARY"
 
 _BUILD_INFO = re.compile(rb"lowbit-build-info:tensorflow=([0-9A-Za-z.\-+]*);")
 
@@ -60,15 +64,28 @@ def check_tensorflow_version(built: str, installed: str) -> None:
         )
 
 
+def tf_ops_library_path() -> Path:
+    """Path of the TF op library: `$LOWBIT_TF_OPS_LIBRARY` if set, else the one
+    installed with the package."""
+    override = os.environ.get(TF_OPS_LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise NativeLibraryError(f"{TF_OPS_LIBRARY_ENV}={override} does not name a file")
+        return path
+    if not TF_OPS_LIBRARY.is_file():
+        raise _missing(TF_OPS_LIBRARY)
+    return TF_OPS_LIBRARY
+
+
 @cache
 def load_tf_ops() -> ModuleType:
     """Loads the TF op library once (tf.load_op_library) and returns its op module."""
     import tensorflow as tf
 
-    if not TF_OPS_LIBRARY.is_file():
-        raise _missing(TF_OPS_LIBRARY)
-    check_tensorflow_version(built_tensorflow_version(), tf.__version__)
-    return tf.load_op_library(str(TF_OPS_LIBRARY))
+    path = tf_ops_library_path()
+    check_tensorflow_version(built_tensorflow_version(path), tf.__version__)
+    return tf.load_op_library(str(path))
 
 
 @dataclass(frozen=True)
