@@ -32,9 +32,9 @@
 //   3. an id in BConv2DKernel below, a CpuFeature bit (core/cpu_features.*)
 //      if it needs a feature not yet detected, and its row in kernel_table.cc,
 //      placed by preference.
-// Nothing else names it: the checkers (custom_ops/tests) and the Python tests
-// (lowbit_tf._native.kernel_paths(), through lowbit_kernel_table() of the
-// TFLite library) iterate the table.
+// The checkers (custom_ops/tests) and the Python tests (through
+// lowbit_kernel_table() of the TFLite library: lowbit_tf._native.kernel_paths())
+// iterate the table, so the new path is tested without naming it anywhere else.
 #ifndef LOWBIT_CORE_KERNEL_TABLE_H_
 #define LOWBIT_CORE_KERNEL_TABLE_H_
 
