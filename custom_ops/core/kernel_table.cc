@@ -69,6 +69,10 @@ constexpr KernelPath kPaths[] = {
 };
 constexpr int kPathCount = static_cast<int>(sizeof(kPaths) / sizeof(kPaths[0]));
 
+bool CanRunOn(const KernelPath& path, const CpuFeatures& cpu) {
+  return path.built() && cpu.Has(path.cpu_features);
+}
+
 // Name of the last row whose `entry` equals this row's, "-" when it has none.
 template <typename Entry>
 const char* EntryOwner(const KernelPath& row, Entry KernelPath::*entry) {
@@ -98,9 +102,7 @@ const KernelPath* FindKernelPath(const char* name) {
   return nullptr;
 }
 
-bool CanRun(const KernelPath& path) {
-  return path.built() && DetectCpuFeatures().Has(path.cpu_features);
-}
+bool CanRun(const KernelPath& path) { return CanRunOn(path, DetectCpuFeatures()); }
 
 BConv2DKernel SelectBConv2DKernel() {
   const CpuFeatures cpu = DetectCpuFeatures();
@@ -109,7 +111,7 @@ BConv2DKernel SelectBConv2DKernel() {
   const KernelPathList paths = KernelPaths();
   for (const KernelPath* path = start != nullptr ? start : paths.begin(); path != paths.end();
        ++path) {
-    if (path->built() && cpu.Has(path->cpu_features)) return path->id;
+    if (CanRunOn(*path, cpu)) return path->id;
   }
   return BConv2DKernel::kPortable;  // unreachable: "portable" runs anywhere
 }
