@@ -43,7 +43,9 @@ Python overhead), the TFLite models by calling `invoke()` in a loop.
 Next to those framework rows it prints a "core kernels" table: the same dense
 and convolution rows timed at kernel level, the core's BGemm / BConv2D called
 in a C++ loop on random packed data with the library's thread pool
-(custom_ops/tflite/kernel_bench.cc), so excluding every framework cost (TF op
+(custom_ops/bench/kernel_bench.cc, in liblowbit_bench: a benchmark-only library
+that bench_common.bench_library_path builds on first use into build/bench/, or
+$LOWBIT_BENCH_LIBRARY), so excluding every framework cost (TF op
 dispatch, a Python invoke(), bit-packing a float input), as ms, Gbop/s and %
 of the peak. For the dense rows it also gives the memory-bound floor: the
 packed weights are read once per call, so a call takes at least weight bytes
@@ -67,14 +69,16 @@ Usage:
   python benchmarks/bconv2d_benchmark.py --lce-python .lce-venv/bin/python
 
 --kernel NAME (or LOWBIT_KERNEL in the environment) forces a kernel path in
-the worker subprocesses: reference | portable | x86_popcnt | avx2 | avx512bw |
-avx512. A path the CPU lacks falls back to a lesser one; each worker asks the
-library which path it really runs and the header prints it.
+the worker subprocesses: a name of the kernel table (custom_ops/core/kernel_table.h;
+`python -c "from lowbit_tf._native import kernel_path_names as k; print(k())"`
+lists those built here). A path the CPU lacks falls back to a lesser one; each
+worker asks the library which path it really runs and the header prints it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -88,17 +92,24 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import lce_compare
 from bench_common import (
     CoreKernels,
+    Layer,
     active_kernel,
+    bench_library_path,
     busy_cpu_seconds,
     children_cpu_seconds,
     cpu_model,
     int8_tflite,
     interleaved_samples,
+    layer_models,
+    layer_weights,
+    parse_dense,
+    parse_ints,
+    parse_shapes,
+    parse_threads,
     run_marked_json,
     tf_loop,
     time_interpreter,
@@ -130,119 +141,6 @@ TARGET_SHAPE = "conv3_14x14x256-256"
 SCALING_SHAPE = "conv3_56x56x64-64"
 
 
-@dataclass(frozen=True)
-class Shape:
-    height: int
-    width: int
-    channels_in: int
-    channels_out: int
-
-    def __str__(self) -> str:
-        return f"{self.height}x{self.width}x{self.channels_in}->{self.channels_out}"
-
-    def spec(self) -> str:
-        return f"{self.height}x{self.width}x{self.channels_in}-{self.channels_out}"
-
-
-@dataclass(frozen=True)
-class Layer:
-    """One benchmarked layer, independent of the batch size.
-
-    kind "conv": a k x k convolution, SAME padding, stride 1, on an H x W x C_in
-    input. kind "dense": C_in -> C_out (LowbitBgemm on [N, C_in]).
-    """
-
-    kind: str
-    kernel_size: int
-    shape: Shape
-
-    @property
-    def key(self) -> str:
-        if self.kind == "dense":
-            return f"dense_{self.shape.channels_in}-{self.shape.channels_out}"
-        return f"conv{self.kernel_size}_{self.shape.spec()}"
-
-    def macs(self, batch: int) -> int:
-        s = self.shape
-        return batch * s.height * s.width * s.channels_out * self.kernel_size**2 * s.channels_in
-
-    def label(self) -> str:
-        if self.kind == "dense":
-            return f"{self.shape.channels_in}->{self.shape.channels_out}"
-        return str(self.shape)
-
-    @staticmethod
-    def from_key(key: str) -> Layer:
-        kind_k, spec = key.split("_", 1)
-        if kind_k == "dense":
-            cin, cout = (int(v) for v in spec.split("-"))
-            return Layer("dense", 1, Shape(1, 1, cin, cout))
-        return Layer("conv", int(kind_k[4:]), parse_shapes(spec)[0])
-
-
-_SHAPE_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:->|-|:|x)(\d+)$")
-
-
-def parse_shapes(text: str) -> list[Shape]:
-    if text.strip().lower() == "none":
-        return []
-    shapes = []
-    for item in text.split(","):
-        item = item.strip().replace(" ", "")
-        if not item:
-            continue
-        match = _SHAPE_RE.match(item)
-        if match is None:
-            raise argparse.ArgumentTypeError(
-                f"bad shape {item!r}: expected HxWxCIN-COUT, e.g. 14x14x256-256"
-            )
-        dims = [int(v) for v in match.groups()]
-        if min(dims) < 1:
-            raise argparse.ArgumentTypeError(f"bad shape {item!r}: sizes must be >= 1")
-        shapes.append(Shape(*dims))
-    if not shapes:
-        raise argparse.ArgumentTypeError("no shapes given")
-    return shapes
-
-
-def parse_ints(text: str, what: str = "list", allow_empty: bool = False) -> list[int]:
-    if allow_empty and text.strip().lower() == "none":
-        return []
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from e
-    if (not values and not allow_empty) or (values and min(values) < 1):
-        raise argparse.ArgumentTypeError(f"bad {what} {text!r}")
-    return values
-
-
-def parse_threads(text: str) -> list[int]:
-    return parse_ints(text, "thread list")
-
-
-def parse_dense(text: str) -> list[Shape]:
-    """'1024,4096' (square) or '1024-4096' (C_in-C_out) items, or 'none'."""
-    if text.strip().lower() == "none":
-        return []
-    shapes = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        parts = re.split(r"->|-|x", item)
-        try:
-            dims = [int(v) for v in parts]
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"bad dense size {item!r}") from e
-        if len(dims) == 1:
-            dims = dims * 2
-        if len(dims) != 2 or min(dims) < 1:
-            raise argparse.ArgumentTypeError(f"bad dense size {item!r}: expected C or CIN-COUT")
-        shapes.append(Shape(1, 1, dims[0], dims[1]))
-    return shapes
-
-
 def layers_of(args: argparse.Namespace) -> list[Layer]:
     result = [Layer("conv", k, s) for k in args.kernel_sizes for s in args.shapes]
     result += [Layer("dense", 1, s) for s in args.dense]
@@ -252,55 +150,6 @@ def layers_of(args: argparse.Namespace) -> list[Layer]:
 # --------------------------------------------------------------------------
 # Worker: one thread count, all layers and batches, in its own process.
 # --------------------------------------------------------------------------
-
-
-def _weights(layer: Layer, seed: int):
-    """Float kernel [k, k, C_in, C_out] and bias of a layer (deterministic)."""
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    s, k = layer.shape, layer.kernel_size
-    kernel = rng.standard_normal((k, k, s.channels_in, s.channels_out), dtype=np.float32)
-    bias = rng.standard_normal((s.channels_out,), dtype=np.float32)
-    return kernel, bias
-
-
-def _keras_models(layer: Layer, kernel, bias):
-    """(binary QuantConv2D model, float Conv2D/Dense model) with these weights."""
-    import numpy as np
-
-    from lowbit_tf import constraints, layers
-    from lowbit_tf._keras import keras
-
-    s, k = layer.shape, layer.kernel_size
-    quantized = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
-                     kernel_constraint=constraints.WeightClip(1.0))
-    if layer.kind == "dense":
-        binary = keras.Sequential(
-            [keras.Input((s.channels_in,)), layers.QuantDense(s.channels_out, **quantized)]
-        )
-        kernel = kernel.reshape(s.channels_in, s.channels_out)
-    else:
-        binary = keras.Sequential([
-            keras.Input((s.height, s.width, s.channels_in)),
-            layers.QuantConv2D(s.channels_out, k, padding="same", **quantized),
-        ])
-    # Latent weights inside the clip range, so that the constraint is a no-op.
-    binary.layers[-1].set_weights([np.clip(kernel, -1.0, 1.0), bias])
-    if layer.kind == "dense":
-        float_model = keras.Sequential(
-            [keras.Input((s.channels_in,)), keras.layers.Dense(s.channels_out)]
-        )
-        float_model.layers[-1].set_weights([kernel, bias])
-    else:
-        float_model = keras.Sequential(
-            [
-                keras.Input((s.height, s.width, s.channels_in)),
-                keras.layers.Conv2D(s.channels_out, k, padding="same"),
-            ]
-        )
-        float_model.layers[-1].set_weights([kernel, bias])
-    return binary, float_model
 
 
 def _int8_model(float_model, input_shape: tuple[int, ...], seed: int) -> bytes:
@@ -324,7 +173,7 @@ def _tflite_models(layer: Layer, model_dir: str, seed: int, kernel, bias) -> dic
         return {v: _read(p) for v, p in paths.items()}
     import lowbit_tf
 
-    binary, float_model = _keras_models(layer, kernel, bias)
+    binary, float_model = layer_models(layer, kernel, bias)
     s = layer.shape
     float_input = (s.channels_in,) if layer.kind == "dense" else (s.height, s.width, s.channels_in)
     models = {
@@ -349,7 +198,7 @@ def _benchmark_layer(
     from lowbit_tf import lite, ops
 
     seed = zlib.crc32(layer.key.encode())
-    kernel_np, bias_np = _weights(layer, seed)
+    kernel_np, bias_np = layer_weights(layer, seed)
     models = _tflite_models(layer, model_dir, seed, kernel_np, bias_np)
     s, k = layer.shape, layer.kernel_size
     dense = layer.kind == "dense"
@@ -481,7 +330,7 @@ def worker(args: argparse.Namespace) -> None:
         try:
             core_rows = measure_core(CoreKernels(), args, threads)
         except (OSError, AttributeError) as e:
-            core_note = f"the TFLite library offers no kernel timing: {e}"
+            core_note = f"no kernel timing library (liblowbit_bench): {e}"
     print(
         RESULT_MARKER
         + json.dumps({"tf_version": tf.__version__, "kernel": active_kernel(), "results": results,
@@ -1106,6 +955,11 @@ def main(argv: list[str] | None = None) -> int:
     sample_peaks()
     core_rows: list[dict] = []
     core_note = ""
+    if not args.no_core:
+        # Built (or found) once here; the workers inherit LOWBIT_BENCH_LIBRARY
+        # (where this fails, each worker's attempt gives the core table's note).
+        with contextlib.suppress(OSError):
+            bench_library_path()
     results = []
     tf_version = "?"
     background = []

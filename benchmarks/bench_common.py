@@ -4,14 +4,17 @@ sys.path)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import io
 import os
 import platform
+import re
 import resource
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -41,21 +44,57 @@ def active_kernel() -> str:
     return fn().decode()
 
 
+BENCH_LIBRARY_ENV = "LOWBIT_BENCH_LIBRARY"
+
+
+def bench_library_path() -> str:
+    """Path of liblowbit_bench.so, the kernel timing library (CMake target
+    `lowbit_bench`, custom_ops/bench/kernel_bench.cc; benchmark-only, so not in
+    the shipped libraries). $LOWBIT_BENCH_LIBRARY when set; else built on first
+    use from this source tree into build/bench/ (cmake with
+    -DLOWBIT_BUILD_BENCH=ON; later calls rebuild only what changed) and put in
+    $LOWBIT_BENCH_LIBRARY for the worker subprocesses. Raises OSError when
+    it cannot be built."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if os.environ.get(BENCH_LIBRARY_ENV):
+        return os.environ[BENCH_LIBRARY_ENV]
+    repo = Path(__file__).resolve().parents[1]
+    build = repo / "build" / "bench"
+    if shutil.which("cmake") is None:
+        raise OSError("cmake is needed to build liblowbit_bench (custom_ops/bench)")
+    print(f"  (building liblowbit_bench in {build} if needed)", file=sys.stderr, flush=True)
+    for command in (
+        ["cmake", "-S", str(repo / "custom_ops"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+         "-DLOWBIT_BUILD_BENCH=ON", "-DLOWBIT_BUILD_TFLITE=OFF", f"-DLOWBIT_OUTPUT_DIR={build}"],
+        ["cmake", "--build", str(build), "--target", "lowbit_bench",
+         f"-j{os.cpu_count() or 1}"],
+    ):
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise OSError(f"building liblowbit_bench failed ({' '.join(command[:2])}): "
+                          + (proc.stdout + proc.stderr)[-2000:])
+    os.environ[BENCH_LIBRARY_ENV] = str(build / "liblowbit_bench.so")
+    return os.environ[BENCH_LIBRARY_ENV]
+
+
 class CoreKernels:
-    """Kernel-level timing in C++ (custom_ops/tflite/kernel_bench.cc): the core's
-    BGemm / BConv2D in a loop on random packed data with the library's thread
-    pool, and the read bandwidth of a buffer, without any framework overhead.
-    Each method returns `samples` timings in ms per call; the kernel path
-    follows LOWBIT_KERNEL like the ops. Raises OSError / AttributeError when the
-    library (or a library built before these entry points) cannot serve them."""
+    """Kernel-level timing in C++ (custom_ops/bench/kernel_bench.cc, in
+    liblowbit_bench: see bench_library_path): the core's BGemm / BConv2D in a
+    loop on random packed data with the core's thread pool, and the read
+    bandwidth of a buffer, without any framework overhead. Each method returns
+    `samples` timings in ms per call; the kernel path follows LOWBIT_KERNEL
+    like the ops. Raises OSError / AttributeError when the library cannot be
+    built, loaded or serve them."""
 
     def __init__(self) -> None:
         import ctypes
 
-        from lowbit_tf._native import tflite_library_path
-
         self._ctypes = ctypes
-        lib = ctypes.CDLL(str(tflite_library_path()))
+        lib = ctypes.CDLL(bench_library_path())
         i64, c_int, c_double = ctypes.c_int64, ctypes.c_int, ctypes.c_double
         tail = [c_int, c_double, c_int, ctypes.POINTER(c_double), ctypes.c_char_p, c_int]
         self._bgemm = lib.lowbit_kernel_bench_bgemm
@@ -232,3 +271,218 @@ def interleaved_samples(
         if gc_was_enabled:
             gc.enable()
     return iterations, samples
+
+
+# --------------------------------------------------------------------------
+# Layers and models the scripts share (bconv2d_benchmark, quicknet_benchmark,
+# lce_compare): shapes and their parsing, weights, Keras twins.
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shape:
+    height: int
+    width: int
+    channels_in: int
+    channels_out: int
+
+    def __str__(self) -> str:
+        return f"{self.height}x{self.width}x{self.channels_in}->{self.channels_out}"
+
+    def spec(self) -> str:
+        return f"{self.height}x{self.width}x{self.channels_in}-{self.channels_out}"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One benchmarked layer, independent of the batch size.
+
+    kind "conv": a k x k convolution, SAME padding, stride 1, on an H x W x C_in
+    input. kind "dense": C_in -> C_out (LowbitBgemm on [N, C_in]).
+    """
+
+    kind: str
+    kernel_size: int
+    shape: Shape
+
+    @property
+    def key(self) -> str:
+        if self.kind == "dense":
+            return f"dense_{self.shape.channels_in}-{self.shape.channels_out}"
+        return f"conv{self.kernel_size}_{self.shape.spec()}"
+
+    def macs(self, batch: int) -> int:
+        s = self.shape
+        return batch * s.height * s.width * s.channels_out * self.kernel_size**2 * s.channels_in
+
+    def label(self) -> str:
+        if self.kind == "dense":
+            return f"{self.shape.channels_in}->{self.shape.channels_out}"
+        return str(self.shape)
+
+    @staticmethod
+    def from_key(key: str) -> Layer:
+        kind_k, spec = key.split("_", 1)
+        if kind_k == "dense":
+            cin, cout = (int(v) for v in spec.split("-"))
+            return Layer("dense", 1, Shape(1, 1, cin, cout))
+        return Layer("conv", int(kind_k[4:]), parse_shapes(spec)[0])
+
+
+_SHAPE_RE = re.compile(r"^(\d+)x(\d+)x(\d+)(?:->|-|:|x)(\d+)$")
+
+
+def parse_shapes(text: str) -> list[Shape]:
+    if text.strip().lower() == "none":
+        return []
+    shapes = []
+    for item in text.split(","):
+        item = item.strip().replace(" ", "")
+        if not item:
+            continue
+        match = _SHAPE_RE.match(item)
+        if match is None:
+            raise argparse.ArgumentTypeError(
+                f"bad shape {item!r}: expected HxWxCIN-COUT, e.g. 14x14x256-256"
+            )
+        dims = [int(v) for v in match.groups()]
+        if min(dims) < 1:
+            raise argparse.ArgumentTypeError(f"bad shape {item!r}: sizes must be >= 1")
+        shapes.append(Shape(*dims))
+    if not shapes:
+        raise argparse.ArgumentTypeError("no shapes given")
+    return shapes
+
+
+def parse_ints(text: str, what: str = "list", allow_empty: bool = False) -> list[int]:
+    if allow_empty and text.strip().lower() == "none":
+        return []
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"bad {what} {text!r}") from e
+    if (not values and not allow_empty) or (values and min(values) < 1):
+        raise argparse.ArgumentTypeError(f"bad {what} {text!r}")
+    return values
+
+
+def parse_threads(text: str) -> list[int]:
+    return parse_ints(text, "thread list")
+
+
+def parse_dense(text: str) -> list[Shape]:
+    """'1024,4096' (square) or '1024-4096' (C_in-C_out) items, or 'none'."""
+    if text.strip().lower() == "none":
+        return []
+    shapes = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = re.split(r"->|-|x", item)
+        try:
+            dims = [int(v) for v in parts]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"bad dense size {item!r}") from e
+        if len(dims) == 1:
+            dims = dims * 2
+        if len(dims) != 2 or min(dims) < 1:
+            raise argparse.ArgumentTypeError(f"bad dense size {item!r}: expected C or CIN-COUT")
+        shapes.append(Shape(1, 1, dims[0], dims[1]))
+    return shapes
+
+
+def layer_weights(layer: Layer, seed: int):
+    """Float kernel [k, k, C_in, C_out] and bias of a layer (deterministic)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    s, k = layer.shape, layer.kernel_size
+    kernel = rng.standard_normal((k, k, s.channels_in, s.channels_out), dtype=np.float32)
+    bias = rng.standard_normal((s.channels_out,), dtype=np.float32)
+    return kernel, bias
+
+
+def layer_models(layer: Layer, kernel, bias):
+    """(binary QuantConv2D model, float Conv2D/Dense model) with these weights."""
+    import numpy as np
+
+    from lowbit_tf import constraints, layers
+    from lowbit_tf._keras import keras
+
+    s, k = layer.shape, layer.kernel_size
+    quantized = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                     kernel_constraint=constraints.WeightClip(1.0))
+    if layer.kind == "dense":
+        binary = keras.Sequential(
+            [keras.Input((s.channels_in,)), layers.QuantDense(s.channels_out, **quantized)]
+        )
+        kernel = kernel.reshape(s.channels_in, s.channels_out)
+    else:
+        binary = keras.Sequential([
+            keras.Input((s.height, s.width, s.channels_in)),
+            layers.QuantConv2D(s.channels_out, k, padding="same", **quantized),
+        ])
+    # Latent weights inside the clip range, so that the constraint is a no-op.
+    binary.layers[-1].set_weights([np.clip(kernel, -1.0, 1.0), bias])
+    if layer.kind == "dense":
+        float_model = keras.Sequential(
+            [keras.Input((s.channels_in,)), keras.layers.Dense(s.channels_out)]
+        )
+        float_model.layers[-1].set_weights([kernel, bias])
+    else:
+        float_model = keras.Sequential(
+            [
+                keras.Input((s.height, s.width, s.channels_in)),
+                keras.layers.Conv2D(s.channels_out, k, padding="same"),
+            ]
+        )
+        float_model.layers[-1].set_weights([kernel, bias])
+    return binary, float_model
+
+
+#: QuickNet's input (quicknet_benchmark, lce_compare --quicknet).
+QUICKNET_INPUT_SHAPE = (224, 224, 3)
+
+
+def clone_replacing_quant_convs(model, replace):
+    """A copy of `model` with the same weights and `replace(layer)` (a layer of the
+    same name and weights) in place of every QuantConv2D."""
+    from lowbit_tf import layers as lb_layers
+    from lowbit_tf._keras import keras
+
+    def clone(layer):
+        if isinstance(layer, lb_layers.QuantConv2D):
+            return replace(layer)
+        return layer.__class__.from_config(layer.get_config())
+
+    twin = keras.models.clone_model(model, clone_function=clone)
+    by_name = {layer.name: layer for layer in twin.layers}
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            by_name[layer.name].set_weights(weights)
+    return twin
+
+
+def randomise_batchnorm(model, rng) -> None:
+    """Non-trivial BatchNorm statistics, so that the activations look trained-ish."""
+    from lowbit_tf._keras import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            n = gamma.shape[0]
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, n).astype("float32"),
+                    rng.uniform(-0.2, 0.2, n).astype("float32"),
+                    rng.uniform(-0.2, 0.2, n).astype("float32"),
+                    rng.uniform(0.5, 2.0, n).astype("float32"),
+                ]
+            )
+
+
+def random_images(rng, count: int, shape: tuple[int, ...]):
+    import numpy as np
+
+    return rng.uniform(-1.0, 1.0, (count, *shape)).astype(np.float32)

@@ -63,7 +63,21 @@ import tempfile
 import time
 import zlib
 
-from bench_common import interleaved_samples, run_marked_json, time_interpreter
+from bench_common import (
+    QUICKNET_INPUT_SHAPE,
+    Layer,
+    clone_replacing_quant_convs,
+    interleaved_samples,
+    layer_models,
+    layer_weights,
+    parse_ints,
+    parse_shapes,
+    parse_threads,
+    random_images,
+    randomise_batchnorm,
+    run_marked_json,
+    time_interpreter,
+)
 
 RESULT_MARKER = "@@LCE_COMPARE_RESULT@@"
 DEFAULT_SHAPES = "56x56x64-64,28x28x128-128,14x14x256-256,7x7x512-512"
@@ -132,7 +146,6 @@ def lce_quicknet_twin(model):
     """The Keras QuickNet with every QuantConv2D (3x3, SAME, pad_values 1, stride 1)
     written as larq writes it, which LCE's converter lowers to LceBconv2d."""
     import tensorflow as tf
-    from quicknet_benchmark import clone_replacing_quant_convs
 
     from lowbit_tf._keras import keras
 
@@ -163,25 +176,24 @@ def lce_quicknet_twin(model):
 
 def measure_quicknet(threads: int, rounds: int, sample_s: float) -> dict:
     import numpy as np
-    from quicknet_benchmark import INPUT_SHAPE, _images, _randomise_batchnorm
 
     from lowbit_converter import convert
     from lowbit_models import quicknet
     from lowbit_tf import lite
 
-    model = quicknet(input_shape=INPUT_SHAPE)
-    _randomise_batchnorm(model, np.random.default_rng(0))
+    model = quicknet(input_shape=QUICKNET_INPUT_SHAPE)
+    randomise_batchnorm(model, np.random.default_rng(0))
     ours = lite.Interpreter(model_content=convert(model), num_threads=threads)
     ours.allocate_tensors()
-    x = _images(np.random.default_rng(7), 1, INPUT_SHAPE)
+    x = random_images(np.random.default_rng(7), 1, QUICKNET_INPUT_SHAPE)
     ours.set_tensor(ours.get_input_details()[0]["index"], x)
     ours.invoke()
     logits = ours.get_tensor(ours.get_output_details()[0]["index"])
 
     twin = lce_quicknet_twin(model)
     with tempfile.TemporaryDirectory(prefix="lowbit-lce-") as work_dir:
-        flatbuffer = _lce_convert_frozen(lambda t: twin(t, training=False), (1, *INPUT_SHAPE),
-                                         work_dir)
+        flatbuffer = _lce_convert_frozen(lambda t: twin(t, training=False),
+                                         (1, *QUICKNET_INPUT_SHAPE), work_dir)
     LiteInterpreter = _lce_interpreter_class()
     lce = {
         LCE_DEFAULT: LiteInterpreter(flatbuffer, threads, False, False, False),
@@ -292,18 +304,17 @@ def _same_io_runner(interpreter, x):
 
 def measure(layer, batch: int, threads: int, rounds: int, sample_s: float) -> dict:
     import numpy as np
-    from bconv2d_benchmark import _keras_models, _weights
 
     import lowbit_tf
     from lowbit_tf import lite
 
     seed = zlib.crc32(layer.key.encode())
-    kernel, bias = _weights(layer, seed)
+    kernel, bias = layer_weights(layer, seed)
     s = layer.shape
     input_shape = (batch, s.height, s.width, s.channels_in)
     x = np.random.default_rng(seed + batch).standard_normal(input_shape, dtype=np.float32)
 
-    binary, _ = _keras_models(layer, kernel, bias)
+    binary, _ = layer_models(layer, kernel, bias)
     ours = lite.Interpreter(model_content=lowbit_tf.convert(binary, lowbit=True),
                             num_threads=threads)
     detail = ours.get_input_details()[0]
@@ -370,7 +381,6 @@ def _ms(samples: list[float]) -> str:
 
 
 def print_table(rows: list[dict], version: str) -> None:
-    from bconv2d_benchmark import Layer
 
     print()
     print(f"Larq Compute Engine {version} vs lowbit TFLite, same process, interleaved rounds")
@@ -417,7 +427,6 @@ def target_line(rows: list[dict]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bconv2d_benchmark import Layer, parse_ints, parse_shapes, parse_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", type=parse_shapes, default=parse_shapes(DEFAULT_SHAPES),

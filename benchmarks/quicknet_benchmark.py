@@ -53,19 +53,23 @@ import time
 
 import lce_compare
 from bench_common import (
+    QUICKNET_INPUT_SHAPE,
     active_kernel,
     busy_cpu_seconds,
     children_cpu_seconds,
+    clone_replacing_quant_convs,
     cpu_model,
     int8_tflite,
     interleaved_samples,
+    random_images,
+    randomise_batchnorm,
     time_interpreter,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 RESULT_MARKER = "@@QUICKNET_BENCHMARK_RESULT@@"
-INPUT_SHAPE = (224, 224, 3)
+INPUT_SHAPE = QUICKNET_INPUT_SHAPE
 #: (side, channels) of the binary blocks of each QuickNet section at 224x224.
 SECTIONS = ((56, 64), (28, 128), (14, 256), (7, 512))
 BLOCKS_PER_SECTION = 4
@@ -91,26 +95,6 @@ def _bconv_key(side: int, channels: int) -> str:
 # --------------------------------------------------------------------------
 
 
-def clone_replacing_quant_convs(model, replace):
-    """A copy of `model` with the same weights and `replace(layer)` (a layer of the
-    same name and weights) in place of every QuantConv2D."""
-    from lowbit_tf import layers as lb_layers
-    from lowbit_tf._keras import keras
-
-    def clone(layer):
-        if isinstance(layer, lb_layers.QuantConv2D):
-            return replace(layer)
-        return layer.__class__.from_config(layer.get_config())
-
-    twin = keras.models.clone_model(model, clone_function=clone)
-    by_name = {layer.name: layer for layer in twin.layers}
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if weights:
-            by_name[layer.name].set_weights(weights)
-    return twin
-
-
 def float_twin(model):
     """The same architecture with keras.layers.Conv2D in place of every QuantConv2D."""
     from lowbit_tf._keras import keras
@@ -124,24 +108,6 @@ def float_twin(model):
         use_bias=layer.use_bias,
         name=layer.name,
     ))
-
-
-def _randomise_batchnorm(model, rng) -> None:
-    """Non-trivial BatchNorm statistics, so that the activations look trained-ish."""
-    from lowbit_tf._keras import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            n = gamma.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, n).astype("float32"),
-                    rng.uniform(-0.2, 0.2, n).astype("float32"),
-                    rng.uniform(-0.2, 0.2, n).astype("float32"),
-                    rng.uniform(0.5, 2.0, n).astype("float32"),
-                ]
-            )
 
 
 @contextlib.contextmanager
@@ -164,18 +130,12 @@ def _quiet_fds():
             os.close(fd)
 
 
-def _images(rng, count: int, shape: tuple[int, ...]):
-    import numpy as np
-
-    return rng.uniform(-1.0, 1.0, (count, *shape)).astype(np.float32)
-
-
 def int8_convert(model, input_shape: tuple[int, ...], seed: int = 1) -> bytes:
     """Full-integer post-training quantisation, int8 input and output."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    return int8_tflite(model, lambda: (_images(rng, 1, input_shape) for _ in range(8)))
+    return int8_tflite(model, lambda: (random_images(rng, 1, input_shape) for _ in range(8)))
 
 
 def _part_models(section_side: int, channels: int):
@@ -213,7 +173,7 @@ def build_models(model_dir: str, breakdown: bool) -> tuple[dict[str, str], dict]
 
     rng = np.random.default_rng(0)
     model = quicknet(input_shape=INPUT_SHAPE)
-    _randomise_batchnorm(model, rng)
+    randomise_batchnorm(model, rng)
     twin = float_twin(model)
     result = convert_with_report(model)
     contents = {
@@ -224,13 +184,13 @@ def build_models(model_dir: str, breakdown: bool) -> tuple[dict[str, str], dict]
     info = {"lowered_layers": len(result.lowered_layers)}
     if breakdown:
         floats = quicknet(input_shape=INPUT_SHAPE, section_blocks=(0,) * len(SECTIONS))
-        _randomise_batchnorm(floats, rng)
+        randomise_batchnorm(floats, rng)
         contents[FLOAT_PARTS] = convert(floats)
         contents[FLOAT_PARTS_INT8] = int8_convert(floats, INPUT_SHAPE)
         for side, channels in SECTIONS:
             block, bconv = _part_models(side, channels)
-            _randomise_batchnorm(block, rng)
-            _randomise_batchnorm(bconv, rng)
+            randomise_batchnorm(block, rng)
+            randomise_batchnorm(bconv, rng)
             contents[_block_key(side, channels)] = convert(block)
             contents[_bconv_key(side, channels)] = convert(bconv)
     paths = {}
@@ -241,7 +201,7 @@ def build_models(model_dir: str, breakdown: bool) -> tuple[dict[str, str], dict]
 
     # Checks: the lowbit model computes what the Keras model computes, the
     # float twin what its Keras model computes.
-    x = _images(np.random.default_rng(7), 1, INPUT_SHAPE)
+    x = random_images(np.random.default_rng(7), 1, INPUT_SHAPE)
     for key, keras_model in ((LOWBIT, model), (FLOAT, twin)):
         interpreter = Interpreter(model_content=contents[key], num_threads=1)
         interpreter.allocate_tensors()

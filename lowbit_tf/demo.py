@@ -42,8 +42,9 @@ def fit_digits(model, x_train: np.ndarray, y_train: np.ndarray, epochs: int, see
     ``keras.utils.set_random_seed``, Keras 3's ``fit(x, y, shuffle=True)``
     repeats the first epoch's order in every epoch.
     """
-    from lowbit_models.digits import training_batches
+    from lowbit_tf._facade import digits_example
 
+    _, training_batches = digits_example()
     batches = training_batches(x_train, y_train, batch_size, seed)
     return model.fit(batches, epochs=epochs, shuffle=False, verbose=0)
 
@@ -73,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-runs", type=int, default=200)
     args = parser.parse_args(argv)
 
-    import lowbit_tf
-    from lowbit_models import binary_digits_cnn
+    from lowbit_tf import _facade
     from lowbit_tf._keras import keras
     from lowbit_tf.lite import Interpreter
+
+    binary_digits_cnn, _ = _facade.digits_example()
 
     keras.utils.set_random_seed(args.seed)
     x_train, y_train, x_test, y_test = load_digits_split(args.seed)
@@ -97,11 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     model.save(out_dir / "digits.keras")
     lowbit_path = out_dir / "digits_lowbit.tflite"
     float_path = out_dir / "digits_float.tflite"
-    from lowbit_converter import convert_with_report
-
-    conversion = convert_with_report(model)
+    conversion = _facade.convert_with_report(model)
     lowbit_path.write_bytes(conversion.tflite_model)
-    float_path.write_bytes(lowbit_tf.convert(model, lowbit=False))
+    float_path.write_bytes(_facade.convert(model, lowbit=False))
     # Bytes the binary layers' parameters take in float32 (kernel, plus the
     # per-channel scale and offset BatchNorm leaves) against the packed op inputs.
     binary_layers = [model.get_layer(name) for name in conversion.lowered_layers]

@@ -44,6 +44,7 @@ from lowbit_tf import constraints as lb_constraints
 from lowbit_tf import metrics as lb_metrics
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._keras import keras
+from lowbit_tf.math import sign
 
 __all__ = [
     "ABCConv2D",
@@ -89,11 +90,6 @@ def apply_quantizer(quantizer: Callable[..., Any] | None, x: Any, training: Any 
     ):
         return quantizer(x, training=training)
     return quantizer(x)
-
-
-def _sign(x: tf.Tensor) -> tf.Tensor:
-    """Sign with ``sign(0) = +1`` (the project's bit convention)."""
-    return tf.where(x >= 0, tf.ones_like(x), -tf.ones_like(x))
 
 
 def _check_positive_int(owner: str, arg: str, value: Any) -> int:
@@ -258,7 +254,7 @@ class QuantizedLayerMixin:
 
     def _update_training_metrics(self, values: tf.Tensor, training: Any) -> None:
         if self._flip_ratio is not None and training is True:
-            self._flip_ratio.update_state(_sign(values))
+            self._flip_ratio.update_state(sign(values))
 
     def _flip_ratio_shape(self) -> list[int]:
         return list(self.kernel.shape)

@@ -301,11 +301,17 @@ class Interpreter:
 
     def get_input_details(self) -> list[dict[str, Any]]:
         """Details (name, index, shape, dtype, ...) of the model's inputs."""
-        return self._interpreter.get_input_details()
+        try:
+            return self._interpreter.get_input_details()
+        except UnicodeDecodeError as e:  # a tensor name that is not UTF-8
+            raise ModelError(_UNDECODABLE.format(what="read the input details")) from e
 
     def get_output_details(self) -> list[dict[str, Any]]:
         """Details (name, index, shape, dtype, ...) of the model's outputs."""
-        return self._interpreter.get_output_details()
+        try:
+            return self._interpreter.get_output_details()
+        except UnicodeDecodeError as e:  # a tensor name that is not UTF-8
+            raise ModelError(_UNDECODABLE.format(what="read the output details")) from e
 
     def set_tensor(self, tensor_index: int, value: np.ndarray) -> None:
         """Copies `value` into an input tensor."""

@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from lowbit_tf._native import load_tf_ops
 from lowbit_tf.layers import _same_padding
-from lowbit_tf.quantizers import _clipped_gradient, _sign
+from lowbit_tf.math import sign
+from lowbit_tf.quantizers import _clipped_gradient
 
 __all__ = [
     "BITS_PER_WORD",
@@ -853,7 +854,7 @@ def _unpack_signs(packed: tf.Tensor, channels: int) -> tf.Tensor:
 
 def _signs(x: tf.Tensor, channels: int) -> tf.Tensor:
     """The +-1 values an op input stands for: sign(x) or the unpacked words."""
-    return _unpack_signs(x, channels) if x.dtype == tf.int32 else _sign(x)
+    return _unpack_signs(x, channels) if x.dtype == tf.int32 else sign(x)
 
 
 def _attr(op: tf.Operation, name: str) -> Any:
@@ -936,7 +937,7 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
     grad_x = grad_w = None
     if want_x or want_w:
         if w.dtype == tf.float32:
-            w_signs = _sign(w)
+            w_signs = sign(w)
         else:  # [C_out, KH*KW*C] in (ky, kx, c) order -> HWIO
             rows = _unpack_signs(w, kh * kw * channels)
             w_signs = tf.transpose(tf.reshape(rows, [-1, kh, kw, channels]), (1, 2, 3, 0))
@@ -989,7 +990,7 @@ def _bgemm_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
     grad_x = grad_w = None
     if want_x or want_w:
         # [K, N_out]: the float kernel's signs, or the packed rows transposed.
-        w_signs = _sign(w) if w.dtype == tf.float32 else tf.transpose(_unpack_signs(w, channels))
+        w_signs = sign(w) if w.dtype == tf.float32 else tf.transpose(_unpack_signs(w, channels))
         g_dot = grad * m
         g_rows = tf.reshape(g_dot, [-1, tf.shape(g_dot)[-1]])
         if want_x:

@@ -114,6 +114,7 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_tf._keras import keras
+from lowbit_tf.math import sign
 
 __all__ = [
     "AbcActivations",
@@ -239,11 +240,6 @@ def _check_seed(seed: Any) -> int | None:
 
 
 # -------------------------------------------------------------------- shared maths
-
-
-def _sign(x: tf.Tensor) -> tf.Tensor:
-    """Sign with ``sign(0) = sign(-0.0) = +1``: ``sign(sign(x) + 0.1)`` (as Larq)."""
-    return tf.sign(tf.sign(x) + tf.constant(0.1, dtype=x.dtype))
 
 
 def _clipped_gradient(x: tf.Tensor, dy: tf.Tensor, clip_value: float | None) -> tf.Tensor:
@@ -398,7 +394,7 @@ def ste_sign(x: Any, clip_value: float | None = 1.0) -> tf.Tensor:
         def grad(dy):
             return _clipped_gradient(x, dy, clip_value)
 
-        return _sign(x), grad
+        return sign(x), grad
 
     return _ste_sign(x)
 
@@ -438,7 +434,7 @@ def approx_sign(x: Any) -> tf.Tensor:
             abs_x = tf.abs(x)
             return tf.where(abs_x <= 1.0, (1 - abs_x) * 2 * dy, tf.zeros_like(dy))
 
-        return _sign(x), grad
+        return sign(x), grad
 
     return _approx_sign(x)
 
@@ -482,7 +478,7 @@ def swish_sign(x: Any, beta: float = 5.0) -> tf.Tensor:
             g = dy * beta * (2 - b_x * tf.tanh(b_x * 0.5)) / (1 + tf.cosh(b_x))
             return tf.where(tf.math.is_inf(x), tf.zeros_like(g), g)
 
-        return _sign(x), grad
+        return sign(x), grad
 
     return _swish_sign(x)
 
@@ -669,6 +665,10 @@ def dorefa_quantizer(x: Any, k_bit: int = 2, mode: str = "activations") -> tf.Te
 ste_sign.precision = 1  # type: ignore[attr-defined]
 approx_sign.precision = 1  # type: ignore[attr-defined]
 swish_sign.precision = 1  # type: ignore[attr-defined]
+# The function forms declare what their classes declare (Quantizer.inference_is_sign).
+ste_sign.inference_is_sign = True  # type: ignore[attr-defined]
+approx_sign.inference_is_sign = True  # type: ignore[attr-defined]
+swish_sign.inference_is_sign = True  # type: ignore[attr-defined]
 magnitude_aware_sign.precision = 1  # type: ignore[attr-defined]
 ste_heaviside.precision = 1  # type: ignore[attr-defined]
 ste_tern.precision = 2  # type: ignore[attr-defined]
@@ -693,9 +693,15 @@ class Quantizer:
     Attributes:
         precision: Bits per quantized value (1 for sign binarisation), or None
             for full precision. Used by model summaries and the converter.
+        inference_is_sign: True when the quantizer's inference map (what a
+            converted model runs) is exactly ``sign(x)`` with the bit
+            convention above, so the converter may run it as the ops'
+            bit-packing. A new sign quantizer declares it here; the converter
+            keeps no list of them.
     """
 
     precision: int | None = None
+    inference_is_sign: bool = False
 
     #: Set automatically: whether this class's ``call`` takes ``training``.
     _call_takes_training: bool = False
@@ -814,6 +820,7 @@ class SteSign(Quantizer):
     """
 
     precision = 1
+    inference_is_sign = True
 
     def __init__(self, clip_value: float | None = 1.0):
         self.clip_value = _check_clip_value(clip_value)
@@ -848,6 +855,7 @@ class ApproxSign(Quantizer):
     """
 
     precision = 1
+    inference_is_sign = True
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return approx_sign(inputs)
@@ -878,6 +886,7 @@ class SwishSign(Quantizer):
     """
 
     precision = 1
+    inference_is_sign = True
 
     def __init__(self, beta: float = 5.0):
         self.beta = _check_positive("beta", beta)
@@ -989,6 +998,8 @@ class StochasticSign(_Seeded, Quantizer):
     """
 
     precision = 1
+    # The inference map (training=False) is the deterministic sign.
+    inference_is_sign = True
 
     def __init__(self, clip_value: float | None = 1.0, seed: int | None = None):
         self.clip_value = _check_clip_value(clip_value)
@@ -1004,7 +1015,7 @@ class StochasticSign(_Seeded, Quantizer):
             y = tf.where(u < p, tf.ones_like(x), -tf.ones_like(x))
             return tf.where(tf.math.is_nan(x), x, y)
 
-        return _training_switch_ste(inputs, training, clip_value, stochastic, _sign)
+        return _training_switch_ste(inputs, training, clip_value, stochastic, sign)
 
     def get_config(self) -> dict[str, Any]:
         return {"clip_value": self.clip_value, "seed": self.seed}
@@ -1269,7 +1280,7 @@ def _sign_ste(x: tf.Tensor) -> tuple[tf.Tensor, Callable[[tf.Tensor], tf.Tensor]
     def grad(dy: tf.Tensor) -> tf.Tensor:
         return dy
 
-    return _sign(x), grad
+    return sign(x), grad
 
 
 def abc_weight_shifts(num_bases: int) -> list[float]:

@@ -57,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lowbit_tf import _facade
 from lowbit_tf import layers as lb_layers
 from lowbit_tf._keras import keras
 
@@ -233,18 +234,16 @@ def _conversion_plan(model: keras.Model) -> tuple[dict[str, Any], set[str], dict
     from a fold (the bias a bias-less float layer gains).
     """
     try:
-        from lowbit_converter.graph import model_graph
-        from lowbit_converter.lowering import plan_lowering
-    except ImportError:  # converter not installed: no lowering predicted
-        return {}, set(), {}
-    try:
-        plans = plan_lowering(model)
-        graph = model_graph(model)
+        planned = _facade.conversion_plan(model)
     except ValueError:  # not convertible as is; predict float ops
         return {}, set(), {}
+    if planned is None:  # converter not installed: no lowering predicted
+        return {}, set(), {}
+    plans, graph = planned
     folded: set[str] = set()
     for plan in plans.values():
-        folded.update(x.name for x in (plan.batch_norm, plan.relu) if x is not None)
+        folded.update(x.name for x in (getattr(plan, "batch_norm", None),
+                                       getattr(plan, "relu", None)) if x is not None)
     extra: dict[str, int] = {}
     by_name = {layer.name: layer for layer in model.layers}
     float_linear = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
@@ -334,7 +333,7 @@ def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
     *fan_in, f = layer.kernel.shape
     groups = int(getattr(layer, "groups", 1))
     words = math.ceil(_prod(fan_in) / 32)
-    planes = plan.multibit
+    planes = getattr(plan, "planes", None)  # a multi-bit plan's weight/activation planes
     if planes is None:  # LowbitBconv2d / LowbitBgemm: filter, multiplier, bias
         data = f * (4 * words + 8)
     else:  # LowbitMultibitConv2d: filter, alphas, bias; shifts and betas per op
@@ -355,15 +354,15 @@ def _predicted_bytes(
         layer, (keras.layers.InputLayer, keras.layers.Dropout)
     ):
         return 0
-    if layer.name in plans:
-        return _lowered_bytes(layer, plans[layer.name])
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return TFLITE_OP_BYTES + 8 * _prod(layer.gamma.shape if layer.scale else layer.beta.shape)
     if isinstance(layer, lb_layers.FastfoodDense):
         # One LowbitFastfood: b, g, s and the int32 permutation, k * n each,
         # and a bias (zeros when the layer has none).
         blocks = layer.num_blocks * layer.padded_dim
         return TFLITE_OP_BYTES + TFLITE_CUSTOM_OP_BYTES + 4 * (4 * blocks + layer.units)
+    if layer.name in plans:
+        return _lowered_bytes(layer, plans[layer.name])
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return TFLITE_OP_BYTES + 8 * _prod(layer.gamma.shape if layer.scale else layer.beta.shape)
     return TFLITE_OP_BYTES + 4 * row.total_params
 
 

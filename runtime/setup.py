@@ -43,6 +43,8 @@ PACKAGE = REPO / "lowbit_tf"
 # TensorFlow (lowbit_tf/__init__.py imports the Keras side only where
 # TensorFlow is importable).
 MODULES = ("__init__.py", "lite.py", "_native/__init__.py")
+# The wheel's own _variant.py: the explicit mark of the runtime-only install.
+VARIANT = '"""lowbit-tf-runtime: lite.py and _native/ only."""\n\nRUNTIME_ONLY = True\n'
 LIBRARY = "liblowbit_tflite.so"
 
 # ELF e_machine -> wheel architecture.
@@ -157,6 +159,7 @@ class BuildRuntime(build_py):
             dest = target / module
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(PACKAGE / module, dest)
+        (target / "_variant.py").write_text(VARIANT)
         library = build_library(HERE / "build")
         shutil.copyfile(library, target / "_native" / LIBRARY)
         self.distribution.lowbit_platform = platform_tag(library)
@@ -172,7 +175,7 @@ class BuildRuntime(build_py):
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         target = Path(self.build_lib) / "lowbit_tf"
-        return [str(target / m) for m in (*MODULES, f"_native/{LIBRARY}")]
+        return [str(target / m) for m in (*MODULES, "_variant.py", f"_native/{LIBRARY}")]
 
 
 class PlatformWheel(bdist_wheel):

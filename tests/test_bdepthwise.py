@@ -22,16 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
+from reference import bdepthwise_conv2d_np, bitpack_np
+from test_packed_chain import tricky_transform
+from test_tflite_runtime import ModelBuilder
+
+from lowbit_tf import lite
+from lowbit_tf._native import kernel_path_names
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import bdepthwise_conv2d_np, bitpack_np  # noqa: E402
-from test_packed_chain import tricky_transform  # noqa: E402
-from test_tflite_runtime import ModelBuilder  # noqa: E402
-
-from lowbit_tf import lite  # noqa: E402
 
 RUNTIMES = ("ai_edge_litert", "tensorflow")
 
@@ -251,7 +249,7 @@ def test_tf_op_bad_inputs_raise():
 # The read-out of the counts and the transform differ per path (portable byte
 # tables; AVX2, which the AVX-512 paths use too): each forced in a fresh
 # process (LOWBIT_KERNEL is read when the op runs), against the reference.
-@pytest.mark.parametrize("path", ["portable", "avx2", "auto"])
+@pytest.mark.parametrize("path", [*kernel_path_names("bdepthwise"), "auto"])
 def test_every_kernel_path_matches_reference(path):
     script = f"""
 import json, sys

@@ -21,19 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import bconv2d_np, bgemm_np, bitpack_np, bmaxpool2d_np
+from test_packed_chain import tricky_transform
+from test_tflite_runtime import ModelBuilder
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import bconv2d_np, bgemm_np, bitpack_np, bmaxpool2d_np  # noqa: E402
-from test_packed_chain import tricky_transform  # noqa: E402
-from test_tflite_runtime import ModelBuilder  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from flatbuffers import flexbuffers  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
+from lowbit_tf._native import kernel_path_names  # noqa: E402
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated"),
@@ -278,7 +276,7 @@ def test_tf_converter_emits_lowbit_bgemm_with_its_options():
 # is created); a path this CPU lacks falls back to a lesser one.
 # --------------------------------------------------------------------------
 
-PATHS = ["reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512"]
+PATHS = ["reference", *kernel_path_names()]  # the native kernel table
 
 PATH_SCRIPT = """
 import json, sys

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import bconv2d_np, epilogue_np
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import bconv2d_np, epilogue_np  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from lowbit_tf import ops  # noqa: E402
+from lowbit_tf._native import kernel_path_names  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 
@@ -123,8 +121,7 @@ def test_large_conv_takes_the_register_path():
     np.testing.assert_array_equal(run_tf(case, data), reference(case, data))
 
 
-@pytest.mark.parametrize("path", ["reference", "portable", "x86_popcnt", "avx2", "avx512bw",
-                                  "avx512"])
+@pytest.mark.parametrize("path", ["reference", *kernel_path_names()])
 def test_every_kernel_path(path):
     """LOWBIT_KERNEL is read when an op kernel is created: each forced path in
     a fresh process (a path this CPU lacks falls back to a lesser one)."""

@@ -25,13 +25,10 @@ import flatbuffers
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
+from reference import fastfood_dense_np, fastfood_np
+from test_tflite_runtime import ModelBuilder
 
 TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import fastfood_dense_np, fastfood_np  # noqa: E402
-from test_tflite_runtime import ModelBuilder  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 from lowbit_tf import layers, ops  # noqa: E402

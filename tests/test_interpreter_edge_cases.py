@@ -198,3 +198,31 @@ def test_nan_rule_and_debug_check():
         from ai_edge_litert import interpreter as litert
 
         litert.load_delegate(str(lowbit_tf.lite.delegate_library_path()), {"check_nan": "yes"})
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+def test_subnormal_arithmetic_is_the_same_in_tf_and_tflite(output_type):
+    """TensorFlow runs kernels with subnormals flushed to zero, TFLite does not;
+    the TF shell computes in IEEE mode so that the TF op and the TFLite kernel
+    agree bit for bit even for subnormal multipliers (found by the fuzzer)."""
+    from test_tflite_runtime import Case, ModelBuilder
+
+    from lowbit_tf import ops
+
+    case = Case(n=2, h=12, w=12, c=64, cout=40, padding="SAME", seed=3)
+    case.multiplier[:] = np.float32(1e-39) * np.arange(1, 41, dtype=np.float32)
+    case.bias[::2] = 0.0
+    case.bias[1::2] = np.float32(-2e-38)
+    bitpacked = output_type == "bitpacked"
+    builder = ModelBuilder()
+    x = builder.tensor(case.x.shape, np.float32)
+    tensors = [builder.tensor(v.shape, v.dtype, v)
+               for v in (case.filter, case.multiplier, case.bias)]
+    y = builder.tensor((2, 12, 12, 2 if bitpacked else 40), np.int32 if bitpacked else np.float32)
+    builder.custom_op("LowbitBconv2d", [x, *tensors], [y],
+                      case.options(padding="SAME", output_type=output_type))
+    got = Interpreter(model_content=builder.finish([x], [y]), num_threads=2).predict(case.x)
+    want = ops.bconv2d(case.x, case.filter, case.multiplier, case.bias, kernel_size=3,
+                       channels_in=64, padding="SAME", output_type=output_type).numpy()
+    assert np.any(want != 0)
+    np.testing.assert_array_equal(got, want)

@@ -21,8 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lowbit_tf._native import kernel_path_names
+
 TESTS = Path(__file__).resolve().parent
-PATHS = ["portable", "x86_popcnt", "avx2", "avx512bw", "avx512"]
+# Every path of the native kernel table built here (the reference aside).
+PATHS = kernel_path_names()
 CHANNELS = [1, 31, 32, 33, 64, 65, 130, 256, 512]
 # Not multiples of the 16- or 32-channel blocks (and a few that are).
 OUT_CHANNELS = [1, 3, 8, 15, 17, 31, 32, 33, 47, 50, 64, 70]
@@ -132,3 +135,42 @@ def test_kernel_path_is_bit_exact(path):
 
 def test_unknown_kernel_name_falls_back_to_automatic_choice():
     assert not run_path("no_such_kernel", make_cases(count=6, seed=3))
+
+
+def test_kernel_table_drives_selection_and_fallback(monkeypatch):
+    """The native kernel table: unique names ending in the reference; forcing
+    a row with LOWBIT_KERNEL gives that row where this CPU runs it, else the
+    next row down that it runs; an unknown or no name, the first it runs."""
+    import ctypes
+
+    from lowbit_tf._native import kernel_paths, tflite_library_path
+
+    lib = ctypes.CDLL(str(tflite_library_path()))
+    chosen = lib.lowbit_bconv2d_kernel_name
+    chosen.restype = ctypes.c_char_p
+    rows = kernel_paths()
+    names = [p.name for p in rows]
+    assert len(set(names)) == len(names) and names[-1] == "reference"
+    assert all(p.built for p in rows if p.runnable)
+    for i, row in enumerate(rows):
+        monkeypatch.setenv("LOWBIT_KERNEL", row.name)
+        assert chosen().decode() == next(p.name for p in rows[i:] if p.runnable)
+    first = next(p.name for p in rows if p.runnable)
+    monkeypatch.setenv("LOWBIT_KERNEL", "no_such_kernel")
+    assert chosen().decode() == first
+    monkeypatch.delenv("LOWBIT_KERNEL")
+    assert chosen().decode() == first
+
+
+def test_shipped_tflite_library_has_no_benchmark_code():
+    """The kernel timing entry points live in liblowbit_bench (built on request
+    by the benchmarks), not in the shipped TFLite library."""
+    import ctypes
+
+    from lowbit_tf._native import tflite_library_path
+
+    lib = ctypes.CDLL(str(tflite_library_path()))
+    assert hasattr(lib, "lowbit_kernel_table")
+    for name in ("lowbit_kernel_bench_bgemm", "lowbit_kernel_bench_bconv2d",
+                 "lowbit_kernel_bench_read"):
+        assert not hasattr(lib, name), name

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from reference import same_padding
 
 from lowbit_tf import constraints, layers, quantizers
 from lowbit_tf._keras import keras
@@ -40,9 +41,8 @@ def _np_sign(x: np.ndarray) -> np.ndarray:
 
 
 def _np_same_padding(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = -(-size // s)  # ceil
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return total // 2, total - total // 2
+    """(before, after) of reference.same_padding."""
+    return same_padding(size, k, s, d)[1:]
 
 
 def _np_conv2d(x, w, strides=(1, 1), dilation=(1, 1), padding="valid", pad_value=0.0):

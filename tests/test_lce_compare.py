@@ -4,14 +4,8 @@ clear error when LCE is missing."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import lce_compare
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import lce_compare  # noqa: E402
 
 
 def conv_row(layer: str, lce_ms: float, indirect_ms: float, ours_ms: float) -> dict:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from reference import bconv2d_np, bitpack_np
 
 from lowbit_tf import ops
+from lowbit_tf._native import kernel_path_names
 from lowbit_tf.quantizers import ste_sign
 
 TESTS = Path(__file__).resolve().parent
@@ -109,7 +110,7 @@ print("PACKER OK")
 """
 
 
-@pytest.mark.parametrize("path", ["portable", "avx2", "avx512"])
+@pytest.mark.parametrize("path", kernel_path_names("bitpack"))
 def test_every_packer_handles_edge_values(path):
     """The SIMD packers (whole words; the packer follows LOWBIT_KERNEL) on
     zeros, NaNs, infinities, subnormals and the smallest normals."""
@@ -332,8 +333,7 @@ KERNEL_PATH_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize(
-    "path", ["reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512"])
+@pytest.mark.parametrize("path", ["reference", *kernel_path_names()])
 def test_every_kernel_path_matches_numpy(path):
     """LOWBIT_KERNEL forces each kernel; each runs in a fresh process."""
     env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")
@@ -424,3 +424,27 @@ def test_built_version_matches_running_tensorflow():
     from lowbit_tf._native import built_tensorflow_version
 
     assert built_tensorflow_version().split(".")[:2] == tf.__version__.split(".")[:2]
+
+
+def test_tf_ops_library_override(tmp_path):
+    """$LOWBIT_TF_OPS_LIBRARY loads another build of the op library (a sanitizer
+    build, docs/testing.md); a path that is not a file is named."""
+    from lowbit_tf import _native
+
+    copy = tmp_path / "liblowbit_tf_ops_copy.so"
+    copy.write_bytes(_native.TF_OPS_LIBRARY.read_bytes())
+    code = textwrap.dedent("""
+        import numpy as np
+        from lowbit_tf import _native, ops
+        print(_native.tf_ops_library_path())
+        print(int(ops.bitpack(np.array([[-1.0, 2.0]], np.float32)).numpy()[0, 0]))
+    """)
+    env = {**os.environ, "LOWBIT_TF_OPS_LIBRARY": str(copy), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == [str(copy), "1"]
+    env["LOWBIT_TF_OPS_LIBRARY"] = str(tmp_path / "missing.so")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode != 0 and "missing.so does not name a file" in proc.stderr

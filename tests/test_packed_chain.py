@@ -18,16 +18,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-TESTS = Path(__file__).resolve().parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
-
-from reference import (  # noqa: E402
+from reference import (
     bconv2d_bitpacked_np,
     bitpack_np,
     bmaxpool2d_np,
 )
+
+TESTS = Path(__file__).resolve().parent
 
 tf = pytest.importorskip("tensorflow")
 from lowbit_tf import ops  # noqa: E402

@@ -23,14 +23,11 @@ import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
+from reference import bconv2d_np, bitpack_np
+
+from lowbit_tf import lite
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from reference import bconv2d_np, bitpack_np  # noqa: E402
-
-from lowbit_tf import lite  # noqa: E402
 
 RUNTIMES = ("ai_edge_litert", "tensorflow")
 
@@ -796,3 +793,63 @@ def test_flexbuffer_reader_fuzz_under_asan(flex_harness, seed):
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--bad-cases":
         _worker(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 300)
+
+
+def test_runtime_only_install_says_what_it_lacks(tmp_path):
+    """The lowbit-tf-runtime wheel is marked by its own _variant.py
+    (RUNTIME_ONLY = True): lite works without TensorFlow, and what the wheel
+    lacks fails naming the runtime-only install. The package is staged as
+    runtime/setup.py stages it (its MODULES and VARIANT, read from the file)."""
+    import ast
+    import shutil
+
+    setup_tree = ast.parse((REPO / "runtime" / "setup.py").read_text())
+    constants = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in setup_tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("MODULES", "VARIANT", "LIBRARY")
+    }
+    package = tmp_path / "lowbit_tf"
+    for module in constants["MODULES"]:
+        (package / module).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / "lowbit_tf" / module, package / module)
+    (package / "_variant.py").write_text(constants["VARIANT"])
+    library = constants["LIBRARY"]
+    shutil.copyfile(REPO / "lowbit_tf" / "_native" / library, package / "_native" / library)
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["tensorflow"] = None  # a device without TensorFlow
+        sys.path.insert(0, sys.argv[1])
+        import lowbit_tf
+        assert lowbit_tf.RUNTIME_ONLY and lowbit_tf.lite.Interpreter
+        for call in (lambda: lowbit_tf.layers, lambda: lowbit_tf.convert(None)):
+            try:
+                call()
+            except (AttributeError, ImportError) as error:
+                assert "lowbit-tf-runtime" in str(error), error
+                print(type(error).__name__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["AttributeError", "ImportError"]
+
+
+def test_undecodable_tensor_name_is_a_model_error():
+    """A corrupt name (not UTF-8) makes the runtime's details calls fail to
+    decode; the Interpreter says what it could not read."""
+    case = Case(c=8, cout=2)
+    builder = ModelBuilder()
+    x = builder.tensor(case.x.shape, np.float32, name="input")
+    builder.tensors[x].name = b"bad\xff\xfename"
+    weights = [builder.tensor(v.shape, v.dtype, v)
+               for v in (case.filter, case.multiplier, case.bias)]
+    y = builder.tensor(case.expected().shape, np.float32, name="output")
+    builder.custom_op("LowbitBconv2d", [x, *weights], [y], case.options())
+    interpreter = lite.Interpreter(model_content=builder.finish([x], [y]))
+    with pytest.raises(lite.ModelError, match="cannot read the input details"):
+        interpreter.get_input_details()
+    assert interpreter.get_output_details()[0]["name"] == "output"

@@ -9,32 +9,17 @@ from typing import Any
 import numpy as np
 
 from lowbit_tf._keras import keras
-from lowbit_tf.quantizers import (
-    ApproxSign,
-    SteSign,
-    StochasticSign,
-    SwishSign,
-    approx_sign,
-    ste_sign,
-    swish_sign,
-)
 
 
 class ConversionError(ValueError):
     """A model, or one of its layers, cannot be converted as asked."""
 
 
-# Quantizers whose forward pass is exactly sign(x) = +1 if x >= 0 else -1.
-# (StochasticSign: its inference map, the one a converted model runs, is the sign.)
-_SIGN_QUANTIZERS = (SteSign, ApproxSign, SwishSign, StochasticSign)
-_SIGN_FUNCTIONS = (ste_sign, approx_sign, swish_sign)
-
-
 def is_sign_quantizer(quantizer: Any) -> bool:
-    """True for a quantizer whose forward pass (at inference) is sign(x)."""
-    return isinstance(quantizer, _SIGN_QUANTIZERS) or any(
-        quantizer is f for f in _SIGN_FUNCTIONS
-    )
+    """True for a quantizer whose forward pass (at inference) is sign(x) = +1 if
+    x >= 0 else -1: it says so itself (`Quantizer.inference_is_sign`, also set
+    on the function forms such as `ste_sign`)."""
+    return getattr(quantizer, "inference_is_sign", False) is True
 
 
 def activation_name(activation: Any) -> str | None:
@@ -76,12 +61,12 @@ def fold_batch_norm(
 
 
 def fused_and_trailing_activation(plan: Any) -> tuple[str | None, Any]:
-    """For a plan with `conv` (the layer), `batch_norm` and `relu` (folded
-    followers or None): ("relu" or None, the op's fused activation; the layer's
-    own activation when it is neither linear nor ReLU, run as float ops after
-    the op, or None)."""
-    name = activation_name(plan.conv.activation)
+    """For a plan with `layer`, `batch_norm` and `relu` (folded followers or
+    None): ("relu" or None, the op's fused activation; the layer's own
+    activation when it is neither linear nor ReLU, run as float ops after the
+    op, or None)."""
+    name = activation_name(plan.layer.activation)
     fused_relu = plan.relu is not None or (plan.batch_norm is None and name == "relu")
     own = plan.batch_norm is None and name not in (None, "relu")
-    trailing = plan.conv.activation if own else None
+    trailing = plan.layer.activation if own else None
     return ("relu" if fused_relu else None), trailing

@@ -7,14 +7,14 @@ o = c * depth_multiplier + j, alpha_o * (+-1). It becomes one
 the bit-packed kernel as a constant; a BatchNormalization that is its only
 consumer, and a plain ReLU after that, fold into the op's per-channel
 multiplier and bias and its fused activation, exactly as for the binary conv
-(see lowering.py). Other depthwise layers (float inputs, a kernel that is not
+(see lower_conv.py and lowering.py). Other depthwise layers (float inputs, a kernel that is not
 +-alpha per channel) stay TFLite builtins.
 
 A depthwise convolution with multiplier DM is the grouped convolution with
 C groups and the kernel [KH, KW, C, DM] read as [KH, KW, 1, C * DM] (output
 channel c * DM + j sees input channel c only). `_GroupedConvView` presents the
-layer that way, so that lowering.py's binary-kernel check and BatchNorm
-folding (`binary_kernel_scale`, `BConv2DPlan.multiplier_and_bias`) apply as
+layer that way, so that the binary-kernel check and BatchNorm folding of the
+binary conv (`plans.binary_kernel_scale`, `plans.binary_transform`) apply as
 they are.
 
 Packed chains (a bit-packed output straight into the next binary layer) are
@@ -29,12 +29,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from lowbit_converter.folding import (
-    ConversionError,
-    fused_and_trailing_activation,
-    is_sign_quantizer,
-)
-from lowbit_converter.lowering import BConv2DPlan, binary_kernel_scale
+from lowbit_converter.folding import ConversionError, is_sign_quantizer
+from lowbit_converter.plans import FoldedPlan, Lowering, binary_kernel_scale, binary_transform
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantDepthwiseConv2D
@@ -43,7 +39,7 @@ from lowbit_tf.layers import QuantDepthwiseConv2D
 class _GroupedConvView:
     """A QuantDepthwiseConv2D as the grouped conv it equals: kernel
     [KH, KW, 1, C * DM], one output channel per (c, j). Offers what
-    `binary_kernel_scale` and `BConv2DPlan` read of a conv layer."""
+    `binary_kernel_scale` and `binary_transform` read of a conv layer."""
 
     def __init__(self, layer: QuantDepthwiseConv2D) -> None:
         self.layer = layer
@@ -60,8 +56,14 @@ class _GroupedConvView:
 
 
 @dataclass
-class BDepthwisePlan(BConv2DPlan):
-    """What one binary depthwise layer lowers to; `conv` is its grouped-conv view."""
+class BinaryDepthwisePlan(FoldedPlan):
+    """A binary QuantDepthwiseConv2D and what folds into its
+    LowbitBDepthwiseConv2d."""
+
+    op = "LowbitBDepthwiseConv2d"
+
+    def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        return binary_transform(_GroupedConvView(self.layer), self.batch_norm)
 
 
 def is_binary_depthwise(layer: keras.layers.Layer) -> bool:
@@ -90,7 +92,7 @@ def _check_convertible(layer: QuantDepthwiseConv2D) -> None:
         )
 
 
-def plan_binary_depthwise(layer: keras.layers.Layer) -> BDepthwisePlan | None:
+def plan(layer: keras.layers.Layer) -> BinaryDepthwisePlan | None:
     """The plan of a binary depthwise layer (its BatchNorm and ReLU are found by
     `plan_lowering`, as for convs), None for any layer that is not a
     QuantDepthwiseConv2D with quantized inputs.
@@ -109,7 +111,7 @@ def plan_binary_depthwise(layer: keras.layers.Layer) -> BDepthwisePlan | None:
             "convert it as float TFLite ops."
         )
     _check_convertible(layer)
-    return BDepthwisePlan(_GroupedConvView(layer))
+    return BinaryDepthwisePlan(layer)
 
 
 class LoweredBDepthwiseConv2D(keras.layers.Layer):
@@ -117,8 +119,8 @@ class LoweredBDepthwiseConv2D(keras.layers.Layer):
     ReLU): one LowbitBDepthwiseConv2d op with the bit-packed kernel and the
     folded output transform as constants."""
 
-    def __init__(self, plan: BDepthwisePlan, **kwargs: Any) -> None:
-        layer = plan.conv.layer
+    def __init__(self, plan: BinaryDepthwisePlan, **kwargs: Any) -> None:
+        layer = plan.layer
         super().__init__(name=layer.name, **kwargs)
         kernel = np.asarray(layer.quantized_kernel())
         self.packed_filter = ops.pack_depthwise_filter(kernel).numpy()
@@ -130,7 +132,7 @@ class LoweredBDepthwiseConv2D(keras.layers.Layer):
         self.padding = layer.padding.upper()
         self.pad_value = int(layer.pad_values) if layer.padding == "same" else 0
         # Any other activation of the layer itself runs as float ops afterwards.
-        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
+        self.fused_activation, self.trailing_activation = plan.activations()
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
@@ -151,3 +153,6 @@ class LoweredBDepthwiseConv2D(keras.layers.Layer):
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
+
+
+LOWERING = Lowering(BinaryDepthwisePlan, plan, LoweredBDepthwiseConv2D)

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, activation_name
+from lowbit_converter.plans import Lowering
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import FastfoodDense
@@ -29,7 +30,10 @@ from lowbit_tf.layers import FastfoodDense
 
 @dataclass
 class FastfoodPlan:
-    """What one FastfoodDense layer lowers to."""
+    """What one FastfoodDense layer lowers to (nothing folds into it: a
+    BatchNorm after it stays a float op)."""
+
+    op = "LowbitFastfood"
 
     layer: FastfoodDense
     fused_activation: str | None = None  # "relu" or None
@@ -50,24 +54,21 @@ def _check_convertible(layer: FastfoodDense) -> None:
         )
 
 
-def plan_fastfood(model: keras.Model) -> dict[str, FastfoodPlan]:
-    """The FastfoodDense layers of `model` and how each lowers, by layer name.
+def plan(layer: keras.layers.Layer) -> FastfoodPlan | None:
+    """The plan of a FastfoodDense layer, None for any other layer.
 
     Raises:
       ConversionError: naming the layer and the value that cannot be mapped.
     """
-    plans = {}
-    for layer in model.layers:
-        if not isinstance(layer, FastfoodDense):
-            continue
-        _check_convertible(layer)
-        name = activation_name(layer.activation)
-        plans[layer.name] = FastfoodPlan(
-            layer,
-            fused_activation="relu" if name == "relu" else None,
-            trailing_activation=None if name in (None, "relu") else layer.activation,
-        )
-    return plans
+    if not isinstance(layer, FastfoodDense):
+        return None
+    _check_convertible(layer)
+    name = activation_name(layer.activation)
+    return FastfoodPlan(
+        layer,
+        fused_activation="relu" if name == "relu" else None,
+        trailing_activation=None if name in (None, "relu") else layer.activation,
+    )
 
 
 class LoweredFastfood(keras.layers.Layer):
@@ -101,3 +102,6 @@ class LoweredFastfood(keras.layers.Layer):
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
+
+
+LOWERING = Lowering(FastfoodPlan, plan, LoweredFastfood)

@@ -37,12 +37,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from lowbit_converter.folding import (
-    ConversionError,
-    fold_batch_norm,
-    fused_and_trailing_activation,
-    is_sign_quantizer,
-)
+from lowbit_converter.folding import ConversionError, fold_batch_norm, is_sign_quantizer
+from lowbit_converter.plans import FoldedPlan, Lowering
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import ABCConv2D, ABCDense, QuantConv2D, QuantDense
@@ -142,11 +138,34 @@ def layer_planes(layer: keras.layers.Layer) -> Planes | str:
     return Planes(planes[0], planes[1], mode, betas, bits=bits)
 
 
+@dataclass
+class MultibitPlan(FoldedPlan):
+    """A multi-bit conv or dense layer, its binary planes, and what folds into
+    its LowbitMultibitConv2d."""
+
+    op = "LowbitMultibitConv2d"
+
+    planes: Planes | None = None
+
+
 def is_multibit_layer(layer: keras.layers.Layer) -> bool:
-    """Layers this module is responsible for (lowered here or refused with a reason)."""
+    """Layers this module is responsible for (lowered here or refused with a
+    reason); the registry asks the binary lowerings first."""
     if isinstance(layer, ABCConv2D | ABCDense):
         return True
     return isinstance(layer, QuantConv2D | QuantDense) and layer.input_quantizer is not None
+
+
+def plan(layer: keras.layers.Layer) -> MultibitPlan | None:
+    """The plan of a multi-bit layer, None for a layer this module does not
+    handle.
+
+    Raises:
+      ConversionError: naming the layer and why it cannot be lowered.
+    """
+    if not is_multibit_layer(layer):
+        return None
+    return MultibitPlan(layer, planes=check_convertible(layer))
 
 
 def check_convertible(layer: keras.layers.Layer) -> Planes:
@@ -173,8 +192,8 @@ class LoweredMultibitConv2D(keras.layers.Layer):
     """Inference-only stand-in for a multi-bit conv or dense layer (+ BatchNorm +
     ReLU): one LowbitMultibitConv2d per group with constant planes and scales."""
 
-    def __init__(self, plan: Any, planes: Planes, **kwargs: Any) -> None:
-        layer = plan.conv
+    def __init__(self, plan: MultibitPlan, **kwargs: Any) -> None:
+        layer, planes = plan.layer, plan.planes
         super().__init__(name=layer.name, **kwargs)
         filters = planes.weights.shape[-1]
         bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(filters)
@@ -200,7 +219,7 @@ class LoweredMultibitConv2D(keras.layers.Layer):
             self.dilations = tuple(layer.dilation_rate)
             self.padding = layer.padding.upper()
             self.pad_value = int(layer.pad_values) if layer.padding == "same" else 0
-        self.fused_activation, self.trailing_activation = fused_and_trailing_activation(plan)
+        self.fused_activation, self.trailing_activation = plan.activations()
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
@@ -226,3 +245,6 @@ class LoweredMultibitConv2D(keras.layers.Layer):
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
+
+
+LOWERING = Lowering(MultibitPlan, plan, LoweredMultibitConv2D)

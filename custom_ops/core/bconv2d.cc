@@ -1,13 +1,11 @@
 #include "custom_ops/core/bconv2d.h"
 
 #include <bitset>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "custom_ops/core/bconv2d_kernels.h"
-#include "custom_ops/core/cpu_features.h"
 
 namespace lowbit {
 namespace {
@@ -167,75 +165,8 @@ void UnpackCompactFilter(const BConv2DParams& p, const PackedWord* compact,
   }
 }
 
-const char* BConv2DKernelName(BConv2DKernel kernel) {
-  switch (kernel) {
-    case BConv2DKernel::kReference:
-      return "reference";
-    case BConv2DKernel::kPortable:
-      return "portable";
-    case BConv2DKernel::kX86Popcnt:
-      return "x86_popcnt";
-    case BConv2DKernel::kAvx2:
-      return "avx2";
-    case BConv2DKernel::kAvx512Bw:
-      return "avx512bw";
-    case BConv2DKernel::kAvx512:
-      return "avx512";
-    case BConv2DKernel::kNeon:
-      return "neon";
-  }
-  return "unknown";
-}
-
-BConv2DKernel SelectBConv2DKernel() {
-  const CpuFeatures cpu = DetectCpuFeatures();
-  // The x86 paths from best to least; each needs the features of its own
-  // translation unit's flags (see custom_ops/CMakeLists.txt).
-  const struct {
-    BConv2DKernel kernel;
-    bool supported;
-  } ladder[] = {
-      {BConv2DKernel::kAvx512, LOWBIT_X86_SIMD && cpu.avx512bw && cpu.avx512_vpopcntdq},
-      {BConv2DKernel::kAvx512Bw, LOWBIT_X86_SIMD && cpu.avx512bw},
-      {BConv2DKernel::kAvx2, LOWBIT_X86_SIMD && cpu.avx2},
-      {BConv2DKernel::kX86Popcnt, cpu.popcnt},
-      {BConv2DKernel::kNeon, LOWBIT_NEON_SIMD && cpu.neon},
-  };
-  const char* forced = std::getenv("LOWBIT_KERNEL");
-  bool below_forced = forced == nullptr || forced[0] == '\0';
-  if (!below_forced) {
-    if (std::strcmp(forced, "reference") == 0) return BConv2DKernel::kReference;
-    if (std::strcmp(forced, "portable") == 0) return BConv2DKernel::kPortable;
-  }
-  // A forced SIMD path the CPU lacks falls back to the best path below it
-  // rather than crashing with an illegal instruction; an unknown name means
-  // automatic choice.
-  if (!below_forced) {
-    bool known = false;
-    for (const auto& step : ladder) known |= std::strcmp(forced, BConv2DKernelName(step.kernel)) == 0;
-    below_forced = !known;
-  }
-  for (const auto& step : ladder) {
-    if (!below_forced && std::strcmp(forced, BConv2DKernelName(step.kernel)) == 0) {
-      below_forced = true;
-    }
-    if (below_forced && step.supported) return step.kernel;
-  }
-  return BConv2DKernel::kPortable;
-}
-
 int BConv2DFilter::BlockWidth(BConv2DKernel kernel) {
-  switch (kernel) {
-    case BConv2DKernel::kAvx2:
-      return kAvx2BlockWidth;
-    case BConv2DKernel::kAvx512Bw:
-    case BConv2DKernel::kAvx512:
-      return kAvx512BlockWidth;
-    case BConv2DKernel::kNeon:
-      return kNeonBlockWidth;
-    default:
-      return 0;
-  }
+  return GetKernelPath(kernel).block_width;
 }
 
 bool BConv2DFilter::Matches(BConv2DKernel kernel, const BConv2DParams& p) const {
@@ -315,11 +246,10 @@ void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
 
 namespace {
 
-void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
+void RunSimd(SimdConvFn conv, const BConv2DParams& params, const PackedWord* input,
              const PackedWord* filter, const std::int32_t* tap_popcounts,
              const float* multiplier, const float* bias, const BConv2DEpilogue& epilogue,
              float* output, ParallelExecutor& executor) {
-#if LOWBIT_SIMD
   const BConv2DParams& p = params;
   const std::int64_t words = p.words();
   const PackedWord tail = TailMask(p.channels_in);
@@ -343,29 +273,12 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
   args.bias = bias;
   args.epilogue = epilogue;
   args.output = output;
-  switch (kernel) {
-#if LOWBIT_X86_SIMD
-    case BConv2DKernel::kAvx2:
-      BConv2DAvx2(args, executor);
-      return;
-    case BConv2DKernel::kAvx512Bw:
-      BConv2DAvx512Bw(args, executor);
-      return;
-    case BConv2DKernel::kAvx512:
-      BConv2DAvx512(args, executor);
-      return;
-#endif
-#if LOWBIT_NEON_SIMD
-    case BConv2DKernel::kNeon:
-      BConv2DNeon(args, executor);
-      return;
-#endif
-    default:
-      break;
-  }
-#endif
-  (void)kernel, (void)params, (void)input, (void)filter, (void)tap_popcounts;
-  (void)multiplier, (void)bias, (void)epilogue, (void)output, (void)executor;
+  conv(args, executor);
+}
+
+// The path's per-tap kernel; the portable one where that is not built here.
+PerTapConvFn PerTapConv(const KernelPath& path) {
+  return path.conv_per_tap != nullptr ? path.conv_per_tap : &BConv2DPortable;
 }
 
 }  // namespace
@@ -373,25 +286,14 @@ void RunSimd(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
 void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2DFilter& filter,
              const float* multiplier, const float* bias, float* output,
              ParallelExecutor& executor, const BConv2DEpilogue& epilogue) {
-  switch (filter.kernel()) {
-    case BConv2DKernel::kReference:
-      BConv2DReference(params, input, filter.data(), multiplier, bias, epilogue, output);
-      return;
-    case BConv2DKernel::kX86Popcnt:
-      BConv2DX86Popcnt(params, input, filter.data(), multiplier, bias, epilogue, output,
-                       executor);
-      return;
-    case BConv2DKernel::kAvx2:
-    case BConv2DKernel::kAvx512Bw:
-    case BConv2DKernel::kAvx512:
-    case BConv2DKernel::kNeon:
-      RunSimd(filter.kernel(), params, input, filter.data(), filter.tap_popcounts(), multiplier,
-              bias, epilogue, output, executor);
-      return;
-    case BConv2DKernel::kPortable:
-      break;
+  const KernelPath& path = GetKernelPath(filter.kernel());
+  if (path.conv_simd != nullptr) {
+    RunSimd(path.conv_simd, params, input, filter.data(), filter.tap_popcounts(), multiplier,
+            bias, epilogue, output, executor);
+  } else if (path.block_width == 0) {
+    PerTapConv(path)(params, input, filter.data(), multiplier, bias, epilogue, output, executor);
   }
-  BConv2DPortable(params, input, filter.data(), multiplier, bias, epilogue, output, executor);
+  // Else a SIMD path not built here, which is never selected: output untouched.
 }
 
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
@@ -403,17 +305,8 @@ void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord
     BConv2D(params, input, prepared, multiplier, bias, output, executor, epilogue);
     return;
   }
-  switch (kernel) {
-    case BConv2DKernel::kReference:
-      BConv2DReference(params, input, filter, multiplier, bias, epilogue, output);
-      return;
-    case BConv2DKernel::kX86Popcnt:
-      BConv2DX86Popcnt(params, input, filter, multiplier, bias, epilogue, output, executor);
-      return;
-    default:
-      break;
-  }
-  BConv2DPortable(params, input, filter, multiplier, bias, epilogue, output, executor);
+  PerTapConv(GetKernelPath(kernel))(params, input, filter, multiplier, bias, epilogue, output,
+                                    executor);
 }
 
 }  // namespace lowbit

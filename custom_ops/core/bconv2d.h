@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -73,27 +74,8 @@ struct EpilogueKind {
 };
 Status ParseEpilogue(const std::string& text, EpilogueKind* kind);
 
-// The kernels available for binary convolution. kReference is the plain loop
-// nest used as ground truth by the tests; kPortable is the blocked kernel in
-// plain C++ (any CPU); kX86Popcnt is the same kernel built with the POPCNT
-// instruction. The SIMD kernels (core/bconv2d_simd.h) tile output pixels x
-// output channels in vector registers, with the channels interleaved in the
-// filter so that one vector load serves many output channels:
-//   kAvx2       8 channels per ymm, nibble-LUT (vpshufb) popcount;
-//   kAvx512Bw   16 channels per zmm, nibble-LUT popcount (AVX-512 F + BW,
-//               for CPUs without VPOPCNTDQ);
-//   kAvx512     16 channels per zmm, VPOPCNTD (AVX-512 F + VPOPCNTDQ);
-//   kNeon       4 channels per q register, VCNT + pairwise widening adds
-//               (aarch64, armv7 with NEON).
-enum class BConv2DKernel { kReference, kPortable, kX86Popcnt, kAvx2, kAvx512Bw, kAvx512, kNeon };
-
-// Picks the best kernel for this CPU. The environment variable LOWBIT_KERNEL
-// ("reference", "portable", "x86_popcnt", "avx2", "avx512bw", "avx512", "neon")
-// forces a choice so that tests cover every path on one machine; a forced
-// path this CPU cannot run falls back to the best one it can run among the
-// lesser paths (avx512 -> avx512bw -> avx2 -> x86_popcnt -> portable).
-BConv2DKernel SelectBConv2DKernel();
-const char* BConv2DKernelName(BConv2DKernel kernel);
+// The kernel paths (BConv2DKernel, SelectBConv2DKernel, BConv2DKernelName,
+// LOWBIT_KERNEL) are rows of the kernel table, core/kernel_table.h.
 
 // Filters are stored and exchanged (TF op input, .tflite constant) in the
 // compact layout: per output channel, the kernel_h * kernel_w * channels_in

@@ -152,17 +152,8 @@ void Run(DepthwiseRowsArgs args, const PackedWord* input, const PackedWord* filt
   args.zero_pixel = zero_pixel.data();
   args.window_offsets = window_offsets.data();
   args.filter_taps = filter_taps.data();
-  switch (SelectBConv2DKernel()) {
-#if LOWBIT_X86_SIMD
-    case BConv2DKernel::kAvx2:
-    case BConv2DKernel::kAvx512Bw:
-    case BConv2DKernel::kAvx512:
-      BDepthwiseRowsAvx2(args, executor);
-      return;
-#endif
-    default:
-      BDepthwiseRowsPortable(args, executor);
-  }
+  const DepthwiseRowsFn rows = GetKernelPath(SelectBConv2DKernel()).bdepthwise_rows;
+  (rows != nullptr ? rows : &BDepthwiseRowsPortable)(args, executor);
 }
 
 }  // namespace

@@ -21,30 +21,14 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
   return Status::Ok();
 }
 
-// Rows below which a filter laid out for `kernel` takes the GEMV path: the
-// pixels of that kernel's convolution tile (0: no GEMV path).
-std::int64_t GemvRowLimit(BConv2DKernel kernel) {
-  switch (kernel) {
-    case BConv2DKernel::kAvx2:
-      return kAvx2TilePixels;
-    case BConv2DKernel::kAvx512Bw:
-      return kAvx512BwTilePixels;
-    case BConv2DKernel::kAvx512:
-      return kAvx512TilePixels;
-    case BConv2DKernel::kNeon:
-      return kNeonTilePixels;
-    default:
-      return 0;
-  }
-}
-
-// The GEMV kernel (core/bgemv_simd.h) when the filter's kernel has one and
-// 1 <= rows < its tile; false (nothing done) otherwise.
+// The GEMV kernel (core/bgemv_simd.h) when the filter's kernel path has one
+// and 1 <= rows < that path's convolution tile; false (nothing done)
+// otherwise.
 bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter& filter,
              const float* multiplier, const float* bias, float* output,
              ParallelExecutor& executor) {
-  if (p.rows < 1 || p.rows >= GemvRowLimit(filter.kernel())) return false;
-#if LOWBIT_SIMD
+  const KernelPath& path = GetKernelPath(filter.kernel());
+  if (path.bgemv == nullptr || p.rows < 1 || p.rows >= path.tile_pixels) return false;
   SimdGemvArgs args;
   args.rows = p.rows;
   args.channels_in = p.channels_in;
@@ -65,29 +49,8 @@ bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter&
     for (std::int64_t r = 0; r < p.rows; ++r) masked[r * words + words - 1] &= tail;
     args.input = masked.data();
   }
-  switch (filter.kernel()) {
-#if LOWBIT_X86_SIMD
-    case BConv2DKernel::kAvx2:
-      BGemvAvx2(args, executor);
-      return true;
-    case BConv2DKernel::kAvx512Bw:
-      BGemvAvx512Bw(args, executor);
-      return true;
-    case BConv2DKernel::kAvx512:
-      BGemvAvx512(args, executor);
-      return true;
-#endif
-#if LOWBIT_NEON_SIMD
-    case BConv2DKernel::kNeon:
-      BGemvNeon(args, executor);
-      return true;
-#endif
-    default:
-      break;
-  }
-#endif
-  (void)input, (void)multiplier, (void)bias, (void)output, (void)executor;
-  return false;
+  path.bgemv(args, executor);
+  return true;
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // Internal: the GEMV kernels behind BGemm (core/bgemm.cc) for the SIMD filter
 // layouts, used when a call has fewer rows than the convolution's register
-// tile (rows < P of bconv2d_simd.h: kAvx2TilePixels, kAvx512TilePixels,
-// kAvx512BwTilePixels, kNeonTilePixels). Written once in core/bgemv_simd.h and instantiated by the
-// SIMD convolution's translation units with their ISA structs and flags.
+// tile (rows < P of bconv2d_simd.h, the tile_pixels of the path's row in the
+// kernel table, core/kernel_table.cc). Written once in core/bgemv_simd.h and
+// instantiated by the SIMD convolution's translation units with their ISA
+// structs and flags.
 #ifndef LOWBIT_CORE_BGEMV_KERNELS_H_
 #define LOWBIT_CORE_BGEMV_KERNELS_H_
 

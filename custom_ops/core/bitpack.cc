@@ -50,33 +50,19 @@ void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
   const std::int64_t words = PackedWords(channels);
   // The packer follows the convolution kernel choice (LOWBIT_KERNEL included),
   // so forcing "portable" or "reference" also tests the scalar packer.
-  const BConv2DKernel kernel = SelectBConv2DKernel();
-  const bool avx512 = kernel == BConv2DKernel::kAvx512Bw || kernel == BConv2DKernel::kAvx512;
-  const bool avx2 = kernel == BConv2DKernel::kAvx2;
-  const bool neon = kernel == BConv2DKernel::kNeon;
+  const BitpackWordsFn pack_words = GetKernelPath(SelectBConv2DKernel()).bitpack_words;
   const std::int64_t full_words = channels / kBitsPerWord;
-  (void)avx512, (void)avx2, (void)neon;  // unused where the instruction set is absent
   executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t r = begin; r < end; ++r) {
       const float* in = input + r * channels;
       PackedWord* out = output + r * words;
-      // Whole words with SIMD where there is some, the tail with the scalar packer.
+      // Whole words with the path's packer where it has one, the tail with
+      // the scalar packer.
       std::int64_t done = 0;
-#if LOWBIT_X86_SIMD
-      if (avx512) {
-        BitpackWordsAvx512(in, full_words, out);
-        done = full_words;
-      } else if (avx2) {
-        BitpackWordsAvx2(in, full_words, out);
+      if (pack_words != nullptr) {
+        pack_words(in, full_words, out);
         done = full_words;
       }
-#endif
-#if LOWBIT_NEON_SIMD
-      if (neon) {
-        BitpackWordsNeon(in, full_words, out);
-        done = full_words;
-      }
-#endif
       if (done < words) {
         PackRow(in + done * kBitsPerWord, channels - done * kBitsPerWord, out + done);
       }

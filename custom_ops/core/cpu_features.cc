@@ -6,14 +6,33 @@ CpuFeatures DetectCpuFeatures() {
   CpuFeatures f;
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
-  f.popcnt = __builtin_cpu_supports("popcnt");
-  f.avx2 = __builtin_cpu_supports("avx2");
-  f.avx512bw = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  f.avx512_vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
+  if (__builtin_cpu_supports("popcnt")) f.bits |= kCpuPopcnt;
+  if (__builtin_cpu_supports("avx2")) f.bits |= kCpuAvx2;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+    f.bits |= kCpuAvx512Bw;
+  }
+  if (__builtin_cpu_supports("avx512vpopcntdq")) f.bits |= kCpuAvx512Vpopcntdq;
 #elif defined(__aarch64__) || defined(__ARM_NEON)
-  f.neon = true;
+  f.bits |= kCpuNeon;
 #endif
   return f;
+}
+
+const char* CpuFeatureName(unsigned feature) {
+  switch (feature) {
+    case kCpuPopcnt:
+      return "popcnt";
+    case kCpuAvx2:
+      return "avx2";
+    case kCpuAvx512Bw:
+      return "avx512bw";
+    case kCpuAvx512Vpopcntdq:
+      return "avx512_vpopcntdq";
+    case kCpuNeon:
+      return "neon";
+    default:
+      return "?";
+  }
 }
 
 }  // namespace lowbit

@@ -23,9 +23,9 @@
 //   y[j] = u[j] * (s[j] * (1/n))        (1/n is exact: n is a power of two)
 //   y = y + bias[j];  y = max(y, 0)
 // Each of these is one IEEE float32 operation (no FMA: -ffp-contract=off), so
-// vectorising them does not change a bit. The only remaining difference can
-// come from the flush-to-zero mode of the thread (TensorFlow runs its kernels
-// with subnormals flushed), which matters only for subnormal intermediates.
+// vectorising them does not change a bit. The TF shell turns off TensorFlow's
+// flush-to-zero for our kernels (tf/tf_executor.h), so subnormal intermediates
+// agree with TFLite too; only the Keras layer, on TF's ops, flushes them.
 #ifndef LOWBIT_CORE_FASTFOOD_H_
 #define LOWBIT_CORE_FASTFOOD_H_
 

@@ -17,6 +17,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/thread_pool.h"
 
 namespace {
@@ -25,18 +26,15 @@ using lowbit::BConv2DKernel;
 using lowbit::BConv2DParams;
 using lowbit::PackedWord;
 
-constexpr BConv2DKernel kCandidates[] = {
-    BConv2DKernel::kPortable, BConv2DKernel::kX86Popcnt, BConv2DKernel::kAvx2,
-    BConv2DKernel::kAvx512Bw, BConv2DKernel::kAvx512,    BConv2DKernel::kNeon,
-};
-
-// The kernels SelectBConv2DKernel will really run here: forcing each name and
-// keeping those that are not replaced by a fallback.
+// The kernels SelectBConv2DKernel will really run here: forcing each row of
+// the kernel table (but the reference, the ground truth) and keeping those that
+// are not replaced by a fallback.
 std::vector<BConv2DKernel> RunnableKernels() {
   std::vector<BConv2DKernel> result;
-  for (BConv2DKernel k : kCandidates) {
-    setenv("LOWBIT_KERNEL", lowbit::BConv2DKernelName(k), 1);
-    if (lowbit::SelectBConv2DKernel() == k) result.push_back(k);
+  for (const lowbit::KernelPath& path : lowbit::KernelPaths()) {
+    if (path.id == BConv2DKernel::kReference) continue;
+    setenv("LOWBIT_KERNEL", path.name, 1);
+    if (lowbit::SelectBConv2DKernel() == path.id) result.push_back(path.id);
   }
   unsetenv("LOWBIT_KERNEL");
   return result;

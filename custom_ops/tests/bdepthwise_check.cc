@@ -7,6 +7,7 @@
 // and bit-packed outputs. A plain executable so that it also runs under
 // qemu-user for the Arm builds (tests/test_bdepthwise.py):
 //     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bdepthwise.h"
+#include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/thread_pool.h"
 
 namespace {
@@ -65,12 +67,19 @@ bool NegativeBit(float y) {
 
 int main(int argc, char** argv) {
   const int cases = argc > 1 ? std::atoi(argv[1]) : 200;
-  // The paths that differ: portable, and AVX2 where the CPU has it.
-  std::vector<const char*> paths = {"portable"};
-  setenv("LOWBIT_KERNEL", "avx2", 1);
-  const lowbit::BConv2DKernel forced = lowbit::SelectBConv2DKernel();
-  if (forced == lowbit::BConv2DKernel::kAvx2) paths.push_back("avx2");
-  unsetenv("LOWBIT_KERNEL");
+  // The paths that differ here: one per depthwise entry point of the kernel
+  // table among the rows this CPU runs, the least demanding row for each
+  // (the table is best first, so walk it backwards), the reference aside.
+  std::vector<const char*> paths;
+  std::vector<lowbit::DepthwiseRowsFn> seen;
+  const lowbit::KernelPathList table = lowbit::KernelPaths();
+  for (const lowbit::KernelPath* row = table.end(); row != table.begin();) {
+    --row;
+    if (row->id == lowbit::BConv2DKernel::kReference || !lowbit::CanRun(*row)) continue;
+    if (std::find(seen.begin(), seen.end(), row->bdepthwise_rows) != seen.end()) continue;
+    seen.push_back(row->bdepthwise_rows);
+    paths.push_back(row->name);
+  }
   std::printf("paths:");
   for (const char* path : paths) std::printf(" %s", path);
   std::printf("\n");

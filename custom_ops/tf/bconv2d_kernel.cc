@@ -31,6 +31,7 @@ class BConv2DOp : public tensorflow::OpKernel {
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
+    IeeeSubnormals ieee;  // the TFLite shell's float arithmetic (tf_executor.h)
     const tensorflow::Tensor& input = ctx->input(0);
     const tensorflow::Tensor& filter = ctx->input(1);
     const tensorflow::Tensor& multiplier = ctx->input(2);

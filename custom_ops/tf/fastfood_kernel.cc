@@ -21,6 +21,7 @@ class FastfoodOp : public tensorflow::OpKernel {
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
+    IeeeSubnormals ieee;  // the TFLite shell's float arithmetic (tf_executor.h)
     const tensorflow::Tensor& x = ctx->input(0);
     const tensorflow::Tensor& permutation = ctx->input(4);
     const tensorflow::Tensor& bias = ctx->input(5);

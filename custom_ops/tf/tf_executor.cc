@@ -28,6 +28,7 @@ struct Job {
 
   // Runs unclaimed chunks until none is left.
   void RunChunks() {
+    IeeeSubnormals ieee;  // on the pool thread, for this job (tf_executor.h)
     for (int i = next.fetch_add(1); i < chunks; i = next.fetch_add(1)) {
       (*fn)(ChunkStart(total, chunks, i), ChunkStart(total, chunks, i + 1));
       if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {

@@ -4,9 +4,19 @@
 
 #include "custom_ops/core/types.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/platform/denormal.h"
 #include "tensorflow/core/platform/threadpool.h"
 
 namespace lowbit {
+
+// TensorFlow runs kernels with subnormal floats flushed to zero (FTZ/DAZ);
+// TFLite does not. The kernels' float arithmetic (the output transform, the
+// thresholds of a bit-packed output, multi-bit and Fastfood sums) must give
+// the TFLite shell's bits, so each Compute that does float arithmetic holds
+// one of these for its whole run, and the executor holds one on every pool
+// thread while it runs a chunk. (Binarisation reads bit patterns and does not
+// depend on the mode.)
+using IeeeSubnormals = tensorflow::port::ScopedDontFlushDenormal;
 
 // Splits a job into one contiguous chunk per intra-op thread, the same split
 // as the TFLite shell's pool (core/thread_pool.h: ParallelChunks), rather than

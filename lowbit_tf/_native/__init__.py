@@ -6,7 +6,9 @@ This module must not import TensorFlow at import time: the TFLite runtime
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +16,9 @@ from types import ModuleType
 _HERE = Path(__file__).resolve().parent
 TF_OPS_LIBRARY = _HERE / "liblowbit_tf_ops.so"
 TFLITE_LIBRARY = _HERE / "liblowbit_tflite.so"
+#: Environment variable naming another TF op library to load (a sanitizer or
+#: development build; the TFLite delegate's is lowbit_tf.lite.LIBRARY_ENV).
+TF_OPS_LIBRARY_ENV = "LOWBIT_TF_OPS_LIBRARY"
 
 _BUILD_INFO = re.compile(rb"lowbit-build-info:tensorflow=([0-9A-Za-z.\-+]*);")
 
@@ -59,12 +64,90 @@ def check_tensorflow_version(built: str, installed: str) -> None:
         )
 
 
+def tf_ops_library_path() -> Path:
+    """Path of the TF op library: `$LOWBIT_TF_OPS_LIBRARY` if set, else the one
+    installed with the package."""
+    override = os.environ.get(TF_OPS_LIBRARY_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise NativeLibraryError(f"{TF_OPS_LIBRARY_ENV}={override} does not name a file")
+        return path
+    if not TF_OPS_LIBRARY.is_file():
+        raise _missing(TF_OPS_LIBRARY)
+    return TF_OPS_LIBRARY
+
+
 @cache
 def load_tf_ops() -> ModuleType:
     """Loads the TF op library once (tf.load_op_library) and returns its op module."""
     import tensorflow as tf
 
-    if not TF_OPS_LIBRARY.is_file():
-        raise _missing(TF_OPS_LIBRARY)
-    check_tensorflow_version(built_tensorflow_version(), tf.__version__)
-    return tf.load_op_library(str(TF_OPS_LIBRARY))
+    path = tf_ops_library_path()
+    check_tensorflow_version(built_tensorflow_version(path), tf.__version__)
+    return tf.load_op_library(str(path))
+
+
+@dataclass(frozen=True)
+class KernelPath:
+    """One row of the native kernel table (custom_ops/core/kernel_table.h).
+
+    `name` is the LOWBIT_KERNEL value; `built`: compiled into this library;
+    `runnable`: built and this CPU has every feature in `features`. The op
+    columns (`bgemv`, `bitpack`, `bdepthwise`) name the least demanding row
+    that shares this row's code for that op, "-" where the row has none of its
+    own (the op's portable code).
+    """
+
+    name: str
+    features: tuple[str, ...]
+    built: bool
+    runnable: bool
+    block_width: int
+    tile_pixels: int
+    bgemv: str
+    bitpack: str
+    bdepthwise: str
+
+
+@cache
+def kernel_paths() -> tuple[KernelPath, ...]:
+    """The kernel table of the TFLite library, best path first (the order of
+    the fallback from a forced LOWBIT_KERNEL path the CPU lacks)."""
+    import ctypes
+
+    fn = ctypes.CDLL(str(tflite_library_path())).lowbit_kernel_table
+    fn.restype = ctypes.c_char_p
+    rows = []
+    for line in fn().decode().splitlines():
+        name, *fields = line.split()
+        f = dict(field.split("=", 1) for field in fields)
+        rows.append(
+            KernelPath(
+                name=name,
+                features=() if f["features"] == "-" else tuple(f["features"].split(",")),
+                built=f["built"] == "1",
+                runnable=f["runnable"] == "1",
+                block_width=int(f["block_width"]),
+                tile_pixels=int(f["tile_pixels"]),
+                bgemv=f["bgemv"],
+                bitpack=f["bitpack"],
+                bdepthwise=f["bdepthwise"],
+            )
+        )
+    return tuple(rows)
+
+
+def kernel_path_names(op: str | None = None) -> list[str]:
+    """Names of the paths built into this library, the reference aside (it is
+    the ground truth they are compared with), best first: every one, or with
+    `op` ("bgemv", "bitpack", "bdepthwise") one per distinct code of that op
+    (the least demanding row that runs it), for tests that force each path
+    with LOWBIT_KERNEL."""
+    rows = [p for p in kernel_paths() if p.built and p.name != "reference"]
+    if op is None:
+        return [p.name for p in rows]
+    last: dict[str, str] = {}
+    for p in rows:
+        last[getattr(p, op)] = p.name
+    return [p.name for p in rows if p.name in last.values()]

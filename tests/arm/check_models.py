@@ -6,9 +6,11 @@ Runs inside the Arm root made by run_emulated.sh, with only numpy, a TFLite
 runtime (ai-edge-litert or tflite-runtime) and lowbit-tf-runtime installed.
 MODEL_DIR is what make_models.py wrote on the x86 host. Each model runs once
 per kernel choice (LOWBIT_KERNEL, read when the delegate library is loaded, so
-each choice runs in a child process). Outputs of models marked "exact" must
-equal the x86 outputs bit for bit; the others (float builtins run by XNNPACK)
-within 1e-5. Exits non-zero on any mismatch.
+each choice runs in a child process): by default the automatic choice, the
+reference and every path of the kernel table built into this (Arm) library.
+Outputs of models marked "exact" must equal the x86 outputs bit for bit; the
+others (float builtins run by XNNPACK) within 1e-5. Exits non-zero on any
+mismatch.
 """
 
 from __future__ import annotations
@@ -78,7 +80,9 @@ def _hwcaps() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--kernels", default="default,reference,portable,neon")
+    parser.add_argument("--kernels", default=None,
+                        help="comma-separated LOWBIT_KERNEL values (default: default, "
+                        "reference and the paths of the library's kernel table)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine {platform.machine()}, Python {platform.python_version()}, "
           f"numpy {numpy.__version__}, QEMU_CPU={os.environ.get('QEMU_CPU', '-')}, {_hwcaps()}",
           flush=True)
+    if args.kernels is None:
+        from lowbit_tf._native import kernel_path_names
+
+        args.kernels = ",".join(["default", "reference", *kernel_path_names()])
     status = 0
     for kernel in args.kernels.split(","):
         env = dict(os.environ)

@@ -1,6 +1,9 @@
+// liblowbit_bench (CMake target lowbit_bench, -DLOWBIT_BUILD_BENCH=ON; built on
+// request by benchmarks/bench_common.py, never shipped in a wheel).
 // Kernel-level timing for benchmarks/bconv2d_benchmark.py: the core's BGemm
 // and BConv2D run in a C++ loop on random packed data with the library's
-// thread pool (core/thread_pool.h, as the delegate uses it), so that the
+// thread pool (core/thread_pool.h, as the delegate uses it; this library
+// links its own copy of the core, built with the same flags), so that the
 // figures exclude every framework cost (a TF op's dispatch, a TFLite
 // invoke() from Python, bit-packing a float input). Also the read bandwidth
 // of a buffer, for the memory-bound ceiling of a layer whose weights stream
@@ -165,8 +168,8 @@ using ReadLinesFn = std::uint64_t (*)(const std::uint8_t*, std::int64_t);
 ReadLinesFn SelectReadLines() {
 #if LOWBIT_X86_SIMD
   const CpuFeatures cpu = DetectCpuFeatures();
-  if (cpu.avx512bw) return ReadLinesAvx512;
-  if (cpu.avx2) return ReadLinesAvx2;
+  if (cpu.Has(kCpuAvx512Bw)) return ReadLinesAvx512;
+  if (cpu.Has(kCpuAvx2)) return ReadLinesAvx2;
 #endif
   return ReadLinesScalar;
 }
