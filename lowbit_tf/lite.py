@@ -97,15 +97,9 @@ def _find_runtime(runtime: str | None) -> tuple[str, ModuleType]:
 def delegate_library_path() -> Path:
     """Path of `liblowbit_tflite.so`: `$LOWBIT_TFLITE_LIBRARY` if set, else the
     library installed with the package (`lowbit_tf/_native`)."""
-    override = os.environ.get(LIBRARY_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"{LIBRARY_ENV}={override} does not name a file")
-        return path
-    from lowbit_tf._native import tflite_library_path
+    from lowbit_tf._native import TFLITE_LIBRARY, library_path
 
-    return Path(tflite_library_path())
+    return library_path(LIBRARY_ENV, TFLITE_LIBRARY)
 
 
 def load_delegate(

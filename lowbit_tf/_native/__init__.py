@@ -64,18 +64,29 @@ def check_tensorflow_version(built: str, installed: str) -> None:
         )
 
 
-def tf_ops_library_path() -> Path:
-    """Path of the TF op library: `$LOWBIT_TF_OPS_LIBRARY` if set, else the one
-    installed with the package."""
-    override = os.environ.get(TF_OPS_LIBRARY_ENV)
+def library_path(env: str, installed: Path) -> Path:
+    """`$env` if set (another build of a library: cross, sanitizer, development),
+    else the library installed with the package.
+
+    Raises:
+      FileNotFoundError: `$env` names no file.
+      NativeLibraryError: the installed library is missing.
+    """
+    override = os.environ.get(env)
     if override:
         path = Path(override)
         if not path.is_file():
-            raise NativeLibraryError(f"{TF_OPS_LIBRARY_ENV}={override} does not name a file")
+            raise FileNotFoundError(f"{env}={override} does not name a file")
         return path
-    if not TF_OPS_LIBRARY.is_file():
-        raise _missing(TF_OPS_LIBRARY)
-    return TF_OPS_LIBRARY
+    if not installed.is_file():
+        raise _missing(installed)
+    return installed
+
+
+def tf_ops_library_path() -> Path:
+    """Path of the TF op library: `$LOWBIT_TF_OPS_LIBRARY` if set, else the one
+    installed with the package."""
+    return library_path(TF_OPS_LIBRARY_ENV, TF_OPS_LIBRARY)
 
 
 @cache
