@@ -21,8 +21,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -45,6 +47,9 @@ RUNTIMES: tuple[str, ...] = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 #: Environment variable that overrides the path of the delegate library
 #: (useful for cross-compiled or development builds).
 LIBRARY_ENV = "LOWBIT_TFLITE_LIBRARY"
+
+#: Environment variable forcing a kernel path (custom_ops/core/kernel_table.h).
+KERNEL_ENV = "LOWBIT_KERNEL"
 
 _TFLITE_IDENTIFIER = b"TFL3"
 
@@ -79,9 +84,23 @@ def _import_runtime(name: str) -> ModuleType:
     raise ValueError(f"unknown TFLite runtime {name!r}; expected one of {RUNTIMES}")
 
 
+# What to pip install for each runtime.
+_RUNTIME_PACKAGES = {
+    "ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+    "tensorflow": "tensorflow",
+}
+
+
 def _find_runtime(runtime: str | None) -> tuple[str, ModuleType]:
     if runtime is not None:
-        return runtime, _import_runtime(runtime)
+        try:
+            return runtime, _import_runtime(runtime)
+        except ModuleNotFoundError as e:
+            raise ImportError(
+                f"runtime={runtime!r} is not installed ({e}): pip install "
+                f"{_RUNTIME_PACKAGES[runtime]}, or leave runtime=None to use the first "
+                f"installed of {RUNTIMES}"
+            ) from e
     errors = []
     for name in RUNTIMES:
         try:
@@ -130,7 +149,33 @@ def load_delegate(
     if check_nan:
         options["check_nan"] = "1"
     path = Path(library) if library is not None else delegate_library_path()
+    warn_unknown_kernel(path)
     return module.load_delegate(str(path), options)
+
+
+def warn_unknown_kernel(library: str | Path) -> None:
+    """Warns (once per value) when $LOWBIT_KERNEL names no path of the kernel
+    table of `library` (a lowbit TFLite library): the native code then
+    silently runs the best path for the CPU."""
+    forced = os.environ.get(KERNEL_ENV)
+    if forced:
+        _warn_unknown_kernel(forced, str(library))
+
+
+@functools.cache
+def _warn_unknown_kernel(forced: str, library: str) -> None:
+    import ctypes
+
+    try:
+        table = ctypes.CDLL(library).lowbit_kernel_table
+    except (OSError, AttributeError):  # no table to ask: the delegate's loader says why
+        return
+    table.restype = ctypes.c_char_p
+    names = [line.split()[0] for line in table().decode().splitlines() if line.strip()]
+    if forced not in names:
+        warnings.warn(
+            f"{KERNEL_ENV}={forced!r} names no kernel path (known: {', '.join(names)}); "
+            "the best path for this CPU is used", RuntimeWarning, stacklevel=3)
 
 
 def _check_threads(num_threads: int) -> int:
@@ -167,7 +212,8 @@ class Interpreter:
     """A TFLite interpreter with the lowbit kernels attached.
 
     Args:
-      model_path: path of a .tflite file.
+      model_path: path of a .tflite file, or the model's bytes (as Larq
+        Compute Engine's interpreter takes them: `Interpreter(tflite_bytes)`).
       model_content: the bytes of a .tflite model (instead of model_path).
       num_threads: threads for the interpreter and for the lowbit kernels.
         None keeps the runtime's default.
@@ -206,6 +252,8 @@ class Interpreter:
         check_nan: bool = False,
         **kwargs: Any,
     ) -> None:
+        if isinstance(model_path, bytes | bytearray | memoryview) and model_content is None:
+            model_path, model_content = None, model_path  # Interpreter(tflite_bytes)
         if (model_path is None) == (model_content is None):
             raise ValueError("pass exactly one of model_path and model_content")
         if num_threads is not None:

@@ -226,3 +226,52 @@ def test_subnormal_arithmetic_is_the_same_in_tf_and_tflite(output_type):
                        channels_in=64, padding="SAME", output_type=output_type).numpy()
     assert np.any(want != 0)
     np.testing.assert_array_equal(got, want)
+
+
+def test_model_bytes_positionally_as_lce_users_write_it(single_op_models):
+    model, tflite = single_op_models["LowbitBgemm"]
+    x = _inputs(model, 2)
+    np.testing.assert_array_equal(Interpreter(tflite).predict(x),
+                                  Interpreter(model_content=tflite).predict(x))
+    with pytest.raises(ValueError, match="exactly one"):
+        Interpreter(tflite, model_content=tflite)
+
+
+def test_missing_runtime_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tflite_runtime", None)  # import now fails
+    with pytest.raises(ImportError, match=r"runtime='tflite_runtime' is not installed.*"
+                                          r"pip install tflite-runtime"):
+        Interpreter(b"\x08\0\0\0TFL3" + bytes(8), runtime="tflite_runtime")
+
+
+def test_unknown_lowbit_kernel_value_is_named_in_a_warning(single_op_models):
+    """The native code ignores a LOWBIT_KERNEL it does not know (and runs the
+    best path); the Python side says so, in a child so the warning's cache and
+    the environment stay clean."""
+    _, tflite = single_op_models["LowbitBconv2d"]
+    script = textwrap.dedent("""
+        import sys, warnings
+        import numpy as np
+        from lowbit_tf.lite import Interpreter
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Interpreter(open(sys.argv[1], "rb").read()).predict(np.ones((1, 6, 6, 8), np.float32))
+        print("|".join(str(w.message) for w in caught if w.category is RuntimeWarning))
+    """)
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"kernel_env_{os.getpid()}.tflite")
+    with open(path, "wb") as stream:
+        stream.write(tflite)
+    try:
+        runs = {value: subprocess.run([sys.executable, "-c", script, path], capture_output=True,
+                                      text=True, timeout=120,
+                                      env={**os.environ, "LOWBIT_KERNEL": value})
+                for value in ("avx9000", "portable")}
+    finally:
+        os.unlink(path)
+    for proc in runs.values():
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "LOWBIT_KERNEL='avx9000' names no kernel path (known: " in runs["avx9000"].stdout
+    assert "portable" in runs["avx9000"].stdout
+    assert "LOWBIT_KERNEL" not in runs["portable"].stdout

@@ -96,6 +96,10 @@ def load_tf_ops() -> ModuleType:
 
     path = tf_ops_library_path()
     check_tensorflow_version(built_tensorflow_version(path), tf.__version__)
+    if TFLITE_LIBRARY.is_file():  # the same core, and the library with the kernel table
+        from lowbit_tf.lite import warn_unknown_kernel
+
+        warn_unknown_kernel(TFLITE_LIBRARY)
     return tf.load_op_library(str(path))
 
 
