@@ -194,6 +194,8 @@ CUSTOM_OPS = _load_specs()
 
 def _seed_keras_models() -> dict:
     """name -> built Keras model (runs in the builder subprocess)."""
+    from keras_helpers import randomize_batch_norms  # tests/, beside this file
+
     from lowbit_tf import layers, quantizers
     from lowbit_tf._keras import keras
 
@@ -260,13 +262,7 @@ def _seed_keras_models() -> dict:
 
     rng = np.random.default_rng(13)
     for model in models.values():
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                n = layer.gamma.shape[0]
-                # gammas of both signs: the bit-packed outputs' flip path
-                gamma = rng.uniform(0.5, 2, n) * rng.choice([-1, 1], n)
-                layer.set_weights([gamma, rng.uniform(-1, 1, n), rng.uniform(-5, 5, n),
-                                   rng.uniform(0.5, 20, n)])
+        randomize_batch_norms(model, rng, signed_gamma=True)
     return models
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from keras_helpers import randomize_batch_norms
 from reference import (
     bconv2d_bitpacked_np,
     bitpack_np,
@@ -255,14 +256,7 @@ def _chain_model(kind: str, functional: bool):
         model = keras.Model(inputs, y)
     else:
         model = keras.Sequential([inputs, *body])
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            # gamma of both signs: the packed output's flip path
-            gamma = rng.uniform(0.5, 2, n) * rng.choice([-1, 1], n)
-            layer.set_weights([gamma, rng.uniform(-1, 1, n), rng.uniform(-5, 5, n),
-                               rng.uniform(0.5, 20, n)])
+    randomize_batch_norms(model, 0, signed_gamma=True)
     return model
 
 

@@ -81,9 +81,9 @@ class Bconv2dOp final : public Op {
     const std::int64_t words = p.words();
     const std::int64_t filter_words = f.dims[1];
     const int rank = in.rank;
-    // An empty batch is sized as a batch of one below and makes Eval a no-op.
-    empty_batch_ = p.batch == 0;
-    if (empty_batch_) p.batch = 1;
+    // An empty batch is sized as one image below; the delegate skips Eval when
+    // the output is empty (delegate.cc, Invoke).
+    if (p.batch == 0) p.batch = 1;
     if (p.out_h < 1 || p.out_w < 1 || p.out_h > INT_MAX || p.out_w > INT_MAX) {
       return Error("invalid output size " + std::to_string(p.out_h) + " x " +
                    std::to_string(p.out_w));
@@ -142,7 +142,6 @@ class Bconv2dOp final : public Op {
     if (!prepared_ || inputs.size() != need_.size() || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
     Status s = CheckEvalBuffers(inputs, names_.data(), need_.data(), out,
@@ -220,7 +219,6 @@ class Bconv2dOp final : public Op {
   const EpilogueKind epilogue_;
   BConv2DParams params_;        // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   bool input_packed_ = false;
   std::vector<std::size_t> need_;   // bytes of each input (0: may be empty)
   std::vector<const char*> names_;  // of each input, for messages

@@ -63,9 +63,9 @@ class BDepthwiseConv2dOp final : public Op {
                                     Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
     const std::int64_t cout = p.out_channels();
-    // An empty batch is sized as a batch of one below and makes Eval a no-op.
-    empty_batch_ = p.batch == 0;
-    if (empty_batch_) p.batch = 1;
+    // An empty batch is sized as one image below; the delegate skips Eval when
+    // the output is empty (delegate.cc, Invoke).
+    if (p.batch == 0) p.batch = 1;
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
     params_ = p;
 
@@ -109,7 +109,6 @@ class BDepthwiseConv2dOp final : public Op {
     if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const std::size_t need[4] = {input_bytes_, filter_bytes_, vector_bytes_, vector_bytes_};
     const TensorRef& out = outputs[0];
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
@@ -148,7 +147,6 @@ class BDepthwiseConv2dOp final : public Op {
   const OutputType output_type_;
   BDepthwiseConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   bool input_packed_ = false;
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float input

@@ -62,9 +62,9 @@ class BgemmOp final : public Op {
     const std::int64_t cout = p.out_channels;
     const std::int64_t words = p.words();
     const int rank = in.rank;
-    // No rows is sized as one below and makes Eval a no-op.
-    empty_batch_ = p.rows == 0;
-    if (empty_batch_) p.rows = 1;
+    // An empty batch is sized as one row below; the delegate skips Eval when
+    // the output is empty (delegate.cc, Invoke).
+    if (p.rows == 0) p.rows = 1;
     params_ = p;
 
     // Byte sizes every Eval checks before touching data.
@@ -109,7 +109,6 @@ class BgemmOp final : public Op {
     if (!prepared_ || inputs.size() != 4 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (empty_batch_) return Status::Ok();  // nothing to read or write
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
     Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
@@ -144,7 +143,6 @@ class BgemmOp final : public Op {
   const OutputType output_type_;
   BGemmParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool empty_batch_ = false;  // the input's leading dimensions hold no row
   bool input_packed_ = false;
   std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
   std::size_t output_bytes_ = 0;

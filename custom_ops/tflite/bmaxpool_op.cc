@@ -46,9 +46,9 @@ class BMaxPool2dOp final : public Op {
     Status s = CheckBMaxPool2DShapes(Shape::Of(in.dims, in.rank), &p, &out);
     if (!s.ok) return Error(s.message);
     const std::int64_t words = p.words();
-    // An empty batch is sized as a batch of one below and makes Eval a no-op.
-    empty_batch_ = p.batch == 0;
-    if (empty_batch_) p.batch = 1;
+    // An empty batch is sized as one image below; the delegate skips Eval when
+    // the output is empty (delegate.cc, Invoke).
+    if (p.batch == 0) p.batch = 1;
     if (p.out_h > INT_MAX || p.out_w > INT_MAX) return Error("output size overflows");
     std::vector<int> out_dims(out.dims.begin(), out.dims.end());
     const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w, words};
@@ -73,7 +73,6 @@ class BMaxPool2dOp final : public Op {
     if (!prepared_ || inputs.size() != 1 || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (empty_batch_) return Status::Ok();  // nothing to read or write
     if (inputs[0].data == nullptr) return Error("input has no data");
     if (inputs[0].bytes < input_bytes_) {
       return Error("input holds " + std::to_string(inputs[0].bytes) + " bytes, expected " +
@@ -94,7 +93,6 @@ class BMaxPool2dOp final : public Op {
   const BMaxPool2DParams attrs_;
   BMaxPool2DParams params_;
   bool prepared_ = false;
-  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   std::size_t input_bytes_ = 0, output_bytes_ = 0;
 };
 

@@ -13,6 +13,7 @@
 //
 // Nothing here may throw across the C boundary or crash on a malformed model:
 // every callback catches exceptions and reports errors via context->ReportError.
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -77,6 +78,14 @@ void Report(TfLiteContext* context, const std::string& message) {
   if (context != nullptr && context->ReportError != nullptr) {
     context->ReportError(context, "%s\n", Printable(message).c_str());
   }
+}
+
+// True when every tensor in `refs` has a zero dimension (no element).
+bool AllEmpty(const std::vector<TensorRef>& refs) {
+  for (const TensorRef& t : refs) {
+    if (std::find(t.dims, t.dims + t.rank, 0) == t.dims + t.rank) return false;
+  }
+  return !refs.empty();
 }
 
 // Index of the first NaN of a float32 tensor, -1 if none (or not float32).
@@ -283,6 +292,9 @@ struct PartitionKernel {
         Report(context, Where(n) + error);
         return kTfLiteError;
       }
+      // An op whose output holds no element (an empty batch, which the ops
+      // accept as TF's do) has nothing to read or write.
+      if (AllEmpty(n.output_refs)) continue;
       if (state->check_nan && !n.input_refs.empty()) {
         const std::int64_t at = FindNaN(n.input_refs[0]);
         if (at >= 0) {

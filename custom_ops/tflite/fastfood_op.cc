@@ -95,7 +95,6 @@ class FastfoodOp final : public Op {
     if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (params_.rows == 0) return Status::Ok();  // nothing to read or write
     const std::size_t need[kNumInputs] = {x_bytes_,       diagonal_bytes_, diagonal_bytes_,
                                           diagonal_bytes_, diagonal_bytes_, bias_bytes_};
     // need 0: an empty bias.

@@ -68,9 +68,9 @@ class MultibitConv2dOp final : public Op {
                                          shapes[5], &p, &out);
     if (!s.ok) return Error(s.message);
     if (p.conv.batch > INT_MAX) return Error("input has too many images: " + ShapeString(in));
-    // An empty batch is sized as a batch of one below and makes Eval a no-op.
-    empty_batch_ = p.conv.batch == 0;
-    if (empty_batch_) p.conv.batch = 1;
+    // An empty batch is sized as one image below; the delegate skips Eval when
+    // the output is empty (delegate.cc, Invoke).
+    if (p.conv.batch == 0) p.conv.batch = 1;
     if (p.conv.out_h < 1 || p.conv.out_w < 1 || p.conv.out_h > INT_MAX ||
         p.conv.out_w > INT_MAX) {
       return Error("invalid output size " + std::to_string(p.conv.out_h) + " x " +
@@ -109,7 +109,6 @@ class MultibitConv2dOp final : public Op {
     if (!prepared_ || inputs.size() != kNumInputs || outputs.size() != 1) {
       return Error("Eval called without a successful Prepare");
     }
-    if (empty_batch_) return Status::Ok();  // nothing to read or write
     // need_ 0: empty shifts.
     Status s = CheckEvalBuffers(inputs, kInputNames, need_, outputs[0], kTfLiteFloat32,
                                 output_bytes_);
@@ -128,7 +127,6 @@ class MultibitConv2dOp final : public Op {
   const MultibitConv2DParams attrs_;  // options only
   MultibitConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool empty_batch_ = false;  // the input's leading dimensions hold no image
   std::size_t need_[kNumInputs] = {};
   std::size_t output_bytes_ = 0;
   PreparedWeights weights_;  // the filter laid out for the kernel (chosen at init)

@@ -117,7 +117,7 @@ Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const*
                         std::size_t out_bytes);
 // Bytes of `count` 4-byte elements, or 0 on overflow (never a valid size for
 // the tensors the ops check, which are all non-empty: an op whose batch is
-// empty sizes its buffers for a batch of one and skips Eval: empty_batch_ in the ops).
+// empty sizes its buffers for a batch of one; the delegate skips Eval then).
 std::size_t Bytes4(std::int64_t count);
 const char* TypeName(TfLiteType type);
 
