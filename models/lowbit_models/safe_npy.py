@@ -106,12 +106,13 @@ def load_npy(path: str | Path) -> np.ndarray:
     with open(path, "rb") as stream:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
         elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:  # 3.0 (utf-8 field names) is read by numpy without pickles
             stream.seek(0)
             return np.load(stream, allow_pickle=False)
+        # (Fortran order is ignored: an object array's pickle carries its own layout.)
         if not dtype.hasobject:
             stream.seek(0)
             return np.load(stream, allow_pickle=False)
@@ -124,5 +125,4 @@ def load_npy(path: str | Path) -> np.ndarray:
             raise ValueError(f"corrupt pickle in {path}: {error}") from error
     if not isinstance(array, np.ndarray) or array.shape != shape:
         raise ValueError(f"{path}: the pickle does not hold the {shape} array the header declares")
-    del fortran_order  # an object array's pickle carries its own layout
     return array
