@@ -218,11 +218,14 @@ void BConv2DFilter::PrepareFromPerTap(BConv2DKernel kernel, const BConv2DParams&
   prepared_ = true;
 }
 
-// per_tap [cout][taps][words] -> data_ [block][taps][words][bw] (zero channels
-// past cout) and tap_popcounts_ [block][taps][bw].
+// per_tap [cout][taps][words] -> data_ [block][taps][words][bw] (interleaved)
+// or [block][bw][taps][words] (channel-major: per_tap itself, out_channels
+// rounded up to whole blocks), zero channels past cout, and tap_popcounts_
+// [block][taps][bw] either way.
 void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
                            const PackedWord* per_tap) {
   const std::int64_t bw = BlockWidth(kernel);
+  const bool channel_major = GetKernelPath(kernel).channel_major;
   const std::int64_t words = p.words();
   const std::int64_t taps = p.kernel_h * p.kernel_w;
   const std::int64_t blocks = (p.out_channels + bw - 1) / bw;
@@ -233,10 +236,11 @@ void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
     const PackedWord* src = per_tap + co * taps * words;
     for (std::int64_t t = 0; t < taps; ++t) {
       std::int32_t pop = 0;
-      PackedWord* dst = data_.data() + ((block * taps + t) * words) * bw + lane;
       for (std::int64_t j = 0; j < words; ++j) {
         const PackedWord word = src[t * words + j];
-        dst[j * bw] = word;
+        const std::int64_t at = channel_major ? (co * taps + t) * words + j
+                                              : ((block * taps + t) * words + j) * bw + lane;
+        data_[static_cast<std::size_t>(at)] = word;
         pop += static_cast<std::int32_t>(std::bitset<kBitsPerWord>(word).count());
       }
       tap_popcounts_[static_cast<std::size_t>((block * taps + t) * bw + lane)] = pop;

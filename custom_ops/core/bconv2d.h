@@ -96,10 +96,13 @@ void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
 
 // A filter laid out once for one kernel ("prepared"): the per-tap layout
 // above for the reference and blocked kernels; for the SIMD kernels the
-// channel-interleaved layout
+// channel-interleaved layout (x86)
 //     blocked[block][ky][kx][word][lane],  lane in [0, BlockWidth(kernel)),
+// or, for a channel-major path (KernelPath::channel_major, NEON), the per-tap
+// layout with out_channels rounded up to whole blocks,
+//     blocked[block][lane][ky][kx][word],
 // output channel block * BlockWidth + lane, channels past out_channels all
-// zero bits, plus tap_popcounts[block][ky][kx][lane] = popcount of that
+// zero bits; either way plus tap_popcounts[block][ky][kx][lane] = popcount of that
 // channel's tap (what a skipped padded tap adds with pad_value 1, see
 // bconv2d_simd.h).
 // Building it costs about one pass over the filter; the TFLite shell keeps it

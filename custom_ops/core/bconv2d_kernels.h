@@ -72,11 +72,15 @@ constexpr int kAvx2TilePixels = 4;
 constexpr int kAvx512TilePixels = 12;  // VPOPCNTDQ (bconv2d_avx512_common.h)
 constexpr int kAvx512BwTilePixels = 8;  // byte popcounts: twice the accumulators
 
+// NEON (core/bconv2d_neon.cc) vectorises the input channels instead, on the
+// channel-major filter layout (KernelPath::channel_major): a tile of P pixels
+// x C channels, C = kNeonBlockWidth (the block of the layout).
 void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor);
-constexpr int kNeonBlockWidth = 8;
 #if defined(__aarch64__)
+constexpr int kNeonBlockWidth = 8;
 constexpr int kNeonTilePixels = 4;
 #else
+constexpr int kNeonBlockWidth = 4;
 constexpr int kNeonTilePixels = 2;
 #endif
 

@@ -1,12 +1,51 @@
-// The SIMD binary convolution (core/bconv2d_simd.h) with Arm NEON, for
-// aarch64 (Raspberry Pi 3/4/5 with a 64-bit OS, Android arm64) and armv7 with
-// NEON (Raspberry Pi OS 32-bit): 4 output channels per 128-bit q register.
+// The binary convolution for Arm NEON, aarch64 (Raspberry Pi 3/4/5 with a
+// 64-bit OS, Android arm64) and armv7 with NEON (32-bit Raspberry Pi OS):
+// the driver of core/bconv2d_simd.h (regions, skipped padded taps,
+// indirection table, output transform) around a micro-kernel written for Arm.
 //
-// Popcount: NEON has no 32-bit-lane popcount, but VCNT counts the bits of
-// every byte. Those byte counts (<= 8) are summed in 8-bit lanes for up to
-// kMaxByteSteps words, then folded into the 32-bit channel lanes with two
-// pairwise widening adds, VPADDL.U8 then VPADDL.U16 (the "vcnt + vpadal"
-// scheme): the four bytes of a 32-bit lane belong to the same channel.
+// Why not the x86 scheme. The x86 kernels vectorise the OUTPUT channels
+// (one 32-bit lane per channel, the input word broadcast): XOR, popcount,
+// add per lane. NEON counts bits per byte only (CNT), so that scheme costs a
+// broadcast per pixel and word plus byte accumulators that must be widened
+// every 31 words, and it reached 12-16 binary MACs per instruction.
+//
+// Here the INPUT channels are vectorised, as in the best hand-written Arm
+// binary kernels: a q register holds 128 bits (4 words) of one pixel's
+// receptive field, another the same 128 bits of one output channel's filter
+// (the filter is channel-major: BConv2DFilter with KernelPath::channel_major,
+// each channel's taps x words contiguous, so one load per channel and chunk,
+// no broadcast). For a tile of P pixels x C channels, one 128-bit chunk costs
+// P + C loads and, per (pixel, channel) pair, three vector operations:
+//     e = EOR(x_p, w_c); n = CNT(e)              16 byte counts (<= 8 each)
+// and the accumulation, which folds bytes into 16-bit lanes pairwise:
+//   aarch64: two pairs share one UADALP after an ADDP of their byte counts,
+//       a = UADALP(a, ADDP(n_c, n_c+1))  (lanes 0-3: channel c, 4-7: c+1)
+//     = 6 operations per 2 x 128 binary MACs, and half the accumulators;
+//   armv7 (no q-form ADDP): a = VPADAL.U8(a, n_c) per pair, 3 operations.
+// 3 operations per 128 MACs is the floor of the EOR/CNT/add method (every
+// chunk of every pair needs its EOR and CNT, and adding the counts to a
+// running sum is one more operation however it is grouped).
+//
+// Tiles: aarch64 (32 q registers) P = 4 pixels x C = 8 channels: 4 input
+// + 8 filter registers, 16 accumulators, 4 temporaries; a chunk is 12 loads
+// + 96 operations for 4,096 binary MACs. armv7 (16 q registers) P = 2 x C = 4:
+// 2 + 4 registers, 8 accumulators, 2 temporaries; 6 loads + 24 operations
+// for 1,024 MACs.
+//
+// The lanes' ranges: a 16-bit lane gains at most 2 x 16 (aarch64: two bytes
+// of an ADDP, each <= 16) or 2 x 8 (armv7) per chunk, so after kMaxChunks
+// chunks (2047 / 4095, < 65535 / gain) the 16-bit sums are folded into 32-bit
+// ones; only receptive fields over 2047 x 128 = 262,016 bits ever fold.
+//
+// Reduction (once per tile): the 16-bit lanes of a channel are summed with
+// pairwise widening adds into one 32-bit lane per channel, 4 channels per q
+// register, which is the layout the driver's output transform takes
+// (bconv2d_simd.h: one IVec of kLanes = 4 channels).
+//
+// The end of a run of words that is not a whole chunk (channels_in not a
+// multiple of 128, e.g. 64 channels: runs of 6 words) is loaded into the low
+// words of a zeroed register: its zero bits XOR to zero in the input and the
+// filter alike.
 #include "custom_ops/core/bconv2d_kernels.h"
 
 #if LOWBIT_NEON_SIMD
@@ -14,41 +53,229 @@
 #include <arm_neon.h>
 
 #include "custom_ops/core/bconv2d_simd.h"
-#include "custom_ops/core/bgemv_simd.h"
 
 namespace lowbit {
 namespace {
 
-// Tile: kNeonTilePixels pixels x 2 q registers (8 channels): aarch64 has 32 q
-// registers and takes 4 pixels (8 + 8 accumulators, 2 filter vectors,
-// temporaries); armv7 has 16 and takes 2 (bconv2d_<P>x8_neon).
+// The p / c loops of the micro-kernel must be fully unrolled so that the
+// accumulators live in registers.
+#if defined(__clang__)
+#define LOWBIT_NEON_UNROLL _Pragma("unroll")
+#else
+#define LOWBIT_NEON_UNROLL _Pragma("GCC unroll 16")
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LOWBIT_NEON_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_NEON_INLINE
+#endif
+
+#if defined(__aarch64__)
+constexpr int kPairsShareAccumulator = 2;  // ADDP: one accumulator per 2 channels
+constexpr std::int64_t kMaxChunks = 2047;  // 65535 / (2 * 16)
+#else
+constexpr int kPairsShareAccumulator = 1;
+constexpr std::int64_t kMaxChunks = 4095;  // 65535 / (2 * 8)
+#endif
+
+// `n` (1 or 2) words at p as the low bits of a 64-bit value.
+inline std::uint64_t LoadHalf(const PackedWord* p, std::int64_t n) {
+  if (n == 2) return vget_lane_u64(vreinterpret_u64_u32(vld1_u32(p)), 0);
+  return *p;
+}
+
+// `n` (1..3) words at p in the low lanes of a zeroed register.
+inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
+  if (n >= 2) {
+    const uint32x2_t low = vld1_u32(p);
+    const uint32x2_t high = n == 3 ? vld1_lane_u32(p + 2, vdup_n_u32(0), 0) : vdup_n_u32(0);
+    return vcombine_u32(low, high);
+  }
+  return vld1q_lane_u32(p, vdupq_n_u32(0), 0);
+}
+
+#if defined(__aarch64__)
+// The full 4 x 8 tile in assembly. With intrinsics GCC schedules the 12
+// loads of a chunk first and then spills 7 of the 16 accumulators (14 stack
+// accesses per chunk, more for the loop); written out, a chunk is exactly 12
+// post-indexed loads, the 96 vector operations and 2 loop instructions: 110
+// instructions for 4,096 binary MACs (37 per instruction). Tile-level work
+// is written out too: a run's setup is 14 instructions, the reduction 24.
+//
+// Registers: x9-x12 the 4 pixels' run pointers, x13-x17 and x4-x6 the 8
+// channels', x7 the chunk count, x8 the tail; v0-v3 the pixels' 128 bits,
+// v4-v11 the channels', v12-v15 temporaries, v16-v31 the accumulators
+// (pixel p, pair a in v[16 + 4p + a]). Each pair (p; 2a, 2a+1) of a chunk:
+//     eor t0, x_p, w_2a; eor t1, x_p, w_2a+1; cnt t0; cnt t1;
+//     addp t0, t0, t1; uadalp acc, t0
+// two pairs in flight at a time (v12, v13 and v14, v15).
+#define LOWBIT_PAIRS(X, A0, A1, WA, WB, WC, WD)     \
+  "eor v12.16b, " X ".16b, " WA ".16b\n\t"           \
+  "eor v13.16b, " X ".16b, " WB ".16b\n\t"           \
+  "eor v14.16b, " X ".16b, " WC ".16b\n\t"           \
+  "eor v15.16b, " X ".16b, " WD ".16b\n\t"           \
+  "cnt v12.16b, v12.16b\n\t"                         \
+  "cnt v13.16b, v13.16b\n\t"                         \
+  "cnt v14.16b, v14.16b\n\t"                         \
+  "cnt v15.16b, v15.16b\n\t"                         \
+  "addp v12.16b, v12.16b, v13.16b\n\t"               \
+  "addp v14.16b, v14.16b, v15.16b\n\t"               \
+  "uadalp " A0 ".8h, v12.16b\n\t"                    \
+  "uadalp " A1 ".8h, v14.16b\n\t"
+#define LOWBIT_PIXEL(X, A0, A1, A2, A3)                   \
+  LOWBIT_PAIRS(X, A0, A1, "v4", "v5", "v6", "v7")         \
+  LOWBIT_PAIRS(X, A2, A3, "v8", "v9", "v10", "v11")
+// Half a chunk (see AccumulateTile): v4-v7 hold channel pairs side by side,
+// X the pixel's 64 bits twice; no ADDP.
+#define LOWBIT_HALF(X, A0, A1, A2, A3)               \
+  "eor v12.16b, " X ".16b, v4.16b\n\t"               \
+  "eor v13.16b, " X ".16b, v5.16b\n\t"               \
+  "eor v14.16b, " X ".16b, v6.16b\n\t"               \
+  "eor v15.16b, " X ".16b, v7.16b\n\t"               \
+  "cnt v12.16b, v12.16b\n\t"                         \
+  "cnt v13.16b, v13.16b\n\t"                         \
+  "cnt v14.16b, v14.16b\n\t"                         \
+  "cnt v15.16b, v15.16b\n\t"                         \
+  "uadalp " A0 ".8h, v12.16b\n\t"                    \
+  "uadalp " A1 ".8h, v13.16b\n\t"                    \
+  "uadalp " A2 ".8h, v14.16b\n\t"                    \
+  "uadalp " A3 ".8h, v15.16b\n\t"
+#define LOWBIT_HALVES                                \
+  LOWBIT_HALF("v0", "v16", "v17", "v18", "v19")      \
+  LOWBIT_HALF("v1", "v20", "v21", "v22", "v23")      \
+  LOWBIT_HALF("v2", "v24", "v25", "v26", "v27")      \
+  LOWBIT_HALF("v3", "v28", "v29", "v30", "v31")
+// Pixel p's 4 pairs -> 8 channel sums in two q registers, stored at OFFSET.
+#define LOWBIT_REDUCE(A0, A1, A2, A3, OFFSET)        \
+  "uaddlp v0.4s, " A0 ".8h\n\t"                      \
+  "uaddlp v1.4s, " A1 ".8h\n\t"                      \
+  "uaddlp v2.4s, " A2 ".8h\n\t"                      \
+  "uaddlp v3.4s, " A3 ".8h\n\t"                      \
+  "addp v0.4s, v0.4s, v1.4s\n\t"                     \
+  "addp v2.4s, v2.4s, v3.4s\n\t"                     \
+  "stp q0, q2, [%[sums], #" OFFSET "]\n\t"
+
+// sums[p][v] = the popcount sums of pixel p, channels 4v..4v+3, over
+// `segments` (>= 1) runs of `words` words (rows, filter_offsets as for
+// AccumulateTile; channel c's words channel_stride_bytes apart). The 16-bit
+// lanes must not overflow: segments * (words / 4 + 2) <= kMaxChunks.
+inline void Tile4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
+                    const PackedWord* filter, const std::int64_t* filter_offsets,
+                    std::int64_t channel_stride_bytes, uint32x4_t (&sums)[4][2]) {
+  asm volatile(
+      "movi v16.2d, #0\n\t" "movi v17.2d, #0\n\t" "movi v18.2d, #0\n\t" "movi v19.2d, #0\n\t"
+      "movi v20.2d, #0\n\t" "movi v21.2d, #0\n\t" "movi v22.2d, #0\n\t" "movi v23.2d, #0\n\t"
+      "movi v24.2d, #0\n\t" "movi v25.2d, #0\n\t" "movi v26.2d, #0\n\t" "movi v27.2d, #0\n\t"
+      "movi v28.2d, #0\n\t" "movi v29.2d, #0\n\t" "movi v30.2d, #0\n\t" "movi v31.2d, #0\n\t"
+      "1:\n\t"  // a run: its pointers
+      "ldp x9, x10, [%[rows]], #16\n\t"
+      "ldp x11, x12, [%[rows]], #16\n\t"
+      "ldr x13, [%[offsets]], #8\n\t"
+      "add x13, %[filter], x13, lsl #2\n\t"
+      "add x14, x13, %[stride]\n\t"
+      "add x15, x14, %[stride]\n\t"
+      "add x16, x15, %[stride]\n\t"
+      "add x17, x16, %[stride]\n\t"
+      "add x4, x17, %[stride]\n\t"
+      "add x5, x4, %[stride]\n\t"
+      "add x6, x5, %[stride]\n\t"
+      "lsr x7, %[words], #2\n\t"
+      "cbz x7, 3f\n\t"
+      "2:\n\t"  // a whole chunk
+      "ldr q0, [x9], #16\n\t"
+      "ldr q4, [x13], #16\n\t"
+      "ldr q5, [x14], #16\n\t"
+      "ldr q6, [x15], #16\n\t"
+      "ldr q7, [x16], #16\n\t"
+      "ldr q8, [x17], #16\n\t"
+      "ldr q9, [x4], #16\n\t"
+      "ldr q10, [x5], #16\n\t"
+      "ldr q11, [x6], #16\n\t"
+      "ldr q1, [x10], #16\n\t"
+      LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")
+      "ldr q2, [x11], #16\n\t"
+      LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")
+      "ldr q3, [x12], #16\n\t"
+      LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")
+      "subs x7, x7, #1\n\t"
+      LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+      "b.ne 2b\n\t"
+      "3:\n\t"  // the run's last words % 4: 2 (and 1 more), or 1
+      "ands x8, %[words], #3\n\t"
+      "b.eq 6f\n\t"
+      "cmp x8, #1\n\t"
+      "b.eq 5f\n\t"
+      "ld1r {v0.2d}, [x9], #8\n\t"
+      "ld1r {v1.2d}, [x10], #8\n\t"
+      "ld1r {v2.2d}, [x11], #8\n\t"
+      "ld1r {v3.2d}, [x12], #8\n\t"
+      "ldr d4, [x13], #8\n\t"
+      "ld1 {v4.d}[1], [x14], #8\n\t"
+      "ldr d5, [x15], #8\n\t"
+      "ld1 {v5.d}[1], [x16], #8\n\t"
+      "ldr d6, [x17], #8\n\t"
+      "ld1 {v6.d}[1], [x4], #8\n\t"
+      "ldr d7, [x5], #8\n\t"
+      "ld1 {v7.d}[1], [x6], #8\n\t"
+      LOWBIT_HALVES
+      "cmp x8, #2\n\t"
+      "b.eq 6f\n\t"
+      "5:\n\t"  // one word: [word, 0] twice, channel pairs [w, 0, w', 0]
+      "ldr s0, [x9]\n\t"
+      "ldr s1, [x10]\n\t"
+      "ldr s2, [x11]\n\t"
+      "ldr s3, [x12]\n\t"
+      "dup v0.2d, v0.d[0]\n\t"
+      "dup v1.2d, v1.d[0]\n\t"
+      "dup v2.2d, v2.d[0]\n\t"
+      "dup v3.2d, v3.d[0]\n\t"
+      "ldr s4, [x13]\n\t"
+      "ld1 {v4.s}[2], [x14]\n\t"
+      "ldr s5, [x15]\n\t"
+      "ld1 {v5.s}[2], [x16]\n\t"
+      "ldr s6, [x17]\n\t"
+      "ld1 {v6.s}[2], [x4]\n\t"
+      "ldr s7, [x5]\n\t"
+      "ld1 {v7.s}[2], [x6]\n\t"
+      LOWBIT_HALVES
+      "6:\n\t"
+      "subs %[segments], %[segments], #1\n\t"
+      "b.ne 1b\n\t"
+      LOWBIT_REDUCE("v16", "v17", "v18", "v19", "0")
+      LOWBIT_REDUCE("v20", "v21", "v22", "v23", "32")
+      LOWBIT_REDUCE("v24", "v25", "v26", "v27", "64")
+      LOWBIT_REDUCE("v28", "v29", "v30", "v31", "96")
+      : [rows] "+r"(rows), [offsets] "+r"(filter_offsets), [segments] "+r"(segments)
+      : [filter] "r"(filter), [stride] "r"(channel_stride_bytes), [words] "r"(words),
+        [sums] "r"(&sums[0][0])
+      : "cc", "memory", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
+        "x15", "x16", "x17", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10",
+        "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22",
+        "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
+}
+#undef LOWBIT_REDUCE
+#undef LOWBIT_HALVES
+#undef LOWBIT_HALF
+#undef LOWBIT_PIXEL
+#undef LOWBIT_PAIRS
+#endif
+
 struct Neon {
   using IVec = uint32x4_t;
   using FVec = float32x4_t;
   static constexpr int kLanes = 4;
-  static constexpr int kBlockVectors = 2;
-  static constexpr int kBlockWidth = kNeonBlockWidth;
-  static constexpr int kTilePixels = kNeonTilePixels;
-  static constexpr bool kBytePopcount = true;
+  static constexpr int kBlockWidth = kNeonBlockWidth;  // C
+  static constexpr int kBlockVectors = kBlockWidth / kLanes;
+  static constexpr int kTilePixels = kNeonTilePixels;  // P
+  static constexpr bool kChannelMajor = true;
+  static constexpr int kAccumulators = kBlockWidth / kPairsShareAccumulator;
 
   static IVec Zero() { return vdupq_n_u32(0); }
   static IVec Load(const void* p) { return vld1q_u32(static_cast<const std::uint32_t*>(p)); }
-  static void Store(std::int32_t* p, IVec v) { vst1q_s32(p, vreinterpretq_s32_u32(v)); }
-  static IVec Broadcast(const PackedWord* p) { return vld1q_dup_u32(p); }
   static IVec Set32(std::int32_t v) { return vdupq_n_u32(static_cast<std::uint32_t>(v)); }
-  static IVec Xor(IVec a, IVec b) { return veorq_u32(a, b); }
-  static IVec Add8(IVec a, IVec b) {
-    return vreinterpretq_u32_u8(vaddq_u8(vreinterpretq_u8_u32(a), vreinterpretq_u8_u32(b)));
-  }
   static IVec Add32(IVec a, IVec b) { return vaddq_u32(a, b); }
   static IVec Sub32(IVec a, IVec b) { return vsubq_u32(a, b); }
-  static IVec PopcountBytes(IVec a) {
-    return vreinterpretq_u32_u8(vcntq_u8(vreinterpretq_u8_u32(a)));
-  }
-  static IVec Popcount32(IVec a) { return SumBytesPerLane(PopcountBytes(a)); }
-  static IVec SumBytesPerLane(IVec a) {
-    return vpaddlq_u16(vpaddlq_u8(vreinterpretq_u8_u32(a)));
-  }
 
   static FVec ZeroF() { return vdupq_n_f32(0.0f); }
   // NEON has no masked loads or stores: a partial vector goes through a
@@ -71,10 +298,180 @@ struct Neon {
   static FVec ToFloat(IVec a) { return vcvtq_f32_s32(vreinterpretq_s32_u32(a)); }
   static FVec MulF(FVec a, FVec b) { return vmulq_f32(a, b); }
   static FVec AddF(FVec a, FVec b) { return vaddq_f32(a, b); }
-  // x86 semantics of maxps, which the kernel relies on (see bconv2d_simd.h):
+  // x86 semantics of maxps, which the driver relies on (see bconv2d_simd.h):
   // b < a ? a : b, so that -0.0 and NaN in b pass through unchanged, as in
   // the reference's `if (y < 0) y = 0` (VMAX would turn NaN and -0.0 around).
   static FVec MaxF(FVec a, FVec b) { return vbslq_f32(vcltq_f32(b, a), a, b); }
+
+  // One chunk of the tile: acc[p][a] gains the popcounts of x[p] XOR w[c]
+  // (see the top of this file for the accumulator layout).
+  template <int Q>
+  static inline void Chunk(const uint8x16_t (&x)[Q], const uint8x16_t (&w)[kBlockWidth],
+                           uint16x8_t (&acc)[Q][kAccumulators]) {
+    LOWBIT_NEON_UNROLL
+    for (int p = 0; p < Q; ++p) {
+      LOWBIT_NEON_UNROLL
+      for (int a = 0; a < kAccumulators; ++a) {
+#if defined(__aarch64__)
+        const uint8x16_t n0 = vcntq_u8(veorq_u8(x[p], w[2 * a]));
+        const uint8x16_t n1 = vcntq_u8(veorq_u8(x[p], w[2 * a + 1]));
+        acc[p][a] = vpadalq_u8(acc[p][a], vpaddq_u8(n0, n1));
+#else
+        acc[p][a] = vpadalq_u8(acc[p][a], vcntq_u8(veorq_u8(x[p], w[a])));
+#endif
+      }
+    }
+  }
+
+  // The 16-bit sums of one pixel as kBlockVectors vectors of 4 channels.
+  static inline void Reduce(const uint16x8_t (&acc)[kAccumulators], IVec (&out)[kBlockVectors]) {
+    LOWBIT_NEON_UNROLL
+    for (int v = 0; v < kBlockVectors; ++v) {
+#if defined(__aarch64__)
+      // acc[2v]: channels 4v, 4v+1; acc[2v+1]: 4v+2, 4v+3 (lanes 0-3, 4-7).
+      out[v] = vpaddq_u32(vpaddlq_u16(acc[2 * v]), vpaddlq_u16(acc[2 * v + 1]));
+#else
+      uint32x2_t sums[4];  // [c] = the two half sums of channel 4v + c
+      for (int c = 0; c < 4; ++c) {
+        const uint32x4_t wide = vpaddlq_u16(acc[4 * v + c]);
+        sums[c] = vpadd_u32(vget_low_u32(wide), vget_high_u32(wide));
+      }
+      out[v] = vcombine_u32(vpadd_u32(sums[0], sums[1]), vpadd_u32(sums[2], sums[3]));
+#endif
+    }
+  }
+
+  // The micro-kernel (bconv2d_simd.h, RunTile): Q pixels x kBlockWidth
+  // channels over `segments` runs of `words` words; run s of pixel p starts
+  // at rows[s * Q + p], of channel c at filter + c * channel_stride +
+  // filter_offsets[s]. sums[p][v] = the 32-bit sums of pixel p, channels
+  // 4v..4v+3.
+  template <int Q>
+  static void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
+                             std::int64_t words, const PackedWord* filter,
+                             const std::int64_t* filter_offsets, std::int64_t channel_stride,
+                             IVec (&sums)[Q][kBlockVectors]) {
+    constexpr int C = kBlockWidth;
+#if defined(__aarch64__)
+    if constexpr (Q == 4 && C == 8) {
+      if (segments > 0 && segments * (words / 4 + 2) <= kMaxChunks) {
+        Tile4x8(rows, segments, words, filter, filter_offsets,
+                channel_stride * static_cast<std::int64_t>(sizeof(PackedWord)), sums);
+        return;
+      }
+    }
+#endif
+    uint16x8_t acc[Q][kAccumulators];
+    IVec total[Q][kBlockVectors];
+    LOWBIT_NEON_UNROLL
+    for (int p = 0; p < Q; ++p) {
+      LOWBIT_NEON_UNROLL
+      for (int a = 0; a < kAccumulators; ++a) acc[p][a] = vdupq_n_u16(0);
+      LOWBIT_NEON_UNROLL
+      for (int v = 0; v < kBlockVectors; ++v) total[p][v] = Zero();
+    }
+    auto fold = [&] {
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) {
+        IVec sums[kBlockVectors];
+        Reduce(acc[p], sums);
+        LOWBIT_NEON_UNROLL
+        for (int v = 0; v < kBlockVectors; ++v) total[p][v] = Add32(total[p][v], sums[v]);
+        LOWBIT_NEON_UNROLL
+        for (int a = 0; a < kAccumulators; ++a) acc[p][a] = vdupq_n_u16(0);
+      }
+    };
+    // Words [j, end) of run s: whole chunks, then the last 1-3 words.
+    auto run = [&](std::int64_t s, std::int64_t j, std::int64_t end) LOWBIT_NEON_INLINE {
+      // One pointer per pixel and channel, stepped by whole chunks (post-
+      // indexed loads, no address arithmetic per chunk).
+      const PackedWord* x[Q];
+      const PackedWord* wc[C];
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) x[p] = rows[s * Q + p] + j;
+      const PackedWord* w = filter + filter_offsets[s] + j;
+      LOWBIT_NEON_UNROLL
+      for (int c = 0; c < C; ++c) wc[c] = w + c * channel_stride;
+      for (std::int64_t chunks = (end - j) / 4; chunks > 0; --chunks) {
+        uint8x16_t xv[Q], wv[C];
+        LOWBIT_NEON_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          xv[p] = vreinterpretq_u8_u32(vld1q_u32(x[p]));
+          x[p] += 4;
+        }
+        LOWBIT_NEON_UNROLL
+        for (int c = 0; c < C; ++c) {
+          wv[c] = vreinterpretq_u8_u32(vld1q_u32(wc[c]));
+          wc[c] += 4;
+        }
+        Chunk<Q>(xv, wv, acc);
+      }
+      // x[p] and wc[c] now point at the run's last (end - j) % 4 words.
+      const std::int64_t tail = (end - j) % 4;
+      if (tail == 0) return;
+#if defined(__aarch64__)
+      if (tail <= 2) {
+        // Half a chunk: the 64 bits of two channels share one register, the
+        // pixel's 64 bits are in both halves; EOR, CNT and UADALP then land
+        // channel 2a in lanes 0-3 and 2a+1 in lanes 4-7, the accumulator's
+        // layout, with no ADDP: half the operations of a whole chunk.
+        uint8x16_t xv[Q], wv[C / 2];
+        LOWBIT_NEON_UNROLL
+        for (int p = 0; p < Q; ++p) xv[p] = vreinterpretq_u8_u64(vdupq_n_u64(LoadHalf(x[p], tail)));
+        LOWBIT_NEON_UNROLL
+        for (int a = 0; a < C / 2; ++a) {
+          wv[a] = vreinterpretq_u8_u64(
+              vcombine_u64(vcreate_u64(LoadHalf(wc[2 * a], tail)),
+                           vcreate_u64(LoadHalf(wc[2 * a + 1], tail))));
+        }
+        LOWBIT_NEON_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          LOWBIT_NEON_UNROLL
+          for (int a = 0; a < C / 2; ++a) acc[p][a] = vpadalq_u8(acc[p][a], vcntq_u8(veorq_u8(xv[p], wv[a])));
+        }
+        return;
+      }
+#endif
+      uint8x16_t xv[Q], wv[C];
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) xv[p] = vreinterpretq_u8_u32(LoadPartial(x[p], tail));
+      LOWBIT_NEON_UNROLL
+      for (int c = 0; c < C; ++c) wv[c] = vreinterpretq_u8_u32(LoadPartial(wc[c], tail));
+      Chunk<Q>(xv, wv, acc);
+    };
+    // Chunks per run (a partial one counts as one: it adds no more per lane).
+    const std::int64_t run_chunks = (words + 3) / 4;
+    bool folded = false;
+    if (segments * run_chunks <= kMaxChunks) {
+      for (std::int64_t s = 0; s < segments; ++s) run(s, 0, words);
+    } else {
+      // Long receptive fields: fold the 16-bit sums every kMaxChunks chunks.
+      std::int64_t budget = kMaxChunks;
+      for (std::int64_t s = 0; s < segments; ++s) {
+        for (std::int64_t j = 0; j < words;) {
+          const std::int64_t chunks_left = (words - j + 3) / 4;
+          const std::int64_t n = chunks_left < budget ? chunks_left : budget;
+          const std::int64_t end = j + 4 * n < words ? j + 4 * n : words;
+          run(s, j, end);
+          j = end;
+          budget -= n;
+          if (budget == 0) {
+            fold();
+            folded = true;
+            budget = kMaxChunks;
+          }
+        }
+      }
+    }
+    LOWBIT_NEON_UNROLL
+    for (int p = 0; p < Q; ++p) {
+      Reduce(acc[p], sums[p]);
+      if (folded) {
+        LOWBIT_NEON_UNROLL
+        for (int v = 0; v < kBlockVectors; ++v) sums[p][v] = Add32(sums[p][v], total[p][v]);
+      }
+    }
+  }
 };
 
 }  // namespace
@@ -83,17 +480,9 @@ void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Neon>(args, executor);
 }
 
-// GEMV budget in byte accumulators (plus up to as many 32-bit ones): 8 of
-// the 32 q registers on aarch64 (1 row: 2 blocks x 2 sets), 4 of the 16 on
-// armv7 (2 blocks, 1 set).
-#if defined(__aarch64__)
-constexpr int kNeonGemvAccumulators = 8;
-#else
-constexpr int kNeonGemvAccumulators = 4;
-#endif
-void BGemvNeon(const SimdGemvArgs& args, ParallelExecutor& executor) {
-  BGemvSimd<Neon, kNeonGemvAccumulators>(args, executor);
-}
-
 }  // namespace lowbit
+
+#undef LOWBIT_NEON_UNROLL
+#undef LOWBIT_NEON_INLINE
+
 #endif  // LOWBIT_NEON_SIMD

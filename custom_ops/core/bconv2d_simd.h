@@ -66,6 +66,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_kernels.h"
@@ -81,6 +82,16 @@ namespace {  // NOLINT: deliberate internal linkage in a header, see above.
 #define LOWBIT_UNROLL _Pragma("GCC unroll 16")
 #else
 #define LOWBIT_UNROLL
+#endif
+
+// The output transform (the sink of a micro-kernel) must be inlined into
+// each unrolled (pixel, vector) step, where its per-block values (multiplier,
+// bias, K) sit in registers; called out of line it reloads them all through
+// its closure (GCC did so for NEON: ~60 instructions per 4 outputs).
+#if defined(__GNUC__) || defined(__clang__)
+#define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_ALWAYS_INLINE
 #endif
 
 // Largest number of words whose per-byte popcounts (<= 8 each) can be summed
@@ -313,10 +324,65 @@ inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const C
   }
 }
 
+// The output transform of one channel block (see the top of this file):
+// dot = K - 2 * acc, y = float(dot) * m + b, ReLU, then the epilogue
+// (BConv2DEpilogue::Apply, the same roundings), vectorised over the block's
+// lanes. Built once per (tile, block) work item; the micro-kernels' sinks
+// call Store.
+template <class Isa>
+struct BlockOutput {
+  using IVec = typename Isa::IVec;
+  using FVec = typename Isa::FVec;
+  static constexpr int V = Isa::kBlockVectors;
+  static constexpr int L = Isa::kLanes;
+  FVec mult[V], bias[V], post_mult[V], post_bias[V];
+  IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
+  IVec k_used;      // K over the taps that count
+  bool relu = false, add_skipped = false, post_affine = false;
+  const float* residual = nullptr;
+  float* output = nullptr;
+  std::int64_t cout = 0, c0 = 0;  // the layer's channels, the block's first
+  int block_channels = 0;
+
+  // Vector v of the block's lanes at output pixel `pixel`, from its sums.
+  LOWBIT_ALWAYS_INLINE void Store(std::int64_t pixel, int v, IVec acc) const {
+    if (add_skipped) acc = Isa::Add32(acc, skipped[v]);
+    FVec y = TransformLanes<Isa>(acc, k_used, mult[v], bias[v], relu);
+    const int n = block_channels - v * L;
+    const std::int64_t offset = pixel * cout + c0 + v * L;
+    if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
+    if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
+    Isa::StoreF(output + offset, y, n);
+  }
+};
+
+// A channel-major ISA (Isa::kChannelMajor: each channel's words contiguous,
+// the block padded with zero channels, see BConv2DFilter) brings its own
+// micro-kernel, which reads channel c of the block at filter + c *
+// channel_stride, always fills all V vectors and hands back the sums; the
+// first `count` of its Q pixels (output indices `pixels`) are stored here.
+// `out` is taken by value: a copy no other code can reach, so that its
+// vectors stay in registers across the stores (through a reference the
+// compiler must reload them after every float store).
+template <class Isa, int Q>
+void RunChannelMajorTile(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
+                         const PackedWord* filter, const std::int64_t* filter_offsets,
+                         std::int64_t channel_stride, const BlockOutput<Isa> out,
+                         const std::int64_t* pixels, int count) {
+  typename Isa::IVec sums[Q][Isa::kBlockVectors];
+  Isa::template AccumulateTile<Q>(rows, segments, words, filter, filter_offsets, channel_stride,
+                                  sums);
+  LOWBIT_UNROLL
+  for (int p = 0; p < Q; ++p) {
+    if (p >= count) break;
+    LOWBIT_UNROLL
+    for (int v = 0; v < Isa::kBlockVectors; ++v) out.Store(pixels[p], v, sums[p][v]);
+  }
+}
+
 template <class Isa>
 void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   using IVec = typename Isa::IVec;
-  using FVec = typename Isa::FVec;
   constexpr int P = Isa::kTilePixels;
   constexpr int V = Isa::kBlockVectors;
   constexpr int L = Isa::kLanes;
@@ -358,6 +424,11 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   // Work items are (tile, block) pairs, tile-major: a thread's contiguous
   // range builds a tile's indirection table once and sweeps the blocks.
   const std::int64_t cost = P * taps * words * V * 3;
+  // Where a run's filter words start, in units of one channel's words: BW
+  // channels interleaved per word, or one channel (channel-major: channel c
+  // of a block then starts channel_stride words after channel 0).
+  const std::int64_t offset_unit = Isa::kChannelMajor ? 1 : BW;
+  const std::int64_t channel_stride = taps * words;
 
   executor.ParallelFor(tiles * blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     // Per range scratch (new[] rather than a container: see SimdConvArgs).
@@ -381,7 +452,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         if (current < 0 || tile >= region[current].end_tile) {
           do ++current;
           while (tile >= region[current].end_tile);
-          runs = RegionLayout(p, region[current], BW, filter_offsets.get(), input_offsets.get());
+          runs = RegionLayout(p, region[current], offset_unit, filter_offsets.get(),
+                              input_offsets.get());
         }
         const ConvRegion& r = region[current];
         const std::int64_t first = (tile - r.first_tile) * P;
@@ -395,60 +467,65 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       const int vectors = (block_channels + L - 1) / L;
       const PackedWord* w = a.filter + block * taps * words * BW;
 
-      FVec mult[V], bias[V], post_mult[V], post_bias[V];
-      IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
+      BlockOutput<Isa> out;
       for (int v = 0; v < V; ++v) {
-        mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
-        skipped[v] = Isa::Zero();
+        out.mult[v] = out.bias[v] = out.post_mult[v] = out.post_bias[v] = Isa::ZeroF();
+        out.skipped[v] = Isa::Zero();
       }
       for (int v = 0; v < vectors; ++v) {
         const int n = block_channels - v * L;
-        mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
-        bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
+        out.mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
+        out.bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
         if (post_affine) {
-          post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
-          post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
+          out.post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
+          out.post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
         }
       }
-      const bool add_skipped = pad_ones && runs.used_taps < taps;
-      if (add_skipped) {
+      out.add_skipped = pad_ones && runs.used_taps < taps;
+      if (out.add_skipped) {
         const std::int32_t* tap_pop = a.tap_popcounts + block * taps * BW;
         for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
           for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
             if (ky >= r.h.k0 && ky <= r.h.k1 && kx >= r.w.k0 && kx <= r.w.k1) continue;
             for (int v = 0; v < V; ++v) {
-              skipped[v] = Isa::Add32(skipped[v],
-                                      Isa::Load(tap_pop + (ky * p.kernel_w + kx) * BW + v * L));
+              out.skipped[v] = Isa::Add32(
+                  out.skipped[v], Isa::Load(tap_pop + (ky * p.kernel_w + kx) * BW + v * L));
             }
           }
         }
       }
       // dot = K - 2 * acc over the taps that count: all of them with pad_value
       // 1 (the skipped ones are +1 pixels), the used ones otherwise.
-      const IVec k_used =
+      out.k_used =
           Isa::Set32(channels * static_cast<std::int32_t>(pad_ones ? taps : runs.used_taps));
-      // Output transform of one vector of lanes, vectorised over channels,
-      // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
+      out.relu = relu;
+      out.post_affine = post_affine;
+      out.residual = residual;
+      out.output = a.output;
+      out.cout = cout;
+      out.c0 = c0;
+      out.block_channels = block_channels;
       int first_pixel = 0;  // of the micro-kernel call, within the tile
-      auto sink = [&](int i, int v, IVec acc_v) {
+      auto sink = [&](int i, int v, IVec acc_v) LOWBIT_ALWAYS_INLINE {
         i += first_pixel;
-        if (i >= count) return;
-        if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
-        FVec y = TransformLanes<Isa>(acc_v, k_used, mult[v], bias[v], relu);
-        const int n = block_channels - v * L;
-        const std::int64_t offset = pixel[i] * cout + c0 + v * L;
-        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
-        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
-        Isa::StoreF(a.output + offset, y, n);
+        if (i < count) out.Store(pixel[i], v, acc_v);
       };
       const std::int64_t* offsets = filter_offsets.get();
       const std::int64_t segments = runs.segments, run_words = runs.run_words;
-      if (count == P) {
-        if (vectors == V) {
-          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, sink);
+      // The micro-kernel for Q (a std::integral_constant) pixels from table t.
+      auto run_tile = [&](auto q, const PackedWord* const* t) {
+        constexpr int Q = decltype(q)::value;
+        if constexpr (Isa::kChannelMajor) {
+          RunChannelMajorTile<Isa, Q>(t, segments, run_words, w, offsets, channel_stride, out,
+                                      pixel + first_pixel, count - first_pixel);
+        } else if (vectors == V) {
+          AccumulateTile<Isa, Q, V>(t, segments, run_words, w, offsets, sink);
         } else {
-          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, sink);
+          AccumulateTile<Isa, Q, 1>(t, segments, run_words, w, offsets, sink);
         }
+      };
+      if (count == P) {
+        run_tile(std::integral_constant<int, P>{}, rows.get());
       } else {
         // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
         // through the table re-strided to its length.
@@ -460,23 +537,11 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           }
           const PackedWord* const* t = small_rows.get();
           if (run == 4) {
-            if (vectors == V) {
-              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, sink);
-            } else {
-              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, sink);
-            }
+            run_tile(std::integral_constant<int, 4>{}, t);
           } else if (run == 2) {
-            if (vectors == V) {
-              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, sink);
-            } else {
-              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, sink);
-            }
+            run_tile(std::integral_constant<int, 2>{}, t);
           } else {
-            if (vectors == V) {
-              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, sink);
-            } else {
-              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, sink);
-            }
+            run_tile(std::integral_constant<int, 1>{}, t);
           }
           first_pixel += run;
         }
@@ -489,5 +554,6 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
 }  // namespace lowbit
 
 #undef LOWBIT_UNROLL
+#undef LOWBIT_ALWAYS_INLINE
 
 #endif  // LOWBIT_CORE_BCONV2D_SIMD_H_

@@ -33,7 +33,6 @@ struct SimdGemvArgs {
 void BGemvAvx2(const SimdGemvArgs& args, ParallelExecutor& executor);
 void BGemvAvx512Bw(const SimdGemvArgs& args, ParallelExecutor& executor);
 void BGemvAvx512(const SimdGemvArgs& args, ParallelExecutor& executor);
-void BGemvNeon(const SimdGemvArgs& args, ParallelExecutor& executor);
 
 }  // namespace lowbit
 

@@ -41,31 +41,33 @@ void ReferenceConv(const BConv2DParams& params, const PackedWord* input, const P
 //   avx512bw   16 channels per zmm, nibble-LUT popcount (AVX-512 F + BW, for
 //              CPUs without VPOPCNTDQ);
 //   avx512     16 channels per zmm, VPOPCNTD (AVX-512 F + VPOPCNTDQ);
-//   neon       4 channels per q register, VCNT + pairwise widening adds
-//              (aarch64, armv7 with NEON).
+//   neon       (aarch64, armv7 with NEON) vectorises the input channels
+//              instead, 128 bits per q register, on a channel-major filter:
+//              EOR, CNT, pairwise accumulate (core/bconv2d_neon.cc). Its
+//              small-batch BGemm runs the same micro-kernel (no GEMV entry).
 // The depthwise rows have an AVX2 kernel only, which the AVX-512 paths use
 // too; the packer has an AVX-512 F one shared by both AVX-512 paths.
 constexpr KernelPath kPaths[] = {
     {BConv2DKernel::kAvx512, "avx512", kCpuAvx512Bw | kCpuAvx512Vpopcntdq, nullptr,
-     LOWBIT_X86_ENTRY(BConv2DAvx512), kAvx512BlockWidth, kAvx512TilePixels,
+     LOWBIT_X86_ENTRY(BConv2DAvx512), kAvx512BlockWidth, false, kAvx512TilePixels,
      LOWBIT_X86_ENTRY(BGemvAvx512), LOWBIT_X86_ENTRY(BitpackWordsAvx512),
      LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},
     {BConv2DKernel::kAvx512Bw, "avx512bw", kCpuAvx512Bw, nullptr,
-     LOWBIT_X86_ENTRY(BConv2DAvx512Bw), kAvx512BlockWidth, kAvx512BwTilePixels,
+     LOWBIT_X86_ENTRY(BConv2DAvx512Bw), kAvx512BlockWidth, false, kAvx512BwTilePixels,
      LOWBIT_X86_ENTRY(BGemvAvx512Bw), LOWBIT_X86_ENTRY(BitpackWordsAvx512),
      LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},
     {BConv2DKernel::kAvx2, "avx2", kCpuAvx2, nullptr, LOWBIT_X86_ENTRY(BConv2DAvx2),
-     kAvx2BlockWidth, kAvx2TilePixels, LOWBIT_X86_ENTRY(BGemvAvx2),
+     kAvx2BlockWidth, false, kAvx2TilePixels, LOWBIT_X86_ENTRY(BGemvAvx2),
      LOWBIT_X86_ENTRY(BitpackWordsAvx2), LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},
     {BConv2DKernel::kX86Popcnt, "x86_popcnt", kCpuPopcnt, LOWBIT_X86_ENTRY(BConv2DX86Popcnt),
-     nullptr, 0, 0, nullptr, nullptr, nullptr},
+     nullptr, 0, false, 0, nullptr, nullptr, nullptr},
     {BConv2DKernel::kNeon, "neon", kCpuNeon, nullptr, LOWBIT_NEON_ENTRY(BConv2DNeon),
-     kNeonBlockWidth, kNeonTilePixels, LOWBIT_NEON_ENTRY(BGemvNeon),
-     LOWBIT_NEON_ENTRY(BitpackWordsNeon), nullptr},
-    {BConv2DKernel::kPortable, "portable", 0, &BConv2DPortable, nullptr, 0, 0, nullptr, nullptr,
+     kNeonBlockWidth, true, kNeonTilePixels, nullptr, LOWBIT_NEON_ENTRY(BitpackWordsNeon),
      nullptr},
-    {BConv2DKernel::kReference, "reference", 0, &ReferenceConv, nullptr, 0, 0, nullptr, nullptr,
-     nullptr},
+    {BConv2DKernel::kPortable, "portable", 0, &BConv2DPortable, nullptr, 0, false, 0, nullptr,
+     nullptr, nullptr},
+    {BConv2DKernel::kReference, "reference", 0, &ReferenceConv, nullptr, 0, false, 0, nullptr,
+     nullptr, nullptr},
 };
 constexpr int kPathCount = static_cast<int>(sizeof(kPaths) / sizeof(kPaths[0]));
 

@@ -76,6 +76,10 @@ struct KernelPath {
   PerTapConvFn conv_per_tap;
   SimdConvFn conv_simd;
   int block_width;  // output channels per block of conv_simd's filter (0: per-tap)
+  // conv_simd's filter layout within a block: false = interleaved by word
+  // ([tap][word][lane], the x86 kernels), true = channel-major ([lane][tap][word],
+  // NEON). See BConv2DFilter.
+  bool channel_major;
   int tile_pixels;  // pixels of conv_simd's register tile; bgemv serves fewer rows
   SimdGemvFn bgemv;                 // nullptr: BGemm always runs the convolution
   BitpackWordsFn bitpack_words;     // nullptr: the scalar packer

@@ -97,71 +97,81 @@ int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
   lowbit::InlineExecutor inline_executor;
   lowbit::ThreadPool pool(2);
   int cases = 0;
+  // Plus receptive fields long enough that the NEON kernel's 16-bit sums
+  // fold into 32-bit ones (core/bconv2d_neon.cc: past 2047 x 128 bits on
+  // aarch64, 4095 x 128 on armv7), once or several times.
+  struct Case {
+    int rows, channels, cout;
+  };
+  std::vector<Case> shapes;
   for (int rows = 1; rows <= 9; ++rows) {
     for (int channels : {1, 31, 32, 33, 100, 257}) {
-      for (int cout : {1, 17, 33, 70, 129, 300}) {
-        lowbit::BGemmParams p;
-        p.rows = rows;
-        p.channels_in = channels;
-        p.out_channels = cout;
-        p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
-        const std::int64_t words = p.words();
-        std::vector<PackedWord> input(static_cast<std::size_t>(rows * words));
-        for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
-        std::vector<PackedWord> filter(static_cast<std::size_t>(cout * words));
-        for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
-        const PackedWord tail = lowbit::TailMask(channels);
-        for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
-        std::vector<float> multiplier(cout), bias(cout);
-        for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
-        for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
-        const std::size_t out_size = static_cast<std::size_t>(rows * cout);
-        std::vector<float> expected(out_size), actual(out_size);
-        const BConv2DParams conv = p.AsConv2D();
-        lowbit::BConv2D(BConv2DKernel::kReference, conv, input.data(), filter.data(),
-                        multiplier.data(), bias.data(), expected.data(), inline_executor);
-        const std::int64_t out_words = lowbit::PackedWords(cout);
-        std::vector<PackedWord> expected_bits(static_cast<std::size_t>(rows * out_words), 0);
-        for (int r = 0; r < rows; ++r) {
-          for (int c = 0; c < cout; ++c) {
-            if (ExpectedBit(expected[r * cout + c])) {
-              expected_bits[r * out_words + c / 32] |= 1u << (c % 32);
-            }
-          }
+      for (int cout : {1, 17, 33, 70, 129, 300}) shapes.push_back({rows, channels, cout});
+    }
+  }
+  for (int channels : {262017, 524161, 1100001}) shapes.push_back({5, channels, 9});
+  for (const Case& shape : shapes) {
+    const int rows = shape.rows, channels = shape.channels, cout = shape.cout;
+    lowbit::BGemmParams p;
+    p.rows = rows;
+    p.channels_in = channels;
+    p.out_channels = cout;
+    p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
+    const std::int64_t words = p.words();
+    std::vector<PackedWord> input(static_cast<std::size_t>(rows * words));
+    for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+    std::vector<PackedWord> filter(static_cast<std::size_t>(cout * words));
+    for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+    const PackedWord tail = lowbit::TailMask(channels);
+    for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
+    std::vector<float> multiplier(cout), bias(cout);
+    for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+    for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
+    const std::size_t out_size = static_cast<std::size_t>(rows * cout);
+    std::vector<float> expected(out_size), actual(out_size);
+    const BConv2DParams conv = p.AsConv2D();
+    lowbit::BConv2D(BConv2DKernel::kReference, conv, input.data(), filter.data(),
+                    multiplier.data(), bias.data(), expected.data(), inline_executor);
+    const std::int64_t out_words = lowbit::PackedWords(cout);
+    std::vector<PackedWord> expected_bits(static_cast<std::size_t>(rows * out_words), 0);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cout; ++c) {
+        if (ExpectedBit(expected[r * cout + c])) {
+          expected_bits[r * out_words + c / 32] |= 1u << (c % 32);
         }
-        std::vector<std::int32_t> threshold(cout);
-        std::vector<std::uint8_t> flip(cout);
-        if (!lowbit::ComputeBGemmThresholds(p, multiplier.data(), bias.data(), threshold.data(),
-                                            flip.data())
-                 .ok) {
-          return -1;
-        }
-        for (BConv2DKernel k : kernels) {
-          lowbit::BConv2DFilter prepared;
-          prepared.Prepare(k, conv, filter.data());
-          for (lowbit::ParallelExecutor* executor :
-               {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
-                static_cast<lowbit::ParallelExecutor*>(&pool)}) {
-            std::fill(actual.begin(), actual.end(), -12345.0f);
-            lowbit::BGemm(p, input.data(), prepared, multiplier.data(), bias.data(),
-                          actual.data(), *executor);
-            std::vector<PackedWord> bits(expected_bits.size(), 0xdeadbeef);
-            lowbit::BGemmBitpacked(p, input.data(), prepared, threshold.data(), flip.data(),
-                                   bits.data(), *executor);
-            const bool float_ok =
-                std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) == 0;
-            if (!float_ok || bits != expected_bits) {
-              std::printf("BGEMM MISMATCH (%s output) kernel %s rows %d channels_in %d "
-                          "out_channels %d\n",
-                          float_ok ? "bit-packed" : "float", lowbit::BConv2DKernelName(k), rows,
-                          channels, cout);
-              return -1;
-            }
-          }
-        }
-        ++cases;
       }
     }
+    std::vector<std::int32_t> threshold(cout);
+    std::vector<std::uint8_t> flip(cout);
+    if (!lowbit::ComputeBGemmThresholds(p, multiplier.data(), bias.data(), threshold.data(),
+                                        flip.data())
+             .ok) {
+      return -1;
+    }
+    for (BConv2DKernel k : kernels) {
+      lowbit::BConv2DFilter prepared;
+      prepared.Prepare(k, conv, filter.data());
+      for (lowbit::ParallelExecutor* executor :
+           {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
+            static_cast<lowbit::ParallelExecutor*>(&pool)}) {
+        std::fill(actual.begin(), actual.end(), -12345.0f);
+        lowbit::BGemm(p, input.data(), prepared, multiplier.data(), bias.data(),
+                      actual.data(), *executor);
+        std::vector<PackedWord> bits(expected_bits.size(), 0xdeadbeef);
+        lowbit::BGemmBitpacked(p, input.data(), prepared, threshold.data(), flip.data(),
+                               bits.data(), *executor);
+        const bool float_ok =
+            std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) == 0;
+        if (!float_ok || bits != expected_bits) {
+          std::printf("BGEMM MISMATCH (%s output) kernel %s rows %d channels_in %d "
+                      "out_channels %d\n",
+                      float_ok ? "bit-packed" : "float", lowbit::BConv2DKernelName(k), rows,
+                      channels, cout);
+          return -1;
+        }
+      }
+    }
+    ++cases;
   }
   return cases;
 }
@@ -219,24 +229,39 @@ int main(int argc, char** argv) {
     const std::size_t out_size =
         static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels);
     std::vector<float> expected(out_size), actual(out_size);
+    // The fused epilogue (a BatchNormalization after the ReLU, a residual
+    // Add) in one case out of two, each step on its own.
+    std::vector<float> post_multiplier(p.out_channels), post_bias(p.out_channels),
+        residual(out_size);
+    for (auto& m : post_multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+    for (auto& b : post_bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
+    for (auto& r : residual) r = std::uniform_real_distribution<float>(-4, 4)(rng);
+    lowbit::BConv2DEpilogue epilogue;
+    const int epilogue_kind = uniform(0, 3);
+    if (epilogue_kind & 1) {
+      epilogue.post_multiplier = post_multiplier.data();
+      epilogue.post_bias = post_bias.data();
+    }
+    if (epilogue_kind & 2) epilogue.residual = residual.data();
     lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
-                    bias.data(), expected.data(), inline_executor);
+                    bias.data(), expected.data(), inline_executor, epilogue);
     for (BConv2DKernel k : kernels) {
       for (lowbit::ParallelExecutor* executor :
            {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
             static_cast<lowbit::ParallelExecutor*>(&pool)}) {
         std::fill(actual.begin(), actual.end(), -12345.0f);
         lowbit::BConv2D(k, p, input.data(), filter.data(), multiplier.data(), bias.data(),
-                        actual.data(), *executor);
+                        actual.data(), *executor, epilogue);
         if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
           std::printf(
               "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
-              "d=%lld,%lld %s pad=%d\n",
+              "d=%lld,%lld %s pad=%d epilogue=%d\n",
               lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
               (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
               (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
               (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
-              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value,
+              epilogue_kind);
           return 1;
         }
       }
