@@ -28,7 +28,6 @@ struct Avx2Lut {
   static constexpr int kBlockWidth = kAvx2BlockWidth;
   static constexpr int kTilePixels = kAvx2TilePixels;
   static constexpr bool kBytePopcount = true;
-  static constexpr bool kChannelMajor = false;  // interleaved filter (bconv2d_simd.h)
 
   static IVec Zero() { return _mm256_setzero_si256(); }
   static IVec Load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }

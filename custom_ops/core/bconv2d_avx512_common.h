@@ -25,7 +25,6 @@ namespace {  // NOLINT: deliberate internal linkage in a header, see above.
 // its time (noise level). 14 pixels was no better and leaves no spare register.
 // A kernel's ISA struct derives from this and adds its popcount.
 struct Avx512Common {
-  static constexpr bool kChannelMajor = false;  // interleaved filter (bconv2d_simd.h)
   using IVec = __m512i;
   using FVec = __m512;
   static constexpr int kLanes = 16;

@@ -52,7 +52,7 @@
 
 #include <arm_neon.h>
 
-#include "custom_ops/core/bconv2d_simd.h"
+#include "custom_ops/core/bconv2d_channel_major.h"
 
 namespace lowbit {
 namespace {
@@ -268,7 +268,6 @@ struct Neon {
   static constexpr int kBlockWidth = kNeonBlockWidth;  // C
   static constexpr int kBlockVectors = kBlockWidth / kLanes;
   static constexpr int kTilePixels = kNeonTilePixels;  // P
-  static constexpr bool kChannelMajor = true;
   static constexpr int kAccumulators = kBlockWidth / kPairsShareAccumulator;
 
   static IVec Zero() { return vdupq_n_u32(0); }
@@ -278,22 +277,27 @@ struct Neon {
   static IVec Sub32(IVec a, IVec b) { return vsubq_u32(a, b); }
 
   static FVec ZeroF() { return vdupq_n_f32(0.0f); }
-  // NEON has no masked loads or stores: a partial vector goes through a
-  // small stack buffer (only the last channel block of a layer).
+  static FVec SetF(float v) { return vdupq_n_f32(v); }
+  // NEON has no masked loads or stores: a partial vector (only the last
+  // channel block of a layer) moves lane by lane. Not through a stack buffer:
+  // the compiler makes that a memcpy call, and every vector live across a
+  // call is spilled.
   static FVec LoadF(const float* p, int n) {
     if (n >= kLanes) return vld1q_f32(p);
-    float tmp[kLanes] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = 0; i < n; ++i) tmp[i] = p[i];
-    return vld1q_f32(tmp);
+    FVec v = vdupq_n_f32(0.0f);
+    v = vld1q_lane_f32(p, v, 0);
+    if (n > 1) v = vld1q_lane_f32(p + 1, v, 1);
+    if (n > 2) v = vld1q_lane_f32(p + 2, v, 2);
+    return v;
   }
   static void StoreF(float* p, FVec v, int n) {
     if (n >= kLanes) {
       vst1q_f32(p, v);
       return;
     }
-    float tmp[kLanes];
-    vst1q_f32(tmp, v);
-    for (int i = 0; i < n; ++i) p[i] = tmp[i];
+    vst1q_lane_f32(p, v, 0);
+    if (n > 1) vst1q_lane_f32(p + 1, v, 1);
+    if (n > 2) vst1q_lane_f32(p + 2, v, 2);
   }
   static FVec ToFloat(IVec a) { return vcvtq_f32_s32(vreinterpretq_s32_u32(a)); }
   static FVec MulF(FVec a, FVec b) { return vmulq_f32(a, b); }
@@ -477,7 +481,7 @@ struct Neon {
 }  // namespace
 
 void BConv2DNeon(const SimdConvArgs& args, ParallelExecutor& executor) {
-  BConv2DSimd<Neon>(args, executor);
+  BConv2DChannelMajor<Neon>(args, executor);
 }
 
 }  // namespace lowbit

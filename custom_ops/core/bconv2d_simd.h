@@ -66,7 +66,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <type_traits>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_kernels.h"
@@ -82,16 +81,6 @@ namespace {  // NOLINT: deliberate internal linkage in a header, see above.
 #define LOWBIT_UNROLL _Pragma("GCC unroll 16")
 #else
 #define LOWBIT_UNROLL
-#endif
-
-// The output transform (the sink of a micro-kernel) must be inlined into
-// each unrolled (pixel, vector) step, where its per-block values (multiplier,
-// bias, K) sit in registers; called out of line it reloads them all through
-// its closure (GCC did so for NEON: ~60 instructions per 4 outputs).
-#if defined(__GNUC__) || defined(__clang__)
-#define LOWBIT_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define LOWBIT_ALWAYS_INLINE
 #endif
 
 // Largest number of words whose per-byte popcounts (<= 8 each) can be summed
@@ -243,6 +232,32 @@ struct ConvRegion {
   std::int64_t pixels, first_tile, end_tile;
 };
 
+// The output's regions, band of rows x band of columns (at most 2 * kernel + 1
+// bands per axis: the padded borders and the inside), and their tiles of
+// `tile` pixels in the convolution's tile order. Returns the number of tiles.
+inline std::int64_t CutRegions(const BConv2DParams& p, int tile,
+                               std::unique_ptr<ConvRegion[]>* regions) {
+  std::unique_ptr<TapBand[]> h_bands(new TapBand[p.out_h]);
+  std::unique_ptr<TapBand[]> w_bands(new TapBand[p.out_w]);
+  const int nh =
+      AxisBands(p.out_h, p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, h_bands.get());
+  const int nw =
+      AxisBands(p.out_w, p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, w_bands.get());
+  const int count = nh * nw;
+  regions->reset(new ConvRegion[count]);
+  std::int64_t tiles = 0;
+  for (int i = 0; i < count; ++i) {
+    ConvRegion& r = (*regions)[i];
+    r.h = h_bands[i / nw];
+    r.w = w_bands[i % nw];
+    r.pixels = p.batch * r.h.count * r.w.count;
+    r.first_tile = tiles;
+    tiles += (r.pixels + tile - 1) / tile;
+    r.end_tile = tiles;
+  }
+  return tiles;
+}
+
 // The runs of input words that a region's pixels read, with where each run's
 // filter words start. With dilation_w == 1 the taps kx0..kx1 of a kernel row
 // are contiguous in the input and in the filter: one run per kernel row;
@@ -324,65 +339,10 @@ inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const C
   }
 }
 
-// The output transform of one channel block (see the top of this file):
-// dot = K - 2 * acc, y = float(dot) * m + b, ReLU, then the epilogue
-// (BConv2DEpilogue::Apply, the same roundings), vectorised over the block's
-// lanes. Built once per (tile, block) work item; the micro-kernels' sinks
-// call Store.
-template <class Isa>
-struct BlockOutput {
-  using IVec = typename Isa::IVec;
-  using FVec = typename Isa::FVec;
-  static constexpr int V = Isa::kBlockVectors;
-  static constexpr int L = Isa::kLanes;
-  FVec mult[V], bias[V], post_mult[V], post_bias[V];
-  IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
-  IVec k_used;      // K over the taps that count
-  bool relu = false, add_skipped = false, post_affine = false;
-  const float* residual = nullptr;
-  float* output = nullptr;
-  std::int64_t cout = 0, c0 = 0;  // the layer's channels, the block's first
-  int block_channels = 0;
-
-  // Vector v of the block's lanes at output pixel `pixel`, from its sums.
-  LOWBIT_ALWAYS_INLINE void Store(std::int64_t pixel, int v, IVec acc) const {
-    if (add_skipped) acc = Isa::Add32(acc, skipped[v]);
-    FVec y = TransformLanes<Isa>(acc, k_used, mult[v], bias[v], relu);
-    const int n = block_channels - v * L;
-    const std::int64_t offset = pixel * cout + c0 + v * L;
-    if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
-    if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
-    Isa::StoreF(output + offset, y, n);
-  }
-};
-
-// A channel-major ISA (Isa::kChannelMajor: each channel's words contiguous,
-// the block padded with zero channels, see BConv2DFilter) brings its own
-// micro-kernel, which reads channel c of the block at filter + c *
-// channel_stride, always fills all V vectors and hands back the sums; the
-// first `count` of its Q pixels (output indices `pixels`) are stored here.
-// `out` is taken by value: a copy no other code can reach, so that its
-// vectors stay in registers across the stores (through a reference the
-// compiler must reload them after every float store).
-template <class Isa, int Q>
-void RunChannelMajorTile(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
-                         const PackedWord* filter, const std::int64_t* filter_offsets,
-                         std::int64_t channel_stride, const BlockOutput<Isa> out,
-                         const std::int64_t* pixels, int count) {
-  typename Isa::IVec sums[Q][Isa::kBlockVectors];
-  Isa::template AccumulateTile<Q>(rows, segments, words, filter, filter_offsets, channel_stride,
-                                  sums);
-  LOWBIT_UNROLL
-  for (int p = 0; p < Q; ++p) {
-    if (p >= count) break;
-    LOWBIT_UNROLL
-    for (int v = 0; v < Isa::kBlockVectors; ++v) out.Store(pixels[p], v, sums[p][v]);
-  }
-}
-
 template <class Isa>
 void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   using IVec = typename Isa::IVec;
+  using FVec = typename Isa::FVec;
   constexpr int P = Isa::kTilePixels;
   constexpr int V = Isa::kBlockVectors;
   constexpr int L = Isa::kLanes;
@@ -401,34 +361,11 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const bool post_affine = a.epilogue.post_multiplier != nullptr;
   const float* const residual = a.epilogue.residual;
 
-  // Regions: band of rows x band of columns (at most 2 * kernel + 1 bands per
-  // axis: the padded borders and the inside).
-  std::unique_ptr<TapBand[]> h_bands(new TapBand[p.out_h]);
-  std::unique_ptr<TapBand[]> w_bands(new TapBand[p.out_w]);
-  const int nh =
-      AxisBands(p.out_h, p.in_h, p.kernel_h, p.stride_h, p.dilation_h, p.pad_top, h_bands.get());
-  const int nw =
-      AxisBands(p.out_w, p.in_w, p.kernel_w, p.stride_w, p.dilation_w, p.pad_left, w_bands.get());
-  const int regions = nh * nw;
-  std::unique_ptr<ConvRegion[]> region(new ConvRegion[regions]);
-  std::int64_t tiles = 0;
-  for (int i = 0; i < regions; ++i) {
-    ConvRegion& r = region[i];
-    r.h = h_bands[i / nw];
-    r.w = w_bands[i % nw];
-    r.pixels = p.batch * r.h.count * r.w.count;
-    r.first_tile = tiles;
-    tiles += (r.pixels + P - 1) / P;
-    r.end_tile = tiles;
-  }
+  std::unique_ptr<ConvRegion[]> region;
+  const std::int64_t tiles = CutRegions(p, P, &region);
   // Work items are (tile, block) pairs, tile-major: a thread's contiguous
   // range builds a tile's indirection table once and sweeps the blocks.
   const std::int64_t cost = P * taps * words * V * 3;
-  // Where a run's filter words start, in units of one channel's words: BW
-  // channels interleaved per word, or one channel (channel-major: channel c
-  // of a block then starts channel_stride words after channel 0).
-  const std::int64_t offset_unit = Isa::kChannelMajor ? 1 : BW;
-  const std::int64_t channel_stride = taps * words;
 
   executor.ParallelFor(tiles * blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     // Per range scratch (new[] rather than a container: see SimdConvArgs).
@@ -452,8 +389,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         if (current < 0 || tile >= region[current].end_tile) {
           do ++current;
           while (tile >= region[current].end_tile);
-          runs = RegionLayout(p, region[current], offset_unit, filter_offsets.get(),
-                              input_offsets.get());
+          runs = RegionLayout(p, region[current], BW, filter_offsets.get(), input_offsets.get());
         }
         const ConvRegion& r = region[current];
         const std::int64_t first = (tile - r.first_tile) * P;
@@ -467,65 +403,60 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       const int vectors = (block_channels + L - 1) / L;
       const PackedWord* w = a.filter + block * taps * words * BW;
 
-      BlockOutput<Isa> out;
+      FVec mult[V], bias[V], post_mult[V], post_bias[V];
+      IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
       for (int v = 0; v < V; ++v) {
-        out.mult[v] = out.bias[v] = out.post_mult[v] = out.post_bias[v] = Isa::ZeroF();
-        out.skipped[v] = Isa::Zero();
+        mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
+        skipped[v] = Isa::Zero();
       }
       for (int v = 0; v < vectors; ++v) {
         const int n = block_channels - v * L;
-        out.mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
-        out.bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
+        mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
+        bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
         if (post_affine) {
-          out.post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
-          out.post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
+          post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
+          post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
         }
       }
-      out.add_skipped = pad_ones && runs.used_taps < taps;
-      if (out.add_skipped) {
+      const bool add_skipped = pad_ones && runs.used_taps < taps;
+      if (add_skipped) {
         const std::int32_t* tap_pop = a.tap_popcounts + block * taps * BW;
         for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
           for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
             if (ky >= r.h.k0 && ky <= r.h.k1 && kx >= r.w.k0 && kx <= r.w.k1) continue;
             for (int v = 0; v < V; ++v) {
-              out.skipped[v] = Isa::Add32(
-                  out.skipped[v], Isa::Load(tap_pop + (ky * p.kernel_w + kx) * BW + v * L));
+              skipped[v] = Isa::Add32(skipped[v],
+                                      Isa::Load(tap_pop + (ky * p.kernel_w + kx) * BW + v * L));
             }
           }
         }
       }
       // dot = K - 2 * acc over the taps that count: all of them with pad_value
       // 1 (the skipped ones are +1 pixels), the used ones otherwise.
-      out.k_used =
+      const IVec k_used =
           Isa::Set32(channels * static_cast<std::int32_t>(pad_ones ? taps : runs.used_taps));
-      out.relu = relu;
-      out.post_affine = post_affine;
-      out.residual = residual;
-      out.output = a.output;
-      out.cout = cout;
-      out.c0 = c0;
-      out.block_channels = block_channels;
+      // Output transform of one vector of lanes, vectorised over channels,
+      // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
       int first_pixel = 0;  // of the micro-kernel call, within the tile
-      auto sink = [&](int i, int v, IVec acc_v) LOWBIT_ALWAYS_INLINE {
+      auto sink = [&](int i, int v, IVec acc_v) {
         i += first_pixel;
-        if (i < count) out.Store(pixel[i], v, acc_v);
+        if (i >= count) return;
+        if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
+        FVec y = TransformLanes<Isa>(acc_v, k_used, mult[v], bias[v], relu);
+        const int n = block_channels - v * L;
+        const std::int64_t offset = pixel[i] * cout + c0 + v * L;
+        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
+        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
+        Isa::StoreF(a.output + offset, y, n);
       };
       const std::int64_t* offsets = filter_offsets.get();
       const std::int64_t segments = runs.segments, run_words = runs.run_words;
-      // The micro-kernel for Q (a std::integral_constant) pixels from table t.
-      auto run_tile = [&](auto q, const PackedWord* const* t) {
-        constexpr int Q = decltype(q)::value;
-        if constexpr (Isa::kChannelMajor) {
-          RunChannelMajorTile<Isa, Q>(t, segments, run_words, w, offsets, channel_stride, out,
-                                      pixel + first_pixel, count - first_pixel);
-        } else if (vectors == V) {
-          AccumulateTile<Isa, Q, V>(t, segments, run_words, w, offsets, sink);
-        } else {
-          AccumulateTile<Isa, Q, 1>(t, segments, run_words, w, offsets, sink);
-        }
-      };
       if (count == P) {
-        run_tile(std::integral_constant<int, P>{}, rows.get());
+        if (vectors == V) {
+          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, sink);
+        } else {
+          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, sink);
+        }
       } else {
         // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
         // through the table re-strided to its length.
@@ -537,11 +468,23 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           }
           const PackedWord* const* t = small_rows.get();
           if (run == 4) {
-            run_tile(std::integral_constant<int, 4>{}, t);
+            if (vectors == V) {
+              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, sink);
+            } else {
+              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, sink);
+            }
           } else if (run == 2) {
-            run_tile(std::integral_constant<int, 2>{}, t);
+            if (vectors == V) {
+              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, sink);
+            } else {
+              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, sink);
+            }
           } else {
-            run_tile(std::integral_constant<int, 1>{}, t);
+            if (vectors == V) {
+              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, sink);
+            } else {
+              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, sink);
+            }
           }
           first_pixel += run;
         }
@@ -554,6 +497,5 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
 }  // namespace lowbit
 
 #undef LOWBIT_UNROLL
-#undef LOWBIT_ALWAYS_INLINE
 
 #endif  // LOWBIT_CORE_BCONV2D_SIMD_H_

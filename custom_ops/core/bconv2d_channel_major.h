@@ -1,0 +1,299 @@
+// Internal: the driver of the binary convolution for kernels that vectorise
+// the INPUT channels (NEON, core/bconv2d_neon.cc), on the channel-major filter
+// layout (KernelPath::channel_major: within a block of BW output channels,
+// each channel's taps x words contiguous; the block padded with zero
+// channels, see BConv2DFilter). Internal linkage, as core/bconv2d_simd.h.
+//
+// It shares the x86 driver's geometry (core/bconv2d_simd.h: regions whose
+// pixels read the same taps, skipped padded taps, the indirection table of a
+// tile, K_used and tap popcounts for pad_value 1) and differs in two ways:
+//   - the micro-kernel, Isa::AccumulateTile<Q>, hands back the popcount sums
+//     of its whole tile (Q pixels x BW channels, as V vectors of L lanes per
+//     pixel) instead of calling a sink per vector;
+//   - a work item is a tile and a run of consecutive channel blocks, and
+//     RunTileBlocks sweeps them out of line with the per-layer values in one
+//     struct: the output transform of a block is loaded into registers once
+//     and each vector of lanes costs 3 integer operations, the conversion, a
+//     multiply and an add, the ReLU as a max with `floor`, the epilogue's steps
+//     (chosen once per block, not per vector) and a store.
+// Why: the micro-kernels of Arm do ~110 instructions per 4,096 binary MACs,
+// so per-(tile, block) work of a few hundred instructions (a sink through a
+// closure reloading its captures after every float store, a function call
+// per vector) cost as much as the popcounts themselves.
+//
+// The output transform and epilogue are those of core/bconv2d_simd.h
+// (TransformLanes, BConv2DEpilogue::Apply: the same operations in the same
+// order, no fused multiply-add), so the results are bit-identical to the
+// reference kernel; the ReLU is max(floor, y) with floor = 0 (ReLU) or -inf
+// (none: b < -inf never holds, so y passes unchanged, NaN and -0.0
+// included).
+#ifndef LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_
+#define LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <type_traits>
+
+#include "custom_ops/core/bconv2d_simd.h"
+
+namespace lowbit {
+namespace {  // NOLINT: deliberate internal linkage in a header, see above.
+
+#if defined(__clang__)
+#define LOWBIT_CM_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define LOWBIT_CM_UNROLL _Pragma("GCC unroll 16")
+#else
+#define LOWBIT_CM_UNROLL
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define LOWBIT_CM_INLINE __attribute__((always_inline))
+#define LOWBIT_CM_NOINLINE __attribute__((noinline))
+#else
+#define LOWBIT_CM_INLINE
+#define LOWBIT_CM_NOINLINE
+#endif
+
+// What every item of one call shares.
+struct ChannelMajorLayer {
+  const PackedWord* filter = nullptr;  // BConv2DFilter's channel-major layout
+  std::int64_t block_words = 0;        // words per block of the filter: BW * taps * words
+  std::int64_t channel_stride = 0;     // words per channel: taps * words
+  std::int64_t taps = 0;
+  const std::int32_t* tap_popcounts = nullptr;  // [block][tap][lane]
+  // Per-channel values padded to whole blocks (zero past out_channels);
+  // post_mult / post_bias nullptr without a post affine.
+  const float *mult = nullptr, *bias = nullptr, *post_mult = nullptr, *post_bias = nullptr;
+  const float* residual = nullptr;
+  float* output = nullptr;
+  std::int64_t cout = 0;
+  float floor = 0.0f;  // 0: ReLU, -inf: none
+};
+
+// What the blocks of one tile share.
+struct ChannelMajorTile {
+  const PackedWord* const* rows = nullptr;  // [segment][pixel] run starts
+  std::int64_t segments = 0, words = 0;     // runs per pixel, words per run
+  const std::int64_t* filter_offsets = nullptr;
+  const std::int64_t* skipped_taps = nullptr;  // pad_value 1: taps outside the input
+  std::int64_t skipped_count = 0;
+  std::int32_t k_used = 0;                  // K over the taps that count
+  const std::int64_t* pixels = nullptr;     // output pixel indices
+  int count = 0;                            // pixels to store (<= Q)
+};
+
+// Blocks [block_begin, block_end) of a tile of Q pixels: micro-kernel, then
+// the output transform and epilogue of each block. Out of line: its values
+// stay in registers across the float stores (in the driver's frame they are
+// reloaded after each one).
+template <class Isa, int Q>
+LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const ChannelMajorTile& tile,
+                                      std::int64_t block_begin, std::int64_t block_end) {
+  using IVec = typename Isa::IVec;
+  using FVec = typename Isa::FVec;
+  constexpr int V = Isa::kBlockVectors;
+  constexpr int L = Isa::kLanes;
+  constexpr int BW = Isa::kBlockWidth;
+  const IVec k = Isa::Set32(tile.k_used);
+  const FVec floor = Isa::SetF(layer.floor);
+  const bool affine = layer.post_mult != nullptr;
+  for (std::int64_t block = block_begin; block < block_end; ++block) {
+    IVec sums[Q][V];
+    Isa::template AccumulateTile<Q>(tile.rows, tile.segments, tile.words,
+                                    layer.filter + block * layer.block_words,
+                                    tile.filter_offsets, layer.channel_stride, sums);
+    const std::int64_t c0 = block * BW;
+    IVec skipped[V];
+    FVec m[V], b[V], pm[V], pb[V];
+    LOWBIT_CM_UNROLL
+    for (int v = 0; v < V; ++v) {
+      skipped[v] = Isa::Zero();
+      m[v] = Isa::LoadF(layer.mult + c0 + v * L, L);
+      b[v] = Isa::LoadF(layer.bias + c0 + v * L, L);
+      pm[v] = affine ? Isa::LoadF(layer.post_mult + c0 + v * L, L) : Isa::ZeroF();
+      pb[v] = affine ? Isa::LoadF(layer.post_bias + c0 + v * L, L) : Isa::ZeroF();
+    }
+    // pad_value 1: a skipped tap is a +1 pixel, which adds popcount(w[c, t]).
+    const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
+    for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
+      LOWBIT_CM_UNROLL
+      for (int v = 0; v < V; ++v) {
+        skipped[v] = Isa::Add32(skipped[v], Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L));
+      }
+    }
+    const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
+    // One store loop per (whole block?, post affine?, residual?).
+    auto store = [&](auto full_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
+      constexpr bool kFull = decltype(full_c)::value;
+      constexpr bool kAffine = decltype(affine_c)::value;
+      constexpr bool kResidual = decltype(residual_c)::value;
+      LOWBIT_CM_UNROLL
+      for (int p = 0; p < Q; ++p) {
+        if (p >= tile.count) break;
+        const std::int64_t at = tile.pixels[p] * layer.cout + c0;
+        LOWBIT_CM_UNROLL
+        for (int v = 0; v < V; ++v) {
+          const int n = kFull ? L : block_channels - v * L;
+          if (!kFull && n <= 0) break;  // lanes past the layer's last channel
+          const IVec acc = Isa::Add32(sums[p][v], skipped[v]);
+          const IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
+          FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
+          y = Isa::MaxF(floor, y);
+          if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);
+          if (kResidual) y = Isa::AddF(y, Isa::LoadF(layer.residual + at + v * L, n));
+          Isa::StoreF(layer.output + at + v * L, y, n);
+        }
+      }
+    };
+    auto with_epilogue = [&](auto full_c) LOWBIT_CM_INLINE {
+      if (affine) {
+        if (layer.residual != nullptr) {
+          store(full_c, std::true_type{}, std::true_type{});
+        } else {
+          store(full_c, std::true_type{}, std::false_type{});
+        }
+      } else if (layer.residual != nullptr) {
+        store(full_c, std::false_type{}, std::true_type{});
+      } else {
+        store(full_c, std::false_type{}, std::false_type{});
+      }
+    };
+    if (block_channels == BW) {
+      with_epilogue(std::true_type{});
+    } else {
+      with_epilogue(std::false_type{});
+    }
+  }
+}
+
+template <class Isa>
+void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
+  constexpr int P = Isa::kTilePixels;
+  constexpr int BW = Isa::kBlockWidth;
+  static_assert(P <= 4, "partial tiles are cut into runs of 2 and 1 pixels");
+  const BConv2DParams& p = *a.params;
+  const std::int64_t words = p.words();
+  const std::int64_t taps = p.kernel_h * p.kernel_w;
+  const std::int64_t cout = p.out_channels;
+  const std::int64_t blocks = (cout + BW - 1) / BW;
+  const std::int32_t channels = static_cast<std::int32_t>(p.channels_in);
+  // Padded taps are skipped; with pad_value 1 each adds popcount(w[c, t]).
+  const bool pad_ones = p.padding == Padding::kSame && p.pad_value == 1;
+  const bool post_affine = a.epilogue.post_multiplier != nullptr;
+
+  std::unique_ptr<ConvRegion[]> region;
+  const std::int64_t tiles = CutRegions(p, P, &region);
+
+  // The per-channel values padded to whole blocks (zeros past cout), so that
+  // a block loads whole vectors.
+  const std::int64_t padded_channels = blocks * BW;
+  std::unique_ptr<float[]> padded(new float[4 * padded_channels]());
+  for (std::int64_t c = 0; c < cout; ++c) {
+    padded[c] = a.multiplier[c];
+    padded[padded_channels + c] = a.bias[c];
+    if (post_affine) {
+      padded[2 * padded_channels + c] = a.epilogue.post_multiplier[c];
+      padded[3 * padded_channels + c] = a.epilogue.post_bias[c];
+    }
+  }
+  ChannelMajorLayer layer;
+  layer.filter = a.filter;
+  layer.channel_stride = taps * words;
+  layer.block_words = BW * layer.channel_stride;
+  layer.taps = taps;
+  layer.tap_popcounts = a.tap_popcounts;
+  layer.mult = padded.get();
+  layer.bias = padded.get() + padded_channels;
+  if (post_affine) {
+    layer.post_mult = padded.get() + 2 * padded_channels;
+    layer.post_bias = padded.get() + 3 * padded_channels;
+  }
+  layer.residual = a.epilogue.residual;
+  layer.output = a.output;
+  layer.cout = cout;
+  layer.floor =
+      p.activation == Activation::kRelu ? 0.0f : -std::numeric_limits<float>::infinity();
+
+  // Work items are (tile, block) pairs, tile-major, as in BConv2DSimd; a
+  // thread's range is cut into runs of blocks of one tile.
+  const std::int64_t cost = P * taps * words * BW;
+  executor.ParallelFor(tiles * blocks, cost, [&](std::int64_t begin, std::int64_t end) {
+    // Per range scratch (new[] rather than a container: see SimdConvArgs).
+    std::unique_ptr<const PackedWord*[]> rows(new const PackedWord*[taps * P]);
+    std::unique_ptr<const PackedWord*[]> small_rows(new const PackedWord*[taps * P]);
+    std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
+    std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
+    std::unique_ptr<std::int64_t[]> skipped_taps(new std::int64_t[taps]);
+    std::int64_t pixel[P];
+    int current = -1;  // region of the range's current tile (ranges are in tile order)
+    RegionRuns runs;
+    ChannelMajorTile job;
+    for (std::int64_t item = begin; item < end;) {
+      const std::int64_t tile = item / blocks;
+      const std::int64_t block_begin = item % blocks;
+      const std::int64_t block_end = end - item < blocks - block_begin ? block_begin + (end - item)
+                                                                       : blocks;
+      item += block_end - block_begin;
+      if (current < 0 || tile >= region[current].end_tile) {
+        do ++current;
+        while (tile >= region[current].end_tile);
+        const ConvRegion& r = region[current];
+        runs = RegionLayout(p, r, 1, filter_offsets.get(), input_offsets.get());
+        job.skipped_count = 0;
+        if (pad_ones && runs.used_taps < taps) {
+          for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
+            for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+              if (ky >= r.h.k0 && ky <= r.h.k1 && kx >= r.w.k0 && kx <= r.w.k1) continue;
+              skipped_taps[job.skipped_count++] = ky * p.kernel_w + kx;
+            }
+          }
+        }
+        // dot = K - 2 * acc over the taps that count: all of them with
+        // pad_value 1 (the skipped ones are +1 pixels), the used ones otherwise.
+        job.k_used = channels * static_cast<std::int32_t>(pad_ones ? taps : runs.used_taps);
+        job.segments = runs.segments;
+        job.words = runs.run_words;
+        job.filter_offsets = filter_offsets.get();
+        job.skipped_taps = skipped_taps.get();
+      }
+      const ConvRegion& r = region[current];
+      const std::int64_t first = (tile - r.first_tile) * P;
+      const int count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
+      BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+      if (count == P) {
+        job.rows = rows.get();
+        job.pixels = pixel;
+        job.count = P;
+        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end);
+        continue;
+      }
+      // Last, partial tile of a region: runs of 2 and 1 pixels (P <= 4),
+      // each through the table re-strided to its length.
+      for (int done = 0; done < count;) {
+        const int run = count - done >= 2 ? 2 : 1;
+        for (std::int64_t s = 0; s < runs.segments; ++s) {
+          for (int i = 0; i < run; ++i) small_rows[s * run + i] = rows[s * P + done + i];
+        }
+        job.rows = small_rows.get();
+        job.pixels = pixel + done;
+        job.count = run;
+        if (run == 2) {
+          RunTileBlocks<Isa, 2>(layer, job, block_begin, block_end);
+        } else {
+          RunTileBlocks<Isa, 1>(layer, job, block_begin, block_end);
+        }
+        done += run;
+      }
+    }
+  });
+}
+
+}  // namespace
+}  // namespace lowbit
+
+#undef LOWBIT_CM_UNROLL
+#undef LOWBIT_CM_INLINE
+#undef LOWBIT_CM_NOINLINE
+
+#endif  // LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_
