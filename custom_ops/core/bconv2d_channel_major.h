@@ -13,9 +13,10 @@
 //   - a work item is a tile and a run of consecutive channel blocks, and
 //     RunTileBlocks sweeps them out of line with the per-layer values in one
 //     struct: the output transform of a block is loaded into registers once
-//     and each vector of lanes costs 3 integer operations, the conversion, a
-//     multiply and an add, the ReLU as a max with `floor`, the epilogue's steps
-//     (chosen once per block, not per vector) and a store.
+//     and each vector of lanes costs a multiply-subtract (dot = K - 2 * acc),
+//     the conversion, a multiply and an add, then the ReLU and the epilogue's
+//     steps where the layer has them (chosen once per block, not tested per
+//     vector) and a store.
 // Why: the micro-kernels of Arm do ~110 instructions per 4,096 binary MACs,
 // so per-(tile, block) work of a few hundred instructions (a sink through a
 // closure reloading its captures after every float store, a function call
@@ -24,14 +25,11 @@
 // The output transform and epilogue are those of core/bconv2d_simd.h
 // (TransformLanes, BConv2DEpilogue::Apply: the same operations in the same
 // order, no fused multiply-add), so the results are bit-identical to the
-// reference kernel; the ReLU is max(floor, y) with floor = 0 (ReLU) or -inf
-// (none: b < -inf never holds, so y passes unchanged, NaN and -0.0
-// included).
+// reference kernel.
 #ifndef LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_
 #define LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_
 
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <type_traits>
 
@@ -68,7 +66,7 @@ struct ChannelMajorLayer {
   const float* residual = nullptr;
   float* output = nullptr;
   std::int64_t cout = 0;
-  float floor = 0.0f;  // 0: ReLU, -inf: none
+  bool relu = false;
 };
 
 // What the blocks of one tile share.
@@ -96,13 +94,28 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   constexpr int L = Isa::kLanes;
   constexpr int BW = Isa::kBlockWidth;
   const IVec k = Isa::Set32(tile.k_used);
-  const FVec floor = Isa::SetF(layer.floor);
+  // Locals rather than fields read through `layer` and `tile`: NEON stores
+  // may alias anything, and the micro-kernel's assembly clobbers memory, so
+  // fields would be reloaded (and what is derived from them recomputed) per
+  // block and per store. Where each pixel's outputs (and residuals) start:
+  float* out_at[Q];
+  const float* residual_at[Q];
+  LOWBIT_CM_UNROLL
+  for (int p = 0; p < Q; ++p) {
+    const std::int64_t at = (p < tile.count ? tile.pixels[p] : 0) * layer.cout;
+    out_at[p] = layer.output + at;
+    residual_at[p] = layer.residual != nullptr ? layer.residual + at : nullptr;
+  }
   const bool affine = layer.post_mult != nullptr;
+  const PackedWord* const* const rows = tile.rows;
+  const std::int64_t segments = tile.segments, words = tile.words;
+  const std::int64_t* const filter_offsets = tile.filter_offsets;
+  const PackedWord* const filter = layer.filter;
+  const std::int64_t block_words = layer.block_words, channel_stride = layer.channel_stride;
   for (std::int64_t block = block_begin; block < block_end; ++block) {
     IVec sums[Q][V];
-    Isa::template AccumulateTile<Q>(tile.rows, tile.segments, tile.words,
-                                    layer.filter + block * layer.block_words,
-                                    tile.filter_offsets, layer.channel_stride, sums);
+    Isa::template AccumulateTile<Q>(rows, segments, words, filter + block * block_words,
+                                    filter_offsets, channel_stride, sums);
     const std::int64_t c0 = block * BW;
     IVec skipped[V];
     FVec m[V], b[V], pm[V], pb[V];
@@ -122,47 +135,58 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
         skipped[v] = Isa::Add32(skipped[v], Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L));
       }
     }
+    // dot = K - 2 * (acc + skipped) = kk - 2 * acc, kk per block.
+    IVec kk[V];
+    LOWBIT_CM_UNROLL
+    for (int v = 0; v < V; ++v) kk[v] = Isa::Sub32(k, Isa::Add32(skipped[v], skipped[v]));
     const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
-    // One store loop per (whole block?, post affine?, residual?).
-    auto store = [&](auto full_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
+    // One store loop per (whole block?, ReLU?, post affine?, residual?).
+    auto store = [&](auto full_c, auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
       constexpr bool kFull = decltype(full_c)::value;
+      constexpr bool kRelu = decltype(relu_c)::value;
       constexpr bool kAffine = decltype(affine_c)::value;
       constexpr bool kResidual = decltype(residual_c)::value;
       LOWBIT_CM_UNROLL
       for (int p = 0; p < Q; ++p) {
         if (p >= tile.count) break;
-        const std::int64_t at = tile.pixels[p] * layer.cout + c0;
         LOWBIT_CM_UNROLL
         for (int v = 0; v < V; ++v) {
           const int n = kFull ? L : block_channels - v * L;
           if (!kFull && n <= 0) break;  // lanes past the layer's last channel
-          const IVec acc = Isa::Add32(sums[p][v], skipped[v]);
-          const IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
+          const IVec dot = Isa::SubTwice32(kk[v], sums[p][v]);
           FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
-          y = Isa::MaxF(floor, y);
+          if (kRelu) y = Isa::MaxF(Isa::ZeroF(), y);
           if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);
-          if (kResidual) y = Isa::AddF(y, Isa::LoadF(layer.residual + at + v * L, n));
-          Isa::StoreF(layer.output + at + v * L, y, n);
+          if (kResidual) y = Isa::AddF(y, Isa::LoadF(residual_at[p] + c0 + v * L, n));
+          Isa::StoreF(out_at[p] + c0 + v * L, y, n);
         }
       }
     };
-    auto with_epilogue = [&](auto full_c) LOWBIT_CM_INLINE {
+    // The flags as types, one at a time.
+    auto with_epilogue = [&](auto full_c, auto relu_c) LOWBIT_CM_INLINE {
       if (affine) {
         if (layer.residual != nullptr) {
-          store(full_c, std::true_type{}, std::true_type{});
+          store(full_c, relu_c, std::true_type{}, std::true_type{});
         } else {
-          store(full_c, std::true_type{}, std::false_type{});
+          store(full_c, relu_c, std::true_type{}, std::false_type{});
         }
       } else if (layer.residual != nullptr) {
-        store(full_c, std::false_type{}, std::true_type{});
+        store(full_c, relu_c, std::false_type{}, std::true_type{});
       } else {
-        store(full_c, std::false_type{}, std::false_type{});
+        store(full_c, relu_c, std::false_type{}, std::false_type{});
+      }
+    };
+    auto with_relu = [&](auto full_c) LOWBIT_CM_INLINE {
+      if (layer.relu) {
+        with_epilogue(full_c, std::true_type{});
+      } else {
+        with_epilogue(full_c, std::false_type{});
       }
     };
     if (block_channels == BW) {
-      with_epilogue(std::true_type{});
+      with_relu(std::true_type{});
     } else {
-      with_epilogue(std::false_type{});
+      with_relu(std::false_type{});
     }
   }
 }
@@ -212,8 +236,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
   layer.residual = a.epilogue.residual;
   layer.output = a.output;
   layer.cout = cout;
-  layer.floor =
-      p.activation == Activation::kRelu ? 0.0f : -std::numeric_limits<float>::infinity();
+  layer.relu = p.activation == Activation::kRelu;
 
   // Work items are (tile, block) pairs, tile-major, as in BConv2DSimd; a
   // thread's range is cut into runs of blocks of one tile.

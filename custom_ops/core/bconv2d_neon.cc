@@ -104,7 +104,7 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
 // is written out too: a run's setup is 14 instructions, the reduction 24.
 //
 // Registers: x9-x12 the 4 pixels' run pointers, x13-x17 and x4-x6 the 8
-// channels', x7 the chunk count, x8 the tail; v0-v3 the pixels' 128 bits,
+// channels', x8 the chunk count; v0-v3 the pixels' 128 bits,
 // v4-v11 the channels', v12-v15 temporaries, v16-v31 the accumulators
 // (pixel p, pair a in v[16 + 4p + a]). Each pair (p; 2a, 2a+1) of a chunk:
 //     eor t0, x_p, w_2a; eor t1, x_p, w_2a+1; cnt t0; cnt t1;
@@ -146,114 +146,150 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
   LOWBIT_HALF("v1", "v20", "v21", "v22", "v23")      \
   LOWBIT_HALF("v2", "v24", "v25", "v26", "v27")      \
   LOWBIT_HALF("v3", "v28", "v29", "v30", "v31")
-// Pixel p's 4 pairs -> 8 channel sums in two q registers, stored at OFFSET.
-#define LOWBIT_REDUCE(A0, A1, A2, A3, OFFSET)        \
-  "uaddlp v0.4s, " A0 ".8h\n\t"                      \
-  "uaddlp v1.4s, " A1 ".8h\n\t"                      \
-  "uaddlp v2.4s, " A2 ".8h\n\t"                      \
-  "uaddlp v3.4s, " A3 ".8h\n\t"                      \
-  "addp v0.4s, v0.4s, v1.4s\n\t"                     \
-  "addp v2.4s, v2.4s, v3.4s\n\t"                     \
-  "stp q0, q2, [%[sums], #" OFFSET "]\n\t"
+// Pixel p's 4 pairs -> its 8 channel sums, widened to two q registers R0
+// (channels 0-3) and R1 (4-7). Pairwise 16-bit adds: A0 | A1 -> [c0 c0 c1 c1
+// c2 c2 c3 c3] (half sums), likewise for A2 | A3, then -> [c0 .. c7]; a
+// channel's sum is 4 lanes of <= 32 per chunk, so this needs <= 511 chunks
+// (kAsmMaxChunks).
+#define LOWBIT_REDUCE(A0, A1, A2, A3, R0, R1)        \
+  "addp v0.8h, " A0 ".8h, " A1 ".8h\n\t"             \
+  "addp v1.8h, " A2 ".8h, " A3 ".8h\n\t"             \
+  "addp v0.8h, v0.8h, v1.8h\n\t"                     \
+  "uxtl " R0 ".4s, v0.4h\n\t"                        \
+  "uxtl2 " R1 ".4s, v0.8h\n\t"
+// A run's pointers: the 4 pixels' from the table, the 8 channels' from its
+// filter offset, channel_stride bytes apart.
+#define LOWBIT_RUN_POINTERS                          \
+  "ldp x9, x10, [%[rows]], #16\n\t"                  \
+  "ldp x11, x12, [%[rows]], #16\n\t"                 \
+  "ldr x13, [%[offsets]], #8\n\t"                    \
+  "add x13, %[filter], x13, lsl #2\n\t"              \
+  "add x14, x13, %[stride]\n\t"                      \
+  "add x15, x14, %[stride]\n\t"                      \
+  "add x16, x15, %[stride]\n\t"                      \
+  "add x17, x16, %[stride]\n\t"                      \
+  "add x4, x17, %[stride]\n\t"                       \
+  "add x5, x4, %[stride]\n\t"                        \
+  "add x6, x5, %[stride]\n\t"
+// A whole chunk; x8 counts them down.
+#define LOWBIT_CHUNK                                 \
+  "ldr q0, [x9], #16\n\t"                            \
+  "ldr q4, [x13], #16\n\t"                           \
+  "ldr q5, [x14], #16\n\t"                           \
+  "ldr q6, [x15], #16\n\t"                           \
+  "ldr q7, [x16], #16\n\t"                           \
+  "ldr q8, [x17], #16\n\t"                           \
+  "ldr q9, [x4], #16\n\t"                            \
+  "ldr q10, [x5], #16\n\t"                           \
+  "ldr q11, [x6], #16\n\t"                           \
+  "ldr q1, [x10], #16\n\t"                           \
+  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
+  "ldr q2, [x11], #16\n\t"                           \
+  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
+  "ldr q3, [x12], #16\n\t"                           \
+  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
+  "subs x8, x8, #1\n\t"                              \
+  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+// Two words: the pixels' 64 bits twice, channel pairs side by side.
+#define LOWBIT_TWO_WORDS                             \
+  "ld1r {v0.2d}, [x9], #8\n\t"                       \
+  "ld1r {v1.2d}, [x10], #8\n\t"                      \
+  "ld1r {v2.2d}, [x11], #8\n\t"                      \
+  "ld1r {v3.2d}, [x12], #8\n\t"                      \
+  "ldr d4, [x13], #8\n\t"                            \
+  "ld1 {v4.d}[1], [x14], #8\n\t"                     \
+  "ldr d5, [x15], #8\n\t"                            \
+  "ld1 {v5.d}[1], [x16], #8\n\t"                     \
+  "ldr d6, [x17], #8\n\t"                            \
+  "ld1 {v6.d}[1], [x4], #8\n\t"                      \
+  "ldr d7, [x5], #8\n\t"                             \
+  "ld1 {v7.d}[1], [x6], #8\n\t"                      \
+  LOWBIT_HALVES
+// One word: [word, 0] twice, channel pairs [w, 0, w', 0].
+#define LOWBIT_ONE_WORD                              \
+  "ldr s0, [x9]\n\t"                                 \
+  "ldr s1, [x10]\n\t"                                \
+  "ldr s2, [x11]\n\t"                                \
+  "ldr s3, [x12]\n\t"                                \
+  "dup v0.2d, v0.d[0]\n\t"                           \
+  "dup v1.2d, v1.d[0]\n\t"                           \
+  "dup v2.2d, v2.d[0]\n\t"                           \
+  "dup v3.2d, v3.d[0]\n\t"                           \
+  "ldr s4, [x13]\n\t"                                \
+  "ld1 {v4.s}[2], [x14]\n\t"                         \
+  "ldr s5, [x15]\n\t"                                \
+  "ld1 {v5.s}[2], [x16]\n\t"                         \
+  "ldr s6, [x17]\n\t"                                \
+  "ld1 {v6.s}[2], [x4]\n\t"                          \
+  "ldr s7, [x5]\n\t"                                 \
+  "ld1 {v7.s}[2], [x6]\n\t"                          \
+  LOWBIT_HALVES
+// The loop over runs for one value of words % 4 (labels L0 runs, L1 chunks,
+// L2 the run's end), with the tail TAIL; x8 counts the whole chunks. The
+// branch on words % 4 is taken once per call, not once per run.
+#define LOWBIT_RUNS(L0, L1, L2, TAIL)                \
+  L0 ":\n\t"                                         \
+  LOWBIT_RUN_POINTERS                                \
+  "lsr x8, %[words], #2\n\t"                          \
+  "cbz x8, " L2 "f\n\t"                              \
+  L1 ":\n\t"                                         \
+  LOWBIT_CHUNK                                       \
+  "b.ne " L1 "b\n\t"                                 \
+  L2 ":\n\t"                                         \
+  TAIL                                               \
+  "subs %[segments], %[segments], #1\n\t"            \
+  "b.ne " L0 "b\n\t"                                 \
+  "b 9f\n\t"
 
 // sums[p][v] = the popcount sums of pixel p, channels 4v..4v+3, over
 // `segments` (>= 1) runs of `words` words (rows, filter_offsets as for
 // AccumulateTile; channel c's words channel_stride_bytes apart). The 16-bit
-// lanes must not overflow: segments * (words / 4 + 2) <= kMaxChunks.
+// sums must not overflow: segments * (words / 4 + 2) <= kAsmMaxChunks.
+constexpr std::int64_t kAsmMaxChunks = 511;
+alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
+
 inline void Tile4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
                     const PackedWord* filter, const std::int64_t* filter_offsets,
                     std::int64_t channel_stride_bytes, uint32x4_t (&sums)[4][2]) {
+  std::uint32_t* out = &sums[0][0][0];
   asm volatile(
-      "movi v16.2d, #0\n\t" "movi v17.2d, #0\n\t" "movi v18.2d, #0\n\t" "movi v19.2d, #0\n\t"
-      "movi v20.2d, #0\n\t" "movi v21.2d, #0\n\t" "movi v22.2d, #0\n\t" "movi v23.2d, #0\n\t"
-      "movi v24.2d, #0\n\t" "movi v25.2d, #0\n\t" "movi v26.2d, #0\n\t" "movi v27.2d, #0\n\t"
-      "movi v28.2d, #0\n\t" "movi v29.2d, #0\n\t" "movi v30.2d, #0\n\t" "movi v31.2d, #0\n\t"
-      "1:\n\t"  // a run: its pointers
-      "ldp x9, x10, [%[rows]], #16\n\t"
-      "ldp x11, x12, [%[rows]], #16\n\t"
-      "ldr x13, [%[offsets]], #8\n\t"
-      "add x13, %[filter], x13, lsl #2\n\t"
-      "add x14, x13, %[stride]\n\t"
-      "add x15, x14, %[stride]\n\t"
-      "add x16, x15, %[stride]\n\t"
-      "add x17, x16, %[stride]\n\t"
-      "add x4, x17, %[stride]\n\t"
-      "add x5, x4, %[stride]\n\t"
-      "add x6, x5, %[stride]\n\t"
-      "lsr x7, %[words], #2\n\t"
-      "cbz x7, 3f\n\t"
-      "2:\n\t"  // a whole chunk
-      "ldr q0, [x9], #16\n\t"
-      "ldr q4, [x13], #16\n\t"
-      "ldr q5, [x14], #16\n\t"
-      "ldr q6, [x15], #16\n\t"
-      "ldr q7, [x16], #16\n\t"
-      "ldr q8, [x17], #16\n\t"
-      "ldr q9, [x4], #16\n\t"
-      "ldr q10, [x5], #16\n\t"
-      "ldr q11, [x6], #16\n\t"
-      "ldr q1, [x10], #16\n\t"
-      LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")
-      "ldr q2, [x11], #16\n\t"
-      LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")
-      "ldr q3, [x12], #16\n\t"
-      LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")
-      "subs x7, x7, #1\n\t"
-      LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
-      "b.ne 2b\n\t"
-      "3:\n\t"  // the run's last words % 4: 2 (and 1 more), or 1
+      // The accumulators start at zero: 4 registers per load from a block of
+      // zeros (4 instructions rather than 16 MOVIs).
+      "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t"
+      "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t"
+      "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t"
+      "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
       "ands x8, %[words], #3\n\t"
-      "b.eq 6f\n\t"
-      "cmp x8, #1\n\t"
-      "b.eq 5f\n\t"
-      "ld1r {v0.2d}, [x9], #8\n\t"
-      "ld1r {v1.2d}, [x10], #8\n\t"
-      "ld1r {v2.2d}, [x11], #8\n\t"
-      "ld1r {v3.2d}, [x12], #8\n\t"
-      "ldr d4, [x13], #8\n\t"
-      "ld1 {v4.d}[1], [x14], #8\n\t"
-      "ldr d5, [x15], #8\n\t"
-      "ld1 {v5.d}[1], [x16], #8\n\t"
-      "ldr d6, [x17], #8\n\t"
-      "ld1 {v6.d}[1], [x4], #8\n\t"
-      "ldr d7, [x5], #8\n\t"
-      "ld1 {v7.d}[1], [x6], #8\n\t"
-      LOWBIT_HALVES
+      "b.eq 10f\n\t"
       "cmp x8, #2\n\t"
-      "b.eq 6f\n\t"
-      "5:\n\t"  // one word: [word, 0] twice, channel pairs [w, 0, w', 0]
-      "ldr s0, [x9]\n\t"
-      "ldr s1, [x10]\n\t"
-      "ldr s2, [x11]\n\t"
-      "ldr s3, [x12]\n\t"
-      "dup v0.2d, v0.d[0]\n\t"
-      "dup v1.2d, v1.d[0]\n\t"
-      "dup v2.2d, v2.d[0]\n\t"
-      "dup v3.2d, v3.d[0]\n\t"
-      "ldr s4, [x13]\n\t"
-      "ld1 {v4.s}[2], [x14]\n\t"
-      "ldr s5, [x15]\n\t"
-      "ld1 {v5.s}[2], [x16]\n\t"
-      "ldr s6, [x17]\n\t"
-      "ld1 {v6.s}[2], [x4]\n\t"
-      "ldr s7, [x5]\n\t"
-      "ld1 {v7.s}[2], [x6]\n\t"
-      LOWBIT_HALVES
-      "6:\n\t"
-      "subs %[segments], %[segments], #1\n\t"
-      "b.ne 1b\n\t"
-      LOWBIT_REDUCE("v16", "v17", "v18", "v19", "0")
-      LOWBIT_REDUCE("v20", "v21", "v22", "v23", "32")
-      LOWBIT_REDUCE("v24", "v25", "v26", "v27", "64")
-      LOWBIT_REDUCE("v28", "v29", "v30", "v31", "96")
-      : [rows] "+r"(rows), [offsets] "+r"(filter_offsets), [segments] "+r"(segments)
+      "b.lt 20f\n\t"
+      "b.eq 30f\n\t"
+      "b 40f\n\t"
+      LOWBIT_RUNS("10", "11", "12", "")
+      LOWBIT_RUNS("20", "21", "22", LOWBIT_ONE_WORD)
+      LOWBIT_RUNS("30", "31", "32", LOWBIT_TWO_WORDS)
+      LOWBIT_RUNS("40", "41", "42", LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
+      "9:\n\t"
+      LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")
+      LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")
+      LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")
+      LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11")
+      "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t"
+      "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]]\n\t"
+      : [rows] "+r"(rows), [offsets] "+r"(filter_offsets), [segments] "+r"(segments),
+        [out] "+r"(out)
       : [filter] "r"(filter), [stride] "r"(channel_stride_bytes), [words] "r"(words),
-        [sums] "r"(&sums[0][0])
-      : "cc", "memory", "x4", "x5", "x6", "x7", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
+        [zeros] "r"(kZeroBlock)
+      : "cc", "memory", "x4", "x5", "x6", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
         "x15", "x16", "x17", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10",
         "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22",
         "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
 }
+#undef LOWBIT_RUNS
+#undef LOWBIT_ONE_WORD
+#undef LOWBIT_TWO_WORDS
+#undef LOWBIT_CHUNK
+#undef LOWBIT_RUN_POINTERS
 #undef LOWBIT_REDUCE
 #undef LOWBIT_HALVES
 #undef LOWBIT_HALF
@@ -275,9 +311,10 @@ struct Neon {
   static IVec Set32(std::int32_t v) { return vdupq_n_u32(static_cast<std::uint32_t>(v)); }
   static IVec Add32(IVec a, IVec b) { return vaddq_u32(a, b); }
   static IVec Sub32(IVec a, IVec b) { return vsubq_u32(a, b); }
+  // a - 2 * b in one instruction (MLS; exact in 32-bit lanes).
+  static IVec SubTwice32(IVec a, IVec b) { return vmlsq_n_u32(a, b, 2); }
 
   static FVec ZeroF() { return vdupq_n_f32(0.0f); }
-  static FVec SetF(float v) { return vdupq_n_f32(v); }
   // NEON has no masked loads or stores: a partial vector (only the last
   // channel block of a layer) moves lane by lane. Not through a stack buffer:
   // the compiler makes that a memcpy call, and every vector live across a
@@ -358,7 +395,7 @@ struct Neon {
     constexpr int C = kBlockWidth;
 #if defined(__aarch64__)
     if constexpr (Q == 4 && C == 8) {
-      if (segments > 0 && segments * (words / 4 + 2) <= kMaxChunks) {
+      if (segments > 0 && segments * (words / 4 + 2) <= kAsmMaxChunks) {
         Tile4x8(rows, segments, words, filter, filter_offsets,
                 channel_stride * static_cast<std::int64_t>(sizeof(PackedWord)), sums);
         return;

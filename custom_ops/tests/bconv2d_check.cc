@@ -97,9 +97,11 @@ int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
   lowbit::InlineExecutor inline_executor;
   lowbit::ThreadPool pool(2);
   int cases = 0;
-  // Plus receptive fields long enough that the NEON kernel's 16-bit sums
-  // fold into 32-bit ones (core/bconv2d_neon.cc: past 2047 x 128 bits on
-  // aarch64, 4095 x 128 on armv7), once or several times.
+  // Plus receptive fields around the NEON kernel's 16-bit limits
+  // (core/bconv2d_neon.cc): the aarch64 assembly tile's 511 chunks of 128
+  // bits (65000 channels just inside, 65400 and 200000 past it: random bits
+  // then sum past 65535), and the folds of the 16-bit sums into 32-bit ones
+  // past 2047 x 128 bits on aarch64, 4095 x 128 on armv7, once or several times.
   struct Case {
     int rows, channels, cout;
   };
@@ -109,7 +111,9 @@ int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
       for (int cout : {1, 17, 33, 70, 129, 300}) shapes.push_back({rows, channels, cout});
     }
   }
-  for (int channels : {262017, 524161, 1100001}) shapes.push_back({5, channels, 9});
+  for (int channels : {65000, 65400, 200000, 262017, 524161, 1100001}) {
+    shapes.push_back({5, channels, 9});
+  }
   for (const Case& shape : shapes) {
     const int rows = shape.rows, channels = shape.channels, cout = shape.cout;
     lowbit::BGemmParams p;
