@@ -87,7 +87,8 @@ struct ChannelMajorTile {
 // reloaded after each one).
 template <class Isa, int Q>
 LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const ChannelMajorTile& tile,
-                                      std::int64_t block_begin, std::int64_t block_end) {
+                                      std::int64_t block_begin, std::int64_t block_end,
+                                      typename Isa::IVec (*all_sums)[Q][Isa::kBlockVectors]) {
   using IVec = typename Isa::IVec;
   using FVec = typename Isa::FVec;
   constexpr int V = Isa::kBlockVectors;
@@ -112,10 +113,13 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   const std::int64_t* const filter_offsets = tile.filter_offsets;
   const PackedWord* const filter = layer.filter;
   const std::int64_t block_words = layer.block_words, channel_stride = layer.channel_stride;
+  // The micro-kernel for every block first (all_sums has room for a tile's
+  // blocks), then the stores, which no assembly interrupts.
+  Isa::template AccumulateBlocks<Q>(rows, segments, words, filter + block_begin * block_words,
+                                    block_words, filter_offsets, channel_stride,
+                                    block_end - block_begin, all_sums);
   for (std::int64_t block = block_begin; block < block_end; ++block) {
-    IVec sums[Q][V];
-    Isa::template AccumulateTile<Q>(rows, segments, words, filter + block * block_words,
-                                    filter_offsets, channel_stride, sums);
+    const IVec (&sums)[Q][V] = all_sums[block - block_begin];
     const std::int64_t c0 = block * BW;
     IVec skipped[V];
     FVec m[V], b[V], pm[V], pb[V];
@@ -248,6 +252,10 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::unique_ptr<std::int64_t[]> skipped_taps(new std::int64_t[taps]);
+    // The sums of a tile's blocks, for the largest tile (runs of 2 and 1
+    // pixels fit in it).
+    using TileSums = typename Isa::IVec[P][Isa::kBlockVectors];
+    std::unique_ptr<TileSums[]> sums(new TileSums[blocks]);
     std::int64_t pixel[P];
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
@@ -288,7 +296,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         job.rows = rows.get();
         job.pixels = pixel;
         job.count = P;
-        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end);
+        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get());
         continue;
       }
       // Last, partial tile of a region: runs of 2 and 1 pixels (P <= 4),
@@ -301,10 +309,14 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         job.rows = small_rows.get();
         job.pixels = pixel + done;
         job.count = run;
+        // A smaller tile's sums in the same scratch, reinterpreted.
+        using IVec = typename Isa::IVec;
         if (run == 2) {
-          RunTileBlocks<Isa, 2>(layer, job, block_begin, block_end);
+          RunTileBlocks<Isa, 2>(layer, job, block_begin, block_end,
+                                reinterpret_cast<IVec(*)[2][Isa::kBlockVectors]>(sums.get()));
         } else {
-          RunTileBlocks<Isa, 1>(layer, job, block_begin, block_end);
+          RunTileBlocks<Isa, 1>(layer, job, block_begin, block_end,
+                                reinterpret_cast<IVec(*)[1][Isa::kBlockVectors]>(sums.get()));
         }
         done += run;
       }

@@ -103,8 +103,9 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
 // instructions for 4,096 binary MACs (37 per instruction). Tile-level work
 // is written out too: a run's setup is 14 instructions, the reduction 24.
 //
-// Registers: x9-x12 the 4 pixels' run pointers, x13-x17 and x4-x6 the 8
-// channels', x8 the chunk count; v0-v3 the pixels' 128 bits,
+// Registers: x19-x21 a block's table, filter offsets and runs left, x9-x12
+// the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels', x8 the
+// chunk count; v0-v3 the pixels' 128 bits,
 // v4-v11 the channels', v12-v15 temporaries, v16-v31 the accumulators
 // (pixel p, pair a in v[16 + 4p + a]). Each pair (p; 2a, 2a+1) of a chunk:
 //     eor t0, x_p, w_2a; eor t1, x_p, w_2a+1; cnt t0; cnt t1;
@@ -160,9 +161,9 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
 // A run's pointers: the 4 pixels' from the table, the 8 channels' from its
 // filter offset, channel_stride bytes apart.
 #define LOWBIT_RUN_POINTERS                          \
-  "ldp x9, x10, [%[rows]], #16\n\t"                  \
-  "ldp x11, x12, [%[rows]], #16\n\t"                 \
-  "ldr x13, [%[offsets]], #8\n\t"                    \
+  "ldp x9, x10, [x19], #16\n\t"                      \
+  "ldp x11, x12, [x19], #16\n\t"                     \
+  "ldr x13, [x20], #8\n\t"                           \
   "add x13, %[filter], x13, lsl #2\n\t"              \
   "add x14, x13, %[stride]\n\t"                      \
   "add x15, x14, %[stride]\n\t"                      \
@@ -237,22 +238,28 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
   "b.ne " L1 "b\n\t"                                 \
   L2 ":\n\t"                                         \
   TAIL                                               \
-  "subs %[segments], %[segments], #1\n\t"            \
+  "subs x21, x21, #1\n\t"                            \
   "b.ne " L0 "b\n\t"                                 \
   "b 9f\n\t"
 
-// sums[p][v] = the popcount sums of pixel p, channels 4v..4v+3, over
-// `segments` (>= 1) runs of `words` words (rows, filter_offsets as for
-// AccumulateTile; channel c's words channel_stride_bytes apart). The 16-bit
+// sums[b][p][v] = the popcount sums of pixel p, channels 4v..4v+3 of block
+// b (its filter at filter + b * block_bytes), over `segments` (>= 1) runs of
+// `words` words (rows, filter_offsets as for AccumulateBlocks; channel c's
+// words channel_stride_bytes apart), for `blocks` (>= 1) blocks. The 16-bit
 // sums must not overflow: segments * (words / 4 + 2) <= kAsmMaxChunks.
 constexpr std::int64_t kAsmMaxChunks = 511;
 alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 
-inline void Tile4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
-                    const PackedWord* filter, const std::int64_t* filter_offsets,
-                    std::int64_t channel_stride_bytes, uint32x4_t (&sums)[4][2]) {
-  std::uint32_t* out = &sums[0][0][0];
+inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
+                      const PackedWord* filter, std::int64_t block_bytes,
+                      const std::int64_t* filter_offsets, std::int64_t channel_stride_bytes,
+                      std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
+  std::uint32_t* out = &sums[0][0][0][0];
   asm volatile(
+      "0:\n\t"  // a block: its runs from the first, its accumulators from zero
+      "mov x19, %[rows]\n\t"
+      "mov x20, %[offsets]\n\t"
+      "mov x21, %[segments]\n\t"
       // The accumulators start at zero: 4 registers per load from a block of
       // zeros (4 instructions rather than 16 MOVIs).
       "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t"
@@ -275,12 +282,15 @@ inline void Tile4x8(const PackedWord* const* rows, std::int64_t segments, std::i
       LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")
       LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11")
       "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t"
-      "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]]\n\t"
-      : [rows] "+r"(rows), [offsets] "+r"(filter_offsets), [segments] "+r"(segments),
-        [out] "+r"(out)
-      : [filter] "r"(filter), [stride] "r"(channel_stride_bytes), [words] "r"(words),
+      "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t"
+      "add %[filter], %[filter], %[block_bytes]\n\t"
+      "subs %[blocks], %[blocks], #1\n\t"
+      "b.ne 0b\n\t"
+      : [out] "+r"(out), [filter] "+r"(filter), [blocks] "+r"(blocks)
+      : [rows] "r"(rows), [offsets] "r"(filter_offsets), [segments] "r"(segments),
+        [stride] "r"(channel_stride_bytes), [words] "r"(words), [block_bytes] "r"(block_bytes),
         [zeros] "r"(kZeroBlock)
-      : "cc", "memory", "x4", "x5", "x6", "x8", "x9", "x10", "x11", "x12", "x13", "x14",
+      : "cc", "memory", "x4", "x5", "x6", "x8", "x19", "x20", "x21", "x9", "x10", "x11", "x12", "x13", "x14",
         "x15", "x16", "x17", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10",
         "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22",
         "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
@@ -295,6 +305,179 @@ inline void Tile4x8(const PackedWord* const* rows, std::int64_t segments, std::i
 #undef LOWBIT_HALF
 #undef LOWBIT_PIXEL
 #undef LOWBIT_PAIRS
+#endif
+
+#if !defined(__aarch64__)
+// armv7's 2 x 4 tile in assembly, as Tile4x8 for aarch64 (GCC's chunk loop
+// took ~50 instructions a chunk, and 32-bit code around it spilled the
+// accumulators per run). q8-q15 hold the accumulators (pixel p, channel c in
+// q[8 + 4p + c]) for the whole tile; a chunk is 2 pixel loads, 4 channel
+// loads (one pointer walking the channels by the stride, then stepped back
+// by 3 * stride - 16 bytes), 24 vector operations (VEOR, VCNT, VPADAL per
+// pixel and channel) and 3 for the loop: 33 instructions for 1,024 binary
+// MACs. A run's last 1-3 words are loaded into zeroed registers and take the
+// same 24 operations. The reduction: VPADDL to 32-bit lanes, then pairwise
+// adds to [c0 c1 | c2 c3] per pixel.
+struct Blocks2x4Args {
+  const PackedWord* const* rows;
+  const std::int64_t* offsets;  // read as their low words (offsets < 2^31)
+  std::int32_t segments;
+  const PackedWord* filter;     // block 0's; advanced by the assembly
+  std::int32_t stride_bytes;
+  std::int32_t words;
+  std::uint32_t* out;           // sums[blocks][2][1] as 8 words each; advanced
+  std::int32_t blocks;          // >= 1; counted down
+  std::int32_t block_bytes;
+};
+static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
+
+// The 24 operations of one chunk on q0, q1 (pixels) and q2-q5 (channels).
+#define LOWBIT_V7_OPS                                 \
+  "veor q6, q0, q2\n\t"                               \
+  "veor q7, q0, q3\n\t"                               \
+  "vcnt.8 q6, q6\n\t"                                 \
+  "vcnt.8 q7, q7\n\t"                                 \
+  "vpadal.u8 q8, q6\n\t"                              \
+  "vpadal.u8 q9, q7\n\t"                              \
+  "veor q6, q0, q4\n\t"                               \
+  "veor q7, q0, q5\n\t"                               \
+  "vcnt.8 q6, q6\n\t"                                 \
+  "vcnt.8 q7, q7\n\t"                                 \
+  "vpadal.u8 q10, q6\n\t"                             \
+  "vpadal.u8 q11, q7\n\t"                             \
+  "veor q6, q1, q2\n\t"                               \
+  "veor q7, q1, q3\n\t"                               \
+  "vcnt.8 q6, q6\n\t"                                 \
+  "vcnt.8 q7, q7\n\t"                                 \
+  "vpadal.u8 q12, q6\n\t"                             \
+  "vpadal.u8 q13, q7\n\t"                             \
+  "veor q6, q1, q4\n\t"                               \
+  "veor q7, q1, q5\n\t"                               \
+  "vcnt.8 q6, q6\n\t"                                 \
+  "vcnt.8 q7, q7\n\t"                                 \
+  "vpadal.u8 q14, q6\n\t"                             \
+  "vpadal.u8 q15, q7\n\t"
+// Pixel p's accumulators A0-A3 -> [c0 c1 c2 c3] stored at r1 (advanced).
+#define LOWBIT_V7_REDUCE(A0, A1, A2, A3)              \
+  "vpaddl.u16 q0, " A0 "\n\t"                         \
+  "vpaddl.u16 q1, " A1 "\n\t"                         \
+  "vpaddl.u16 q2, " A2 "\n\t"                         \
+  "vpaddl.u16 q3, " A3 "\n\t"                         \
+  "vpadd.i32 d0, d0, d1\n\t"                          \
+  "vpadd.i32 d1, d2, d3\n\t"                          \
+  "vpadd.i32 d2, d4, d5\n\t"                          \
+  "vpadd.i32 d3, d6, d7\n\t"                          \
+  "vpadd.i32 d0, d0, d1\n\t"                          \
+  "vpadd.i32 d1, d2, d3\n\t"                          \
+  "vst1.32 {d0-d1}, [r1]!\n\t"
+
+inline void Blocks2x4(Blocks2x4Args& args) {
+  // r0, r1 pixels; r3 the channel pointer; r12 stride; r4 step back; r5
+  // chunk count; r6 rows; r8 offsets; r9 runs left; r10 filter; lr words;
+  // r2 scratch.
+  asm volatile(
+      "0:\n\t"  // a block
+      "ldr r6, [%[args], #0]\n\t"
+      "ldr r8, [%[args], #4]\n\t"
+      "ldr r9, [%[args], #8]\n\t"
+      "ldr r10, [%[args], #12]\n\t"
+      "ldr r12, [%[args], #16]\n\t"
+      "ldr lr, [%[args], #20]\n\t"
+      "add r4, r12, r12, lsl #1\n\t"
+      "sub r4, r4, #16\n\t"
+      "vmov.i32 q8, #0\n\t"
+      "vmov.i32 q9, #0\n\t"
+      "vmov.i32 q10, #0\n\t"
+      "vmov.i32 q11, #0\n\t"
+      "vmov.i32 q12, #0\n\t"
+      "vmov.i32 q13, #0\n\t"
+      "vmov.i32 q14, #0\n\t"
+      "vmov.i32 q15, #0\n\t"
+      "1:\n\t"  // a run
+      "ldr r0, [r6], #4\n\t"
+      "ldr r1, [r6], #4\n\t"
+      "ldr r2, [r8], #8\n\t"
+      "add r3, r10, r2, lsl #2\n\t"
+      "lsrs r5, lr, #2\n\t"
+      "beq 3f\n\t"
+      "2:\n\t"  // a whole chunk
+      "vld1.32 {d0-d1}, [r0]!\n\t"
+      "vld1.32 {d4-d5}, [r3], r12\n\t"
+      "vld1.32 {d6-d7}, [r3], r12\n\t"
+      "vld1.32 {d8-d9}, [r3], r12\n\t"
+      "vld1.32 {d10-d11}, [r3]\n\t"
+      "sub r3, r3, r4\n\t"
+      "vld1.32 {d2-d3}, [r1]!\n\t"
+      LOWBIT_V7_OPS
+      "subs r5, r5, #1\n\t"
+      "bne 2b\n\t"
+      "3:\n\t"  // the run's last words % 4, into zeroed registers
+      "ands r2, lr, #3\n\t"
+      "beq 5f\n\t"
+      "vmov.i32 q0, #0\n\t"
+      "vmov.i32 q1, #0\n\t"
+      "vmov.i32 q2, #0\n\t"
+      "vmov.i32 q3, #0\n\t"
+      "vmov.i32 q4, #0\n\t"
+      "vmov.i32 q5, #0\n\t"
+      "cmp r2, #2\n\t"
+      "blt 31f\n\t"
+      "beq 32f\n\t"
+      // three words
+      "vld1.32 {d0}, [r0]!\n\t"
+      "vld1.32 {d1[0]}, [r0]\n\t"
+      "vld1.32 {d2}, [r1]!\n\t"
+      "vld1.32 {d3[0]}, [r1]\n\t"
+      "add r5, r3, #8\n\t"
+      "vld1.32 {d4}, [r3], r12\n\t"
+      "vld1.32 {d6}, [r3], r12\n\t"
+      "vld1.32 {d8}, [r3], r12\n\t"
+      "vld1.32 {d10}, [r3]\n\t"
+      "vld1.32 {d5[0]}, [r5], r12\n\t"
+      "vld1.32 {d7[0]}, [r5], r12\n\t"
+      "vld1.32 {d9[0]}, [r5], r12\n\t"
+      "vld1.32 {d11[0]}, [r5]\n\t"
+      "b 4f\n\t"
+      "31:\n\t"  // one word
+      "vld1.32 {d0[0]}, [r0]\n\t"
+      "vld1.32 {d2[0]}, [r1]\n\t"
+      "vld1.32 {d4[0]}, [r3], r12\n\t"
+      "vld1.32 {d6[0]}, [r3], r12\n\t"
+      "vld1.32 {d8[0]}, [r3], r12\n\t"
+      "vld1.32 {d10[0]}, [r3]\n\t"
+      "b 4f\n\t"
+      "32:\n\t"  // two words
+      "vld1.32 {d0}, [r0]\n\t"
+      "vld1.32 {d2}, [r1]\n\t"
+      "vld1.32 {d4}, [r3], r12\n\t"
+      "vld1.32 {d6}, [r3], r12\n\t"
+      "vld1.32 {d8}, [r3], r12\n\t"
+      "vld1.32 {d10}, [r3]\n\t"
+      "4:\n\t"
+      LOWBIT_V7_OPS
+      "5:\n\t"
+      "subs r9, r9, #1\n\t"
+      "bne 1b\n\t"
+      "ldr r1, [%[args], #24]\n\t"
+      LOWBIT_V7_REDUCE("q8", "q9", "q10", "q11")
+      LOWBIT_V7_REDUCE("q12", "q13", "q14", "q15")
+      "str r1, [%[args], #24]\n\t"
+      "ldr r2, [%[args], #32]\n\t"
+      "add r10, r10, r2\n\t"
+      "str r10, [%[args], #12]\n\t"
+      "ldr r2, [%[args], #28]\n\t"
+      "subs r2, r2, #1\n\t"
+      "str r2, [%[args], #28]\n\t"
+      "bne 0b\n\t"
+      :
+      : [args] "r"(&args)
+      : "cc", "memory", "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r8", "r9", "r10", "r12",
+        "lr", "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9", "d10", "d11", "d12",
+        "d13", "d14", "d15", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "d24",
+        "d25", "d26", "d27", "d28", "d29", "d30", "d31");
+}
+#undef LOWBIT_V7_REDUCE
+#undef LOWBIT_V7_OPS
 #endif
 
 struct Neon {
@@ -393,15 +576,6 @@ struct Neon {
                              const std::int64_t* filter_offsets, std::int64_t channel_stride,
                              IVec (&sums)[Q][kBlockVectors]) {
     constexpr int C = kBlockWidth;
-#if defined(__aarch64__)
-    if constexpr (Q == 4 && C == 8) {
-      if (segments > 0 && segments * (words / 4 + 2) <= kAsmMaxChunks) {
-        Tile4x8(rows, segments, words, filter, filter_offsets,
-                channel_stride * static_cast<std::int64_t>(sizeof(PackedWord)), sums);
-        return;
-      }
-    }
-#endif
     uint16x8_t acc[Q][kAccumulators];
     IVec total[Q][kBlockVectors];
     LOWBIT_NEON_UNROLL
@@ -433,7 +607,8 @@ struct Neon {
       const PackedWord* w = filter + filter_offsets[s] + j;
       LOWBIT_NEON_UNROLL
       for (int c = 0; c < C; ++c) wc[c] = w + c * channel_stride;
-      for (std::int64_t chunks = (end - j) / 4; chunks > 0; --chunks) {
+      std::int64_t chunks = (end - j) / 4;
+      for (; chunks > 0; --chunks) {
         uint8x16_t xv[Q], wv[C];
         LOWBIT_NEON_UNROLL
         for (int p = 0; p < Q; ++p) {
@@ -511,6 +686,47 @@ struct Neon {
         LOWBIT_NEON_UNROLL
         for (int v = 0; v < kBlockVectors; ++v) sums[p][v] = Add32(sums[p][v], total[p][v]);
       }
+    }
+  }
+
+  // The micro-kernel over `blocks` consecutive channel blocks (block b's
+  // filter at filter + b * block_words): sums[b] as AccumulateTile's. The
+  // full tiles take the assembly, which loops over the blocks itself.
+  template <int Q>
+  static void AccumulateBlocks(const PackedWord* const* rows, std::int64_t segments,
+                               std::int64_t words, const PackedWord* filter,
+                               std::int64_t block_words, const std::int64_t* filter_offsets,
+                               std::int64_t channel_stride, std::int64_t blocks,
+                               IVec (*sums)[Q][kBlockVectors]) {
+    constexpr std::int64_t kWordBytes = sizeof(PackedWord);
+#if defined(__aarch64__)
+    if constexpr (Q == 4 && kBlockWidth == 8) {
+      if (segments > 0 && segments * (words / 4 + 2) <= kAsmMaxChunks) {
+        Blocks4x8(rows, segments, words, filter, block_words * kWordBytes, filter_offsets,
+                  channel_stride * kWordBytes, blocks, sums);
+        return;
+      }
+    }
+#else
+    if constexpr (Q == 2 && kBlockWidth == 4) {
+      if (segments > 0 && segments * (words / 4 + 1) <= kMaxChunks) {
+        Blocks2x4Args args{rows,
+                           filter_offsets,
+                           static_cast<std::int32_t>(segments),
+                           filter,
+                           static_cast<std::int32_t>(channel_stride * kWordBytes),
+                           static_cast<std::int32_t>(words),
+                           &sums[0][0][0][0],
+                           static_cast<std::int32_t>(blocks),
+                           static_cast<std::int32_t>(block_words * kWordBytes)};
+        Blocks2x4(args);
+        return;
+      }
+    }
+#endif
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      AccumulateTile<Q>(rows, segments, words, filter + b * block_words, filter_offsets,
+                        channel_stride, sums[b]);
     }
   }
 };
