@@ -84,11 +84,10 @@ import time
 from pathlib import Path
 
 import pytest
+from repo_paths import HELPERS, REPO
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
 CUSTOM_OPS = REPO / "custom_ops"
-WORKER = TESTS / "sanitizer_worker.py"
+WORKER = HELPERS / "sanitizer_worker.py"
 CACHE = Path(os.environ.get("LOWBIT_SANITIZE_CACHE",
                             Path.home() / ".cache" / "lowbit-sanitize"))
 CXX = os.environ.get("CXX", "c++")

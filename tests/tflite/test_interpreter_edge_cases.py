@@ -205,7 +205,7 @@ def test_subnormal_arithmetic_is_the_same_in_tf_and_tflite(output_type):
     """TensorFlow runs kernels with subnormals flushed to zero, TFLite does not;
     the TF shell computes in IEEE mode so that the TF op and the TFLite kernel
     agree bit for bit even for subnormal multipliers (found by the fuzzer)."""
-    from test_tflite_runtime import Case, ModelBuilder
+    from tflite_models import Case, ModelBuilder
 
     from lowbit_tf import ops
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TARGETS = {
     "native": (None, None, None),
     "aarch64": ("aarch64-linux-gnu", "qemu-aarch64-static", "cortex-a72"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "abc_sweep.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "abc_sweep.py"
 
 
 @pytest.mark.slow

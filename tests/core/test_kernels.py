@@ -16,14 +16,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
+from repo_paths import HELPERS
 
 from lowbit_tf._native import kernel_path_names
 
-TESTS = Path(__file__).resolve().parent
 # Every path of the native kernel table built here (the reference aside).
 PATHS = kernel_path_names()
 CHANNELS = [1, 31, 32, 33, 64, 65, 130, 256, 512]
@@ -108,7 +107,7 @@ SCRIPT = textwrap.dedent("""
 def run_path(path: str, cases: list[dict]) -> list[dict]:
     env = dict(os.environ, LOWBIT_KERNEL=path, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(TESTS)], input=json.dumps(cases), env=env,
+        [sys.executable, "-c", SCRIPT, str(HELPERS)], input=json.dumps(cases), env=env,
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     line = [ln for ln in result.stdout.splitlines() if ln.startswith("FAILURES ")]

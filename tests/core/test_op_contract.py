@@ -22,7 +22,7 @@ import pytest
 from lowbit_converter import custom_op_specs
 from lowbit_tf import _native
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECORDED_OP_DEFS = ROOT / "tests" / "data" / "lowbit_op_defs.pbtxt"
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 pytest.importorskip("matplotlib", reason="the experiments plot with matplotlib")

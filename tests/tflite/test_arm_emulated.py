@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "arm" / "run_emulated.sh"
+SCRIPT = Path(__file__).resolve().parents[1] / "arm" / "run_emulated.sh"
 ENABLED = os.environ.get("LOWBIT_ARM_TESTS") == "1"
 
 pytestmark = [

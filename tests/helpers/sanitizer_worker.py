@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Per model: (input shapes that must run, malformed shapes that must raise,
 # shapes whose outcome (either) is only compared between the two builds).

@@ -37,7 +37,6 @@ def operators(tflite: bytes) -> list[tuple[str, object]]:
     return result
 
 
-
 def run_tflite(tflite: bytes, x: np.ndarray, **kwargs) -> np.ndarray:
     return Interpreter(model_content=tflite, **kwargs).predict(x)
 
