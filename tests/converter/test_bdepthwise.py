@@ -1,4 +1,7 @@
-"""TODO"""
+"""The converter and LowbitBDepthwiseConv2d: QuantDepthwiseConv2D (+ BatchNorm +
+ReLU) becomes one custom op that reproduces Keras; non-binary depthwise layers
+stay builtin and bad options are refused.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO"""
+"""The converter and LowbitBgemm: TF's converter emits the op with its options
+(kept exactly by our flatbuffer pass), and a binary QuantDense on an N-d input
+becomes LowbitBgemm and reproduces Keras.
+"""
 
 from __future__ import annotations
 

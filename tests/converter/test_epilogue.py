@@ -1,4 +1,6 @@
-"""TODO"""
+"""The converter and LowbitBconv2d's fused epilogue: conv -> ReLU -> BatchNorm ->
+Add becomes one op and reproduces Keras; unfusable adds are left alone.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is depreca
 
 
 def _tflite_ops(model: bytes) -> list[str]:
-    from packed_chain_cases import _tflite_ops as ops_of
+    from tflite_models import tflite_ops as ops_of
 
     return [name for name, _ in ops_of(model)[0]]
 

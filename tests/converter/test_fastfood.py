@@ -1,4 +1,6 @@
-"""TODO"""
+"""The converter and LowbitFastfood: FastfoodDense becomes one LowbitFastfood
+that reproduces Keras; what cannot be converted raises a ConversionError.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _fastfood_model(functional: bool, rank3: bool):
 
 @pytest.mark.parametrize("functional, rank3", [(True, False), (False, True)])
 def test_converted_fastfood_reproduces_keras(functional, rank3):
-    from packed_chain_cases import _tflite_ops
+    from tflite_models import tflite_ops
 
     from lowbit_converter.convert import convert_with_report
     from lowbit_converter.lowering import lower_model
@@ -64,7 +66,7 @@ def test_converted_fastfood_reproduces_keras(functional, rank3):
         result = convert_with_report(model)
     assert result.lowered_layers == ["ff_plain", "ff_relu", "ff_tanh"]
     assert result.report.custom_ops == {"LowbitFastfood": 3}
-    found, _, _ = _tflite_ops(result.tflite_model)
+    found, _, _ = tflite_ops(result.tflite_model)
     names = [name for name, _ in found]
     assert "TANH" in names, names
     if not rank3:  # only the Dense layers and the ops remain (no butterflies, no gather)

@@ -1,4 +1,7 @@
-"""TODO"""
+"""The converter and LowbitMultibitConv2d: multi-bit layers (ABC-Net, DoReFa,
+ternary / k-bit weights) become LowbitMultibitConv2d and reproduce Keras;
+unmappable quantized layers are refused, naming the layer.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
-"""TODO"""
+"""The converter and packed chains (issue 4): QuantConv2D -> BN -> MaxPool ->
+QuantConv2D stays bit-packed between the binary ops and reproduces Keras;
+chains that cannot stay packed stay float.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from keras_helpers import randomize_batch_norms
-from packed_chain_cases import _tflite_ops
+from tflite_models import tflite_ops
 
 tf = pytest.importorskip("tensorflow")
 
@@ -75,7 +78,7 @@ def test_converted_chain_stays_packed_and_reproduces_keras(kind, functional):
     np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-5,
                                atol=1e-5 * np.abs(expected).max())
     tflite = lowbit_converter.convert(model)
-    ops_, sub, schema = _tflite_ops(tflite)
+    ops_, sub, schema = tflite_ops(tflite)
     names = [n for n, _ in ops_]
     assert names.count("LowbitBconv2d") == (1 if kind == "dense" else 2), names
     assert names.count("LowbitBgemm") == (2 if kind == "dense" else 0), names
@@ -101,7 +104,7 @@ def test_converted_chain_stays_packed_and_reproduces_keras(kind, functional):
     got = interpreter.predict(x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     # packed_chains=False: the float path, no packed op.
-    names = [n for n, _ in _tflite_ops(lowbit_converter.convert(model, packed_chains=False))[0]]
+    names = [n for n, _ in tflite_ops(lowbit_converter.convert(model, packed_chains=False))[0]]
     assert "LowbitBMaxPool2d" not in names
 
 

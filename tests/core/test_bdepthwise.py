@@ -1,4 +1,8 @@
-"""TODO"""
+"""LowbitBDepthwiseConv2d's core: every read-out path (LOWBIT_KERNEL, each in a
+fresh process) against the NumPy reference, and custom_ops/tests/bdepthwise_check.cc
+(the core alone against a naive C++ loop) natively and cross-compiled for Arm
+under qemu-user.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +64,7 @@ CROSS_TARGETS = {
 def test_native_check_natively_and_for_arm(target, tmp_path):
     """custom_ops/tests/bdepthwise_check.cc: the core alone against a naive C++
     loop, every read-out path, natively and cross-compiled for Arm under
-    qemu-user (as tests/test_cross_kernels.py does for the binary conv)."""
+    qemu-user (as tests/core/test_cross_kernels.py does for the binary conv)."""
     import shutil
 
     triple, qemu, cpu = CROSS_TARGETS[target]

@@ -1,4 +1,8 @@
-"""TODO"""
+"""LowbitBgemm on every kernel path of the native kernel table (LOWBIT_KERNEL,
+forced in a fresh process each): small batches through the GEMV path into the
+tiled one and random cases, through the TF op and the TFLite kernel, against
+the NumPy reference bit for bit.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO"""
+"""LowbitBconv2d's fused epilogue on every kernel path (LOWBIT_KERNEL, each in a
+fresh process), against the NumPy reference bit for bit.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""TODO"""
+"""Every bitpack packer and every binary-conv kernel path (LOWBIT_KERNEL, each in
+a fresh process), through the TF ops, against the NumPy reference bit for bit.
+"""
 
 from __future__ import annotations
 

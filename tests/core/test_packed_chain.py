@@ -1,4 +1,6 @@
-"""TODO"""
+"""The packing pass of a bit-packed LowbitBconv2d output on the reference, the
+portable and this machine's best kernel path (each in a fresh process).
+"""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ pytestmark = [
 
 
 
-# The packing pass is shared by every kernel (tests/test_kernels.py and
-# tests/test_cross_kernels.py cover the kernels themselves): the reference,
+# The packing pass is shared by every kernel (tests/core/test_kernels.py and
+# tests/core/test_cross_kernels.py cover the kernels themselves): the reference,
 # the portable and this machine's best path are enough here.
 @pytest.mark.parametrize("path", ["reference", "portable", "auto"])
 def test_every_kernel_path_packs_the_same_bits(path):

@@ -15,7 +15,7 @@ the compiler version, so a warm rerun only runs them:
           binary depthwise, ABC multi-bit conv and dense, binary dense,
           Fastfood), converted with lowbit_tf.convert and run by the real
           ai_edge_litert interpreter with the ASan-built delegate in a Python
-          subprocess (tests/sanitizer_worker.py): every LOWBIT_KERNEL path
+          subprocess (tests/helpers/sanitizer_worker.py): every LOWBIT_KERNEL path
           ("reference" and those the checker lists), delegate threads 1, 2 and
           4, several batch sizes and image sizes (one interpreter resized
           through all of them), inputs with infinities, NaN and subnormals,

@@ -1,14 +1,13 @@
-"""TODO"""
+"""Random LowbitBDepthwiseConv2d cases, their data and the NumPy reference / TF
+op results, shared by tests/{tf_ops,tflite,core,converter}/test_bdepthwise.py
+(and imported by the every-kernel-path subprocess of tests/core/test_bdepthwise.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from packed_chain_cases import tricky_transform
 from reference import bdepthwise_conv2d_np
-
-
-def words(channels: int) -> int:
-    return -(-channels // 32)
 
 
 def random_case(rng: np.random.Generator) -> dict:

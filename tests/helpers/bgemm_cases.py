@@ -1,4 +1,9 @@
-"""TODO"""
+"""Random LowbitBgemm cases and how each shell runs them, shared by
+tests/{tf_ops,tflite,core,converter}/test_bgemm.py (and imported by the
+every-kernel-path subprocess of tests/core/test_bgemm.py): shapes with channel
+tails (K = 1, 31, 33, 100, 257; N_out 1..70), leading dimensions, float and
+bit-packed outputs; the NumPy reference, the TF op and a one-op .tflite model.
+"""
 
 from __future__ import annotations
 
@@ -59,7 +64,7 @@ def gemm_options(case: dict, **overrides) -> bytes:
 
 def tflite_gemm(case: dict, kernel, m, b, *, options: bytes | None = None,
                 filter_data=None, input_shape=None, input_dtype=None) -> bytes:
-    """A model of one LowbitBgemm with constant weights (tests/test_tflite_runtime.py's
+    """A model of one LowbitBgemm with constant weights (tests/tflite/test_tflite_runtime.py's
     ModelBuilder)."""
     words = ops.packed_words(case["k"])
     depth = words if case["packed_input"] else case["k"]

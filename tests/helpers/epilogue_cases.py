@@ -1,4 +1,8 @@
-"""TODO"""
+"""Random cases of LowbitBconv2d's fused epilogue (affine, add, affine_add), their
+data, the NumPy reference and the TF op, shared by
+tests/{tf_ops,tflite,core}/test_epilogue.py (and imported by the
+every-kernel-path subprocess of tests/core/test_epilogue.py).
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,11 @@
-"""TODO"""
+"""LowbitFastfood weights and layer variants shared by
+tests/{tf_ops,tflite}/test_fastfood.py: general float weights (so that any
+change in the order of operations shows) and the Keras-layer cases.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-
-TESTS = Path(__file__).resolve().parent
 
 F32 = np.float32
 

@@ -14,16 +14,16 @@ its run-time inputs become the model inputs).
 
 Usage::
 
-    # the CI test runs a short fixed-seed campaign: tests/test_fuzz_tflite_models.py
-    python tests/fuzz_tflite_models.py --seconds 600 --seed 7 --save-failures DIR
-    python tests/fuzz_tflite_models.py --seed 7 --only 1234          # one mutant, isolated
-    python tests/fuzz_tflite_models.py --replay DIR/<case>.json      # in-process, no isolation
-    python tests/fuzz_tflite_models.py --seed 7 --list 20            # describe mutants, no run
+    # the CI test runs a short fixed-seed campaign: tests/tflite/test_fuzz_tflite_models.py
+    python tests/helpers/fuzz_tflite_models.py --seconds 600 --seed 7 --save-failures DIR
+    python tests/helpers/fuzz_tflite_models.py --seed 7 --only 1234          # one mutant, isolated
+    python tests/helpers/fuzz_tflite_models.py --replay DIR/<case>.json      # in-process, no isolation
+    python tests/helpers/fuzz_tflite_models.py --seed 7 --list 20            # describe mutants, no run
 
     # under AddressSanitizer + UBSan (a build of the delegate alone, anywhere):
     cmake -S custom_ops -B /tmp/asan -DLOWBIT_SANITIZE=address,undefined
     cmake --build /tmp/asan --target lowbit_tflite
-    python tests/fuzz_tflite_models.py --library /tmp/asan/liblowbit_tflite.so --seconds 600
+    python tests/helpers/fuzz_tflite_models.py --library /tmp/asan/liblowbit_tflite.so --seconds 600
 
 Other options: `--count N` (stop after N mutants), `--kernel NAME` (sets
 LOWBIT_KERNEL in the worker: reference, portable, avx2, ...), `--library
@@ -1633,7 +1633,7 @@ def execute(header: dict, model: bytes, original: bytes) -> dict:
     the checks made and the failures found."""
     plan = header["plan"]
     oracle = header["oracle"]
-    if plan.get("crash_for_test"):  # tests/test_fuzz_tflite_models.py checks the harness
+    if plan.get("crash_for_test"):  # tests/tflite/test_fuzz_tflite_models.py checks the harness
         os.kill(os.getpid(), signal.SIGSEGV)
     if plan.get("hang_for_test"):
         time.sleep(3600)
@@ -2099,7 +2099,7 @@ def _worker_env(kernel: str | None, library: str | None) -> dict:
         if runtimes:
             # A sanitizer build (custom_ops/CMakeLists.txt -DLOWBIT_SANITIZE=...):
             # its runtime must be the process's first library, and libstdc++
-            # too (tests/test_sanitizers.py explains why); no TensorFlow then.
+            # too (tests/core/test_sanitizers.py explains why); no TensorFlow then.
             env["LD_PRELOAD"] = runtimes
             env["LOWBIT_FUZZ_NO_TF"] = "1"
             env.setdefault("ASAN_OPTIONS", "detect_leaks=0:halt_on_error=1:abort_on_error=1")
@@ -2208,9 +2208,9 @@ def run_campaign(
             if result.get("known") and len(stats.known_examples) < 20:
                 stats.known_examples.append(
                     f"{mutant.describe()}: {result.get('known_message')}; rerun: python "
-                    f"tests/fuzz_tflite_models.py --seed {seed} --only {mutant.index}")
+                    f"tests/helpers/fuzz_tflite_models.py --seed {seed} --only {mutant.index}")
             if problem is not None:
-                rerun = f"python tests/fuzz_tflite_models.py --seed {seed} --only {mutant.index}"
+                rerun = f"python tests/helpers/fuzz_tflite_models.py --seed {seed} --only {mutant.index}"
                 record = {
                     "problem": problem,
                     "mutation": mutant.describe(),
@@ -2222,7 +2222,7 @@ def run_campaign(
                     failures_dir = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-failures-"))
                 record["saved"] = _save_failure(failures_dir, mutant, seed, record)
                 record["rerun"] = (f"{rerun}   (in-process, no isolation: python "
-                                   f"tests/fuzz_tflite_models.py --replay {record['saved']})")
+                                   f"tests/helpers/fuzz_tflite_models.py --replay {record['saved']})")
                 stats.failures.append(record)
                 log(f"FAILURE ({problem}) {mutant.describe()}\n    "
                     + "\n    ".join(record["messages"][:5]) + f"\n    saved {record['saved']}")

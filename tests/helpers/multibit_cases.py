@@ -1,14 +1,13 @@
-"""TODO"""
+"""Random LowbitMultibitConv2d cases (sign, ABC-Net, DoReFa planes), their data,
+the NumPy reference and the TF op, shared by
+tests/{tf_ops,tflite}/test_multibit.py.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 
 from lowbit_tf import ops
-
-TESTS = Path(__file__).resolve().parent
 
 
 def random_case(rng: np.random.Generator) -> dict:

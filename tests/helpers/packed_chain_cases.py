@@ -1,4 +1,9 @@
-"""TODO"""
+"""Bit-packed LowbitBconv2d cases shared by the packed-chain tests
+(tests/{tf_ops,tflite,core}/test_packed_chain.py) and the other binary ops:
+``tricky_transform`` puts each channel's flip point of m * D + b on or next to
+an integer D (one float ulp either way), so that the integer thresholds of a
+packed output are checked against the float decision exactly.
+"""
 
 from __future__ import annotations
 
@@ -85,19 +90,3 @@ def reference(case: dict, x, kernel, m, b) -> np.ndarray:
         x, kernel, m, b, case["strides"], case["dilations"], case["padding"],
         case["pad_value"], case["activation"],
     )
-
-
-def _tflite_ops(tflite: bytes):
-    from lowbit_converter.tflite_schema import schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    sub = model.subgraphs[0]
-    result = []
-    for op in sub.operators:
-        code = model.operatorCodes[op.opcodeIndex]
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        name = code.customCode.decode() if code.customCode else names[builtin]
-        result.append((name, op))
-    return result, sub, schema
-

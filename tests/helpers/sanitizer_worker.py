@@ -1,4 +1,4 @@
-"""Subprocess side of tests/test_sanitizers.py: runs converted lowbit models
+"""Subprocess side of tests/core/test_sanitizers.py: runs converted lowbit models
 through the ai_edge_litert interpreter with a given build of the lowbit
 delegate, in a Python that may have a sanitizer runtime preloaded.
 
@@ -7,17 +7,17 @@ noisy): `lowbit_tf/lite.py` is loaded as a standalone module, bypassing
 `lowbit_tf/__init__.py` (which imports TensorFlow where it is installed), and
 finds the delegate library through $LOWBIT_TFLITE_LIBRARY.
 
-    python tests/sanitizer_worker.py outputs MODEL_DIR RESULT.pkl KERNELS THREADS
+    python tests/helpers/sanitizer_worker.py outputs MODEL_DIR RESULT.pkl KERNELS THREADS
         every model of MODEL_DIR (<name>.tflite, see CASES) on every input shape,
         under each LOWBIT_KERNEL path (comma-separated) and delegate thread
         count (comma-separated); malformed inputs too. Writes a pickle of
         {"<model>/<kernel>/t<threads>/<good|bad|either><i>:<shape>":
          output array, or "raised <Type>: <message>"}.
-    python tests/sanitizer_worker.py threads MODEL_DIR RESULT.json
+    python tests/helpers/sanitizer_worker.py threads MODEL_DIR RESULT.json
         one delegate shared by several interpreters, each driven by its own
         Python thread (ai_edge_litert releases the GIL in invoke); writes what
         happened as JSON (mismatches, peak concurrency, GIL check).
-    python tests/sanitizer_worker.py canary LIBSANITIZER_CANARY.so DEFECT
+    python tests/helpers/sanitizer_worker.py canary LIBSANITIZER_CANARY.so DEFECT
         calls one deliberate defect (heap_overflow, signed_overflow, leak, race)
         of custom_ops/tests/sanitizer_canary.cc.
 

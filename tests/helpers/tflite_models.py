@@ -1,4 +1,10 @@
-"""TODO"""
+"""Building and reading .tflite files for the tests, with the flatbuffers object
+API of the TFLite schema (so building needs neither the TF ops nor the
+converter): ``ModelBuilder`` (tensors, constant buffers, custom ops),
+``bconv_options`` (LowbitBconv2d's FlexBuffer options), ``Case`` (a one-op
+LowbitBconv2d model with its input and NumPy result) and ``tflite_ops`` (the
+operators of a converted model, via the converter's schema).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,9 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import flexbuffers
 from reference import bconv2d_np, bitpack_np
 
-# tf.lite.Interpreter warns that it is deprecated in favour of ai_edge_litert.
-
 
 def bconv2d_ref(x, w, multiplier, bias, stride, dilation, padding, pad_value, activation):
-    """tests/reference.py's binary conv, for a +-1 filter in OHWI [Cout,KH,KW,C]."""
+    """tests/helpers/reference.py's binary conv, for a +-1 filter in OHWI [Cout,KH,KW,C]."""
     return bconv2d_np(x, np.transpose(w, (1, 2, 3, 0)), multiplier, bias, stride, dilation,
                       padding, pad_value, activation.lower())
 
@@ -199,3 +203,20 @@ class Case:
         mb.custom_op("LowbitBconv2d", [x, f, m, b], [y], opts)
         return mb.finish([x], [y])
 
+
+def tflite_ops(tflite: bytes):
+    """The operators of subgraph 0 as (name, operator) pairs (a custom op by its
+    custom code, a builtin by its BuiltinOperator name), the subgraph and the
+    schema module, read with the converter's flatbuffer object API."""
+    from lowbit_converter.tflite_schema import schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    sub = model.subgraphs[0]
+    result = []
+    for op in sub.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = code.customCode.decode() if code.customCode else names[builtin]
+        result.append((name, op))
+    return result, sub, schema

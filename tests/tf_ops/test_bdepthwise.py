@@ -1,4 +1,13 @@
-"""TODO"""
+"""Binary depthwise convolution (LowbitBDepthwiseConv2d) as a TF op.
+
+NumPy reference (tests/helpers/reference.py) == TF op, bit for bit, over random
+shapes with channel tails, depth multipliers, strides, dilations, both
+paddings and pad values, kernel sizes that take one or several blocks of
+bit-sliced counters (1 to 81 taps), float and bit-packed outputs; bad inputs
+raise; the gradient against the float training path. The TFLite kernel:
+tests/tflite/test_bdepthwise.py; every kernel path and the core for Arm:
+tests/core/test_bdepthwise.py; the converter: tests/converter/test_bdepthwise.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,14 @@
-"""TODO"""
+"""LowbitBgemm (binary dense / GEMM) and the N-d inputs of LowbitBconv2d and
+LowbitBMaxPool2d, as TF ops.
+
+NumPy reference (tests/helpers/reference.py) = TF op, bit for bit, on random
+shapes with channel tails (K = 1, 31, 33, 100, 257; N_out 1..70), leading
+dimensions, float and bit-packed outputs; small batches (rows 1..9) that cross
+the SIMD kernels' GEMV path (rows below the tile: AVX2 4, AVX-512 8) into the
+tiled one; shape functions with unknown dimensions; bad input raises clear
+errors. The TFLite kernel: tests/tflite/test_bgemm.py; every kernel path:
+tests/core/test_bgemm.py; the converter: tests/converter/test_bgemm.py.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +29,7 @@ pytestmark = [
 
 
 # --------------------------------------------------------------------------
-# LowbitBgemm: reference == TF op == TFLite
+# LowbitBgemm: reference == TF op
 # --------------------------------------------------------------------------
 
 

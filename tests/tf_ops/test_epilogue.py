@@ -1,4 +1,12 @@
-"""TODO"""
+"""LowbitBconv2d's fused epilogue (issue 7, QuickNet's residual blocks) as a TF
+op: y = act(m * dot + b), then y * post_multiplier + post_bias, then + residual.
+
+NumPy reference (tests/helpers/reference.py: bconv2d_np, epilogue_np) = TF op,
+bit for bit (the float steps are the same float32 roundings in the same
+order); gradients against the unfused composite; malformed epilogues raise
+clear errors. The TFLite kernel: tests/tflite/test_epilogue.py; every kernel
+path: tests/core/test_epilogue.py; the converter: tests/converter/test_epilogue.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,15 @@
-"""TODO"""
+"""LowbitFastfood: the Adaptive Fastfood transform (lowbit_tf.layers.FastfoodDense)
+as one TF op, on one C++ core (core/fastfood.h).
+
+Exactness: the float32 butterfly reference in the Keras layer's order of
+operations (tests/helpers/reference.py fastfood_np) == the Keras layer == the
+TF op, bit for bit (values; a zero may differ in sign only where a bias is
+added); the float64 dense-matrix reference (fastfood_dense_np) within a
+float32 tolerance. Bad inputs: clear errors from the wrapper and the kernel.
+Gradients: the op's registered gradient against tf.GradientTape through the
+Keras layer's float ops, and training through the op. The TFLite kernel:
+tests/tflite/test_fastfood.py; the converter: tests/converter/test_fastfood.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,14 @@
-"""TODO"""
+"""LowbitMultibitConv2d: multi-bit convolution (ABC-Net, DoReFa, ternary / k-bit
+weights) as a sum of binary convolutions, as a TF op.
+
+NumPy reference (tests/helpers/reference.py) = TF op, bit for bit: the plane
+dot products are exact integers and the reference combines them in the op's
+documented float32 order. Shapes cover channel tails, strides, dilations, both
+paddings and pad values, and leading dimensions beyond the batch. Bad input
+raises; the op's registered gradient equals the float training path's. The
+TFLite kernel: tests/tflite/test_multibit.py; the converter:
+tests/converter/test_multibit.py.
+"""
 
 from __future__ import annotations
 

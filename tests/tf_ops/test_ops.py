@@ -1,4 +1,7 @@
-"""TODO"""
+"""The custom TF ops (bitpack, LowbitBconv2d) against the NumPy reference, bit
+for bit; the filter cache; bad input raises clear exceptions; the library's
+TF version check. Every kernel path: tests/core/test_ops.py.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,12 @@
-"""TODO"""
+"""Chains of binary layers that never unpack (issue 4), as TF ops: LowbitBconv2d
+with output_type="bitpacked" and LowbitBMaxPool2d on packed data.
+
+NumPy reference (tests/helpers/reference.py) = TF op, bit for bit, over random
+shapes with channel tails; per-channel multipliers and biases chosen to sit on
+and around the flip points of the float output transform, so that the integer
+thresholds are checked against the float decision exactly. The TFLite kernels:
+tests/tflite/test_packed_chain.py; the converter: tests/converter/test_packed_chain.py.
+"""
 
 from __future__ import annotations
 

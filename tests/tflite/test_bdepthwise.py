@@ -1,4 +1,8 @@
-"""TODO"""
+"""The TFLite kernel of LowbitBDepthwiseConv2d in both runtimes: the same bits as
+the TF op; malformed options and tensors raise, in a subprocess
+(`PYTHONPATH=tests/helpers python tests/tflite/test_bdepthwise.py --bad-cases
+RUNTIME`), so that a crash fails a test instead of killing pytest.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO"""
+"""The TFLite kernel of LowbitBgemm, and rank-5 LowbitBconv2d / LowbitBMaxPool2d,
+in both runtimes: the same bits as the TF op and the NumPy reference (small
+batches through the GEMV path too); malformed models and options raise, in a
+subprocess (`PYTHONPATH=tests/helpers python tests/tflite/test_bgemm.py
+--bad-cases`), so that a crash fails a test instead of killing pytest.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO"""
+"""The TFLite kernel of LowbitBconv2d's fused epilogue in both runtimes: the same
+bits as the TF op (the float steps are the same float32 roundings in the same
+order); malformed epilogues raise clear errors.
+"""
 
 from __future__ import annotations
 

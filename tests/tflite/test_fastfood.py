@@ -1,4 +1,8 @@
-"""TODO"""
+"""The TFLite kernel of LowbitFastfood in both runtimes: the same bits as the TF
+op; malformed and fuzzed models raise, never crash, in a subprocess
+(`PYTHONPATH=tests/helpers python tests/tflite/test_fastfood.py --bad-cases
+RUNTIME`), so that a crash fails a test instead of killing pytest.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A fixed-seed fuzz campaign over converted .tflite models (issue 13).
 
-tests/fuzz_tflite_models.py mutates small models made by the real converter
+tests/helpers/fuzz_tflite_models.py mutates small models made by the real converter
 (custom op options, tensor shapes and dtypes, constant buffers, operator
 indices, run-time input shapes and values) and runs every mutant in a worker
 process: each must raise a Python exception or give a correct result (equal
@@ -9,7 +9,7 @@ models, declared output shapes), never crash or hang. This test runs a fixed
 number of mutants of one seed (about 30 s, plus about 10 s to convert the seed
 models); run it longer by hand:
 
-    python tests/fuzz_tflite_models.py --seconds 600 --seed 7 --save-failures DIR
+    python tests/helpers/fuzz_tflite_models.py --seconds 600 --seed 7 --save-failures DIR
 """
 
 from __future__ import annotations

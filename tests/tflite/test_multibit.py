@@ -1,4 +1,6 @@
-"""TODO"""
+"""The TFLite kernel of LowbitMultibitConv2d in both runtimes: the same bits as
+the TF op; bad options and shapes raise.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""TODO"""
+"""The TFLite kernels of a packed chain (LowbitBconv2d with a bit-packed output,
+LowbitBMaxPool2d) in both runtimes: the same bits as the TF ops; bad options
+and shapes raise.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,14 @@
-"""TODO"""
+"""Tests of the TFLite runtime shell: the lowbit external delegate
+(custom_ops/tflite) and `lowbit_tf.lite.Interpreter`.
+
+The .tflite models are built with tests/helpers/tflite_models.py (the
+flatbuffers object API of the TFLite schema), so these tests need neither the
+TF ops nor the converter. Results are compared with a plain NumPy binary
+convolution. Malformed models and options run in a separate process
+(`PYTHONPATH=tests/helpers python tests/tflite/test_tflite_runtime.py
+--bad-cases RUNTIME`) so that a crash would fail the test instead of killing
+pytest. The FlexBuffer reader is also fuzzed on its own under AddressSanitizer.
+"""
 
 from __future__ import annotations
 
