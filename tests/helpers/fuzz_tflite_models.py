@@ -16,9 +16,9 @@ Usage::
 
     # the CI test runs a short fixed-seed campaign: tests/tflite/test_fuzz_tflite_models.py
     python tests/helpers/fuzz_tflite_models.py --seconds 600 --seed 7 --save-failures DIR
-    python tests/helpers/fuzz_tflite_models.py --seed 7 --only 1234          # one mutant, isolated
-    python tests/helpers/fuzz_tflite_models.py --replay DIR/<case>.json      # in-process, no isolation
-    python tests/helpers/fuzz_tflite_models.py --seed 7 --list 20            # describe mutants, no run
+    python tests/helpers/fuzz_tflite_models.py --seed 7 --only 1234      # one mutant, isolated
+    python tests/helpers/fuzz_tflite_models.py --replay DIR/<case>.json  # in-process, no isolation
+    python tests/helpers/fuzz_tflite_models.py --seed 7 --list 20        # describe mutants, no run
 
     # under AddressSanitizer + UBSan (a build of the delegate alone, anywhere):
     cmake -S custom_ops -B /tmp/asan -DLOWBIT_SANITIZE=address,undefined
@@ -2210,7 +2210,8 @@ def run_campaign(
                     f"{mutant.describe()}: {result.get('known_message')}; rerun: python "
                     f"tests/helpers/fuzz_tflite_models.py --seed {seed} --only {mutant.index}")
             if problem is not None:
-                rerun = f"python tests/helpers/fuzz_tflite_models.py --seed {seed} --only {mutant.index}"
+                rerun = (f"python tests/helpers/fuzz_tflite_models.py --seed {seed} "
+                         f"--only {mutant.index}")
                 record = {
                     "problem": problem,
                     "mutation": mutant.describe(),
@@ -2222,7 +2223,8 @@ def run_campaign(
                     failures_dir = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-failures-"))
                 record["saved"] = _save_failure(failures_dir, mutant, seed, record)
                 record["rerun"] = (f"{rerun}   (in-process, no isolation: python "
-                                   f"tests/helpers/fuzz_tflite_models.py --replay {record['saved']})")
+                                   "tests/helpers/fuzz_tflite_models.py --replay "
+                                   f"{record['saved']})")
                 stats.failures.append(record)
                 log(f"FAILURE ({problem}) {mutant.describe()}\n    "
                     + "\n    ".join(record["messages"][:5]) + f"\n    saved {record['saved']}")
