@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bgemm_cases import K_VALUES, case_data, random_case, reference, run_tf, small_batch_mismatches
 from reference import bgemm_np, bitpack_np
 
 tf = pytest.importorskip("tensorflow")
 
+from bgemm_cases import K_VALUES, case_data, random_case, reference, run_tf, small_batch_mismatches  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
 

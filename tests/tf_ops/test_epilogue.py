@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from epilogue_cases import (
+
+tf = pytest.importorskip("tensorflow")
+
+from epilogue_cases import (  # noqa: E402
     BAD,
     KINDS,
     case_data,
@@ -22,8 +25,6 @@ from epilogue_cases import (
     reference,
     run_tf,
 )
-
-tf = pytest.importorskip("tensorflow")
 
 from lowbit_tf import ops  # noqa: E402
 

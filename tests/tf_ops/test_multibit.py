@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from multibit_cases import BAD_CASE, case_data, random_case, run_tf
 from reference import activation_planes_np, multibit_conv2d_np
 
 tf = pytest.importorskip("tensorflow")
+
+from multibit_cases import BAD_CASE, case_data, random_case, run_tf  # noqa: E402
 
 from lowbit_tf import ops, quantizers  # noqa: E402
 

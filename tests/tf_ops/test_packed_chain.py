@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from packed_chain_cases import case_data, random_case, reference, run_tf
 from reference import (
     bconv2d_bitpacked_np,
     bitpack_np,
@@ -20,6 +19,8 @@ from reference import (
 )
 
 tf = pytest.importorskip("tensorflow")
+
+from packed_chain_cases import case_data, random_case, reference, run_tf  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
 

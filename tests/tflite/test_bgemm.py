@@ -13,7 +13,13 @@ import sys
 
 import numpy as np
 import pytest
-from bgemm_cases import (
+from reference import bconv2d_np, bitpack_np, bmaxpool2d_np
+from repo_paths import helper_env
+from tflite_models import ModelBuilder
+
+tf = pytest.importorskip("tensorflow")
+
+from bgemm_cases import (  # noqa: E402
     case_data,
     gemm_options,
     random_case,
@@ -23,12 +29,6 @@ from bgemm_cases import (
     small_batch_mismatches,
     tflite_gemm,
 )
-from reference import bconv2d_np, bitpack_np, bmaxpool2d_np
-from repo_paths import helper_env
-from tflite_models import ModelBuilder
-
-tf = pytest.importorskip("tensorflow")
-
 from flatbuffers import flexbuffers  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402

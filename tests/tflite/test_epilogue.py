@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from epilogue_cases import BAD, KINDS, case_data, random_case, reference, run_tf
 
 tf = pytest.importorskip("tensorflow")
+
+from epilogue_cases import BAD, KINDS, case_data, random_case, reference, run_tf  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from multibit_cases import BAD_CASE, case_data, random_case, run_tf
 
 tf = pytest.importorskip("tensorflow")
+
+from multibit_cases import BAD_CASE, case_data, random_case, run_tf  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from packed_chain_cases import case_data, random_case, reference, run_tf
 from reference import (
     bmaxpool2d_np,
 )
 
 tf = pytest.importorskip("tensorflow")
+
+from packed_chain_cases import case_data, random_case, reference, run_tf  # noqa: E402
 
 from lowbit_tf import ops  # noqa: E402
 
