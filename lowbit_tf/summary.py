@@ -42,7 +42,7 @@ Counting rules:
   (nothing, or a bias of ``4 * channels`` bytes); one elsewhere becomes a multiply and
   an add (``8 * channels`` bytes); every other layer stores its parameters as float32 (4
   bytes each). The constants were fitted on converted models; the estimate is within 5%
-  for the models of ``tests/test_training_tools.py`` (within 1% measured) when their
+  for the models of ``tests/keras/test_training_tools.py`` (within 1% measured) when their
   weights are non-trivial (the TFLite converter removes all-zero biases and shares
   identical constant buffers, so freshly initialised models come out somewhat smaller
   than predicted).

@@ -2,7 +2,7 @@
 
 This is the Python side of the contract written down in docs/custom_ops.md;
 the C++ kernels (custom_ops/tflite) read the same keys. The contract itself is
-the core's table (custom_ops/core/op_contract.h); tests/test_op_contract.py
+the core's table (custom_ops/core/op_contract.h); tests/core/test_op_contract.py
 holds every op, key, type, choice, minimum, default and input count here to it
 (kept as plain Python so that the converter needs no native library to import).
 """

@@ -12,7 +12,7 @@
 //     the TFLite ops their FlexBuffer map; core/op_options.h then maps the
 //     values to each op's params;
 //   * lowbit_op_contract_json() in the TFLite library hands the table to
-//     Python as JSON, where tests/test_op_contract.py holds the converter's
+//     Python as JSON, where tests/core/test_op_contract.py holds the converter's
 //     custom_op_specs.py and docs/custom_ops.md to it.
 // What is not here, and why: the doc text of the TF registration and the
 // shape functions (TF-only, in tf/ops.cc), and the constraints between

@@ -3,7 +3,7 @@
 // paddings and pad values, 1 and 2 threads), and of BGemm (float and bit-packed
 // output) at rows 1..9, across each SIMD kernel's GEMV path for rows below its
 // tile. A plain executable so that it also runs under qemu-user for the Arm
-// builds (tests/test_cross_kernels.py):
+// builds (tests/core/test_cross_kernels.py):
 //     bconv2d_check [cases]     exit status 0 and "OK <n> cases" on success
 #include <cstdio>
 #include <cstdlib>

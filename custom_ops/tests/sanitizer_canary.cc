@@ -1,4 +1,4 @@
-// Deliberate defects, one per function, so that tests/test_sanitizers.py can
+// Deliberate defects, one per function, so that tests/core/test_sanitizers.py can
 // check that a sanitizer report raised inside a library loaded into Python
 // (here through ctypes, like the delegate through the TFLite runtime) really
 // fails the test. Built only for -DLOWBIT_SANITIZE=... with

@@ -1,5 +1,5 @@
 // Stress test of the thread pool (core/thread_pool.h) for ThreadSanitizer
-// builds (-DLOWBIT_SANITIZE=thread, tests/test_sanitizers.py), also a plain
+// builds (-DLOWBIT_SANITIZE=thread, tests/core/test_sanitizers.py), also a plain
 // correctness check in any build:
 //   * every ParallelFor covers [0, total) exactly once, for pools of 1 to 6
 //     threads, sizes around the chunking thresholds, jobs back to back (the

@@ -81,7 +81,7 @@ TfStatus EpilogueShapes(InferenceContext* c, const EpilogueKind& kind, Dimension
 
 // The REGISTER_OP builder of an op of the contract table, with its inputs,
 // outputs and attributes in the table's order (the order of the OpDef's
-// fields, which tests/test_op_contract.py holds to the recorded OpDefs).
+// fields, which tests/core/test_op_contract.py holds to the recorded OpDefs).
 tensorflow::register_op::OpDefBuilderWrapper ContractOp(const char* name) {
   const contract::OpContract* op = contract::FindOpContract(name);
   tensorflow::register_op::OpDefBuilderWrapper builder(name);

@@ -108,7 +108,7 @@ const char* TypeName(TfLiteType type) {
 }  // namespace lowbit
 
 // The op contract table (core/op_contract.h) as JSON, for tools and tests
-// that need it without TensorFlow (tests/test_op_contract.py):
+// that need it without TensorFlow (tests/core/test_op_contract.py):
 // ctypes.CDLL(lowbit_tf._native.tflite_library_path()).lowbit_op_contract_json
 extern "C" __attribute__((visibility("default"))) const char* lowbit_op_contract_json() {
   static const std::string json = lowbit::contract::OpContractsJson();

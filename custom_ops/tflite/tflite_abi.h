@@ -21,7 +21,7 @@
 //
 // The static_asserts at the bottom pin the LP64 offsets computed from upstream's
 // layout so that an accidental edit of this file is caught at compile time; the
-// end-to-end tests (tests/test_tflite_runtime.py) check the declarations against
+// end-to-end tests (tests/tflite/test_tflite_runtime.py) check the declarations against
 // the real runtimes, and the delegate cross-checks sizeof(TfLiteTensor) against
 // context->GetTensor at run time where the runtime provides it.
 #ifndef LOWBIT_TFLITE_TFLITE_ABI_H_

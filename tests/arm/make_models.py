@@ -34,7 +34,7 @@ from lowbit_tf import constraints, layers  # noqa: E402
 from lowbit_tf._keras import keras  # noqa: E402
 from lowbit_tf.lite import Interpreter  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))  # tests/helpers
 from keras_helpers import randomize_batch_norms  # noqa: E402
 
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",

@@ -282,7 +282,8 @@ runtime_wheel() {  # prints the path of the runtime wheel for $WHEEL_TARGET
 MODELS=""
 make_models() {
   local key native
-  key=$(tree_hash "${WHEEL_SOURCES[@]}" lowbit_tf converter models tests/arm/make_models.py)
+  key=$(tree_hash "${WHEEL_SOURCES[@]}" lowbit_tf converter models tests/arm/make_models.py \
+    tests/helpers/keras_helpers.py)
   MODELS=$WORK/models-$key
   [[ -f $MODELS/manifest.json ]] && return 0
   rm -rf "$WORK/models-"*

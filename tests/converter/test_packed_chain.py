@@ -1,0 +1,125 @@
+"""The converter and packed chains (issue 4): QuantConv2D -> BN -> MaxPool ->
+QuantConv2D stays bit-packed between the binary ops and reproduces Keras;
+chains that cannot stay packed stay float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras_helpers import randomize_batch_norms
+from tflite_models import tflite_ops
+
+tf = pytest.importorskip("tensorflow")
+
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated"),
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+]
+
+
+# --------------------------------------------------------------------------
+# Converter: QuantConv2D -> BN -> MaxPool -> QuantConv2D stays packed
+# --------------------------------------------------------------------------
+
+BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
+
+
+def _chain_model(kind: str, functional: bool):
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    body = [
+        layers.QuantConv2D(40, 3, padding="same", pad_values=1.0, name="b1", **BINARY),
+        keras.layers.BatchNormalization(name="bn1"),
+    ]
+    if kind == "pool":
+        body.append(keras.layers.MaxPooling2D(2, name="pool"))
+    elif kind == "pool_same":
+        body.append(keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool"))
+    if kind == "dense":
+        body += [keras.layers.Flatten(name="flat"),
+                 layers.QuantDense(33, name="b2", **BINARY),
+                 keras.layers.BatchNormalization(name="bn2"),
+                 layers.QuantDense(10, name="b3", **BINARY)]
+    else:
+        body += [layers.QuantConv2D(35, 3, padding="same", pad_values=0.0, name="b2", **BINARY),
+                 keras.layers.BatchNormalization(name="bn2"),
+                 keras.layers.Flatten(name="flat"),
+                 keras.layers.Dense(10, name="head")]
+    inputs = keras.Input((9, 10, 5))
+    if functional:
+        y = inputs
+        for layer in body:
+            y = layer(y)
+        model = keras.Model(inputs, y)
+    else:
+        model = keras.Sequential([inputs, *body])
+    randomize_batch_norms(model, 0, signed_gamma=True)
+    return model
+
+
+@pytest.mark.parametrize("functional", [True, False], ids=["functional", "sequential"])
+@pytest.mark.parametrize("kind", ["pool", "pool_same", "direct", "dense"])
+def test_converted_chain_stays_packed_and_reproduces_keras(kind, functional):
+    import lowbit_converter
+    from lowbit_converter.lowering import lower_model
+    from lowbit_tf.lite import Interpreter
+
+    model = _chain_model(kind, functional)
+    x = np.random.default_rng(1).standard_normal((4, 9, 10, 5)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    lowered, plans = lower_model(model, packed_chains=True)
+    # dense: Flatten sits between b1 and b2 (a float path), b2 -> bn2 -> b3 is packed.
+    producer, consumer = ("b2", "b3") if kind == "dense" else ("b1", "b2")
+    assert plans[producer].packed_output and plans[consumer].packed_input
+    assert not plans[consumer].packed_output
+    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+    tflite = lowbit_converter.convert(model)
+    ops_, sub, schema = tflite_ops(tflite)
+    names = [n for n, _ in ops_]
+    assert names.count("LowbitBconv2d") == (1 if kind == "dense" else 2), names
+    assert names.count("LowbitBgemm") == (2 if kind == "dense" else 0), names
+    assert ("LowbitBMaxPool2d" in names) == kind.startswith("pool"), names
+    assert "MAX_POOL_2D" not in names
+    # Between the two binary layers: only packed int32 tensors and packed ops.
+    binary = "LowbitBgemm" if kind == "dense" else "LowbitBconv2d"
+    first = names.index(binary)
+    second = names.index(binary, first + 1)
+    # Walk back from the second layer's input to the first one's output: only
+    # packed int32 tensors, made by packed ops (or a reshape of the words).
+    producer_of = {out: (name, op) for name, op in ops_ for out in op.outputs}
+    tensor = ops_[second][1].inputs[0]
+    while True:
+        assert sub.tensors[tensor].type == schema.TensorType.INT32, names
+        name, op = producer_of[tensor]
+        if op is ops_[first][1]:
+            break
+        assert name in ("LowbitBMaxPool2d", "RESHAPE"), (name, names)
+        tensor = op.inputs[0]
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.resize_tensor_input(0, list(x.shape))
+    got = interpreter.predict(x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    # packed_chains=False: the float path, no packed op.
+    names = [n for n, _ in tflite_ops(lowbit_converter.convert(model, packed_chains=False))[0]]
+    assert "LowbitBMaxPool2d" not in names
+
+
+def test_unpackable_chains_stay_float():
+    """A grouped consumer, or a conv output that is also read elsewhere, keeps
+    the float path (and still converts)."""
+    from lowbit_converter.lowering import plan_lowering
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    inputs = keras.Input((8, 8, 4))
+    a = layers.QuantConv2D(8, 3, padding="same", name="a", **BINARY)(inputs)
+    b = layers.QuantConv2D(8, 3, padding="same", groups=2, name="b", **BINARY)(a)
+    c = layers.QuantConv2D(8, 3, padding="same", name="c", **BINARY)(b)
+    d = keras.layers.Add()([c, layers.QuantConv2D(8, 1, name="d", **BINARY)(c)])
+    plans = plan_lowering(keras.Model(inputs, d), packed_chains=True)
+    assert not any(p.packed_output or p.packed_input for p in plans.values())
+

@@ -1,0 +1,131 @@
+"""The experiment scripts (experiments/*.py) run end to end in their --quick form.
+
+Each runs in a subprocess, as a user would run it, into a temporary directory;
+the test checks the exit status, the PNG and the table, that every accuracy in
+the table lies in [0, 1] and that the float baseline learned something.
+
+The training loop the experiments and the demo share reshuffles the batches
+every epoch, reproducibly (checked on a tiny model that records what ``fit``
+feeds it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+pytest.importorskip("matplotlib", reason="the experiments plot with matplotlib")
+
+# script -> regex whose group 1 is the float baseline's final test accuracy
+FLOAT_BASELINE = {
+    "binaryconnect": r"\| float \(32-bit weights\)\s*\| 32-bit\s*\|\s*([\d.]+)",
+    "fastfood": r"\| Dense FC \(512-512\)\s*\|[^|]*\|[^|]*\|[^|]*\|\s*([\d.]+)",
+    "abc_net": r"float network: ([\d.]+)",
+    "fixed_point": r"float32: ([\d.]+)",
+}
+# rows every quick run must have (labels of the variants it compares)
+EXPECTED_ROWS = {
+    "binaryconnect": ["BinaryConnect deterministic", "BinaryConnect stochastic"],
+    "fastfood": ["Fastfood FC (512-512)"],
+    "abc_net": ["| M=1 ", "| M=3 ", "N=1", "N=2"],
+    "fixed_point": ["<8,8>", "<2,14>", "nearest", "stochastic"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FLOAT_BASELINE))
+def test_experiment_quick_run(name, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / f"{name}.py"), "--quick", "--output-dir",
+         str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    png = tmp_path / f"{name}.png"
+    assert png.read_bytes().startswith(PNG_SIGNATURE)
+    assert png.stat().st_size > 5000
+    table = (tmp_path / f"{name}.txt").read_text()
+    assert table in proc.stdout  # the table is printed, and saved as printed
+    for row in EXPECTED_ROWS[name]:
+        assert row in table
+    # Accuracies are printed with 4 decimals; parameter counts and seconds are not.
+    accuracies = [float(v) for v in re.findall(r"(?<![\d.])\d+\.\d{4}(?![\d.])", table)]
+    assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies), accuracies
+    baseline = float(re.search(FLOAT_BASELINE[name], table).group(1))
+    assert baseline > 0.5, table
+
+
+def test_experiment_scripts_share_one_helper():
+    """Every script parses the common options and writes through experiments/common.py."""
+    scripts = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")
+    assert scripts == sorted(FLOAT_BASELINE)
+    for name in scripts:
+        source = (EXPERIMENTS / f"{name}.py").read_text()
+        assert "common.parse_args(" in source and "common.save_figure(" in source, name
+
+
+# ------------------------------------------------- batch order of the training loops
+
+SAMPLES, BATCH, EPOCHS = 40, 8, 3
+
+
+def _batch_orders(path: str, seed: int, tmp_path: Path) -> np.ndarray:
+    """The sample order of every epoch (EPOCHS x SAMPLES) that ``path``'s training feeds."""
+    import common
+
+    from lowbit_tf import demo
+    from lowbit_tf._keras import keras
+
+    class BatchOrderRecorder(keras.Model):
+        """Dense logits of a sample-index input; records the indices of every training batch."""
+
+        def __init__(self):
+            super().__init__()
+            self.logits = keras.layers.Dense(10)
+            self.seen: list[np.ndarray] = []
+
+        def call(self, x):
+            return self.logits(x)
+
+        def compile(self, **kwargs):
+            super().compile(run_eagerly=True, **kwargs)  # train_step sees concrete batches
+
+        def train_step(self, data):
+            self.seen.append(np.asarray(data[0])[:, 0].astype(int))
+            return super().train_step(data)
+
+    x = np.arange(SAMPLES, dtype=np.float32)[:, None]
+    y = np.arange(SAMPLES, dtype=np.int32) % 10
+    if path == "demo":  # one fit(epochs=EPOCHS)
+        keras.utils.set_random_seed(seed)
+        model = BatchOrderRecorder()
+        model.compile(optimizer="adam",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        demo.fit_digits(model, x, y, epochs=EPOCHS, seed=seed, batch_size=BATCH)
+    else:  # experiments/common.py: one fit per epoch
+        config = common.Config(name="order", quick=True, epochs=EPOCHS, batch_size=BATCH,
+                               learning_rate=1e-2, seed=seed, output_dir=tmp_path)
+        model = common.train("order", BatchOrderRecorder, common.Data(x, y, x, y), config).model
+    return np.concatenate(model.seen).reshape(EPOCHS, SAMPLES)
+
+
+@pytest.mark.parametrize("path", ["demo", "experiments"])
+def test_training_reshuffles_every_epoch_reproducibly(path, tmp_path, monkeypatch):
+    """Keras 3's fit(x, y, shuffle=True) after set_random_seed repeats epoch 1's order."""
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    orders = _batch_orders(path, 0, tmp_path)
+    for order in orders:
+        np.testing.assert_array_equal(np.sort(order), np.arange(SAMPLES))
+    assert len({tuple(order) for order in orders}) == EPOCHS, orders  # a new order every epoch
+    np.testing.assert_array_equal(_batch_orders(path, 0, tmp_path), orders)  # same seed
+    assert not np.array_equal(_batch_orders(path, 1, tmp_path), orders)  # another seed

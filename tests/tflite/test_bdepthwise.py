@@ -1,0 +1,184 @@
+"""The TFLite kernel of LowbitBDepthwiseConv2d in both runtimes: the same bits as
+the TF op; malformed options and tensors raise, in a subprocess
+(`PYTHONPATH=tests/helpers python tests/tflite/test_bdepthwise.py --bad-cases
+RUNTIME`), so that a crash fails a test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from bdepthwise_cases import case_data, random_case, run_tf
+from flatbuffers import flexbuffers
+from reference import bitpack_np
+from repo_paths import helper_env
+from tflite_models import ModelBuilder
+
+from lowbit_tf import lite
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated"),
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
+]
+
+
+RUNTIMES = ("ai_edge_litert", "tensorflow")
+
+
+# --------------------------------------------------------------------------
+# TFLite kernel == TF op
+# --------------------------------------------------------------------------
+
+
+def op_options(case: dict, output_type: str = "float") -> dict:
+    return dict(channels_in=case["cin"], depth_multiplier=case["dm"],
+                kernel_h=case["kernel"][0], kernel_w=case["kernel"][1],
+                stride_h=case["strides"][0], stride_w=case["strides"][1],
+                dilation_h=case["dilations"][0], dilation_w=case["dilations"][1],
+                padding=case["padding"], pad_value=case["pad_value"],
+                activation="RELU" if case["activation"] else "NONE", output_type=output_type)
+
+
+def tflite_model(x: np.ndarray, filt: np.ndarray, m, b, options: dict | bytes,
+                 out_dtype=np.float32, extra_inputs: int = 0) -> bytes:
+    """input -> LowbitBDepthwiseConv2d -> output; `options` a dict (None values
+    drop the key) or raw custom_options bytes. The output shape is set by the
+    kernel at Prepare."""
+    mb = ModelBuilder()
+    xi = mb.tensor(x.shape, x.dtype, name="x")
+    tensors = [xi, mb.tensor(filt.shape, filt.dtype, filt, name="filter"),
+               mb.tensor(m.shape, m.dtype, m, name="multiplier"),
+               mb.tensor(b.shape, b.dtype, b, name="bias")]
+    tensors += [tensors[-1]] * extra_inputs
+    if extra_inputs < 0:
+        tensors = tensors[:extra_inputs]
+    y = mb.tensor((1,), out_dtype, name="y")
+    if isinstance(options, dict):
+        options = bytes(flexbuffers.Dumps({k: v for k, v in options.items() if v is not None}))
+    mb.custom_op("LowbitBDepthwiseConv2d", tensors, [y], options)
+    return mb.finish([xi], [y])
+
+
+def packed_filter_np(kernel: np.ndarray) -> np.ndarray:
+    kh, kw, c, dm = kernel.shape
+    return bitpack_np(kernel.reshape(kh, kw, c * dm))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("seed", range(10))
+def test_tflite_kernel_matches_tf_op(runtime, seed):
+    case = random_case(np.random.default_rng(200 + seed))
+    output_type = "bitpacked" if seed % 3 == 2 else "float"
+    x, kernel, m, b = case_data(case, seed, tricky=output_type == "bitpacked")
+    expected = run_tf(case, x, kernel, m, b, output_type)
+    x_in = bitpack_np(x) if case["packed_input"] else x
+    if seed % 4 == 1:  # rank 5: [2, n, H, W, C]
+        x_in = np.stack([x_in, x_in[::-1]])
+        expected = np.stack([expected, expected[::-1]])
+    model = tflite_model(x_in, packed_filter_np(kernel), m, b, op_options(case, output_type),
+                         np.int32 if output_type == "bitpacked" else np.float32)
+    got = lite.Interpreter(model_content=model, runtime=runtime, num_threads=2).predict(x_in)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+# Malformed options and tensors, each: (model, input, expected message).
+BAD_CASE = dict(n=1, h=5, w=5, cin=33, dm=2, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+                padding="SAME", pad_value=0, activation=None)
+
+
+def _bad_cases() -> dict:
+    x, kernel, m, b = case_data(BAD_CASE, 3)
+    filt = packed_filter_np(kernel)
+    good = op_options(BAD_CASE)
+
+    def model(options=None, x_=x, filt_=filt, m_=m, b_=b, **kwargs):
+        return tflite_model(x_, filt_, m_, b_, good if options is None else options, **kwargs)
+
+    def opts(**changes):
+        return dict(good, **changes)
+
+    return {
+        "control": (model(), x, "OK"),
+        "no_options": (model(b""), x, "custom options are missing"),
+        "corrupt_options": (model(b"\x00\x01\x02\x03"), x, "bad custom options"),
+        "missing_channels_in": (model(opts(channels_in=None)), x, "channels_in"),
+        "missing_depth_multiplier": (model(opts(depth_multiplier=None)), x, "depth_multiplier"),
+        "depth_multiplier_0": (model(opts(depth_multiplier=0)), x, "depth_multiplier"),
+        "kernel_h_string": (model(opts(kernel_h="3")), x, "kernel_h"),
+        "stride_negative": (model(opts(stride_w=-1)), x, "stride_w"),
+        "padding_full": (model(opts(padding="FULL")), x, "padding"),
+        "pad_value_2": (model(opts(pad_value=2)), x, "pad_value"),
+        "activation_tanh": (model(opts(activation="TANH")), x, "activation"),
+        "output_type_packed": (model(opts(output_type="packed")), x, "output_type"),
+        "too_many_outputs_channels": (
+            model(opts(channels_in=2**20, depth_multiplier=2**11)), x, "exceed"),
+        "kernel_too_large": (model(opts(kernel_h=5000, kernel_w=5000)), x, "exceeds"),
+        "valid_too_large": (model(opts(padding="VALID", dilation_h=3)), x, "does not fit"),
+        "filter_shape": (model(filt_=filt[:, :, :2]), x, "filter must have shape"),
+        "filter_float": (model(filt_=filt.astype(np.float32)), x, "filter must be INT32"),
+        "multiplier_shape": (model(m_=m[:65]), x, "multiplier must have shape"),
+        "bias_int": (model(b_=b.astype(np.int32)), x, "bias must be FLOAT32"),
+        "input_depth": (model(x_=x[..., :32]), x[..., :32], "input depth 32 (channels)"),
+        "packed_input_depth": (model(x_=bitpack_np(x)[..., :1]), bitpack_np(x)[..., :1],
+                               "packed words"),
+        "input_rank3": (model(x_=x[0]), x[0], "rank >= 4"),
+        "input_int8": (model(x_=x.astype(np.int8)), x.astype(np.int8), "FLOAT32 or INT32"),
+        "three_inputs": (model(extra_inputs=-1), x, "expected 4 inputs"),
+        "five_inputs": (model(extra_inputs=1), x, "expected 4 inputs"),
+        "nonfinite_bitpacked": (
+            model(opts(output_type="bitpacked"), m_=np.where(np.arange(66) == 9, np.inf, m)
+                  .astype(np.float32), out_dtype=np.int32), x, "finite"),
+    }
+
+
+def _worker(runtime: str) -> None:
+    """Runs every bad case, one JSON line each (flushed: a crash shows where)."""
+    for name, (model, x, _) in _bad_cases().items():
+        try:
+            lite.Interpreter(model_content=model, runtime=runtime).predict(x)
+            raised, message = None, ""
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            raised, message = type(e).__name__, str(e)
+        print(json.dumps({"name": name, "raised": raised, "message": message[-600:]}),
+              flush=True)
+    print(json.dumps({"name": "__done__"}), flush=True)
+
+
+_RESULTS: dict = {}
+
+
+def _worker_results(runtime: str) -> dict:
+    if runtime not in _RESULTS:
+        env = helper_env(TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([sys.executable, __file__, "--bad-cases", runtime],
+                              capture_output=True, text=True, timeout=600, env=env)
+        results = {e["name"]: e for e in map(json.loads, (
+            line for line in proc.stdout.splitlines() if line.startswith("{")))}
+        results["__returncode__"] = proc.returncode
+        results["__stderr__"] = proc.stderr[-3000:]
+        _RESULTS[runtime] = results
+    return _RESULTS[runtime]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_tflite_bad_inputs_raise_without_crashing(runtime):
+    results = _worker_results(runtime)
+    assert results["__returncode__"] == 0 and "__done__" in results, results["__stderr__"]
+    for name, (_, _, expect) in _bad_cases().items():
+        result = results[name]
+        if expect == "OK":
+            assert result["raised"] is None, result["message"]
+        else:
+            assert result["raised"] in ("ModelError", "ValueError", "RuntimeError"), (name, result)
+            assert expect in result["message"], (name, result["message"])
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--bad-cases":
+        _worker(sys.argv[2])
+
