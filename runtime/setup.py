@@ -19,7 +19,7 @@ Environment:
 Dependencies (Requires-Dist) are per wheel: numpy, and the TFLite runtime
 that has wheels for the wheel's architecture (RUNTIME_REQUIREMENTS), without
 an environment marker. A marker cannot choose: 32-bit Raspberry Pi OS on a
-64-bit kernel (the default on a Pi 4/5) reports platform_machine "aarch64" to
+64-bit kernel (usual on a Pi 4/5) reports platform_machine "aarch64" to
 its 32-bit Python, exactly as 64-bit Pi OS does, and no PEP 508 marker sees
 the interpreter's word size. The wheel's platform tag already limits it to one
 architecture (pip accepts the armv7l wheel only from a 32-bit Arm Python), so

@@ -14,8 +14,8 @@
 #   2. cross-builds the lowbit-tf-runtime wheel from this tree
 #      (runtime/build_wheels.py) and pip-installs it into the root the way the
 #      README tells a user (plain `pip install <wheel>`, dependencies resolved
-#      from its metadata). armhf plays 32-bit Pi OS on a 64-bit kernel, the
-#      default on a Pi 4/5: an LD_PRELOAD shim (tests/arm/uname_machine.c)
+#      from its metadata). armhf plays 32-bit Pi OS on a 64-bit kernel (the
+#      usual case on a Pi 4/5): an LD_PRELOAD shim (tests/arm/uname_machine.c)
 #      makes uname() report "aarch64" to the 32-bit userland, as that kernel
 #      does (qemu-arm says "armv7l"; its QEMU_UNAME sets only the release), so
 #      pip sees platform_machine == "aarch64" while its interpreter is 32-bit;

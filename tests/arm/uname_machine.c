@@ -1,8 +1,8 @@
 /* LD_PRELOAD shim for the emulated armhf root (tests/arm/run_emulated.sh):
  * uname() reports $LOWBIT_UNAME_MACHINE (e.g. "aarch64") as the machine, as a
- * 64-bit Arm kernel does to a 32-bit process (32-bit Pi OS on a Pi 4/5 boots
- * a 64-bit kernel by default). qemu-arm reports "armv7l" and cannot be told
- * otherwise (QEMU_UNAME / -r set the release only).
+ * 64-bit Arm kernel does to a 32-bit process (usual for 32-bit Pi OS on a Pi 4/5).
+ * qemu-arm reports "armv7l" and cannot be told otherwise (QEMU_UNAME / -r set
+ * the release only).
  *
  * It changes what userland code asks of uname(): `uname -m`, Python's
  * os.uname(), platform.machine() (pip's `platform_machine` marker) and
