@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from bench_common import int8_tflite
+from bench_common import active_kernel, int8_tflite
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -107,6 +107,7 @@ def worker(threads: int, rounds: int, variant: str) -> dict:
         "sizes": {name: len(blob) for name, blob in models.items()},
         "median": {k: statistics.median(v) for k, v in times.items()},
         "best": {k: min(v) for k, v in times.items()},
+        "kernel": active_kernel(),
     }
 
 
@@ -144,6 +145,11 @@ def main() -> int:
     print(
         f"AlexNet 227x227x3, batch 1, binary variant {args.variant!r} "
         f"(lowered: {', '.join(first['lowered']) or 'none'})"
+    )
+    forced = os.environ.get("LOWBIT_KERNEL")
+    print(
+        f"kernel path: {', '.join(sorted({r['kernel'] for r in results}))} (lowbit kernels, "
+        + (f"LOWBIT_KERNEL={forced})" if forced else "best for this CPU)")
     )
     print(
         "sizes: "

@@ -31,17 +31,15 @@ def cpu_model() -> str:
 
 
 def active_kernel() -> str:
-    """The bconv2d kernel path the native library picks in this process."""
-    import ctypes
-
+    """The kernel path the lowbit ops run in this process
+    (lowbit_tf.lite.kernel_path(): the library's own choice for this CPU and
+    LOWBIT_KERNEL)."""
     try:
-        from lowbit_tf._native import tflite_library_path
+        from lowbit_tf.lite import kernel_path
 
-        fn = ctypes.CDLL(str(tflite_library_path())).lowbit_bconv2d_kernel_name
+        return kernel_path()
     except (OSError, AttributeError, ImportError):
         return "unknown"
-    fn.restype = ctypes.c_char_p
-    return fn().decode()
 
 
 BENCH_LIBRARY_ENV = "LOWBIT_BENCH_LIBRARY"

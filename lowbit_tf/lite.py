@@ -17,6 +17,11 @@ Example::
 
     interpreter = Interpreter(model_path="model.tflite", num_threads=4)
     probabilities = interpreter.predict(images)   # numpy in, numpy out
+    interpreter.kernel_path                       # "neon", "avx2", ...: what runs
+
+`kernel_path()` names the kernel path (instruction set) the lowbit ops run on
+this CPU, `kernel_paths()` lists the library's paths; both work without a
+model and honour `$LOWBIT_KERNEL`.
 """
 
 from __future__ import annotations
@@ -32,12 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from lowbit_tf._native import KernelPath
+
 __all__ = [
     "Interpreter",
+    "KernelPath",
     "ModelError",
     "RUNTIMES",
     "check_model_bytes",
     "delegate_library_path",
+    "kernel_path",
+    "kernel_paths",
     "load_delegate",
 ]
 
@@ -178,6 +188,41 @@ def _warn_unknown_kernel(forced: str, library: str) -> None:
             "the best path for this CPU is used", RuntimeWarning, stacklevel=3)
 
 
+def kernel_paths(library: str | Path | None = None) -> tuple[KernelPath, ...]:
+    """The kernel paths of the delegate library, best first: one `KernelPath`
+    per row of its kernel table (custom_ops/core/kernel_table.h), with `name`
+    (the `$LOWBIT_KERNEL` value), `features` (the CPU features it needs),
+    `built` (compiled into this library: the paths of its architecture) and
+    `runnable` (built, and this CPU has the features).
+
+    Args:
+      library: path of the delegate library; default `delegate_library_path()`.
+    """
+    from lowbit_tf._native import kernel_paths as read_table
+
+    return read_table(Path(library) if library is not None else delegate_library_path())
+
+
+def kernel_path(library: str | Path | None = None) -> str:
+    """Name of the kernel path the lowbit ops of an interpreter made now run
+    on, as the native code chooses it: the first runnable row of
+    `kernel_paths()` ("neon" on a Pi 2 or later, "avx2", "avx512", ... on
+    x86), or the row `$LOWBIT_KERNEL` names, where a forced path this build or
+    CPU lacks falls back to the next runnable row down the table. An unknown
+    `$LOWBIT_KERNEL` value gives a RuntimeWarning and the automatic choice.
+
+    Args:
+      library: path of the delegate library; default `delegate_library_path()`.
+    """
+    import ctypes
+
+    path = Path(library) if library is not None else delegate_library_path()
+    warn_unknown_kernel(path)
+    name = ctypes.CDLL(str(path)).lowbit_bconv2d_kernel_name
+    name.restype = ctypes.c_char_p
+    return name().decode()
+
+
 def _check_threads(num_threads: int) -> int:
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
@@ -234,6 +279,11 @@ class Interpreter:
         rejects it.
       ImportError: no TFLite runtime is installed.
 
+    Attributes:
+      runtime_name: the runtime in use (one of `RUNTIMES`).
+      kernel_path: the kernel path its lowbit ops run (see `kernel_path()`),
+        chosen when the interpreter is made; None with use_lowbit_delegate=False.
+
     All methods of the runtime's interpreter (`allocate_tensors`,
     `get_input_details`, `set_tensor`, `invoke`, `get_tensor`,
     `get_output_details`, `resize_tensor_input`, `get_signature_runner`, ...)
@@ -287,6 +337,8 @@ class Interpreter:
             raise ModelError(_UNDECODABLE.format(what=f"load TFLite model {source}")) from e
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load TFLite model {source}: {e}") from e
+        # The delegate's ops chose their kernel path just now, as this does.
+        self._kernel_path = kernel_path() if use_lowbit_delegate else None
         self._allocated = False
         # The runtimes' error reporter keeps every message it was ever given
         # and each later error carries them all; this is what was already shown.
@@ -323,6 +375,12 @@ class Interpreter:
             f"largest, {name!r} of shape {shape}, {_format_bytes(largest)} (is an input shape, "
             f"e.g. the batch, too large?)"
         )
+
+    @property
+    def kernel_path(self) -> str | None:
+        """The kernel path ("neon", "avx2", ...) of this interpreter's lowbit
+        ops; None without the lowbit delegate."""
+        return self._kernel_path
 
     # --- the usual interpreter API, by delegation -------------------------
 

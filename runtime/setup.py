@@ -15,15 +15,28 @@ Environment:
                           derived from the library: its ELF machine and the
                           newest glibc symbol version it needs, e.g.
                           manylinux_2_34_aarch64
+
+Dependencies (Requires-Dist) are per wheel: numpy, and the TFLite runtime
+that has wheels for the wheel's architecture (RUNTIME_REQUIREMENTS), without
+an environment marker. A marker cannot choose: 32-bit Raspberry Pi OS on a
+64-bit kernel (usual on a Pi 4/5) reports platform_machine "aarch64" to
+its 32-bit Python, exactly as 64-bit Pi OS does, and no PEP 508 marker sees
+the interpreter's word size. The wheel's platform tag already limits it to one
+architecture (pip accepts the armv7l wheel only from a 32-bit Arm Python), so
+the armv7l wheel can require tflite-runtime outright. The metadata is written
+before the library is built, so the architecture is worked out beforehand
+(target_arch) and checked against the built library.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -49,6 +62,19 @@ LIBRARY = "liblowbit_tflite.so"
 
 # ELF e_machine -> wheel architecture.
 _ELF_MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64"}
+
+# Requires-Dist of the wheel for each architecture (see the module docstring).
+BASE_REQUIREMENTS = ["numpy>=1.23"]
+RUNTIME_REQUIREMENTS = {
+    # ai-edge-litert has wheels for x86_64 and aarch64 only.
+    "x86_64": ["ai-edge-litert>=2.3"],
+    "aarch64": ["ai-edge-litert>=2.3"],
+    # 32-bit Arm (Raspberry Pi OS 32-bit, whatever its kernel): tflite-runtime
+    # 2.14 is the last release with armv7l wheels (CPython 3.9-3.11), and the
+    # armv7 delegate is built for its TfLiteRegistration layout
+    # (custom_ops/tflite/tflite_abi.h).
+    "armv7l": ["tflite-runtime==2.14.0"],
+}
 
 
 def _version() -> str:
@@ -138,6 +164,64 @@ def glibc_needed(path: Path) -> tuple[int, int]:
     return max(versions, default=(2, 17))
 
 
+def _normalize_arch(machine: str) -> str | None:
+    machine = machine.strip().lower()
+    if machine in ("x86_64", "amd64"):
+        return "x86_64"
+    if machine in ("aarch64", "arm64"):
+        return "aarch64"
+    if re.fullmatch(r"i[3-6]86|x86", machine):
+        return "i686"
+    if re.fullmatch(r"arm(v[78].*)?|armhf", machine):
+        return "armv7l"
+    return None
+
+
+def _forced_arch(tag: str) -> str:
+    """The architecture of a platform tag (manylinux_2_36_armv7l -> armv7l)."""
+    match = re.fullmatch(r"(?:many|musl)?linux(?:_\d+_\d+|1|2010|2014)?_(\w+)", tag)
+    return match.group(1) if match else tag
+
+
+def target_arch() -> str | None:
+    """The wheel architecture the library will be built for, known before the
+    build: that of $LOWBIT_WHEEL_PLATFORM, else the CMAKE_SYSTEM_PROCESSOR of
+    the toolchain file, else this Python's (a 32-bit Python on a 64-bit kernel
+    counts as 32-bit: aarch64 -> armv7l, x86_64 -> i686). None: unknown (no
+    TFLite runtime is required then)."""
+    forced = os.environ.get("LOWBIT_WHEEL_PLATFORM", "").strip()
+    if forced:
+        return _forced_arch(forced)
+    toolchain = _toolchain()
+    if toolchain:
+        match = re.search(r"set\s*\(\s*CMAKE_SYSTEM_PROCESSOR\s+\"?([\w.-]+)",
+                          Path(toolchain).read_text())
+        return _normalize_arch(match.group(1)) if match else None
+    arch = _normalize_arch(platform.machine())
+    if struct.calcsize("P") == 4:
+        arch = {"x86_64": "i686", "aarch64": "armv7l"}.get(arch, arch)
+    return arch
+
+
+def requirements(arch: str | None) -> list[str]:
+    """Requires-Dist of the wheel for `arch`."""
+    return BASE_REQUIREMENTS + RUNTIME_REQUIREMENTS.get(arch or "", [])
+
+
+def check_arch(path: Path, expected: str | None) -> None:
+    """The built library must be for the architecture the metadata (written
+    before the build) assumed, unless LOWBIT_WHEEL_PLATFORM decides it."""
+    if os.environ.get("LOWBIT_WHEEL_PLATFORM", "").strip():
+        return
+    built = elf_arch(path)
+    if requirements(built) != requirements(expected):
+        raise RuntimeError(
+            f"{path.name} was built for {built}, but the wheel's dependencies were chosen "
+            f"for {expected or 'an unknown architecture'} (from the toolchain file or this "
+            f"Python): set LOWBIT_WHEEL_PLATFORM (e.g. manylinux_2_36_{built}) to say which"
+        )
+
+
 def platform_tag(path: Path) -> str:
     forced = os.environ.get("LOWBIT_WHEEL_PLATFORM", "").strip()
     if forced:
@@ -161,6 +245,7 @@ class BuildRuntime(build_py):
             shutil.copyfile(PACKAGE / module, dest)
         (target / "_variant.py").write_text(VARIANT)
         library = build_library(HERE / "build")
+        check_arch(library, TARGET_ARCH)
         shutil.copyfile(library, target / "_native" / LIBRARY)
         self.distribution.lowbit_platform = platform_tag(library)
         print(f"lowbit-tf-runtime: {LIBRARY} for {self.distribution.lowbit_platform}")
@@ -198,8 +283,11 @@ class RuntimeDistribution(Distribution):
         return True
 
 
+TARGET_ARCH = target_arch()
+
 setup(
     version=_version(),
+    install_requires=requirements(TARGET_ARCH),
     # Staged by BuildRuntime into the build tree; they do not exist here.
     packages=["lowbit_tf", "lowbit_tf._native"],
     include_package_data=False,

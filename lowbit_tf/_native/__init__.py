@@ -125,13 +125,18 @@ class KernelPath:
     bdepthwise: str
 
 
+def kernel_paths(library: str | os.PathLike[str] | None = None) -> tuple[KernelPath, ...]:
+    """The kernel table of the TFLite library (`library`, default the one
+    installed with the package), best path first (the order of the fallback
+    from a forced LOWBIT_KERNEL path the CPU lacks)."""
+    return _kernel_table(os.fspath(library) if library is not None else str(tflite_library_path()))
+
+
 @cache
-def kernel_paths() -> tuple[KernelPath, ...]:
-    """The kernel table of the TFLite library, best path first (the order of
-    the fallback from a forced LOWBIT_KERNEL path the CPU lacks)."""
+def _kernel_table(library: str) -> tuple[KernelPath, ...]:
     import ctypes
 
-    fn = ctypes.CDLL(str(tflite_library_path())).lowbit_kernel_table
+    fn = ctypes.CDLL(library).lowbit_kernel_table
     fn.restype = ctypes.c_char_p
     rows = []
     for line in fn().decode().splitlines():

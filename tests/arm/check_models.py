@@ -1,6 +1,7 @@
 """Runs the converted models on the (emulated) Arm device and compares outputs.
 
     python3 check_models.py MODEL_DIR [--kernels default,reference,portable]
+                                      [--expect-default-kernel neon]
 
 Runs inside the Arm root made by run_emulated.sh, with only numpy, a TFLite
 runtime (ai-edge-litert or tflite-runtime) and lowbit-tf-runtime installed.
@@ -9,8 +10,11 @@ per kernel choice (LOWBIT_KERNEL, read when the delegate library is loaded, so
 each choice runs in a child process): by default the automatic choice, the
 reference and every path of the kernel table built into this (Arm) library.
 Outputs of models marked "exact" must equal the x86 outputs bit for bit; the
-others (float builtins run by XNNPACK) within 1e-5. Exits non-zero on any
-mismatch.
+others (float builtins run by XNNPACK) within 1e-5. Each interpreter's
+kernel_path (what the library says its lowbit ops run) must be the one the
+choice asks for: the first runnable path of the kernel table by default
+(--expect-default-kernel names it: "neon" on a Pi), else the forced path or
+the next runnable one down the table. Exits non-zero on any mismatch.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ def run_one(model_dir: Path) -> int:
         print("FAIL: importing lowbit_tf.lite imported TensorFlow")
         return 1
     kernel = os.environ.get("LOWBIT_KERNEL") or "default"
+    rows = lite.kernel_paths()
+    names = [p.name for p in rows]
+    start = names.index(kernel) if kernel in names else 0
+    path = next(p.name for p in rows[start:] if p.runnable)  # what should run
     manifest = json.loads((model_dir / "manifest.json").read_text())
     failures = 0
     for name, info in manifest.items():
@@ -59,9 +67,13 @@ def run_one(model_dir: Path) -> int:
                 ok = bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL))
                 detail = (f"max |diff| {float(np.max(np.abs(got - expected))):.3g} "
                           f"({err:.3g} of the tolerance)")
+            if interpreter.kernel_path != path:
+                ok = False
+                detail += f"; ran kernel path {interpreter.kernel_path!r}, expected {path!r}"
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name:14s} kernel={kernel:9s} threads={threads} "
-                  f"runtime={interpreter.runtime_name}: {detail}", flush=True)
+                  f"path={interpreter.kernel_path} runtime={interpreter.runtime_name}: {detail}",
+                  flush=True)
     return 1 if failures else 0
 
 
@@ -83,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", default=None,
                         help="comma-separated LOWBIT_KERNEL values (default: default, "
                         "reference and the paths of the library's kernel table)")
+    parser.add_argument("--expect-default-kernel", default=None, metavar="NAME",
+                        help="fail unless lowbit_tf.lite.kernel_path() is NAME without "
+                        "LOWBIT_KERNEL (the path that runs by default on this CPU)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -90,14 +105,25 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy
 
+    import lowbit_tf.lite as lite
+
     print(f"machine {platform.machine()}, Python {platform.python_version()}, "
           f"numpy {numpy.__version__}, QEMU_CPU={os.environ.get('QEMU_CPU', '-')}, {_hwcaps()}",
           flush=True)
+    os.environ.pop("LOWBIT_KERNEL", None)
+    default = lite.kernel_path()
+    runnable = [p.name for p in lite.kernel_paths() if p.runnable]
+    print(f"kernel path {default} by default (lowbit_tf.lite.kernel_path(); runnable here: "
+          f"{', '.join(runnable)})", flush=True)
+    status = 0
+    if args.expect_default_kernel and default != args.expect_default_kernel:
+        print(f"FAIL default kernel path is {default!r}, expected {args.expect_default_kernel!r}",
+              flush=True)
+        status = 1
     if args.kernels is None:
         from lowbit_tf._native import kernel_path_names
 
         args.kernels = ",".join(["default", "reference", *kernel_path_names()])
-    status = 0
     for kernel in args.kernels.split(","):
         env = dict(os.environ)
         env.pop("LOWBIT_KERNEL", None)

@@ -12,14 +12,27 @@
 #      Debian's python3-numpy + tflite-runtime 2.14 (armhf). The root is cached
 #      as a tarball under $LOWBIT_ARM_CACHE and restored from it in seconds;
 #   2. cross-builds the lowbit-tf-runtime wheel from this tree
-#      (runtime/build_wheels.py) and pip-installs it into the root;
+#      (runtime/build_wheels.py) and pip-installs it into the root the way the
+#      README tells a user (plain `pip install <wheel>`, dependencies resolved
+#      from its metadata). armhf plays 32-bit Pi OS on a 64-bit kernel (the
+#      usual case on a Pi 4/5): an LD_PRELOAD shim (tests/arm/uname_machine.c)
+#      makes uname() report "aarch64" to the 32-bit userland, as that kernel
+#      does (qemu-arm says "armv7l"; its QEMU_UNAME sets only the release), so
+#      pip sees platform_machine == "aarch64" while its interpreter is 32-bit;
+#      tflite-runtime is uninstalled first, so that the wheel's metadata must
+#      pull it in, and `pip check` then checks the installed requirements both
+#      under "aarch64" and under qemu's "armv7l" (a 32-bit kernel: Pi 2/3).
+#      Not simulated: the kernel itself (qemu-user on the host's), a 64-bit
+#      kernel's /proc/cpuinfo for 32-bit tasks (the bind-mounted file below is a
+#      32-bit kernel's) and a Cortex-A72 in AArch32 (qemu-arm has no such CPU);
 #   3. converts small binary models on this machine (tests/arm/make_models.py,
 #      needs TensorFlow here) and records their x86 outputs;
 #   4. chroots into the root under qemu (QEMU_CPU=cortex-a72 for aarch64, a
 #      Pi 4; cortex-a7 for armhf, a Pi 2), with an ARM /proc/cpuinfo bind-mounted
 #      over the host's (XNNPACK's CPU detection crashes on the x86 one), and
 #      runs tests/arm/check_models.py: lowbit-only models must match bit for
-#      bit, models with float builtins within 1e-5.
+#      bit, models with float builtins within 1e-5, and the kernel path that
+#      runs by default (lowbit_tf.lite.kernel_path()) must be "neon".
 #
 # Needs root (debootstrap, chroot, mount) and a Debian/Ubuntu host; installs
 # debootstrap, qemu-user-static, binfmt-support and the cross compilers with
@@ -32,6 +45,8 @@
 #   LOWBIT_ARM_KERNELS  kernel choices to check (default: default, reference and
 #                       every path of the Arm library's kernel table;
 #                       a path the CPU or build lacks falls back down the table)
+#   LOWBIT_ARMHF_UNAME_MACHINE  what uname() says in the armhf root (default
+#                       aarch64: a 64-bit kernel; empty: qemu's own, armv7l)
 #   PYTHON              host Python with TensorFlow + lowbit-tf (default python3)
 set -euo pipefail
 
@@ -68,6 +83,8 @@ set_target() {
       PIP_PLATFORMS="manylinux_2_27_aarch64 manylinux_2_28_aarch64 manylinux2014_aarch64 manylinux_2_17_aarch64"
       DEPS="numpy ai-edge-litert"
       DEPS_NO_DEPS=""
+      UNAME_MACHINE=""
+      REINSTALL=""
       ;;
     armhf)
       DEB_ARCH=armhf; BINFMT=qemu-arm; QEMU_STATIC=qemu-arm-static
@@ -80,6 +97,11 @@ set_target() {
       PIP_PLATFORMS="manylinux_2_34_armv7l linux_armv7l"
       DEPS=""
       DEPS_NO_DEPS="tflite-runtime==2.14.0"
+      # 32-bit Pi OS on a 64-bit kernel (see the top); the wheel must bring
+      # tflite-runtime in itself.
+      UNAME_MACHINE=${LOWBIT_ARMHF_UNAME_MACHINE-aarch64}
+      SHIM_CC=arm-linux-gnueabihf-gcc
+      REINSTALL="tflite-runtime"
       ;;
     *) die "unknown target $TARGET (aarch64 or armhf)" ;;
   esac
@@ -311,16 +333,35 @@ run_target() {
   cp "$wheel" "$ROOT/opt/lowbit/run/"
   cp -r "$MODELS" "$ROOT/opt/lowbit/run/models"
   cp "$HERE/check_models.py" "$ROOT/opt/lowbit/run/"
+  # `as_device`: run a command as the device's userland sees it (uname).
+  local as_device=()
+  if [[ -n $UNAME_MACHINE ]]; then
+    "$SHIM_CC" -shared -fPIC -O2 -o "$ROOT/opt/lowbit/run/uname_machine.so" \
+      "$HERE/uname_machine.c" || die "building the uname shim failed"
+    as_device=(env LD_PRELOAD=/opt/lowbit/run/uname_machine.so "LOWBIT_UNAME_MACHINE=$UNAME_MACHINE")
+  fi
   mount_root "$ROOT"
-  in_root "$ROOT" /opt/lowbit/venv/bin/pip uninstall -q -y lowbit-tf-runtime >/dev/null 2>&1 || true
-  # Dependencies resolve from what the root holds: checks the wheel's tag and
-  # its environment markers on the target.
-  in_root "$ROOT" /opt/lowbit/venv/bin/pip install -q --no-index --find-links /opt/lowbit/wheels \
-    "/opt/lowbit/run/$(basename "$wheel")"
+  log "$TARGET: uname -m says $(in_root "$ROOT" "${as_device[@]}" uname -m), Python's \
+platform.machine() $(in_root "$ROOT" "${as_device[@]}" python3 -c 'import platform; print(platform.machine())')"
+  # shellcheck disable=SC2086
+  in_root "$ROOT" /opt/lowbit/venv/bin/pip uninstall -q -y lowbit-tf-runtime $REINSTALL \
+    >/dev/null 2>&1 || true
+  # As the README says (`pip install <wheel>`); dependencies resolve from what
+  # the root holds (no index): checks the wheel's tag and its Requires-Dist on
+  # the target.
+  in_root "$ROOT" "${as_device[@]}" /opt/lowbit/venv/bin/pip install -q --no-index \
+    --find-links /opt/lowbit/wheels "/opt/lowbit/run/$(basename "$wheel")" \
+    || die "pip install $(basename "$wheel") failed"
+  in_root "$ROOT" "${as_device[@]}" /opt/lowbit/venv/bin/pip check \
+    || die "pip check failed${UNAME_MACHINE:+ (uname -m: $UNAME_MACHINE)}"
+  if [[ -n $UNAME_MACHINE ]]; then
+    in_root "$ROOT" /opt/lowbit/venv/bin/pip check || die "pip check failed (qemu's uname)"
+  fi
   log "$TARGET: running the models (QEMU_CPU=$CPU)"
   local status=0
-  in_root "$ROOT" /opt/lowbit/venv/bin/python /opt/lowbit/run/check_models.py \
-    /opt/lowbit/run/models ${KERNELS:+--kernels "$KERNELS"} || status=$?
+  in_root "$ROOT" "${as_device[@]}" /opt/lowbit/venv/bin/python /opt/lowbit/run/check_models.py \
+    /opt/lowbit/run/models ${KERNELS:+--kernels "$KERNELS"} --expect-default-kernel neon \
+    || status=$?
   unmount_under "$ROOT"
   log "$TARGET: $([[ $status == 0 ]] && echo passed || echo FAILED) in $((SECONDS - start)) s"
   return $status
