@@ -15,7 +15,7 @@ import pytest
 
 from lowbit_tf import _native, lite
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _runnable() -> list[str]:
@@ -23,7 +23,7 @@ def _runnable() -> list[str]:
 
 
 def _model_bytes() -> bytes:
-    from test_tflite_runtime import Case  # a one-op LowbitBconv2d model, built without TF
+    from tflite_models import Case  # a one-op LowbitBconv2d model, built without TF
 
     return Case(c=33, cout=4).model()
 
