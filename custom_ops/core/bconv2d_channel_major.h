@@ -118,80 +118,79 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   Isa::template AccumulateBlocks<Q>(rows, segments, words, filter + block_begin * block_words,
                                     block_words, filter_offsets, channel_stride,
                                     block_end - block_begin, all_sums);
-  for (std::int64_t block = block_begin; block < block_end; ++block) {
-    const IVec (&sums)[Q][V] = all_sums[block - block_begin];
-    const std::int64_t c0 = block * BW;
-    IVec skipped[V];
-    FVec m[V], b[V], pm[V], pb[V];
-    LOWBIT_CM_UNROLL
-    for (int v = 0; v < V; ++v) {
-      skipped[v] = Isa::Zero();
-      m[v] = Isa::LoadF(layer.mult + c0 + v * L, L);
-      b[v] = Isa::LoadF(layer.bias + c0 + v * L, L);
-      pm[v] = affine ? Isa::LoadF(layer.post_mult + c0 + v * L, L) : Isa::ZeroF();
-      pb[v] = affine ? Isa::LoadF(layer.post_bias + c0 + v * L, L) : Isa::ZeroF();
-    }
-    // pad_value 1: a skipped tap is a +1 pixel, which adds popcount(w[c, t]).
-    const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
-    for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
+  // One loop over the blocks per (ReLU?, post affine?, residual?), the flags
+  // as types; within it, whole blocks and the layer's last, partial one.
+  auto store_blocks = [&](auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
+    constexpr bool kRelu = decltype(relu_c)::value;
+    constexpr bool kAffine = decltype(affine_c)::value;
+    constexpr bool kResidual = decltype(residual_c)::value;
+    for (std::int64_t block = block_begin; block < block_end; ++block) {
+      const IVec (&sums)[Q][V] = all_sums[block - block_begin];
+      const std::int64_t c0 = block * BW;
+      FVec m[V], b[V], pm[V], pb[V];
+      IVec kk[V];  // dot = K - 2 * (acc + skipped) = kk - 2 * acc
       LOWBIT_CM_UNROLL
       for (int v = 0; v < V; ++v) {
-        skipped[v] = Isa::Add32(skipped[v], Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L));
+        m[v] = Isa::LoadF(layer.mult + c0 + v * L, L);
+        b[v] = Isa::LoadF(layer.bias + c0 + v * L, L);
+        if (kAffine) {
+          pm[v] = Isa::LoadF(layer.post_mult + c0 + v * L, L);
+          pb[v] = Isa::LoadF(layer.post_bias + c0 + v * L, L);
+        }
+        kk[v] = k;
       }
-    }
-    // dot = K - 2 * (acc + skipped) = kk - 2 * acc, kk per block.
-    IVec kk[V];
-    LOWBIT_CM_UNROLL
-    for (int v = 0; v < V; ++v) kk[v] = Isa::Sub32(k, Isa::Add32(skipped[v], skipped[v]));
-    const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
-    // One store loop per (whole block?, ReLU?, post affine?, residual?).
-    auto store = [&](auto full_c, auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
-      constexpr bool kFull = decltype(full_c)::value;
-      constexpr bool kRelu = decltype(relu_c)::value;
-      constexpr bool kAffine = decltype(affine_c)::value;
-      constexpr bool kResidual = decltype(residual_c)::value;
-      LOWBIT_CM_UNROLL
-      for (int p = 0; p < Q; ++p) {
-        if (p >= tile.count) break;
+      // pad_value 1: a skipped tap is a +1 pixel, which adds popcount(w[c, t]).
+      const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
+      for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
         LOWBIT_CM_UNROLL
         for (int v = 0; v < V; ++v) {
-          const int n = kFull ? L : block_channels - v * L;
-          if (!kFull && n <= 0) break;  // lanes past the layer's last channel
-          const IVec dot = Isa::SubTwice32(kk[v], sums[p][v]);
-          FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
-          if (kRelu) y = Isa::MaxF(Isa::ZeroF(), y);
-          if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);
-          if (kResidual) y = Isa::AddF(y, Isa::LoadF(residual_at[p] + c0 + v * L, n));
-          Isa::StoreF(out_at[p] + c0 + v * L, y, n);
+          const IVec pop = Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L);
+          kk[v] = Isa::Sub32(kk[v], Isa::Add32(pop, pop));
         }
       }
-    };
-    // The flags as types, one at a time.
-    auto with_epilogue = [&](auto full_c, auto relu_c) LOWBIT_CM_INLINE {
-      if (affine) {
-        if (layer.residual != nullptr) {
-          store(full_c, relu_c, std::true_type{}, std::true_type{});
-        } else {
-          store(full_c, relu_c, std::true_type{}, std::false_type{});
+      const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
+      auto store = [&](auto full_c) LOWBIT_CM_INLINE {
+        constexpr bool kFull = decltype(full_c)::value;
+        LOWBIT_CM_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          if (p >= tile.count) break;
+          LOWBIT_CM_UNROLL
+          for (int v = 0; v < V; ++v) {
+            const int n = kFull ? L : block_channels - v * L;
+            if (!kFull && n <= 0) break;  // lanes past the layer's last channel
+            const IVec dot = Isa::SubTwice32(kk[v], sums[p][v]);
+            FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
+            if (kRelu) y = Isa::MaxF(Isa::ZeroF(), y);
+            if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);
+            if (kResidual) y = Isa::AddF(y, Isa::LoadF(residual_at[p] + c0 + v * L, n));
+            Isa::StoreF(out_at[p] + c0 + v * L, y, n);
+          }
         }
-      } else if (layer.residual != nullptr) {
-        store(full_c, relu_c, std::false_type{}, std::true_type{});
+      };
+      if (block_channels == BW) {
+        store(std::true_type{});
       } else {
-        store(full_c, relu_c, std::false_type{}, std::false_type{});
+        store(std::false_type{});
       }
-    };
-    auto with_relu = [&](auto full_c) LOWBIT_CM_INLINE {
-      if (layer.relu) {
-        with_epilogue(full_c, std::true_type{});
-      } else {
-        with_epilogue(full_c, std::false_type{});
-      }
-    };
-    if (block_channels == BW) {
-      with_relu(std::true_type{});
-    } else {
-      with_relu(std::false_type{});
     }
+  };
+  auto with_epilogue = [&](auto relu_c) LOWBIT_CM_INLINE {
+    if (affine) {
+      if (layer.residual != nullptr) {
+        store_blocks(relu_c, std::true_type{}, std::true_type{});
+      } else {
+        store_blocks(relu_c, std::true_type{}, std::false_type{});
+      }
+    } else if (layer.residual != nullptr) {
+      store_blocks(relu_c, std::false_type{}, std::true_type{});
+    } else {
+      store_blocks(relu_c, std::false_type{}, std::false_type{});
+    }
+  };
+  if (layer.relu) {
+    with_epilogue(std::true_type{});
+  } else {
+    with_epilogue(std::false_type{});
   }
 }
 

@@ -95,6 +95,14 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
   return vld1q_lane_u32(p, vdupq_n_u32(0), 0);
 }
 
+// The assembly tiles' 16-bit sums are reduced with 16-bit pairwise adds, so
+// a channel's whole sum must fit 16 bits: at most 511 chunks per tile (see
+// each tile's reduction).
+constexpr std::int64_t kAsmMaxChunks = 511;
+// Zeros to start the assembly tiles' accumulators from (one load fills 4
+// registers on aarch64, 2 on armv7).
+alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
+
 #if defined(__aarch64__)
 // The full 4 x 8 tile in assembly. With intrinsics GCC schedules the 12
 // loads of a chunk first and then spills 7 of the 16 accumulators (14 stack
@@ -247,9 +255,6 @@ inline uint32x4_t LoadPartial(const PackedWord* p, std::int64_t n) {
 // `words` words (rows, filter_offsets as for AccumulateBlocks; channel c's
 // words channel_stride_bytes apart), for `blocks` (>= 1) blocks. The 16-bit
 // sums must not overflow: segments * (words / 4 + 2) <= kAsmMaxChunks.
-constexpr std::int64_t kAsmMaxChunks = 511;
-alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
-
 inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
                       const PackedWord* filter, std::int64_t block_bytes,
                       const std::int64_t* filter_offsets, std::int64_t channel_stride_bytes,
@@ -328,6 +333,7 @@ struct Blocks2x4Args {
   std::uint32_t* out;           // sums[blocks][2][1] as 8 words each; advanced
   std::int32_t blocks;          // >= 1; counted down
   std::int32_t block_bytes;
+  const std::uint8_t* zeros;    // 64 zero bytes
 };
 static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
 
@@ -357,18 +363,19 @@ static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
   "vcnt.8 q7, q7\n\t"                                 \
   "vpadal.u8 q14, q6\n\t"                             \
   "vpadal.u8 q15, q7\n\t"
-// Pixel p's accumulators A0-A3 -> [c0 c1 c2 c3] stored at r1 (advanced).
-#define LOWBIT_V7_REDUCE(A0, A1, A2, A3)              \
-  "vpaddl.u16 q0, " A0 "\n\t"                         \
-  "vpaddl.u16 q1, " A1 "\n\t"                         \
-  "vpaddl.u16 q2, " A2 "\n\t"                         \
-  "vpaddl.u16 q3, " A3 "\n\t"                         \
-  "vpadd.i32 d0, d0, d1\n\t"                          \
-  "vpadd.i32 d1, d2, d3\n\t"                          \
-  "vpadd.i32 d2, d4, d5\n\t"                          \
-  "vpadd.i32 d3, d6, d7\n\t"                          \
-  "vpadd.i32 d0, d0, d1\n\t"                          \
-  "vpadd.i32 d1, d2, d3\n\t"                          \
+// Pixel p's accumulators A0-A3 (as d-register pairs) -> [c0 c1 c2 c3]
+// stored at r1 (advanced): pairwise 16-bit adds, 8 lanes -> 4 -> 2 -> 1 per
+// channel (a channel's sum is 8 lanes of <= 16 per chunk: <= 511 chunks,
+// kAsmMaxChunks), then widened.
+#define LOWBIT_V7_REDUCE(A0L, A0H, A1L, A1H, A2L, A2H, A3L, A3H)  \
+  "vpadd.i16 d0, " A0L ", " A0H "\n\t"                           \
+  "vpadd.i16 d1, " A1L ", " A1H "\n\t"                           \
+  "vpadd.i16 d2, " A2L ", " A2H "\n\t"                           \
+  "vpadd.i16 d3, " A3L ", " A3H "\n\t"                           \
+  "vpadd.i16 d0, d0, d1\n\t"                                     \
+  "vpadd.i16 d1, d2, d3\n\t"                                     \
+  "vpadd.i16 d0, d0, d1\n\t"                                     \
+  "vmovl.u16 q0, d0\n\t"                                         \
   "vst1.32 {d0-d1}, [r1]!\n\t"
 
 inline void Blocks2x4(Blocks2x4Args& args) {
@@ -376,23 +383,20 @@ inline void Blocks2x4(Blocks2x4Args& args) {
   // chunk count; r6 rows; r8 offsets; r9 runs left; r10 filter; lr words;
   // r2 scratch.
   asm volatile(
-      "0:\n\t"  // a block
-      "ldr r6, [%[args], #0]\n\t"
-      "ldr r8, [%[args], #4]\n\t"
-      "ldr r9, [%[args], #8]\n\t"
       "ldr r10, [%[args], #12]\n\t"
       "ldr r12, [%[args], #16]\n\t"
       "ldr lr, [%[args], #20]\n\t"
       "add r4, r12, r12, lsl #1\n\t"
       "sub r4, r4, #16\n\t"
-      "vmov.i32 q8, #0\n\t"
-      "vmov.i32 q9, #0\n\t"
-      "vmov.i32 q10, #0\n\t"
-      "vmov.i32 q11, #0\n\t"
-      "vmov.i32 q12, #0\n\t"
-      "vmov.i32 q13, #0\n\t"
-      "vmov.i32 q14, #0\n\t"
-      "vmov.i32 q15, #0\n\t"
+      "0:\n\t"  // a block: its runs from the first, its accumulators from zero
+      "ldr r6, [%[args], #0]\n\t"
+      "ldr r8, [%[args], #4]\n\t"
+      "ldr r9, [%[args], #8]\n\t"
+      "ldr r3, [%[args], #36]\n\t"
+      "vld1.64 {d16-d19}, [r3]\n\t"
+      "vld1.64 {d20-d23}, [r3]\n\t"
+      "vld1.64 {d24-d27}, [r3]\n\t"
+      "vld1.64 {d28-d31}, [r3]\n\t"
       "1:\n\t"  // a run
       "ldr r0, [r6], #4\n\t"
       "ldr r1, [r6], #4\n\t"
@@ -459,12 +463,11 @@ inline void Blocks2x4(Blocks2x4Args& args) {
       "subs r9, r9, #1\n\t"
       "bne 1b\n\t"
       "ldr r1, [%[args], #24]\n\t"
-      LOWBIT_V7_REDUCE("q8", "q9", "q10", "q11")
-      LOWBIT_V7_REDUCE("q12", "q13", "q14", "q15")
+      LOWBIT_V7_REDUCE("d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23")
+      LOWBIT_V7_REDUCE("d24", "d25", "d26", "d27", "d28", "d29", "d30", "d31")
       "str r1, [%[args], #24]\n\t"
       "ldr r2, [%[args], #32]\n\t"
       "add r10, r10, r2\n\t"
-      "str r10, [%[args], #12]\n\t"
       "ldr r2, [%[args], #28]\n\t"
       "subs r2, r2, #1\n\t"
       "str r2, [%[args], #28]\n\t"
@@ -709,7 +712,7 @@ struct Neon {
     }
 #else
     if constexpr (Q == 2 && kBlockWidth == 4) {
-      if (segments > 0 && segments * (words / 4 + 1) <= kMaxChunks) {
+      if (segments > 0 && segments * (words / 4 + 1) <= kAsmMaxChunks) {
         Blocks2x4Args args{rows,
                            filter_offsets,
                            static_cast<std::int32_t>(segments),
@@ -718,7 +721,8 @@ struct Neon {
                            static_cast<std::int32_t>(words),
                            &sums[0][0][0][0],
                            static_cast<std::int32_t>(blocks),
-                           static_cast<std::int32_t>(block_words * kWordBytes)};
+                           static_cast<std::int32_t>(block_words * kWordBytes),
+                           kZeroBlock};
         Blocks2x4(args);
         return;
       }
