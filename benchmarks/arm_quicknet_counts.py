@@ -28,16 +28,26 @@ x86 ones). The runtime under test is staged outside the root, exactly as the
 lowbit-tf-runtime wheel holds it (lowbit_tf/{__init__,lite,_native/__init__}.py,
 _variant.py and liblowbit_tflite.so cross-built with runtime/setup.py's CMake
 arguments) and put first on PYTHONPATH, so the root's installed wheel is not
-used and not touched.
+used and not touched. Libraries that the root links absolutely (Debian's
+alternatives: libblas.so.3 for the armhf numpy) are reached through a folder
+of links on LD_LIBRARY_PATH. While it runs the emulated Python, the script
+holds run_emulated.sh's lock ($LOWBIT_ARM_CACHE/lock), which that script holds
+while it reinstalls the runtime wheel into the roots.
 
 Method.
-  * Total: the instructions of ONE inference = count(run with 2 invocations) -
-    count(run with 1); process start, imports, interpreter creation, delegate
-    preparation and the first (cold) invocation cancel. The plugin
-    (tests/arm/insn_marker_plugin.c) also records the count at markers around
-    each invocation (a close() of a magic fd), which gives the same figure
-    within one run; both are printed ("markers" is the second invocation alone,
-    minus the cost of an empty marker pair).
+  * Total: the instructions of ONE inference, after a first (cold) one. The
+    plugin (tests/arm/insn_marker_plugin.c) counts every executed guest
+    instruction and also records the running count at markers: close() of a
+    magic descriptor that the guest calls around each invoke(). A run with 2
+    invocations gives count(after the 2nd) - count(after the 1st) - (cost of
+    an empty marker pair): the N=2 minus N=1 difference taken within one
+    process, where set-up, imports, interpreter creation and delegate
+    preparation cancel exactly. The same difference taken between two
+    processes (a run with 1 invocation, a run with 2) is printed as a
+    cross-check ("2 runs subtracted"), but it is not exact: the set-up of the
+    emulated Python + runtime (~0.5G insns on aarch64) varies by up to ~15M
+    insns from run to run (seen with identical runs, PYTHONHASHSEED=0 and
+    ASLR off alike), while one invocation varies by ~100 insns.
   * Per op: the converted model is cut into one-op models (each operator of
     the graph with its own tensors, its constant buffers and the same operator
     codes and options; its non-constant inputs become model inputs, filled
@@ -48,23 +58,32 @@ Method.
     is created, invoked once (warm-up) and then invoked once between two
     markers. A one-op model's count includes one interpreter invoke() from
     Python (the Python wrapper, Interpreter::Invoke, the delegate's kernel
-    entry); it is measured on the smallest one-op model that the converted
-    graph yields when it has a tiny op, else left in. "sum of ops" vs "total"
+    entry); that overhead is measured on a one-op model of the graph's first
+    RELU (or ADD, MUL) with every tensor shrunk to 1 element, printed, and
+    subtracted from the lowbit ops' sum (not from the per-op lines). "sum of
+    ops" vs "total"
     shows how far the cut adds up (the rest: dispatch between ops in the
     whole graph, XNNPACK partitions that span several ops in the whole model
     but one op each when cut).
+    Lines "op TYPE xN" add up each op type, lines "op TYPE INPUT->OUTPUT"
+    give each distinct op (batch dropped) and how often it occurs.
     Op type names: TFLite builtin names (CONV_2D, ADD, ...) and the custom
     codes of our ops (LowbitBconv2d, ...). Which delegate executes a float
     op (XNNPACK or a builtin kernel) is the runtime's choice, as in the whole
     model.
   * Binary MACs: sum over the model's binary QuantConv2D / QuantDense layers of
     output positions x output channels x kernel taps x input channels.
-  * Latency estimate (NOT a measurement): insns / (IPC x clock). IPC is an
-    assumption given by --ipc-a72 (Pi 4, Cortex-A72 at 1.5 GHz) and
-    --ipc-a76 (Pi 5, Cortex-A76 at 2.4 GHz); the defaults (1.0 and 1.5) are
-    round placeholders for a mix of NEON popcount loops and float GEMM, not
-    measured; pass llvm-mca's figure for the inner loop (1 / its
-    cycles-per-instruction, "IPC" in its summary) when there is one. The
+  * Latency estimate (NOT a measurement):
+        (lowbit-op insns / IPC + other insns / IPC_rest) / clock,
+    IPC given by --ipc-a72 (Pi 4, Cortex-A72 at 1.5 GHz) and --ipc-a76 (Pi 5,
+    Cortex-A76 at 2.4 GHz), IPC_rest by --ipc-a72-rest / --ipc-a76-rest
+    (default: the same IPC). The defaults (1.0 and 1.5) are round
+    assumptions, not measured. They are the hook for llvm-mca: pass its IPC
+    (1 / cycles per instruction) for our inner loop as --ipc-a72 / --ipc-a76,
+    and a figure for XNNPACK's float code as --ipc-*-rest. For scale,
+    llvm-mca -mcpu=cortex-a72 gives 2.4 IPC for a generic EOR/CNT/UADALP loop
+    of 17 instructions in steady state: an upper bound that ignores loads that
+    miss, loop edges, the output transform and the float ops. The
     aarch64 count is used for both boards (qemu -cpu cortex-a72; on an A76 XNNPACK
     may pick other float micro-kernels, and the dot-product extension is not
     emulated). It is printed next to Larq Compute Engine's published QuickNet
@@ -88,14 +107,16 @@ are of one thread; random weights (the counts do not depend on values).
 Needs: qemu-user (dynamic qemu-aarch64 / qemu-arm), gcc, cmake, the cross
 compilers (g++-aarch64-linux-gnu, g++-arm-linux-gnueabihf), TensorFlow + Keras
 here, and the roots made by `sudo tests/arm/run_emulated.sh` (cached in
-$LOWBIT_ARM_CACHE, default ~/.cache/lowbit-arm). Runtime on 2 cores: the
-cross builds take a few minutes each (kept with --build-dir), each emulated
-run a minute or two.
+$LOWBIT_ARM_CACHE, default ~/.cache/lowbit-arm). Time on 2 cores: a cross
+build of the library takes a few minutes (kept with --build-dir; a rebuild
+only compiles what changed), the conversion ~10 s, the 3 emulated runs of one
+runtime and target 10-30 s in all.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -428,6 +449,26 @@ def stage_runtime(src: Path, label: str, target: Target, build: Path, jobs: int)
     return stage
 
 
+@contextlib.contextmanager
+def cache_lock():
+    """tests/arm/run_emulated.sh's lock ($LOWBIT_ARM_CACHE/lock, flock): it
+    reinstalls the runtime wheel into the roots (and may restore them) while it
+    holds it, so the roots are only read while this process holds it."""
+    import fcntl
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for {CACHE / 'lock'} (tests/arm/run_emulated.sh running?)")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def overlay_root(target: Target, build: Path) -> Path:
     """-L folder: links to the emulated root's top-level entries, plus an Arm
     /proc/cpuinfo and sysfs CPU lists (the root is not modified)."""
@@ -452,6 +493,41 @@ def overlay_root(target: Target, build: Path) -> Path:
     return overlay
 
 
+def _in_root(root: Path, path: Path, hops: int = 40) -> Path:
+    """path (absolute inside the root) with its symbolic links resolved inside the root."""
+    current = root
+    parts = list(path.parts[1:])
+    while parts and hops:
+        current = current / parts.pop(0)
+        if current.is_symlink():
+            hops -= 1
+            target = Path(os.readlink(current))
+            base = root if target.is_absolute() else current.parent.relative_to(root)
+            rest = [*(target.parts[1:] if target.is_absolute() else
+                      [*base.parts, *target.parts]), *parts]
+            current, parts = root, rest
+    return current
+
+
+def root_library_links(target: Target, build: Path) -> Path:
+    """A folder for LD_LIBRARY_PATH with links to the root's libraries that are
+    absolute symbolic links (Debian's alternatives, e.g. libblas.so.3 ->
+    /etc/alternatives/...): under -L they would resolve on the host."""
+    root = CACHE / "roots" / target.root
+    links = build / f"overlay-{target.name}-libs"
+    shutil.rmtree(links, ignore_errors=True)
+    links.mkdir(parents=True)
+    for lib_dir in (root / "usr" / "lib").iterdir():
+        if not lib_dir.is_dir() or lib_dir.is_symlink():
+            continue
+        for entry in lib_dir.glob("*.so*"):
+            if entry.is_symlink() and os.readlink(entry).startswith("/"):
+                real = _in_root(root, Path("/") / entry.relative_to(root))
+                if real.is_file():
+                    (links / entry.name).symlink_to(real)
+    return links
+
+
 def site_packages(target: Target) -> Path:
     (path,) = (CACHE / "roots" / target.root / "opt" / "lowbit" / "venv" / "lib").glob(
         "python3*/site-packages")
@@ -460,6 +536,7 @@ def site_packages(target: Target) -> Path:
 
 def emulate(target: Target, overlay: Path, plugin: Path, stage: Path, job: dict,
             build: Path, name: str) -> tuple[int, dict[int, int], str]:
+    libs = build / f"overlay-{target.name}-libs"
     """Runs guest_main under qemu with the plugin: (total insns, {marker: count}, guest line)."""
     job_path = build / f"job-{name}.json"
     job_path.write_text(json.dumps(job))
@@ -468,7 +545,7 @@ def emulate(target: Target, overlay: Path, plugin: Path, stage: Path, job: dict,
     env = {
         "PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
         "PYTHONPATH": f"{stage}:{site_packages(target)}",
-        "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONDONTWRITEBYTECODE": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "LD_LIBRARY_PATH": str(libs),
         "LOWBIT_TFLITE_LIBRARY": str(stage / "lowbit_tf" / "_native" / "liblowbit_tflite.so"),
     }
     cmd = [target.qemu, "-L", str(overlay), "-cpu", target.cpu,
@@ -517,6 +594,15 @@ def measure(target: Target, overlay: Path, plugin: Path, stage: Path, model: Pat
     return res
 
 
+def _shapes(signature) -> str:
+    """'56x56x64->56x56x64' from a one-op model's signature (batch dropped)."""
+    tensors = signature[3]
+    first_in = next((shape for shape, _, const, is_in in tensors if is_in and not const), ())
+    out = next((shape for shape, _, const, is_in in reversed(tensors) if not is_in), ())
+    return "->".join("x".join(map(str, shape[1:] if len(shape) > 1 else shape))
+                     for shape in (first_in, out))
+
+
 def fmt_line(target: str, runtime: str, figure: str, value: str, unit: str, how: str) -> str:
     return f"{target:8s} {runtime:18s} {figure:44s} {value:>16s} {unit:10s} {how}".rstrip()
 
@@ -551,6 +637,14 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
         if base is not None and name in base.get("by_type", {}):
             how += f"; {base_label}: {base['by_type'][name]:,d} (x{insns / base['by_type'][name]:.3f})"
         line(f"op {name} x{count}", f"{insns:,d}", "insns", how)
+    res["by_op"] = {}
+    for d, insns in zip(distinct, res["ops"]):
+        key = f"{d['name']} {_shapes(d['signature'])}"
+        res["by_op"][key] = insns
+        how = f"each; x{d['count']} = {d['count'] * insns / total:6.1%} of total"
+        if base is not None and key in base.get("by_op", {}):
+            how += f"; {base_label}: {base['by_op'][key]:,d} (x{insns / base['by_op'][key]:.3f})"
+        line(f"op {key}", f"{insns:,d}", "insns", how)
     line("sum of ops", f"{ops_sum:,d}", "insns",
          f"{ops_sum / total:6.1%} of total; one-op models, each incl. one invoke()")
     line("total - sum of ops", f"{total - ops_sum:,d}", "insns", "dispatch between ops, partitions")
@@ -641,13 +735,16 @@ def main(argv: list[str] | None = None) -> int:
         print(fmt_line("target", "runtime", "figure", "value", "unit", "how"), flush=True)
         for name in args.targets:
             target = TARGETS[name]
-            overlay = overlay_root(target, build)
+            stages = [(label, stage_runtime(src, label, target, build, args.jobs))
+                      for src, label in sources]
             results = []
-            for src, label in sources:
-                stage = stage_runtime(src, label, target, build, args.jobs)
-                tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-                results.append((label, measure(target, overlay, plugin, stage, model, distinct,
-                                               tiny, build, tag)))
+            with cache_lock():
+                overlay = overlay_root(target, build)
+                root_library_links(target, build)
+                for label, stage in stages:
+                    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+                    results.append((label, measure(target, overlay, plugin, stage, model,
+                                                   distinct, tiny, build, tag)))
             # The baseline first, so that this tree's lines can quote it.
             base = base_label = None
             for label, res in reversed(results):
