@@ -257,8 +257,8 @@ def convert_quicknet(out: Path) -> dict:
     sys.path[:0] = [str(REPO), str(REPO / "converter"), str(REPO / "models"),
                     str(REPO / "benchmarks")]
     import numpy as np
-
     from bench_common import randomise_batchnorm
+
     from lowbit_converter import convert_with_report
     from lowbit_models import quicknet
     from lowbit_tf import layers as lb_layers
@@ -424,7 +424,8 @@ def source_for(ref: str | None, build: Path) -> tuple[Path, str]:
 def stage_runtime(src: Path, label: str, target: Target, build: Path, jobs: int) -> Path:
     """Cross-builds liblowbit_tflite.so from src and stages the runtime wheel's
     files under build/stage-...; returns the folder to put on PYTHONPATH."""
-    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    # This tree builds in one folder whatever HEAD is (CMake rebuilds what changed).
+    tag = "tree" if src == REPO else re.sub(r"[^A-Za-z0-9_.-]", "_", label)
     cmake_dir = build / f"cmake-{tag}-{target.name}"
     toolchain = src / "custom_ops" / "cmake" / target.toolchain
     if not toolchain.is_file():
@@ -627,7 +628,7 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
          f"{info['binary_layers']} binary layers")
     line("binary MACs / insn (whole model)", f"{info['binary_macs'] / total:.2f}", "MACs/insn")
     by_type: dict[str, list[int]] = {}
-    for d, insns in zip(distinct, res["ops"]):
+    for d, insns in zip(distinct, res["ops"], strict=True):
         entry = by_type.setdefault(d["name"], [0, 0])
         entry[0] += d["count"]
         entry[1] += d["count"] * insns
@@ -635,10 +636,11 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
     for name, (count, insns) in sorted(by_type.items(), key=lambda kv: -kv[1][1]):
         how = f"{insns / total:6.1%} of total"
         if base is not None and name in base.get("by_type", {}):
-            how += f"; {base_label}: {base['by_type'][name]:,d} (x{insns / base['by_type'][name]:.3f})"
+            old = base["by_type"][name]
+            how += f"; {base_label}: {old:,d} (x{insns / old:.3f})"
         line(f"op {name} x{count}", f"{insns:,d}", "insns", how)
     res["by_op"] = {}
-    for d, insns in zip(distinct, res["ops"]):
+    for d, insns in zip(distinct, res["ops"], strict=True):
         key = f"{d['name']} {_shapes(d['signature'])}"
         res["by_op"][key] = insns
         how = f"each; x{d['count']} = {d['count'] * insns / total:6.1%} of total"
@@ -647,7 +649,8 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
         line(f"op {key}", f"{insns:,d}", "insns", how)
     line("sum of ops", f"{ops_sum:,d}", "insns",
          f"{ops_sum / total:6.1%} of total; one-op models, each incl. one invoke()")
-    line("total - sum of ops", f"{total - ops_sum:,d}", "insns", "dispatch between ops, partitions")
+    line("total - sum of ops", f"{total - ops_sum:,d}", "insns",
+         "in-graph dispatch, partitions; less the one-op models' invoke() each")
     overhead = res["invoke_overhead"] or 0
     n_ops = sum(v[0] for v in by_type.values())
     if res["invoke_overhead"] is not None:
@@ -728,10 +731,11 @@ def main(argv: list[str] | None = None) -> int:
         sources = [source_for(None, build)]
         if args.baseline_ref:
             sources.append(source_for(args.baseline_ref, build))
-        qemu_version = run([TARGETS[args.targets[0]].qemu, "--version"]).stdout.splitlines()[0]
+        qemu_version = run([TARGETS[args.targets[0]].qemu, "--version"]).stdout.split()[2]
         print(f"# QuickNet {'x'.join(map(str, INPUT_SHAPE))} batch 1, random weights, "
               f"{len(ops)} ops ({info['lowered_layers']} lowered to lowbit ops); instructions "
-              f"counted under {qemu_version}; per op: one-op models; estimates assume an IPC")
+              f"counted under qemu-user {qemu_version}; per op: one-op models; "
+              "estimates assume an IPC")
         print(fmt_line("target", "runtime", "figure", "value", "unit", "how"), flush=True)
         for name in args.targets:
             target = TARGETS[name]
