@@ -95,7 +95,9 @@ bool CheckBitpack(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) 
 int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   lowbit::InlineExecutor inline_executor;
-  lowbit::ThreadPool pool(2);
+  // 4 workers: the work split must give the single thread's output bit for
+  // bit (also under qemu, where the Arm kernels run here).
+  lowbit::ThreadPool pool(4);
   int cases = 0;
   // Plus receptive fields around the NEON kernel's 16-bit limits
   // (core/bconv2d_neon.cc): the aarch64 assembly tile's 511 chunks of 128
@@ -196,7 +198,9 @@ int main(int argc, char** argv) {
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
   lowbit::InlineExecutor inline_executor;
-  lowbit::ThreadPool pool(2);
+  // 4 workers: the work split must give the single thread's output bit for
+  // bit (also under qemu, where the Arm kernels run here).
+  lowbit::ThreadPool pool(4);
   for (int c = 0; c < cases; ++c) {
     BConv2DParams p;
     p.batch = uniform(1, 2);
