@@ -18,11 +18,12 @@
 // their tiles span consecutive pixels, here consecutive rows) and a filter is
 // prepared with BConv2DFilter on AsConv2D().
 //
-// Small batches: with fewer rows than a SIMD kernel's register tile (AVX-512:
-// 8, AVX2: 4, NEON: 4 on aarch64, 2 on armv7) BGemm runs a GEMV kernel on the
-// same prepared filter instead (core/bgemv_simd.h: the weights read once per
-// call, several channel blocks in flight per input word), bit-identical to
-// the convolution path.
+// Small batches: with fewer rows than an x86 SIMD kernel's register tile
+// (AVX-512: 12 or 8, AVX2: 4) BGemm runs a GEMV kernel on the same prepared
+// filter instead (core/bgemv_simd.h: the weights read once per call, several
+// channel blocks in flight per input word), bit-identical to the convolution
+// path. NEON has no GEMV entry: its micro-kernels vectorise the input
+// channels, so the 1- and 2-row tiles already read each weight once.
 #ifndef LOWBIT_CORE_BGEMM_H_
 #define LOWBIT_CORE_BGEMM_H_
 

@@ -25,7 +25,10 @@
 // Adding an instruction set:
 //   1. its kernels in new files, e.g. core/bconv2d_<isa>.cc instantiating
 //      core/bconv2d_simd.h and core/bgemv_simd.h with an ISA struct (see
-//      core/bconv2d_avx2.cc), plus core/bitpack_<isa>.cc if it packs faster;
+//      core/bconv2d_avx2.cc), or, for a kernel that vectorises the input
+//      channels on the channel-major filter, core/bconv2d_channel_major.h
+//      (see core/bconv2d_neon.cc); plus core/bitpack_<isa>.cc if it packs
+//      faster;
 //      their declarations in core/bconv2d_kernels.h (and bgemv_kernels.h,
 //      bitpack_kernels.h) and its block width / tile constants there;
 //   2. the files' compiler flags in custom_ops/CMakeLists.txt;
