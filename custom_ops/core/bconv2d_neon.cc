@@ -1,21 +1,23 @@
 // The binary convolution for Arm NEON, aarch64 (Raspberry Pi 3/4/5 with a
 // 64-bit OS, Android arm64) and armv7 with NEON (32-bit Raspberry Pi OS):
-// the driver of core/bconv2d_simd.h (regions, skipped padded taps,
-// indirection table, output transform) around a micro-kernel written for Arm.
+// micro-kernels written for Arm inside the channel-major driver of
+// core/bconv2d_channel_major.h (regions, skipped padded taps, indirection
+// table, output transform: the x86 driver's geometry).
 //
 // Why not the x86 scheme. The x86 kernels vectorise the OUTPUT channels
 // (one 32-bit lane per channel, the input word broadcast): XOR, popcount,
 // add per lane. NEON counts bits per byte only (CNT), so that scheme costs a
 // broadcast per pixel and word plus byte accumulators that must be widened
-// every 31 words, and it reached 12-16 binary MACs per instruction.
+// every 31 words; it reached 12-16 binary MACs per instruction.
 //
 // Here the INPUT channels are vectorised, as in the best hand-written Arm
-// binary kernels: a q register holds 128 bits (4 words) of one pixel's
-// receptive field, another the same 128 bits of one output channel's filter
-// (the filter is channel-major: BConv2DFilter with KernelPath::channel_major,
-// each channel's taps x words contiguous, so one load per channel and chunk,
-// no broadcast). For a tile of P pixels x C channels, one 128-bit chunk costs
-// P + C loads and, per (pixel, channel) pair, three vector operations:
+// binary kernels: a q register holds 128 bits (4 words, a "chunk") of one
+// pixel's receptive field, another the same 128 bits of one output channel's
+// filter (the filter is channel-major: BConv2DFilter with
+// KernelPath::channel_major, each channel's taps x words contiguous, so one
+// load per channel and chunk, no broadcast). For a tile of P pixels x C
+// channels, one chunk costs P + C loads and, per (pixel, channel) pair,
+// three vector operations:
 //     e = EOR(x_p, w_c); n = CNT(e)              16 byte counts (<= 8 each)
 // and the accumulation, which folds bytes into 16-bit lanes pairwise:
 //   aarch64: two pairs share one UADALP after an ADDP of their byte counts,
@@ -24,28 +26,36 @@
 //   armv7 (no q-form ADDP): a = VPADAL.U8(a, n_c) per pair, 3 operations.
 // 3 operations per 128 MACs is the floor of the EOR/CNT/add method (every
 // chunk of every pair needs its EOR and CNT, and adding the counts to a
-// running sum is one more operation however it is grouped).
+// running sum is one more operation however it is grouped). That is also
+// why there is no UDOT path for CPUs with the dot-product extension
+// (Cortex-A76, Pi 5): UDOT(acc, n, ones) would replace the accumulation, one
+// operation for one, and save nothing.
 //
-// Tiles: aarch64 (32 q registers) P = 4 pixels x C = 8 channels: 4 input
-// + 8 filter registers, 16 accumulators, 4 temporaries; a chunk is 12 loads
-// + 96 operations for 4,096 binary MACs. armv7 (16 q registers) P = 2 x C = 4:
-// 2 + 4 registers, 8 accumulators, 2 temporaries; 6 loads + 24 operations
-// for 1,024 MACs.
-//
-// The lanes' ranges: a 16-bit lane gains at most 2 x 16 (aarch64: two bytes
-// of an ADDP, each <= 16) or 2 x 8 (armv7) per chunk, so after kMaxChunks
-// chunks (2047 / 4095, < 65535 / gain) the 16-bit sums are folded into 32-bit
-// ones; only receptive fields over 2047 x 128 = 262,016 bits ever fold.
-//
-// Reduction (once per tile): the 16-bit lanes of a channel are summed with
-// pairwise widening adds into one 32-bit lane per channel, 4 channels per q
-// register, which is the layout the driver's output transform takes
-// (bconv2d_simd.h: one IVec of kLanes = 4 channels).
+// Tiles (full ones in assembly, Blocks4x8 / Blocks2x4, which loop over a
+// tile's channel blocks themselves): aarch64 (32 q registers) P = 4 pixels
+// x C = 8 channels: 4 input + 8 filter registers, 16 accumulators, 4
+// temporaries; a chunk is 12 loads + 96 operations + 2 for the loop, 4,096
+// binary MACs. armv7 (16 q registers) P = 2 x C = 4: 2 + 4 registers, 8
+// accumulators, 2 temporaries; 6 loads + 24 operations + 3 for the loop,
+// 1,024 MACs. Smaller tiles (a region's last pixels, BGemm's 1-3 rows) and
+// receptive fields past the assembly's limit run AccumulateTile below, the
+// same method in intrinsics.
 //
 // The end of a run of words that is not a whole chunk (channels_in not a
-// multiple of 128, e.g. 64 channels: runs of 6 words) is loaded into the low
-// words of a zeroed register: its zero bits XOR to zero in the input and the
-// filter alike.
+// multiple of 128, e.g. 64 channels: runs of 6 words): on aarch64 2 words
+// are half a chunk, the 64 bits of two channels side by side in one
+// register against the pixel's 64 bits twice (EOR, CNT and UADALP land the
+// two channels in the accumulator's two halves: half the operations of a
+// chunk), 1 word is the same with zero high words; elsewhere the words go
+// into the low lanes of a zeroed register (zero bits XOR to zero in the input
+// and the filter alike).
+//
+// The lanes' ranges: a 16-bit lane gains at most 2 x 16 (aarch64: two bytes
+// of an ADDP, each <= 16) or 2 x 8 (armv7) per chunk. The assembly tiles
+// reduce with 16-bit pairwise adds, so a channel's whole sum must fit 16
+// bits: <= 511 chunks (kAsmMaxChunks, receptive fields up to ~65,000 bits);
+// AccumulateTile folds its 16-bit sums into 32-bit ones every kMaxChunks
+// chunks (2047 / 4095 = 65535 / gain) and takes any size.
 #include "custom_ops/core/bconv2d_kernels.h"
 
 #if LOWBIT_NEON_SIMD
@@ -109,7 +119,7 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // accesses per chunk, more for the loop); written out, a chunk is exactly 12
 // post-indexed loads, the 96 vector operations and 2 loop instructions: 110
 // instructions for 4,096 binary MACs (37 per instruction). Tile-level work
-// is written out too: a run's setup is 14 instructions, the reduction 24.
+// is written out too: a run's setup is 14 instructions, the reduction 20.
 //
 // Registers: x19-x21 a block's table, filter offsets and runs left, x9-x12
 // the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels', x8 the
@@ -313,7 +323,7 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 #endif
 
 #if !defined(__aarch64__)
-// armv7's 2 x 4 tile in assembly, as Tile4x8 for aarch64 (GCC's chunk loop
+// armv7's 2 x 4 tile in assembly, as Blocks4x8 for aarch64 (GCC's chunk loop
 // took ~50 instructions a chunk, and 32-bit code around it spilled the
 // accumulators per run). q8-q15 hold the accumulators (pixel p, channel c in
 // q[8 + 4p + c]) for the whole tile; a chunk is 2 pixel loads, 4 channel
@@ -321,8 +331,8 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 // by 3 * stride - 16 bytes), 24 vector operations (VEOR, VCNT, VPADAL per
 // pixel and channel) and 3 for the loop: 33 instructions for 1,024 binary
 // MACs. A run's last 1-3 words are loaded into zeroed registers and take the
-// same 24 operations. The reduction: VPADDL to 32-bit lanes, then pairwise
-// adds to [c0 c1 | c2 c3] per pixel.
+// same 24 operations. The reduction: 16-bit pairwise adds to [c0 c1 c2 c3]
+// per pixel, then widened (LOWBIT_V7_REDUCE).
 struct Blocks2x4Args {
   const PackedWord* const* rows;
   const std::int64_t* offsets;  // read as their low words (offsets < 2^31)
@@ -568,9 +578,9 @@ struct Neon {
     }
   }
 
-  // The micro-kernel (bconv2d_simd.h, RunTile): Q pixels x kBlockWidth
-  // channels over `segments` runs of `words` words; run s of pixel p starts
-  // at rows[s * Q + p], of channel c at filter + c * channel_stride +
+  // The micro-kernel in intrinsics: Q pixels x kBlockWidth channels over
+  // `segments` runs of `words` words; run s of pixel p starts at
+  // rows[s * Q + p], of channel c at filter + c * channel_stride +
   // filter_offsets[s]. sums[p][v] = the 32-bit sums of pixel p, channels
   // 4v..4v+3.
   template <int Q>
