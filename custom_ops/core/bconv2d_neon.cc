@@ -306,9 +306,9 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
         [stride] "r"(channel_stride_bytes), [words] "r"(words), [block_bytes] "r"(block_bytes),
         [zeros] "r"(kZeroBlock)
       : "cc", "memory", "x4", "x5", "x6", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15",
-        "x16", "x17", "x19", "x20", "x21", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10",
-        "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22",
-        "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
+        "x16", "x17", "x19", "x20", "x21", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8",
+        "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21",
+        "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
 }
 #undef LOWBIT_RUNS
 #undef LOWBIT_ONE_WORD
