@@ -160,7 +160,7 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
             if (!kFull && n <= 0) break;  // lanes past the layer's last channel
             const IVec dot = Isa::SubTwice32(kk[v], sums[p][v]);
             FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
-            if (kRelu) y = Isa::MaxF(Isa::ZeroF(), y);
+            if (kRelu) y = Isa::Relu(y);
             if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);
             if (kResidual) y = Isa::AddF(y, Isa::LoadF(residual_at[p] + c0 + v * L, n));
             Isa::StoreF(out_at[p] + c0 + v * L, y, n);

@@ -535,10 +535,22 @@ struct Neon {
   static FVec ToFloat(IVec a) { return vcvtq_f32_s32(vreinterpretq_s32_u32(a)); }
   static FVec MulF(FVec a, FVec b) { return vmulq_f32(a, b); }
   static FVec AddF(FVec a, FVec b) { return vaddq_f32(a, b); }
-  // x86 semantics of maxps, which the driver relies on (see bconv2d_simd.h):
-  // b < a ? a : b, so that -0.0 and NaN in b pass through unchanged, as in
-  // the reference's `if (y < 0) y = 0` (VMAX would turn NaN and -0.0 around).
-  static FVec MaxF(FVec a, FVec b) { return vbslq_f32(vcltq_f32(b, a), a, b); }
+  // The ReLU, as the reference's `if (y < 0) y = 0`: -0.0 and NaN pass
+  // through unchanged (VMAX would turn them around).
+  static FVec Relu(FVec y) {
+#if defined(__aarch64__)
+    return vbslq_f32(vcltq_f32(y, vdupq_n_f32(0.0f)), vdupq_n_f32(0.0f), y);
+#else
+    // GCC for armv7 makes NEON float compares scalar (see bitpack_neon.cc):
+    // y < 0 on the bit pattern u instead. The negative numbers other than
+    // -0.0 are u in [0x80000001, 0xff800000] (subnormals, normals, -inf; NaN
+    // lie above), i.e. (signed) u - 1 <= -0x00800001.
+    const int32x4_t u = vreinterpretq_s32_f32(y);
+    const uint32x4_t negative =
+        vcleq_s32(vsubq_s32(u, vdupq_n_s32(1)), vdupq_n_s32(-0x00800001));
+    return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), negative));
+#endif
+  }
 
   // One chunk of the tile: acc[p][a] gains the popcounts of x[p] XOR w[c]
   // (see the top of this file for the accumulator layout).

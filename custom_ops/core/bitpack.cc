@@ -53,6 +53,13 @@ void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
   const BitpackWordsFn pack_words = GetKernelPath(SelectBConv2DKernel()).bitpack_words;
   const std::int64_t full_words = channels / kBitsPerWord;
   executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
+    if (pack_words != nullptr && full_words == words) {
+      // Whole words only: rows [begin, end) are one contiguous run of words
+      // in the input and in the output, packed in one call (a row of 64
+      // channels is 2 words, too short for the packers' 4-word steps).
+      pack_words(input + begin * channels, (end - begin) * words, output + begin * words);
+      return;
+    }
     for (std::int64_t r = begin; r < end; ++r) {
       const float* in = input + r * channels;
       PackedWord* out = output + r * words;

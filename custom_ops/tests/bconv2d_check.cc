@@ -54,14 +54,18 @@ bool CheckBitpack(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) 
                             std::numeric_limits<float>::infinity(),
                             -std::numeric_limits<float>::infinity(),
                             std::numeric_limits<float>::quiet_NaN(),
-                            -std::numeric_limits<float>::quiet_NaN(), -3.5f, 2.0f};
+                            -std::numeric_limits<float>::quiet_NaN(), -3.5f, 2.0f,
+                            // -FLT_MIN (bit 1) and the subnormal next to it (bit 0)
+                            -std::numeric_limits<float>::min(),
+                            -std::nextafter(std::numeric_limits<float>::min(), 0.0f)};
+  constexpr int kSpecials = static_cast<int>(sizeof(specials) / sizeof(specials[0]));
   lowbit::InlineExecutor executor;
-  for (int channels : {1, 31, 32, 33, 64, 100, 256}) {
+  for (int channels : {1, 31, 32, 33, 64, 100, 160, 256, 300}) {
     const int rows = 7;
     std::vector<float> x(static_cast<std::size_t>(rows * channels));
     for (float& v : x) {
       v = std::uniform_int_distribution<int>(0, 3)(rng) == 0
-              ? specials[std::uniform_int_distribution<int>(0, 11)(rng)]
+              ? specials[std::uniform_int_distribution<int>(0, kSpecials - 1)(rng)]
               : std::normal_distribution<float>()(rng);
     }
     const std::int64_t words = lowbit::PackedWords(channels);
