@@ -7,13 +7,15 @@
 // It shares the x86 driver's geometry (core/bconv2d_simd.h: regions whose
 // pixels read the same taps, skipped padded taps, the indirection table of a
 // tile, K_used and tap popcounts for pad_value 1) and differs in two ways:
-//   - the micro-kernel, Isa::AccumulateTile<Q>, hands back the popcount sums
-//     of its whole tile (Q pixels x BW channels, as V vectors of L lanes per
-//     pixel) instead of calling a sink per vector;
+//   - the micro-kernel, Isa::AccumulateBlocks<Q>, hands back twice the
+//     popcount sums of its whole tile (Q pixels x BW channels, as V vectors
+//     of L lanes per pixel; doubled because the output transform wants
+//     K - 2 * sum and the kernels double them for free) for a run of
+//     channel blocks, instead of calling a sink per vector;
 //   - a work item is a tile and a run of consecutive channel blocks, and
 //     RunTileBlocks sweeps them out of line with the per-layer values in one
 //     struct: the output transform of a block is loaded into registers once
-//     and each vector of lanes costs a multiply-subtract (dot = K - 2 * acc),
+//     and each vector of lanes costs a subtraction (dot = K - 2 * acc),
 //     the conversion, a multiply and an add, then the ReLU and the epilogue's
 //     steps where the layer has them (chosen once per block, not tested per
 //     vector) and a store.
@@ -158,7 +160,7 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
           for (int v = 0; v < V; ++v) {
             const int n = kFull ? L : block_channels - v * L;
             if (!kFull && n <= 0) break;  // lanes past the layer's last channel
-            const IVec dot = Isa::SubTwice32(kk[v], sums[p][v]);
+            const IVec dot = Isa::Sub32(kk[v], sums[p][v]);  // sums are doubled
             FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m[v]), b[v]);
             if (kRelu) y = Isa::Relu(y);
             if (kAffine) y = Isa::AddF(Isa::MulF(y, pm[v]), pb[v]);

@@ -165,17 +165,18 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   LOWBIT_HALF("v1", "v20", "v21", "v22", "v23")      \
   LOWBIT_HALF("v2", "v24", "v25", "v26", "v27")      \
   LOWBIT_HALF("v3", "v28", "v29", "v30", "v31")
-// Pixel p's 4 pairs -> its 8 channel sums, widened to two q registers R0
-// (channels 0-3) and R1 (4-7). Pairwise 16-bit adds: A0 | A1 -> [c0 c0 c1 c1
-// c2 c2 c3 c3] (half sums), likewise for A2 | A3, then -> [c0 .. c7]; a
+// Pixel p's 4 pairs -> twice its 8 channel sums, widened to two q registers
+// R0 (channels 0-3) and R1 (4-7). Pairwise 16-bit adds: A0 | A1 -> [c0 c0 c1
+// c1 c2 c2 c3 c3] (half sums), likewise for A2 | A3, then -> [c0 .. c7]; a
 // channel's sum is 4 lanes of <= 32 per chunk, so this needs <= 511 chunks
-// (kAsmMaxChunks).
+// (kAsmMaxChunks). The widening shifts left by 1 for free (USHLL): the store
+// then computes dot = K - 2 * sum with one subtraction.
 #define LOWBIT_REDUCE(A0, A1, A2, A3, R0, R1)        \
   "addp v0.8h, " A0 ".8h, " A1 ".8h\n\t"             \
   "addp v1.8h, " A2 ".8h, " A3 ".8h\n\t"             \
   "addp v0.8h, v0.8h, v1.8h\n\t"                     \
-  "uxtl " R0 ".4s, v0.4h\n\t"                        \
-  "uxtl2 " R1 ".4s, v0.8h\n\t"
+  "ushll " R0 ".4s, v0.4h, #1\n\t"                   \
+  "ushll2 " R1 ".4s, v0.8h, #1\n\t"
 // A run's pointers: the 4 pixels' from the table, the 8 channels' from its
 // filter offset, channel_stride bytes apart.
 #define LOWBIT_RUN_POINTERS                          \
@@ -373,10 +374,10 @@ static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
   "vcnt.8 q7, q7\n\t"                                 \
   "vpadal.u8 q14, q6\n\t"                             \
   "vpadal.u8 q15, q7\n\t"
-// Pixel p's accumulators A0-A3 (as d-register pairs) -> [c0 c1 c2 c3]
+// Pixel p's accumulators A0-A3 (as d-register pairs) -> twice [c0 c1 c2 c3]
 // stored at r1 (advanced): pairwise 16-bit adds, 8 lanes -> 4 -> 2 -> 1 per
 // channel (a channel's sum is 8 lanes of <= 16 per chunk: <= 511 chunks,
-// kAsmMaxChunks), then widened.
+// kAsmMaxChunks), then widened and doubled in one VSHLL.
 #define LOWBIT_V7_REDUCE(A0L, A0H, A1L, A1H, A2L, A2H, A3L, A3H)  \
   "vpadd.i16 d0, " A0L ", " A0H "\n\t"                           \
   "vpadd.i16 d1, " A1L ", " A1H "\n\t"                           \
@@ -385,7 +386,7 @@ static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
   "vpadd.i16 d0, d0, d1\n\t"                                     \
   "vpadd.i16 d1, d2, d3\n\t"                                     \
   "vpadd.i16 d0, d0, d1\n\t"                                     \
-  "vmovl.u16 q0, d0\n\t"                                         \
+  "vshll.u16 q0, d0, #1\n\t"                                     \
   "vst1.32 {d0-d1}, [r1]!\n\t"
 
 inline void Blocks2x4(Blocks2x4Args& args) {
@@ -507,8 +508,6 @@ struct Neon {
   static IVec Set32(std::int32_t v) { return vdupq_n_u32(static_cast<std::uint32_t>(v)); }
   static IVec Add32(IVec a, IVec b) { return vaddq_u32(a, b); }
   static IVec Sub32(IVec a, IVec b) { return vsubq_u32(a, b); }
-  // a - 2 * b in one instruction (MLS; exact in 32-bit lanes).
-  static IVec SubTwice32(IVec a, IVec b) { return vmlsq_n_u32(a, b, 2); }
 
   static FVec ZeroF() { return vdupq_n_f32(0.0f); }
   // NEON has no masked loads or stores: a partial vector (only the last
@@ -593,8 +592,8 @@ struct Neon {
   // The micro-kernel in intrinsics: Q pixels x kBlockWidth channels over
   // `segments` runs of `words` words; run s of pixel p starts at
   // rows[s * Q + p], of channel c at filter + c * channel_stride +
-  // filter_offsets[s]. sums[p][v] = the 32-bit sums of pixel p, channels
-  // 4v..4v+3.
+  // filter_offsets[s]. sums[p][v] = twice the popcount sums of pixel p,
+  // channels 4v..4v+3 (the output transform wants K - 2 * sum).
   template <int Q>
   static void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
                              std::int64_t words, const PackedWord* filter,
@@ -709,9 +708,10 @@ struct Neon {
     LOWBIT_NEON_UNROLL
     for (int p = 0; p < Q; ++p) {
       Reduce(acc[p], sums[p]);
-      if (folded) {
-        LOWBIT_NEON_UNROLL
-        for (int v = 0; v < kBlockVectors; ++v) sums[p][v] = Add32(sums[p][v], total[p][v]);
+      LOWBIT_NEON_UNROLL
+      for (int v = 0; v < kBlockVectors; ++v) {
+        if (folded) sums[p][v] = Add32(sums[p][v], total[p][v]);
+        sums[p][v] = Add32(sums[p][v], sums[p][v]);  // doubled, as the assembly's
       }
     }
   }
