@@ -78,17 +78,26 @@ Method.
     IPC given by --ipc-a72 (Pi 4, Cortex-A72 at 1.5 GHz) and --ipc-a76 (Pi 5,
     Cortex-A76 at 2.4 GHz), IPC_rest by --ipc-a72-rest / --ipc-a76-rest
     (default: the same IPC). The defaults (1.0 and 1.5) are round
-    assumptions, not measured. They are the hook for llvm-mca: pass its IPC
-    (1 / cycles per instruction) for our inner loop as --ipc-a72 / --ipc-a76,
-    and a figure for XNNPACK's float code as --ipc-*-rest. For scale,
-    llvm-mca -mcpu=cortex-a72 gives 2.4 IPC for a generic EOR/CNT/UADALP loop
-    of 17 instructions in steady state: an upper bound that ignores loads that
-    miss, loop edges, the output transform and the float ops. The
-    aarch64 count is used for both boards (qemu -cpu cortex-a72; on an A76 XNNPACK
-    may pick other float micro-kernels, and the dot-product extension is not
-    emulated). It is printed next to Larq Compute Engine's published QuickNet
-    latency on a Pi 4 (45.0 ms, 1 thread; 20.8 ms, 4 threads), which IS a
-    measurement on real hardware: do not read the two as the same kind of number.
+    assumptions, not measured; these "ESTIMATE <board> 1 thread latency"
+    lines stay as they were, for comparison across runs.
+    A second line per board, "ESTIMATE <board> 1 thr, llvm-mca IPC", takes
+    the lowbit ops' IPC from llvm-mca instead (printed by default, skipped
+    with --no-mca-ipc): the NEON binary conv's whole-chunk loop is taken from
+    the bconv2d_neon.cc.o that this runtime's CMake build compiled and run
+    through llvm-mca -mcpu=cortex-a72 / cortex-a76
+    (bench_common.mca_inner_loop, as benchmarks/arm_instruction_counts.py
+    prints it); IPC_rest stays the --ipc-*-rest (or --ipc-*) figure. That IPC
+    is an UPPER BOUND for the lowbit ops (a steady-state loop with every load
+    hitting L1; the run set-up, reductions, output transform, bit-packing and
+    the other lowbit ops' code all run at a lower IPC), so that line is a
+    lower bound on latency. LLVM 14 models Cortex-A72 and A76 with the same
+    (Cortex-A57) model, so both boards get the same IPC there; the line names
+    the model. The aarch64 count is used for both boards (qemu -cpu
+    cortex-a72; on an A76 XNNPACK may pick other float micro-kernels, and the
+    dot-product extension is not emulated). It is printed next to Larq
+    Compute Engine's published QuickNet latency on a Pi 4 (45.0 ms, 1 thread;
+    20.8 ms, 4 threads), which IS a measurement on real hardware: do not
+    read the two as the same kind of number.
   * --baseline-ref REF: the same model is also run with the runtime built from
     REF (its custom_ops and lowbit_tf runtime modules exported with `git
     archive` into the build folder; no git worktree is registered), and the
@@ -140,6 +149,9 @@ WHEEL_VARIANT = '"""lowbit-tf-runtime: lite.py and _native/ only."""\n\nRUNTIME_
 #: Larq Compute Engine's published QuickNet (224x224) latency on a Raspberry Pi 4.
 LCE_PI4_MS = {1: 45.0, 4: 20.8}
 BOARDS = (("Pi 4", "Cortex-A72", 1.5e9, "ipc_a72"), ("Pi 5", "Cortex-A76", 2.4e9, "ipc_a76"))
+ARMV7_BOARDS = (("Pi 4 32-bit OS", "Cortex-A72", 1.5e9, "ipc_a72"),)
+#: The llvm-mca CPU of each board (LLVM 14 models both with its Cortex-A57 model).
+MCA_CPU = {"Pi 4": "cortex-a72", "Pi 5": "cortex-a76", "Pi 4 32-bit OS": "cortex-a72"}
 
 
 @dataclass(frozen=True)
@@ -421,12 +433,38 @@ def source_for(ref: str | None, build: Path) -> tuple[Path, str]:
     return src, f"ref={sha[:7]}"
 
 
+def runtime_tag(src: Path, label: str) -> str:
+    # This tree builds in one folder whatever HEAD is (CMake rebuilds what changed).
+    return "tree" if src == REPO else re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+
+def runtime_cmake_dir(src: Path, label: str, target: Target, build: Path) -> Path:
+    """The CMake folder stage_runtime builds src's library in (its lowbit_core
+    objects, bconv2d_neon.cc.o among them, are there)."""
+    return build / f"cmake-{runtime_tag(src, label)}-{target.name}"
+
+
+def mca_ipc(src: Path, label: str, target: Target, build: Path) -> dict:
+    """{cpu: MCAResult} of llvm-mca on the NEON conv's inner loop as built for
+    this runtime (bench_common.mca_inner_loop), plus "error" when there is none."""
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_common import mca_inner_loop
+
+    cpus = tuple(dict.fromkeys(MCA_CPU[board] for board, *_ in boards_for(target)))
+    report = mca_inner_loop(runtime_cmake_dir(src, label, target, build), target.name, cpus)
+    found = {r.cpu: r for r in report.results}
+    found["error"] = report.error
+    if report.loop is not None:
+        found["loop"] = f"{report.loop.instructions}-insn loop, {report.loop.macs} MACs"
+    return found
+
+
 def stage_runtime(src: Path, label: str, target: Target, build: Path, jobs: int) -> Path:
     """Cross-builds liblowbit_tflite.so from src and stages the runtime wheel's
     files under build/stage-...; returns the folder to put on PYTHONPATH."""
-    # This tree builds in one folder whatever HEAD is (CMake rebuilds what changed).
-    tag = "tree" if src == REPO else re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-    cmake_dir = build / f"cmake-{tag}-{target.name}"
+    tag = runtime_tag(src, label)
+    cmake_dir = runtime_cmake_dir(src, label, target, build)
     toolchain = src / "custom_ops" / "cmake" / target.toolchain
     if not toolchain.is_file():
         toolchain = REPO / "custom_ops" / "cmake" / target.toolchain
@@ -604,12 +642,17 @@ def _shapes(signature) -> str:
                      for shape in (first_in, out))
 
 
+def boards_for(target: Target) -> tuple:
+    return BOARDS if target.name == "aarch64" else ARMV7_BOARDS
+
+
 def fmt_line(target: str, runtime: str, figure: str, value: str, unit: str, how: str) -> str:
     return f"{target:8s} {runtime:18s} {figure:44s} {value:>16s} {unit:10s} {how}".rstrip()
 
 
 def report(target: Target, label: str, res: dict, distinct: list[dict], info: dict,
-           args: argparse.Namespace, base: dict | None, base_label: str | None) -> None:
+           args: argparse.Namespace, base: dict | None, base_label: str | None,
+           mca: dict | None = None) -> None:
     def line(figure, value, unit, how=""):
         print(fmt_line(target.name, label, figure, value, unit, how), flush=True)
 
@@ -669,11 +712,7 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
     if base is not None:
         line(f"ratio total / {base_label}", f"{total / base['total']:.3f}", "x",
              f"{total:,d} / {base['total']:,d}")
-    if target.name == "aarch64":
-        boards = BOARDS
-    else:
-        boards = (("Pi 4 32-bit OS", "Cortex-A72", 1.5e9, "ipc_a72"),)
-    for board, core, clock, ipc_arg in boards:
+    for board, core, clock, ipc_arg in boards_for(target):
         ipc = getattr(args, ipc_arg)
         ipc_rest = getattr(args, f"{ipc_arg}_rest") or ipc
         cycles = lowbit / ipc + (total - lowbit) / ipc_rest
@@ -682,6 +721,21 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
              f"(lowbit {lowbit / 1e6:.1f}M insns / {ipc:g} IPC + rest {(total - lowbit) / 1e6:.1f}M"
              f" / {ipc_rest:g} IPC) / {clock / 1e9:g} GHz {core}; IPCs assumed ({opt}, "
              f"{opt}-rest), not measured")
+        if mca is None:
+            continue
+        cpu = MCA_CPU[board]
+        result = mca.get(cpu)
+        if result is None or not result.ok:
+            why = result.error if result is not None else mca.get("error") or f"{cpu} not run"
+            line(f"ESTIMATE {board} 1 thr, llvm-mca IPC", "n/a", "ms",
+                 f"no llvm-mca IPC: {why}")
+            continue
+        cycles = lowbit / result.ipc + (total - lowbit) / ipc_rest
+        line(f"ESTIMATE {board} 1 thr, llvm-mca IPC", f"{cycles / clock * 1e3:.1f}", "ms",
+             f"LOWER BOUND on latency: lowbit {lowbit / 1e6:.1f}M insns / {result.ipc:g} IPC "
+             f"(llvm-mca -mcpu={cpu}, model {result.model}, NEON conv inner loop "
+             f"[{mca.get('loop', '')}] only: an upper bound on the ops' IPC, no cache misses, "
+             f"no work outside the loop) + rest / {ipc_rest:g} IPC ({opt}-rest) as above")
     line("LCE published Pi 4 QuickNet 1 thread", f"{LCE_PI4_MS[1]:.1f}", "ms",
          "Larq Compute Engine, measured on a Pi 4 (not by this script)")
     line("LCE published Pi 4 QuickNet 4 threads", f"{LCE_PI4_MS[4]:.1f}", "ms",
@@ -710,6 +764,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="as --ipc-a72, Cortex-A76 (Pi 5 estimate). Default 1.5")
     parser.add_argument("--ipc-a76-rest", type=float, default=None,
                         help="as --ipc-a72-rest, Cortex-A76; default: --ipc-a76")
+    parser.add_argument("--no-mca-ipc", dest="mca_ipc", action="store_false",
+                        help="skip the second estimate per board, whose lowbit-ops IPC is "
+                             "llvm-mca's for the NEON conv's inner loop as built (default: "
+                             "printed when llvm-objdump and llvm-mca are found; an upper bound "
+                             "on IPC, so that estimate is a lower bound on latency)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
     args = parser.parse_args(argv)
 
@@ -741,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             target = TARGETS[name]
             stages = [(label, stage_runtime(src, label, target, build, args.jobs))
                       for src, label in sources]
+            mcas = {label: mca_ipc(src, label, target, build) if args.mca_ipc else None
+                    for src, label in sources}
             results = []
             with cache_lock():
                 overlay = overlay_root(target, build)
@@ -752,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             # The baseline first, so that this tree's lines can quote it.
             base = base_label = None
             for label, res in reversed(results):
-                report(target, label, res, distinct, info, args, base, base_label)
+                report(target, label, res, distinct, info, args, base, base_label, mcas[label])
                 base, base_label = res, label
     return 0
 

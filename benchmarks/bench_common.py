@@ -484,3 +484,266 @@ def random_images(rng, count: int, shape: tuple[int, ...]):
     import numpy as np
 
     return rng.uniform(-1.0, 1.0, (count, *shape)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------
+# llvm-mca on the NEON binary conv's compiled inner loop (arm_instruction_counts,
+# arm_quicknet_counts). The loop is taken from the built object file
+# (custom_ops/core/bconv2d_neon.cc.o in a CMake build folder), not retyped.
+# --------------------------------------------------------------------------
+
+#: Per Arm target: the popcount mnemonic and how many of them the NEON
+#: whole-chunk loop has (aarch64: 4 pixels x 8 channels, 128 bits each;
+#: armv7: 2 x 4).
+INNER_LOOP_CNT = {"aarch64": ("cnt", 32), "armv7": ("vcnt.8", 8)}
+#: The CPUs llvm-mca is asked about per target. LLVM 14 has no A32/T32
+#: scheduling model for Cortex-A7 or A53 (llvm-mca says so; the line says it),
+#: and models Cortex-A72 and A76 (and Neoverse N1) with its Cortex-A57 model:
+#: the "model" field of each line names the model used.
+MCA_CPUS = {"aarch64": ("cortex-a53", "cortex-a72", "cortex-a76"),
+            "armv7": ("cortex-a7", "cortex-a53", "cortex-a72")}
+MCA_ITERATIONS = 200
+#: Binary MACs per 128-bit popcount (one XOR + popcount of 128 bit pairs).
+MACS_PER_CNT = 128
+
+_OBJDUMP_FUNC = re.compile(r"^[0-9a-f]+ <(.*)>:$")
+_OBJDUMP_INSN = re.compile(r"^\s*([0-9a-f]+):\s+(\S+)(?:\s+(.*?))?\s*$")
+_BRANCH_TARGET = re.compile(r"0x([0-9a-f]+)(?:\s*<.*>)?$")
+_A64_BRANCH = re.compile(r"^(b|bl|br|blr|ret|cbn?z|tbn?z|b\.[a-z]{2})$")
+_A64_COND_BRANCH = re.compile(r"^(cbn?z|tbn?z|b\.[a-z]{2})$")
+_CONDS = "eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le"
+_A32_BRANCH = re.compile(rf"^(b|bl|bx|blx|cbn?z)({_CONDS}|al)?(\.w|\.n)?$")
+_A32_COND_BRANCH = re.compile(rf"^(b({_CONDS})(\.w|\.n)?|cbn?z)$")
+_REGISTER = re.compile(r"\b([xwvqdsbhr])(\d+)\b")
+
+
+def first_tool(*names: str) -> str | None:
+    """The first of names on PATH (e.g. llvm-mca, then llvm-mca-14)."""
+    import shutil
+
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
+def parse_objdump(text: str) -> list[tuple[str, list[tuple[int, str, str]]]]:
+    """llvm-objdump -d --no-show-raw-insn text -> [(function, [(address,
+    mnemonic, operands without the disassembler's comment)])]."""
+    functions: list[tuple[str, list[tuple[int, str, str]]]] = []
+    for raw in text.splitlines():
+        match = _OBJDUMP_FUNC.match(raw)
+        if match:
+            functions.append((match.group(1), []))
+            continue
+        match = _OBJDUMP_INSN.match(raw)
+        if match and functions:
+            operands = re.sub(r"\s*(//|@).*$", "", match.group(3) or "")
+            functions[-1][1].append((int(match.group(1), 16), match.group(2), operands.strip()))
+    return functions
+
+
+def short_function_name(demangled: str) -> str:
+    """'void lowbit::(anonymous namespace)::RunTileBlocks<lowbit::(anonymous
+    namespace)::Neon, 4>(...)' -> 'RunTileBlocks<Neon, 4>'."""
+    name = re.sub(r"(\(anonymous namespace\)|[A-Za-z_]\w*)::", "", demangled)
+    depth = 0
+    for i, char in enumerate(name):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "(" and depth == 0 and i:
+            name = name[:i]
+            break
+    return name.split(" ", 1)[1] if name.startswith("void ") else name
+
+
+def _canonical(body: list[tuple[int, str, str]]) -> tuple[str, ...]:
+    """The block with registers renumbered in order of first use (x/w and
+    v/q/d/s/b/h share numbers), so copies that differ only in registers compare
+    equal."""
+    names: dict[tuple[str, str], str] = {}
+
+    def rename(match: re.Match) -> str:
+        kind = {"x": "r", "w": "r", "r": "r"}.get(match.group(1), "v")
+        key = (kind, match.group(2))
+        names.setdefault(key, f"{kind}#{sum(k[0] == kind for k in names)}")
+        return f"{match.group(1)}{names[key]}"
+
+    return tuple(f"{mnemonic} {_REGISTER.sub(rename, operands)}"
+                 for _, mnemonic, operands in body[:-1]) + (body[-1][1],)
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """The NEON whole-chunk loop as found in the object file."""
+
+    arch: str
+    function: str
+    start: int           # address of its first instruction (in its section)
+    end: int             # address of the backward branch
+    body: tuple[tuple[str, str], ...]  # (mnemonic, operands), branch target as in objdump
+    cnts: int
+    copies: int          # loops of this size with this many popcounts
+    identical: bool      # all copies the same modulo registers
+    larger: int          # other loops with this many popcounts, but more instructions
+
+    @property
+    def instructions(self) -> int:
+        return len(self.body)
+
+    @property
+    def macs(self) -> int:
+        return self.cnts * MACS_PER_CNT
+
+    def assembly(self) -> str:
+        """Assembler input for llvm-mca: the block, its branch aimed at a label."""
+        lines = [".Lloop:"]
+        for i, (mnemonic, operands) in enumerate(self.body):
+            if i == len(self.body) - 1:
+                operands = _BRANCH_TARGET.sub(".Lloop", operands)
+            lines.append(f"\t{mnemonic}\t{operands}".rstrip())
+        return "\n".join(lines) + "\n"
+
+    def describe(self) -> str:
+        return (f"{self.instructions} insns, {self.cnts} {INNER_LOOP_CNT[self.arch][0]}, "
+                f"{short_function_name(self.function)} {self.start:#x}..{self.end:#x}; "
+                f"{self.copies} "
+                f"cop{'y' if self.copies == 1 else 'ies'}"
+                + ("" if self.copies == 1 else
+                   (", identical modulo registers" if self.identical else ", DIFFERENT"))
+                + (f"; {self.larger} larger loop(s) with {self.cnts} popcounts skipped"
+                   if self.larger else ""))
+
+
+def find_inner_loop(text: str, arch: str) -> InnerLoop | None:
+    """The whole-chunk loop in llvm-objdump text of bconv2d_neon.cc.o: a basic
+    block ending in a backward conditional branch to its own first instruction
+    (no other branch in it, no branch from elsewhere into its middle) with
+    exactly INNER_LOOP_CNT[arch] popcounts. Several such loops: the fewest
+    instructions wins (the hand-written one; compiler loops around intrinsics
+    carry more), and its copies (template instances) are compared modulo
+    registers. None when there is none."""
+    cnt, want = INNER_LOOP_CNT[arch]
+    branch, cond = ((_A64_BRANCH, _A64_COND_BRANCH) if arch == "aarch64"
+                    else (_A32_BRANCH, _A32_COND_BRANCH))
+    found = []
+    for function, insns in parse_objdump(text):
+        targets = [int(m.group(1), 16) for _, mn, ops in insns if branch.match(mn)
+                   for m in [_BRANCH_TARGET.search(ops)] if m]
+        for i, (address, mnemonic, operands) in enumerate(insns):
+            target = _BRANCH_TARGET.search(operands) if cond.match(mnemonic) else None
+            if target is None or int(target.group(1), 16) >= address:
+                continue
+            start = int(target.group(1), 16)
+            body = [insn for insn in insns[:i + 1] if insn[0] >= start]
+            if (not body or body[0][0] != start
+                    or sum(insn[1] == cnt for insn in body) != want
+                    or any(branch.match(insn[1]) for insn in body[:-1])
+                    or any(start < t <= address for t in targets)):
+                continue
+            found.append((function, body))
+    if not found:
+        return None
+    size = min(len(body) for _, body in found)
+    copies = [(f, b) for f, b in found if len(b) == size]
+    function, body = copies[0]
+    return InnerLoop(arch=arch, function=function, start=body[0][0], end=body[-1][0],
+                     body=tuple((mn, ops) for _, mn, ops in body), cnts=want,
+                     copies=len(copies),
+                     identical=all(_canonical(b) == _canonical(body) for _, b in copies),
+                     larger=len(found) - len(copies))
+
+
+@dataclass(frozen=True)
+class MCAResult:
+    cpu: str
+    model: str = ""              # llvm-mca's scheduling model (its resources' prefix)
+    instructions: float = 0.0    # per block (iteration)
+    cycles: float = 0.0          # per block: Total Cycles / iterations
+    ipc: float = 0.0
+    macs_per_cycle: float = 0.0
+    error: str = ""              # why there is no figure
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def mca_triple(arch: str, thumb: bool) -> str:
+    if arch == "aarch64":
+        return "aarch64"
+    return "thumbv7a-linux-gnueabihf" if thumb else "armv7a-linux-gnueabihf"
+
+
+def run_mca(loop: InnerLoop, cpu: str, triple: str, mca: str,
+            iterations: int = MCA_ITERATIONS) -> MCAResult:
+    """llvm-mca on the loop for one CPU."""
+    import subprocess
+
+    cmd = [mca, f"-mtriple={triple}", f"-mcpu={cpu}", f"-iterations={iterations}"]
+    if loop.arch != "aarch64":
+        cmd.append("-mattr=+neon")
+    proc = subprocess.run(cmd, input=loop.assembly(), capture_output=True, text=True,
+                          check=False)
+    text = proc.stdout
+    fields = {key: float(value) for key, value in
+              re.findall(r"^(Iterations|Instructions|Total Cycles|IPC):\s+([\d.]+)", text, re.M)}
+    if proc.returncode != 0 or len(fields) < 4:
+        message = (proc.stderr.strip().splitlines() or ["llvm-mca failed"])[-1]
+        if "scheduling information" in proc.stderr or "itineraries" in proc.stderr:
+            message = "no scheduling model for this CPU in this llvm-mca"
+        return MCAResult(cpu=cpu, error=message[:120])
+    model = re.search(r"^\[[\d.]+\]\s+-\s+(\w+?)Unit", text, re.M)
+    cycles = fields["Total Cycles"] / fields["Iterations"]
+    return MCAResult(cpu=cpu, model=model.group(1) if model else "?",
+                     instructions=fields["Instructions"] / fields["Iterations"],
+                     cycles=cycles, ipc=fields["IPC"], macs_per_cycle=loop.macs / cycles)
+
+
+@dataclass(frozen=True)
+class InnerLoopReport:
+    arch: str
+    obj: str                        # the object file read
+    loop: InnerLoop | None
+    results: tuple[MCAResult, ...]
+    triple: str = ""
+    error: str = ""                 # why there is no loop / no llvm-mca
+
+    def result(self, cpu: str) -> MCAResult | None:
+        return next((r for r in self.results if r.cpu == cpu and r.ok), None)
+
+
+def neon_conv_object(build_dir) -> str | None:
+    """bconv2d_neon.cc.o in a CMake build folder (None when not built)."""
+    from pathlib import Path
+
+    found = sorted(Path(build_dir).rglob("bconv2d_neon.cc.o"))
+    return str(found[0]) if found else None
+
+
+def mca_inner_loop(build_dir, arch: str, cpus: tuple[str, ...] | None = None) -> InnerLoopReport:
+    """Finds the NEON whole-chunk loop in build_dir's bconv2d_neon.cc.o (a
+    CMake build of lowbit_core for arch: aarch64 or armv7) and runs llvm-mca
+    on it for cpus (default MCA_CPUS[arch]). Never raises for a missing tool,
+    object or loop: the report's error says what is missing."""
+    import subprocess
+
+    obj = neon_conv_object(build_dir)
+    if obj is None:
+        return InnerLoopReport(arch, "", None, (), error=f"no bconv2d_neon.cc.o under {build_dir}")
+    objdump = first_tool("llvm-objdump", "llvm-objdump-14")
+    mca = first_tool("llvm-mca", "llvm-mca-14")
+    if objdump is None or mca is None:
+        return InnerLoopReport(arch, obj, None, (), error="llvm-objdump / llvm-mca not found")
+    proc = subprocess.run([objdump, "-d", "-C", "--no-show-raw-insn", obj], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        return InnerLoopReport(arch, obj, None, (),
+                               error=f"llvm-objdump failed: {proc.stderr.strip()[:120]}")
+    loop = find_inner_loop(proc.stdout, arch)
+    if loop is None:
+        cnt, want = INNER_LOOP_CNT[arch]
+        return InnerLoopReport(arch, obj, None, (),
+                               error=f"inner loop not found (no basic-block loop with exactly "
+                                     f"{want} {cnt} in {obj})")
+    symbols = subprocess.run([objdump, "-t", obj], capture_output=True, text=True,
+                             check=False).stdout
+    triple = mca_triple(arch, thumb=re.search(r"\s\$t(\.\d+)?$", symbols, re.M) is not None)
+    results = tuple(run_mca(loop, cpu, triple, mca) for cpu in (cpus or MCA_CPUS[arch]))
+    return InnerLoopReport(arch, obj, loop, results, triple=triple)
