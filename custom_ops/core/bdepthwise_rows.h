@@ -1,10 +1,11 @@
 // Internal: the body of the binary depthwise convolution (core/bdepthwise.h),
 // written once over a "Counter" policy that reads the bit-sliced counts out
 // and instantiated by one translation unit per instruction set
-// (bdepthwise.cc: portable, bdepthwise_avx2.cc: AVX2), each compiled with its
-// own flags. Everything here has internal linkage so those copies never
-// merge, and it uses no standard-library containers (the dispatch point owns
-// the buffers, see bconv2d_kernels.h on why).
+// (bdepthwise.cc: portable, bdepthwise_avx2.cc: AVX2, bdepthwise_neon.cc:
+// NEON), each compiled with its own flags. Everything here has internal
+// linkage so those copies never merge, and it uses no standard-library
+// containers (the dispatch point owns the buffers, see bconv2d_kernels.h on
+// why).
 //
 // Bit-sliced counting. 64 output channels of a pixel form one Lanes word (two
 // packed words, channel o of the pair in bit o). A tap's mismatch bits
