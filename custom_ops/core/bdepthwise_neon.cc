@@ -16,25 +16,48 @@
 namespace lowbit {
 namespace {
 
-// A plane word as 8 bytes (byte k = lanes [8k, 8k + 8)).
-#if defined(__aarch64__)
-using PlaneBytes = uint8x16_t;  // the word in both halves (only the low one is read)
-inline PlaneBytes LoadPlane(Lanes plane) { return vreinterpretq_u8_u64(vdupq_n_u64(plane)); }
-#else
-using PlaneBytes = uint8x8_t;
-inline PlaneBytes LoadPlane(Lanes plane) { return vcreate_u8(plane); }
-#endif
+// A counter plane (core/bdepthwise_rows.h) as 8 bytes in a d register, byte
+// k = lanes [8k, 8k + 8): the tap loop runs in NEON registers, so the planes
+// need no moves from general-purpose registers for the read-out (and on
+// armv7 a 64-bit AND / EOR is one instruction, not two).
+using Plane = uint8x8_t;
+
+// Words [0, 2) of `words`, or only word 0 without kTwo.
+template <bool kTwo>
+inline Plane LoadPlane(const PackedWord* words) {
+  if (kTwo) return vreinterpret_u8_u32(vld1_u32(words));
+  return vreinterpret_u8_u32(vld1_lane_u32(words, vdup_n_u32(0), 0));
+}
 
 // Bytes [0, 8) = byte 2q of the plane, bytes [8, 16) = byte 2q + 1: the plane
 // bits of lanes [16q, 16q + 16), each in the byte of its lane (then picked by
 // a bit test). `spread` holds the look-up indices {2q x 8, (2q + 1) x 8}.
-inline uint8x16_t Spread(PlaneBytes plane, uint8x16_t spread) {
+inline uint8x16_t Spread(Plane plane, uint8x16_t spread) {
 #if defined(__aarch64__)
-  return vqtbl1q_u8(plane, spread);
+  return vqtbl1q_u8(vcombine_u8(plane, plane), spread);
 #else
   return vcombine_u8(vtbl1_u8(plane, vget_low_u8(spread)), vtbl1_u8(plane, vget_high_u8(spread)));
 #endif
 }
+
+// ScalarTapLoop (core/bdepthwise_rows.h) on d registers.
+struct NeonTapLoop {
+  template <int P, bool kTwo, bool kAccumulate, typename Counter>
+  static void Block(const PackedWord* const* in_taps, const PackedWord* const* filter_taps,
+                    std::int64_t t0, std::int64_t t1, std::int64_t w, std::int32_t* counts) {
+    Plane planes[P];
+    for (int p = 0; p < P; ++p) planes[p] = vdup_n_u8(0);
+    for (std::int64_t t = t0; t < t1; ++t) {
+      Plane v = veor_u8(LoadPlane<kTwo>(in_taps[t] + w), LoadPlane<kTwo>(filter_taps[t] + w));
+      for (int p = 0; p < P; ++p) {
+        const Plane carry = vand_u8(planes[p], v);
+        planes[p] = veor_u8(planes[p], v);
+        v = carry;
+      }
+    }
+    Counter::template Add<P, kAccumulate>(planes, counts);
+  }
+};
 
 // Per 16 lanes: every plane's two bytes spread over the lanes' bytes (table
 // look-up), VTST against {1, 2, ..., 128} (0xff where the lane's bit is set)
@@ -43,8 +66,10 @@ inline uint8x16_t Spread(PlaneBytes plane, uint8x16_t spread) {
 // mask starts as its bit (mask >> 7). The 16 counts (<= 63) are then widened
 // to int32 and written or added to counts.
 struct NeonCounter {
+  using TapLoop = NeonTapLoop;
+
   template <int P, bool kAccumulate>
-  static void Add(const Lanes* planes, std::int32_t* counts) {
+  static void Add(const Plane* planes, std::int32_t* counts) {
     static const std::uint8_t kBitOfByte[16] = {1, 2, 4, 8, 16, 32, 64, 128,
                                                 1, 2, 4, 8, 16, 32, 64, 128};
     static const std::uint8_t kSpread[4][16] = {
@@ -53,14 +78,12 @@ struct NeonCounter {
         {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
         {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
     const uint8x16_t bit_of_byte = vld1q_u8(kBitOfByte);
-    PlaneBytes bytes[P];
-    for (int p = 0; p < P; ++p) bytes[p] = LoadPlane(planes[p]);
     auto* out = reinterpret_cast<std::uint32_t*>(counts);
     for (int q = 0; q < 4; ++q) {
       const uint8x16_t spread = vld1q_u8(kSpread[q]);
-      uint8x16_t sum = vshrq_n_u8(vtstq_u8(Spread(bytes[P - 1], spread), bit_of_byte), 7);
+      uint8x16_t sum = vshrq_n_u8(vtstq_u8(Spread(planes[P - 1], spread), bit_of_byte), 7);
       for (int p = P - 2; p >= 0; --p) {
-        sum = vsliq_n_u8(vtstq_u8(Spread(bytes[p], spread), bit_of_byte), sum, 1);
+        sum = vsliq_n_u8(vtstq_u8(Spread(planes[p], spread), bit_of_byte), sum, 1);
       }
       const uint16x8_t low = vmovl_u8(vget_low_u8(sum));
       const uint16x8_t high = vmovl_u8(vget_high_u8(sum));
