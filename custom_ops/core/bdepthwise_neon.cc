@@ -127,7 +127,8 @@ inline uint8x16_t PairSums(uint8x16_t a, uint8x16_t b) {
 inline uint8x8_t PairSums(uint8x16_t a) { return vpadd_u8(vget_low_u8(a), vget_high_u8(a)); }
 
 // The packed signs, 16 channels a step: D = taps - 2 * count compared with
-// the (zero-padded) thresholds in int32 (no float compare), the four masks
+// the (zero-padded) thresholds in int32 (no float compare; as a comparison
+// of count with half of taps - threshold), the four masks
 // narrowed to 16 bytes by two unzips and ANDed with each byte's bit value;
 // the 64 bytes are then summed pairwise, 64 -> 32 -> 16 -> 8: the chunk's 8
 // bytes of bits in order. Bits past the last channel are cleared.
@@ -143,9 +144,10 @@ struct NeonBitpackedSink : BitpackedSink {
     for (int g = 0; g < 4; ++g) {
       uint32x4_t below[4];
       for (int i = 0; i < 4; ++i) {
+        // D < t <=> 2 * count > taps - t <=> count > floor((taps - t) / 2),
+        // the halving subtraction computed without overflow.
         const int32x4_t count = vld1q_s32(counts + 16 * g + 4 * i);
-        const int32x4_t dot = vsubq_s32(all_taps, vshlq_n_s32(count, 1));
-        below[i] = vcltq_s32(dot, vld1q_s32(limit + 16 * g + 4 * i));
+        below[i] = vcgtq_s32(count, vhsubq_s32(all_taps, vld1q_s32(limit + 16 * g + 4 * i)));
       }
       bytes[g] = vandq_u8(
           EvenBytes(EvenHalves(below[0], below[1]), EvenHalves(below[2], below[3])), weights);
