@@ -40,6 +40,11 @@ void BDepthwiseRowsPortable(const DepthwiseRowsArgs& args, ParallelExecutor& exe
 // called after a run-time check.
 void BDepthwiseRowsAvx2(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
 #endif
+#if LOWBIT_NEON_SIMD
+// Counts read out with NEON (table look-up + bit test), packed signs by
+// integer compares and pairwise sums (bdepthwise_neon.cc).
+void BDepthwiseRowsNeon(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
+#endif
 
 }  // namespace lowbit
 

@@ -1,10 +1,11 @@
 // Internal: the body of the binary depthwise convolution (core/bdepthwise.h),
 // written once over a "Counter" policy that reads the bit-sliced counts out
 // and instantiated by one translation unit per instruction set
-// (bdepthwise.cc: portable, bdepthwise_avx2.cc: AVX2), each compiled with its
-// own flags. Everything here has internal linkage so those copies never
-// merge, and it uses no standard-library containers (the dispatch point owns
-// the buffers, see bconv2d_kernels.h on why).
+// (bdepthwise.cc: portable, bdepthwise_avx2.cc: AVX2, bdepthwise_neon.cc:
+// NEON), each compiled with its own flags. Everything here has internal
+// linkage so those copies never merge, and it uses no standard-library
+// containers (the dispatch point owns the buffers, see bconv2d_kernels.h on
+// why).
 //
 // Bit-sliced counting. 64 output channels of a pixel form one Lanes word (two
 // packed words, channel o of the pair in bit o). A tap's mismatch bits
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "custom_ops/core/bdepthwise_kernels.h"
 
@@ -116,12 +118,41 @@ struct BitpackedSink {
   }
 };
 
+// The planes of taps [t0, t1) (at most 2^P - 1 of them) for the 64 channels
+// of words [w, w + 2) (only w without kTwo), in Lanes words, then
+// Counter::Add<P, kAccumulate> writes (kAccumulate false) or adds the counts
+// they hold.
+struct ScalarTapLoop {
+  template <int P, bool kTwo, bool kAccumulate, typename Counter>
+  static void Block(const PackedWord* const* in_taps, const PackedWord* const* filter_taps,
+                    std::int64_t t0, std::int64_t t1, std::int64_t w, std::int32_t* counts) {
+    Lanes planes[P] = {};
+    for (std::int64_t t = t0; t < t1; ++t) {
+      AddToCounters<P>(LoadLanes<kTwo>(in_taps[t] + w) ^ LoadLanes<kTwo>(filter_taps[t] + w),
+                       planes);
+    }
+    Counter::template Add<P, kAccumulate>(planes, counts);
+  }
+};
+
+// A Counter may bring its own tap loop (Counter::TapLoop, with ScalarTapLoop's
+// Block, e.g. to keep the planes in vector registers); else ScalarTapLoop.
+template <typename Counter, typename = void>
+struct TapLoopOf {
+  using type = ScalarTapLoop;
+};
+template <typename Counter>
+struct TapLoopOf<Counter, std::void_t<typename Counter::TapLoop>> {
+  using type = typename Counter::TapLoop;
+};
+
 // The mismatch counts of the `used` taps for the 64 channels of words
-// [w, w + 2) (only w without kTwo). Counter::Add<P, kAccumulate> writes
-// (first block) or adds (later blocks) the counts the planes hold.
+// [w, w + 2) (only w without kTwo), in blocks of 2^P - 1 taps: the first
+// block's counts are written, the later ones' added.
 template <int P, bool kTwo, typename Counter>
 void CountTaps(const PackedWord* const* in_taps, const PackedWord* const* filter_taps,
                std::int64_t used, std::int64_t w, std::int32_t* counts) {
+  using Loop = typename TapLoopOf<Counter>::type;
   constexpr std::int64_t kBlock = (std::int64_t{1} << P) - 1;
   if (used == 0) {  // pad_value 0 and a dilated window with no tap inside
     for (int c = 0; c < kLanes; ++c) counts[c] = 0;
@@ -129,15 +160,10 @@ void CountTaps(const PackedWord* const* in_taps, const PackedWord* const* filter
   }
   for (std::int64_t t0 = 0; t0 < used; t0 += kBlock) {
     const std::int64_t t1 = used - t0 < kBlock ? used : t0 + kBlock;
-    Lanes planes[P] = {};
-    for (std::int64_t t = t0; t < t1; ++t) {
-      AddToCounters<P>(LoadLanes<kTwo>(in_taps[t] + w) ^ LoadLanes<kTwo>(filter_taps[t] + w),
-                       planes);
-    }
     if (t0 == 0) {
-      Counter::template Add<P, false>(planes, counts);
+      Loop::template Block<P, kTwo, false, Counter>(in_taps, filter_taps, t0, t1, w, counts);
     } else {
-      Counter::template Add<P, true>(planes, counts);
+      Loop::template Block<P, kTwo, true, Counter>(in_taps, filter_taps, t0, t1, w, counts);
     }
   }
 }

@@ -45,8 +45,9 @@ void ReferenceConv(const BConv2DParams& params, const PackedWord* input, const P
 //              instead, 128 bits per q register, on a channel-major filter:
 //              EOR, CNT, pairwise accumulate (core/bconv2d_neon.cc). Its
 //              small-batch BGemm runs the same micro-kernel (no GEMV entry).
-// The depthwise rows have an AVX2 kernel only, which the AVX-512 paths use
-// too; the packer has an AVX-512 F one shared by both AVX-512 paths.
+// The depthwise rows have an AVX2 kernel, which the AVX-512 paths use too,
+// and a NEON one (core/bdepthwise_neon.cc); the packer has an AVX-512 F one
+// shared by both AVX-512 paths.
 constexpr KernelPath kPaths[] = {
     {BConv2DKernel::kAvx512, "avx512", kCpuAvx512Bw | kCpuAvx512Vpopcntdq, nullptr,
      LOWBIT_X86_ENTRY(BConv2DAvx512), kAvx512BlockWidth, false, kAvx512TilePixels,
@@ -63,7 +64,7 @@ constexpr KernelPath kPaths[] = {
      nullptr, 0, false, 0, nullptr, nullptr, nullptr},
     {BConv2DKernel::kNeon, "neon", kCpuNeon, nullptr, LOWBIT_NEON_ENTRY(BConv2DNeon),
      kNeonBlockWidth, true, kNeonTilePixels, nullptr, LOWBIT_NEON_ENTRY(BitpackWordsNeon),
-     nullptr},
+     LOWBIT_NEON_ENTRY(BDepthwiseRowsNeon)},
     {BConv2DKernel::kPortable, "portable", 0, &BConv2DPortable, nullptr, 0, false, 0, nullptr,
      nullptr, nullptr},
     {BConv2DKernel::kReference, "reference", 0, &ReferenceConv, nullptr, 0, false, 0, nullptr,

@@ -1,5 +1,5 @@
 // Bit-exactness check of the binary depthwise convolution (core/bdepthwise.h)
-// on every read-out path this CPU runs (x86: portable, AVX2; Arm: portable),
+// on every read-out path this CPU runs (x86: portable, AVX2; Arm: portable, NEON),
 // against a naive loop over +-1 values written here: random shapes with
 // channel tails, depth multipliers (table and run expansions), kernels of 1 to
 // 81 taps (every counter width, several blocks), strides, dilations, both

@@ -25,7 +25,7 @@ pytestmark = [
 
 
 # The read-out of the counts and the transform differ per path (portable byte
-# tables; AVX2, which the AVX-512 paths use too): each forced in a fresh
+# tables; AVX2, which the AVX-512 paths use too; NEON on Arm): each forced in a fresh
 # process (LOWBIT_KERNEL is read when the op runs), against the reference.
 @pytest.mark.parametrize("path", [*kernel_path_names("bdepthwise"), "auto"])
 def test_every_kernel_path_matches_reference(path):
@@ -87,4 +87,6 @@ def test_native_check_natively_and_for_arm(target, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "OK 300 cases" in result.stdout
+    if triple is not None:  # the NEON read-out is among the paths checked
+        assert "neon" in result.stdout.splitlines()[0].split()[1:], result.stdout[:200]
 
