@@ -331,9 +331,10 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 // loads (one pointer walking the channels by the stride, then stepped back
 // by 3 * stride - 16 bytes), 24 vector operations (VEOR, VCNT, VPADAL per
 // pixel and channel) and 3 for the loop: 33 instructions for 1,024 binary
-// MACs. A run's last 1-3 words are loaded into zeroed registers and take the
-// same 24 operations. The reduction: 16-bit pairwise adds to [c0 c1 c2 c3]
-// per pixel, then widened (LOWBIT_V7_REDUCE).
+// MACs. A run's last 2 words take the same 24 operations on d registers
+// (64 bits), its last word those on zeroed d registers, 3 words both. The
+// reduction: 16-bit pairwise adds to [c0 c1 c2 c3] per pixel, then widened
+// and doubled (LOWBIT_V7_REDUCE).
 struct Blocks2x4Args {
   const PackedWord* const* rows;
   const std::int64_t* offsets;  // read as their low words (offsets < 2^31)
@@ -389,6 +390,86 @@ static_assert(sizeof(void*) == 4, "the armv7 assembly reads 32-bit fields");
   "vshll.u16 q0, d0, #1\n\t"                                     \
   "vst1.32 {d0-d1}, [r1]!\n\t"
 
+// The same 24 operations on d registers (half a chunk, 64 bits) into the
+// accumulators' low halves: every lane of an armv7 accumulator belongs to
+// one channel, so the half-width VPADAL needs no other layout.
+#define LOWBIT_V7_OPS_D                               \
+  "veor d12, d0, d4\n\t"                              \
+  "veor d13, d0, d6\n\t"                              \
+  "vcnt.8 d12, d12\n\t"                               \
+  "vcnt.8 d13, d13\n\t"                               \
+  "vpadal.u8 d16, d12\n\t"                            \
+  "vpadal.u8 d18, d13\n\t"                            \
+  "veor d12, d0, d8\n\t"                              \
+  "veor d13, d0, d10\n\t"                             \
+  "vcnt.8 d12, d12\n\t"                               \
+  "vcnt.8 d13, d13\n\t"                               \
+  "vpadal.u8 d20, d12\n\t"                            \
+  "vpadal.u8 d22, d13\n\t"                            \
+  "veor d12, d2, d4\n\t"                              \
+  "veor d13, d2, d6\n\t"                              \
+  "vcnt.8 d12, d12\n\t"                               \
+  "vcnt.8 d13, d13\n\t"                               \
+  "vpadal.u8 d24, d12\n\t"                            \
+  "vpadal.u8 d26, d13\n\t"                            \
+  "veor d12, d2, d8\n\t"                              \
+  "veor d13, d2, d10\n\t"                             \
+  "vcnt.8 d12, d12\n\t"                               \
+  "vcnt.8 d13, d13\n\t"                               \
+  "vpadal.u8 d28, d12\n\t"                            \
+  "vpadal.u8 d30, d13\n\t"
+// Two words of each pixel and channel (r0, r1 advanced when ADV is "!").
+#define LOWBIT_V7_TWO_WORDS(ADV)                      \
+  "vld1.32 {d0}, [r0]" ADV "\n\t"                     \
+  "vld1.32 {d2}, [r1]" ADV "\n\t"                     \
+  "vld1.32 {d4}, [r3], r12\n\t"                       \
+  "vld1.32 {d6}, [r3], r12\n\t"                       \
+  "vld1.32 {d8}, [r3], r12\n\t"                       \
+  "vld1.32 {d10}, [r3]\n\t"                           \
+  LOWBIT_V7_OPS_D
+// One word of each pixel and channel (the channels' at r3, walking).
+#define LOWBIT_V7_ONE_WORD                            \
+  "vmov.i32 d0, #0\n\t"                               \
+  "vmov.i32 d2, #0\n\t"                               \
+  "vmov.i32 d4, #0\n\t"                               \
+  "vmov.i32 d6, #0\n\t"                               \
+  "vmov.i32 d8, #0\n\t"                               \
+  "vmov.i32 d10, #0\n\t"                              \
+  "vld1.32 {d0[0]}, [r0]\n\t"                         \
+  "vld1.32 {d2[0]}, [r1]\n\t"                         \
+  "vld1.32 {d4[0]}, [r3], r12\n\t"                    \
+  "vld1.32 {d6[0]}, [r3], r12\n\t"                    \
+  "vld1.32 {d8[0]}, [r3], r12\n\t"                    \
+  "vld1.32 {d10[0]}, [r3]\n\t"                        \
+  LOWBIT_V7_OPS_D
+// The runs of a block for one value of words % 4 (labels L0 runs, L1
+// chunks, L2 the run's end) with the tail TAIL: the branch on words % 4 is
+// taken once per block, not once per run.
+#define LOWBIT_V7_RUNS(L0, L1, L2, TAIL)              \
+  L0 ":\n\t"                                          \
+  "ldr r0, [r6], #4\n\t"                              \
+  "ldr r1, [r6], #4\n\t"                              \
+  "ldr r2, [r8], #8\n\t"                              \
+  "add r3, r10, r2, lsl #2\n\t"                       \
+  "lsrs r5, lr, #2\n\t"                               \
+  "beq " L2 "f\n\t"                                   \
+  L1 ":\n\t"                                          \
+  "vld1.32 {d0-d1}, [r0]!\n\t"                        \
+  "vld1.32 {d4-d5}, [r3], r12\n\t"                    \
+  "vld1.32 {d6-d7}, [r3], r12\n\t"                    \
+  "vld1.32 {d8-d9}, [r3], r12\n\t"                    \
+  "vld1.32 {d10-d11}, [r3]\n\t"                       \
+  "sub r3, r3, r4\n\t"                                \
+  "vld1.32 {d2-d3}, [r1]!\n\t"                        \
+  LOWBIT_V7_OPS                                       \
+  "subs r5, r5, #1\n\t"                               \
+  "bne " L1 "b\n\t"                                   \
+  L2 ":\n\t"                                          \
+  TAIL                                                \
+  "subs r9, r9, #1\n\t"                               \
+  "bne " L0 "b\n\t"                                   \
+  "b 9f\n\t"
+
 inline void Blocks2x4(Blocks2x4Args& args) {
   // r0, r1 pixels; r3 the channel pointer; r12 stride; r4 step back; r5
   // chunk count; r6 rows; r8 offsets; r9 runs left; r10 filter; lr words;
@@ -408,71 +489,18 @@ inline void Blocks2x4(Blocks2x4Args& args) {
       "vld1.64 {d20-d23}, [r3]\n\t"
       "vld1.64 {d24-d27}, [r3]\n\t"
       "vld1.64 {d28-d31}, [r3]\n\t"
-      "1:\n\t"  // a run
-      "ldr r0, [r6], #4\n\t"
-      "ldr r1, [r6], #4\n\t"
-      "ldr r2, [r8], #8\n\t"
-      "add r3, r10, r2, lsl #2\n\t"
-      "lsrs r5, lr, #2\n\t"
-      "beq 3f\n\t"
-      "2:\n\t"  // a whole chunk
-      "vld1.32 {d0-d1}, [r0]!\n\t"
-      "vld1.32 {d4-d5}, [r3], r12\n\t"
-      "vld1.32 {d6-d7}, [r3], r12\n\t"
-      "vld1.32 {d8-d9}, [r3], r12\n\t"
-      "vld1.32 {d10-d11}, [r3]\n\t"
-      "sub r3, r3, r4\n\t"
-      "vld1.32 {d2-d3}, [r1]!\n\t"
-      LOWBIT_V7_OPS
-      "subs r5, r5, #1\n\t"
-      "bne 2b\n\t"
-      "3:\n\t"  // the run's last words % 4, into zeroed registers
       "ands r2, lr, #3\n\t"
-      "beq 5f\n\t"
-      "vmov.i32 q0, #0\n\t"
-      "vmov.i32 q1, #0\n\t"
-      "vmov.i32 q2, #0\n\t"
-      "vmov.i32 q3, #0\n\t"
-      "vmov.i32 q4, #0\n\t"
-      "vmov.i32 q5, #0\n\t"
+      "beq 10f\n\t"
       "cmp r2, #2\n\t"
-      "blt 31f\n\t"
-      "beq 32f\n\t"
-      // three words
-      "vld1.32 {d0}, [r0]!\n\t"
-      "vld1.32 {d1[0]}, [r0]\n\t"
-      "vld1.32 {d2}, [r1]!\n\t"
-      "vld1.32 {d3[0]}, [r1]\n\t"
-      "add r5, r3, #8\n\t"
-      "vld1.32 {d4}, [r3], r12\n\t"
-      "vld1.32 {d6}, [r3], r12\n\t"
-      "vld1.32 {d8}, [r3], r12\n\t"
-      "vld1.32 {d10}, [r3]\n\t"
-      "vld1.32 {d5[0]}, [r5], r12\n\t"
-      "vld1.32 {d7[0]}, [r5], r12\n\t"
-      "vld1.32 {d9[0]}, [r5], r12\n\t"
-      "vld1.32 {d11[0]}, [r5]\n\t"
-      "b 4f\n\t"
-      "31:\n\t"  // one word
-      "vld1.32 {d0[0]}, [r0]\n\t"
-      "vld1.32 {d2[0]}, [r1]\n\t"
-      "vld1.32 {d4[0]}, [r3], r12\n\t"
-      "vld1.32 {d6[0]}, [r3], r12\n\t"
-      "vld1.32 {d8[0]}, [r3], r12\n\t"
-      "vld1.32 {d10[0]}, [r3]\n\t"
-      "b 4f\n\t"
-      "32:\n\t"  // two words
-      "vld1.32 {d0}, [r0]\n\t"
-      "vld1.32 {d2}, [r1]\n\t"
-      "vld1.32 {d4}, [r3], r12\n\t"
-      "vld1.32 {d6}, [r3], r12\n\t"
-      "vld1.32 {d8}, [r3], r12\n\t"
-      "vld1.32 {d10}, [r3]\n\t"
-      "4:\n\t"
-      LOWBIT_V7_OPS
-      "5:\n\t"
-      "subs r9, r9, #1\n\t"
-      "bne 1b\n\t"
+      "blt 20f\n\t"
+      "beq 30f\n\t"
+      "b 40f\n\t"
+      LOWBIT_V7_RUNS("10", "11", "12", "")
+      LOWBIT_V7_RUNS("20", "21", "22", LOWBIT_V7_ONE_WORD)
+      LOWBIT_V7_RUNS("30", "31", "32", LOWBIT_V7_TWO_WORDS(""))
+      LOWBIT_V7_RUNS("40", "41", "42", LOWBIT_V7_TWO_WORDS("!") "sub r3, r3, r4\n\t"
+                     "sub r3, r3, #8\n\t" LOWBIT_V7_ONE_WORD)
+      "9:\n\t"
       "ldr r1, [%[args], #24]\n\t"
       LOWBIT_V7_REDUCE("d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23")
       LOWBIT_V7_REDUCE("d24", "d25", "d26", "d27", "d28", "d29", "d30", "d31")
@@ -490,6 +518,10 @@ inline void Blocks2x4(Blocks2x4Args& args) {
         "d13", "d14", "d15", "d16", "d17", "d18", "d19", "d20", "d21", "d22", "d23", "d24",
         "d25", "d26", "d27", "d28", "d29", "d30", "d31");
 }
+#undef LOWBIT_V7_RUNS
+#undef LOWBIT_V7_ONE_WORD
+#undef LOWBIT_V7_TWO_WORDS
+#undef LOWBIT_V7_OPS_D
 #undef LOWBIT_V7_REDUCE
 #undef LOWBIT_V7_OPS
 #endif
