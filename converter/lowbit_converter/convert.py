@@ -59,7 +59,7 @@ def _harmless(option: str, value: Any) -> bool:
         return value is None
     if option == "experimental_enable_bitpacked_activations":
         return value is True
-    return False
+    return option == "target" and value == "arm"  # LCE's default; ours runs there
 
 
 def refusing_lce_options(function: _F) -> _F:
@@ -77,8 +77,8 @@ def refusing_lce_options(function: _F) -> _F:
                 refused.append(f"{option}={value!r}: {_LCE_OPTIONS[option]}")
         if refused:
             raise TypeError(
-                f"{function.__name__}() does not support Larq Compute Engine's converter "
-                "option(s) " + "; ".join(refused) + ". Its own options are lowbit, "
+                f"{function.__name__}() does not support (yet) Larq Compute Engine's "
+                "converter option(s): " + "; ".join(refused) + ". Its own options are lowbit, "
                 "packed_chains and float_fallback."
             )
         return function(*args, **kwargs)
@@ -178,7 +178,7 @@ def convert(
     Larq Compute Engine's options (`inference_input_type`,
     `inference_output_type`, `experimental_default_int8_range`, `target`) are
     not supported (yet): one that asks for what happens anyway (float32 inputs
-    and outputs, no int8 range) is accepted, any other raises a TypeError
+    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
     saying what to do instead. int8 inputs, outputs and tensors will come with
     int8 support.
 
