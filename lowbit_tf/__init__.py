@@ -41,16 +41,15 @@ _RUNTIME_SUBMODULES = ("lite",)
 __all__ = [*_SUBMODULES, "convert", "__version__"]
 
 
-def convert(model: Any, **kwargs: Any) -> bytes:
-    """Converts a Keras model to a .tflite flatbuffer with lowbit custom ops.
+if RUNTIME_ONLY:
 
-    See `lowbit_converter.convert` for the arguments.
-    """
-    if RUNTIME_ONLY:
+    def convert(model: Any, **kwargs: Any) -> bytes:
+        """Not part of the runtime install (the full package converts)."""
         raise ImportError(_runtime_only("lowbit_tf.convert"))
-    from lowbit_tf import _facade
 
-    return _facade.convert(model, **kwargs)
+else:
+    # The converter's signature and docstring; imports lowbit_converter on call.
+    from lowbit_tf._facade import convert
 
 
 def _runtime_only(what: str) -> str:

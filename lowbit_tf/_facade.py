@@ -10,21 +10,101 @@ size prediction and the demo use the rest.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from lowbit_converter import ConversionResult
+    from lowbit_tf._keras import keras
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def convert(model: Any, **kwargs: Any) -> bytes:
-    """`lowbit_converter.convert`."""
-    from lowbit_converter import convert as _convert
+def _forwards_to(name: str) -> Callable[[_F], _F]:
+    """The function written out below (its signature and docstring, the
+    converter's: tests/converter/test_facade.py keeps them equal) that calls
+    `lowbit_converter.<name>`, imported then. Passes every argument on, so the
+    converter answers Larq Compute Engine's options and unknown ones."""
 
-    return _convert(model, **kwargs)
+    def decorate(spec: _F) -> _F:
+        @functools.wraps(spec)
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            import lowbit_converter
+
+            return getattr(lowbit_converter, name)(*args, **kwargs)
+
+        return forward  # type: ignore[return-value]
+
+    return decorate
 
 
-def convert_with_report(model: Any, **kwargs: Any) -> Any:
-    """`lowbit_converter.convert_with_report`: the flatbuffer and what was lowered."""
-    from lowbit_converter import convert_with_report as _convert_with_report
+@_forwards_to("convert")
+def convert(
+    model: keras.Model,
+    *,
+    lowbit: bool = True,
+    packed_chains: bool = True,
+    float_fallback: bool = False,
+) -> bytes:
+    """Converts a Keras model to a .tflite flatbuffer.
 
-    return _convert_with_report(model, **kwargs)
+    Each binary `QuantConv2D` (sign-binarised inputs and kernel), with a
+    BatchNormalization and ReLU that follow it folded in, becomes one
+    `LowbitBconv2d` custom op with bit-packed weights, each binary `QuantDense`
+    one `LowbitBgemm`; each multi-bit layer (`ABCConv2D`, `ABCDense`, and
+    `QuantConv2D` / `QuantDense` with sign or DoReFa activations and k-bit,
+    ternary or binary kernels) one `LowbitMultibitConv2d` with bit-packed
+    weight planes; each `FastfoodDense` one `LowbitFastfood`. Everything else
+    becomes TFLite builtins (a quantized layer with float inputs, i.e. no input
+    quantizer, runs as a float conv with its quantized kernel). Run the result
+    with `lowbit_tf.lite.Interpreter`.
+
+    Args:
+      model: a built Sequential or functional Keras model. Sequential and
+        functional models used as its layers are lowered too (their lowered
+        layers are reported as "<model>/<layer>"); a subclassed model used as
+        a layer that holds lowbit layers raises ConversionError unless
+        float_fallback.
+      lowbit: False converts the model as it is (float ops only), e.g. to
+        compare sizes and speed with the float twin.
+      packed_chains: a binary conv whose output (after folded BatchNorm/ReLU)
+        goes only into another binary layer, possibly through a MaxPooling2D,
+        emits bit-packed signs (LowbitBconv2d output_type="bitpacked"), the
+        pool runs on them (LowbitBMaxPool2d) and the next layer reads them: no
+        float tensor in between. False keeps every intermediate tensor float.
+      float_fallback: a quantized layer no custom op can run (say, an input
+        quantizer other than sign or DoReFa) is kept as float TFLite ops
+        instead of raising ConversionError.
+
+    The batch dimension stays dynamic: the interpreter's inputs have batch 1
+    until resized with `resize_tensor_input`.
+
+    Returns:
+      The .tflite flatbuffer.
+
+    Larq Compute Engine's options (`inference_input_type`,
+    `inference_output_type`, `experimental_default_int8_range`, `target`) are
+    not supported (yet): one that asks for what happens anyway (float32 inputs
+    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
+    saying what to do instead. int8 inputs, outputs and tensors will come with
+    int8 support.
+
+    Raises:
+      ConversionError: naming the layer that cannot be converted and why.
+      TypeError: an LCE option asking for what is not supported.
+    """
+
+
+@_forwards_to("convert_with_report")
+def convert_with_report(
+    model: keras.Model,
+    *,
+    lowbit: bool = True,
+    packed_chains: bool = True,
+    float_fallback: bool = False,
+) -> ConversionResult:
+    """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
 
 
 def conversion_plan(model: Any) -> tuple[dict[str, Any], Any] | None:

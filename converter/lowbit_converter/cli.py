@@ -1,13 +1,25 @@
-"""`lowbit-convert`: convert a saved Keras model to .tflite from the shell."""
+"""`lowbit-convert`: convert a saved Keras model to .tflite from the shell.
+
+The arguments and the files are checked before TensorFlow is imported (which
+takes seconds to tens of seconds), so --help and a mistyped path answer at
+once; TF_CPP_MIN_LOG_LEVEL is set before that import, and TensorFlow's C++
+log of the conversion is filtered (tf_logs.py), so what is printed is ours.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from lowbit_converter.tf_logs import filtered_native_stderr, quiet_tensorflow_logs
 
-def main(argv: list[str] | None = None) -> int:
+# What keras.models.load_model reads (Keras 3): the .keras zip, legacy HDF5.
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lowbit-convert",
         description="Convert a Keras model (.keras) to a .tflite flatbuffer whose binary "
@@ -20,23 +32,57 @@ def main(argv: list[str] | None = None) -> int:
         "--float-fallback", action="store_true",
         help="keep quantized layers that no lowbit op can run as float ops instead of failing",
     )
+    return parser
+
+
+def check_paths(model: Path, output: Path | None) -> str | None:
+    """Why `model` cannot be read or `output` not written, or None. Imports nothing."""
+    if not model.exists():
+        return f"model file not found: {model}"
+    if model.is_dir():
+        return (f"{model} is a directory; lowbit-convert reads a Keras 3 model file "
+                "saved with model.save('model.keras')")
+    if model.suffix.lower() not in MODEL_SUFFIXES:
+        return (f"{model}: expected a Keras model file ({', '.join(MODEL_SUFFIXES)}), "
+                "saved with model.save('model.keras')")
+    if not os.access(model, os.R_OK):
+        return f"model file not readable: {model}"
+    if output is not None:
+        folder = output.parent if str(output.parent) else Path(".")
+        if not folder.is_dir():
+            return f"output folder not found: {folder}"
+        if output.is_dir():
+            return f"output {output} is a directory; give a file name such as model.tflite"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-
-    from lowbit_converter.convert import convert_with_report
-    from lowbit_converter.folding import ConversionError
-    from lowbit_tf import layers  # noqa: F401 - registers the lowbit layers for loading
-    from lowbit_tf._keras import keras
-
-    if not args.model.is_file():
-        parser.error(f"model file not found: {args.model}")
+    problem = check_paths(args.model, args.output)
+    if problem is not None:
+        parser.error(problem)
     output = args.output or args.model.with_suffix(".tflite")
-    try:
-        model = keras.models.load_model(args.model)
-        result = convert_with_report(
-            model, lowbit=not args.float, float_fallback=args.float_fallback
-        )
-    except (ConversionError, ValueError, OSError) as error:
-        print(f"lowbit-convert: error: {error}", file=sys.stderr)
+
+    # "3": also TensorFlow's C++ errors, such as "failed call to cuInit" on a
+    # machine without a GPU; ours come as exceptions, printed below.
+    quiet_tensorflow_logs("3")
+    # The import-time lines (oneDNN, CUDA drivers) ignore the level.
+    with filtered_native_stderr():
+        from lowbit_converter.convert import convert_with_report
+        from lowbit_converter.folding import ConversionError
+        from lowbit_tf import layers  # noqa: F401 - registers the lowbit layers for loading
+        from lowbit_tf._keras import keras
+
+        try:
+            model = keras.models.load_model(args.model)
+            result = convert_with_report(
+                model, lowbit=not args.float, float_fallback=args.float_fallback
+            )
+        except (ConversionError, ValueError, OSError) as error:
+            problem = str(error)
+    if problem is not None:
+        print(f"lowbit-convert: error: {problem}", file=sys.stderr)
         return 1
     output.write_bytes(result.tflite_model)
     print(

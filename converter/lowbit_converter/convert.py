@@ -1,16 +1,89 @@
-"""The conversion entry points."""
+"""The conversion entry points.
+
+This module imports TensorFlow (and the lowerings) on call only, so that
+`import lowbit_converter` and the command line (cli.py) stay light until a
+model is converted, and sets TF_CPP_MIN_LOG_LEVEL first (tf_logs.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import tensorflow as tf
+from lowbit_converter.tf_logs import filtered_native_stderr, quiet_tensorflow_logs
 
-from lowbit_converter.flatbuffer_pass import PassReport, run_pass
-from lowbit_converter.lowering import lower_model
-from lowbit_tf._keras import keras
+if TYPE_CHECKING:
+    from lowbit_converter.flatbuffer_pass import PassReport
+    from lowbit_tf._keras import keras
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+# Larq Compute Engine's `convert_keras_model` options, and what to do instead.
+_LCE_OPTIONS = {
+    "inference_input_type": (
+        "the converted model's inputs are float32 (int8 inputs and outputs will come "
+        "with int8 support); quantize and dequantize outside the model meanwhile"
+    ),
+    "inference_output_type": (
+        "the converted model's outputs are float32 (int8 inputs and outputs will come "
+        "with int8 support); quantize and dequantize outside the model meanwhile"
+    ),
+    "experimental_default_int8_range": (
+        "the tensors between ops stay float32 (int8 tensors will come with int8 support)"
+    ),
+    "target": (
+        "there is one .tflite for every CPU: lowbit_tf.lite picks the kernel "
+        "(AVX-512, AVX2, NEON, portable) at run time; set LOWBIT_KERNEL to force one"
+    ),
+    "experimental_enable_bitpacked_activations": (
+        "use packed_chains=True (the default) to keep activations bit-packed "
+        "between binary layers"
+    ),
+}
+
+
+def _is_float32(dtype: Any) -> bool:
+    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
+    return name == "float32"
+
+
+def _harmless(option: str, value: Any) -> bool:
+    """True for an LCE option whose value asks for what we do anyway."""
+    if option in ("inference_input_type", "inference_output_type"):
+        return _is_float32(value)
+    if option == "experimental_default_int8_range":
+        return value is None
+    if option == "experimental_enable_bitpacked_activations":
+        return value is True
+    return option == "target" and value == "arm"  # LCE's default; ours runs there
+
+
+def refusing_lce_options(function: _F) -> _F:
+    """`function`, which also takes Larq Compute Engine's converter options:
+    one that asks for what we do anyway (say, inference_input_type=tf.float32)
+    is dropped, any other raises a TypeError that says what to use instead.
+    The signature shown (inspect.signature, help) stays `function`'s."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        refused = []
+        for option in [k for k in kwargs if k in _LCE_OPTIONS]:
+            value = kwargs.pop(option)
+            if not _harmless(option, value):
+                refused.append(f"{option}={value!r}: {_LCE_OPTIONS[option]}")
+        if refused:
+            raise TypeError(
+                f"{function.__name__}() does not support (yet) Larq Compute Engine's "
+                "converter option(s): " + "; ".join(refused) + ". Its own options are lowbit, "
+                "packed_chains and float_fallback."
+            )
+        return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass
@@ -22,6 +95,7 @@ class ConversionResult:
     report: PassReport
 
 
+@refusing_lce_options
 def convert_with_report(
     model: keras.Model,
     *,
@@ -30,6 +104,13 @@ def convert_with_report(
     float_fallback: bool = False,
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
+    quiet_tensorflow_logs()
+    import tensorflow as tf
+
+    from lowbit_converter.flatbuffer_pass import run_pass
+    from lowbit_converter.lowering import lower_model
+    from lowbit_tf._keras import keras
+
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
     lowered, plans = (
@@ -41,14 +122,16 @@ def convert_with_report(
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    # Keras's export step prints the temporary SavedModel's signature; that is
-    # noise for our callers.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # Keras's export step prints the temporary SavedModel's signature, and
+    # TensorFlow's C++ side logs the SavedModel's loading and a notice that our
+    # ops are custom ops (which run_pass checks): noise for our callers.
+    with contextlib.redirect_stdout(io.StringIO()), filtered_native_stderr():
         converted = converter.convert()
     flatbuffer, report = run_pass(converted)
     return ConversionResult(flatbuffer, sorted(plans), report)
 
 
+@refusing_lce_options
 def convert(
     model: keras.Model,
     *,
@@ -92,8 +175,16 @@ def convert(
     Returns:
       The .tflite flatbuffer.
 
+    Larq Compute Engine's options (`inference_input_type`,
+    `inference_output_type`, `experimental_default_int8_range`, `target`) are
+    not supported (yet): one that asks for what happens anyway (float32 inputs
+    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
+    saying what to do instead. int8 inputs, outputs and tensors will come with
+    int8 support.
+
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
+      TypeError: an LCE option asking for what is not supported.
     """
     return convert_with_report(
         model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback

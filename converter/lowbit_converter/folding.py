@@ -22,6 +22,20 @@ def is_sign_quantizer(quantizer: Any) -> bool:
     return getattr(quantizer, "inference_is_sign", False) is True
 
 
+def float_kernel_problem(layer: Any, kernel_quantizer: str = "kernel_quantizer") -> str | None:
+    """For a layer with an input quantizer but no kernel quantizer (a float
+    kernel, which no lowbit op multiplies): what is wrong, in the layer's
+    terms; else None."""
+    if layer.input_quantizer is None or getattr(layer, "kernel_quantizer", None) is not None:
+        return None
+    return (
+        f"it has input_quantizer={layer.input_quantizer!r} but {kernel_quantizer}=None: a "
+        f"binary-input layer needs a binary (or multi-bit) {kernel_quantizer} such as "
+        f"'ste_sign' to run as a lowbit op; set {kernel_quantizer}, or remove input_quantizer "
+        "to keep it a float layer"
+    )
+
+
 def activation_name(activation: Any) -> str | None:
     """'relu', None (linear) or another name (kept as a separate float op)."""
     if activation is None:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from lowbit_converter.folding import ConversionError, is_sign_quantizer
+from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
 from lowbit_converter.plans import FoldedPlan, Lowering, binary_kernel_scale, binary_transform
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
@@ -102,6 +102,12 @@ def plan(layer: keras.layers.Layer) -> BinaryDepthwisePlan | None:
     """
     if not isinstance(layer, QuantDepthwiseConv2D) or layer.input_quantizer is None:
         return None  # float inputs: a float depthwise conv with its quantized kernel
+    float_kernel = float_kernel_problem(layer, "depthwise_quantizer")
+    if float_kernel is not None:
+        raise ConversionError(
+            f"layer {layer.name!r} (QuantDepthwiseConv2D) cannot be converted to a lowbit op: "
+            f"{float_kernel}. Pass float_fallback=True to convert it as float TFLite ops."
+        )
     if not is_binary_depthwise(layer):
         raise ConversionError(
             f"layer {layer.name!r} (QuantDepthwiseConv2D) cannot be converted to "

@@ -37,7 +37,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from lowbit_converter.folding import ConversionError, fold_batch_norm, is_sign_quantizer
+from lowbit_converter.folding import (
+    ConversionError,
+    float_kernel_problem,
+    fold_batch_norm,
+    is_sign_quantizer,
+)
 from lowbit_converter.plans import FoldedPlan, Lowering
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
@@ -125,6 +130,9 @@ def layer_planes(layer: keras.layers.Layer) -> Planes | str:
         return Planes(weights.astype(np.float32), np.array(alphas, np.float32), "abc",
                       np.asarray(layer.activation_betas, np.float32), shifts=shifts)
     activation = activation_planes_of(layer.input_quantizer)
+    float_kernel = float_kernel_problem(layer)
+    if float_kernel is not None:
+        return float_kernel
     if activation is None:
         return f"input_quantizer={layer.input_quantizer!r} (only sign and DoReFa activations)"
     kernel = np.asarray(layer.quantized_kernel(), np.float32)
@@ -132,8 +140,11 @@ def layer_planes(layer: keras.layers.Layer) -> Planes | str:
         kernel = kernel[None, None]
     planes = grid_planes(kernel)
     if planes is None:
-        return (f"kernel_quantizer={layer.kernel_quantizer!r}: the quantized kernel does not "
-                f"lie on a symmetric grid of at most {MAX_WEIGHT_PLANES} binary planes")
+        return (f"kernel_quantizer={layer.kernel_quantizer!r} gives a kernel that is not a "
+                f"sum of at most {MAX_WEIGHT_PLANES} binary planes (its values do not lie on a "
+                f"symmetric grid of at most {MAX_WEIGHT_PLANES} bits); use a binary, ternary or "
+                f"at most {MAX_WEIGHT_PLANES}-bit kernel quantizer ('ste_sign', 'ste_tern', "
+                f"DoReFa(k_bit<={MAX_WEIGHT_PLANES}, mode='weights'))")
     mode, betas, bits = activation
     return Planes(planes[0], planes[1], mode, betas, bits=bits)
 
@@ -181,8 +192,8 @@ def check_convertible(layer: keras.layers.Layer) -> Planes:
             problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
     if problems:
         raise ConversionError(
-            f"layer {layer.name!r} ({type(layer).__name__}) cannot be converted to "
-            "LowbitMultibitConv2d: " + "; ".join(problems)
+            f"layer {layer.name!r} ({type(layer).__name__}) cannot be converted to a lowbit "
+            "op (LowbitMultibitConv2d): " + "; ".join(problems)
             + ". Pass float_fallback=True to convert it as float TFLite ops."
         )
     return planes

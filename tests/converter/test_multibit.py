@@ -153,8 +153,31 @@ def test_unmappable_quantized_layers_are_refused_naming_the_layer():
         keras.Input((6, 6, 4)),
         layers.QuantConv2D(4, 3, input_quantizer="ste_sign", name="float_kernel"),
     ])
-    with pytest.raises(ConversionError, match=r"'float_kernel'.*symmetric grid"):
+    with pytest.raises(ConversionError, match=r"'float_kernel'.*SteSign.* but kernel_quantizer="
+                       r"None: a binary-input layer needs a binary \(or multi-bit\) "
+                       r"kernel_quantizer.*'ste_sign'.*keep it a float layer"):
         lowbit_converter.convert(float_kernel)
+    wide_kernel = keras.Sequential([
+        keras.Input((6, 6, 4)),
+        layers.QuantConv2D(4, 3, input_quantizer="ste_sign", name="wide_kernel",
+                           kernel_quantizer=quantizers.DoReFa(k_bit=12, mode="weights")),
+    ])
+    with pytest.raises(ConversionError, match=r"'wide_kernel'.*k_bit=12.* not a sum of at most 8 "
+                       r"binary planes.*at most 8-bit kernel quantizer"):
+        lowbit_converter.convert(wide_kernel)
+    float_dense = keras.Sequential([
+        keras.Input((6,)),
+        layers.QuantDense(3, input_quantizer="ste_sign", name="float_dense"),
+    ])
+    with pytest.raises(ConversionError, match=r"'float_dense'.*but kernel_quantizer=None"):
+        lowbit_converter.convert(float_dense)
+    float_depthwise = keras.Sequential([
+        keras.Input((6, 6, 4)),
+        layers.QuantDepthwiseConv2D(3, input_quantizer="ste_sign", name="float_dw"),
+    ])
+    with pytest.raises(ConversionError, match=r"'float_dw'.*but depthwise_quantizer=None.*set "
+                       r"depthwise_quantizer"):
+        lowbit_converter.convert(float_depthwise)
     odd_pad = keras.Sequential([
         keras.Input((6, 6, 4)),
         layers.ABCConv2D(4, 3, padding="same", pad_values=0.5, name="abc_pad"),
