@@ -311,7 +311,7 @@ def print_report(
         if lce:
             lce_compare.print_quicknet(lce["quicknet"], lce["version"])
         print()
-        print("Issue 7 targets (1 thread, medians):")
+        print("Targets (QuickNet, 1 thread, medians):")
         print(
             f"  vs XNNPACK int8: {statistics.median(s[INT8]) / lowbit:.2f}x  [target >= 3x; "
             "the issue measured int8 at 6.0 ms on its machine]"
