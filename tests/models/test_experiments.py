@@ -203,3 +203,20 @@ def test_binaryconnect_tests_binary_weights_with_recalibrated_batch_norm(monkeyp
     assert len(kernels) == 3  # 64 -> 256 -> 256 -> 10
     for latent, used in kernels:
         np.testing.assert_array_equal(used, np.where(latent >= 0, 1.0, -1.0))
+
+
+def test_missing_matplotlib_is_reported_before_training(monkeypatch, capsys):
+    """Without matplotlib an experiment stops at once, naming what to install."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import binaryconnect
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a))
+    trained = []
+    monkeypatch.setattr(binaryconnect.common, "train", lambda *a, **k: trained.append(a))
+    with pytest.raises(SystemExit, match=r'pip install -e "\.\[experiments\]"'):
+        binaryconnect.main(["--quick"])
+    assert not trained
