@@ -6,14 +6,27 @@ Two shared libraries come out of custom_ops/ (see custom_ops/CMakeLists.txt):
   lowbit_tf/_native/liblowbit_tflite.so  TFLite delegate + kernels (no TensorFlow)
 They are declared as setuptools extensions only so that regular and editable
 installs put them in the right place; CMake does the compiling.
+
+Build cache: pip builds in a fresh temporary folder every time (and, with build
+isolation, in a fresh environment), so `pip install -e ".[test]"` after
+`pip install -e .` would compile everything again (several minutes). The
+libraries are therefore kept in a cache keyed by everything that goes into them
+(every file under custom_ops/, this file, the TensorFlow version and its
+compile and link flags, the C++ compiler and CC/CXX/CFLAGS/CXXFLAGS/LDFLAGS,
+the machine): `$LOWBIT_BUILD_CACHE`, else `$XDG_CACHE_HOME/lowbit-tf/native`,
+else `~/.cache/lowbit-tf/native`. A build with the same key copies the cached
+libraries instead of compiling. LOWBIT_BUILD_CACHE=off turns the cache off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -48,6 +61,45 @@ def tensorflow_flags() -> tuple[str, str, str] | None:
     return cflags, lflags, version
 
 
+def build_cache_root() -> Path | None:
+    """The folder of the build cache, or None when LOWBIT_BUILD_CACHE=off."""
+    configured = os.environ.get("LOWBIT_BUILD_CACHE", "")
+    if configured.lower() in ("off", "0", "no", "false"):
+        return None
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lowbit-tf" / "native"
+
+
+def compiler_identity() -> str:
+    """The C++ compiler CMake will pick (CXX, else c++), as its --version says."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or "?"
+    try:
+        result = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                check=False)
+        version = result.stdout.strip().splitlines()[:1]
+    except OSError:
+        version = []
+    return f"{compiler} {' '.join(version)}"
+
+
+def build_key(tf: tuple[str, str, str] | None, targets: list[str]) -> str:
+    """Hash of everything that goes into the libraries (see the module docstring)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "custom_ops").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    digest.update(Path(__file__).resolve().read_bytes())
+    env = [f"{name}={os.environ.get(name, '')}"
+           for name in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CMAKE_GENERATOR")]
+    parts = [repr(tf), " ".join(targets), compiler_identity(), platform.machine(),
+             platform.system(), *env]
+    digest.update("\0".join(parts).encode())
+    return digest.hexdigest()[:24]
+
+
 class BuildNative(build_ext):
     def get_ext_filename(self, fullname: str) -> str:
         # Plain `lib<name>.so`: these are not Python extension modules.
@@ -74,16 +126,49 @@ class BuildNative(build_ext):
             print(f"lowbit-tf: building TF ops against TensorFlow {version}")
         else:
             print("lowbit-tf: TensorFlow not importable at build time; skipping the TF op library")
+        self.extensions = wanted
+        names = [f"lib{ext.target}.so" for ext in wanted]
+        cache_root = build_cache_root()
+        cached = None
+        if cache_root is not None:
+            cached = cache_root / build_key(tf, [ext.target for ext in wanted])
+            if all((cached / name).is_file() for name in names):
+                print(f"lowbit-tf: reusing the native libraries built earlier from the same "
+                      f"sources, TensorFlow and compiler ({cached}; LOWBIT_BUILD_CACHE=off "
+                      "rebuilds)")
+                self._install(wanted, cached)
+                return
         subprocess.run(args, check=True)
         jobs = str(os.cpu_count() or 2)
         targets = [arg for ext in wanted for arg in ("--target", ext.target)]
         subprocess.run(["cmake", "--build", str(build_dir), "--parallel", jobs, *targets],
                        check=True)
-        self.extensions = wanted
+        self._install(wanted, out_dir)
+        if cached is not None:
+            self._store(cached, out_dir, names)
+
+    def _install(self, wanted: list[NativeLibrary], source_dir: Path) -> None:
         for ext in wanted:
             dest = Path(self.get_ext_fullpath(ext.name))
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out_dir / f"lib{ext.target}.so", dest)
+            shutil.copyfile(source_dir / f"lib{ext.target}.so", dest)
+
+    @staticmethod
+    def _store(cached: Path, out_dir: Path, names: list[str]) -> None:
+        """Puts the built libraries into the cache (a whole folder at once, so that a
+        concurrent or interrupted build never leaves half an entry); best effort."""
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=cached.parent))
+            for name in names:
+                shutil.copyfile(out_dir / name, staging / name)
+            try:
+                staging.rename(cached)
+            except OSError:  # another build stored it first
+                shutil.rmtree(staging, ignore_errors=True)
+            print(f"lowbit-tf: native libraries cached in {cached}")
+        except OSError as e:
+            print(f"lowbit-tf: could not cache the native libraries ({e})")
 
 
 setup(

@@ -42,8 +42,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from bench_common import (  # noqa: E402
     active_kernel,
+    add_quiet_argument,
     cpu_model,
     interleaved_samples,
+    progress,
+    set_quiet,
     tf_loop,
     time_interpreter,
     time_tf_loop,
@@ -140,6 +143,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, dict[str, list[float]]]:
             layer = lowered.layers[-1]
             run_op = tf_loop(lambda inp, layer=layer: layer(inp))
             runners[f"tf_{m}x{n}"] = time_tf_loop(run_op, (tf.constant(x),))
+            progress(f"M={m} N={n}: converting")
             tflite = lowbit_converter.convert(model)
             interpreter = interpreter_for(tflite, args.threads, x, lowbit=True)
             interpreters.append(interpreter)
@@ -148,7 +152,11 @@ def measure(args: argparse.Namespace) -> tuple[dict, dict[str, list[float]]]:
             want = model(x).numpy()
             got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
             info[f"{m}x{n}"] = float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-6))
-    _, samples = interleaved_samples(runners, args.rounds, args.sample_ms / 1e3)
+    progress(f"timing {len(runners)} variants in {args.rounds} interleaved rounds")
+    _, samples = interleaved_samples(
+        runners, args.rounds, args.sample_ms / 1e3,
+        on_round=lambda r: progress(f"round {r}/{args.rounds} timed"),
+    )
     return info, samples
 
 
@@ -229,14 +237,23 @@ def plot(args: argparse.Namespace, samples: dict[str, list[float]], path: Path) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", type=parse_shape, default=parse_shape("14x14x256-256"))
-    parser.add_argument("--max-bases", type=int, default=5, help="M and N run 1..this")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sample-ms", type=float, default=60.0)
+    parser.add_argument("--shape", type=parse_shape, default=parse_shape("14x14x256-256"),
+                        help="the 3x3 convolution, HxWxCIN-COUT (default 14x14x256-256)")
+    parser.add_argument("--max-bases", type=int, default=5,
+                        help="M and N run 1..this (default 5)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of TensorFlow and the TFLite interpreters (default 1)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved timing rounds (default 5, quick 3)")
+    parser.add_argument("--sample-ms", type=float, default=60.0,
+                        help="target duration of one timing sample in ms (default 60, quick 30)")
     parser.add_argument("--quick", action="store_true", help="M, N in 1..2, 3 rounds")
-    parser.add_argument("--output-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--output-dir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where abc_sweep.md and abc_sweep.png go (default: the temp "
+                             "folder)")
+    add_quiet_argument(parser)
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     if args.quick:
         args.max_bases, args.rounds, args.sample_ms = 2, 3, 30.0
     if args.max_bases < 1:

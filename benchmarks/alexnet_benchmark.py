@@ -20,11 +20,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from bench_common import active_kernel, int8_tflite
+from bench_common import (
+    active_kernel,
+    add_quiet_argument,
+    int8_tflite,
+    progress,
+    run_worker_output,
+    set_quiet,
+    worker_progress,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -98,9 +105,11 @@ def worker(threads: int, rounds: int, variant: str) -> dict:
     }
     times = {name: [] for name in samplers}
     order = list(samplers)
+    worker_progress(f"{threads} thr: models converted, timing {rounds} rounds")
     for r in range(rounds):
         for name in order[r % len(order) :] + order[: r % len(order)]:
             times[name].append(samplers[name]())
+        worker_progress(f"{threads} thr: round {r + 1}/{rounds} timed")
     return {
         "threads": threads,
         "lowered": sorted(plans),
@@ -113,17 +122,22 @@ def worker(threads: int, rounds: int, variant: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="1,2")
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", default="1,2",
+                        help="comma-separated thread counts, one subprocess each (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved timing rounds (default 7)")
     parser.add_argument("--variant", default="xnor", help="the binary AlexNet variant")
+    add_quiet_argument(parser)
     parser.add_argument("--worker-threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    set_quiet(args.quiet)
     if args.worker_threads:
         print(json.dumps(worker(args.worker_threads, args.rounds, args.variant)))
         return 0
     results = []
     for threads in (int(t) for t in args.threads.split(",")):
-        proc = subprocess.run(
+        progress(f"{threads} thr: worker started (converting AlexNet float32, int8, lowbit)")
+        returncode, stdout, stderr = run_worker_output(
             [
                 sys.executable,
                 __file__,
@@ -133,14 +147,12 @@ def main() -> int:
                 str(args.rounds),
                 "--variant",
                 args.variant,
-            ],
-            capture_output=True,
-            text=True,
+            ]
         )
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            return proc.returncode
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        if returncode != 0:
+            print(stderr[-3000:], file=sys.stderr)
+            return returncode
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
     first = results[0]
     print(
         f"AlexNet 227x227x3, batch 1, binary variant {args.variant!r} "

@@ -286,7 +286,8 @@ def target_lines(rows: list[tuple[str, str, Layer, int]],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
-                        default=["aarch64", "armv7", "x86_64"])
+                        default=["aarch64", "armv7", "x86_64"],
+                        help="the architectures to build for and count on (default: all three)")
     parser.add_argument("--shapes", nargs="+", type=parse_shape,
                         default=[parse_shape(s) for s in DEFAULT_SHAPES], help=SHAPE_HELP)
     parser.add_argument("--build-dir", type=Path, default=None,

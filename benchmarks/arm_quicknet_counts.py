@@ -747,7 +747,8 @@ def main(argv: list[str] | None = None) -> int:
         return guest_main(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
-                        default=["aarch64", "armv7"])
+                        default=["aarch64", "armv7"],
+                        help="the emulated Pi userlands to count on (default: both)")
     parser.add_argument("--baseline-ref", metavar="GIT_REF", default=None,
                         help="also count the runtime built from this commit (e.g. b67ef0d) "
                              "and print the ratios")

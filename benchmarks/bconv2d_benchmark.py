@@ -98,6 +98,7 @@ from bench_common import (
     CoreKernels,
     Layer,
     active_kernel,
+    add_quiet_argument,
     bench_library_path,
     busy_cpu_seconds,
     children_cpu_seconds,
@@ -110,10 +111,13 @@ from bench_common import (
     parse_ints,
     parse_shapes,
     parse_threads,
+    progress,
     run_marked_json,
+    set_quiet,
     tf_loop,
     time_interpreter,
     time_tf_loop,
+    worker_progress,
 )
 
 DEFAULT_SHAPES = "56x56x64-64,28x28x128-128,14x14x256-256,7x7x512-512"
@@ -145,6 +149,12 @@ def layers_of(args: argparse.Namespace) -> list[Layer]:
     result = [Layer("conv", k, s) for k in args.kernel_sizes for s in args.shapes]
     result += [Layer("dense", 1, s) for s in args.dense]
     return result
+
+
+def row_name(layer: Layer, batch: int) -> str:
+    """A row as the progress lines name it, e.g. "3x3 14x14x256->256 N=1", "fc 1024->1024 N=8"."""
+    k = f"{layer.kernel_size}x{layer.kernel_size}" if layer.kind == "conv" else "fc"
+    return f"{k} {layer.label()} N={batch}"
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +200,8 @@ def _tflite_models(layer: Layer, model_dir: str, seed: int, kernel, bias) -> dic
 
 
 def _benchmark_layer(
-    layer: Layer, batches: list[int], threads: int, rounds: int, sample_s: float, model_dir: str
+    layer: Layer, batches: list[int], threads: int, rounds: int, sample_s: float, model_dir: str,
+    done: Callable[[str], None] = lambda name: None,
 ) -> list[dict]:
     import numpy as np
     import tensorflow as tf
@@ -302,6 +313,7 @@ def _benchmark_layer(
                 "checks": checks,
             }
         )
+        done(row_name(layer, batch))
     return results
 
 
@@ -318,15 +330,25 @@ def worker(args: argparse.Namespace) -> None:
     # loop-invariant convolution out of it).
     tf.config.optimizer.set_experimental_options({"loop_optimization": False})
 
+    layers = layers_of(args)
+    total = len(layers) * len(args.batches)
+    counter = {"rows": 0}
+
+    def done(name: str) -> None:
+        counter["rows"] += 1
+        worker_progress(f"{threads} thr: row {counter['rows']}/{total} measured ({name})")
+
     results = []
-    for layer in layers_of(args):
+    for layer in layers:
         results.extend(
             _benchmark_layer(
-                layer, args.batches, threads, args.rounds, args.sample_ms / 1e3, args.model_dir
+                layer, args.batches, threads, args.rounds, args.sample_ms / 1e3, args.model_dir,
+                done,
             )
         )
     core_rows, core_note = [], "skipped (--no-core)"
     if not args.no_core:
+        worker_progress(f"{threads} thr: core-kernel table, {total} rows")
         try:
             core_rows = measure_core(CoreKernels(), args, threads)
         except (OSError, AttributeError) as e:
@@ -594,7 +616,7 @@ def print_tables(results: list[dict], peaks: dict[int, float]) -> None:
     tf_table(
         dense,
         "TensorFlow ops, binary dense: bgemm vs matmul (ms per run)",
-        "bconv2d",
+        "bgemm",
         "tf.linalg.matmul f32",
         11,
     )
@@ -612,7 +634,8 @@ def print_tables(results: list[dict], peaks: dict[int, float]) -> None:
     print("Gbop/s   = 2 * MACs / lowbit median time / 1e9 (2 binary ops per MAC:")
     print("           XOR + popcount-accumulate).")
     print("%peak    = lowbit MACs/s (median) / measured peak binary MAC/s at that thread count.")
-    print("bconv2d packed: int32 input pre-packed with lowbit_tf.ops.bitpack; float-in: float32")
+    print("bconv2d/bgemm packed: int32 input pre-packed with lowbit_tf.ops.bitpack; "
+          "float-in: float32")
     print("input binarised and packed inside the op (the TFLite lowbit model takes float input")
     print("too). Convolutions: SAME, stride 1; N = batch. int8 = full-integer post-training")
     print("quantised model (int8 input and output).")
@@ -736,7 +759,8 @@ def print_targets(
     core_rows: list[dict] | None = None,
     lce_rows: list[dict] | None = None,
 ) -> None:
-    """The issue's targets, for the rows that were measured."""
+    """The speed targets of the binary conv and dense kernels, for the rows that were
+    measured."""
     lines = []
     r = _find(results, TARGET_SHAPE, 1, 1)
     if r is not None:
@@ -774,7 +798,7 @@ def print_targets(
             )
     dense_rows = [r for r in results if r["layer"].startswith("dense") and peaks.get(r["threads"])]
     if dense_rows:
-        for key, name in ((TF_PACKED, "TF bconv2d packed"), (LITE_LOWBIT, "TFLite lowbit")):
+        for key, name in ((TF_PACKED, "TF bgemm packed"), (LITE_LOWBIT, "TFLite lowbit")):
             best_row = max(
                 dense_rows,
                 key=lambda r, key=key: _percent_of_peak(
@@ -820,7 +844,7 @@ def print_targets(
             )
     if lines:
         print()
-        print("Issue 7 targets (medians):")
+        print("Targets (binary conv and dense; medians):")
         for line in lines:
             print("  " + line)
 
@@ -895,9 +919,11 @@ def main(argv: list[str] | None = None) -> int:
         "also time the convolutions in Larq Compute Engine, side by side with lowbit "
         "(default $LOWBIT_LCE_PYTHON; unset: LCE is not measured)",
     )
+    add_quiet_argument(parser)
     parser.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
 
     if args.shapes is None:
         args.shapes = parse_shapes(QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
@@ -946,6 +972,7 @@ def main(argv: list[str] | None = None) -> int:
     def sample_peaks() -> None:
         if peak_binary is None:
             return
+        progress("peak popcount micro-benchmark")
         for threads in args.threads:
             rates = measure_peak(peak_binary, threads)
             for path, rate in rates.items():
@@ -958,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_core:
         # Built (or found) once here; the workers inherit LOWBIT_BENCH_LIBRARY
         # (where this fails, each worker's attempt gives the core table's note).
+        progress("kernel timing library (liblowbit_bench): building or found")
         with contextlib.suppress(OSError):
             bench_library_path()
     results = []
@@ -966,7 +994,10 @@ def main(argv: list[str] | None = None) -> int:
     active = {}
     with tempfile.TemporaryDirectory(prefix="lowbit-bconv2d-bench-") as model_dir:
         args.model_dir = model_dir
+        rows = len(layers_of(args)) * len(args.batches)
         for threads in args.threads:
+            progress(f"{threads} thr: worker started, {rows} rows of 6 variants "
+                     f"x {args.rounds} rounds (models converted by the first worker)")
             t0, busy0, ours0 = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
             out = run_worker(args, threads)
             elapsed = time.perf_counter() - t0
@@ -981,7 +1012,11 @@ def main(argv: list[str] | None = None) -> int:
             core_note = out["core_note"]
             sample_peaks()
 
-    lce = run_lce_compare(args) if args.lce_python and args.shapes else None
+    lce = None
+    if args.lce_python and args.shapes:
+        progress("Larq Compute Engine comparison (benchmarks/lce_compare.py)")
+        lce = run_lce_compare(args)
+    progress("done; tables follow on stdout")
 
     print(f"  TensorFlow  : {tf_version}")
     paths = sorted(set(active.values()))

@@ -146,23 +146,86 @@ def busy_cpu_seconds() -> float | None:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+# --------------------------------------------------------------------------
+# Progress: one line per measured row on stderr, so that stdout (the tables
+# people read and tests parse) stays as it was. Workers (subprocesses of a
+# script) print their progress on stdout behind PROGRESS_MARKER; the parent
+# forwards those lines to its stderr as they come (run_worker_output).
+# --------------------------------------------------------------------------
+
+PROGRESS_MARKER = "@@LOWBIT_BENCH_PROGRESS@@"
+_progress = {"quiet": False, "start": time.perf_counter()}
+
+
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """The scripts' --quiet option (no progress lines on stderr)."""
+    parser.add_argument(
+        "--quiet", action="store_true",
+        help="no progress lines on stderr (stdout, the tables, is the same either way)",
+    )
+
+
+def set_quiet(quiet: bool) -> None:
+    """Turns the progress lines of this process off (``--quiet``) or on."""
+    _progress["quiet"] = bool(quiet)
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, with the seconds since the script started
+    (nothing with ``--quiet``)."""
+    import sys
+
+    if _progress["quiet"]:
+        return
+    elapsed = time.perf_counter() - _progress["start"]
+    sys.stderr.write(f"[{elapsed:6.1f} s] {message}\n")
+    sys.stderr.flush()
+
+
+def worker_progress(message: str) -> None:
+    """A worker subprocess's progress line (stdout, behind PROGRESS_MARKER); its
+    parent shows it through :func:`progress`."""
+    print(PROGRESS_MARKER + message, flush=True)
+
+
+def run_worker_output(command: list[str], env: dict[str, str] | None = None
+                      ) -> tuple[int, str, str]:
+    """Runs a worker subprocess: (exit status, stdout without its progress lines,
+    stderr). Progress lines are shown (:func:`progress`) as the worker prints them."""
+    import subprocess
+    import tempfile
+
+    lines = []
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
+                              errors="replace", env=env) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(PROGRESS_MARKER):
+                    progress(line[len(PROGRESS_MARKER):].rstrip("\n"))
+                else:
+                    lines.append(line)
+        err.seek(0)
+        return proc.returncode, "".join(lines), err.read()
+
+
 def run_marked_json(command: list[str], marker: str, what: str) -> dict:
     """Runs `command` (a benchmark subprocess) and returns the JSON on its last
     stdout line that starts with `marker`; without one, echoes the tail of its
-    output and exits naming `what` and the exit status."""
+    output and exits naming `what` and the exit status. The worker's progress
+    lines (:func:`worker_progress`) go to stderr as they come."""
     import json
-    import subprocess
     import sys
 
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    for line in reversed(proc.stdout.splitlines()):
+    returncode, stdout, stderr = run_worker_output(command, env)
+    for line in reversed(stdout.splitlines()):
         if line.startswith(marker):
             return json.loads(line[len(marker) :])
-    sys.stderr.write(proc.stdout[-4000:])
-    sys.stderr.write(proc.stderr[-4000:])
-    raise SystemExit(f"{what} failed with exit status {proc.returncode}")
+    sys.stderr.write(stdout[-4000:])
+    sys.stderr.write(stderr[-4000:])
+    raise SystemExit(f"{what} failed with exit status {returncode}")
 
 
 def children_cpu_seconds() -> float:
@@ -251,11 +314,13 @@ def calibrate(run: Callable[[int], float], sample_s: float) -> int:
 
 
 def interleaved_samples(
-    runners: dict[str, Callable[[int], float]], rounds: int, sample_s: float
+    runners: dict[str, Callable[[int], float]], rounds: int, sample_s: float,
+    on_round: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, int], dict[str, list[float]]]:
     """(iterations per sample, ms per iteration of each sample) per runner,
     timed in interleaved rounds (A, B, C, then B, C, A, ...) so that a slow
-    spell of a shared machine hits every variant alike. GC is off meanwhile."""
+    spell of a shared machine hits every variant alike. GC is off meanwhile.
+    ``on_round(r)`` is called after round r (1-based), e.g. for progress."""
     keys = list(runners)
     iterations = {key: calibrate(runners[key], sample_s) for key in keys}
     samples: dict[str, list[float]] = {key: [] for key in keys}
@@ -265,6 +330,8 @@ def interleaved_samples(
         for r in range(rounds):
             for key in keys[r % len(keys):] + keys[: r % len(keys)]:
                 samples[key].append(1e3 * runners[key](iterations[key]) / iterations[key])
+            if on_round is not None:
+                on_round(r + 1)
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -46,7 +46,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,15 +54,20 @@ import lce_compare
 from bench_common import (
     QUICKNET_INPUT_SHAPE,
     active_kernel,
+    add_quiet_argument,
     busy_cpu_seconds,
     children_cpu_seconds,
     clone_replacing_quant_convs,
     cpu_model,
     int8_tflite,
     interleaved_samples,
+    progress,
     random_images,
     randomise_batchnorm,
+    run_worker_output,
+    set_quiet,
     time_interpreter,
+    worker_progress,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -243,7 +247,11 @@ def worker(paths: dict[str, str], threads: int, rounds: int, sample_s: float) ->
         interpreters[key] = interpreter
         runners[key] = time_interpreter(interpreter)
 
-    iterations, samples = interleaved_samples(runners, rounds, sample_s)
+    worker_progress(f"{threads} thr: {len(runners)} models loaded, timing {rounds} rounds")
+    iterations, samples = interleaved_samples(
+        runners, rounds, sample_s,
+        on_round=lambda r: worker_progress(f"{threads} thr: round {r}/{rounds} timed"),
+    )
     return {"threads": threads, "iterations": iterations, "samples_ms": samples}
 
 
@@ -311,7 +319,7 @@ def print_report(
         if lce:
             lce_compare.print_quicknet(lce["quicknet"], lce["version"])
         print()
-        print("Issue 7 targets (1 thread, medians):")
+        print("Targets (QuickNet, 1 thread, medians):")
         print(
             f"  vs XNNPACK int8: {statistics.median(s[INT8]) / lowbit:.2f}x  [target >= 3x; "
             "the issue measured int8 at 6.0 ms on its machine]"
@@ -425,8 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         help="a Python with larq-compute-engine 0.16 (setup: benchmarks/lce_compare.py): "
         "also time QuickNet converted by Larq Compute Engine (default $LOWBIT_LCE_PYTHON)",
     )
+    add_quiet_argument(parser)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    set_quiet(args.quiet)
     threads = [int(v) for v in args.threads.split(",") if v.strip()]
     if not threads or min(threads) < 1 or args.rounds < 1 or args.sample_ms <= 0:
         parser.error("bad --threads, --rounds or --sample-ms")
@@ -452,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     kernels = set()
     with tempfile.TemporaryDirectory(prefix="lowbit-quicknet-bench-") as model_dir:
         t0 = time.perf_counter()
+        progress("converting QuickNet (lowbit, float32, int8"
+                 + (")" if args.no_breakdown else ", and the breakdown's parts)"))
         with _quiet_fds():
             paths, info = build_models(model_dir, breakdown=not args.no_breakdown)
             import tensorflow as tf
@@ -471,17 +483,18 @@ def main(argv: list[str] | None = None) -> int:
                 "--worker",
                 json.dumps({"paths": paths, "threads": t}),
             ]
+            progress(f"{t} thr: worker started ({len(paths)} models)")
             t1, busy0, ours0 = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
-            proc = subprocess.run(command, capture_output=True, text=True, check=False)
+            returncode, stdout, stderr = run_worker_output(command)
             elapsed = time.perf_counter() - t1
             busy1, ours1 = busy_cpu_seconds(), children_cpu_seconds()
             if busy0 is not None and busy1 is not None:
                 others = max(0.0, (busy1 - busy0) - (ours1 - ours0)) / elapsed
                 background.append(f"{others:.2f} cores during the {t}-thread run")
-            lines = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_MARKER)]
+            lines = [x for x in stdout.splitlines() if x.startswith(RESULT_MARKER)]
             if not lines:
-                sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-                raise SystemExit(f"worker for {t} thread(s) failed ({proc.returncode})")
+                sys.stderr.write(stdout[-4000:] + stderr[-4000:])
+                raise SystemExit(f"worker for {t} thread(s) failed ({returncode})")
             out = json.loads(lines[-1][len(RESULT_MARKER) :])
             kernels.add(out.pop("kernel"))
             results[t] = out
@@ -492,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  other load  : {'; '.join(background)} (busy CPU not ours)")
         lce = None
         if args.lce_python:
+            progress("Larq Compute Engine comparison (benchmarks/lce_compare.py)")
             lce = lce_compare.run_under(args.lce_python, [
                 "--quicknet", "--threads", ",".join(str(t) for t in threads),
                 "--rounds", str(args.rounds), "--sample-ms", str(args.sample_ms),

@@ -64,12 +64,15 @@ def parse_args(
                              "steps in the few epochs)")
     parser.add_argument("--learning-rate", type=float, default=learning_rate,
                         help=f"Adam's learning rate (default {learning_rate:g})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the weights, the data split and the batch orders "
+                             "(default 0)")
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
                         help="where the PNG and the table go (default: experiments/results)")
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    require_matplotlib(name)
     if args.epochs is None:
         args.epochs = quick_epochs if args.quick else epochs
     if args.batch_size is None:
@@ -237,6 +240,21 @@ def report(config: Config, title: str, table: str, notes: Sequence[str] = ()) ->
     path = config.output_dir / f"{config.name}.txt"
     path.write_text(text)
     return path
+
+
+MATPLOTLIB_MISSING = (
+    "{name}.py plots its results with matplotlib, which is not installed. Install the "
+    "experiments' extra: pip install -e \".[experiments]\" (or: pip install matplotlib)."
+)
+
+
+def require_matplotlib(name: str) -> None:
+    """Exits with what to install when matplotlib is missing: checked before any
+    training, so that a run does not end in an ImportError after minutes."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        sys.exit(MATPLOTLIB_MISSING.format(name=name))
 
 
 def pyplot() -> Any:
