@@ -117,7 +117,7 @@ class _AfterKerasImport(importlib.abc.MetaPathFinder):
         return spec
 
     def imported(self, name: str) -> None:
-        if "keras" not in sys.modules or any(
+        if sys.modules.get("keras") is None or any(
                 _initializing(other) for other in self.WATCHED if other != name):
             return
         with contextlib.suppress(ValueError):
@@ -139,7 +139,7 @@ class _ThenRegister(importlib.abc.Loader):
 
 
 if not RUNTIME_ONLY:
-    if "keras" in sys.modules:
+    if sys.modules.get("keras") is not None:
         _register_with_keras()
     elif not any(isinstance(finder, _AfterKerasImport) for finder in sys.meta_path):
         sys.meta_path.insert(0, _AfterKerasImport())

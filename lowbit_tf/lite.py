@@ -525,14 +525,21 @@ class Interpreter:
             ) from e
 
     def _reopen(self) -> None:
-        """Replaces the runtime interpreter by a fresh one of the same model,
-        its inputs back to the model's shapes. For the state a runtime cannot
-        leave: when a delegate kernel cannot be made for the shapes of an
-        allocation ("failed to delegate CONV_2D node #0", the default XNNPACK
-        delegate given an input of another rank or channel count at the first
-        allocation), the runtime's execution plan stays half-delegated and
-        every later allocation fails, whatever the shapes."""
-        self._interpreter = self._open()
+        """After a failed allocation: replaces the runtime interpreter by a
+        fresh one of the same model whose inputs have the shapes the failed
+        one had. A runtime may not come back from a failed allocation: when
+        the default XNNPACK delegate met impossible shapes at the first
+        allocation ("failed to delegate CONV_2D node #0", "XNNPack delegate
+        failed to reshape runtime"), every later allocation fails, whatever
+        the shapes. Kept as it is if the model cannot be loaded anew."""
+        try:
+            shapes = [(d["index"], list(d["shape"])) for d in self._interpreter.get_input_details()]
+            fresh = self._open()
+            for index, shape in shapes:
+                fresh.resize_tensor_input(index, shape)
+        except (ModelError, RuntimeError, ValueError, UnicodeDecodeError):
+            return
+        self._interpreter = fresh
         self._allocated = False
         self._reported = ""
 
@@ -578,7 +585,10 @@ class Interpreter:
     # --- the usual interpreter API, by delegation -------------------------
 
     def allocate_tensors(self) -> None:
-        """Plans memory and prepares every op; raises ModelError on bad ops."""
+        """Plans memory and prepares every op; raises ModelError on bad ops or
+        shapes. After a failure the runtime interpreter is made anew (some
+        cannot allocate again), its inputs keeping the shapes they had:
+        resize them and allocate again."""
         try:
             self._interpreter.allocate_tensors()
         except UnicodeDecodeError as e:
@@ -590,14 +600,7 @@ class Interpreter:
             elif "out of memory" in reason:
                 reason = f"{reason}; {self._allocation_hint()}"
             reason += self._unresolved_hint(reason)
-            if "failed to delegate" in reason:  # the runtime cannot recover from this
-                try:
-                    self._reopen()
-                except ModelError:  # pragma: no cover - it loaded the same model before
-                    pass
-                else:
-                    reason += ("; the interpreter was made anew from the model, its inputs "
-                               "have the model's shapes again")
+            self._reopen()
             raise ModelError(f"cannot prepare the model: {reason}") from e
         self._allocated = True
 

@@ -130,9 +130,13 @@ def _add_runtime_note(model: schema.ModelT, custom_ops: list[str]) -> None:
     model.description = note
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(note, np.uint8)
-    metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()]
+    model.metadata = model.metadata or []
+    for entry in model.metadata:
+        if entry.name == METADATA_NAME.encode() and 0 < entry.buffer < len(model.buffers):
+            model.buffers[entry.buffer] = buffer
+            return
     entry = schema.MetadataT()
     entry.name = METADATA_NAME.encode()
     entry.buffer = len(model.buffers)
     model.buffers.append(buffer)
-    model.metadata = [*metadata, entry]
+    model.metadata.append(entry)
