@@ -21,7 +21,9 @@ Example::
 
 `kernel_path()` names the kernel path (instruction set) the lowbit ops run on
 this CPU, `kernel_paths()` lists the library's paths; both work without a
-model and honour `$LOWBIT_KERNEL`.
+model and honour `$LOWBIT_KERNEL`. `describe_model(path)` reads what a .tflite
+file says about itself (the lowbit converter's note on what runs it: a plain
+TFLite interpreter only reports "Encountered unresolved custom op").
 """
 
 from __future__ import annotations
@@ -448,6 +450,12 @@ class Interpreter:
       runtime_name: the runtime in use (one of `RUNTIMES`).
       kernel_path: the kernel path its lowbit ops run (see `kernel_path()`),
         chosen when the interpreter is made; None with use_lowbit_delegate=False.
+
+    `predict(x)` checks inputs against the model's shape signature and dtype
+    before it resizes anything (see there). After a failed `allocate_tensors`
+    the runtime's interpreter is made anew from the model, the inputs keeping
+    their shapes (some runtimes cannot allocate again after such a failure);
+    signature runners taken before then belong to the old one.
 
     All methods of the runtime's interpreter (`allocate_tensors`,
     `get_input_details`, `set_tensor`, `invoke`, `get_tensor`,
