@@ -624,6 +624,9 @@ class Interpreter:
         if not self._options["use_lowbit_delegate"]:
             return (f" [this Interpreter has use_lowbit_delegate=False: no lowbit kernels are "
                     f"attached{says}]")
+        op = re.search(r"unresolved custom op: (\w+)", reason)
+        if op and not op[1].startswith("Lowbit"):
+            return f" [{op[1]} is not a lowbit op: the lowbit delegate cannot run it{says}]"
         return (f" [the lowbit delegate ({delegate_library_path().name}) runs only the lowbit "
                 f"ops it knows (is it older than the model?){says}]")
 

@@ -387,6 +387,10 @@ def test_describe_model_says_what_runs_a_lowbit_model(single_op_models, tmp_path
     from tflite_models import Case
 
     assert describe_model(Case().model()) == "lowbit test model (custom ops: LowbitBconv2d)"
+    foreign = Case().model().replace(b"LowbitBconv2d", b"ForeignOp2d__")
+    with pytest.raises(ModelError, match=r"\[ForeignOp2d__ is not a lowbit op: the lowbit "
+                                         r"delegate cannot run it; the model says: lowbit test"):
+        Interpreter(foreign).predict(Case().x)
     with pytest.raises(ModelError, match="not a TFLite model"):
         describe_model(b"\0" * 16)
     with pytest.raises(ModelError, match="truncated or corrupt"):
