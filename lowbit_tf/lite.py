@@ -45,9 +45,9 @@ from lowbit_tf._native import KernelPath
 __all__ = [
     "Interpreter",
     "KernelPath",
+    "METADATA_NAME",
     "ModelError",
     "RUNTIMES",
-    "METADATA_NAME",
     "check_model_bytes",
     "delegate_library_path",
     "describe_model",
@@ -271,33 +271,33 @@ class _Flatbuffer:
     def __init__(self, content: bytes, source: str) -> None:
         self.content, self.source = content, source
 
-    def _int(self, pos: int, size: int, signed: bool = False) -> int:
+    def int_at(self, pos: int, size: int, signed: bool = False) -> int:
         if pos < 0 or pos + size > len(self.content):
             raise ModelError(f"{self.source} is truncated or corrupt: offset {pos} out of range")
         return int.from_bytes(self.content[pos:pos + size], "little", signed=signed)
 
     def root(self) -> int:
-        return self._int(0, 4)
+        return self.int_at(0, 4)
 
     def field(self, table: int, index: int) -> int | None:
         """Position of field `index` of the table at `table`, None if absent."""
-        vtable = table - self._int(table, 4, signed=True)
+        vtable = table - self.int_at(table, 4, signed=True)
         entry = 4 + 2 * index
-        if entry >= self._int(vtable, 2):
+        if entry >= self.int_at(vtable, 2):
             return None
-        offset = self._int(vtable + entry, 2)
+        offset = self.int_at(vtable + entry, 2)
         return table + offset if offset else None
 
     def follow(self, pos: int) -> int:
-        return pos + self._int(pos, 4)
+        return pos + self.int_at(pos, 4)
 
     def vector(self, pos: int | None) -> range:
-        """Positions of the elements (uoffsets or bytes) of a vector field."""
+        """Positions of the elements of a vector field of tables or strings."""
         if pos is None:
             return range(0)
         start = self.follow(pos)
-        count = self._int(start, 4)
-        if start + 4 + count > len(self.content):
+        count = self.int_at(start, 4)
+        if start + 4 + 4 * count > len(self.content):
             raise ModelError(f"{self.source} is truncated or corrupt: vector at {start}")
         return range(start + 4, start + 4 + 4 * count, 4)
 
@@ -305,7 +305,7 @@ class _Flatbuffer:
         if pos is None:
             return b""
         start = self.follow(pos)
-        count = self._int(start, 4)
+        count = self.int_at(start, 4)
         if start + 4 + count > len(self.content):
             raise ModelError(f"{self.source} is truncated or corrupt: string at {start}")
         return bytes(self.content[start + 4:start + 4 + count])
@@ -357,7 +357,7 @@ def describe_model(model: str | os.PathLike[str] | bytes) -> str:
         if buffer.bytes(buffer.field(table, _METADATA_NAME)) != METADATA_NAME.encode():
             continue
         index_pos = buffer.field(table, _METADATA_BUFFER)
-        index = 0 if index_pos is None else buffer._int(index_pos, 4)
+        index = 0 if index_pos is None else buffer.int_at(index_pos, 4)
         if index < len(buffers):
             text = buffer.bytes(buffer.field(buffer.follow(buffers[index]), _BUFFER_DATA))
         break
@@ -399,10 +399,13 @@ def _input_array(position: int, detail: dict[str, Any], value: Any) -> np.ndarra
                 zip(signature[1:], (given[2], given[3], given[1]), strict=True)):
             hint = ("; it looks channels-first (NCHW): the model takes channels-last (NHWC), "
                     "np.transpose(x, (0, 2, 3, 1))")
+        notes = ["-1: any size"] if -1 in signature else []
+        if len(signature) >= 2 and signature[0] != -1:
+            notes.append("the batch may change")
+        notes_text = f" ({'; '.join(notes)})" if notes else ""
         raise ValueError(
-            f"{label} takes shape {list(signature)} (-1: any size"
-            f"{'; the batch may change' if len(signature) >= 2 and signature[0] != -1 else ''})"
-            f" of {dtype.name}, got shape {given} of {array.dtype.name}{hint}")
+            f"{label} takes shape {list(signature)}{notes_text} of {dtype.name}, got shape "
+            f"{given} of {array.dtype.name}{hint}")
     if array.dtype != dtype and (np.issubdtype(dtype, np.number) or dtype == np.bool_):
         if not np.can_cast(array.dtype, dtype, "same_kind"):
             raise ValueError(
