@@ -1,9 +1,11 @@
 """lowbit_tf: binary and low-bit neural networks for TensorFlow / Keras 3.
 
-Where TensorFlow is installed, `import lowbit_tf` imports the Keras side
-(quantizers, layers, constraints), which registers its classes with Keras, so
-`keras.models.load_model` finds them. On a device without TensorFlow only the
-TFLite runtime, `lowbit_tf.lite`, is usable, and nothing here needs TensorFlow.
+`import lowbit_tf` imports no TensorFlow: the submodules load when first used
+(`lowbit_tf.layers`, `from lowbit_tf import layers`), and `lowbit_tf.lite`, the
+TFLite runtime, never needs TensorFlow. The Keras classes (quantizers, layers,
+constraints) are registered with Keras as soon as Keras is imported, before or
+after lowbit_tf, so `keras.models.load_model` finds them. On a device without
+TensorFlow only `lowbit_tf.lite` is usable.
 
     lowbit_tf.quantizers   quantizers with custom gradients (ste_sign, ...)
     lowbit_tf.layers       Keras layers (QuantConv2D, ...)
@@ -24,7 +26,11 @@ Dependencies run one way: the converter (lowbit_converter) and the models
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 from typing import Any
 
 from lowbit_tf._variant import RUNTIME_ONLY
@@ -60,15 +66,86 @@ def _runtime_only(what: str) -> str:
     )
 
 
-# The lowbit-tf-runtime wheel (runtime/) ships only lite.py and _native/:
-# it never imports TensorFlow, even where TensorFlow happens to be installed.
-if not RUNTIME_ONLY:
+# Registering the Keras classes. `import lowbit_tf.lite` (which runs this
+# file) must not import TensorFlow, so the TF-dependent submodules load when
+# first used (`lowbit_tf.layers`, `from lowbit_tf import layers`, ...), and
+# their Keras classes are registered as soon as Keras itself is loaded: now if
+# it already is, else right after its import (a one-shot import hook), so that
+# `import lowbit_tf` then `keras.models.load_model(...)` finds them.
+# The lowbit-tf-runtime wheel (runtime/) ships only lite.py and _native/: it
+# never imports TensorFlow, even where TensorFlow happens to be installed.
+_KERAS_MODULES = ("constraints", "layers", "quantizers")
+
+
+def _register_with_keras() -> None:
     try:
-        import tensorflow  # noqa: F401
-    except ImportError:  # TensorFlow-free device with the full source tree
+        for name in _KERAS_MODULES:
+            importlib.import_module(f"{__name__}.{name}")
+    except ImportError:  # Keras without TensorFlow (another backend): nothing to register
         pass
-    else:
-        from lowbit_tf import constraints, layers, quantizers  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - must not break the import of Keras
+        import warnings
+
+        warnings.warn(f"lowbit_tf could not register its Keras classes: {error!r}",
+                      RuntimeWarning, stacklevel=2)
+
+
+def _initializing(name: str) -> bool:
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+class _AfterKerasImport(importlib.abc.MetaPathFinder):
+    """Registers the lowbit classes once `keras` is imported, and no import of
+    keras or tensorflow is under way (`import tensorflow` imports keras while
+    it is half made; the lowbit modules need both whole)."""
+
+    WATCHED = ("keras", "tensorflow")
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname not in self.WATCHED:
+            return None
+        # The other finders find the module (this one steps aside meanwhile).
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRegister(spec.loader, self)
+        return spec
+
+    def imported(self, name: str) -> None:
+        if sys.modules.get("keras") is None or any(
+                _initializing(other) for other in self.WATCHED if other != name):
+            return
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(self)
+        _register_with_keras()
+
+
+class _ThenRegister(importlib.abc.Loader):
+    def __init__(self, loader: Any, finder: _AfterKerasImport) -> None:
+        self.loader, self.finder = loader, finder
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        self.finder.imported(module.__name__)
+
+
+if not RUNTIME_ONLY:
+    if sys.modules.get("keras") is not None:
+        _register_with_keras()
+    elif not any(isinstance(finder, _AfterKerasImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterKerasImport())
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

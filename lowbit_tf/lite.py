@@ -21,7 +21,9 @@ Example::
 
 `kernel_path()` names the kernel path (instruction set) the lowbit ops run on
 this CPU, `kernel_paths()` lists the library's paths; both work without a
-model and honour `$LOWBIT_KERNEL`.
+model and honour `$LOWBIT_KERNEL`. `describe_model(path)` reads what a .tflite
+file says about itself (the lowbit converter's note on what runs it: a plain
+TFLite interpreter only reports "Encountered unresolved custom op").
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,10 +45,12 @@ from lowbit_tf._native import KernelPath
 __all__ = [
     "Interpreter",
     "KernelPath",
+    "METADATA_NAME",
     "ModelError",
     "RUNTIMES",
     "check_model_bytes",
     "delegate_library_path",
+    "describe_model",
     "kernel_path",
     "kernel_paths",
     "load_delegate",
@@ -66,6 +71,13 @@ _TFLITE_IDENTIFIER = b"TFL3"
 # The runtimes decode their error text as UTF-8; a corrupt model can put other
 # bytes into it (e.g. a garbled op name).
 _UNDECODABLE = "cannot {what}: the runtime failed with an undecodable message (corrupt model?)"
+
+# Where the runtime's error reporter glues two messages together.
+_RUNTIME_GLUE = re.compile(r"(\S)(Node number \d+ \()")
+
+
+def _unglue(text: str) -> str:
+    return _RUNTIME_GLUE.sub(lambda m: m[1] + (" " if m[1] in ".;:" else "; ") + m[2], text)
 
 
 def _format_bytes(size: int) -> str:
@@ -253,6 +265,164 @@ def check_model_bytes(content: bytes, source: str = "model") -> None:
         raise ModelError(f"{source} is truncated or corrupt: root table at {root}, size {size}")
 
 
+class _Flatbuffer:
+    """Just enough of a bounds-checked flatbuffer reader for `describe_model`."""
+
+    def __init__(self, content: bytes, source: str) -> None:
+        self.content, self.source = content, source
+
+    def int_at(self, pos: int, size: int, signed: bool = False) -> int:
+        if pos < 0 or pos + size > len(self.content):
+            raise ModelError(f"{self.source} is truncated or corrupt: offset {pos} out of range")
+        return int.from_bytes(self.content[pos:pos + size], "little", signed=signed)
+
+    def root(self) -> int:
+        return self.int_at(0, 4)
+
+    def field(self, table: int, index: int) -> int | None:
+        """Position of field `index` of the table at `table`, None if absent."""
+        vtable = table - self.int_at(table, 4, signed=True)
+        entry = 4 + 2 * index
+        if entry >= self.int_at(vtable, 2):
+            return None
+        offset = self.int_at(vtable + entry, 2)
+        return table + offset if offset else None
+
+    def follow(self, pos: int) -> int:
+        return pos + self.int_at(pos, 4)
+
+    def vector(self, pos: int | None) -> range:
+        """Positions of the elements of a vector field of tables or strings."""
+        if pos is None:
+            return range(0)
+        start = self.follow(pos)
+        count = self.int_at(start, 4)
+        if start + 4 + 4 * count > len(self.content):
+            raise ModelError(f"{self.source} is truncated or corrupt: vector at {start}")
+        return range(start + 4, start + 4 + 4 * count, 4)
+
+    def bytes(self, pos: int | None) -> bytes:
+        if pos is None:
+            return b""
+        start = self.follow(pos)
+        count = self.int_at(start, 4)
+        if start + 4 + count > len(self.content):
+            raise ModelError(f"{self.source} is truncated or corrupt: string at {start}")
+        return bytes(self.content[start + 4:start + 4 + count])
+
+
+# Fields of the TFLite schema's tables (tensorflow/compiler/mlir/lite/schema/schema.fbs).
+_MODEL_OPERATOR_CODES, _MODEL_DESCRIPTION, _MODEL_BUFFERS, _MODEL_METADATA = 1, 3, 4, 6
+_OPERATOR_CODE_CUSTOM_CODE = 1
+_METADATA_NAME, _METADATA_BUFFER = 0, 1
+_BUFFER_DATA = 0
+
+#: Name of the metadata entry the lowbit converter writes into each model with
+#: lowbit custom ops (its text is also the model's description).
+METADATA_NAME = "lowbit_tf"
+
+
+def describe_model(model: str | os.PathLike[str] | bytes) -> str:
+    """What a .tflite file says about itself, without a runtime: the lowbit
+    converter's note (its metadata entry "lowbit_tf", e.g. "lowbit-tf 0.1.0
+    model with custom ops LowbitBconv2d: run it with lowbit_tf.lite.Interpreter
+    (pip install lowbit-tf-runtime, or lowbit-tf)"), else the model's
+    description (TensorFlow's converter writes "MLIR Converted."), followed by
+    the custom ops it uses when the text does not name them all.
+
+    For a model that a plain TFLite interpreter refuses with "Encountered
+    unresolved custom op": it says what runs it.
+
+    Args:
+      model: path of a .tflite file, or its bytes.
+
+    Raises:
+      ModelError: the file cannot be read or is not a TFLite model.
+    """
+    if isinstance(model, bytes | bytearray | memoryview):
+        content, source = bytes(model), "model_content"
+    else:
+        source = os.fspath(model)
+        try:
+            content = Path(source).read_bytes()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {source}: {e}") from e
+    check_model_bytes(content, source)
+    buffer = _Flatbuffer(content, source)
+    root = buffer.root()
+    text = buffer.bytes(buffer.field(root, _MODEL_DESCRIPTION))
+    buffers = buffer.vector(buffer.field(root, _MODEL_BUFFERS))
+    for entry in buffer.vector(buffer.field(root, _MODEL_METADATA)):
+        table = buffer.follow(entry)
+        if buffer.bytes(buffer.field(table, _METADATA_NAME)) != METADATA_NAME.encode():
+            continue
+        index_pos = buffer.field(table, _METADATA_BUFFER)
+        index = 0 if index_pos is None else buffer.int_at(index_pos, 4)
+        if index < len(buffers):
+            text = buffer.bytes(buffer.field(buffer.follow(buffers[index]), _BUFFER_DATA))
+        break
+    description = text.decode("utf-8", "replace").strip()
+    custom_ops = []
+    for entry in buffer.vector(buffer.field(root, _MODEL_OPERATOR_CODES)):
+        code = buffer.bytes(buffer.field(buffer.follow(entry), _OPERATOR_CODE_CUSTOM_CODE))
+        name = code.decode("utf-8", "replace")
+        if name and name not in custom_ops:
+            custom_ops.append(name)
+    missing = [name for name in custom_ops if name not in description]
+    if missing:
+        ops = f"custom ops: {', '.join(missing)}"
+        description = f"{description} ({ops})" if description else ops
+    return description
+
+
+def _input_label(position: int, detail: dict[str, Any]) -> str:
+    return f"input {position} ({detail['name']!r})"
+
+
+def _input_array(position: int, detail: dict[str, Any], value: Any) -> np.ndarray:
+    """`value` as the array an input takes, or a ValueError saying what the
+    model expects (shape signature, dtype) and what was given."""
+    array = np.asarray(value)
+    dtype = np.dtype(detail["dtype"])
+    label = _input_label(position, detail)
+    signature = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
+    given = tuple(array.shape)
+    free = {i for i, want in enumerate(signature) if want == -1}
+    if len(signature) >= 2:
+        free.add(0)  # the batch
+    if len(given) != len(signature) or any(
+            want != got for i, (want, got) in enumerate(zip(signature, given, strict=True))
+            if i not in free):
+        hint = ""
+        if len(given) == 4 and len(signature) == 4 and all(
+                want in (-1, got) for want, got in
+                zip(signature[1:], (given[2], given[3], given[1]), strict=True)):
+            hint = ("; it looks channels-first (NCHW): the model takes channels-last (NHWC), "
+                    "np.transpose(x, (0, 2, 3, 1))")
+        notes = ["-1: any size"] if -1 in signature else []
+        if len(signature) >= 2 and signature[0] != -1:
+            notes.append("the batch may change")
+        notes_text = f" ({'; '.join(notes)})" if notes else ""
+        raise ValueError(
+            f"{label} takes shape {list(signature)}{notes_text} of {dtype.name}, got shape "
+            f"{given} of {array.dtype.name}{hint}")
+    if array.dtype != dtype and (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        if not np.can_cast(array.dtype, dtype, "same_kind"):
+            raise ValueError(
+                f"{label} takes {dtype.name}, got {array.dtype.name}: a cast would change the "
+                f"values; convert it as the model needs, then pass {dtype.name}")
+        if (np.issubdtype(array.dtype, np.integer) and np.issubdtype(dtype, np.integer)
+                and array.size):
+            info = np.iinfo(dtype)
+            low, high = array.min(), array.max()
+            if low < info.min or high > info.max:
+                raise ValueError(
+                    f"{label} takes {dtype.name} ([{info.min}, {info.max}]), got "
+                    f"{array.dtype.name} values in [{low}, {high}]")
+    # order="C", not ascontiguousarray, which makes a scalar 1-D.
+    return np.asarray(array, dtype=dtype, order="C")
+
+
 class Interpreter:
     """A TFLite interpreter with the lowbit kernels attached.
 
@@ -283,6 +453,12 @@ class Interpreter:
       runtime_name: the runtime in use (one of `RUNTIMES`).
       kernel_path: the kernel path its lowbit ops run (see `kernel_path()`),
         chosen when the interpreter is made; None with use_lowbit_delegate=False.
+
+    `predict(x)` checks inputs against the model's shape signature and dtype
+    before it resizes anything (see there). After a failed `allocate_tensors`
+    the runtime's interpreter is made anew from the model, the inputs keeping
+    their shapes (some runtimes cannot allocate again after such a failure);
+    signature runners taken before then belong to the old one.
 
     All methods of the runtime's interpreter (`allocate_tensors`,
     `get_input_details`, `set_tensor`, `invoke`, `get_tensor`,
@@ -321,27 +497,61 @@ class Interpreter:
             content = bytes(model_content)
         check_model_bytes(content, source)
 
-        self.runtime_name, module = _find_runtime(runtime)
-        delegates = list(experimental_delegates or [])
-        if use_lowbit_delegate:
-            delegates.append(load_delegate(num_threads, self.runtime_name, check_nan=check_nan))
+        self.runtime_name, self._module = _find_runtime(runtime)
+        self._source = source
         self._model_content = content  # the runtime may keep pointers into it
-        try:
-            self._interpreter = module.Interpreter(
-                model_content=content,
-                num_threads=num_threads,
-                experimental_delegates=delegates or None,
-                **kwargs,
-            )
-        except UnicodeDecodeError as e:
-            raise ModelError(_UNDECODABLE.format(what=f"load TFLite model {source}")) from e
-        except (ValueError, RuntimeError) as e:
-            raise ModelError(f"cannot load TFLite model {source}: {e}") from e
+        # What a fresh runtime interpreter of the same model needs (see _reopen).
+        self._options = dict(
+            num_threads=num_threads, delegates=list(experimental_delegates or []),
+            use_lowbit_delegate=use_lowbit_delegate, check_nan=check_nan, kwargs=kwargs,
+        )
+        self._interpreter = self._open()
         # The delegate's ops chose their kernel path just now, as this does.
         self._kernel_path = kernel_path() if use_lowbit_delegate else None
         self._allocated = False
         # The runtimes' error reporter keeps every message it was ever given
         # and each later error carries them all; this is what was already shown.
+        self._reported = ""
+
+    def _open(self) -> Any:
+        """A runtime interpreter of the model with the delegates attached (the
+        lowbit one loaded anew)."""
+        options = self._options
+        delegates = list(options["delegates"])
+        if options["use_lowbit_delegate"]:
+            delegates.append(load_delegate(options["num_threads"], self.runtime_name,
+                                           check_nan=options["check_nan"]))
+        try:
+            return self._module.Interpreter(
+                model_content=self._model_content,
+                num_threads=options["num_threads"],
+                experimental_delegates=delegates or None,
+                **options["kwargs"],
+            )
+        except UnicodeDecodeError as e:
+            raise ModelError(_UNDECODABLE.format(what=f"load TFLite model {self._source}")) from e
+        except (ValueError, RuntimeError) as e:
+            raise ModelError(
+                f"cannot load TFLite model {self._source}: {e}{self._unresolved_hint(str(e))}"
+            ) from e
+
+    def _reopen(self) -> None:
+        """After a failed allocation: replaces the runtime interpreter by a
+        fresh one of the same model whose inputs have the shapes the failed
+        one had. A runtime may not come back from a failed allocation: when
+        the default XNNPACK delegate met impossible shapes at the first
+        allocation ("failed to delegate CONV_2D node #0", "XNNPack delegate
+        failed to reshape runtime"), every later allocation fails, whatever
+        the shapes. Kept as it is if the model cannot be loaded anew."""
+        try:
+            shapes = [(d["index"], list(d["shape"])) for d in self._interpreter.get_input_details()]
+            fresh = self._open()
+            for index, shape in shapes:
+                fresh.resize_tensor_input(index, shape)
+        except (ModelError, RuntimeError, ValueError, UnicodeDecodeError):
+            return
+        self._interpreter = fresh
+        self._allocated = False
         self._reported = ""
 
     def _fresh_message(self, error: BaseException) -> str:
@@ -352,7 +562,8 @@ class Interpreter:
         # from elsewhere (a Python-level check) and leaves it as it was.
         if text.startswith(self._reported):
             text, self._reported = text[len(self._reported):], text
-        return text.strip()
+        # The runtime glues its messages together: "... node #0Node number 5 ...".
+        return _unglue(text).strip()
 
     def _allocation_hint(self) -> str:
         """For a failure without a message (the runtime's arena allocation) or
@@ -385,7 +596,10 @@ class Interpreter:
     # --- the usual interpreter API, by delegation -------------------------
 
     def allocate_tensors(self) -> None:
-        """Plans memory and prepares every op; raises ModelError on bad ops."""
+        """Plans memory and prepares every op; raises ModelError on bad ops or
+        shapes. After a failure the runtime interpreter is made anew (some
+        cannot allocate again), its inputs keeping the shapes they had:
+        resize them and allocate again."""
         try:
             self._interpreter.allocate_tensors()
         except UnicodeDecodeError as e:
@@ -396,8 +610,28 @@ class Interpreter:
                 reason = f"the runtime gave no reason; {self._allocation_hint()}"
             elif "out of memory" in reason:
                 reason = f"{reason}; {self._allocation_hint()}"
+            reason += self._unresolved_hint(reason)
+            self._reopen()
             raise ModelError(f"cannot prepare the model: {reason}") from e
         self._allocated = True
+
+    def _unresolved_hint(self, reason: str) -> str:
+        """For "Encountered unresolved custom op": how to run the model."""
+        if "unresolved custom op" not in reason:
+            return ""
+        try:
+            note = describe_model(self._model_content)
+        except ModelError:
+            note = ""
+        says = f"; the model says: {note}" if note else ""
+        if not self._options["use_lowbit_delegate"]:
+            return (f" [this Interpreter has use_lowbit_delegate=False: no lowbit kernels are "
+                    f"attached{says}]")
+        op = re.search(r"unresolved custom op: (\w+)", reason)
+        if op and not op[1].startswith("Lowbit"):
+            return f" [{op[1]} is not a lowbit op: the lowbit delegate cannot run it{says}]"
+        return (f" [the lowbit delegate ({delegate_library_path().name}) runs only the lowbit "
+                f"ops it knows (is it older than the model?){says}]")
 
     def get_input_details(self) -> list[dict[str, Any]]:
         """Details (name, index, shape, dtype, ...) of the model's inputs."""
@@ -452,24 +686,40 @@ class Interpreter:
     def predict(self, *inputs: Any) -> np.ndarray | list[np.ndarray]:
         """Runs one batch: numpy inputs in model input order, outputs back.
 
-        Inputs are cast to the model's input dtypes; an input whose shape
-        differs from the model's (e.g. another batch size) resizes it.
+        Each input is checked against the model's before anything changes: its
+        rank, and each dimension the input's shape signature fixes (-1 there:
+        any size; the first, batch dimension of a rank >= 2 input may always
+        change). An input of another shape than the interpreter's resizes it.
+        Inputs are cast to the model's input dtypes where numpy's "same_kind"
+        rule allows it (float64 to float32, int or bool to float, int64 to
+        int32 when the values fit), as TFLite users expect.
 
         Returns:
           The single output array, or a list of arrays for several outputs.
+
+        Raises:
+          ValueError: an input's count, shape or dtype does not fit the model
+            (the message names the input, what the model takes and what was given).
+          ModelError: the runtime cannot prepare the model for these shapes.
         """
         details = self.get_input_details()
         if len(inputs) != len(details):
             raise ValueError(f"the model has {len(details)} inputs, got {len(inputs)}")
-        arrays = []
-        for detail, value in zip(details, inputs, strict=True):
-            # asarray, not ascontiguousarray, which makes a scalar 1-D.
-            array = np.asarray(value, dtype=detail["dtype"], order="C")
+        arrays = [_input_array(position, detail, value)
+                  for position, (detail, value) in enumerate(zip(details, inputs, strict=True))]
+        for detail, array in zip(details, arrays, strict=True):
             if tuple(array.shape) != tuple(int(d) for d in detail["shape"]):
                 self.resize_tensor_input(detail["index"], array.shape)
-            arrays.append(array)
         if not self._allocated:
-            self.allocate_tensors()
+            try:
+                self.allocate_tensors()
+            except ModelError as e:
+                given = ", ".join(f"{_input_label(position, detail)} of shape {array.shape}"
+                                  for position, (detail, array)
+                                  in enumerate(zip(details, arrays, strict=True)))
+                message = str(e).replace("cannot prepare the model:",
+                                         f"cannot prepare the model for {given}:", 1)
+                raise ModelError(message) from e
         for detail, array in zip(details, arrays, strict=True):
             self.set_tensor(detail["index"], array)
         self.invoke()

@@ -28,10 +28,12 @@ Counting rules:
   operations per row (3 diagonal products and the two butterflies' additions).
   Layers without kernels (pooling, BatchNorm, activations) count 0.
 - **Predicted .tflite size** (what ``lowbit_converter.convert(model)`` writes):
-  ``TFLITE_BASE_BYTES`` plus, per layer that becomes an op, ``TFLITE_OP_BYTES`` plus its
-  constant data. A binary layer lowered to ``LowbitBconv2d`` stores ``filters * (4 *
-  ceil(kh * kw * in_channels / 32) + 8)`` bytes (one bit per weight packed in int32
-  words per output channel, and a float multiplier and bias per channel) plus
+  ``TFLITE_BASE_BYTES`` (plus ``TFLITE_NOTE_BYTES`` where there are custom ops: the
+  converter's note on what runs the model) plus, per layer that becomes an op,
+  ``TFLITE_OP_BYTES`` plus its constant data. A binary layer lowered to
+  ``LowbitBconv2d`` stores ``filters * (4 * ceil(kh * kw * in_channels / 32) + 8)``
+  bytes (one bit per weight packed in int32 words per output channel, and a float
+  multiplier and bias per channel) plus
   ``TFLITE_CUSTOM_OP_BYTES``; a multi-bit layer lowered to ``LowbitMultibitConv2d``
   stores M such packed planes, an alpha per plane and channel, a bias per channel and
   its betas and shifts, plus ``TFLITE_CUSTOM_OP_BYTES + TFLITE_MULTIBIT_EXTRA_BYTES``; a
@@ -71,6 +73,9 @@ TFLITE_OP_BYTES = 400
 TFLITE_CUSTOM_OP_BYTES = 350
 #: Extra per LowbitMultibitConv2d (two more inputs, two more options), bytes.
 TFLITE_MULTIBIT_EXTRA_BYTES = 250
+#: Extra per model with custom ops: the converter's note on what runs it (the
+#: model's description and its metadata entry "lowbit_tf"), bytes.
+TFLITE_NOTE_BYTES = 320
 
 _FLOAT = 32
 
@@ -111,6 +116,9 @@ class ModelSummary:
 
     name: str
     layers: list[LayerSummary]
+    #: Bytes of the model as a whole beyond TFLITE_BASE_BYTES (the note of a
+    #: model with custom ops).
+    model_bytes: int = 0
 
     def _sum(self, attr: str) -> dict[int, int]:
         total: dict[int, int] = {}
@@ -155,7 +163,8 @@ class ModelSummary:
 
     @property
     def predicted_tflite_bytes(self) -> int:
-        return TFLITE_BASE_BYTES + sum(row.predicted_tflite_bytes for row in self.layers)
+        return (TFLITE_BASE_BYTES + self.model_bytes
+                + sum(row.predicted_tflite_bytes for row in self.layers))
 
     def __str__(self) -> str:
         def bits(b: int | None) -> str:
@@ -394,7 +403,9 @@ def summary(
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
     ]
-    result = ModelSummary(model.name, rows)
+    custom_ops = bool(plans) or any(isinstance(layer, lb_layers.FastfoodDense)
+                                    for layer in model.layers)
+    result = ModelSummary(model.name, rows, TFLITE_NOTE_BYTES if custom_ops else 0)
     if print_fn is not None:
         print_fn(str(result))
     return result

@@ -9,7 +9,11 @@ FlexBuffer map of all the TF op's attributes. This pass:
     "Tout" and optional keys that have their default value, and validates
     their types and values;
   - checks the op's weight inputs (filter, multiplier, bias, and the
-    epilogue's post_multiplier and post_bias) are constants.
+    epilogue's post_multiplier and post_bias) are constants;
+  - where the model has lowbit ops, says what runs it: a plain TFLite
+    interpreter only reports "Encountered unresolved custom op: LowbitBconv2d",
+    so the model's description and its metadata entry "lowbit_tf" (read by
+    `lowbit_tf.lite.describe_model`) name the ops and `lowbit_tf.lite.Interpreter`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from flatbuffers import flexbuffers
 from lowbit_converter.custom_op_specs import CUSTOM_OPS, CustomOpSpec
 from lowbit_converter.folding import ConversionError
 from lowbit_converter.tflite_schema import schema
+from lowbit_tf import __version__
+from lowbit_tf.lite import METADATA_NAME
 
 
 @dataclass
@@ -102,6 +108,35 @@ def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
                     )
                 report.custom_op_weight_bytes += 0 if data is None else len(data)
             report.custom_ops[name] = report.custom_ops.get(name, 0) + 1
+    if report.custom_ops:
+        _add_runtime_note(model, sorted(report.custom_ops))
     builder = flatbuffers.Builder(len(tflite_model) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), report
+
+
+def runtime_note(custom_ops: list[str]) -> str:
+    """What a model with these lowbit ops says about how to run it."""
+    return (
+        f"lowbit-tf {__version__} model with custom ops {', '.join(custom_ops)}: run it with "
+        "lowbit_tf.lite.Interpreter (pip install lowbit-tf-runtime, or lowbit-tf)"
+    )
+
+
+def _add_runtime_note(model: schema.ModelT, custom_ops: list[str]) -> None:
+    """Puts `runtime_note` into the model's description and into its metadata
+    entry METADATA_NAME (a buffer of UTF-8 text), replacing an earlier one."""
+    note = runtime_note(custom_ops).encode()
+    model.description = note
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(note, np.uint8)
+    model.metadata = model.metadata or []
+    for entry in model.metadata:
+        if entry.name == METADATA_NAME.encode() and 0 < entry.buffer < len(model.buffers):
+            model.buffers[entry.buffer] = buffer
+            return
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME.encode()
+    entry.buffer = len(model.buffers)
+    model.buffers.append(buffer)
+    model.metadata.append(entry)

@@ -168,6 +168,33 @@ def test_binary_weights_take_25x_fewer_bytes():
     assert len(result.tflite_model) < len(float_tflite)
 
 
+def test_converted_model_says_what_runs_it():
+    """A plain TFLite interpreter reports only "Encountered unresolved custom
+    op: LowbitBMaxPool2d"; the model's description and its metadata entry
+    "lowbit_tf" name its lowbit ops and lowbit_tf.lite.Interpreter. A model
+    without lowbit ops keeps TensorFlow's description."""
+    from lowbit_tf import __version__
+    from lowbit_tf.lite import METADATA_NAME, describe_model
+
+    model = digits_like_model(functional=True)
+    tflite = lowbit_converter.convert(model)
+    note = (f"lowbit-tf {__version__} model with custom ops LowbitBMaxPool2d, LowbitBconv2d: "
+            "run it with lowbit_tf.lite.Interpreter (pip install lowbit-tf-runtime, or lowbit-tf)")
+
+    def notes(flatbuffer: bytes) -> tuple[bytes, list[bytes]]:
+        parsed = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+        return parsed.description, [bytes(parsed.buffers[m.buffer].data)
+                                    for m in parsed.metadata or []
+                                    if m.name == METADATA_NAME.encode()]
+
+    assert notes(tflite) == (note.encode(), [note.encode()])
+    assert describe_model(tflite) == note
+    again, _ = run_pass(tflite)  # the pass replaces its note, it does not add one
+    assert notes(again) == (note.encode(), [note.encode()])
+    assert len(again) == len(tflite)
+    assert notes(lowbit_converter.convert(model, lowbit=False)) == (b"MLIR Converted.", [])
+
+
 def test_cli_converts_a_saved_model(tmp_path):
     model = digits_like_model(functional=True)
     model.save(tmp_path / "m.keras")

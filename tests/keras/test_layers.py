@@ -509,6 +509,33 @@ def test_save_and_load_model(tmp_path):
     assert pairs[1][1].kernel_constraint.clip_value == 0.75
 
 
+def test_a_bare_import_lowbit_tf_is_enough_to_load_a_model(tmp_path):
+    """`import lowbit_tf` loads its Keras side lazily (so that `lowbit_tf.lite`
+    needs no TensorFlow), yet registers the lowbit classes as soon as Keras is
+    imported, here by `import tensorflow`, so load_model finds them."""
+    import subprocess
+    import sys
+
+    model = keras.Sequential([
+        keras.Input((4, 4, 2)),
+        layers.QuantConv2D(3, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip"),
+    ])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    code = (
+        "import sys, lowbit_tf\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "import tensorflow as tf\n"
+        "loaded = tf.keras.models.load_model(sys.argv[1])\n"
+        "print(type(loaded.layers[0]).__module__, type(loaded.layers[0]).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["lowbit_tf.layers", "QuantConv2D"]
+
+
 # --------------------------------------------------------------------- constraints
 
 

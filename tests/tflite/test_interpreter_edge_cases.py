@@ -275,3 +275,123 @@ def test_unknown_lowbit_kernel_value_is_named_in_a_warning(single_op_models):
     assert "LOWBIT_KERNEL='avx9000' names no kernel path (known: " in runs["avx9000"].stdout
     assert "portable" in runs["avx9000"].stdout
     assert "LOWBIT_KERNEL" not in runs["portable"].stdout
+
+
+@pytest.fixture(scope="module")
+def float_conv_first():
+    """(keras model, tflite bytes): a float conv (XNNPACK's) in front of a binary one."""
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same"),
+        layers.QuantConv2D(4, 3, padding="same", **_SIGN), keras.layers.Flatten()])
+    return model, lowbit_tf.convert(model)
+
+
+def test_wrong_input_shape_says_what_the_model_takes(float_conv_first):
+    """A channels-first batch, a missing batch axis, another image size: each
+    is refused before the interpreter changes, naming the input, its shape
+    signature and what was given; the right shape runs afterwards, and the
+    same mistake gives the same message (issue 20, items 1 and 2)."""
+    model, tflite = float_conv_first
+    interpreter = Interpreter(model_content=tflite)
+    x = _inputs(model, 2)
+    want = model(x, training=False).numpy()
+    name = interpreter.get_input_details()[0]["name"]
+    messages = []
+    for wrong in (np.transpose(x, (0, 3, 1, 2)), x[0], x[:, :6, :6], x[..., None],
+                  np.transpose(x, (0, 3, 1, 2))):
+        with pytest.raises(ValueError) as error:
+            interpreter.predict(wrong)
+        message = str(error.value)
+        assert f"input 0 ({name!r}) takes shape [-1, 8, 8, 3]" in message, message
+        assert f"got shape {wrong.shape} of float32" in message, message
+        messages.append(message)
+        np.testing.assert_allclose(interpreter.predict(x), want, rtol=1e-5, atol=1e-5)
+    assert "channels-first" in messages[0] and "channels-first" not in messages[1]
+    assert messages[0] == messages[-1]
+
+
+def test_a_runtime_left_half_delegated_is_made_anew(float_conv_first):
+    """Through the runtime's own API a channels-first shape reaches XNNPACK at
+    the first allocation, which leaves the runtime unable to allocate ever
+    again; the Interpreter makes it anew from the model after a failed
+    allocation (the inputs keep their shapes), so the right shape runs
+    afterwards."""
+    model, tflite = float_conv_first
+    interpreter = Interpreter(model_content=tflite)
+    messages = []
+    for _ in range(2):
+        interpreter.resize_tensor_input(0, [1, 3, 8, 8])
+        with pytest.raises(ModelError) as error:
+            interpreter.allocate_tensors()
+        messages.append(str(error.value))
+        assert list(interpreter.get_input_details()[0]["shape"]) == [1, 3, 8, 8]
+        with pytest.raises(ModelError):  # the shape is still wrong
+            interpreter.allocate_tensors()
+        x = _inputs(model, 3)
+        np.testing.assert_allclose(interpreter.predict(x), model(x, training=False).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    assert "TfLiteXNNPackDelegate" in messages[0], messages[0]
+    assert "runtimeNode" not in messages[0], messages[0]  # the runtime's glued texts are parted
+    assert messages[0] == messages[1]  # the messages do not pile up
+
+
+def test_input_dtypes_are_cast_when_same_kind_and_refused_otherwise(float_conv_first):
+    model, tflite = float_conv_first
+    interpreter = Interpreter(model_content=tflite)
+    x = _inputs(model, 2)
+    want = interpreter.predict(x)
+    np.testing.assert_array_equal(interpreter.predict(x.astype(np.float64)), want)
+    np.testing.assert_array_equal(interpreter.predict(np.sign(x).astype(np.int8)),
+                                  interpreter.predict(np.sign(x)))
+    with pytest.raises(ValueError, match="takes float32, got complex64"):
+        interpreter.predict(x.astype(np.complex64))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.int32)])
+    def plus_one(v):
+        return v + 1
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [plus_one.get_concrete_function()], plus_one)
+    integers = Interpreter(model_content=converter.convert())
+    np.testing.assert_array_equal(integers.predict(np.arange(6).reshape(2, 3)),
+                                  np.arange(1, 7).reshape(2, 3))
+    with pytest.raises(ValueError, match="takes int32, got float64: a cast would change"):
+        integers.predict(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"takes int32 \(\[-2147483648, 2147483647\]\), got int64"):
+        integers.predict(np.full((1, 3), 2**40))
+
+
+def test_describe_model_says_what_runs_a_lowbit_model(single_op_models, tmp_path):
+    """A stock interpreter only says "Encountered unresolved custom op"; the
+    converted model itself names what runs it (issue 20, item 5)."""
+    from ai_edge_litert.interpreter import Interpreter as PlainInterpreter
+
+    from lowbit_tf.lite import describe_model
+
+    _, tflite = single_op_models["LowbitBconv2d"]
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite)
+    note = describe_model(path)
+    assert describe_model(tflite) == note
+    assert note.startswith(f"lowbit-tf {lowbit_tf.__version__} model with custom ops "
+                           "LowbitBconv2d: run it with lowbit_tf.lite.Interpreter"), note
+    plain = PlainInterpreter(model_path=str(path))
+    with pytest.raises(RuntimeError, match="unresolved custom op: LowbitBconv2d"):
+        plain.allocate_tensors()
+    without = Interpreter(model_content=tflite, use_lowbit_delegate=False)
+    with pytest.raises(ModelError) as error:
+        without.predict(np.zeros((1, 6, 6, 8), np.float32))
+    assert "use_lowbit_delegate=False" in str(error.value) and note in str(error.value)
+    # Models from elsewhere: their description, and the custom ops it does not name.
+    from tflite_models import Case
+
+    assert describe_model(Case().model()) == "lowbit test model (custom ops: LowbitBconv2d)"
+    foreign = Case().model().replace(b"LowbitBconv2d", b"ForeignOp2d__")
+    with pytest.raises(ModelError, match=r"\[ForeignOp2d__ is not a lowbit op: the lowbit "
+                                         r"delegate cannot run it; the model says: lowbit test"):
+        Interpreter(foreign).predict(Case().x)
+    with pytest.raises(ModelError, match="not a TFLite model"):
+        describe_model(b"\0" * 16)
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        describe_model(tflite[:40])

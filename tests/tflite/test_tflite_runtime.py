@@ -192,6 +192,38 @@ def test_lite_works_without_tensorflow():
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
 
 
+def test_lite_imports_no_tensorflow_in_the_full_install():
+    """With TensorFlow installed, `import lowbit_tf.lite` still imports neither
+    TensorFlow nor Keras (issue 20, item 6); the Keras side of the package
+    loads when used, and registers its classes once Keras is imported."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numpy as np
+        from lowbit_tf.lite import Interpreter
+        sys.path.insert(0, sys.argv[1] + "/tests/helpers")
+        from tflite_models import Case
+        case = Case(c=33, cout=4)
+        assert np.array_equal(Interpreter(case.model()).predict(case.x), case.expected())
+        import lowbit_tf
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+        assert not loaded, loaded[:5]
+        assert "layers" in dir(lowbit_tf)
+        import keras
+        assert "lowbit_tf>QuantConv2D" in keras.saving.get_custom_objects()
+        assert lowbit_tf.layers.QuantConv2D.__name__ == "QuantConv2D"
+        from lowbit_tf import quantizers
+        assert quantizers.ste_sign
+        print("OK")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-2000:]
+
+
 def test_tf_converter_output_runs_bit_identical_to_tf_op():
     """A model converted by TF's converter from the lowbit TF op (custom options
     written by TF, with its extra "T" attribute) runs under the delegate with
