@@ -3,7 +3,7 @@
 The arguments and the files are checked before TensorFlow is imported (which
 takes seconds to tens of seconds), so --help and a mistyped path answer at
 once; TF_CPP_MIN_LOG_LEVEL is set before that import, and TensorFlow's C++
-log of the conversion is filtered (tf_logs.py), so what is printed is ours.
+log of the conversion is filtered (lowbit_tf/_tf_logs.py), so what is printed is ours.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from lowbit_converter.tf_logs import filtered_native_stderr, quiet_tensorflow_logs
+from lowbit_tf._tf_logs import filtered_native_stderr, quiet_tensorflow_logs
 
 # What keras.models.load_model reads (Keras 3): the .keras zip, legacy HDF5.
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

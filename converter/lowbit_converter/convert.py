@@ -2,7 +2,7 @@
 
 This module imports TensorFlow (and the lowerings) on call only, so that
 `import lowbit_converter` and the command line (cli.py) stay light until a
-model is converted, and sets TF_CPP_MIN_LOG_LEVEL first (tf_logs.py).
+model is converted, and sets TF_CPP_MIN_LOG_LEVEL first (lowbit_tf/_tf_logs.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lowbit_converter.tf_logs import filtered_native_stderr, quiet_tensorflow_logs
+from lowbit_tf._tf_logs import filtered_native_stderr, quiet_tensorflow_logs
 
 if TYPE_CHECKING:
     from lowbit_converter.flatbuffer_pass import PassReport

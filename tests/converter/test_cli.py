@@ -12,7 +12,7 @@ import textwrap
 
 from repo_paths import REPO
 
-from lowbit_converter.tf_logs import filtered_native_stderr, is_noise
+from lowbit_tf._tf_logs import filtered_native_stderr, is_noise
 
 
 def run_python(args: list[str], cwd, **env: str) -> subprocess.CompletedProcess:
