@@ -11,6 +11,8 @@
 
 #include <arm_neon.h>
 
+#include "custom_ops/core/neon_bits.h"
+
 #include "custom_ops/core/bdepthwise_rows.h"
 
 namespace lowbit {
@@ -96,35 +98,6 @@ struct NeonCounter {
     }
   }
 };
-
-// Even 16-bit halves of a and b (the low half of each 32-bit lane), and the
-// even bytes of a and b: the narrowing of two mask vectors in one operation
-// (as in bitpack_neon.cc).
-inline uint16x8_t EvenHalves(uint32x4_t a, uint32x4_t b) {
-#if defined(__aarch64__)
-  return vuzp1q_u16(vreinterpretq_u16_u32(a), vreinterpretq_u16_u32(b));
-#else
-  return vuzpq_u16(vreinterpretq_u16_u32(a), vreinterpretq_u16_u32(b)).val[0];
-#endif
-}
-inline uint8x16_t EvenBytes(uint16x8_t a, uint16x8_t b) {
-#if defined(__aarch64__)
-  return vuzp1q_u8(vreinterpretq_u8_u16(a), vreinterpretq_u8_u16(b));
-#else
-  return vuzpq_u8(vreinterpretq_u8_u16(a), vreinterpretq_u8_u16(b)).val[0];
-#endif
-}
-
-// Pairwise byte sums of a and b (a's 8 sums, then b's), and of a alone.
-inline uint8x16_t PairSums(uint8x16_t a, uint8x16_t b) {
-#if defined(__aarch64__)
-  return vpaddq_u8(a, b);
-#else
-  return vcombine_u8(vpadd_u8(vget_low_u8(a), vget_high_u8(a)),
-                     vpadd_u8(vget_low_u8(b), vget_high_u8(b)));
-#endif
-}
-inline uint8x8_t PairSums(uint8x16_t a) { return vpadd_u8(vget_low_u8(a), vget_high_u8(a)); }
 
 // The packed signs, 16 channels a step: D = taps - 2 * count compared with
 // the (zero-padded) thresholds in int32 (no float compare; as a comparison

@@ -21,25 +21,10 @@
 
 #include <arm_neon.h>
 
+#include "custom_ops/core/neon_bits.h"
+
 namespace lowbit {
 namespace {
-
-// Even 16-bit halves of a and b (the low half of each 32-bit lane), and the
-// even bytes of a and b: the narrowing of two mask vectors in one operation.
-inline uint16x8_t EvenHalves(uint32x4_t a, uint32x4_t b) {
-#if defined(__aarch64__)
-  return vuzp1q_u16(vreinterpretq_u16_u32(a), vreinterpretq_u16_u32(b));
-#else
-  return vuzpq_u16(vreinterpretq_u16_u32(a), vreinterpretq_u16_u32(b)).val[0];
-#endif
-}
-inline uint8x16_t EvenBytes(uint16x8_t a, uint16x8_t b) {
-#if defined(__aarch64__)
-  return vuzp1q_u8(vreinterpretq_u8_u16(a), vreinterpretq_u8_u16(b));
-#else
-  return vuzpq_u8(vreinterpretq_u8_u16(a), vreinterpretq_u8_u16(b)).val[0];
-#endif
-}
 
 // The sign test of 4 floats as all-ones / zero lanes.
 inline uint32x4_t Negative4(const float* p) {
@@ -64,15 +49,6 @@ inline uint8x16_t WeightedBits16(const float* p, uint8x16_t weights) {
   return vandq_u8(EvenBytes(EvenHalves(m0, m1), EvenHalves(m2, m3)), weights);
 }
 
-// Pairwise byte sums of a and b (a's 8 sums, then b's).
-inline uint8x16_t PairSums(uint8x16_t a, uint8x16_t b) {
-#if defined(__aarch64__)
-  return vpaddq_u8(a, b);
-#else
-  return vcombine_u8(vpadd_u8(vget_low_u8(a), vget_high_u8(a)),
-                     vpadd_u8(vget_low_u8(b), vget_high_u8(b)));
-#endif
-}
 
 }  // namespace
 
