@@ -541,7 +541,6 @@ struct Neon {
   static IVec Add32(IVec a, IVec b) { return vaddq_u32(a, b); }
   static IVec Sub32(IVec a, IVec b) { return vsubq_u32(a, b); }
 
-  static FVec ZeroF() { return vdupq_n_f32(0.0f); }
   // NEON has no masked loads or stores: a partial vector (only the last
   // channel block of a layer) moves lane by lane. Not through a stack buffer:
   // the compiler makes that a memcpy call, and every vector live across a
