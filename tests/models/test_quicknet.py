@@ -9,6 +9,7 @@ from keras_helpers import randomize_batch_norms
 
 import lowbit_converter
 from lowbit_models.quicknet import quicknet
+from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter
 
 
@@ -18,6 +19,15 @@ from lowbit_tf.lite import Interpreter
     dict(),  # the real QuickNet at 224x224x3
 ], ids=["small", "quicknet-224"])
 def test_quicknet_converts_and_runs_on_lowbit_kernels(config):
+    # Fixed weights. With Keras's global random state as earlier tests leave it,
+    # some draws give a binary layer an input within ~1e-7 of zero (one seen:
+    # 1.2e-7 into s2_b0_bconv after a residual add); the converted model folds
+    # the batch norm into the op's multiplier and bias and adds the residual in
+    # its epilogue, which rounds differently from Keras's separate ops, so that
+    # sign can flip and the logits move by ~2% (every kernel path alike, the
+    # reference included; the all-float .tflite of the same model matches to
+    # 4e-7). A model without such near-ties is what this test can hold exact.
+    keras.utils.set_random_seed(0)
     model = quicknet(**config)
     randomize_batch_norms(model)
     shape = model.input_shape[1:]
