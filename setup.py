@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -94,7 +95,12 @@ def build_key(tf: tuple[str, str, str] | None, targets: list[str]) -> str:
     digest.update(Path(__file__).resolve().read_bytes())
     env = [f"{name}={os.environ.get(name, '')}"
            for name in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS", "CMAKE_GENERATOR")]
-    parts = [repr(tf), " ".join(targets), compiler_identity(), platform.machine(),
+    # The TF flags name TensorFlow's folder, which is a fresh temporary path in
+    # each of pip's isolated build environments: keep only what follows
+    # site-packages/, so that two installs against the same TensorFlow share
+    # the key.
+    tf_key = None if tf is None else tuple(re.sub(r"/\S*/site-packages/", "", part) for part in tf)
+    parts = [repr(tf_key), " ".join(targets), compiler_identity(), platform.machine(),
              platform.system(), *env]
     digest.update("\0".join(parts).encode())
     return digest.hexdigest()[:24]

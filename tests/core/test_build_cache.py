@@ -55,3 +55,23 @@ def test_second_build_reuses_the_cached_libraries(tmp_path):
     env["LOWBIT_BUILD_CACHE"] = "off"
     build(3)
     assert len(log.read_text().splitlines()) == 2 * len(calls)  # off: CMake runs
+
+
+def test_key_ignores_where_the_build_environment_put_tensorflow():
+    """pip builds in a fresh temporary environment each time: two installs
+    against the same TensorFlow must share the key (else the cache never hits),
+    another TensorFlow version must not."""
+    source = (REPO / "setup.py").read_text()
+    namespace = {"__file__": str(REPO / "setup.py"), "__name__": "setup_for_test"}
+    exec(compile(source[:source.rindex("\nsetup(")], "setup.py", "exec"), namespace)  # noqa: S102
+    key = namespace["build_key"]
+
+    def flags(root: str, version: str = "2.21.0") -> tuple[str, str, str]:
+        packages = f"{root}/lib/python3.11/site-packages"
+        return (f"-I{packages}/tensorflow/include -D_GLIBCXX_USE_CXX11_ABI=1",
+                f"-L{packages}/tensorflow -l:libtensorflow_framework.so.2", version)
+
+    targets = ["lowbit_tf_ops", "lowbit_tflite"]
+    first = key(flags("/tmp/pip-build-env-abc/overlay"), targets)
+    assert first == key(flags("/tmp/pip-build-env-xyz/overlay"), targets)
+    assert first != key(flags("/tmp/pip-build-env-abc/overlay", "2.20.0"), targets)
