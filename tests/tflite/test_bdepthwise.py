@@ -7,7 +7,6 @@ RUNTIME`), so that a crash fails a test instead of killing pytest.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from bdepthwise_cases import case_data, random_case, run_tf
 from flatbuffers import flexbuffers
 from reference import bitpack_np
-from repo_paths import helper_env
+from repo_paths import run_bad_case_worker
 from tflite_models import ModelBuilder
 
 from lowbit_tf import lite
@@ -154,14 +153,7 @@ _RESULTS: dict = {}
 
 def _worker_results(runtime: str) -> dict:
     if runtime not in _RESULTS:
-        env = helper_env(TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, __file__, "--bad-cases", runtime],
-                              capture_output=True, text=True, timeout=600, env=env)
-        results = {e["name"]: e for e in map(json.loads, (
-            line for line in proc.stdout.splitlines() if line.startswith("{")))}
-        results["__returncode__"] = proc.returncode
-        results["__stderr__"] = proc.stderr[-3000:]
-        _RESULTS[runtime] = results
+        _RESULTS[runtime] = run_bad_case_worker(__file__, runtime)
     return _RESULTS[runtime]
 
 

@@ -8,13 +8,12 @@ subprocess (`PYTHONPATH=tests/helpers python tests/tflite/test_bgemm.py
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from reference import bconv2d_np, bitpack_np, bmaxpool2d_np
-from repo_paths import helper_env
+from repo_paths import run_bad_case_worker
 from tflite_models import ModelBuilder
 
 tf = pytest.importorskip("tensorflow")
@@ -196,12 +195,8 @@ def _bad_worker() -> None:
 
 @pytest.fixture(scope="module")
 def bad_results() -> dict:
-    env = helper_env(TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, __file__, "--bad-cases"], capture_output=True,
-                          text=True, timeout=300, env=env)
-    results = {json.loads(ln)["name"]: json.loads(ln) for ln in proc.stdout.splitlines()
-               if ln.startswith("{")}
-    assert proc.returncode == 0 and "__done__" in results, proc.stderr[-3000:]
+    results = run_bad_case_worker(__file__, timeout=300)
+    assert results["__returncode__"] == 0 and "__done__" in results, results["__stderr__"]
     return results
 
 

@@ -7,7 +7,6 @@ RUNTIME`), so that a crash fails a test instead of killing pytest.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import flatbuffers
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 from fastfood_cases import F32, GOOD, VARIANTS, next_pow2, random_weights
 from flatbuffers import flexbuffers
-from repo_paths import helper_env
+from repo_paths import run_bad_case_worker
 from tflite_models import ModelBuilder
 
 tf = pytest.importorskip("tensorflow")
@@ -190,17 +189,7 @@ _WORKER_RESULTS: dict = {}
 
 def _worker_results(runtime: str) -> dict:
     if runtime not in _WORKER_RESULTS:
-        env = helper_env(TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run([sys.executable, __file__, "--bad-cases", runtime],
-                              capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-        results = {}
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                entry = json.loads(line)
-                results[entry["name"]] = entry
-        results["__returncode__"] = proc.returncode
-        results["__stderr__"] = proc.stderr[-3000:]
-        _WORKER_RESULTS[runtime] = results
+        _WORKER_RESULTS[runtime] = run_bad_case_worker(__file__, runtime)
     return _WORKER_RESULTS[runtime]
 
 

@@ -21,7 +21,7 @@ import textwrap
 import numpy as np
 import pytest
 from flatbuffers import flexbuffers
-from repo_paths import REPO, helper_env
+from repo_paths import REPO, run_bad_case_worker
 from tflite_models import Case, ModelBuilder, bconv2d_ref
 
 from lowbit_tf import lite
@@ -427,22 +427,7 @@ _WORKER_RESULTS: dict = {}
 
 def _worker_results(runtime: str) -> dict:
     if runtime not in _WORKER_RESULTS:
-        env = helper_env(TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(
-            [sys.executable, __file__, "--bad-cases", runtime, "300"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-        results = {}
-        for line in proc.stdout.splitlines():
-            if line.startswith("{"):
-                entry = json.loads(line)
-                results[entry["name"]] = entry
-        results["__returncode__"] = proc.returncode
-        results["__stderr__"] = proc.stderr[-3000:]
-        _WORKER_RESULTS[runtime] = results
+        _WORKER_RESULTS[runtime] = run_bad_case_worker(__file__, runtime, "300")
     return _WORKER_RESULTS[runtime]
 
 
