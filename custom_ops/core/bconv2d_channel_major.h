@@ -98,9 +98,9 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   constexpr int BW = Isa::kBlockWidth;
   const IVec k = Isa::Set32(tile.k_used);
   // Locals rather than fields read through `layer` and `tile`: NEON stores
-  // may alias anything, and the micro-kernel's assembly clobbers memory, so
-  // fields would be reloaded (and what is derived from them recomputed) per
-  // block and per store. Where each pixel's outputs (and residuals) start:
+  // may alias anything, so fields would be reloaded (and what is derived from
+  // them recomputed) after every store. Where each pixel's outputs (and
+  // residuals) start:
   float* out_at[Q];
   const float* residual_at[Q];
   LOWBIT_CM_UNROLL
