@@ -15,6 +15,12 @@ Layers:
   weight bases times ``N`` binary activation bases, ``M * N`` binary products).
 - :class:`FastfoodDense`: the Adaptive Fastfood transform of Deep Fried Convnets,
   an ``O(n log n)``-time, ``O(n)``-parameter replacement of a dense layer.
+- The rest of Larq's layers, defined in :mod:`lowbit_tf.conv_layers`
+  (:class:`QuantConv1D`, :class:`QuantConv3D`, :class:`QuantConv2DTranspose`,
+  :class:`QuantConv3DTranspose`, :class:`QuantSeparableConv1D`,
+  :class:`QuantSeparableConv2D`) and :mod:`lowbit_tf.local_layers`
+  (:class:`QuantLocallyConnected1D`, :class:`QuantLocallyConnected2D`) and
+  exported here.
 
 The quantization plumbing lives once, in :class:`QuantizedLayerMixin`; a layer
 is that mixin in front of a Keras layer plus a ``call``.
@@ -50,9 +56,17 @@ __all__ = [
     "ABCConv2D",
     "ABCDense",
     "FastfoodDense",
+    "QuantConv1D",
     "QuantConv2D",
+    "QuantConv2DTranspose",
+    "QuantConv3D",
+    "QuantConv3DTranspose",
     "QuantDense",
     "QuantDepthwiseConv2D",
+    "QuantLocallyConnected1D",
+    "QuantLocallyConnected2D",
+    "QuantSeparableConv1D",
+    "QuantSeparableConv2D",
     "QuantizedLayerMixin",
     "apply_quantizer",
     "walsh_hadamard",
@@ -381,11 +395,13 @@ class _ConvPaddingMixin:
             raise ValueError(self._rank_message(input_shape))
 
     def _add_bias(self, outputs: Any, channels: int) -> Any:
-        if self.data_format == "channels_last":
-            bias_shape = (1,) * (self.rank + 1) + (channels,)
-        else:
-            bias_shape = (1, channels) + (1,) * self.rank
-        return keras.ops.add(outputs, keras.ops.reshape(self.bias, bias_shape))
+        # tf.nn.bias_add names the channel axis. Not keras.ops.add with a
+        # reshaped bias: Keras 3.15's add turns that into a bias_add itself and
+        # guesses the axis from the sizes, so with channels_first and as many
+        # channels as the last spatial size it adds along the wrong axis.
+        del channels  # the bias's length
+        data_format = "N...C" if self.data_format == "channels_last" else "NC..."
+        return tf.nn.bias_add(outputs, self.bias, data_format=data_format)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pad_values": self.pad_values}
@@ -1220,3 +1236,16 @@ class FastfoodDense(keras.layers.Layer):
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
         }
+
+
+# The rest of Larq's layers build on the mixins above, so their modules import
+# this one; exported here last, so that `lowbit_tf.layers` holds every layer.
+from lowbit_tf.conv_layers import (  # noqa: E402
+    QuantConv1D,
+    QuantConv2DTranspose,
+    QuantConv3D,
+    QuantConv3DTranspose,
+    QuantSeparableConv1D,
+    QuantSeparableConv2D,
+)
+from lowbit_tf.local_layers import QuantLocallyConnected1D, QuantLocallyConnected2D  # noqa: E402
