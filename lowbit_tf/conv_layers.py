@@ -25,6 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from lowbit_tf import context as lb_context
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import (
@@ -348,7 +349,9 @@ class _QuantSeparableConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
         super().__init__(**kwargs)
         self.pad_values = pad_values
         self._pointwise_quantizer = pointwise
-        if getattr(pointwise, "precision", None) == 1 and self.pointwise_constraint is None:
+        if (getattr(pointwise, "precision", None) == 1
+                and not isinstance(pointwise, lb_quantizers.NoOp)
+                and self.pointwise_constraint is None):
             log.warning(
                 "Layer '%s': using a binary `pointwise_quantizer` without setting "
                 "`pointwise_constraint` may result in starved weights (where the "
@@ -393,6 +396,7 @@ class _QuantSeparableConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
             precision = getattr(quantizer, "precision", None)
             if precision is not None:
                 kernel.precision = precision  # read by Bop.is_binary_variable
+            lb_context.mark_quantized_reads(kernel, quantizer)
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         inputs = self.quantize_inputs(inputs, training)

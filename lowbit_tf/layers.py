@@ -46,7 +46,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from lowbit_tf import activations as lb_activations
 from lowbit_tf import constraints as lb_constraints
+from lowbit_tf import context as lb_context
 from lowbit_tf import metrics as lb_metrics
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._keras import keras
@@ -78,13 +80,17 @@ _PACKAGE = "lowbit_tf"
 
 
 def _resolve_activation(activation: Any) -> Any:
-    """Keras activation names first, then quantizer names (``activation="ste_sign"``)."""
+    """Keras activation names first, then ours (``"hard_tanh"``, ``"leaky_tanh"``),
+    then quantizer names (``activation="ste_sign"``, as Larq allows)."""
     if not isinstance(activation, str):
         return activation
     try:
         return keras.activations.get(activation)
     except ValueError:
-        return lb_quantizers.get(activation)
+        pass
+    if activation in lb_activations.__all__:
+        return getattr(lb_activations, activation)
+    return lb_quantizers.get(activation)
 
 
 def apply_quantizer(quantizer: Callable[..., Any] | None, x: Any, training: Any = None) -> Any:
@@ -203,6 +209,7 @@ class QuantizedLayerMixin:
         self._flip_ratio: lb_metrics.FlipRatio | None = None
         if (
             getattr(self._kernel_quantizer, "precision", None) == 1
+            and not isinstance(self._kernel_quantizer, lb_quantizers.NoOp)
             and getattr(self, self._kernel_constraint_name, None) is None
         ):
             log.warning(
@@ -279,6 +286,8 @@ class QuantizedLayerMixin:
         kernel = getattr(self, "kernel", None)
         if precision is not None and kernel is not None:
             kernel.precision = precision  # read by Bop.is_binary_variable
+        if kernel is not None:  # quantized NumPy reads inside quantized_scope(True)
+            lb_context.mark_quantized_reads(kernel, self._kernel_quantizer)
         if "flip_ratio" in self._training_metrics and self._flip_ratio is None:
             self._flip_ratio = lb_metrics.FlipRatio(
                 values_shape=self._flip_ratio_shape(), name=f"{self.name}_flip_ratio"

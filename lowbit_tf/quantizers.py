@@ -127,6 +127,8 @@ __all__ = [
     "GradientQuantizer",
     "Identity",
     "MagnitudeAwareSign",
+    "NoOp",
+    "NoOpQuantizer",
     "PowerOfTwo",
     "PowerOfTwoGradient",
     "Quantizer",
@@ -791,6 +793,32 @@ class Identity(Quantizer):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return inputs
+
+
+@register_quantizer("noop")
+class NoOp(Quantizer):
+    r"""The identity, :math:`q(x) = x`, that marks a variable with a ``precision``
+    (Larq's ``NoOp``, formerly ``NoOpQuantizer``).
+
+    It changes no value: it tells :class:`lowbit_tf.optimizers.Bop` (and the
+    summary) that a latent kernel is binary, ``kernel_quantizer=NoOp(precision=1)``,
+    without binarising it in the forward pass. A layer does not warn about
+    starved weights for it.
+    """
+
+    def __init__(self, precision: int | None = None):
+        if precision is not None:
+            precision = _check_int("precision", precision, minimum=1)
+        self.precision = precision
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {"precision": self.precision}
+
+
+NoOpQuantizer = NoOp  # Larq's earlier name
 
 
 @register_quantizer("ste_sign")
