@@ -20,6 +20,7 @@ TensorFlow only `lowbit_tf.lite` is usable.
     lowbit_tf.callbacks    HyperparameterScheduler
     lowbit_tf.context      quantized_scope, metrics_scope (Larq's larq.context)
     lowbit_tf.models       summary under Larq's name (larq.models.summary)
+    lowbit_tf.compat       load_larq_model: a Larq .h5 model as lowbit_tf layers
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
 
@@ -43,7 +44,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "quantizers", "layers", "constraints", "optimizers", "metrics", "summary", "ops", "math",
-    "lite", "activations", "callbacks", "context", "models",
+    "lite", "activations", "callbacks", "compat", "context", "models",
 )
 # What the lowbit-tf-runtime wheel ships of them.
 _RUNTIME_SUBMODULES = ("lite",)

@@ -136,6 +136,109 @@ def layer_reference(tf, lq) -> None:
     (OUT / "layers.json").write_text(json.dumps(cases, indent=1) + "\n")
 
 
+def mnist_cnn(tf, lq):
+    """Larq's documented first example (smaller)."""
+    kwargs = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                  kernel_constraint="weight_clip")
+    return tf.keras.Sequential([
+        lq.layers.QuantConv2D(8, (3, 3), kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip", use_bias=False,
+                              input_shape=(12, 12, 1)),
+        tf.keras.layers.MaxPooling2D((2, 2)),
+        tf.keras.layers.BatchNormalization(scale=False),
+        lq.layers.QuantConv2D(8, (3, 3), use_bias=False, **kwargs),
+        tf.keras.layers.BatchNormalization(scale=False),
+        tf.keras.layers.Flatten(),
+        lq.layers.QuantDense(10, use_bias=False, **kwargs),
+        tf.keras.layers.BatchNormalization(scale=False),
+        tf.keras.layers.Activation("softmax"),
+    ], name="mnist_cnn")
+
+
+def every_layer(tf, lq):
+    """A functional model with every Larq layer and quantizer kind."""
+    q = lq.quantizers
+    inputs = tf.keras.Input((10, 10, 3))
+    x = lq.layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
+                              kernel_quantizer=q.SteSign(clip_value=1.25,
+                                                         metrics=["flip_ratio"]),
+                              kernel_constraint=lq.constraints.WeightClip(1.25),
+                              name="binary_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)
+    y = lq.layers.QuantDepthwiseConv2D(3, padding="same", pad_values=1.0,
+                                       input_quantizer="approx_sign",
+                                       depthwise_quantizer=q.MagnitudeAwareSign(),
+                                       depthwise_constraint="weight_clip")(x)
+    x = tf.keras.layers.Add()([x, y])
+    x = lq.layers.QuantSeparableConv2D(6, 3, strides=2, padding="same",
+                                       input_quantizer=q.SwishSign(beta=5.0),
+                                       depthwise_quantizer="ste_sign",
+                                       pointwise_quantizer=q.NoOp(precision=1),
+                                       depthwise_constraint="weight_clip",
+                                       activation="relu")(x)
+    x = lq.layers.QuantConv2DTranspose(4, 2, strides=2, input_quantizer=q.SteHeaviside(),
+                                       kernel_quantizer=q.SteTern(threshold_value=0.1),
+                                       kernel_constraint="weight_clip")(x)
+    x = lq.layers.QuantConv2D(4, 3, strides=2, input_quantizer=q.DoReFa(k_bit=2),
+                              kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+                              activation=lq.activations.hard_tanh)(x)
+    x = lq.layers.QuantLocallyConnected2D(3, 2, input_quantizer="ste_sign",
+                                          kernel_quantizer="ste_sign",
+                                          kernel_constraint="weight_clip")(x)
+    x = tf.keras.layers.Flatten()(x)
+    outputs = lq.layers.QuantDense(5, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                                   kernel_constraint="weight_clip",
+                                   activation="leaky_tanh")(x)
+    return tf.keras.Model(inputs, outputs, name="every_layer")
+
+
+def sequences(tf, lq):
+    """1D and 3D layers."""
+    sign = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                kernel_constraint="weight_clip")
+    inputs = tf.keras.Input((2, 3, 3, 2))
+    x = lq.layers.QuantConv3D(4, 3, padding="same", pad_values=1.0, **sign)(inputs)
+    x = lq.layers.QuantConv3DTranspose(2, 2, strides=(1, 2, 2), **sign)(x)
+    x = tf.keras.layers.Reshape((-1, 2))(x)
+    x = lq.layers.QuantConv1D(4, 3, padding="causal", **sign)(x)
+    x = lq.layers.QuantSeparableConv1D(3, 3, padding="same", pad_values=1.0,
+                                       input_quantizer="ste_sign",
+                                       depthwise_quantizer="ste_sign",
+                                       pointwise_quantizer="ste_sign",
+                                       depthwise_constraint="weight_clip",
+                                       pointwise_constraint="weight_clip")(x)
+    x = tf.keras.layers.MaxPooling1D(4)(x)
+    x = lq.layers.QuantLocallyConnected1D(2, 4, strides=3, implementation=2, **sign)(x)
+    outputs = tf.keras.layers.GlobalAveragePooling1D()(x)
+    return tf.keras.Model(inputs, outputs, name="sequences")
+
+
+MODEL_CASES = [mnist_cnn, every_layer, sequences]
+
+
+def set_seeded_weights(model, seed: int) -> None:
+    """Every weight seeded; BatchNorm variances positive."""
+    for k, w in enumerate(model.weights):
+        value = seeded(w.shape, seed + k, 0.5 if "bias" in w.name or "beta" in w.name else 1.5)
+        if "moving_variance" in w.name or "gamma" in w.name:
+            value = 0.5 + np.abs(value)
+        w.assign(value)
+
+
+def model_reference(tf, lq) -> None:
+    arrays = {}
+    for index, make in enumerate(MODEL_CASES):
+        model = make(tf, lq)
+        set_seeded_weights(model, 10_000 * (index + 1))
+        shape = (2, *model.input_shape[1:])
+        x = np.random.default_rng(3000 + index).normal(0, 1.2, shape).astype(np.float32)
+        arrays[f"{model.name}/x"] = x
+        arrays[f"{model.name}/y"] = model(x, training=False).numpy()
+        model.save(OUT / f"{model.name}.h5")
+        print(f"{model.name}.h5: {len(model.layers)} layers -> {arrays[f'{model.name}/y'].shape}")
+    np.savez_compressed(OUT / "models.npz", **arrays)
+
+
 def main() -> int:
     import larq as lq
     import tensorflow as tf
@@ -145,6 +248,7 @@ def main() -> int:
                          "see the docstring")
     OUT.mkdir(parents=True, exist_ok=True)
     layer_reference(tf, lq)
+    model_reference(tf, lq)
     return 0
 
 
