@@ -18,6 +18,8 @@ TensorFlow only `lowbit_tf.lite` is usable.
     lowbit_tf.math         sign (Larq's larq.math)
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
+    lowbit_tf.ops_scope    quantized layers built inside it use the custom TF ops
+                           (True, the default) or the float emulation (False)
 
 Dependencies run one way: the converter (lowbit_converter) and the models
 (lowbit_models) build on lowbit_tf; lowbit_tf reaches them only through
@@ -44,7 +46,7 @@ _SUBMODULES = (
 # What the lowbit-tf-runtime wheel ships of them.
 _RUNTIME_SUBMODULES = ("lite",)
 
-__all__ = [*_SUBMODULES, "convert", "__version__"]
+__all__ = [*_SUBMODULES, "convert", "ops_scope", "__version__"]
 
 
 if RUNTIME_ONLY:
@@ -149,6 +151,9 @@ def __dir__() -> list[str]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ops_scope" and not RUNTIME_ONLY:
+        # lowbit_tf/context.py (no TensorFlow); not in the runtime wheel.
+        return importlib.import_module(f"{__name__}.context").ops_scope
     if name in _SUBMODULES:
         if RUNTIME_ONLY and name not in _RUNTIME_SUBMODULES:
             raise AttributeError(_runtime_only(f"lowbit_tf.{name}"))
