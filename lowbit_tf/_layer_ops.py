@@ -43,13 +43,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
 
 from lowbit_tf import ops
+from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._geometry import same_padding
 from lowbit_tf._keras import keras
+from lowbit_tf._packed_kernel import PackedKernelCache
 
 __all__ = [
     "conv2d",
@@ -175,73 +178,162 @@ def _finish(layer: Any, outputs: tf.Tensor, dtype: tf.DType, fused_relu: bool) -
     return outputs
 
 
-def conv2d(layer: Any, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
-    """A QuantConv2D's output (bias and activation included) by LowbitBconv2d,
-    from the quantized inputs and kernel. A grouped conv is one op per group."""
-    dtype = inputs.dtype
-    signs, alpha = _signs_and_scale(layer, _float32(kernel), [0, 1, 2])
-    relu = _fused_relu(layer)
-    groups = layer.groups
-    x_parts = tf.split(_float32(inputs), groups, axis=-1) if groups > 1 else [_float32(inputs)]
-    w_parts = tf.split(signs, groups, axis=-1) if groups > 1 else [signs]
+def is_inference(training: Any) -> bool:
+    """True for an inference call: ``training`` False (a bool, or a tensor whose
+    value is known to be False). None is not: custom training loops call
+    ``model(x)`` under a GradientTape and need the kernel's gradient."""
+    if tf.is_tensor(training):
+        training = tf.get_static_value(training)
+    return training is not None and not bool(training)
 
-    def part(values: tf.Tensor | None, index: int) -> tf.Tensor | None:
+
+def _is_ops_ste_sign(quantizer: Any) -> bool:
+    """ste_sign with clip 1: sign forward, 1{|x| <= 1} backward, which is what
+    the ops do themselves with a float input (lowbit_tf/ops.py)."""
+    if quantizer is lb_quantizers.ste_sign:
+        return True
+    return type(quantizer) is lb_quantizers.SteSign and quantizer.clip_value == 1.0
+
+
+def _op_inputs(layer: Any, inputs: Any, training: Any) -> tf.Tensor:
+    """The float32 inputs for the op: the quantized ones, or, at inference with
+    a plain ste_sign input quantizer, the inputs themselves (the op takes the
+    same signs and has the same gradient, and two passes over the activations
+    are saved)."""
+    if not (is_inference(training) and _is_ops_ste_sign(layer.input_quantizer)):
+        inputs = layer.quantize_inputs(inputs, training)
+    return _float32(inputs)
+
+
+def _kernel_for_training(
+    layer: Any, training: Any, channel_axes: list[int]
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """(+-1 float kernel, scale or None) from the quantized kernel, differentiable;
+    the inference cache is marked stale (an optimizer step may follow)."""
+    if layer._packed_kernel is not None:
+        layer._packed_kernel.mark_stale()
+    return _signs_and_scale(layer, _float32(layer.quantized_kernel(training)), channel_axes)
+
+
+def _cached_kernel(
+    layer: Any, pack: Callable[[tf.Tensor], tf.Tensor], channel_axes: list[int]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(packed filter, scale) for an inference call, from the layer's cache."""
+
+    def compute() -> tuple[tf.Tensor, tf.Tensor]:
+        signs, alpha = _signs_and_scale(
+            layer, _float32(layer.quantized_kernel(False)), channel_axes
+        )
+        if alpha is None:  # one scale per output channel all the same
+            alpha = tf.ones_like(tf.reduce_max(signs, axis=channel_axes))
+        return pack(signs), tf.reshape(alpha, [-1])
+
+    return layer._packed_kernel.read(compute)
+
+
+def packed_kernel_cache(layer: Any) -> PackedKernelCache | None:
+    """The inference cache of a built QuantConv2D / QuantDense /
+    QuantDepthwiseConv2D whose kernel quantizer outputs (scaled) signs, else None."""
+    if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    shape = [int(d) for d in layer.kernel.shape]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw, channels, multiplier = shape
+        packed = [kh, kw, ops.packed_words(channels * multiplier)]
+        out = channels * multiplier
+    elif len(shape) == 4:  # conv: one row of kh * kw * (C_in / groups) bits per output channel
+        kh, kw, channels, out = shape
+        packed = [out, ops.packed_words(kh * kw * channels)]
+    else:  # dense [K, N]
+        channels, out = shape
+        packed = [out, ops.packed_words(channels)]
+    return PackedKernelCache(packed, out, layer.name)
+
+
+def _conv_attrs(layer: Any) -> dict[str, Any]:
+    return dict(
+        strides=tuple(layer.strides),
+        dilations=tuple(layer.dilation_rate),
+        padding=layer.padding.upper(),
+        pad_value=int(layer.pad_values) if layer.padding == "same" else 0,
+    )
+
+
+def conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    """A QuantConv2D's output (bias and activation included) by LowbitBconv2d.
+    A grouped conv is one op per group, on the group's channels."""
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    groups, relu = layer.groups, _fused_relu(layer)
+    kh, kw, channels, _ = layer.kernel.shape
+    if is_inference(training) and layer._packed_kernel is not None:
+
+        def pack(signs: tf.Tensor) -> tf.Tensor:
+            parts = tf.split(signs, groups, axis=-1) if groups > 1 else [signs]
+            return tf.concat([ops.pack_filter(part) for part in parts], axis=0)
+
+        filters, scale = _cached_kernel(layer, pack, [0, 1, 2])
+        packed = dict(kernel_size=(kh, kw), channels_in=int(channels))
+        split_axis = 0
+    else:
+        filters, scale = _kernel_for_training(layer, training, [0, 1, 2])
+        packed, split_axis = {}, -1
+
+    def part(values: tf.Tensor | None, index: int, axis: int = 0) -> tf.Tensor | None:
         if values is None or groups == 1:
             return values
-        return tf.split(values, groups)[index]
+        return tf.split(values, groups, axis=axis)[index]
 
     outputs = [
         ops.bconv2d(
-            x, w, part(alpha, i),
-            strides=tuple(layer.strides),
-            dilations=tuple(layer.dilation_rate),
-            padding=layer.padding.upper(),
-            pad_value=int(layer.pad_values) if layer.padding == "same" else 0,
-            activation="relu" if relu else None,
+            part(x, i, -1), part(filters, i, split_axis), part(scale, i),
+            activation="relu" if relu else None, **packed, **_conv_attrs(layer),
         )  # fmt: skip
-        for i, (x, w) in enumerate(zip(x_parts, w_parts, strict=True))
+        for i in range(groups)
     ]
     outputs = tf.concat(outputs, axis=-1) if groups > 1 else outputs[0]
     return _finish(layer, outputs, dtype, relu)
 
 
-def dense(layer: Any, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+def dense(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     """A QuantDense's output (bias and activation included) by LowbitBgemm."""
     dtype = inputs.dtype
-    signs, alpha = _signs_and_scale(layer, _float32(kernel), [0])
+    x = _op_inputs(layer, inputs, training)
     relu = _fused_relu(layer)
-    outputs = ops.bgemm(
-        _float32(inputs), signs, alpha, activation="relu" if relu else None
-    )
+    if is_inference(training) and layer._packed_kernel is not None:
+        filters, scale = _cached_kernel(layer, ops.pack_dense_kernel, [0])
+        packed = dict(channels_in=int(layer.kernel.shape[0]))
+    else:
+        (filters, scale), packed = _kernel_for_training(layer, training, [0]), {}
+    outputs = ops.bgemm(x, filters, scale, activation="relu" if relu else None, **packed)
     return _finish(layer, outputs, dtype, relu)
 
 
-def depthwise_conv2d(layer: Any, inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+def depthwise_conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     """A QuantDepthwiseConv2D's output (bias and activation included) by
     LowbitBDepthwiseConv2d.
 
     The op reads a bit-packed filter and gives the inputs, multiplier and bias
     their gradients; the kernel's is attached here: the op computes
     conv(x, q_k(W)) (alpha times the dot of signs, alpha constant), linear in
-    q_k(W), so dL/dq_k(W) is TensorFlow's depthwise filter backprop of the
+    q_k(W), so dL/dq_k(W) is TensorFlow's depthwise filter gradient of the
     quantized inputs, padded as the op pads them.
     """
     dtype = inputs.dtype
-    x = _float32(inputs)
-    w = _float32(kernel)
-    signs, alpha = _signs_and_scale(layer, w, [0, 1])
-    kh, kw = layer.kernel_size
-    pad_value = int(layer.pad_values) if layer.padding == "same" else 0
-    outputs = ops.bdepthwise_conv2d(
-        x, ops.pack_depthwise_filter(signs), alpha,
-        kernel_size=(kh, kw),
-        depth_multiplier=layer.depth_multiplier,
-        strides=tuple(layer.strides),
-        dilations=tuple(layer.dilation_rate),
-        padding=layer.padding.upper(),
-        pad_value=pad_value,
-    )  # fmt: skip
-    outputs = _with_kernel_gradient(layer, outputs, x, w, pad_value)
+    x = _op_inputs(layer, inputs, training)
+    attrs = dict(kernel_size=tuple(layer.kernel_size), depth_multiplier=layer.depth_multiplier,
+                 **_conv_attrs(layer))  # fmt: skip
+    if is_inference(training) and layer._packed_kernel is not None:
+        packed, scale = _cached_kernel(layer, ops.pack_depthwise_filter, [0, 1])
+        return _finish(layer, ops.bdepthwise_conv2d(x, packed, scale, **attrs), dtype, False)
+    if layer._packed_kernel is not None:
+        layer._packed_kernel.mark_stale()
+    kernel = _float32(layer.quantized_kernel(training))
+    signs, alpha = _signs_and_scale(layer, kernel, [0, 1])
+    outputs = ops.bdepthwise_conv2d(x, ops.pack_depthwise_filter(signs), alpha, **attrs)
+    outputs = _with_kernel_gradient(layer, outputs, x, kernel, attrs["pad_value"])
     return _finish(layer, outputs, dtype, fused_relu=False)
 
 

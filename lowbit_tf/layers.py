@@ -209,6 +209,8 @@ class QuantizedLayerMixin:
         self._training_metrics = training_metrics
         self._flip_ratio: lb_metrics.FlipRatio | None = None
         self.use_ops = use_ops
+        # The bit-packed kernel for inference calls on the ops (built in build).
+        self._packed_kernel = None
         if (
             getattr(self._kernel_quantizer, "precision", None) == 1
             and getattr(self, self._kernel_constraint_name, None) is None
@@ -315,6 +317,24 @@ class QuantizedLayerMixin:
             self._flip_ratio = lb_metrics.FlipRatio(
                 values_shape=self._flip_ratio_shape(), name=f"{self.name}_flip_ratio"
             )
+        if self._has_op_path and self._packed_kernel is None:
+            self._packed_kernel = _layer_ops.packed_kernel_cache(self)
+
+    def kernel_changed(self) -> None:
+        """Tells the layer that its kernel was assigned by code it cannot see
+        (``layer.kernel.assign(...)``): the next inference call on the ops
+        packs it again. Optimizer steps, ``set_weights`` and Keras's weight
+        loading need no call (lowbit_tf/_packed_kernel.py)."""
+        if self._packed_kernel is not None:
+            self._packed_kernel.mark_stale()
+
+    def set_weights(self, weights: Any) -> None:
+        super().set_weights(weights)
+        self.kernel_changed()
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(store)
+        self.kernel_changed()
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -532,12 +552,11 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
     _has_op_path = True
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        kernel = self.quantized_kernel(training)
         if self._runs_on_op(_layer_ops.conv2d_problem, inputs):
-            outputs = _layer_ops.conv2d(self, inputs, kernel)
+            outputs = _layer_ops.conv2d(self, inputs, training)
         else:
-            outputs = self._emulated(inputs, kernel)
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = self._emulated(inputs, self.quantized_kernel(training))
         return self.quantize_output_gradient(outputs, training)
 
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
@@ -628,12 +647,11 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
     _has_op_path = True
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        kernel = self.quantized_kernel(training)
         if self._runs_on_op(_layer_ops.dense_problem, inputs):
-            outputs = _layer_ops.dense(self, inputs, kernel)
+            outputs = _layer_ops.dense(self, inputs, training)
         else:
-            outputs = keras.ops.matmul(inputs, kernel)
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
             if self.bias is not None:
                 outputs = keras.ops.add(outputs, self.bias)
             if self.activation is not None:
@@ -742,12 +760,11 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
     _has_op_path = True
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        kernel = self.quantized_kernel(training)
         if self._runs_on_op(_layer_ops.depthwise_problem, inputs):
-            outputs = _layer_ops.depthwise_conv2d(self, inputs, kernel)
+            outputs = _layer_ops.depthwise_conv2d(self, inputs, training)
         else:
-            outputs = self._emulated(inputs, kernel)
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = self._emulated(inputs, self.quantized_kernel(training))
         return self.quantize_output_gradient(outputs, training)
 
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
