@@ -84,12 +84,20 @@ def _register_with_keras() -> None:
         for name in _KERAS_MODULES:
             importlib.import_module(f"{__name__}.{name}")
     except ImportError:  # Keras without TensorFlow (another backend): nothing to register
-        pass
+        return
     except Exception as error:  # noqa: BLE001 - must not break the import of Keras
         import warnings
 
         warnings.warn(f"lowbit_tf could not register its Keras classes: {error!r}",
                       RuntimeWarning, stacklevel=2)
+        return
+    # The custom ops too, so that `import lowbit_tf` is all tf.saved_model.load
+    # needs to load a SavedModel that uses them (TensorFlow has no other way to
+    # find an op library). A missing or mismatched library is reported when an
+    # op is first wanted (lowbit_tf._native.tf_ops_problem).
+    from lowbit_tf._native import tf_ops_problem
+
+    tf_ops_problem()
 
 
 def _initializing(name: str) -> bool:

@@ -41,6 +41,7 @@ warning, and ``jit_compile="auto"`` resolves to False.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -52,6 +53,7 @@ from lowbit_tf import ops
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._geometry import same_padding
 from lowbit_tf._keras import keras
+from lowbit_tf._native import tf_ops_problem
 from lowbit_tf._packed_kernel import PackedKernelCache
 
 __all__ = [
@@ -89,8 +91,25 @@ def _form(quantizer: Any) -> str | None:
     return getattr(quantizer, "binary_form", None)
 
 
+def _library_problem() -> str | None:
+    """Why the op library cannot be used (warned once per process), or None."""
+    problem = tf_ops_problem()
+    if problem is not None:
+        _warn_once(
+            "lowbit_tf's quantized layers compute with the float emulation: the lowbit TF "
+            f"op library cannot be loaded. {problem}"
+        )
+    return problem
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=6)
+
+
 def _common_problem(layer: Any, inputs: Any) -> str | None:
-    """Reasons shared by every layer: the quantizers' values, the dtype, XLA."""
+    """Reasons shared by every layer: the quantizers' values, the dtype, XLA,
+    the op library."""
     if _form(layer.input_quantizer) != "sign":
         return f"input_quantizer={layer.input_quantizer!r} does not output only -1 and +1"
     if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
@@ -109,7 +128,7 @@ def _common_problem(layer: Any, inputs: Any) -> str | None:
                 stacklevel=4,
             )
         return "XLA compilation (jit_compile)"
-    return None
+    return _library_problem()
 
 
 def _conv_problem(layer: Any, inputs: Any) -> str | None:
