@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Binary depthwise convolution speed: lowbit kernels vs float32 depthwise convs.
+
+Measures, side by side in one process (1 thread, batch 1 by default), for the
+3x3 depthwise shapes 56x56x64, 28x28x128 and 14x14x256 (SAME padding, stride 1
+and 2):
+
+  TensorFlow  `lowbit_tf.ops.bdepthwise_conv2d` with a float32 input and float
+              output ("float in/out": the input binarised and packed inside the
+              op) and with a packed int32 input and bit-packed output ("packed
+              in/out", as between two binary layers), against
+              `tf.nn.depthwise_conv2d` in float32;
+  TFLite      the same two as one-op models run by `lowbit_tf.lite.Interpreter`
+              (lowbit delegate), against a Keras `DepthwiseConv2D` converted
+              to TFLite and run on XNNPACK in float32.
+
+All variants of a row are timed in interleaved rounds (bench_common), so that
+machine noise hits every variant alike; the table gives medians in
+microseconds and each lowbit variant's speed-up over the float twin of its
+shell. A line per target closes the output (issue 19: binary depthwise at
+least 2x faster than both float depthwise convs, in both shells).
+
+Usage:
+  python benchmarks/bdepthwise_benchmark.py            # 3 shapes x 2 strides
+  python benchmarks/bdepthwise_benchmark.py --quick    # 56x56x64, stride 1 and 2
+  python benchmarks/bdepthwise_benchmark.py --shapes 28x28x128 --strides 2
+  LOWBIT_KERNEL=avx2 python benchmarks/bdepthwise_benchmark.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+from bench_common import active_kernel, cpu_model, interleaved_samples, tf_loop, time_tf_loop
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "helpers"))
+
+DEFAULT_SHAPES = "56x56x64,28x28x128,14x14x256"
+QUICK_SHAPES = "56x56x64"
+
+TF_FLOAT = "tf_float32"
+TF_OURS_FLOAT = "tf_lowbit_float_io"
+TF_OURS_PACKED = "tf_lowbit_packed_io"
+LITE_FLOAT = "tflite_xnnpack_float32"
+LITE_OURS_FLOAT = "tflite_lowbit_float_io"
+LITE_OURS_PACKED = "tflite_lowbit_packed_io"
+VARIANTS = (TF_OURS_FLOAT, TF_OURS_PACKED, TF_FLOAT, LITE_OURS_FLOAT, LITE_OURS_PACKED,
+            LITE_FLOAT)
+TARGET = 2.0
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]
+
+
+def _lite_model(x, filt, m, b, options: dict, out_dtype) -> bytes:
+    """input -> LowbitBDepthwiseConv2d -> output, built directly (the
+    converter's float-in/float-out model plus the packed twin it cannot make)."""
+    import numpy as np
+    from flatbuffers import flexbuffers
+    from tflite_models import ModelBuilder
+
+    mb = ModelBuilder()
+    xi = mb.tensor(x.shape, x.dtype, name="x")
+    tensors = [xi, mb.tensor(filt.shape, filt.dtype, filt, name="filter"),
+               mb.tensor(m.shape, np.float32, m, name="multiplier"),
+               mb.tensor(b.shape, np.float32, b, name="bias")]
+    y = mb.tensor((1,), out_dtype, name="y")
+    mb.custom_op("LowbitBDepthwiseConv2d", tensors, [y], bytes(flexbuffers.Dumps(options)))
+    return mb.finish([xi], [y])
+
+
+def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: float) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from lowbit_tf import lite, ops
+    from lowbit_tf._keras import keras
+    from lowbit_tf.lite import Interpreter
+
+    rng = np.random.default_rng(h * 1000 + c + stride)
+    x = rng.standard_normal((1, h, w, c)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, c, 1)).astype(np.float32)
+    m = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    packed_filter = ops.pack_depthwise_filter(kernel)
+    packed_x = ops.bitpack(x)
+    attrs = dict(kernel_size=3, channels_in=c, strides=stride, padding="SAME")
+
+    runners = {
+        TF_OURS_FLOAT: time_tf_loop(
+            tf_loop(lambda xx: ops.bdepthwise_conv2d(xx, packed_filter, m, b, **attrs)),
+            (tf.constant(x),)),
+        TF_OURS_PACKED: time_tf_loop(
+            tf_loop(lambda xx: ops.bdepthwise_conv2d(xx, packed_filter, m, b,
+                                                     output_type="bitpacked", **attrs)),
+            (packed_x,)),
+        TF_FLOAT: time_tf_loop(
+            tf_loop(lambda xx, k: tf.nn.depthwise_conv2d(xx, k, [1, stride, stride, 1], "SAME")
+                    + b),
+            (tf.constant(x), tf.constant(kernel))),
+    }
+    options = dict(channels_in=c, depth_multiplier=1, kernel_h=3, kernel_w=3, stride_h=stride,
+                   stride_w=stride, dilation_h=1, dilation_w=1, padding="SAME", pad_value=0,
+                   activation="NONE")
+    filt_np = packed_filter.numpy()
+    interpreters = {
+        LITE_OURS_FLOAT: (_lite_model(x, filt_np, m, b, dict(options, output_type="float"),
+                                      np.float32), x),
+        LITE_OURS_PACKED: (_lite_model(packed_x.numpy(), filt_np, m, b,
+                                       dict(options, output_type="bitpacked"), np.int32),
+                           packed_x.numpy()),
+    }
+    float_model = keras.Sequential([keras.Input((h, w, c)),
+                                    keras.layers.DepthwiseConv2D(3, stride, padding="same")])
+    float_model.layers[-1].set_weights([kernel, b])
+    converter = tf.lite.TFLiteConverter.from_keras_model(float_model)
+    interpreters[LITE_FLOAT] = (converter.convert(), x)
+    for key, (content, value) in interpreters.items():
+        if key == LITE_FLOAT:
+            interp = tf.lite.Interpreter(model_content=content, num_threads=1)
+        else:
+            interp = Interpreter(model_content=content, num_threads=1)
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], value)
+        runners[key] = lite_runner(interp)
+    del lite
+    _, samples = interleaved_samples({k: runners[k] for k in VARIANTS}, rounds, sample_s)
+    return dict(shape=f"{h}x{w}x{c}", stride=stride,
+                us={k: statistics.median(v) * 1e3 for k, v in samples.items()})
+
+
+def lite_runner(interp):
+    import time
+
+    invoke = interp.invoke
+
+    def run(iterations: int) -> float:
+        start = time.perf_counter()
+        for _ in range(iterations):
+            invoke()
+        return time.perf_counter() - start
+
+    return run
+
+
+def print_results(rows: list[dict]) -> None:
+    print(f"\n== binary depthwise 3x3 SAME, batch 1, 1 thread: median us; x = float / lowbit "
+          f"(CPU {cpu_model()}, kernel {active_kernel()})")
+    head = (f"{'shape':>10} {'s':>1} | {'TF f32':>8} {'float io':>8} {'x':>5} {'packed':>8} "
+            f"{'x':>5} | {'XNN f32':>8} {'float io':>8} {'x':>5} {'packed':>8} {'x':>5}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        u = r["us"]
+        print(f"{r['shape']:>10} {r['stride']:>1} | {u[TF_FLOAT]:8.1f} {u[TF_OURS_FLOAT]:8.1f} "
+              f"{u[TF_FLOAT] / u[TF_OURS_FLOAT]:5.2f} {u[TF_OURS_PACKED]:8.1f} "
+              f"{u[TF_FLOAT] / u[TF_OURS_PACKED]:5.2f} | {u[LITE_FLOAT]:8.1f} "
+              f"{u[LITE_OURS_FLOAT]:8.1f} {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f} "
+              f"{u[LITE_OURS_PACKED]:8.1f} {u[LITE_FLOAT] / u[LITE_OURS_PACKED]:5.2f}")
+    print()
+    for label, ours, base in (
+        ("TF op, float in/out, vs tf.nn.depthwise_conv2d", TF_OURS_FLOAT, TF_FLOAT),
+        ("TF op, packed in/out, vs tf.nn.depthwise_conv2d", TF_OURS_PACKED, TF_FLOAT),
+        ("TFLite, float in/out, vs XNNPACK f32", LITE_OURS_FLOAT, LITE_FLOAT),
+        ("TFLite, packed in/out, vs XNNPACK f32", LITE_OURS_PACKED, LITE_FLOAT),
+    ):
+        ratios = [r["us"][base] / r["us"][ours] for r in rows]
+        worst = min(range(len(rows)), key=lambda i: ratios[i])
+        print(f"target: binary depthwise {label}: worst {ratios[worst]:.2f}x "
+              f"({rows[worst]['shape']} s{rows[worst]['stride']}), best {max(ratios):.2f}x  "
+              f"[target >= {TARGET:g}x]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", default=None, help=f"HxWxC list (default {DEFAULT_SHAPES})")
+    parser.add_argument("--strides", default="1,2")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    shapes = _parse_shapes(args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES))
+    strides = [int(s) for s in args.strides.split(",")]
+    rounds = args.rounds or (5 if args.quick else 7)
+    rows = [benchmark_row(h, w, c, s, rounds, 0.03) for (h, w, c) in shapes for s in strides]
+    print_results(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
