@@ -141,6 +141,8 @@ void Run(DepthwiseRowsArgs args, const PackedWord* input, const PackedWord* filt
                            (p.kernel_w - 1) * p.dilation_w < p.in_w;
   std::vector<std::int64_t> window_offsets;
   std::vector<const PackedWord*> filter_taps;
+  window_offsets.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
+  filter_taps.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
   for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
     for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
       window_offsets.push_back(
@@ -261,8 +263,13 @@ void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const Packe
   std::vector<std::int32_t> padded(static_cast<std::size_t>(chunks * kLanes), 0);
   std::copy(threshold, threshold + out_channels, padded.begin());
   std::vector<Lanes> flip_bits(static_cast<std::size_t>(chunks), 0);
-  for (std::int64_t o = 0; o < out_channels; ++o) {
-    flip_bits[o / kLanes] |= static_cast<Lanes>(flip[o] & 1u) << (o % kLanes);
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+    // In a register: an OR into memory per channel is a store-to-load chain.
+    Lanes bits = 0;
+    const std::int64_t o0 = chunk * kLanes;
+    const std::int64_t n = std::min<std::int64_t>(kLanes, out_channels - o0);
+    for (std::int64_t c = 0; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
+    flip_bits[static_cast<std::size_t>(chunk)] = bits;
   }
   DepthwiseRowsArgs args;
   args.params = &params;

@@ -81,6 +81,65 @@ struct Buffer {
   Buffer& operator=(const Buffer&) = delete;
 };
 
+// Pieces of one zeroed allocation, each 64-byte aligned: one allocation per
+// call and per worker instead of one per array.
+class Arena {
+ public:
+  explicit Arena(i64 bytes) : storage_(bytes / 64 + 2) {}
+  // `count` elements of T.
+  template <typename T>
+  T* Take(i64 count) {
+    auto* start = reinterpret_cast<std::uint8_t*>(storage_.data);
+    const std::uintptr_t aligned = (reinterpret_cast<std::uintptr_t>(start) + 63) & ~std::uintptr_t{63};
+    T* piece = reinterpret_cast<T*>(aligned + used_);
+    used_ += Size<T>(count);
+    return piece;
+  }
+  // Bytes Take<T>(count) uses.
+  template <typename T>
+  static i64 Size(i64 count) {
+    return (count * static_cast<i64>(sizeof(T)) + 63) / 64 * 64;
+  }
+
+ private:
+  struct alignas(64) Line {
+    std::uint8_t bytes[64];
+  };
+  Buffer<Line> storage_;
+  i64 used_ = 0;
+};
+
+// `pixels` pixels of `words` words each, read every `step` words, written
+// densely: whole pixels in the widest moves `words` allows (a word-by-word
+// loop of run-time length costs about ten cycles per pixel).
+void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
+  if (words % 16 == 0) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      for (i64 w = 0; w < words; w += 16) _mm512_storeu_si512(to + w, _mm512_loadu_si512(from + w));
+    }
+  } else if (words % 8 == 0) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      for (i64 w = 0; w < words; w += 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + w),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + w)));
+      }
+    }
+  } else if (words == 4) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 4) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(to),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
+    }
+  } else if (words == 2) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 2) std::memcpy(to, from, 8);
+  } else if (words == 1) {
+    for (i64 i = 0; i < pixels; ++i, from += step) to[i] = *from;
+  } else {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      std::memcpy(to, from, static_cast<std::size_t>(words) * sizeof(PackedWord));
+    }
+  }
+}
+
 // The fixed sizes of one call.
 struct Plan {
   const DepthwiseRowsArgs* a;
@@ -94,6 +153,9 @@ struct Plan {
   i64 phase_words;   // words of one phase row, with a zmm of zero slack
   i64 slot_words;    // one input row, all its phases
   int planes;        // bits of the largest count (taps)
+  // Per kx: the offset of its stream in an input row's phase rows (phase
+  // (kx * dilation) % stride, pixel (kx * dilation) / stride).
+  i64 tap_offset[kMaxFastTaps];
   const PackedWord* filter_rows;  // [taps][group_words]: tap words along the row
   const std::int8_t* thresholds;  // [group_words * 32] (bit-packed output)
   const PackedWord* flips;        // [group_words] (bit-packed output)
@@ -170,20 +232,30 @@ inline void CountGroup(const PackedWord* const* streams, const PackedWord* const
 class RowWorker {
  public:
   explicit RowWorker(const Plan& plan)
-      : plan_(plan),
-        kh_(plan.p->kernel_h),
-        slots_(plan.slot_words * (kh_ + 1)),
-        tags_(kh_),
-        base_(plan.group_words * 32 + 64),
-        limits_(plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0),
-        streams_(plan.taps),
-        filters_(plan.taps) {
-    for (i64 i = 0; i < kh_; ++i) tags_.data[i] = -1;
+      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan)) {
+    slots_ = arena_.Take<PackedWord>(plan.slot_words * (kh_ + 1));
+    tags_ = arena_.Take<i64>(kh_);
+    base_ = arena_.Take<std::int8_t>(plan.group_words * 32 + 64);
+    limits_ = arena_.Take<std::uint64_t>(LimitWords(plan));
+    streams_ = arena_.Take<const PackedWord*>(plan.taps);
+    filters_ = arena_.Take<const PackedWord*>(plan.taps);
+    for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
   }
 
   void Row(i64 row);
 
  private:
+  static i64 LimitWords(const Plan& plan) {
+    return plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
+  }
+  static i64 ArenaBytes(const Plan& plan) {
+    return Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
+           Arena::Size<i64>(plan.p->kernel_h) +
+           Arena::Size<std::int8_t>(plan.group_words * 32 + 64) +
+           Arena::Size<std::uint64_t>(LimitWords(plan)) +
+           2 * Arena::Size<const PackedWord*>(plan.taps);
+  }
+
   const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
   void SplitRow(const PackedWord* src, PackedWord* dst) const;
   void BuildBase(std::uint64_t used_rows, i64 used_count);
@@ -196,14 +268,16 @@ class RowWorker {
 
   const Plan& plan_;
   const i64 kh_;
-  Buffer<PackedWord> slots_;  // kh_ slots, then one zero slot (padding rows)
-  Buffer<i64> tags_;          // n * in_h + iy of each slot, -1 when empty
-  Buffer<std::int8_t> base_;  // K_used + 2 * corr per flat word's 32 channels
+  Arena arena_;
+  PackedWord* slots_;  // kh_ slots, then one zero slot (padding rows)
+  i64* tags_;          // n * in_h + iy of each slot, -1 when empty
+  std::int8_t* base_;  // K_used + 2 * corr per flat word's 32 channels
   std::uint64_t base_key_ = ~std::uint64_t{0};
   // Bit-packed output: per zmm group, the P bit planes of the count limit
   // tau of every lane, then its `never` plane (BuildLimits).
-  Buffer<std::uint64_t> limits_;
-  Buffer<const PackedWord*> streams_, filters_;
+  std::uint64_t* limits_;
+  const PackedWord** streams_;
+  const PackedWord** filters_;
 };
 
 // The phases of one padded input row (src; nullptr for a padding row, which
@@ -225,11 +299,12 @@ void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst) const {
                     static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
       }
     } else {
-      for (; m_hi < m_count && s * m_hi + r - p.pad_left < p.in_w; ++m_hi) {
-        const PackedWord* from = src + (s * m_hi + r - p.pad_left) * words;
-        PackedWord* to = phase + m_hi * words;
-        for (i64 w = 0; w < words; ++w) to[w] = from[w];
-      }
+      // Every s-th pixel: m in [m_lo, m_hi) reads ix = s * m + r - pad_left < in_w.
+      while (m_hi < m_count && s * m_hi + r - p.pad_left < p.in_w) ++m_hi;
+      const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
+      PackedWord* to = phase + m_lo * words;
+      const i64 pixels = m_hi - m_lo, step = s * words;
+      if (pixels > 0) CopyStrided(from, step, to, words, pixels);
     }
     std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
     std::memset(phase + m_hi * words, 0,
@@ -244,19 +319,19 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
   const BDepthwiseConv2DParams& p = *plan_.p;
   const i64 tag = n * p.in_h + iy;
   for (i64 i = 0; i < kh_; ++i) {
-    if (tags_.data[i] == tag) return slots_.data + i * plan_.slot_words;
+    if (tags_[i] == tag) return slots_ + i * plan_.slot_words;
   }
   i64 victim = 0;
   for (i64 i = 0; i < kh_; ++i) {
     bool in_use = false;
-    for (i64 k = 0; k < needed_count; ++k) in_use = in_use || needed[k] == tags_.data[i];
+    for (i64 k = 0; k < needed_count; ++k) in_use = in_use || needed[k] == tags_[i];
     if (!in_use) {
       victim = i;
       break;
     }
   }
-  tags_.data[victim] = tag;
-  PackedWord* slot = slots_.data + victim * plan_.slot_words;
+  tags_[victim] = tag;
+  PackedWord* slot = slots_ + victim * plan_.slot_words;
   SplitRow(plan_.a->input + tag * p.in_w * plan_.words, slot);
   return slot;
 }
@@ -267,9 +342,9 @@ void RowWorker::BuildBase(std::uint64_t used_rows, i64 used_count) {
   const BDepthwiseConv2DParams& p = *plan_.p;
   const i64 words = plan_.words;
   const bool zero_pad = p.pad_value == 0 && p.padding == Padding::kSame;
-  std::memset(base_.data, 0, static_cast<std::size_t>(plan_.group_words * 32 + 64));
+  std::memset(base_, 0, static_cast<std::size_t>(plan_.group_words * 32 + 64));
   for (i64 ox = 0; ox < p.out_w; ++ox) {
-    std::int8_t* b = base_.data + ox * words * 32;
+    std::int8_t* b = base_ + ox * words * 32;
     if (!zero_pad) {
       std::memset(b, static_cast<int>(plan_.taps), static_cast<std::size_t>(words * 32));
       continue;
@@ -364,12 +439,10 @@ void RowWorker::Row(i64 row) {
     const i64 iy = y0 + ky * p.dilation_h;
     const PackedWord* slot = iy >= 0 && iy < p.in_h
                                  ? Slot(n, iy, needed, needed_count)
-                                 : slots_.data + kh_ * plan_.slot_words;  // zero slot
+                                 : slots_ + kh_ * plan_.slot_words;  // zero slot
     for (i64 kx = 0; kx < p.kernel_w; ++kx) {
-      const i64 shift = kx * p.dilation_w;
-      streams_.data[used] = slot + (shift % p.stride_w) * plan_.phase_words +
-                            (shift / p.stride_w) * plan_.words;
-      filters_.data[used] = plan_.filter_rows + (ky * p.kernel_w + kx) * plan_.group_words;
+      streams_[used] = slot + plan_.tap_offset[kx];
+      filters_[used] = plan_.filter_rows + (ky * p.kernel_w + kx) * plan_.group_words;
       ++used;
     }
   }
@@ -408,9 +481,9 @@ template <int P>
 void RowWorker::Quarters(i64 row, i64 used) {
   const DepthwiseRowsArgs& a = *plan_.a;
   const i64 row_words = plan_.row_words, words = plan_.words;
-  const std::int8_t* const base = base_.data;
-  const PackedWord* const* const streams = streams_.data;
-  const PackedWord* const* const filters = filters_.data;
+  const std::int8_t* const base = base_;
+  const PackedWord* const* const streams = streams_;
+  const PackedWord* const* const filters = filters_;
   // Float output with whole 64-channel pixels (channels = 64 * words / 2):
   // quarter q is the 64 floats at 64 q of the row, channels 64 (q % half).
   const bool whole = words % 2 == 0 && plan_.channels == 32 * words;
@@ -490,12 +563,12 @@ void RowWorker::BuildLimits() {
   const int planes = plan_.planes;
   const __m512i low7 = _mm512_set1_epi8(0x7f);
   for (i64 q = 0; q < plan_.group_words / 2; ++q) {
-    const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_.data + 64 * q),
+    const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_ + 64 * q),
                                        _mm512_loadu_si512(plan_.thresholds + 64 * q));
     const __m512i u = _mm512_xor_si512(x, _mm512_set1_epi8(static_cast<char>(0x80)));
     const __m512i half = _mm512_and_si512(_mm512_srli_epi16(u, 1), low7);
     const __m512i tau = _mm512_subs_epu8(half, _mm512_set1_epi8(63));
-    std::uint64_t* group = limits_.data + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
+    std::uint64_t* group = limits_ + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
     for (int l = 0; l < planes; ++l) {
       group[8 * l] = _cvtmask64_u64(
           _mm512_test_epi8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << l))));
@@ -514,8 +587,8 @@ void RowWorker::PackedGroups(i64 row, i64 used) {
   PackedWord* const out = plan_.a->output_bits + row * row_words;
   for (i64 g = 0; g * kVecWords < row_words; ++g) {
     __m512i c[kMaxPlanes];
-    CountGroup(streams_.data, filters_.data, used, g * kVecWords, P, c);
-    const std::uint64_t* limit = limits_.data + g * (kMaxPlanes + 1) * 8;
+    CountGroup(streams_, filters_, used, g * kVecWords, P, c);
+    const std::uint64_t* limit = limits_ + g * (kMaxPlanes + 1) * 8;
     __m512i tau = _mm512_loadu_si512(limit + 8 * (P - 1));
     __m512i gt = _mm512_andnot_si512(tau, c[P - 1]);
     __m512i eq = _mm512_ternarylogic_epi64(c[P - 1], tau, tau, 0xc3);  // ~(c ^ tau)
@@ -570,36 +643,44 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   plan.phase_pixels = p.out_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w + 1;
   plan.phase_words = plan.phase_pixels * plan.words + kVecWords;
   plan.slot_words = p.stride_w * plan.phase_words;
+  for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+    const i64 shift = kx * p.dilation_w;
+    plan.tap_offset[kx] = shift % p.stride_w * plan.phase_words + shift / p.stride_w * plan.words;
+  }
   plan.planes = 1;
   while ((i64{1} << plan.planes) - 1 < taps) ++plan.planes;
 
   // The filter words of every tap repeated along the row, and for a
   // bit-packed output the thresholds (one byte per channel) and flips (one
   // bit): one pixel's worth written, then doubled by copies.
-  Buffer<PackedWord> filter_rows(taps * plan.group_words);
+  const bool bits_out = args.output_bits != nullptr;
+  Arena arena(Arena::Size<PackedWord>(taps * plan.group_words) +
+              (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
+                              Arena::Size<PackedWord>(plan.group_words)
+                        : 0));
+  PackedWord* const filter_rows = arena.Take<PackedWord>(taps * plan.group_words);
   for (i64 t = 0; t < taps; ++t) {
-    PackedWord* dst = filter_rows.data + t * plan.group_words;
+    PackedWord* dst = filter_rows + t * plan.group_words;
     std::memcpy(dst, args.filter_taps[t], static_cast<std::size_t>(plan.words) * sizeof(PackedWord));
     Repeat(dst, plan.words, plan.group_words);
   }
-  plan.filter_rows = filter_rows.data;
-  const bool bits_out = args.output_bits != nullptr;
-  Buffer<std::int8_t> thresholds(bits_out ? plan.group_words * 32 : 0);
-  Buffer<PackedWord> flips(bits_out ? plan.group_words : 0);
+  plan.filter_rows = filter_rows;
+  std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(plan.group_words * 32) : nullptr;
+  PackedWord* const flips = bits_out ? arena.Take<PackedWord>(plan.group_words) : nullptr;
   if (bits_out) {
     for (i64 o = 0; o < plan.words * 32; ++o) {
       const std::int32_t t = o < plan.channels ? args.threshold[o] : -128;
-      thresholds.data[o] = static_cast<std::int8_t>(
+      thresholds[o] = static_cast<std::int8_t>(
           o >= plan.channels ? -128 : (t < -64 ? -64 : (t > 64 ? 64 : t)));
     }
-    Repeat(thresholds.data, plan.words * 32, plan.group_words * 32);
+    Repeat(thresholds, plan.words * 32, plan.group_words * 32);
     for (i64 w = 0; w < plan.words; ++w) {
-      flips.data[w] = static_cast<PackedWord>(args.flip_bits[w / 2] >> (32 * (w % 2)));
+      flips[w] = static_cast<PackedWord>(args.flip_bits[w / 2] >> (32 * (w % 2)));
     }
-    Repeat(flips.data, plan.words, plan.group_words);
+    Repeat(flips, plan.words, plan.group_words);
   }
-  plan.thresholds = thresholds.data;
-  plan.flips = flips.data;
+  plan.thresholds = thresholds;
+  plan.flips = flips;
 
   executor.ParallelFor(p.batch * p.out_h, plan.row_words * taps * 4 + plan.row_words * 16,
                        [&](i64 begin, i64 end) {

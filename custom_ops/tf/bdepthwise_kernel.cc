@@ -2,6 +2,8 @@
 // attributes, packs a float input on the fly, flattens the leading dimensions
 // of a [..., H, W, C] input into the batch, and runs the core's binary
 // depthwise convolution.
+#include <cstring>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -50,11 +52,8 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     std::vector<std::int32_t> threshold;
     std::vector<std::uint8_t> flip;
     if (bitpacked) {
-      threshold.resize(static_cast<std::size_t>(out_channels));
-      flip.resize(static_cast<std::size_t>(out_channels));
-      OP_REQUIRES_OK(ctx, ToTf(ComputeBDepthwiseThresholds(p, multiplier.flat<float>().data(),
-                                                           bias.flat<float>().data(),
-                                                           threshold.data(), flip.data())));
+      OP_REQUIRES_OK(ctx, ToTf(Thresholds(p, multiplier.flat<float>().data(),
+                                          bias.flat<float>().data(), &threshold, &flip)));
     }
     tensorflow::TensorShape out_shape;
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
@@ -94,8 +93,42 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     return lowbit::ToTf(kDepthwiseOp, s);
   }
 
+  // The thresholds and flips of a bit-packed output for this multiplier and
+  // bias. Their O(channels * log K) float evaluations cost as much as a small
+  // layer's whole convolution, so the last result is kept and reused while
+  // the multiplier and bias (constants in a lowered model) stay the same.
+  // Compute may run concurrently: the cache is read and written under a lock.
+  Status Thresholds(const BDepthwiseConv2DParams& p, const float* multiplier, const float* bias,
+                    std::vector<std::int32_t>* threshold, std::vector<std::uint8_t>* flip) {
+    const std::size_t channels = static_cast<std::size_t>(p.out_channels());
+    const std::size_t bytes = channels * sizeof(float);
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cached_mb_.size() != 2 * channels || cached_.in_h != p.in_h || cached_.in_w != p.in_w ||
+        std::memcmp(cached_mb_.data(), multiplier, bytes) != 0 ||
+        std::memcmp(cached_mb_.data() + channels, bias, bytes) != 0) {
+      cached_mb_.clear();
+      cached_threshold_.resize(channels);
+      cached_flip_.resize(channels);
+      const Status s = ComputeBDepthwiseThresholds(p, multiplier, bias, cached_threshold_.data(),
+                                                   cached_flip_.data());
+      if (!s.ok) return s;
+      cached_mb_.resize(2 * channels);
+      std::memcpy(cached_mb_.data(), multiplier, bytes);
+      std::memcpy(cached_mb_.data() + channels, bias, bytes);
+      cached_ = p;
+    }
+    *threshold = cached_threshold_;
+    *flip = cached_flip_;
+    return Status::Ok();
+  }
+
   BDepthwiseConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  std::mutex cache_mutex_;
+  BDepthwiseConv2DParams cached_;  // the shapes the cache was computed for
+  std::vector<float> cached_mb_;   // its multiplier then bias; empty: no cache
+  std::vector<std::int32_t> cached_threshold_;
+  std::vector<std::uint8_t> cached_flip_;
 };
 
 REGISTER_KERNEL_BUILDER(
