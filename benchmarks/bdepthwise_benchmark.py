@@ -12,7 +12,10 @@ and 2):
               `tf.nn.depthwise_conv2d` in float32;
   TFLite      the same two as one-op models run by `lowbit_tf.lite.Interpreter`
               (lowbit delegate), against a Keras `DepthwiseConv2D` converted
-              to TFLite and run on XNNPACK in float32.
+              to TFLite and run on XNNPACK in float32;
+  core        the core kernel alone on a packed input, float and packed
+              output (custom_ops/bench/kernel_bench.cc through
+              bench_common.CoreKernels), when liblowbit_bench builds.
 
 All variants of a row are timed in interleaved rounds (bench_common), so that
 machine noise hits every variant alike; the table gives medians in
@@ -34,7 +37,14 @@ import os
 import statistics
 import sys
 
-from bench_common import active_kernel, cpu_model, interleaved_samples, tf_loop, time_tf_loop
+from bench_common import (
+    CoreKernels,
+    active_kernel,
+    cpu_model,
+    interleaved_samples,
+    tf_loop,
+    time_tf_loop,
+)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
                                 "helpers"))
@@ -50,6 +60,8 @@ LITE_OURS_FLOAT = "tflite_lowbit_float_io"
 LITE_OURS_PACKED = "tflite_lowbit_packed_io"
 VARIANTS = (TF_OURS_FLOAT, TF_OURS_PACKED, TF_FLOAT, LITE_OURS_FLOAT, LITE_OURS_PACKED,
             LITE_FLOAT)
+CORE_FLOAT = "core_float_out"
+CORE_PACKED = "core_packed_out"
 TARGET = 2.0
 
 
@@ -130,8 +142,15 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
         runners[key] = lite_runner(interp)
     del lite
     _, samples = interleaved_samples({k: runners[k] for k in VARIANTS}, rounds, sample_s)
-    return dict(shape=f"{h}x{w}x{c}", stride=stride,
-                us={k: statistics.median(v) * 1e3 for k, v in samples.items()})
+    us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    try:  # the core kernel alone on a packed input (kernel_bench.cc), if it builds
+        core = CoreKernels()
+        for key, bits in ((CORE_FLOAT, False), (CORE_PACKED, True)):
+            us[key] = 1e3 * statistics.median(
+                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits))
+    except (OSError, AttributeError, ValueError):
+        pass
+    return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
 
 
 def lite_runner(interp):
@@ -162,7 +181,16 @@ def print_results(rows: list[dict]) -> None:
               f"{u[TF_FLOAT] / u[TF_OURS_PACKED]:5.2f} | {u[LITE_FLOAT]:8.1f} "
               f"{u[LITE_OURS_FLOAT]:8.1f} {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f} "
               f"{u[LITE_OURS_PACKED]:8.1f} {u[LITE_FLOAT] / u[LITE_OURS_PACKED]:5.2f}")
+    if all(CORE_FLOAT in r["us"] for r in rows):
+        print("core kernel (packed input, C++ loop, no framework): float out / packed out us; "
+              "TF and TFLite packed in/out as a multiple of the core's time")
+        for r in rows:
+            u = r["us"]
+            print(f"{r['shape']:>10} {r['stride']:>1} | core {u[CORE_FLOAT]:7.1f} "
+                  f"{u[CORE_PACKED]:7.1f} | TF {u[TF_OURS_PACKED] / u[CORE_PACKED]:5.2f}x  "
+                  f"TFLite {u[LITE_OURS_PACKED] / u[CORE_PACKED]:5.2f}x")
     print()
+    print("Targets (binary depthwise; medians):")
     for label, ours, base in (
         ("TF op, float in/out, vs tf.nn.depthwise_conv2d", TF_OURS_FLOAT, TF_FLOAT),
         ("TF op, packed in/out, vs tf.nn.depthwise_conv2d", TF_OURS_PACKED, TF_FLOAT),
@@ -171,7 +199,7 @@ def print_results(rows: list[dict]) -> None:
     ):
         ratios = [r["us"][base] / r["us"][ours] for r in rows]
         worst = min(range(len(rows)), key=lambda i: ratios[i])
-        print(f"target: binary depthwise {label}: worst {ratios[worst]:.2f}x "
+        print(f"  binary depthwise {label}: worst {ratios[worst]:.2f}x "
               f"({rows[worst]['shape']} s{rows[worst]['stride']}), best {max(ratios):.2f}x  "
               f"[target >= {TARGET:g}x]")
 

@@ -515,21 +515,18 @@ void RowWorker::Quarters(i64 row, i64 used) {
         const float* m = multiplier + 64 * chunk;
         const float* b = bias + 64 * chunk;
         float* out = out_row + 64 * q;
-        const __m512 y0 = _mm512_add_ps(
-            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(d))),
-                          _mm512_loadu_ps(m)), _mm512_loadu_ps(b));
-        const __m512 y1 = _mm512_add_ps(
-            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                              _mm512_extracti32x4_epi32(d, 1))), _mm512_loadu_ps(m + 16)),
-            _mm512_loadu_ps(b + 16));
-        const __m512 y2 = _mm512_add_ps(
-            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                              _mm512_extracti32x4_epi32(d, 2))), _mm512_loadu_ps(m + 32)),
-            _mm512_loadu_ps(b + 32));
-        const __m512 y3 = _mm512_add_ps(
-            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                              _mm512_extracti32x4_epi32(d, 3))), _mm512_loadu_ps(m + 48)),
-            _mm512_loadu_ps(b + 48));
+        // D's bytes through memory: vpmovsxbd then reads each 16 from there
+        // (a load) instead of a lane extract (one more shuffle-port uop).
+        alignas(64) std::int8_t dots[64];
+        _mm512_store_si512(dots, d);
+        __m512 y[4];
+        for (int i = 0; i < 4; ++i) {
+          const __m512 dot = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+              _mm_load_si128(reinterpret_cast<const __m128i*>(dots + 16 * i))));
+          y[i] = _mm512_add_ps(_mm512_mul_ps(dot, _mm512_loadu_ps(m + 16 * i)),
+                               _mm512_loadu_ps(b + 16 * i));
+        }
+        const __m512 y0 = y[0], y1 = y[1], y2 = y[2], y3 = y[3];
         // max(0, y): for y = -0.0 or NaN vmaxps returns its second operand,
         // y, as the reference's `y < 0 ? 0 : y` does.
         _mm512_storeu_ps(out, relu ? _mm512_max_ps(zero, y0) : y0);

@@ -28,7 +28,8 @@ constexpr char kDepthwiseOp[] = "LowbitBDepthwiseConv2d";
 template <typename T>
 class BDepthwiseConv2DOp : public tensorflow::OpKernel {
  public:
-  explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx)
+      : OpKernel(ctx), kernel_(SelectBConv2DKernel()) {
     OP_REQUIRES_OK(ctx, ToTf(ReadBDepthwiseConv2DOptions(TfAttrSource(ctx), &params_,
                                                          &output_type_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kDepthwiseOp, output_type_));
@@ -72,19 +73,19 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
                               &packed));
       PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
-      BitpackRows(input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
+      BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
                   executor);
       packed_input = dst;
     }
     const PackedWord* packed_filter =
         reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
     if (bitpacked) {
-      BDepthwiseConv2DBitpacked(p, packed_input, packed_filter, threshold.data(), flip.data(),
+      BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(), flip.data(),
                                 reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                                 executor);
       return;
     }
-    BDepthwiseConv2D(p, packed_input, packed_filter, multiplier.flat<float>().data(),
+    BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
                      bias.flat<float>().data(), output->flat<float>().data(), executor);
   }
 
@@ -122,6 +123,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     return Status::Ok();
   }
 
+  const BConv2DKernel kernel_;  // chosen when the op was made
   BDepthwiseConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
   std::mutex cache_mutex_;

@@ -39,8 +39,9 @@ Status Error(const std::string& msg) { return Status::Error("LowbitBDepthwiseCon
 
 class BDepthwiseConv2dOp final : public Op {
  public:
-  BDepthwiseConv2dOp(const BDepthwiseConv2DParams& attrs, OutputType output_type)
-      : attrs_(attrs), output_type_(output_type) {}
+  BDepthwiseConv2dOp(const BDepthwiseConv2DParams& attrs, OutputType output_type,
+                     BConv2DKernel kernel)
+      : attrs_(attrs), output_type_(output_type), kernel_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -121,7 +122,7 @@ class BDepthwiseConv2dOp final : public Op {
     if (input_packed_) {
       packed_input = static_cast<const PackedWord*>(inputs[0].data);
     } else {
-      BitpackRows(static_cast<const float*>(inputs[0].data),
+      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data),
                   params_.batch * params_.in_h * params_.in_w, params_.channels_in,
                   packed_.data(), executor);
       packed_input = packed_.data();
@@ -146,11 +147,11 @@ class BDepthwiseConv2dOp final : public Op {
         std::memcpy(cached_mb_.data() + params_.out_channels(), bias, bytes);
         thresholds_cached_ = true;
       }
-      BDepthwiseConv2DBitpacked(params_, packed_input, filter, threshold_.data(), flip_.data(),
+      BDepthwiseConv2DBitpacked(kernel_, params_, packed_input, filter, threshold_.data(), flip_.data(),
                                 static_cast<PackedWord*>(out.data), executor);
       return Status::Ok();
     }
-    BDepthwiseConv2D(params_, packed_input, filter, multiplier, bias,
+    BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
                      static_cast<float*>(out.data), executor);
     return Status::Ok();
   }
@@ -158,6 +159,7 @@ class BDepthwiseConv2dOp final : public Op {
  private:
   const BDepthwiseConv2DParams attrs_;  // options only
   const OutputType output_type_;
+  const BConv2DKernel kernel_;          // chosen when the op was made
   BDepthwiseConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
   bool input_packed_ = false;
@@ -182,7 +184,7 @@ Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
   OutputType output_type;
   s = ReadBDepthwiseConv2DOptions(FlexOptionSource(map), &attrs, &output_type);
   if (!s.ok) return Error(s.message);
-  op->reset(new BDepthwiseConv2dOp(attrs, output_type));
+  op->reset(new BDepthwiseConv2dOp(attrs, output_type, SelectBConv2DKernel()));
   return Status::Ok();
 }
 
