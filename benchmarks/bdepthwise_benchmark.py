@@ -153,6 +153,67 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
     return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
 
 
+def block_models(h: int, w: int, c: int, seed: int):
+    """A MobileNet-style block, depthwise 3x3 (SAME) then 1x1 conv C -> C, as a
+    binary Keras model (QuantDepthwiseConv2D + QuantConv2D, ste_sign inputs and
+    kernels) and its float twin with the same weights."""
+    import numpy as np
+
+    from lowbit_tf import constraints, layers
+    from lowbit_tf._keras import keras
+
+    rng = np.random.default_rng(seed)
+    dw = rng.uniform(-1, 1, (3, 3, c, 1)).astype(np.float32)
+    dw_bias = rng.standard_normal(c).astype(np.float32)
+    pw = rng.uniform(-1, 1, (1, 1, c, c)).astype(np.float32)
+    pw_bias = rng.standard_normal(c).astype(np.float32)
+    clip = constraints.WeightClip(1.0)
+    binary = keras.Sequential([
+        keras.Input((h, w, c)),
+        layers.QuantDepthwiseConv2D(3, padding="same", input_quantizer="ste_sign",
+                                    depthwise_quantizer="ste_sign", depthwise_constraint=clip),
+        layers.QuantConv2D(c, 1, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint=clip),
+    ])
+    float_model = keras.Sequential([
+        keras.Input((h, w, c)),
+        keras.layers.DepthwiseConv2D(3, padding="same"),
+        keras.layers.Conv2D(c, 1),
+    ])
+    for model in (binary, float_model):
+        model.layers[0].set_weights([dw, dw_bias])
+        model.layers[1].set_weights([pw, pw_bias])
+    return binary, float_model
+
+
+def benchmark_block(h: int, w: int, c: int, rounds: int, sample_s: float) -> dict:
+    """The block converted with lowbit=True (lowbit delegate) against the float
+    block on XNNPACK f32, both TFLite, 1 thread, float input and output."""
+    import numpy as np
+
+    import lowbit_tf
+    from lowbit_tf.lite import Interpreter
+
+    binary, float_model = block_models(h, w, c, h * 7 + c)
+    x = np.random.default_rng(3).standard_normal((1, h, w, c)).astype(np.float32)
+    runners = {}
+    for key, model, lowbit in ((LITE_OURS_FLOAT, binary, True), (LITE_FLOAT, float_model, False)):
+        content = lowbit_tf.convert(model, lowbit=lowbit)
+        interp = (Interpreter(model_content=content, num_threads=1) if lowbit
+                  else _float_interpreter(content))
+        interp.allocate_tensors()
+        interp.set_tensor(interp.get_input_details()[0]["index"], x)
+        runners[key] = lite_runner(interp)
+    _, samples = interleaved_samples(runners, rounds, sample_s)
+    return dict(shape=f"{h}x{w}x{c}", us={k: statistics.median(v) * 1e3 for k, v in samples.items()})
+
+
+def _float_interpreter(content: bytes):
+    import tensorflow as tf
+
+    return tf.lite.Interpreter(model_content=content, num_threads=1)
+
+
 def lite_runner(interp):
     import time
 
@@ -165,6 +226,20 @@ def lite_runner(interp):
         return time.perf_counter() - start
 
     return run
+
+
+def print_blocks(blocks: list[dict]) -> None:
+    if not blocks:
+        return
+    print("\nMobileNet-style block (depthwise 3x3 + 1x1 C->C, SAME, float in/out), TFLite, 1 "
+          "thread: median us")
+    for r in blocks:
+        u = r["us"]
+        print(f"{r['shape']:>10} | XNNPACK f32 {u[LITE_FLOAT]:8.1f} | lowbit {u[LITE_OURS_FLOAT]:8.1f}"
+              f" | x {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f}")
+    worst = min(blocks, key=lambda r: r["us"][LITE_FLOAT] / r["us"][LITE_OURS_FLOAT])
+    print(f"  block: binary (lowbit=True) vs float on XNNPACK f32: worst "
+          f"{worst['us'][LITE_FLOAT] / worst['us'][LITE_OURS_FLOAT]:.2f}x ({worst['shape']})")
 
 
 def print_results(rows: list[dict]) -> None:
@@ -210,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strides", default="1,2")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-block", action="store_true",
+                        help="skip the MobileNet-style block rows")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -220,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     strides = [int(s) for s in args.strides.split(",")]
     rounds = args.rounds or (5 if args.quick else 7)
     rows = [benchmark_row(h, w, c, s, rounds, 0.03) for (h, w, c) in shapes for s in strides]
+    blocks = [] if args.no_block else [benchmark_block(h, w, c, rounds, 0.03)
+                                       for (h, w, c) in shapes]
     print_results(rows)
+    print_blocks(blocks)
     return 0
 
 
