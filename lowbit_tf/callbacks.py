@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import keras, to_numpy
 
 __all__ = ["HyperparameterScheduler"]
 
@@ -57,7 +57,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
             )
 
     def _value(self) -> float:
-        return float(keras.ops.convert_to_numpy(getattr(self.optimizer, self.hyperparameter)))
+        return float(to_numpy(getattr(self.optimizer, self.hyperparameter)))
 
     def set_hyperparameter(self, t: int) -> float:
         """Sets the hyperparameter to the schedule's value at ``t``; returns it."""
@@ -76,7 +76,7 @@ class HyperparameterScheduler(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: MutableMapping[str, Any] | None = None):
         if self.update_freq == "step":  # the global step, not the batch of the epoch
-            self.set_hyperparameter(int(keras.ops.convert_to_numpy(self.optimizer.iterations)))
+            self.set_hyperparameter(int(to_numpy(self.optimizer.iterations)))
 
     def on_epoch_begin(self, epoch: int, logs: MutableMapping[str, Any] | None = None):
         if self.update_freq == "epoch":

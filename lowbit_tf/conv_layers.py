@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from lowbit_tf import context as lb_context
 from lowbit_tf import quantizers as lb_quantizers
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import InputSpec, keras, kops
 from lowbit_tf.layers import (
     QuantizedLayerMixin,
     _check_pad_values,
@@ -53,13 +53,13 @@ class _ExactRankMixin:
     """Inputs of exactly ``rank + 2`` dimensions, the channel axis fixed once built."""
 
     def _exact_rank_spec(self) -> None:
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(
+        self.input_spec = InputSpec(
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
@@ -83,10 +83,10 @@ class _QuantConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin):
             pads = [[0, 0], [left, 0], [0, 0]]
             if self.data_format == "channels_first":
                 pads = [[0, 0], [0, 0], [left, 0]]
-            inputs, padding = keras.ops.pad(inputs, pads), "valid"
+            inputs, padding = kops.pad(inputs, pads), "valid"
         else:
             inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.conv(
+        outputs = kops.conv(
             inputs,
             kernel,
             strides=list(self.strides),
@@ -228,7 +228,7 @@ class _QuantConvTranspose(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         inputs = self.quantize_inputs(inputs, training)
         kernel = self.quantized_kernel(training)
-        outputs = keras.ops.conv_transpose(
+        outputs = kops.conv_transpose(
             inputs,
             kernel,
             strides=list(self.strides),
@@ -403,7 +403,7 @@ class _QuantSeparableConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
         depthwise = self.quantized_kernel(training)
         pointwise = self.quantized_pointwise_kernel(training)
         inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.separable_conv(
+        outputs = kops.separable_conv(
             inputs,
             depthwise,
             pointwise,

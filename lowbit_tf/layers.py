@@ -64,7 +64,7 @@ from lowbit_tf import context as lb_context
 from lowbit_tf import metrics as lb_metrics
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._geometry import same_padding
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, InputSpec, keras, kops
 from lowbit_tf.context import resolve_use_ops
 from lowbit_tf.math import sign
 
@@ -341,7 +341,11 @@ class QuantizedLayerMixin:
                 values_shape=self._flip_ratio_shape(), name=f"{self.name}_flip_ratio"
             )
         if self._has_op_path and self._packed_kernel is None:
-            self._packed_kernel = _layer_ops.packed_kernel_cache(self)
+            cache = _layer_ops.packed_kernel_cache(self)
+            if KERAS_3:
+                self._packed_kernel = cache
+            else:  # tf-keras would list its variables among the layer's weights
+                object.__setattr__(self, "_packed_kernel", cache)
 
     def kernel_changed(self) -> None:
         """Tells the layer that its kernel was assigned by code it cannot see
@@ -564,13 +568,13 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
         )
         self.pad_values = pad_values
         # Exact rank (Keras's Conv2D only asks for at least 4 dimensions).
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(
+        self.input_spec = InputSpec(
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
@@ -586,7 +590,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
 
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.conv(
+        outputs = kops.conv(
             inputs,
             kernel,
             strides=list(self.strides),
@@ -676,9 +680,9 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
             outputs = _layer_ops.dense(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
-            outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
+            outputs = kops.matmul(inputs, self.quantized_kernel(training))
             if self.bias is not None:
-                outputs = keras.ops.add(outputs, self.bias)
+                outputs = kops.add(outputs, self.bias)
             if self.activation is not None:
                 outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
@@ -762,23 +766,32 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             **kwargs,
         )
         self.pad_values = pad_values
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     @property
     def depthwise_quantizer(self) -> Callable[..., Any] | None:
         """The quantizer applied to the depthwise kernel, or None."""
         return self._kernel_quantizer
 
-    @property
-    def depthwise_kernel(self) -> Any:
-        """The latent depthwise kernel (alias of ``kernel``)."""
-        return self.kernel
+    if KERAS_3:
+
+        @property
+        def depthwise_kernel(self) -> Any:
+            """The latent depthwise kernel (alias of ``kernel``)."""
+            return self.kernel
+
+    else:  # tf-keras names it depthwise_kernel
+
+        @property
+        def kernel(self) -> Any:
+            """The latent depthwise kernel (alias of tf-keras's ``depthwise_kernel``)."""
+            return self.depthwise_kernel
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(
+        self.input_spec = InputSpec(
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
@@ -795,7 +808,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         channels = int(self.kernel.shape[2]) * self.depth_multiplier
         inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.depthwise_conv(
+        outputs = kops.depthwise_conv(
             inputs,
             kernel,
             strides=self.strides,
@@ -1000,13 +1013,13 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             )
         self.pad_values = pad_values
         self._init_abc(num_weight_bases, num_activation_bases, per_channel)
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         self._build_abc()
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
+        self.input_spec = InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         m, n = self.num_weight_bases, self.num_activation_bases
@@ -1023,7 +1036,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         # (group, base, channel-in-group), F = G * (F / G).
         w = tf.reshape(bases, (m, kh, kw, c, g, f // g))
         w = tf.reshape(tf.transpose(w, (1, 2, 3, 4, 0, 5)), (kh, kw, c, g * m * (f // g)))
-        y = keras.ops.conv(
+        y = kops.conv(
             x, w, strides=list(self.strides), padding=padding, dilation_rate=self.dilation_rate
         )  # (N * batch, oh, ow, G * M * F / G): the M * N binary convolutions
         shape = tf.shape(y)
@@ -1102,7 +1115,7 @@ class ABCDense(_ABCMixin, QuantizedLayerMixin, keras.layers.Dense):
         outputs = self._combine(y, alphas)
         outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
         if self.bias is not None:
-            outputs = keras.ops.add(outputs, self.bias)
+            outputs = kops.add(outputs, self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
@@ -1229,7 +1242,7 @@ class FastfoodDense(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.bias_constraint = lb_constraints.get(bias_constraint)
-        self.input_spec = keras.InputSpec(min_ndim=2)
+        self.input_spec = InputSpec(min_ndim=2)
 
     def _geometry(self, input_dim: Any) -> tuple[int, int]:
         owner = f"{type(self).__name__} '{self.name}'"
@@ -1274,7 +1287,7 @@ class FastfoodDense(keras.layers.Layer):
             )  # fmt: skip
         else:
             self.bias = None
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: int(d)})
+        self.input_spec = InputSpec(min_ndim=2, axes={-1: int(d)})
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[Any, ...]:
         return (*input_shape[:-1], self.units)

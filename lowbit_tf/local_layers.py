@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from lowbit_tf import constraints as lb_constraints
 from lowbit_tf import quantizers as lb_quantizers
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import InputSpec, image_data_format, keras
 from lowbit_tf.layers import QuantizedLayerMixin, _resolve_activation
 
 __all__ = ["QuantLocallyConnected1D", "QuantLocallyConnected2D"]
@@ -128,7 +128,7 @@ class _QuantLocallyConnected(QuantizedLayerMixin, keras.layers.Layer):
         if padding_name != "valid" and implementation == 1:
             raise ValueError(f"{owner}: padding={padding!r} needs implementation=2 "
                              "(implementation=1 takes padding='valid' only, as in Keras 2).")
-        data_format = data_format or keras.config.image_data_format()
+        data_format = data_format or image_data_format()
         if data_format not in ("channels_last", "channels_first"):
             raise ValueError(f"{owner}: `data_format` must be 'channels_last' or "
                              f"'channels_first', received data_format={data_format!r}.")
@@ -150,7 +150,7 @@ class _QuantLocallyConnected(QuantizedLayerMixin, keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.bias_constraint = lb_constraints.get(bias_constraint)
         self.implementation = implementation
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def _split_shape(self, input_shape: Sequence[int | None]) -> tuple[list[int], int]:
         """(spatial sizes, channels) of an input shape; they must be known."""
@@ -225,7 +225,7 @@ class _QuantLocallyConnected(QuantizedLayerMixin, keras.layers.Layer):
                 constraint=self.bias_constraint,
             )
         axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2, axes={axis: channels})
+        self.input_spec = InputSpec(ndim=self.rank + 2, axes={axis: channels})
         super().build(input_shape)
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple:
