@@ -205,7 +205,8 @@ def benchmark_block(h: int, w: int, c: int, rounds: int, sample_s: float) -> dic
         interp.set_tensor(interp.get_input_details()[0]["index"], x)
         runners[key] = lite_runner(interp)
     _, samples = interleaved_samples(runners, rounds, sample_s)
-    return dict(shape=f"{h}x{w}x{c}", us={k: statistics.median(v) * 1e3 for k, v in samples.items()})
+    us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    return dict(shape=f"{h}x{w}x{c}", us=us)
 
 
 def _float_interpreter(content: bytes):
@@ -235,8 +236,8 @@ def print_blocks(blocks: list[dict]) -> None:
           "thread: median us")
     for r in blocks:
         u = r["us"]
-        print(f"{r['shape']:>10} | XNNPACK f32 {u[LITE_FLOAT]:8.1f} | lowbit {u[LITE_OURS_FLOAT]:8.1f}"
-              f" | x {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f}")
+        print(f"{r['shape']:>10} | XNNPACK f32 {u[LITE_FLOAT]:8.1f} | lowbit "
+              f"{u[LITE_OURS_FLOAT]:8.1f} | x {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f}")
     worst = min(blocks, key=lambda r: r["us"][LITE_FLOAT] / r["us"][LITE_OURS_FLOAT])
     print(f"  block: binary (lowbit=True) vs float on XNNPACK f32: worst "
           f"{worst['us'][LITE_FLOAT] / worst['us'][LITE_OURS_FLOAT]:.2f}x ({worst['shape']})")
