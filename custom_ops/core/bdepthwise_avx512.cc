@@ -61,6 +61,13 @@
 #include <cstdint>
 #include <cstring>
 
+// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*(),
+// a self-initialised variable, which -Wmaybe-uninitialized reports at every
+// inlined use (conversions, lane extracts): false positives, silenced here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace lowbit {
 namespace {
 
