@@ -37,6 +37,9 @@ CASES = {
     "quicknet_large": ("QuickNetLarge", 64),
 }
 
+#: Kernel shape on which larq-zoo's own quantizers are compared (HWIO).
+QUANTIZER_SHAPE = (3, 3, 4, 5)
+
 #: The case whose Keras 2 .h5 layout (groups, attributes, shapes; no values)
 #: the reference keeps, for testing the loader on larq-zoo's file format.
 H5_CASE = "quicknet_small"

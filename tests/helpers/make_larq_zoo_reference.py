@@ -14,6 +14,9 @@ and writes
   the model's order, each [layer name, [[weight name, shape], ...]];
 - ``logits.npz``: per case, the input of the final softmax on
   seeded_input(side) in inference mode;
+- ``quantizers.npz``: larq-zoo's own kernel quantizers (``xnor_weight_scale``,
+  ``magnitude_aware_sign_unclipped``) on seeded_weight("quantizer", 0, QUANTIZER_SHAPE):
+  values and the gradient of ``sum(q(w) * r)`` (``r`` = seeded_weight("r", ...));
 - ``h5_layout.json``: the HDF5 layout of H5_CASE saved by Keras 2's
   ``save_weights`` (root attributes, every group's attributes, every dataset's
   path, shape and dtype; no values: the file itself is 18 MB).
@@ -32,7 +35,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from larq_zoo_cases import CASES, H5_CASE, NUM_CLASSES, seeded_input, seeded_weight  # noqa: E402
+from larq_zoo_cases import (  # noqa: E402
+    CASES,
+    H5_CASE,
+    NUM_CLASSES,
+    QUANTIZER_SHAPE,
+    seeded_input,
+    seeded_weight,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
 
@@ -56,6 +66,26 @@ def build(builder: str, side: int):
             entries.append([short, list(weight.shape)])
         layers.append([layer.name, entries])
     return model, layers
+
+
+def quantizer_reference() -> dict[str, np.ndarray]:
+    import tensorflow as tf
+    from larq_zoo.literature.dorefanet import magnitude_aware_sign_unclipped
+    from larq_zoo.literature.xnornet import xnor_weight_scale
+
+    # Scaled up so that some latent weights lie outside [-1, 1] (XNOR-Net clips).
+    w = tf.constant(2 * seeded_weight("quantizer", 0, QUANTIZER_SHAPE, "kernel"))
+    r = tf.constant(seeded_weight("r", 0, QUANTIZER_SHAPE, "kernel"))
+    out = {}
+    for name, quantizer in (("xnor_weight_scale", xnor_weight_scale),
+                            ("magnitude_aware_sign_unclipped", magnitude_aware_sign_unclipped)):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = quantizer(w)
+            loss = tf.reduce_sum(y * r)
+        out[f"{name}/y"] = y.numpy()
+        out[f"{name}/grad"] = tape.gradient(loss, w).numpy()
+    return out
 
 
 def h5_layout(path: Path) -> dict:
@@ -103,6 +133,7 @@ def main() -> None:
         print(case, len(layers), "layers with weights", logits[case].shape, flush=True)
     (OUT / "models.json").write_text(json.dumps(models, indent=None) + "\n")
     np.savez_compressed(OUT / "logits.npz", **logits)
+    np.savez_compressed(OUT / "quantizers.npz", **quantizer_reference())
 
 
 if __name__ == "__main__":

@@ -16,14 +16,25 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from larq_zoo_cases import CASES, H5_CASE, NUM_CLASSES, seeded_input, seeded_weight
+import tensorflow as tf
+from larq_zoo_cases import (
+    CASES,
+    H5_CASE,
+    NUM_CLASSES,
+    QUANTIZER_SHAPE,
+    seeded_input,
+    seeded_weight,
+)
 
 from lowbit_models import zoo
+from lowbit_models.zoo.custom_objects import MagnitudeAwareSignUnclipped, XnorWeightScale
+from lowbit_tf import quantizers
 from lowbit_tf._keras import keras
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
 LARQ_LAYERS = json.loads((DATA / "models.json").read_text())
 LARQ_LOGITS = np.load(DATA / "logits.npz")
+LARQ_QUANTIZERS = np.load(DATA / "quantizers.npz")
 H5_LAYOUT = json.loads((DATA / "h5_layout.json").read_text())
 
 
@@ -62,6 +73,32 @@ def test_zoo_model_matches_larq_zoo(case):
     assert weighted_layers(model) == larq
     set_seeded_weights(model)
     assert_larq_logits(case, model)
+
+
+@pytest.mark.parametrize("case", ["dorefanet", "meliusnet22", "quicknet_small"])
+def test_zoo_model_config_round_trips(case):
+    # These hold larq-zoo's own objects (quantizers, activation, initializer,
+    # channel layers): they must serialize by name.
+    model = keras.Model.from_config(build(case).get_config())
+    set_seeded_weights(model)
+    assert_larq_logits(case, model)
+
+
+@pytest.mark.parametrize("name, cls", [("xnor_weight_scale", XnorWeightScale),
+                                       ("magnitude_aware_sign_unclipped",
+                                        MagnitudeAwareSignUnclipped)])
+def test_zoo_quantizers_match_larq_zoo(name, cls):
+    quantizer = quantizers.get(name)
+    assert isinstance(quantizer, cls) and quantizer.precision == 1
+    w = tf.constant(2 * seeded_weight("quantizer", 0, QUANTIZER_SHAPE, "kernel"))
+    r = tf.constant(seeded_weight("r", 0, QUANTIZER_SHAPE, "kernel"))
+    with tf.GradientTape() as tape:
+        tape.watch(w)
+        y = quantizer(w)
+        loss = tf.reduce_sum(y * r)
+    np.testing.assert_allclose(y.numpy(), LARQ_QUANTIZERS[f"{name}/y"], rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(loss, w).numpy(), LARQ_QUANTIZERS[f"{name}/grad"],
+                               rtol=1e-5, atol=1e-7)
 
 
 def write_keras2_h5(path: Path, rename: str = "", drop: str | None = None,
