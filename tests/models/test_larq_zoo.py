@@ -25,10 +25,12 @@ from larq_zoo_cases import (
     seeded_input,
     seeded_weight,
 )
+from tflite_models import tflite_ops
 
+from lowbit_converter.convert import convert_with_report
 from lowbit_models import zoo
 from lowbit_models.zoo.custom_objects import MagnitudeAwareSignUnclipped, XnorWeightScale
-from lowbit_tf import quantizers
+from lowbit_tf import lite, quantizers
 from lowbit_tf._keras import keras
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
@@ -153,6 +155,28 @@ def test_larq_zoo_h5_mismatch_names_the_layer(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(ValueError, match="not an HDF5 weights file"):
         build(H5_CASE, weights=path)
+
+
+def test_quicknet_small_converts_with_its_binary_convs_lowered():
+    # A larq-zoo user's path: larq-zoo weights in, our TFLite flatbuffer out.
+    model = build("quicknet_small")
+    set_seeded_weights(model)
+    result = convert_with_report(keras.Model(model.input, model.layers[-1].input))
+    binary = [name for name, weights in LARQ_LAYERS["quicknet_small"]
+              if name.startswith("quant_conv2d") and weights[0][1][:2] == [3, 3]
+              and name != "quant_conv2d"]  # the 3x3 stem conv is float
+    assert sorted(result.lowered_layers) == sorted(binary)
+    ops, _, _ = tflite_ops(result.tflite_model)
+    assert [name for name, _ in ops].count("LowbitBconv2d") == len(binary) == 16
+    interpreter = lite.Interpreter(model_content=result.tflite_model)
+    x = seeded_input(CASES["quicknet_small"][1])
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    expected = LARQ_LOGITS["quicknet_small"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.max(np.abs(expected)))
 
 
 def test_include_top_false_keeps_the_feature_layers():
