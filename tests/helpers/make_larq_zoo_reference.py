@@ -19,7 +19,7 @@ and writes
   values and the gradient of ``sum(q(w) * r)`` (``r`` = seeded_weight("r", ...));
 - ``h5_layout.json``: the HDF5 layout of H5_CASE saved by Keras 2's
   ``save_weights`` (root attributes, every group's attributes, every dataset's
-  path, shape and dtype; no values: the file itself is 18 MB).
+  path, shape and dtype; no values: the file itself is about 50 MB).
 
 ``--keep-h5 DIR`` also keeps that real file in DIR, for checking the loader on it.
 """
