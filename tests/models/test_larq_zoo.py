@@ -155,6 +155,11 @@ def test_larq_zoo_h5_mismatch_names_the_layer(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(ValueError, match="not an HDF5 weights file"):
         build(H5_CASE, weights=path)
+    path = tmp_path / "keras3.weights.h5"
+    with h5py.File(path, "w") as file:  # Keras 3's layout: groups, no layer_names
+        file.create_group("layers")
+    with pytest.raises(ValueError, match="not a Keras 2 .h5 weights file"):
+        build(H5_CASE, weights=path)
 
 
 def test_quicknet_small_converts_with_its_binary_convs_lowered():
@@ -184,6 +189,8 @@ def test_include_top_false_keeps_the_feature_layers():
     features = zoo.QuickNetSmall(input_shape=(64, 64, 3), include_top=False)
     assert weighted_layers(features) == with_top[:-1]
     assert zoo.BiRealNet(include_top=False).input_shape == (None, None, None, 3)
+    inputs = keras.Input((64, 64, 3))
+    assert zoo.QuickNetSmall(input_tensor=inputs, include_top=False).input is inputs
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -192,6 +199,7 @@ def test_include_top_false_keeps_the_feature_layers():
     (dict(input_shape=(64, 64, 1)), r"\(64, 64, 1\)"),
     (dict(input_shape=(None, None, 3)), "static input_shape"),
     (dict(num_classes=0), "got 0"),
+    (dict(input_tensor=np.zeros((1, 64, 64, 3))), "input_tensor must be a Keras tensor"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
