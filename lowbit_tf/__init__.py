@@ -23,6 +23,8 @@ TensorFlow only `lowbit_tf.lite` is usable.
     lowbit_tf.compat       load_larq_model: a Larq .h5 model as lowbit_tf layers
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
+    lowbit_tf.ops_scope    quantized layers built inside it use the custom TF ops
+                           (True, the default) or the float emulation (False)
 
 Dependencies run one way: the converter (lowbit_converter) and the models
 (lowbit_models) build on lowbit_tf; lowbit_tf reaches them only through
@@ -49,7 +51,7 @@ _SUBMODULES = (
 # What the lowbit-tf-runtime wheel ships of them.
 _RUNTIME_SUBMODULES = ("lite",)
 
-__all__ = [*_SUBMODULES, "convert", "__version__"]
+__all__ = [*_SUBMODULES, "convert", "ops_scope", "__version__"]
 
 
 if RUNTIME_ONLY:
@@ -87,12 +89,20 @@ def _register_with_keras() -> None:
         for name in _KERAS_MODULES:
             importlib.import_module(f"{__name__}.{name}")
     except ImportError:  # Keras without TensorFlow (another backend): nothing to register
-        pass
+        return
     except Exception as error:  # noqa: BLE001 - must not break the import of Keras
         import warnings
 
         warnings.warn(f"lowbit_tf could not register its Keras classes: {error!r}",
                       RuntimeWarning, stacklevel=2)
+        return
+    # The custom ops too, so that `import lowbit_tf` is all tf.saved_model.load
+    # needs to load a SavedModel that uses them (TensorFlow has no other way to
+    # find an op library). A missing or mismatched library is reported when an
+    # op is first wanted (lowbit_tf._native.tf_ops_problem).
+    from lowbit_tf._native import tf_ops_problem
+
+    tf_ops_problem()
 
 
 def _initializing(name: str) -> bool:
@@ -154,6 +164,9 @@ def __dir__() -> list[str]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ops_scope" and not RUNTIME_ONLY:
+        # lowbit_tf/context.py (no TensorFlow); not in the runtime wheel.
+        return importlib.import_module(f"{__name__}.context").ops_scope
     if name in _SUBMODULES:
         if RUNTIME_ONLY and name not in _RUNTIME_SUBMODULES:
             raise AttributeError(_runtime_only(f"lowbit_tf.{name}"))

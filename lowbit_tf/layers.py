@@ -25,6 +25,17 @@ Layers:
 The quantization plumbing lives once, in :class:`QuantizedLayerMixin`; a layer
 is that mixin in front of a Keras layer plus a ``call``.
 
+Bitwise ops or float emulation. ``QuantConv2D``, ``QuantDense`` and
+``QuantDepthwiseConv2D`` with sign inputs and a (scaled) sign kernel compute
+their forward pass with the custom TF ops (``LowbitBconv2d``, ``LowbitBgemm``,
+``LowbitBDepthwiseConv2d``), in training and at inference, with the
+quantizers' own gradients and the ops' exact gradients of the conv of the
+quantized values; any other configuration, and every layer built with
+``use_ops=False`` (or inside ``lowbit_tf.ops_scope(False)``), computes the
+same values with float ``conv``/``matmul`` on the quantized values (the
+emulation). See ``lowbit_tf/_layer_ops.py`` for what runs on an op and why the
+numbers agree.
+
 Example::
 
     from lowbit_tf import layers
@@ -46,12 +57,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from lowbit_tf import _layer_ops
 from lowbit_tf import activations as lb_activations
 from lowbit_tf import constraints as lb_constraints
 from lowbit_tf import context as lb_context
 from lowbit_tf import metrics as lb_metrics
 from lowbit_tf import quantizers as lb_quantizers
+from lowbit_tf._geometry import same_padding
 from lowbit_tf._keras import keras
+from lowbit_tf.context import resolve_use_ops
 from lowbit_tf.math import sign
 
 __all__ = [
@@ -144,7 +158,10 @@ class QuantizedLayerMixin:
     - keeps the training metrics asked for by ``metrics=["flip_ratio"]`` (or by
       :func:`lowbit_tf.metrics.scope`);
     - logs a warning, as Larq does, when a binary kernel quantizer is used
-      without a kernel constraint (its latent weights may starve).
+      without a kernel constraint (its latent weights may starve);
+    - takes ``use_ops`` (True, False, or None for the value of the
+      enclosing :func:`lowbit_tf.ops_scope`, True by default): whether calls
+      run on the custom TF ops where they can (:mod:`lowbit_tf._layer_ops`).
 
     Quantizer conventions (shared with :mod:`lowbit_tf.quantizers`):
 
@@ -172,6 +189,8 @@ class QuantizedLayerMixin:
     #: Argument (and config) name of the kernel quantizer / constraint.
     _kernel_quantizer_name = "kernel_quantizer"
     _kernel_constraint_name = "kernel_constraint"
+    #: Whether some configuration of the layer runs on a custom TF op.
+    _has_op_path = False
 
     def __init__(
         self,
@@ -180,9 +199,11 @@ class QuantizedLayerMixin:
         kernel_quantizer: lb_quantizers.QuantizerLike = None,
         gradient_quantizer: lb_quantizers.QuantizerLike = None,
         metrics: Sequence[str] | None = None,
+        use_ops: bool | None = None,
         **kwargs: Any,
     ):
         owner = type(self).__name__
+        use_ops = resolve_use_ops(owner, use_ops)
         resolved = {}
         for arg, value in (
             ("input_quantizer", input_quantizer),
@@ -207,6 +228,9 @@ class QuantizedLayerMixin:
         self._gradient_quantizer = resolved["gradient_quantizer"]
         self._training_metrics = training_metrics
         self._flip_ratio: lb_metrics.FlipRatio | None = None
+        self.use_ops = use_ops
+        # The bit-packed kernel for inference calls on the ops (built in build).
+        self._packed_kernel = None
         if (
             getattr(self._kernel_quantizer, "precision", None) == 1
             and not isinstance(self._kernel_quantizer, lb_quantizers.NoOp)
@@ -240,6 +264,30 @@ class QuantizedLayerMixin:
         """The layer's :class:`~lowbit_tf.metrics.FlipRatio` metric (built layers with
         ``metrics=["flip_ratio"]``), else None."""
         return self._flip_ratio
+
+    @property
+    def use_ops(self) -> bool:
+        """Whether calls run on the custom TF ops where one can run them
+        (``False``: always the float emulation). Saved in the config."""
+        return self._use_ops
+
+    @use_ops.setter
+    def use_ops(self, value: bool) -> None:
+        self._use_ops = resolve_use_ops(type(self).__name__, value)
+        # The ops have no XLA kernels: Keras then compiles the model without
+        # XLA (jit_compile=True warns and proceeds, "auto" resolves to False).
+        self.supports_jit = not (self._use_ops and self._has_op_path)
+
+    def _runs_on_op(self, problem: Callable[[Any, Any], str | None], inputs: Any) -> bool:
+        """True when this call may run on the op; `problem(self, inputs)` says
+        why not (a _layer_ops.*_problem), logged at DEBUG level."""
+        if not self._use_ops:
+            return False
+        reason = problem(self, inputs)
+        if reason is not None:
+            log.debug("Layer '%s' runs the float emulation: %s.", self.name, reason)
+            return False
+        return True
 
     def quantize_inputs(self, inputs: Any, training: Any = None) -> Any:
         """Applies ``input_quantizer`` (if any) to ``inputs``."""
@@ -292,6 +340,24 @@ class QuantizedLayerMixin:
             self._flip_ratio = lb_metrics.FlipRatio(
                 values_shape=self._flip_ratio_shape(), name=f"{self.name}_flip_ratio"
             )
+        if self._has_op_path and self._packed_kernel is None:
+            self._packed_kernel = _layer_ops.packed_kernel_cache(self)
+
+    def kernel_changed(self) -> None:
+        """Tells the layer that its kernel was assigned by code it cannot see
+        (``layer.kernel.assign(...)``): the next inference call on the ops
+        packs it again. Optimizer steps, ``set_weights`` and Keras's weight
+        loading need no call (lowbit_tf/_packed_kernel.py)."""
+        if self._packed_kernel is not None:
+            self._packed_kernel.mark_stale()
+
+    def set_weights(self, weights: Any) -> None:
+        super().set_weights(weights)
+        self.kernel_changed()
+
+    def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(store)
+        self.kernel_changed()
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -299,27 +365,11 @@ class QuantizedLayerMixin:
             "input_quantizer": lb_quantizers.serialize(self._input_quantizer),
             self._kernel_quantizer_name: lb_quantizers.serialize(self._kernel_quantizer),
             "gradient_quantizer": lb_quantizers.serialize(self._gradient_quantizer),
+            "use_ops": self._use_ops,
         }
         if self._training_metrics:
             config["metrics"] = list(self._training_metrics)
         return config
-
-
-def _same_padding(
-    size: int | tf.Tensor, kernel_size: int, stride: int, dilation: int
-) -> tuple[Any, Any]:
-    """(before, after) padding of TensorFlow's "SAME" along one spatial axis.
-
-    ``total = max((ceil(size / stride) - 1) * stride + (kernel_size - 1) * dilation
-    + 1 - size, 0)``, ``before = total // 2``, ``after = total - before``.
-    ``size`` may be a Python int or a scalar int tensor (dynamic shapes).
-    """
-    effective = (kernel_size - 1) * dilation + 1
-    out_size = (size + stride - 1) // stride
-    total = (out_size - 1) * stride + effective - size
-    total = tf.maximum(total, 0) if tf.is_tensor(total) else max(total, 0)
-    before = total // 2
-    return before, total - before
 
 
 def _check_pad_values(owner: str, pad_values: Any) -> float:
@@ -366,7 +416,7 @@ class _ConvPaddingMixin:
                     f"Layer '{self.name}': spatial axis {axis} of input shape "
                     f"{tuple(input_shape)} is unknown."
                 )
-            pads.append(_same_padding(int(input_shape[axis]), k, s, d))
+            pads.append(same_padding(int(input_shape[axis]), k, s, d))
         return pads
 
     def _rank_message(self, input_shape: Sequence[Any]) -> str:
@@ -390,7 +440,7 @@ class _ConvPaddingMixin:
             if size is None:
                 dynamic = tf.shape(inputs) if dynamic is None else dynamic
                 size = dynamic[axis]
-            paddings[axis] = list(_same_padding(size, k, s, d))
+            paddings[axis] = list(same_padding(size, k, s, d))
         return tf.pad(inputs, paddings, constant_values=tf.constant(self.pad_values, inputs.dtype))
 
     def _padded_inputs(self, inputs: Any) -> tuple[Any, str]:
@@ -524,9 +574,17 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        kernel = self.quantized_kernel(training)
+        if self._runs_on_op(_layer_ops.conv2d_problem, inputs):
+            outputs = _layer_ops.conv2d(self, inputs, training)
+        else:
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = self._emulated(inputs, self.quantized_kernel(training))
+        return self.quantize_output_gradient(outputs, training)
+
+    def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         inputs, padding = self._padded_inputs(inputs)
         outputs = keras.ops.conv(
             inputs,
@@ -540,7 +598,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
             outputs = self._add_bias(outputs, self.filters)
         if self.activation is not None:
             outputs = self.activation(outputs)
-        return self.quantize_output_gradient(outputs, training)
+        return outputs
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -611,13 +669,18 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
             )
         super().build(input_shape)
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
-        if self.bias is not None:
-            outputs = keras.ops.add(outputs, self.bias)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
+        if self._runs_on_op(_layer_ops.dense_problem, inputs):
+            outputs = _layer_ops.dense(self, inputs, training)
+        else:
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
+            if self.bias is not None:
+                outputs = keras.ops.add(outputs, self.bias)
+            if self.activation is not None:
+                outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
 
 
@@ -719,9 +782,17 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        inputs = self.quantize_inputs(inputs, training)
-        kernel = self.quantized_kernel(training)
+        if self._runs_on_op(_layer_ops.depthwise_problem, inputs):
+            outputs = _layer_ops.depthwise_conv2d(self, inputs, training)
+        else:
+            inputs = self.quantize_inputs(inputs, training)
+            outputs = self._emulated(inputs, self.quantized_kernel(training))
+        return self.quantize_output_gradient(outputs, training)
+
+    def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         channels = int(self.kernel.shape[2]) * self.depth_multiplier
         inputs, padding = self._padded_inputs(inputs)
         outputs = keras.ops.depthwise_conv(
@@ -736,7 +807,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             outputs = self._add_bias(outputs, channels)
         if self.activation is not None:
             outputs = self.activation(outputs)
-        return self.quantize_output_gradient(outputs, training)
+        return outputs
 
 
 # ------------------------------------------------------------------------- ABC-Net

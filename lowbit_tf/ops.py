@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from lowbit_tf._geometry import same_padding
 from lowbit_tf._native import load_tf_ops
-from lowbit_tf.layers import _same_padding
 from lowbit_tf.math import sign
 from lowbit_tf.quantizers import _clipped_gradient
 
@@ -949,8 +949,8 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
         size = tf.shape(x_signs)
         pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
         if a["padding"] == "SAME":
-            pads[1] = list(_same_padding(size[1], kh, a["stride_h"], a["dilation_h"]))
-            pads[2] = list(_same_padding(size[2], kw, a["stride_w"], a["dilation_w"]))
+            pads[1] = list(same_padding(size[1], kh, a["stride_h"], a["dilation_h"]))
+            pads[2] = list(same_padding(size[2], kw, a["stride_w"], a["dilation_w"]))
         x_padded = tf.pad(x_signs, pads, constant_values=float(a["pad_value"]))
         conv = dict(
             strides=[1, a["stride_h"], a["stride_w"], 1],

@@ -672,6 +672,11 @@ ste_sign.inference_is_sign = True  # type: ignore[attr-defined]
 approx_sign.inference_is_sign = True  # type: ignore[attr-defined]
 swish_sign.inference_is_sign = True  # type: ignore[attr-defined]
 magnitude_aware_sign.precision = 1  # type: ignore[attr-defined]
+# ... and Quantizer.binary_form.
+ste_sign.binary_form = "sign"  # type: ignore[attr-defined]
+approx_sign.binary_form = "sign"  # type: ignore[attr-defined]
+swish_sign.binary_form = "sign"  # type: ignore[attr-defined]
+magnitude_aware_sign.binary_form = "scaled_sign"  # type: ignore[attr-defined]
 ste_heaviside.precision = 1  # type: ignore[attr-defined]
 ste_tern.precision = 2  # type: ignore[attr-defined]
 dorefa_quantizer.precision = None  # type: ignore[attr-defined]  # depends on k_bit
@@ -700,10 +705,19 @@ class Quantizer:
             convention above, so the converter may run it as the ops'
             bit-packing. A new sign quantizer declares it here; the converter
             keeps no list of them.
+        binary_form: What every value the quantizer outputs is, in training
+            as at inference (NaN aside), so that a layer may compute with the
+            bitwise TF ops in both (``lowbit_tf.layers``, ``use_ops``): ``"sign"``,
+            -1 or +1; ``"scaled_sign"``, +-alpha_c with one
+            alpha_c >= 0 per index ``c`` of the last axis (a kernel's
+            output channel); None, anything else (the layer keeps the float
+            emulation). Only the values matter: the gradient stays the
+            quantizer's own.
     """
 
     precision: int | None = None
     inference_is_sign: bool = False
+    binary_form: str | None = None
 
     #: Set automatically: whether this class's ``call`` takes ``training``.
     _call_takes_training: bool = False
@@ -848,6 +862,7 @@ class SteSign(Quantizer):
     """
 
     precision = 1
+    binary_form = "sign"
     inference_is_sign = True
 
     def __init__(self, clip_value: float | None = 1.0):
@@ -883,6 +898,7 @@ class ApproxSign(Quantizer):
     """
 
     precision = 1
+    binary_form = "sign"
     inference_is_sign = True
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -914,6 +930,7 @@ class SwishSign(Quantizer):
     """
 
     precision = 1
+    binary_form = "sign"
     inference_is_sign = True
 
     def __init__(self, beta: float = 5.0):
@@ -951,6 +968,7 @@ class MagnitudeAwareSign(Quantizer):
     """
 
     precision = 1
+    binary_form = "scaled_sign"
 
     def __init__(self, clip_value: float | None = 1.0):
         self.clip_value = _check_clip_value(clip_value)
@@ -1026,6 +1044,7 @@ class StochasticSign(_Seeded, Quantizer):
     """
 
     precision = 1
+    binary_form = "sign"
     # The inference map (training=False) is the deterministic sign.
     inference_is_sign = True
 

@@ -125,10 +125,35 @@ def convert_with_report(
     # Keras's export step prints the temporary SavedModel's signature, and
     # TensorFlow's C++ side logs the SavedModel's loading and a notice that our
     # ops are custom ops (which run_pass checks): noise for our callers.
-    with contextlib.redirect_stdout(io.StringIO()), filtered_native_stderr():
+    with (contextlib.redirect_stdout(io.StringIO()), filtered_native_stderr(),
+          _float_emulation(lowered)):
         converted = converter.convert()
     flatbuffer, report = run_pass(converted)
     return ConversionResult(flatbuffer, sorted(plans), report)
+
+
+@contextlib.contextmanager
+def _float_emulation(model: keras.Model) -> Any:
+    """The quantized layers the conversion keeps (all of them with lowbit=False)
+    traced as float ops: their `use_ops` is False meanwhile. Lowbit ops come
+    only from the lowered layers, which the flatbuffer pass knows; a layer on
+    the ops would bring a float-filter op and its packed-kernel cache instead."""
+    from lowbit_tf.layers import QuantizedLayerMixin
+
+    def walk(layer: Any) -> Any:
+        yield layer
+        for child in getattr(layer, "layers", ()):
+            yield from walk(child)
+
+    kept = [layer for layer in walk(model) if isinstance(layer, QuantizedLayerMixin)]
+    before = [layer.use_ops for layer in kept]
+    for layer in kept:
+        layer.use_ops = False
+    try:
+        yield
+    finally:
+        for layer, use_ops in zip(kept, before, strict=True):
+            layer.use_ops = use_ops
 
 
 @refusing_lce_options

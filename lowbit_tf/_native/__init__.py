@@ -103,6 +103,20 @@ def load_tf_ops() -> ModuleType:
     return tf.load_op_library(str(path))
 
 
+@cache
+def tf_ops_problem() -> str | None:
+    """None when the TF op library loads (it is then loaded), else why not, in
+    words. For code that can do without the ops (the Keras layers fall back to
+    the float emulation); the ops themselves raise load_tf_ops's error."""
+    try:
+        load_tf_ops()
+    except (NativeLibraryError, FileNotFoundError) as error:
+        return str(error)
+    except Exception as error:  # noqa: BLE001 - tf.errors.NotFoundError: unloadable binary
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 @dataclass(frozen=True)
 class KernelPath:
     """One row of the native kernel table (custom_ops/core/kernel_table.h).

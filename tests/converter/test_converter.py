@@ -168,6 +168,21 @@ def test_binary_weights_take_25x_fewer_bytes():
     assert len(result.tflite_model) < len(float_tflite)
 
 
+def test_float_conversion_traces_the_layers_as_float_ops():
+    """lowbit=False converts the model as it is, with float ops only: the layers
+    that run on the lowbit TF ops in TensorFlow are traced on their float
+    emulation for it, and keep their `use_ops` afterwards."""
+    from lowbit_tf.layers import QuantizedLayerMixin
+
+    model = digits_like_model(functional=True)
+    quantized = [layer for layer in model.layers if isinstance(layer, QuantizedLayerMixin)]
+    assert quantized and all(layer.use_ops for layer in quantized)
+    parsed = schema.ModelT.InitFromPackedBuf(
+        bytearray(lowbit_converter.convert(model, lowbit=False)), 0)
+    assert not [code for code in parsed.operatorCodes if code.customCode]
+    assert all(layer.use_ops for layer in quantized)
+
+
 def test_converted_model_says_what_runs_it():
     """A plain TFLite interpreter reports only "Encountered unresolved custom
     op: LowbitBMaxPool2d"; the model's description and its metadata entry

@@ -19,6 +19,12 @@ below 1e-6). ``BatchNormalization(synchronized=True)`` is needed: plain BN
 normalises each replica's half batch with that half's statistics, which is a
 different computation from single-device training.
 
+The binary convolution runs on the LowbitBconv2d op (the layers' default);
+the Mirrored check also trains the same network with the layers on the float
+emulation (``lowbit_tf.ops_scope(False)``) under the strategy and compares, and
+compares the trained models' predictions, which read each replica's cached
+packed kernel.
+
 The BinaryConnect variant (the dense head with a ``stochastic_sign`` kernel)
 is checked as well: its seed generator is created inside the strategy scope,
 every replica draws the same binarisation from the same seed state, so the
@@ -95,14 +101,23 @@ def _build_model(stochastic: bool):
     return model
 
 
-def _train(strategy, stochastic: bool) -> dict[str, np.ndarray]:
-    """Initial and trained weights of one run under ``strategy``."""
+def _train(strategy, stochastic: bool, use_ops: bool = True) -> dict[str, np.ndarray]:
+    """Initial and trained weights of one run under ``strategy``, and the trained
+    model's predictions (under the strategy: inference reads each replica's
+    packed kernel), with the layers on the ops or on the float emulation."""
+    import lowbit_tf
+    from lowbit_tf import layers as lb_layers
+
     x, y = _data()
-    with strategy.scope():
+    with strategy.scope(), lowbit_tf.ops_scope(use_ops):
         model = _build_model(stochastic)
+    on_ops = [layer.use_ops for layer in model.layers if isinstance(layer, lb_layers.QuantConv2D)]
+    assert on_ops == [use_ops, use_ops]
     initial = model.get_weights()
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
-    return _weights(model, initial, stochastic)
+    arrays = _weights(model, initial, stochastic)
+    arrays["predicted"] = model.predict(x[:GLOBAL_BATCH], batch_size=GLOBAL_BATCH // 2, verbose=0)
+    return arrays
 
 
 def _weights(model, initial: list[np.ndarray], stochastic: bool) -> dict[str, np.ndarray]:
@@ -137,6 +152,8 @@ def _mirrored_main(out: str) -> None:
         mirrored = tf.distribute.MirroredStrategy(devices)
         assert mirrored.num_replicas_in_sync == 2
         runs[f"mirrored_{tag}"] = _train(mirrored, stochastic)
+    # The layers on the float emulation: the same training, on the strategy too.
+    runs["mirrored_emulated_binary"] = _train(mirrored, False, use_ops=False)
     _save(out, **runs)
 
 
@@ -246,6 +263,7 @@ def test_mirrored_strategy_matches_single_device(tmp_path):
     runs = _load(out)
     _assert_same_weights(runs["single_binary"], runs["mirrored_binary"])
     _assert_same_weights(runs["single_stochastic"], runs["mirrored_stochastic"])
+    _assert_same_weights(runs["mirrored_emulated_binary"], runs["mirrored_binary"])
     assert runs["single_stochastic"]["seed_state"][1] >= STEPS
 
 

@@ -1,0 +1,388 @@
+r"""The forward pass of a quantized Keras layer on the bitwise TF ops.
+
+`lowbit_tf.layers` asks two things of this module: can an op run this call
+(`conv2d_problem`, `dense_problem`, `depthwise_problem`: None, or the reason
+in words), and, when it can, the layer's output through the op (`conv2d`,
+`dense`, `depthwise_conv2d`). Everything else (the quantizers, their
+gradients, the flip-ratio metric, the gradient quantizer) stays in the layer,
+which hands over the quantized values: the inputs ``q_i(x)`` and the kernel
+``q_k(W)``.
+
+Why the numbers and gradients are the emulation's. The op binarises its float
+inputs with sign (+1 for x >= 0), which leaves values already in {-1, +1}
+unchanged, so with a quantizer of ``binary_form == "sign"`` the op computes
+``conv(q_i(x), q_k(W))``: integer sums, exact in float32 like the emulation's.
+A ``"scaled_sign"`` kernel, :math:`\alpha_c \cdot (\pm 1)`, goes in as
+``q_k(W) / alpha`` (exactly +-1) with the op's multiplier ``alpha``, a
+constant for the gradient, so the op computes :math:`\alpha_c \cdot dot`
+(one rounding; the emulation sums the scaled products). The ops' registered
+gradients (lowbit_tf/ops.py) are those of the conv / matmul of the signs,
+times the straight-through mask 1{|v| <= 1}, which is 1 on +-1 values: so they
+are exactly d(conv of the quantized values), and the quantizers' own
+gradients (clip, approx_sign, swish_sign, ...) apply before them unchanged.
+The depthwise op has no filter gradient (its filter is bit-packed); its
+kernel gradient is supplied here with TensorFlow's depthwise backprop.
+
+Bit-packed weights. The conv and dense ops take the float quantized kernel and
+pack it inside the op, once per call: in training that is once per weight
+update (one forward pass per step), and at inference one pass over the
+kernel's floats, which the op does as part of its work.
+
+Fallbacks (the layer keeps the emulation, silently; the reason is logged at
+DEBUG level): an input or kernel quantizer whose values are not binary, a
+`pad_values` other than 0 and 1, `channels_first`, a float64 compute dtype
+(float16 / bfloat16 run the op in float32: +-1 values and their integer sums
+are exact there), and XLA: the ops have no XLA kernels, so a call traced under
+``jit_compile`` runs the emulation (with a warning, once per layer). The
+layers tell Keras they do not support XLA (``supports_jit``), so
+``model.compile(jit_compile=True)`` proceeds without XLA, with Keras's own
+warning, and ``jit_compile="auto"`` resolves to False.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from lowbit_tf import ops
+from lowbit_tf import quantizers as lb_quantizers
+from lowbit_tf._geometry import same_padding
+from lowbit_tf._keras import keras
+from lowbit_tf._native import tf_ops_problem
+from lowbit_tf._packed_kernel import PackedKernelCache
+
+__all__ = [
+    "conv2d",
+    "conv2d_problem",
+    "dense",
+    "dense_problem",
+    "depthwise_conv2d",
+    "depthwise_problem",
+    "in_xla_context",
+]
+
+log = logging.getLogger(__name__)
+
+_OP_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+
+def in_xla_context() -> bool:
+    """True while tracing a function that XLA compiles (``jit_compile=True``).
+
+    TensorFlow has no public query for it; its own control-flow code uses
+    this one. Without it (a future TensorFlow), False: the op then fails to
+    compile with TensorFlow's "no XLA kernel" error instead of falling back.
+    """
+    if tf.executing_eagerly():
+        return False
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - depends on the TensorFlow version
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _form(quantizer: Any) -> str | None:
+    return getattr(quantizer, "binary_form", None)
+
+
+def _library_problem() -> str | None:
+    """Why the op library cannot be used (warned once per process), or None."""
+    problem = tf_ops_problem()
+    if problem is not None:
+        _warn_once(
+            "lowbit_tf's quantized layers compute with the float emulation: the lowbit TF "
+            f"op library cannot be loaded. {problem}"
+        )
+    return problem
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=6)
+
+
+def _common_problem(layer: Any, inputs: Any) -> str | None:
+    """Reasons shared by every layer: the quantizers' values, the dtype, XLA,
+    the op library."""
+    if _form(layer.input_quantizer) != "sign":
+        return f"input_quantizer={layer.input_quantizer!r} does not output only -1 and +1"
+    if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
+        return f"the kernel quantizer {layer.kernel_quantizer!r} does not output (scaled) signs"
+    dtype = tf.as_dtype(inputs.dtype)
+    if dtype not in _OP_DTYPES:
+        return f"inputs of dtype {dtype.name} (the ops compute in float32)"
+    if in_xla_context():
+        if not getattr(layer, "_warned_xla", False):
+            layer._warned_xla = True
+            warnings.warn(
+                f"Layer '{layer.name}' ({type(layer).__name__}): the lowbit TF ops have no XLA "
+                "kernels, so this call, traced for XLA (jit_compile=True), runs the float "
+                "emulation. Compile without XLA (jit_compile=False) to run the bitwise ops.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return "XLA compilation (jit_compile)"
+    return _library_problem()
+
+
+def _conv_problem(layer: Any, inputs: Any) -> str | None:
+    if layer.data_format != "channels_last":
+        return f"data_format={layer.data_format!r} (the ops are channels_last)"
+    if layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
+        return f"pad_values={layer.pad_values} (the ops pad with 0 or 1)"
+    return _common_problem(layer, inputs)
+
+
+def conv2d_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitBconv2d cannot run this QuantConv2D call, or None."""
+    return _conv_problem(layer, inputs)
+
+
+def depthwise_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitBDepthwiseConv2d cannot run this QuantDepthwiseConv2D call, or None."""
+    return _conv_problem(layer, inputs)
+
+
+def dense_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitBgemm cannot run this QuantDense call, or None."""
+    return _common_problem(layer, inputs)
+
+
+def _signs_and_scale(
+    layer: Any, kernel: tf.Tensor, channel_axes: list[int]
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """(the kernel's +-1 values, the per-output-channel scale or None).
+
+    For a "scaled_sign" kernel, alpha = max |q_k(W)| over `channel_axes` (every
+    value of a channel has that magnitude), a constant for the gradient; a
+    channel of zeros (alpha 0) is divided by 1 instead and keeps multiplier 0.
+    """
+    if _form(layer.kernel_quantizer) == "sign":
+        return kernel, None
+    alpha = tf.stop_gradient(tf.reduce_max(tf.abs(kernel), axis=channel_axes))
+    divisor = tf.where(alpha > 0, alpha, tf.ones_like(alpha))
+    return kernel / divisor, tf.reshape(alpha, [-1])
+
+
+def _float32(value: Any) -> tf.Tensor:
+    value = tf.convert_to_tensor(value)
+    return value if value.dtype == tf.float32 else tf.cast(value, tf.float32)
+
+
+def _fused_relu(layer: Any) -> bool:
+    """Whether the op fuses the layer's activation: Keras's plain relu
+    (max(x, 0), gradient where the output is > 0) is the ops' "relu", when no
+    bias comes between. The bias is added after the op, as the emulation adds
+    it, rather than by the op's bias input: the values would be the same, but
+    its gradient, a float sum over the batch and pixels, would be summed in
+    another order (differences of a few 1e-6 relative)."""
+    return not layer.use_bias and layer.activation is keras.activations.relu
+
+
+def _finish(layer: Any, outputs: tf.Tensor, dtype: tf.DType, fused_relu: bool) -> tf.Tensor:
+    """The op's float32 outputs in the layer's compute dtype, with the bias
+    and the activation the op did not fuse."""
+    if outputs.dtype != dtype:
+        outputs = tf.cast(outputs, dtype)
+    if layer.use_bias:
+        outputs = keras.ops.add(outputs, layer.bias)  # the last axis: channels_last
+    if not fused_relu and layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
+
+
+def is_inference(training: Any) -> bool:
+    """True for an inference call: ``training`` False (a bool, or a tensor whose
+    value is known to be False). None is not: custom training loops call
+    ``model(x)`` under a GradientTape and need the kernel's gradient."""
+    if tf.is_tensor(training):
+        training = tf.get_static_value(training)
+    return training is not None and not bool(training)
+
+
+def _is_ops_ste_sign(quantizer: Any) -> bool:
+    """ste_sign with clip 1: sign forward, 1{|x| <= 1} backward, which is what
+    the ops do themselves with a float input (lowbit_tf/ops.py)."""
+    if quantizer is lb_quantizers.ste_sign:
+        return True
+    return type(quantizer) is lb_quantizers.SteSign and quantizer.clip_value == 1.0
+
+
+def _op_inputs(layer: Any, inputs: Any, training: Any) -> tf.Tensor:
+    """The float32 inputs for the op: the quantized ones, or, at inference with
+    a plain ste_sign input quantizer, the inputs themselves (the op takes the
+    same signs and has the same gradient, and two passes over the activations
+    are saved)."""
+    if not (is_inference(training) and _is_ops_ste_sign(layer.input_quantizer)):
+        inputs = layer.quantize_inputs(inputs, training)
+    return _float32(inputs)
+
+
+def _kernel_for_training(
+    layer: Any, training: Any, channel_axes: list[int]
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """(+-1 float kernel, scale or None) from the quantized kernel, differentiable;
+    the inference cache is marked stale (an optimizer step may follow)."""
+    if layer._packed_kernel is not None:
+        layer._packed_kernel.mark_stale()
+    return _signs_and_scale(layer, _float32(layer.quantized_kernel(training)), channel_axes)
+
+
+def _cached_kernel(
+    layer: Any, pack: Callable[[tf.Tensor], tf.Tensor], channel_axes: list[int]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(packed filter, scale) for an inference call, from the layer's cache."""
+
+    def compute() -> tuple[tf.Tensor, tf.Tensor]:
+        signs, alpha = _signs_and_scale(
+            layer, _float32(layer.quantized_kernel(False)), channel_axes
+        )
+        if alpha is None:  # one scale per output channel all the same
+            alpha = tf.ones_like(tf.reduce_max(signs, axis=channel_axes))
+        return pack(signs), tf.reshape(alpha, [-1])
+
+    return layer._packed_kernel.read(compute)
+
+
+def packed_kernel_cache(layer: Any) -> PackedKernelCache | None:
+    """The inference cache of a built QuantConv2D / QuantDense /
+    QuantDepthwiseConv2D whose kernel quantizer outputs (scaled) signs, else None."""
+    if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    shape = [int(d) for d in layer.kernel.shape]
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw, channels, multiplier = shape
+        packed = [kh, kw, ops.packed_words(channels * multiplier)]
+        out = channels * multiplier
+    elif len(shape) == 4:  # conv: one row of kh * kw * (C_in / groups) bits per output channel
+        kh, kw, channels, out = shape
+        packed = [out, ops.packed_words(kh * kw * channels)]
+    else:  # dense [K, N]
+        channels, out = shape
+        packed = [out, ops.packed_words(channels)]
+    return PackedKernelCache(packed, out, layer.name)
+
+
+def _conv_attrs(layer: Any) -> dict[str, Any]:
+    return dict(
+        strides=tuple(layer.strides),
+        dilations=tuple(layer.dilation_rate),
+        padding=layer.padding.upper(),
+        pad_value=int(layer.pad_values) if layer.padding == "same" else 0,
+    )
+
+
+def conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    """A QuantConv2D's output (bias and activation included) by LowbitBconv2d.
+    A grouped conv is one op per group, on the group's channels."""
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    groups, relu = layer.groups, _fused_relu(layer)
+    kh, kw, channels, _ = layer.kernel.shape
+    if is_inference(training) and layer._packed_kernel is not None:
+
+        def pack(signs: tf.Tensor) -> tf.Tensor:
+            parts = tf.split(signs, groups, axis=-1) if groups > 1 else [signs]
+            return tf.concat([ops.pack_filter(part) for part in parts], axis=0)
+
+        filters, scale = _cached_kernel(layer, pack, [0, 1, 2])
+        packed = dict(kernel_size=(kh, kw), channels_in=int(channels))
+        split_axis = 0
+    else:
+        filters, scale = _kernel_for_training(layer, training, [0, 1, 2])
+        packed, split_axis = {}, -1
+
+    def part(values: tf.Tensor | None, index: int, axis: int = 0) -> tf.Tensor | None:
+        if values is None or groups == 1:
+            return values
+        return tf.split(values, groups, axis=axis)[index]
+
+    outputs = [
+        ops.bconv2d(
+            part(x, i, -1), part(filters, i, split_axis), part(scale, i),
+            activation="relu" if relu else None, **packed, **_conv_attrs(layer),
+        )  # fmt: skip
+        for i in range(groups)
+    ]
+    outputs = tf.concat(outputs, axis=-1) if groups > 1 else outputs[0]
+    return _finish(layer, outputs, dtype, relu)
+
+
+def dense(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    """A QuantDense's output (bias and activation included) by LowbitBgemm."""
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    relu = _fused_relu(layer)
+    if is_inference(training) and layer._packed_kernel is not None:
+        filters, scale = _cached_kernel(layer, ops.pack_dense_kernel, [0])
+        packed = dict(channels_in=int(layer.kernel.shape[0]))
+    else:
+        (filters, scale), packed = _kernel_for_training(layer, training, [0]), {}
+    outputs = ops.bgemm(x, filters, scale, activation="relu" if relu else None, **packed)
+    return _finish(layer, outputs, dtype, relu)
+
+
+def depthwise_conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    """A QuantDepthwiseConv2D's output (bias and activation included) by
+    LowbitBDepthwiseConv2d.
+
+    The op reads a bit-packed filter and gives the inputs, multiplier and bias
+    their gradients; the kernel's is attached here: the op computes
+    conv(x, q_k(W)) (alpha times the dot of signs, alpha constant), linear in
+    q_k(W), so dL/dq_k(W) is TensorFlow's depthwise filter gradient of the
+    quantized inputs, padded as the op pads them.
+    """
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    attrs = dict(kernel_size=tuple(layer.kernel_size), depth_multiplier=layer.depth_multiplier,
+                 **_conv_attrs(layer))  # fmt: skip
+    if is_inference(training) and layer._packed_kernel is not None:
+        packed, scale = _cached_kernel(layer, ops.pack_depthwise_filter, [0, 1])
+        return _finish(layer, ops.bdepthwise_conv2d(x, packed, scale, **attrs), dtype, False)
+    if layer._packed_kernel is not None:
+        layer._packed_kernel.mark_stale()
+    kernel = _float32(layer.quantized_kernel(training))
+    signs, alpha = _signs_and_scale(layer, kernel, [0, 1])
+    outputs = ops.bdepthwise_conv2d(x, ops.pack_depthwise_filter(signs), alpha, **attrs)
+    outputs = _with_kernel_gradient(layer, outputs, x, kernel, attrs["pad_value"])
+    return _finish(layer, outputs, dtype, fused_relu=False)
+
+
+def _with_kernel_gradient(
+    layer: Any, outputs: tf.Tensor, x: tf.Tensor, kernel: tf.Tensor, pad_value: int
+) -> tf.Tensor:
+    """`outputs` unchanged, with dL/dkernel = the depthwise filter backprop."""
+
+    @tf.custom_gradient
+    def attach(y: tf.Tensor, w: tf.Tensor) -> Any:
+        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            padded = x
+            if layer.padding == "same":
+                size = tf.shape(x)
+                pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
+                for axis, k, s, d in zip(
+                    (1, 2), layer.kernel_size, layer.strides, layer.dilation_rate, strict=True
+                ):
+                    pads[axis] = list(same_padding(size[axis], k, s, d))
+                padded = tf.pad(x, pads, constant_values=float(pad_value))
+            # The float depthwise conv's filter gradient (TensorFlow handles
+            # the dilation); only its backward pass runs.
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                y_float = tf.nn.depthwise_conv2d(
+                    padded, w, strides=[1, *layer.strides, 1], padding="VALID",
+                    dilations=tuple(layer.dilation_rate),
+                )  # fmt: skip
+            return dy, tape.gradient(y_float, w, output_gradients=dy)
+
+        return tf.identity(y), grad
+
+    return attach(outputs, kernel)
