@@ -27,6 +27,7 @@ CASES = {
     "binary_densenet28": ("BinaryDenseNet28", 64),
     "binary_densenet28_32": ("BinaryDenseNet28", 32),
     "binary_densenet37": ("BinaryDenseNet37", 64),
+    "binary_densenet37_dilated": ("BinaryDenseNet37Dilated", 64),
     "binary_densenet45": ("BinaryDenseNet45", 64),
     "dorefanet": ("DoReFaNet", 64),
     "xnornet": ("XNORNet", 224),
