@@ -10,8 +10,9 @@ make_larq_reference.py (TensorFlow 2.15, larq 0.14, larq-zoo 2.4):
 
 and writes
 
-- ``models.json``: per case of larq_zoo_cases.CASES, the layers with weights in
-  the model's order, each [layer name, [[weight name, shape], ...]];
+- ``models.json``: per case of larq_zoo_cases.CASES, ``layer_names`` (every
+  layer, in the model's order) and ``weights`` (the layers with weights, in
+  order, each [layer name, [[weight name, shape], ...]]);
 - ``logits.npz``: per case, the input of the final softmax on
   seeded_input(side) in inference mode;
 - ``quantizers.npz``: larq-zoo's own kernel quantizers (``xnor_weight_scale``,
@@ -65,7 +66,7 @@ def build(builder: str, side: int):
             weight.assign(seeded_weight(layer.name, index, tuple(weight.shape), short))
             entries.append([short, list(weight.shape)])
         layers.append([layer.name, entries])
-    return model, layers
+    return model, {"layer_names": [layer.name for layer in model.layers], "weights": layers}
 
 
 def quantizer_reference() -> dict[str, np.ndarray]:
@@ -119,8 +120,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     models, logits = {}, {}
     for case, (builder, side) in CASES.items():
-        model, layers = build(builder, side)
-        models[case] = layers
+        model, models[case] = build(builder, side)
         head = tf.keras.Model(model.inputs, model.layers[-1].input)
         logits[case] = head(seeded_input(side), training=False).numpy()
         if case == H5_CASE:
@@ -130,7 +130,7 @@ def main() -> None:
             model.save_weights(str(path))
             layout = h5_layout(path)
             (OUT / "h5_layout.json").write_text(json.dumps(layout, indent=None) + "\n")
-        print(case, len(layers), "layers with weights", logits[case].shape, flush=True)
+        print(case, len(models[case]["weights"]), "layers with weights", flush=True)
     (OUT / "models.json").write_text(json.dumps(models, indent=None) + "\n")
     np.savez_compressed(OUT / "logits.npz", **logits)
     np.savez_compressed(OUT / "quantizers.npz", **quantizer_reference())

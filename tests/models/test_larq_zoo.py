@@ -4,8 +4,8 @@ tests/data/larq_zoo/ was written by tests/helpers/make_larq_zoo_reference.py in
 a Keras 2 side environment: for every case of larq_zoo_cases.CASES, larq-zoo's
 layers with weights (names and shapes, in order) and its logits on a seeded
 input with seeded weights; and the HDF5 layout of a larq-zoo weights file.
-Our models must have the same layers and, with the same weights, the same
-logits (inference mode).
+Our models must have the same layers (every name, in order; weight shapes)
+and, with the same weights, the same logits (inference mode).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from lowbit_tf import lite, quantizers
 from lowbit_tf._keras import keras
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
-LARQ_LAYERS = json.loads((DATA / "models.json").read_text())
+LARQ_MODELS = json.loads((DATA / "models.json").read_text())
 LARQ_LOGITS = np.load(DATA / "logits.npz")
 LARQ_QUANTIZERS = np.load(DATA / "quantizers.npz")
 H5_LAYOUT = json.loads((DATA / "h5_layout.json").read_text())
@@ -71,8 +71,10 @@ def assert_larq_logits(case: str, model: keras.Model) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_zoo_model_matches_larq_zoo(case):
     model = build(case)
-    larq = [[name, [shape for _, shape in weights]] for name, weights in LARQ_LAYERS[case]]
-    assert weighted_layers(model) == larq
+    larq = LARQ_MODELS[case]
+    assert [layer.name for layer in model.layers] == larq["layer_names"]
+    assert weighted_layers(model) == [[name, [shape for _, shape in weights]]
+                                      for name, weights in larq["weights"]]
     set_seeded_weights(model)
     assert_larq_logits(case, model)
 
@@ -167,7 +169,7 @@ def test_quicknet_small_converts_with_its_binary_convs_lowered():
     model = build("quicknet_small")
     set_seeded_weights(model)
     result = convert_with_report(keras.Model(model.input, model.layers[-1].input))
-    binary = [name for name, weights in LARQ_LAYERS["quicknet_small"]
+    binary = [name for name, weights in LARQ_MODELS["quicknet_small"]["weights"]
               if name.startswith("quant_conv2d") and weights[0][1][:2] == [3, 3]
               and name != "quant_conv2d"]  # the 3x3 stem conv is float
     assert sorted(result.lowered_layers) == sorted(binary)
