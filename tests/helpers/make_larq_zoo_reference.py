@@ -15,6 +15,9 @@ and writes
   order, each [layer name, [[weight name, shape], ...]]);
 - ``logits.npz``: per case, the input of the final softmax on
   seeded_input(side) in inference mode;
+- ``training.npz``: for TRAINING_CASES, the logits in training mode and
+  gradient_summary of the gradients of ``sum(logits * r)`` (``r`` =
+  seeded_weight("r", ...)) with respect to every trainable weight;
 - ``quantizers.npz``: larq-zoo's own kernel quantizers (``xnor_weight_scale``,
   ``magnitude_aware_sign_unclipped``) on seeded_weight("quantizer", 0, QUANTIZER_SHAPE):
   values and the gradient of ``sum(q(w) * r)`` (``r`` = seeded_weight("r", ...));
@@ -41,6 +44,8 @@ from larq_zoo_cases import (  # noqa: E402
     H5_CASE,
     NUM_CLASSES,
     QUANTIZER_SHAPE,
+    TRAINING_CASES,
+    gradient_summary,
     seeded_input,
     seeded_weight,
 )
@@ -67,6 +72,22 @@ def build(builder: str, side: int):
             entries.append([short, list(weight.shape)])
         layers.append([layer.name, entries])
     return model, {"layer_names": [layer.name for layer in model.layers], "weights": layers}
+
+
+def training_reference(model, side: int) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    head = tf.keras.Model(model.inputs, model.layers[-1].input)
+    watched = [(layer.name, index, weight) for layer in model.layers
+               for index, weight in enumerate(layer.trainable_weights)]
+    with tf.GradientTape() as tape:
+        logits = head(seeded_input(side), training=True)
+        r = seeded_weight("r", 0, tuple(logits.shape), "")
+        loss = tf.reduce_sum(logits * r)
+    grads = tape.gradient(loss, [weight for _, _, weight in watched])
+    summary = gradient_summary([(layer, index, grad.numpy())
+                                for (layer, index, _), grad in zip(watched, grads, strict=True)])
+    return logits.numpy(), summary
 
 
 def quantizer_reference() -> dict[str, np.ndarray]:
@@ -118,11 +139,14 @@ def main() -> None:
     parser.add_argument("--keep-h5", type=Path, help="directory to keep the real .h5 in")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    models, logits = {}, {}
+    models, logits, training = {}, {}, {}
     for case, (builder, side) in CASES.items():
         model, models[case] = build(builder, side)
         head = tf.keras.Model(model.inputs, model.layers[-1].input)
         logits[case] = head(seeded_input(side), training=False).numpy()
+        if case in TRAINING_CASES:
+            training[f"{case}/logits"], training[f"{case}/grads"] = training_reference(
+                model, side)
         if case == H5_CASE:
             directory = args.keep_h5 or Path(tempfile.mkdtemp())
             directory.mkdir(parents=True, exist_ok=True)
@@ -133,6 +157,7 @@ def main() -> None:
         print(case, len(models[case]["weights"]), "layers with weights", flush=True)
     (OUT / "models.json").write_text(json.dumps(models, indent=None) + "\n")
     np.savez_compressed(OUT / "logits.npz", **logits)
+    np.savez_compressed(OUT / "training.npz", **training)
     np.savez_compressed(OUT / "quantizers.npz", **quantizer_reference())
 
 

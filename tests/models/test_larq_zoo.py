@@ -5,7 +5,8 @@ a Keras 2 side environment: for every case of larq_zoo_cases.CASES, larq-zoo's
 layers with weights (names and shapes, in order) and its logits on a seeded
 input with seeded weights; and the HDF5 layout of a larq-zoo weights file.
 Our models must have the same layers (every name, in order; weight shapes)
-and, with the same weights, the same logits (inference mode).
+and, with the same weights, the same logits (inference mode); two of them also
+in training mode, with the same gradients.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from larq_zoo_cases import (
     H5_CASE,
     NUM_CLASSES,
     QUANTIZER_SHAPE,
+    TRAINING_CASES,
+    gradient_summary,
     seeded_input,
     seeded_weight,
 )
@@ -37,6 +40,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
 LARQ_MODELS = json.loads((DATA / "models.json").read_text())
 LARQ_LOGITS = np.load(DATA / "logits.npz")
 LARQ_QUANTIZERS = np.load(DATA / "quantizers.npz")
+LARQ_TRAINING = np.load(DATA / "training.npz")
 H5_LAYOUT = json.loads((DATA / "h5_layout.json").read_text())
 
 
@@ -77,6 +81,27 @@ def test_zoo_model_matches_larq_zoo(case):
                                       for name, weights in larq["weights"]]
     set_seeded_weights(model)
     assert_larq_logits(case, model)
+
+
+@pytest.mark.parametrize("case", TRAINING_CASES)
+def test_zoo_model_trains_as_larq_zoo(case):
+    # Training mode (BatchNorm on the batch) and the straight-through gradients.
+    model = build(case)
+    set_seeded_weights(model)
+    head = keras.Model(model.input, model.layers[-1].input)
+    watched = [(layer.name, index, weight) for layer in model.layers
+               for index, weight in enumerate(layer.trainable_weights)]
+    with tf.GradientTape() as tape:
+        y = head(seeded_input(CASES[case][1]), training=True)
+        loss = tf.reduce_sum(y * seeded_weight("r", 0, tuple(y.shape), ""))
+    grads = tape.gradient(loss, [weight.value for _, _, weight in watched])
+    expected = LARQ_TRAINING[f"{case}/logits"]
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5,
+                               atol=1e-5 * np.max(np.abs(expected)))
+    summary = gradient_summary([(layer, index, grad.numpy()) for (layer, index, _), grad
+                                in zip(watched, grads, strict=True)])
+    np.testing.assert_allclose(summary, LARQ_TRAINING[f"{case}/grads"], rtol=1e-3,
+                               atol=1e-4 * np.max(np.abs(LARQ_TRAINING[f"{case}/grads"])))
 
 
 @pytest.mark.parametrize("case", ["dorefanet", "meliusnet22", "quicknet_small"])
