@@ -2,11 +2,11 @@
 
 tests/data/larq_zoo/ was written by tests/helpers/make_larq_zoo_reference.py in
 a Keras 2 side environment: for every case of larq_zoo_cases.CASES, larq-zoo's
-layers with weights (names and shapes, in order) and its logits on a seeded
-input with seeded weights; and the HDF5 layout of a larq-zoo weights file.
-Our models must have the same layers (every name, in order; weight shapes)
-and, with the same weights, the same logits (inference mode); two of them also
-in training mode, with the same gradients.
+layer names and weight shapes (in order) and its logits on a seeded input with
+seeded weights; training-mode logits and gradients for TRAINING_CASES; larq-zoo's
+own quantizers' values and gradients; and the HDF5 layout of a larq-zoo weights
+file. Our models must have the same layers and, with the same weights, compute
+the same within 1e-5.
 """
 
 from __future__ import annotations
