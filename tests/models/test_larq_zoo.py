@@ -131,13 +131,15 @@ def test_zoo_quantizers_match_larq_zoo(name, cls):
 
 
 def write_keras2_h5(path: Path, rename: str = "", drop: str | None = None,
-                    reshape: str | None = None) -> None:
+                    reshape: str | None = None, whole_model: bool = False) -> None:
     """A weights file in the layout larq-zoo's Keras 2 wrote for H5_CASE, holding
     the seeded weights. `rename` prefixes every layer name, `drop` leaves a
-    layer out, `reshape` gives a layer's first weight a wrong shape."""
+    layer out, `reshape` gives a layer's first weight a wrong shape;
+    `whole_model` puts it under "model_weights", as Keras 2's `model.save`."""
     root, groups = H5_LAYOUT["root"], H5_LAYOUT["groups"]
     layer_names = [name for name in root["layer_names"] if name != drop]
-    with h5py.File(path, "w") as file:
+    with h5py.File(path, "w") as h5:
+        file = h5.create_group("model_weights") if whole_model else h5
         file.attrs["backend"] = root["backend"].encode()
         file.attrs["keras_version"] = root["keras_version"].encode()
         file.attrs["layer_names"] = np.array([(rename + n).encode() for n in layer_names])
@@ -155,9 +157,10 @@ def write_keras2_h5(path: Path, rename: str = "", drop: str | None = None,
                 group.create_dataset(rename + weight, data=value)
 
 
-def test_larq_zoo_h5_loads_by_name(tmp_path):
+@pytest.mark.parametrize("whole_model", [False, True])
+def test_larq_zoo_h5_loads_by_name(tmp_path, whole_model):
     path = tmp_path / "zoo.h5"
-    write_keras2_h5(path)
+    write_keras2_h5(path, whole_model=whole_model)
     assert_larq_logits(H5_CASE, build(H5_CASE, weights=path))
 
 
