@@ -61,6 +61,8 @@ __all__ = [
     "conv2d_problem",
     "dense",
     "dense_problem",
+    "fastfood",
+    "fastfood_problem",
     "depthwise_conv2d",
     "depthwise_problem",
     "in_xla_context",
@@ -108,8 +110,8 @@ def _warn_once(message: str) -> None:
 
 
 def _common_problem(layer: Any, inputs: Any) -> str | None:
-    """Reasons shared by every layer: the quantizers' values, the dtype, XLA,
-    the op library."""
+    """Reasons shared by the binary layers: the quantizers' values, the dtype,
+    then those of every layer."""
     if _form(layer.input_quantizer) != "sign":
         return f"input_quantizer={layer.input_quantizer!r} does not output only -1 and +1"
     if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
@@ -117,6 +119,11 @@ def _common_problem(layer: Any, inputs: Any) -> str | None:
     dtype = tf.as_dtype(inputs.dtype)
     if dtype not in _OP_DTYPES:
         return f"inputs of dtype {dtype.name} (the ops compute in float32)"
+    return _runtime_problem(layer)
+
+
+def _runtime_problem(layer: Any) -> str | None:
+    """Reasons of every layer: XLA, the op library."""
     if in_xla_context():
         if not getattr(layer, "_warned_xla", False):
             layer._warned_xla = True
@@ -152,6 +159,29 @@ def depthwise_problem(layer: Any, inputs: Any) -> str | None:
 def dense_problem(layer: Any, inputs: Any) -> str | None:
     """Why LowbitBgemm cannot run this QuantDense call, or None."""
     return _common_problem(layer, inputs)
+
+
+def fastfood_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitFastfood cannot run this FastfoodDense call, or None. The op
+    computes in float32 with the layer's operations in their order (bit for
+    bit); another compute dtype keeps the TensorFlow ops."""
+    dtype = tf.as_dtype(inputs.dtype)
+    if dtype != tf.float32 or layer.b.dtype != tf.float32:
+        return f"inputs of dtype {dtype.name} (the op is float32)"
+    return _runtime_problem(layer)
+
+
+def fastfood(layer: Any, inputs: tf.Tensor) -> tf.Tensor:
+    """A FastfoodDense's output (bias and activation included) by LowbitFastfood,
+    with its exact registered gradients for the inputs, B, G, S and the bias."""
+    relu = layer.activation is keras.activations.relu
+    outputs = ops.fastfood(
+        inputs, layer.b, layer.g, layer.s, layer.permutation, layer.bias,
+        units=layer.units, activation="relu" if relu else None,
+    )  # fmt: skip
+    if not relu and layer.activation is not None:
+        outputs = layer.activation(outputs)
+    return outputs
 
 
 def _signs_and_scale(

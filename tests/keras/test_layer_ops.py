@@ -419,3 +419,30 @@ def test_custom_loop_with_training_none_trains_the_kernel():
     emulated.set_weights(model.get_weights())
     np.testing.assert_array_equal(after, emulated.predict(x, verbose=0))
     assert not np.array_equal(after, before)
+
+
+@pytest.mark.parametrize("units, activation, shape", [
+    (40, None, (5, 30)), (64, "relu", (2, 3, 64)), (20, "tanh", (4, 17)),
+])
+def test_fastfood_on_the_op_equals_the_tf_ops(units, activation, shape):
+    """LowbitFastfood computes the layer's float32 operations in their order:
+    equal bit for bit, with its exact gradients."""
+    a = layers.FastfoodDense(units, activation=activation, seed=5)
+    b = layers.FastfoodDense.from_config({**a.get_config(), "use_ops": False})
+    for layer in (a, b):
+        layer.build(shape)
+    b.set_weights(a.get_weights())
+    b.bias.assign(_rng(14).normal(size=units))
+    a.bias.assign(b.bias)
+    assert "LowbitFastfood" in _op_types(a, shape)
+    assert "LowbitFastfood" not in _op_types(b, shape)
+    x = _rng(15).normal(size=shape).astype(np.float32)
+    weights = lambda layer: [layer.b, layer.g, layer.s, layer.bias]  # noqa: E731
+    y_ops, g_ops = _forward_and_gradients(a, x, weights)
+    y_emu, g_emu = _forward_and_gradients(b, x, weights)
+    np.testing.assert_array_equal(y_ops, y_emu)
+    for got, want in zip(g_ops, g_emu, strict=True):
+        assert _relative(got, want) <= 1e-6
+    assert a.get_config()["use_ops"] is True and b.get_config()["use_ops"] is False
+    with lowbit_tf.ops_scope(False):
+        assert layers.FastfoodDense(8).use_ops is False
