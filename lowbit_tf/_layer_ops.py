@@ -57,6 +57,8 @@ from lowbit_tf._native import tf_ops_problem
 from lowbit_tf._packed_kernel import PackedKernelCache
 
 __all__ = [
+    "abc",
+    "abc_problem",
     "conv2d",
     "conv2d_problem",
     "dense",
@@ -159,6 +161,90 @@ def depthwise_problem(layer: Any, inputs: Any) -> str | None:
 def dense_problem(layer: Any, inputs: Any) -> str | None:
     """Why LowbitBgemm cannot run this QuantDense call, or None."""
     return _common_problem(layer, inputs)
+
+
+def abc_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitMultibitConv2d cannot run this ABCConv2D / ABCDense call, or None."""
+    if getattr(layer, "groups", 1) != 1:
+        return f"groups={layer.groups} (the op has no groups)"
+    if getattr(layer, "padding", "valid") == "same" and layer.pad_values not in (0.0, 1.0):
+        return f"pad_values={layer.pad_values} (the op pads with 0 or 1)"
+    dtype = tf.as_dtype(inputs.dtype)
+    if dtype not in _OP_DTYPES:
+        return f"inputs of dtype {dtype.name} (the ops compute in float32)"
+    return _runtime_problem(layer)
+
+
+def abc(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    r"""An ABCConv2D's or ABCDense's output (bias and activation included) by
+    LowbitMultibitConv2d: :math:`\sum_{i,j} \alpha_i \beta_j conv(H_{v_j}(x), B_i)`
+    in one op, the activation bases made inside it from the float inputs.
+
+    The op's registered gradient gives the inputs, shifts and betas theirs (the
+    clip of :math:`H_v`, as the emulation); the alphas are constants (least
+    squares on the kernel, as in the emulation), and the packed bases have
+    none, so their gradient is attached here: the output is linear in each
+    :math:`B_i`, with :math:`\partial L/\partial B_i = \alpha_i\,
+    \text{conv\_backprop\_filter}(A, g)` where :math:`A = \sum_j \beta_j
+    H_{v_j}(x)` is the quantized input, padded as the op pads every plane. A
+    dense layer is a 1x1 convolution of one pixel per row.
+    """
+    dtype = inputs.dtype
+    x = _float32(layer.quantize_inputs(inputs, training))
+    bases, alphas = layer.weight_bases(training)
+    m = layer.num_weight_bases
+    dense = bases.shape.rank == 3  # (M, d, units)
+    if dense:
+        d, units = (int(v) for v in bases.shape[1:])
+        lead = tf.shape(x)[:-1]
+        x = tf.reshape(x, [-1, 1, 1, d])
+        bases = tf.reshape(bases, [m, 1, 1, d, units])
+        conv = dict(strides=1, dilations=1, padding="VALID", pad_value=0)
+    else:
+        conv = _conv_attrs(layer)
+    bases = _float32(bases)
+    out = int(bases.shape[-1])
+    alphas = _float32(alphas)
+    alphas = alphas if layer.per_channel else tf.tile(alphas[:, None], [1, out])
+    betas = _float32(layer.activation_betas)
+    shifts = _float32(layer.activation_shifts)
+    y = ops.multibit_conv2d(
+        x, ops.pack_filter_planes(bases), alphas, betas, activation_mode="abc", shifts=shifts,
+        kernel_size=tuple(int(k) for k in bases.shape[1:3]), **conv,
+    )  # fmt: skip
+
+    @tf.custom_gradient
+    def attach(y: tf.Tensor, b: tf.Tensor) -> Any:
+        def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            planes = lb_quantizers.abc_activation_bases(x, shifts)  # (N, ...)
+            a = tf.tensordot(betas, planes, axes=1)  # the quantized input
+            kh, kw = int(b.shape[1]), int(b.shape[2])
+            grad_attrs = dict(
+                kernel_h=kh, kernel_w=kw, stride_h=_pair(conv["strides"])[0],
+                stride_w=_pair(conv["strides"])[1], dilation_h=_pair(conv["dilations"])[0],
+                dilation_w=_pair(conv["dilations"])[1], padding=conv["padding"],
+                pad_value=float(conv["pad_value"]) * tf.reduce_sum(betas),
+            )  # fmt: skip
+            w_shape = tf.zeros(b.shape[1:], tf.float32)
+            _, d_filter = ops.sign_conv2d_grads(a, w_shape, dy, grad_attrs, want_x=False)
+            return dy, alphas[:, None, None, None, :] * d_filter[None]
+
+        return tf.identity(y), grad
+
+    y = attach(y, bases)
+    if dense:
+        y = tf.reshape(y, tf.concat([lead, [out]], 0))
+    if y.dtype != dtype:
+        y = tf.cast(y, dtype)
+    if layer.use_bias:
+        y = keras.ops.add(y, layer.bias)
+    if layer.activation is not None:
+        y = layer.activation(y)
+    return y
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def fastfood_problem(layer: Any, inputs: Any) -> str | None:

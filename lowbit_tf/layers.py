@@ -992,7 +992,11 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         self._build_abc()
         self.input_spec = keras.InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(_layer_ops.abc_problem, inputs):
+            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         h = self.activation_bases(inputs)  # (N, batch, rows, cols, C)
@@ -1075,7 +1079,11 @@ class ABCDense(_ABCMixin, QuantizedLayerMixin, keras.layers.Dense):
         super().build(input_shape)
         self._build_abc()
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(_layer_ops.abc_problem, inputs):
+            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         d = self.kernel.shape[0]

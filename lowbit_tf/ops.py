@@ -928,7 +928,7 @@ def sign_conv2d_grads(
     if attrs["padding"] == "SAME":
         pads[1] = list(same_padding(size[1], kh, attrs["stride_h"], attrs["dilation_h"]))
         pads[2] = list(same_padding(size[2], kw, attrs["stride_w"], attrs["dilation_w"]))
-    x_padded = tf.pad(x4, pads, constant_values=float(attrs["pad_value"]))
+    x_padded = tf.pad(x4, pads, constant_values=tf.cast(attrs["pad_value"], x4.dtype))
     conv = dict(
         strides=[1, attrs["stride_h"], attrs["stride_w"], 1],
         padding="VALID",

@@ -446,3 +446,42 @@ def test_fastfood_on_the_op_equals_the_tf_ops(units, activation, shape):
     assert a.get_config()["use_ops"] is True and b.get_config()["use_ops"] is False
     with lowbit_tf.ops_scope(False):
         assert layers.FastfoodDense(8).use_ops is False
+
+
+ABC_CASES = [
+    (layers.ABCConv2D, dict(filters=8, kernel_size=3, padding="same", pad_values=1.0),
+     (2, 7, 7, 12)),
+    (layers.ABCConv2D, dict(filters=8, kernel_size=3, padding="same", per_channel=True,
+                            num_weight_bases=2, num_activation_bases=1), (2, 7, 7, 12)),
+    (layers.ABCConv2D, dict(filters=6, kernel_size=(3, 2), strides=2, activation="relu"),
+     (2, 9, 8, 10)),
+    (layers.ABCDense, dict(units=9, per_channel=True), (4, 40)),
+    (layers.ABCDense, dict(units=5, num_weight_bases=2, num_activation_bases=4), (2, 3, 33)),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, shape", ABC_CASES)
+def test_abc_on_the_multibit_op_equals_the_emulation(cls, kwargs, shape):
+    """M x N binary convolutions in one LowbitMultibitConv2d: the scaled sums
+    within 1e-6, and the gradients (inputs, kernel through the bases, shifts,
+    betas, bias) within 1e-6."""
+    a = cls(**kwargs, use_ops=True)
+    b = cls.from_config({**a.get_config(), "use_ops": False})
+    for layer in (a, b):
+        layer.build(shape)
+    weights = [w.astype(np.float32) + _rng(16).normal(size=w.shape).astype(np.float32) * 0.1
+               for w in a.get_weights()]  # fmt: skip
+    a.set_weights(weights)
+    b.set_weights(weights)
+    assert "LowbitMultibitConv2d" in _op_types(a, shape)
+    assert "LowbitMultibitConv2d" not in _op_types(b, shape)
+    x = _rng(17).uniform(-0.5, 1.5, size=shape).astype(np.float32)
+    variables = lambda layer: [layer.kernel, layer.activation_shifts,  # noqa: E731
+                               layer.activation_betas, layer.bias]
+    y_ops, g_ops = _forward_and_gradients(a, x, variables)
+    y_emu, g_emu = _forward_and_gradients(b, x, variables)
+    assert _relative(y_ops, y_emu) <= 1e-6
+    if kwargs.get("activation") == "relu":
+        return  # an output within rounding of 0 may be kept by one ReLU only
+    for got, want in zip(g_ops, g_emu, strict=True):
+        assert _relative(got, want) <= 1e-6
