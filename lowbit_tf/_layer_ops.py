@@ -1,9 +1,10 @@
 r"""The forward pass of a quantized Keras layer on the bitwise TF ops.
 
 `lowbit_tf.layers` asks two things of this module: can an op run this call
-(`conv2d_problem`, `dense_problem`, `depthwise_problem`: None, or the reason
-in words), and, when it can, the layer's output through the op (`conv2d`,
-`dense`, `depthwise_conv2d`). Everything else (the quantizers, their
+(`conv2d_problem`, `dense_problem`, `depthwise_problem`, `abc_problem`,
+`fastfood_problem`: None, or the reason in words), and, when it can, the
+layer's output through the op (`conv2d`, `dense`, `depthwise_conv2d`, `abc`,
+`fastfood`). Everything else (the quantizers, their
 gradients, the flip-ratio metric, the gradient quantizer) stays in the layer,
 which hands over the quantized values: the inputs ``q_i(x)`` and the kernel
 ``q_k(W)``.
@@ -23,10 +24,12 @@ gradients (clip, approx_sign, swish_sign, ...) apply before them unchanged.
 The depthwise op has no filter gradient (its filter is bit-packed); its
 kernel gradient is supplied here with TensorFlow's depthwise backprop.
 
-Bit-packed weights. The conv and dense ops take the float quantized kernel and
-pack it inside the op, once per call: in training that is once per weight
-update (one forward pass per step), and at inference one pass over the
-kernel's floats, which the op does as part of its work.
+Bit-packed weights. In training the conv and dense ops take the float
+quantized kernel and pack it inside the op, once per forward pass, which is
+once per weight update. Inference calls (``training=False``) read the kernel
+packed once per weight update from the layer's PackedKernelCache
+(lowbit_tf/_packed_kernel.py). QuantConv2D's training gradient is
+`_bconv2d_of_signs`'s (see there why not the op's registered one).
 
 Fallbacks (the layer keeps the emulation, silently; the reason is logged at
 DEBUG level): an input or kernel quantizer whose values are not binary, a

@@ -22,13 +22,15 @@ is that mixin in front of a Keras layer plus a ``call``.
 Bitwise ops or float emulation. ``QuantConv2D``, ``QuantDense`` and
 ``QuantDepthwiseConv2D`` with sign inputs and a (scaled) sign kernel compute
 their forward pass with the custom TF ops (``LowbitBconv2d``, ``LowbitBgemm``,
-``LowbitBDepthwiseConv2d``), in training and at inference, with the
-quantizers' own gradients and the ops' exact gradients of the conv of the
-quantized values; any other configuration, and every layer built with
-``use_ops=False`` (or inside ``lowbit_tf.ops_scope(False)``), computes the
-same values with float ``conv``/``matmul`` on the quantized values (the
-emulation). See ``lowbit_tf/_layer_ops.py`` for what runs on an op and why the
-numbers agree.
+``LowbitBDepthwiseConv2d``), ``ABCConv2D`` and ``ABCDense`` with
+``LowbitMultibitConv2d`` and ``FastfoodDense`` with ``LowbitFastfood``, in
+training and at inference, with the quantizers' own gradients and the exact
+gradients of the conv of the quantized values; any other configuration, and
+every layer built with ``use_ops=False`` (or inside
+``lowbit_tf.ops_scope(False)``), computes the same values with float
+``conv``/``matmul`` on the quantized values (the emulation). See
+``lowbit_tf/_layer_ops.py`` for what runs on an op and why the numbers agree,
+and ``lowbit_tf/_packed_kernel.py`` for the packed kernels of inference calls.
 
 Example::
 

@@ -12,8 +12,9 @@ float (Keras) kernel and exact ones for the multiplier and the bias;
 and exact ones for its scales and bias; `bdepthwise_conv2d` that of ste_sign
 for a float input and exact ones for the multiplier and bias; `fastfood` (a float op) its exact
 gradient. Packed int32 inputs and filters and bit-packed outputs have none.
-The Keras layers (`lowbit_tf.layers`) train with float ops and are what the
-converter lowers onto these ops.
+The Keras layers (`lowbit_tf.layers`) compute with these ops where they can run
+the layer's configuration, in training and at inference (lowbit_tf/_layer_ops.py),
+and are what the converter lowers onto them.
 """
 
 from __future__ import annotations
