@@ -565,6 +565,8 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.conv2d_problem, inputs):
             outputs = _layer_ops.conv2d(self, inputs, training)
+        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
+            outputs = _layer_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = self._emulated(inputs, self.quantized_kernel(training))
@@ -660,6 +662,8 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.dense_problem, inputs):
             outputs = _layer_ops.dense(self, inputs, training)
+        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
+            outputs = _layer_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
