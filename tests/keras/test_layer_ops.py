@@ -382,6 +382,12 @@ def test_inference_reads_the_packed_kernel_kept_fresh(cls, kwargs, shape):
 
     first = check()
     assert a._packed_kernel.fresh.numpy()
+    # Later calls read the cache, not the kernel: spoil it and they follow.
+    packed = a._packed_kernel.packed
+    packed.assign(tf.bitwise.invert(packed))
+    assert not np.array_equal(a(x, training=False).numpy(), first)
+    a.kernel_changed()
+    np.testing.assert_array_equal(check(), first)
     # A training call marks it stale (an optimizer step may follow) ...
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(a(x, training=True))
