@@ -127,6 +127,10 @@ DEFAULT_BATCHES = "1,8"
 QUICK_BATCHES = "1"
 DEFAULT_DENSE = "1024,4096"
 QUICK_DENSE = "1024"
+DEPTHWISE_SHAPES = "56x56x64,28x28x128,14x14x256"
+QUICK_DEPTHWISE_SHAPES = "56x56x64"
+DEPTHWISE_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "bdepthwise_benchmark.py")
 RESULT_MARKER = "@@BCONV2D_BENCHMARK_RESULT@@"
 PEAK_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peak_popcount.cc")
 
@@ -849,6 +853,26 @@ def print_targets(
             print("  " + line)
 
 
+def run_depthwise(args: argparse.Namespace) -> None:
+    """The binary depthwise rows and their target lines (issue 19: at least 2x
+    the float depthwise convs of TF and XNNPACK), measured by
+    benchmarks/bdepthwise_benchmark.py in a fresh process (1 thread) after the
+    rest, its output printed as it is."""
+    if args.depthwise.strip().lower() == "none":
+        return
+    command = [sys.executable, DEPTHWISE_SCRIPT, "--shapes", args.depthwise,
+               "--rounds", str(args.rounds)]
+    progress(f"binary depthwise rows ({args.depthwise}, stride 1 and 2)")
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        print(f"\nbinary depthwise: not measured ({(proc.stderr or '').strip()[-500:]})")
+        return
+    print()
+    for line in lines:
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -858,6 +882,13 @@ def main(argv: list[str] | None = None) -> int:
         type=parse_shapes,
         default=None,
         help=f"comma-separated HxWxCIN-COUT list or 'none' (default {DEFAULT_SHAPES})",
+    )
+    parser.add_argument(
+        "--depthwise",
+        default=None,
+        help="binary depthwise 3x3 shapes HxWxC (stride 1 and 2, 1 thread, "
+        "benchmarks/bdepthwise_benchmark.py in a subprocess) or 'none' (default "
+        f"{DEPTHWISE_SHAPES}, quick {QUICK_DEPTHWISE_SHAPES})",
     )
     parser.add_argument(
         "--kernel-sizes",
@@ -933,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
         args.batches = parse_ints(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
     if args.dense is None:
         args.dense = parse_dense(QUICK_DENSE if args.quick else DEFAULT_DENSE)
+    if args.depthwise is None:
+        args.depthwise = QUICK_DEPTHWISE_SHAPES if args.quick else DEPTHWISE_SHAPES
     if args.rounds is None:
         args.rounds = 5 if args.quick else 7
     if args.sample_ms is None:
@@ -1056,6 +1089,7 @@ def main(argv: list[str] | None = None) -> int:
     if lce is not None:
         lce_compare.print_table(lce["rows"], lce["version"])
     print_targets(results, peaks, core_rows, lce["rows"] if lce is not None else None)
+    run_depthwise(args)
     print(f"\nTotal wall time: {time.perf_counter() - start:.1f} s")
     return 0
 

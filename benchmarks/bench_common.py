@@ -101,7 +101,9 @@ class CoreKernels:
         self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, *tail]
         self._read = lib.lowbit_kernel_bench_read
         self._read.argtypes = [i64, *tail]
-        for fn in (self._bgemm, self._bconv2d, self._read):
+        self._bdepthwise = lib.lowbit_kernel_bench_bdepthwise
+        self._bdepthwise.argtypes = [i64] * 6 + [c_int, c_int, c_int, *tail]
+        for fn in (self._bgemm, self._bconv2d, self._read, self._bdepthwise):
             fn.restype = c_int
 
     def _run(self, fn: Callable[..., int], args: list, threads: int, sample_s: float,
@@ -126,6 +128,16 @@ class CoreKernels:
         args = [batch, height, width, channels_in, out_channels, kernel_size,
                 int(same_padding), pad_value]
         return self._run(self._bconv2d, args, threads, sample_s, samples)
+
+    def bdepthwise(self, batch: int, height: int, width: int, channels: int, kernel_size: int,
+                   stride: int, threads: int, sample_s: float, samples: int, *,
+                   bitpacked: bool = False, same_padding: bool = True,
+                   pad_value: int = 0) -> list[float]:
+        """ms per binary depthwise call on a packed input (depth multiplier 1;
+        float output, or bit-packed with `bitpacked`)."""
+        args = [batch, height, width, channels, kernel_size, stride, int(same_padding),
+                pad_value, int(bitpacked)]
+        return self._run(self._bdepthwise, args, threads, sample_s, samples)
 
     def read(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
         """ms per read of every byte of a cache-hot buffer of `size_bytes`."""

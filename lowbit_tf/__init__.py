@@ -15,7 +15,12 @@ TensorFlow only `lowbit_tf.lite` is usable.
     lowbit_tf.summary      per-layer bits, memory, MACs and predicted .tflite size;
                            the module is callable: lowbit_tf.summary(model)
     lowbit_tf.ops          Python face of the custom TF ops (bitpack, bconv2d, bgemm)
-    lowbit_tf.math         sign (Larq's larq.math)
+    lowbit_tf.math         sign, heaviside (Larq's larq.math)
+    lowbit_tf.activations  hard_tanh, leaky_tanh
+    lowbit_tf.callbacks    HyperparameterScheduler
+    lowbit_tf.context      quantized_scope, metrics_scope (Larq's larq.context)
+    lowbit_tf.models       summary under Larq's name (larq.models.summary)
+    lowbit_tf.compat       load_larq_model: a Larq .h5 model as lowbit_tf layers
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
     lowbit_tf.ops_scope    quantized layers built inside it use the custom TF ops
@@ -41,7 +46,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "quantizers", "layers", "constraints", "optimizers", "metrics", "summary", "ops", "math",
-    "lite",
+    "lite", "activations", "callbacks", "compat", "context", "models",
 )
 # What the lowbit-tf-runtime wheel ships of them.
 _RUNTIME_SUBMODULES = ("lite",)
@@ -76,7 +81,7 @@ def _runtime_only(what: str) -> str:
 # `import lowbit_tf` then `keras.models.load_model(...)` finds them.
 # The lowbit-tf-runtime wheel (runtime/) ships only lite.py and _native/: it
 # never imports TensorFlow, even where TensorFlow happens to be installed.
-_KERAS_MODULES = ("constraints", "layers", "quantizers")
+_KERAS_MODULES = ("activations", "constraints", "layers", "quantizers")
 
 
 def _register_with_keras() -> None:

@@ -55,7 +55,7 @@ import tensorflow as tf
 from lowbit_tf import ops
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._geometry import same_padding
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import keras, kops
 from lowbit_tf._native import tf_ops_problem
 from lowbit_tf._packed_kernel import PackedKernelCache
 
@@ -357,7 +357,7 @@ def abc(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     if y.dtype != dtype:
         y = tf.cast(y, dtype)
     if layer.use_bias:
-        y = keras.ops.add(y, layer.bias)
+        y = kops.add(y, layer.bias)
     if layer.activation is not None:
         y = layer.activation(y)
     return y
@@ -427,7 +427,7 @@ def _finish(layer: Any, outputs: tf.Tensor, dtype: tf.DType, fused_relu: bool) -
     if outputs.dtype != dtype:
         outputs = tf.cast(outputs, dtype)
     if layer.use_bias:
-        outputs = keras.ops.add(outputs, layer.bias)  # the last axis: channels_last
+        outputs = kops.add(outputs, layer.bias)  # the last axis: channels_last
     if not fused_relu and layer.activation is not None:
         outputs = layer.activation(outputs)
     return outputs

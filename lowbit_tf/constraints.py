@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from lowbit_tf._keras import keras
 
-__all__ = ["WeightClip", "deserialize", "get", "serialize"]
+__all__ = ["WeightClip", "deserialize", "get", "serialize", "weight_clip"]
 
 
 @keras.saving.register_keras_serializable(package="lowbit_tf")
@@ -63,6 +63,9 @@ class WeightClip(keras.constraints.Constraint):
 
 # Short name -> constraint class, for names Keras itself does not know.
 _REGISTRY: dict[str, type] = {"weight_clip": WeightClip, "WeightClip": WeightClip}
+
+
+weight_clip = WeightClip  # Larq's lower-case name (lq.constraints.weight_clip)
 
 
 def serialize(constraint: Callable[[Any], Any] | None) -> dict[str, Any] | None:

@@ -15,6 +15,12 @@ Layers:
   weight bases times ``N`` binary activation bases, ``M * N`` binary products).
 - :class:`FastfoodDense`: the Adaptive Fastfood transform of Deep Fried Convnets,
   an ``O(n log n)``-time, ``O(n)``-parameter replacement of a dense layer.
+- The rest of Larq's layers, defined in :mod:`lowbit_tf.conv_layers`
+  (:class:`QuantConv1D`, :class:`QuantConv3D`, :class:`QuantConv2DTranspose`,
+  :class:`QuantConv3DTranspose`, :class:`QuantSeparableConv1D`,
+  :class:`QuantSeparableConv2D`) and :mod:`lowbit_tf.local_layers`
+  (:class:`QuantLocallyConnected1D`, :class:`QuantLocallyConnected2D`) and
+  exported here.
 
 The quantization plumbing lives once, in :class:`QuantizedLayerMixin`; a layer
 is that mixin in front of a Keras layer plus a ``call``.
@@ -54,11 +60,13 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_tf import _layer_ops
+from lowbit_tf import activations as lb_activations
 from lowbit_tf import constraints as lb_constraints
+from lowbit_tf import context as lb_context
 from lowbit_tf import metrics as lb_metrics
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._geometry import same_padding
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, InputSpec, keras, kops
 from lowbit_tf.context import resolve_use_ops
 from lowbit_tf.math import sign
 
@@ -66,9 +74,17 @@ __all__ = [
     "ABCConv2D",
     "ABCDense",
     "FastfoodDense",
+    "QuantConv1D",
     "QuantConv2D",
+    "QuantConv2DTranspose",
+    "QuantConv3D",
+    "QuantConv3DTranspose",
     "QuantDense",
     "QuantDepthwiseConv2D",
+    "QuantLocallyConnected1D",
+    "QuantLocallyConnected2D",
+    "QuantSeparableConv1D",
+    "QuantSeparableConv2D",
     "OpsSwitchMixin",
     "QuantizedLayerMixin",
     "apply_quantizer",
@@ -81,13 +97,17 @@ _PACKAGE = "lowbit_tf"
 
 
 def _resolve_activation(activation: Any) -> Any:
-    """Keras activation names first, then quantizer names (``activation="ste_sign"``)."""
+    """Keras activation names first, then ours (``"hard_tanh"``, ``"leaky_tanh"``),
+    then quantizer names (``activation="ste_sign"``, as Larq allows)."""
     if not isinstance(activation, str):
         return activation
     try:
         return keras.activations.get(activation)
     except ValueError:
-        return lb_quantizers.get(activation)
+        pass
+    if activation in lb_activations.__all__:
+        return getattr(lb_activations, activation)
+    return lb_quantizers.get(activation)
 
 
 def apply_quantizer(quantizer: Callable[..., Any] | None, x: Any, training: Any = None) -> Any:
@@ -248,6 +268,7 @@ class QuantizedLayerMixin(OpsSwitchMixin):
         self._packed_kernel = None
         if (
             getattr(self._kernel_quantizer, "precision", None) == 1
+            and not isinstance(self._kernel_quantizer, lb_quantizers.NoOp)
             and getattr(self, self._kernel_constraint_name, None) is None
         ):
             log.warning(
@@ -324,12 +345,18 @@ class QuantizedLayerMixin(OpsSwitchMixin):
         kernel = getattr(self, "kernel", None)
         if precision is not None and kernel is not None:
             kernel.precision = precision  # read by Bop.is_binary_variable
+        if kernel is not None:  # quantized NumPy reads inside quantized_scope(True)
+            lb_context.mark_quantized_reads(kernel, self._kernel_quantizer)
         if "flip_ratio" in self._training_metrics and self._flip_ratio is None:
             self._flip_ratio = lb_metrics.FlipRatio(
                 values_shape=self._flip_ratio_shape(), name=f"{self.name}_flip_ratio"
             )
         if self._has_op_path and self._packed_kernel is None:
-            self._packed_kernel = _layer_ops.packed_kernel_cache(self)
+            cache = _layer_ops.packed_kernel_cache(self)
+            if KERAS_3:
+                self._packed_kernel = cache
+            else:  # tf-keras would list its variables among the layer's weights
+                object.__setattr__(self, "_packed_kernel", cache)
 
     def kernel_changed(self) -> None:
         """Tells the layer that its kernel was assigned by code it cannot see
@@ -442,11 +469,13 @@ class _ConvPaddingMixin:
             raise ValueError(self._rank_message(input_shape))
 
     def _add_bias(self, outputs: Any, channels: int) -> Any:
-        if self.data_format == "channels_last":
-            bias_shape = (1,) * (self.rank + 1) + (channels,)
-        else:
-            bias_shape = (1, channels) + (1,) * self.rank
-        return keras.ops.add(outputs, keras.ops.reshape(self.bias, bias_shape))
+        # tf.nn.bias_add names the channel axis. Not keras.ops.add with a
+        # reshaped bias: Keras 3.15's add turns that into a bias_add itself and
+        # guesses the axis from the sizes, so with channels_first and as many
+        # channels as the last spatial size it adds along the wrong axis.
+        del channels  # the bias's length
+        data_format = "N...C" if self.data_format == "channels_last" else "NC..."
+        return tf.nn.bias_add(outputs, self.bias, data_format=data_format)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pad_values": self.pad_values}
@@ -550,13 +579,13 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
         )
         self.pad_values = pad_values
         # Exact rank (Keras's Conv2D only asks for at least 4 dimensions).
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(
+        self.input_spec = InputSpec(
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
@@ -574,7 +603,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
 
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.conv(
+        outputs = kops.conv(
             inputs,
             kernel,
             strides=list(self.strides),
@@ -666,9 +695,9 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
             outputs = _layer_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
-            outputs = keras.ops.matmul(inputs, self.quantized_kernel(training))
+            outputs = kops.matmul(inputs, self.quantized_kernel(training))
             if self.bias is not None:
-                outputs = keras.ops.add(outputs, self.bias)
+                outputs = kops.add(outputs, self.bias)
             if self.activation is not None:
                 outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
@@ -752,23 +781,32 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             **kwargs,
         )
         self.pad_values = pad_values
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     @property
     def depthwise_quantizer(self) -> Callable[..., Any] | None:
         """The quantizer applied to the depthwise kernel, or None."""
         return self._kernel_quantizer
 
-    @property
-    def depthwise_kernel(self) -> Any:
-        """The latent depthwise kernel (alias of ``kernel``)."""
-        return self.kernel
+    if KERAS_3:
+
+        @property
+        def depthwise_kernel(self) -> Any:
+            """The latent depthwise kernel (alias of ``kernel``)."""
+            return self.kernel
+
+    else:  # tf-keras names it depthwise_kernel
+
+        @property
+        def kernel(self) -> Any:
+            """The latent depthwise kernel (alias of tf-keras's ``depthwise_kernel``)."""
+            return self.depthwise_kernel
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = keras.InputSpec(
+        self.input_spec = InputSpec(
             ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
         )
 
@@ -785,7 +823,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
         channels = int(self.kernel.shape[2]) * self.depth_multiplier
         inputs, padding = self._padded_inputs(inputs)
-        outputs = keras.ops.depthwise_conv(
+        outputs = kops.depthwise_conv(
             inputs,
             kernel,
             strides=self.strides,
@@ -990,13 +1028,13 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             )
         self.pad_values = pad_values
         self._init_abc(num_weight_bases, num_activation_bases, per_channel)
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2)
+        self.input_spec = InputSpec(ndim=self.rank + 2)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         self._check_rank(input_shape)
         super().build(input_shape)
         self._build_abc()
-        self.input_spec = keras.InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
+        self.input_spec = InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
 
     _has_op_path = True
 
@@ -1017,7 +1055,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         # (group, base, channel-in-group), F = G * (F / G).
         w = tf.reshape(bases, (m, kh, kw, c, g, f // g))
         w = tf.reshape(tf.transpose(w, (1, 2, 3, 4, 0, 5)), (kh, kw, c, g * m * (f // g)))
-        y = keras.ops.conv(
+        y = kops.conv(
             x, w, strides=list(self.strides), padding=padding, dilation_rate=self.dilation_rate
         )  # (N * batch, oh, ow, G * M * F / G): the M * N binary convolutions
         shape = tf.shape(y)
@@ -1100,7 +1138,7 @@ class ABCDense(_ABCMixin, QuantizedLayerMixin, keras.layers.Dense):
         outputs = self._combine(y, alphas)
         outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
         if self.bias is not None:
-            outputs = keras.ops.add(outputs, self.bias)
+            outputs = kops.add(outputs, self.bias)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
@@ -1233,7 +1271,7 @@ class FastfoodDense(OpsSwitchMixin, keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.bias_constraint = lb_constraints.get(bias_constraint)
-        self.input_spec = keras.InputSpec(min_ndim=2)
+        self.input_spec = InputSpec(min_ndim=2)
 
     def _geometry(self, input_dim: Any) -> tuple[int, int]:
         owner = f"{type(self).__name__} '{self.name}'"
@@ -1278,7 +1316,7 @@ class FastfoodDense(OpsSwitchMixin, keras.layers.Layer):
             )  # fmt: skip
         else:
             self.bias = None
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: int(d)})
+        self.input_spec = InputSpec(min_ndim=2, axes={-1: int(d)})
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[Any, ...]:
         return (*input_shape[:-1], self.units)
@@ -1325,3 +1363,16 @@ class FastfoodDense(OpsSwitchMixin, keras.layers.Layer):
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             "use_ops": self.use_ops,
         }
+
+
+# The rest of Larq's layers build on the mixins above, so their modules import
+# this one; exported here last, so that `lowbit_tf.layers` holds every layer.
+from lowbit_tf.conv_layers import (  # noqa: E402
+    QuantConv1D,
+    QuantConv2DTranspose,
+    QuantConv3D,
+    QuantConv3DTranspose,
+    QuantSeparableConv1D,
+    QuantSeparableConv2D,
+)
+from lowbit_tf.local_layers import QuantLocallyConnected1D, QuantLocallyConnected2D  # noqa: E402

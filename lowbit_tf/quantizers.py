@@ -59,7 +59,8 @@ Subclasses opt in by giving ``call`` a ``training`` parameter; ``__call__``
 passes it only to those.
 
 Random numbers. Stochastic quantizers take a ``seed`` (an int, or None for a
-random one). Each instance owns a :class:`keras.random.SeedGenerator`, so two
+random one). Each instance owns a :class:`keras.random.SeedGenerator` (with
+tf-keras: a ``tf.random.Generator``), so two
 instances built with the same seed produce the same sequence of draws, and
 successive calls of one instance draw fresh numbers (also inside
 ``tf.function``). Build them where you build the layers (inside a distribution
@@ -113,7 +114,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tensorflow as tf
 
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, floatx, keras
 from lowbit_tf.math import sign
 
 __all__ = [
@@ -127,6 +128,8 @@ __all__ = [
     "GradientQuantizer",
     "Identity",
     "MagnitudeAwareSign",
+    "NoOp",
+    "NoOpQuantizer",
     "PowerOfTwo",
     "PowerOfTwoGradient",
     "Quantizer",
@@ -168,7 +171,7 @@ def _as_float_tensor(x: Any) -> tf.Tensor:
     """Converts ``x`` to a tensor; integer and boolean inputs become ``floatx``."""
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
-        x = tf.cast(x, keras.config.floatx())
+        x = tf.cast(x, floatx())
     return x
 
 
@@ -767,13 +770,20 @@ class _Seeded:
 
     def _init_seed(self, seed: Any) -> None:
         self.seed = _check_seed(seed)
-        self._seed_generator = keras.random.SeedGenerator(self.seed)
+        if KERAS_3:
+            self._seed_generator = keras.random.SeedGenerator(self.seed)
+        else:  # tf-keras has no SeedGenerator; TensorFlow's stateful generator
+            self._seed_generator = (tf.random.Generator.from_non_deterministic_state()
+                                    if self.seed is None else
+                                    tf.random.Generator.from_seed(self.seed))
 
     def _uniform(self, shape: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
         """Draws ``U[0, 1)`` of ``shape``; the stream advances on every call."""
-        return tf.random.stateless_uniform(
-            shape, seed=self._seed_generator.next(), dtype=_work_dtype(dtype)
-        )
+        if KERAS_3:
+            seed = self._seed_generator.next()
+        else:
+            seed = self._seed_generator.make_seeds(1)[:, 0]
+        return tf.random.stateless_uniform(shape, seed=seed, dtype=_work_dtype(dtype))
 
 
 def register_quantizer(name: str, package: str = _PACKAGE) -> Callable[[_Q], _Q]:
@@ -816,6 +826,32 @@ class Identity(Quantizer):
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return inputs
+
+
+@register_quantizer("noop")
+class NoOp(Quantizer):
+    r"""The identity, :math:`q(x) = x`, that marks a variable with a ``precision``
+    (Larq's ``NoOp``, formerly ``NoOpQuantizer``).
+
+    It changes no value: it tells :class:`lowbit_tf.optimizers.Bop` (and the
+    summary) that a latent kernel is binary, ``kernel_quantizer=NoOp(precision=1)``,
+    without binarising it in the forward pass. A layer does not warn about
+    starved weights for it.
+    """
+
+    def __init__(self, precision: int | None = None):
+        if precision is not None:
+            precision = _check_int("precision", precision, minimum=1)
+        self.precision = precision
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {"precision": self.precision}
+
+
+NoOpQuantizer = NoOp  # Larq's earlier name
 
 
 @register_quantizer("ste_sign")

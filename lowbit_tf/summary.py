@@ -19,10 +19,14 @@ Counting rules:
   diagonals are 32-bit parameters.
 - **Memory** is ``sum(params * bits) / 8`` bytes; the compression ratio is the
   float32 memory of the same parameters (4 bytes each) over that.
-- **MACs** per example (batch axis excluded): conv ``out_rows * out_cols *
-  filters * kh * kw * in_channels / groups``, depthwise ``out_rows * out_cols *
-  in_channels * depth_multiplier * kh * kw``, dense ``rows * in * units``. A MAC
-  is binary when both operands are 1-bit, else it is counted at
+- **MACs** per example (batch axis excluded): conv (1-D, 2-D, 3-D) ``output
+  positions * filters * kernel positions * in_channels / groups``, depthwise
+  ``output positions * in_channels * depth_multiplier * kernel positions``,
+  separable the depthwise part plus ``output positions * in_channels *
+  depth_multiplier * filters`` (the pointwise part, whose inputs are float),
+  transposed conv ``input positions * kernel size``, locally connected ``output
+  positions * kernel positions * in_channels * filters``, dense ``rows * in *
+  units``. A MAC is binary when both operands are 1-bit, else it is counted at
   ``max(weight bits, input bits)``. ABC-Net layers count ``M * N`` binary
   convolutions / products. FastfoodDense counts ``k n (3 + 2 log2 n)`` float32
   operations per row (3 diagonal products and the two butterflies' additions).
@@ -73,6 +77,8 @@ TFLITE_OP_BYTES = 400
 TFLITE_CUSTOM_OP_BYTES = 350
 #: Extra per LowbitMultibitConv2d (two more inputs, two more options), bytes.
 TFLITE_MULTIBIT_EXTRA_BYTES = 250
+#: Per small glue operator around a custom op (reshape, gather, add), bytes.
+TFLITE_GLUE_BYTES = 150
 #: Extra per model with custom ops: the converter's note on what runs it (the
 #: model's description and its metadata entry "lowbit_tf"), bytes.
 TFLITE_NOTE_BYTES = 320
@@ -270,6 +276,23 @@ def _conversion_plan(model: keras.Model) -> tuple[dict[str, Any], set[str], dict
     return plans, folded, extra
 
 
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+               keras.layers.Conv3DTranspose)
+#: Keras's layers with kernels (their quantized twins derive from them).
+_LINEAR = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.Dense,
+           keras.layers.DepthwiseConv2D, *_SEPARABLE, *_TRANSPOSED)
+
+
+def _kernels(layer: keras.layers.Layer) -> list[tuple[Any, Any]]:
+    """(kernel variable, its quantizer) of a layer: the depthwise and the
+    pointwise kernel of a separable conv, else its one ``kernel``."""
+    if isinstance(layer, _SEPARABLE):
+        return [(layer.depthwise_kernel, getattr(layer, "depthwise_quantizer", None)),
+                (layer.pointwise_kernel, getattr(layer, "pointwise_quantizer", None))]
+    return [(layer.kernel, getattr(layer, "kernel_quantizer", None))]
+
+
 def _layer_summary(
     layer: keras.layers.Layer, plans: dict[str, Any], folded: set[str], extra: dict[str, int]
 ) -> LayerSummary:
@@ -281,51 +304,59 @@ def _layer_summary(
         row.weight_bits, row.input_bits = m, n
         kernel = _prod(layer.kernel.shape)
         row.params = {m: kernel, _FLOAT: _count(weights) - kernel}
-    elif isinstance(layer, lb_layers.QuantizedLayerMixin) or isinstance(
-        layer, (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
-    ):
-        row.weight_bits = _precision(getattr(layer, "kernel_quantizer", None))
+        macs = _layer_macs(layer, out_shape)[0]
+        row.macs = {1: macs * m * n} if macs else {}
+    elif isinstance(layer, (lb_layers.QuantizedLayerMixin, *_LINEAR)):
         row.input_bits = _precision(getattr(layer, "input_quantizer", None))
-        kernel = _prod(layer.kernel.shape)
-        row.params = {row.weight_bits: kernel}
-        rest = _count(weights) - kernel
+        row.params, row.macs = {}, {}
+        input_bits = row.input_bits
+        for (kernel, quantizer), macs in zip(_kernels(layer), _layer_macs(layer, out_shape),
+                                             strict=True):
+            bits = _precision(quantizer)
+            row.weight_bits = row.weight_bits or bits  # the first kernel's
+            row.params[bits] = row.params.get(bits, 0) + _prod(kernel.shape)
+            kind = 1 if bits == input_bits == 1 else max(bits, input_bits)
+            row.macs[kind] = row.macs.get(kind, 0) + macs
+            input_bits = _FLOAT  # a separable conv's pointwise half reads float values
+        rest = _count(weights) - sum(_prod(k.shape) for k, _ in _kernels(layer))
         if rest:
             row.params[_FLOAT] = row.params.get(_FLOAT, 0) + rest
     elif weights:
         row.params = {_FLOAT: _count(weights)}
+    if isinstance(layer, lb_layers.FastfoodDense):
+        row.macs = {_FLOAT: _layer_macs(layer, out_shape)[0]}
     row.params = {b: c for b, c in sorted(row.params.items()) if c}
-
-    macs = _layer_macs(layer, out_shape)
-    if macs:
-        if isinstance(layer, (lb_layers.ABCConv2D, lb_layers.ABCDense)):
-            row.macs = {1: macs * layer.num_weight_bases * layer.num_activation_bases}
-        elif isinstance(layer, lb_layers.FastfoodDense):
-            row.macs = {_FLOAT: macs}
-        else:
-            w, a = row.weight_bits or _FLOAT, row.input_bits or _FLOAT
-            row.macs = {1 if w == a == 1 else max(w, a): macs}
+    row.macs = {b: c for b, c in sorted((row.macs or {}).items()) if c}
     row.predicted_tflite_bytes = _predicted_bytes(layer, row, plans, folded)
     if row.predicted_tflite_bytes:
         row.predicted_tflite_bytes += extra.get(layer.name, 0)
     return row
 
 
-def _layer_macs(layer: keras.layers.Layer, out_shape: tuple[Any, ...]) -> int:
+def _spatial(layer: keras.layers.Layer, shape: tuple[Any, ...]) -> tuple[Any, ...]:
+    return shape[1:-1] if getattr(layer, "data_format", "channels_last") == "channels_last" \
+        else shape[2:]
+
+
+def _layer_macs(layer: keras.layers.Layer, out_shape: tuple[Any, ...]) -> list[int]:
+    """MACs per example, one count per kernel of ``_kernels`` (one for FastfoodDense)."""
     if isinstance(layer, lb_layers.FastfoodDense):
         n, k = layer.padded_dim, layer.num_blocks
-        return _prod(out_shape[1:-1]) * k * n * (3 + 2 * int(math.log2(n)))
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw, c, mult = layer.kernel.shape
-        spatial = out_shape[1:-1] if layer.data_format == "channels_last" else out_shape[2:]
-        return _prod(spatial) * kh * kw * c * mult
-    if isinstance(layer, keras.layers.Conv2D):
-        kh, kw, c, f = layer.kernel.shape
-        spatial = out_shape[1:-1] if layer.data_format == "channels_last" else out_shape[2:]
-        return _prod(spatial) * kh * kw * c * f
-    if isinstance(layer, keras.layers.Dense):
-        d, units = layer.kernel.shape
-        return _prod(out_shape[1:-1]) * d * units
-    return 0
+        return [_prod(out_shape[1:-1]) * k * n * (3 + 2 * int(math.log2(n)))]
+    if isinstance(layer, lb_layers.QuantLocallyConnected1D | lb_layers.QuantLocallyConnected2D):
+        # Every output position: kernel positions x in channels x filters.
+        channels = _shape(layer, "input")[-1 if layer.data_format == "channels_last" else 1]
+        return [_prod(layer.output_spatial) * _prod(layer.kernel_size) * channels
+                * layer.filters]
+    spatial = _prod(_spatial(layer, out_shape))
+    if isinstance(layer, _SEPARABLE):
+        return [spatial * _prod(layer.depthwise_kernel.shape),
+                spatial * _prod(layer.pointwise_kernel.shape)]
+    if isinstance(layer, _TRANSPOSED):  # each input pixel meets the whole kernel
+        return [_prod(_spatial(layer, _shape(layer, "input"))) * _prod(layer.kernel.shape)]
+    if isinstance(layer, _LINEAR):  # conv kernels hold in_channels / groups
+        return [spatial * _prod(layer.kernel.shape)]
+    return [0]
 
 
 def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
@@ -339,6 +370,23 @@ def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
         # a multiplier and bias per output channel.
         kh, kw, c, dm = layer.kernel.shape
         return per_op + 4 * kh * kw * math.ceil(c * dm / 32) + 8 * c * dm
+    if isinstance(layer, _SEPARABLE):
+        # The depthwise half as above; the pointwise half a float CONV_2D.
+        *taps, c, dm = layer.depthwise_kernel.shape
+        pointwise = 4 * (_prod(layer.pointwise_kernel.shape)
+                         + (int(layer.bias.shape[0]) if layer.use_bias else 0))
+        return (per_op + 4 * _prod(taps) * math.ceil(c * dm / 32) + 8 * c * dm
+                + TFLITE_OP_BYTES + pointwise)
+    if isinstance(layer, lb_layers.QuantConv3D):
+        # One LowbitBconv2d per depth tap, its [kh, kw, C] packed per filter;
+        # glue: a gather per tap, the adds of their sums, the output transform
+        # (a multiply and an add), the +1 padding along depth if any.
+        kd, kh, kw, c, f = layer.kernel.shape
+        glue = 2 * kd + 1 + (layer.padding == "same" and layer.pad_values == 1.0)
+        return kd * (per_op + f * (4 * math.ceil(kh * kw * c / 32) + 8)) + glue * TFLITE_GLUE_BYTES
+    if isinstance(layer, lb_layers.QuantConv1D):  # the 2-D op between two reshapes
+        return per_op + _prod(layer.kernel.shape[-1:]) * (
+            4 * math.ceil(_prod(layer.kernel.shape[:-1]) / 32) + 8) + 2 * TFLITE_GLUE_BYTES
     *fan_in, f = layer.kernel.shape
     groups = int(getattr(layer, "groups", 1))
     words = math.ceil(_prod(fan_in) / 32)

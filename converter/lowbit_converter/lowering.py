@@ -6,9 +6,12 @@ point: lower_conv.py (binary QuantConv2D -> LowbitBconv2d), lower_dense.py
 (binary QuantDense -> LowbitBgemm), lower_depthwise.py (binary
 QuantDepthwiseConv2D -> LowbitBDepthwiseConv2d), lower_multibit.py (ABC-Net,
 DoReFa, ternary -> LowbitMultibitConv2d), lower_fastfood.py (FastfoodDense ->
-LowbitFastfood). For each layer the first lowering whose `plan` claims it
-decides; a layer no lowering claims is kept as it is (it shares its weights
-with the original model) and becomes TFLite builtins. This module does what
+LowbitFastfood), lower_conv_nd.py (binary QuantConv1D / QuantConv3D ->
+LowbitBconv2d), lower_separable.py (the binary depthwise half of
+QuantSeparableConv1D / 2D -> LowbitBDepthwiseConv2d). For each layer the
+first lowering whose `plan` claims it decides; a layer no lowering claims is
+kept as it is (it shares its weights with the original model) and becomes
+TFLite builtins. This module does what
 spans layers: folding, the epilogue, packed chains, models used as layers.
 
 Folding. A BatchNormalization that is a FoldedPlan's only consumer is folded
@@ -47,10 +50,12 @@ import tensorflow as tf
 
 from lowbit_converter import (
     lower_conv,
+    lower_conv_nd,
     lower_dense,
     lower_depthwise,
     lower_fastfood,
     lower_multibit,
+    lower_separable,
 )
 from lowbit_converter.folding import ConversionError, activation_name, is_plain_relu
 from lowbit_converter.graph import model_graph
@@ -58,7 +63,13 @@ from lowbit_converter.lower_conv import BinaryConvPlan
 from lowbit_converter.plans import BinaryPlan, FoldedPlan, Lowering
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
-from lowbit_tf.layers import QuantDense
+from lowbit_tf.layers import (
+    QuantConv2DTranspose,
+    QuantConv3DTranspose,
+    QuantDense,
+    QuantLocallyConnected1D,
+    QuantLocallyConnected2D,
+)
 
 #: The lowerings, in the order they are asked: the binary ones before the
 #: multi-bit one, which also claims QuantConv2D / QuantDense layers.
@@ -68,6 +79,8 @@ LOWERINGS: tuple[Lowering, ...] = (
     lower_depthwise.LOWERING,
     lower_multibit.LOWERING,
     lower_fastfood.LOWERING,
+    lower_conv_nd.LOWERING,
+    lower_separable.LOWERING,
 )
 _LOWER_BY_PLAN = {lowering.plan_type: lowering.lower for lowering in LOWERINGS}
 
@@ -98,12 +111,32 @@ class FoldedAway(keras.layers.Layer):
         return inputs
 
 
+#: Quantized layers no custom op runs, and why (docs/custom_ops.md, "Layers
+#: that convert as float"); float_fallback=True converts them as float ops.
+_NO_OP_RUNS = {
+    QuantConv2DTranspose: "a transposed convolution convolves its input with zeros "
+    "inserted between the pixels, which is not a binary input",
+    QuantConv3DTranspose: "a transposed convolution convolves its input with zeros "
+    "inserted between the pixels, which is not a binary input",
+    QuantLocallyConnected1D: "its weights differ per output position, while the conv ops "
+    "slide one bit-packed filter over the input",
+    QuantLocallyConnected2D: "its weights differ per output position, while the conv ops "
+    "slide one bit-packed filter over the input",
+}
+
+
 def _plan_for(layer: keras.layers.Layer) -> Any:
     """The plan of the first lowering that claims `layer`, None if none does.
 
     Raises:
       ConversionError: for a quantized layer no custom op can run, naming it.
     """
+    reason = _NO_OP_RUNS.get(type(layer))
+    if reason is not None and (layer.input_quantizer or layer.kernel_quantizer) is not None:
+        raise ConversionError(
+            f"layer {layer.name!r} ({type(layer).__name__}) has no lowbit op: {reason} "
+            "(docs/custom_ops.md). Pass float_fallback=True to convert it as float TFLite ops."
+        )
     for lowering in LOWERINGS:
         plan = lowering.plan(layer)
         if plan is not None:

@@ -17,6 +17,10 @@
 //   lowbit_kernel_bench_bconv2d(batch, height, width, channels_in, out_channels,
 //                               kernel_size, same_padding, pad_value, ...)
 //       seconds per BConv2D call (stride 1, float output);
+//   lowbit_kernel_bench_bdepthwise(batch, height, width, channels, kernel_size,
+//                                  stride, same_padding, pad_value, bitpacked, ...)
+//       seconds per BDepthwiseConv2D call on a packed input (float output),
+//       or BDepthwiseConv2DBitpacked (bitpacked = 1), depth multiplier 1;
 //   lowbit_kernel_bench_read(bytes, ...)
 //       seconds per read of every byte of a buffer of that size, hot in
 //       the caches it fits (read as wide as the CPU allows: AVX-512, AVX2,
@@ -36,6 +40,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/cpu_features.h"
 #include "custom_ops/core/thread_pool.h"
@@ -242,6 +247,58 @@ LOWBIT_C_API int lowbit_kernel_bench_bconv2d(std::int64_t batch, std::int64_t he
   TimeSamples(
       [&] {
         BConv2D(p, input.data(), filter, multiplier.data(), bias.data(), output.data(), pool);
+      },
+      sample_seconds, samples, seconds_per_call);
+  return 0;
+}
+
+LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t height,
+                                                std::int64_t width, std::int64_t channels,
+                                                std::int64_t kernel_size, std::int64_t stride,
+                                                int same_padding, int pad_value, int bitpacked,
+                                                int threads, double sample_seconds, int samples,
+                                                double* seconds_per_call, char* error,
+                                                int error_size) {
+  using namespace lowbit;  // NOLINT
+  BDepthwiseConv2DParams p;
+  p.batch = batch;
+  p.in_h = height;
+  p.in_w = width;
+  p.channels_in = channels;
+  p.kernel_h = p.kernel_w = kernel_size;
+  p.stride_h = p.stride_w = stride;
+  p.padding = same_padding ? Padding::kSame : Padding::kValid;
+  p.pad_value = pad_value;
+  Status s = ComputeBDepthwiseConv2DGeometry(&p);
+  if (s.ok) s = CheckTiming(threads, sample_seconds, samples, seconds_per_call);
+  if (!s.ok) return Report(s, error, error_size);
+  std::mt19937 rng(1234);
+  const std::vector<PackedWord> input = RandomWords(batch * height * width * p.in_words(), rng);
+  const std::vector<PackedWord> filter = RandomWords(DepthwiseFilterWords(p), rng);
+  const std::vector<float> multiplier = RandomFloats(channels, 0.5f, 2.0f, rng);
+  const std::vector<float> bias = RandomFloats(channels, -1.0f, 1.0f, rng);
+  const std::int64_t pixels = batch * p.out_h * p.out_w;
+  // 64-byte aligned, as TF and TFLite allocate tensors (a zmm store across
+  // two cache lines costs two).
+  std::vector<float> output_storage(static_cast<std::size_t>(pixels * channels + 16));
+  float* const output = output_storage.data() +
+                        (16 - reinterpret_cast<std::uintptr_t>(output_storage.data()) % 64 / 4) % 16;
+  std::vector<PackedWord> output_bits(static_cast<std::size_t>(pixels * p.out_words()));
+  std::vector<std::int32_t> threshold(static_cast<std::size_t>(channels));
+  std::vector<std::uint8_t> flip(static_cast<std::size_t>(channels));
+  s = ComputeBDepthwiseThresholds(p, multiplier.data(), bias.data(), threshold.data(),
+                                  flip.data());
+  if (!s.ok) return Report(s, error, error_size);
+  ThreadPool pool(threads);
+  TimeSamples(
+      [&] {
+        if (bitpacked) {
+          BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(), flip.data(),
+                                    output_bits.data(), pool);
+        } else {
+          BDepthwiseConv2D(p, input.data(), filter.data(), multiplier.data(), bias.data(),
+                           output, pool);
+        }
       },
       sample_seconds, samples, seconds_per_call);
   return 0;

@@ -79,8 +79,9 @@ struct ChannelMajorTile {
   const std::int64_t* skipped_taps = nullptr;  // pad_value 1: taps outside the input
   std::int64_t skipped_count = 0;
   std::int32_t k_used = 0;                  // K over the taps that count
-  const std::int64_t* pixels = nullptr;     // output pixel indices
-  int count = 0;                            // pixels to store (<= Q)
+  const std::int64_t* pixels = nullptr;     // output pixel indices, as many as
+                                            // RunTileBlocks' Q (a region's last,
+                                            // partial tile runs as tiles of 2 and 1)
 };
 
 // Blocks [block_begin, block_end) of a tile of Q pixels: micro-kernel, then
@@ -105,7 +106,7 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   const float* residual_at[Q];
   LOWBIT_CM_UNROLL
   for (int p = 0; p < Q; ++p) {
-    const std::int64_t at = (p < tile.count ? tile.pixels[p] : 0) * layer.cout;
+    const std::int64_t at = tile.pixels[p] * layer.cout;
     out_at[p] = layer.output + at;
     residual_at[p] = layer.residual != nullptr ? layer.residual + at : nullptr;
   }
@@ -155,7 +156,6 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
         constexpr bool kFull = decltype(full_c)::value;
         LOWBIT_CM_UNROLL
         for (int p = 0; p < Q; ++p) {
-          if (p >= tile.count) break;
           LOWBIT_CM_UNROLL
           for (int v = 0; v < V; ++v) {
             const int n = kFull ? L : block_channels - v * L;
@@ -296,7 +296,6 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
       if (count == P) {
         job.rows = rows.get();
         job.pixels = pixel;
-        job.count = P;
         RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get());
         continue;
       }
@@ -309,7 +308,6 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         }
         job.rows = small_rows.get();
         job.pixels = pixel + done;
-        job.count = run;
         // A smaller tile's sums in the same scratch, reinterpreted.
         using IVec = typename Isa::IVec;
         if (run == 2) {

@@ -124,8 +124,8 @@ void ExpandChannels(const BDepthwiseConv2DParams& p, const PackedWord* input, Pa
 
 // The channel-expanded input (DM > 1), the per-tap tables, then the kernel
 // this CPU runs best (LOWBIT_KERNEL applies, as for the binary conv).
-void Run(DepthwiseRowsArgs args, const PackedWord* input, const PackedWord* filter,
-         ParallelExecutor& executor) {
+void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
+         const PackedWord* filter, ParallelExecutor& executor) {
   const BDepthwiseConv2DParams& p = *args.params;
   const std::int64_t words = p.out_words();
   std::vector<PackedWord> expanded;
@@ -141,6 +141,8 @@ void Run(DepthwiseRowsArgs args, const PackedWord* input, const PackedWord* filt
                            (p.kernel_w - 1) * p.dilation_w < p.in_w;
   std::vector<std::int64_t> window_offsets;
   std::vector<const PackedWord*> filter_taps;
+  window_offsets.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
+  filter_taps.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
   for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
     for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
       window_offsets.push_back(
@@ -152,7 +154,7 @@ void Run(DepthwiseRowsArgs args, const PackedWord* input, const PackedWord* filt
   args.zero_pixel = zero_pixel.data();
   args.window_offsets = window_offsets.data();
   args.filter_taps = filter_taps.data();
-  const DepthwiseRowsFn rows = GetKernelPath(SelectBConv2DKernel()).bdepthwise_rows;
+  const DepthwiseRowsFn rows = GetKernelPath(kernel).bdepthwise_rows;
   (rows != nullptr ? rows : &BDepthwiseRowsPortable)(args, executor);
 }
 
@@ -243,33 +245,53 @@ void BDepthwiseRowsPortable(const DepthwiseRowsArgs& args, ParallelExecutor& exe
 void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
                       float* output, ParallelExecutor& executor) {
+  BDepthwiseConv2D(SelectBConv2DKernel(), params, input, filter, multiplier, bias, output,
+                   executor);
+}
+
+void BDepthwiseConv2D(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                      const PackedWord* input, const PackedWord* filter, const float* multiplier,
+                      const float* bias, float* output, ParallelExecutor& executor) {
   DepthwiseRowsArgs args;
   args.params = &params;
   args.multiplier = multiplier;
   args.bias = bias;
   args.output = output;
-  Run(args, input, filter, executor);
+  Run(kernel, args, input, filter, executor);
 }
 
 void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const PackedWord* input,
                                const PackedWord* filter, const std::int32_t* threshold,
                                const std::uint8_t* flip, PackedWord* output,
                                ParallelExecutor& executor) {
+  BDepthwiseConv2DBitpacked(SelectBConv2DKernel(), params, input, filter, threshold, flip,
+                            output, executor);
+}
+
+void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                               const PackedWord* input, const PackedWord* filter,
+                               const std::int32_t* threshold, const std::uint8_t* flip,
+                               PackedWord* output, ParallelExecutor& executor) {
   // The kernels' layout of the thresholds and flips (bdepthwise_kernels.h).
   const std::int64_t out_channels = params.out_channels();
   const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
   std::vector<std::int32_t> padded(static_cast<std::size_t>(chunks * kLanes), 0);
   std::copy(threshold, threshold + out_channels, padded.begin());
   std::vector<Lanes> flip_bits(static_cast<std::size_t>(chunks), 0);
-  for (std::int64_t o = 0; o < out_channels; ++o) {
-    flip_bits[o / kLanes] |= static_cast<Lanes>(flip[o] & 1u) << (o % kLanes);
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+    // In a register: an OR into memory per channel is a store-to-load chain.
+    Lanes bits = 0;
+    const std::int64_t o0 = chunk * kLanes;
+    const std::int64_t n = std::min<std::int64_t>(kLanes, out_channels - o0);
+    for (std::int64_t c = 0; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
+    flip_bits[static_cast<std::size_t>(chunk)] = bits;
   }
   DepthwiseRowsArgs args;
   args.params = &params;
   args.threshold = padded.data();
   args.flip_bits = flip_bits.data();
   args.output_bits = output;
-  Run(args, input, filter, executor);
+  Run(kernel, args, input, filter, executor);
 }
 
 }  // namespace lowbit

@@ -28,16 +28,21 @@
 // counts, so one tap costs a few word operations whatever the channel count;
 // the counts are read out once per block of up to 63 taps. Then, with
 // mismatches m_o over the K taps used,  D_o = K - 2 * m_o. The read-out and
-// the output transform come in a portable version and an AVX2 one
+// the output transform come in a portable version, an AVX2 one and a NEON one
 // (core/bdepthwise_rows.h), picked like the binary conv's kernels
-// (SelectBConv2DKernel, LOWBIT_KERNEL): the AVX2 and AVX-512 choices run the
-// AVX2 version, every other the portable one.
+// (SelectBConv2DKernel, LOWBIT_KERNEL). The AVX-512 paths run their own
+// kernel (core/bdepthwise_avx512.cc): the same counts, but each output row as
+// one bit stream, so that one instruction covers 512 (pixel, channel) pairs
+// whatever the channel count, with carry-save counting and, for the
+// bit-packed output, a bit-sliced comparison with the thresholds (no
+// read-out at all); kernels of more than 63 taps take the AVX2 rows.
 #ifndef LOWBIT_CORE_BDEPTHWISE_H_
 #define LOWBIT_CORE_BDEPTHWISE_H_
 
 #include <cstdint>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -92,11 +97,16 @@ Status ComputeBDepthwiseThresholds(const BDepthwiseConv2DParams& params, const f
                                    std::uint8_t* flip);
 
 // Float output. `params` must have passed ComputeBDepthwiseConv2DGeometry.
+// `kernel` is the kernel path whose depthwise rows run (ops choose it once,
+// when they are made); the overloads without it choose on every call.
 // The padding bits of the last input and filter words are ignored, so any
 // packed input is accepted. Parallel over output rows.
 void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
                       float* output, ParallelExecutor& executor);
+void BDepthwiseConv2D(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                      const PackedWord* input, const PackedWord* filter, const float* multiplier,
+                      const float* bias, float* output, ParallelExecutor& executor);
 
 // Bit-packed output: bit o of a pixel = (D_o < threshold[o]) XOR flip[o]
 // (ComputeBDepthwiseThresholds), bits past out_channels() zero.
@@ -104,6 +114,10 @@ void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const Packe
                                const PackedWord* filter, const std::int32_t* threshold,
                                const std::uint8_t* flip, PackedWord* output,
                                ParallelExecutor& executor);
+void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                               const PackedWord* input, const PackedWord* filter,
+                               const std::int32_t* threshold, const std::uint8_t* flip,
+                               PackedWord* output, ParallelExecutor& executor);
 
 }  // namespace lowbit
 

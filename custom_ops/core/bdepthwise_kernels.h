@@ -39,6 +39,10 @@ void BDepthwiseRowsPortable(const DepthwiseRowsArgs& args, ParallelExecutor& exe
 // Counts read out with AVX2 (vpshufb + compare), vectorised transform; only
 // called after a run-time check.
 void BDepthwiseRowsAvx2(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
+// AVX-512 F + BW: each output row as one flat bit stream, 512 (pixel,
+// channel) lanes per instruction, carry-save counting (bdepthwise_avx512.cc);
+// kernels of more than 63 taps go to BDepthwiseRowsAvx2.
+void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
 #endif
 #if LOWBIT_NEON_SIMD
 // Counts read out with NEON (table look-up + bit test), packed signs by

@@ -47,10 +47,15 @@ void PackRow(const float* in, std::int64_t channels, PackedWord* out) {
 
 void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
                  PackedWord* output, ParallelExecutor& executor) {
+  BitpackRows(SelectBConv2DKernel(), input, rows, channels, output, executor);
+}
+
+void BitpackRows(BConv2DKernel kernel, const float* input, std::int64_t rows,
+                 std::int64_t channels, PackedWord* output, ParallelExecutor& executor) {
   const std::int64_t words = PackedWords(channels);
   // The packer follows the convolution kernel choice (LOWBIT_KERNEL included),
   // so forcing "portable" or "reference" also tests the scalar packer.
-  const BitpackWordsFn pack_words = GetKernelPath(SelectBConv2DKernel()).bitpack_words;
+  const BitpackWordsFn pack_words = GetKernelPath(kernel).bitpack_words;
   const std::int64_t full_words = channels / kBitsPerWord;
   executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
     if (pack_words != nullptr && full_words == words) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -13,6 +14,13 @@ namespace lowbit {
 // or -inf (value -1). Zeros, subnormals (flushed to zero, as TensorFlow's
 // kernels do in the Keras training path) and NaN give 0 (value +1), whatever
 // the thread's floating-point mode. Bits past `channels` in the last word are 0.
+//
+// The packer is that of a kernel path (the kernel table's bitpack_words).
+// Ops choose the path once, when they are made, and pass it here, so that
+// no call pays for the choice (SelectBConv2DKernel reads the CPU features and
+// LOWBIT_KERNEL); the overload without one chooses on every call.
+void BitpackRows(BConv2DKernel kernel, const float* input, std::int64_t rows,
+                 std::int64_t channels, PackedWord* output, ParallelExecutor& executor);
 void BitpackRows(const float* input, std::int64_t rows, std::int64_t channels,
                  PackedWord* output, ParallelExecutor& executor);
 

@@ -45,18 +45,19 @@ void ReferenceConv(const BConv2DParams& params, const PackedWord* input, const P
 //              instead, 128 bits per q register, on a channel-major filter:
 //              EOR, CNT, pairwise accumulate (core/bconv2d_neon.cc). Its
 //              small-batch BGemm runs the same micro-kernel (no GEMV entry).
-// The depthwise rows have an AVX2 kernel, which the AVX-512 paths use too,
-// and a NEON one (core/bdepthwise_neon.cc); the packer has an AVX-512 F one
+// The depthwise rows have an AVX-512 F + BW kernel (both AVX-512 paths;
+// core/bdepthwise_avx512.cc), an AVX2 one and a NEON one
+// (core/bdepthwise_neon.cc); the packer has an AVX-512 F one
 // shared by both AVX-512 paths.
 constexpr KernelPath kPaths[] = {
     {BConv2DKernel::kAvx512, "avx512", kCpuAvx512Bw | kCpuAvx512Vpopcntdq, nullptr,
      LOWBIT_X86_ENTRY(BConv2DAvx512), kAvx512BlockWidth, false, kAvx512TilePixels,
      LOWBIT_X86_ENTRY(BGemvAvx512), LOWBIT_X86_ENTRY(BitpackWordsAvx512),
-     LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},
+     LOWBIT_X86_ENTRY(BDepthwiseRowsAvx512)},
     {BConv2DKernel::kAvx512Bw, "avx512bw", kCpuAvx512Bw, nullptr,
      LOWBIT_X86_ENTRY(BConv2DAvx512Bw), kAvx512BlockWidth, false, kAvx512BwTilePixels,
      LOWBIT_X86_ENTRY(BGemvAvx512Bw), LOWBIT_X86_ENTRY(BitpackWordsAvx512),
-     LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},
+     LOWBIT_X86_ENTRY(BDepthwiseRowsAvx512)},
     {BConv2DKernel::kAvx2, "avx2", kCpuAvx2, nullptr, LOWBIT_X86_ENTRY(BConv2DAvx2),
      kAvx2BlockWidth, false, kAvx2TilePixels, LOWBIT_X86_ENTRY(BGemvAvx2),
      LOWBIT_X86_ENTRY(BitpackWordsAvx2), LOWBIT_X86_ENTRY(BDepthwiseRowsAvx2)},

@@ -24,7 +24,7 @@ constexpr char kOp[] = "LowbitBconv2d";
 class BConv2DOp : public tensorflow::OpKernel {
  public:
   explicit BConv2DOp(tensorflow::OpKernelConstruction* ctx)
-      : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
+      : OpKernel(ctx), kernel_(SelectBConv2DKernel()), filters_(kernel_) {
     OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBConv2DOptions(TfAttrSource(ctx), &params_, &output_type_,
                                                      &epilogue_kind_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
@@ -65,7 +65,7 @@ class BConv2DOp : public tensorflow::OpKernel {
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.batch * p.in_h * p.in_w, p.channels_in,
+    OP_REQUIRES_OK(ctx, PackedInput(ctx, kernel_, input, p.batch * p.in_h * p.in_w, p.channels_in,
                                     &packed_scratch, &packed));
     std::shared_ptr<const BConv2DFilter> prepared;
     OP_REQUIRES_OK(ctx, filters_.Get(
@@ -128,6 +128,7 @@ class BConv2DOp : public tensorflow::OpKernel {
   BConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
   EpilogueKind epilogue_kind_;
+  const BConv2DKernel kernel_;  // chosen when the op was made
   PreparedFilterCache filters_;
 };
 

@@ -2,6 +2,8 @@
 // attributes, packs a float input on the fly, flattens the leading dimensions
 // of a [..., H, W, C] input into the batch, and runs the core's binary
 // depthwise convolution.
+#include <cstring>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -26,7 +28,8 @@ constexpr char kDepthwiseOp[] = "LowbitBDepthwiseConv2d";
 template <typename T>
 class BDepthwiseConv2DOp : public tensorflow::OpKernel {
  public:
-  explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit BDepthwiseConv2DOp(tensorflow::OpKernelConstruction* ctx)
+      : OpKernel(ctx), kernel_(SelectBConv2DKernel()) {
     OP_REQUIRES_OK(ctx, ToTf(ReadBDepthwiseConv2DOptions(TfAttrSource(ctx), &params_,
                                                          &output_type_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kDepthwiseOp, output_type_));
@@ -50,11 +53,8 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     std::vector<std::int32_t> threshold;
     std::vector<std::uint8_t> flip;
     if (bitpacked) {
-      threshold.resize(static_cast<std::size_t>(out_channels));
-      flip.resize(static_cast<std::size_t>(out_channels));
-      OP_REQUIRES_OK(ctx, ToTf(ComputeBDepthwiseThresholds(p, multiplier.flat<float>().data(),
-                                                           bias.flat<float>().data(),
-                                                           threshold.data(), flip.data())));
+      OP_REQUIRES_OK(ctx, ToTf(Thresholds(p, multiplier.flat<float>().data(),
+                                          bias.flat<float>().data(), &threshold, &flip)));
     }
     tensorflow::TensorShape out_shape;
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
@@ -73,19 +73,19 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
                               &packed));
       PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
-      BitpackRows(input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
+      BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
                   executor);
       packed_input = dst;
     }
     const PackedWord* packed_filter =
         reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
     if (bitpacked) {
-      BDepthwiseConv2DBitpacked(p, packed_input, packed_filter, threshold.data(), flip.data(),
+      BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(), flip.data(),
                                 reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                                 executor);
       return;
     }
-    BDepthwiseConv2D(p, packed_input, packed_filter, multiplier.flat<float>().data(),
+    BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
                      bias.flat<float>().data(), output->flat<float>().data(), executor);
   }
 
@@ -94,8 +94,43 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     return lowbit::ToTf(kDepthwiseOp, s);
   }
 
+  // The thresholds and flips of a bit-packed output for this multiplier and
+  // bias. Their O(channels * log K) float evaluations cost as much as a small
+  // layer's whole convolution, so the last result is kept and reused while
+  // the multiplier and bias (constants in a lowered model) stay the same.
+  // Compute may run concurrently: the cache is read and written under a lock.
+  Status Thresholds(const BDepthwiseConv2DParams& p, const float* multiplier, const float* bias,
+                    std::vector<std::int32_t>* threshold, std::vector<std::uint8_t>* flip) {
+    const std::size_t channels = static_cast<std::size_t>(p.out_channels());
+    const std::size_t bytes = channels * sizeof(float);
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    if (cached_mb_.size() != 2 * channels || cached_.in_h != p.in_h || cached_.in_w != p.in_w ||
+        std::memcmp(cached_mb_.data(), multiplier, bytes) != 0 ||
+        std::memcmp(cached_mb_.data() + channels, bias, bytes) != 0) {
+      cached_mb_.clear();
+      cached_threshold_.resize(channels);
+      cached_flip_.resize(channels);
+      const Status s = ComputeBDepthwiseThresholds(p, multiplier, bias, cached_threshold_.data(),
+                                                   cached_flip_.data());
+      if (!s.ok) return s;
+      cached_mb_.resize(2 * channels);
+      std::memcpy(cached_mb_.data(), multiplier, bytes);
+      std::memcpy(cached_mb_.data() + channels, bias, bytes);
+      cached_ = p;
+    }
+    *threshold = cached_threshold_;
+    *flip = cached_flip_;
+    return Status::Ok();
+  }
+
+  const BConv2DKernel kernel_;  // chosen when the op was made
   BDepthwiseConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  std::mutex cache_mutex_;
+  BDepthwiseConv2DParams cached_;  // the shapes the cache was computed for
+  std::vector<float> cached_mb_;   // its multiplier then bias; empty: no cache
+  std::vector<std::int32_t> cached_threshold_;
+  std::vector<std::uint8_t> cached_flip_;
 };
 
 REGISTER_KERNEL_BUILDER(

@@ -23,7 +23,7 @@ constexpr char kOp[] = "LowbitBgemm";
 class BGemmOp : public tensorflow::OpKernel {
  public:
   explicit BGemmOp(tensorflow::OpKernelConstruction* ctx)
-      : OpKernel(ctx), filters_(SelectBConv2DKernel()) {
+      : OpKernel(ctx), kernel_(SelectBConv2DKernel()), filters_(kernel_) {
     OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBGemmOptions(TfAttrSource(ctx), &params_, &output_type_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
   }
@@ -62,7 +62,7 @@ class BGemmOp : public tensorflow::OpKernel {
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    OP_REQUIRES_OK(ctx, PackedInput(ctx, input, p.rows, p.channels_in, &packed_scratch, &packed));
+    OP_REQUIRES_OK(ctx, PackedInput(ctx, kernel_, input, p.rows, p.channels_in, &packed_scratch, &packed));
     std::shared_ptr<const BConv2DFilter> prepared;
     OP_REQUIRES_OK(ctx, filters_.Get(
                             p.AsConv2D(), filter,
@@ -85,6 +85,7 @@ class BGemmOp : public tensorflow::OpKernel {
  private:
   BGemmParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  const BConv2DKernel kernel_;  // chosen when the op was made
   PreparedFilterCache filters_;
 };
 

@@ -31,7 +31,8 @@ tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const ch
   return tensorflow::Status();
 }
 
-tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, const tensorflow::Tensor& input,
+tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, BConv2DKernel kernel,
+                               const tensorflow::Tensor& input,
                                std::int64_t rows, std::int64_t channels,
                                tensorflow::Tensor* scratch, const PackedWord** packed) {
   if (input.dtype() == tensorflow::DT_INT32) {
@@ -42,7 +43,7 @@ tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, const tensorflo
       tensorflow::DT_INT32, tensorflow::TensorShape({rows, PackedWords(channels)}), scratch));
   PackedWord* dst = reinterpret_cast<PackedWord*>(scratch->flat<std::int32_t>().data());
   TfExecutor executor(ctx);
-  BitpackRows(input.flat<float>().data(), rows, channels, dst, executor);
+  BitpackRows(kernel, input.flat<float>().data(), rows, channels, dst, executor);
   *packed = dst;
   return tensorflow::Status();
 }

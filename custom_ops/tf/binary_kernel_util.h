@@ -30,8 +30,10 @@ tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const ch
                                  OutputType type);
 
 // The input as packed words: an int32 input as it is, a float one (rows of
-// `channels` values) bit-packed into `scratch`.
-tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, const tensorflow::Tensor& input,
+// `channels` values) bit-packed into `scratch` by the packer of `kernel` (the
+// path the op chose when it was made).
+tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, BConv2DKernel kernel,
+                               const tensorflow::Tensor& input,
                                std::int64_t rows, std::int64_t channels,
                                tensorflow::Tensor* scratch, const PackedWord** packed);
 

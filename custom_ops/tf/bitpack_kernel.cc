@@ -8,7 +8,8 @@ namespace lowbit {
 
 class BitpackOp : public tensorflow::OpKernel {
  public:
-  explicit BitpackOp(tensorflow::OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit BitpackOp(tensorflow::OpKernelConstruction* ctx)
+      : OpKernel(ctx), kernel_(SelectBConv2DKernel()) {}
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
     const tensorflow::Tensor& input = ctx->input(0);
@@ -23,9 +24,12 @@ class BitpackOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (input.NumElements() == 0) return;
     TfExecutor executor(ctx);
-    BitpackRows(input.flat<float>().data(), input.NumElements() / channels, channels,
+    BitpackRows(kernel_, input.flat<float>().data(), input.NumElements() / channels, channels,
                 reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()), executor);
   }
+
+ private:
+  const BConv2DKernel kernel_;  // chosen when the op was made (core/bitpack.h)
 };
 
 REGISTER_KERNEL_BUILDER(Name("LowbitBitpack").Device(tensorflow::DEVICE_CPU), BitpackOp);

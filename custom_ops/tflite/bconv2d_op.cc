@@ -52,7 +52,8 @@ class Bconv2dOp final : public Op {
  public:
   Bconv2dOp(const BConv2DParams& attrs, OutputType output_type, EpilogueKind epilogue,
             BConv2DKernel kernel)
-      : attrs_(attrs), output_type_(output_type), epilogue_(epilogue), weights_(kernel) {}
+      : attrs_(attrs), output_type_(output_type), epilogue_(epilogue), kernel_(kernel),
+        weights_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -151,7 +152,7 @@ class Bconv2dOp final : public Op {
     if (input_packed_) {
       packed_input = static_cast<const PackedWord*>(inputs[0].data);
     } else {
-      BitpackRows(static_cast<const float*>(inputs[0].data),
+      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data),
                   params_.batch * params_.in_h * params_.in_w, params_.channels_in,
                   packed_.data(), executor);
       packed_input = packed_.data();
@@ -224,6 +225,7 @@ class Bconv2dOp final : public Op {
   std::vector<const char*> names_;  // of each input, for messages
   std::size_t output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float input
+  const BConv2DKernel kernel_;     // chosen when the op was made
   PreparedWeights weights_;         // filter laid out for the kernel, thresholds
 };
 

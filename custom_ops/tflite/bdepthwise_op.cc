@@ -17,6 +17,7 @@
 //   Unknown keys are ignored.
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,12 +39,14 @@ Status Error(const std::string& msg) { return Status::Error("LowbitBDepthwiseCon
 
 class BDepthwiseConv2dOp final : public Op {
  public:
-  BDepthwiseConv2dOp(const BDepthwiseConv2DParams& attrs, OutputType output_type)
-      : attrs_(attrs), output_type_(output_type) {}
+  BDepthwiseConv2dOp(const BDepthwiseConv2DParams& attrs, OutputType output_type,
+                     BConv2DKernel kernel)
+      : attrs_(attrs), output_type_(output_type), kernel_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
     prepared_ = false;
+    thresholds_cached_ = false;
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
@@ -119,7 +122,7 @@ class BDepthwiseConv2dOp final : public Op {
     if (input_packed_) {
       packed_input = static_cast<const PackedWord*>(inputs[0].data);
     } else {
-      BitpackRows(static_cast<const float*>(inputs[0].data),
+      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data),
                   params_.batch * params_.in_h * params_.in_w, params_.channels_in,
                   packed_.data(), executor);
       packed_input = packed_.data();
@@ -128,16 +131,27 @@ class BDepthwiseConv2dOp final : public Op {
     const auto* multiplier = static_cast<const float*>(inputs[2].data);
     const auto* bias = static_cast<const float*>(inputs[3].data);
     if (bitpacked) {
-      // O(channels * log K) float evaluations: negligible next to the
-      // convolution, so recomputed rather than cached.
-      s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
-                                      flip_.data());
-      if (!s.ok) return Error(s.message);
-      BDepthwiseConv2DBitpacked(params_, packed_input, filter, threshold_.data(), flip_.data(),
+      // O(channels * log K) float evaluations, as long as a small layer's
+      // whole convolution (14x14x256, stride 2): cached, and recomputed only
+      // when the multiplier or bias differ from the last ones (they are
+      // constant tensors in a converted model; a memcmp of 2 * C floats).
+      const std::size_t bytes = static_cast<std::size_t>(params_.out_channels()) * sizeof(float);
+      if (!thresholds_cached_ || std::memcmp(cached_mb_.data(), multiplier, bytes) != 0 ||
+          std::memcmp(cached_mb_.data() + params_.out_channels(), bias, bytes) != 0) {
+        thresholds_cached_ = false;
+        s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
+                                        flip_.data());
+        if (!s.ok) return Error(s.message);
+        cached_mb_.resize(static_cast<std::size_t>(2 * params_.out_channels()));
+        std::memcpy(cached_mb_.data(), multiplier, bytes);
+        std::memcpy(cached_mb_.data() + params_.out_channels(), bias, bytes);
+        thresholds_cached_ = true;
+      }
+      BDepthwiseConv2DBitpacked(kernel_, params_, packed_input, filter, threshold_.data(), flip_.data(),
                                 static_cast<PackedWord*>(out.data), executor);
       return Status::Ok();
     }
-    BDepthwiseConv2D(params_, packed_input, filter, multiplier, bias,
+    BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
                      static_cast<float*>(out.data), executor);
     return Status::Ok();
   }
@@ -145,6 +159,7 @@ class BDepthwiseConv2dOp final : public Op {
  private:
   const BDepthwiseConv2DParams attrs_;  // options only
   const OutputType output_type_;
+  const BConv2DKernel kernel_;          // chosen when the op was made
   BDepthwiseConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
   bool input_packed_ = false;
@@ -152,6 +167,9 @@ class BDepthwiseConv2dOp final : public Op {
   std::vector<PackedWord> packed_;  // bit-packed float input
   std::vector<std::int32_t> threshold_;
   std::vector<std::uint8_t> flip_;
+  // The multiplier and bias threshold_ / flip_ were computed from (Eval).
+  std::vector<float> cached_mb_;
+  bool thresholds_cached_ = false;
 };
 
 }  // namespace
@@ -166,7 +184,7 @@ Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
   OutputType output_type;
   s = ReadBDepthwiseConv2DOptions(FlexOptionSource(map), &attrs, &output_type);
   if (!s.ok) return Error(s.message);
-  op->reset(new BDepthwiseConv2dOp(attrs, output_type));
+  op->reset(new BDepthwiseConv2dOp(attrs, output_type, SelectBConv2DKernel()));
   return Status::Ok();
 }
 

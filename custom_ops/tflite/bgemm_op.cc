@@ -36,7 +36,7 @@ Status Error(const std::string& msg) { return Status::Error("LowbitBgemm: " + ms
 class BgemmOp final : public Op {
  public:
   BgemmOp(const BGemmParams& attrs, OutputType output_type, BConv2DKernel kernel)
-      : attrs_(attrs), output_type_(output_type), weights_(kernel) {}
+      : attrs_(attrs), output_type_(output_type), kernel_(kernel), weights_(kernel) {}
 
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
@@ -118,7 +118,7 @@ class BgemmOp final : public Op {
     if (input_packed_) {
       packed_input = static_cast<const PackedWord*>(inputs[0].data);
     } else {
-      BitpackRows(static_cast<const float*>(inputs[0].data), params_.rows,
+      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data), params_.rows,
                   params_.channels_in, packed_.data(), executor);
       packed_input = packed_.data();
     }
@@ -147,6 +147,7 @@ class BgemmOp final : public Op {
   std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
   std::size_t output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float input
+  const BConv2DKernel kernel_;     // chosen when the op was made
   PreparedWeights weights_;         // filter laid out for the kernel, thresholds
 };
 

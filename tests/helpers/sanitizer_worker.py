@@ -131,8 +131,8 @@ def outputs_command(model_dir: Path, result: Path, kernels: list[str], threads: 
     for name, (good, bad, either) in CASES.items():
         content = (model_dir / f"{name}.tflite").read_bytes()
         for kernel in kernels:
-            # Read when an op is created (bconv, bgemm, multibit) or at every call
-            # (bit-packing, depthwise); both see it set here.
+            # Read when an op is created (every lowbit op, bit-packing and
+            # depthwise included): the interpreters made below see it.
             os.environ["LOWBIT_KERNEL"] = kernel
             for num_threads in threads:
                 interpreter = lite.Interpreter(model_content=content, num_threads=num_threads,

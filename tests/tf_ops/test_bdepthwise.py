@@ -264,3 +264,49 @@ def test_gradient_stride_with_dilation_rank5_and_none_cases():
     grads = tape.gradient(packed_in, [x, m, b])
     assert grads[0] is None and grads[1] is not None and grads[2] is not None
 
+
+
+def test_bitpacked_thresholds_follow_a_changed_multiplier_and_bias():
+    """The TF kernel caches the bit-packed output's thresholds per kernel
+    instance (bdepthwise_kernel.cc): one tf.function called with new
+    multipliers and biases must follow them."""
+    import tensorflow as tf
+
+    from lowbit_tf import ops
+
+    case = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(2, 1), dilations=(1, 1),
+                padding="SAME", pad_value=1, activation=None, packed_input=True)
+    x, kernel, m, b = case_data(case, 7, tricky=True)
+    filt = ops.pack_depthwise_filter(kernel)
+    packed = ops.bitpack(x)
+
+    @tf.function
+    def run(m_, b_):
+        return ops.bdepthwise_conv2d(packed, filt, m_, b_, channels_in=70, strides=(2, 1),
+                                     padding="SAME", pad_value=1, output_type="bitpacked")
+
+    b2 = b.copy()
+    b2[3] = -b2[3] + 1.0
+    m3, b3 = case_data(case, 8, tricky=True)[2:]
+    for m_i, b_i in ((m, b), (m, b), (m, b2), (m3, b3)):
+        expected = bitpack_np(reference(case, x, kernel, m_i, b_i))
+        np.testing.assert_array_equal(run(tf.constant(m_i), tf.constant(b_i)).numpy(), expected)
+
+
+@pytest.mark.parametrize("shape", [(56, 56, 64), (28, 28, 128), (14, 14, 256), (13, 11, 96),
+                                   (9, 15, 32), (7, 5, 320)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_issue_shapes_every_padding_bit_exact(shape, stride):
+    """The shapes the AVX-512 depthwise rows are tuned for and odd ones around
+    them (odd widths, 1.5 and 10 words per pixel, stride 2), SAME with both
+    pad values and VALID, float and bit-packed outputs, against the reference."""
+    h, w, c = shape
+    for padding, pad_value in (("SAME", 0), ("SAME", 1), ("VALID", 0)):
+        case = dict(n=1, h=h, w=w, cin=c, dm=1, kernel=(3, 3), strides=(stride, stride),
+                    dilations=(1, 1), padding=padding, pad_value=pad_value,
+                    activation="relu" if pad_value else None, packed_input=pad_value == 1)
+        x, kernel, m, b = case_data(case, h * c + stride, tricky=False)
+        expected = reference(case, x, kernel, m, b)
+        np.testing.assert_array_equal(run_tf(case, x, kernel, m, b), expected)
+        np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, "bitpacked"),
+                                      bitpack_np(expected))

@@ -174,3 +174,30 @@ if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--bad-cases":
         _worker(sys.argv[2])
 
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_bitpacked_thresholds_follow_a_changed_multiplier_and_bias(runtime):
+    """The kernel caches the bit-packed output's thresholds between invocations
+    (bdepthwise_op.cc): with multiplier and bias as model inputs, every new
+    pair must give the TF op's bits again."""
+    case = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+                padding="SAME", pad_value=0, activation=None, packed_input=False)
+    x, kernel, m, b = case_data(case, 5, tricky=True)
+    mb = ModelBuilder()
+    xi = mb.tensor(x.shape, np.float32, name="x")
+    mi = mb.tensor(m.shape, np.float32, name="multiplier")
+    bi = mb.tensor(b.shape, np.float32, name="bias")
+    filt = packed_filter_np(kernel)
+    y = mb.tensor((1,), np.int32, name="y")
+    mb.custom_op("LowbitBDepthwiseConv2d",
+                 [xi, mb.tensor(filt.shape, filt.dtype, filt, name="filter"), mi, bi], [y],
+                 bytes(flexbuffers.Dumps(op_options(case, "bitpacked"))))
+    interp = lite.Interpreter(model_content=mb.finish([xi, mi, bi], [y]), runtime=runtime)
+    b2 = b.copy()
+    b2[17] = -b2[17] + 1.0
+    m3, b3 = case_data(case, 11, tricky=True)[2:]
+    # The same pair twice, a change in the bias only, then new ones.
+    for m_i, b_i in ((m, b), (m, b), (m, b2), (m3, b3)):
+        got = interp.predict(x, m_i, b_i)
+        np.testing.assert_array_equal(got, run_tf(case, x, kernel, m_i, b_i, "bitpacked"))

@@ -1,0 +1,690 @@
+// The binary depthwise convolution (core/bdepthwise.h) with AVX-512 F + BW,
+// tiled over pixels and channels at once. Built with -mavx512f -mavx512bw
+// (custom_ops/CMakeLists.txt); only entered after SelectBConv2DKernel saw
+// AVX-512 BW at run time. Kernels with more than 63 taps go to the AVX2 rows.
+//
+// Why a second kernel. The rows of core/bdepthwise_rows.h work per output
+// pixel and 64 channels: gather the pixel's taps, count, read the counts out
+// and transform them, a fixed cost of ~100 instructions whatever the channel
+// count, so a 64-channel layer ran at a third of float speed. Here one output
+// row is one flat bit stream, and so is each tap's view of the input:
+//
+//   Flat words. Output pixel ox, packed word w (of `words` per pixel) is flat
+//   word j = ox * words + w of the output row. Tap (ky, kx) reads, for it, word
+//   w of the padded input pixel q = ox * stride + kx * dilation of input row
+//   iy = oy * stride_h - pad_top + ky * dilation_h. Split that padded row into
+//   `stride` phases, phase r holding pixels q = stride * m + r in order (zero
+//   bits for padding): the tap reads phase r = (kx * dilation) % stride at
+//   pixel m = ox + (kx * dilation) / stride, i.e. flat word j + d * words of
+//   that phase with d = (kx * dilation) / stride. So for every tap the output
+//   row's bits come from one contiguous run of words, and 16 words (one zmm:
+//   8 pixels of 64 channels, or 2 pixels of 256, or 16 of 32) are XORed with
+//   the tap's filter words (repeated along the row, once per call) in one
+//   instruction, whatever the channel count or stride.
+//
+//   Counting. Every bit is an independent lane: lane b of a zmm is one
+//   (pixel, channel). The taps' mismatch vectors are summed as 1-bit numbers
+//   by a carry-save adder tree (vpternlogq: sum = a^b^c, carry = majority),
+//   giving the count's bits in planes: plane p = bit p of the 512 lanes'
+//   counts. 9 taps take 5 full and 2 half adders (14 instructions) against 63
+//   for a ripple add per tap.
+//
+//   Read-out. For each 64-bit quarter of the planes (64 lanes), a masked byte
+//   add of 2^p under the mask plane p (vpaddb with k = plane p) puts the 64
+//   counts in bytes, and D = K - 2 * count in signed bytes (|D| <= 63).
+//
+//   Borders. Padded pixels are zero bits (+1) in the phase rows: right for
+//   pad_value 1 and VALID. For pad_value 0 a padded tap must contribute 0
+//   instead: a whole padded tap row is skipped, and for a padded column the
+//   count includes the tap's filter bit (x = +1 mismatches w = -1), so
+//       D = K_used - 2 * (count - corr),  corr = sum of the padded taps'
+//   filter bits, per pixel and channel. The kernel reads D = base - 2 * count
+//   with base = K_used + 2 * corr (<= 2 * taps <= 126, one signed byte) from a
+//   per-row table of bytes, rebuilt only when the set of used tap rows changes.
+//
+//   Output. Float: D to int32 and float, times the multiplier, plus the bias
+//   (two roundings, no FMA, as the reference), max(0, y) for ReLU (keeping
+//   -0.0 as the scalar `y < 0 ? 0 : y` does), masked for the channels past the
+//   last. Bit-packed: D < threshold compared in signed bytes, the thresholds
+//   clamped to [-64, 64] (exact: |D| <= 63), then XOR flip; padding channels
+//   get threshold -128 (never below) and flip 0, so their bits are 0.
+#include "custom_ops/core/bdepthwise_kernels.h"
+
+#if LOWBIT_X86_SIMD
+#if !defined(__AVX512F__) || !defined(__AVX512BW__)
+#error "bdepthwise_avx512.cc must be compiled with -mavx512f -mavx512bw"
+#endif
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace lowbit {
+namespace {
+
+using i64 = std::int64_t;
+constexpr i64 kVecWords = 16;     // 32-bit words per zmm
+constexpr i64 kMaxFastTaps = 63;  // counts <= 63: six planes, one signed byte for D
+constexpr int kMaxPlanes = 6;
+
+// A zero-initialised array. Raw new[] rather than a standard container: this
+// translation unit is built with AVX-512 flags, and a container's inline code
+// instantiated here could be shared by the linker with code that runs on any
+// CPU (bconv2d_kernels.h).
+template <typename T>
+struct Buffer {
+  T* data;
+  explicit Buffer(i64 n) : data(new T[static_cast<std::size_t>(n > 0 ? n : 1)]()) {}
+  ~Buffer() { delete[] data; }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+// Pieces of one zeroed allocation, each 64-byte aligned: one allocation per
+// call and per worker instead of one per array.
+class Arena {
+ public:
+  explicit Arena(i64 bytes) : storage_(bytes / 64 + 2) {}
+  // `count` elements of T.
+  template <typename T>
+  T* Take(i64 count) {
+    auto* start = reinterpret_cast<std::uint8_t*>(storage_.data);
+    const std::uintptr_t aligned = (reinterpret_cast<std::uintptr_t>(start) + 63) & ~std::uintptr_t{63};
+    T* piece = reinterpret_cast<T*>(aligned + used_);
+    used_ += Size<T>(count);
+    return piece;
+  }
+  // Bytes Take<T>(count) uses.
+  template <typename T>
+  static i64 Size(i64 count) {
+    return (count * static_cast<i64>(sizeof(T)) + 63) / 64 * 64;
+  }
+
+ private:
+  struct alignas(64) Line {
+    std::uint8_t bytes[64];
+  };
+  Buffer<Line> storage_;
+  i64 used_ = 0;
+};
+
+// `pixels` pixels of `words` words each, read every `step` words, written
+// densely: whole pixels in the widest moves `words` allows (a word-by-word
+// loop of run-time length costs about ten cycles per pixel).
+void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
+  if (words % 16 == 0) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      for (i64 w = 0; w < words; w += 16) _mm512_storeu_si512(to + w, _mm512_loadu_si512(from + w));
+    }
+  } else if (words % 8 == 0) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      for (i64 w = 0; w < words; w += 8) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(to + w),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + w)));
+      }
+    }
+  } else if (words == 4) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 4) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(to),
+                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(from)));
+    }
+  } else if (words == 2) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 2) std::memcpy(to, from, 8);
+  } else if (words == 1) {
+    for (i64 i = 0; i < pixels; ++i, from += step) to[i] = *from;
+  } else {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
+      std::memcpy(to, from, static_cast<std::size_t>(words) * sizeof(PackedWord));
+    }
+  }
+}
+
+// The fixed sizes of one call.
+struct Plan {
+  const DepthwiseRowsArgs* a;
+  const BDepthwiseConv2DParams* p;
+  i64 words;         // packed words per pixel (input after channel expansion, output)
+  i64 channels;      // output channels
+  i64 taps;          // kernel_h * kernel_w
+  i64 row_words;     // out_w * words: words of one output row
+  i64 group_words;   // row_words rounded up to whole zmm
+  i64 phase_pixels;  // pixels of one phase row
+  i64 phase_words;   // words of one phase row, with a zmm of zero slack
+  i64 slot_words;    // one input row, all its phases
+  int planes;        // bits of the largest count (taps)
+  // Per kx: the offset of its stream in an input row's phase rows (phase
+  // (kx * dilation) % stride, pixel (kx * dilation) / stride).
+  i64 tap_offset[kMaxFastTaps];
+  const PackedWord* filter_rows;  // [taps][group_words]: tap words along the row
+  const std::int8_t* thresholds;  // [group_words * 32] (bit-packed output)
+  const PackedWord* flips;        // [group_words] (bit-packed output)
+};
+
+inline __m512i Load(const PackedWord* p) { return _mm512_loadu_si512(p); }
+
+inline void FullAdd(__m512i a, __m512i b, __m512i c, __m512i* sum, __m512i* carry) {
+  *sum = _mm512_ternarylogic_epi64(a, b, c, 0x96);    // a ^ b ^ c
+  *carry = _mm512_ternarylogic_epi64(a, b, c, 0xe8);  // majority
+}
+
+// Carry-save counter for any number of taps (at most 63): pending[l] holds up
+// to two vectors of weight 2^l; a third one triggers a full add whose carry
+// moves up a level. Finish() leaves one vector (or none) per level: the planes.
+struct OnlineCounter {
+  __m512i pending[kMaxPlanes + 1][2] = {};
+  int count[kMaxPlanes + 1] = {};
+
+  void Add(__m512i v, int level) {
+    for (; level <= kMaxPlanes; ++level) {
+      if (count[level] < 2) {
+        pending[level][count[level]++] = v;
+        return;
+      }
+      __m512i sum, carry;
+      FullAdd(pending[level][0], pending[level][1], v, &sum, &carry);
+      pending[level][0] = sum;
+      count[level] = 1;
+      v = carry;
+    }
+  }
+  void Finish(__m512i* planes, int n) {
+    for (int l = 0; l < n; ++l) {
+      if (count[l] == 2) {
+        const __m512i a = pending[l][0], b = pending[l][1];
+        pending[l][0] = _mm512_xor_si512(a, b);
+        count[l] = 1;
+        Add(_mm512_and_si512(a, b), l + 1);
+      }
+      planes[l] = count[l] != 0 ? pending[l][0] : _mm512_setzero_si512();
+    }
+  }
+};
+
+// The planes of the mismatch counts of `n` taps over the zmm at word `off`.
+inline void CountGroup(const PackedWord* const* streams, const PackedWord* const* filters, i64 n,
+                       i64 off, int planes, __m512i* out) {
+  auto v = [&](i64 t) {
+    return _mm512_xor_si512(Load(streams[t] + off), Load(filters[t] + off));
+  };
+  if (n == 9) {  // 3x3: a fixed tree, 5 full and 2 half adders
+    __m512i s0, c0, s1, c1, s2, c2, c3, s4, c4;
+    FullAdd(v(0), v(1), v(2), &s0, &c0);
+    FullAdd(v(3), v(4), v(5), &s1, &c1);
+    FullAdd(v(6), v(7), v(8), &s2, &c2);
+    FullAdd(s0, s1, s2, &out[0], &c3);  // weight 1 done; c0..c3 weigh 2
+    FullAdd(c0, c1, c2, &s4, &c4);
+    out[1] = _mm512_xor_si512(s4, c3);
+    const __m512i c5 = _mm512_and_si512(s4, c3);  // c4, c5 weigh 4
+    out[2] = _mm512_xor_si512(c4, c5);
+    out[3] = _mm512_and_si512(c4, c5);
+    for (int l = 4; l < planes; ++l) out[l] = _mm512_setzero_si512();
+    return;
+  }
+  OnlineCounter counter;
+  for (i64 t = 0; t < n; ++t) counter.Add(v(t), 0);
+  counter.Finish(out, planes);
+}
+
+// Per-thread state: the phase rows of the input rows in use (a small cache,
+// an input row serving several output rows is split once) and the per-row
+// table of D's base.
+class RowWorker {
+ public:
+  explicit RowWorker(const Plan& plan)
+      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan)) {
+    slots_ = arena_.Take<PackedWord>(plan.slot_words * (kh_ + 1));
+    tags_ = arena_.Take<i64>(kh_);
+    base_ = arena_.Take<std::int8_t>(plan.group_words * 32 + 64);
+    limits_ = arena_.Take<std::uint64_t>(LimitWords(plan));
+    streams_ = arena_.Take<const PackedWord*>(plan.taps);
+    filters_ = arena_.Take<const PackedWord*>(plan.taps);
+    for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
+  }
+
+  void Row(i64 row);
+
+ private:
+  static i64 LimitWords(const Plan& plan) {
+    return plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
+  }
+  static i64 ArenaBytes(const Plan& plan) {
+    return Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
+           Arena::Size<i64>(plan.p->kernel_h) +
+           Arena::Size<std::int8_t>(plan.group_words * 32 + 64) +
+           Arena::Size<std::uint64_t>(LimitWords(plan)) +
+           2 * Arena::Size<const PackedWord*>(plan.taps);
+  }
+
+  const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
+  void SplitRow(const PackedWord* src, PackedWord* dst) const;
+  void BuildBase(std::uint64_t used_rows, i64 used_count);
+  void WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const;
+  template <int P>
+  void Quarters(i64 row, i64 used);
+  void BuildLimits();
+  template <int P>
+  void PackedGroups(i64 row, i64 used);
+
+  const Plan& plan_;
+  const i64 kh_;
+  Arena arena_;
+  PackedWord* slots_;  // kh_ slots, then one zero slot (padding rows)
+  i64* tags_;          // n * in_h + iy of each slot, -1 when empty
+  std::int8_t* base_;  // K_used + 2 * corr per flat word's 32 channels
+  std::uint64_t base_key_ = ~std::uint64_t{0};
+  // Bit-packed output: per zmm group, the P bit planes of the count limit
+  // tau of every lane, then its `never` plane (BuildLimits).
+  std::uint64_t* limits_;
+  const PackedWord** streams_;
+  const PackedWord** filters_;
+};
+
+// The phases of one padded input row (src; nullptr for a padding row, which
+// stays zero in the zero slot and is never split).
+void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst) const {
+  const BDepthwiseConv2DParams& p = *plan_.p;
+  const i64 words = plan_.words, s = p.stride_w, m_count = plan_.phase_pixels;
+  for (i64 r = 0; r < s; ++r) {
+    PackedWord* phase = dst + r * plan_.phase_words;
+    // Pixel m of the phase is input pixel ix = s * m + r - pad_left.
+    i64 m_lo = 0;  // first m with ix >= 0
+    while (m_lo < m_count && s * m_lo + r - p.pad_left < 0) ++m_lo;
+    i64 m_hi = m_lo;  // first m with ix >= in_w
+    if (s == 1) {
+      m_hi = p.pad_left + p.in_w < m_count ? p.pad_left + p.in_w : m_count;
+      if (m_hi < m_lo) m_hi = m_lo;
+      if (m_hi > m_lo) {
+        std::memcpy(phase + m_lo * words, src + (m_lo - p.pad_left) * words,
+                    static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
+      }
+    } else {
+      // Every s-th pixel: m in [m_lo, m_hi) reads ix = s * m + r - pad_left < in_w.
+      while (m_hi < m_count && s * m_hi + r - p.pad_left < p.in_w) ++m_hi;
+      const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
+      PackedWord* to = phase + m_lo * words;
+      const i64 pixels = m_hi - m_lo, step = s * words;
+      if (pixels > 0) CopyStrided(from, step, to, words, pixels);
+    }
+    std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
+    std::memset(phase + m_hi * words, 0,
+                static_cast<std::size_t>((m_count - m_hi) * words) * sizeof(PackedWord));
+  }
+}
+
+// The phase rows of input row iy of image n, split into a slot not holding
+// one of the `needed` rows (there is one: kh_ slots, at most kh_ - 1 others
+// needed) unless already there.
+const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_count) {
+  const BDepthwiseConv2DParams& p = *plan_.p;
+  const i64 tag = n * p.in_h + iy;
+  for (i64 i = 0; i < kh_; ++i) {
+    if (tags_[i] == tag) return slots_ + i * plan_.slot_words;
+  }
+  i64 victim = 0;
+  for (i64 i = 0; i < kh_; ++i) {
+    bool in_use = false;
+    for (i64 k = 0; k < needed_count; ++k) in_use = in_use || needed[k] == tags_[i];
+    if (!in_use) {
+      victim = i;
+      break;
+    }
+  }
+  tags_[victim] = tag;
+  PackedWord* slot = slots_ + victim * plan_.slot_words;
+  SplitRow(plan_.a->input + tag * p.in_w * plan_.words, slot);
+  return slot;
+}
+
+// base = K_used + 2 * corr for every flat word of the row (bdepthwise_avx512.cc
+// header), for the tap rows in `used_rows` (bit ky).
+void RowWorker::BuildBase(std::uint64_t used_rows, i64 used_count) {
+  const BDepthwiseConv2DParams& p = *plan_.p;
+  const i64 words = plan_.words;
+  const bool zero_pad = p.pad_value == 0 && p.padding == Padding::kSame;
+  std::memset(base_, 0, static_cast<std::size_t>(plan_.group_words * 32 + 64));
+  for (i64 ox = 0; ox < p.out_w; ++ox) {
+    std::int8_t* b = base_ + ox * words * 32;
+    if (!zero_pad) {
+      std::memset(b, static_cast<int>(plan_.taps), static_cast<std::size_t>(words * 32));
+      continue;
+    }
+    i64 valid = 0;
+    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+      if (ix >= 0 && ix < p.in_w) ++valid;
+    }
+    std::memset(b, static_cast<int>(valid * used_count), static_cast<std::size_t>(words * 32));
+    if (valid == p.kernel_w) continue;
+    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+      if (ix >= 0 && ix < p.in_w) continue;
+      for (i64 ky = 0; ky < p.kernel_h; ++ky) {
+        if (((used_rows >> ky) & 1u) == 0) continue;
+        const PackedWord* f = plan_.a->filter_taps[ky * p.kernel_w + kx];
+        for (i64 w = 0; w < words; ++w) {
+          for (int i = 0; i < 32; ++i) {
+            b[w * 32 + i] = static_cast<std::int8_t>(b[w * 32 + i] + 2 * ((f[w] >> i) & 1u));
+          }
+        }
+      }
+    }
+  }
+}
+
+// The float output of the 64 lanes of quarter q (flat words 2q, 2q + 1) of the
+// row, D in the bytes of d; (pixel, w) = flat word 2q.
+void RowWorker::WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const {
+  const BDepthwiseConv2DParams& p = *plan_.p;
+  const i64 channels = plan_.channels, words = plan_.words;
+  const bool relu = p.activation == Activation::kRelu;
+  const float* m = plan_.a->multiplier;
+  const float* b = plan_.a->bias;
+  float* out_row = plan_.a->output + row * p.out_w * channels;
+  const __m512 zero = _mm512_setzero_ps();
+  for (int half = 0; half < 2; ++half) {
+    if (2 * q + half >= plan_.row_words) return;
+    float* out = out_row + pixel * channels;
+    for (int k = 0; k < 2; ++k) {
+      const i64 c = w * 32 + 16 * k;
+      const i64 n = channels - c;
+      if (n <= 0) break;
+      __m128i bytes = _mm_setzero_si128();
+      switch (2 * half + k) {  // the lane index must be a constant
+        case 0: bytes = _mm512_extracti32x4_epi32(d, 0); break;
+        case 1: bytes = _mm512_extracti32x4_epi32(d, 1); break;
+        case 2: bytes = _mm512_extracti32x4_epi32(d, 2); break;
+        default: bytes = _mm512_extracti32x4_epi32(d, 3); break;
+      }
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+      if (n >= 16) {
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(dot, _mm512_loadu_ps(m + c)),
+                                 _mm512_loadu_ps(b + c));
+        if (relu) y = _mm512_max_ps(zero, y);  // both zero or NaN: y, as y < 0 ? 0 : y
+        _mm512_storeu_ps(out + c, y);
+      } else {
+        const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+        __m512 y = _mm512_add_ps(_mm512_mul_ps(dot, _mm512_maskz_loadu_ps(mask, m + c)),
+                                 _mm512_maskz_loadu_ps(mask, b + c));
+        if (relu) y = _mm512_max_ps(zero, y);
+        _mm512_mask_storeu_ps(out + c, mask, y);
+      }
+    }
+    if (++w == words) {
+      w = 0;
+      ++pixel;
+    }
+  }
+}
+
+void RowWorker::Row(i64 row) {
+  const BDepthwiseConv2DParams& p = *plan_.p;
+  const DepthwiseRowsArgs& a = *plan_.a;
+  const i64 n = row / p.out_h, oy = row % p.out_h;
+  const i64 y0 = oy * p.stride_h - p.pad_top;
+  const bool zero_pad = p.pad_value == 0;
+  // The input rows the taps read; a padded row is skipped (pad_value 0) or
+  // read from the zero slot (pad_value 1; VALID has none).
+  i64 needed[kMaxFastTaps];
+  i64 needed_count = 0;
+  std::uint64_t used_rows = 0;
+  for (i64 ky = 0; ky < p.kernel_h; ++ky) {
+    const i64 iy = y0 + ky * p.dilation_h;
+    if (iy >= 0 && iy < p.in_h) needed[needed_count++] = n * p.in_h + iy;
+    if ((iy >= 0 && iy < p.in_h) || !zero_pad) used_rows |= std::uint64_t{1} << ky;
+  }
+  i64 used = 0;
+  for (i64 ky = 0; ky < p.kernel_h; ++ky) {
+    if (((used_rows >> ky) & 1u) == 0) continue;
+    const i64 iy = y0 + ky * p.dilation_h;
+    const PackedWord* slot = iy >= 0 && iy < p.in_h
+                                 ? Slot(n, iy, needed, needed_count)
+                                 : slots_ + kh_ * plan_.slot_words;  // zero slot
+    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+      streams_[used] = slot + plan_.tap_offset[kx];
+      filters_[used] = plan_.filter_rows + (ky * p.kernel_w + kx) * plan_.group_words;
+      ++used;
+    }
+  }
+  const i64 used_count = used / p.kernel_w;
+  if (used_rows != base_key_) {
+    BuildBase(used_rows, used_count);
+    if (a.output_bits != nullptr) BuildLimits();
+    base_key_ = used_rows;
+  }
+  if (a.output_bits != nullptr) {
+    switch (plan_.planes) {
+      case 1: return PackedGroups<1>(row, used);
+      case 2: return PackedGroups<2>(row, used);
+      case 3: return PackedGroups<3>(row, used);
+      case 4: return PackedGroups<4>(row, used);
+      case 5: return PackedGroups<5>(row, used);
+      default: return PackedGroups<6>(row, used);
+    }
+  }
+
+  switch (plan_.planes) {
+    case 1: return Quarters<1>(row, used);
+    case 2: return Quarters<2>(row, used);
+    case 3: return Quarters<3>(row, used);
+    case 4: return Quarters<4>(row, used);
+    case 5: return Quarters<5>(row, used);
+    default: return Quarters<6>(row, used);
+  }
+}
+
+// Float output: counts the row's taps a zmm at a time, reads the counts out
+// per quarter (64 lanes) and writes them. The fields used per quarter are copied to
+// locals: the output stores could alias them, which would make the compiler
+// reload them after every store.
+template <int P>
+void RowWorker::Quarters(i64 row, i64 used) {
+  const DepthwiseRowsArgs& a = *plan_.a;
+  const i64 row_words = plan_.row_words, words = plan_.words;
+  const std::int8_t* const base = base_;
+  const PackedWord* const* const streams = streams_;
+  const PackedWord* const* const filters = filters_;
+  // Float output with whole 64-channel pixels (channels = 64 * words / 2):
+  // quarter q is the 64 floats at 64 q of the row, channels 64 (q % half).
+  const bool whole = words % 2 == 0 && plan_.channels == 32 * words;
+  const i64 half_words = words / 2;
+  const bool relu = plan_.p->activation == Activation::kRelu;
+  float* const out_row = whole ? a.output + row * row_words * 32 : nullptr;
+  const float* const multiplier = a.multiplier;
+  const float* const bias = a.bias;
+  const __m512 zero = _mm512_setzero_ps();
+  i64 pixel = 0, w = 0;  // of flat word 2q, tracked (no division per quarter)
+  i64 chunk = 0;         // q % half_words for `whole`
+  for (i64 g = 0; g * kVecWords < row_words; ++g) {
+    __m512i plane_vecs[kMaxPlanes];
+    CountGroup(streams, filters, used, g * kVecWords, P, plane_vecs);
+    alignas(64) std::uint64_t plane_bits[P][8];
+    for (int l = 0; l < P; ++l) _mm512_store_si512(plane_bits[l], plane_vecs[l]);
+    const i64 quarters = (row_words - g * kVecWords + 1) / 2 < 8
+                             ? (row_words - g * kVecWords + 1) / 2 : 8;
+    for (int k = 0; k < quarters; ++k) {
+      const i64 q = g * 8 + k;  // quarter: flat words 2q, 2q + 1
+      __m512i count = _mm512_setzero_si512();
+      for (int l = 0; l < P; ++l) {
+        count = _mm512_mask_add_epi8(count, _cvtu64_mask64(plane_bits[l][k]), count,
+                                     _mm512_set1_epi8(static_cast<char>(1 << l)));
+      }
+      const __m512i d = _mm512_sub_epi8(_mm512_loadu_si512(base + 64 * q),
+                                        _mm512_add_epi8(count, count));
+      if (whole) {
+        const float* m = multiplier + 64 * chunk;
+        const float* b = bias + 64 * chunk;
+        float* out = out_row + 64 * q;
+        // D's bytes through memory: vpmovsxbd then reads each 16 from there
+        // (a load) instead of a lane extract (one more shuffle-port uop).
+        alignas(64) std::int8_t dots[64];
+        _mm512_store_si512(dots, d);
+        __m512 y[4];
+        for (int i = 0; i < 4; ++i) {
+          const __m512 dot = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+              _mm_load_si128(reinterpret_cast<const __m128i*>(dots + 16 * i))));
+          y[i] = _mm512_add_ps(_mm512_mul_ps(dot, _mm512_loadu_ps(m + 16 * i)),
+                               _mm512_loadu_ps(b + 16 * i));
+        }
+        const __m512 y0 = y[0], y1 = y[1], y2 = y[2], y3 = y[3];
+        // max(0, y): for y = -0.0 or NaN vmaxps returns its second operand,
+        // y, as the reference's `y < 0 ? 0 : y` does.
+        _mm512_storeu_ps(out, relu ? _mm512_max_ps(zero, y0) : y0);
+        _mm512_storeu_ps(out + 16, relu ? _mm512_max_ps(zero, y1) : y1);
+        _mm512_storeu_ps(out + 32, relu ? _mm512_max_ps(zero, y2) : y2);
+        _mm512_storeu_ps(out + 48, relu ? _mm512_max_ps(zero, y3) : y3);
+        if (++chunk == half_words) chunk = 0;
+        continue;
+      }
+      WriteFloat(row, q, d, pixel, w);
+      w += 2;
+      while (w >= words) {
+        w -= words;
+        ++pixel;
+      }
+    }
+  }
+}
+
+// The bit-packed output compares the counts with a per-lane limit without
+// reading them out. With base = K_used + 2 corr (BuildBase) and threshold T,
+//     D < T  <=>  base - 2 c < T  <=>  c >= tau = floor((base - T) / 2) + 1.
+// tau <= 0: always (tau = 0 does it); tau >= 2^P (beyond any count): never,
+// a plane of its own. In bytes: x = base - T saturated to [-128, 127] (the
+// saturation keeps both ends on the right side: |T| <= 64 and base <= 126,
+// or T = -128 for padding channels, never), u = x + 128 as an unsigned
+// byte, floor(x / 2) = floor(u / 2) - 64, so tau = max(floor(u / 2) - 63, 0)
+// by an unsigned saturating subtract. Its bits then go to planes by byte
+// tests, 64 lanes (one quarter) at a time.
+void RowWorker::BuildLimits() {
+  const int planes = plan_.planes;
+  const __m512i low7 = _mm512_set1_epi8(0x7f);
+  for (i64 q = 0; q < plan_.group_words / 2; ++q) {
+    const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_ + 64 * q),
+                                       _mm512_loadu_si512(plan_.thresholds + 64 * q));
+    const __m512i u = _mm512_xor_si512(x, _mm512_set1_epi8(static_cast<char>(0x80)));
+    const __m512i half = _mm512_and_si512(_mm512_srli_epi16(u, 1), low7);
+    const __m512i tau = _mm512_subs_epu8(half, _mm512_set1_epi8(63));
+    std::uint64_t* group = limits_ + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
+    for (int l = 0; l < planes; ++l) {
+      group[8 * l] = _cvtmask64_u64(
+          _mm512_test_epi8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << l))));
+    }
+    group[8 * planes] = _cvtmask64_u64(
+        _mm512_cmpge_epu8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << planes))));
+  }
+}
+
+// Bit-packed output: c >= tau by a bit-sliced comparison, most significant
+// plane first (gt: c > tau on the planes so far, eq: equal so far), then
+// (gt | eq) & ~never, XOR the flips: 3 instructions per plane for 512 lanes.
+template <int P>
+void RowWorker::PackedGroups(i64 row, i64 used) {
+  const i64 row_words = plan_.row_words;
+  PackedWord* const out = plan_.a->output_bits + row * row_words;
+  for (i64 g = 0; g * kVecWords < row_words; ++g) {
+    __m512i c[kMaxPlanes];
+    CountGroup(streams_, filters_, used, g * kVecWords, P, c);
+    const std::uint64_t* limit = limits_ + g * (kMaxPlanes + 1) * 8;
+    __m512i tau = _mm512_loadu_si512(limit + 8 * (P - 1));
+    __m512i gt = _mm512_andnot_si512(tau, c[P - 1]);
+    __m512i eq = _mm512_ternarylogic_epi64(c[P - 1], tau, tau, 0xc3);  // ~(c ^ tau)
+    for (int l = P - 2; l >= 0; --l) {
+      tau = _mm512_loadu_si512(limit + 8 * l);
+      const __m512i c_above = _mm512_andnot_si512(tau, c[l]);
+      gt = _mm512_ternarylogic_epi64(gt, eq, c_above, 0xf8);  // gt | (eq & c_above)
+      eq = _mm512_ternarylogic_epi64(eq, c[l], tau, 0x90);    // eq & ~(c ^ tau)
+    }
+    const __m512i never = _mm512_loadu_si512(limit + 8 * P);
+    const __m512i below = _mm512_ternarylogic_epi64(gt, eq, never, 0x54);  // (gt|eq) & ~never
+    const __m512i bits = _mm512_xor_si512(below, _mm512_loadu_si512(plan_.flips + g * kVecWords));
+    const i64 left = row_words - g * kVecWords;
+    if (left >= kVecWords) {
+      _mm512_storeu_si512(out + g * kVecWords, bits);
+    } else {
+      _mm512_mask_storeu_epi32(out + g * kVecWords, static_cast<__mmask16>((1u << left) - 1u),
+                               bits);
+    }
+  }
+}
+
+// Fills data[period, size) with copies of data[0, period).
+template <typename T>
+void Repeat(T* data, i64 period, i64 size) {
+  for (i64 have = period; have < size;) {
+    const i64 n = have < size - have ? have : size - have;
+    std::memcpy(data + have, data, static_cast<std::size_t>(n) * sizeof(T));
+    have += n;
+  }
+}
+
+}  // namespace
+
+void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = *args.params;
+  const i64 taps = p.kernel_h * p.kernel_w;
+  if (taps > kMaxFastTaps) {
+    BDepthwiseRowsAvx2(args, executor);
+    return;
+  }
+  if (p.batch * p.out_h * p.out_w == 0) return;
+  Plan plan;
+  plan.a = &args;
+  plan.p = &p;
+  plan.words = p.out_words();
+  plan.channels = p.out_channels();
+  plan.taps = taps;
+  plan.row_words = p.out_w * plan.words;
+  plan.group_words = (plan.row_words + kVecWords - 1) / kVecWords * kVecWords;
+  // Pixel m of a phase serves output pixels ox = m - (kx * dilation) / stride.
+  plan.phase_pixels = p.out_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w + 1;
+  plan.phase_words = plan.phase_pixels * plan.words + kVecWords;
+  plan.slot_words = p.stride_w * plan.phase_words;
+  for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+    const i64 shift = kx * p.dilation_w;
+    plan.tap_offset[kx] = shift % p.stride_w * plan.phase_words + shift / p.stride_w * plan.words;
+  }
+  plan.planes = 1;
+  while ((i64{1} << plan.planes) - 1 < taps) ++plan.planes;
+
+  // The filter words of every tap repeated along the row, and for a
+  // bit-packed output the thresholds (one byte per channel) and flips (one
+  // bit): one pixel's worth written, then doubled by copies.
+  const bool bits_out = args.output_bits != nullptr;
+  Arena arena(Arena::Size<PackedWord>(taps * plan.group_words) +
+              (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
+                              Arena::Size<PackedWord>(plan.group_words)
+                        : 0));
+  PackedWord* const filter_rows = arena.Take<PackedWord>(taps * plan.group_words);
+  for (i64 t = 0; t < taps; ++t) {
+    PackedWord* dst = filter_rows + t * plan.group_words;
+    std::memcpy(dst, args.filter_taps[t], static_cast<std::size_t>(plan.words) * sizeof(PackedWord));
+    Repeat(dst, plan.words, plan.group_words);
+  }
+  plan.filter_rows = filter_rows;
+  std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(plan.group_words * 32) : nullptr;
+  PackedWord* const flips = bits_out ? arena.Take<PackedWord>(plan.group_words) : nullptr;
+  if (bits_out) {
+    for (i64 o = 0; o < plan.words * 32; ++o) {
+      const std::int32_t t = o < plan.channels ? args.threshold[o] : -128;
+      thresholds[o] = static_cast<std::int8_t>(
+          o >= plan.channels ? -128 : (t < -64 ? -64 : (t > 64 ? 64 : t)));
+    }
+    Repeat(thresholds, plan.words * 32, plan.group_words * 32);
+    for (i64 w = 0; w < plan.words; ++w) {
+      flips[w] = static_cast<PackedWord>(args.flip_bits[w / 2] >> (32 * (w % 2)));
+    }
+    Repeat(flips, plan.words, plan.group_words);
+  }
+  plan.thresholds = thresholds;
+  plan.flips = flips;
+
+  executor.ParallelFor(p.batch * p.out_h, plan.row_words * taps * 4 + plan.row_words * 16,
+                       [&](i64 begin, i64 end) {
+    RowWorker worker(plan);
+    for (i64 row = begin; row < end; ++row) worker.Row(row);
+  });
+}
+
+}  // namespace lowbit
+#endif  // LOWBIT_X86_SIMD
