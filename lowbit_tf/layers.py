@@ -28,13 +28,15 @@ is that mixin in front of a Keras layer plus a ``call``.
 Bitwise ops or float emulation. ``QuantConv2D``, ``QuantDense`` and
 ``QuantDepthwiseConv2D`` with sign inputs and a (scaled) sign kernel compute
 their forward pass with the custom TF ops (``LowbitBconv2d``, ``LowbitBgemm``,
-``LowbitBDepthwiseConv2d``), in training and at inference, with the
-quantizers' own gradients and the ops' exact gradients of the conv of the
-quantized values; any other configuration, and every layer built with
-``use_ops=False`` (or inside ``lowbit_tf.ops_scope(False)``), computes the
-same values with float ``conv``/``matmul`` on the quantized values (the
-emulation). See ``lowbit_tf/_layer_ops.py`` for what runs on an op and why the
-numbers agree.
+``LowbitBDepthwiseConv2d``), ``ABCConv2D`` and ``ABCDense`` with
+``LowbitMultibitConv2d`` and ``FastfoodDense`` with ``LowbitFastfood``, in
+training and at inference, with the quantizers' own gradients and the exact
+gradients of the conv of the quantized values; any other configuration, and
+every layer built with ``use_ops=False`` (or inside
+``lowbit_tf.ops_scope(False)``), computes the same values with float
+``conv``/``matmul`` on the quantized values (the emulation). See
+``lowbit_tf/_layer_ops.py`` for what runs on an op and why the numbers agree,
+and ``lowbit_tf/_packed_kernel.py`` for the packed kernels of inference calls.
 
 Example::
 
@@ -83,6 +85,7 @@ __all__ = [
     "QuantLocallyConnected2D",
     "QuantSeparableConv1D",
     "QuantSeparableConv2D",
+    "OpsSwitchMixin",
     "QuantizedLayerMixin",
     "apply_quantizer",
     "walsh_hadamard",
@@ -132,7 +135,41 @@ def _check_positive_int(owner: str, arg: str, value: Any) -> int:
     return int(value)
 
 
-class QuantizedLayerMixin:
+class OpsSwitchMixin:
+    """The ``use_ops`` switch of the layers that compute on the custom TF ops:
+    True (the ops wherever they can run the call), False (the float
+    emulation), or None at construction for the value of the enclosing
+    :func:`lowbit_tf.ops_scope` (True by default). Saved in the config."""
+
+    #: Whether some configuration of the layer runs on a custom TF op.
+    _has_op_path = False
+
+    @property
+    def use_ops(self) -> bool:
+        """Whether calls run on the custom TF ops where one can run them
+        (``False``: always the float emulation). Saved in the config."""
+        return self._use_ops
+
+    @use_ops.setter
+    def use_ops(self, value: bool | None) -> None:
+        self._use_ops = resolve_use_ops(type(self).__name__, value)
+        # The ops have no XLA kernels: Keras then compiles the model without
+        # XLA (jit_compile=True warns and proceeds, "auto" resolves to False).
+        self.supports_jit = not (self._use_ops and self._has_op_path)
+
+    def _runs_on_op(self, problem: Callable[[Any, Any], str | None], inputs: Any) -> bool:
+        """True when this call may run on the op; `problem(self, inputs)` says
+        why not (a _layer_ops.*_problem), logged at DEBUG level."""
+        if not self._use_ops:
+            return False
+        reason = problem(self, inputs)
+        if reason is not None:
+            log.debug("Layer '%s' runs the float emulation: %s.", self.name, reason)
+            return False
+        return True
+
+
+class QuantizedLayerMixin(OpsSwitchMixin):
     """Quantization plumbing shared by the lowbit_tf quantized layers.
 
     Put it first in the bases, in front of the Keras layer it quantizes::
@@ -189,8 +226,6 @@ class QuantizedLayerMixin:
     #: Argument (and config) name of the kernel quantizer / constraint.
     _kernel_quantizer_name = "kernel_quantizer"
     _kernel_constraint_name = "kernel_constraint"
-    #: Whether some configuration of the layer runs on a custom TF op.
-    _has_op_path = False
 
     def __init__(
         self,
@@ -203,7 +238,7 @@ class QuantizedLayerMixin:
         **kwargs: Any,
     ):
         owner = type(self).__name__
-        use_ops = resolve_use_ops(owner, use_ops)
+        use_ops = resolve_use_ops(owner, use_ops)  # checked before Keras's __init__ runs
         resolved = {}
         for arg, value in (
             ("input_quantizer", input_quantizer),
@@ -264,30 +299,6 @@ class QuantizedLayerMixin:
         """The layer's :class:`~lowbit_tf.metrics.FlipRatio` metric (built layers with
         ``metrics=["flip_ratio"]``), else None."""
         return self._flip_ratio
-
-    @property
-    def use_ops(self) -> bool:
-        """Whether calls run on the custom TF ops where one can run them
-        (``False``: always the float emulation). Saved in the config."""
-        return self._use_ops
-
-    @use_ops.setter
-    def use_ops(self, value: bool) -> None:
-        self._use_ops = resolve_use_ops(type(self).__name__, value)
-        # The ops have no XLA kernels: Keras then compiles the model without
-        # XLA (jit_compile=True warns and proceeds, "auto" resolves to False).
-        self.supports_jit = not (self._use_ops and self._has_op_path)
-
-    def _runs_on_op(self, problem: Callable[[Any, Any], str | None], inputs: Any) -> bool:
-        """True when this call may run on the op; `problem(self, inputs)` says
-        why not (a _layer_ops.*_problem), logged at DEBUG level."""
-        if not self._use_ops:
-            return False
-        reason = problem(self, inputs)
-        if reason is not None:
-            log.debug("Layer '%s' runs the float emulation: %s.", self.name, reason)
-            return False
-        return True
 
     def quantize_inputs(self, inputs: Any, training: Any = None) -> Any:
         """Applies ``input_quantizer`` (if any) to ``inputs``."""
@@ -583,6 +594,8 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.conv2d_problem, inputs):
             outputs = _layer_ops.conv2d(self, inputs, training)
+        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
+            outputs = _layer_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = self._emulated(inputs, self.quantized_kernel(training))
@@ -678,6 +691,8 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.dense_problem, inputs):
             outputs = _layer_ops.dense(self, inputs, training)
+        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
+            outputs = _layer_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = kops.matmul(inputs, self.quantized_kernel(training))
@@ -1021,7 +1036,11 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         self._build_abc()
         self.input_spec = InputSpec(ndim=self.rank + 2, axes={-1: input_shape[-1]})
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(_layer_ops.abc_problem, inputs):
+            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         h = self.activation_bases(inputs)  # (N, batch, rows, cols, C)
@@ -1104,7 +1123,11 @@ class ABCDense(_ABCMixin, QuantizedLayerMixin, keras.layers.Dense):
         super().build(input_shape)
         self._build_abc()
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(_layer_ops.abc_problem, inputs):
+            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         d = self.kernel.shape[0]
@@ -1160,7 +1183,7 @@ def walsh_hadamard(x: Any, normalize: bool = False) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class FastfoodDense(keras.layers.Layer):
+class FastfoodDense(OpsSwitchMixin, keras.layers.Layer):
     r"""Adaptive Fastfood layer (Deep Fried Convnets, Yang et al. 2015).
 
     A dense layer ``y = x W`` with ``W`` of size ``d x units`` replaced by stacked
@@ -1200,6 +1223,9 @@ class FastfoodDense(keras.layers.Layer):
             global generator when None (so ``keras.utils.set_random_seed`` makes
             it reproducible) and stored in the config.
         bias_initializer, bias_regularizer, bias_constraint: For the bias.
+        use_ops: Compute with the ``LowbitFastfood`` op (True; float32 inputs,
+            bit for bit this computation, exact gradients) or with TensorFlow
+            ops (False); None: the enclosing :func:`lowbit_tf.ops_scope`'s value.
         **kwargs: Passed on to ``keras.layers.Layer``.
 
     Raises:
@@ -1219,9 +1245,12 @@ class FastfoodDense(keras.layers.Layer):
         bias_initializer: Any = "zeros",
         bias_regularizer: Any = None,
         bias_constraint: Any = None,
+        use_ops: bool | None = None,
         **kwargs: Any,
     ):
+        use_ops = resolve_use_ops(type(self).__name__, use_ops)
         super().__init__(**kwargs)
+        self.use_ops = use_ops
         owner = type(self).__name__
         self.units = _check_positive_int(owner, "units", units)
         if block_size is not None:
@@ -1292,8 +1321,12 @@ class FastfoodDense(keras.layers.Layer):
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[Any, ...]:
         return (*input_shape[:-1], self.units)
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         x = tf.convert_to_tensor(inputs)
+        if self._runs_on_op(_layer_ops.fastfood_problem, x):
+            return _layer_ops.fastfood(self, x)
         n, k, d = self.padded_dim, self.num_blocks, self.input_dim
         lead = tf.shape(x)[:-1]
         x = tf.reshape(x, (-1, d))
@@ -1328,6 +1361,7 @@ class FastfoodDense(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            "use_ops": self.use_ops,
         }
 
 

@@ -12,8 +12,9 @@ float (Keras) kernel and exact ones for the multiplier and the bias;
 and exact ones for its scales and bias; `bdepthwise_conv2d` that of ste_sign
 for a float input and exact ones for the multiplier and bias; `fastfood` (a float op) its exact
 gradient. Packed int32 inputs and filters and bit-packed outputs have none.
-The Keras layers (`lowbit_tf.layers`) train with float ops and are what the
-converter lowers onto these ops.
+The Keras layers (`lowbit_tf.layers`) compute with these ops where they can run
+the layer's configuration, in training and at inference (lowbit_tf/_layer_ops.py),
+and are what the converter lowers onto them.
 """
 
 from __future__ import annotations
@@ -897,6 +898,59 @@ _CONV_ATTRS = (
 )
 
 
+def sign_conv2d_grads(
+    x_signs: tf.Tensor,
+    w_signs: tf.Tensor,
+    grad_dot: tf.Tensor,
+    attrs: dict[str, Any],
+    *,
+    want_x: bool = True,
+    want_w: bool = True,
+) -> tuple[tf.Tensor | None, tf.Tensor | None]:
+    """The exact gradients of D = conv(x_signs, w_signs), as LowbitBconv2d
+    computes D (its attributes `attrs`: kernel_h/w, stride_h/w, dilation_h/w,
+    padding, pad_value), for the output gradient `grad_dot` = dL/dD.
+
+    x_signs: float [..., H, W, C] (leading dimensions are a batch, as in the
+    kernel); w_signs: float HWIO. Returns (dL/dx_signs of x_signs's shape,
+    dL/dw_signs), None where not wanted. Padding: a SAME conv pads with
+    pad_value, constants with no gradient, but with pad_value 1 they take part
+    in dL/dw_signs; both follow from padding explicitly and running the VALID
+    backprop ops on the padded input. Used by the op's registered gradient
+    (which adds the straight-through masks of its float inputs) and by the
+    Keras layers, whose inputs are already quantized (lowbit_tf/_layer_ops.py).
+    """
+    kh, kw = attrs["kernel_h"], attrs["kernel_w"]
+    x_shape = tf.shape(x_signs)
+    x4 = tf.reshape(x_signs, tf.concat([[-1], x_shape[-3:]], 0))
+    g4 = tf.reshape(grad_dot, tf.concat([[-1], tf.shape(grad_dot)[-3:]], 0))
+    size = tf.shape(x4)
+    pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
+    if attrs["padding"] == "SAME":
+        pads[1] = list(same_padding(size[1], kh, attrs["stride_h"], attrs["dilation_h"]))
+        pads[2] = list(same_padding(size[2], kw, attrs["stride_w"], attrs["dilation_w"]))
+    x_padded = tf.pad(x4, pads, constant_values=tf.cast(attrs["pad_value"], x4.dtype))
+    conv = dict(
+        strides=[1, attrs["stride_h"], attrs["stride_w"], 1],
+        padding="VALID",
+        dilations=[1, attrs["dilation_h"], attrs["dilation_w"], 1],
+    )
+    grad_x = grad_w = None
+    if want_x:
+        grad_padded = tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=tf.shape(x_padded), filter=w_signs, out_backprop=g4, **conv
+        )
+        grad_x = tf.reshape(
+            grad_padded[:, pads[1][0]:pads[1][0] + size[1], pads[2][0]:pads[2][0] + size[2], :],
+            x_shape,
+        )
+    if want_w:
+        grad_w = tf.raw_ops.Conv2DBackpropFilter(
+            input=x_padded, filter_sizes=tf.shape(w_signs), out_backprop=g4, **conv
+        )
+    return grad_x, grad_w
+
+
 @tf.RegisterGradient("LowbitBconv2d")
 def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
     if _attr(op, "output_type") == "bitpacked":
@@ -941,34 +995,13 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
         else:  # [C_out, KH*KW*C] in (ky, kx, c) order -> HWIO
             rows = _unpack_signs(w, kh * kw * channels)
             w_signs = tf.transpose(tf.reshape(rows, [-1, kh, kw, channels]), (1, 2, 3, 0))
-        # Leading dimensions flattened into the batch, as in the kernel.
-        x_shape = tf.shape(x)
-        x_signs = tf.reshape(_signs(x, channels), tf.concat([[-1], x_shape[-3:-1], [channels]], 0))
-        g_shape = tf.shape(grad)
-        g_dot = tf.reshape(grad * m, tf.concat([[-1], g_shape[-3:]], 0))
-        size = tf.shape(x_signs)
-        pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
-        if a["padding"] == "SAME":
-            pads[1] = list(same_padding(size[1], kh, a["stride_h"], a["dilation_h"]))
-            pads[2] = list(same_padding(size[2], kw, a["stride_w"], a["dilation_w"]))
-        x_padded = tf.pad(x_signs, pads, constant_values=float(a["pad_value"]))
-        conv = dict(
-            strides=[1, a["stride_h"], a["stride_w"], 1],
-            padding="VALID",
-            dilations=[1, a["dilation_h"], a["dilation_w"], 1],
+        grad_x_signs, grad_w_signs = sign_conv2d_grads(
+            _signs(x, channels), w_signs, grad * m, a, want_x=want_x, want_w=want_w
         )
         if want_x:
-            grad_padded = tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x_padded), filter=w_signs, out_backprop=g_dot, **conv
-            )
-            grad_signs = grad_padded[:, pads[1][0]:pads[1][0] + size[1],
-                                     pads[2][0]:pads[2][0] + size[2], :]
-            grad_x = _clipped_gradient(x, tf.reshape(grad_signs, x_shape), 1.0)
+            grad_x = _clipped_gradient(x, grad_x_signs, 1.0)
         if want_w:
-            grad_signs = tf.raw_ops.Conv2DBackpropFilter(
-                input=x_padded, filter_sizes=tf.shape(w), out_backprop=g_dot, **conv
-            )
-            grad_w = _clipped_gradient(w, grad_signs, 1.0)
+            grad_w = _clipped_gradient(w, grad_w_signs, 1.0)
     return [grad_x, grad_w, grad_m, grad_b, *grad_epilogue]
 
 

@@ -680,6 +680,7 @@ swish_sign.binary_form = "sign"  # type: ignore[attr-defined]
 magnitude_aware_sign.binary_form = "scaled_sign"  # type: ignore[attr-defined]
 ste_heaviside.precision = 1  # type: ignore[attr-defined]
 ste_tern.precision = 2  # type: ignore[attr-defined]
+ste_tern.grid_levels = 2  # type: ignore[attr-defined]
 dorefa_quantizer.precision = None  # type: ignore[attr-defined]  # depends on k_bit
 
 
@@ -714,11 +715,21 @@ class Quantizer:
             output channel); None, anything else (the layer keeps the float
             emulation). Only the values matter: the gradient stays the
             quantizer's own.
+        grid_levels: n when every value the quantizer outputs (training or
+            not) is 2 q / n - 1 for an integer q in [0, n]: a symmetric uniform
+            grid on [-1, 1] (ternary: n = 2; DoReFa k-bit weights: 2^k - 1).
+            Such a kernel is a sum of binary planes, which the multi-bit op
+            runs (``lowbit_tf.layers``); None otherwise.
+        unit_grid_bits: k when every value is q / (2^k - 1) for an integer
+            q in [0, 2^k - 1] (DoReFa k-bit activations), the multi-bit op's
+            "dorefa" inputs; None otherwise.
     """
 
     precision: int | None = None
     inference_is_sign: bool = False
     binary_form: str | None = None
+    grid_levels: int | None = None
+    unit_grid_bits: int | None = None
 
     #: Set automatically: whether this class's ``call`` takes ``training``.
     _call_takes_training: bool = False
@@ -1119,6 +1130,8 @@ class SteTern(Quantizer):
         self.ternary_weight_networks = _check_bool(
             "ternary_weight_networks", ternary_weight_networks
         )
+        # {-1, 0, +1}; the TWN threshold only moves where the zeros are.
+        self.grid_levels = 2
         self.clip_value = _check_clip_value(clip_value)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -1167,6 +1180,7 @@ class StochasticTern(_Seeded, Quantizer):
     """
 
     precision = 2
+    grid_levels = 2  # {-1, 0, +1}
 
     def __init__(self, clip_value: float | None = 1.0, seed: int | None = None):
         self.clip_value = _check_clip_value(clip_value)
@@ -1243,6 +1257,10 @@ class DoReFa(Quantizer):
         self.k_bit = _check_int("k_bit", k_bit, minimum=1, maximum=MAX_DOREFA_BITS)
         self.mode = _check_choice("mode", mode, ("activations", "weights"))
         self.precision = self.k_bit
+        if self.mode == "weights":
+            self.grid_levels = 2**self.k_bit - 1
+        else:
+            self.unit_grid_bits = self.k_bit
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return _dorefa(inputs, self.k_bit, self.mode)

@@ -134,18 +134,18 @@ def convert_with_report(
 
 @contextlib.contextmanager
 def _float_emulation(model: keras.Model) -> Any:
-    """The quantized layers the conversion keeps (all of them with lowbit=False)
+    """The lowbit layers the conversion keeps (all of them with lowbit=False)
     traced as float ops: their `use_ops` is False meanwhile. Lowbit ops come
     only from the lowered layers, which the flatbuffer pass knows; a layer on
     the ops would bring a float-filter op and its packed-kernel cache instead."""
-    from lowbit_tf.layers import QuantizedLayerMixin
+    from lowbit_tf.layers import OpsSwitchMixin
 
     def walk(layer: Any) -> Any:
         yield layer
         for child in getattr(layer, "layers", ()):
             yield from walk(child)
 
-    kept = [layer for layer in walk(model) if isinstance(layer, QuantizedLayerMixin)]
+    kept = [layer for layer in walk(model) if isinstance(layer, OpsSwitchMixin)]
     before = [layer.use_ops for layer in kept]
     for layer in kept:
         layer.use_ops = False

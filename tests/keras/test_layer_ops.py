@@ -26,7 +26,7 @@ OP_TYPES = {
     layers.QuantDense: "LowbitBgemm",
     layers.QuantDepthwiseConv2D: "LowbitBDepthwiseConv2d",
 }
-LOWBIT_OPS = set(OP_TYPES.values())
+LOWBIT_OPS = {*OP_TYPES.values(), "LowbitMultibitConv2d", "LowbitFastfood"}
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -173,8 +173,9 @@ def test_depthwise_on_the_op_equals_the_emulation(config, kernel_quantizer):
     dict(input_quantizer=None, kernel_quantizer="ste_sign"),
     dict(input_quantizer="ste_sign", kernel_quantizer=None),
     dict(input_quantizer="ste_heaviside", kernel_quantizer="ste_sign"),
-    dict(input_quantizer="ste_sign", kernel_quantizer="ste_tern"),
-    dict(input_quantizer="dorefa", kernel_quantizer="ste_sign"),
+    dict(input_quantizer="dorefa", kernel_quantizer=None),
+    dict(input_quantizer="ste_sign", kernel_quantizer="power_of_two"),
+    dict(input_quantizer="ste_sign", kernel_quantizer=quantizers.DoReFa(9, "weights")),
     dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", padding="same", pad_values=0.5),
 ])
 def test_configurations_no_op_runs_keep_the_emulation(kwargs):
@@ -381,6 +382,12 @@ def test_inference_reads_the_packed_kernel_kept_fresh(cls, kwargs, shape):
 
     first = check()
     assert a._packed_kernel.fresh.numpy()
+    # Later calls read the cache, not the kernel: spoil it and they follow.
+    packed = a._packed_kernel.packed
+    packed.assign(tf.bitwise.invert(packed))
+    assert not np.array_equal(a(x, training=False).numpy(), first)
+    a.kernel_changed()
+    np.testing.assert_array_equal(check(), first)
     # A training call marks it stale (an optimizer step may follow) ...
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(a(x, training=True))
@@ -419,3 +426,106 @@ def test_custom_loop_with_training_none_trains_the_kernel():
     emulated.set_weights(model.get_weights())
     np.testing.assert_array_equal(after, emulated.predict(x, verbose=0))
     assert not np.array_equal(after, before)
+
+
+@pytest.mark.parametrize("units, activation, shape", [
+    (40, None, (5, 30)), (64, "relu", (2, 3, 64)), (20, "tanh", (4, 17)),
+])
+def test_fastfood_on_the_op_equals_the_tf_ops(units, activation, shape):
+    """LowbitFastfood computes the layer's float32 operations in their order:
+    equal bit for bit, with its exact gradients."""
+    a = layers.FastfoodDense(units, activation=activation, seed=5)
+    b = layers.FastfoodDense.from_config({**a.get_config(), "use_ops": False})
+    for layer in (a, b):
+        layer.build(shape)
+    b.set_weights(a.get_weights())
+    b.bias.assign(_rng(14).normal(size=units))
+    a.bias.assign(b.bias)
+    assert "LowbitFastfood" in _op_types(a, shape)
+    assert "LowbitFastfood" not in _op_types(b, shape)
+    x = _rng(15).normal(size=shape).astype(np.float32)
+    weights = lambda layer: [layer.b, layer.g, layer.s, layer.bias]  # noqa: E731
+    y_ops, g_ops = _forward_and_gradients(a, x, weights)
+    y_emu, g_emu = _forward_and_gradients(b, x, weights)
+    np.testing.assert_array_equal(y_ops, y_emu)
+    for got, want in zip(g_ops, g_emu, strict=True):
+        assert _relative(got, want) <= 1e-6
+    assert a.get_config()["use_ops"] is True and b.get_config()["use_ops"] is False
+    with lowbit_tf.ops_scope(False):
+        assert layers.FastfoodDense(8).use_ops is False
+
+
+ABC_CASES = [
+    (layers.ABCConv2D, dict(filters=8, kernel_size=3, padding="same", pad_values=1.0),
+     (2, 7, 7, 12)),
+    (layers.ABCConv2D, dict(filters=8, kernel_size=3, padding="same", per_channel=True,
+                            num_weight_bases=2, num_activation_bases=1), (2, 7, 7, 12)),
+    (layers.ABCConv2D, dict(filters=6, kernel_size=(3, 2), strides=2, activation="relu"),
+     (2, 9, 8, 10)),
+    (layers.ABCDense, dict(units=9, per_channel=True), (4, 40)),
+    (layers.ABCDense, dict(units=5, num_weight_bases=2, num_activation_bases=4), (2, 3, 33)),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs, shape", ABC_CASES)
+def test_abc_on_the_multibit_op_equals_the_emulation(cls, kwargs, shape):
+    """M x N binary convolutions in one LowbitMultibitConv2d: the scaled sums
+    within 1e-6, and the gradients (inputs, kernel through the bases, shifts,
+    betas, bias) within 1e-6."""
+    a = cls(**kwargs, use_ops=True)
+    b = cls.from_config({**a.get_config(), "use_ops": False})
+    for layer in (a, b):
+        layer.build(shape)
+    weights = [w.astype(np.float32) + _rng(16).normal(size=w.shape).astype(np.float32) * 0.1
+               for w in a.get_weights()]  # fmt: skip
+    a.set_weights(weights)
+    b.set_weights(weights)
+    assert "LowbitMultibitConv2d" in _op_types(a, shape)
+    assert "LowbitMultibitConv2d" not in _op_types(b, shape)
+    x = _rng(17).uniform(-0.5, 1.5, size=shape).astype(np.float32)
+    variables = lambda layer: [layer.kernel, layer.activation_shifts,  # noqa: E731
+                               layer.activation_betas, layer.bias]
+    y_ops, g_ops = _forward_and_gradients(a, x, variables)
+    y_emu, g_emu = _forward_and_gradients(b, x, variables)
+    assert _relative(y_ops, y_emu) <= 1e-6
+    if kwargs.get("activation") == "relu":
+        return  # an output within rounding of 0 may be kept by one ReLU only
+    # The shifts' and betas' gradients are each one float32 sum over every
+    # output (or input) of the layer, with cancellation, summed in another
+    # order by the op's gradient: 1e-5 of the largest; the rest 1e-6.
+    tolerances = [1e-6, 1e-6, 1e-5, 1e-5, 1e-6]  # x, kernel, shifts, betas, bias
+    for got, want, tolerance in zip(g_ops, g_emu, tolerances, strict=True):
+        assert _relative(got, want) <= tolerance
+
+
+MULTIBIT_CASES = [
+    (layers.QuantConv2D, dict(filters=8, kernel_size=3, padding="same", pad_values=1.0,
+                              input_quantizer="ste_sign", kernel_quantizer="ste_tern")),
+    (layers.QuantConv2D, dict(filters=8, kernel_size=3, padding="same",
+                              input_quantizer=quantizers.DoReFa(2, "activations"),
+                              kernel_quantizer=quantizers.DoReFa(3, "weights"))),
+    (layers.QuantConv2D, dict(filters=6, kernel_size=3, strides=2, pad_values=1.0,
+                              padding="same", input_quantizer=quantizers.DoReFa(1),
+                              kernel_quantizer="ste_sign")),
+    (layers.QuantConv2D, dict(filters=6, kernel_size=3, input_quantizer=quantizers.DoReFa(4),
+                              kernel_quantizer="magnitude_aware_sign")),
+    (layers.QuantDense, dict(units=7, input_quantizer=quantizers.DoReFa(2),
+                             kernel_quantizer=quantizers.SteTern(threshold_value=0.3))),
+]
+
+
+@pytest.mark.parametrize("cls, kwargs", MULTIBIT_CASES)
+def test_multibit_quant_layers_on_the_multibit_op_equal_the_emulation(cls, kwargs):
+    """Ternary / DoReFa kernels and DoReFa inputs: LowbitMultibitConv2d on the
+    kernel's binary planes, within 1e-6, gradients within 1e-6."""
+    shape = (2, 7, 7, 12) if cls is layers.QuantConv2D else (3, 40)
+    a, b = _pair(cls, shape, **kwargs)
+    assert "LowbitMultibitConv2d" in _op_types(a, shape)
+    assert not LOWBIT_OPS & _op_types(b, shape)
+    x = _rng(18).uniform(-0.5, 1.5, size=shape).astype(np.float32)
+    weights = lambda layer: [layer.kernel, layer.bias]  # noqa: E731
+    y_ops, g_ops = _forward_and_gradients(a, x, weights)
+    y_emu, g_emu = _forward_and_gradients(b, x, weights)
+    assert _relative(y_ops, y_emu) <= 1e-6
+    for got, want in zip(g_ops, g_emu, strict=True):
+        assert _relative(got, want) <= 1e-6
