@@ -3,8 +3,9 @@ classes are tf-keras (Keras 2) classes and the Larq tests pass there too.
 
 TensorFlow reads TF_USE_LEGACY_KERAS when it is first imported, so the mode runs
 in a fresh interpreter: pytest on the Larq test files (every Larq layer held to
-real Larq's numbers, Larq's .h5 files, Larq's API and documented script), and a
-few direct checks.
+real Larq's numbers, Larq's .h5 files, Larq's API and documented script, the
+conversion of those layers and the summary's size prediction), and a few direct
+checks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from repo_paths import REPO, TESTS, helper_env
 
 pytest.importorskip("tf_keras", reason="tf-keras is installed by the [test] extra")
 
-LARQ_TESTS = ["keras/test_larq_layers.py", "keras/test_larq_compat.py", "keras/test_larq_api.py"]
+LARQ_TESTS = ["keras/test_larq_layers.py", "keras/test_larq_compat.py", "keras/test_larq_api.py",
+              "converter/test_larq_layers.py"]
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
