@@ -11,9 +11,9 @@ to the optimizer whose predicate claims it, and the rest to a default one::
     )
     model.compile(optimizer=optimizer, loss=...)
 
-Both are ordinary Keras 3 optimizers (``keras.optimizers.Optimizer``
-subclasses): they build, save and load with the model, and run under
-``tf.distribute`` through Keras's own update path. The API follows Larq's
+Both are ordinary Keras optimizers (``keras.optimizers.Optimizer`` subclasses,
+of Keras 3 or, in tf-keras mode, of tf-keras): they build, save and load with
+the model, and run under ``tf.distribute`` through Keras's own update path. The API follows Larq's
 (``Bop(threshold, gamma)``, ``CaseOptimizer(*pairs, default_optimizer=...)``,
 ``Bop.is_binary_variable``).
 
@@ -199,12 +199,6 @@ class CaseOptimizer(keras.optimizers.Optimizer):
         name: str = "case_optimizer",
         **kwargs: Any,
     ):
-        if not KERAS_3:
-            raise NotImplementedError(
-                "CaseOptimizer is not available under tf-keras (TF_USE_LEGACY_KERAS=1) yet: "
-                "train with Keras 3, or with one tf-keras optimizer (Bop alone trains every "
-                "variable it is given as binary)."
-            )
         mapping = kwargs.pop("variable_mapping", None)
         kwargs.pop("learning_rate", None)
         for i, pair in enumerate(predicate_optimizer_pairs):
@@ -225,7 +219,12 @@ class CaseOptimizer(keras.optimizers.Optimizer):
                 "CaseOptimizer: `default_optimizer` must be a keras optimizer or None, "
                 f"received {type(default_optimizer).__name__}."
             )
-        super().__init__(learning_rate=0.0, name=name, **kwargs)
+        if KERAS_3:
+            super().__init__(learning_rate=0.0, name=name, **kwargs)
+        else:  # tf-keras: each optimizer builds its own learning rate
+            super().__init__(name=name, **kwargs)
+            self._learning_rate = self._build_learning_rate(0.0)
+        self._case_built = False
         self.predicate_optimizer_pairs = [tuple(p) for p in predicate_optimizer_pairs]
         self.default_optimizer = default_optimizer
         self.optimizers = [opt for _, opt in self.predicate_optimizer_pairs]
@@ -255,7 +254,14 @@ class CaseOptimizer(keras.optimizers.Optimizer):
         result = list(self._variables)
         for optimizer in getattr(self, "optimizers", []):
             result.extend(optimizer.variables)
-        return result
+        # tf-keras calls `optimizer.variables()` too: its list type is callable.
+        return result if KERAS_3 else type(super().variables)(result)
+
+    def _variable_index(self, variable: Any) -> int:
+        """Position of `variable` among those the optimizer was built on."""
+        if KERAS_3:
+            return self._get_variable_index(variable)
+        return self._index_dict[self._var_key(variable)]
 
     def _compute_mapping(self, variables: Sequence[Any]) -> list[int | None]:
         mapping: list[int | None] = []
@@ -287,13 +293,13 @@ class CaseOptimizer(keras.optimizers.Optimizer):
         """Positions in ``variables`` for each optimizer of ``self.optimizers``."""
         groups: list[list[int]] = [[] for _ in self.optimizers]
         for position, variable in enumerate(variables):
-            index = self.variable_mapping[self._get_variable_index(variable)]
+            index = self.variable_mapping[self._variable_index(variable)]
             if index is not None:
                 groups[index].append(position)
         return groups
 
     def build(self, variables: Sequence[Any]) -> None:
-        if self.built:
+        if self._case_built:
             return
         variables = list(variables)
         super().build(variables)
@@ -307,9 +313,11 @@ class CaseOptimizer(keras.optimizers.Optimizer):
             )
         for optimizer, group in zip(self.optimizers, self._split(variables),
                                     strict=True):  # fmt: skip
-            if not optimizer.built:
+            if not getattr(optimizer, "built", False):  # tf-keras's build guards itself
                 optimizer.build([variables[i] for i in group])
-        self.built = True
+        self._case_built = True
+        if KERAS_3:
+            self.built = True
 
     def apply(self, grads: Sequence[Any], trainable_variables: Sequence[Any] | None = None) -> None:
         if trainable_variables is None:
@@ -326,6 +334,26 @@ class CaseOptimizer(keras.optimizers.Optimizer):
             if pairs:
                 optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         self._iterations.assign_add(1)
+
+    def apply_gradients(self, grads_and_vars: Any, name: str | None = None,
+                        **kwargs: Any) -> Any:
+        if KERAS_3:
+            return super().apply_gradients(grads_and_vars)
+        # tf-keras (Model.fit -> minimize -> here): each optimizer applies its
+        # share, aggregating across replicas itself, as `apply` does for Keras 3.
+        pairs = list(grads_and_vars)
+        if not pairs:
+            return self._iterations
+        variables = [v for _, v in pairs]
+        with tf.init_scope():
+            self.build(variables)
+        for optimizer, group in zip(self.optimizers, self._split(variables),
+                                    strict=True):  # fmt: skip
+            share = [pairs[i] for i in group if pairs[i][0] is not None]
+            if share:
+                optimizer.apply_gradients(share, **kwargs)
+        self._iterations.assign_add(1)
+        return self._iterations
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -11,7 +11,6 @@ import tensorflow as tf
 
 import lowbit_tf as lq
 from lowbit_tf import layers, optimizers, quantizers
-from lowbit_tf._keras import KERAS_3
 
 X = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 1e-30, 0.5, 1.0, 3.0, np.nan], "float32")
 
@@ -123,12 +122,8 @@ def test_hyperparameter_scheduler_on_bop_gamma():
         tf.keras.Input((3,)),
         layers.QuantDense(1, kernel_quantizer="ste_sign", kernel_constraint="weight_clip"),
     ])
-    if KERAS_3:
-        model.compile(optimizers.CaseOptimizer((bop.is_binary_variable, bop),
-                                               default_optimizer=tf.keras.optimizers.Adam()),
-                      "mse")
-    else:  # no CaseOptimizer under tf-keras (yet): Bop alone
-        model.compile(bop, "mse")
+    model.compile(optimizers.CaseOptimizer((bop.is_binary_variable, bop),
+                                           default_optimizer=tf.keras.optimizers.Adam()), "mse")
     callback = lq.callbacks.HyperparameterScheduler(lambda e: 1e-3 / (e + 1), "gamma",
                                                     optimizer=bop)
     history = model.fit(np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"), epochs=2,
@@ -165,10 +160,18 @@ def test_larq_training_script_runs_with_lowbit_tf_as_lq(capsys):
     lq.models.summary(model)
     assert "quant_conv2d" in capsys.readouterr().out
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    # Larq's Bop recipe: binary kernels by Bop, the rest by Adam.
+    bop_model = tf.keras.models.clone_model(model)
+    bop_model.compile(optimizer=lq.optimizers.CaseOptimizer(
+        (lq.optimizers.Bop.is_binary_variable, lq.optimizers.Bop()),
+        default_optimizer=tf.keras.optimizers.Adam(0.01)),
+        loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     images = rng.normal(size=(32, 28, 28, 1)).astype("float32")
     labels = rng.integers(0, 10, 32)
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    bop_model.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert set(np.unique(bop_model.get_weights()[0])) <= {-1.0, 1.0}  # Bop keeps signs
     with lq.context.quantized_scope(True):
         weights = model.get_weights()
     assert set(np.unique(weights[0])) <= {-1.0, 1.0}
