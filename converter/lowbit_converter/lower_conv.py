@@ -25,7 +25,13 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, fold_batch_norm
-from lowbit_converter.plans import BinaryPlan, LoweredBinaryLayer, Lowering, is_binary_layer
+from lowbit_converter.plans import (
+    BinaryPlan,
+    LoweredBinaryLayer,
+    Lowering,
+    geometry_problems,
+    is_binary_layer,
+)
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantConv2D
@@ -62,13 +68,7 @@ class BinaryConvPlan(BinaryPlan):
 
 
 def _check_convertible(conv: QuantConv2D) -> None:
-    problems = []
-    if conv.data_format != "channels_last":
-        problems.append(f"data_format={conv.data_format!r} (only 'channels_last')")
-    if conv.padding == "same" and conv.pad_values not in (0.0, 1.0):
-        problems.append(f"pad_values={conv.pad_values} (only 0 or 1 with padding='same')")
-    if conv.padding not in ("same", "valid"):
-        problems.append(f"padding={conv.padding!r}")
+    problems = geometry_problems(conv)
     if problems:
         raise ConversionError(
             f"layer {conv.name!r} (QuantConv2D) cannot be converted to LowbitBconv2d: "

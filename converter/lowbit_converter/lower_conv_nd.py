@@ -40,7 +40,13 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
-from lowbit_converter.plans import FoldedPlan, Lowering, binary_kernel_scale, binary_transform
+from lowbit_converter.plans import (
+    FoldedPlan,
+    Lowering,
+    binary_kernel_scale,
+    binary_transform,
+    geometry_problems,
+)
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantConv1D, QuantConv3D
@@ -57,13 +63,7 @@ class BinaryConvNdPlan(FoldedPlan):
 
 
 def _problems(layer: Any) -> list[str]:
-    problems = []
-    if layer.data_format != "channels_last":
-        problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
-    if layer.padding not in ("same", "valid"):
-        problems.append(f"padding={layer.padding!r} (only 'same' and 'valid')")
-    elif layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
-        problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+    problems = geometry_problems(layer)
     if layer.groups != 1:
         problems.append(f"groups={layer.groups} (only 1)")
     return problems

@@ -30,7 +30,13 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
-from lowbit_converter.plans import FoldedPlan, Lowering, binary_kernel_scale, binary_transform
+from lowbit_converter.plans import (
+    FoldedPlan,
+    Lowering,
+    binary_kernel_scale,
+    binary_transform,
+    geometry_problems,
+)
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantDepthwiseConv2D
@@ -78,13 +84,7 @@ def is_binary_depthwise(layer: keras.layers.Layer) -> bool:
 
 
 def _check_convertible(layer: QuantDepthwiseConv2D) -> None:
-    problems = []
-    if layer.data_format != "channels_last":
-        problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
-    if layer.padding not in ("same", "valid"):
-        problems.append(f"padding={layer.padding!r}")
-    elif layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
-        problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+    problems = geometry_problems(layer)
     if problems:
         raise ConversionError(
             f"layer {layer.name!r} (QuantDepthwiseConv2D) cannot be converted to "

@@ -43,7 +43,7 @@ from lowbit_converter.folding import (
     fold_batch_norm,
     is_sign_quantizer,
 )
-from lowbit_converter.plans import FoldedPlan, Lowering
+from lowbit_converter.plans import FoldedPlan, Lowering, geometry_problems
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import ABCConv2D, ABCDense, QuantConv2D, QuantDense
@@ -186,10 +186,7 @@ def check_convertible(layer: keras.layers.Layer) -> Planes:
     if isinstance(planes, str):
         problems.append(planes)
     if isinstance(layer, QuantConv2D | ABCConv2D):
-        if layer.data_format != "channels_last":
-            problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
-        if layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
-            problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+        problems += geometry_problems(layer)
     if problems:
         raise ConversionError(
             f"layer {layer.name!r} ({type(layer).__name__}) cannot be converted to a lowbit "

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
-from lowbit_converter.plans import Lowering, binary_kernel_scale
+from lowbit_converter.plans import Lowering, binary_kernel_scale, geometry_problems
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantSeparableConv1D, QuantSeparableConv2D
@@ -78,12 +78,7 @@ def plan(layer: keras.layers.Layer) -> BinarySeparablePlan | None:
             f"its depthwise half needs a sign input quantizer and a (scaled) binary "
             f"depthwise kernel, got input_quantizer={layer.input_quantizer!r} and "
             f"depthwise_quantizer={layer.depthwise_quantizer!r}")
-    if layer.data_format != "channels_last":
-        problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
-    if layer.padding not in ("same", "valid"):
-        problems.append(f"padding={layer.padding!r}")
-    elif layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
-        problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+    problems += geometry_problems(layer)
     if problems:
         raise ConversionError(
             f"layer {layer.name!r} ({kind}) cannot be converted to LowbitBDepthwiseConv2d: "

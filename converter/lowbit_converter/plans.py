@@ -50,6 +50,20 @@ class FoldedPlan:
         return fused_and_trailing_activation(self)
 
 
+def geometry_problems(layer: Any) -> list[str]:
+    """What of a conv layer's geometry the lowbit conv ops cannot run, in the
+    layer's terms: they take channels_last data, 'same' or 'valid' padding, and
+    pad with 0 or 1."""
+    problems = []
+    if layer.data_format != "channels_last":
+        problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
+    if layer.padding not in ("same", "valid"):
+        problems.append(f"padding={layer.padding!r} (only 'same' and 'valid')")
+    elif layer.padding == "same" and layer.pad_values not in (0.0, 1.0):
+        problems.append(f"pad_values={layer.pad_values} (only 0 or 1 with padding='same')")
+    return problems
+
+
 def binary_kernel_scale(layer: Any) -> np.ndarray | None:
     """alpha with quantized kernel[..., c] in {-alpha_c, +alpha_c}, else None.
     `layer` offers `kernel_quantizer`, `built` and `quantized_kernel()`."""
