@@ -128,11 +128,20 @@ def _quantized_read_class(cls: type) -> type:
     it. Made once per variable class."""
     if cls not in _READ_CLASSES:
 
+        def latent(self: Any) -> np.ndarray:
+            if hasattr(cls, "numpy"):
+                return cls.numpy(self)
+            # tf-keras's AutoCastVariable (mixed precision) forwards numpy() to
+            # the variable it wraps: read that through TensorFlow instead.
+            import tensorflow as tf
+
+            return tf.convert_to_tensor(self).numpy()
+
         def numpy(self: Any) -> np.ndarray:
-            return self._lowbit_quantized_read(cls.numpy(self))
+            return self._lowbit_quantized_read(latent(self))
 
         def __array__(self: Any, dtype: Any = None, copy: Any = None) -> np.ndarray:
-            return np.asarray(self._lowbit_quantized_read(cls.__array__(self)), dtype=dtype)
+            return np.asarray(self._lowbit_quantized_read(latent(self)), dtype=dtype)
 
         def _lowbit_quantized_read(self: Any, value: np.ndarray) -> np.ndarray:
             if not should_quantize():

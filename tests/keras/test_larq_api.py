@@ -231,3 +231,18 @@ def test_migration_page_names_exist():
         for short in re.findall(r"(?<=, )`(\w+)`", ours):  # "`...SteSign`, `ste_sign`"
             first = re.search(r"`(lowbit_tf(?:\.\w+)+)\.\w+`", ours).group(1)
             assert hasattr(importlib.import_module(first), short), (first, short)
+
+
+def test_quantized_scope_under_mixed_precision():
+    """Mixed precision wraps the kernel (tf-keras: an AutoCastVariable); its
+    quantized reads still work."""
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        layer = layers.QuantDense(3, kernel_quantizer="ste_sign", kernel_constraint="weight_clip")
+        assert layer(np.ones((2, 4), "float32")).dtype == tf.float16
+        latent = layer.get_weights()[0]
+        with lq.context.quantized_scope(True):
+            np.testing.assert_array_equal(layer.get_weights()[0],
+                                          np.where(latent >= 0, 1.0, -1.0))
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
