@@ -357,6 +357,8 @@ class QuantizedLayerMixin(OpsSwitchMixin):
                 self._packed_kernel = cache
             else:  # tf-keras would list its variables among the layer's weights
                 object.__setattr__(self, "_packed_kernel", cache)
+                if cache is not None:  # ... yet SavedModels and checkpoints need it
+                    self._track_trackable(cache, name="packed_kernel")
 
     def kernel_changed(self) -> None:
         """Tells the layer that its kernel was assigned by code it cannot see
