@@ -864,13 +864,12 @@ def run_depthwise(args: argparse.Namespace) -> None:
                "--rounds", str(args.rounds)]
     progress(f"binary depthwise rows ({args.depthwise}, stride 1 and 2)")
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
+    text = proc.stdout.strip("\n")
+    if proc.returncode != 0 or not text:
         print(f"\nbinary depthwise: not measured ({(proc.stderr or '').strip()[-500:]})")
         return
     print()
-    for line in lines:
-        print(line)
+    print(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import statistics
 import sys
@@ -131,7 +133,8 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
                                     keras.layers.DepthwiseConv2D(3, stride, padding="same")])
     float_model.layers[-1].set_weights([kernel, b])
     converter = tf.lite.TFLiteConverter.from_keras_model(float_model)
-    interpreters[LITE_FLOAT] = (converter.convert(), x)
+    with contextlib.redirect_stdout(io.StringIO()):  # Keras prints the SavedModel's signature
+        interpreters[LITE_FLOAT] = (converter.convert(), x)
     for key, (content, value) in interpreters.items():
         if key == LITE_FLOAT:
             interp = tf.lite.Interpreter(model_content=content, num_threads=1)
@@ -198,14 +201,16 @@ def benchmark_block(h: int, w: int, c: int, rounds: int, sample_s: float) -> dic
     x = np.random.default_rng(3).standard_normal((1, h, w, c)).astype(np.float32)
     runners = {}
     for key, model, lowbit in ((LITE_OURS_FLOAT, binary, True), (LITE_FLOAT, float_model, False)):
-        content = lowbit_tf.convert(model, lowbit=lowbit)
+        with contextlib.redirect_stdout(io.StringIO()):
+            content = lowbit_tf.convert(model, lowbit=lowbit)
         interp = (Interpreter(model_content=content, num_threads=1) if lowbit
                   else _float_interpreter(content))
         interp.allocate_tensors()
         interp.set_tensor(interp.get_input_details()[0]["index"], x)
         runners[key] = lite_runner(interp)
     _, samples = interleaved_samples(runners, rounds, sample_s)
-    return dict(shape=f"{h}x{w}x{c}", us={k: statistics.median(v) * 1e3 for k, v in samples.items()})
+    us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    return dict(shape=f"{h}x{w}x{c}", us=us)
 
 
 def _float_interpreter(content: bytes):
@@ -235,8 +240,8 @@ def print_blocks(blocks: list[dict]) -> None:
           "thread: median us")
     for r in blocks:
         u = r["us"]
-        print(f"{r['shape']:>10} | XNNPACK f32 {u[LITE_FLOAT]:8.1f} | lowbit {u[LITE_OURS_FLOAT]:8.1f}"
-              f" | x {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f}")
+        print(f"{r['shape']:>10} | XNNPACK f32 {u[LITE_FLOAT]:8.1f} | lowbit "
+              f"{u[LITE_OURS_FLOAT]:8.1f} | x {u[LITE_FLOAT] / u[LITE_OURS_FLOAT]:5.2f}")
     worst = min(blocks, key=lambda r: r["us"][LITE_FLOAT] / r["us"][LITE_OURS_FLOAT])
     print(f"  block: binary (lowbit=True) vs float on XNNPACK f32: worst "
           f"{worst['us'][LITE_FLOAT] / worst['us'][LITE_OURS_FLOAT]:.2f}x ({worst['shape']})")

@@ -37,7 +37,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, keras
 
 __all__ = ["FlipRatio", "get_training_metrics", "scope"]
 
@@ -133,40 +133,41 @@ class FlipRatio(keras.metrics.Metric):
         self._size = 1
         for d in self.values_shape:
             self._size *= d
-        agg = "only_first_replica"
-        self.previous_values = self.add_variable(
-            shape=self.values_shape, initializer="zeros", dtype=self.values_dtype,
-            aggregation=agg, name="previous_values",
-        )  # fmt: skip
+        self.previous_values = self._state("previous_values", self.values_shape,
+                                           self.values_dtype)
         # 1 once `previous_values` holds a real update; survives reset_state.
-        self.has_previous = self.add_variable(
-            shape=(), initializer="zeros", dtype=self.dtype, aggregation=agg, name="has_previous"
-        )
-        self.total = self.add_variable(
-            shape=(), initializer="zeros", dtype=self.dtype, aggregation=agg, name="total"
-        )
-        self.count = self.add_variable(
-            shape=(), initializer="zeros", dtype=self.dtype, aggregation=agg, name="count"
-        )
+        self.has_previous = self._state("has_previous", (), self.dtype)
+        self.total = self._state("total", (), self.dtype)
+        self.count = self._state("count", (), self.dtype)
+
+    def _state(self, name: str, shape: Any, dtype: Any) -> Any:
+        """A zero-initialised state variable (each Keras spells it its own way)."""
+        if KERAS_3:
+            return self.add_variable(shape=shape, initializer="zeros", dtype=dtype,
+                                     aggregation="only_first_replica", name=name)
+        return self.add_weight(name=name, shape=shape, initializer="zeros", dtype=dtype,
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
     def update_state(self, values: Any, sample_weight: Any = None) -> None:
         """Compares ``values`` with the previous update; ``sample_weight`` is ignored."""
         values = tf.cast(tf.convert_to_tensor(values), self.values_dtype)
         values = tf.reshape(values, self.values_shape)
-        changed = tf.math.count_nonzero(tf.not_equal(values, self.previous_values.value))
+        previous = tf.convert_to_tensor(self.previous_values)
+        changed = tf.math.count_nonzero(tf.not_equal(values, previous))
         ratio = tf.cast(changed, self.dtype) / max(self._size, 1)
-        seen = self.has_previous.value
-        self.total.assign(self.total.value + ratio * seen)
-        self.count.assign(self.count.value + seen)
+        seen = tf.convert_to_tensor(self.has_previous)
+        self.total.assign(tf.convert_to_tensor(self.total) + ratio * seen)
+        self.count.assign(tf.convert_to_tensor(self.count) + seen)
         self.previous_values.assign(values)
         self.has_previous.assign(tf.ones_like(seen))
 
     def result(self) -> tf.Tensor:
-        return tf.math.divide_no_nan(self.total.value, self.count.value)
+        return tf.math.divide_no_nan(tf.convert_to_tensor(self.total),
+                                     tf.convert_to_tensor(self.count))
 
     def reset_state(self) -> None:
-        self.total.assign(tf.zeros_like(self.total.value))
-        self.count.assign(tf.zeros_like(self.count.value))
+        self.total.assign(tf.zeros_like(tf.convert_to_tensor(self.total)))
+        self.count.assign(tf.zeros_like(tf.convert_to_tensor(self.count)))
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -32,7 +32,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, keras
 
 __all__ = ["Bop", "CaseOptimizer"]
 
@@ -93,7 +93,11 @@ class Bop(keras.optimizers.Optimizer):
             raise ValueError(f"Bop: `threshold` must be a number >= 0, received {threshold!r}.")
         if isinstance(gamma, numbers.Real) and not 0 < gamma <= 1:
             raise ValueError(f"Bop: `gamma` must be in (0, 1], received gamma={gamma!r}.")
-        super().__init__(learning_rate=gamma, name=name, **kwargs)
+        if KERAS_3:
+            super().__init__(learning_rate=gamma, name=name, **kwargs)
+        else:  # tf-keras: each optimizer builds its own learning rate
+            super().__init__(name=name, **kwargs)
+            self._learning_rate = self._build_learning_rate(gamma)
         self.threshold = float(threshold)
 
     @property
@@ -102,26 +106,39 @@ class Bop(keras.optimizers.Optimizer):
         return self.learning_rate
 
     def build(self, variables: Sequence[Any]) -> None:
-        if self.built:
+        if getattr(self, "_gradient_averages", None) is not None:
             return
         super().build(variables)
         self._gradient_averages = [
-            self.add_variable_from_reference(v, name="gradient_average") for v in variables
+            self.add_variable_from_reference(v, "gradient_average") for v in variables
         ]
 
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        gamma = tf.cast(learning_rate, variable.dtype)
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any = None) -> None:
+        # Keras 3 passes the learning rate; tf-keras reads it from the optimizer.
+        gamma = tf.cast(self.learning_rate if learning_rate is None else learning_rate,
+                        variable.dtype)
         gradient = tf.cast(gradient, variable.dtype)
-        m = self._gradient_averages[self._get_variable_index(variable)]
+        if KERAS_3:
+            m = self._gradient_averages[self._get_variable_index(variable)]
+        else:
+            m = self._gradient_averages[self._index_dict[self._var_key(variable)]]
         m_t = m + gamma * (gradient - m)
-        self.assign(m, m_t)
         w = tf.convert_to_tensor(variable)
         threshold = tf.constant(self.threshold, variable.dtype)
-        self.assign(variable, _sign_pm(-tf.sign(w * m_t - threshold) * w))
+        w_t = _sign_pm(-tf.sign(w * m_t - threshold) * w)
+        if KERAS_3:
+            self.assign(m, m_t)
+            self.assign(variable, w_t)
+        else:
+            m.assign(m_t)
+            variable.assign(w_t)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config["gamma"] = config.pop("learning_rate")
+        if KERAS_3:
+            config["gamma"] = config.pop("learning_rate")
+        else:
+            config["gamma"] = self._serialize_hyperparameter(self._learning_rate)
         config["threshold"] = self.threshold
         return config
 
@@ -182,6 +199,12 @@ class CaseOptimizer(keras.optimizers.Optimizer):
         name: str = "case_optimizer",
         **kwargs: Any,
     ):
+        if not KERAS_3:
+            raise NotImplementedError(
+                "CaseOptimizer is not available under tf-keras (TF_USE_LEGACY_KERAS=1) yet: "
+                "train with Keras 3, or with one tf-keras optimizer (Bop alone trains every "
+                "variable it is given as binary)."
+            )
         mapping = kwargs.pop("variable_mapping", None)
         kwargs.pop("learning_rate", None)
         for i, pair in enumerate(predicate_optimizer_pairs):

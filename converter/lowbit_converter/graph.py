@@ -1,8 +1,9 @@
-"""Who feeds whom in a Keras 3 model, read from its public config.
+"""Who feeds whom in a Keras model, read from its public config.
 
 Keras 3 exposes a functional model's wiring in `get_config()`: every layer
 entry lists its inbound nodes, whose arguments carry `keras_history`
-[layer_name, node_index, tensor_index]. A Sequential model is a chain.
+[layer_name, node_index, tensor_index]; tf-keras (Keras 2) lists the same
+triples (plus call kwargs) directly. A Sequential model is a chain.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ModelGraph:
 
 
 def _histories(value: Any) -> Iterator[str]:
-    """Layer names referenced by keras_history entries anywhere in `value`."""
+    """Layer names referenced anywhere in `value`: Keras 3's keras_history entries,
+    or tf-keras's node entries ``[layer_name, node_index, tensor_index, kwargs]``."""
     if isinstance(value, dict):
         if "keras_history" in value:
             yield value["keras_history"][0]
@@ -48,6 +50,10 @@ def _histories(value: Any) -> Iterator[str]:
         for item in value.values():
             yield from _histories(item)
     elif isinstance(value, list | tuple):
+        if (len(value) in (3, 4) and isinstance(value[0], str)
+                and all(isinstance(v, int) for v in value[1:3])):
+            yield value[0]
+            return
         for item in value:
             yield from _histories(item)
 

@@ -1,7 +1,8 @@
 // The binary depthwise convolution (core/bdepthwise.h) with AVX-512 F + BW,
 // tiled over pixels and channels at once. Built with -mavx512f -mavx512bw
 // (custom_ops/CMakeLists.txt); only entered after SelectBConv2DKernel saw
-// AVX-512 BW at run time. Kernels with more than 63 taps go to the AVX2 rows.
+// AVX-512 BW at run time. Kernels with more than 63 taps (and extreme row
+// sizes or strides, see BDepthwiseRowsAvx512) go to the AVX2 rows.
 //
 // Why a second kernel. The rows of core/bdepthwise_rows.h work per output
 // pixel and 64 channels: gather the pixel's taps, count, read the counts out
@@ -60,6 +61,13 @@
 #include <cstdint>
 #include <cstring>
 
+// GCC 12's AVX-512 intrinsics start their results from _mm512_undefined_*(),
+// a self-initialised variable, which -Wmaybe-uninitialized reports at every
+// inlined use (conversions, lane extracts): false positives, silenced here.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace lowbit {
 namespace {
 
@@ -67,6 +75,8 @@ using i64 = std::int64_t;
 constexpr i64 kVecWords = 16;     // 32-bit words per zmm
 constexpr i64 kMaxFastTaps = 63;  // counts <= 63: six planes, one signed byte for D
 constexpr int kMaxPlanes = 6;
+constexpr i64 kMaxFastStride = 8;               // phases per input row
+constexpr i64 kMaxFastRowWords = i64{1} << 16;  // words of an input or output row
 
 // A zero-initialised array. Raw new[] rather than a standard container: this
 // translation unit is built with AVX-512 flags, and a container's inline code
@@ -623,7 +633,15 @@ void Repeat(T* data, i64 period, i64 size) {
 void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
   const BDepthwiseConv2DParams& p = *args.params;
   const i64 taps = p.kernel_h * p.kernel_w;
-  if (taps > kMaxFastTaps) {
+  // Its buffers hold a few rows (of the output, and the input's phases, each
+  // about in_w / stride pixels, plus a zmm of slack per phase): bounded here so
+  // that an extreme shape (a very wide row, a huge stride) takes the AVX2 rows,
+  // which keep no per-row copies, rather than allocating far more than the
+  // tensors. The layers this kernel is for are far inside these limits.
+  const i64 words = p.out_words();
+  if (taps > kMaxFastTaps || p.stride_w > kMaxFastStride ||
+      p.out_w * words > kMaxFastRowWords || p.in_w * words > kMaxFastRowWords ||
+      (p.kernel_w - 1) * p.dilation_w * words > kMaxFastRowWords) {
     BDepthwiseRowsAvx2(args, executor);
     return;
   }
@@ -631,7 +649,7 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   Plan plan;
   plan.a = &args;
   plan.p = &p;
-  plan.words = p.out_words();
+  plan.words = words;
   plan.channels = p.out_channels();
   plan.taps = taps;
   plan.row_words = p.out_w * plan.words;

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from lowbit_converter import ConversionError, convert_with_report
 from lowbit_tf import layers, lite
+from lowbit_tf._keras import variable_name
 
 SIGN = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
             kernel_constraint="weight_clip")
@@ -21,7 +22,7 @@ def _seeded(model, seed=0):
     rng = np.random.default_rng(seed)
     for w in model.weights:
         value = rng.normal(size=w.shape)
-        if "variance" in w.path:
+        if variable_name(w) == "moving_variance":
             value = rng.uniform(0.5, 2.0, w.shape)
         w.assign(value.astype("float32"))
     return model

@@ -27,6 +27,7 @@ CASES = {
     "binary_densenet28": ("BinaryDenseNet28", 64),
     "binary_densenet28_32": ("BinaryDenseNet28", 32),
     "binary_densenet37": ("BinaryDenseNet37", 64),
+    "binary_densenet37_dilated": ("BinaryDenseNet37Dilated", 64),
     "binary_densenet45": ("BinaryDenseNet45", 64),
     "dorefanet": ("DoReFaNet", 64),
     "xnornet": ("XNORNet", 224),
@@ -36,6 +37,16 @@ CASES = {
     "quicknet": ("QuickNet", 64),
     "quicknet_large": ("QuickNetLarge", 64),
 }
+
+#: Kernel shape on which larq-zoo's own quantizers are compared (HWIO).
+QUANTIZER_SHAPE = (3, 3, 4, 5)
+
+#: Cases also compared in training mode (BatchNorm on batch statistics) with
+#: gradients. Not DoReFa-Net: its max pooling reads 2-bit-valued maps full of
+#: ties, so where a gradient goes is an implementation detail (real larq-zoo's
+#: own early-layer gradients change by 2x with TF_ENABLE_ONEDNN_OPTS=0); its
+#: quantizers' gradients are compared on their own.
+TRAINING_CASES = ("quicknet_small", "birealnet")
 
 #: The case whose Keras 2 .h5 layout (groups, attributes, shapes; no values)
 #: the reference keeps, for testing the loader on larq-zoo's file format.
@@ -52,6 +63,16 @@ def seeded_weight(layer: str, index: int, shape: tuple[int, ...], weight: str) -
     variance, which must be positive."""
     low, high = (0.5, 1.5) if weight == "moving_variance" else (-1.0, 1.0)
     return _rng(layer, index, tuple(shape)).uniform(low, high, shape).astype(np.float32)
+
+
+def gradient_summary(weights: list[tuple[str, int, np.ndarray]]) -> np.ndarray:
+    """[projection, norm] of each (layer, index, gradient): the gradient's dot
+    product with a seeded direction, and its L2 norm (a few numbers that any
+    wrong gradient element moves, instead of megabytes of gradients)."""
+    return np.array([
+        [np.sum(grad.astype(np.float64) * _rng("probe", layer, index).uniform(-1, 1, grad.shape)),
+         np.linalg.norm(grad.astype(np.float64))]
+        for layer, index, grad in weights])
 
 
 def seeded_input(side: int) -> np.ndarray:

@@ -10,13 +10,20 @@ make_larq_reference.py (TensorFlow 2.15, larq 0.14, larq-zoo 2.4):
 
 and writes
 
-- ``models.json``: per case of larq_zoo_cases.CASES, the layers with weights in
-  the model's order, each [layer name, [[weight name, shape], ...]];
+- ``models.json``: per case of larq_zoo_cases.CASES, ``layer_names`` (every
+  layer, in the model's order) and ``weights`` (the layers with weights, in
+  order, each [layer name, [[weight name, shape], ...]]);
 - ``logits.npz``: per case, the input of the final softmax on
   seeded_input(side) in inference mode;
+- ``training.npz``: for TRAINING_CASES, the logits in training mode and
+  gradient_summary of the gradients of ``sum(logits * r)`` (``r`` =
+  seeded_weight("r", ...)) with respect to every trainable weight;
+- ``quantizers.npz``: larq-zoo's own kernel quantizers (``xnor_weight_scale``,
+  ``magnitude_aware_sign_unclipped``) on seeded_weight("quantizer", 0, QUANTIZER_SHAPE):
+  values and the gradient of ``sum(q(w) * r)`` (``r`` = seeded_weight("r", ...));
 - ``h5_layout.json``: the HDF5 layout of H5_CASE saved by Keras 2's
   ``save_weights`` (root attributes, every group's attributes, every dataset's
-  path, shape and dtype; no values: the file itself is 18 MB).
+  path, shape and dtype; no values: the file itself is about 50 MB).
 
 ``--keep-h5 DIR`` also keeps that real file in DIR, for checking the loader on it.
 """
@@ -32,7 +39,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from larq_zoo_cases import CASES, H5_CASE, NUM_CLASSES, seeded_input, seeded_weight  # noqa: E402
+from larq_zoo_cases import (  # noqa: E402
+    CASES,
+    H5_CASE,
+    NUM_CLASSES,
+    QUANTIZER_SHAPE,
+    TRAINING_CASES,
+    gradient_summary,
+    seeded_input,
+    seeded_weight,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "data" / "larq_zoo"
 
@@ -55,7 +71,43 @@ def build(builder: str, side: int):
             weight.assign(seeded_weight(layer.name, index, tuple(weight.shape), short))
             entries.append([short, list(weight.shape)])
         layers.append([layer.name, entries])
-    return model, layers
+    return model, {"layer_names": [layer.name for layer in model.layers], "weights": layers}
+
+
+def training_reference(model, side: int) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    head = tf.keras.Model(model.inputs, model.layers[-1].input)
+    watched = [(layer.name, index, weight) for layer in model.layers
+               for index, weight in enumerate(layer.trainable_weights)]
+    with tf.GradientTape() as tape:
+        logits = head(seeded_input(side), training=True)
+        r = seeded_weight("r", 0, tuple(logits.shape), "")
+        loss = tf.reduce_sum(logits * r)
+    grads = tape.gradient(loss, [weight for _, _, weight in watched])
+    summary = gradient_summary([(layer, index, grad.numpy())
+                                for (layer, index, _), grad in zip(watched, grads, strict=True)])
+    return logits.numpy(), summary
+
+
+def quantizer_reference() -> dict[str, np.ndarray]:
+    import tensorflow as tf
+    from larq_zoo.literature.dorefanet import magnitude_aware_sign_unclipped
+    from larq_zoo.literature.xnornet import xnor_weight_scale
+
+    # Scaled up so that some latent weights lie outside [-1, 1] (XNOR-Net clips).
+    w = tf.constant(2 * seeded_weight("quantizer", 0, QUANTIZER_SHAPE, "kernel"))
+    r = tf.constant(seeded_weight("r", 0, QUANTIZER_SHAPE, "kernel"))
+    out = {}
+    for name, quantizer in (("xnor_weight_scale", xnor_weight_scale),
+                            ("magnitude_aware_sign_unclipped", magnitude_aware_sign_unclipped)):
+        with tf.GradientTape() as tape:
+            tape.watch(w)
+            y = quantizer(w)
+            loss = tf.reduce_sum(y * r)
+        out[f"{name}/y"] = y.numpy()
+        out[f"{name}/grad"] = tape.gradient(loss, w).numpy()
+    return out
 
 
 def h5_layout(path: Path) -> dict:
@@ -87,12 +139,14 @@ def main() -> None:
     parser.add_argument("--keep-h5", type=Path, help="directory to keep the real .h5 in")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    models, logits = {}, {}
+    models, logits, training = {}, {}, {}
     for case, (builder, side) in CASES.items():
-        model, layers = build(builder, side)
-        models[case] = layers
+        model, models[case] = build(builder, side)
         head = tf.keras.Model(model.inputs, model.layers[-1].input)
         logits[case] = head(seeded_input(side), training=False).numpy()
+        if case in TRAINING_CASES:
+            training[f"{case}/logits"], training[f"{case}/grads"] = training_reference(
+                model, side)
         if case == H5_CASE:
             directory = args.keep_h5 or Path(tempfile.mkdtemp())
             directory.mkdir(parents=True, exist_ok=True)
@@ -100,9 +154,11 @@ def main() -> None:
             model.save_weights(str(path))
             layout = h5_layout(path)
             (OUT / "h5_layout.json").write_text(json.dumps(layout, indent=None) + "\n")
-        print(case, len(layers), "layers with weights", logits[case].shape, flush=True)
+        print(case, len(models[case]["weights"]), "layers with weights", flush=True)
     (OUT / "models.json").write_text(json.dumps(models, indent=None) + "\n")
     np.savez_compressed(OUT / "logits.npz", **logits)
+    np.savez_compressed(OUT / "training.npz", **training)
+    np.savez_compressed(OUT / "quantizers.npz", **quantizer_reference())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import lowbit_tf as lq
 from lowbit_tf import layers, optimizers, quantizers
+from lowbit_tf._keras import KERAS_3
 
 X = np.array([-2.0, -1.0, -0.5, -0.0, 0.0, 1e-30, 0.5, 1.0, 3.0, np.nan], "float32")
 
@@ -122,8 +123,12 @@ def test_hyperparameter_scheduler_on_bop_gamma():
         tf.keras.Input((3,)),
         layers.QuantDense(1, kernel_quantizer="ste_sign", kernel_constraint="weight_clip"),
     ])
-    model.compile(optimizers.CaseOptimizer((bop.is_binary_variable, bop),
-                                           default_optimizer=tf.keras.optimizers.Adam()), "mse")
+    if KERAS_3:
+        model.compile(optimizers.CaseOptimizer((bop.is_binary_variable, bop),
+                                               default_optimizer=tf.keras.optimizers.Adam()),
+                      "mse")
+    else:  # no CaseOptimizer under tf-keras (yet): Bop alone
+        model.compile(bop, "mse")
     callback = lq.callbacks.HyperparameterScheduler(lambda e: 1e-3 / (e + 1), "gamma",
                                                     optimizer=bop)
     history = model.fit(np.ones((4, 3), "float32"), np.zeros((4, 1), "float32"), epochs=2,

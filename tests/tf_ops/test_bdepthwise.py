@@ -310,3 +310,17 @@ def test_issue_shapes_every_padding_bit_exact(shape, stride):
         np.testing.assert_array_equal(run_tf(case, x, kernel, m, b), expected)
         np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, "bitpacked"),
                                       bitpack_np(expected))
+
+
+@pytest.mark.parametrize("strides, dilations, width", [((1, 9), (1, 1), 40),
+                                                        ((2, 1), (1, 33000), 5)])
+def test_shapes_past_the_avx512_rows_limits(strides, dilations, width):
+    """A stride over 8 and a dilated window wider than 2^16 words take the AVX2
+    rows inside the AVX-512 paths (bdepthwise_avx512.cc): the same results."""
+    case = dict(n=1, h=6, w=width, cin=70, dm=1, kernel=(3, 3), strides=strides,
+                dilations=dilations, padding="SAME", pad_value=0, activation=None,
+                packed_input=True)
+    x, kernel, m, b = case_data(case, 3, tricky=False)
+    expected = reference(case, x, kernel, m, b)
+    np.testing.assert_array_equal(run_tf(case, x, kernel, m, b), expected)
+    np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, "bitpacked"), bitpack_np(expected))

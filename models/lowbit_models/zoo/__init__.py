@@ -8,7 +8,12 @@ Every builder takes larq-zoo's keyword arguments: ``input_shape``,
 
 from lowbit_models.zoo.binary_alexnet import BinaryAlexNet
 from lowbit_models.zoo.birealnet import BiRealNet
-from lowbit_models.zoo.densenet import BinaryDenseNet28, BinaryDenseNet37, BinaryDenseNet45
+from lowbit_models.zoo.densenet import (
+    BinaryDenseNet28,
+    BinaryDenseNet37,
+    BinaryDenseNet37Dilated,
+    BinaryDenseNet45,
+)
 from lowbit_models.zoo.dorefanet import DoReFaNet
 from lowbit_models.zoo.h5_weights import load_larq_zoo_weights, read_larq_zoo_weights
 from lowbit_models.zoo.meliusnet import MeliusNet22
@@ -24,6 +29,7 @@ ZOO_MODELS = {
     "BinaryResNetE18": BinaryResNetE18,
     "BinaryDenseNet28": BinaryDenseNet28,
     "BinaryDenseNet37": BinaryDenseNet37,
+    "BinaryDenseNet37Dilated": BinaryDenseNet37Dilated,
     "BinaryDenseNet45": BinaryDenseNet45,
     "DoReFaNet": DoReFaNet,
     "XNORNet": XNORNet,

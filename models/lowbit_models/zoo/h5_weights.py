@@ -36,8 +36,9 @@ def read_larq_zoo_weights(path: str | Path) -> dict[str, list[np.ndarray]]:
     with file:
         root = file["model_weights"] if "model_weights" in file else file
         if "layer_names" not in root.attrs:
-            raise ValueError(f"{path}: no 'layer_names' attribute: not a Keras 2 .h5 weights "
-                             "file")
+            raise ValueError(
+                f"{path}: no 'layer_names' attribute, so not a Keras 2 .h5 weights file "
+                "as larq-zoo's (a Keras 3 .weights.h5 loads with model.load_weights)")
         weights = {}
         for layer in map(_text, root.attrs["layer_names"]):
             group = root[layer]
