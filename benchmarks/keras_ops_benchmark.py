@@ -13,6 +13,8 @@ by round (bench_common.interleaved_samples):
     XNOR AlexNet 227  model.predict_on_batch, batch 1: ops vs float AlexNet
     QuickNet 224      one train_on_batch step at batch 32: ops vs emulation
                       (the best of a few interleaved steps: a step takes seconds)
+    per-op overhead   a graph of 200 relu / LowbitBconv2d / tf.nn.conv2d ops in
+                      a row on a 1x1x32 input: microseconds per op
 
 `predict_on_batch` runs Keras's compiled predict function on one batch,
 without `model.predict`'s per-call data-adapter set-up, which is the same for
@@ -82,6 +84,50 @@ def _runner(fn):
     return run
 
 
+CHAIN = 200
+
+
+def op_overheads(rounds: int) -> dict[str, float]:
+    """Microseconds per op in a graph of CHAIN ops in a row on a 1x1x32 input,
+    for a trivial TF op (relu), LowbitBconv2d (packed 1x1 filter) and
+    tf.nn.conv2d: what one op costs beyond its arithmetic (the executor's node
+    bookkeeping, output allocation, the op's own checks). The best of `rounds`."""
+    import numpy as np
+    import tensorflow as tf
+
+    from lowbit_tf import ops
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(1, 1, 1, 32)).astype(np.float32))
+    kernel = tf.constant(rng.normal(size=(1, 1, 32, 32)).astype(np.float32))
+    packed, ones, zeros = ops.pack_filter(kernel), tf.ones([32]), tf.zeros([32])
+    steps = {
+        "relu": tf.nn.relu,
+        "LowbitBconv2d": lambda v: ops.bconv2d(v, packed, ones, zeros, kernel_size=1,
+                                               channels_in=32),
+        "tf.nn.conv2d": lambda v: tf.nn.conv2d(v, kernel, 1, "VALID"),
+    }
+    result = {}
+    for name, step in steps.items():
+
+        @tf.function
+        def chain(v, step=step):
+            for _ in range(CHAIN):
+                v = step(v)
+            return v
+
+        chain(x)
+        calls = 100
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(calls):
+                chain(x)
+            best = min(best, (time.perf_counter() - start) / calls / CHAIN)
+        result[name] = 1e6 * best
+    return result
+
+
 def worker(threads: int, rounds: int, sample_s: float, train_steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
@@ -137,7 +183,8 @@ def worker(threads: int, rounds: int, sample_s: float, train_steps: int) -> dict
     # The best step: a step takes seconds, and on a shared machine other work
     # only ever adds to it (three samples give no useful median).
     medians.update({key: min(values) for key, values in steps.items()})
-    return {"threads": threads, "ms": medians}
+    worker_progress(f"{threads} thread(s): per-op overhead")
+    return {"threads": threads, "ms": medians, "op_us": op_overheads(rounds)}
 
 
 def report(results: list[dict]) -> list[str]:
@@ -155,6 +202,10 @@ def report(results: list[dict]) -> list[str]:
             ratio[(other, t)] = ms[other] / ms[ours]
             lines.append(f"{label:34s} {t:3d} {ms[ours]:9.2f} {ms[other]:9.2f} "
                          f"{ratio[(other, t)]:5.2f}x ({name})")
+    for result in results:
+        us = result["op_us"]
+        lines.append(f"per op in a graph, {result['threads']} thread(s), 1x1x32 input: "
+                     + ", ".join(f"{name} {value:.2f} us" for name, value in us.items()))
     for key, target, what in (
         ("quicknet_float_b1", QUICKNET_TARGET, "QuickNet predict batch 1, 1 thread, vs float twin"),
         ("alexnet_float_b1", ALEXNET_TARGET, "XNOR AlexNet predict batch 1, 1 thread, vs float"),

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from lowbit_tf import _layer_ops
+from lowbit_tf import _layer_ops, _multibit_ops
 from lowbit_tf import activations as lb_activations
 from lowbit_tf import constraints as lb_constraints
 from lowbit_tf import context as lb_context
@@ -357,6 +357,8 @@ class QuantizedLayerMixin(OpsSwitchMixin):
                 self._packed_kernel = cache
             else:  # tf-keras would list its variables among the layer's weights
                 object.__setattr__(self, "_packed_kernel", cache)
+                if cache is not None:  # ... yet SavedModels and checkpoints need it
+                    self._track_trackable(cache, name="packed_kernel")
 
     def kernel_changed(self) -> None:
         """Tells the layer that its kernel was assigned by code it cannot see
@@ -594,8 +596,8 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.conv2d_problem, inputs):
             outputs = _layer_ops.conv2d(self, inputs, training)
-        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
-            outputs = _layer_ops.multibit(self, inputs, training)
+        elif self._runs_on_op(_multibit_ops.multibit_problem, inputs):
+            outputs = _multibit_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = self._emulated(inputs, self.quantized_kernel(training))
@@ -691,8 +693,8 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
         if self._runs_on_op(_layer_ops.dense_problem, inputs):
             outputs = _layer_ops.dense(self, inputs, training)
-        elif self._runs_on_op(_layer_ops.multibit_problem, inputs):
-            outputs = _layer_ops.multibit(self, inputs, training)
+        elif self._runs_on_op(_multibit_ops.multibit_problem, inputs):
+            outputs = _multibit_ops.multibit(self, inputs, training)
         else:
             inputs = self.quantize_inputs(inputs, training)
             outputs = kops.matmul(inputs, self.quantized_kernel(training))
@@ -1039,8 +1041,9 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
     _has_op_path = True
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        if self._runs_on_op(_layer_ops.abc_problem, inputs):
-            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
+        if self._runs_on_op(_multibit_ops.abc_problem, inputs):
+            outputs = _multibit_ops.abc(self, inputs, training)
+            return self.quantize_output_gradient(outputs, training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         h = self.activation_bases(inputs)  # (N, batch, rows, cols, C)
@@ -1126,8 +1129,9 @@ class ABCDense(_ABCMixin, QuantizedLayerMixin, keras.layers.Dense):
     _has_op_path = True
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
-        if self._runs_on_op(_layer_ops.abc_problem, inputs):
-            return self.quantize_output_gradient(_layer_ops.abc(self, inputs, training), training)
+        if self._runs_on_op(_multibit_ops.abc_problem, inputs):
+            outputs = _multibit_ops.abc(self, inputs, training)
+            return self.quantize_output_gradient(outputs, training)
         m, n = self.num_weight_bases, self.num_activation_bases
         inputs = tf.convert_to_tensor(self.quantize_inputs(inputs, training))
         d = self.kernel.shape[0]

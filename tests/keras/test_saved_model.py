@@ -20,7 +20,7 @@ from repo_paths import REPO
 
 import lowbit_tf
 from lowbit_tf import layers
-from lowbit_tf._keras import keras
+from lowbit_tf._keras import KERAS_3, keras
 
 SHAPE = (8, 8, 3)
 
@@ -72,7 +72,7 @@ def _serve(path: Path, x: np.ndarray, tmp_path: Path, imports: str):
 
 def _export(model: keras.Model, path: Path, how: str) -> None:
     if how == "export":
-        model.export(path, verbose=False)
+        model.export(path, **({"verbose": False} if KERAS_3 else {}))  # tf-keras: no verbose
     else:
         serve = tf.function(lambda x: model(x, training=False),
                             input_signature=[tf.TensorSpec((None, *SHAPE), tf.float32)])
