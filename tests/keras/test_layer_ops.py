@@ -284,11 +284,6 @@ def test_jit_compile_falls_back_with_a_message():
     assert "LowbitBconv2d" in _op_types(a, (2, 6, 6, 8))  # without XLA: the op again
 
 
-@pytest.mark.skipif(
-    not KERAS_3,
-    reason="tf-keras: get_weights of a mixed-precision quantized layer fails in "
-    "lowbit_tf.context's quantized reads (AutoCastVariable has no class-level numpy)",
-)
 def test_mixed_float16_runs_the_op_in_float32():
     shape = (2, 8, 8, 24)
     policy = keras.mixed_precision.Policy("mixed_float16")

@@ -4,8 +4,8 @@ classes are tf-keras (Keras 2) classes and the Larq tests pass there too.
 TensorFlow reads TF_USE_LEGACY_KERAS when it is first imported, so the mode runs
 in a fresh interpreter: pytest on the Larq test files (every Larq layer held to
 real Larq's numbers, Larq's .h5 files, Larq's API and documented script, the
-conversion of those layers and the summary's size prediction), and a few direct
-checks.
+conversion of those layers and the summary's size prediction) and on the layers'
+TF-op path (test_layer_ops.py, test_saved_model.py), and a few direct checks.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from repo_paths import REPO, TESTS, helper_env
 
 pytest.importorskip("tf_keras", reason="tf-keras is installed by the [test] extra")
 
-LARQ_TESTS = ["keras/test_larq_layers.py", "keras/test_larq_compat.py", "keras/test_larq_api.py",
-              "converter/test_larq_layers.py"]
+# The Larq tests, and the layers on the TF ops (their switch, cache, SavedModels).
+MODE_TESTS = ["keras/test_larq_layers.py", "keras/test_larq_compat.py", "keras/test_larq_api.py",
+              "converter/test_larq_layers.py", "keras/test_layer_ops.py",
+              "keras/test_saved_model.py"]
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -29,9 +31,9 @@ def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
                           env=helper_env(TF_CPP_MIN_LOG_LEVEL="3", **env))
 
 
-def test_larq_tests_pass_under_tf_keras():
+def test_tests_pass_under_tf_keras():
     result = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                   *(str(TESTS / t) for t in LARQ_TESTS)], TF_USE_LEGACY_KERAS="1")
+                   *(str(TESTS / t) for t in MODE_TESTS)], TF_USE_LEGACY_KERAS="1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 
