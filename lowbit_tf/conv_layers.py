@@ -66,7 +66,7 @@ class _ExactRankMixin:
     def _finish(self, outputs: Any, training: Any) -> Any:
         """Bias, activation and gradient quantizer: the end of every ``call`` here."""
         if self.use_bias:
-            outputs = self._add_bias(outputs, self.filters)
+            outputs = self._add_bias(outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)

@@ -470,12 +470,11 @@ class _ConvPaddingMixin:
         if len(input_shape) != self.rank + 2:
             raise ValueError(self._rank_message(input_shape))
 
-    def _add_bias(self, outputs: Any, channels: int) -> Any:
+    def _add_bias(self, outputs: Any) -> Any:
         # tf.nn.bias_add names the channel axis. Not keras.ops.add with a
         # reshaped bias: Keras 3.15's add turns that into a bias_add itself and
         # guesses the axis from the sizes, so with channels_first and as many
         # channels as the last spatial size it adds along the wrong axis.
-        del channels  # the bias's length
         data_format = "N...C" if self.data_format == "channels_last" else "NC..."
         return tf.nn.bias_add(outputs, self.bias, data_format=data_format)
 
@@ -614,7 +613,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
             data_format=self.data_format,
         )
         if self.use_bias:
-            outputs = self._add_bias(outputs, self.filters)
+            outputs = self._add_bias(outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -823,7 +822,6 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         return self.quantize_output_gradient(outputs, training)
 
     def _emulated(self, inputs: Any, kernel: tf.Tensor) -> tf.Tensor:
-        channels = int(self.kernel.shape[2]) * self.depth_multiplier
         inputs, padding = self._padded_inputs(inputs)
         outputs = kops.depthwise_conv(
             inputs,
@@ -834,7 +832,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             data_format=self.data_format,
         )
         if self.use_bias:
-            outputs = self._add_bias(outputs, channels)
+            outputs = self._add_bias(outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
@@ -1067,7 +1065,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
                        tf.concat([[n, -1], shape[1:3], [m, f]], 0))
         outputs = self._combine(y, alphas)
         if self.use_bias:
-            outputs = self._add_bias(outputs, self.filters)
+            outputs = self._add_bias(outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
         return self.quantize_output_gradient(outputs, training)
