@@ -150,3 +150,14 @@ def test_summary_counts_and_predicts_the_lowered_layers(make, shape, binary_macs
     actual = len(convert_with_report(model).tflite_model)
     assert abs(report.predicted_tflite_bytes - actual) <= 0.06 * actual, (
         report.predicted_tflite_bytes, actual)
+
+
+def test_benchmark_script_rows_agree(capsys):
+    """benchmarks/larq_layers_benchmark.py runs, and on its (larger) shapes our
+    ops and the float twin agree in every row."""
+    import larq_layers_benchmark
+
+    assert larq_layers_benchmark.main(["--rounds", "1", "--sample-seconds", "0.01",
+                                       "--quiet"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Quant")]
+    assert len(rows) == 4 and all(row.endswith("yes") for row in rows), rows
