@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LARQ_LAYERS", "load_larq_model"]
+__all__ = ["LARQ_LAYERS", "LarqFileError", "load_larq_model"]
 
 #: Larq's layers; lowbit_tf.layers has each under the same name.
 LARQ_LAYERS = (
