@@ -27,11 +27,12 @@ import tensorflow as tf
 
 from lowbit_tf import context as lb_context
 from lowbit_tf import quantizers as lb_quantizers
-from lowbit_tf._keras import InputSpec, keras, kops
+from lowbit_tf._keras import keras, kops
 from lowbit_tf.layers import (
     QuantizedLayerMixin,
     _check_pad_values,
     _ConvPaddingMixin,
+    _ExactRankMixin,
     apply_quantizer,
 )
 
@@ -47,29 +48,6 @@ __all__ = [
 log = logging.getLogger("lowbit_tf.layers")
 
 _PACKAGE = "lowbit_tf"
-
-
-class _ExactRankMixin:
-    """Inputs of exactly ``rank + 2`` dimensions, the channel axis fixed once built."""
-
-    def _exact_rank_spec(self) -> None:
-        self.input_spec = InputSpec(ndim=self.rank + 2)
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        self._check_rank(input_shape)
-        super().build(input_shape)
-        channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = InputSpec(
-            ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
-        )
-
-    def _finish(self, outputs: Any, training: Any) -> Any:
-        """Bias, activation and gradient quantizer: the end of every ``call`` here."""
-        if self.use_bias:
-            outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return self.quantize_output_gradient(outputs, training)
 
 
 class _QuantConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin):
@@ -94,7 +72,7 @@ class _QuantConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        return self._finish(outputs, training)
+        return self.quantize_output_gradient(self._bias_and_activation(outputs), training)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -237,7 +215,7 @@ class _QuantConvTranspose(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        return self._finish(outputs, training)
+        return self.quantize_output_gradient(self._bias_and_activation(outputs), training)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -412,7 +390,7 @@ class _QuantSeparableConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        return self._finish(outputs, training)
+        return self.quantize_output_gradient(self._bias_and_activation(outputs), training)
 
     def get_config(self) -> dict[str, Any]:
         return {

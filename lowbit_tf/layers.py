@@ -478,12 +478,36 @@ class _ConvPaddingMixin:
         data_format = "N...C" if self.data_format == "channels_last" else "NC..."
         return tf.nn.bias_add(outputs, self.bias, data_format=data_format)
 
+    def _bias_and_activation(self, outputs: Any) -> Any:
+        """The end of the conv layers' emulated forward pass."""
+        if self.use_bias:
+            outputs = self._add_bias(outputs)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pad_values": self.pad_values}
 
 
+class _ExactRankMixin:
+    """Inputs of exactly ``rank + 2`` dimensions (Keras's conv layers only ask for
+    at least that many), the channel axis fixed once built. First in the bases."""
+
+    def _exact_rank_spec(self) -> None:
+        self.input_spec = InputSpec(ndim=self.rank + 2)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        self._check_rank(input_shape)
+        super().build(input_shape)
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        self.input_spec = InputSpec(
+            ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
+        )
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
+class QuantConv2D(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
     r"""2D convolution with quantized inputs and kernel (Larq's ``QuantConv2D``).
 
     .. math::
@@ -579,16 +603,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
             **kwargs,
         )
         self.pad_values = pad_values
-        # Exact rank (Keras's Conv2D only asks for at least 4 dimensions).
-        self.input_spec = InputSpec(ndim=self.rank + 2)
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        self._check_rank(input_shape)
-        super().build(input_shape)
-        channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = InputSpec(
-            ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
-        )
+        self._exact_rank_spec()
 
     _has_op_path = True
 
@@ -612,11 +627,7 @@ class QuantConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.Conv2D):
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._bias_and_activation(outputs)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -705,7 +716,9 @@ class QuantDense(QuantizedLayerMixin, keras.layers.Dense):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.DepthwiseConv2D):
+class QuantDepthwiseConv2D(
+    _ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.DepthwiseConv2D
+):
     r"""Depthwise 2D convolution with quantized inputs and kernel (Larq's
     ``QuantDepthwiseConv2D``).
 
@@ -782,7 +795,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             **kwargs,
         )
         self.pad_values = pad_values
-        self.input_spec = InputSpec(ndim=self.rank + 2)
+        self._exact_rank_spec()
 
     @property
     def depthwise_quantizer(self) -> Callable[..., Any] | None:
@@ -802,14 +815,6 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         def kernel(self) -> Any:
             """The latent depthwise kernel (alias of tf-keras's ``depthwise_kernel``)."""
             return self.depthwise_kernel
-
-    def build(self, input_shape: Sequence[int | None]) -> None:
-        self._check_rank(input_shape)
-        super().build(input_shape)
-        channel_axis = -1 if self.data_format == "channels_last" else 1
-        self.input_spec = InputSpec(
-            ndim=self.rank + 2, axes={channel_axis: input_shape[channel_axis]}
-        )
 
     _has_op_path = True
 
@@ -831,11 +836,7 @@ class QuantDepthwiseConv2D(QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
             dilation_rate=self.dilation_rate,
             data_format=self.data_format,
         )
-        if self.use_bias:
-            outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+        return self._bias_and_activation(outputs)
 
 
 # ------------------------------------------------------------------------- ABC-Net
@@ -1064,11 +1065,7 @@ class ABCConv2D(_ABCMixin, QuantizedLayerMixin, _ConvPaddingMixin, keras.layers.
         y = tf.reshape(tf.transpose(y, (0, 1, 2, 3, 5, 4, 6)),
                        tf.concat([[n, -1], shape[1:3], [m, f]], 0))
         outputs = self._combine(y, alphas)
-        if self.use_bias:
-            outputs = self._add_bias(outputs)
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return self.quantize_output_gradient(outputs, training)
+        return self.quantize_output_gradient(self._bias_and_activation(outputs), training)
 
     def get_config(self) -> dict[str, Any]:
         config = {**super().get_config(), **self._abc_config()}
