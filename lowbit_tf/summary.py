@@ -310,7 +310,8 @@ def _layer_summary(
         row.input_bits = _precision(getattr(layer, "input_quantizer", None))
         row.params, row.macs = {}, {}
         input_bits = row.input_bits
-        for (kernel, quantizer), macs in zip(_kernels(layer), _layer_macs(layer, out_shape),
+        kernels = _kernels(layer)
+        for (kernel, quantizer), macs in zip(kernels, _layer_macs(layer, out_shape),
                                              strict=True):
             bits = _precision(quantizer)
             row.weight_bits = row.weight_bits or bits  # the first kernel's
@@ -318,7 +319,7 @@ def _layer_summary(
             kind = 1 if bits == input_bits == 1 else max(bits, input_bits)
             row.macs[kind] = row.macs.get(kind, 0) + macs
             input_bits = _FLOAT  # a separable conv's pointwise half reads float values
-        rest = _count(weights) - sum(_prod(k.shape) for k, _ in _kernels(layer))
+        rest = _count(weights) - sum(_prod(k.shape) for k, _ in kernels)
         if rest:
             row.params[_FLOAT] = row.params.get(_FLOAT, 0) + rest
     elif weights:
