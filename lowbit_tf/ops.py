@@ -315,6 +315,9 @@ def _explicit_padding(padding: Any) -> tuple[str, dict[str, int]]:
     """(the `padding` attribute, the explicit_pad_* attributes) of LowbitBconv2d
     for "SAME", "VALID" or ((top, bottom), (left, right))."""
     if isinstance(padding, str):
+        if padding.upper() == "EXPLICIT":  # the sizes are the padding
+            raise ValueError("bconv2d padding must be 'SAME', 'VALID' or the sizes "
+                             "((top, bottom), (left, right)), got 'EXPLICIT'")
         return padding, {}
     try:
         (top, bottom), (left, right) = padding
