@@ -25,6 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from lowbit_tf import _transpose_ops
 from lowbit_tf import context as lb_context
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._keras import keras, kops
@@ -204,6 +205,10 @@ class _QuantConvTranspose(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
     pad_values = 0.0
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._has_op_path and self._runs_on_op(_transpose_ops.conv2d_transpose_problem,
+                                                  inputs):
+            outputs = _transpose_ops.conv2d_transpose(self, inputs, training)
+            return self.quantize_output_gradient(outputs, training)
         inputs = self.quantize_inputs(inputs, training)
         kernel = self.quantized_kernel(training)
         outputs = kops.conv_transpose(
@@ -229,9 +234,13 @@ class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
     ``QuantConv2DTranspose``): ``conv_transpose(q_i(x), q_k(W)) + b``.
 
     Arguments as ``keras.layers.Conv2DTranspose`` plus ``input_quantizer``,
-    ``kernel_quantizer``, ``gradient_quantizer`` and ``metrics``. The kernel is
-    ``(rows, cols, filters, in_channels)``, as in Keras 2 and Larq.
+    ``kernel_quantizer``, ``gradient_quantizer``, ``metrics`` and ``use_ops``.
+    The kernel is ``(rows, cols, filters, in_channels)``, as in Keras 2 and
+    Larq. With sign inputs and a sign kernel it runs on LowbitBconv2d, one op
+    per stride phase (lowbit_tf/_transpose_ops.py).
     """
+
+    _has_op_path = True
 
     def __init__(
         self,
