@@ -445,7 +445,8 @@ def conv3d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]], constant_values=1.0)
     mask = None
     if layer.padding == "same" and layer.pad_values == 0.0:
-        # Tap t at output depth o reads padded depth o * sd + t * dd: real in [before, before + depth).
+        # Tap t at output depth o reads the padded depth o * sd + t * dd,
+        # a real one in [before, before + depth).
         read = tf.range(out_depth)[None, :] * sd + tf.range(kd)[:, None] * dd
         mask = tf.cast((read >= before) & (read < before + depth), tf.float32)
         mask = tf.reshape(mask, [kd, -1, 1, 1, 1])
@@ -461,7 +462,7 @@ def conv3d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     outputs = None
     for t in range(kd):
         start = t * dd
-        taps = x[:, start:start + (out_depth - 1) * sd + 1:sd]
+        taps = x[:, start : start + (out_depth - 1) * sd + 1 : sd]
         partial = _grouped_bconv2d(layer, taps, filters[t], None, False, packed)
         if mask is not None:
             partial = partial * mask[t]
@@ -591,10 +592,8 @@ def _with_kernel_gradient(
             if attrs["padding"] == "SAME":
                 size = tf.shape(x)
                 pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
-                for axis, k, s, d in zip(
-                    (1, 2), attrs["kernel_size"], attrs["strides"], attrs["dilations"],
-                    strict=True,
-                ):
+                window = zip(attrs["kernel_size"], attrs["strides"], attrs["dilations"], strict=True)
+                for axis, (k, s, d) in zip((1, 2), window, strict=True):
                     pads[axis] = list(same_padding(size[axis], k, s, d))
                 padded = tf.pad(x, pads, constant_values=float(attrs["pad_value"]))
             # The float depthwise conv's filter gradient (TensorFlow handles
