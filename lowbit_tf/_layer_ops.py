@@ -592,8 +592,8 @@ def _with_kernel_gradient(
             if attrs["padding"] == "SAME":
                 size = tf.shape(x)
                 pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
-                window = zip(attrs["kernel_size"], attrs["strides"], attrs["dilations"], strict=True)
-                for axis, (k, s, d) in zip((1, 2), window, strict=True):
+                geometry = (attrs["kernel_size"], attrs["strides"], attrs["dilations"])
+                for axis, k, s, d in zip((1, 2), *geometry, strict=True):
                     pads[axis] = list(same_padding(size[axis], k, s, d))
                 padded = tf.pad(x, pads, constant_values=float(attrs["pad_value"]))
             # The float depthwise conv's filter gradient (TensorFlow handles
