@@ -7,8 +7,13 @@ compute what Larq's layers compute (held to real Larq's outputs and gradients
 by tests/keras/test_larq_layers.py). They are built like
 :class:`lowbit_tf.layers.QuantConv2D`: :class:`~lowbit_tf.layers.QuantizedLayerMixin`
 in front of the Keras layer, ``pad_values`` through the same padding mixin,
-and a ``call`` that runs Keras's own operation on the quantized values.
-:mod:`lowbit_tf.layers` exports them with the other layers.
+and a ``call`` that runs Keras's own operation on the quantized values (the
+float emulation) or, with binary inputs and kernel and ``use_ops`` (the
+default), the bitwise TF ops: QuantConv1D as a 2-D conv of height 1 (not
+``padding="causal"``), QuantConv3D as one 2-D conv per depth tap, the
+separable layers' depthwise half (lowbit_tf/_layer_ops.py says how and why
+the numbers are the emulation's). :mod:`lowbit_tf.layers` exports them with
+the other layers.
 
 What a separable layer quantizes, as in Larq: the input (``input_quantizer``),
 the depthwise kernel (``depthwise_quantizer``) and the pointwise kernel
