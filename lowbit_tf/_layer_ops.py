@@ -43,7 +43,8 @@ packed once per weight update from the layer's PackedKernelCache
 
 Fallbacks (the layer keeps the emulation, silently; the reason is logged at
 DEBUG level): an input or kernel quantizer whose values are not binary, a
-`pad_values` other than 0 and 1, `channels_first`, a float64 compute dtype
+`pad_values` other than 0 and 1, `channels_first`, a causal 1-D conv, a
+float64 compute dtype
 (float16 / bfloat16 run the op in float32: +-1 values and their integer sums
 are exact there), and XLA: the ops have no XLA kernels, so a call traced under
 ``jit_compile`` runs the emulation (with a warning, once per layer). The
