@@ -15,6 +15,9 @@ by round (bench_common.interleaved_samples):
                       (the best of a few interleaved steps: a step takes seconds)
     per-op overhead   a graph of 200 relu / LowbitBconv2d / tf.nn.conv2d ops in
                       a row on a 1x1x32 input: microseconds per op
+    Larq's layers     QuantConv1D, QuantConv3D, QuantSeparableConv2D (one
+                      binary layer each, the shapes of larq_layers_benchmark.py)
+                      model.predict_on_batch, batch 1: ops vs emulation
 
 `predict_on_batch` runs Keras's compiled predict function on one batch,
 without `model.predict`'s per-call data-adapter set-up, which is the same for
@@ -128,6 +131,39 @@ def op_overheads(rounds: int) -> dict[str, float]:
     return result
 
 
+# Larq's other conv layers: (key, label, input shape, layer factory).
+LARQ_LAYERS = (
+    ("conv1d", "QuantConv1D 1024x256 k3, batch 1", (1024, 256),
+     lambda layers, binary: layers.QuantConv1D(256, 3, padding="same", pad_values=1.0,
+                                               kernel_quantizer="ste_sign", **binary)),
+    ("conv3d", "QuantConv3D 8x28x28x128 k3, b1", (8, 28, 28, 128),
+     lambda layers, binary: layers.QuantConv3D(128, 3, padding="same", pad_values=1.0,
+                                               kernel_quantizer="ste_sign", **binary)),
+    ("separable", "QuantSeparableConv2D 28x28x128, b1", (28, 28, 128),
+     lambda layers, binary: layers.QuantSeparableConv2D(
+         128, 3, padding="same", pad_values=1.0, depthwise_quantizer="ste_sign", **binary)),
+)  # fmt: skip
+
+
+def _larq_layer_runners(rng, keras) -> dict:
+    """predict_on_batch runners of one-layer models of LARQ_LAYERS, on the ops
+    and on the emulation with the same weights."""
+    from lowbit_tf import layers
+
+    runners = {}
+    for key, _, shape, make in LARQ_LAYERS:
+        models = []
+        for use_ops in (True, False):
+            inputs = keras.Input(shape)
+            layer = make(layers, dict(input_quantizer="ste_sign", use_ops=use_ops))
+            models.append(keras.Model(inputs, layer(inputs)))
+        models[1].set_weights(models[0].get_weights())
+        x = rng.uniform(-1, 1, (1, *shape)).astype("float32")
+        for model, side in zip(models, ("ops", "emulated"), strict=True):
+            runners[f"{key}_{side}"] = _runner(lambda m=model, x=x: m.predict_on_batch(x))
+    return runners
+
+
 def worker(threads: int, rounds: int, sample_s: float, train_steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
@@ -156,6 +192,7 @@ def worker(threads: int, rounds: int, sample_s: float, train_steps: int) -> dict
     xa = rng.uniform(-1, 1, (1, 227, 227, 3)).astype(np.float32)
     runners["alexnet_ops_b1"] = _runner(lambda: xnor.predict_on_batch(xa))
     runners["alexnet_float_b1"] = _runner(lambda: float_alexnet.predict_on_batch(xa))
+    runners.update(_larq_layer_runners(rng, keras))
     worker_progress(f"{threads} thread(s): timing inference, {rounds} rounds")
     _, samples = interleaved_samples(
         runners, rounds, sample_s,
@@ -193,7 +230,9 @@ def report(results: list[dict]) -> list[str]:
         ("QuickNet 224 predict, batch 8", "quicknet_float_b8", "quicknet_ops_b8", "float twin"),
         ("XNOR AlexNet predict, batch 1", "alexnet_float_b1", "alexnet_ops_b1", "float AlexNet"),
         ("QuickNet train step, batch 32", "train_emulated", "train_ops", "emulation"),
-    )
+        *((label, f"{key}_emulated", f"{key}_ops", "emulation")
+          for key, label, _, _ in LARQ_LAYERS),
+    )  # fmt: skip
     lines = [f"{'':34s} {'thr':>3s} {'ops ms':>9s} {'other ms':>9s}  ratio  (other)"]
     ratio = {}
     for result in results:

@@ -1,9 +1,10 @@
 r"""The forward pass of a quantized Keras layer on the bitwise TF ops.
 
 `lowbit_tf.layers` asks two things of this module: can an op run this call
-(`conv2d_problem`, `dense_problem`, `depthwise_problem`, `fastfood_problem`:
-None, or the reason in words), and, when it can, the layer's output through
-the op (`conv2d`, `dense`, `depthwise_conv2d`, `fastfood`). The multi-bit
+(`conv2d_problem`, `conv3d_problem`, `dense_problem`, `depthwise_problem`,
+`separable_problem`, `fastfood_problem`: None, or the reason in words), and,
+when it can, the layer's output through the op (`conv2d`, `conv3d`, `dense`,
+`depthwise_conv2d`, `separable_conv`, `fastfood`). The multi-bit
 layers' are in lowbit_tf/_multibit_ops.py, which uses the helpers here.
 Everything else (the quantizers, their gradients, the flip-ratio metric, the
 gradient quantizer) stays in the layer, which hands over the quantized values:
@@ -24,6 +25,15 @@ gradients (clip, approx_sign, swish_sign, ...) apply before them unchanged.
 The depthwise op has no filter gradient (its filter is bit-packed); its
 kernel gradient is supplied here with TensorFlow's depthwise backprop.
 
+The other ranks of Larq's convolutions (lowbit_tf/conv_layers.py) on the same
+2-D ops. A 1-D conv is a 2-D one of height 1: inputs [B, 1, L, C], kernel
+[1, k, C, F] (`_op_kernel`, `_plane`); "causal" padding cannot run there (the
+op pads SAME or VALID, and a zero pad written into the input would be
+binarised to +1). A 3-D conv is a sum over its depth taps of 2-D convs of
+depth-strided input slices (`conv3d`: the op's leading dimensions are a
+batch). A separable conv's depthwise half runs on the depthwise op, its
+float pointwise half as the emulation runs it (`separable_conv`).
+
 Bit-packed weights. In training the conv and dense ops take the float
 quantized kernel and pack it inside the op, once per forward pass, which is
 once per weight update. Inference calls (``training=False``) read the kernel
@@ -33,7 +43,8 @@ packed once per weight update from the layer's PackedKernelCache
 
 Fallbacks (the layer keeps the emulation, silently; the reason is logged at
 DEBUG level): an input or kernel quantizer whose values are not binary, a
-`pad_values` other than 0 and 1, `channels_first`, a float64 compute dtype
+`pad_values` other than 0 and 1, `channels_first`, a causal 1-D conv, a
+float64 compute dtype
 (float16 / bfloat16 run the op in float32: +-1 values and their integer sums
 are exact there), and XLA: the ops have no XLA kernels, so a call traced under
 ``jit_compile`` runs the emulation (with a warning, once per layer). The
@@ -46,6 +57,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +74,8 @@ from lowbit_tf._packed_kernel import PackedKernelCache
 __all__ = [
     "conv2d",
     "conv2d_problem",
+    "conv3d",
+    "conv3d_problem",
     "dense",
     "dense_problem",
     "fastfood",
@@ -69,6 +83,8 @@ __all__ = [
     "depthwise_conv2d",
     "depthwise_problem",
     "in_xla_context",
+    "separable_conv",
+    "separable_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,12 +166,27 @@ def _conv_problem(layer: Any, inputs: Any) -> str | None:
 
 
 def conv2d_problem(layer: Any, inputs: Any) -> str | None:
-    """Why LowbitBconv2d cannot run this QuantConv2D call, or None."""
+    """Why LowbitBconv2d cannot run this QuantConv2D / QuantConv1D call, or None."""
+    if layer.padding == "causal":
+        return ('padding="causal" (the op pads SAME or VALID, and a zero pad written into '
+                "the input would be binarised to +1)")  # fmt: skip
+    return _conv_problem(layer, inputs)
+
+
+def conv3d_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitBconv2d (one call per depth tap) cannot run this QuantConv3D call, or None."""
     return _conv_problem(layer, inputs)
 
 
 def depthwise_problem(layer: Any, inputs: Any) -> str | None:
     """Why LowbitBDepthwiseConv2d cannot run this QuantDepthwiseConv2D call, or None."""
+    return _conv_problem(layer, inputs)
+
+
+def separable_problem(layer: Any, inputs: Any) -> str | None:
+    """Why LowbitBDepthwiseConv2d cannot run the depthwise half of this
+    QuantSeparableConv1D / QuantSeparableConv2D call (its kernel quantizer is
+    the depthwise one), or None."""
     return _conv_problem(layer, inputs)
 
 
@@ -261,6 +292,20 @@ def _op_inputs(layer: Any, inputs: Any, training: Any) -> tf.Tensor:
     return _float32(inputs)
 
 
+def _plane(values: Any) -> tuple[int, int]:
+    """A conv attribute (kernel size, strides, dilations) on the op's (height,
+    width) plane: the last two spatial axes; a 1-D conv's one axis is the
+    width, of height 1. (A 3-D conv's depth is handled by `conv3d`.)"""
+    return tuple(int(v) for v in (1, *values)[-2:])
+
+
+def _op_kernel(layer: Any, training: Any) -> tf.Tensor:
+    """The quantized kernel in float32 and in the op's layout: a 1-D conv's
+    [k, C, F] as [1, k, C, F] (height 1), every other one as it is."""
+    kernel = _float32(layer.quantized_kernel(training))
+    return tf.expand_dims(kernel, 0) if getattr(layer, "rank", None) == 1 else kernel
+
+
 def _kernel_for_training(
     layer: Any, training: Any, channel_axes: list[int]
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
@@ -268,7 +313,7 @@ def _kernel_for_training(
     the inference cache is marked stale (an optimizer step may follow)."""
     if layer._packed_kernel is not None:
         layer._packed_kernel.mark_stale()
-    return _signs_and_scale(layer, _float32(layer.quantized_kernel(training)), channel_axes)
+    return _signs_and_scale(layer, _op_kernel(layer, training), channel_axes)
 
 
 def _cached_kernel(
@@ -277,9 +322,7 @@ def _cached_kernel(
     """(packed filter, scale) for an inference call, from the layer's cache."""
 
     def compute() -> tuple[tf.Tensor, tf.Tensor]:
-        signs, alpha = _signs_and_scale(
-            layer, _float32(layer.quantized_kernel(False)), channel_axes
-        )
+        signs, alpha = _signs_and_scale(layer, _op_kernel(layer, False), channel_axes)
         if alpha is None:  # one scale per output channel all the same
             alpha = tf.ones_like(tf.reduce_max(signs, axis=channel_axes))
         return pack(signs), tf.reshape(alpha, [-1])
@@ -288,70 +331,154 @@ def _cached_kernel(
 
 
 def packed_kernel_cache(layer: Any) -> PackedKernelCache | None:
-    """The inference cache of a built QuantConv2D / QuantDense /
-    QuantDepthwiseConv2D whose kernel quantizer outputs (scaled) signs, else None."""
+    """The inference cache of a built layer on the binary ops (QuantConv1D/2D/3D,
+    QuantDense, QuantDepthwiseConv2D, QuantSeparableConv1D/2D) whose kernel
+    quantizer outputs (scaled) signs, else None. A separable layer's cached
+    kernel is its depthwise one."""
     if _form(layer.kernel_quantizer) not in ("sign", "scaled_sign"):
         return None
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return None
     if isinstance(layer, keras.layers.Conv2DTranspose):  # packs per phase, every call
         return None
-    shape = [int(d) for d in layer.kernel.shape]
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kh, kw, channels, multiplier = shape
-        packed = [kh, kw, ops.packed_words(channels * multiplier)]
-        out = channels * multiplier
-    elif len(shape) == 4:  # conv: one row of kh * kw * (C_in / groups) bits per output channel
-        kh, kw, channels, out = shape
-        packed = [out, ops.packed_words(kh * kw * channels)]
-    else:  # dense [K, N]
-        channels, out = shape
-        packed = [out, ops.packed_words(channels)]
+    depthwise = getattr(layer, "depthwise_kernel", None)
+    kernel = layer.kernel if depthwise is None else depthwise
+    *window, channels, out = (int(d) for d in kernel.shape)
+    if depthwise is not None:  # [(kh,) kw, C, multiplier]: one packed word row per tap
+        packed = [*_plane(window), ops.packed_words(channels * out)]
+        out *= channels
+    elif len(window) == 3:  # conv 3-D: one packed 2-D filter per depth tap
+        kd, kh, kw = window
+        packed = [kd, out, ops.packed_words(kh * kw * channels)]
+    else:  # conv 1-D/2-D (a row of k * (C_in / groups) bits per output channel), dense
+        packed = [out, ops.packed_words(math.prod(window) * channels)]
     return PackedKernelCache(packed, out, layer.name)
 
 
 def _conv_attrs(layer: Any) -> dict[str, Any]:
     return dict(
-        strides=tuple(layer.strides),
-        dilations=tuple(layer.dilation_rate),
+        strides=_plane(layer.strides),
+        dilations=_plane(layer.dilation_rate),
         padding=layer.padding.upper(),
         pad_value=int(layer.pad_values) if layer.padding == "same" else 0,
     )
 
 
 def conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
-    """A QuantConv2D's output (bias and activation included) by LowbitBconv2d.
-    A grouped conv is one op per group, on the group's channels."""
+    """A QuantConv2D's or QuantConv1D's output (bias and activation included)
+    by LowbitBconv2d; a 1-D conv runs on inputs [B, 1, L, C]."""
     dtype = inputs.dtype
     x = _op_inputs(layer, inputs, training)
-    groups, relu = layer.groups, _fused_relu(layer)
-    kh, kw, channels, _ = layer.kernel.shape
-    if is_inference(training) and layer._packed_kernel is not None:
-
-        def pack(signs: tf.Tensor) -> tf.Tensor:
-            parts = tf.split(signs, groups, axis=-1) if groups > 1 else [signs]
-            return tf.concat([ops.pack_filter(part) for part in parts], axis=0)
-
-        filters, scale = _cached_kernel(layer, pack, [0, 1, 2])
-        packed = dict(kernel_size=(kh, kw), channels_in=int(channels))
-        split_axis = 0
+    if layer.rank == 1:
+        x = tf.expand_dims(x, -3)
+    relu = _fused_relu(layer)
+    packed = is_inference(training) and layer._packed_kernel is not None
+    if packed:
+        filters, scale = _cached_kernel(layer, functools.partial(_pack, layer), [0, 1, 2])
     else:
         filters, scale = _kernel_for_training(layer, training, [0, 1, 2])
-        packed, split_axis = {}, -1
+    outputs = _grouped_bconv2d(layer, x, filters, scale, relu, packed)
+    if layer.rank == 1:
+        outputs = tf.squeeze(outputs, -3)
+    return _finish(layer, outputs, dtype, relu)
+
+
+def _pack(layer: Any, signs: tf.Tensor) -> tf.Tensor:
+    """A 2-D conv's +-1 kernel [kh, kw, C_in / groups, F] packed for the op,
+    the groups' packed filters one after the other: [F, words]."""
+    parts = tf.split(signs, layer.groups, axis=-1) if layer.groups > 1 else [signs]
+    return tf.concat([ops.pack_filter(part) for part in parts], axis=0)
+
+
+def _grouped_bconv2d(
+    layer: Any,
+    x: tf.Tensor,
+    filters: tf.Tensor,
+    scale: tf.Tensor | None,
+    relu: bool,
+    packed: bool,
+) -> tf.Tensor:
+    """The layer's 2-D conv of x [..., H, W, C] on the op (`filters` the +-1
+    kernel [kh, kw, C_in / groups, F], or `_pack`'s packed one): a grouped
+    conv is one op per group, on the group's channels."""
+    groups, attrs = layer.groups, _conv_attrs(layer)
+    if packed:
+        *window, channels, _ = layer.kernel.shape
+        attrs.update(kernel_size=_plane(window), channels_in=int(channels))
+        conv, split_axis = _bconv2d_packed, 0
+    else:
+        conv, split_axis = _bconv2d_of_signs, -1
 
     def part(values: tf.Tensor | None, index: int, axis: int = 0) -> tf.Tensor | None:
         if values is None or groups == 1:
             return values
         return tf.split(values, groups, axis=axis)[index]
 
-    conv = _bconv2d_of_signs if not packed else _bconv2d_packed
     outputs = [
-        conv(part(x, i, -1), part(filters, i, split_axis), part(scale, i), relu,
-             dict(**packed, **_conv_attrs(layer)))  # fmt: skip
+        conv(part(x, i, -1), part(filters, i, split_axis), part(scale, i), relu, attrs)
         for i in range(groups)
     ]
-    outputs = tf.concat(outputs, axis=-1) if groups > 1 else outputs[0]
-    return _finish(layer, outputs, dtype, relu)
+    return tf.concat(outputs, axis=-1) if groups > 1 else outputs[0]
+
+
+def conv3d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    r"""A QuantConv3D's output (bias and activation included) by LowbitBconv2d,
+    one call per depth tap.
+
+    Output depth o reads, through tap t, the (padded) input depth
+    :math:`o s_d + t d_d`: so the 3-D conv is the sum over the kd taps of 2-D
+    convs (the tap's [kh, kw, C, F] kernel) of the depth-strided slices
+    ``x[:, t d_d :: s_d][:, :D_out]``, [B, D_out, H, W, C], whose leading
+    dimensions the op takes as a batch. Each call gives integer dot products
+    (multiplier 1), summed exactly in float32; the per-channel scale of a
+    scaled kernel, the bias and the activation follow once, as in the
+    emulation. Depth padding ("same"): pad value 1 pads the depth with +1
+    inputs; pad value 0 pads it too (any value), and multiplies each tap's
+    sums by a 0/1 mask over the output depths, 0 where the tap reads a padded
+    depth, which then contributes nothing, as a zero does in the emulation.
+    At inference the input is bit-packed once, before the slicing.
+    The gradients are those of these operations: the per-tap convs' exact
+    ones (`_bconv2d_of_signs`), and slicing, padding, masking and the sum's.
+    """
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    kd, sd, dd = layer.kernel_size[0], layer.strides[0], layer.dilation_rate[0]
+    packed = is_inference(training) and layer._packed_kernel is not None
+    pad = 1.0
+    if packed and layer.groups == 1:
+        # Inference: the signs packed once here rather than by each of the kd
+        # calls, whose depth slices are then 32x smaller copies (+1 is a 0 bit).
+        x, pad = ops.bitpack(x), 0
+    depth = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]
+    before, after = same_padding(depth, kd, sd, dd) if layer.padding == "same" else (0, 0)
+    out_depth = (depth + before + after - (kd - 1) * dd - 1) // sd + 1
+    x = tf.pad(x, [[0, 0], [before, after], [0, 0], [0, 0], [0, 0]], constant_values=pad)
+    mask = None
+    if layer.padding == "same" and layer.pad_values == 0.0:
+        # Tap t at output depth o reads the padded depth o * sd + t * dd,
+        # a real one in [before, before + depth).
+        read = tf.range(out_depth)[None, :] * sd + tf.range(kd)[:, None] * dd
+        mask = tf.cast((read >= before) & (read < before + depth), tf.float32)
+        mask = tf.reshape(mask, [kd, -1, 1, 1, 1])
+    if packed:
+
+        def pack(signs: tf.Tensor) -> tf.Tensor:  # [kd, F, words]
+            return tf.stack([_pack(layer, signs[t]) for t in range(kd)])
+
+        filters, scale = _cached_kernel(layer, pack, [0, 1, 2, 3])
+    else:
+        filters, scale = _kernel_for_training(layer, training, [0, 1, 2, 3])
+    outputs = None
+    for t in range(kd):
+        start = t * dd
+        taps = x[:, start : start + (out_depth - 1) * sd + 1 : sd]
+        partial = _grouped_bconv2d(layer, taps, filters[t], None, False, packed)
+        if mask is not None:
+            partial = partial * mask[t]
+        outputs = partial if outputs is None else outputs + partial
+    if _form(layer.kernel_quantizer) == "scaled_sign":
+        outputs = outputs * scale
+    return _finish(layer, outputs, dtype, fused_relu=False)
 
 
 def _bconv2d_packed(
@@ -418,7 +545,35 @@ def dense(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
 
 def depthwise_conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     """A QuantDepthwiseConv2D's output (bias and activation included) by
-    LowbitBDepthwiseConv2d.
+    LowbitBDepthwiseConv2d."""
+    dtype = inputs.dtype
+    outputs = _bdepthwise(layer, _op_inputs(layer, inputs, training), training)
+    return _finish(layer, outputs, dtype, fused_relu=False)
+
+
+def separable_conv(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
+    """A QuantSeparableConv1D's / 2D's output (bias and activation included):
+    the depthwise half by LowbitBDepthwiseConv2d (a 1-D layer on inputs
+    [B, 1, L, C]), then, as the emulation (``tf.nn.separable_conv2d``) does,
+    the float 1x1 conv of its outputs, in the compute dtype, with the
+    quantized pointwise kernel (not binarised: the depthwise outputs are not)."""
+    dtype = inputs.dtype
+    x = _op_inputs(layer, inputs, training)
+    if layer.rank == 1:
+        x = tf.expand_dims(x, -3)
+    depthwise = tf.cast(_bdepthwise(layer, x, training), dtype)
+    pointwise = tf.convert_to_tensor(layer.quantized_pointwise_kernel(training))
+    if layer.rank == 1:
+        pointwise = tf.expand_dims(pointwise, 0)
+    outputs = tf.nn.conv2d(depthwise, pointwise, strides=1, padding="VALID")
+    if layer.rank == 1:
+        outputs = tf.squeeze(outputs, -3)
+    return _finish(layer, outputs, dtype, fused_relu=False)
+
+
+def _bdepthwise(layer: Any, x: tf.Tensor, training: Any) -> tf.Tensor:
+    """The layer's depthwise conv of x [B, H, W, C] (float32) by
+    LowbitBDepthwiseConv2d, no bias.
 
     The op reads a bit-packed filter and gives the inputs, multiplier and bias
     their gradients; the kernel's is attached here: the op computes
@@ -426,46 +581,43 @@ def depthwise_conv2d(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
     q_k(W), so dL/dq_k(W) is TensorFlow's depthwise filter gradient of the
     quantized inputs, padded as the op pads them.
     """
-    dtype = inputs.dtype
-    x = _op_inputs(layer, inputs, training)
-    attrs = dict(kernel_size=tuple(layer.kernel_size), depth_multiplier=layer.depth_multiplier,
+    attrs = dict(kernel_size=_plane(layer.kernel_size), depth_multiplier=layer.depth_multiplier,
                  **_conv_attrs(layer))  # fmt: skip
     if is_inference(training) and layer._packed_kernel is not None:
         packed, scale = _cached_kernel(layer, ops.pack_depthwise_filter, [0, 1])
-        return _finish(layer, ops.bdepthwise_conv2d(x, packed, scale, **attrs), dtype, False)
+        return ops.bdepthwise_conv2d(x, packed, scale, **attrs)
     if layer._packed_kernel is not None:
         layer._packed_kernel.mark_stale()
-    kernel = _float32(layer.quantized_kernel(training))
+    kernel = _op_kernel(layer, training)
     signs, alpha = _signs_and_scale(layer, kernel, [0, 1])
     outputs = ops.bdepthwise_conv2d(x, ops.pack_depthwise_filter(signs), alpha, **attrs)
-    outputs = _with_kernel_gradient(layer, outputs, x, kernel, attrs["pad_value"])
-    return _finish(layer, outputs, dtype, fused_relu=False)
+    return _with_kernel_gradient(outputs, x, kernel, attrs)
 
 
 def _with_kernel_gradient(
-    layer: Any, outputs: tf.Tensor, x: tf.Tensor, kernel: tf.Tensor, pad_value: int
+    outputs: tf.Tensor, x: tf.Tensor, kernel: tf.Tensor, attrs: dict[str, Any]
 ) -> tf.Tensor:
-    """`outputs` unchanged, with dL/dkernel = the depthwise filter backprop."""
+    """`outputs` unchanged, with dL/dkernel = the depthwise filter backprop
+    (`attrs`: the op's kernel_size, strides, dilations, padding, pad_value)."""
 
     @tf.custom_gradient
     def attach(y: tf.Tensor, w: tf.Tensor) -> Any:
         def grad(dy: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             padded = x
-            if layer.padding == "same":
+            if attrs["padding"] == "SAME":
                 size = tf.shape(x)
                 pads = [[0, 0], [0, 0], [0, 0], [0, 0]]
-                for axis, k, s, d in zip(
-                    (1, 2), layer.kernel_size, layer.strides, layer.dilation_rate, strict=True
-                ):
+                geometry = (attrs["kernel_size"], attrs["strides"], attrs["dilations"])
+                for axis, k, s, d in zip((1, 2), *geometry, strict=True):
                     pads[axis] = list(same_padding(size[axis], k, s, d))
-                padded = tf.pad(x, pads, constant_values=float(pad_value))
+                padded = tf.pad(x, pads, constant_values=float(attrs["pad_value"]))
             # The float depthwise conv's filter gradient (TensorFlow handles
             # the dilation); only its backward pass runs.
             with tf.GradientTape() as tape:
                 tape.watch(w)
                 y_float = tf.nn.depthwise_conv2d(
-                    padded, w, strides=[1, *layer.strides, 1], padding="VALID",
-                    dilations=tuple(layer.dilation_rate),
+                    padded, w, strides=[1, *attrs["strides"], 1], padding="VALID",
+                    dilations=attrs["dilations"],
                 )  # fmt: skip
             return dy, tape.gradient(y_float, w, output_gradients=dy)
 

@@ -7,8 +7,13 @@ compute what Larq's layers compute (held to real Larq's outputs and gradients
 by tests/keras/test_larq_layers.py). They are built like
 :class:`lowbit_tf.layers.QuantConv2D`: :class:`~lowbit_tf.layers.QuantizedLayerMixin`
 in front of the Keras layer, ``pad_values`` through the same padding mixin,
-and a ``call`` that runs Keras's own operation on the quantized values.
-:mod:`lowbit_tf.layers` exports them with the other layers.
+and a ``call`` that runs Keras's own operation on the quantized values (the
+float emulation) or, with binary inputs and kernel and ``use_ops`` (the
+default), the bitwise TF ops: QuantConv1D as a 2-D conv of height 1 (not
+``padding="causal"``), QuantConv3D as one 2-D conv per depth tap, the
+separable layers' depthwise half (lowbit_tf/_layer_ops.py says how and why
+the numbers are the emulation's). :mod:`lowbit_tf.layers` exports them with
+the other layers.
 
 What a separable layer quantizes, as in Larq: the input (``input_quantizer``),
 the depthwise kernel (``depthwise_quantizer``) and the pointwise kernel
@@ -25,7 +30,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from lowbit_tf import _transpose_ops
+from lowbit_tf import _layer_ops, _transpose_ops
 from lowbit_tf import context as lb_context
 from lowbit_tf import quantizers as lb_quantizers
 from lowbit_tf._keras import keras, kops
@@ -52,9 +57,17 @@ _PACKAGE = "lowbit_tf"
 
 
 class _QuantConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin):
-    """``call`` of the N-d quantized convolutions (as QuantConv2D's, plus causal)."""
+    """``call`` of the N-d quantized convolutions (as QuantConv2D's, plus causal):
+    on the binary conv op where `_op_problem` finds no reason against it
+    (`_on_op`, lowbit_tf/_layer_ops.py), else the float emulation."""
+
+    _has_op_path = True
+    _op_problem: Callable[[Any, Any], str | None]
+    _on_op: Callable[[Any, Any, Any], tf.Tensor]
 
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(self._op_problem, inputs):
+            return self.quantize_output_gradient(self._on_op(self, inputs, training), training)
         inputs = self.quantize_inputs(inputs, training)
         kernel = self.quantized_kernel(training)
         if self.padding == "causal":  # Conv1D only; zeros on the left, as Keras and Larq
@@ -139,6 +152,9 @@ class QuantConv1D(_QuantConv, keras.layers.Conv1D):
         self.pad_values = pad_values
         self._exact_rank_spec()
 
+    _op_problem = staticmethod(_layer_ops.conv2d_problem)  # a 2-D conv of height 1
+    _on_op = staticmethod(_layer_ops.conv2d)
+
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class QuantConv3D(_QuantConv, keras.layers.Conv3D):
@@ -195,6 +211,9 @@ class QuantConv3D(_QuantConv, keras.layers.Conv3D):
         )
         self.pad_values = pad_values
         self._exact_rank_spec()
+
+    _op_problem = staticmethod(_layer_ops.conv3d_problem)  # 2-D convs, one per depth tap
+    _on_op = staticmethod(_layer_ops.conv3d)
 
 
 class _QuantConvTranspose(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixin):
@@ -385,7 +404,12 @@ class _QuantSeparableConv(_ExactRankMixin, QuantizedLayerMixin, _ConvPaddingMixi
                 kernel.precision = precision  # read by Bop.is_binary_variable
             lb_context.mark_quantized_reads(kernel, quantizer)
 
+    _has_op_path = True
+
     def call(self, inputs: tf.Tensor, training: Any = None) -> tf.Tensor:
+        if self._runs_on_op(_layer_ops.separable_problem, inputs):
+            outputs = _layer_ops.separable_conv(self, inputs, training)
+            return self.quantize_output_gradient(outputs, training)
         inputs = self.quantize_inputs(inputs, training)
         depthwise = self.quantized_kernel(training)
         pointwise = self.quantized_pointwise_kernel(training)

@@ -532,3 +532,225 @@ def test_multibit_quant_layers_on_the_multibit_op_equal_the_emulation(cls, kwarg
     assert _relative(y_ops, y_emu) <= 1e-6
     for got, want in zip(g_ops, g_emu, strict=True):
         assert _relative(got, want) <= 1e-6
+
+
+# ------------------------------------------------- Larq's other convolution layers
+# QuantConv1D (a 2-D conv of height 1), QuantConv3D (one 2-D conv per depth
+# tap, summed) and the depthwise half of QuantSeparableConv1D/2D on the ops.
+
+LARQ_OP_TYPES = {
+    layers.QuantConv1D: "LowbitBconv2d",
+    layers.QuantConv3D: "LowbitBconv2d",
+    layers.QuantSeparableConv1D: "LowbitBDepthwiseConv2d",
+    layers.QuantSeparableConv2D: "LowbitBDepthwiseConv2d",
+}
+SEPARABLE = (layers.QuantSeparableConv1D, layers.QuantSeparableConv2D)
+
+LARQ_CASES = [
+    (layers.QuantConv1D, (2, 19, 40), dict(filters=8, kernel_size=3, padding="same",
+                                           pad_values=1.0)),
+    (layers.QuantConv1D, (2, 19, 40), dict(filters=8, kernel_size=3, padding="same",
+                                           strides=2)),
+    (layers.QuantConv1D, (2, 19, 40), dict(filters=6, kernel_size=4, dilation_rate=2,
+                                           activation="relu", use_bias=False)),
+    (layers.QuantConv1D, (2, 19, 40), dict(filters=8, kernel_size=3, groups=2, padding="same",
+                                           pad_values=1.0, activation="relu")),
+    (layers.QuantConv3D, (2, 5, 6, 7, 12), dict(filters=8, kernel_size=3, padding="same",
+                                                pad_values=1.0)),
+    (layers.QuantConv3D, (2, 5, 6, 7, 12), dict(filters=8, kernel_size=3, padding="same",
+                                                strides=2)),
+    (layers.QuantConv3D, (2, 6, 6, 7, 12), dict(filters=8, kernel_size=(2, 3, 3),
+                                                padding="same", strides=(2, 1, 2),
+                                                pad_values=1.0, use_bias=False)),
+    (layers.QuantConv3D, (2, 8, 6, 7, 12), dict(filters=8, kernel_size=(3, 2, 3),
+                                                dilation_rate=(2, 1, 2), padding="same")),
+    (layers.QuantConv3D, (2, 8, 6, 7, 12), dict(filters=5, kernel_size=(3, 2, 2),
+                                                dilation_rate=(3, 1, 1), activation="tanh")),
+    (layers.QuantConv3D, (2, 5, 6, 6, 12), dict(filters=8, kernel_size=3, groups=2,
+                                                padding="same", activation="relu")),
+    (layers.QuantSeparableConv1D, (2, 19, 35), dict(filters=8, kernel_size=3, padding="same",
+                                                    pad_values=1.0, depth_multiplier=2)),
+    (layers.QuantSeparableConv1D, (2, 19, 35), dict(filters=8, kernel_size=3, strides=2)),
+    (layers.QuantSeparableConv2D, (2, 9, 9, 35), dict(filters=8, kernel_size=3,
+                                                      padding="same", pad_values=1.0)),
+    (layers.QuantSeparableConv2D, (2, 9, 9, 35), dict(filters=8, kernel_size=3, padding="same",
+                                                      dilation_rate=2, depth_multiplier=2,
+                                                      activation="relu")),
+    (layers.QuantSeparableConv2D, (2, 9, 9, 35), dict(filters=8, kernel_size=(3, 2),
+                                                      strides=2, use_bias=False)),
+]  # fmt: skip
+
+
+def _larq_pair(cls, shape, kernel_quantizer, **kwargs):
+    """`_pair` of a Larq conv layer with sign inputs and the given (depthwise)
+    kernel quantizer; a separable layer's pointwise kernel stays float."""
+    name = "depthwise_quantizer" if cls in SEPARABLE else "kernel_quantizer"
+    return _pair(cls, shape, input_quantizer="ste_sign", **{name: kernel_quantizer}, **kwargs)
+
+
+def _latent_kernels(layer):
+    """The trained kernels and bias: a separable layer's depthwise and pointwise ones."""
+    if isinstance(layer, SEPARABLE):
+        kernels = [layer.depthwise_kernel, layer.pointwise_kernel]
+    else:
+        kernels = [layer.kernel]
+    return [*kernels, *([layer.bias] if layer.use_bias else [])]
+
+
+@pytest.mark.parametrize("cls, shape, config", LARQ_CASES)
+@pytest.mark.parametrize("kernel_quantizer", ["ste_sign", "magnitude_aware_sign"])
+def test_larq_conv_layers_on_the_op_equal_the_emulation(cls, shape, config, kernel_quantizer):
+    """Sign kernels: the op's integer sums (a 3-D conv's summed over its depth
+    taps) equal the emulation's bit for bit, and so does a separable layer's
+    float pointwise conv of them; scaled kernels within 1e-6. Gradients of the
+    inputs and every weight within 1e-6."""
+    a, b = _larq_pair(cls, shape, kernel_quantizer, **config)
+    assert LARQ_OP_TYPES[cls] in _op_types(a, shape)
+    assert not LOWBIT_OPS & _op_types(b, shape)
+    x = _rng(19).normal(size=shape).astype(np.float32)
+    y_ops, g_ops = _forward_and_gradients(a, x, _latent_kernels)
+    y_emu, g_emu = _forward_and_gradients(b, x, _latent_kernels)
+    if kernel_quantizer == "ste_sign":
+        np.testing.assert_array_equal(y_ops, y_emu)
+    assert _relative(y_ops, y_emu) <= 1e-6
+    np.testing.assert_array_equal(a(x, training=False).numpy(), y_ops)  # the packed kernel
+    tolerance = 1e-6
+    if kernel_quantizer != "ste_sign" and "activation" in config:
+        if config["activation"] == "relu":
+            return  # an output within rounding of 0 may be kept by one ReLU only
+        # tanh' of outputs one rounding apart, summed over the batch and the
+        # pixels with cancellation (the bias gradient): 1e-5 of the largest.
+        tolerance = 1e-5
+    for got, want in zip(g_ops, g_emu, strict=True):
+        assert _relative(got, want) <= tolerance
+
+
+@pytest.mark.parametrize("pad_values", [0.0, 1.0])
+def test_conv3d_on_the_op_with_an_unknown_depth(pad_values):
+    """Inputs whose depth is known only at run time: the padding and the taps'
+    mask are computed in the graph."""
+    a, b = _larq_pair(layers.QuantConv3D, (2, 5, 6, 6, 12), "ste_sign", filters=8,
+                      kernel_size=3, strides=(2, 1, 1), padding="same",
+                      pad_values=pad_values)  # fmt: skip
+    spec = tf.TensorSpec((None, None, 6, 6, 12))
+    on_op = tf.function(lambda v: a(v, training=False), input_signature=[spec])
+    graph = on_op.get_concrete_function().graph
+    assert "LowbitBconv2d" in {op.type for op in graph.get_operations()}
+    for depth in (3, 7):
+        x = _rng(depth).normal(size=(2, depth, 6, 6, 12)).astype(np.float32)
+        np.testing.assert_array_equal(on_op(x).numpy(), b(x, training=False).numpy())
+
+
+def test_causal_conv1d_keeps_the_emulation_saying_why(caplog):
+    a, b = _larq_pair(layers.QuantConv1D, (2, 11, 8), "ste_sign", filters=4, kernel_size=3,
+                      padding="causal")  # fmt: skip
+    with caplog.at_level("DEBUG", logger="lowbit_tf.layers"):
+        assert not LOWBIT_OPS & _op_types(a, (2, 11, 8))
+    assert 'padding="causal"' in caplog.text and a.name in caplog.text
+    x = _rng(20).normal(size=(2, 11, 8)).astype(np.float32)
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+@pytest.mark.parametrize("cls, shape, kwargs", [
+    (layers.QuantConv1D, (1, 9, 8), dict(input_quantizer=None, kernel_quantizer="ste_sign")),
+    (layers.QuantConv3D, (1, 4, 5, 5, 8), dict(input_quantizer="ste_sign",
+                                               kernel_quantizer="ste_sign", padding="same",
+                                               pad_values=0.5)),
+    (layers.QuantConv3D, (1, 8, 4, 5, 5), dict(input_quantizer="ste_sign",
+                                               kernel_quantizer="ste_sign",
+                                               data_format="channels_first")),
+    (layers.QuantSeparableConv2D, (1, 6, 6, 8), dict(input_quantizer="ste_sign",
+                                                     depthwise_quantizer="dorefa")),
+])  # fmt: skip
+def test_larq_conv_configurations_no_op_runs_keep_the_emulation(cls, shape, kwargs):
+    a, b = _pair(cls, shape, filters=4, kernel_size=3, **kwargs)
+    assert not LOWBIT_OPS & _op_types(a, shape)
+    x = _rng(21).normal(size=shape).astype(np.float32)
+    np.testing.assert_array_equal(a(x).numpy(), b(x).numpy())
+
+
+def _larq_model(use_ops: bool, rank: int) -> keras.Model:
+    """A small model of QuantConv1D and QuantSeparableConv1D (rank 1), or of
+    QuantConv3D and QuantSeparableConv2D (rank 3)."""
+    sign = dict(input_quantizer="ste_sign", use_ops=use_ops)
+    clipped = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", **sign)
+    separable = dict(depthwise_quantizer="ste_sign", depthwise_constraint="weight_clip", **sign)
+    keras.utils.set_random_seed(rank)
+    if rank == 1:
+        inputs = keras.Input((16, 6))
+        h = layers.QuantConv1D(12, 3, padding="same", pad_values=1.0, **clipped)(inputs)
+        h = keras.layers.BatchNormalization()(h)
+        h = layers.QuantSeparableConv1D(12, 3, strides=2, **separable)(h)
+    else:
+        inputs = keras.Input((4, 6, 6, 3))
+        h = layers.QuantConv3D(8, 3, padding="same", **clipped)(inputs)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.Reshape((6, 6, 32))(h)
+        h = layers.QuantSeparableConv2D(12, 3, padding="same", pad_values=1.0, **separable)(h)
+    h = keras.layers.Flatten()(h)
+    return keras.Model(inputs, layers.QuantDense(10, **clipped)(h))
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_fit_steps_of_larq_conv_layers_give_the_same_weights(rank):
+    shape = (16, 6) if rank == 1 else (4, 6, 6, 3)
+    rng = _rng(22)
+    x = rng.uniform(-1, 1, (40, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    results = []
+    for use_ops in (True, False):
+        model = _larq_model(use_ops, rank)
+        graph = tf.function(model).get_concrete_function(tf.TensorSpec((2, *shape))).graph
+        assert bool(LOWBIT_OPS & {op.type for op in graph.get_operations()}) is use_ops
+        results.append(_fit(model, x, y, steps=5))
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls, shape, kwargs", [
+    (layers.QuantConv1D, (2, 13, 34), dict(filters=8, kernel_size=3, padding="same", groups=2,
+                                           kernel_quantizer="magnitude_aware_sign")),
+    (layers.QuantConv3D, (2, 5, 6, 6, 34), dict(filters=8, kernel_size=3, padding="same",
+                                                strides=2, kernel_quantizer="ste_sign")),
+    (layers.QuantConv3D, (2, 5, 6, 6, 34), dict(filters=8, kernel_size=(3, 2, 2), groups=2,
+                                                kernel_quantizer="magnitude_aware_sign")),
+    (layers.QuantSeparableConv1D, (2, 13, 34), dict(filters=8, kernel_size=3, padding="same",
+                                                    depthwise_quantizer="ste_sign")),
+    (layers.QuantSeparableConv2D, (2, 7, 7, 34), dict(filters=8, kernel_size=3,
+                                                      depth_multiplier=2,
+                                                      depthwise_quantizer="magnitude_aware_sign")),
+])  # fmt: skip
+def test_larq_conv_inference_reads_the_packed_kernel_kept_fresh(cls, shape, kwargs):
+    """As test_inference_reads_the_packed_kernel_kept_fresh: a 3-D conv caches
+    one packed filter per depth tap, a separable layer its depthwise kernel."""
+    a, b = _pair(cls, shape, input_quantizer="ste_sign", **kwargs)
+    kernel = _latent_kernels(a)[0]
+    x = _rng(23).normal(size=shape).astype(np.float32)
+    graph = tf.function(lambda v: a(v, training=False)).get_concrete_function(
+        tf.TensorSpec(shape)).graph
+    filters = [op.inputs[1].dtype for op in graph.get_operations() if op.type in LOWBIT_OPS]
+    assert filters and all(dtype == tf.int32 for dtype in filters)
+
+    def check():
+        got, want = a(x, training=False).numpy(), b(x, training=False).numpy()
+        assert _relative(got, want) <= 1e-6
+        return got
+
+    first = check()
+    assert a._packed_kernel.fresh.numpy()
+    packed = a._packed_kernel.packed
+    packed.assign(tf.bitwise.invert(packed))
+    assert not np.array_equal(a(x, training=False).numpy(), first)
+    a.kernel_changed()
+    np.testing.assert_array_equal(check(), first)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(a(x, training=True))
+    assert not a._packed_kernel.fresh.numpy()
+    grad = tape.gradient(loss, kernel)
+    for layer in (a, b):
+        keras.optimizers.SGD(10.0).apply_gradients([(grad, _latent_kernels(layer)[0])])
+    assert not np.array_equal(check(), first)
+    weights = [-w for w in a.get_weights()]
+    a.set_weights(weights)
+    b.set_weights(weights)
+    check()

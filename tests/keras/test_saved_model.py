@@ -50,14 +50,15 @@ def _model() -> keras.Model:
     return keras.Model(inputs, layers.QuantDense(10, **binary)(h))
 
 
-def _graph_op_types(path: Path) -> set[str]:
-    """Op types in the SavedModel's functions (read from saved_model.pb)."""
+def _graph_op_types(path: Path, named: str = "") -> set[str]:
+    """Op types in the SavedModel's functions (read from saved_model.pb), or in
+    those whose name contains `named`."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString((path / "saved_model.pb").read_bytes())
     return {node.op for graph in proto.meta_graphs for function in graph.graph_def.library.function
-            for node in function.node_def}  # fmt: skip
+            if named in function.signature.name for node in function.node_def}  # fmt: skip
 
 
 def _serve(path: Path, x: np.ndarray, tmp_path: Path, imports: str):
@@ -130,3 +131,30 @@ def test_without_the_op_library_layers_fall_back_with_a_warning(tmp_path):
 
 def test_lowbit_tf_exports_ops_scope():
     assert lowbit_tf.ops_scope is lowbit_tf.context.ops_scope
+
+
+def test_saved_model_of_larq_conv_layers_serves_with_the_ops(tmp_path):
+    """QuantConv1D, QuantConv3D and the separable layers' depthwise halves are
+    in the exported graph on the ops, and serve the model's numbers."""
+    keras.utils.set_random_seed(4)
+    sign = dict(input_quantizer="ste_sign")
+    binary = dict(kernel_quantizer="ste_sign", kernel_constraint="weight_clip", **sign)
+    separable = dict(depthwise_quantizer="ste_sign", depthwise_constraint="weight_clip", **sign)
+    inputs = keras.Input((4, 6, 6, 3))
+    h = layers.QuantConv3D(8, 3, padding="same", pad_values=1.0, **binary)(inputs)
+    h = keras.layers.Reshape((6, 6, 32))(h)
+    h = layers.QuantSeparableConv2D(8, 3, padding="same", **separable)(h)
+    h = keras.layers.Reshape((36, 8))(h)
+    h = layers.QuantConv1D(8, 3, strides=2, **binary)(h)
+    h = layers.QuantSeparableConv1D(4, 3, depth_multiplier=2, **separable)(h)
+    model = keras.Model(inputs, keras.layers.Flatten()(h))
+    x = np.random.default_rng(1).normal(size=(3, 4, 6, 6, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    path = tmp_path / "saved"
+    _export(model, path, "export")
+    served = _graph_op_types(path, "___call__")  # the serving function, not the gradients
+    assert {"LowbitBconv2d", "LowbitBDepthwiseConv2d"} <= served
+    assert not {"Conv3D", "DepthwiseConv2dNative"} & served
+    result = _serve(path, x, tmp_path, "import lowbit_tf")
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
