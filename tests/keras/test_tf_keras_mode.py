@@ -23,7 +23,7 @@ pytest.importorskip("tf_keras", reason="tf-keras is installed by the [test] extr
 # The Larq tests, and the layers on the TF ops (their switch, cache, SavedModels).
 MODE_TESTS = ["keras/test_larq_layers.py", "keras/test_larq_compat.py", "keras/test_larq_api.py",
               "converter/test_larq_layers.py", "keras/test_layer_ops.py",
-              "keras/test_saved_model.py"]
+              "keras/test_saved_model.py", "keras/test_transpose_ops.py"]
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:
