@@ -21,6 +21,10 @@ TensorFlow only `lowbit_tf.lite` is usable.
     lowbit_tf.context      quantized_scope, metrics_scope (Larq's larq.context)
     lowbit_tf.models       summary under Larq's name (larq.models.summary)
     lowbit_tf.compat       load_larq_model: a Larq .h5 model as lowbit_tf layers
+    lowbit_tf.compress     constraint-driven compression (accuracy drop, size or
+                           latency in, per-layer precisions out); callable:
+                           lowbit_tf.compress(model, train, val, max_accuracy_drop=...)
+    lowbit_tf.cost_model   latency estimates per target (x86, aarch64, armv7)
     lowbit_tf.lite         TFLite Interpreter with the lowbit kernels attached
     lowbit_tf.convert      Keras model -> .tflite bytes with lowbit custom ops
     lowbit_tf.ops_scope    quantized layers built inside it use the custom TF ops
@@ -46,7 +50,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "quantizers", "layers", "constraints", "optimizers", "metrics", "summary", "ops", "math",
-    "lite", "activations", "callbacks", "compat", "context", "models",
+    "lite", "activations", "callbacks", "compat", "context", "models", "compress", "cost_model",
 )
 # What the lowbit-tf-runtime wheel ships of them.
 _RUNTIME_SUBMODULES = ("lite",)
