@@ -129,7 +129,7 @@ def test_pareto_front_and_plot(digits, float_model, tmp_path):
                                 rates=RATES, progress=False).report
     front = report.pareto_front()
     assert front and all(a.predicted_bytes <= b.predicted_bytes and a.accuracy < b.accuracy
-                         for a, b in zip(front, front[1:]))
+                         for a, b in zip(front, front[1:], strict=False))
     png = report.plot(tmp_path / "pareto.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
