@@ -228,8 +228,8 @@ def _build(model: keras.Model, precisions: dict[str, str]) -> keras.Model:
         return _precision_layer(layer, precision)
 
     new = keras.models.clone_model(model, clone_function=clone)
-    for layer in new.layers:
-        old = model.get_layer(layer.name)
+    # clone_model keeps the layers' order (not every name: Keras renames inputs).
+    for old, layer in zip(model.layers, new.layers, strict=True):
         if precisions.get(layer.name, "float") == "float":
             layer.set_weights(old.get_weights())
         else:
