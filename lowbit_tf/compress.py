@@ -11,7 +11,9 @@ first and the last, which stay float by default: ``keep_float``) gets one of
 ``precisions``: ``"binary"`` (QuantConv2D / QuantDense with sign inputs and
 sign kernel, LowbitBconv2d / LowbitBgemm), ``"ternary"`` (sign inputs, ternary
 kernel: LowbitMultibitConv2d), ``"abcMxN"`` (ABCConv2D / ABCDense with M weight
-and N activation bases), or stays ``"float"``. A layer whose input cannot be
+and N activation bases), ``"fastfood"`` (Dense layers only: FastfoodDense, an
+O(n log n) transform learned from scratch in the fine-tune), or stays
+``"float"``. A layer whose input cannot be
 negative (it comes from a ReLU, through pooling, flattening or dropout) gets no
 sign-input precision (the sign of a ReLU output is always +1): only the ABC
 ones, whose activation bases threshold [0, 1]. Every candidate starts from the
@@ -205,6 +207,9 @@ def _precision_layer(layer: keras.layers.Layer, precision: str) -> keras.layers.
             if conv else ("units",))
     base = {k: config[k] for k in keys if k in config}
     base.update(activation=config["activation"], use_bias=config["use_bias"], name=layer.name)
+    if precision == "fastfood":  # Dense only; its transform is learned from scratch
+        return layers.FastfoodDense(base["units"], activation=base["activation"],
+                                    use_bias=base["use_bias"], seed=0, name=layer.name)
     abc = _ABC.match(precision)
     if abc:
         cls = layers.ABCConv2D if conv else layers.ABCDense
@@ -230,9 +235,10 @@ def _build(model: keras.Model, precisions: dict[str, str]) -> keras.Model:
     new = keras.models.clone_model(model, clone_function=clone)
     # clone_model keeps the layers' order (not every name: Keras renames inputs).
     for old, layer in zip(model.layers, new.layers, strict=True):
-        if precisions.get(layer.name, "float") == "float":
+        precision = precisions.get(layer.name, "float")
+        if precision == "float":
             layer.set_weights(old.get_weights())
-        else:
+        elif precision != "fastfood":
             layer.kernel.assign(np.clip(old.kernel.numpy(), -1.0, 1.0))
             if old.use_bias:
                 layer.bias.assign(old.bias.numpy())
@@ -363,7 +369,8 @@ def compress(
       budget: fine-tunes the search may run (each candidate evaluated is one).
       max_seconds: stop starting fine-tunes after this many seconds.
       precisions: what a compressed layer may become, from the least to the most
-        compressing ("binary", "ternary", "abcMxN" with M, N in 1..9).
+        compressing ("binary", "ternary", "abcMxN" with M, N in 1..9, "fastfood"
+        for Dense layers); each layer takes those that apply to it.
       keep_float: layer names that stay float; "first" and "last" name the
         first and the last Conv2D/Dense of the model.
       finetune_epochs, batch_size, learning_rate: each fine-tune's training.
@@ -387,8 +394,9 @@ def compress(
     if target not in cost_model.TARGETS:
         raise ValueError(f"compress: target must be one of {cost_model.TARGETS}, got {target!r}")
     for p in precisions:
-        if p not in ("binary", "ternary") and not _ABC.match(p):
-            raise ValueError(f"compress: unknown precision {p!r} (binary, ternary, abcMxN)")
+        if p not in ("binary", "ternary", "fastfood") and not _ABC.match(p):
+            raise ValueError(f"compress: unknown precision {p!r} (binary, ternary, abcMxN, "
+                             "fastfood)")
     if not isinstance(budget, int) or budget < 1:
         raise ValueError(f"compress: budget must be a positive number of fine-tunes, got "
                          f"{budget!r}")
@@ -407,7 +415,8 @@ def compress(
     searchable = [layer for layer in kernels if layer.name not in fixed]
     allowed = {
         layer.name: [p for p in precisions
-                     if _ABC.match(p) or not _nonnegative_input(model, layer)]
+                     if (p != "fastfood" or isinstance(layer, keras.layers.Dense))
+                     and (p == "fastfood" or _ABC.match(p) or not _nonnegative_input(model, layer))]
         for layer in searchable
     }
     allowed = {name: ps for name, ps in allowed.items() if ps}

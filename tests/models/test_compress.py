@@ -183,3 +183,23 @@ def test_cost_model_follows_the_macs():
     with pytest.raises(ValueError, match="target must be one of"):
         cost_model.rates_for("mips")
     assert "Pi 4" in cost_model.rates_for("aarch64").source
+
+
+def test_fastfood_replaces_a_large_dense_layer(digits):
+    """"fastfood" applies to Dense layers (a FastfoodDense learned in the fine-tune)."""
+    x_train, y_train, x_val, y_val = digits
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+        keras.layers.Flatten(), keras.layers.Dense(256, activation="relu", name="hidden"),
+        keras.layers.Dense(10, name="logits")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=3, verbose=0)
+    result = lowbit_tf.compress(model, (x_train, y_train), (x_val, y_val),
+                                target_size_bytes=40_000, precisions=("fastfood",), budget=1,
+                                finetune_epochs=3, rates=RATES, progress=False)
+    chosen = result.report.chosen
+    assert chosen is not None and chosen.precisions == {"hidden": "fastfood"}
+    assert isinstance(result.model.get_layer("hidden"), lowbit_tf.layers.FastfoodDense)
+    content = lowbit_tf.convert(result.model)
+    assert _accuracy(content, x_val, y_val) == chosen.accuracy > 0.5
