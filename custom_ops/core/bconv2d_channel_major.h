@@ -61,6 +61,7 @@ struct ChannelMajorLayer {
   std::int64_t block_words = 0;        // words per block of the filter: BW * taps * words
   std::int64_t channel_stride = 0;     // words per channel: taps * words
   std::int64_t taps = 0;
+  bool word_pairs = false;  // the block's layout: Isa::WordPairs(words)
   const std::int32_t* tap_popcounts = nullptr;  // [block][tap][lane]
   // Per-channel values padded to whole blocks (zero past out_channels);
   // post_mult / post_bias nullptr without a post affine.
@@ -120,7 +121,7 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   // blocks), then the stores, which no assembly interrupts.
   Isa::template AccumulateBlocks<Q>(rows, segments, words, filter + block_begin * block_words,
                                     block_words, filter_offsets, channel_stride,
-                                    block_end - block_begin, all_sums);
+                                    layer.word_pairs, block_end - block_begin, all_sums);
   // One loop over the blocks per (ReLU?, post affine?, residual?), the flags
   // as types; within it, whole blocks and the layer's last, partial one.
   auto store_blocks = [&](auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
@@ -231,6 +232,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
   layer.channel_stride = taps * words;
   layer.block_words = BW * layer.channel_stride;
   layer.taps = taps;
+  layer.word_pairs = Isa::WordPairs(words);
   layer.tap_popcounts = a.tap_popcounts;
   layer.mult = padded.get();
   layer.bias = padded.get() + padded_channels;

@@ -118,11 +118,15 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // loads of a chunk first and then spills 7 of the 16 accumulators (14 stack
 // accesses per chunk, more for the loop); written out, a chunk is exactly 12
 // post-indexed loads, the 96 vector operations and 2 loop instructions: 110
-// instructions for 4,096 binary MACs (37 per instruction). Tile-level work
-// is written out too: a run's setup is 14 instructions, the reduction 20.
+// instructions for 4,096 binary MACs (37 per instruction). On the word-pair
+// layout (even words, NeonWordPairs) the 8 channels' 128 bits are 2 LD4s:
+// 104 instructions (39 per instruction), half a chunk 54 instead of 60.
+// Tile-level work is written out too: a run's setup is 14 instructions (7 on
+// the word-pair layout), the reduction 20.
 //
 // Registers: x19-x21 a block's table, filter offsets and runs left, x9-x12
-// the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels', x8 the
+// the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels' (word-pair
+// layout: x13, x14 the 2 groups'), x8 the
 // chunk count; v0-v3 the pixels' 128 bits,
 // v4-v11 the channels', v12-v15 temporaries, v16-v31 the accumulators
 // (pixel p, pair a in v[16 + 4p + a]). Each pair (p; 2a, 2a+1) of a chunk:
@@ -191,6 +195,15 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "add x4, x17, %[stride]\n\t"                       \
   "add x5, x4, %[stride]\n\t"                        \
   "add x6, x5, %[stride]\n\t"
+// The same on the word-pair layout (even words, see NeonWordPairs): the two
+// groups of 4 channels at x13 and x14, a run's words at 4 x its word offset
+// (16 bytes per word) in each group, the groups 4 channels' strides apart.
+#define LOWBIT_PAIR_RUN_POINTERS                     \
+  "ldp x9, x10, [x19], #16\n\t"                      \
+  "ldp x11, x12, [x19], #16\n\t"                     \
+  "ldr x13, [x20], #8\n\t"                           \
+  "add x13, %[filter], x13, lsl #4\n\t"              \
+  "add x14, x13, %[stride], lsl #2\n\t"
 // A whole chunk; x8 counts them down.
 #define LOWBIT_CHUNK                                 \
   "ldr q0, [x9], #16\n\t"                            \
@@ -210,6 +223,32 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
   "subs x8, x8, #1\n\t"                              \
   LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+// A whole chunk on the word-pair layout: each LD4 (.2d) reads 4 channels'
+// 128 bits (8 pairs of words, channel-interleaved) and splits them into
+// v4-v7 (channels 0-3) or v8-v11 (4-7), the registers LOWBIT_CHUNK loads one
+// by one.
+#define LOWBIT_PAIR_CHUNK                            \
+  "ldr q0, [x9], #16\n\t"                            \
+  "ld4 {v4.2d, v5.2d, v6.2d, v7.2d}, [x13], #64\n\t" \
+  "ld4 {v8.2d, v9.2d, v10.2d, v11.2d}, [x14], #64\n\t" \
+  "ldr q1, [x10], #16\n\t"                           \
+  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
+  "ldr q2, [x11], #16\n\t"                           \
+  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
+  "ldr q3, [x12], #16\n\t"                           \
+  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
+  "subs x8, x8, #1\n\t"                              \
+  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+// Two words on the word-pair layout: a group's 32 bytes are already channel
+// pairs side by side ([c0 | c1], [c2 | c3]).
+#define LOWBIT_PAIR_TWO_WORDS                        \
+  "ld1r {v0.2d}, [x9], #8\n\t"                       \
+  "ld1r {v1.2d}, [x10], #8\n\t"                      \
+  "ld1r {v2.2d}, [x11], #8\n\t"                      \
+  "ld1r {v3.2d}, [x12], #8\n\t"                      \
+  "ldp q4, q5, [x13], #32\n\t"                       \
+  "ldp q6, q7, [x14], #32\n\t"                       \
+  LOWBIT_HALVES
 // Two words: the pixels' 64 bits twice, channel pairs side by side.
 #define LOWBIT_TWO_WORDS                             \
   "ld1r {v0.2d}, [x9], #8\n\t"                       \
@@ -245,15 +284,16 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "ld1 {v7.s}[2], [x6]\n\t"                          \
   LOWBIT_HALVES
 // The loop over runs for one value of words % 4 (labels L0 runs, L1 chunks,
-// L2 the run's end), with the tail TAIL; x8 counts the whole chunks. The
-// branch on words % 4 is taken once per call, not once per run.
-#define LOWBIT_RUNS(L0, L1, L2, TAIL)                \
+// L2 the run's end), the layout's POINTERS and CHUNK, with the tail TAIL; x8
+// counts the whole chunks. The branch on words % 4 is taken once per call,
+// not once per run.
+#define LOWBIT_RUNS(L0, L1, L2, POINTERS, CHUNK, TAIL) \
   L0 ":\n\t"                                         \
-  LOWBIT_RUN_POINTERS                                \
+  POINTERS                                           \
   "lsr x8, %[words], #2\n\t"                          \
   "cbz x8, " L2 "f\n\t"                              \
   L1 ":\n\t"                                         \
-  LOWBIT_CHUNK                                       \
+  CHUNK                                              \
   "b.ne " L1 "b\n\t"                                 \
   L2 ":\n\t"                                         \
   TAIL                                               \
@@ -264,12 +304,13 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // sums[b][p][v] = the popcount sums of pixel p, channels 4v..4v+3 of block
 // b (its filter at filter + b * block_bytes), over `segments` (>= 1) runs of
 // `words` words (rows, filter_offsets as for AccumulateBlocks; channel c's
-// words channel_stride_bytes apart), for `blocks` (>= 1) blocks. The 16-bit
+// words channel_stride_bytes apart, or on the word-pair layout its group's
+// 4 x channel_stride_bytes: `word_pairs`), for `blocks` (>= 1) blocks. The 16-bit
 // sums must not overflow: segments * (words / 4 + 2) <= kAsmMaxChunks.
 inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
                       const PackedWord* filter, std::int64_t block_bytes,
                       const std::int64_t* filter_offsets, std::int64_t channel_stride_bytes,
-                      std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
+                      bool word_pairs, std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
   std::uint32_t* out = &sums[0][0][0][0];
   asm volatile(
       "0:\n\t"  // a block: its runs from the first, its accumulators from zero
@@ -282,16 +323,25 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
       "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t"
       "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t"
       "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
-      "ands x8, %[words], #3\n\t"
-      "b.eq 10f\n\t"
+      "and x8, %[words], #3\n\t"
+      "cbz %[pairs], 1f\n\t"
+      // The word-pair layout: runs of an even number of words.
+      "cbz x8, 50f\n\t"
+      "b 60f\n\t"
+      "1:\n\t"
+      "cbz x8, 10f\n\t"
       "cmp x8, #2\n\t"
       "b.lt 20f\n\t"
       "b.eq 30f\n\t"
       "b 40f\n\t"
-      LOWBIT_RUNS("10", "11", "12", "")
-      LOWBIT_RUNS("20", "21", "22", LOWBIT_ONE_WORD)
-      LOWBIT_RUNS("30", "31", "32", LOWBIT_TWO_WORDS)
-      LOWBIT_RUNS("40", "41", "42", LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
+      LOWBIT_RUNS("10", "11", "12", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, "")
+      LOWBIT_RUNS("20", "21", "22", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_ONE_WORD)
+      LOWBIT_RUNS("30", "31", "32", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_TWO_WORDS)
+      LOWBIT_RUNS("40", "41", "42", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                  LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
+      LOWBIT_RUNS("50", "51", "52", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK, "")
+      LOWBIT_RUNS("60", "61", "62", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK,
+                  LOWBIT_PAIR_TWO_WORDS)
       "9:\n\t"
       LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")
       LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")
@@ -305,7 +355,7 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
       : [out] "+r"(out), [filter] "+r"(filter), [blocks] "+r"(blocks)
       : [rows] "r"(rows), [offsets] "r"(filter_offsets), [segments] "r"(segments),
         [stride] "r"(channel_stride_bytes), [words] "r"(words), [block_bytes] "r"(block_bytes),
-        [zeros] "r"(kZeroBlock)
+        [zeros] "r"(kZeroBlock), [pairs] "r"(static_cast<std::int64_t>(word_pairs))
       : "cc", "memory", "x4", "x5", "x6", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15",
         "x16", "x17", "x19", "x20", "x21", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8",
         "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21",
@@ -314,7 +364,10 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 #undef LOWBIT_RUNS
 #undef LOWBIT_ONE_WORD
 #undef LOWBIT_TWO_WORDS
+#undef LOWBIT_PAIR_TWO_WORDS
+#undef LOWBIT_PAIR_CHUNK
 #undef LOWBIT_CHUNK
+#undef LOWBIT_PAIR_RUN_POINTERS
 #undef LOWBIT_RUN_POINTERS
 #undef LOWBIT_REDUCE
 #undef LOWBIT_HALVES
@@ -562,6 +615,9 @@ struct Neon {
     if (n > 1) vst1q_lane_f32(p + 1, v, 1);
     if (n > 2) vst1q_lane_f32(p + 2, v, 2);
   }
+  // The filter's layout within a block for `words` words per pixel (see
+  // NeonWordPairs): the driver hands it to AccumulateBlocks.
+  static bool WordPairs(std::int64_t words) { return NeonWordPairs(words); }
   static FVec ToFloat(IVec a) { return vcvtq_f32_s32(vreinterpretq_s32_u32(a)); }
   static FVec MulF(FVec a, FVec b) { return vmulq_f32(a, b); }
   static FVec AddF(FVec a, FVec b) { return vaddq_f32(a, b); }
@@ -623,13 +679,15 @@ struct Neon {
   // The micro-kernel in intrinsics: Q pixels x kBlockWidth channels over
   // `segments` runs of `words` words; run s of pixel p starts at
   // rows[s * Q + p], of channel c at filter + c * channel_stride +
-  // filter_offsets[s]. sums[p][v] = twice the popcount sums of pixel p,
+  // filter_offsets[s] (word_pairs: the word-pair layout, NeonWordPairs, its
+  // group c / 4 at filter + 4 * (c / 4 * channel_stride + filter_offsets[s])).
+  // sums[p][v] = twice the popcount sums of pixel p,
   // channels 4v..4v+3 (the output transform wants K - 2 * sum).
   template <int Q>
   static void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
                              std::int64_t words, const PackedWord* filter,
                              const std::int64_t* filter_offsets, std::int64_t channel_stride,
-                             IVec (&sums)[Q][kBlockVectors]) {
+                             bool word_pairs, IVec (&sums)[Q][kBlockVectors]) {
     constexpr int C = kBlockWidth;
     uint16x8_t acc[Q][kAccumulators];
     IVec total[Q][kBlockVectors];
@@ -651,8 +709,66 @@ struct Neon {
         for (int a = 0; a < kAccumulators; ++a) acc[p][a] = vdupq_n_u16(0);
       }
     };
+#if defined(__aarch64__)
+    // Words [j, end) of run s on the word-pair layout (word_pairs: even
+    // channel words, see NeonWordPairs, so j and end are even too): whole
+    // chunks, then the last 2 words.
+    auto pair_run = [&](std::int64_t s, std::int64_t j, std::int64_t end) LOWBIT_NEON_INLINE {
+      constexpr int G = C / kNeonPairGroup;
+      const PackedWord* x[Q];
+      const PackedWord* wg[G];  // the groups' words at 4 x the word offset
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) x[p] = rows[s * Q + p] + j;
+      LOWBIT_NEON_UNROLL
+      for (int g = 0; g < G; ++g) {
+        wg[g] = filter + g * kNeonPairGroup * channel_stride +
+                kNeonPairGroup * (filter_offsets[s] + j);
+      }
+      for (std::int64_t chunks = (end - j) / 4; chunks > 0; --chunks) {
+        uint8x16_t xv[Q], wv[C];
+        LOWBIT_NEON_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          xv[p] = vreinterpretq_u8_u32(vld1q_u32(x[p]));
+          x[p] += 4;
+        }
+        LOWBIT_NEON_UNROLL
+        for (int g = 0; g < G; ++g) {
+          const uint64x2x4_t four = vld4q_u64(reinterpret_cast<const std::uint64_t*>(wg[g]));
+          LOWBIT_NEON_UNROLL
+          for (int i = 0; i < kNeonPairGroup; ++i) {
+            wv[kNeonPairGroup * g + i] = vreinterpretq_u8_u64(four.val[i]);
+          }
+          wg[g] += 4 * kNeonPairGroup;
+        }
+        Chunk<Q>(xv, wv, acc);
+      }
+      if ((end - j) % 4 == 0) return;
+      // The last 2 words: channel pairs side by side as stored (see run's
+      // half chunk below).
+      uint8x16_t xv[Q], wv[C / 2];
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) xv[p] = vreinterpretq_u8_u64(vdupq_n_u64(LoadHalf(x[p], 2)));
+      LOWBIT_NEON_UNROLL
+      for (int a = 0; a < C / 2; ++a) {
+        wv[a] = vreinterpretq_u8_u32(vld1q_u32(wg[a / 2] + 4 * (a % 2)));
+      }
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) {
+        LOWBIT_NEON_UNROLL
+        for (int a = 0; a < C / 2; ++a) {
+          acc[p][a] = vpadalq_u8(acc[p][a], vcntq_u8(veorq_u8(xv[p], wv[a])));
+        }
+      }
+    };
+#endif
     // Words [j, end) of run s: whole chunks, then the last 1-3 words.
     auto run = [&](std::int64_t s, std::int64_t j, std::int64_t end) LOWBIT_NEON_INLINE {
+#if defined(__aarch64__)
+      if (word_pairs) {
+        pair_run(s, j, end);
+        return;
+      }
+#endif
       // One pointer per pixel and channel, stepped by whole chunks (post-
       // indexed loads, no address arithmetic per chunk).
       const PackedWord* x[Q];
@@ -754,14 +870,14 @@ struct Neon {
   static void AccumulateBlocks(const PackedWord* const* rows, std::int64_t segments,
                                std::int64_t words, const PackedWord* filter,
                                std::int64_t block_words, const std::int64_t* filter_offsets,
-                               std::int64_t channel_stride, std::int64_t blocks,
-                               IVec (*sums)[Q][kBlockVectors]) {
+                               std::int64_t channel_stride, bool word_pairs,
+                               std::int64_t blocks, IVec (*sums)[Q][kBlockVectors]) {
     constexpr std::int64_t kWordBytes = sizeof(PackedWord);
 #if defined(__aarch64__)
     if constexpr (Q == 4 && kBlockWidth == 8) {
       if (segments > 0 && segments * (words / 4 + 2) <= kAsmMaxChunks) {
         Blocks4x8(rows, segments, words, filter, block_words * kWordBytes, filter_offsets,
-                  channel_stride * kWordBytes, blocks, sums);
+                  channel_stride * kWordBytes, word_pairs, blocks, sums);
         return;
       }
     }
@@ -785,7 +901,7 @@ struct Neon {
 #endif
     for (std::int64_t b = 0; b < blocks; ++b) {
       AccumulateTile<Q>(rows, segments, words, filter + b * block_words, filter_offsets,
-                        channel_stride, sums[b]);
+                        channel_stride, word_pairs, sums[b]);
     }
   }
 };
