@@ -92,7 +92,8 @@ struct ChannelMajorTile {
 template <class Isa, int Q>
 LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const ChannelMajorTile& tile,
                                       std::int64_t block_begin, std::int64_t block_end,
-                                      typename Isa::IVec (*all_sums)[Q][Isa::kBlockVectors]) {
+                                      typename Isa::IVec (*all_sums)[Q][Isa::kBlockVectors],
+                                      typename Isa::IVec (*kk_scratch)[Isa::kBlockVectors]) {
   using IVec = typename Isa::IVec;
   using FVec = typename Isa::FVec;
   constexpr int V = Isa::kBlockVectors;
@@ -122,17 +123,62 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   Isa::template AccumulateBlocks<Q>(rows, segments, words, filter + block_begin * block_words,
                                     block_words, filter_offsets, channel_stride,
                                     layer.word_pairs, block_end - block_begin, all_sums);
+  // dot = K - 2 * (acc + skipped) = kk - 2 * acc for a block: pad_value 1
+  // makes a skipped tap a +1 pixel, which adds popcount(w[c, t]).
+  auto block_kk = [&](std::int64_t block, IVec (&kk)[V]) LOWBIT_CM_INLINE {
+    LOWBIT_CM_UNROLL
+    for (int v = 0; v < V; ++v) kk[v] = k;
+    const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
+    for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
+      LOWBIT_CM_UNROLL
+      for (int v = 0; v < V; ++v) {
+        const IVec pop = Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L);
+        kk[v] = Isa::Sub32(kk[v], Isa::Add32(pop, pop));
+      }
+    }
+  };
   // One loop over the blocks per (ReLU?, post affine?, residual?), the flags
   // as types; within it, whole blocks and the layer's last, partial one.
   auto store_blocks = [&](auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
     constexpr bool kRelu = decltype(relu_c)::value;
     constexpr bool kAffine = decltype(affine_c)::value;
     constexpr bool kResidual = decltype(residual_c)::value;
-    for (std::int64_t block = block_begin; block < block_end; ++block) {
+    std::int64_t block = block_begin;
+    if constexpr (Isa::template kStoresBlocks<Q>) {
+      // The ISA's own loop over the whole blocks (the same operations).
+      const std::int64_t whole_end = layer.cout / BW < block_end ? layer.cout / BW : block_end;
+      if (whole_end > block_begin) {
+        IVec k_only[V];
+        const IVec* kk = k_only;
+        std::int64_t kk_step = 0;
+        block_kk(block_begin, k_only);
+        if (tile.skipped_count > 0) {  // one kk per block
+          for (std::int64_t b = block_begin; b < whole_end; ++b) {
+            block_kk(b, kk_scratch[b - block_begin]);
+          }
+          kk = kk_scratch[0];
+          kk_step = V;
+        }
+        const std::int64_t c0 = block_begin * BW;
+        float* out[Q];
+        const float* residual[Q];
+        LOWBIT_CM_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          out[p] = out_at[p] + c0;
+          residual[p] = kResidual ? residual_at[p] + c0 : nullptr;
+        }
+        Isa::template StoreBlocks<Q, kRelu, kAffine, kResidual>(
+            all_sums, layer.mult + c0, layer.bias + c0, kAffine ? layer.post_mult + c0 : nullptr,
+            kAffine ? layer.post_bias + c0 : nullptr, kk, kk_step, out, residual,
+            whole_end - block_begin);
+        block = whole_end;
+      }
+    }
+    for (; block < block_end; ++block) {
       const IVec (&sums)[Q][V] = all_sums[block - block_begin];
       const std::int64_t c0 = block * BW;
       FVec m[V], b[V], pm[V], pb[V];
-      IVec kk[V];  // dot = K - 2 * (acc + skipped) = kk - 2 * acc
+      IVec kk[V];
       LOWBIT_CM_UNROLL
       for (int v = 0; v < V; ++v) {
         m[v] = Isa::LoadF(layer.mult + c0 + v * L, L);
@@ -141,17 +187,8 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
           pm[v] = Isa::LoadF(layer.post_mult + c0 + v * L, L);
           pb[v] = Isa::LoadF(layer.post_bias + c0 + v * L, L);
         }
-        kk[v] = k;
       }
-      // pad_value 1: a skipped tap is a +1 pixel, which adds popcount(w[c, t]).
-      const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
-      for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
-        LOWBIT_CM_UNROLL
-        for (int v = 0; v < V; ++v) {
-          const IVec pop = Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L);
-          kk[v] = Isa::Sub32(kk[v], Isa::Add32(pop, pop));
-        }
-      }
+      block_kk(block, kk);
       const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
       auto store = [&](auto full_c) LOWBIT_CM_INLINE {
         constexpr bool kFull = decltype(full_c)::value;
@@ -259,6 +296,10 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
     // pixels fit in it).
     using TileSums = typename Isa::IVec[P][Isa::kBlockVectors];
     std::unique_ptr<TileSums[]> sums(new TileSums[blocks]);
+    // Each block's kk where the ISA stores whole blocks itself (see
+    // RunTileBlocks) and padded taps were skipped.
+    using BlockVectors = typename Isa::IVec[Isa::kBlockVectors];
+    std::unique_ptr<BlockVectors[]> kk(new BlockVectors[blocks]);
     std::int64_t pixel[P];
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
@@ -298,7 +339,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
       if (count == P) {
         job.rows = rows.get();
         job.pixels = pixel;
-        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get());
+        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get(), kk.get());
         continue;
       }
       // Last, partial tile of a region: runs of 2 and 1 pixels (P <= 4),
@@ -314,10 +355,12 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         using IVec = typename Isa::IVec;
         if (run == 2) {
           RunTileBlocks<Isa, 2>(layer, job, block_begin, block_end,
-                                reinterpret_cast<IVec(*)[2][Isa::kBlockVectors]>(sums.get()));
+                                reinterpret_cast<IVec(*)[2][Isa::kBlockVectors]>(sums.get()),
+                                kk.get());
         } else {
           RunTileBlocks<Isa, 1>(layer, job, block_begin, block_end,
-                                reinterpret_cast<IVec(*)[1][Isa::kBlockVectors]>(sums.get()));
+                                reinterpret_cast<IVec(*)[1][Isa::kBlockVectors]>(sums.get()),
+                                kk.get());
         }
         done += run;
       }

@@ -374,6 +374,117 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 #undef LOWBIT_HALF
 #undef LOWBIT_PIXEL
 #undef LOWBIT_PAIRS
+
+// The output transform and epilogue of whole blocks of the 4 x 8 tile (the
+// channel-major driver's store, core/bconv2d_channel_major.h, written out).
+// Per block and pixel, two vectors of 4 channels:
+//     y = float(kk - sums) * m + b     (sums doubled: dot = K - 2 * acc)
+//     ReLU: y < 0 -> +0 (FCMLT + BIC: -0.0 and NaN pass, as the reference)
+//     post affine: y = y * pm + pb;  residual: y = y + r
+// the driver's operations in its order, no fused multiply-add, so the same
+// bits. GCC's loop keeps ~10 pointers per block in memory or recomputes
+// them (~135 instructions a block with every step); here every load and
+// store is post-indexed: the per-channel values (2 or 4 LDPs), kk (1 LDP and
+// its step: a constant, or per block where padded taps were skipped), the
+// sums (2 LD1s), per pixel a residual LDP, 18 operations and an STP, and 2
+// for the loop (the sums' pointer against their end): 90 instructions a
+// block.
+// Registers: v0-v7 the sums, then y (pixel p: v[2p], v[2p+1]); v16-v23 m,
+// b, pm, pb (2 each); v24, v25 kk; v26, v27 the residual; v28, v29 ReLU's.
+#define LOWBIT_ST_RELU(Y, T)                          \
+  "fcmlt " T ".4s, " Y ".4s, #0.0\n\t"                \
+  "bic " Y ".16b, " Y ".16b, " T ".16b\n\t"
+#define LOWBIT_ST_AFFINE(Y, PM, PB)                   \
+  "fmul " Y ".4s, " Y ".4s, " PM ".4s\n\t"            \
+  "fadd " Y ".4s, " Y ".4s, " PB ".4s\n\t"
+#define LOWBIT_ST_RESIDUAL(Y, R) "fadd " Y ".4s, " Y ".4s, " R ".4s\n\t"
+#define LOWBIT_ST_RESIDUAL_LOAD(X) "ldp q26, q27, [%[" X "]], #32\n\t"
+#define LOWBIT_ST_NO1(A) ""
+#define LOWBIT_ST_NO2(A, B) ""
+#define LOWBIT_ST_NO3(A, B, C) ""
+#define LOWBIT_ST_VEC(Y, KK, M, B, PM, PB, R, T, RELU, AFFINE, RESIDUAL)  \
+  "sub " Y ".4s, " KK ".4s, " Y ".4s\n\t"                                \
+  "scvtf " Y ".4s, " Y ".4s\n\t"                                         \
+  "fmul " Y ".4s, " Y ".4s, " M ".4s\n\t"                                \
+  "fadd " Y ".4s, " Y ".4s, " B ".4s\n\t"                                \
+  RELU(Y, T) AFFINE(Y, PM, PB) RESIDUAL(Y, R)
+#define LOWBIT_ST_PIXEL(Y0, Y1, Q0, Q1, OUT, RES, RELU, AFFINE, RESIDUAL, RES_LOAD)          \
+  RES_LOAD(RES)                                                                              \
+  LOWBIT_ST_VEC(Y0, "v24", "v16", "v18", "v20", "v22", "v26", "v28", RELU, AFFINE, RESIDUAL) \
+  LOWBIT_ST_VEC(Y1, "v25", "v17", "v19", "v21", "v23", "v27", "v29", RELU, AFFINE, RESIDUAL) \
+  "stp " Q0 ", " Q1 ", [%[" OUT "]], #32\n\t"
+#define LOWBIT_ST_ASM(RELU, AFFINE, AFFINE_LOAD, RESIDUAL, RES_LOAD)                         \
+  asm volatile(                                                                              \
+      "0:\n\t"                                                                               \
+      "ldp q16, q17, [%[mult]], #32\n\t"                                                     \
+      "ldp q18, q19, [%[bias]], #32\n\t"                                                     \
+      AFFINE_LOAD                                                                            \
+      "ldp q24, q25, [%[kk]]\n\t"                                                            \
+      "add %[kk], %[kk], %[kk_step]\n\t"                                                     \
+      "ld1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[sums]], #64\n\t"                                 \
+      "ld1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[sums]], #64\n\t"                                 \
+      LOWBIT_ST_PIXEL("v0", "v1", "q0", "q1", "o0", "r0", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v2", "v3", "q2", "q3", "o1", "r1", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v4", "v5", "q4", "q5", "o2", "r2", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v6", "v7", "q6", "q7", "o3", "r3", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      "cmp %[sums], %[sums_end]\n\t"                                                         \
+      "b.ne 0b\n\t"                                                                          \
+      : [sums] "+r"(sums), [mult] "+r"(mult), [bias] "+r"(bias), [pm] "+r"(post_mult),       \
+        [pb] "+r"(post_bias), [kk] "+r"(kk), [o0] "+r"(o0), [o1] "+r"(o1), [o2] "+r"(o2),    \
+        [o3] "+r"(o3), [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3)            \
+      : [kk_step] "r"(kk_step_bytes), [sums_end] "r"(sums_end)                               \
+      : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18",  \
+        "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29")
+#define LOWBIT_ST_AFFINE_LOAD                         \
+  "ldp q20, q21, [%[pm]], #32\n\t"                    \
+  "ldp q22, q23, [%[pb]], #32\n\t"
+
+// `blocks` (>= 1) whole blocks: sums[b] as Blocks4x8's, the per-channel
+// values from mult, bias, post_mult, post_bias (8 floats a block), kk the
+// first block's 2 vectors (the next block's kk_step_bytes further on: 0 for
+// one kk for all), out[p] and residual[p] where pixel p's first block goes.
+template <bool kRelu, bool kAffine, bool kResidual>
+inline void StoreBlocks4x8(const uint32x4_t (*sums)[4][2], const float* mult, const float* bias,
+                           const float* post_mult, const float* post_bias, const uint32x4_t* kk,
+                           std::int64_t kk_step_bytes, float* const (&out)[4],
+                           const float* const (&residual)[4], std::int64_t blocks) {
+  float *o0 = out[0], *o1 = out[1], *o2 = out[2], *o3 = out[3];
+  const float *r0 = residual[0], *r1 = residual[1], *r2 = residual[2], *r3 = residual[3];
+  // The loop ends at the sums' end (asm takes 30 operands at most).
+  const uint32x4_t(*const sums_end)[4][2] = sums + blocks;
+  if constexpr (kRelu && kAffine && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_RESIDUAL,
+                  LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kRelu && kAffine) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_NO2,
+                  LOWBIT_ST_NO1);
+  } else if constexpr (kRelu && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_NO3, "", LOWBIT_ST_RESIDUAL, LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kRelu) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_NO3, "", LOWBIT_ST_NO2, LOWBIT_ST_NO1);
+  } else if constexpr (kAffine && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_RESIDUAL,
+                  LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kAffine) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_NO2,
+                  LOWBIT_ST_NO1);
+  } else if constexpr (kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_NO3, "", LOWBIT_ST_RESIDUAL, LOWBIT_ST_RESIDUAL_LOAD);
+  } else {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_NO3, "", LOWBIT_ST_NO2, LOWBIT_ST_NO1);
+  }
+}
+#undef LOWBIT_ST_AFFINE_LOAD
+#undef LOWBIT_ST_ASM
+#undef LOWBIT_ST_RESIDUAL_LOAD
+#undef LOWBIT_ST_NO1
+#undef LOWBIT_ST_PIXEL
+#undef LOWBIT_ST_VEC
+#undef LOWBIT_ST_NO3
+#undef LOWBIT_ST_NO2
+#undef LOWBIT_ST_RESIDUAL
+#undef LOWBIT_ST_AFFINE
+#undef LOWBIT_ST_RELU
 #endif
 
 #if !defined(__aarch64__)
@@ -614,6 +725,28 @@ struct Neon {
     vst1q_lane_f32(p, v, 0);
     if (n > 1) vst1q_lane_f32(p + 1, v, 1);
     if (n > 2) vst1q_lane_f32(p + 2, v, 2);
+  }
+  // Whole blocks of a full aarch64 tile take StoreBlocks4x8 (the driver's
+  // RunTileBlocks stores the rest itself): the sums, per-channel values, kk
+  // (kk_step vectors on per block) and pointers as StoreBlocks4x8's.
+  template <int Q>
+  static constexpr bool kStoresBlocks =
+#if defined(__aarch64__)
+      Q == 4 && kBlockWidth == 8;
+#else
+      false;
+#endif
+  template <int Q, bool kRelu, bool kAffine, bool kResidual>
+  static void StoreBlocks(const IVec (*sums)[Q][kBlockVectors], const float* mult,
+                          const float* bias, const float* post_mult, const float* post_bias,
+                          const IVec* kk, std::int64_t kk_step, float* const (&out)[Q],
+                          const float* const (&residual)[Q], std::int64_t blocks) {
+#if defined(__aarch64__)
+    if constexpr (kStoresBlocks<Q>) {
+      StoreBlocks4x8<kRelu, kAffine, kResidual>(sums, mult, bias, post_mult, post_bias, kk,
+                                                kk_step * sizeof(IVec), out, residual, blocks);
+    }
+#endif
   }
   // The filter's layout within a block for `words` words per pixel (see
   // NeonWordPairs): the driver hands it to AccumulateBlocks.
