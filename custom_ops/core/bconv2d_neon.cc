@@ -901,6 +901,8 @@ struct Neon {
         pair_run(s, j, end);
         return;
       }
+#else
+      static_cast<void>(word_pairs);  // always false: armv7 keeps the plain layout
 #endif
       // One pointer per pixel and channel, stepped by whole chunks (post-
       // indexed loads, no address arithmetic per chunk).
