@@ -298,7 +298,35 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   L2 ":\n\t"                                         \
   TAIL                                               \
   "subs x21, x21, #1\n\t"                            \
-  "b.ne " L0 "b\n\t"                                 \
+  "b.ne " L0 "b\n\t"
+// A block: its runs from the first, its accumulators from zero (4 registers
+// per load from a block of zeros: 4 instructions rather than 16 MOVIs).
+#define LOWBIT_BLOCK_START                             \
+  "mov x19, %[rows]\n\t"                               \
+  "mov x20, %[offsets]\n\t"                            \
+  "mov x21, %[segments]\n\t"                           \
+  "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t" \
+  "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t" \
+  "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t" \
+  "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
+// A block's end: its sums out, the next block's filter.
+#define LOWBIT_BLOCK_END                               \
+  LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")  \
+  LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")  \
+  LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")  \
+  LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11") \
+  "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t" \
+  "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t" \
+  "add %[filter], %[filter], %[block_bytes]\n\t"        \
+  "subs %[blocks], %[blocks], #1\n\t"
+// The loop over blocks for one layout and value of words % 4 (label LB,
+// the runs' labels L0-L2): chosen once per call, not once per block.
+#define LOWBIT_BLOCKS(LB, L0, L1, L2, POINTERS, CHUNK, TAIL) \
+  LB ":\n\t"                                           \
+  LOWBIT_BLOCK_START                                   \
+  LOWBIT_RUNS(L0, L1, L2, POINTERS, CHUNK, TAIL)       \
+  LOWBIT_BLOCK_END                                     \
+  "b.ne " LB "b\n\t"                                   \
   "b 9f\n\t"
 
 // sums[b][p][v] = the popcount sums of pixel p, channels 4v..4v+3 of block
@@ -313,16 +341,6 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
                       bool word_pairs, std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
   std::uint32_t* out = &sums[0][0][0][0];
   asm volatile(
-      "0:\n\t"  // a block: its runs from the first, its accumulators from zero
-      "mov x19, %[rows]\n\t"
-      "mov x20, %[offsets]\n\t"
-      "mov x21, %[segments]\n\t"
-      // The accumulators start at zero: 4 registers per load from a block of
-      // zeros (4 instructions rather than 16 MOVIs).
-      "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t"
-      "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t"
-      "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t"
-      "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
       "and x8, %[words], #3\n\t"
       "cbz %[pairs], 1f\n\t"
       // The word-pair layout: runs of an even number of words.
@@ -334,24 +352,15 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
       "b.lt 20f\n\t"
       "b.eq 30f\n\t"
       "b 40f\n\t"
-      LOWBIT_RUNS("10", "11", "12", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, "")
-      LOWBIT_RUNS("20", "21", "22", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_ONE_WORD)
-      LOWBIT_RUNS("30", "31", "32", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_TWO_WORDS)
-      LOWBIT_RUNS("40", "41", "42", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
-                  LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
-      LOWBIT_RUNS("50", "51", "52", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK, "")
-      LOWBIT_RUNS("60", "61", "62", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK,
-                  LOWBIT_PAIR_TWO_WORDS)
+      LOWBIT_BLOCKS("10", "11", "12", "13", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, "")
+      LOWBIT_BLOCKS("20", "21", "22", "23", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_ONE_WORD)
+      LOWBIT_BLOCKS("30", "31", "32", "33", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_TWO_WORDS)
+      LOWBIT_BLOCKS("40", "41", "42", "43", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                    LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
+      LOWBIT_BLOCKS("50", "51", "52", "53", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK, "")
+      LOWBIT_BLOCKS("60", "61", "62", "63", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK,
+                    LOWBIT_PAIR_TWO_WORDS)
       "9:\n\t"
-      LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")
-      LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")
-      LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")
-      LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11")
-      "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t"
-      "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t"
-      "add %[filter], %[filter], %[block_bytes]\n\t"
-      "subs %[blocks], %[blocks], #1\n\t"
-      "b.ne 0b\n\t"
       : [out] "+r"(out), [filter] "+r"(filter), [blocks] "+r"(blocks)
       : [rows] "r"(rows), [offsets] "r"(filter_offsets), [segments] "r"(segments),
         [stride] "r"(channel_stride_bytes), [words] "r"(words), [block_bytes] "r"(block_bytes),
@@ -361,6 +370,9 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
         "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21",
         "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
 }
+#undef LOWBIT_BLOCKS
+#undef LOWBIT_BLOCK_END
+#undef LOWBIT_BLOCK_START
 #undef LOWBIT_RUNS
 #undef LOWBIT_ONE_WORD
 #undef LOWBIT_TWO_WORDS
