@@ -784,14 +784,15 @@ struct Neon {
   }
 
   // One chunk of the tile: acc[p][a] gains the popcounts of x[p] XOR w[c]
-  // (see the top of this file for the accumulator layout).
-  template <int Q>
+  // (see the top of this file for the accumulator layout), for the
+  // accumulators [A0, A1) (all by default).
+  template <int Q, int A0 = 0, int A1 = kAccumulators>
   static inline void Chunk(const uint8x16_t (&x)[Q], const uint8x16_t (&w)[kBlockWidth],
                            uint16x8_t (&acc)[Q][kAccumulators]) {
     LOWBIT_NEON_UNROLL
     for (int p = 0; p < Q; ++p) {
       LOWBIT_NEON_UNROLL
-      for (int a = 0; a < kAccumulators; ++a) {
+      for (int a = A0; a < A1; ++a) {
 #if defined(__aarch64__)
         const uint8x16_t n0 = vcntq_u8(veorq_u8(x[p], w[2 * a]));
         const uint8x16_t n1 = vcntq_u8(veorq_u8(x[p], w[2 * a + 1]));
@@ -876,16 +877,22 @@ struct Neon {
           xv[p] = vreinterpretq_u8_u32(vld1q_u32(x[p]));
           x[p] += 4;
         }
-        LOWBIT_NEON_UNROLL
-        for (int g = 0; g < G; ++g) {
+        // A group's operations right after its LD4: GCC then gives both
+        // LD4s the same 4 registers without copying the first group's out.
+        auto group = [&](auto g_c) LOWBIT_NEON_INLINE {
+          constexpr int g = decltype(g_c)::value;
+          constexpr int kGroupAccumulators = kNeonPairGroup / 2;
           const uint64x2x4_t four = vld4q_u64(reinterpret_cast<const std::uint64_t*>(wg[g]));
           LOWBIT_NEON_UNROLL
           for (int i = 0; i < kNeonPairGroup; ++i) {
             wv[kNeonPairGroup * g + i] = vreinterpretq_u8_u64(four.val[i]);
           }
           wg[g] += 4 * kNeonPairGroup;
-        }
-        Chunk<Q>(xv, wv, acc);
+          Chunk<Q, g * kGroupAccumulators, (g + 1) * kGroupAccumulators>(xv, wv, acc);
+        };
+        static_assert(G == 2, "aarch64: 8 channels, 2 groups");
+        group(std::integral_constant<int, 0>{});
+        group(std::integral_constant<int, 1>{});
       }
       if ((end - j) % 4 == 0) return;
       // The last 2 words: channel pairs side by side as stored (see run's
