@@ -227,7 +227,7 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // 128 bits (8 pairs of words, channel-interleaved) and splits them into
 // v4-v7 (channels 0-3) or v8-v11 (4-7), the registers LOWBIT_CHUNK loads one
 // by one.
-#define LOWBIT_PAIR_CHUNK                            \
+#define LOWBIT_PAIR_CHUNK(COUNT)                     \
   "ldr q0, [x9], #16\n\t"                            \
   "ld4 {v4.2d, v5.2d, v6.2d, v7.2d}, [x13], #64\n\t" \
   "ld4 {v8.2d, v9.2d, v10.2d, v11.2d}, [x14], #64\n\t" \
@@ -237,7 +237,7 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
   "ldr q3, [x12], #16\n\t"                           \
   LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
-  "subs x8, x8, #1\n\t"                              \
+  COUNT                                              \
   LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
 // Two words on the word-pair layout: a group's 32 bytes are already channel
 // pairs side by side ([c0 | c1], [c2 | c3]).
@@ -299,6 +299,24 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   TAIL                                               \
   "subs x21, x21, #1\n\t"                            \
   "b.ne " L0 "b\n\t"
+// The same on the word-pair layout, its chunks two per loop step (one loop
+// count and branch per 2 chunks; an odd one after the loop).
+#define LOWBIT_PAIR_RUNS(L0, L1, L2, L3, TAIL)         \
+  L0 ":\n\t"                                           \
+  LOWBIT_PAIR_RUN_POINTERS                             \
+  "lsr x8, %[words], #3\n\t"                           \
+  "cbz x8, " L2 "f\n\t"                                \
+  L1 ":\n\t"                                           \
+  LOWBIT_PAIR_CHUNK("")                                \
+  LOWBIT_PAIR_CHUNK("subs x8, x8, #1\n\t")              \
+  "b.ne " L1 "b\n\t"                                   \
+  L2 ":\n\t"                                           \
+  "tbz %[words], #2, " L3 "f\n\t"                      \
+  LOWBIT_PAIR_CHUNK("")                                \
+  L3 ":\n\t"                                           \
+  TAIL                                                 \
+  "subs x21, x21, #1\n\t"                              \
+  "b.ne " L0 "b\n\t"
 // A block: its runs from the first, its accumulators from zero (4 registers
 // per load from a block of zeros: 4 instructions rather than 16 MOVIs).
 #define LOWBIT_BLOCK_START                             \
@@ -319,12 +337,12 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t" \
   "add %[filter], %[filter], %[block_bytes]\n\t"        \
   "subs %[blocks], %[blocks], #1\n\t"
-// The loop over blocks for one layout and value of words % 4 (label LB,
-// the runs' labels L0-L2): chosen once per call, not once per block.
-#define LOWBIT_BLOCKS(LB, L0, L1, L2, POINTERS, CHUNK, TAIL) \
+// The loop over blocks (label LB) for one layout and value of words % 4,
+// RUNS its runs: chosen once per call, not once per block.
+#define LOWBIT_BLOCKS(LB, RUNS)                        \
   LB ":\n\t"                                           \
   LOWBIT_BLOCK_START                                   \
-  LOWBIT_RUNS(L0, L1, L2, POINTERS, CHUNK, TAIL)       \
+  RUNS                                                 \
   LOWBIT_BLOCK_END                                     \
   "b.ne " LB "b\n\t"                                   \
   "b 9f\n\t"
@@ -352,14 +370,15 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
       "b.lt 20f\n\t"
       "b.eq 30f\n\t"
       "b 40f\n\t"
-      LOWBIT_BLOCKS("10", "11", "12", "13", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, "")
-      LOWBIT_BLOCKS("20", "21", "22", "23", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_ONE_WORD)
-      LOWBIT_BLOCKS("30", "31", "32", "33", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, LOWBIT_TWO_WORDS)
-      LOWBIT_BLOCKS("40", "41", "42", "43", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
-                    LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
-      LOWBIT_BLOCKS("50", "51", "52", "53", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK, "")
-      LOWBIT_BLOCKS("60", "61", "62", "63", LOWBIT_PAIR_RUN_POINTERS, LOWBIT_PAIR_CHUNK,
-                    LOWBIT_PAIR_TWO_WORDS)
+      LOWBIT_BLOCKS("10", LOWBIT_RUNS("11", "12", "13", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, ""))
+      LOWBIT_BLOCKS("20", LOWBIT_RUNS("21", "22", "23", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_ONE_WORD))
+      LOWBIT_BLOCKS("30", LOWBIT_RUNS("31", "32", "33", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_TWO_WORDS))
+      LOWBIT_BLOCKS("40", LOWBIT_RUNS("41", "42", "43", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_TWO_WORDS LOWBIT_ONE_WORD))
+      LOWBIT_BLOCKS("50", LOWBIT_PAIR_RUNS("51", "52", "53", "54", ""))
+      LOWBIT_BLOCKS("60", LOWBIT_PAIR_RUNS("61", "62", "63", "64", LOWBIT_PAIR_TWO_WORDS))
       "9:\n\t"
       : [out] "+r"(out), [filter] "+r"(filter), [blocks] "+r"(blocks)
       : [rows] "r"(rows), [offsets] "r"(filter_offsets), [segments] "r"(segments),
@@ -373,6 +392,7 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 #undef LOWBIT_BLOCKS
 #undef LOWBIT_BLOCK_END
 #undef LOWBIT_BLOCK_START
+#undef LOWBIT_PAIR_RUNS
 #undef LOWBIT_RUNS
 #undef LOWBIT_ONE_WORD
 #undef LOWBIT_TWO_WORDS
