@@ -302,6 +302,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<BlockVectors[]> kk(new BlockVectors[blocks]);
     std::int64_t pixel[P];
     int current = -1;  // region of the range's current tile (ranges are in tile order)
+    std::int64_t whole_tile = -1;  // the tile whose P pixels `rows` holds, if any
     RegionRuns runs;
     ChannelMajorTile job;
     for (std::int64_t item = begin; item < end;) {
@@ -335,7 +336,18 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
       const ConvRegion& r = region[current];
       const std::int64_t first = (tile - r.first_tile) * P;
       const int count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
-      BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+      const std::int64_t column = first % r.w.count;  // of the tile's first pixel in its row
+      if (count == P && tile == whole_tile + 1 && column >= P && column + P <= r.w.count) {
+        // The previous tile is this one's row, P columns to the left (same
+        // region: a region's first tile is in column 0): every run moves
+        // P columns on, each pixel index by P.
+        const std::int64_t step = P * p.stride_w * words;
+        for (std::int64_t i = 0; i < runs.segments * P; ++i) rows[i] += step;
+        for (int i = 0; i < P; ++i) pixel[i] += P;
+      } else {
+        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+      }
+      whole_tile = count == P ? tile : -1;
       if (count == P) {
         job.rows = rows.get();
         job.pixels = pixel;
