@@ -342,7 +342,12 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         // region: a region's first tile is in column 0): every run moves
         // P columns on, each pixel index by P.
         const std::int64_t step = P * p.stride_w * words;
-        for (std::int64_t i = 0; i < runs.segments * P; ++i) rows[i] += step;
+        const PackedWord** run = rows.get();
+        for (std::int64_t s = 0; s < runs.segments; ++s, run += P) {
+          LOWBIT_CM_UNROLL
+          for (int i = 0; i < P; ++i) run[i] += step;
+        }
+        LOWBIT_CM_UNROLL
         for (int i = 0; i < P; ++i) pixel[i] += P;
       } else {
         BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
