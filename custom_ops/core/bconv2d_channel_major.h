@@ -18,7 +18,11 @@
 //     and each vector of lanes costs a subtraction (dot = K - 2 * acc),
 //     the conversion, a multiply and an add, then the ReLU and the epilogue's
 //     steps where the layer has them (chosen once per block, not tested per
-//     vector) and a store.
+//     vector) and a store. An ISA may store a tile's whole blocks itself
+//     (Isa::kStoresBlocks<Q>, Isa::StoreBlocks: the same operations, e.g.
+//     in assembly), given each block's kk;
+//   - a whole tile that continues the previous one along its output row
+//     steps that tile's run pointers instead of building its table again.
 // Why: the micro-kernels of Arm do ~110 instructions per 4,096 binary MACs,
 // so per-(tile, block) work of a few hundred instructions (a sink through a
 // closure reloading its captures after every float store, a function call
@@ -148,16 +152,17 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
       // The ISA's own loop over the whole blocks (the same operations).
       const std::int64_t whole_end = layer.cout / BW < block_end ? layer.cout / BW : block_end;
       if (whole_end > block_begin) {
-        IVec k_only[V];
+        IVec k_only[V];  // no skipped taps: one kk for every block
         const IVec* kk = k_only;
         std::int64_t kk_step = 0;
-        block_kk(block_begin, k_only);
         if (tile.skipped_count > 0) {  // one kk per block
           for (std::int64_t b = block_begin; b < whole_end; ++b) {
             block_kk(b, kk_scratch[b - block_begin]);
           }
           kk = kk_scratch[0];
           kk_step = V;
+        } else {
+          block_kk(block_begin, k_only);
         }
         const std::int64_t c0 = block_begin * BW;
         float* out[Q];
