@@ -35,7 +35,8 @@
 // tile's channel blocks themselves): aarch64 (32 q registers) P = 4 pixels
 // x C = 8 channels: 4 input + 8 filter registers, 16 accumulators, 4
 // temporaries; a chunk is 12 loads + 96 operations + 2 for the loop, 4,096
-// binary MACs. armv7 (16 q registers) P = 2 x C = 4: 2 + 4 registers, 8
+// binary MACs (on the word-pair filter layout, NeonWordPairs: 6 loads, and
+// the loop takes 2 chunks a step: 206 instructions for 8,192 MACs). armv7 (16 q registers) P = 2 x C = 4: 2 + 4 registers, 8
 // accumulators, 2 temporaries; 6 loads + 24 operations + 3 for the loop,
 // 1,024 MACs. Smaller tiles (a region's last pixels, BGemm's 1-3 rows) and
 // receptive fields past the assembly's limit run AccumulateTile below, the
@@ -119,10 +120,12 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // accesses per chunk, more for the loop); written out, a chunk is exactly 12
 // post-indexed loads, the 96 vector operations and 2 loop instructions: 110
 // instructions for 4,096 binary MACs (37 per instruction). On the word-pair
-// layout (even words, NeonWordPairs) the 8 channels' 128 bits are 2 LD4s:
-// 104 instructions (39 per instruction), half a chunk 54 instead of 60.
-// Tile-level work is written out too: a run's setup is 14 instructions (7 on
-// the word-pair layout), the reduction 20.
+// layout (even words, NeonWordPairs) the 8 channels' 128 bits are 2 LD4s
+// and the loop takes 2 chunks a step: 206 instructions for 8,192 binary MACs
+// (40 per instruction), half a chunk 54 instead of 60. Tile-level work is
+// written out too: a run's setup is 14 instructions (7 on the word-pair
+// layout), the reduction 20, the layout and words % 4 are chosen once per
+// call (each variant loops over the blocks itself).
 //
 // Registers: x19-x21 a block's table, filter offsets and runs left, x9-x12
 // the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels' (word-pair
