@@ -37,13 +37,14 @@ one line per distinct code.
 llvm-mca lines (aarch64, armv7): the NEON binary conv's whole-chunk loop is
 taken from the object file CMake built (bconv2d_neon.cc.o, disassembled with
 llvm-objdump): the basic block that ends in a backward conditional branch to
-its own start and holds exactly 32 `cnt` (aarch64) / 8 `vcnt.8` (armv7), the
-one with the fewest instructions when several do (compiler loops around
-intrinsics carry more); its copies (template instances) are checked to be
-identical modulo registers. It goes to llvm-mca with the branch aimed at a
+its own start and holds 32 `cnt` (aarch64) / 8 `vcnt.8` (armv7) or a multiple
+(chunks unrolled: the aarch64 word-pair loop takes 2 chunks a step), the one
+with the fewest instructions per popcount when several do (compiler loops
+around intrinsics carry more); its copies (template instances) are checked to
+be identical modulo registers. It goes to llvm-mca with the branch aimed at a
 label (-iterations=200), per CPU: instructions and cycles per block (Total
 Cycles / iterations), IPC, binary MACs per cycle (128 per 128-bit popcount:
-4,096 per aarch64 block, 1,024 per armv7 one). llvm-mca models a steady state
+4,096 per aarch64 chunk, 1,024 per armv7 one). llvm-mca models a steady state
 with every load hitting L1 and nothing outside the loop: an upper bound. LLVM
 14 models Cortex-A72 and A76 with its Cortex-A57 model (the "model" column
 says which) and has no A32/T32 model for Cortex-A7 or A53 (the line says so).

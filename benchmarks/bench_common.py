@@ -683,10 +683,11 @@ def find_inner_loop(text: str, arch: str) -> InnerLoop | None:
     """The whole-chunk loop in llvm-objdump text of bconv2d_neon.cc.o: a basic
     block ending in a backward conditional branch to its own first instruction
     (no other branch in it, no branch from elsewhere into its middle) with
-    exactly INNER_LOOP_CNT[arch] popcounts. Several such loops: the fewest
-    instructions wins (the hand-written one; compiler loops around intrinsics
-    carry more), and its copies (template instances) are compared modulo
-    registers. None when there is none."""
+    INNER_LOOP_CNT[arch] popcounts or a multiple (whole chunks unrolled).
+    Several such loops: the fewest instructions per popcount wins (the
+    hand-written one; compiler loops around intrinsics carry more), and its
+    copies (template instances) are compared modulo registers. None when
+    there is none."""
     cnt, want = INNER_LOOP_CNT[arch]
     branch, cond = ((_A64_BRANCH, _A64_COND_BRANCH) if arch == "aarch64"
                     else (_A32_BRANCH, _A32_COND_BRANCH))
@@ -700,19 +701,20 @@ def find_inner_loop(text: str, arch: str) -> InnerLoop | None:
                 continue
             start = int(target.group(1), 16)
             body = [insn for insn in insns[:i + 1] if insn[0] >= start]
+            count = sum(insn[1] == cnt for insn in body)
             if (not body or body[0][0] != start
-                    or sum(insn[1] == cnt for insn in body) != want
+                    or count == 0 or count % want != 0
                     or any(branch.match(insn[1]) for insn in body[:-1])
                     or any(start < t <= address for t in targets)):
                 continue
-            found.append((function, body))
+            found.append((function, body, count))
     if not found:
         return None
-    size = min(len(body) for _, body in found)
-    copies = [(f, b) for f, b in found if len(b) == size]
+    _, best, best_count = min(found, key=lambda f: (len(f[1]) / f[2], len(f[1])))
+    copies = [(f, b) for f, b, c in found if len(b) == len(best) and c == best_count]
     function, body = copies[0]
     return InnerLoop(arch=arch, function=function, start=body[0][0], end=body[-1][0],
-                     body=tuple((mn, ops) for _, mn, ops in body), cnts=want,
+                     body=tuple((mn, ops) for _, mn, ops in body), cnts=best_count,
                      copies=len(copies),
                      identical=all(_canonical(b) == _canonical(body) for _, b in copies),
                      larger=len(found) - len(copies))
@@ -808,8 +810,8 @@ def mca_inner_loop(build_dir, arch: str, cpus: tuple[str, ...] | None = None) ->
     if loop is None:
         cnt, want = INNER_LOOP_CNT[arch]
         return InnerLoopReport(arch, obj, None, (),
-                               error=f"inner loop not found (no basic-block loop with exactly "
-                                     f"{want} {cnt} in {obj})")
+                               error=f"inner loop not found (no basic-block loop with "
+                                     f"{want} {cnt} or a multiple in {obj})")
     symbols = subprocess.run([objdump, "-t", obj], capture_output=True, text=True,
                              check=False).stdout
     triple = mca_triple(arch, thumb=re.search(r"\s\$t(\.\d+)?$", symbols, re.M) is not None)

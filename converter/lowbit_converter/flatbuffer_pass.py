@@ -10,6 +10,11 @@ FlexBuffer map of all the TF op's attributes. This pass:
     their types and values;
   - checks the op's weight inputs (filter, multiplier, bias, and the
     epilogue's post_multiplier and post_bias) are constants;
+  - folds a float RELU whose only reader is a MAX_POOL_2D into that pool's
+    fused activation (max pooling and ReLU commute: both are monotone, so
+    max(relu(x_i)) = relu(max(x_i))): the ReLU then runs on the pooled
+    tensor, inside the pool, instead of as a pass of its own over the
+    4x larger input (QuickNet's transition blocks: ReLU, then MaxPool);
   - where the model has lowbit ops, says what runs it: a plain TFLite
     interpreter only reports "Encountered unresolved custom op: LowbitBconv2d",
     so the model's description and its metadata entry "lowbit_tf" (read by
@@ -108,11 +113,55 @@ def run_pass(tflite_model: bytes) -> tuple[bytes, PassReport]:
                     )
                 report.custom_op_weight_bytes += 0 if data is None else len(data)
             report.custom_ops[name] = report.custom_ops.get(name, 0) + 1
+    for subgraph in model.subgraphs:
+        _fold_relu_into_max_pool(model, subgraph)
     if report.custom_ops:
         _add_runtime_note(model, sorted(report.custom_ops))
     builder = flatbuffers.Builder(len(tflite_model) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), report
+
+
+def _builtin(model: schema.ModelT, op: schema.OperatorT) -> int:
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _fold_relu_into_max_pool(model: schema.ModelT, subgraph: schema.SubGraphT) -> None:
+    """RELU -> MAX_POOL_2D (no fused activation) becomes MAX_POOL_2D with a
+    fused RELU, where the ReLU's output is read by the pool alone (not by
+    another op, not a model output) and both tensors are float32 (a
+    quantized ReLU may change the scale). The ReLU's output tensor stays in
+    the table, unused (TFLite allocates no memory for it)."""
+    producer = {}
+    readers: dict[int, int] = {}
+    for op in subgraph.operators:
+        for t in op.outputs if op.outputs is not None else []:
+            producer[t] = op
+        for t in op.inputs if op.inputs is not None else []:
+            readers[t] = readers.get(t, 0) + 1
+    outputs = set(subgraph.outputs if subgraph.outputs is not None else [])
+    folded = []
+    for op in subgraph.operators:
+        if _builtin(model, op) != schema.BuiltinOperator.MAX_POOL_2D:
+            continue
+        options = op.builtinOptions
+        if options.fusedActivationFunction != schema.ActivationFunctionType.NONE:
+            continue
+        pooled = op.inputs[0]
+        relu = producer.get(pooled)
+        if relu is None or _builtin(model, relu) != schema.BuiltinOperator.RELU:
+            continue
+        source = relu.inputs[0]
+        if readers.get(pooled) != 1 or pooled in outputs or any(
+            subgraph.tensors[t].type != schema.TensorType.FLOAT32 for t in (source, pooled)
+        ):
+            continue
+        op.inputs[0] = source
+        options.fusedActivationFunction = schema.ActivationFunctionType.RELU
+        folded.append(relu)
+    if folded:
+        subgraph.operators = [op for op in subgraph.operators if all(op is not r for r in folded)]
 
 
 def runtime_note(custom_ops: list[str]) -> str:

@@ -254,13 +254,16 @@ void BConv2DFilter::PrepareFromPerTap(BConv2DKernel kernel, const BConv2DParams&
 
 // per_tap [cout][taps][words] -> data_ [block][taps][words][bw] (interleaved)
 // or [block][bw][taps][words] (channel-major: per_tap itself, out_channels
-// rounded up to whole blocks), zero channels past cout, and tap_popcounts_
+// rounded up to whole blocks; on aarch64 with even words its word-pair form,
+// see NeonWordPairs), zero channels past cout, and tap_popcounts_
 // [block][taps][bw] either way.
 void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
                            const PackedWord* per_tap) {
   const std::int64_t bw = BlockWidth(kernel);
   const bool channel_major = GetKernelPath(kernel).channel_major;
   const std::int64_t words = p.words();
+  // NEON on aarch64: word pairs of 4-channel groups (see NeonWordPairs).
+  const bool word_pairs = kernel == BConv2DKernel::kNeon && NeonWordPairs(words);
   const std::int64_t taps = p.kernel_h * p.kernel_w;
   const std::int64_t blocks = (p.out_channels + bw - 1) / bw;
   data_.assign(static_cast<std::size_t>(blocks * taps * words * bw), 0);
@@ -272,8 +275,17 @@ void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
       std::int32_t pop = 0;
       for (std::int64_t j = 0; j < words; ++j) {
         const PackedWord word = src[t * words + j];
-        const std::int64_t at = channel_major ? (co * taps + t) * words + j
-                                              : ((block * taps + t) * words + j) * bw + lane;
+        const std::int64_t k = t * words + j;  // the word within the channel
+        std::int64_t at;
+        if (word_pairs) {
+          const std::int64_t group_words = kNeonPairGroup * taps * words;
+          at = block * bw * taps * words + (lane / kNeonPairGroup) * group_words +
+               ((k / 2) * kNeonPairGroup + lane % kNeonPairGroup) * 2 + k % 2;
+        } else if (channel_major) {
+          at = co * taps * words + k;
+        } else {
+          at = (block * taps * words + k) * bw + lane;
+        }
         data_[static_cast<std::size_t>(at)] = word;
         pop += static_cast<std::int32_t>(std::bitset<kBitsPerWord>(word).count());
       }

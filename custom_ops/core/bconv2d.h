@@ -113,7 +113,9 @@ void UnpackCompactFilter(const BConv2DParams& params, const PackedWord* compact,
 //     blocked[block][ky][kx][word][lane],  lane in [0, BlockWidth(kernel)),
 // or, for a channel-major path (KernelPath::channel_major, NEON), the per-tap
 // layout with out_channels rounded up to whole blocks,
-//     blocked[block][lane][ky][kx][word],
+//     blocked[block][lane][ky][kx][word]
+// (aarch64 with a whole number of word pairs per pixel: 4-channel groups with
+// their words interleaved in pairs, see NeonWordPairs in bconv2d_kernels.h),
 // output channel block * BlockWidth + lane, channels past out_channels all
 // zero bits; either way plus tap_popcounts[block][ky][kx][lane] = popcount of that
 // channel's tap (what a skipped padded tap adds with pad_value 1, see

@@ -18,7 +18,11 @@
 //     and each vector of lanes costs a subtraction (dot = K - 2 * acc),
 //     the conversion, a multiply and an add, then the ReLU and the epilogue's
 //     steps where the layer has them (chosen once per block, not tested per
-//     vector) and a store.
+//     vector) and a store. An ISA may store a tile's whole blocks itself
+//     (Isa::kStoresBlocks<Q>, Isa::StoreBlocks: the same operations, e.g.
+//     in assembly), given each block's kk;
+//   - a whole tile that continues the previous one along its output row
+//     steps that tile's run pointers instead of building its table again.
 // Why: the micro-kernels of Arm do ~110 instructions per 4,096 binary MACs,
 // so per-(tile, block) work of a few hundred instructions (a sink through a
 // closure reloading its captures after every float store, a function call
@@ -61,6 +65,7 @@ struct ChannelMajorLayer {
   std::int64_t block_words = 0;        // words per block of the filter: BW * taps * words
   std::int64_t channel_stride = 0;     // words per channel: taps * words
   std::int64_t taps = 0;
+  bool word_pairs = false;  // the block's layout: Isa::WordPairs(words)
   const std::int32_t* tap_popcounts = nullptr;  // [block][tap][lane]
   // Per-channel values padded to whole blocks (zero past out_channels);
   // post_mult / post_bias nullptr without a post affine.
@@ -91,7 +96,8 @@ struct ChannelMajorTile {
 template <class Isa, int Q>
 LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const ChannelMajorTile& tile,
                                       std::int64_t block_begin, std::int64_t block_end,
-                                      typename Isa::IVec (*all_sums)[Q][Isa::kBlockVectors]) {
+                                      typename Isa::IVec (*all_sums)[Q][Isa::kBlockVectors],
+                                      typename Isa::IVec (*kk_scratch)[Isa::kBlockVectors]) {
   using IVec = typename Isa::IVec;
   using FVec = typename Isa::FVec;
   constexpr int V = Isa::kBlockVectors;
@@ -120,18 +126,64 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
   // blocks), then the stores, which no assembly interrupts.
   Isa::template AccumulateBlocks<Q>(rows, segments, words, filter + block_begin * block_words,
                                     block_words, filter_offsets, channel_stride,
-                                    block_end - block_begin, all_sums);
+                                    layer.word_pairs, block_end - block_begin, all_sums);
+  // dot = K - 2 * (acc + skipped) = kk - 2 * acc for a block: pad_value 1
+  // makes a skipped tap a +1 pixel, which adds popcount(w[c, t]).
+  auto block_kk = [&](std::int64_t block, IVec (&kk)[V]) LOWBIT_CM_INLINE {
+    LOWBIT_CM_UNROLL
+    for (int v = 0; v < V; ++v) kk[v] = k;
+    const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
+    for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
+      LOWBIT_CM_UNROLL
+      for (int v = 0; v < V; ++v) {
+        const IVec pop = Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L);
+        kk[v] = Isa::Sub32(kk[v], Isa::Add32(pop, pop));
+      }
+    }
+  };
   // One loop over the blocks per (ReLU?, post affine?, residual?), the flags
   // as types; within it, whole blocks and the layer's last, partial one.
   auto store_blocks = [&](auto relu_c, auto affine_c, auto residual_c) LOWBIT_CM_INLINE {
     constexpr bool kRelu = decltype(relu_c)::value;
     constexpr bool kAffine = decltype(affine_c)::value;
     constexpr bool kResidual = decltype(residual_c)::value;
-    for (std::int64_t block = block_begin; block < block_end; ++block) {
+    std::int64_t block = block_begin;
+    if constexpr (Isa::template kStoresBlocks<Q>) {
+      // The ISA's own loop over the whole blocks (the same operations).
+      const std::int64_t whole_end = layer.cout / BW < block_end ? layer.cout / BW : block_end;
+      if (whole_end > block_begin) {
+        IVec k_only[V];  // no skipped taps: one kk for every block
+        const IVec* kk = k_only;
+        std::int64_t kk_step = 0;
+        if (tile.skipped_count > 0) {  // one kk per block
+          for (std::int64_t b = block_begin; b < whole_end; ++b) {
+            block_kk(b, kk_scratch[b - block_begin]);
+          }
+          kk = kk_scratch[0];
+          kk_step = V;
+        } else {
+          block_kk(block_begin, k_only);
+        }
+        const std::int64_t c0 = block_begin * BW;
+        float* out[Q];
+        const float* residual[Q];
+        LOWBIT_CM_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          out[p] = out_at[p] + c0;
+          residual[p] = kResidual ? residual_at[p] + c0 : nullptr;
+        }
+        Isa::template StoreBlocks<Q, kRelu, kAffine, kResidual>(
+            all_sums, layer.mult + c0, layer.bias + c0, kAffine ? layer.post_mult + c0 : nullptr,
+            kAffine ? layer.post_bias + c0 : nullptr, kk, kk_step, out, residual,
+            whole_end - block_begin);
+        block = whole_end;
+      }
+    }
+    for (; block < block_end; ++block) {
       const IVec (&sums)[Q][V] = all_sums[block - block_begin];
       const std::int64_t c0 = block * BW;
       FVec m[V], b[V], pm[V], pb[V];
-      IVec kk[V];  // dot = K - 2 * (acc + skipped) = kk - 2 * acc
+      IVec kk[V];
       LOWBIT_CM_UNROLL
       for (int v = 0; v < V; ++v) {
         m[v] = Isa::LoadF(layer.mult + c0 + v * L, L);
@@ -140,17 +192,8 @@ LOWBIT_CM_NOINLINE void RunTileBlocks(const ChannelMajorLayer& layer, const Chan
           pm[v] = Isa::LoadF(layer.post_mult + c0 + v * L, L);
           pb[v] = Isa::LoadF(layer.post_bias + c0 + v * L, L);
         }
-        kk[v] = k;
       }
-      // pad_value 1: a skipped tap is a +1 pixel, which adds popcount(w[c, t]).
-      const std::int32_t* tap_pop = layer.tap_popcounts + block * layer.taps * BW;
-      for (std::int64_t i = 0; i < tile.skipped_count; ++i) {
-        LOWBIT_CM_UNROLL
-        for (int v = 0; v < V; ++v) {
-          const IVec pop = Isa::Load(tap_pop + tile.skipped_taps[i] * BW + v * L);
-          kk[v] = Isa::Sub32(kk[v], Isa::Add32(pop, pop));
-        }
-      }
+      block_kk(block, kk);
       const int block_channels = static_cast<int>(layer.cout - c0 < BW ? layer.cout - c0 : BW);
       auto store = [&](auto full_c) LOWBIT_CM_INLINE {
         constexpr bool kFull = decltype(full_c)::value;
@@ -231,6 +274,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
   layer.channel_stride = taps * words;
   layer.block_words = BW * layer.channel_stride;
   layer.taps = taps;
+  layer.word_pairs = Isa::WordPairs(words);
   layer.tap_popcounts = a.tap_popcounts;
   layer.mult = padded.get();
   layer.bias = padded.get() + padded_channels;
@@ -257,8 +301,13 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
     // pixels fit in it).
     using TileSums = typename Isa::IVec[P][Isa::kBlockVectors];
     std::unique_ptr<TileSums[]> sums(new TileSums[blocks]);
+    // Each block's kk where the ISA stores whole blocks itself (see
+    // RunTileBlocks) and padded taps were skipped.
+    using BlockVectors = typename Isa::IVec[Isa::kBlockVectors];
+    std::unique_ptr<BlockVectors[]> kk(new BlockVectors[blocks]);
     std::int64_t pixel[P];
     int current = -1;  // region of the range's current tile (ranges are in tile order)
+    std::int64_t whole_tile = -1;  // the tile whose P pixels `rows` holds, if any
     RegionRuns runs;
     ChannelMajorTile job;
     for (std::int64_t item = begin; item < end;) {
@@ -292,11 +341,27 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
       const ConvRegion& r = region[current];
       const std::int64_t first = (tile - r.first_tile) * P;
       const int count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
-      BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+      const std::int64_t column = first % r.w.count;  // of the tile's first pixel in its row
+      if (count == P && tile == whole_tile + 1 && column >= P && column + P <= r.w.count) {
+        // The previous tile is this one's row, P columns to the left (same
+        // region: a region's first tile is in column 0): every run moves
+        // P columns on, each pixel index by P.
+        const std::int64_t step = P * p.stride_w * words;
+        const PackedWord** run = rows.get();
+        for (std::int64_t s = 0; s < runs.segments; ++s, run += P) {
+          LOWBIT_CM_UNROLL
+          for (int i = 0; i < P; ++i) run[i] += step;
+        }
+        LOWBIT_CM_UNROLL
+        for (int i = 0; i < P; ++i) pixel[i] += P;
+      } else {
+        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+      }
+      whole_tile = count == P ? tile : -1;
       if (count == P) {
         job.rows = rows.get();
         job.pixels = pixel;
-        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get());
+        RunTileBlocks<Isa, P>(layer, job, block_begin, block_end, sums.get(), kk.get());
         continue;
       }
       // Last, partial tile of a region: runs of 2 and 1 pixels (P <= 4),
@@ -312,10 +377,12 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
         using IVec = typename Isa::IVec;
         if (run == 2) {
           RunTileBlocks<Isa, 2>(layer, job, block_begin, block_end,
-                                reinterpret_cast<IVec(*)[2][Isa::kBlockVectors]>(sums.get()));
+                                reinterpret_cast<IVec(*)[2][Isa::kBlockVectors]>(sums.get()),
+                                kk.get());
         } else {
           RunTileBlocks<Isa, 1>(layer, job, block_begin, block_end,
-                                reinterpret_cast<IVec(*)[1][Isa::kBlockVectors]>(sums.get()));
+                                reinterpret_cast<IVec(*)[1][Isa::kBlockVectors]>(sums.get()),
+                                kk.get());
         }
         done += run;
       }

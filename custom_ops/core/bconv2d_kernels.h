@@ -83,6 +83,24 @@ constexpr int kNeonTilePixels = 4;
 constexpr int kNeonBlockWidth = 4;
 constexpr int kNeonTilePixels = 2;
 #endif
+// aarch64, channels_in a whole number of word PAIRS (words even): within a
+// block, the channel-major layout is stored as groups of 4 channels with
+// their words interleaved in pairs,
+//     blocked[block][group][word / 2][channel % 4][word % 2],
+// group = channel / 4, word over the channel's taps x words: 4 channels'
+// 128 bits at one word offset are 64 contiguous bytes, which one LD4 (.2d)
+// splits back into one register per channel (a chunk of 8 channels: 2 loads
+// instead of 8), and 2 words of 4 channels are 32 contiguous bytes that
+// already hold the half-chunk layout (channel pairs side by side). The runs
+// start at even words (tap * words) and advance by 4 or 2 words, so they
+// never split a pair. Odd words (and armv7) keep one channel's taps x words
+// contiguous. BConv2DFilter::Layout and core/bconv2d_neon.cc share this rule.
+#if defined(__aarch64__)
+constexpr bool NeonWordPairs(std::int64_t words) { return words % 2 == 0; }
+#else
+constexpr bool NeonWordPairs(std::int64_t) { return false; }
+#endif
+constexpr int kNeonPairGroup = 4;  // channels per group of the word-pair layout
 
 }  // namespace lowbit
 

@@ -35,7 +35,8 @@
 // tile's channel blocks themselves): aarch64 (32 q registers) P = 4 pixels
 // x C = 8 channels: 4 input + 8 filter registers, 16 accumulators, 4
 // temporaries; a chunk is 12 loads + 96 operations + 2 for the loop, 4,096
-// binary MACs. armv7 (16 q registers) P = 2 x C = 4: 2 + 4 registers, 8
+// binary MACs (on the word-pair filter layout, NeonWordPairs: 6 loads, and
+// the loop takes 2 chunks a step: 206 instructions for 8,192 MACs). armv7 (16 q registers) P = 2 x C = 4: 2 + 4 registers, 8
 // accumulators, 2 temporaries; 6 loads + 24 operations + 3 for the loop,
 // 1,024 MACs. Smaller tiles (a region's last pixels, BGemm's 1-3 rows) and
 // receptive fields past the assembly's limit run AccumulateTile below, the
@@ -118,11 +119,17 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
 // loads of a chunk first and then spills 7 of the 16 accumulators (14 stack
 // accesses per chunk, more for the loop); written out, a chunk is exactly 12
 // post-indexed loads, the 96 vector operations and 2 loop instructions: 110
-// instructions for 4,096 binary MACs (37 per instruction). Tile-level work
-// is written out too: a run's setup is 14 instructions, the reduction 20.
+// instructions for 4,096 binary MACs (37 per instruction). On the word-pair
+// layout (even words, NeonWordPairs) the 8 channels' 128 bits are 2 LD4s
+// and the loop takes 2 chunks a step: 206 instructions for 8,192 binary MACs
+// (40 per instruction), half a chunk 54 instead of 60. Tile-level work is
+// written out too: a run's setup is 14 instructions (7 on the word-pair
+// layout), the reduction 20, the layout and words % 4 are chosen once per
+// call (each variant loops over the blocks itself).
 //
 // Registers: x19-x21 a block's table, filter offsets and runs left, x9-x12
-// the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels', x8 the
+// the 4 pixels' run pointers, x13-x17 and x4-x6 the 8 channels' (word-pair
+// layout: x13, x14 the 2 groups'), x8 the
 // chunk count; v0-v3 the pixels' 128 bits,
 // v4-v11 the channels', v12-v15 temporaries, v16-v31 the accumulators
 // (pixel p, pair a in v[16 + 4p + a]). Each pair (p; 2a, 2a+1) of a chunk:
@@ -191,6 +198,15 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "add x4, x17, %[stride]\n\t"                       \
   "add x5, x4, %[stride]\n\t"                        \
   "add x6, x5, %[stride]\n\t"
+// The same on the word-pair layout (even words, see NeonWordPairs): the two
+// groups of 4 channels at x13 and x14, a run's words at 4 x its word offset
+// (16 bytes per word) in each group, the groups 4 channels' strides apart.
+#define LOWBIT_PAIR_RUN_POINTERS                     \
+  "ldp x9, x10, [x19], #16\n\t"                      \
+  "ldp x11, x12, [x19], #16\n\t"                     \
+  "ldr x13, [x20], #8\n\t"                           \
+  "add x13, %[filter], x13, lsl #4\n\t"              \
+  "add x14, x13, %[stride], lsl #2\n\t"
 // A whole chunk; x8 counts them down.
 #define LOWBIT_CHUNK                                 \
   "ldr q0, [x9], #16\n\t"                            \
@@ -210,6 +226,32 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
   "subs x8, x8, #1\n\t"                              \
   LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+// A whole chunk on the word-pair layout: each LD4 (.2d) reads 4 channels'
+// 128 bits (8 pairs of words, channel-interleaved) and splits them into
+// v4-v7 (channels 0-3) or v8-v11 (4-7), the registers LOWBIT_CHUNK loads one
+// by one.
+#define LOWBIT_PAIR_CHUNK(COUNT)                     \
+  "ldr q0, [x9], #16\n\t"                            \
+  "ld4 {v4.2d, v5.2d, v6.2d, v7.2d}, [x13], #64\n\t" \
+  "ld4 {v8.2d, v9.2d, v10.2d, v11.2d}, [x14], #64\n\t" \
+  "ldr q1, [x10], #16\n\t"                           \
+  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
+  "ldr q2, [x11], #16\n\t"                           \
+  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
+  "ldr q3, [x12], #16\n\t"                           \
+  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
+  COUNT                                              \
+  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+// Two words on the word-pair layout: a group's 32 bytes are already channel
+// pairs side by side ([c0 | c1], [c2 | c3]).
+#define LOWBIT_PAIR_TWO_WORDS                        \
+  "ld1r {v0.2d}, [x9], #8\n\t"                       \
+  "ld1r {v1.2d}, [x10], #8\n\t"                      \
+  "ld1r {v2.2d}, [x11], #8\n\t"                      \
+  "ld1r {v3.2d}, [x12], #8\n\t"                      \
+  "ldp q4, q5, [x13], #32\n\t"                       \
+  "ldp q6, q7, [x14], #32\n\t"                       \
+  LOWBIT_HALVES
 // Two words: the pixels' 64 bits twice, channel pairs side by side.
 #define LOWBIT_TWO_WORDS                             \
   "ld1r {v0.2d}, [x9], #8\n\t"                       \
@@ -245,82 +287,239 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "ld1 {v7.s}[2], [x6]\n\t"                          \
   LOWBIT_HALVES
 // The loop over runs for one value of words % 4 (labels L0 runs, L1 chunks,
-// L2 the run's end), with the tail TAIL; x8 counts the whole chunks. The
-// branch on words % 4 is taken once per call, not once per run.
-#define LOWBIT_RUNS(L0, L1, L2, TAIL)                \
+// L2 the run's end), the layout's POINTERS and CHUNK, with the tail TAIL; x8
+// counts the whole chunks. The branch on words % 4 is taken once per call,
+// not once per run.
+#define LOWBIT_RUNS(L0, L1, L2, POINTERS, CHUNK, TAIL) \
   L0 ":\n\t"                                         \
-  LOWBIT_RUN_POINTERS                                \
+  POINTERS                                           \
   "lsr x8, %[words], #2\n\t"                          \
   "cbz x8, " L2 "f\n\t"                              \
   L1 ":\n\t"                                         \
-  LOWBIT_CHUNK                                       \
+  CHUNK                                              \
   "b.ne " L1 "b\n\t"                                 \
   L2 ":\n\t"                                         \
   TAIL                                               \
   "subs x21, x21, #1\n\t"                            \
-  "b.ne " L0 "b\n\t"                                 \
+  "b.ne " L0 "b\n\t"
+// The same on the word-pair layout, its chunks two per loop step (one loop
+// count and branch per 2 chunks; an odd one after the loop).
+#define LOWBIT_PAIR_RUNS(L0, L1, L2, L3, TAIL)         \
+  L0 ":\n\t"                                           \
+  LOWBIT_PAIR_RUN_POINTERS                             \
+  "lsr x8, %[words], #3\n\t"                           \
+  "cbz x8, " L2 "f\n\t"                                \
+  L1 ":\n\t"                                           \
+  LOWBIT_PAIR_CHUNK("")                                \
+  LOWBIT_PAIR_CHUNK("subs x8, x8, #1\n\t")              \
+  "b.ne " L1 "b\n\t"                                   \
+  L2 ":\n\t"                                           \
+  "tbz %[words], #2, " L3 "f\n\t"                      \
+  LOWBIT_PAIR_CHUNK("")                                \
+  L3 ":\n\t"                                           \
+  TAIL                                                 \
+  "subs x21, x21, #1\n\t"                              \
+  "b.ne " L0 "b\n\t"
+// A block: its runs from the first, its accumulators from zero (4 registers
+// per load from a block of zeros: 4 instructions rather than 16 MOVIs).
+#define LOWBIT_BLOCK_START                             \
+  "mov x19, %[rows]\n\t"                               \
+  "mov x20, %[offsets]\n\t"                            \
+  "mov x21, %[segments]\n\t"                           \
+  "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t" \
+  "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t" \
+  "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t" \
+  "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
+// A block's end: its sums out, the next block's filter.
+#define LOWBIT_BLOCK_END                               \
+  LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")  \
+  LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")  \
+  LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")  \
+  LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11") \
+  "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t" \
+  "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t" \
+  "add %[filter], %[filter], %[block_bytes]\n\t"        \
+  "subs %[blocks], %[blocks], #1\n\t"
+// The loop over blocks (label LB) for one layout and value of words % 4,
+// RUNS its runs: chosen once per call, not once per block.
+#define LOWBIT_BLOCKS(LB, RUNS)                        \
+  LB ":\n\t"                                           \
+  LOWBIT_BLOCK_START                                   \
+  RUNS                                                 \
+  LOWBIT_BLOCK_END                                     \
+  "b.ne " LB "b\n\t"                                   \
   "b 9f\n\t"
 
 // sums[b][p][v] = the popcount sums of pixel p, channels 4v..4v+3 of block
 // b (its filter at filter + b * block_bytes), over `segments` (>= 1) runs of
 // `words` words (rows, filter_offsets as for AccumulateBlocks; channel c's
-// words channel_stride_bytes apart), for `blocks` (>= 1) blocks. The 16-bit
+// words channel_stride_bytes apart, or on the word-pair layout its group's
+// 4 x channel_stride_bytes: `word_pairs`), for `blocks` (>= 1) blocks. The 16-bit
 // sums must not overflow: segments * (words / 4 + 2) <= kAsmMaxChunks.
 inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std::int64_t words,
                       const PackedWord* filter, std::int64_t block_bytes,
                       const std::int64_t* filter_offsets, std::int64_t channel_stride_bytes,
-                      std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
+                      bool word_pairs, std::int64_t blocks, uint32x4_t (*sums)[4][2]) {
   std::uint32_t* out = &sums[0][0][0][0];
   asm volatile(
-      "0:\n\t"  // a block: its runs from the first, its accumulators from zero
-      "mov x19, %[rows]\n\t"
-      "mov x20, %[offsets]\n\t"
-      "mov x21, %[segments]\n\t"
-      // The accumulators start at zero: 4 registers per load from a block of
-      // zeros (4 instructions rather than 16 MOVIs).
-      "ld1 {v16.16b, v17.16b, v18.16b, v19.16b}, [%[zeros]]\n\t"
-      "ld1 {v20.16b, v21.16b, v22.16b, v23.16b}, [%[zeros]]\n\t"
-      "ld1 {v24.16b, v25.16b, v26.16b, v27.16b}, [%[zeros]]\n\t"
-      "ld1 {v28.16b, v29.16b, v30.16b, v31.16b}, [%[zeros]]\n\t"
-      "ands x8, %[words], #3\n\t"
-      "b.eq 10f\n\t"
+      "and x8, %[words], #3\n\t"
+      "cbz %[pairs], 1f\n\t"
+      // The word-pair layout: runs of an even number of words.
+      "cbz x8, 50f\n\t"
+      "b 60f\n\t"
+      "1:\n\t"
+      "cbz x8, 10f\n\t"
       "cmp x8, #2\n\t"
       "b.lt 20f\n\t"
       "b.eq 30f\n\t"
       "b 40f\n\t"
-      LOWBIT_RUNS("10", "11", "12", "")
-      LOWBIT_RUNS("20", "21", "22", LOWBIT_ONE_WORD)
-      LOWBIT_RUNS("30", "31", "32", LOWBIT_TWO_WORDS)
-      LOWBIT_RUNS("40", "41", "42", LOWBIT_TWO_WORDS LOWBIT_ONE_WORD)
+      LOWBIT_BLOCKS("10", LOWBIT_RUNS("11", "12", "13", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK, ""))
+      LOWBIT_BLOCKS("20", LOWBIT_RUNS("21", "22", "23", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_ONE_WORD))
+      LOWBIT_BLOCKS("30", LOWBIT_RUNS("31", "32", "33", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_TWO_WORDS))
+      LOWBIT_BLOCKS("40", LOWBIT_RUNS("41", "42", "43", LOWBIT_RUN_POINTERS, LOWBIT_CHUNK,
+                                      LOWBIT_TWO_WORDS LOWBIT_ONE_WORD))
+      LOWBIT_BLOCKS("50", LOWBIT_PAIR_RUNS("51", "52", "53", "54", ""))
+      LOWBIT_BLOCKS("60", LOWBIT_PAIR_RUNS("61", "62", "63", "64", LOWBIT_PAIR_TWO_WORDS))
       "9:\n\t"
-      LOWBIT_REDUCE("v16", "v17", "v18", "v19", "v4", "v5")
-      LOWBIT_REDUCE("v20", "v21", "v22", "v23", "v6", "v7")
-      LOWBIT_REDUCE("v24", "v25", "v26", "v27", "v8", "v9")
-      LOWBIT_REDUCE("v28", "v29", "v30", "v31", "v10", "v11")
-      "st1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[out]], #64\n\t"
-      "st1 {v8.4s, v9.4s, v10.4s, v11.4s}, [%[out]], #64\n\t"
-      "add %[filter], %[filter], %[block_bytes]\n\t"
-      "subs %[blocks], %[blocks], #1\n\t"
-      "b.ne 0b\n\t"
       : [out] "+r"(out), [filter] "+r"(filter), [blocks] "+r"(blocks)
       : [rows] "r"(rows), [offsets] "r"(filter_offsets), [segments] "r"(segments),
         [stride] "r"(channel_stride_bytes), [words] "r"(words), [block_bytes] "r"(block_bytes),
-        [zeros] "r"(kZeroBlock)
+        [zeros] "r"(kZeroBlock), [pairs] "r"(static_cast<std::int64_t>(word_pairs))
       : "cc", "memory", "x4", "x5", "x6", "x8", "x9", "x10", "x11", "x12", "x13", "x14", "x15",
         "x16", "x17", "x19", "x20", "x21", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8",
         "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21",
         "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31");
 }
+#undef LOWBIT_BLOCKS
+#undef LOWBIT_BLOCK_END
+#undef LOWBIT_BLOCK_START
+#undef LOWBIT_PAIR_RUNS
 #undef LOWBIT_RUNS
 #undef LOWBIT_ONE_WORD
 #undef LOWBIT_TWO_WORDS
+#undef LOWBIT_PAIR_TWO_WORDS
+#undef LOWBIT_PAIR_CHUNK
 #undef LOWBIT_CHUNK
+#undef LOWBIT_PAIR_RUN_POINTERS
 #undef LOWBIT_RUN_POINTERS
 #undef LOWBIT_REDUCE
 #undef LOWBIT_HALVES
 #undef LOWBIT_HALF
 #undef LOWBIT_PIXEL
 #undef LOWBIT_PAIRS
+
+// The output transform and epilogue of whole blocks of the 4 x 8 tile (the
+// channel-major driver's store, core/bconv2d_channel_major.h, written out).
+// Per block and pixel, two vectors of 4 channels:
+//     y = float(kk - sums) * m + b     (sums doubled: dot = K - 2 * acc)
+//     ReLU: y < 0 -> +0 (FCMLT + BIC: -0.0 and NaN pass, as the reference)
+//     post affine: y = y * pm + pb;  residual: y = y + r
+// the driver's operations in its order, no fused multiply-add, so the same
+// bits. GCC's loop keeps ~10 pointers per block in memory or recomputes
+// them (~135 instructions a block with every step); here every load and
+// store is post-indexed: the per-channel values (2 or 4 LDPs), kk (1 LDP and
+// its step: a constant, or per block where padded taps were skipped), the
+// sums (2 LD1s), per pixel a residual LDP, 18 operations and an STP, and 2
+// for the loop (the sums' pointer against their end): 90 instructions a
+// block.
+// Registers: v0-v7 the sums, then y (pixel p: v[2p], v[2p+1]); v16-v23 m,
+// b, pm, pb (2 each); v24, v25 kk; v26, v27 the residual; v28, v29 ReLU's.
+#define LOWBIT_ST_RELU(Y, T)                          \
+  "fcmlt " T ".4s, " Y ".4s, #0.0\n\t"                \
+  "bic " Y ".16b, " Y ".16b, " T ".16b\n\t"
+#define LOWBIT_ST_AFFINE(Y, PM, PB)                   \
+  "fmul " Y ".4s, " Y ".4s, " PM ".4s\n\t"            \
+  "fadd " Y ".4s, " Y ".4s, " PB ".4s\n\t"
+#define LOWBIT_ST_RESIDUAL(Y, R) "fadd " Y ".4s, " Y ".4s, " R ".4s\n\t"
+#define LOWBIT_ST_RESIDUAL_LOAD(X) "ldp q26, q27, [%[" X "]], #32\n\t"
+#define LOWBIT_ST_NO1(A) ""
+#define LOWBIT_ST_NO2(A, B) ""
+#define LOWBIT_ST_NO3(A, B, C) ""
+#define LOWBIT_ST_VEC(Y, KK, M, B, PM, PB, R, T, RELU, AFFINE, RESIDUAL)  \
+  "sub " Y ".4s, " KK ".4s, " Y ".4s\n\t"                                \
+  "scvtf " Y ".4s, " Y ".4s\n\t"                                         \
+  "fmul " Y ".4s, " Y ".4s, " M ".4s\n\t"                                \
+  "fadd " Y ".4s, " Y ".4s, " B ".4s\n\t"                                \
+  RELU(Y, T) AFFINE(Y, PM, PB) RESIDUAL(Y, R)
+#define LOWBIT_ST_PIXEL(Y0, Y1, Q0, Q1, OUT, RES, RELU, AFFINE, RESIDUAL, RES_LOAD)          \
+  RES_LOAD(RES)                                                                              \
+  LOWBIT_ST_VEC(Y0, "v24", "v16", "v18", "v20", "v22", "v26", "v28", RELU, AFFINE, RESIDUAL) \
+  LOWBIT_ST_VEC(Y1, "v25", "v17", "v19", "v21", "v23", "v27", "v29", RELU, AFFINE, RESIDUAL) \
+  "stp " Q0 ", " Q1 ", [%[" OUT "]], #32\n\t"
+#define LOWBIT_ST_ASM(RELU, AFFINE, AFFINE_LOAD, RESIDUAL, RES_LOAD)                         \
+  asm volatile(                                                                              \
+      "0:\n\t"                                                                               \
+      "ldp q16, q17, [%[mult]], #32\n\t"                                                     \
+      "ldp q18, q19, [%[bias]], #32\n\t"                                                     \
+      AFFINE_LOAD                                                                            \
+      "ldp q24, q25, [%[kk]]\n\t"                                                            \
+      "add %[kk], %[kk], %[kk_step]\n\t"                                                     \
+      "ld1 {v0.4s, v1.4s, v2.4s, v3.4s}, [%[sums]], #64\n\t"                                 \
+      "ld1 {v4.4s, v5.4s, v6.4s, v7.4s}, [%[sums]], #64\n\t"                                 \
+      LOWBIT_ST_PIXEL("v0", "v1", "q0", "q1", "o0", "r0", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v2", "v3", "q2", "q3", "o1", "r1", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v4", "v5", "q4", "q5", "o2", "r2", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      LOWBIT_ST_PIXEL("v6", "v7", "q6", "q7", "o3", "r3", RELU, AFFINE, RESIDUAL, RES_LOAD)             \
+      "cmp %[sums], %[sums_end]\n\t"                                                         \
+      "b.ne 0b\n\t"                                                                          \
+      : [sums] "+r"(sums), [mult] "+r"(mult), [bias] "+r"(bias), [pm] "+r"(post_mult),       \
+        [pb] "+r"(post_bias), [kk] "+r"(kk), [o0] "+r"(o0), [o1] "+r"(o1), [o2] "+r"(o2),    \
+        [o3] "+r"(o3), [r0] "+r"(r0), [r1] "+r"(r1), [r2] "+r"(r2), [r3] "+r"(r3)            \
+      : [kk_step] "r"(kk_step_bytes), [sums_end] "r"(sums_end)                               \
+      : "cc", "memory", "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v16", "v17", "v18",  \
+        "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29")
+#define LOWBIT_ST_AFFINE_LOAD                         \
+  "ldp q20, q21, [%[pm]], #32\n\t"                    \
+  "ldp q22, q23, [%[pb]], #32\n\t"
+
+// `blocks` (>= 1) whole blocks: sums[b] as Blocks4x8's, the per-channel
+// values from mult, bias, post_mult, post_bias (8 floats a block), kk the
+// first block's 2 vectors (the next block's kk_step_bytes further on: 0 for
+// one kk for all), out[p] and residual[p] where pixel p's first block goes.
+template <bool kRelu, bool kAffine, bool kResidual>
+inline void StoreBlocks4x8(const uint32x4_t (*sums)[4][2], const float* mult, const float* bias,
+                           const float* post_mult, const float* post_bias, const uint32x4_t* kk,
+                           std::int64_t kk_step_bytes, float* const (&out)[4],
+                           const float* const (&residual)[4], std::int64_t blocks) {
+  float *o0 = out[0], *o1 = out[1], *o2 = out[2], *o3 = out[3];
+  const float *r0 = residual[0], *r1 = residual[1], *r2 = residual[2], *r3 = residual[3];
+  // The loop ends at the sums' end (asm takes 30 operands at most).
+  const uint32x4_t(*const sums_end)[4][2] = sums + blocks;
+  if constexpr (kRelu && kAffine && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_RESIDUAL,
+                  LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kRelu && kAffine) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_NO2,
+                  LOWBIT_ST_NO1);
+  } else if constexpr (kRelu && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_NO3, "", LOWBIT_ST_RESIDUAL, LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kRelu) {
+    LOWBIT_ST_ASM(LOWBIT_ST_RELU, LOWBIT_ST_NO3, "", LOWBIT_ST_NO2, LOWBIT_ST_NO1);
+  } else if constexpr (kAffine && kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_RESIDUAL,
+                  LOWBIT_ST_RESIDUAL_LOAD);
+  } else if constexpr (kAffine) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_AFFINE, LOWBIT_ST_AFFINE_LOAD, LOWBIT_ST_NO2,
+                  LOWBIT_ST_NO1);
+  } else if constexpr (kResidual) {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_NO3, "", LOWBIT_ST_RESIDUAL, LOWBIT_ST_RESIDUAL_LOAD);
+  } else {
+    LOWBIT_ST_ASM(LOWBIT_ST_NO2, LOWBIT_ST_NO3, "", LOWBIT_ST_NO2, LOWBIT_ST_NO1);
+  }
+}
+#undef LOWBIT_ST_AFFINE_LOAD
+#undef LOWBIT_ST_ASM
+#undef LOWBIT_ST_RESIDUAL_LOAD
+#undef LOWBIT_ST_NO1
+#undef LOWBIT_ST_PIXEL
+#undef LOWBIT_ST_VEC
+#undef LOWBIT_ST_NO3
+#undef LOWBIT_ST_NO2
+#undef LOWBIT_ST_RESIDUAL
+#undef LOWBIT_ST_AFFINE
+#undef LOWBIT_ST_RELU
 #endif
 
 #if !defined(__aarch64__)
@@ -562,6 +761,31 @@ struct Neon {
     if (n > 1) vst1q_lane_f32(p + 1, v, 1);
     if (n > 2) vst1q_lane_f32(p + 2, v, 2);
   }
+  // Whole blocks of a full aarch64 tile take StoreBlocks4x8 (the driver's
+  // RunTileBlocks stores the rest itself): the sums, per-channel values, kk
+  // (kk_step vectors on per block) and pointers as StoreBlocks4x8's.
+  template <int Q>
+  static constexpr bool kStoresBlocks =
+#if defined(__aarch64__)
+      Q == 4 && kBlockWidth == 8;
+#else
+      false;
+#endif
+  template <int Q, bool kRelu, bool kAffine, bool kResidual>
+  static void StoreBlocks(const IVec (*sums)[Q][kBlockVectors], const float* mult,
+                          const float* bias, const float* post_mult, const float* post_bias,
+                          const IVec* kk, std::int64_t kk_step, float* const (&out)[Q],
+                          const float* const (&residual)[Q], std::int64_t blocks) {
+#if defined(__aarch64__)
+    if constexpr (kStoresBlocks<Q>) {
+      StoreBlocks4x8<kRelu, kAffine, kResidual>(sums, mult, bias, post_mult, post_bias, kk,
+                                                kk_step * sizeof(IVec), out, residual, blocks);
+    }
+#endif
+  }
+  // The filter's layout within a block for `words` words per pixel (see
+  // NeonWordPairs): the driver hands it to AccumulateBlocks.
+  static bool WordPairs(std::int64_t words) { return NeonWordPairs(words); }
   static FVec ToFloat(IVec a) { return vcvtq_f32_s32(vreinterpretq_s32_u32(a)); }
   static FVec MulF(FVec a, FVec b) { return vmulq_f32(a, b); }
   static FVec AddF(FVec a, FVec b) { return vaddq_f32(a, b); }
@@ -583,14 +807,15 @@ struct Neon {
   }
 
   // One chunk of the tile: acc[p][a] gains the popcounts of x[p] XOR w[c]
-  // (see the top of this file for the accumulator layout).
-  template <int Q>
+  // (see the top of this file for the accumulator layout), for the
+  // accumulators [A0, A1) (all by default).
+  template <int Q, int A0 = 0, int A1 = kAccumulators>
   static inline void Chunk(const uint8x16_t (&x)[Q], const uint8x16_t (&w)[kBlockWidth],
                            uint16x8_t (&acc)[Q][kAccumulators]) {
     LOWBIT_NEON_UNROLL
     for (int p = 0; p < Q; ++p) {
       LOWBIT_NEON_UNROLL
-      for (int a = 0; a < kAccumulators; ++a) {
+      for (int a = A0; a < A1; ++a) {
 #if defined(__aarch64__)
         const uint8x16_t n0 = vcntq_u8(veorq_u8(x[p], w[2 * a]));
         const uint8x16_t n1 = vcntq_u8(veorq_u8(x[p], w[2 * a + 1]));
@@ -623,13 +848,15 @@ struct Neon {
   // The micro-kernel in intrinsics: Q pixels x kBlockWidth channels over
   // `segments` runs of `words` words; run s of pixel p starts at
   // rows[s * Q + p], of channel c at filter + c * channel_stride +
-  // filter_offsets[s]. sums[p][v] = twice the popcount sums of pixel p,
+  // filter_offsets[s] (word_pairs: the word-pair layout, NeonWordPairs, its
+  // group c / 4 at filter + 4 * (c / 4 * channel_stride + filter_offsets[s])).
+  // sums[p][v] = twice the popcount sums of pixel p,
   // channels 4v..4v+3 (the output transform wants K - 2 * sum).
   template <int Q>
   static void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
                              std::int64_t words, const PackedWord* filter,
                              const std::int64_t* filter_offsets, std::int64_t channel_stride,
-                             IVec (&sums)[Q][kBlockVectors]) {
+                             bool word_pairs, IVec (&sums)[Q][kBlockVectors]) {
     constexpr int C = kBlockWidth;
     uint16x8_t acc[Q][kAccumulators];
     IVec total[Q][kBlockVectors];
@@ -651,8 +878,74 @@ struct Neon {
         for (int a = 0; a < kAccumulators; ++a) acc[p][a] = vdupq_n_u16(0);
       }
     };
+#if defined(__aarch64__)
+    // Words [j, end) of run s on the word-pair layout (word_pairs: even
+    // channel words, see NeonWordPairs, so j and end are even too): whole
+    // chunks, then the last 2 words.
+    auto pair_run = [&](std::int64_t s, std::int64_t j, std::int64_t end) LOWBIT_NEON_INLINE {
+      constexpr int G = C / kNeonPairGroup;
+      const PackedWord* x[Q];
+      const PackedWord* wg[G];  // the groups' words at 4 x the word offset
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) x[p] = rows[s * Q + p] + j;
+      LOWBIT_NEON_UNROLL
+      for (int g = 0; g < G; ++g) {
+        wg[g] = filter + g * kNeonPairGroup * channel_stride +
+                kNeonPairGroup * (filter_offsets[s] + j);
+      }
+      for (std::int64_t chunks = (end - j) / 4; chunks > 0; --chunks) {
+        uint8x16_t xv[Q], wv[C];
+        LOWBIT_NEON_UNROLL
+        for (int p = 0; p < Q; ++p) {
+          xv[p] = vreinterpretq_u8_u32(vld1q_u32(x[p]));
+          x[p] += 4;
+        }
+        // A group's operations right after its LD4: GCC then gives both
+        // LD4s the same 4 registers without copying the first group's out.
+        auto group = [&](auto g_c) LOWBIT_NEON_INLINE {
+          constexpr int g = decltype(g_c)::value;
+          constexpr int kGroupAccumulators = kNeonPairGroup / 2;
+          const uint64x2x4_t four = vld4q_u64(reinterpret_cast<const std::uint64_t*>(wg[g]));
+          LOWBIT_NEON_UNROLL
+          for (int i = 0; i < kNeonPairGroup; ++i) {
+            wv[kNeonPairGroup * g + i] = vreinterpretq_u8_u64(four.val[i]);
+          }
+          wg[g] += 4 * kNeonPairGroup;
+          Chunk<Q, g * kGroupAccumulators, (g + 1) * kGroupAccumulators>(xv, wv, acc);
+        };
+        static_assert(G == 2, "aarch64: 8 channels, 2 groups");
+        group(std::integral_constant<int, 0>{});
+        group(std::integral_constant<int, 1>{});
+      }
+      if ((end - j) % 4 == 0) return;
+      // The last 2 words: channel pairs side by side as stored (see run's
+      // half chunk below).
+      uint8x16_t xv[Q], wv[C / 2];
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) xv[p] = vreinterpretq_u8_u64(vdupq_n_u64(LoadHalf(x[p], 2)));
+      LOWBIT_NEON_UNROLL
+      for (int a = 0; a < C / 2; ++a) {
+        wv[a] = vreinterpretq_u8_u32(vld1q_u32(wg[a / 2] + 4 * (a % 2)));
+      }
+      LOWBIT_NEON_UNROLL
+      for (int p = 0; p < Q; ++p) {
+        LOWBIT_NEON_UNROLL
+        for (int a = 0; a < C / 2; ++a) {
+          acc[p][a] = vpadalq_u8(acc[p][a], vcntq_u8(veorq_u8(xv[p], wv[a])));
+        }
+      }
+    };
+#endif
     // Words [j, end) of run s: whole chunks, then the last 1-3 words.
     auto run = [&](std::int64_t s, std::int64_t j, std::int64_t end) LOWBIT_NEON_INLINE {
+#if defined(__aarch64__)
+      if (word_pairs) {
+        pair_run(s, j, end);
+        return;
+      }
+#else
+      static_cast<void>(word_pairs);  // always false: armv7 keeps the plain layout
+#endif
       // One pointer per pixel and channel, stepped by whole chunks (post-
       // indexed loads, no address arithmetic per chunk).
       const PackedWord* x[Q];
@@ -754,14 +1047,14 @@ struct Neon {
   static void AccumulateBlocks(const PackedWord* const* rows, std::int64_t segments,
                                std::int64_t words, const PackedWord* filter,
                                std::int64_t block_words, const std::int64_t* filter_offsets,
-                               std::int64_t channel_stride, std::int64_t blocks,
-                               IVec (*sums)[Q][kBlockVectors]) {
+                               std::int64_t channel_stride, bool word_pairs,
+                               std::int64_t blocks, IVec (*sums)[Q][kBlockVectors]) {
     constexpr std::int64_t kWordBytes = sizeof(PackedWord);
 #if defined(__aarch64__)
     if constexpr (Q == 4 && kBlockWidth == 8) {
       if (segments > 0 && segments * (words / 4 + 2) <= kAsmMaxChunks) {
         Blocks4x8(rows, segments, words, filter, block_words * kWordBytes, filter_offsets,
-                  channel_stride * kWordBytes, blocks, sums);
+                  channel_stride * kWordBytes, word_pairs, blocks, sums);
         return;
       }
     }
@@ -785,7 +1078,7 @@ struct Neon {
 #endif
     for (std::int64_t b = 0; b < blocks; ++b) {
       AccumulateTile<Q>(rows, segments, words, filter + b * block_words, filter_offsets,
-                        channel_stride, sums[b]);
+                        channel_stride, word_pairs, sums[b]);
     }
   }
 };

@@ -183,6 +183,35 @@ def test_float_conversion_traces_the_layers_as_float_ops():
     assert all(layer.use_ops for layer in quantized)
 
 
+def test_relu_before_max_pool_becomes_the_pools_fused_activation():
+    """QuickNet's transition: ReLU -> MaxPool. The pass folds the ReLU into the
+    pool (max pooling and ReLU commute) where the pool alone reads it; a ReLU
+    that another op also reads stays."""
+    inputs = keras.Input((12, 12, 8))
+    x = layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, **BINARY)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, inputs])  # a residual: the ReLU after it is a float op
+    relu = keras.layers.Activation("relu")(x)
+    pooled = keras.layers.MaxPooling2D(2)(relu)  # the only reader: folded
+    x = layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, use_bias=False, **BINARY)(pooled)
+    x = keras.layers.Add()([keras.layers.BatchNormalization()(x), pooled])
+    kept = keras.layers.Activation("relu")(x)  # read by two pools: stays
+    y = keras.layers.Add()([keras.layers.MaxPooling2D(2, padding="same")(kept),
+                            keras.layers.AveragePooling2D(2, padding="same")(kept)])
+    model = keras.Model(inputs, y)
+    randomize_batch_norms(model, np.random.default_rng(3))
+    x_in = np.random.default_rng(4).standard_normal((2, 12, 12, 8)).astype(np.float32)
+    expected = model(x_in, training=False).numpy()
+    tflite = lowbit_converter.convert(model)
+    ops = operators(tflite)
+    names = [name for name, _ in ops]
+    assert names.count("RELU") == 1, names  # the second ReLU
+    pools = [op.builtinOptions.fusedActivationFunction for name, op in ops if name == "MAX_POOL_2D"]
+    assert pools == [schema.ActivationFunctionType.RELU, schema.ActivationFunctionType.NONE]
+    got = run_tflite(tflite, x_in)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 def test_converted_model_says_what_runs_it():
     """A plain TFLite interpreter reports only "Encountered unresolved custom
     op: LowbitBMaxPool2d"; the model's description and its metadata entry
