@@ -70,7 +70,7 @@ def upscaled(data):
 
 def main(argv: list[str] | None = None) -> int:
     config = common.parse_args("compress", __doc__.splitlines()[0], argv, epochs=20,
-                               quick_epochs=3, learning_rate=3e-3)
+                               quick_epochs=3, learning_rate=1e-3)
     common.require_matplotlib("compress")
     common.header(config, "lowbit_tf.compress under three constraints, two models")
     import lowbit_tf
