@@ -407,7 +407,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::int64_t pixel[P];
-    float* out_rows[P];  // output of pixel[i], channel 0
+    float* out_rows[P] = {};  // output of pixel[i], channel 0
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
     std::int64_t built_tile = -1;
