@@ -315,7 +315,7 @@ def lower_model(
         if isinstance(plan, BinaryConvPlan) and plan.residual_add is not None
     }
     pools = {
-        plan.pool.name: (plan.pool, int(plan.layer.kernel.shape[-1]))
+        plan.pool.name: (plan.pool, plan.output_channels())
         for plan in plans.values()
         if isinstance(plan, BinaryPlan) and plan.pool is not None
     }
