@@ -7,9 +7,11 @@ Each row is one binary layer (sign inputs, sign kernel, 'same' padding with
 pad_values=1) in a one-layer Keras model, converted twice by `lowbit_tf.convert`:
 `lowbit=True` (our ops: QuantConv1D and QuantConv3D on LowbitBconv2d, the 3-D
 conv as one op per depth tap; the separable conv's depthwise half on
-LowbitBDepthwiseConv2d, its pointwise half a float CONV_2D) and `lowbit=False`
-(the float twin: TFLite's CONV_2D / CONV_3D / DEPTHWISE_CONV_2D builtins on the
-same +-1 values, XNNPACK where it applies). Both run in `lowbit_tf.lite` with the
+LowbitBDepthwiseConv2d, its pointwise half a float CONV_2D; the transposed conv
+as one LowbitBconv2d per stride phase, interleaved by DEPTH_TO_SPACE; transposed
+convs have no pad_values, they pad with zeros) and `lowbit=False` (the float
+twin: TFLite's CONV_2D / CONV_3D / DEPTHWISE_CONV_2D / TRANSPOSE_CONV builtins
+on the same +-1 values, XNNPACK where it applies). Both run in `lowbit_tf.lite` with the
 same thread count, timed in interleaved rounds (bench_common.interleaved_samples);
 medians of invoke() only. The outputs of the two are compared first.
 """
@@ -47,6 +49,10 @@ def cases(layers) -> list[tuple[str, tuple[int, ...], Callable[[], object]]]:
          lambda: layers.QuantSeparableConv2D(
              128, 3, padding="same", pad_values=1.0, input_quantizer="ste_sign",
              depthwise_quantizer="ste_sign", depthwise_constraint="weight_clip")),
+        ("QuantConv2DTranspose 28x28x128 k3 s2", (28, 28, 128),
+         lambda: layers.QuantConv2DTranspose(128, 3, strides=2, padding="same", **SIGN)),
+        ("QuantConv2DTranspose 14x14x256 k4 s2", (14, 14, 256),
+         lambda: layers.QuantConv2DTranspose(128, 4, strides=2, padding="same", **SIGN)),
     ]
 
 

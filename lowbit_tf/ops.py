@@ -50,6 +50,9 @@ __all__ = [
 
 BITS_PER_WORD = 32
 _PADDINGS = ("SAME", "VALID")
+# LowbitBconv2d's EXPLICIT padding: rows / columns padded on each side.
+_EXPLICIT_PADS = ("explicit_pad_top", "explicit_pad_bottom", "explicit_pad_left",
+                  "explicit_pad_right")
 _ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
 _OUTPUT_TYPES = ("float", "bitpacked")
 ACTIVATION_MODES = ("sign", "abc", "dorefa")
@@ -144,11 +147,11 @@ def _transform(
     return tf.convert_to_tensor(multiplier, tf.float32), tf.convert_to_tensor(bias, tf.float32)
 
 
-def _check_padding(padding: str, pad_value: int) -> str:
+def _check_padding(padding: str, pad_value: int, explicit: bool = False) -> str:
     """Checks the padding options of the convolutions; returns the padding in
-    upper case."""
+    upper case. `explicit`: bconv2d's "EXPLICIT", made by _explicit_padding."""
     padding = padding.upper()
-    if padding not in _PADDINGS:
+    if padding not in _PADDINGS and not (explicit and padding == "EXPLICIT"):
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
     if pad_value not in (0, 1):
         raise ValueError(f"pad_value must be 0 or 1, got {pad_value!r}")
@@ -163,9 +166,11 @@ def _conv_attrs(
     padding: str,
     pad_value: int,
     activation: str | None,
+    explicit: bool = False,
 ) -> dict:
     """The attributes the conv ops share (LowbitBconv2d, LowbitBDepthwiseConv2d,
-    LowbitMultibitConv2d), checked; `activation` must already be checked."""
+    LowbitMultibitConv2d), checked; `activation` must already be checked;
+    `explicit`: padding may be "EXPLICIT" (LowbitBconv2d)."""
     kernel_h, kernel_w = _pair(kernel_size, "kernel_size")
     stride_h, stride_w = _pair(strides, "strides")
     dilation_h, dilation_w = _pair(dilations, "dilations")
@@ -177,7 +182,7 @@ def _conv_attrs(
         stride_w=stride_w,
         dilation_h=dilation_h,
         dilation_w=dilation_w,
-        padding=_check_padding(padding, pad_value),
+        padding=_check_padding(padding, pad_value, explicit),
         pad_value=int(pad_value),
         activation=_ACTIVATIONS[activation],
     )
@@ -193,7 +198,7 @@ def bconv2d(
     channels_in: int | None = None,
     strides: int | Sequence[int] = 1,
     dilations: int | Sequence[int] = 1,
-    padding: str = "VALID",
+    padding: str | Sequence[Sequence[int]] = "VALID",
     pad_value: int = 0,
     activation: str | None = None,
     output_type: str = "float",
@@ -228,9 +233,11 @@ def bconv2d(
       channels_in: the real input channel count; required for a packed input
         and packed filter, inferred otherwise.
       strides, dilations: an int or (height, width).
-      padding: "SAME" or "VALID" (TensorFlow's geometry).
+      padding: "SAME" or "VALID" (TensorFlow's geometry), or explicit sizes
+        ``((top, bottom), (left, right))``: the rows and columns padded on
+        each side (any sizes >= 0, as ``tf.nn.conv2d``'s explicit padding).
       pad_value: 0 (padded pixels contribute 0, like zero padding of the
-        binarised input) or 1 (padded pixels are +1). Only matters for "SAME".
+        binarised input) or 1 (padded pixels are +1). Only matters with padding.
       activation: None / "linear" or "relu" (fused).
       output_type: "float" (the default) or "bitpacked": the signs of the float
         output, packed (`bitpack(bconv2d(...))` bit for bit), computed from the
@@ -288,6 +295,7 @@ def bconv2d(
             f"bconv2d post_multiplier/post_bias/residual need output_type='float', got "
             f"{output_type!r}"
         )
+    padding, explicit_pads = _explicit_padding(padding)
     return load_tf_ops().lowbit_bconv2d(
         inputs,
         filter,
@@ -295,11 +303,35 @@ def bconv2d(
         bias,
         epilogue_inputs,
         **_conv_attrs(channels_in, kernel_size, strides, dilations, padding, pad_value,
-                      activation),
+                      activation, explicit=True),
+        **explicit_pads,
         output_type=output_type,
         epilogue=epilogue,
         Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
     )
+
+
+def _explicit_padding(padding: Any) -> tuple[str, dict[str, int]]:
+    """(the `padding` attribute, the explicit_pad_* attributes) of LowbitBconv2d
+    for "SAME", "VALID" or ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding.upper() == "EXPLICIT":  # the sizes are the padding
+            raise ValueError("bconv2d padding must be 'SAME', 'VALID' or the sizes "
+                             "((top, bottom), (left, right)), got 'EXPLICIT'")
+        return padding, {}
+    try:
+        (top, bottom), (left, right) = padding
+        sizes = [int(v) for v in (top, bottom, left, right)]
+        valid = all(v >= 0 and v == value for v, value in
+                    zip(sizes, (top, bottom, left, right), strict=True))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            "bconv2d padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)) "
+            f"with sizes >= 0, got {padding!r}"
+        )
+    return "EXPLICIT", dict(zip(_EXPLICIT_PADS, sizes, strict=True))
 
 
 def _epilogue(
@@ -929,6 +961,9 @@ def sign_conv2d_grads(
     if attrs["padding"] == "SAME":
         pads[1] = list(same_padding(size[1], kh, attrs["stride_h"], attrs["dilation_h"]))
         pads[2] = list(same_padding(size[2], kw, attrs["stride_w"], attrs["dilation_w"]))
+    elif attrs["padding"] == "EXPLICIT":
+        pads[1] = [attrs["explicit_pad_top"], attrs["explicit_pad_bottom"]]
+        pads[2] = [attrs["explicit_pad_left"], attrs["explicit_pad_right"]]
     x_padded = tf.pad(x4, pads, constant_values=tf.cast(attrs["pad_value"], x4.dtype))
     conv = dict(
         strides=[1, attrs["stride_h"], attrs["stride_w"], 1],
@@ -956,11 +991,11 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
     if _attr(op, "output_type") == "bitpacked":
         return [None] * len(op.inputs)
     x, w, m, b = op.inputs[:4]
-    a = {name: _attr(op, name) for name in _CONV_ATTRS}
+    a = {name: _attr(op, name) for name in _CONV_ATTRS + _EXPLICIT_PADS}
     kh, kw, channels = a["kernel_h"], a["kernel_w"], a["channels_in"]
 
     def conv(multiplier: tf.Tensor, bias: tf.Tensor, activation: str) -> tf.Tensor:
-        attrs = _dot_attrs(op, _CONV_ATTRS)
+        attrs = _dot_attrs(op, _CONV_ATTRS + _EXPLICIT_PADS)
         attrs.update(activation=activation, epilogue="none")
         return load_tf_ops().lowbit_bconv2d(x, w, multiplier, bias, [], **attrs)
 

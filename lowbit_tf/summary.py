@@ -385,6 +385,21 @@ def _lowered_bytes(layer: keras.layers.Layer, plan: Any) -> int:
         kd, kh, kw, c, f = layer.kernel.shape
         glue = 2 * kd + 1 + (layer.padding == "same" and layer.pad_values == 1.0)
         return kd * (per_op + f * (4 * math.ceil(kh * kw * c / 32) + 8)) + glue * TFLITE_GLUE_BYTES
+    if isinstance(layer, lb_layers.QuantConv2DTranspose):
+        # One LowbitBconv2d per stride phase (ry, rx) with its taps ry, ry + s, ...
+        # packed per filter, all sharing one multiplier and bias (the TFLite
+        # converter stores equal constants once); a phase no tap reaches is
+        # its bias broadcast. Glue: the concatenation and DEPTH_TO_SPACE of the
+        # phases, the crop.
+        kh, kw, f, c = layer.kernel.shape
+        stride = int(layer.strides[0])
+        total = (2 * TFLITE_GLUE_BYTES if stride > 1 else 0) + TFLITE_GLUE_BYTES + 8 * f
+        for ry in range(stride):
+            for rx in range(stride):
+                taps = len(range(ry, kh, stride)) * len(range(rx, kw, stride))
+                total += (per_op + 4 * f * math.ceil(taps * c / 32) if taps
+                          else 2 * TFLITE_GLUE_BYTES)
+        return total
     if isinstance(layer, lb_layers.QuantConv1D):  # the 2-D op between two reshapes
         return per_op + _prod(layer.kernel.shape[-1:]) * (
             4 * math.ceil(_prod(layer.kernel.shape[:-1]) / 32) + 8) + 2 * TFLITE_GLUE_BYTES

@@ -61,21 +61,26 @@ BCONV2D = CustomOpSpec(
         "stride_w": OptionSpec(int, minimum=1),
         "dilation_h": OptionSpec(int, minimum=1),
         "dilation_w": OptionSpec(int, minimum=1),
-        "padding": OptionSpec(str, choices=("SAME", "VALID")),
+        "padding": OptionSpec(str, choices=("SAME", "VALID", "EXPLICIT")),
         "pad_value": OptionSpec(int, choices=(0, 1)),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
         "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
         "epilogue": OptionSpec(str, choices=tuple(EPILOGUE_INPUTS), default="none"),
+        # padding "EXPLICIT": rows / columns padded on each side.
+        **{f"explicit_pad_{side}": OptionSpec(int, minimum=0, default=0)
+           for side in ("top", "bottom", "left", "right")},
     },
     extra_inputs=lambda options: EPILOGUE_INPUTS[options.get("epilogue", "none")],
 )
 
-# The options the other conv ops share with LowbitBconv2d.
+# The options the other conv ops share with LowbitBconv2d (whose padding alone
+# may be EXPLICIT).
 _CONV_OPTIONS = {
     key: BCONV2D.options[key]
     for key in ("channels_in", "kernel_h", "kernel_w", "stride_h", "stride_w", "dilation_h",
-                "dilation_w", "padding", "pad_value", "activation")
+                "dilation_w", "pad_value", "activation")
 }
+_CONV_OPTIONS["padding"] = OptionSpec(str, choices=("SAME", "VALID"))
 
 MULTIBIT_CONV2D = CustomOpSpec(
     name="LowbitMultibitConv2d",

@@ -8,7 +8,8 @@ QuantDepthwiseConv2D -> LowbitBDepthwiseConv2d), lower_multibit.py (ABC-Net,
 DoReFa, ternary -> LowbitMultibitConv2d), lower_fastfood.py (FastfoodDense ->
 LowbitFastfood), lower_conv_nd.py (binary QuantConv1D / QuantConv3D ->
 LowbitBconv2d), lower_separable.py (the binary depthwise half of
-QuantSeparableConv1D / 2D -> LowbitBDepthwiseConv2d). For each layer the
+QuantSeparableConv1D / 2D -> LowbitBDepthwiseConv2d), lower_conv_transpose.py
+(binary QuantConv2DTranspose -> one LowbitBconv2d per stride phase). For each layer the
 first lowering whose `plan` claims it decides; a layer no lowering claims is
 kept as it is (it shares its weights with the original model) and becomes
 TFLite builtins. This module does what
@@ -52,6 +53,7 @@ import tensorflow as tf
 from lowbit_converter import (
     lower_conv,
     lower_conv_nd,
+    lower_conv_transpose,
     lower_dense,
     lower_depthwise,
     lower_fastfood,
@@ -65,7 +67,6 @@ from lowbit_converter.plans import BinaryPlan, FoldedPlan, Lowering
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import (
-    QuantConv2DTranspose,
     QuantConv3DTranspose,
     QuantDense,
     QuantLocallyConnected1D,
@@ -82,6 +83,7 @@ LOWERINGS: tuple[Lowering, ...] = (
     lower_fastfood.LOWERING,
     lower_conv_nd.LOWERING,
     lower_separable.LOWERING,
+    lower_conv_transpose.LOWERING,
 )
 _LOWER_BY_PLAN = {lowering.plan_type: lowering.lower for lowering in LOWERINGS}
 
@@ -115,10 +117,8 @@ class FoldedAway(keras.layers.Layer):
 #: Quantized layers no custom op runs, and why (docs/custom_ops.md, "Layers
 #: that convert as float"); float_fallback=True converts them as float ops.
 _NO_OP_RUNS = {
-    QuantConv2DTranspose: "a transposed convolution convolves its input with zeros "
-    "inserted between the pixels, which is not a binary input",
-    QuantConv3DTranspose: "a transposed convolution convolves its input with zeros "
-    "inserted between the pixels, which is not a binary input",
+    QuantConv3DTranspose: "the binary route of transposed convolutions (one binary conv "
+    "per stride phase) is written for QuantConv2DTranspose only",
     QuantLocallyConnected1D: "its weights differ per output position, while the conv ops "
     "slide one bit-packed filter over the input",
     QuantLocallyConnected2D: "its weights differ per output position, while the conv ops "

@@ -27,10 +27,17 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
   return Status::Ok();
 }
 
-// TensorFlow's output size and leading padding for one spatial axis.
+// TensorFlow's output size and leading padding for one spatial axis; with
+// EXPLICIT padding, `before` and `after` rows are padded (0 outputs when the
+// padded input is shorter than the window).
 void AxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kernel,
-                  std::int64_t stride, std::int64_t* out, std::int64_t* pad_before) {
-  if (padding == Padding::kValid) {
+                  std::int64_t stride, std::int64_t before, std::int64_t after,
+                  std::int64_t* out, std::int64_t* pad_before) {
+  if (padding == Padding::kExplicit) {
+    const std::int64_t padded = in + before + after;
+    *out = padded >= effective_kernel ? (padded - effective_kernel) / stride + 1 : 0;
+    *pad_before = before;
+  } else if (padding == Padding::kValid) {
     *out = in >= effective_kernel ? (in - effective_kernel) / stride + 1 : 0;
     *pad_before = 0;
   } else {
@@ -57,6 +64,23 @@ Status CheckBConv2DOptions(const BConv2DParams& p) {
   }
   if (p.pad_value != 0 && p.pad_value != 1) {
     return Status::Error("pad_value must be 0 or 1, got " + Str(p.pad_value));
+  }
+  const struct {
+    const char* name;
+    std::int64_t value;
+  } pads[] = {
+      {"explicit_pad_top", p.explicit_pads.top},
+      {"explicit_pad_bottom", p.explicit_pads.bottom},
+      {"explicit_pad_left", p.explicit_pads.left},
+      {"explicit_pad_right", p.explicit_pads.right},
+  };
+  for (const auto& pad : pads) {
+    Status s = CheckRange(pad.name, pad.value, 0, kMaxDim);
+    if (!s.ok) return s;
+    if (pad.value != 0 && p.padding != Padding::kExplicit) {
+      return Status::Error(std::string(pad.name) + " = " + Str(pad.value) +
+                           " needs padding \"EXPLICIT\"");
+    }
   }
   // Each factor is <= 2^30, so the products below cannot overflow int64.
   const std::int64_t field = p.kernel_h * p.kernel_w;
@@ -87,23 +111,33 @@ Status ComputeBConv2DGeometry(BConv2DParams* p) {
   }
   const std::int64_t eff_h = (p->kernel_h - 1) * p->dilation_h + 1;
   const std::int64_t eff_w = (p->kernel_w - 1) * p->dilation_w + 1;
-  AxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, &p->out_h, &p->pad_top);
-  AxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, &p->out_w, &p->pad_left);
+  const auto& pads = p->explicit_pads;
+  AxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, pads.top, pads.bottom, &p->out_h,
+               &p->pad_top);
+  AxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, pads.left, pads.right, &p->out_w,
+               &p->pad_left);
   if (p->out_h == 0 || p->out_w == 0) {
-    return Status::Error("VALID convolution with a dilated kernel of " + Str(eff_h) + "x" +
-                         Str(eff_w) + " does not fit the input of " + Str(p->in_h) + "x" +
-                         Str(p->in_w));
+    const bool explicit_pads = p->padding == Padding::kExplicit;
+    return Status::Error(std::string(explicit_pads ? "EXPLICIT" : "VALID") +
+                         " convolution with a dilated kernel of " + Str(eff_h) + "x" +
+                         Str(eff_w) + " does not fit the " + (explicit_pads ? "padded " : "") +
+                         "input of " + Str(p->in_h + pads.top + pads.bottom) + "x" +
+                         Str(p->in_w + pads.left + pads.right));
   }
   return Status::Ok();
 }
 
-Status ParsePadding(const std::string& text, Padding* padding) {
+Status ParsePadding(const std::string& text, Padding* padding, bool allow_explicit) {
   if (text == "SAME") {
     *padding = Padding::kSame;
   } else if (text == "VALID") {
     *padding = Padding::kValid;
+  } else if (text == "EXPLICIT" && allow_explicit) {
+    *padding = Padding::kExplicit;
   } else {
-    return Status::Error("padding must be \"SAME\" or \"VALID\", got \"" + text + "\"");
+    return Status::Error(std::string("padding must be \"SAME\"") +
+                         (allow_explicit ? ", \"VALID\" or \"EXPLICIT\"" : " or \"VALID\"") +
+                         ", got \"" + text + "\"");
   }
   return Status::Ok();
 }

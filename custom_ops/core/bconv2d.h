@@ -15,6 +15,14 @@
 //     product like real pixels: a tap contributes C - 2 * popcount(w_tap).
 //   pad_value = 0: padded pixels are 0, so they contribute nothing; the dot is
 //     taken over the valid taps only, K_valid = C * (number of in-bounds taps).
+// "EXPLICIT" padding gives the rows and columns padded on each side instead
+// (explicit_pads; any sizes >= 0, as TensorFlow's EXPLICIT padding), with the
+// same two pad values. Every kernel reads only pad_top, pad_left, out_h and
+// out_w, so it runs any padding. A window may then lie wholly in the padding:
+// its dot is 0 with pad_value 0 (no tap counts) and sum_t popcount terms with
+// pad_value 1, as for any other padded tap. The converter builds binary
+// transposed convolutions from such convs (one per stride phase, see
+// converter/lowbit_converter/lower_conv_transpose.py).
 #ifndef LOWBIT_CORE_BCONV2D_H_
 #define LOWBIT_CORE_BCONV2D_H_
 
@@ -37,7 +45,11 @@ struct BConv2DParams {
   std::int64_t stride_h = 1, stride_w = 1;
   std::int64_t dilation_h = 1, dilation_w = 1;
   Padding padding = Padding::kValid;
-  int pad_value = 0;  // 0 or 1; only meaningful with Padding::kSame
+  // Padding::kExplicit only (all 0 otherwise): rows / columns padded on each side.
+  struct {
+    std::int64_t top = 0, bottom = 0, left = 0, right = 0;
+  } explicit_pads;
+  int pad_value = 0;  // 0 or 1; only meaningful with padding (SAME or EXPLICIT)
   Activation activation = Activation::kNone;
 
   // Filled in by ComputeBConv2DGeometry.
@@ -49,7 +61,7 @@ struct BConv2DParams {
 
 // Validates the fields that come from op attributes / custom options:
 // channels_in, kernel size, strides and dilations in [1, 2^30], pad_value in
-// {0, 1}, and kernel_h * kernel_w * channels_in <= 2^24 (so that every dot
+// {0, 1}, explicit pads in [0, 2^30] and all 0 unless padding is EXPLICIT, and kernel_h * kernel_w * channels_in <= 2^24 (so that every dot
 // product is exact in int32 and in float, and sizes derived from these fields
 // cannot overflow).
 Status CheckBConv2DOptions(const BConv2DParams& params);
@@ -60,7 +72,8 @@ Status CheckBConv2DOptions(const BConv2DParams& params);
 Status ComputeBConv2DGeometry(BConv2DParams* params);
 
 // Parsing helpers shared by both shells for their string attributes/options.
-Status ParsePadding(const std::string& text, Padding* padding);
+// "SAME", "VALID"; "EXPLICIT" too when `allow_explicit` (LowbitBconv2d's own).
+Status ParsePadding(const std::string& text, Padding* padding, bool allow_explicit = false);
 Status ParseActivation(const std::string& text, Activation* activation);
 
 // The `epilogue` attribute / option of LowbitBconv2d: which BConv2DEpilogue

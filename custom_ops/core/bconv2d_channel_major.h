@@ -208,7 +208,7 @@ void BConv2DChannelMajor(const SimdConvArgs& a, ParallelExecutor& executor) {
   const std::int64_t blocks = (cout + BW - 1) / BW;
   const std::int32_t channels = static_cast<std::int32_t>(p.channels_in);
   // Padded taps are skipped; with pad_value 1 each adds popcount(w[c, t]).
-  const bool pad_ones = p.padding == Padding::kSame && p.pad_value == 1;
+  const bool pad_ones = p.padding != Padding::kValid && p.pad_value == 1;
   const bool post_affine = a.epilogue.post_multiplier != nullptr;
 
   std::unique_ptr<ConvRegion[]> region;

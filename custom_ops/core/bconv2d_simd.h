@@ -380,7 +380,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const std::int32_t channels = static_cast<std::int32_t>(p.channels_in);
   const bool relu = p.activation == Activation::kRelu;
   // Padded taps are skipped; with pad_value 1 each adds popcount(w[c, t]).
-  const bool pad_ones = p.padding == Padding::kSame && p.pad_value == 1;
+  const bool pad_ones = p.padding != Padding::kValid && p.pad_value == 1;
   const bool post_affine = a.epilogue.post_multiplier != nullptr;
   const float* const residual = a.epilogue.residual;
   // ReLU as max(floor, y): see TransformLanesFloor.

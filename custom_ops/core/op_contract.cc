@@ -14,6 +14,7 @@ namespace {
 constexpr std::int64_t kIntMax = 2147483647;
 
 constexpr const char* kPaddings[] = {"SAME", "VALID", nullptr};
+constexpr const char* kConvPaddings[] = {"SAME", "VALID", "EXPLICIT", nullptr};
 constexpr const char* kActivations[] = {"NONE", "RELU", nullptr};
 constexpr const char* kOutputTypes[] = {"float", "bitpacked", nullptr};
 constexpr const char* kEpilogues[] = {"none", "affine", "add", "affine_add", nullptr};
@@ -43,6 +44,13 @@ constexpr Option kStrideW = Int("stride_w", 1, "1");
 constexpr Option kDilationH = Int("dilation_h", 1, "1");
 constexpr Option kDilationW = Int("dilation_w", 1, "1");
 constexpr Option kPadding = String("padding", kPaddings, "VALID");
+// LowbitBconv2d's padding may also be EXPLICIT, with the rows / columns padded
+// on each side in four optional ints (added after the first version: absent
+// means 0, so older files read as before).
+constexpr Option kConvPadding = String("padding", kConvPaddings, "VALID");
+constexpr Option ExplicitPad(const char* key) {
+  return Option{key, OptionType::kInt, 0, kIntMax, true, nullptr, "0", true, false};
+}
 // 0 or 1; the TF attribute has no declared minimum (its OpDef predates the
 // table and must stay as it is), so its range is checked by ReadOptions only.
 constexpr Option kPadValue = {"pad_value", OptionType::kInt, 0, 1, false, nullptr, "0",
@@ -63,9 +71,11 @@ constexpr Tensor kOutputTout = {"output", "Tout", "FLOAT32|INT32", 4, -1, false}
 // LowbitBconv2d
 constexpr Option kBconv2dOptions[] = {
     kT, kTfilter, kTout, kChannelsIn, kKernelH, kKernelW, kStrideH, kStrideW, kDilationH,
-    kDilationW, kPadding, kPadValue, kActivation, kOutputType,
+    kDilationW, kConvPadding, kPadValue, kActivation, kOutputType,
     String("epilogue", kEpilogues, "none", /*optional=*/true),
     {"num_epilogue_inputs", OptionType::kInt, 0, kIntMax, true, nullptr, "0", false, true},
+    ExplicitPad("explicit_pad_top"), ExplicitPad("explicit_pad_bottom"),
+    ExplicitPad("explicit_pad_left"), ExplicitPad("explicit_pad_right"),
 };
 constexpr Tensor kBconv2dInputs[] = {
     kPackedOrFloatNhwc,

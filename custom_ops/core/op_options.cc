@@ -34,6 +34,11 @@ Status ReadBConv2DOptions(const contract::OptionSource& source, BConv2DParams* p
   Status s = Read("LowbitBconv2d", source, &v);
   if (!s.ok) return s;
   ConvOptions(v, params);
+  ParsePadding(v.String("padding"), &params->padding, /*allow_explicit=*/true);
+  params->explicit_pads.top = v.Int("explicit_pad_top");
+  params->explicit_pads.bottom = v.Int("explicit_pad_bottom");
+  params->explicit_pads.left = v.Int("explicit_pad_left");
+  params->explicit_pads.right = v.Int("explicit_pad_right");
   ParseOutputType(v.String("output_type"), output_type);
   ParseEpilogue(v.String("epilogue"), epilogue);
   if (epilogue->inputs() != 0 && *output_type != OutputType::kFloat) {

@@ -58,7 +58,9 @@ bool FlattenDims(const Int* dims, int count, std::int64_t* product) {
   return true;
 }
 
-enum class Padding { kValid, kSame };
+// kExplicit: LowbitBconv2d only, the pad sizes given per side
+// (BConv2DParams::explicit_pads), as TensorFlow's EXPLICIT padding.
+enum class Padding { kValid, kSame, kExplicit };
 enum class Activation { kNone, kRelu };
 
 // Result of a validation step. The shells turn a failed Status into their own

@@ -259,13 +259,17 @@ bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
       if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
         std::printf(
             "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
-            "d=%lld,%lld %s pad=%d epilogue=%d\n",
+            "d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d multipliers=%d\n",
             lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
             (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
             (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
             (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
-            p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value,
-            epilogue_kind);
+            p.padding == lowbit::Padding::kValid  ? "VALID"
+            : p.padding == lowbit::Padding::kSame ? "SAME"
+                                                  : "EXPLICIT",
+            (long long)p.explicit_pads.top, (long long)p.explicit_pads.bottom,
+            (long long)p.explicit_pads.left, (long long)p.explicit_pads.right, p.pad_value,
+            epilogue_kind, multiplier_mode);
         return false;
       }
     }
@@ -303,11 +307,30 @@ int main(int argc, char** argv) {
     p.stride_w = uniform(1, 2);
     p.dilation_h = uniform(1, 2);
     p.dilation_w = uniform(1, 2);
-    p.padding = uniform(0, 1) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
+    const int padding_kind = uniform(0, 2);
+    p.padding = padding_kind == 0   ? lowbit::Padding::kValid
+                : padding_kind == 1 ? lowbit::Padding::kSame
+                                    : lowbit::Padding::kExplicit;
     p.pad_value = uniform(0, 1);
     p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
-    p.in_h = uniform((p.kernel_h - 1) * p.dilation_h + 1, 12);
-    p.in_w = uniform((p.kernel_w - 1) * p.dilation_w + 1, 20);
+    const int eff_h = (p.kernel_h - 1) * p.dilation_h + 1;
+    const int eff_w = (p.kernel_w - 1) * p.dilation_w + 1;
+    if (p.padding == lowbit::Padding::kExplicit) {
+      // Up to 4 rows / columns a side: more than a window at times, so whole
+      // windows lie in the padding (the transposed convolution's phases).
+      p.explicit_pads.top = uniform(0, 4);
+      p.explicit_pads.bottom = uniform(0, 4);
+      p.explicit_pads.left = uniform(0, 4);
+      p.explicit_pads.right = uniform(0, 4);
+      p.in_h = uniform(1, 12);
+      p.in_w = uniform(1, 20);
+      const auto& pads = p.explicit_pads;
+      if (p.in_h + pads.top + pads.bottom < eff_h) p.in_h = eff_h;
+      if (p.in_w + pads.left + pads.right < eff_w) p.in_w = eff_w;
+    } else {
+      p.in_h = uniform(eff_h, 12);
+      p.in_w = uniform(eff_w, 20);
+    }
     if (!CheckConvCase(c, p, 0, kernels, rng, inline_executor, pool)) return 1;
   }
   // Whole register tiles of whole channel blocks (32 channels on AVX-512,

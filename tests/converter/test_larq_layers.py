@@ -1,7 +1,9 @@
 """Converting the rest of Larq's layers: binary QuantConv1D / QuantConv3D through
 LowbitBconv2d (lower_conv_nd.py), the binary depthwise half of the separable
-convs through LowbitBDepthwiseConv2d (lower_separable.py), transposed and
-locally connected layers refused unless float_fallback (docs/custom_ops.md).
+convs through LowbitBDepthwiseConv2d (lower_separable.py), binary
+QuantConv2DTranspose through one LowbitBconv2d per stride phase
+(lower_conv_transpose.py), 3-D transposed and locally connected layers refused
+unless float_fallback (docs/custom_ops.md).
 Each converted model runs in our TFLite runtime against the Keras model."""
 
 from __future__ import annotations
@@ -91,12 +93,56 @@ def test_binary_separable_depthwise_half(rank, padding, pad_values, strides, dep
            {"LowbitBDepthwiseConv2d": 1})
 
 
+@pytest.mark.parametrize("kernel, strides, padding, output_padding, dilation", [
+    (3, 2, "same", None, 1), (3, 2, "valid", None, 1), (4, 2, "same", None, 1),
+    (2, 2, "valid", None, 1), (3, 3, "same", None, 1), (5, 2, "same", 1, 1),
+    (3, 2, "valid", 1, 1), ((3, 2), 2, "same", None, 1), (1, 2, "valid", None, 1),
+    (2, 3, "same", None, 1),  # stride > kernel: phases no tap reaches
+    (3, 1, "same", None, 1), (3, 1, "valid", None, 2), (7, 2, "same", None, 1),
+])
+@pytest.mark.parametrize("folded", [False, True], ids=["plain", "bn_relu"])
+def test_binary_conv2d_transpose(kernel, strides, padding, output_padding, dilation, folded):
+    """One LowbitBconv2d per stride phase (lower_conv_transpose.py), against Keras's
+    conv_transpose of the quantized values, every Keras geometry kind."""
+    stack = [layers.QuantConv2DTranspose(6, kernel, strides=strides, padding=padding,
+                                         output_padding=output_padding, dilation_rate=dilation,
+                                         name="deconv", **SIGN)]
+    if folded:
+        stack += [tf.keras.layers.BatchNormalization(), tf.keras.layers.ReLU()]
+    model = _model((5, 7, 37), *stack)
+    _check(model, ["deconv"], {"LowbitBconv2d": min(strides, kernel if isinstance(kernel, int)
+                                                    else min(kernel)) ** 2 if strides > 1 else 1})
+
+
+def test_binary_conv2d_transpose_stride_above_kernel_counts_every_phase():
+    model = _model((4, 4, 8), layers.QuantConv2DTranspose(3, 2, strides=3, name="deconv", **SIGN))
+    result = _check(model, ["deconv"], {"LowbitBconv2d": 4})  # 4 of the 9 phases have taps
+    assert model.output_shape == (None, 12, 12, 3)
+    assert result.report.custom_ops == {"LowbitBconv2d": 4}
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: layers.QuantConv2DTranspose(4, 3, strides=(2, 1), **SIGN), r"strides=\(2, 1\)"),
+    (lambda: layers.QuantConv2DTranspose(4, 3, input_quantizer="ste_sign"),
+     "kernel_quantizer=None"),
+    # Larq's magnitude_aware_sign scales the transposed kernel [kh, kw, filters, in]
+    # per input channel (its last axis): no per-output-channel multiplier.
+    (lambda: layers.QuantConv2DTranspose(4, 3, input_quantizer="ste_sign",
+                                         kernel_quantizer="magnitude_aware_sign"),
+     "a \\(scaled\\) binary kernel"),
+])
+def test_conv2d_transpose_no_op_runs_are_named(make, match):
+    model = _model((5, 5, 8), make())
+    with pytest.raises(ConversionError, match=f"QuantConv2DTranspose.*{match}.*float_fallback"):
+        convert_with_report(model)
+    convert_with_report(model, float_fallback=True)
+
+
 @pytest.mark.parametrize("make, shape", [
-    (lambda: layers.QuantConv2DTranspose(4, 3, strides=2, padding="same", **SIGN), (6, 6, 8)),
     (lambda: layers.QuantConv3DTranspose(4, 2, strides=2, **SIGN), (3, 4, 4, 8)),
     (lambda: layers.QuantLocallyConnected1D(4, 3, **SIGN), (9, 8)),
     (lambda: layers.QuantLocallyConnected2D(4, 3, **SIGN), (6, 6, 8)),
-], ids=["transpose2d", "transpose3d", "local1d", "local2d"])
+], ids=["transpose3d", "local1d", "local2d"])
 def test_no_op_layers_refused_then_float(make, shape):
     model = _model(shape, make())
     name = type(model.layers[1]).__name__
@@ -139,7 +185,9 @@ def test_float_versions_are_not_lowered():
                                          depthwise_quantizer="ste_sign",
                                          depthwise_constraint="weight_clip"), (8, 8, 32),
      6 * 6 * 9 * 32),
-], ids=["conv1d", "conv3d", "separable"])
+    (lambda: layers.QuantConv2DTranspose(32, 3, strides=2, padding="same", **SIGN), (8, 8, 64),
+     8 * 8 * 9 * 32 * 64),
+], ids=["conv1d", "conv3d", "separable", "conv2d_transpose"])
 def test_summary_counts_and_predicts_the_lowered_layers(make, shape, binary_macs):
     """Binary MACs as the layers compute them; the predicted .tflite size within 6%."""
     from lowbit_tf import summary
@@ -160,4 +208,4 @@ def test_benchmark_script_rows_agree(capsys):
     assert larq_layers_benchmark.main(["--rounds", "1", "--sample-seconds", "0.01",
                                        "--quiet"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Quant")]
-    assert len(rows) == 4 and all(row.endswith("yes") for row in rows), rows
+    assert len(rows) == 6 and all(row.endswith("yes") for row in rows), rows

@@ -86,10 +86,14 @@ def binary_taps(
 ) -> list[tuple[int, int, np.ndarray]]:
     """(ky, kx, patch) per kernel tap of sign(x) (NHWC): patch [N, OH, OW, C] holds
     the int64 +-1 value each output pixel reads through that tap; padded pixels
-    ("SAME") hold `pad_value` (0 or +1)."""
+    ("SAME", or explicit ((top, bottom), (left, right))) hold `pad_value` (0 or +1)."""
     xs = sign(x)
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilations
-    if padding == "SAME":
+    if not isinstance(padding, str):
+        (top, bottom), (left, right) = padding
+        xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                    constant_values=float(pad_value))
+    elif padding == "SAME":
         _, top, bottom = same_padding(xs.shape[1], kh, sh, dh)
         _, left, right = same_padding(xs.shape[2], kw, sw, dw)
         xs = np.pad(xs, ((0, 0), (top, bottom), (left, right), (0, 0)),
@@ -148,7 +152,8 @@ def bconv2d_np(
 ) -> np.ndarray:
     """Binary conv of sign(x) (NHWC) with sign(kernel) (HWIO), then y = m * dot + b.
 
-    Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
+    Padded pixels ("SAME", or explicit ((top, bottom), (left, right))) hold
+    `pad_value` (0 or +1) in the binarised input.
     The dot products are exact integers; the transform is computed in float32.
     """
     ws = sign(kernel).astype(np.int64)
@@ -358,7 +363,8 @@ def bdepthwise_conv2d_np(
     """Binary depthwise conv of sign(x) (NHWC) with sign(kernel) ([KH, KW, C, DM],
     Keras layout), then y = m * dot + b per output channel o = c * DM + j.
 
-    Padded pixels ("SAME") hold `pad_value` (0 or +1) in the binarised input.
+    Padded pixels ("SAME", or explicit ((top, bottom), (left, right))) hold
+    `pad_value` (0 or +1) in the binarised input.
     The dot products are exact integers; the transform is computed in float32.
     """
     ws = sign(kernel).astype(np.int64)

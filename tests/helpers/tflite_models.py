@@ -160,6 +160,10 @@ class Case:
             pad_value=self.pad_value,
             activation=self.activation,
         )
+        if not isinstance(self.padding, str):  # ((top, bottom), (left, right))
+            (top, bottom), (left, right) = self.padding
+            opts.update(padding="EXPLICIT", explicit_pad_top=top, explicit_pad_bottom=bottom,
+                        explicit_pad_left=left, explicit_pad_right=right)
         opts.update(overrides)
         return bconv_options(**opts)
 

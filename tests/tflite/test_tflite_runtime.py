@@ -52,6 +52,13 @@ CASES = {
     "c100_batch3_1x1": dict(n=3, c=100, cout=9, kh=1, kw=1, h=4, w=3),
     "c7_kernel_2x4_same": dict(c=7, cout=3, kh=2, kw=4, h=5, w=8, padding="SAME", stride=(3, 2)),
     "c200_cout33": dict(c=200, cout=33, h=4, w=4, padding="SAME", pad_value=0, activation="RELU"),
+    # EXPLICIT padding; pads wider than the window leave whole windows in the
+    # padding (the stride phases of a transposed convolution have them).
+    "c33_explicit_pad0": dict(c=33, cout=5, h=5, w=6, padding=((2, 0), (1, 3))),
+    "c65_explicit_pad1_stride2": dict(c=65, cout=4, h=4, w=5, padding=((0, 3), (4, 1)),
+                                      pad_value=1, stride=(2, 2)),
+    "c40_explicit_pad0_dilation": dict(c=40, cout=6, h=3, w=4, kh=2, kw=3, dilation=(2, 1),
+                                       padding=((3, 4), (0, 5)), activation="RELU"),
 }
 
 
