@@ -315,29 +315,44 @@ inline RegionRuns RegionLayout(const BConv2DParams& p, const ConvRegion& r, std:
   return runs;
 }
 
+// Where BuildTileRows stopped: the position of the region's pixel `next`
+// (the one after the last tile built), so that the next tile of the same
+// region starts from it instead of from three divisions.
+struct TileCursor {
+  const ConvRegion* region = nullptr;
+  std::int64_t next = -1;
+  std::int64_t n = 0, oy = 0, ox = 0, at = 0, index = 0;
+};
+
 // The indirection table of one tile: rows[s * tile + i] for run s of the
 // region's pixel first + i (i < count; entries past count repeat the last
 // pixel, so that a full-size micro-kernel would stay in bounds), and
 // pixel[i] = the output pixel's index in [batch, out_h, out_w]. Along an
 // output row the origin moves by stride_w pixels: only a row change costs
-// multiplications.
+// multiplications. With a cursor, a tile that starts where the cursor's
+// last one ended (tiles in order) takes its position from it.
 inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const ConvRegion& r,
                           std::int64_t first, int count, int tile, const RegionRuns& runs,
                           const std::int64_t* input_offsets, const PackedWord** rows,
-                          std::int64_t* pixel) {
+                          std::int64_t* pixel, TileCursor* cursor = nullptr) {
   const std::int64_t words = p.words();
   const std::int64_t segments = runs.segments;
-  const std::int64_t region_rows = r.h.count * r.w.count;
-  std::int64_t n = first / region_rows;
-  std::int64_t oy = r.h.first + (first % region_rows) / r.w.count;
-  std::int64_t ox = r.w.first + first % r.w.count;
-  // The origin of pixel (n, oy, ox) in words from the input's start, and its index.
+  const bool resume = cursor != nullptr && cursor->region == &r && cursor->next == first;
+  std::int64_t n, oy, ox;
+  if (resume) {
+    n = cursor->n, oy = cursor->oy, ox = cursor->ox;
+  } else {
+    const std::int64_t region_rows = r.h.count * r.w.count;
+    n = first / region_rows;
+    oy = r.h.first + (first % region_rows) / r.w.count;
+    ox = r.w.first + first % r.w.count;
+  }
   auto origin = [&] {
     return ((n * p.in_h + oy * p.stride_h - p.pad_top) * p.in_w + ox * p.stride_w - p.pad_left) *
            words;
   };
-  std::int64_t at = origin();
-  std::int64_t index = (n * p.out_h + oy) * p.out_w + ox;
+  std::int64_t at = resume ? cursor->at : origin();
+  std::int64_t index = resume ? cursor->index : (n * p.out_h + oy) * p.out_w + ox;
   const std::int64_t step = p.stride_w * words;
   const std::int64_t row_end = r.w.first + r.w.count;
   for (int i = 0; i < count; ++i) {
@@ -356,6 +371,7 @@ inline void BuildTileRows(const BConv2DParams& p, const SimdConvArgs& a, const C
     at = origin();
     index = (n * p.out_h + oy) * p.out_w + ox;
   }
+  if (cursor != nullptr) *cursor = {&r, first + count, n, oy, ox, at, index};
   for (int i = count; i < tile; ++i) {
     pixel[i] = pixel[count - 1];
     for (std::int64_t s = 0; s < segments; ++s) rows[s * tile + i] = rows[s * tile + count - 1];
@@ -408,6 +424,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::int64_t pixel[P];
     float* out_rows[P] = {};  // output of pixel[i], channel 0
+    TileCursor cursor;
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
     std::int64_t built_tile = -1;
@@ -428,7 +445,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         const ConvRegion& r = region[current];
         const std::int64_t first = (tile - r.first_tile) * P;
         count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
-        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel);
+        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel,
+                      &cursor);
         for (int i = 0; i < P; ++i) out_rows[i] = a.output + pixel[i] * cout;
         built_tile = tile;
       }
