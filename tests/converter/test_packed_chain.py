@@ -166,9 +166,9 @@ def _mobilenet_block_model(pool: bool):
 @pytest.mark.parametrize("pool", [False, True], ids=["direct", "pool"])
 def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
     """Every binary layer of the block hands the next one packed int32 words
-    (depthwise layers read and write them too); the TFLite output equals the
-    float path's (packed_chains=False) bit for bit, since a packed output is
-    the sign of the float one, and reproduces Keras."""
+    (depthwise layers read and write them too); the output of the TF ops and
+    of TFLite equals the float path's (packed_chains=False) bit for bit, since
+    a packed output is the sign of the float one, and reproduces Keras."""
     import lowbit_converter
     from lowbit_converter.lowering import lower_model
     from lowbit_tf.lite import Interpreter
@@ -176,7 +176,12 @@ def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
     model = _mobilenet_block_model(pool)
     x = np.random.default_rng(7).standard_normal((3, 11, 12, 5)).astype(np.float32)
     expected = model(x, training=False).numpy()
-    _, plans = lower_model(model, packed_chains=True)
+    lowered, plans = lower_model(model, packed_chains=True)
+    unchained, _ = lower_model(model, packed_chains=False)
+    # The TF ops: the same bit for bit with and without the chain.
+    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
+    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
     chain = ["pw1", "dw1", "pw2", "dw2", "pw3"]
     for producer, consumer in zip(chain[:-1], chain[1:], strict=True):
         assert plans[producer].packed_output and plans[consumer].packed_input, (producer, plans)
