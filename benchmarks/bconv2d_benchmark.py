@@ -846,11 +846,62 @@ def print_targets(
                 f"{core_pct(r, [floor_ms]):.1f}% of peak, reached "
                 f"{100 * floor_ms / statistics.median(r['samples_ms']):.0f}% of it"
             )
+    lines += kernel_share_lines(results, peaks, core_rows or [])
     if lines:
         print()
         print("Targets (binary conv and dense; medians):")
         for line in lines:
             print("  " + line)
+
+
+# Issue 19's share-of-peak targets of the core kernels at batch 1: 1x1 convs
+# and binary dense layers of >= 128 input channels at >= 50% of the peak, 3x3
+# convs of 64 input channels at >= 75%; and the framework shells (TF op on a
+# packed input, TFLite kernel) within 15% of the core kernel's time.
+ONE_BY_ONE_TARGET = 50.0
+THREE_BY_THREE_64_TARGET = 75.0
+SHELL_OVERHEAD_TARGET = 15.0
+
+
+def kernel_share_lines(results: list[dict], peaks: dict[int, float],
+                       core_rows: list[dict]) -> list[str]:
+    """One line per core-kernel row at batch 1 that one of those targets covers
+    (% of the peak of its thread count, medians), and per such row the time the
+    TF op (packed input) and the TFLite kernel add to the core kernel."""
+    lines = []
+    for r in sorted(core_rows, key=_sort_key):
+        layer = Layer.from_key(r["layer"])
+        if r["batch"] != 1 or not peaks.get(r["threads"]):
+            continue
+        cin = layer.shape.channels_in
+        if layer.kind == "dense" or layer.kernel_size == 1:
+            if cin < 128:
+                continue
+            target = ONE_BY_ONE_TARGET
+        elif layer.kernel_size == 3 and cin == 64:
+            target = THREE_BY_THREE_64_TARGET
+        else:
+            continue
+        name = "bgemm" if layer.kind == "dense" else f"{layer.kernel_size}x{layer.kernel_size}"
+        pct = _percent_of_peak(layer.macs(1), r["samples_ms"], peaks[r["threads"]])
+        line = (f"core kernel {name} {layer.label()}, N=1, {r['threads']} thr: {pct:.1f}% of "
+                f"peak  [target >= {target:.0f}%]")
+        if r["read_ms"]:
+            ceiling = _percent_of_peak(layer.macs(1), [statistics.median(r["read_ms"])],
+                                       peaks[r["threads"]])
+            line += f" (memory-bound ceiling {ceiling:.1f}%)"
+        lines.append(line)
+        shell = _find(results, r["layer"], 1, r["threads"])
+        if shell is None:
+            continue
+        core_ms = statistics.median(r["samples_ms"])
+        overheads = ", ".join(
+            f"{label} {100.0 * (statistics.median(shell['samples_ms'][key]) / core_ms - 1):+.0f}%"
+            for key, label in ((TF_PACKED, "TF op packed"), (LITE_LOWBIT, "TFLite kernel"))
+        )
+        lines.append(f"    shells over the core kernel: {overheads}  "
+                     f"[target <= +{SHELL_OVERHEAD_TARGET:.0f}%]")
+    return lines
 
 
 def run_depthwise(args: argparse.Namespace) -> None:

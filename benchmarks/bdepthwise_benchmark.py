@@ -62,6 +62,11 @@ LITE_OURS_FLOAT = "tflite_lowbit_float_io"
 LITE_OURS_PACKED = "tflite_lowbit_packed_io"
 VARIANTS = (TF_OURS_FLOAT, TF_OURS_PACKED, TF_FLOAT, LITE_OURS_FLOAT, LITE_OURS_PACKED,
             LITE_FLOAT)
+# The MobileNet-style block without its packed chain (packed_chains=False),
+# and the lowered block on the TF ops with and without it.
+LITE_BLOCK_UNCHAINED = "tflite_lowbit_unchained"
+TF_BLOCK_CHAINED = "tf_lowbit_chained"
+TF_BLOCK_UNCHAINED = "tf_lowbit_unchained"
 CORE_FLOAT = "core_float_out"
 CORE_PACKED = "core_packed_out"
 TARGET = 2.0
@@ -191,23 +196,35 @@ def block_models(h: int, w: int, c: int, seed: int):
 
 def benchmark_block(h: int, w: int, c: int, rounds: int, sample_s: float) -> dict:
     """The block converted with lowbit=True (lowbit delegate) against the float
-    block on XNNPACK f32, both TFLite, 1 thread, float input and output."""
+    block on XNNPACK f32, both TFLite, 1 thread, float input and output. Also
+    the binary block without its packed chain (packed_chains=False: the
+    depthwise output goes back to float and the 1x1 conv re-packs it, as
+    before issue 19), in TFLite and as the converter's lowered Keras model on
+    the TF ops (with and without the chain, in a tf.while_loop), side by side."""
     import numpy as np
+    import tensorflow as tf
 
     import lowbit_tf
+    from lowbit_converter.lowering import lower_model
     from lowbit_tf.lite import Interpreter
 
     binary, float_model = block_models(h, w, c, h * 7 + c)
     x = np.random.default_rng(3).standard_normal((1, h, w, c)).astype(np.float32)
     runners = {}
-    for key, model, lowbit in ((LITE_OURS_FLOAT, binary, True), (LITE_FLOAT, float_model, False)):
+    for key, model, options in ((LITE_OURS_FLOAT, binary, dict(lowbit=True)),
+                                (LITE_BLOCK_UNCHAINED, binary,
+                                 dict(lowbit=True, packed_chains=False)),
+                                (LITE_FLOAT, float_model, dict(lowbit=False))):
         with contextlib.redirect_stdout(io.StringIO()):
-            content = lowbit_tf.convert(model, lowbit=lowbit)
-        interp = (Interpreter(model_content=content, num_threads=1) if lowbit
+            content = lowbit_tf.convert(model, **options)
+        interp = (Interpreter(model_content=content, num_threads=1) if options["lowbit"]
                   else _float_interpreter(content))
         interp.allocate_tensors()
         interp.set_tensor(interp.get_input_details()[0]["index"], x)
         runners[key] = lite_runner(interp)
+    for key, chained in ((TF_BLOCK_CHAINED, True), (TF_BLOCK_UNCHAINED, False)):
+        lowered, _ = lower_model(binary, packed_chains=chained)
+        runners[key] = time_tf_loop(tf_loop(lambda xx, m=lowered: m(xx)), (tf.constant(x),))
     _, samples = interleaved_samples(runners, rounds, sample_s)
     us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     return dict(shape=f"{h}x{w}x{c}", us=us)
@@ -245,6 +262,15 @@ def print_blocks(blocks: list[dict]) -> None:
     worst = min(blocks, key=lambda r: r["us"][LITE_FLOAT] / r["us"][LITE_OURS_FLOAT])
     print(f"  block: binary (lowbit=True) vs float on XNNPACK f32: worst "
           f"{worst['us'][LITE_FLOAT] / worst['us'][LITE_OURS_FLOAT]:.2f}x ({worst['shape']})")
+    print("Packed chain in the block (the depthwise output stays bit-packed into the 1x1 "
+          "conv) vs without it (packed_chains=False: float between, re-packed): median us")
+    for r in blocks:
+        u = r["us"]
+        lite, tf_ops = (u[LITE_BLOCK_UNCHAINED], u[LITE_OURS_FLOAT]), (u[TF_BLOCK_UNCHAINED],
+                                                                       u[TF_BLOCK_CHAINED])
+        print(f"{r['shape']:>10} | TFLite chained {lite[1]:8.1f} unchained {lite[0]:8.1f} "
+              f"x {lite[0] / lite[1]:5.2f} | TF ops chained {tf_ops[1]:8.1f} unchained "
+              f"{tf_ops[0]:8.1f} x {tf_ops[0] / tf_ops[1]:5.2f}")
 
 
 def print_results(rows: list[dict]) -> None:

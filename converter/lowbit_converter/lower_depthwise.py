@@ -17,8 +17,12 @@ layer that way, so that the binary-kernel check and BatchNorm folding of the
 binary conv (`plans.binary_kernel_scale`, `plans.binary_transform`) apply as
 they are.
 
-Packed chains (a bit-packed output straight into the next binary layer) are
-not planned for depthwise layers: their inputs and outputs stay float.
+Packed chains (lowering.py): a binary depthwise layer is a `BinaryPlan`, so it
+takes part in them like a binary conv. Its op reads a packed int32 input (the
+signs of the previous binary layer's output, which is what its sign input
+quantizer would make of the float one) and emits bit-packed signs
+(`output_type="bitpacked"`, exact integer thresholds) when its only consumer
+is another binary layer, e.g. the 1x1 conv of a MobileNet-style block.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import tensorflow as tf
 
 from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
 from lowbit_converter.plans import (
-    FoldedPlan,
+    BinaryPlan,
+    LoweredBinaryLayer,
     Lowering,
     binary_kernel_scale,
     binary_transform,
@@ -62,14 +67,19 @@ class _GroupedConvView:
 
 
 @dataclass
-class BinaryDepthwisePlan(FoldedPlan):
-    """A binary QuantDepthwiseConv2D and what folds into its
-    LowbitBDepthwiseConv2d."""
+class BinaryDepthwisePlan(BinaryPlan):
+    """A binary QuantDepthwiseConv2D, what folds into its
+    LowbitBDepthwiseConv2d and its part in a packed chain."""
 
     op = "LowbitBDepthwiseConv2d"
 
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         return binary_transform(_GroupedConvView(self.layer), self.batch_norm)
+
+    def output_channels(self) -> int:
+        """C * DM of the kernel [KH, KW, C, DM]."""
+        channels, multiplier = self.layer.kernel.shape[2:]
+        return int(channels) * int(multiplier)
 
 
 def is_binary_depthwise(layer: keras.layers.Layer) -> bool:
@@ -120,14 +130,15 @@ def plan(layer: keras.layers.Layer) -> BinaryDepthwisePlan | None:
     return BinaryDepthwisePlan(layer)
 
 
-class LoweredBDepthwiseConv2D(keras.layers.Layer):
+class LoweredBDepthwiseConv2D(LoweredBinaryLayer):
     """Inference-only stand-in for a binary QuantDepthwiseConv2D (+ BatchNorm +
     ReLU): one LowbitBDepthwiseConv2d op with the bit-packed kernel and the
-    folded output transform as constants."""
+    folded output transform as constants, on a float or packed input, with a
+    float or bit-packed output (the plan's packed chain)."""
 
     def __init__(self, plan: BinaryDepthwisePlan, **kwargs: Any) -> None:
+        super().__init__(plan, **kwargs)
         layer = plan.layer
-        super().__init__(name=layer.name, **kwargs)
         kernel = np.asarray(layer.quantized_kernel())
         self.packed_filter = ops.pack_depthwise_filter(kernel).numpy()
         self.multiplier, self.bias_values = plan.multiplier_and_bias()
@@ -137,8 +148,6 @@ class LoweredBDepthwiseConv2D(keras.layers.Layer):
         self.dilations = tuple(layer.dilation_rate)
         self.padding = layer.padding.upper()
         self.pad_value = int(layer.pad_values) if layer.padding == "same" else 0
-        # Any other activation of the layer itself runs as float ops afterwards.
-        self.fused_activation, self.trailing_activation = plan.activations()
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
@@ -155,10 +164,9 @@ class LoweredBDepthwiseConv2D(keras.layers.Layer):
             padding=self.padding,
             pad_value=self.pad_value,
             activation=self.fused_activation,
+            output_type=self.output_type,
         )
-        if self.trailing_activation is not None:
-            outputs = self.trailing_activation(outputs)
-        return outputs
+        return self.finish(outputs)
 
 
 LOWERING = Lowering(BinaryDepthwisePlan, plan, LoweredBDepthwiseConv2D)

@@ -23,18 +23,19 @@ d and kernel scale alpha:
                     = m alpha d + (beta + (b - mean) m),   m = gamma / sqrt(var + eps)
 so multiplier = m * alpha and bias = beta + (b - mean) * m.
 
-Packed chains. When the output of a binary conv or dense layer (after its
-folded BatchNorm / ReLU) goes only into another binary layer, or only into a
-MaxPooling2D that goes only into one, the next layer would just binarise it
-again. The layer then emits `output_type="bitpacked"` (the signs of its float
-output, computed from the integer dot product with exact per-channel
-thresholds, see docs/custom_ops.md), the pool becomes `LowbitBMaxPool2d` on
-the packed words (max-pool commutes with the monotone sign: sign(max(x)) =
-max(sign(x))), and the next LowbitBconv2d or LowbitBgemm reads the packed int32
-tensor: no float tensor between them. Chains the packed ops cannot express
-(grouped convs on either side, a layer whose own non-ReLU activation runs
-afterwards, a channels_first pool, several consumers, a model output in
-between) stay on the float path.
+Packed chains. When the output of a binary conv, depthwise or dense layer
+(after its folded BatchNorm / ReLU) goes only into another binary layer, or
+only into a MaxPooling2D that goes only into one, the next layer would just
+binarise it again. The layer then emits `output_type="bitpacked"` (the signs
+of its float output, computed from the integer dot product with exact
+per-channel thresholds, see docs/custom_ops.md), the pool becomes
+`LowbitBMaxPool2d` on the packed words (max-pool commutes with the monotone
+sign: sign(max(x)) = max(sign(x))), and the next LowbitBconv2d,
+LowbitBDepthwiseConv2d or LowbitBgemm reads the packed int32 tensor: no float
+tensor between them. Chains the packed ops cannot express (grouped convs on
+either side, a layer whose own non-ReLU activation runs afterwards, a
+channels_first pool, several consumers, a model output in between) stay on
+the float path.
 
 Epilogue (lower_conv.py). A BatchNormalization after a binary conv's fused
 ReLU and an Add of the result with one other tensor of the same shape fuse into
@@ -315,7 +316,7 @@ def lower_model(
         if isinstance(plan, BinaryConvPlan) and plan.residual_add is not None
     }
     pools = {
-        plan.pool.name: (plan.pool, int(plan.layer.kernel.shape[-1]))
+        plan.pool.name: (plan.pool, plan.output_channels())
         for plan in plans.values()
         if isinstance(plan, BinaryPlan) and plan.pool is not None
     }

@@ -117,6 +117,10 @@ class BinaryPlan(FoldedPlan):
     def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         return binary_transform(self.layer, self.batch_norm)
 
+    def output_channels(self) -> int:
+        """Channels of the layer's output (what its packed words hold)."""
+        return int(self.layer.kernel.shape[-1])
+
 
 class LoweredBinaryLayer(keras.layers.Layer):
     """What the lowered binary conv and dense layers share: the fused ReLU, the

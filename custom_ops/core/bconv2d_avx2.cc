@@ -61,6 +61,7 @@ struct Avx2Lut {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   }
   static FVec ZeroF() { return _mm256_setzero_ps(); }
+  static FVec SetF(float v) { return _mm256_set1_ps(v); }
   static FVec LoadF(const float* p, int n) {
     return n >= kLanes ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, Mask(n));
   }

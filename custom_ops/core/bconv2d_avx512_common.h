@@ -45,6 +45,7 @@ struct Avx512Common {
 
   static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static FVec ZeroF() { return _mm512_setzero_ps(); }
+  static FVec SetF(float v) { return _mm512_set1_ps(v); }
   static FVec LoadF(const float* p, int n) {
     return n >= kLanes ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(Mask(n), p);
   }

@@ -186,6 +186,97 @@ int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
   return cases;
 }
 
+// Multipliers past the plain (-2, 2), every third channel: mode 1 subnormal,
+// tiny and zero ones (2 m still exact: the SIMD kernels' doubled-multiplier
+// output path, core/bconv2d_simd.h), mode 2 also huge ones (2 m overflows, so
+// a zero dot product would give NaN instead of 0 there) and infinities, mode
+// 3 NaN too (the kernels must fall back to the direct transform); mode 0
+// none.
+void SprinkleMultipliers(int mode, std::vector<float>* multiplier, std::mt19937& rng) {
+  if (mode == 0) return;
+  const float tiny[] = {1e-40f, -3e-39f, 1e-45f, -1.5e-38f, 0.0f, -0.0f};
+  const float huge[] = {std::numeric_limits<float>::max(), -2.5e38f, 1.8e38f,
+                        -std::numeric_limits<float>::max(),
+                        std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()};
+  std::uniform_int_distribution<int> pick(0, 5);
+  for (std::size_t c = 0; c < multiplier->size(); c += 3) {
+    (*multiplier)[c] = mode >= 2 && c % 2 == 0 ? huge[pick(rng)] : tiny[pick(rng)];
+  }
+  if (mode == 3) (*multiplier)[multiplier->size() / 2] = std::numeric_limits<float>::quiet_NaN();
+}
+
+// One convolution through every kernel, with 1 thread and 4, against the
+// reference kernel, bit for bit; false (after printing the case) on a
+// mismatch. The filter, input, multipliers (SprinkleMultipliers), bias and
+// epilogue are random.
+bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
+                   const std::vector<BConv2DKernel>& kernels, std::mt19937& rng,
+                   lowbit::ParallelExecutor& inline_executor, lowbit::ParallelExecutor& pool) {
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const lowbit::Status status = lowbit::ComputeBConv2DGeometry(&p);
+  if (!status.ok) {
+    std::printf("case %d: %s\n", c, status.message.c_str());
+    return false;
+  }
+  const std::int64_t words = p.words();
+  // Random words, garbage in the padding bits included: kernels must mask them.
+  std::vector<PackedWord> input(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * words));
+  for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+  std::vector<PackedWord> filter(
+      static_cast<std::size_t>(p.out_channels * p.kernel_h * p.kernel_w * words));
+  for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+  const PackedWord tail = lowbit::TailMask(p.channels_in);
+  for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
+  std::vector<float> multiplier(p.out_channels), bias(p.out_channels);
+  for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+  SprinkleMultipliers(multiplier_mode, &multiplier, rng);
+  for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
+  const std::size_t out_size =
+      static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels);
+  std::vector<float> expected(out_size), actual(out_size);
+  // The fused epilogue (a BatchNormalization after the ReLU, a residual
+  // Add) in one case out of two, each step on its own.
+  std::vector<float> post_multiplier(p.out_channels), post_bias(p.out_channels),
+      residual(out_size);
+  for (auto& m : post_multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
+  for (auto& b : post_bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
+  for (auto& r : residual) r = std::uniform_real_distribution<float>(-4, 4)(rng);
+  lowbit::BConv2DEpilogue epilogue;
+  const int epilogue_kind = uniform(0, 3);
+  if (epilogue_kind & 1) {
+    epilogue.post_multiplier = post_multiplier.data();
+    epilogue.post_bias = post_bias.data();
+  }
+  if (epilogue_kind & 2) epilogue.residual = residual.data();
+  lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
+                  bias.data(), expected.data(), inline_executor, epilogue);
+  for (BConv2DKernel k : kernels) {
+    for (lowbit::ParallelExecutor* executor : {&inline_executor, &pool}) {
+      std::fill(actual.begin(), actual.end(), -12345.0f);
+      lowbit::BConv2D(k, p, input.data(), filter.data(), multiplier.data(), bias.data(),
+                      actual.data(), *executor, epilogue);
+      if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
+        std::printf(
+            "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
+            "d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d multipliers=%d\n",
+            lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
+            (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
+            (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
+            (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
+            p.padding == lowbit::Padding::kValid  ? "VALID"
+            : p.padding == lowbit::Padding::kSame ? "SAME"
+                                                  : "EXPLICIT",
+            (long long)p.explicit_pads.top, (long long)p.explicit_pads.bottom,
+            (long long)p.explicit_pads.left, (long long)p.explicit_pads.right, p.pad_value,
+            epilogue_kind, multiplier_mode);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -240,66 +331,36 @@ int main(int argc, char** argv) {
       p.in_h = uniform(eff_h, 12);
       p.in_w = uniform(eff_w, 20);
     }
-    const lowbit::Status status = lowbit::ComputeBConv2DGeometry(&p);
-    if (!status.ok) {
-      std::printf("case %d: %s\n", c, status.message.c_str());
-      return 1;
-    }
-    const std::int64_t words = p.words();
-    // Random words, garbage in the padding bits included: kernels must mask them.
-    std::vector<PackedWord> input(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * words));
-    for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
-    std::vector<PackedWord> filter(
-        static_cast<std::size_t>(p.out_channels * p.kernel_h * p.kernel_w * words));
-    for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
-    const PackedWord tail = lowbit::TailMask(p.channels_in);
-    for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
-    std::vector<float> multiplier(p.out_channels), bias(p.out_channels);
-    for (auto& m : multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
-    for (auto& b : bias) b = std::uniform_real_distribution<float>(-3, 3)(rng);
-    const std::size_t out_size =
-        static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels);
-    std::vector<float> expected(out_size), actual(out_size);
-    // The fused epilogue (a BatchNormalization after the ReLU, a residual
-    // Add) in one case out of two, each step on its own.
-    std::vector<float> post_multiplier(p.out_channels), post_bias(p.out_channels),
-        residual(out_size);
-    for (auto& m : post_multiplier) m = std::uniform_real_distribution<float>(-2, 2)(rng);
-    for (auto& b : post_bias) b = std::uniform_real_distribution<float>(-1, 1)(rng);
-    for (auto& r : residual) r = std::uniform_real_distribution<float>(-4, 4)(rng);
-    lowbit::BConv2DEpilogue epilogue;
-    const int epilogue_kind = uniform(0, 3);
-    if (epilogue_kind & 1) {
-      epilogue.post_multiplier = post_multiplier.data();
-      epilogue.post_bias = post_bias.data();
-    }
-    if (epilogue_kind & 2) epilogue.residual = residual.data();
-    lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
-                    bias.data(), expected.data(), inline_executor, epilogue);
-    for (BConv2DKernel k : kernels) {
-      for (lowbit::ParallelExecutor* executor :
-           {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
-            static_cast<lowbit::ParallelExecutor*>(&pool)}) {
-        std::fill(actual.begin(), actual.end(), -12345.0f);
-        lowbit::BConv2D(k, p, input.data(), filter.data(), multiplier.data(), bias.data(),
-                        actual.data(), *executor, epilogue);
-        if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
-          std::printf(
-              "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
-              "d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d\n",
-              lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
-              (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
-              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
-              (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
-              padding_kind == 0 ? "VALID" : padding_kind == 1 ? "SAME" : "EXPLICIT",
-              (long long)p.explicit_pads.top, (long long)p.explicit_pads.bottom,
-              (long long)p.explicit_pads.left, (long long)p.explicit_pads.right, p.pad_value,
-              epilogue_kind);
-          return 1;
+    if (!CheckConvCase(c, p, 0, kernels, rng, inline_executor, pool)) return 1;
+  }
+  // Whole register tiles of whole channel blocks (32 channels on AVX-512,
+  // 16 on AVX2), where the SIMD kernels take their plain output path with the
+  // doubled multiplier, next to its fallbacks: odd K (33 channels, 1x1 or
+  // 3x3), special multipliers, ReLU or not, borders with pad_value 1.
+  int plain_cases = 0;
+  for (int mode = 0; mode < 4; ++mode) {
+    for (int kernel_size : {1, 3}) {
+      for (int channels : {64, 128, 33}) {
+        for (int cout : {32, 64, 70}) {
+          BConv2DParams p;
+          p.batch = 1;
+          p.channels_in = channels;
+          p.out_channels = cout;
+          p.kernel_h = p.kernel_w = kernel_size;
+          p.padding = uniform(0, 1) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
+          p.pad_value = uniform(0, 1);
+          p.activation = uniform(0, 1) ? lowbit::Activation::kRelu : lowbit::Activation::kNone;
+          p.in_h = uniform(6, 9);
+          p.in_w = uniform(10, 14);
+          if (!CheckConvCase(cases + plain_cases, p, mode, kernels, rng, inline_executor, pool)) {
+            return 1;
+          }
+          ++plain_cases;
         }
       }
     }
   }
+  std::printf("whole-tile OK %d cases\n", plain_cases);
   std::printf("OK %d cases\n", cases);
   return 0;
 }

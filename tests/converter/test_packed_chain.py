@@ -123,3 +123,87 @@ def test_unpackable_chains_stay_float():
     plans = plan_lowering(keras.Model(inputs, d), packed_chains=True)
     assert not any(p.packed_output or p.packed_input for p in plans.values())
 
+
+
+# --------------------------------------------------------------------------
+# Binary depthwise layers in packed chains (issue 19): a MobileNet-style block
+# --------------------------------------------------------------------------
+
+DEPTHWISE = dict(input_quantizer="ste_sign", depthwise_quantizer="ste_sign")
+
+
+def _mobilenet_block_model(pool: bool):
+    """1x1 conv -> BN -> depthwise 3x3 -> BN -> 1x1 conv -> BN -> depthwise 3x3
+    (stride 2, depth multiplier 2) [-> MaxPool] -> 1x1 conv -> float head: every
+    binary layer feeds only the next one, so the whole body can stay packed."""
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    body = [
+        layers.QuantConv2D(40, 1, name="pw1", **BINARY),
+        keras.layers.BatchNormalization(name="bn1"),
+        layers.QuantDepthwiseConv2D(3, padding="same", pad_values=1.0, name="dw1", **DEPTHWISE),
+        keras.layers.BatchNormalization(name="bn2"),
+        layers.QuantConv2D(33, 1, name="pw2", **BINARY),
+        keras.layers.BatchNormalization(name="bn3"),
+        layers.QuantDepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2,
+                                    name="dw2", **DEPTHWISE),
+        keras.layers.BatchNormalization(name="bn4"),
+    ]
+    if pool:
+        body.append(keras.layers.MaxPooling2D(2, padding="same", name="pool"))
+    body += [
+        layers.QuantConv2D(24, 1, name="pw3", **BINARY),
+        keras.layers.BatchNormalization(name="bn5"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(10, name="head"),
+    ]
+    model = keras.Sequential([keras.Input((11, 12, 5)), *body])
+    randomize_batch_norms(model, 0, signed_gamma=True)
+    return model
+
+
+@pytest.mark.parametrize("pool", [False, True], ids=["direct", "pool"])
+def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
+    """Every binary layer of the block hands the next one packed int32 words
+    (depthwise layers read and write them too); the output of the TF ops and
+    of TFLite equals the float path's (packed_chains=False) bit for bit, since
+    a packed output is the sign of the float one, and reproduces Keras."""
+    import lowbit_converter
+    from lowbit_converter.lowering import lower_model
+    from lowbit_tf.lite import Interpreter
+
+    model = _mobilenet_block_model(pool)
+    x = np.random.default_rng(7).standard_normal((3, 11, 12, 5)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    lowered, plans = lower_model(model, packed_chains=True)
+    unchained, _ = lower_model(model, packed_chains=False)
+    # The TF ops: the same bit for bit with and without the chain.
+    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
+    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+    chain = ["pw1", "dw1", "pw2", "dw2", "pw3"]
+    for producer, consumer in zip(chain[:-1], chain[1:], strict=True):
+        assert plans[producer].packed_output and plans[consumer].packed_input, (producer, plans)
+    assert not plans["pw3"].packed_output and not plans["pw1"].packed_input
+    assert (plans["dw2"].pool is not None) == pool
+
+    tflite = lowbit_converter.convert(model)
+    ops_, sub, schema = tflite_ops(tflite)
+    names = [n for n, _ in ops_]
+    assert names.count("LowbitBDepthwiseConv2d") == 2 and names.count("LowbitBconv2d") == 3
+    assert ("LowbitBMaxPool2d" in names) == pool and "DEPTHWISE_CONV_2D" not in names
+    binary = {"LowbitBconv2d", "LowbitBDepthwiseConv2d"}
+    positions = [i for i, name in enumerate(names) if name in binary]
+    for i in positions[1:]:
+        # Each later binary op reads packed int32 words.
+        assert sub.tensors[ops_[i][1].inputs[0]].type == schema.TensorType.INT32, names
+    for i in positions[:-1]:
+        assert sub.tensors[ops_[i][1].outputs[0]].type == schema.TensorType.INT32, names
+    packed = Interpreter(model_content=tflite)
+    packed.resize_tensor_input(0, list(x.shape))
+    got = packed.predict(x)
+    float_path = Interpreter(model_content=lowbit_converter.convert(model, packed_chains=False))
+    float_path.resize_tensor_input(0, list(x.shape))
+    np.testing.assert_array_equal(got, float_path.predict(x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
