@@ -52,6 +52,9 @@ BITS_PER_WORD = 32
 _PADDINGS = ("SAME", "VALID")
 _ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
 _OUTPUT_TYPES = ("float", "bitpacked")
+# bconv2d and bgemm also read and write int8 tensors (quantized models).
+_INT8_OUTPUT_TYPES = ("float", "bitpacked", "int8")
+_TOUT = {"float": tf.float32, "bitpacked": tf.int32, "int8": tf.int8}
 ACTIVATION_MODES = ("sign", "abc", "dorefa")
 
 
@@ -118,17 +121,45 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 
 def _checked_common(
-    op: str, inputs: tf.Tensor, activation: str | None, output_type: str
+    op: str, inputs: tf.Tensor, activation: str | None, output_type: str, int8: bool = False
 ) -> None:
-    """Checks shared by bconv2d and bgemm."""
-    if inputs.dtype not in (tf.float32, tf.int32):
+    """Checks shared by bconv2d, bgemm (`int8`: which also take int8 inputs and
+    outputs) and bdepthwise_conv2d."""
+    dtypes = (tf.float32, tf.int32, tf.int8) if int8 else (tf.float32, tf.int32)
+    if inputs.dtype not in dtypes:
         raise TypeError(
-            f"{op} inputs must be float32 or packed int32, got dtype {inputs.dtype.name}"
+            f"{op} inputs must be float32{', int8' if int8 else ''} or packed int32, got "
+            f"dtype {inputs.dtype.name}"
         )
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
-    if output_type not in _OUTPUT_TYPES:
-        raise ValueError(f"output_type must be 'float' or 'bitpacked', got {output_type!r}")
+    output_types = _INT8_OUTPUT_TYPES if int8 else _OUTPUT_TYPES
+    if output_type not in output_types:
+        raise ValueError(f"output_type must be one of {output_types}, got {output_type!r}")
+
+
+def _int8_attrs(
+    inputs: tf.Tensor, input_zero_point: int, output_scale: float, output_zero_point: int
+) -> dict:
+    """The int8 quantization attributes of bconv2d / bgemm, checked: the
+    input's zero point (its scale does not matter: a code q is -1 iff q <
+    zero_point), the output's scale and zero point (q = round(y / scale) +
+    zero_point, saturated; docs/custom_ops.md)."""
+    for name, value in (("input_zero_point", input_zero_point),
+                        ("output_zero_point", output_zero_point)):
+        if not isinstance(value, int | np.integer) or not -128 <= value <= 127:
+            raise ValueError(f"{name} must be an int in [-128, 127], got {value!r}")
+    if not isinstance(output_scale, float | int | np.floating) or not (
+        np.isfinite(output_scale) and output_scale > 0
+    ):
+        raise ValueError(f"output_scale must be finite and > 0, got {output_scale!r}")
+    if input_zero_point != 0 and inputs.dtype != tf.int8:
+        raise ValueError(
+            f"input_zero_point applies to an int8 input, got {input_zero_point} with dtype "
+            f"{inputs.dtype.name}"
+        )
+    return dict(input_zero_point=int(input_zero_point), output_scale=float(output_scale),
+                output_zero_point=int(output_zero_point))
 
 
 def _transform(
@@ -200,6 +231,9 @@ def bconv2d(
     post_multiplier: tf.Tensor | np.ndarray | None = None,
     post_bias: tf.Tensor | np.ndarray | None = None,
     residual: tf.Tensor | np.ndarray | None = None,
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Binary 2-D convolution with a fused output transform.
 
@@ -216,9 +250,11 @@ def bconv2d(
     filter this is a binary conv layer that trains through the fast path.
 
     Args:
-      inputs: float32 [..., H, W, C] (binarised and packed inside the op) or
-        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`; rank >= 4, the
-        kernel slides over H and W, the leading dimensions are a batch.
+      inputs: float32 [..., H, W, C] (binarised and packed inside the op),
+        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`, or int8
+        [..., H, W, C] codes of a quantized tensor (a code below
+        `input_zero_point` is -1, any other +1); rank >= 4, the kernel slides
+        over H and W, the leading dimensions are a batch.
       filter: int32 packed [C_out, ceil(KH * KW * C_in / 32)] from
         `pack_filter`, or the float32 Keras kernel [KH, KW, C_in, C_out] (HWIO),
         binarised and packed inside the op (then it gets a gradient).
@@ -237,17 +273,23 @@ def bconv2d(
         integer dot products with exact per-channel thresholds so that a chain
         of binary layers never unpacks. Needs finite multiplier and bias. With
         activation="relu" every bit is 0 (+1): relu(y) is never negative.
+        "int8": the float output (epilogue included) quantized to int8,
+        q = clamp(round(y / output_scale) + output_zero_point, -128, 127),
+        rounding halves away from zero (TFLite's QUANTIZE).
       post_multiplier, post_bias: float32 [C_out] (either one given, the other
-        defaults to ones / zeros); float output only.
-      residual: float32 of the output's shape, added last; float output only.
+        defaults to ones / zeros); float or int8 output.
+      residual: float32 of the output's shape, added last; float or int8 output.
+      input_zero_point: of an int8 input, in [-128, 127].
+      output_scale, output_zero_point: of an int8 output (scale finite > 0).
 
     Returns:
-      float32 [..., OH, OW, C_out], or int32 [..., OH, OW, ceil(C_out / 32)]
-      for output_type="bitpacked".
+      float32 [..., OH, OW, C_out], int32 [..., OH, OW, ceil(C_out / 32)] for
+      output_type="bitpacked", int8 [..., OH, OW, C_out] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
-    _checked_common("bconv2d", inputs, activation, output_type)
+    _checked_common("bconv2d", inputs, activation, output_type, int8=True)
+    int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
     if filter.dtype not in (tf.int32, tf.float32):
         raise TypeError(
             "bconv2d filter must be packed int32 or a float32 HWIO kernel, got dtype "
@@ -283,10 +325,10 @@ def bconv2d(
         channels_in = int(inputs.shape[-1])
     multiplier, bias = _transform(multiplier, bias, out_channels)
     epilogue, epilogue_inputs = _epilogue(post_multiplier, post_bias, residual, out_channels)
-    if epilogue != "none" and output_type != "float":
+    if epilogue != "none" and output_type == "bitpacked":
         raise ValueError(
-            f"bconv2d post_multiplier/post_bias/residual need output_type='float', got "
-            f"{output_type!r}"
+            f"bconv2d post_multiplier/post_bias/residual need output_type 'float' or 'int8', "
+            f"got {output_type!r}"
         )
     return load_tf_ops().lowbit_bconv2d(
         inputs,
@@ -298,7 +340,8 @@ def bconv2d(
                       activation),
         output_type=output_type,
         epilogue=epilogue,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        **int8_attrs,
     )
 
 
@@ -329,6 +372,9 @@ def bgemm(
     channels_in: int | None = None,
     activation: str | None = None,
     output_type: str = "float",
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Binary dense layer (GEMM) over the last axis, with a fused output transform.
 
@@ -340,7 +386,8 @@ def bgemm(
     with the same output types and gradients.
 
     Args:
-      inputs: float32 [..., K] or int32 packed [..., ceil(K / 32)]; rank >= 1.
+      inputs: float32 [..., K], int32 packed [..., ceil(K / 32)] or int8
+        [..., K] quantized codes (as for `bconv2d`); rank >= 1.
       filter: int32 packed [N_out, ceil(K / 32)] from `pack_dense_kernel`, or
         the float32 Keras kernel [K, N_out], packed inside the op (then it gets
         a gradient).
@@ -348,15 +395,17 @@ def bgemm(
       channels_in: K; required for a packed input and packed filter, inferred
         otherwise.
       activation: None / "linear" or "relu" (fused).
-      output_type: "float" or "bitpacked" (as for `bconv2d`).
+      output_type: "float", "bitpacked" or "int8" (as for `bconv2d`).
+      input_zero_point, output_scale, output_zero_point: as for `bconv2d`.
 
     Returns:
-      float32 [..., N_out], or int32 [..., ceil(N_out / 32)] for
-      output_type="bitpacked".
+      float32 [..., N_out], int32 [..., ceil(N_out / 32)] for
+      output_type="bitpacked", int8 [..., N_out] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
-    _checked_common("bgemm", inputs, activation, output_type)
+    _checked_common("bgemm", inputs, activation, output_type, int8=True)
+    int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
     if filter.dtype not in (tf.int32, tf.float32):
         raise TypeError(
             "bgemm filter must be packed int32 or a float32 [K, N_out] kernel, got dtype "
@@ -390,7 +439,8 @@ def bgemm(
         channels_in=int(channels_in),
         activation=_ACTIVATIONS[activation],
         output_type=output_type,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        **int8_attrs,
     )
 
 
@@ -853,8 +903,11 @@ def _unpack_signs(packed: tf.Tensor, channels: int) -> tf.Tensor:
     return 1.0 - 2.0 * tf.cast(bits, tf.float32)  # bit 1 means -1
 
 
-def _signs(x: tf.Tensor, channels: int) -> tf.Tensor:
-    """The +-1 values an op input stands for: sign(x) or the unpacked words."""
+def _signs(x: tf.Tensor, channels: int, zero_point: int = 0) -> tf.Tensor:
+    """The +-1 values an op input stands for: sign(x), the unpacked words, or
+    for int8 codes -1 where x < zero_point."""
+    if x.dtype == tf.int8:
+        return tf.where(x < tf.constant(zero_point, tf.int8), -1.0, 1.0)
     return _unpack_signs(x, channels) if x.dtype == tf.int32 else sign(x)
 
 
@@ -953,14 +1006,14 @@ def sign_conv2d_grads(
 
 @tf.RegisterGradient("LowbitBconv2d")
 def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
-    if _attr(op, "output_type") == "bitpacked":
+    if _attr(op, "output_type") != "float":
         return [None] * len(op.inputs)
     x, w, m, b = op.inputs[:4]
     a = {name: _attr(op, name) for name in _CONV_ATTRS}
     kh, kw, channels = a["kernel_h"], a["kernel_w"], a["channels_in"]
 
     def conv(multiplier: tf.Tensor, bias: tf.Tensor, activation: str) -> tf.Tensor:
-        attrs = _dot_attrs(op, _CONV_ATTRS)
+        attrs = _dot_attrs(op, (*_CONV_ATTRS, "input_zero_point"))
         attrs.update(activation=activation, epilogue="none")
         return load_tf_ops().lowbit_bconv2d(x, w, multiplier, bias, [], **attrs)
 
@@ -996,7 +1049,8 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
             rows = _unpack_signs(w, kh * kw * channels)
             w_signs = tf.transpose(tf.reshape(rows, [-1, kh, kw, channels]), (1, 2, 3, 0))
         grad_x_signs, grad_w_signs = sign_conv2d_grads(
-            _signs(x, channels), w_signs, grad * m, a, want_x=want_x, want_w=want_w
+            _signs(x, channels, _attr(op, "input_zero_point")), w_signs, grad * m, a,
+            want_x=want_x, want_w=want_w
         )
         if want_x:
             grad_x = _clipped_gradient(x, grad_x_signs, 1.0)
@@ -1007,14 +1061,16 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
 
 @tf.RegisterGradient("LowbitBgemm")
 def _bgemm_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
-    if _attr(op, "output_type") == "bitpacked":
+    if _attr(op, "output_type") != "float":
         return [None] * 4
     x, w, m, b = op.inputs
     channels = _attr(op, "channels_in")
 
     def raw_dot() -> tf.Tensor:
         ones, zeros = tf.ones_like(m), tf.zeros_like(b)
-        return load_tf_ops().lowbit_bgemm(x, w, ones, zeros, **_dot_attrs(op, ["channels_in"]))
+        return load_tf_ops().lowbit_bgemm(
+            x, w, ones, zeros, **_dot_attrs(op, ["channels_in", "input_zero_point"])
+        )
 
     grad, grad_m, grad_b = _transform_grads(op, grad, raw_dot)
     skipped = _skipped(op)
@@ -1031,7 +1087,8 @@ def _bgemm_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
                 x, tf.reshape(tf.matmul(g_rows, w_signs, transpose_b=True), tf.shape(x)), 1.0
             )
         if want_w:
-            x_rows = tf.reshape(_signs(x, channels), [-1, channels])
+            x_rows = tf.reshape(_signs(x, channels, _attr(op, "input_zero_point")),
+                                [-1, channels])
             grad_w = _clipped_gradient(w, tf.matmul(x_rows, g_rows, transpose_a=True), 1.0)
     return [grad_x, grad_w, grad_m, grad_b]
 

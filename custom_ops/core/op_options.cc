@@ -36,8 +36,9 @@ Status ReadBConv2DOptions(const contract::OptionSource& source, BConv2DParams* p
   ConvOptions(v, params);
   ParseOutputType(v.String("output_type"), output_type);
   ParseEpilogue(v.String("epilogue"), epilogue);
-  if (epilogue->inputs() != 0 && *output_type != OutputType::kFloat) {
-    return Status::Error("epilogue \"" + v.String("epilogue") + "\" needs output_type \"float\"");
+  if (epilogue->inputs() != 0 && *output_type == OutputType::kBitpacked) {
+    return Status::Error("epilogue \"" + v.String("epilogue") +
+                         "\" needs output_type \"float\" or \"int8\"");
   }
   return CheckBConv2DOptions(*params);
 }
