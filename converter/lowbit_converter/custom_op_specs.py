@@ -64,7 +64,8 @@ BCONV2D = CustomOpSpec(
         "padding": OptionSpec(str, choices=("SAME", "VALID")),
         "pad_value": OptionSpec(int, choices=(0, 1)),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
-        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        # "int8": the int8 output of a quantized model (docs/int8.md).
+        "output_type": OptionSpec(str, choices=("float", "bitpacked", "int8"), default="float"),
         "epilogue": OptionSpec(str, choices=tuple(EPILOGUE_INPUTS), default="none"),
     },
     extra_inputs=lambda options: EPILOGUE_INPUTS[options.get("epilogue", "none")],
@@ -125,7 +126,7 @@ BDEPTHWISECONV2D = CustomOpSpec(
     options={
         **_CONV_OPTIONS,
         "depth_multiplier": OptionSpec(int, minimum=1),
-        "output_type": BCONV2D.options["output_type"],
+        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
     },
 )
 
