@@ -22,18 +22,11 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# Larq Compute Engine's `convert_keras_model` options, and what to do instead.
+# Larq Compute Engine's `convert_keras_model` options we do not take, and
+# what to do instead (inference_input_type / inference_output_type are ours too).
 _LCE_OPTIONS = {
-    "inference_input_type": (
-        "the converted model's inputs are float32 (int8 inputs and outputs will come "
-        "with int8 support); quantize and dequantize outside the model meanwhile"
-    ),
-    "inference_output_type": (
-        "the converted model's outputs are float32 (int8 inputs and outputs will come "
-        "with int8 support); quantize and dequantize outside the model meanwhile"
-    ),
     "experimental_default_int8_range": (
-        "the tensors between ops stay float32 (int8 tensors will come with int8 support)"
+        "int8 tensors come from calibration: pass int8=True and a representative_dataset"
     ),
     "target": (
         "there is one .tflite for every CPU: lowbit_tf.lite picks the kernel "
@@ -46,15 +39,8 @@ _LCE_OPTIONS = {
 }
 
 
-def _is_float32(dtype: Any) -> bool:
-    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
-    return name == "float32"
-
-
 def _harmless(option: str, value: Any) -> bool:
     """True for an LCE option whose value asks for what we do anyway."""
-    if option in ("inference_input_type", "inference_output_type"):
-        return _is_float32(value)
     if option == "experimental_default_int8_range":
         return value is None
     if option == "experimental_enable_bitpacked_activations":
@@ -79,7 +65,8 @@ def refusing_lce_options(function: _F) -> _F:
             raise TypeError(
                 f"{function.__name__}() does not support (yet) Larq Compute Engine's "
                 "converter option(s): " + "; ".join(refused) + ". Its own options are lowbit, "
-                "packed_chains and float_fallback."
+                "packed_chains, float_fallback, int8, representative_dataset, "
+                "inference_input_type and inference_output_type."
             )
         return function(*args, **kwargs)
 
@@ -93,6 +80,8 @@ class ConversionResult:
     tflite_model: bytes
     lowered_layers: list[str]
     report: PassReport
+    # int8=True: how many int8 tensors the lowbit ops read or write directly.
+    int8_fused_tensors: int = 0
 
 
 @refusing_lce_options
@@ -102,8 +91,20 @@ def convert_with_report(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
+    from lowbit_converter import int8 as int8_pass
+
+    int8_inputs, int8_outputs = int8_pass.check_int8_io_types(
+        inference_input_type, inference_output_type, int8)
+    if int8 and representative_dataset is None:
+        raise ValueError("int8=True needs a representative_dataset to calibrate the int8 ranges")
+    if representative_dataset is not None and not int8:
+        raise ValueError("representative_dataset is only used with int8=True")
     quiet_tensorflow_logs()
     import tensorflow as tf
 
@@ -129,7 +130,15 @@ def convert_with_report(
           _float_emulation(lowered)):
         converted = converter.convert()
     flatbuffer, report = run_pass(converted)
-    return ConversionResult(flatbuffer, sorted(plans), report)
+    fused = 0
+    if int8:
+        calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
+        with filtered_native_stderr():
+            quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
+                                           int8_outputs=int8_outputs)
+        flatbuffer, fused = int8_pass.fuse_int8_io(quantized)
+        flatbuffer, report = run_pass(flatbuffer)  # checks the result, notes the runtime again
+    return ConversionResult(flatbuffer, sorted(plans), report, fused)
 
 
 @contextlib.contextmanager
@@ -163,6 +172,10 @@ def convert(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -193,6 +206,18 @@ def convert(
       float_fallback: a quantized layer no custom op can run (say, an input
         quantizer other than sign or DoReFa) is kept as float TFLite ops
         instead of raising ConversionError.
+      int8: post-training int8 (docs/int8.md): every float layer becomes
+        TFLite's int8 builtins with per-channel weights, calibrated on
+        `representative_dataset` run through our runtime (the binary layers'
+        real output ranges included); LowbitBconv2d and LowbitBgemm read and
+        write the int8 tensors directly (the other lowbit ops keep float
+        tensors, with QUANTIZE / DEQUANTIZE around them).
+      representative_dataset: with int8, a callable returning an iterable of
+        samples, each a list of the model's inputs (TFLiteConverter's
+        convention), a bare array or a dict of arrays.
+      inference_input_type, inference_output_type: float32 (the default, also
+        None) or int8 (with int8=True): the model's inputs / outputs as int8
+        codes, quantized with the parameters their tensors carry.
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -200,17 +225,19 @@ def convert(
     Returns:
       The .tflite flatbuffer.
 
-    Larq Compute Engine's options (`inference_input_type`,
-    `inference_output_type`, `experimental_default_int8_range`, `target`) are
-    not supported (yet): one that asks for what happens anyway (float32 inputs
-    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
-    saying what to do instead. int8 inputs, outputs and tensors will come with
-    int8 support.
+    Larq Compute Engine's other options (`experimental_default_int8_range`,
+    `target`) are not supported: one that asks for what happens anyway (no
+    default int8 range, target="arm") is accepted, any other raises a
+    TypeError saying what to do instead.
 
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
       TypeError: an LCE option asking for what is not supported.
+      ValueError: int8 without a representative_dataset, an int8 input or
+        output type without int8, a type other than float32 / int8.
     """
     return convert_with_report(
-        model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback
+        model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback,
+        int8=int8, representative_dataset=representative_dataset,
+        inference_input_type=inference_input_type, inference_output_type=inference_output_type,
     ).tflite_model
