@@ -322,3 +322,24 @@ def test_tflite_int8_residual_needs_int8_output():
     with pytest.raises(Exception, match="residual must be FLOAT32 of the output's shape"):
         Interpreter(model_content=model, num_threads=1).predict(
             np.zeros(d["x_q"].shape, np.int8), np.zeros(_out_shape(case), np.int8))
+
+
+@pytest.mark.parametrize("zero_point", [-128, -7, 0, 127])
+def test_int8_output_edge_values_in_both_shells(zero_point):
+    """Values at and next to halves, past the int8 range, infinities and NaN,
+    on 40 channels (the 16-wide vector path of the quantization and its
+    scalar tail): multiplier 0 makes y = bias exactly."""
+    edges = [0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, -0.49999997, 126.5, -127.5,
+             127.49998, 1e30, -1e30, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 0.0, -0.0]
+    b = np.array(edges * 2, np.float32) * np.float32(0.75)
+    b[20:] = -b[20:]
+    m = np.zeros(40, np.float32)
+    case = dict(leading=[3], k=33, cout=40, activation=None, seed=0)
+    kernel = np.ones((33, 40), np.float32)
+    x_q = np.zeros((3, 33), np.int8)
+    want = quantize_int8_np(np.broadcast_to(b, (3, 40)), 0.75, zero_point)
+    got_tf = ops.bgemm(x_q, ops.pack_dense_kernel(kernel), m, b, output_type="int8",
+                       output_scale=0.75, output_zero_point=zero_point).numpy()
+    np.testing.assert_array_equal(got_tf, want)
+    model = _tflite_gemm(case, kernel, m, b, x_q.shape, 0, 0.75, zero_point)
+    np.testing.assert_array_equal(Interpreter(model_content=model).predict(x_q), want)
