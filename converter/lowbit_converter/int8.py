@@ -24,8 +24,9 @@ carries those statistics. So the route here is (docs/int8.md):
    scale * (q - zero_point) is q >= zero_point, exactly the sign of the
    dequantized value); an output consumed only by one QUANTIZE writes that
    QUANTIZE's int8 tensor itself (output_type "int8", the same rounding as
-   TFLite's QUANTIZE, docs/custom_ops.md); with an int8 output, a residual
-   produced by a DEQUANTIZE is read as int8 too. The DEQUANTIZE / QUANTIZE
+   TFLite's QUANTIZE, docs/custom_ops.md); a residual produced by a
+   DEQUANTIZE is read as int8 too (the op adds its real values, what the
+   DEQUANTIZE computed). The DEQUANTIZE / QUANTIZE
    ops left without a use are removed. Other lowbit ops keep their float
    tensors and the DEQUANTIZE / QUANTIZE around them.
 """
@@ -245,9 +246,7 @@ def fuse_int8_io(tflite_model: bytes) -> tuple[bytes, int]:
                 op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
                 fused += 1
             fused += uses.read_int8(i, 0)
-            # A residual may be int8 only beside an int8 output.
-            if options.get("output_type") == "int8" and options.get("epilogue") in (
-                    "add", "affine_add"):
+            if options.get("epilogue") in ("add", "affine_add"):
                 fused += uses.read_int8(i, len(op.inputs) - 1)
         subgraph.operators = [op for i, op in enumerate(uses.ops) if i not in uses.removed]
     return _serialize(model), fused

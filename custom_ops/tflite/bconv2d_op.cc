@@ -13,8 +13,8 @@
 //          3 bias        float32 [Cout]
 //          4.. with the "epilogue" option (core/bconv2d.h: BConv2DEpilogue):
 //                        "affine": post_multiplier, post_bias float32 [Cout];
-//                        "add": residual float32 of the output's shape (or,
-//                        with an int8 output, int8 quantized per tensor);
+//                        "add": residual float32 of the output's shape (or
+//                        int8 quantized per tensor: its real values are added);
 //                        "affine_add": all three in that order
 // Output:  0             float32 [..., OH, OW, Cout], or with output_type
 //                        "bitpacked" int32 [..., OH, OW, ceil(Cout/32)] (the signs
@@ -225,15 +225,13 @@ class Bconv2dOp final : public Op {
       if (!r.present) return Status::Error("residual is missing");
       const bool same_shape = r.rank == static_cast<int>(out_dims.size()) &&
                               std::equal(out_dims.begin(), out_dims.end(), r.dims);
-      // An int8 residual goes with an int8 output (a quantized model).
-      const bool int8_out = output_type_ == OutputType::kInt8;
-      residual_int8_ = int8_out && r.type == kTfLiteInt8;
+      // An int8 residual (a quantized model) is added as its real values.
+      residual_int8_ = r.type == kTfLiteInt8;
       if ((r.type != kTfLiteFloat32 && !residual_int8_) || !same_shape) {
         TensorRef want;
         want.rank = static_cast<int>(out_dims.size());
         want.dims = out_dims.data();
-        return Status::Error(std::string("residual must be FLOAT32") +
-                             (int8_out ? " or INT8" : "") + " of the output's shape " +
+        return Status::Error("residual must be FLOAT32 or INT8 of the output's shape " +
                              ShapeString(want) + ", got " + TypeName(r.type) + " " +
                              ShapeString(r));
       }
@@ -242,7 +240,8 @@ class Bconv2dOp final : public Op {
         Status s = TensorInt8Quantization("residual", r, &rq);
         if (!s.ok) return s;
       }
-      const std::size_t elements = output_bytes_ / (int8_out ? 1 : 4);
+      const std::size_t elements =
+          output_bytes_ / (output_type_ == OutputType::kInt8 ? 1 : 4);
       need_[names_.size()] = residual_int8_ ? elements : elements * 4;
       residual_.resize(residual_int8_ ? elements : 0);
       names_.push_back("residual");

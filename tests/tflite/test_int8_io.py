@@ -138,7 +138,7 @@ def _tflite_conv(case: dict, d: dict, *, input_q=None, output_q=None, residual_q
                    mb.tensor(d["pb"].shape, np.float32, d["pb"], name="post_bias")]
     out_int8 = case["int8_output"]
     if "add" in case["epilogue"]:
-        r_int8 = out_int8 if residual_dtype is None else residual_dtype == np.int8
+        r_int8 = (in_int8 or out_int8) if residual_dtype is None else residual_dtype == np.int8
         r = mb.tensor(_out_shape(case), residual_dtype or (np.int8 if r_int8 else np.float32),
                       name="residual", quantization=residual_q or (
                           ([d["r_scale"]], [d["r_zp"]]) if r_int8 else None))
@@ -159,9 +159,9 @@ def _tflite_conv(case: dict, d: dict, *, input_q=None, output_q=None, residual_q
 
 @pytest.mark.parametrize("seed", CONV_SEEDS)
 def test_tflite_bconv2d_int8_equals_tf_op(seed):
-    """The TFLite kernel reads the quantization from the tensors; with an int8
-    output an int8 residual is added as its real values (the TF op, given those
-    values as a float residual, is the reference)."""
+    """The TFLite kernel reads the quantization from the tensors; an int8
+    residual (here with an int8 input or output) is added as its real values
+    (the TF op, given those values as a float residual, is the reference)."""
     case = _conv_case(seed)
     if case["padding"] == "VALID" and min(case["h"], case["w"]) < case["kernel"]:
         pytest.skip("window larger than the input")
@@ -171,7 +171,7 @@ def test_tflite_bconv2d_int8_equals_tf_op(seed):
     if "add" in case["epilogue"]:
         r_q, d["r_zp"], d["r_scale"] = _residual(case, seed)
         residual = dequantize_int8_np(r_q, d["r_scale"], d["r_zp"])
-        feeds.append(r_q if case["int8_output"] else residual)
+        feeds.append(r_q if case["int8_input"] or case["int8_output"] else residual)
     got = Interpreter(model_content=_tflite_conv(case, d), num_threads=2).predict(*feeds)
     want = _run_tf_conv(case, d, residual)
     assert got.dtype == want.dtype
@@ -315,13 +315,12 @@ def test_tflite_int8_tensor_without_quantization_raises():
                                                                             np.int8))
 
 
-def test_tflite_int8_residual_needs_int8_output():
+def test_tflite_residual_of_another_type_raises():
     case, d = _bad_case()
-    case = dict(case, int8_output=False)
-    model = _tflite_conv(case, d, residual_dtype=np.int8, residual_q=([0.1], [0]))
-    with pytest.raises(Exception, match="residual must be FLOAT32 of the output's shape"):
+    model = _tflite_conv(case, d, residual_dtype=np.int16, residual_q=([0.1], [0]))
+    with pytest.raises(Exception, match="residual must be FLOAT32 or INT8 of the output's shape"):
         Interpreter(model_content=model, num_threads=1).predict(
-            np.zeros(d["x_q"].shape, np.int8), np.zeros(_out_shape(case), np.int8))
+            np.zeros(d["x_q"].shape, np.int8), np.zeros(_out_shape(case), np.int16))
 
 
 @pytest.mark.parametrize("zero_point", [-128, -7, 0, 127])
