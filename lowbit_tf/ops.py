@@ -234,6 +234,7 @@ def bconv2d(
     input_zero_point: int = 0,
     output_scale: float = 1.0,
     output_zero_point: int = 0,
+    output_activation: str | None = None,
 ) -> tf.Tensor:
     """Binary 2-D convolution with a fused output transform.
 
@@ -281,6 +282,8 @@ def bconv2d(
       residual: float32 of the output's shape, added last; float or int8 output.
       input_zero_point: of an int8 input, in [-128, 127].
       output_scale, output_zero_point: of an int8 output (scale finite > 0).
+      output_activation: None or "relu": a ReLU after the epilogue (the
+        int8 code max(q, output_zero_point)); int8 output only.
 
     Returns:
       float32 [..., OH, OW, C_out], int32 [..., OH, OW, ceil(C_out / 32)] for
@@ -325,6 +328,11 @@ def bconv2d(
         channels_in = int(inputs.shape[-1])
     multiplier, bias = _transform(multiplier, bias, out_channels)
     epilogue, epilogue_inputs = _epilogue(post_multiplier, post_bias, residual, out_channels)
+    if output_activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"output_activation must be None, 'linear' or 'relu', got {output_activation!r}")
+    if _ACTIVATIONS[output_activation] == "RELU" and output_type != "int8":
+        raise ValueError(f"output_activation='relu' needs output_type='int8', got {output_type!r}")
     if epilogue != "none" and output_type == "bitpacked":
         raise ValueError(
             f"bconv2d post_multiplier/post_bias/residual need output_type 'float' or 'int8', "
@@ -341,6 +349,7 @@ def bconv2d(
         output_type=output_type,
         epilogue=epilogue,
         Tout=_TOUT[output_type],
+        output_activation=_ACTIVATIONS[output_activation],
         **int8_attrs,
     )
 

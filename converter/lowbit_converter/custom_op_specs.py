@@ -67,6 +67,7 @@ BCONV2D = CustomOpSpec(
         # "int8": the int8 output of a quantized model (docs/int8.md).
         "output_type": OptionSpec(str, choices=("float", "bitpacked", "int8"), default="float"),
         "epilogue": OptionSpec(str, choices=tuple(EPILOGUE_INPUTS), default="none"),
+        "output_activation": OptionSpec(str, choices=("NONE", "RELU"), default="NONE"),
     },
     extra_inputs=lambda options: EPILOGUE_INPUTS[options.get("epilogue", "none")],
 )

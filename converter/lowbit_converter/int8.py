@@ -26,7 +26,10 @@ carries those statistics. So the route here is (docs/int8.md):
    QUANTIZE's int8 tensor itself (output_type "int8", the same rounding as
    TFLite's QUANTIZE, docs/custom_ops.md); a residual produced by a
    DEQUANTIZE is read as int8 too (the op adds its real values, what the
-   DEQUANTIZE computed). The DEQUANTIZE / QUANTIZE
+   DEQUANTIZE computed); a ReLU (int8 RELU op) that is all that reads a
+   LowbitBconv2d's int8 output is folded into it (output_activation "RELU":
+   the ReLU after the residual add of QuickNet's last block of a section).
+   The DEQUANTIZE / QUANTIZE / RELU
    ops left without a use are removed. Other lowbit ops keep their float
    tensors and the DEQUANTIZE / QUANTIZE around them.
 """
@@ -212,13 +215,13 @@ class _Uses:
             self.removed.add(p)
         return True
 
-    def write_int8(self, op_index: int) -> bool:
-        """Output 0 of op `op_index` as the int8 tensor of the one QUANTIZE
-        that reads it, which goes."""
+    def write_int8(self, op_index: int, through: str = "QUANTIZE") -> bool:
+        """Output 0 of op `op_index` as the int8 tensor of the one `through`
+        op (QUANTIZE, or RELU after an int8 output) that reads it, which goes."""
         op = self.ops[op_index]
         out = int(op.outputs[0])
         users = self.consumers.get(out, [])
-        if out in self.graph_outputs or len(users) != 1 or self.names[users[0]] != "QUANTIZE":
+        if out in self.graph_outputs or len(users) != 1 or self.names[users[0]] != through:
             return False
         target = int(self.ops[users[0]].outputs[0])
         if not _per_tensor_int8(self.subgraph.tensors[target]):
@@ -237,14 +240,17 @@ def fuse_int8_io(tflite_model: bytes) -> tuple[bytes, int]:
     for subgraph in model.subgraphs:
         uses = _Uses(model, subgraph)
         for i, op in enumerate(uses.ops):
-            if uses.names[i] not in INT8_IO_OPS:
+            name = uses.names[i]
+            if name not in INT8_IO_OPS:
                 continue
             options = {k: v.decode() if isinstance(v, bytes) else v
                        for k, v in flexbuffers.Loads(bytes(bytearray(op.customOptions))).items()}
             if options.get("output_type", "float") == "float" and uses.write_int8(i):
                 options["output_type"] = "int8"
-                op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
                 fused += 1
+                if name == "LowbitBconv2d" and uses.write_int8(i, through="RELU"):
+                    options["output_activation"] = "RELU"
+                op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
             fused += uses.read_int8(i, 0)
             if options.get("epilogue") in ("add", "affine_add"):
                 fused += uses.read_int8(i, len(op.inputs) - 1)

@@ -65,15 +65,18 @@ void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantizati
     std::int64_t i = begin;
 #if defined(__SSE2__)
     // 16 values a step; the two saturating packs (int32 -> int16 -> int8)
-    // are the clamp to [-128, 127].
+    // are the clamp to [-128, 127], the max on int16 that of a ReLU.
     const __m128 scale = _mm_set1_ps(q.scale);
     const __m128i zp = _mm_set1_epi32(q.zero_point);
+    const __m128i lowest = _mm_set1_epi16(static_cast<short>(q.relu ? q.zero_point : -128));
     for (; i + 16 <= end; i += 16) {
       const __m128i a = QuantizeInt8x4(_mm_loadu_ps(y + i), scale, zp);
       const __m128i b = QuantizeInt8x4(_mm_loadu_ps(y + i + 4), scale, zp);
       const __m128i c = QuantizeInt8x4(_mm_loadu_ps(y + i + 8), scale, zp);
       const __m128i d = QuantizeInt8x4(_mm_loadu_ps(y + i + 12), scale, zp);
-      const __m128i bytes = _mm_packs_epi16(_mm_packs_epi32(a, b), _mm_packs_epi32(c, d));
+      const __m128i ab = _mm_max_epi16(_mm_packs_epi32(a, b), lowest);
+      const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), lowest);
+      const __m128i bytes = _mm_packs_epi16(ab, cd);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), bytes);
     }
 #endif

@@ -32,6 +32,9 @@ namespace lowbit {
 struct Int8Quantization {
   float scale = 1.0f;
   std::int32_t zero_point = 0;
+  // Quantize relu(y) instead of y: the code max(q, zero_point) (quantization
+  // is monotone and maps 0 to zero_point, so that is exact).
+  bool relu = false;
 };
 
 // scale finite and > 0, zero_point in [-128, 127]. `tensor` names the
@@ -55,8 +58,9 @@ inline std::int8_t QuantizeInt8(float y, const Int8Quantization& q) {
   const float d = c - static_cast<float>(t);
   t += static_cast<std::int32_t>(d >= 0.5f) - static_cast<std::int32_t>(d <= -0.5f);
   t += q.zero_point;
+  const std::int32_t lowest = q.relu ? q.zero_point : -128;
   t = t > 127 ? 127 : t;
-  t = t < -128 ? -128 : t;
+  t = t < lowest ? lowest : t;
   return static_cast<std::int8_t>(t);  // NaN: c = 0, so zero_point
 }
 

@@ -88,6 +88,9 @@ constexpr Option kBconv2dOptions[] = {
     String("epilogue", kEpilogues, "none", /*optional=*/true),
     {"num_epilogue_inputs", OptionType::kInt, 0, kIntMax, true, nullptr, "0", false, true},
     kInputZeroPoint, kOutputScale, kOutputZeroPoint,
+    // A ReLU after the epilogue, int8 output only (a quantized model's ReLU
+    // that follows the conv's residual add, folded into the quantization).
+    String("output_activation", kActivations, "NONE", /*optional=*/true),
 };
 constexpr Tensor kBconv2dInputs[] = {
     kPackedFloatOrInt8Nhwc,

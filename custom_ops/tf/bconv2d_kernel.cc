@@ -29,6 +29,7 @@ class BConv2DOp : public tensorflow::OpKernel {
                                                      &epilogue_kind_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
     OP_REQUIRES_OK(ctx, ReadInt8Attrs(ctx, kOp, &int8_));
+    int8_.output.relu = epilogue_kind_.output_relu;
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {

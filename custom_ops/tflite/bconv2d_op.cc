@@ -27,7 +27,9 @@
 //   dilation_h, dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
 //   activation ("NONE"/"RELU"), output_type ("float"/"bitpacked"/"int8";
 //   optional, "float" when absent), epilogue ("none"/"affine"/"add"/"affine_add";
-//   optional, "none" when absent; float or int8 output). Unknown keys are ignored.
+//   optional, "none" when absent; float or int8 output), output_activation
+//   ("NONE"/"RELU": a ReLU after the epilogue; optional; int8 output only).
+//   Unknown keys are ignored.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -159,6 +161,7 @@ class Bconv2dOp final : public Op {
     if (output_type_ == OutputType::kInt8) {
       s = TensorInt8Quantization("output", out, &output_quantization);
       if (!s.ok) return Error(s.message);
+      output_quantization.relu = epilogue_.output_relu;
     }
     const PackedWord* packed_input =
         input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,

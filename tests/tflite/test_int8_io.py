@@ -38,7 +38,7 @@ def _conv_case(seed: int) -> dict:
         activation=[None, "relu"][int(rng.integers(0, 2))],
         epilogue=str(rng.choice(["none", "affine", "add", "affine_add"])),
         int8_input=bool(rng.random() < 0.7), int8_output=bool(rng.random() < 0.7),
-        seed=seed,
+        output_relu=bool(rng.random() < 0.5), seed=seed,
     )
 
 
@@ -73,7 +73,8 @@ def _run_tf_conv(case: dict, d: dict, residual: np.ndarray | None) -> np.ndarray
     if case["int8_input"]:
         q["input_zero_point"] = d["zp_in"]
     if case["int8_output"]:
-        q.update(output_type="int8", output_scale=d["scale"], output_zero_point=d["zp_out"])
+        q.update(output_type="int8", output_scale=d["scale"], output_zero_point=d["zp_out"],
+                 output_activation="relu" if case["output_relu"] else None)
     return ops.bconv2d(x, ops.pack_filter(d["kernel"]), d["m"], d["b"],
                        post_multiplier=d.get("pm"), post_bias=d.get("pb"), residual=residual,
                        **_conv_kwargs(case, d), **q).numpy()
@@ -84,7 +85,11 @@ def _conv_reference(case: dict, d: dict, residual: np.ndarray | None) -> np.ndar
     y = bconv2d_np(x, d["kernel"], d["m"], d["b"], (case["stride"],) * 2, (1, 1),
                    case["padding"], case["pad_value"], case["activation"])
     y = epilogue_np(y, d.get("pm"), d.get("pb"), residual)
-    return quantize_int8_np(y, d["scale"], d["zp_out"]) if case["int8_output"] else y
+    if not case["int8_output"]:
+        return y
+    if case["output_relu"]:
+        y = np.maximum(y, np.float32(0))
+    return quantize_int8_np(y, d["scale"], d["zp_out"])
 
 
 def _out_shape(case: dict) -> tuple:
@@ -152,6 +157,7 @@ def _tflite_conv(case: dict, d: dict, *, input_q=None, output_q=None, residual_q
         stride_h=case["stride"], stride_w=case["stride"], padding=case["padding"],
         pad_value=case["pad_value"], activation="RELU" if case["activation"] else "NONE",
         output_type="int8" if out_int8 else None,
+        output_activation="RELU" if out_int8 and case["output_relu"] else None,
         epilogue=None if case["epilogue"] == "none" else case["epilogue"])
     mb.custom_op("LowbitBconv2d", inputs, [y], options)
     return mb.finish(graph_inputs, [y])
@@ -279,7 +285,7 @@ def test_tf_op_bad_quantization_raises():
 def _bad_case():
     case = dict(n=1, h=4, w=4, cin=33, cout=5, kernel=3, stride=1, padding="SAME",
                 pad_value=1, activation=None, epilogue="add", int8_input=True,
-                int8_output=True, seed=99)
+                int8_output=True, output_relu=False, seed=99)
     d = _conv_data(case)
     d["r_zp"], d["r_scale"] = 0, 0.1
     return case, d
@@ -342,3 +348,21 @@ def test_int8_output_edge_values_in_both_shells(zero_point):
     np.testing.assert_array_equal(got_tf, want)
     model = _tflite_gemm(case, kernel, m, b, x_q.shape, 0, 0.75, zero_point)
     np.testing.assert_array_equal(Interpreter(model_content=model).predict(x_q), want)
+
+
+def test_output_activation_needs_an_int8_output():
+    case, d = _bad_case()
+    with pytest.raises(ValueError, match="output_activation='relu' needs output_type='int8'"):
+        ops.bconv2d(d["x_q"], ops.pack_filter(d["kernel"]), output_activation="relu",
+                    **_conv_kwargs(case, d))
+    case = dict(case, int8_output=False, epilogue="none")
+    mb = ModelBuilder()
+    x = mb.tensor(d["x_q"].shape, np.int8, name="x", quantization=([0.1], [0]))
+    fil = np.asarray(ops.pack_filter(d["kernel"]))
+    inputs = [x, mb.tensor(fil.shape, np.int32, fil), mb.tensor((5,), np.float32, d["m"]),
+              mb.tensor((5,), np.float32, d["b"])]
+    y = mb.tensor(_out_shape(case), np.float32, name="y")
+    mb.custom_op("LowbitBconv2d", inputs, [y], bconv_options(
+        channels_in=33, padding="SAME", pad_value=1, output_activation="RELU"))
+    with pytest.raises(Exception, match='output_activation "RELU" needs output_type "int8"'):
+        Interpreter(model_content=mb.finish([x], [y])).predict(d["x_q"])
