@@ -1135,10 +1135,11 @@ def _bdepthwise_attrs(
     pad_value: int,
     activation: str | None,
     output_type: str,
+    int8_attrs: dict,
 ) -> dict:
     """Checks the arguments of `bdepthwise_conv2d` and returns the op's attributes."""
     name = "bdepthwise_conv2d"
-    _checked_common(name, inputs, activation, output_type)
+    _checked_common(name, inputs, activation, output_type, int8=True)
     if filter.dtype != tf.int32:
         raise TypeError(f"{name} filter must be packed int32, got dtype {filter.dtype.name}")
     if inputs.shape.rank is not None and inputs.shape.rank < 4:
@@ -1170,7 +1171,8 @@ def _bdepthwise_attrs(
                       activation),
         depth_multiplier=int(depth_multiplier),
         output_type=output_type,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        **int8_attrs,
     )
 
 
@@ -1189,6 +1191,9 @@ def bdepthwise_conv2d(
     pad_value: int = 0,
     activation: str | None = None,
     output_type: str = "float",
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Binary depthwise 2-D convolution with a fused output transform.
 
@@ -1204,9 +1209,9 @@ def bdepthwise_conv2d(
     bias.
 
     Args:
-      inputs: float32 [..., H, W, C] (binarised and packed inside the op) or
-        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`; rank >= 4, the
-        leading dimensions are a batch.
+      inputs: float32 [..., H, W, C] (binarised and packed inside the op),
+        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`, or int8 codes
+        (as for `bconv2d`); rank >= 4, the leading dimensions are a batch.
       filter: int32 packed [KH, KW, ceil(C * DM / 32)] from `pack_depthwise_filter`.
       multiplier, bias: float32 [C * DM]; default ones and zeros.
       kernel_size: (KH, KW), or an int for both; default from the filter shape.
@@ -1221,17 +1226,20 @@ def bdepthwise_conv2d(
       output_type: "float" (the default) or "bitpacked": the signs of the
         float output packed (`bitpack(bdepthwise_conv2d(...))` bit for bit),
         from the integer dot products with exact per-channel thresholds. Needs
-        finite multiplier and bias.
+        finite multiplier and bias. "int8": the float output quantized (as for
+        `bconv2d`).
+      input_zero_point, output_scale, output_zero_point: as for `bconv2d`.
 
     Returns:
-      float32 [..., OH, OW, C * DM], or int32 [..., OH, OW, ceil(C * DM / 32)]
-      for output_type="bitpacked".
+      float32 [..., OH, OW, C * DM], int32 [..., OH, OW, ceil(C * DM / 32)]
+      for output_type="bitpacked", int8 [..., OH, OW, C * DM] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
     attrs = _bdepthwise_attrs(
         inputs, filter, kernel_size, channels_in, depth_multiplier, strides, dilations,
         padding, pad_value, activation, output_type,
+        _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point),
     )
     out_channels = attrs["channels_in"] * attrs["depth_multiplier"]
     if multiplier is None:
@@ -1284,14 +1292,15 @@ def _bdepthwise_conv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor
         value = op.get_attr(name)
         return value.decode() if isinstance(value, bytes) else value
 
-    if attr("output_type") == "bitpacked":
+    if attr("output_type") != "float":
         return [None] * 4
     x, packed_filter, multiplier, _ = op.inputs
     if attr("activation") == "RELU":
         grad = tf.where(op.outputs[0] > 0, grad, tf.zeros_like(grad))
     attrs = {name: attr(name) for name in (
         "channels_in", "depth_multiplier", "kernel_h", "kernel_w", "stride_h", "stride_w",
-        "dilation_h", "dilation_w", "padding", "pad_value", "output_type")}
+        "dilation_h", "dilation_w", "padding", "pad_value", "output_type",
+        "input_zero_point")}
     # The integer dot products: the op again with the identity transform.
     dot = load_tf_ops().lowbit_b_depthwise_conv2d(
         x, packed_filter, tf.ones_like(multiplier), tf.zeros_like(multiplier),

@@ -209,9 +209,10 @@ def convert(
       int8: post-training int8 (docs/int8.md): every float layer becomes
         TFLite's int8 builtins with per-channel weights, calibrated on
         `representative_dataset` run through our runtime (the binary layers'
-        real output ranges included); LowbitBconv2d and LowbitBgemm read and
-        write the int8 tensors directly (the other lowbit ops keep float
-        tensors, with QUANTIZE / DEQUANTIZE around them).
+        real output ranges included); LowbitBconv2d, LowbitBgemm and
+        LowbitBDepthwiseConv2d read and write the int8 tensors directly (the
+        other lowbit ops keep float tensors, with QUANTIZE / DEQUANTIZE
+        around them).
       representative_dataset: with int8, a callable returning an iterable of
         samples, each a list of the model's inputs (TFLiteConverter's
         convention), a bare array or a dict of arrays.

@@ -127,7 +127,7 @@ BDEPTHWISECONV2D = CustomOpSpec(
     options={
         **_CONV_OPTIONS,
         "depth_multiplier": OptionSpec(int, minimum=1),
-        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        "output_type": BCONV2D.options["output_type"],
     },
 )
 

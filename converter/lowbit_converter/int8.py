@@ -19,7 +19,8 @@ carries those statistics. So the route here is (docs/int8.md):
 2. `quantize`: TensorFlow's MLIR quantizer. It quantizes every builtin it can
    (per-channel weights for convs and dense layers) and leaves the custom ops
    float, with a DEQUANTIZE before and a QUANTIZE after each.
-3. `fuse_int8_io`: LowbitBconv2d / LowbitBgemm take the int8 tensors instead:
+3. `fuse_int8_io`: LowbitBconv2d, LowbitBgemm and LowbitBDepthwiseConv2d take
+   the int8 tensors instead:
    an input produced by a DEQUANTIZE reads its int8 source (the sign of
    scale * (q - zero_point) is q >= zero_point, exactly the sign of the
    dequantized value); an output consumed only by one QUANTIZE writes that
@@ -46,7 +47,7 @@ from flatbuffers import flexbuffers
 from lowbit_converter.tflite_schema import schema
 
 # The ops that read and write int8 tensors (docs/custom_ops.md, "int8 tensors").
-INT8_IO_OPS = ("LowbitBconv2d", "LowbitBgemm")
+INT8_IO_OPS = ("LowbitBconv2d", "LowbitBgemm", "LowbitBDepthwiseConv2d")
 
 
 def _serialize(model: Any) -> bytes:

@@ -157,4 +157,14 @@ void BGemmInt8(const BGemmParams& params, const PackedWord* input, const BConv2D
                      executor);
 }
 
+void BDepthwiseConv2DInt8(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                          const PackedWord* input, const PackedWord* filter,
+                          const float* multiplier, const float* bias,
+                          const Int8Quantization& output_quantization, float* scratch,
+                          std::int8_t* output, ParallelExecutor& executor) {
+  BDepthwiseConv2D(kernel, params, input, filter, multiplier, bias, scratch, executor);
+  const std::int64_t count = params.batch * params.out_h * params.out_w * params.out_channels();
+  QuantizeInt8Values(scratch, count, output_quantization, output, executor);
+}
+
 }  // namespace lowbit

@@ -23,6 +23,7 @@
 #include <cstdint>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/types.h"
 
@@ -93,6 +94,14 @@ void BGemmInt8(const BGemmParams& params, const PackedWord* input, const BConv2D
                const float* multiplier, const float* bias,
                const Int8Quantization& output_quantization, float* scratch, std::int8_t* output,
                ParallelExecutor& executor);
+
+// The binary depthwise convolution with int8 output, likewise
+// (BDepthwiseConv2D of `kernel` into `scratch`).
+void BDepthwiseConv2DInt8(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                          const PackedWord* input, const PackedWord* filter,
+                          const float* multiplier, const float* bias,
+                          const Int8Quantization& output_quantization, float* scratch,
+                          std::int8_t* output, ParallelExecutor& executor);
 
 }  // namespace lowbit
 

@@ -152,16 +152,18 @@ constexpr Tensor kFastfoodOutputs[] = {{"output", "float", "FLOAT32", 1, -1, fal
 
 // LowbitBDepthwiseConv2d
 constexpr Option kBDepthwiseConv2dOptions[] = {
-    kT, kTout, kChannelsIn, Int("depth_multiplier", 1, "1"), kKernelH, kKernelW, kStrideH,
-    kStrideW, kDilationH, kDilationW, kPadding, kPadValue, kActivation, kOutputType,
+    kTInt8, kToutInt8, kChannelsIn, Int("depth_multiplier", 1, "1"), kKernelH, kKernelW,
+    kStrideH, kStrideW, kDilationH, kDilationW, kPadding, kPadValue, kActivation,
+    kOutputTypeInt8, kInputZeroPoint, kOutputScale, kOutputZeroPoint,
 };
 constexpr Tensor kBDepthwiseConv2dInputs[] = {
-    kPackedOrFloatNhwc,
+    kPackedFloatOrInt8Nhwc,
     {"filter", "int32", "INT32", 3, 3, false},
     kMultiplier,
     kBias,
 };
-constexpr Tensor kBDepthwiseConv2dOutputs[] = {kOutputTout};
+constexpr Tensor kBDepthwiseConv2dOutputs[] = {
+    {"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
 
 #define LOWBIT_CONTRACT(name, prefix)                                                   \
   OpContract {                                                                         \

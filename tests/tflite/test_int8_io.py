@@ -366,3 +366,45 @@ def test_output_activation_needs_an_int8_output():
         channels_in=33, padding="SAME", pad_value=1, output_activation="RELU"))
     with pytest.raises(Exception, match='output_activation "RELU" needs output_type "int8"'):
         Interpreter(model_content=mb.finish([x], [y])).predict(d["x_q"])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_bdepthwise_int8_reference_tf_and_tflite(seed):
+    """LowbitBDepthwiseConv2d with int8 input and output: the TF op exact
+    against the reference, the TFLite kernel (quantization from the tensors)
+    equal to it."""
+    from reference import bdepthwise_conv2d_np
+
+    rng = np.random.default_rng(seed + 100)
+    n, h, w = int(rng.integers(1, 3)), int(rng.integers(3, 9)), int(rng.integers(3, 9))
+    cin, dm, k = int(rng.choice([1, 17, 40])), int(rng.choice([1, 2])), int(rng.choice([1, 3]))
+    stride, padding = int(rng.choice([1, 2])), str(rng.choice(["SAME", "VALID"]))
+    pad_value, relu = int(rng.integers(0, 2)), bool(rng.integers(0, 2))
+    x_q = rng.integers(-128, 128, (n, h, w, cin)).astype(np.int8)
+    zp_in, zp_out = int(rng.integers(-10, 11)), int(rng.integers(-20, 21))
+    scale = float(rng.uniform(0.02, 0.2))
+    kernel = rng.standard_normal((k, k, cin, dm)).astype(np.float32)
+    m = rng.uniform(-0.5, 0.5, cin * dm).astype(np.float32)
+    b = rng.uniform(-1, 1, cin * dm).astype(np.float32)
+    y = bdepthwise_conv2d_np(int8_signs_np(x_q, zp_in), kernel, m, b, (stride, stride), (1, 1),
+                             padding, pad_value, "relu" if relu else None)
+    want = quantize_int8_np(y, scale, zp_out)
+    packed = np.asarray(ops.pack_depthwise_filter(kernel))
+    got_tf = ops.bdepthwise_conv2d(
+        x_q, packed, m, b, channels_in=cin, depth_multiplier=dm, strides=stride,
+        padding=padding, pad_value=pad_value, activation="relu" if relu else None,
+        output_type="int8", input_zero_point=zp_in, output_scale=scale,
+        output_zero_point=zp_out).numpy()
+    np.testing.assert_array_equal(got_tf, want)
+    mb = ModelBuilder()
+    xt = mb.tensor(x_q.shape, np.int8, name="x", quantization=([0.3], [zp_in]))
+    inputs = [xt, mb.tensor(packed.shape, np.int32, packed), mb.tensor(m.shape, np.float32, m),
+              mb.tensor(b.shape, np.float32, b)]
+    yt = mb.tensor(want.shape, np.int8, name="y", quantization=([scale], [zp_out]))
+    options = bconv_options(channels_in=cin, kernel_h=k, kernel_w=k, stride_h=stride,
+                            stride_w=stride, padding=padding, pad_value=pad_value,
+                            activation="RELU" if relu else "NONE", depth_multiplier=dm,
+                            output_type="int8")
+    mb.custom_op("LowbitBDepthwiseConv2d", inputs, [yt], options)
+    got_lite = Interpreter(model_content=mb.finish([xt], [yt])).predict(x_q)
+    np.testing.assert_array_equal(got_lite, want)
