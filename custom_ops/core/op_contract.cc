@@ -16,7 +16,8 @@ constexpr std::int64_t kIntMax = 2147483647;
 constexpr const char* kPaddings[] = {"SAME", "VALID", nullptr};
 constexpr const char* kActivations[] = {"NONE", "RELU", nullptr};
 constexpr const char* kOutputTypes[] = {"float", "bitpacked", nullptr};
-// The binary conv and dense ops also read and write int8 tensors (core/int8_io.h).
+// The binary conv, dense and depthwise ops also read and write int8 tensors
+// (core/int8_io.h).
 constexpr const char* kOutputTypesInt8[] = {"float", "bitpacked", "int8", nullptr};
 constexpr const char* kEpilogues[] = {"none", "affine", "add", "affine_add", nullptr};
 constexpr const char* kActivationModes[] = {"sign", "abc", "dorefa", nullptr};
@@ -64,8 +65,9 @@ constexpr Option kOutputType = String("output_type", kOutputTypes, "float", /*op
 constexpr Option kT = Type("T");
 constexpr Option kTfilter = Type("Tfilter");
 constexpr Option kTout = Type("Tout", "DT_FLOAT");
-// LowbitBconv2d and LowbitBgemm: int8 input and output too, with the TF op's
-// quantization of them (input: only the zero point matters, see int8_io.h).
+// LowbitBconv2d, LowbitBgemm, LowbitBDepthwiseConv2d: int8 input and output
+// too, with the TF op's quantization of them (input: only the zero point
+// matters, see int8_io.h).
 constexpr Option kTInt8 = Type("T", nullptr, kFloatInt32Int8);
 constexpr Option kToutInt8 = Type("Tout", "DT_FLOAT", kFloatInt32Int8);
 constexpr Option kOutputTypeInt8 = String("output_type", kOutputTypesInt8, "float", true);
@@ -98,7 +100,7 @@ constexpr Tensor kBconv2dInputs[] = {
     kMultiplier,
     kBias,
     // post_multiplier, post_bias [C_out] and/or the residual (the output's
-    // shape; in TFLite FLOAT32 or, with an int8 output, INT8).
+    // shape; in TFLite FLOAT32 or INT8, whose real values are added).
     {"epilogue_inputs", "num_epilogue_inputs * float", "FLOAT32|INT8", 1, -1, true},
 };
 constexpr Tensor kBconv2dOutputs[] = {{"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
