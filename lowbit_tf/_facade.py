@@ -89,7 +89,9 @@ def convert(
         around them).
       representative_dataset: with int8, a callable returning an iterable of
         samples, each a list of the model's inputs (TFLiteConverter's
-        convention), a bare array or a dict of arrays.
+        convention), a bare array or a dict of arrays. None with int8: the
+        model's `lowbit_tf.layers.FakeQuantInt8` layers give the ranges
+        (quantization-aware training; TFLiteConverter's own QAT path).
       inference_input_type, inference_output_type: float32 (the default, also
         None) or int8 (with int8=True): the model's inputs / outputs as int8
         codes, quantized with the parameters their tensors carry.

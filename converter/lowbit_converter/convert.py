@@ -101,8 +101,6 @@ def convert_with_report(
 
     int8_inputs, int8_outputs = int8_pass.check_int8_io_types(
         inference_input_type, inference_output_type, int8)
-    if int8 and representative_dataset is None:
-        raise ValueError("int8=True needs a representative_dataset to calibrate the int8 ranges")
     if representative_dataset is not None and not int8:
         raise ValueError("representative_dataset is only used with int8=True")
     quiet_tensorflow_logs()
@@ -114,6 +112,12 @@ def convert_with_report(
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
+    # Quantization-aware: the ranges come from the model's FakeQuantInt8 layers.
+    aware = int8 and representative_dataset is None
+    if aware and not _has_fake_quant(model):
+        raise ValueError(
+            "int8=True needs a representative_dataset to calibrate the int8 ranges, or a "
+            "model trained with lowbit_tf.layers.FakeQuantInt8 layers (quantization-aware)")
     lowered, plans = (
         lower_model(model, packed_chains=packed_chains, float_fallback=float_fallback)
         if lowbit
@@ -123,6 +127,10 @@ def convert_with_report(
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if aware:  # TFLiteConverter's quantization-aware path: the fake-quant ranges
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = tf.int8 if int8_inputs else tf.float32
+        converter.inference_output_type = tf.int8 if int8_outputs else tf.float32
     # Keras's export step prints the temporary SavedModel's signature, and
     # TensorFlow's C++ side logs the SavedModel's loading and a notice that our
     # ops are custom ops (which run_pass checks): noise for our callers.
@@ -132,13 +140,28 @@ def convert_with_report(
     flatbuffer, report = run_pass(converted)
     fused = 0
     if int8:
-        calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
-        with filtered_native_stderr():
-            quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
-                                           int8_outputs=int8_outputs)
+        quantized = flatbuffer
+        if not aware:
+            calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
+            with filtered_native_stderr():
+                quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
+                                               int8_outputs=int8_outputs)
         flatbuffer, fused = int8_pass.fuse_int8_io(quantized)
         flatbuffer, report = run_pass(flatbuffer)  # checks the result, notes the runtime again
     return ConversionResult(flatbuffer, sorted(plans), report, fused)
+
+
+def _layers(model: Any) -> Any:
+    """`model` and every layer in it, nested models' included."""
+    yield model
+    for child in getattr(model, "layers", ()):
+        yield from _layers(child)
+
+
+def _has_fake_quant(model: keras.Model) -> bool:
+    from lowbit_tf.layers import FakeQuantInt8
+
+    return any(isinstance(layer, FakeQuantInt8) for layer in _layers(model))
 
 
 @contextlib.contextmanager
@@ -149,12 +172,7 @@ def _float_emulation(model: keras.Model) -> Any:
     the ops would bring a float-filter op and its packed-kernel cache instead."""
     from lowbit_tf.layers import OpsSwitchMixin
 
-    def walk(layer: Any) -> Any:
-        yield layer
-        for child in getattr(layer, "layers", ()):
-            yield from walk(child)
-
-    kept = [layer for layer in walk(model) if isinstance(layer, OpsSwitchMixin)]
+    kept = [layer for layer in _layers(model) if isinstance(layer, OpsSwitchMixin)]
     before = [layer.use_ops for layer in kept]
     for layer in kept:
         layer.use_ops = False
@@ -215,7 +233,9 @@ def convert(
         around them).
       representative_dataset: with int8, a callable returning an iterable of
         samples, each a list of the model's inputs (TFLiteConverter's
-        convention), a bare array or a dict of arrays.
+        convention), a bare array or a dict of arrays. None with int8: the
+        model's `lowbit_tf.layers.FakeQuantInt8` layers give the ranges
+        (quantization-aware training; TFLiteConverter's own QAT path).
       inference_input_type, inference_output_type: float32 (the default, also
         None) or int8 (with int8=True): the model's inputs / outputs as int8
         codes, quantized with the parameters their tensors carry.

@@ -179,3 +179,65 @@ def test_full_integer_io(quicknet_models):
 def test_bad_representative_dataset_raises(dataset, error, message):
     with pytest.raises(error, match=message):
         lowbit_tf.convert(_small_quicknet(), int8=True, representative_dataset=dataset)
+
+
+def _fake_quant_model() -> keras.Model:
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.FakeQuantInt8(name="fq_in"),
+        keras.layers.Conv2D(16, 3, padding="same", name="conv"),
+        layers.FakeQuantInt8(name="fq_conv"),
+        layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, use_bias=False,
+                           input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip", name="bconv"),
+        keras.layers.BatchNormalization(name="bn"),
+        layers.FakeQuantInt8(name="fq_bconv"),
+        keras.layers.GlobalAveragePooling2D(),
+        layers.FakeQuantInt8(name="fq_pool"),
+        keras.layers.Dense(4, name="head"),
+        layers.FakeQuantInt8(name="fq_out"),
+    ])
+
+
+def test_quantization_aware_model_converts_without_representative_data(tmp_path):
+    model = _fake_quant_model()
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    fq = model.get_layer("fq_conv")
+    assert float(fq.min.numpy()) < 0 < float(fq.max.numpy())  # ranges were learnt
+    model.save(tmp_path / "qat.keras")  # serialisable
+    model = keras.models.load_model(tmp_path / "qat.keras")
+    result = lowbit_converter.convert_with_report(model, int8=True)
+    ops = _ops(result.tflite_model)
+    names = [name for name, _, _ in ops]
+    assert names == ["QUANTIZE", "CONV_2D", "LowbitBconv2d", "MEAN", "FULLY_CONNECTED",
+                     "DEQUANTIZE"], names
+    int8 = schema.TensorType.INT8
+    assert [(i[0], o) for n, i, o in ops if n == "LowbitBconv2d"] == [(int8, [int8])]
+    # The int8 tensors carry the fake-quant ranges: the conv's output scale is
+    # (max - min) / 255 of its FakeQuantInt8 (TensorFlow nudges the range by
+    # less than a step to put 0 on a level).
+    scale = _quantization(result.tflite_model, "LowbitBconv2d")[0]
+    fq = model.get_layer("fq_bconv")
+    assert scale == pytest.approx((float(fq.max.numpy()) - float(fq.min.numpy())) / 255,
+                                  rel=0.02)
+    got = Interpreter(model_content=result.tflite_model).predict(x[:16])
+    want = model.predict(x[:16], verbose=0)
+    step = _quantization(result.tflite_model, "FULLY_CONNECTED")[0]
+    # The Keras model computes with the same fake-quantized values, but an
+    # int8 kernel that rounds its accumulator differently moves a code by one
+    # now and then, which can flip a binary conv's input sign (a change of 2 in
+    # its dot product): no bound of a few steps on every value, but the
+    # predictions agree and no value is far off.
+    error = np.abs(got - want)
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.8, error / step
+    assert error.max() <= 0.25 * np.ptp(want)
+
+
+def test_int8_without_data_or_fake_quant_raises():
+    with pytest.raises(ValueError, match="FakeQuantInt8 layers"):
+        lowbit_tf.convert(_small_quicknet(), int8=True)
