@@ -31,7 +31,7 @@ FLOAT_BASELINE = {
     "fastfood": r"\| Dense FC \(512-512\)\s*\|[^|]*\|[^|]*\|[^|]*\|\s*([\d.]+)",
     "abc_net": r"float network: ([\d.]+)",
     "fixed_point": r"float32: ([\d.]+)",
-    "int8_digits": r"mean over seeds: float\+binary ([\d.]+)",
+    "int8_digits": r"PTQ: mean over seeds float\+binary ([\d.]+)",
 }
 # rows every quick run must have (labels of the variants it compares)
 EXPECTED_ROWS = {
@@ -39,7 +39,7 @@ EXPECTED_ROWS = {
     "fastfood": ["Fastfood FC (512-512)"],
     "abc_net": ["| M=1 ", "| M=3 ", "N=1", "N=2"],
     "fixed_point": ["<8,8>", "<2,14>", "nearest", "stochastic"],
-    "int8_digits": ["float+binary", "int8+binary", "target: int8+binary within 0.5 points"],
+    "int8_digits": ["float+binary", "int8+binary PTQ", "int8+binary QAT", "target within 0.5"],
 }
 
 
