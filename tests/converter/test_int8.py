@@ -63,8 +63,8 @@ def _binary_head_model(seed: int) -> keras.Model:
 
 
 def _inputs(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Values at least 0.25 away from 0: their int8 codes keep their signs
-    whatever the input's quantization (its step is below 0.01 here)."""
+    """Values at least 0.25 away from 0 (the binary conv reads the float
+    input itself here, but an int8 one would keep these signs too)."""
     x = rng.uniform(0.25, 1.0, (n, 8, 8, 5)) * rng.choice([-1.0, 1.0], (n, 8, 8, 5))
     return x.astype(np.float32)
 
