@@ -200,6 +200,7 @@ def _fake_quant_model() -> keras.Model:
     ])
 
 
+@pytest.mark.slow  # trains
 def test_quantization_aware_model_converts_without_representative_data(tmp_path):
     model = _fake_quant_model()
     rng = np.random.default_rng(7)
