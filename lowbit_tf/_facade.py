@@ -46,6 +46,10 @@ def convert(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -76,6 +80,21 @@ def convert(
       float_fallback: a quantized layer no custom op can run (say, an input
         quantizer other than sign or DoReFa) is kept as float TFLite ops
         instead of raising ConversionError.
+      int8: post-training int8 (docs/int8.md): every float layer becomes
+        TFLite's int8 builtins with per-channel weights, calibrated on
+        `representative_dataset` run through our runtime (the binary layers'
+        real output ranges included); LowbitBconv2d, LowbitBgemm and
+        LowbitBDepthwiseConv2d read and write the int8 tensors directly (the
+        other lowbit ops keep float tensors, with QUANTIZE / DEQUANTIZE
+        around them).
+      representative_dataset: with int8, a callable returning an iterable of
+        samples, each a list of the model's inputs (TFLiteConverter's
+        convention), a bare array or a dict of arrays. None with int8: the
+        model's `lowbit_tf.layers.FakeQuantInt8` layers give the ranges
+        (quantization-aware training; TFLiteConverter's own QAT path).
+      inference_input_type, inference_output_type: float32 (the default, also
+        None) or int8 (with int8=True): the model's inputs / outputs as int8
+        codes, quantized with the parameters their tensors carry.
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -83,16 +102,16 @@ def convert(
     Returns:
       The .tflite flatbuffer.
 
-    Larq Compute Engine's options (`inference_input_type`,
-    `inference_output_type`, `experimental_default_int8_range`, `target`) are
-    not supported (yet): one that asks for what happens anyway (float32 inputs
-    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
-    saying what to do instead. int8 inputs, outputs and tensors will come with
-    int8 support.
+    Larq Compute Engine's other options (`experimental_default_int8_range`,
+    `target`) are not supported: one that asks for what happens anyway (no
+    default int8 range, target="arm") is accepted, any other raises a
+    TypeError saying what to do instead.
 
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
       TypeError: an LCE option asking for what is not supported.
+      ValueError: int8 without a representative_dataset, an int8 input or
+        output type without int8, a type other than float32 / int8.
     """
 
 
@@ -103,6 +122,10 @@ def convert_with_report(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
 

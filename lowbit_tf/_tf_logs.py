@@ -32,10 +32,12 @@ from collections.abc import Iterator
 # fatal errors (F) pass.
 _NOISE_LINE = re.compile(r"^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-/]+:\d+\] ")
 # The lines that continue INFO lines: the custom-op notice (flatbuffer_export.cc)
-# and the CPU-feature notice (cpu_feature_guard.cc).
+# and the CPU-feature notice (cpu_feature_guard.cc); and the MLIR quantizer's
+# settings line (lowbit_converter/int8.py).
 _CONTINUATION = re.compile(
     r"^(Custom ops: |Details:$|\s+tf\.\w+\(|See instructions: https://www\.tensorflow\.org/lite/"
-    r"|To enable the following instructions: .* rebuild TensorFlow with)"
+    r"|To enable the following instructions: .* rebuild TensorFlow with"
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: )"
 )
 _ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog() is called"
 

@@ -74,6 +74,7 @@ __all__ = [
     "ABCConv2D",
     "ABCDense",
     "FastfoodDense",
+    "FakeQuantInt8",
     "QuantConv1D",
     "QuantConv2D",
     "QuantConv2DTranspose",
@@ -1375,3 +1376,61 @@ from lowbit_tf.conv_layers import (  # noqa: E402
     QuantSeparableConv2D,
 )
 from lowbit_tf.local_layers import QuantLocallyConnected1D, QuantLocallyConnected2D  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FakeQuantInt8(keras.layers.Layer):
+    """Fake int8 quantization of a float tensor, for quantization-aware training
+    of a mixed int8 + binary model (docs/int8.md).
+
+    Output: ``x`` rounded to the 256 levels of [min, max] (TensorFlow's
+    ``fake_quant_with_min_max_vars``: the range nudged so that 0 is a level,
+    values outside clamped), with the straight-through gradient inside the
+    range and zero outside. ``min`` and ``max`` (non-trainable) follow the
+    tensor's range in training: the first batch sets them, then each batch
+    moves them by ``1 - momentum`` towards its own min and max. In inference
+    they are fixed.
+
+    Put one after each float layer whose output should be int8 (and after the
+    model input): ``lowbit_tf.convert(model, int8=True)`` then needs no
+    representative dataset, TFLiteConverter's quantization-aware path takes
+    these ranges as the int8 tensors' (the layer becomes TFLite's int8
+    parameters, not an op). A binary layer's input needs none (it reads only
+    signs).
+
+    Arguments:
+      momentum: of the moving min and max (default 0.99).
+    """
+
+    def __init__(self, momentum: float = 0.99, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"{self.name}: momentum must be in [0, 1), got {momentum!r}")
+        self.momentum = float(momentum)
+
+    def build(self, input_shape: Any) -> None:
+        zeros = keras.initializers.Zeros()
+        self.min = self.add_weight(name="min", shape=(), initializer=zeros, trainable=False)
+        self.max = self.add_weight(name="max", shape=(), initializer=zeros, trainable=False)
+        self.seen = self.add_weight(name="seen", shape=(), initializer=zeros, trainable=False)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x = tf.convert_to_tensor(inputs)
+        if training:
+            lo, hi = tf.reduce_min(x), tf.reduce_max(x)
+            first = tf.equal(self.seen, 0.0)
+            keep = self.momentum
+            self.min.assign(tf.where(first, lo, keep * self.min + (1 - keep) * lo))
+            self.max.assign(tf.where(first, hi, keep * self.max + (1 - keep) * hi))
+            self.seen.assign(1.0)
+        # A range that holds 0 (TFLite's int8 tensors do) and is not empty.
+        lo = tf.minimum(tf.convert_to_tensor(self.min), 0.0)
+        hi = tf.maximum(tf.convert_to_tensor(self.max), lo + 1e-6)
+        return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "momentum": self.momentum}
+

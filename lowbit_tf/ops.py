@@ -55,6 +55,9 @@ _EXPLICIT_PADS = ("explicit_pad_top", "explicit_pad_bottom", "explicit_pad_left"
                   "explicit_pad_right")
 _ACTIVATIONS = {None: "NONE", "linear": "NONE", "relu": "RELU"}
 _OUTPUT_TYPES = ("float", "bitpacked")
+# bconv2d and bgemm also read and write int8 tensors (quantized models).
+_INT8_OUTPUT_TYPES = ("float", "bitpacked", "int8")
+_TOUT = {"float": tf.float32, "bitpacked": tf.int32, "int8": tf.int8}
 ACTIVATION_MODES = ("sign", "abc", "dorefa")
 
 
@@ -121,17 +124,45 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
 
 
 def _checked_common(
-    op: str, inputs: tf.Tensor, activation: str | None, output_type: str
+    op: str, inputs: tf.Tensor, activation: str | None, output_type: str, int8: bool = False
 ) -> None:
-    """Checks shared by bconv2d and bgemm."""
-    if inputs.dtype not in (tf.float32, tf.int32):
+    """Checks shared by bconv2d, bgemm (`int8`: which also take int8 inputs and
+    outputs) and bdepthwise_conv2d."""
+    dtypes = (tf.float32, tf.int32, tf.int8) if int8 else (tf.float32, tf.int32)
+    if inputs.dtype not in dtypes:
         raise TypeError(
-            f"{op} inputs must be float32 or packed int32, got dtype {inputs.dtype.name}"
+            f"{op} inputs must be float32{', int8' if int8 else ''} or packed int32, got "
+            f"dtype {inputs.dtype.name}"
         )
     if activation not in _ACTIVATIONS:
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
-    if output_type not in _OUTPUT_TYPES:
-        raise ValueError(f"output_type must be 'float' or 'bitpacked', got {output_type!r}")
+    output_types = _INT8_OUTPUT_TYPES if int8 else _OUTPUT_TYPES
+    if output_type not in output_types:
+        raise ValueError(f"output_type must be one of {output_types}, got {output_type!r}")
+
+
+def _int8_attrs(
+    inputs: tf.Tensor, input_zero_point: int, output_scale: float, output_zero_point: int
+) -> dict:
+    """The int8 quantization attributes of bconv2d / bgemm, checked: the
+    input's zero point (its scale does not matter: a code q is -1 iff q <
+    zero_point), the output's scale and zero point (q = round(y / scale) +
+    zero_point, saturated; docs/custom_ops.md)."""
+    for name, value in (("input_zero_point", input_zero_point),
+                        ("output_zero_point", output_zero_point)):
+        if not isinstance(value, int | np.integer) or not -128 <= value <= 127:
+            raise ValueError(f"{name} must be an int in [-128, 127], got {value!r}")
+    if not isinstance(output_scale, float | int | np.floating) or not (
+        np.isfinite(output_scale) and output_scale > 0
+    ):
+        raise ValueError(f"output_scale must be finite and > 0, got {output_scale!r}")
+    if input_zero_point != 0 and inputs.dtype != tf.int8:
+        raise ValueError(
+            f"input_zero_point applies to an int8 input, got {input_zero_point} with dtype "
+            f"{inputs.dtype.name}"
+        )
+    return dict(input_zero_point=int(input_zero_point), output_scale=float(output_scale),
+                output_zero_point=int(output_zero_point))
 
 
 def _transform(
@@ -205,6 +236,10 @@ def bconv2d(
     post_multiplier: tf.Tensor | np.ndarray | None = None,
     post_bias: tf.Tensor | np.ndarray | None = None,
     residual: tf.Tensor | np.ndarray | None = None,
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
+    output_activation: str | None = None,
 ) -> tf.Tensor:
     """Binary 2-D convolution with a fused output transform.
 
@@ -221,9 +256,11 @@ def bconv2d(
     filter this is a binary conv layer that trains through the fast path.
 
     Args:
-      inputs: float32 [..., H, W, C] (binarised and packed inside the op) or
-        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`; rank >= 4, the
-        kernel slides over H and W, the leading dimensions are a batch.
+      inputs: float32 [..., H, W, C] (binarised and packed inside the op),
+        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`, or int8
+        [..., H, W, C] codes of a quantized tensor (a code below
+        `input_zero_point` is -1, any other +1); rank >= 4, the kernel slides
+        over H and W, the leading dimensions are a batch.
       filter: int32 packed [C_out, ceil(KH * KW * C_in / 32)] from
         `pack_filter`, or the float32 Keras kernel [KH, KW, C_in, C_out] (HWIO),
         binarised and packed inside the op (then it gets a gradient).
@@ -244,17 +281,25 @@ def bconv2d(
         integer dot products with exact per-channel thresholds so that a chain
         of binary layers never unpacks. Needs finite multiplier and bias. With
         activation="relu" every bit is 0 (+1): relu(y) is never negative.
+        "int8": the float output (epilogue included) quantized to int8,
+        q = clamp(round(y / output_scale) + output_zero_point, -128, 127),
+        rounding halves away from zero (TFLite's QUANTIZE).
       post_multiplier, post_bias: float32 [C_out] (either one given, the other
-        defaults to ones / zeros); float output only.
-      residual: float32 of the output's shape, added last; float output only.
+        defaults to ones / zeros); float or int8 output.
+      residual: float32 of the output's shape, added last; float or int8 output.
+      input_zero_point: of an int8 input, in [-128, 127].
+      output_scale, output_zero_point: of an int8 output (scale finite > 0).
+      output_activation: None or "relu": a ReLU after the epilogue (the
+        int8 code max(q, output_zero_point)); int8 output only.
 
     Returns:
-      float32 [..., OH, OW, C_out], or int32 [..., OH, OW, ceil(C_out / 32)]
-      for output_type="bitpacked".
+      float32 [..., OH, OW, C_out], int32 [..., OH, OW, ceil(C_out / 32)] for
+      output_type="bitpacked", int8 [..., OH, OW, C_out] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
-    _checked_common("bconv2d", inputs, activation, output_type)
+    _checked_common("bconv2d", inputs, activation, output_type, int8=True)
+    int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
     if filter.dtype not in (tf.int32, tf.float32):
         raise TypeError(
             "bconv2d filter must be packed int32 or a float32 HWIO kernel, got dtype "
@@ -290,10 +335,15 @@ def bconv2d(
         channels_in = int(inputs.shape[-1])
     multiplier, bias = _transform(multiplier, bias, out_channels)
     epilogue, epilogue_inputs = _epilogue(post_multiplier, post_bias, residual, out_channels)
-    if epilogue != "none" and output_type != "float":
+    if output_activation not in _ACTIVATIONS:
         raise ValueError(
-            f"bconv2d post_multiplier/post_bias/residual need output_type='float', got "
-            f"{output_type!r}"
+            f"output_activation must be None, 'linear' or 'relu', got {output_activation!r}")
+    if _ACTIVATIONS[output_activation] == "RELU" and output_type != "int8":
+        raise ValueError(f"output_activation='relu' needs output_type='int8', got {output_type!r}")
+    if epilogue != "none" and output_type == "bitpacked":
+        raise ValueError(
+            f"bconv2d post_multiplier/post_bias/residual need output_type 'float' or 'int8', "
+            f"got {output_type!r}"
         )
     padding, explicit_pads = _explicit_padding(padding)
     return load_tf_ops().lowbit_bconv2d(
@@ -307,7 +357,9 @@ def bconv2d(
         **explicit_pads,
         output_type=output_type,
         epilogue=epilogue,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        output_activation=_ACTIVATIONS[output_activation],
+        **int8_attrs,
     )
 
 
@@ -361,6 +413,9 @@ def bgemm(
     channels_in: int | None = None,
     activation: str | None = None,
     output_type: str = "float",
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Binary dense layer (GEMM) over the last axis, with a fused output transform.
 
@@ -372,7 +427,8 @@ def bgemm(
     with the same output types and gradients.
 
     Args:
-      inputs: float32 [..., K] or int32 packed [..., ceil(K / 32)]; rank >= 1.
+      inputs: float32 [..., K], int32 packed [..., ceil(K / 32)] or int8
+        [..., K] quantized codes (as for `bconv2d`); rank >= 1.
       filter: int32 packed [N_out, ceil(K / 32)] from `pack_dense_kernel`, or
         the float32 Keras kernel [K, N_out], packed inside the op (then it gets
         a gradient).
@@ -380,15 +436,17 @@ def bgemm(
       channels_in: K; required for a packed input and packed filter, inferred
         otherwise.
       activation: None / "linear" or "relu" (fused).
-      output_type: "float" or "bitpacked" (as for `bconv2d`).
+      output_type: "float", "bitpacked" or "int8" (as for `bconv2d`).
+      input_zero_point, output_scale, output_zero_point: as for `bconv2d`.
 
     Returns:
-      float32 [..., N_out], or int32 [..., ceil(N_out / 32)] for
-      output_type="bitpacked".
+      float32 [..., N_out], int32 [..., ceil(N_out / 32)] for
+      output_type="bitpacked", int8 [..., N_out] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
-    _checked_common("bgemm", inputs, activation, output_type)
+    _checked_common("bgemm", inputs, activation, output_type, int8=True)
+    int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
     if filter.dtype not in (tf.int32, tf.float32):
         raise TypeError(
             "bgemm filter must be packed int32 or a float32 [K, N_out] kernel, got dtype "
@@ -422,7 +480,8 @@ def bgemm(
         channels_in=int(channels_in),
         activation=_ACTIVATIONS[activation],
         output_type=output_type,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        **int8_attrs,
     )
 
 
@@ -885,8 +944,11 @@ def _unpack_signs(packed: tf.Tensor, channels: int) -> tf.Tensor:
     return 1.0 - 2.0 * tf.cast(bits, tf.float32)  # bit 1 means -1
 
 
-def _signs(x: tf.Tensor, channels: int) -> tf.Tensor:
-    """The +-1 values an op input stands for: sign(x) or the unpacked words."""
+def _signs(x: tf.Tensor, channels: int, zero_point: int = 0) -> tf.Tensor:
+    """The +-1 values an op input stands for: sign(x), the unpacked words, or
+    for int8 codes -1 where x < zero_point."""
+    if x.dtype == tf.int8:
+        return tf.where(x < tf.constant(zero_point, tf.int8), -1.0, 1.0)
     return _unpack_signs(x, channels) if x.dtype == tf.int32 else sign(x)
 
 
@@ -988,14 +1050,14 @@ def sign_conv2d_grads(
 
 @tf.RegisterGradient("LowbitBconv2d")
 def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
-    if _attr(op, "output_type") == "bitpacked":
+    if _attr(op, "output_type") != "float":
         return [None] * len(op.inputs)
     x, w, m, b = op.inputs[:4]
     a = {name: _attr(op, name) for name in _CONV_ATTRS + _EXPLICIT_PADS}
     kh, kw, channels = a["kernel_h"], a["kernel_w"], a["channels_in"]
 
     def conv(multiplier: tf.Tensor, bias: tf.Tensor, activation: str) -> tf.Tensor:
-        attrs = _dot_attrs(op, _CONV_ATTRS + _EXPLICIT_PADS)
+        attrs = _dot_attrs(op, (*_CONV_ATTRS, *_EXPLICIT_PADS, "input_zero_point"))
         attrs.update(activation=activation, epilogue="none")
         return load_tf_ops().lowbit_bconv2d(x, w, multiplier, bias, [], **attrs)
 
@@ -1031,7 +1093,8 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
             rows = _unpack_signs(w, kh * kw * channels)
             w_signs = tf.transpose(tf.reshape(rows, [-1, kh, kw, channels]), (1, 2, 3, 0))
         grad_x_signs, grad_w_signs = sign_conv2d_grads(
-            _signs(x, channels), w_signs, grad * m, a, want_x=want_x, want_w=want_w
+            _signs(x, channels, _attr(op, "input_zero_point")), w_signs, grad * m, a,
+            want_x=want_x, want_w=want_w
         )
         if want_x:
             grad_x = _clipped_gradient(x, grad_x_signs, 1.0)
@@ -1042,14 +1105,16 @@ def _bconv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
 
 @tf.RegisterGradient("LowbitBgemm")
 def _bgemm_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
-    if _attr(op, "output_type") == "bitpacked":
+    if _attr(op, "output_type") != "float":
         return [None] * 4
     x, w, m, b = op.inputs
     channels = _attr(op, "channels_in")
 
     def raw_dot() -> tf.Tensor:
         ones, zeros = tf.ones_like(m), tf.zeros_like(b)
-        return load_tf_ops().lowbit_bgemm(x, w, ones, zeros, **_dot_attrs(op, ["channels_in"]))
+        return load_tf_ops().lowbit_bgemm(
+            x, w, ones, zeros, **_dot_attrs(op, ["channels_in", "input_zero_point"])
+        )
 
     grad, grad_m, grad_b = _transform_grads(op, grad, raw_dot)
     skipped = _skipped(op)
@@ -1066,7 +1131,8 @@ def _bgemm_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
                 x, tf.reshape(tf.matmul(g_rows, w_signs, transpose_b=True), tf.shape(x)), 1.0
             )
         if want_w:
-            x_rows = tf.reshape(_signs(x, channels), [-1, channels])
+            x_rows = tf.reshape(_signs(x, channels, _attr(op, "input_zero_point")),
+                                [-1, channels])
             grad_w = _clipped_gradient(w, tf.matmul(x_rows, g_rows, transpose_a=True), 1.0)
     return [grad_x, grad_w, grad_m, grad_b]
 
@@ -1104,10 +1170,11 @@ def _bdepthwise_attrs(
     pad_value: int,
     activation: str | None,
     output_type: str,
+    int8_attrs: dict,
 ) -> dict:
     """Checks the arguments of `bdepthwise_conv2d` and returns the op's attributes."""
     name = "bdepthwise_conv2d"
-    _checked_common(name, inputs, activation, output_type)
+    _checked_common(name, inputs, activation, output_type, int8=True)
     if filter.dtype != tf.int32:
         raise TypeError(f"{name} filter must be packed int32, got dtype {filter.dtype.name}")
     if inputs.shape.rank is not None and inputs.shape.rank < 4:
@@ -1139,7 +1206,8 @@ def _bdepthwise_attrs(
                       activation),
         depth_multiplier=int(depth_multiplier),
         output_type=output_type,
-        Tout=tf.int32 if output_type == "bitpacked" else tf.float32,
+        Tout=_TOUT[output_type],
+        **int8_attrs,
     )
 
 
@@ -1158,6 +1226,9 @@ def bdepthwise_conv2d(
     pad_value: int = 0,
     activation: str | None = None,
     output_type: str = "float",
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Binary depthwise 2-D convolution with a fused output transform.
 
@@ -1173,9 +1244,9 @@ def bdepthwise_conv2d(
     bias.
 
     Args:
-      inputs: float32 [..., H, W, C] (binarised and packed inside the op) or
-        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`; rank >= 4, the
-        leading dimensions are a batch.
+      inputs: float32 [..., H, W, C] (binarised and packed inside the op),
+        int32 packed [..., H, W, ceil(C / 32)] from `bitpack`, or int8 codes
+        (as for `bconv2d`); rank >= 4, the leading dimensions are a batch.
       filter: int32 packed [KH, KW, ceil(C * DM / 32)] from `pack_depthwise_filter`.
       multiplier, bias: float32 [C * DM]; default ones and zeros.
       kernel_size: (KH, KW), or an int for both; default from the filter shape.
@@ -1190,17 +1261,20 @@ def bdepthwise_conv2d(
       output_type: "float" (the default) or "bitpacked": the signs of the
         float output packed (`bitpack(bdepthwise_conv2d(...))` bit for bit),
         from the integer dot products with exact per-channel thresholds. Needs
-        finite multiplier and bias.
+        finite multiplier and bias. "int8": the float output quantized (as for
+        `bconv2d`).
+      input_zero_point, output_scale, output_zero_point: as for `bconv2d`.
 
     Returns:
-      float32 [..., OH, OW, C * DM], or int32 [..., OH, OW, ceil(C * DM / 32)]
-      for output_type="bitpacked".
+      float32 [..., OH, OW, C * DM], int32 [..., OH, OW, ceil(C * DM / 32)]
+      for output_type="bitpacked", int8 [..., OH, OW, C * DM] for "int8".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
     attrs = _bdepthwise_attrs(
         inputs, filter, kernel_size, channels_in, depth_multiplier, strides, dilations,
         padding, pad_value, activation, output_type,
+        _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point),
     )
     out_channels = attrs["channels_in"] * attrs["depth_multiplier"]
     if multiplier is None:
@@ -1253,14 +1327,15 @@ def _bdepthwise_conv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor
         value = op.get_attr(name)
         return value.decode() if isinstance(value, bytes) else value
 
-    if attr("output_type") == "bitpacked":
+    if attr("output_type") != "float":
         return [None] * 4
     x, packed_filter, multiplier, _ = op.inputs
     if attr("activation") == "RELU":
         grad = tf.where(op.outputs[0] > 0, grad, tf.zeros_like(grad))
     attrs = {name: attr(name) for name in (
         "channels_in", "depth_multiplier", "kernel_h", "kernel_w", "stride_h", "stride_w",
-        "dilation_h", "dilation_w", "padding", "pad_value", "output_type")}
+        "dilation_h", "dilation_w", "padding", "pad_value", "output_type",
+        "input_zero_point")}
     # The integer dot products: the op again with the identity transform.
     dot = load_tf_ops().lowbit_b_depthwise_conv2d(
         x, packed_filter, tf.ones_like(multiplier), tf.zeros_like(multiplier),

@@ -32,10 +32,20 @@ def _parser() -> argparse.ArgumentParser:
         "--float-fallback", action="store_true",
         help="keep quantized layers that no lowbit op can run as float ops instead of failing",
     )
+    parser.add_argument(
+        "--int8", type=Path, metavar="SAMPLES.npy",
+        help="post-training int8 (docs/int8.md): the float layers as int8 builtins, calibrated "
+        "on the samples of this .npy file (one model input, samples along the first axis)",
+    )
+    parser.add_argument(
+        "--int8-io", action="store_true",
+        help="with --int8: int8 model input and output (inference_input_type / "
+        "inference_output_type int8)",
+    )
     return parser
 
 
-def check_paths(model: Path, output: Path | None) -> str | None:
+def check_paths(model: Path, output: Path | None, samples: Path | None = None) -> str | None:
     """Why `model` cannot be read or `output` not written, or None. Imports nothing."""
     if not model.exists():
         return f"model file not found: {model}"
@@ -47,6 +57,8 @@ def check_paths(model: Path, output: Path | None) -> str | None:
                 "saved with model.save('model.keras')")
     if not os.access(model, os.R_OK):
         return f"model file not readable: {model}"
+    if samples is not None and not samples.is_file():
+        return f"--int8 samples file not found: {samples}"
     if output is not None:
         folder = output.parent if str(output.parent) else Path(".")
         if not folder.is_dir():
@@ -59,7 +71,9 @@ def check_paths(model: Path, output: Path | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    problem = check_paths(args.model, args.output)
+    problem = check_paths(args.model, args.output, args.int8)
+    if problem is None and args.int8_io and args.int8 is None:
+        problem = "--int8-io needs --int8 SAMPLES.npy"
     if problem is not None:
         parser.error(problem)
     output = args.output or args.model.with_suffix(".tflite")
@@ -76,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             model = keras.models.load_model(args.model)
+            int8 = {}
+            if args.int8 is not None:
+                import numpy as np
+
+                samples = np.load(args.int8, allow_pickle=False)
+                io_type = "int8" if args.int8_io else "float32"
+                int8 = dict(int8=True, representative_dataset=lambda: ([s[None]] for s in samples),
+                            inference_input_type=io_type, inference_output_type=io_type)
             result = convert_with_report(
-                model, lowbit=not args.float, float_fallback=args.float_fallback
+                model, lowbit=not args.float, float_fallback=args.float_fallback, **int8
             )
         except (ConversionError, ValueError, OSError) as error:
             problem = str(error)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,18 +23,11 @@ if TYPE_CHECKING:
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-# Larq Compute Engine's `convert_keras_model` options, and what to do instead.
+# Larq Compute Engine's `convert_keras_model` options we do not take, and
+# what to do instead (inference_input_type / inference_output_type are ours too).
 _LCE_OPTIONS = {
-    "inference_input_type": (
-        "the converted model's inputs are float32 (int8 inputs and outputs will come "
-        "with int8 support); quantize and dequantize outside the model meanwhile"
-    ),
-    "inference_output_type": (
-        "the converted model's outputs are float32 (int8 inputs and outputs will come "
-        "with int8 support); quantize and dequantize outside the model meanwhile"
-    ),
     "experimental_default_int8_range": (
-        "the tensors between ops stay float32 (int8 tensors will come with int8 support)"
+        "int8 tensors come from calibration: pass int8=True and a representative_dataset"
     ),
     "target": (
         "there is one .tflite for every CPU: lowbit_tf.lite picks the kernel "
@@ -46,15 +40,8 @@ _LCE_OPTIONS = {
 }
 
 
-def _is_float32(dtype: Any) -> bool:
-    name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
-    return name == "float32"
-
-
 def _harmless(option: str, value: Any) -> bool:
     """True for an LCE option whose value asks for what we do anyway."""
-    if option in ("inference_input_type", "inference_output_type"):
-        return _is_float32(value)
     if option == "experimental_default_int8_range":
         return value is None
     if option == "experimental_enable_bitpacked_activations":
@@ -79,7 +66,8 @@ def refusing_lce_options(function: _F) -> _F:
             raise TypeError(
                 f"{function.__name__}() does not support (yet) Larq Compute Engine's "
                 "converter option(s): " + "; ".join(refused) + ". Its own options are lowbit, "
-                "packed_chains and float_fallback."
+                "packed_chains, float_fallback, int8, representative_dataset, "
+                "inference_input_type and inference_output_type."
             )
         return function(*args, **kwargs)
 
@@ -93,6 +81,8 @@ class ConversionResult:
     tflite_model: bytes
     lowered_layers: list[str]
     report: PassReport
+    # int8=True: how many int8 tensors the lowbit ops read or write directly.
+    int8_fused_tensors: int = 0
 
 
 @refusing_lce_options
@@ -102,8 +92,18 @@ def convert_with_report(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
+    from lowbit_converter import int8 as int8_pass
+
+    int8_inputs, int8_outputs = int8_pass.check_int8_io_types(
+        inference_input_type, inference_output_type, int8)
+    if representative_dataset is not None and not int8:
+        raise ValueError("representative_dataset is only used with int8=True")
     quiet_tensorflow_logs()
     import tensorflow as tf
 
@@ -113,6 +113,12 @@ def convert_with_report(
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
+    # Quantization-aware: the ranges come from the model's FakeQuantInt8 layers.
+    aware = int8 and representative_dataset is None
+    if aware and not _has_fake_quant(model):
+        raise ValueError(
+            "int8=True needs a representative_dataset to calibrate the int8 ranges, or a "
+            "model trained with lowbit_tf.layers.FakeQuantInt8 layers (quantization-aware)")
     lowered, plans = (
         lower_model(model, packed_chains=packed_chains, float_fallback=float_fallback)
         if lowbit
@@ -122,14 +128,44 @@ def convert_with_report(
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if aware:  # TFLiteConverter's quantization-aware path: the fake-quant ranges
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.inference_input_type = tf.int8 if int8_inputs else tf.float32
+        converter.inference_output_type = tf.int8 if int8_outputs else tf.float32
     # Keras's export step prints the temporary SavedModel's signature, and
     # TensorFlow's C++ side logs the SavedModel's loading and a notice that our
     # ops are custom ops (which run_pass checks): noise for our callers.
     with (contextlib.redirect_stdout(io.StringIO()), filtered_native_stderr(),
-          _float_emulation(lowered)):
+          _float_emulation(lowered), warnings.catch_warnings()):
+        # The quantization-aware path warns when the model's float input has
+        # no fake-quant range of its own; the QUANTIZE after it gets one anyway.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         converted = converter.convert()
     flatbuffer, report = run_pass(converted)
-    return ConversionResult(flatbuffer, sorted(plans), report)
+    fused = 0
+    if int8:
+        quantized = flatbuffer
+        if not aware:
+            calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
+            with filtered_native_stderr():
+                quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
+                                               int8_outputs=int8_outputs)
+        flatbuffer, fused = int8_pass.fuse_int8_io(quantized)
+        flatbuffer, report = run_pass(flatbuffer)  # checks the result, notes the runtime again
+    return ConversionResult(flatbuffer, sorted(plans), report, fused)
+
+
+def _layers(model: Any) -> Any:
+    """`model` and every layer in it, nested models' included."""
+    yield model
+    for child in getattr(model, "layers", ()):
+        yield from _layers(child)
+
+
+def _has_fake_quant(model: keras.Model) -> bool:
+    from lowbit_tf.layers import FakeQuantInt8
+
+    return any(isinstance(layer, FakeQuantInt8) for layer in _layers(model))
 
 
 @contextlib.contextmanager
@@ -140,12 +176,7 @@ def _float_emulation(model: keras.Model) -> Any:
     the ops would bring a float-filter op and its packed-kernel cache instead."""
     from lowbit_tf.layers import OpsSwitchMixin
 
-    def walk(layer: Any) -> Any:
-        yield layer
-        for child in getattr(layer, "layers", ()):
-            yield from walk(child)
-
-    kept = [layer for layer in walk(model) if isinstance(layer, OpsSwitchMixin)]
+    kept = [layer for layer in _layers(model) if isinstance(layer, OpsSwitchMixin)]
     before = [layer.use_ops for layer in kept]
     for layer in kept:
         layer.use_ops = False
@@ -163,6 +194,10 @@ def convert(
     lowbit: bool = True,
     packed_chains: bool = True,
     float_fallback: bool = False,
+    int8: bool = False,
+    representative_dataset: Callable[[], Any] | None = None,
+    inference_input_type: Any = None,
+    inference_output_type: Any = None,
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -193,6 +228,21 @@ def convert(
       float_fallback: a quantized layer no custom op can run (say, an input
         quantizer other than sign or DoReFa) is kept as float TFLite ops
         instead of raising ConversionError.
+      int8: post-training int8 (docs/int8.md): every float layer becomes
+        TFLite's int8 builtins with per-channel weights, calibrated on
+        `representative_dataset` run through our runtime (the binary layers'
+        real output ranges included); LowbitBconv2d, LowbitBgemm and
+        LowbitBDepthwiseConv2d read and write the int8 tensors directly (the
+        other lowbit ops keep float tensors, with QUANTIZE / DEQUANTIZE
+        around them).
+      representative_dataset: with int8, a callable returning an iterable of
+        samples, each a list of the model's inputs (TFLiteConverter's
+        convention), a bare array or a dict of arrays. None with int8: the
+        model's `lowbit_tf.layers.FakeQuantInt8` layers give the ranges
+        (quantization-aware training; TFLiteConverter's own QAT path).
+      inference_input_type, inference_output_type: float32 (the default, also
+        None) or int8 (with int8=True): the model's inputs / outputs as int8
+        codes, quantized with the parameters their tensors carry.
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -200,17 +250,19 @@ def convert(
     Returns:
       The .tflite flatbuffer.
 
-    Larq Compute Engine's options (`inference_input_type`,
-    `inference_output_type`, `experimental_default_int8_range`, `target`) are
-    not supported (yet): one that asks for what happens anyway (float32 inputs
-    and outputs, no int8 range, target="arm") is accepted, any other raises a TypeError
-    saying what to do instead. int8 inputs, outputs and tensors will come with
-    int8 support.
+    Larq Compute Engine's other options (`experimental_default_int8_range`,
+    `target`) are not supported: one that asks for what happens anyway (no
+    default int8 range, target="arm") is accepted, any other raises a
+    TypeError saying what to do instead.
 
     Raises:
       ConversionError: naming the layer that cannot be converted and why.
       TypeError: an LCE option asking for what is not supported.
+      ValueError: int8 without a representative_dataset, an int8 input or
+        output type without int8, a type other than float32 / int8.
     """
     return convert_with_report(
-        model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback
+        model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback,
+        int8=int8, representative_dataset=representative_dataset,
+        inference_input_type=inference_input_type, inference_output_type=inference_output_type,
     ).tflite_model

@@ -64,11 +64,13 @@ BCONV2D = CustomOpSpec(
         "padding": OptionSpec(str, choices=("SAME", "VALID", "EXPLICIT")),
         "pad_value": OptionSpec(int, choices=(0, 1)),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
-        "output_type": OptionSpec(str, choices=("float", "bitpacked"), default="float"),
+        # "int8": the int8 output of a quantized model (docs/int8.md).
+        "output_type": OptionSpec(str, choices=("float", "bitpacked", "int8"), default="float"),
         "epilogue": OptionSpec(str, choices=tuple(EPILOGUE_INPUTS), default="none"),
         # padding "EXPLICIT": rows / columns padded on each side.
         **{f"explicit_pad_{side}": OptionSpec(int, minimum=0, default=0)
            for side in ("top", "bottom", "left", "right")},
+        "output_activation": OptionSpec(str, choices=("NONE", "RELU"), default="NONE"),
     },
     extra_inputs=lambda options: EPILOGUE_INPUTS[options.get("epilogue", "none")],
 )

@@ -83,6 +83,9 @@ Status ParseActivation(const std::string& text, Activation* activation);
 struct EpilogueKind {
   bool affine = false;
   bool add = false;
+  // The `output_activation` option "RELU": a ReLU after the epilogue, for an
+  // int8 output only (applied in the quantization, core/int8_io.h).
+  bool output_relu = false;
   int inputs() const { return (affine ? 2 : 0) + (add ? 1 : 0); }
 };
 Status ParseEpilogue(const std::string& text, EpilogueKind* kind);

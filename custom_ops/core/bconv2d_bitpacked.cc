@@ -24,8 +24,11 @@ Status ParseOutputType(const std::string& text, OutputType* type) {
     *type = OutputType::kFloat;
   } else if (text == "bitpacked") {
     *type = OutputType::kBitpacked;
+  } else if (text == "int8") {
+    *type = OutputType::kInt8;
   } else {
-    return Status::Error("output_type must be \"float\" or \"bitpacked\", got \"" + text + "\"");
+    return Status::Error("output_type must be \"float\", \"bitpacked\" or \"int8\", got \"" +
+                         text + "\"");
   }
   return Status::Ok();
 }

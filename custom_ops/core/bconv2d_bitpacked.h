@@ -39,9 +39,11 @@
 
 namespace lowbit {
 
-enum class OutputType { kFloat, kBitpacked };
+// kInt8: the float output quantized to int8 (core/int8_io.h), LowbitBconv2d
+// and LowbitBgemm only.
+enum class OutputType { kFloat, kBitpacked, kInt8 };
 
-// "float" or "bitpacked".
+// "float", "bitpacked" or "int8" (each op's contract entry says which it takes).
 Status ParseOutputType(const std::string& text, OutputType* type);
 
 // Per-channel (threshold, flip) of the derivation above, for the options in

@@ -17,9 +17,13 @@ constexpr const char* kPaddings[] = {"SAME", "VALID", nullptr};
 constexpr const char* kConvPaddings[] = {"SAME", "VALID", "EXPLICIT", nullptr};
 constexpr const char* kActivations[] = {"NONE", "RELU", nullptr};
 constexpr const char* kOutputTypes[] = {"float", "bitpacked", nullptr};
+// The binary conv, dense and depthwise ops also read and write int8 tensors
+// (core/int8_io.h).
+constexpr const char* kOutputTypesInt8[] = {"float", "bitpacked", "int8", nullptr};
 constexpr const char* kEpilogues[] = {"none", "affine", "add", "affine_add", nullptr};
 constexpr const char* kActivationModes[] = {"sign", "abc", "dorefa", nullptr};
 constexpr const char* kFloatInt32[] = {"float", "int32", nullptr};
+constexpr const char* kFloatInt32Int8[] = {"float", "int32", "int8", nullptr};
 
 // A required int option >= minimum (declared to TF), with an optional TF default.
 constexpr Option Int(const char* key, std::int64_t minimum, const char* tf_default = nullptr) {
@@ -30,9 +34,18 @@ constexpr Option String(const char* key, const char* const* choices, const char*
                         bool optional = false) {
   return Option{key, OptionType::kString, 0, 0, false, choices, tf_default, optional, false};
 }
-// A TF type attribute (float or int32).
-constexpr Option Type(const char* key, const char* tf_default = nullptr) {
-  return Option{key, OptionType::kType, 0, 0, false, kFloatInt32, tf_default, false, true};
+// A TF type attribute (float or int32, or `choices`).
+constexpr Option Type(const char* key, const char* tf_default = nullptr,
+                      const char* const* choices = kFloatInt32) {
+  return Option{key, OptionType::kType, 0, 0, false, choices, tf_default, false, true};
+}
+// The TF ops' int8 quantization attributes: a TFLite int8 tensor carries its
+// own scale and zero point, so these are tf_only.
+constexpr Option ZeroPoint(const char* key) {
+  return Option{key, OptionType::kInt, -128, 127, false, nullptr, "0", false, true};
+}
+constexpr Option Scale(const char* key) {
+  return Option{key, OptionType::kFloat, 0, 0, false, nullptr, "1.0", false, true};
 }
 
 // The options several ops share, each written once.
@@ -60,9 +73,19 @@ constexpr Option kOutputType = String("output_type", kOutputTypes, "float", /*op
 constexpr Option kT = Type("T");
 constexpr Option kTfilter = Type("Tfilter");
 constexpr Option kTout = Type("Tout", "DT_FLOAT");
+// LowbitBconv2d, LowbitBgemm, LowbitBDepthwiseConv2d: int8 input and output
+// too, with the TF op's quantization of them (input: only the zero point
+// matters, see int8_io.h).
+constexpr Option kTInt8 = Type("T", nullptr, kFloatInt32Int8);
+constexpr Option kToutInt8 = Type("Tout", "DT_FLOAT", kFloatInt32Int8);
+constexpr Option kOutputTypeInt8 = String("output_type", kOutputTypesInt8, "float", true);
+constexpr Option kInputZeroPoint = ZeroPoint("input_zero_point");
+constexpr Option kOutputScale = Scale("output_scale");
+constexpr Option kOutputZeroPoint = ZeroPoint("output_zero_point");
 
 // Tensors: name, TF arg type, TFLite types, TFLite rank range, variadic.
 constexpr Tensor kPackedOrFloatNhwc = {"input", "T", "FLOAT32|INT32", 4, -1, false};
+constexpr Tensor kPackedFloatOrInt8Nhwc = {"input", "T", "FLOAT32|INT32|INT8", 4, -1, false};
 constexpr Tensor kPackedFilter = {"filter", "int32", "INT32", 2, 2, false};
 constexpr Tensor kMultiplier = {"multiplier", "float", "FLOAT32", 1, 1, false};
 constexpr Tensor kBias = {"bias", "float", "FLOAT32", 1, 1, false};
@@ -70,32 +93,39 @@ constexpr Tensor kOutputTout = {"output", "Tout", "FLOAT32|INT32", 4, -1, false}
 
 // LowbitBconv2d
 constexpr Option kBconv2dOptions[] = {
-    kT, kTfilter, kTout, kChannelsIn, kKernelH, kKernelW, kStrideH, kStrideW, kDilationH,
-    kDilationW, kConvPadding, kPadValue, kActivation, kOutputType,
+    kTInt8, kTfilter, kToutInt8, kChannelsIn, kKernelH, kKernelW, kStrideH, kStrideW,
+    kDilationH, kDilationW, kConvPadding, kPadValue, kActivation, kOutputTypeInt8,
     String("epilogue", kEpilogues, "none", /*optional=*/true),
     {"num_epilogue_inputs", OptionType::kInt, 0, kIntMax, true, nullptr, "0", false, true},
     ExplicitPad("explicit_pad_top"), ExplicitPad("explicit_pad_bottom"),
     ExplicitPad("explicit_pad_left"), ExplicitPad("explicit_pad_right"),
+    kInputZeroPoint, kOutputScale, kOutputZeroPoint,
+    // A ReLU after the epilogue, int8 output only (a quantized model's ReLU
+    // that follows the conv's residual add, folded into the quantization).
+    String("output_activation", kActivations, "NONE", /*optional=*/true),
 };
 constexpr Tensor kBconv2dInputs[] = {
-    kPackedOrFloatNhwc,
+    kPackedFloatOrInt8Nhwc,
     {"filter", "Tfilter", "INT32", 2, 2, false},
     kMultiplier,
     kBias,
-    // post_multiplier, post_bias [C_out] and/or the residual (the output's shape).
-    {"epilogue_inputs", "num_epilogue_inputs * float", "FLOAT32", 1, -1, true},
+    // post_multiplier, post_bias [C_out] and/or the residual (the output's
+    // shape; in TFLite FLOAT32 or INT8, whose real values are added).
+    {"epilogue_inputs", "num_epilogue_inputs * float", "FLOAT32|INT8", 1, -1, true},
 };
-constexpr Tensor kBconv2dOutputs[] = {kOutputTout};
+constexpr Tensor kBconv2dOutputs[] = {{"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
 
 // LowbitBgemm
-constexpr Option kBgemmOptions[] = {kT, kTfilter, kTout, kChannelsIn, kActivation, kOutputType};
+constexpr Option kBgemmOptions[] = {kTInt8,          kTfilter,     kToutInt8,
+                                    kChannelsIn,     kActivation,  kOutputTypeInt8,
+                                    kInputZeroPoint, kOutputScale, kOutputZeroPoint};
 constexpr Tensor kBgemmInputs[] = {
-    {"input", "T", "FLOAT32|INT32", 1, -1, false},
+    {"input", "T", "FLOAT32|INT32|INT8", 1, -1, false},
     {"filter", "Tfilter", "INT32", 2, 2, false},
     kMultiplier,
     kBias,
 };
-constexpr Tensor kBgemmOutputs[] = {{"output", "Tout", "FLOAT32|INT32", 1, -1, false}};
+constexpr Tensor kBgemmOutputs[] = {{"output", "Tout", "FLOAT32|INT32|INT8", 1, -1, false}};
 
 // LowbitBMaxPool2d
 constexpr Option kBMaxPool2dOptions[] = {
@@ -134,16 +164,18 @@ constexpr Tensor kFastfoodOutputs[] = {{"output", "float", "FLOAT32", 1, -1, fal
 
 // LowbitBDepthwiseConv2d
 constexpr Option kBDepthwiseConv2dOptions[] = {
-    kT, kTout, kChannelsIn, Int("depth_multiplier", 1, "1"), kKernelH, kKernelW, kStrideH,
-    kStrideW, kDilationH, kDilationW, kPadding, kPadValue, kActivation, kOutputType,
+    kTInt8, kToutInt8, kChannelsIn, Int("depth_multiplier", 1, "1"), kKernelH, kKernelW,
+    kStrideH, kStrideW, kDilationH, kDilationW, kPadding, kPadValue, kActivation,
+    kOutputTypeInt8, kInputZeroPoint, kOutputScale, kOutputZeroPoint,
 };
 constexpr Tensor kBDepthwiseConv2dInputs[] = {
-    kPackedOrFloatNhwc,
+    kPackedFloatOrInt8Nhwc,
     {"filter", "int32", "INT32", 3, 3, false},
     kMultiplier,
     kBias,
 };
-constexpr Tensor kBDepthwiseConv2dOutputs[] = {kOutputTout};
+constexpr Tensor kBDepthwiseConv2dOutputs[] = {
+    {"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
 
 #define LOWBIT_CONTRACT(name, prefix)                                                   \
   OpContract {                                                                         \
@@ -168,6 +200,7 @@ const char* TypeName(OptionType type) {
     case OptionType::kInt: return "int";
     case OptionType::kString: return "string";
     case OptionType::kType: return "type";
+    case OptionType::kFloat: return "float";
   }
   return "";
 }
@@ -195,12 +228,15 @@ std::string JsonTypes(const char* types) {
 }
 
 std::string JsonValue(const Option& option, const char* value) {
-  return option.type == OptionType::kInt ? std::string(value) : Quoted(value);
+  const bool number = option.type == OptionType::kInt || option.type == OptionType::kFloat;
+  return number ? std::string(value) : Quoted(value);
 }
 
 std::string OptionJson(const Option& o) {
   std::string out = "{\"key\": " + Quoted(o.key) + ", \"type\": " + Quoted(TypeName(o.type));
-  if (o.type == OptionType::kInt) {
+  if (o.type == OptionType::kFloat) {
+    // no range or choices
+  } else if (o.type == OptionType::kInt) {
     out += ", \"minimum\": " + std::to_string(o.minimum) +
            ", \"maximum\": " + std::to_string(o.maximum) +
            ", \"tf_minimum\": " + (o.tf_minimum ? "true" : "false");
@@ -255,6 +291,8 @@ std::string TfAttrSpec(const Option& o) {
   if (o.type == OptionType::kInt) {
     spec += "int";
     if (o.tf_minimum) spec += " >= " + std::to_string(o.minimum);
+  } else if (o.type == OptionType::kFloat) {
+    spec += "float";
   } else {
     const bool quote = o.type == OptionType::kString;
     spec += "{";

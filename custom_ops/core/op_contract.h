@@ -37,7 +37,9 @@ namespace contract {
 // kType is a TF type attribute (T, Tfilter, Tout): TF picks the kernel's
 // dtypes with it; in TFLite the tensors carry their own types, so such
 // attributes are tf_only.
-enum class OptionType { kInt, kString, kType };
+// kFloat is used by tf_only attributes only (the int8 quantization of the TF
+// ops' int8 tensors, which a TFLite tensor carries itself).
+enum class OptionType { kInt, kString, kType, kFloat };
 
 struct Option {
   const char* key;  // attribute name = custom_options key
@@ -53,7 +55,7 @@ struct Option {
   // names, "float", "int32").
   const char* const* choices;
   // The TF attribute's default, as its value is written ("1", "VALID",
-  // "DT_FLOAT"); nullptr: the attribute is required.
+  // "DT_FLOAT", "1.0"); nullptr: the attribute is required.
   const char* tf_default;
   // An option added after the first version of the contract (output_type,
   // epilogue): a TFLite reader takes tf_default when it is absent, and the

@@ -41,8 +41,13 @@ Status ReadBConv2DOptions(const contract::OptionSource& source, BConv2DParams* p
   params->explicit_pads.right = v.Int("explicit_pad_right");
   ParseOutputType(v.String("output_type"), output_type);
   ParseEpilogue(v.String("epilogue"), epilogue);
-  if (epilogue->inputs() != 0 && *output_type != OutputType::kFloat) {
-    return Status::Error("epilogue \"" + v.String("epilogue") + "\" needs output_type \"float\"");
+  epilogue->output_relu = v.String("output_activation") == "RELU";
+  if (epilogue->output_relu && *output_type != OutputType::kInt8) {
+    return Status::Error("output_activation \"RELU\" needs output_type \"int8\"");
+  }
+  if (epilogue->inputs() != 0 && *output_type == OutputType::kBitpacked) {
+    return Status::Error("epilogue \"" + v.String("epilogue") +
+                         "\" needs output_type \"float\" or \"int8\"");
   }
   return CheckBConv2DOptions(*params);
 }

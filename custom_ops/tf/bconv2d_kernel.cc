@@ -28,6 +28,8 @@ class BConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBConv2DOptions(TfAttrSource(ctx), &params_, &output_type_,
                                                      &epilogue_kind_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
+    OP_REQUIRES_OK(ctx, ReadInt8Attrs(ctx, kOp, &int8_));
+    int8_.output.relu = epilogue_kind_.output_relu;
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -66,7 +68,8 @@ class BConv2DOp : public tensorflow::OpKernel {
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
     OP_REQUIRES_OK(ctx, PackedInput(ctx, kernel_, input, p.batch * p.in_h * p.in_w, p.channels_in,
-                                    &packed_scratch, &packed));
+                                    &packed_scratch, &packed,
+                                    int8_.input_zero_point));
     std::shared_ptr<const BConv2DFilter> prepared;
     OP_REQUIRES_OK(ctx, filters_.Get(
                             p, filter,
@@ -81,6 +84,14 @@ class BConv2DOp : public tensorflow::OpKernel {
       BConv2DBitpacked(p, packed, *prepared, threshold.data(), flip.data(),
                        reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                        executor);
+      return;
+    }
+    if (output_type_ == OutputType::kInt8) {
+      tensorflow::Tensor scratch;  // the float output, quantized after
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, out_shape, &scratch));
+      BConv2DInt8(p, packed, *prepared, multiplier.flat<float>().data(),
+                  bias.flat<float>().data(), epilogue, int8_.output,
+                  scratch.flat<float>().data(), output->flat<std::int8_t>().data(), executor);
       return;
     }
     BConv2D(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),
@@ -127,6 +138,7 @@ class BConv2DOp : public tensorflow::OpKernel {
 
   BConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  Int8Attrs int8_;  // the quantization of an int8 input / output
   EpilogueKind epilogue_kind_;
   const BConv2DKernel kernel_;  // chosen when the op was made
   PreparedFilterCache filters_;

@@ -11,6 +11,7 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_options.h"
 #include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tf/attr_source.h"
@@ -33,6 +34,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ToTf(ReadBDepthwiseConv2DOptions(TfAttrSource(ctx), &params_,
                                                          &output_type_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kDepthwiseOp, output_type_));
+    OP_REQUIRES_OK(ctx, ReadInt8Attrs(ctx, kDepthwiseOp, &int8_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -73,8 +75,13 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
                               &packed));
       PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
-      BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w, p.channels_in, dst,
-                  executor);
+      if constexpr (std::is_same<T, std::int8_t>::value) {
+        BitpackInt8Rows(input.flat<std::int8_t>().data(), p.batch * p.in_h * p.in_w,
+                        p.channels_in, int8_.input_zero_point, dst, executor);
+      } else {
+        BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w,
+                    p.channels_in, dst, executor);
+      }
       packed_input = dst;
     }
     const PackedWord* packed_filter =
@@ -83,6 +90,15 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
       BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(), flip.data(),
                                 reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                                 executor);
+      return;
+    }
+    if (output_type_ == OutputType::kInt8) {
+      tensorflow::Tensor scratch;  // the float output, quantized after
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, out_shape, &scratch));
+      BDepthwiseConv2DInt8(kernel_, p, packed_input, packed_filter,
+                           multiplier.flat<float>().data(), bias.flat<float>().data(),
+                           int8_.output, scratch.flat<float>().data(),
+                           output->flat<std::int8_t>().data(), executor);
       return;
     }
     BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
@@ -126,6 +142,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
   const BConv2DKernel kernel_;  // chosen when the op was made
   BDepthwiseConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  Int8Attrs int8_;  // the quantization of an int8 input / output
   std::mutex cache_mutex_;
   BDepthwiseConv2DParams cached_;  // the shapes the cache was computed for
   std::vector<float> cached_mb_;   // its multiplier then bias; empty: no cache
@@ -139,5 +156,8 @@ REGISTER_KERNEL_BUILDER(
 REGISTER_KERNEL_BUILDER(
     Name("LowbitBDepthwiseConv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<std::int32_t>("T"),
     BDepthwiseConv2DOp<std::int32_t>);
+REGISTER_KERNEL_BUILDER(
+    Name("LowbitBDepthwiseConv2d").Device(tensorflow::DEVICE_CPU).TypeConstraint<std::int8_t>("T"),
+    BDepthwiseConv2DOp<std::int8_t>);
 
 }  // namespace lowbit

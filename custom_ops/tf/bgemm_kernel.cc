@@ -26,6 +26,7 @@ class BGemmOp : public tensorflow::OpKernel {
       : OpKernel(ctx), kernel_(SelectBConv2DKernel()), filters_(kernel_) {
     OP_REQUIRES_OK(ctx, ToTf(kOp, ReadBGemmOptions(TfAttrSource(ctx), &params_, &output_type_)));
     OP_REQUIRES_OK(ctx, CheckToutAttr(ctx, kOp, output_type_));
+    OP_REQUIRES_OK(ctx, ReadInt8Attrs(ctx, kOp, &int8_));
   }
 
   void Compute(tensorflow::OpKernelContext* ctx) override {
@@ -62,7 +63,8 @@ class BGemmOp : public tensorflow::OpKernel {
 
     tensorflow::Tensor packed_scratch, filter_scratch;
     const PackedWord* packed = nullptr;
-    OP_REQUIRES_OK(ctx, PackedInput(ctx, kernel_, input, p.rows, p.channels_in, &packed_scratch, &packed));
+    OP_REQUIRES_OK(ctx, PackedInput(ctx, kernel_, input, p.rows, p.channels_in, &packed_scratch, &packed,
+                                    int8_.input_zero_point));
     std::shared_ptr<const BConv2DFilter> prepared;
     OP_REQUIRES_OK(ctx, filters_.Get(
                             p.AsConv2D(), filter,
@@ -78,6 +80,14 @@ class BGemmOp : public tensorflow::OpKernel {
                      executor);
       return;
     }
+    if (output_type_ == OutputType::kInt8) {
+      tensorflow::Tensor scratch;  // the float output, quantized after
+      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, out_shape, &scratch));
+      BGemmInt8(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),
+                int8_.output, scratch.flat<float>().data(), output->flat<std::int8_t>().data(),
+                executor);
+      return;
+    }
     BGemm(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),
           output->flat<float>().data(), executor);
   }
@@ -85,6 +95,7 @@ class BGemmOp : public tensorflow::OpKernel {
  private:
   BGemmParams params_;
   OutputType output_type_ = OutputType::kFloat;
+  Int8Attrs int8_;  // the quantization of an int8 input / output
   const BConv2DKernel kernel_;  // chosen when the op was made
   PreparedFilterCache filters_;
 };

@@ -20,21 +20,42 @@ tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const ch
                                  OutputType type) {
   tensorflow::DataType tout;
   TF_RETURN_IF_ERROR(ctx->GetAttr("Tout", &tout));
-  const bool bitpacked = type == OutputType::kBitpacked;
-  const tensorflow::DataType want = bitpacked ? tensorflow::DT_INT32 : tensorflow::DT_FLOAT;
+  const char* name = type == OutputType::kBitpacked ? "bitpacked"
+                     : type == OutputType::kInt8    ? "int8"
+                                                    : "float";
+  const tensorflow::DataType want = type == OutputType::kBitpacked ? tensorflow::DT_INT32
+                                    : type == OutputType::kInt8    ? tensorflow::DT_INT8
+                                                                   : tensorflow::DT_FLOAT;
   if (tout != want) {
-    return InvalidArgument(op, ": output_type \"", bitpacked ? "bitpacked" : "float",
-                           "\" needs Tout = ",
+    return InvalidArgument(op, ": output_type \"", name, "\" needs Tout = ",
                            tensorflow::DataTypeString(want), ", got ",
                            tensorflow::DataTypeString(tout));
   }
   return tensorflow::Status();
 }
 
+tensorflow::Status ReadInt8Attrs(tensorflow::OpKernelConstruction* ctx, const char* op,
+                                 Int8Attrs* attrs) {
+  int input_zero_point = 0, output_zero_point = 0;
+  float output_scale = 1.0f;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("input_zero_point", &input_zero_point));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("output_scale", &output_scale));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("output_zero_point", &output_zero_point));
+  // The input's scale does not matter (only its sign, q >= zero_point): a
+  // zero point is all there is to check.
+  TF_RETURN_IF_ERROR(ToTf(op, CheckInt8Quantization("input", 1.0f, input_zero_point)));
+  TF_RETURN_IF_ERROR(ToTf(op, CheckInt8Quantization("output", output_scale, output_zero_point)));
+  attrs->input_zero_point = input_zero_point;
+  attrs->output.scale = output_scale;
+  attrs->output.zero_point = output_zero_point;
+  return tensorflow::Status();
+}
+
 tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, BConv2DKernel kernel,
                                const tensorflow::Tensor& input,
                                std::int64_t rows, std::int64_t channels,
-                               tensorflow::Tensor* scratch, const PackedWord** packed) {
+                               tensorflow::Tensor* scratch, const PackedWord** packed,
+                               std::int32_t int8_zero_point) {
   if (input.dtype() == tensorflow::DT_INT32) {
     *packed = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
     return tensorflow::Status();
@@ -43,7 +64,12 @@ tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, BConv2DKernel k
       tensorflow::DT_INT32, tensorflow::TensorShape({rows, PackedWords(channels)}), scratch));
   PackedWord* dst = reinterpret_cast<PackedWord*>(scratch->flat<std::int32_t>().data());
   TfExecutor executor(ctx);
-  BitpackRows(kernel, input.flat<float>().data(), rows, channels, dst, executor);
+  if (input.dtype() == tensorflow::DT_INT8) {
+    BitpackInt8Rows(input.flat<std::int8_t>().data(), rows, channels, int8_zero_point, dst,
+                    executor);
+  } else {
+    BitpackRows(kernel, input.flat<float>().data(), rows, channels, dst, executor);
+  }
   *packed = dst;
   return tensorflow::Status();
 }

@@ -10,6 +10,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_shapes.h"
 #include "custom_ops/core/types.h"
 #include "tensorflow/core/common_runtime/dma_helper.h"
@@ -25,17 +26,30 @@ tensorflow::Status ToTf(const char* op, const lowbit::Status& status);
 Shape TfShape(const tensorflow::Tensor& tensor);
 
 // Checks that the "Tout" attribute agrees with the output_type option (int32
-// for "bitpacked", float for "float").
+// for "bitpacked", float for "float", int8 for "int8").
 tensorflow::Status CheckToutAttr(tensorflow::OpKernelConstruction* ctx, const char* op,
                                  OutputType type);
 
+// The int8 quantization attributes of LowbitBconv2d / LowbitBgemm
+// (input_zero_point, output_scale, output_zero_point), checked
+// (CheckInt8Quantization: a scale that is not finite and > 0, a zero point
+// outside [-128, 127] are errors naming the attribute).
+struct Int8Attrs {
+  std::int32_t input_zero_point = 0;
+  Int8Quantization output;
+};
+tensorflow::Status ReadInt8Attrs(tensorflow::OpKernelConstruction* ctx, const char* op,
+                                 Int8Attrs* attrs);
+
 // The input as packed words: an int32 input as it is, a float one (rows of
 // `channels` values) bit-packed into `scratch` by the packer of `kernel` (the
-// path the op chose when it was made).
+// path the op chose when it was made), an int8 one packed by its codes
+// against `int8_zero_point` (BitpackInt8Rows).
 tensorflow::Status PackedInput(tensorflow::OpKernelContext* ctx, BConv2DKernel kernel,
                                const tensorflow::Tensor& input,
                                std::int64_t rows, std::int64_t channels,
-                               tensorflow::Tensor* scratch, const PackedWord** packed);
+                               tensorflow::Tensor* scratch, const PackedWord** packed,
+                               std::int32_t int8_zero_point = 0);
 
 // The compact packed filter: an int32 filter as it is; a float filter is the
 // Keras kernel read as a row-major [k, out_channels] matrix (HWIO for the conv,

@@ -1,7 +1,9 @@
 // TFLite shell of LowbitBconv2d: binary 2-D convolution.
 //
 // Inputs:  0 input       float32 [..., H, W, C]  (bit-packed here), or
-//                        int32   [..., H, W, ceil(C/32)] (already packed);
+//                        int32   [..., H, W, ceil(C/32)] (already packed), or
+//                        int8    [..., H, W, C] quantized per tensor (bit-packed
+//                        here: code < zero point is -1, core/int8_io.h);
 //                        rank >= 4, the leading dimensions are the batch
 //          1 filter      int32   [Cout, ceil(KH*KW*C/32)]  compact packed OHWI
 //                        (see UnpackCompactFilter in core/bconv2d.h), re-laid
@@ -11,17 +13,23 @@
 //          3 bias        float32 [Cout]
 //          4.. with the "epilogue" option (core/bconv2d.h: BConv2DEpilogue):
 //                        "affine": post_multiplier, post_bias float32 [Cout];
-//                        "add": residual float32 of the output's shape;
+//                        "add": residual float32 of the output's shape (or
+//                        int8 quantized per tensor: its real values are added);
 //                        "affine_add": all three in that order
 // Output:  0             float32 [..., OH, OW, Cout], or with output_type
 //                        "bitpacked" int32 [..., OH, OW, ceil(Cout/32)] (the signs
 //                        of the float output, from exact integer thresholds:
-//                        core/bconv2d_bitpacked.h)
+//                        core/bconv2d_bitpacked.h), or with output_type "int8"
+//                        int8 [..., OH, OW, Cout], the float output quantized
+//                        with the output tensor's per-tensor scale and zero
+//                        point (core/int8_io.h)
 // Options (FlexBuffer map): channels_in, kernel_h, kernel_w, stride_h, stride_w,
 //   dilation_h, dilation_w (ints), padding ("SAME"/"VALID"), pad_value (0/1),
-//   activation ("NONE"/"RELU"), output_type ("float"/"bitpacked"; optional,
-//   "float" when absent), epilogue ("none"/"affine"/"add"/"affine_add";
-//   optional, "none" when absent; float output only). Unknown keys are ignored.
+//   activation ("NONE"/"RELU"), output_type ("float"/"bitpacked"/"int8";
+//   optional, "float" when absent), epilogue ("none"/"affine"/"add"/"affine_add";
+//   optional, "none" when absent; float or int8 output), output_activation
+//   ("NONE"/"RELU": a ReLU after the epilogue; optional; int8 output only).
+//   Unknown keys are ignored.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -34,6 +42,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_options.h"
 #include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
@@ -64,17 +73,14 @@ class Bconv2dOp final : public Op {
     Status s = CheckBinaryOpTypes(inputs, epilogue_.inputs());
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
-    if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
-      return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
-                   TypeName(in.type));
-    }
-    input_packed_ = in.type == kTfLiteInt32;
+    s = input_.Read(in);
+    if (!s.ok) return Error(s.message);
     const TensorRef& f = inputs[1];
     const TensorRef& m = inputs[2];
     const TensorRef& b = inputs[3];
     BConv2DParams p = attrs_;
     Shape out;
-    s = CheckBConv2DShapes(Shape::Of(in.dims, in.rank), input_packed_, Shape::Of(f.dims, f.rank),
+    s = CheckBConv2DShapes(Shape::Of(in.dims, in.rank), input_.packed(), Shape::Of(f.dims, f.rank),
                            /*float_filter=*/false, Shape::Of(m.dims, m.rank),
                            Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
@@ -93,9 +99,10 @@ class Bconv2dOp final : public Op {
 
     // Byte sizes every Eval checks before touching data.
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    const bool int8_out = output_type_ == OutputType::kInt8;
     std::vector<int> out_dims(out.dims.begin(), out.dims.end());
     const std::int64_t in_sizes[4] = {p.batch, p.in_h, p.in_w,
-                                      input_packed_ ? words : p.channels_in};
+                                      input_.packed() ? words : p.channels_in};
     const std::int64_t out_sizes[4] = {p.batch, p.out_h, p.out_w, out_dims[rank - 1]};
     std::int64_t in_elements = 0, out_elements = 0;
     if (!FlattenDims(in_sizes, 4, &in_elements) || !FlattenDims(out_sizes, 4, &out_elements)) {
@@ -103,16 +110,17 @@ class Bconv2dOp final : public Op {
     }
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;  // <= in_elements
     need_.assign(inputs.size(), 0);
-    need_[0] = Bytes4(in_elements);
+    need_[0] = input_.Bytes(in_elements);
     need_[1] = Bytes4(cout * filter_words);
     need_[2] = need_[3] = Bytes4(cout);
-    output_bytes_ = Bytes4(out_elements);
+    output_bytes_ = OutputBytes(output_type_, out_elements);
+    if (int8_out) scratch_.resize(static_cast<std::size_t>(out_elements));
     if (!need_[0] || !need_[1] || !need_[2] || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
     s = CheckEpilogueInputs(inputs, cout, out_dims);
     if (!s.ok) return Error(s.message);
-    if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * words));
+    if (!input_.packed()) packed_.resize(static_cast<std::size_t>(pixels * words));
     // Laid out now when the filter data is already there (a constant tensor),
     // so that the first Eval does not pay for it.
     const TensorRef& filter = inputs[1];
@@ -131,7 +139,7 @@ class Bconv2dOp final : public Op {
     }
 
     outputs->assign(1, OutputSpec{});
-    (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
+    (*outputs)[0].type = OutputTensorType(output_type_);
     (*outputs)[0].dims = std::move(out_dims);
     prepared_ = true;
     return Status::Ok();
@@ -146,17 +154,18 @@ class Bconv2dOp final : public Op {
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
     Status s = CheckEvalBuffers(inputs, names_.data(), need_.data(), out,
-                                bitpacked ? kTfLiteInt32 : kTfLiteFloat32, output_bytes_);
+                                OutputTensorType(output_type_), output_bytes_);
     if (!s.ok) return Error(s.message);
-    const PackedWord* packed_input;
-    if (input_packed_) {
-      packed_input = static_cast<const PackedWord*>(inputs[0].data);
-    } else {
-      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data),
-                  params_.batch * params_.in_h * params_.in_w, params_.channels_in,
-                  packed_.data(), executor);
-      packed_input = packed_.data();
+    // The output's quantization is only seen here (Prepare gets no outputs).
+    Int8Quantization output_quantization;
+    if (output_type_ == OutputType::kInt8) {
+      s = TensorInt8Quantization("output", out, &output_quantization);
+      if (!s.ok) return Error(s.message);
+      output_quantization.relu = epilogue_.output_relu;
     }
+    const PackedWord* packed_input =
+        input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,
+                    params_.channels_in, packed_.data(), executor);
     weights_.UpdateFilter(params_, inputs[1]);
     const float* multiplier = static_cast<const float*>(inputs[2].data);
     const float* bias = static_cast<const float*>(inputs[3].data);
@@ -173,7 +182,24 @@ class Bconv2dOp final : public Op {
       epilogue.post_multiplier = static_cast<const float*>(inputs[next++].data);
       epilogue.post_bias = static_cast<const float*>(inputs[next++].data);
     }
-    if (epilogue_.add) epilogue.residual = static_cast<const float*>(inputs[next].data);
+    if (epilogue_.add && residual_int8_) {
+      // Its real values, which the float epilogue adds (int8_io.h).
+      Int8Quantization rq;
+      s = TensorInt8Quantization("residual", inputs[next], &rq);
+      if (!s.ok) return Error(s.message);
+      DequantizeInt8Values(static_cast<const std::int8_t*>(inputs[next].data),
+                           static_cast<std::int64_t>(residual_.size()), rq, residual_.data(),
+                           executor);
+      epilogue.residual = residual_.data();
+    } else if (epilogue_.add) {
+      epilogue.residual = static_cast<const float*>(inputs[next].data);
+    }
+    if (output_type_ == OutputType::kInt8) {
+      BConv2DInt8(params_, packed_input, weights_.filter(), multiplier, bias, epilogue,
+                  output_quantization, scratch_.data(), static_cast<std::int8_t*>(out.data),
+                  executor);
+      return Status::Ok();
+    }
     BConv2D(params_, packed_input, weights_.filter(), multiplier, bias,
             static_cast<float*>(out.data), executor, epilogue);
     return Status::Ok();
@@ -196,20 +222,31 @@ class Bconv2dOp final : public Op {
         names_.push_back(name);
       }
     }
+    residual_int8_ = false;
     if (epilogue_.add) {
       const TensorRef& r = inputs[names_.size()];
       if (!r.present) return Status::Error("residual is missing");
       const bool same_shape = r.rank == static_cast<int>(out_dims.size()) &&
                               std::equal(out_dims.begin(), out_dims.end(), r.dims);
-      if (r.type != kTfLiteFloat32 || !same_shape) {
+      // An int8 residual (a quantized model) is added as its real values.
+      residual_int8_ = r.type == kTfLiteInt8;
+      if ((r.type != kTfLiteFloat32 && !residual_int8_) || !same_shape) {
         TensorRef want;
         want.rank = static_cast<int>(out_dims.size());
         want.dims = out_dims.data();
-        return Status::Error("residual must be FLOAT32 of the output's shape " +
+        return Status::Error("residual must be FLOAT32 or INT8 of the output's shape " +
                              ShapeString(want) + ", got " + TypeName(r.type) + " " +
                              ShapeString(r));
       }
-      need_[names_.size()] = output_bytes_;
+      if (residual_int8_) {
+        Int8Quantization rq;
+        Status s = TensorInt8Quantization("residual", r, &rq);
+        if (!s.ok) return s;
+      }
+      const std::size_t elements =
+          output_bytes_ / (output_type_ == OutputType::kInt8 ? 1 : 4);
+      need_[names_.size()] = residual_int8_ ? elements : elements * 4;
+      residual_.resize(residual_int8_ ? elements : 0);
       names_.push_back("residual");
     }
     return Status::Ok();
@@ -220,11 +257,14 @@ class Bconv2dOp final : public Op {
   const EpilogueKind epilogue_;
   BConv2DParams params_;        // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool input_packed_ = false;
+  BinaryOpInput input_;  // its type (and zero point)
+  bool residual_int8_ = false;
+  std::vector<float> residual_;  // an int8 residual's real values
+  std::vector<float> scratch_;   // the float output of an int8 output
   std::vector<std::size_t> need_;   // bytes of each input (0: may be empty)
   std::vector<const char*> names_;  // of each input, for messages
   std::size_t output_bytes_ = 0;
-  std::vector<PackedWord> packed_;  // bit-packed float input
+  std::vector<PackedWord> packed_;  // bit-packed float or int8 input
   const BConv2DKernel kernel_;     // chosen when the op was made
   PreparedWeights weights_;         // filter laid out for the kernel, thresholds
 };

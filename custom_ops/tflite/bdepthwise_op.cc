@@ -1,19 +1,23 @@
 // TFLite shell of LowbitBDepthwiseConv2d: binary depthwise 2-D convolution.
 //
 // Inputs:  0 input       float32 [..., H, W, C]  (bit-packed here), or
-//                        int32   [..., H, W, ceil(C/32)] (already packed);
-//                        rank >= 4, the leading dimensions are a batch
+//                        int32   [..., H, W, ceil(C/32)] (already packed), or
+//                        int8    [..., H, W, C] quantized per tensor (code <
+//                        zero point is -1, core/int8_io.h); rank >= 4, the
+//                        leading dimensions are a batch
 //          1 filter      int32   [KH, KW, ceil(C*DM/32)]  (core/bdepthwise.h)
 //          2 multiplier  float32 [C*DM]
 //          3 bias        float32 [C*DM]
 // Output:  0             float32 [..., OH, OW, C*DM], or with output_type
 //                        "bitpacked" int32 [..., OH, OW, ceil(C*DM/32)] (the
 //                        signs of the float output, from exact integer
-//                        thresholds: core/bconv2d_bitpacked.h)
+//                        thresholds: core/bconv2d_bitpacked.h), or with "int8"
+//                        int8 [..., OH, OW, C*DM] (the float output quantized
+//                        with the output tensor's scale and zero point)
 // Options (FlexBuffer map): channels_in, depth_multiplier, kernel_h, kernel_w,
 //   stride_h, stride_w, dilation_h, dilation_w (ints), padding
 //   ("SAME"/"VALID"), pad_value (0/1), activation ("NONE"/"RELU"),
-//   output_type ("float"/"bitpacked"; optional, "float" when absent).
+//   output_type ("float"/"bitpacked"/"int8"; optional, "float" when absent).
 //   Unknown keys are ignored.
 #include <climits>
 #include <cstdint>
@@ -24,7 +28,7 @@
 
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise.h"
-#include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_options.h"
 #include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
@@ -51,17 +55,15 @@ class BDepthwiseConv2dOp final : public Op {
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
-    if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
-      return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
-                   TypeName(in.type));
-    }
-    input_packed_ = in.type == kTfLiteInt32;
+    s = input_.Read(in);
+    if (!s.ok) return Error(s.message);
+    const bool input_packed = input_.packed();
     const TensorRef& f = inputs[1];
     const TensorRef& m = inputs[2];
     const TensorRef& b = inputs[3];
     BDepthwiseConv2DParams p = attrs_;
     Shape out;
-    s = CheckBDepthwiseConv2DShapes(Shape::Of(in.dims, in.rank), input_packed_,
+    s = CheckBDepthwiseConv2DShapes(Shape::Of(in.dims, in.rank), input_packed,
                                     Shape::Of(f.dims, f.rank), Shape::Of(m.dims, m.rank),
                                     Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
@@ -76,14 +78,17 @@ class BDepthwiseConv2dOp final : public Op {
     const std::int64_t pixels = p.batch * p.in_h * p.in_w;
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const std::int64_t out_depth = bitpacked ? p.out_words() : cout;
-    input_bytes_ = Bytes4(pixels * (input_packed_ ? p.in_words() : p.channels_in));
+    input_bytes_ = input_.Bytes(pixels * (input_packed ? p.in_words() : p.channels_in));
     filter_bytes_ = Bytes4(DepthwiseFilterWords(p));
     vector_bytes_ = Bytes4(cout);
-    output_bytes_ = Bytes4(p.batch * p.out_h * p.out_w * out_depth);
+    output_bytes_ = OutputBytes(output_type_, p.batch * p.out_h * p.out_w * out_depth);
     if (!input_bytes_ || !filter_bytes_ || !vector_bytes_ || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
-    if (!input_packed_) packed_.resize(static_cast<std::size_t>(pixels * p.in_words()));
+    if (!input_packed) packed_.resize(static_cast<std::size_t>(pixels * p.in_words()));
+    if (output_type_ == OutputType::kInt8) {
+      scratch_.resize(static_cast<std::size_t>(p.batch * p.out_h * p.out_w * cout));
+    }
     if (bitpacked) {
       threshold_.resize(static_cast<std::size_t>(cout));
       flip_.resize(static_cast<std::size_t>(cout));
@@ -101,7 +106,7 @@ class BDepthwiseConv2dOp final : public Op {
     }
 
     outputs->assign(1, OutputSpec{});
-    (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
+    (*outputs)[0].type = OutputTensorType(output_type_);
     (*outputs)[0].dims.assign(out.dims.begin(), out.dims.end());
     prepared_ = true;
     return Status::Ok();
@@ -116,17 +121,17 @@ class BDepthwiseConv2dOp final : public Op {
     const TensorRef& out = outputs[0];
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need, out,
-                                bitpacked ? kTfLiteInt32 : kTfLiteFloat32, output_bytes_);
+                                OutputTensorType(output_type_), output_bytes_);
     if (!s.ok) return Error(s.message);
-    const PackedWord* packed_input;
-    if (input_packed_) {
-      packed_input = static_cast<const PackedWord*>(inputs[0].data);
-    } else {
-      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data),
-                  params_.batch * params_.in_h * params_.in_w, params_.channels_in,
-                  packed_.data(), executor);
-      packed_input = packed_.data();
+    // The output's quantization is only seen here (Prepare gets no outputs).
+    Int8Quantization output_quantization;
+    if (output_type_ == OutputType::kInt8) {
+      s = TensorInt8Quantization("output", out, &output_quantization);
+      if (!s.ok) return Error(s.message);
     }
+    const PackedWord* packed_input =
+        input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,
+                    params_.channels_in, packed_.data(), executor);
     const auto* filter = static_cast<const PackedWord*>(inputs[1].data);
     const auto* multiplier = static_cast<const float*>(inputs[2].data);
     const auto* bias = static_cast<const float*>(inputs[3].data);
@@ -151,6 +156,12 @@ class BDepthwiseConv2dOp final : public Op {
                                 static_cast<PackedWord*>(out.data), executor);
       return Status::Ok();
     }
+    if (output_type_ == OutputType::kInt8) {
+      BDepthwiseConv2DInt8(kernel_, params_, packed_input, filter, multiplier, bias,
+                           output_quantization, scratch_.data(),
+                           static_cast<std::int8_t*>(out.data), executor);
+      return Status::Ok();
+    }
     BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
                      static_cast<float*>(out.data), executor);
     return Status::Ok();
@@ -162,9 +173,10 @@ class BDepthwiseConv2dOp final : public Op {
   const BConv2DKernel kernel_;          // chosen when the op was made
   BDepthwiseConv2DParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool input_packed_ = false;
+  BinaryOpInput input_;  // its type (and zero point)
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
-  std::vector<PackedWord> packed_;  // bit-packed float input
+  std::vector<PackedWord> packed_;  // bit-packed float or int8 input
+  std::vector<float> scratch_;      // the float output of an int8 output
   std::vector<std::int32_t> threshold_;
   std::vector<std::uint8_t> flip_;
   // The multiplier and bias threshold_ / flip_ were computed from (Eval).

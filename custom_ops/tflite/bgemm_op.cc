@@ -1,18 +1,23 @@
 // TFLite shell of LowbitBgemm: binary dense layer / GEMM over the last axis.
 //
 // Inputs:  0 input       float32 [..., K]  (bit-packed here), or
-//                        int32   [..., ceil(K/32)] (already packed); rank >= 1,
-//                        the leading dimensions are rows
+//                        int32   [..., ceil(K/32)] (already packed), or int8
+//                        [..., K] quantized per tensor (bit-packed here: code
+//                        < zero point is -1); rank >= 1, the leading
+//                        dimensions are rows
 //          1 filter      int32   [Nout, ceil(K/32)]  the packed transposed
 //                        Keras kernel, laid out for the kernel at Prepare
 //                        when constant and whenever its words change
 //          2 multiplier  float32 [Nout]
 //          3 bias        float32 [Nout]
 // Output:  0             float32 [..., Nout], or with output_type "bitpacked"
-//                        int32 [..., ceil(Nout/32)] (exact integer thresholds)
+//                        int32 [..., ceil(Nout/32)] (exact integer thresholds),
+//                        or with "int8" int8 [..., Nout] (the float output
+//                        quantized with the output tensor's per-tensor scale
+//                        and zero point, core/int8_io.h)
 // Options (FlexBuffer map): channels_in (int, K), activation ("NONE"/"RELU"),
-//   output_type ("float"/"bitpacked"; optional, "float" when absent). Unknown
-//   keys are ignored.
+//   output_type ("float"/"bitpacked"/"int8"; optional, "float" when absent).
+//   Unknown keys are ignored.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -20,7 +25,7 @@
 #include <vector>
 
 #include "custom_ops/core/bgemm.h"
-#include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_options.h"
 #include "custom_ops/core/op_shapes.h"
 #include "custom_ops/tflite/binary_op_util.h"
@@ -45,17 +50,14 @@ class BgemmOp final : public Op {
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
     const TensorRef& in = inputs[0];
-    if (in.type != kTfLiteFloat32 && in.type != kTfLiteInt32) {
-      return Error(std::string("input must be FLOAT32 or INT32 (packed), got ") +
-                   TypeName(in.type));
-    }
-    input_packed_ = in.type == kTfLiteInt32;
+    s = input_.Read(in);
+    if (!s.ok) return Error(s.message);
     const TensorRef& f = inputs[1];
     const TensorRef& m = inputs[2];
     const TensorRef& b = inputs[3];
     BGemmParams p = attrs_;
     Shape out;
-    s = CheckBGemmShapes(Shape::Of(in.dims, in.rank), input_packed_, Shape::Of(f.dims, f.rank),
+    s = CheckBGemmShapes(Shape::Of(in.dims, in.rank), input_.packed(), Shape::Of(f.dims, f.rank),
                          /*float_filter=*/false, Shape::Of(m.dims, m.rank),
                          Shape::Of(b.dims, b.rank), output_type_, &p, &out);
     if (!s.ok) return Error(s.message);
@@ -74,14 +76,15 @@ class BgemmOp final : public Op {
     std::int64_t out_elements = 0;
     if (!FlattenDims(out_sizes, 2, &out_elements)) return Error("tensor sizes overflow");
     // rows <= 2^30, the input depth < 2^25 (CheckBGemmShapes)
-    need_[0] = Bytes4(p.rows * (input_packed_ ? words : p.channels_in));
+    need_[0] = input_.Bytes(p.rows * (input_.packed() ? words : p.channels_in));
     need_[1] = Bytes4(cout * words);
     need_[2] = need_[3] = Bytes4(cout);
-    output_bytes_ = Bytes4(out_elements);
+    output_bytes_ = OutputBytes(output_type_, out_elements);
+    if (output_type_ == OutputType::kInt8) scratch_.resize(static_cast<std::size_t>(out_elements));
     if (!need_[0] || !need_[1] || !need_[2] || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
-    if (!input_packed_) packed_.resize(static_cast<std::size_t>(p.rows * words));
+    if (!input_.packed()) packed_.resize(static_cast<std::size_t>(p.rows * words));
     // Constant weights are laid out (and a bad transform rejected) now rather
     // than at the first invocation.
     const BConv2DParams conv = p.AsConv2D();
@@ -98,7 +101,7 @@ class BgemmOp final : public Op {
       if (!s.ok) return Error(s.message);
     }
     outputs->assign(1, OutputSpec{});
-    (*outputs)[0].type = bitpacked ? kTfLiteInt32 : kTfLiteFloat32;
+    (*outputs)[0].type = OutputTensorType(output_type_);
     (*outputs)[0].dims = std::move(out_dims);
     prepared_ = true;
     return Status::Ok();
@@ -111,17 +114,17 @@ class BgemmOp final : public Op {
     }
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     const TensorRef& out = outputs[0];
-    Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out, bitpacked ? kTfLiteInt32 : kTfLiteFloat32,
-                                output_bytes_);
+    Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need_, out,
+                                OutputTensorType(output_type_), output_bytes_);
     if (!s.ok) return Error(s.message);
-    const PackedWord* packed_input;
-    if (input_packed_) {
-      packed_input = static_cast<const PackedWord*>(inputs[0].data);
-    } else {
-      BitpackRows(kernel_, static_cast<const float*>(inputs[0].data), params_.rows,
-                  params_.channels_in, packed_.data(), executor);
-      packed_input = packed_.data();
+    // The output's quantization is only seen here (Prepare gets no outputs).
+    Int8Quantization output_quantization;
+    if (output_type_ == OutputType::kInt8) {
+      s = TensorInt8Quantization("output", out, &output_quantization);
+      if (!s.ok) return Error(s.message);
     }
+    const PackedWord* packed_input = input_.Pack(kernel_, inputs[0], params_.rows,
+                                                 params_.channels_in, packed_.data(), executor);
     const BConv2DParams conv = params_.AsConv2D();
     weights_.UpdateFilter(conv, inputs[1]);
     const float* multiplier = static_cast<const float*>(inputs[2].data);
@@ -131,6 +134,11 @@ class BgemmOp final : public Op {
       if (!s.ok) return Error(s.message);
       BGemmBitpacked(params_, packed_input, weights_.filter(), weights_.threshold(),
                      weights_.flip(), static_cast<PackedWord*>(out.data), executor);
+      return Status::Ok();
+    }
+    if (output_type_ == OutputType::kInt8) {
+      BGemmInt8(params_, packed_input, weights_.filter(), multiplier, bias, output_quantization,
+                scratch_.data(), static_cast<std::int8_t*>(out.data), executor);
       return Status::Ok();
     }
     BGemm(params_, packed_input, weights_.filter(), multiplier, bias,
@@ -143,10 +151,11 @@ class BgemmOp final : public Op {
   const OutputType output_type_;
   BGemmParams params_;       // options + shapes of the last Prepare
   bool prepared_ = false;
-  bool input_packed_ = false;
+  BinaryOpInput input_;  // its type (and zero point)
   std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
   std::size_t output_bytes_ = 0;
-  std::vector<PackedWord> packed_;  // bit-packed float input
+  std::vector<PackedWord> packed_;  // bit-packed float or int8 input
+  std::vector<float> scratch_;      // the float output of an int8 output
   const BConv2DKernel kernel_;     // chosen when the op was made
   PreparedWeights weights_;         // filter laid out for the kernel, thresholds
 };

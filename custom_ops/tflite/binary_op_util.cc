@@ -1,6 +1,10 @@
 #include "custom_ops/tflite/binary_op_util.h"
 
 #include <cstring>
+#include <string>
+
+#include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 
 namespace lowbit {
 namespace tflite {
@@ -32,6 +36,50 @@ Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extr
     }
   }
   return Status::Ok();
+}
+
+Status BinaryOpInput::Read(const TensorRef& input) {
+  if (input.type != kTfLiteFloat32 && input.type != kTfLiteInt32 && input.type != kTfLiteInt8) {
+    return Status::Error(std::string("input must be FLOAT32, INT32 (packed) or INT8, got ") +
+                         TypeName(input.type));
+  }
+  type = input.type;
+  zero_point = 0;
+  if (type == kTfLiteInt8) {
+    Int8Quantization q;
+    Status s = TensorInt8Quantization("input", input, &q);
+    if (!s.ok) return s;
+    zero_point = q.zero_point;
+  }
+  return Status::Ok();
+}
+
+std::size_t BinaryOpInput::Bytes(std::int64_t elements) const {
+  return type == kTfLiteInt8 ? Bytes1(elements) : Bytes4(elements);
+}
+
+const PackedWord* BinaryOpInput::Pack(BConv2DKernel kernel, const TensorRef& input,
+                                      std::int64_t rows, std::int64_t channels,
+                                      PackedWord* scratch, ParallelExecutor& executor) const {
+  if (type == kTfLiteInt32) return static_cast<const PackedWord*>(input.data);
+  if (type == kTfLiteInt8) {
+    BitpackInt8Rows(static_cast<const std::int8_t*>(input.data), rows, channels, zero_point,
+                    scratch, executor);
+  } else {
+    BitpackRows(kernel, static_cast<const float*>(input.data), rows, channels, scratch,
+                executor);
+  }
+  return scratch;
+}
+
+TfLiteType OutputTensorType(OutputType type) {
+  return type == OutputType::kBitpacked ? kTfLiteInt32
+         : type == OutputType::kInt8    ? kTfLiteInt8
+                                        : kTfLiteFloat32;
+}
+
+std::size_t OutputBytes(OutputType type, std::int64_t elements) {
+  return type == OutputType::kInt8 ? Bytes1(elements) : Bytes4(elements);
 }
 
 void PreparedWeights::UpdateFilter(const BConv2DParams& params, const TensorRef& filter) {

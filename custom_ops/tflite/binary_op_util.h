@@ -28,6 +28,30 @@ Status CheckBinaryOpTypes(const std::vector<TensorRef>& inputs, std::size_t extr
 // The names of the four inputs of the binary ops, for messages.
 extern const char* const kBinaryOpInputNames[4];
 
+// Input 0 of the binary ops: FLOAT32 (binarised here), INT32 (packed words)
+// or INT8 (quantized per tensor; only its zero point matters: a code below it
+// is -1, core/int8_io.h). An INT8 input's quantization is checked here.
+struct BinaryOpInput {
+  TfLiteType type = kTfLiteFloat32;
+  std::int32_t zero_point = 0;  // of an INT8 input
+
+  Status Read(const TensorRef& input);
+  bool packed() const { return type == kTfLiteInt32; }
+  // Bytes of `elements` input values (4 or 1 each; 0 on overflow).
+  std::size_t Bytes(std::int64_t elements) const;
+  // The input's words: a packed input as it is, else `rows` rows of
+  // `channels` values packed into `scratch` (PackedWords(channels) per row,
+  // sized by the caller) by the packer of `kernel` or BitpackInt8Rows.
+  const PackedWord* Pack(BConv2DKernel kernel, const TensorRef& input, std::int64_t rows,
+                         std::int64_t channels, PackedWord* scratch,
+                         ParallelExecutor& executor) const;
+};
+
+// The tensor type of an output of `type`: FLOAT32, INT32 (bit-packed), INT8.
+TfLiteType OutputTensorType(OutputType type);
+// Bytes of `elements` output values of `type` (0 on overflow).
+std::size_t OutputBytes(OutputType type, std::int64_t elements);
+
 // The filter laid out for one kernel (BConv2DFilter) and the thresholds of a
 // bit-packed output, for the binary convolution `params` (the gemm's is its
 // 1x1 view, BGemmParams::AsConv2D). Each is rebuilt only when its source

@@ -135,10 +135,34 @@ struct PartitionKernel {
     return "lowbit delegate: node " + std::to_string(n.node_index) + " (" + n.name + "): ";
   }
 
+  // The affine quantization of `t`: its scales and first zero point (the
+  // per-tensor `params` of an older runtime are not read: every runtime we
+  // support fills `quantization`).
+  static void ReadQuantization(const TfLiteTensor& t, TensorRef* ref) {
+    if (t.quantization.type != kTfLiteAffineQuantization || t.quantization.params == nullptr) {
+      return;
+    }
+    const auto* affine = static_cast<const TfLiteAffineQuantization*>(t.quantization.params);
+    if (affine->scale == nullptr || affine->scale->size <= 0) return;
+    ref->num_scales = affine->scale->size;
+    ref->scale = affine->scale->data[0];
+    ref->zero_point = affine->zero_point != nullptr && affine->zero_point->size > 0
+                          ? affine->zero_point->data[0]
+                          : 0;
+  }
+
   // Fills `ref` for tensor `index`. Internal tensors point at our storage.
   bool MakeRef(TfLiteContext* context, int index, TensorRef* ref, std::string* error) {
     *ref = TensorRef{};
     if (index == kTfLiteOptionalTensor) return true;  // present = false
+    if (index < 0 || static_cast<std::size_t>(index) >= context->tensors_size ||
+        context->tensors == nullptr) {
+      *error = "tensor index " + std::to_string(index) + " out of range (" +
+               std::to_string(context->tensors_size) + " tensors)";
+      return false;
+    }
+    // The quantization is the model's, for internal tensors too.
+    ReadQuantization(context->tensors[index], ref);
     auto it = internal.find(index);
     if (it != internal.end()) {
       InternalTensor& t = it->second;
@@ -150,12 +174,6 @@ struct PartitionKernel {
       ref->name = "(internal)";
       ref->present = true;
       return true;
-    }
-    if (index < 0 || static_cast<std::size_t>(index) >= context->tensors_size ||
-        context->tensors == nullptr) {
-      *error = "tensor index " + std::to_string(index) + " out of range (" +
-               std::to_string(context->tensors_size) + " tensors)";
-      return false;
     }
     const TfLiteTensor& t = context->tensors[index];
     if (t.dims == nullptr || t.dims->size < 0 || t.dims->size > 16) {
@@ -232,14 +250,14 @@ struct PartitionKernel {
     }
     auto it = internal.find(index);
     if (it != internal.end()) {
-      if (spec.type != kTfLiteFloat32 && spec.type != kTfLiteInt32) {
+      if (spec.type != kTfLiteFloat32 && spec.type != kTfLiteInt32 && spec.type != kTfLiteInt8) {
         Report(context, Where(n) + "unsupported internal tensor type");
         return kTfLiteError;
       }
       InternalTensor& t = it->second;
       t.type = spec.type;
       t.dims = spec.dims;
-      t.bytes = elements * 4;
+      t.bytes = elements * (spec.type == kTfLiteInt8 ? 1 : 4);
       t.storage.resize((t.bytes + 7) / 8);
       return kTfLiteOk;
     }

@@ -77,6 +77,11 @@ std::size_t Bytes4(std::int64_t count) {
   return static_cast<std::size_t>(count) * 4;
 }
 
+std::size_t Bytes1(std::int64_t count) {
+  if (count <= 0 || static_cast<std::uint64_t>(count) > SIZE_MAX) return 0;
+  return static_cast<std::size_t>(count);
+}
+
 std::string ShapeString(const TensorRef& t) {
   std::string s = "[";
   for (int i = 0; i < t.rank; ++i) {
@@ -102,6 +107,22 @@ const char* TypeName(TfLiteType type) {
     case kTfLiteUInt32: return "UINT32";
     default: return "OTHER";
   }
+}
+
+Status TensorInt8Quantization(const char* what, const TensorRef& t, Int8Quantization* q) {
+  if (t.num_scales == 0) {
+    return Status::Error(std::string(what) + " is INT8 but has no quantization (scale and " +
+                         "zero point)");
+  }
+  if (t.num_scales != 1) {
+    return Status::Error(std::string(what) + " must be quantized per tensor (one scale), got " +
+                         std::to_string(t.num_scales) + " scales (per-channel)");
+  }
+  Status s = CheckInt8Quantization(what, t.scale, t.zero_point);
+  if (!s.ok) return s;
+  q->scale = t.scale;
+  q->zero_point = static_cast<std::int32_t>(t.zero_point);
+  return Status::Ok();
 }
 
 }  // namespace tflite

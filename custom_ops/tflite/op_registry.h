@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/op_contract.h"
 #include "custom_ops/core/types.h"
 #include "custom_ops/tflite/flexbuffer_reader.h"
@@ -40,7 +41,18 @@ struct TensorRef {
   // A read-only constant of the model file (kTfLiteMmapRo): its data never
   // changes while the interpreter lives.
   bool constant = false;
+  // The tensor's affine quantization (int8 tensors): how many scales it
+  // holds (0: not quantized, 1: per tensor, more: per channel), and the
+  // first scale and zero point.
+  int num_scales = 0;
+  float scale = 0.0f;
+  std::int64_t zero_point = 0;
 };
+
+// The per-tensor quantization of an INT8 tensor `t` named `what` ("input",
+// "output", "residual"), checked: quantized at all, per tensor (one scale),
+// scale finite and > 0, zero point in [-128, 127] (core/int8_io.h).
+Status TensorInt8Quantization(const char* what, const TensorRef& t, Int8Quantization* q);
 
 // Type and shape an op will write to one of its outputs.
 struct OutputSpec {
@@ -119,6 +131,8 @@ Status CheckEvalBuffers(const std::vector<TensorRef>& inputs, const char* const*
 // the tensors the ops check, which are all non-empty: an op whose batch is
 // empty sizes its buffers for a batch of one; the delegate skips Eval then).
 std::size_t Bytes4(std::int64_t count);
+// The same for 1-byte (int8) elements.
+std::size_t Bytes1(std::int64_t count);
 const char* TypeName(TfLiteType type);
 
 }  // namespace tflite

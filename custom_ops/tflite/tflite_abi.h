@@ -113,10 +113,27 @@ typedef struct TfLiteQuantizationParams {
   int32_t zero_point;
 } TfLiteQuantizationParams;
 
+// TfLiteQuantizationType: kTfLiteNoQuantization = 0, then
+// kTfLiteAffineQuantization = 1, whose params point at a
+// TfLiteAffineQuantization (one scale and zero point per tensor, or per
+// channel along quantized_dimension).
+enum { kTfLiteNoQuantization = 0, kTfLiteAffineQuantization = 1 };
+
 typedef struct TfLiteQuantization {
   int type;  // TfLiteQuantizationType, an int-sized enum upstream
   void* params;
 } TfLiteQuantization;
+
+typedef struct TfLiteFloatArray {
+  int size;
+  float data[];
+} TfLiteFloatArray;
+
+typedef struct TfLiteAffineQuantization {
+  TfLiteFloatArray* scale;
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+} TfLiteAffineQuantization;
 
 typedef union TfLitePtrUnion {
   int32_t* i32;

@@ -83,6 +83,36 @@ def test_conversion_prints_no_tensorflow_log(tmp_path):
     assert "Layer 'bconv': using a binary weight quantizer" in proc.stderr
 
 
+def test_int8_conversion(tmp_path):
+    import numpy as np
+
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+    from lowbit_tf.lite import Interpreter
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(8, 3, name="conv"),
+        layers.QuantConv2D(8, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip", name="bconv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(3),
+    ])
+    model.save(tmp_path / "tiny.keras")
+    np.save(tmp_path / "samples.npy", np.random.default_rng(0).standard_normal((8, 8, 8, 3)))
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "samples.npy",
+                       "--int8-io"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "fully_quantize" not in proc.stderr and "cuInit" not in proc.stderr, proc.stderr
+    interpreter = Interpreter(model_path=tmp_path / "tiny.tflite")
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8-io"], tmp_path)
+    assert proc.returncode == 2 and "--int8-io needs --int8 SAMPLES.npy" in proc.stderr
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "nope.npy"], tmp_path)
+    assert proc.returncode == 2 and "--int8 samples file not found: nope.npy" in proc.stderr
+
+
 def test_filtered_native_stderr_keeps_errors_and_python_output(capfd):
     lines = [
         "W0000 00:00:1796469609.307688   19329 tf_tfl_flatbuffer_helpers.cc:364] Ignored x.\n",

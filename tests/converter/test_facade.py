@@ -21,7 +21,8 @@ def test_facade_has_the_converters_signature_and_docstring(name):
     assert str(inspect.signature(facade)) == str(inspect.signature(real))
     assert inspect.getdoc(facade) == inspect.getdoc(real)
     assert list(inspect.signature(facade).parameters) == [
-        "model", "lowbit", "packed_chains", "float_fallback"]
+        "model", "lowbit", "packed_chains", "float_fallback", "int8", "representative_dataset",
+        "inference_input_type", "inference_output_type"]
 
 
 def test_public_convert_is_the_facade():
@@ -42,15 +43,24 @@ def tiny_model() -> keras.Model:
 @pytest.mark.parametrize("convert", [lowbit_tf.convert, lowbit_converter.convert,
                                      lowbit_converter.convert_with_report])
 @pytest.mark.parametrize("option, value, says", [
-    ("inference_input_type", tf.int8, "int8 support"),
-    ("inference_output_type", tf.uint8, "int8 support"),
-    ("experimental_default_int8_range", (-3.0, 3.0), "int8 support"),
+    ("experimental_default_int8_range", (-3.0, 3.0), "int8=True and a representative_dataset"),
     ("target", "xcore", "LOWBIT_KERNEL"),
     ("experimental_enable_bitpacked_activations", False, "packed_chains"),
 ])
 def test_lce_options_are_refused_saying_what_to_do(convert, option, value, says):
     with pytest.raises(TypeError, match=rf"Larq Compute Engine.*{option}=.*{says}"):
         convert(tiny_model(), **{option: value})
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(inference_input_type=tf.int8), "inference_input_type=int8 needs int8=True"),
+    (dict(inference_output_type=tf.uint8), "inference_output_type must be float32 or int8"),
+    (dict(int8=True), "int8=True needs a representative_dataset"),
+    (dict(representative_dataset=lambda: []), "only used with int8=True"),
+])
+def test_int8_options_are_checked(kwargs, says):
+    with pytest.raises(ValueError, match=says):
+        lowbit_tf.convert(tiny_model(), **kwargs)
 
 
 def test_lce_options_asking_for_what_happens_anyway_are_accepted():

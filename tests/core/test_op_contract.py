@@ -118,7 +118,7 @@ def test_json_describes_inputs_and_outputs(contract):
     bconv = contract["LowbitBconv2d"]
     assert [t["name"] for t in bconv["inputs"]] == [
         "input", "filter", "multiplier", "bias", "epilogue_inputs"]
-    assert bconv["inputs"][0]["tflite_types"] == ["FLOAT32", "INT32"]
+    assert bconv["inputs"][0]["tflite_types"] == ["FLOAT32", "INT32", "INT8"]
     assert bconv["inputs"][1]["min_rank"] == bconv["inputs"][1]["max_rank"] == 2
     assert [t["name"] for t in contract["LowbitFastfood"]["inputs"]] == [
         "x", "b", "g", "s", "permutation", "bias"]

@@ -168,6 +168,29 @@ def bconv2d_bitpacked_np(*args, **kwargs) -> np.ndarray:
     return bitpack_np(bconv2d_np(*args, **kwargs))
 
 
+def int8_signs_np(q: np.ndarray, zero_point: int) -> np.ndarray:
+    """The +-1 values a binary op reads from int8 codes q of a quantized tensor
+    (real value scale * (q - zero_point), scale > 0): -1 where q < zero_point,
+    +1 elsewhere (zero is +1), as float32."""
+    return np.where(np.asarray(q) < zero_point, -1.0, 1.0).astype(np.float32)
+
+
+def quantize_int8_np(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """TFLite's QUANTIZE of float32 y to int8: round(y / scale) + zero_point,
+    saturated to [-128, 127]; one float32 division, rounding halves away from
+    zero; NaN gives zero_point (the lowbit ops' choice)."""
+    v = (np.asarray(y, np.float32) / np.float32(scale)).astype(np.float32).astype(np.float64)
+    r = np.sign(v) * np.floor(np.abs(v) + 0.5)  # exact in float64
+    q = np.clip(np.nan_to_num(r, nan=0.0) + zero_point, -128, 127)
+    return np.where(np.isnan(v), zero_point, q).astype(np.int8)
+
+
+def dequantize_int8_np(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """float(q - zero_point) * scale in float32 (TFLite's DEQUANTIZE)."""
+    return ((np.asarray(q, np.int32) - zero_point).astype(np.float32) * np.float32(scale)).astype(
+        np.float32)
+
+
 def bgemm_np(
     x: np.ndarray,
     kernel: np.ndarray,

@@ -30,6 +30,7 @@ _TYPES = {
     np.dtype(np.int32): schema.TensorType.INT32,
     np.dtype(np.int64): schema.TensorType.INT64,
     np.dtype(np.int8): schema.TensorType.INT8,
+    np.dtype(np.int16): schema.TensorType.INT16,
 }
 
 
@@ -60,11 +61,20 @@ class ModelBuilder:
         self.ops: list = []
         self.codes: list = []
 
-    def tensor(self, shape, dtype, data: np.ndarray | None = None, name: str | None = None):
+    def tensor(self, shape, dtype, data: np.ndarray | None = None, name: str | None = None,
+               quantization: tuple | None = None):
+        """quantization: (scales, zero_points) lists (one each: per tensor), or
+        (scales, zero_points, quantized_dimension)."""
         t = schema.TensorT()
         t.shape = list(shape)
         t.type = _TYPES[np.dtype(dtype)]
         t.name = name or f"t{len(self.tensors)}"
+        if quantization is not None:
+            q = schema.QuantizationParametersT()
+            q.scale = [float(v) for v in quantization[0]]
+            q.zeroPoint = [int(v) for v in quantization[1]]
+            q.quantizedDimension = quantization[2] if len(quantization) > 2 else 0
+            t.quantization = q
         if data is not None:
             buf = schema.BufferT()
             buf.data = np.frombuffer(np.ascontiguousarray(data, dtype=dtype).tobytes(), np.uint8)

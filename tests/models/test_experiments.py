@@ -32,6 +32,7 @@ FLOAT_BASELINE = {
     "abc_net": r"float network: ([\d.]+)",
     "fixed_point": r"float32: ([\d.]+)",
     "compress": r"\| digits_cnn\s*\| accuracy drop <= 0\.01 \|[^|]*\|\s*([\d.]+)",
+    "int8_digits": r"PTQ: mean over seeds float\+binary ([\d.]+)",
 }
 # rows every quick run must have (labels of the variants it compares)
 EXPECTED_ROWS = {
@@ -40,6 +41,7 @@ EXPECTED_ROWS = {
     "abc_net": ["| M=1 ", "| M=3 ", "N=1", "N=2"],
     "fixed_point": ["<8,8>", "<2,14>", "nearest", "stochastic"],
     "compress": ["| digits_cnn ", "| quicknet_style ", "size <= 1/4 float", "chosen: #"],
+    "int8_digits": ["float+binary", "int8+binary PTQ", "int8+binary QAT", "target within 0.5"],
 }
 
 

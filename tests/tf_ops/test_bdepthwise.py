@@ -130,7 +130,7 @@ def test_tf_op_bad_inputs_raise():
     ones, zeros = np.ones(66, np.float32), np.zeros(66, np.float32)
     base = dict(channels_in=33, depth_multiplier=2, kernel_h=3, kernel_w=3)
     # Python-side argument checks.
-    with pytest.raises(TypeError, match="float32 or packed int32"):
+    with pytest.raises(TypeError, match="float32, int8 or packed int32"):
         ops.bdepthwise_conv2d(x.astype(np.float64), packed, depth_multiplier=2)
     with pytest.raises(ValueError, match="rank >= 4"):
         ops.bdepthwise_conv2d(x[0], packed, depth_multiplier=2)

@@ -56,7 +56,7 @@ def test_tf_op_bad_epilogue_raises():
         ops.bconv2d(data["x"], packed, residual=data["residual"][..., :39], **kwargs)
     with pytest.raises(tf.errors.InvalidArgumentError, match="post_multiplier must have shape"):
         ops.bconv2d(data["x"], packed, post_multiplier=np.ones(39, np.float32), **kwargs)
-    with pytest.raises(ValueError, match="output_type='float'"):
+    with pytest.raises(ValueError, match="output_type 'float' or 'int8'"):
         ops.bconv2d(data["x"], packed, residual=data["residual"], output_type="bitpacked",
                     **kwargs)
     from lowbit_tf._native import load_tf_ops

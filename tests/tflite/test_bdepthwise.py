@@ -126,7 +126,10 @@ def _bad_cases() -> dict:
         "packed_input_depth": (model(x_=bitpack_np(x)[..., :1]), bitpack_np(x)[..., :1],
                                "packed words"),
         "input_rank3": (model(x_=x[0]), x[0], "rank >= 4"),
-        "input_int8": (model(x_=x.astype(np.int8)), x.astype(np.int8), "FLOAT32 or INT32"),
+        "input_int8": (model(x_=x.astype(np.int8)), x.astype(np.int8),
+                       "input is INT8 but has no quantization"),
+        "input_int16": (model(x_=x.astype(np.int16)), x.astype(np.int16),
+                        "input must be FLOAT32, INT32 (packed) or INT8, got INT16"),
         "three_inputs": (model(extra_inputs=-1), x, "expected 4 inputs"),
         "five_inputs": (model(extra_inputs=1), x, "expected 4 inputs"),
         "nonfinite_bitpacked": (

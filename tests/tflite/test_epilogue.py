@@ -83,8 +83,8 @@ def test_tflite_kernel_matches_tf_op(runtime, seed):
     (dict(options={"epilogue": "affine"}), "expected 6 inputs"),
     (dict(options={"epilogue": "none"}), "expected 4 inputs"),
     (dict(options={"output_type": "bitpacked"}), "needs output_type"),
-    (dict(residual_shape=(1, 5, 6, 41)), "residual must be FLOAT32 of the output's shape"),
-    (dict(residual_shape=(1, 30, 40)), "residual must be FLOAT32 of the output's shape"),
+    (dict(residual_shape=(1, 5, 6, 41)), "residual must be FLOAT32 or INT8 of the output's shape"),
+    (dict(residual_shape=(1, 30, 40)), "residual must be FLOAT32 or INT8 of the output's shape"),
     (dict(residual_dtype=np.int32), "residual must be FLOAT32"),
     (dict(post_shape=(39,)), "post_multiplier must be FLOAT32 \\[40\\]"),
 ])

@@ -361,9 +361,10 @@ def _bad_cases() -> dict:
     cases["input_int64"] = (
         base.model(input_dtype=np.int64),
         x.astype(np.int64),
-        "input must be FLOAT32 or INT32",
+        "input must be FLOAT32, INT32 (packed) or INT8",
     )
-    cases["input_int8"] = (base.model(input_dtype=np.int8), x.astype(np.int8), "INT8")
+    cases["input_int8"] = (base.model(input_dtype=np.int8), x.astype(np.int8),
+                           "input is INT8 but has no quantization")
     cases["input_rank3"] = (base.model(input_shape=(5, 5, 33)), x[0], "input must be 4-D")
     cases["input_channels_34"] = (
         base.model(input_shape=(1, 5, 5, 34)),

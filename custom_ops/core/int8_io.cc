@@ -1,0 +1,170 @@
+#include "custom_ops/core/int8_io.h"
+
+#include <cmath>
+#include <string>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace lowbit {
+namespace {
+
+// Elements per parallel work unit of the elementwise loops: big enough that
+// splitting costs nothing next to the work.
+constexpr std::int64_t kChunk = 4096;
+
+// Runs fn(begin, end) over [0, count) in chunks of kChunk elements.
+template <typename Fn>
+void ForChunks(std::int64_t count, ParallelExecutor& executor, Fn fn) {
+  const std::int64_t chunks = (count + kChunk - 1) / kChunk;
+  executor.ParallelFor(chunks, kChunk, [&](std::int64_t first, std::int64_t last) {
+    const std::int64_t end = last * kChunk < count ? last * kChunk : count;
+    fn(first * kChunk, end);
+  });
+}
+
+}  // namespace
+
+Status CheckInt8Quantization(const char* tensor, float scale, std::int64_t zero_point) {
+  if (!std::isfinite(scale) || !(scale > 0.0f)) {
+    return Status::Error(std::string(tensor) + " scale must be finite and > 0, got " +
+                         std::to_string(scale));
+  }
+  if (zero_point < -128 || zero_point > 127) {
+    return Status::Error(std::string(tensor) + " zero point must be in [-128, 127], got " +
+                         std::to_string(zero_point));
+  }
+  return Status::Ok();
+}
+
+#if defined(__SSE2__)
+namespace {
+
+// QuantizeInt8 (int8_io.h) of 4 values, as int32 before the saturation.
+inline __m128i QuantizeInt8x4(__m128 y, __m128 scale, __m128i zero_point) {
+  const __m128 v = _mm_div_ps(y, scale);
+  const __m128 nan = _mm_cmpunord_ps(v, v);
+  // maxps returns its second operand for a NaN: -256, then zeroed by the mask.
+  __m128 c = _mm_min_ps(_mm_max_ps(v, _mm_set1_ps(-256.0f)), _mm_set1_ps(256.0f));
+  c = _mm_andnot_ps(nan, c);
+  __m128i t = _mm_cvttps_epi32(c);
+  const __m128 d = _mm_sub_ps(c, _mm_cvtepi32_ps(t));
+  // The compare masks are -1 where true: subtract for +1, add for -1.
+  t = _mm_sub_epi32(t, _mm_castps_si128(_mm_cmpge_ps(d, _mm_set1_ps(0.5f))));
+  t = _mm_add_epi32(t, _mm_castps_si128(_mm_cmple_ps(d, _mm_set1_ps(-0.5f))));
+  return _mm_add_epi32(t, zero_point);
+}
+
+}  // namespace
+#endif
+
+void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantization& q,
+                        std::int8_t* out, ParallelExecutor& executor) {
+  ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
+    std::int64_t i = begin;
+#if defined(__SSE2__)
+    // 16 values a step; the two saturating packs (int32 -> int16 -> int8)
+    // are the clamp to [-128, 127], the max on int16 that of a ReLU.
+    const __m128 scale = _mm_set1_ps(q.scale);
+    const __m128i zp = _mm_set1_epi32(q.zero_point);
+    const __m128i lowest = _mm_set1_epi16(static_cast<short>(q.relu ? q.zero_point : -128));
+    for (; i + 16 <= end; i += 16) {
+      const __m128i a = QuantizeInt8x4(_mm_loadu_ps(y + i), scale, zp);
+      const __m128i b = QuantizeInt8x4(_mm_loadu_ps(y + i + 4), scale, zp);
+      const __m128i c = QuantizeInt8x4(_mm_loadu_ps(y + i + 8), scale, zp);
+      const __m128i d = QuantizeInt8x4(_mm_loadu_ps(y + i + 12), scale, zp);
+      const __m128i ab = _mm_max_epi16(_mm_packs_epi32(a, b), lowest);
+      const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), lowest);
+      const __m128i bytes = _mm_packs_epi16(ab, cd);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), bytes);
+    }
+#endif
+    for (; i < end; ++i) out[i] = QuantizeInt8(y[i], q);
+  });
+}
+
+void DequantizeInt8Values(const std::int8_t* q, std::int64_t count, const Int8Quantization& quant,
+                          float* out, ParallelExecutor& executor) {
+  ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      out[i] = static_cast<float>(static_cast<std::int32_t>(q[i]) - quant.zero_point) * quant.scale;
+    }
+  });
+}
+
+namespace {
+
+// The bits of 32 codes (a whole word): bit b = codes[b] < zero_point.
+inline PackedWord PackInt8Word(const std::int8_t* codes, std::int8_t zero_point) {
+#if defined(__SSE2__)
+  // Part of the x86-64 baseline: a signed byte compare and the byte sign
+  // mask give 16 bits at a time.
+  const __m128i zp = _mm_set1_epi8(zero_point);
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
+  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16));
+  const auto lo_bits = static_cast<PackedWord>(_mm_movemask_epi8(_mm_cmplt_epi8(lo, zp)));
+  const auto hi_bits = static_cast<PackedWord>(_mm_movemask_epi8(_mm_cmplt_epi8(hi, zp)));
+  return lo_bits | (hi_bits << 16);
+#else
+  PackedWord word = 0;
+  for (int b = 0; b < kBitsPerWord; ++b) {
+    word |= static_cast<PackedWord>(codes[b] < zero_point) << b;
+  }
+  return word;
+#endif
+}
+
+}  // namespace
+
+void BitpackInt8Rows(const std::int8_t* input, std::int64_t rows, std::int64_t channels,
+                     std::int32_t zero_point, PackedWord* output, ParallelExecutor& executor) {
+  const std::int64_t words = PackedWords(channels);
+  const std::int64_t whole = channels / kBitsPerWord;  // words of 32 real channels
+  // zero_point in [-128, 127] (CheckInt8Quantization), so it is an int8 itself.
+  const auto zp = static_cast<std::int8_t>(zero_point);
+  executor.ParallelFor(rows, channels, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const std::int8_t* row = input + r * channels;
+      PackedWord* dst = output + r * words;
+      for (std::int64_t w = 0; w < whole; ++w) dst[w] = PackInt8Word(row + w * kBitsPerWord, zp);
+      if (whole < words) {  // the tail: channels past the last whole word stay 0
+        PackedWord word = 0;
+        for (std::int64_t c = whole * kBitsPerWord; c < channels; ++c) {
+          word |= static_cast<PackedWord>(row[c] < zp) << (c % kBitsPerWord);
+        }
+        dst[whole] = word;
+      }
+    }
+  });
+}
+
+void BConv2DInt8(const BConv2DParams& params, const PackedWord* input,
+                 const BConv2DFilter& filter, const float* multiplier, const float* bias,
+                 const BConv2DEpilogue& epilogue, const Int8Quantization& output_quantization,
+                 float* scratch, std::int8_t* output, ParallelExecutor& executor) {
+  BConv2D(params, input, filter, multiplier, bias, scratch, executor, epilogue);
+  const std::int64_t count = params.batch * params.out_h * params.out_w * params.out_channels;
+  QuantizeInt8Values(scratch, count, output_quantization, output, executor);
+}
+
+void BGemmInt8(const BGemmParams& params, const PackedWord* input, const BConv2DFilter& filter,
+               const float* multiplier, const float* bias,
+               const Int8Quantization& output_quantization, float* scratch, std::int8_t* output,
+               ParallelExecutor& executor) {
+  BGemm(params, input, filter, multiplier, bias, scratch, executor);
+  QuantizeInt8Values(scratch, params.rows * params.out_channels, output_quantization, output,
+                     executor);
+}
+
+void BDepthwiseConv2DInt8(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                          const PackedWord* input, const PackedWord* filter,
+                          const float* multiplier, const float* bias,
+                          const Int8Quantization& output_quantization, float* scratch,
+                          std::int8_t* output, ParallelExecutor& executor) {
+  BDepthwiseConv2D(kernel, params, input, filter, multiplier, bias, scratch, executor);
+  const std::int64_t count = params.batch * params.out_h * params.out_w * params.out_channels();
+  QuantizeInt8Values(scratch, count, output_quantization, output, executor);
+}
+
+}  // namespace lowbit

@@ -1,0 +1,159 @@
+"""int8 of a binary CNN's float parts (post-training and quantization-aware), on
+the demo's digits protocol.
+
+The demo's network (``lowbit_models.binary_digits_cnn``: float stem conv,
+two binary 3x3 conv blocks, float classifier) trained as ``python -m
+lowbit_tf.demo`` trains it (Adam 1e-2, batch 64, the demo's split), for
+several seeds. Each trained model is converted twice and both files run in
+``lowbit_tf.lite.Interpreter`` on the 450 test images:
+
+  float+binary  ``lowbit_tf.convert(model)``: the binary convs as LowbitBconv2d,
+                the float layers in float32;
+  int8+binary   ``lowbit_tf.convert(model, int8=True, representative_dataset=...)``
+                (docs/int8.md), calibrated on 256 training images: the float
+                layers as TFLite int8 builtins (per-channel weights), the
+                binary convs reading and writing int8 (PTQ).
+
+and, quantization-aware (QAT), the same network with a
+``lowbit_tf.layers.FakeQuantInt8`` after the input and after each float part
+(stem, each binary block's BatchNorm, the logits), started from the trained
+network's weights and fine-tuned for --qat-epochs (default 5) at a tenth of
+the learning rate (the usual QAT recipe: fake quantization from the start
+makes the short training unstable), then converted with ``int8=True`` and no
+data (the fake-quant ranges).
+
+The target (issue 18): int8+binary within 0.5 points of float+binary, PTQ and
+QAT, read as "loses at most 0.5 points" (mean over seeds): QAT's fine-tuning
+trains 5 epochs more than the float network, which can gain accuracy too.
+Prints the table; writes ``int8_digits.png``.
+
+    python experiments/int8_digits.py [--quick] [--seeds N] [--output-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import common
+import numpy as np
+
+TARGET_POINTS = 0.5
+CALIBRATION_IMAGES = 256
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--qat-epochs", type=int, default=5,
+                        help="quantization-aware fine-tuning epochs (default 5; 1 with --quick)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="trained networks (seeds 0..N-1 after --seed; default 5, "
+                             "1 with --quick)")
+
+
+def fake_quant_digits_cnn():
+    """``binary_digits_cnn`` with a FakeQuantInt8 wherever a float tensor is
+    int8 in the converted model (not on a binary conv's input: it reads
+    signs, and the conv's fused BatchNorm output is what gets the range)."""
+    from lowbit_models.digits import binary_digits_cnn
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    plain = binary_digits_cnn()
+    model = keras.Sequential([keras.Input(plain.input_shape[1:]),
+                              layers.FakeQuantInt8(name="image_fq")], name="qat_digits_cnn")
+    for layer in plain.layers:
+        model.add(layer.__class__.from_config(layer.get_config()))
+        if isinstance(layer, keras.layers.BatchNormalization) or layer.name == "logits":
+            model.add(layers.FakeQuantInt8(name=f"{layer.name}_fq"))
+    return model
+
+
+def fine_tune_aware(trained, data: common.Data, config: common.Config, epochs: int):
+    """``fake_quant_digits_cnn`` with ``trained``'s weights, fine-tuned."""
+    from lowbit_models.digits import training_batches
+    from lowbit_tf._keras import keras
+
+    keras.utils.set_random_seed(config.seed)
+    model = fake_quant_digits_cnn()
+    for layer in trained.layers:
+        model.get_layer(layer.name).set_weights(layer.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate / 10),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batches = training_batches(data.x_train, data.y_train, config.batch_size, config.seed + 1)
+    model.fit(batches, epochs=epochs, shuffle=False, verbose=0)
+    print(f"  {f'seed {config.seed}, QAT fine-tuned':<34} test accuracy "
+          f"{common.accuracy(model, data):.4f}", flush=True)
+    return model
+
+
+def tflite_accuracy(tflite: bytes, data: common.Data) -> float:
+    from lowbit_tf.lite import Interpreter
+
+    logits = Interpreter(model_content=tflite, num_threads=1).predict(data.x_test)
+    return float(np.mean(np.argmax(logits, axis=-1) == data.y_test))
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = common.parse_args(
+        "int8_digits", "PTQ int8 of the float parts of the demo's binary CNN on digits.",
+        argv, epochs=20, quick_epochs=2, add_arguments=add_arguments)
+    seeds = 1 if config.quick and config.extra.seeds == 5 else config.extra.seeds
+    qat_epochs = 1 if config.quick and config.extra.qat_epochs == 5 else config.extra.qat_epochs
+    common.header(config, f"float+binary vs int8+binary .tflite, {seeds} seed(s)")
+
+    import lowbit_tf
+    from lowbit_models.digits import binary_digits_cnn
+
+    data = common.load_data(config.seed)
+    rng = np.random.default_rng(config.seed)
+    calibration = data.x_train[rng.permutation(len(data.x_train))[:CALIBRATION_IMAGES]]
+    rows, results = [], []
+    for offset in range(seeds):
+        seed_config = common.Config(**{**vars(config), "seed": config.seed + offset})
+        result = common.train(f"seed {seed_config.seed}", binary_digits_cnn, data, seed_config)
+        float_tflite = lowbit_tf.convert(result.model)
+        int8_tflite = lowbit_tf.convert(
+            result.model, int8=True,
+            representative_dataset=lambda: ([x[None]] for x in calibration))
+        float_acc = tflite_accuracy(float_tflite, data)
+        int8_acc = tflite_accuracy(int8_tflite, data)
+        aware = fine_tune_aware(result.model, data, seed_config, qat_epochs)
+        qat_tflite = lowbit_tf.convert(aware, int8=True)
+        qat_acc = tflite_accuracy(qat_tflite, data)
+        results.append((result, float_acc, int8_acc, qat_acc))
+        rows.append([seed_config.seed, result.final, float_acc, int8_acc,
+                     f"{100 * (int8_acc - float_acc):+.2f}", qat_acc,
+                     f"{100 * (qat_acc - float_acc):+.2f}", len(float_tflite), len(int8_tflite)])
+    table = common.format_table(
+        ["seed", "Keras", "float+binary", "int8+binary PTQ", "PTQ - float (points)",
+         "int8+binary QAT", "QAT - float (points)", "float+binary B", "int8+binary B"], rows)
+    mean_float = float(np.mean([r[1] for r in results]))
+    notes = []
+    for label, column in (("PTQ", 2), ("QAT", 3)):
+        mean = float(np.mean([r[column] for r in results]))
+        worst = min(100 * (r[column] - r[1]) for r in results)
+        passed = 100 * (mean - mean_float) >= -TARGET_POINTS
+        notes += [
+            f"{label}: mean over seeds float+binary {mean_float:.4f}, int8+binary {mean:.4f} "
+            f"({100 * (mean - mean_float):+.2f} points; worst seed {worst:+.2f} points); "
+            f"target within {TARGET_POINTS} points (loses at most): "
+            f"{'PASS' if passed else 'FAIL'}",
+        ]
+    common.report(config, "int8 of the float parts (digits, demo network)", table, notes)
+
+    plt = common.pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(results))
+    ax.bar(x - 0.27, [r[1] for r in results], 0.27, label="float+binary")
+    ax.bar(x, [r[2] for r in results], 0.27, label="int8+binary PTQ")
+    ax.bar(x + 0.27, [r[3] for r in results], 0.27, label="int8+binary QAT")
+    ax.set_xticks(x, [r[0].label for r in results])
+    ax.set_ylim(min(0.8, min(min(r[1:]) for r in results) - 0.02), 1.0)
+    ax.set_ylabel("test accuracy (.tflite)")
+    ax.set_title("int8 of the float parts")
+    ax.legend(fontsize="small")
+    common.save_figure(fig, config)
+    return 0
+
+
+if __name__ == "__main__":
+    common.run_main(main)

@@ -1,0 +1,244 @@
+"""Post-training int8 conversion (lowbit_converter/int8.py, docs/int8.md):
+float layers as int8 builtins, LowbitBconv2d / LowbitBgemm reading and
+writing the int8 tensors, the result within the quantization step of the
+Keras model, smaller than float + binary, run by lowbit_tf.lite.Interpreter.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lowbit_converter
+import lowbit_tf
+from lowbit_converter import int8 as int8_pass
+from lowbit_converter.tflite_schema import schema
+from lowbit_models.quicknet import quicknet
+from lowbit_tf import layers
+from lowbit_tf._keras import keras
+from lowbit_tf.lite import Interpreter
+
+
+def _ops(tflite: bytes) -> list[tuple[str, list[int], list[int]]]:
+    """(op name, input tensor types, output tensor types) of each operator."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    sub = model.subgraphs[0]
+    return [(int8_pass._op_name(model, op),
+             [sub.tensors[t].type if t >= 0 else None for t in op.inputs],
+             [sub.tensors[t].type for t in op.outputs]) for op in sub.operators]
+
+
+def _quantization(tflite: bytes, name: str, output: bool = True) -> tuple[float, int]:
+    """(scale, zero point) of the output (or input 0) of the first op `name`."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    sub = model.subgraphs[0]
+    for op in sub.operators:
+        if int8_pass._op_name(model, op) == name:
+            q = sub.tensors[op.outputs[0] if output else op.inputs[0]].quantization
+            return float(q.scale[0]), int(q.zeroPoint[0])
+    raise AssertionError(name)
+
+
+def _binary_head_model(seed: int) -> keras.Model:
+    """A binary conv on the (sign-robust) input, its BatchNorm, pooling and a
+    float dense head; BatchNorm statistics set so that every layer matters."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((8, 8, 5)),
+        layers.QuantConv2D(24, 3, padding="same", pad_values=1.0, use_bias=False,
+                           input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip", name="bconv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(7, name="head"),
+    ])
+    rng = np.random.default_rng(seed)
+    bn = model.get_layer("bn")
+    bn.moving_mean.assign(rng.normal(0, 3, 24))
+    bn.moving_variance.assign(rng.uniform(4, 30, 24))
+    return model
+
+
+def _inputs(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Values at least 0.25 away from 0 (the binary conv reads the float
+    input itself here, but an int8 one would keep these signs too)."""
+    x = rng.uniform(0.25, 1.0, (n, 8, 8, 5)) * rng.choice([-1.0, 1.0], (n, 8, 8, 5))
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_int8_model_is_within_the_quantization_step_of_keras(seed):
+    model = _binary_head_model(seed)
+    rng = np.random.default_rng(seed)
+    calibration, test = _inputs(rng, 64), _inputs(rng, 32)
+    result = lowbit_converter.convert_with_report(
+        model, int8=True, representative_dataset=lambda: ([x[None]] for x in calibration))
+    names = [name for name, _, _ in _ops(result.tflite_model)]
+    # The model input goes straight into the binary conv, which reads it as
+    # float (no QUANTIZE needed) and writes int8.
+    assert names == ["LowbitBconv2d", "MEAN", "FULLY_CONNECTED", "DEQUANTIZE"]
+    assert result.int8_fused_tensors == 1
+    got = Interpreter(model_content=result.tflite_model).predict(test)
+    want = model.predict(test, verbose=0)
+    # The binary conv's signs are exact (a float input), so the error is that
+    # of rounding: the conv's and the pooling's outputs (half a step each,
+    # through the dense weights), the dense weights (per channel, half a step
+    # of max|W| / 127, times the pooled values) and the dense output.
+    s_conv = _quantization(result.tflite_model, "LowbitBconv2d")[0]
+    s_pool = _quantization(result.tflite_model, "MEAN")[0]
+    s_out = _quantization(result.tflite_model, "FULLY_CONNECTED")[0]
+    w = model.get_layer("head").kernel.numpy()
+    pooled = keras.Model(model.inputs, model.layers[-2].output).predict(test, verbose=0)
+    bound = (np.abs(w).sum(0) * (s_conv + s_pool) / 2 + s_out / 2
+             + np.abs(pooled).sum(1, keepdims=True) * np.abs(w).max(0) / 127 / 2)
+    error = np.abs(got - want)
+    assert (error <= 1.05 * bound).all(), (error.max(), bound.max())
+    # ... and it is an int8 model: the error is not nothing.
+    assert error.max() > 1e-3 * np.abs(want).max()
+
+
+def test_binary_dense_reads_and_writes_int8():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((20,)),
+        keras.layers.Dense(40, name="fc1"),
+        layers.QuantDense(33, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                          name="bdense"),
+        keras.layers.BatchNormalization(),
+        keras.layers.Dense(5, name="fc2"),
+    ])
+    data = np.random.default_rng(3).standard_normal((48, 20)).astype(np.float32)
+    tflite = lowbit_tf.convert(model, int8=True,
+                               representative_dataset=lambda: ([x[None]] for x in data))
+    ops = _ops(tflite)
+    gemm = [op for op in ops if op[0] == "LowbitBgemm"]
+    assert len(gemm) == 1
+    assert gemm[0][1][0] == schema.TensorType.INT8 and gemm[0][2] == [schema.TensorType.INT8]
+    assert [name for name, _, _ in ops].count("QUANTIZE") == 1  # the model input only
+    got = Interpreter(model_content=tflite).predict(data[:8])
+    assert got.shape == (8, 5) and np.isfinite(got).all()
+
+
+def _small_quicknet() -> keras.Model:
+    keras.utils.set_random_seed(5)
+    return quicknet(section_filters=(32, 64), section_blocks=(2, 2), input_shape=(32, 32, 3),
+                    num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def quicknet_models():
+    model = _small_quicknet()
+    data = np.random.default_rng(5).standard_normal((8, 32, 32, 3)).astype(np.float32)
+    float_tflite = lowbit_tf.convert(model)
+    result = lowbit_converter.convert_with_report(
+        model, int8=True, representative_dataset=lambda: ([x[None]] for x in data))
+    return model, data, float_tflite, result
+
+
+def test_quicknet_int8_keeps_the_binary_blocks_int8(quicknet_models):
+    _, data, float_tflite, result = quicknet_models
+    ops = _ops(result.tflite_model)
+    names = collections.Counter(name for name, _, _ in ops)
+    assert names["LowbitBconv2d"] == 4
+    # Only the model's own input and output convert: no QUANTIZE / DEQUANTIZE
+    # beside a binary conv, and the transition's ReLU is folded into the
+    # section's last conv (output_activation RELU).
+    assert names["QUANTIZE"] == 1 and names["DEQUANTIZE"] == 1 and "RELU" not in names
+    int8 = schema.TensorType.INT8
+    for name, inputs, _ in ops:
+        if name == "LowbitBconv2d" and inputs[0] == int8:  # a section's first conv
+            assert inputs[-1] == int8  # its residual too
+    assert sum(1 for name, _, outputs in ops if name == "LowbitBconv2d"
+               and outputs == [int8]) == 2  # each section's last conv
+    assert len(result.tflite_model) < 0.9 * len(float_tflite)  # the float weights in int8
+    got = Interpreter(model_content=result.tflite_model, num_threads=2).predict(data[:2])
+    assert got.shape == (2, 10) and np.isfinite(got).all()
+
+
+def test_full_integer_io(quicknet_models):
+    model, data, _, _ = quicknet_models
+    tflite = lowbit_tf.convert(model, int8=True,
+                               representative_dataset=lambda: ([x[None]] for x in data),
+                               inference_input_type=tf.int8, inference_output_type=tf.int8)
+    interpreter = Interpreter(model_content=tflite)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    scale, zero_point = inp["quantization"]
+    codes = np.clip(np.round(data[:2] / scale) + zero_point, -128, 127).astype(np.int8)
+    assert interpreter.predict(codes).dtype == np.int8
+
+
+@pytest.mark.parametrize("dataset, error, message", [
+    (lambda: [], ValueError, "yielded no samples"),
+    (lambda: [[np.zeros((1, 32, 32, 3), np.float32)] * 2], ValueError, "has 2 inputs"),
+    ([np.zeros((1, 32, 32, 3), np.float32)], TypeError, "must be a callable"),
+])
+def test_bad_representative_dataset_raises(dataset, error, message):
+    with pytest.raises(error, match=message):
+        lowbit_tf.convert(_small_quicknet(), int8=True, representative_dataset=dataset)
+
+
+def _fake_quant_model() -> keras.Model:
+    keras.utils.set_random_seed(7)
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        layers.FakeQuantInt8(name="fq_in"),
+        keras.layers.Conv2D(16, 3, padding="same", name="conv"),
+        layers.FakeQuantInt8(name="fq_conv"),
+        layers.QuantConv2D(16, 3, padding="same", pad_values=1.0, use_bias=False,
+                           input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip", name="bconv"),
+        keras.layers.BatchNormalization(name="bn"),
+        layers.FakeQuantInt8(name="fq_bconv"),
+        keras.layers.GlobalAveragePooling2D(),
+        layers.FakeQuantInt8(name="fq_pool"),
+        keras.layers.Dense(4, name="head"),
+        layers.FakeQuantInt8(name="fq_out"),
+    ])
+
+
+@pytest.mark.slow  # trains
+def test_quantization_aware_model_converts_without_representative_data(tmp_path):
+    model = _fake_quant_model()
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype(np.float32)
+    y = rng.integers(0, 4, 64)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    fq = model.get_layer("fq_conv")
+    assert float(fq.min.numpy()) < 0 < float(fq.max.numpy())  # ranges were learnt
+    model.save(tmp_path / "qat.keras")  # serialisable
+    model = keras.models.load_model(tmp_path / "qat.keras")
+    result = lowbit_converter.convert_with_report(model, int8=True)
+    ops = _ops(result.tflite_model)
+    names = [name for name, _, _ in ops]
+    assert names == ["QUANTIZE", "CONV_2D", "LowbitBconv2d", "MEAN", "FULLY_CONNECTED",
+                     "DEQUANTIZE"], names
+    int8 = schema.TensorType.INT8
+    assert [(i[0], o) for n, i, o in ops if n == "LowbitBconv2d"] == [(int8, [int8])]
+    # The int8 tensors carry the fake-quant ranges: the conv's output scale is
+    # (max - min) / 255 of its FakeQuantInt8 (TensorFlow nudges the range by
+    # less than a step to put 0 on a level).
+    scale = _quantization(result.tflite_model, "LowbitBconv2d")[0]
+    fq = model.get_layer("fq_bconv")
+    assert scale == pytest.approx((float(fq.max.numpy()) - float(fq.min.numpy())) / 255,
+                                  rel=0.02)
+    got = Interpreter(model_content=result.tflite_model).predict(x[:16])
+    want = model.predict(x[:16], verbose=0)
+    step = _quantization(result.tflite_model, "FULLY_CONNECTED")[0]
+    # The Keras model computes with the same fake-quantized values, but an
+    # int8 kernel that rounds its accumulator differently moves a code by one
+    # now and then, which can flip a binary conv's input sign (a change of 2 in
+    # its dot product): no bound of a few steps on every value, but the
+    # predictions agree and no value is far off.
+    error = np.abs(got - want)
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.8, error / step
+    assert error.max() <= 0.25 * np.ptp(want)
+
+
+def test_int8_without_data_or_fake_quant_raises():
+    with pytest.raises(ValueError, match="FakeQuantInt8 layers"):
+        lowbit_tf.convert(_small_quicknet(), int8=True)
