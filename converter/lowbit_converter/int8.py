@@ -131,8 +131,12 @@ def calibrate(tflite_model: bytes, representative_dataset: Callable[[], Iterable
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
     subgraph = model.subgraphs[0]
     skipped = _lowbit_internal(model, subgraph)
+    # Tensors an op writes, and the inputs: not a tensor left unused in the
+    # table (flatbuffer_pass folds a RELU into its MAX_POOL_2D and keeps the
+    # ReLU's output tensor, which then has no data).
+    written = {*subgraph.inputs, *(t for op in subgraph.operators for t in op.outputs)}
     observed = [i for i, t in enumerate(subgraph.tensors)
-                if t.type == schema.TensorType.FLOAT32 and i not in skipped
+                if t.type == schema.TensorType.FLOAT32 and i not in skipped and i in written
                 and not (t.buffer and model.buffers[t.buffer].data is not None
                          and len(model.buffers[t.buffer].data))]
     ranges: dict[int, list[float]] = {}
