@@ -3,7 +3,7 @@ the per-layer low-bit model that meets it out.
 
     result = lowbit_tf.compress(model, (x_train, y_train), (x_val, y_val),
                                 max_accuracy_drop=0.01)          # or target_size_bytes=...,
-    result.model, result.report                                  # target_latency_ms=...
+    result.model, result.tflite_model, result.report             # target_latency_ms=...
     print(result.report); result.report.plot("pareto.png")
 
 What is searched. Each ``Conv2D`` and ``Dense`` layer of the model (except the
@@ -23,8 +23,14 @@ KL(teacher_T || student_T)), then converted with `lowbit_tf.convert` and
 evaluated in our TFLite runtime: the accuracy a report gives is the converted
 model's on ``val_data``.
 
+With ``int8=True`` the float parts may also go int8 (TFLite's int8 builtins,
+calibrated on ``train_data``; the lowbit ops read and write the int8 tensors,
+docs/int8.md): a move of the search like a layer's, shown as
+``float parts: int8`` in the report.
+
 The cost side needs no device: the size is `lowbit_tf.summary`'s prediction of
-the .tflite bytes (the evaluated candidates also report their real bytes), the
+the .tflite bytes (with int8 float parts: their float weights at one byte each
+instead of four; the evaluated candidates also report their real bytes), the
 latency `lowbit_tf.cost_model`'s estimate for ``target`` (x86 measured here;
 Arm from instruction counts), labelled as an estimate.
 
@@ -70,6 +76,9 @@ from lowbit_tf._keras import keras
 __all__ = ["Candidate", "CompressionReport", "CompressionResult", "compress"]
 
 _ABC = re.compile(r"abc(\d)x(\d)$")
+#: The precisions entry of the float parts' int8 move (not a layer name: Keras
+#: names have no spaces).
+FLOAT_PARTS = "float parts"
 _PASS_THROUGH = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Flatten,
                  keras.layers.Dropout, keras.layers.Reshape, keras.layers.GlobalAveragePooling2D,
                  keras.layers.GlobalMaxPooling2D)
@@ -86,8 +95,9 @@ class Candidate:
     tflite_bytes: int | None = None
     meets: bool = False
     note: str = ""
-    #: The fine-tuned Keras model of an evaluated candidate.
+    #: The fine-tuned Keras model of an evaluated candidate, and its .tflite.
     model: Any = dataclasses.field(default=None, repr=False, compare=False)
+    tflite: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         groups: dict[str, list[str]] = {}
@@ -182,9 +192,12 @@ class CompressionReport:
 
 @dataclasses.dataclass
 class CompressionResult:
-    """The chosen model (None when nothing met the constraints) and the report."""
+    """The chosen model (None when nothing met the constraints), the .tflite
+    file the report's figures are of (int8 float parts included, if chosen),
+    and the report."""
 
     model: keras.Model | None
+    tflite_model: bytes | None
     report: CompressionReport
 
 
@@ -310,13 +323,21 @@ def _finetune(student: keras.Model, teacher_logits: np.ndarray, x: np.ndarray, y
         layer.momentum = momentum
 
 
-def _tflite_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-    """(accuracy, bytes) of the converted model in our runtime."""
-    content = convert(model)
+def _converted(model: keras.Model, int8: bool, samples: np.ndarray) -> bytes:
+    if not int8:
+        return convert(model)
+    return convert(model, int8=True, representative_dataset=lambda: ([x[None]] for x in samples))
+
+
+def _tflite_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, int8: bool = False,
+                     samples: np.ndarray | None = None) -> tuple[float, bytes]:
+    """(accuracy, the .tflite) of the converted model in our runtime; `int8`:
+    its float parts int8, calibrated on `samples`."""
+    content = _converted(model, int8, samples)
     interpreter = lite.Interpreter(model_content=content, num_threads=1)
     predictions = np.concatenate([
         np.argmax(interpreter.predict(x[i:i + 256]), axis=-1) for i in range(0, len(x), 256)])
-    return float(np.mean(predictions == y)), len(content)
+    return float(np.mean(predictions == y)), content
 
 
 def _as_arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -350,6 +371,7 @@ def compress(
     distill: float = 0.5,
     temperature: float = 2.0,
     seed: int = 0,
+    int8: bool = False,
     rates: cost_model.TargetRates | None = None,
     progress: bool | Callable[[str], None] = True,
 ) -> CompressionResult:
@@ -375,6 +397,9 @@ def compress(
         first and the last Conv2D/Dense of the model.
       finetune_epochs, batch_size, learning_rate: each fine-tune's training.
       distill: the distillation term's weight (0: labels only); temperature: T.
+      int8: also search int8 for the float parts (module docstring); convert
+        the chosen model with ``int8=True`` when its report says
+        ``float parts: int8``.
       rates: the latency model's rates (default: `cost_model.rates_for(target)`).
       progress: True prints one line per step on stderr; a callable gets them.
 
@@ -424,14 +449,30 @@ def compress(
 
     budget_state = _Budget(budget, max_seconds)
     teacher_logits = _logits_of(model.predict(x_train, verbose=0, batch_size=256), probabilities)
-    baseline_accuracy, baseline_bytes = _tflite_accuracy(model, x_val, y_val)
+    baseline_accuracy, baseline_tflite = _tflite_accuracy(model, x_val, y_val)
+    baseline_bytes = len(baseline_tflite)
     candidates: list[Candidate] = []
+
+    calibration = x_train[:min(len(x_train), 200)]
+
+    def is_int8(precision_map: dict[str, str]) -> bool:
+        return precision_map.get(FLOAT_PARTS) == "int8"
 
     def costed(precision_map: dict[str, str], note: str = "") -> Candidate:
         built = _build(model, precision_map)
         report = lb_summary.summary(built, print_fn=None)
-        return Candidate(dict(precision_map), report.predicted_tflite_bytes,
-                         cost_model.estimate_latency_ms(report, rates), note=note)
+        size = report.predicted_tflite_bytes
+        if is_int8(precision_map):
+            # Float kernels at 1 byte a weight instead of 4, plus a scale
+            # (float32) and zero point (int64) per output channel; biases stay
+            # 4 bytes (int32); every tensor gets its quantization (~40 bytes).
+            for layer in built.layers:
+                if type(layer) in (keras.layers.Conv2D, keras.layers.Dense):
+                    size -= 3 * int(np.prod(layer.kernel.shape)) - 12 * layer.kernel.shape[-1]
+            size += 40 * len(built.layers)
+        return Candidate(dict(precision_map), size,
+                         cost_model.estimate_latency_ms(report, rates, is_int8(precision_map)),
+                         note=note)
 
     def meets_cost(c: Candidate) -> bool:
         return ((target_size_bytes is None or c.predicted_bytes <= target_size_bytes)
@@ -447,12 +488,14 @@ def compress(
             if done.precisions == c.precisions and done.accuracy is not None:
                 return done
         student = _build(model, c.precisions)
-        if any(p != "float" for p in c.precisions.values()):
+        if any(p != "float" for n, p in c.precisions.items() if n != FLOAT_PARTS):
             _finetune(student, teacher_logits, x_train, y_train, probabilities,
                       finetune_epochs, batch_size, learning_rate, distill, temperature,
                       seed + budget_state.used)
             budget_state.used += 1
-        c.accuracy, c.tflite_bytes = _tflite_accuracy(student, x_val, y_val)
+        c.accuracy, c.tflite = _tflite_accuracy(student, x_val, y_val,
+                                                is_int8(c.precisions), calibration)
+        c.tflite_bytes = len(c.tflite)
         c.meets = meets(c)
         c.model = student
         candidates.append(c)
@@ -461,9 +504,12 @@ def compress(
             f"{'meets' if c.meets else 'does not meet'} - {c.describe()}")
         return c
 
+    if int8:
+        allowed[FLOAT_PARTS] = ["int8"]
     float_map = {name: "float" for name in allowed}
     baseline = costed(float_map, "float model")
     baseline.accuracy, baseline.tflite_bytes = baseline_accuracy, baseline_bytes
+    baseline.tflite = baseline_tflite
     baseline.meets = meets(baseline)
     baseline.model = model
     candidates.append(baseline)
@@ -476,9 +522,14 @@ def compress(
         sample = slice(0, min(len(x_val), 512))
         drops, savings = {}, {}
         for name, precision in strongest.items():
-            probe = _build(model, {name: precision})
-            predictions = np.argmax(probe(x_val[sample], training=False), -1)
-            drops[name] = baseline_accuracy - float(np.mean(predictions == y_val[sample]))
+            if name == FLOAT_PARTS:  # no training involved: the converted model itself
+                accuracy, _ = _tflite_accuracy(model, x_val[sample], y_val[sample], True,
+                                               calibration)
+            else:
+                probe = _build(model, {name: precision})
+                accuracy = float(np.mean(
+                    np.argmax(probe(x_val[sample], training=False), -1) == y_val[sample]))
+            drops[name] = baseline_accuracy - accuracy
             moved = costed({**float_map, name: precision})
             savings[name] = (1 - moved.predicted_bytes / baseline.predicted_bytes
                              + 1 - moved.latency_ms / max(baseline.latency_ms, 1e-9))
@@ -556,7 +607,9 @@ def compress(
         target, rates.source, baseline_accuracy, constraints, candidates, chosen, met, message,
         stopped, budget_state.used, time.perf_counter() - budget_state.start)
     say(message)
-    return CompressionResult(None if chosen is None else chosen.model, report)
+    if chosen is None:
+        return CompressionResult(None, None, report)
+    return CompressionResult(chosen.model, chosen.tflite, report)
 
 
 class _Stop(Exception):

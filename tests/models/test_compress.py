@@ -7,10 +7,13 @@ summary's MAC counts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import lowbit_tf
+from lowbit_tf import compress as compress_module
 from lowbit_tf import cost_model, lite
 from lowbit_tf._keras import keras
 from lowbit_tf.demo import load_digits_split
@@ -28,23 +31,25 @@ def digits():
 @pytest.fixture(scope="module")
 def float_model(digits):
     """Conv -> ReLU -> BN blocks (BN after the ReLU: the next conv's inputs are
-    signed), a float dense head; trained briefly."""
-    x_train, y_train, _, _ = digits
+    signed; momentum 0.9, so that the moving statistics follow a short
+    training), a float dense head; trained briefly."""
+    x_train, y_train, x_val, y_val = digits
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((8, 8, 1)),
         keras.layers.Conv2D(16, 3, padding="same", name="stem"),
-        keras.layers.ReLU(), keras.layers.BatchNormalization(),
+        keras.layers.ReLU(), keras.layers.BatchNormalization(momentum=0.9),
         keras.layers.Conv2D(64, 3, padding="same", name="conv1"),
-        keras.layers.ReLU(), keras.layers.BatchNormalization(),
+        keras.layers.ReLU(), keras.layers.BatchNormalization(momentum=0.9),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(64, 3, padding="same", name="conv2"),
-        keras.layers.ReLU(), keras.layers.BatchNormalization(),
+        keras.layers.ReLU(), keras.layers.BatchNormalization(momentum=0.9),
         keras.layers.MaxPooling2D(), keras.layers.Flatten(),
         keras.layers.Dense(10, name="logits"),
     ])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x_train, y_train, epochs=6, batch_size=32, verbose=0)
+    assert np.mean(np.argmax(model.predict(x_val, verbose=0), -1) == y_val) > 0.9
     return model
 
 
@@ -68,7 +73,7 @@ def test_reachable_size_is_met_and_the_model_runs_with_the_claimed_accuracy(digi
     assert report.finetunes <= 2
     # The returned model converts and runs in our runtime with the report's figures.
     content = lowbit_tf.convert(result.model)
-    assert len(content) == chosen.tflite_bytes
+    assert content == result.tflite_model and len(content) == chosen.tflite_bytes
     assert abs(len(content) - chosen.predicted_bytes) <= 0.06 * len(content)
     assert _accuracy(content, x_val, y_val) == chosen.accuracy
     assert chosen.accuracy > 0.5  # it learned (chance is 0.1)
@@ -203,3 +208,29 @@ def test_fastfood_replaces_a_large_dense_layer(digits):
     assert isinstance(result.model.get_layer("hidden"), lowbit_tf.layers.FastfoodDense)
     content = lowbit_tf.convert(result.model)
     assert _accuracy(content, x_val, y_val) == chosen.accuracy > 0.5
+
+
+def test_int8_float_parts_are_a_move_of_the_search(digits, float_model):
+    """int8=True: the float parts may go int8; the report's .tflite is the int8
+    one, which runs in our runtime with the claimed accuracy, smaller than
+    float and predicted within 10%."""
+    x_train, y_train, x_val, y_val = digits
+    rates = dataclasses.replace(RATES, int8_macs_per_ms=4e6)
+    result = lowbit_tf.compress(float_model, (x_train, y_train), (x_val, y_val),
+                                target_size_bytes=60_000, precisions=("binary",), int8=True,
+                                budget=2, finetune_epochs=2, rates=rates, progress=False)
+    report = result.report
+    assert report.met, str(report)
+    int8_candidates = [c for c in report.candidates
+                       if c.precisions.get(compress_module.FLOAT_PARTS) == "int8"
+                       and c.tflite_bytes is not None]
+    assert int8_candidates, str(report)
+    for c in int8_candidates:
+        assert abs(c.predicted_bytes - c.tflite_bytes) <= 0.1 * c.tflite_bytes
+        assert _accuracy(c.tflite, x_val, y_val) == c.accuracy
+    assert "int8: float parts" in str(report)
+    assert _accuracy(result.tflite_model, x_val, y_val) == report.chosen.accuracy
+    # int8 float parts: the estimate counts their MACs at the int8 rate.
+    summary = lowbit_tf.summary(float_model, print_fn=None)
+    assert cost_model.estimate_latency_ms(summary, rates, int8=True) < \
+        cost_model.estimate_latency_ms(summary, rates)
