@@ -13,6 +13,7 @@ Two float networks are trained on scikit-learn's digits, then compressed by
 
 Constraints: at most 1 point of accuracy lost; the .tflite at most a quarter of
 the float one's size; the estimated Pi 4 latency at most half the float one's.
+Precisions: ABC 2x2 or binary per layer, and int8 for the float parts.
 For each run: whether it was met, the converted model's accuracy (our runtime,
 the test images), its size, its latency estimate and the precisions chosen per
 layer. Writes ``compress.txt`` (the table and every search report) and
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = lowbit_tf.compress(
                 float_model, (data.x_train, data.y_train), (data.x_test, data.y_test),
                 target="aarch64", rates=rates, budget=budget, finetune_epochs=finetune_epochs,
-                learning_rate=1e-3, seed=config.seed, progress=False, **constraint)
+                learning_rate=1e-3, seed=config.seed, int8=True, progress=False, **constraint)
             report = outcome.report
             runs.setdefault(name, []).append((label, report))
             reports.append(f"### {name}, {label}\n\n{report}\n")
