@@ -26,7 +26,7 @@ model's on ``val_data``.
 With ``int8=True`` the float parts may also go int8 (TFLite's int8 builtins,
 calibrated on ``train_data``; the lowbit ops read and write the int8 tensors,
 docs/int8.md): a move of the search like a layer's, shown as
-``float parts: int8`` in the report.
+``int8: float parts`` in the report.
 
 The cost side needs no device: the size is `lowbit_tf.summary`'s prediction of
 the .tflite bytes (with int8 float parts: their float weights at one byte each
@@ -397,9 +397,8 @@ def compress(
         first and the last Conv2D/Dense of the model.
       finetune_epochs, batch_size, learning_rate: each fine-tune's training.
       distill: the distillation term's weight (0: labels only); temperature: T.
-      int8: also search int8 for the float parts (module docstring); convert
-        the chosen model with ``int8=True`` when its report says
-        ``float parts: int8``.
+      int8: also search int8 for the float parts (module docstring); the
+        result's ``tflite_model`` is then converted that way when chosen.
       rates: the latency model's rates (default: `cost_model.rates_for(target)`).
       progress: True prints one line per step on stderr; a callable gets them.
 
@@ -414,7 +413,7 @@ def compress(
         raise ValueError("compress: give at least one of max_accuracy_drop, target_size_bytes, "
                          "target_latency_ms")
     for key, value in constraints.items():
-        if not isinstance(value, int | float) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ValueError(f"compress: {key} must be a number >= 0, got {value!r}")
     if target not in cost_model.TARGETS:
         raise ValueError(f"compress: target must be one of {cost_model.TARGETS}, got {target!r}")
