@@ -100,9 +100,15 @@ class LowbitQuantizeConfig(_qk.QuantizeConfig):
 
 
 def quantize_scope() -> Any:
-    """TFMOT's ``quantize_scope`` that also knows ``LowbitQuantizeConfig``:
+    """TFMOT's ``quantize_scope`` that also knows ``LowbitQuantizeConfig`` and
+    lowbit_tf's layers, quantizers and constraints (TFMOT's wrappers
+    deserialize the layer they hold by its bare class name):
     ``with lowbit_tf.tfmot.quantize_scope(): keras.models.load_model(path)``."""
-    return _qk.quantize_scope({"LowbitQuantizeConfig": LowbitQuantizeConfig})
+    from lowbit_tf import constraints, layers, quantizers
+
+    objects = {name: getattr(module, name) for module in (layers, quantizers, constraints)
+               for name in module.__all__ if isinstance(getattr(module, name), type)}
+    return _qk.quantize_scope({**objects, "LowbitQuantizeConfig": LowbitQuantizeConfig})
 
 
 def _readers(model: Any) -> dict[int, list]:
