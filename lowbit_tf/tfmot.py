@@ -220,6 +220,9 @@ def strip_quantization(model: Any) -> Any:
     from lowbit_tf.layers import FakeQuantInt8
 
     sequential = isinstance(model, keras.Sequential)
+    if not sequential and not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"strip_quantization: {model.name!r} is a subclassed model; only "
+                         "Sequential and functional models can be rebuilt without TFMOT's layers")
     config = copy.deepcopy(model.get_config())
     by_name = {layer.name: layer for layer in model.layers}
     renames: dict[str, str] = {}

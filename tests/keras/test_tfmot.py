@@ -218,3 +218,12 @@ def test_pruning_skips_binary_layers_and_converts():
     int8 = lowbit_tf.convert(stripped, int8=True,
                              representative_dataset=lambda: ([s[None]] for s in x[:64]))
     assert "LowbitBconv2d" in [name for name, _, _ in _ops(int8)]
+
+
+def test_strip_quantization_refuses_a_subclassed_model():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="subclassed model"):
+        lowbit_tfmot.strip_quantization(Subclassed(name="sub"))
