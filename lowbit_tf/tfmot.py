@@ -40,8 +40,9 @@ try:
     import tensorflow_model_optimization as _tfmot
 except ImportError as error:
     raise ImportError(
-        "lowbit_tf.tfmot needs TensorFlow Model Optimization: "
-        "pip install 'lowbit-tf[tfmot]' (tensorflow-model-optimization 0.8)") from error
+        "lowbit_tf.tfmot needs TensorFlow Model Optimization 0.8: pip install 'lowbit-tf[tfmot]' "
+        "&& pip install --no-deps tensorflow-model-optimization==0.8.0 (docs/int8.md, TFMOT)"
+    ) from error
 
 from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import (  # noqa: E402
     QuantizeLayer as _QuantizeLayer,
@@ -54,7 +55,7 @@ _qk = _tfmot.quantization.keras
 _moving_average = _qk.quantizers.MovingAverageQuantizer
 
 __all__ = ["LowbitQuantizeConfig", "is_lowbit_layer", "prune_low_magnitude", "quantize_model",
-           "quantize_scope", "strip_quantization"]
+           "quantize_scope", "strip", "strip_quantization"]
 
 
 def is_lowbit_layer(layer: Any) -> bool:
@@ -112,7 +113,7 @@ def quantize_scope() -> Any:
 
 
 def _readers(model: Any) -> dict[int, list]:
-    """id(layer) -> the layers of `model` that read its output (none for an output)."""
+    """id(layer) -> the layers of `model` that read its output."""
     readers: dict[int, list] = {id(layer): [] for layer in model.layers}
     for layer in model.layers:
         for node in layer._inbound_nodes:
@@ -142,9 +143,11 @@ def quantize_model(model: Any) -> Any:
         for user in readers[id(layer)]:
             parents[id(user)].append(layer)
 
+    outputs = {id(layer) for layer in getattr(model, "_output_layers", model.layers[-1:])}
+
     def output_read_as_float(layer: Any) -> bool:
         users = readers.get(id(layer), [])
-        return not users or not all(
+        return id(layer) in outputs or not users or not all(
             is_lowbit_layer(user) or isinstance(user, keras.layers.BatchNormalization)
             for user in users)
 

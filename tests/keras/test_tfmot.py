@@ -227,3 +227,32 @@ def test_strip_quantization_refuses_a_subclassed_model():
 
     with pytest.raises(ValueError, match="subclassed model"):
         lowbit_tfmot.strip_quantization(Subclassed(name="sub"))
+
+
+def test_annotate_by_hand_and_apply_in_quantize_scope():
+    """TFMOT's own API: the lowbit layer (and the BatchNormalization after it,
+    which TFMOT does not support there) annotated with LowbitQuantizeConfig."""
+    annotate = tfmot.quantization.keras.quantize_annotate_layer
+    config = lowbit_tfmot.LowbitQuantizeConfig
+    keras.utils.set_random_seed(6)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        annotate(keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")),
+        annotate(layers.QuantConv2D(8, 3, padding="same", pad_values=1.0, name="bconv", **BINARY),
+                 config(quantize_output=False)),
+        annotate(keras.layers.BatchNormalization(name="bn"), config()),
+        annotate(keras.layers.GlobalAveragePooling2D(name="gap")),
+        annotate(keras.layers.Dense(4, name="head")),
+    ])
+    with lowbit_tfmot.quantize_scope():
+        qat = tfmot.quantization.keras.quantize_apply(model)
+    x, y = _data((8, 8, 3), 4)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    tflite = lowbit_tf.convert(qat, int8=True)
+    names = [name for name, _, _ in _ops(tflite)]
+    assert names == ["QUANTIZE", "CONV_2D", "LowbitBconv2d", "MEAN", "FULLY_CONNECTED",
+                     "DEQUANTIZE"], names
+    want = qat.predict(x[:16], verbose=0)
+    got = Interpreter(model_content=tflite).predict(x[:16])
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
