@@ -113,6 +113,13 @@ def convert_with_report(
 
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert expects a keras.Model, got {type(model).__name__}")
+    if any(type(layer).__module__.startswith("tensorflow_model_optimization.")
+           for layer in model.layers):
+        # TFMOT's QAT and pruning wrappers (tf-keras mode): the plain model
+        # they wrap, the QAT ranges kept as FakeQuantInt8 layers.
+        from lowbit_tf import tfmot
+
+        model = tfmot.strip(model)
     # Quantization-aware: the ranges come from the model's FakeQuantInt8 layers.
     aware = int8 and representative_dataset is None
     if aware and not _has_fake_quant(model):

@@ -172,11 +172,7 @@ def plan_lowering(
             continue
         tail = layer.name
         nxt = layers.get(graph.only_consumer(tail) or "")
-        if (
-            activation_name(layer.activation) is None
-            and isinstance(nxt, keras.layers.BatchNormalization)
-            and nxt.axis in (-1, len(layer.output.shape) - 1)  # per output channel
-        ):
+        if activation_name(layer.activation) is None and _per_channel_batch_norm(nxt, layer):
             plan.batch_norm = nxt
             tail = nxt.name
             nxt = layers.get(graph.only_consumer(tail) or "")
@@ -187,6 +183,16 @@ def plan_lowering(
     if packed_chains:
         _plan_packed_chains(graph, layers, plans)
     return plans
+
+
+def _per_channel_batch_norm(layer: Any, producer: Any) -> bool:
+    """Whether `layer` is a BatchNormalization over the last axis (the output
+    channels) of `producer`'s output. Keras 3 keeps its axis as an int, tf-keras
+    as a list of one int."""
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return False
+    axes = layer.axis if isinstance(layer.axis, list | tuple) else [layer.axis]
+    return len(axes) == 1 and axes[0] in (-1, len(producer.output.shape) - 1)
 
 
 def _plan_epilogue(
@@ -201,11 +207,7 @@ def _plan_epilogue(
         return
     tail = plan.tail()
     nxt = layers.get(graph.only_consumer(tail) or "")
-    if (
-        fused == "relu"
-        and isinstance(nxt, keras.layers.BatchNormalization)
-        and nxt.axis in (-1, len(conv.output.shape) - 1)
-    ):
+    if fused == "relu" and _per_channel_batch_norm(nxt, conv):
         plan.post_batch_norm = nxt
         tail = nxt.name
     consumer = graph.sole_consumer(tail)

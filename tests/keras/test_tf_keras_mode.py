@@ -10,6 +10,7 @@ TF-op path (test_layer_ops.py, test_saved_model.py), and a few direct checks.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -67,3 +68,23 @@ def test_missing_tf_keras_is_a_clear_error(tmp_path):
     assert result.returncode != 0
     assert "TF_USE_LEGACY_KERAS=1 asks for tf-keras" in result.stderr
     assert "pip install tf-keras" in result.stderr
+
+
+def test_tfmot_under_tf_keras():
+    """TFMOT's QAT and pruning on models with lowbit layers, their conversion
+    (keras/test_tfmot.py, which needs the tf-keras mode)."""
+    if importlib.util.find_spec("tensorflow_model_optimization") is None:
+        pytest.skip("TFMOT is installed by the README's test command")
+    result = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   str(TESTS / "keras/test_tfmot.py")], TF_USE_LEGACY_KERAS="1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-3000:]
+
+
+def test_tfmot_module_needs_tf_keras_mode():
+    from lowbit_tf import _keras
+
+    if not _keras.KERAS_3:
+        pytest.skip("this process runs in the tf-keras mode")
+    with pytest.raises(ImportError, match="needs the tf-keras mode"):
+        import lowbit_tf.tfmot  # noqa: F401
