@@ -14,7 +14,8 @@ from typing import Any
 
 import tensorflow as tf
 
-__all__ = ["AxisPhases", "axis_phases", "phase_taps", "same_padding"]
+__all__ = ["AxisPhases", "axis_phases", "interleave_phases", "phase_problem", "phase_taps",
+           "same_padding"]
 
 
 def same_padding(
@@ -93,3 +94,26 @@ def axis_phases(length: int, kernel: int, stride: int, dilation: int, padding: s
     if padding == "same":
         crop = max((length - 1) * stride + effective - out, 0) // 2
     return AxisPhases(length, out, stride, dilation, kernel, crop)
+
+
+def phase_problem(strides: Any, dilation_rate: Any) -> str | None:
+    """Why a 2-D transposed conv has no stride-phase decomposition here, or None:
+    the phases interleave with a square block, and dilated taps at stride > 1
+    would not fall in one phase each."""
+    strides, dilations = tuple(strides), tuple(dilation_rate)
+    if strides[0] != strides[1]:
+        return f"strides={strides} (the phases interleave with a square block)"
+    if max(strides) > 1 and max(dilations) > 1:
+        return f"strides={strides} with dilation_rate={dilations}"
+    return None
+
+
+def interleave_phases(phases: list[tf.Tensor], rows: AxisPhases, cols: AxisPhases) -> tf.Tensor:
+    """The transposed conv's output from its phase outputs [B, Q_y, Q_x, F] in
+    (r_y, r_x) order: channel block r_y * s + r_x -> pixel (q * s + r_y,
+    q * s + r_x) by depth-to-space, then Keras's window of the result."""
+    outputs = phases[0]
+    if rows.stride > 1:
+        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), rows.stride)
+    return outputs[:, rows.offset:rows.offset + rows.out_length,
+                   cols.offset:cols.offset + cols.out_length, :]

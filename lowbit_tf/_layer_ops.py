@@ -501,17 +501,13 @@ def _bconv2d_of_signs(
     step's gain. Both use ops.sign_conv2d_grads, the one derivation of the
     conv's gradient."""
     kh, kw = int(w.shape[0]), int(w.shape[1])
-    padding = attrs["padding"]  # "SAME", "VALID" or ((top, bottom), (left, right))
+    # "SAME", "VALID" or ((top, bottom), (left, right)): the op's attributes.
+    padding, explicit_pads = ops.explicit_padding_attrs(attrs["padding"])
     grad_attrs = dict(
         kernel_h=kh, kernel_w=kw, stride_h=attrs["strides"][0], stride_w=attrs["strides"][1],
         dilation_h=attrs["dilations"][0], dilation_w=attrs["dilations"][1],
-        padding=padding if isinstance(padding, str) else "EXPLICIT",
-        pad_value=attrs["pad_value"],
+        padding=padding, pad_value=attrs["pad_value"], **explicit_pads,
     )  # fmt: skip
-    if not isinstance(padding, str):
-        (top, bottom), (left, right) = padding
-        grad_attrs.update(explicit_pad_top=top, explicit_pad_bottom=bottom,
-                          explicit_pad_left=left, explicit_pad_right=right)
 
     @tf.custom_gradient
     def conv(x: tf.Tensor, w: tf.Tensor) -> Any:

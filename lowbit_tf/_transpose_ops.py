@@ -25,7 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from lowbit_tf._geometry import AxisPhases, axis_phases
+from lowbit_tf._geometry import AxisPhases, axis_phases, interleave_phases, phase_problem
 from lowbit_tf._layer_ops import (
     _bconv2d_of_signs,
     _common_problem,
@@ -43,11 +43,9 @@ def conv2d_transpose_problem(layer: Any, inputs: Any) -> str | None:
     """Why LowbitBconv2d cannot run this QuantConv2DTranspose call, or None."""
     if layer.data_format != "channels_last":
         return f"data_format={layer.data_format!r} (the ops are channels_last)"
-    strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
-    if strides[0] != strides[1]:
-        return f"strides={strides} (the phases interleave with a square block)"
-    if max(strides) > 1 and max(dilations) > 1:
-        return f"strides={strides} with dilation_rate={dilations}"
+    geometry = phase_problem(layer.strides, layer.dilation_rate)
+    if geometry is not None:
+        return geometry
     if inputs.shape[1] is None or inputs.shape[2] is None:
         return f"inputs of shape {inputs.shape} (the phases need the height and width)"
     problem = _common_problem(layer, inputs)
@@ -86,9 +84,4 @@ def conv2d_transpose(layer: Any, inputs: tf.Tensor, training: Any) -> tf.Tensor:
             attrs = dict(strides=(1, 1), dilations=(rows.dilation, cols.dilation),
                          padding=(rows.pads(ry), cols.pads(rx)), pad_value=0)
             phases.append(_bconv2d_of_signs(x, taps, None, relu, attrs))
-    outputs = phases[0]
-    if rows.stride > 1:  # channel block ry * s + rx -> pixel (q * s + ry, q * s + rx)
-        outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), rows.stride)
-    outputs = outputs[:, rows.offset:rows.offset + rows.out_length,
-                      cols.offset:cols.offset + cols.out_length, :]
-    return _finish(layer, outputs, dtype, relu)
+    return _finish(layer, interleave_phases(phases, rows, cols), dtype, relu)

@@ -180,7 +180,7 @@ def _transform(
 
 def _check_padding(padding: str, pad_value: int, explicit: bool = False) -> str:
     """Checks the padding options of the convolutions; returns the padding in
-    upper case. `explicit`: bconv2d's "EXPLICIT", made by _explicit_padding."""
+    upper case. `explicit`: bconv2d's "EXPLICIT", made by explicit_padding_attrs."""
     padding = padding.upper()
     if padding not in _PADDINGS and not (explicit and padding == "EXPLICIT"):
         raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
@@ -345,7 +345,7 @@ def bconv2d(
             f"bconv2d post_multiplier/post_bias/residual need output_type 'float' or 'int8', "
             f"got {output_type!r}"
         )
-    padding, explicit_pads = _explicit_padding(padding)
+    padding, explicit_pads = explicit_padding_attrs(padding)
     return load_tf_ops().lowbit_bconv2d(
         inputs,
         filter,
@@ -363,9 +363,10 @@ def bconv2d(
     )
 
 
-def _explicit_padding(padding: Any) -> tuple[str, dict[str, int]]:
+def explicit_padding_attrs(padding: Any) -> tuple[str, dict[str, int]]:
     """(the `padding` attribute, the explicit_pad_* attributes) of LowbitBconv2d
-    for "SAME", "VALID" or ((top, bottom), (left, right))."""
+    for "SAME", "VALID" or ((top, bottom), (left, right)); bconv2d's argument
+    and its gradient's attributes (lowbit_tf/_layer_ops.py) both go through it."""
     if isinstance(padding, str):
         if padding.upper() == "EXPLICIT":  # the sizes are the padding
             raise ValueError("bconv2d padding must be 'SAME', 'VALID' or the sizes "

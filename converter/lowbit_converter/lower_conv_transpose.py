@@ -52,7 +52,13 @@ import tensorflow as tf
 from lowbit_converter.folding import ConversionError, float_kernel_problem, is_sign_quantizer
 from lowbit_converter.plans import FoldedPlan, Lowering, binary_kernel_scale, binary_transform
 from lowbit_tf import ops
-from lowbit_tf._geometry import AxisPhases, axis_phases, phase_taps
+from lowbit_tf._geometry import (
+    AxisPhases,
+    axis_phases,
+    interleave_phases,
+    phase_problem,
+    phase_taps,
+)
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import QuantConv2DTranspose
 
@@ -88,11 +94,9 @@ def _problems(layer: QuantConv2DTranspose) -> list[str]:
     problems = []
     if layer.data_format != "channels_last":
         problems.append(f"data_format={layer.data_format!r} (only 'channels_last')")
-    strides, dilations = tuple(layer.strides), tuple(layer.dilation_rate)
-    if strides[0] != strides[1]:
-        problems.append(f"strides={strides} (the phases interleave with a square block)")
-    if max(strides) > 1 and max(dilations) > 1:
-        problems.append(f"strides={strides} with dilation_rate={dilations}")
+    geometry = phase_problem(layer.strides, layer.dilation_rate)
+    if geometry is not None:
+        problems.append(geometry)
     return problems
 
 
@@ -187,14 +191,9 @@ class LoweredBConvTranspose(keras.layers.Layer):
                     f"layer {self.name!r} (QuantConv2DTranspose): no phase decomposition for "
                     f"{axis}; pass float_fallback=True."
                 )
-        stride = rows.stride
         phases = [self._phase(inputs, rows, cols, ry, rx)
-                  for ry in range(stride) for rx in range(stride)]
-        outputs = phases[0]
-        if stride > 1:  # channel block (ry * s + rx) -> pixel (q * s + ry, q * s + rx)
-            outputs = tf.nn.depth_to_space(tf.concat(phases, axis=-1), stride)
-        outputs = outputs[:, rows.offset:rows.offset + rows.out_length,
-                          cols.offset:cols.offset + cols.out_length, :]
+                  for ry in range(rows.stride) for rx in range(cols.stride)]
+        outputs = interleave_phases(phases, rows, cols)
         if self.trailing_activation is not None:
             outputs = self.trailing_activation(outputs)
         return outputs
