@@ -207,6 +207,18 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "ldr x13, [x20], #8\n\t"                           \
   "add x13, %[filter], x13, lsl #4\n\t"              \
   "add x14, x13, %[stride], lsl #2\n\t"
+// The four pixels of a chunk once pixel 0 (v0) and the filter (v4-v11) are
+// loaded: each pixel's load interleaved with the previous pixel's work, and
+// COUNT (the chunk counter's step, or nothing) before the last pixel.
+#define LOWBIT_FOUR_PIXELS(COUNT)                    \
+  "ldr q1, [x10], #16\n\t"                           \
+  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
+  "ldr q2, [x11], #16\n\t"                           \
+  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
+  "ldr q3, [x12], #16\n\t"                           \
+  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
+  COUNT                                              \
+  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
 // A whole chunk; x8 counts them down.
 #define LOWBIT_CHUNK                                 \
   "ldr q0, [x9], #16\n\t"                            \
@@ -218,14 +230,7 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "ldr q9, [x4], #16\n\t"                            \
   "ldr q10, [x5], #16\n\t"                           \
   "ldr q11, [x6], #16\n\t"                           \
-  "ldr q1, [x10], #16\n\t"                           \
-  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
-  "ldr q2, [x11], #16\n\t"                           \
-  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
-  "ldr q3, [x12], #16\n\t"                           \
-  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
-  "subs x8, x8, #1\n\t"                              \
-  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+  LOWBIT_FOUR_PIXELS("subs x8, x8, #1\n\t")
 // A whole chunk on the word-pair layout: each LD4 (.2d) reads 4 channels'
 // 128 bits (8 pairs of words, channel-interleaved) and splits them into
 // v4-v7 (channels 0-3) or v8-v11 (4-7), the registers LOWBIT_CHUNK loads one
@@ -234,14 +239,7 @@ alignas(16) constexpr std::uint8_t kZeroBlock[64] = {};
   "ldr q0, [x9], #16\n\t"                            \
   "ld4 {v4.2d, v5.2d, v6.2d, v7.2d}, [x13], #64\n\t" \
   "ld4 {v8.2d, v9.2d, v10.2d, v11.2d}, [x14], #64\n\t" \
-  "ldr q1, [x10], #16\n\t"                           \
-  LOWBIT_PIXEL("v0", "v16", "v17", "v18", "v19")     \
-  "ldr q2, [x11], #16\n\t"                           \
-  LOWBIT_PIXEL("v1", "v20", "v21", "v22", "v23")     \
-  "ldr q3, [x12], #16\n\t"                           \
-  LOWBIT_PIXEL("v2", "v24", "v25", "v26", "v27")     \
-  COUNT                                              \
-  LOWBIT_PIXEL("v3", "v28", "v29", "v30", "v31")
+  LOWBIT_FOUR_PIXELS(COUNT)
 // Two words on the word-pair layout: a group's 32 bytes are already channel
 // pairs side by side ([c0 | c1], [c2 | c3]).
 #define LOWBIT_PAIR_TWO_WORDS                        \
@@ -402,6 +400,7 @@ inline void Blocks4x8(const PackedWord* const* rows, std::int64_t segments, std:
 #undef LOWBIT_PAIR_TWO_WORDS
 #undef LOWBIT_PAIR_CHUNK
 #undef LOWBIT_CHUNK
+#undef LOWBIT_FOUR_PIXELS
 #undef LOWBIT_PAIR_RUN_POINTERS
 #undef LOWBIT_RUN_POINTERS
 #undef LOWBIT_REDUCE
