@@ -11,7 +11,7 @@ size prediction and the demo use the rest.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ def convert(
     representative_dataset: Callable[[], Any] | None = None,
     inference_input_type: Any = None,
     inference_output_type: Any = None,
+    int8_float_layers: Sequence[str] | str = (),
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -95,6 +96,11 @@ def convert(
       inference_input_type, inference_output_type: float32 (the default, also
         None) or int8 (with int8=True): the model's inputs / outputs as int8
         codes, quantized with the parameters their tensors carry.
+      int8_float_layers: with int8 and a representative_dataset, float layers
+        to keep float32 (Keras layer names, or .tflite output tensor names),
+        with QUANTIZE / DEQUANTIZE around them: a layer that loses too much
+        accuracy in int8, or one that int8 makes slower (docs/int8.md: a stem
+        conv on 3 input channels on x86 CPUs with AMX).
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -126,6 +132,7 @@ def convert_with_report(
     representative_dataset: Callable[[], Any] | None = None,
     inference_input_type: Any = None,
     inference_output_type: Any = None,
+    int8_float_layers: Sequence[str] | str = (),
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
 

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         help="with --int8: int8 model input and output (inference_input_type / "
         "inference_output_type int8)",
     )
+    parser.add_argument(
+        "--int8-float-layer", action="append", default=[], metavar="NAME",
+        help="with --int8: keep this layer float32 (a Keras layer name or a .tflite output "
+        "tensor name; repeat for more)",
+    )
     return parser
 
 
@@ -74,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     problem = check_paths(args.model, args.output, args.int8)
     if problem is None and args.int8_io and args.int8 is None:
         problem = "--int8-io needs --int8 SAMPLES.npy"
+    if problem is None and args.int8_float_layer and args.int8 is None:
+        problem = "--int8-float-layer needs --int8 SAMPLES.npy"
     if problem is not None:
         parser.error(problem)
     output = args.output or args.model.with_suffix(".tflite")
@@ -97,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                 samples = np.load(args.int8, allow_pickle=False)
                 io_type = "int8" if args.int8_io else "float32"
                 int8 = dict(int8=True, representative_dataset=lambda: ([s[None]] for s in samples),
-                            inference_input_type=io_type, inference_output_type=io_type)
+                            inference_input_type=io_type, inference_output_type=io_type,
+                            int8_float_layers=args.int8_float_layer)
             result = convert_with_report(
                 model, lowbit=not args.float, float_fallback=args.float_fallback, **int8
             )

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import io
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -96,6 +96,7 @@ def convert_with_report(
     representative_dataset: Callable[[], Any] | None = None,
     inference_input_type: Any = None,
     inference_output_type: Any = None,
+    int8_float_layers: Sequence[str] | str = (),
 ) -> ConversionResult:
     """Converts `model` to TFLite; see `convert`. Also returns what was lowered."""
     from lowbit_converter import int8 as int8_pass
@@ -104,6 +105,7 @@ def convert_with_report(
         inference_input_type, inference_output_type, int8)
     if representative_dataset is not None and not int8:
         raise ValueError("representative_dataset is only used with int8=True")
+    float_layers = _float_layer_names(int8_float_layers, int8, representative_dataset)
     quiet_tensorflow_logs()
     import tensorflow as tf
 
@@ -154,12 +156,35 @@ def convert_with_report(
         quantized = flatbuffer
         if not aware:
             calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
+            float_nodes = int8_pass.float_layer_nodes(
+                calibrated, float_layers, (layer.name for layer in _layers(lowered)))
             with filtered_native_stderr():
                 quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
-                                               int8_outputs=int8_outputs)
+                                               int8_outputs=int8_outputs,
+                                               float_nodes=float_nodes)
         flatbuffer, fused = int8_pass.fuse_int8_io(quantized)
         flatbuffer, report = run_pass(flatbuffer)  # checks the result, notes the runtime again
     return ConversionResult(flatbuffer, sorted(plans), report, fused)
+
+
+def _float_layer_names(names: Sequence[str] | str, int8: bool,
+                       representative_dataset: Any) -> list[str]:
+    """`int8_float_layers` checked: a name or a sequence of names, only for
+    post-training int8 (in quantization-aware training, the layers left
+    without FakeQuantInt8 are the float ones)."""
+    names = [names] if isinstance(names, str) else list(names or ())
+    if not names:
+        return names
+    if not int8 or representative_dataset is None:
+        raise ValueError(
+            "int8_float_layers is for post-training int8 (int8=True with a "
+            f"representative_dataset), got it with int8={int8!r}"
+            + ("" if not int8 else " and no representative_dataset (quantization-aware: "
+               "leave FakeQuantInt8 out around the layers to keep float)"))
+    bad = [n for n in names if not isinstance(n, str) or not n]
+    if bad:
+        raise TypeError(f"int8_float_layers must hold layer names (non-empty str), got {bad[0]!r}")
+    return names
 
 
 def _layers(model: Any) -> Any:
@@ -205,6 +230,7 @@ def convert(
     representative_dataset: Callable[[], Any] | None = None,
     inference_input_type: Any = None,
     inference_output_type: Any = None,
+    int8_float_layers: Sequence[str] | str = (),
 ) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer.
 
@@ -250,6 +276,11 @@ def convert(
       inference_input_type, inference_output_type: float32 (the default, also
         None) or int8 (with int8=True): the model's inputs / outputs as int8
         codes, quantized with the parameters their tensors carry.
+      int8_float_layers: with int8 and a representative_dataset, float layers
+        to keep float32 (Keras layer names, or .tflite output tensor names),
+        with QUANTIZE / DEQUANTIZE around them: a layer that loses too much
+        accuracy in int8, or one that int8 makes slower (docs/int8.md: a stem
+        conv on 3 input channels on x86 CPUs with AMX).
 
     The batch dimension stays dynamic: the interpreter's inputs have batch 1
     until resized with `resize_tensor_input`.
@@ -272,4 +303,5 @@ def convert(
         model, lowbit=lowbit, packed_chains=packed_chains, float_fallback=float_fallback,
         int8=int8, representative_dataset=representative_dataset,
         inference_input_type=inference_input_type, inference_output_type=inference_output_type,
+        int8_float_layers=int8_float_layers,
     ).tflite_model

@@ -37,7 +37,7 @@ carries those statistics. So the route here is (docs/int8.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import flatbuffers
@@ -164,10 +164,14 @@ def calibrate(tflite_model: bytes, representative_dataset: Callable[[], Iterable
     return _serialize(model)
 
 
-def quantize(calibrated: bytes, *, int8_inputs: bool, int8_outputs: bool) -> bytes:
+def quantize(calibrated: bytes, *, int8_inputs: bool, int8_outputs: bool,
+             float_nodes: Sequence[str] = ()) -> bytes:
     """TensorFlow's MLIR quantizer on a calibrated model (what
     TFLiteConverter runs after its calibrator): int8 builtins with
-    per-channel weights; float32 or int8 model inputs and outputs."""
+    per-channel weights; float32 or int8 model inputs and outputs. The ops
+    whose output tensors are named in `float_nodes` stay float32 (the
+    quantizer's deny list, as TFLite's QuantizationDebugger uses it), with a
+    DEQUANTIZE before and a QUANTIZE after them."""
     import tensorflow as tf
     from tensorflow.lite.python import convert
 
@@ -177,7 +181,72 @@ def quantize(calibrated: bytes, *, int8_inputs: bool, int8_outputs: bool) -> byt
         fully_quantize=False,
         input_data_type=tf.int8 if int8_inputs else tf.float32,
         output_data_type=tf.int8 if int8_outputs else tf.float32,
+        denylisted_nodes=list(float_nodes) or None,
     )
+
+
+def _names_layer(segment: str, layer: str) -> bool:
+    """Whether a name-scope segment of a .tflite tensor name is layer
+    `layer`'s: its name, or its name with the suffix "_<k>" TensorFlow adds
+    when it makes a name scope unique (the converter's trace uses "stem_conv_1"
+    for a layer "stem_conv")."""
+    return segment == layer or (
+        segment.startswith(layer + "_") and segment[len(layer) + 1:].isdigit())
+
+
+def float_layer_nodes(tflite_model: bytes, requested: Sequence[str],
+                      layer_names: Iterable[str]) -> list[str]:
+    """The output tensor names of the builtin ops that run the layers named in
+    `requested` (Keras layer names among `layer_names`, or .tflite output
+    tensor names as they are), for `quantize`'s float_nodes.
+
+    A .tflite tensor name lists the name scopes of the TensorFlow ops fused
+    into the op ("model_1/stem_relu_1/Relu;model_1/stem_conv_1/convolution;..."
+    for a conv with its BatchNorm and ReLU folded in), so an op belongs to a
+    layer when one of its scope segments names that layer. The "_<k>" suffix
+    makes that ambiguous when layer names differ only by such a suffix
+    ("conv2d" and "conv2d_1"): such a segment selects nothing, and a request
+    that matches only through one raises, naming the tensors to give instead.
+    Raises ValueError for a name that selects no builtin op (a lowbit layer
+    already has no int8 weights to skip: it is not a float layer)."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
+    layers = set(layer_names)
+    ops = []  # (output tensor names, scope segments) of every builtin op
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            if _op_name(model, op).startswith("Lowbit"):
+                continue
+            names = [subgraph.tensors[t].name.decode() for t in op.outputs]
+            segments = {seg for name in names for loc in name.split(";")
+                        for seg in loc.split("/")[1:]}  # [0] is the model's scope
+            ops.append((names, segments))
+    nodes: list[str] = []
+    for request in requested:
+        chosen, ambiguous = [], []
+        for names, segments in ops:
+            if request in names:
+                chosen.append(names)
+                continue
+            owners = [{layer for layer in layers if _names_layer(seg, layer)} for seg in segments]
+            if any(o == {request} for o in owners):
+                chosen.append(names)
+            elif any(request in o for o in owners):
+                ambiguous.append(names)
+        if not chosen:
+            if ambiguous:
+                raise ValueError(
+                    f"int8_float_layers: the op names of layer {request!r} in the converted "
+                    "model cannot be told from another layer's (layer names that differ only "
+                    "by a '_<number>' suffix); give the .tflite output tensor name instead, "
+                    f"one of {sorted(n for names in ambiguous for n in names)}")
+            float_layers = sorted({layer for _, segments in ops for seg in segments
+                                   for layer in layers if _names_layer(seg, layer)})
+            raise ValueError(
+                f"int8_float_layers: {request!r} names no float layer of the converted model "
+                "(a Keras layer name, or a .tflite output tensor name); its float layers: "
+                f"{float_layers}")
+        nodes += [n for names in chosen for n in names if n not in nodes]
+    return nodes
 
 
 def _per_tensor_int8(tensor: Any) -> bool:

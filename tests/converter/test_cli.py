@@ -111,6 +111,19 @@ def test_int8_conversion(tmp_path):
     assert proc.returncode == 2 and "--int8-io needs --int8 SAMPLES.npy" in proc.stderr
     proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "nope.npy"], tmp_path)
     assert proc.returncode == 2 and "--int8 samples file not found: nope.npy" in proc.stderr
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8-float-layer", "conv"],
+                      tmp_path)
+    assert proc.returncode == 2 and "--int8-float-layer needs --int8" in proc.stderr
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "samples.npy",
+                       "--int8-float-layer", "conv", "-o", "stem.tflite"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    interpreter = Interpreter(model_path=tmp_path / "stem.tflite")
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+    first = interpreter.get_tensor_details()[interpreter._get_ops_details()[0]["outputs"][0]]
+    assert first["dtype"] == np.float32  # the conv kept float
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "samples.npy",
+                       "--int8-float-layer", "nope"], tmp_path)
+    assert proc.returncode == 1 and "'nope' names no float layer" in proc.stderr
 
 
 def test_filtered_native_stderr_keeps_errors_and_python_output(capfd):

@@ -22,7 +22,7 @@ def test_facade_has_the_converters_signature_and_docstring(name):
     assert inspect.getdoc(facade) == inspect.getdoc(real)
     assert list(inspect.signature(facade).parameters) == [
         "model", "lowbit", "packed_chains", "float_fallback", "int8", "representative_dataset",
-        "inference_input_type", "inference_output_type"]
+        "inference_input_type", "inference_output_type", "int8_float_layers"]
 
 
 def test_public_convert_is_the_facade():

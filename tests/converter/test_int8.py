@@ -242,3 +242,74 @@ def test_quantization_aware_model_converts_without_representative_data(tmp_path)
 def test_int8_without_data_or_fake_quant_raises():
     with pytest.raises(ValueError, match="FakeQuantInt8 layers"):
         lowbit_tf.convert(_small_quicknet(), int8=True)
+
+
+def test_float_layers_stay_float32(quicknet_models):
+    """int8_float_layers: the stem conv (3 input channels) stays the float32
+    CONV_2D of the float model, computing the same values, with a QUANTIZE
+    into the int8 rest, which is as without it."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    model, data, float_tflite, all_int8 = quicknet_models
+    tflite = lowbit_tf.convert(model, int8=True, int8_float_layers=["stem_conv"],
+                               representative_dataset=lambda: ([x[None]] for x in data))
+    ops = _ops(tflite)
+    f32, int8 = schema.TensorType.FLOAT32, schema.TensorType.INT8
+    assert ops[0][0] == "CONV_2D" and ops[0][1][:2] == [f32, f32] and ops[0][2] == [f32]
+    assert ops[1][0] == "QUANTIZE"  # the stem's output, into the int8 rest
+    assert [n for n, _, _ in ops[2:]] == [n for n, _, _ in _ops(all_int8.tflite_model)[2:]]
+    assert all(o == [int8] for n, _, o in ops[2:] if n in ("CONV_2D", "DEPTHWISE_CONV_2D"))
+    stems = []
+    for content in (float_tflite, tflite):
+        interpreter = Interpreter(
+            model_content=content, runtime="ai_edge_litert",
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        assert np.isfinite(interpreter.predict(data[:1])).all()
+        op = schema.ModelT.InitFromPackedBuf(bytearray(content), 0).subgraphs[0].operators[0]
+        stems.append(interpreter.get_tensor(int(op.outputs[0])))
+    np.testing.assert_array_equal(stems[1], stems[0])
+
+
+def test_float_layers_by_tensor_name_and_ambiguous_names():
+    """Layers named "conv2d" and "conv2d_1" trace as scopes "conv2d_1" and
+    "conv2d_1_2": the second is found by name, the first only by its tensor
+    name (the error lists it)."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, name="conv2d"),
+        keras.layers.Conv2D(4, 3, name="conv2d_1"),
+        keras.layers.GlobalAveragePooling2D(name="pool"),
+    ])
+    data = np.random.default_rng(3).standard_normal((4, 8, 8, 3)).astype(np.float32)
+
+    def convert(names):
+        return _ops(lowbit_tf.convert(model, int8=True, int8_float_layers=names,
+                                      representative_dataset=lambda: ([x[None]] for x in data)))
+
+    f32 = schema.TensorType.FLOAT32
+    convs = [o for n, _, o in convert(["conv2d_1"]) if n == "CONV_2D"]
+    assert convs[1] == [f32] and convs[0] != [f32]
+    with pytest.raises(ValueError, match="give the .tflite output tensor name") as error:
+        convert("conv2d")
+    tensor = str(error.value).split("one of ['")[1].split("'")[0]
+    convs = [o for n, _, o in convert([tensor]) if n == "CONV_2D"]
+    assert convs[0] == [f32] and convs[1] != [f32]
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(int8_float_layers=["nope"]), ValueError, r"'nope' names no float layer.*'stem_conv'"),
+    (dict(int8_float_layers=["s0_b0_bconv"]), ValueError, "names no float layer"),
+    (dict(int8_float_layers=[3]), TypeError, "must hold layer names"),
+])
+def test_bad_float_layers_raise(quicknet_models, kwargs, error, message):
+    model, data, _, _ = quicknet_models
+    with pytest.raises(error, match=message):
+        lowbit_tf.convert(model, int8=True, **kwargs,
+                          representative_dataset=lambda: ([x[None]] for x in data))
+
+
+def test_float_layers_need_post_training_int8():
+    with pytest.raises(ValueError, match="int8_float_layers is for post-training int8"):
+        lowbit_tf.convert(_small_quicknet(), int8_float_layers=["stem_conv"])
