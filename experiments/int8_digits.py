@@ -27,12 +27,20 @@ QAT, read as "loses at most 0.5 points" (mean over seeds): QAT's fine-tuning
 trains 5 epochs more than the float network, which can gain accuracy too.
 Prints the table; writes ``int8_digits.png``.
 
-    python experiments/int8_digits.py [--quick] [--seeds N] [--output-dir DIR]
+    python experiments/int8_digits.py [--quick] [--seeds N] [--model demo|quicknet]
+        [--output-dir DIR]
+
+``--model quicknet``: a small QuickNet (``lowbit_models.quicknet``, sections
+of 32 and 64 filters with 2 binary blocks each) on the digits upscaled 4x to
+32x32 (each pixel a 4x4 block), its QAT twin cloned with a FakeQuantInt8
+after each layer whose output is int8 in the converted model; writes
+``int8_digits_quicknet.txt`` / ``.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 import common
 import numpy as np
@@ -41,7 +49,19 @@ TARGET_POINTS = 0.5
 CALIBRATION_IMAGES = 256
 
 
+# What each network's QAT twin fake-quantizes: the outputs of these layers
+# (after the model input, which always is), wherever the converted model has
+# an int8 tensor (not a binary block's output inside a section: those stay
+# float between our ops, docs/int8.md).
+QUICKNET_INT8_OUTPUTS = re.compile(
+    r"stem_relu|stem_dw_bn|stem_pw_bn|transition\d+_(relu|dw_bn|pw_bn)|head_relu|head_pool|logits")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", choices=("demo", "quicknet"), default="demo",
+                        help="demo: the demo's network on the 8x8 digits (default); quicknet: "
+                             "a small QuickNet (2 sections of 2 binary blocks, 32 and 64 "
+                             "filters) on the digits upscaled 4x to 32x32")
     parser.add_argument("--qat-epochs", type=int, default=5,
                         help="quantization-aware fine-tuning epochs (default 5; 1 with --quick)")
     parser.add_argument("--seeds", type=int, default=5,
@@ -67,13 +87,41 @@ def fake_quant_digits_cnn():
     return model
 
 
+def small_quicknet():
+    from lowbit_models.quicknet import quicknet
+
+    return quicknet(section_filters=(32, 64), section_blocks=(2, 2), input_shape=(32, 32, 1),
+                    num_classes=10)
+
+
+def fake_quant_quicknet(plain):
+    """``plain`` (a functional QuickNet) cloned with a FakeQuantInt8 after its
+    input and after the layers of QUICKNET_INT8_OUTPUTS (Keras's clone_model
+    call_function inserts them)."""
+    from lowbit_tf import layers
+    from lowbit_tf._keras import keras
+
+    image = keras.Input(plain.input_shape[1:], name="image")
+    image_fq = layers.FakeQuantInt8(name="image_fq")(image)
+
+    def call(layer, *args, **kwargs):
+        args = tuple(image_fq if a is image else a for a in args)
+        out = layer(*args, **kwargs)
+        if QUICKNET_INT8_OUTPUTS.fullmatch(layer.name):
+            out = layers.FakeQuantInt8(name=f"{layer.name}_fq")(out)
+        return out
+
+    return keras.models.clone_model(plain, input_tensors=image, call_function=call)
+
+
 def fine_tune_aware(trained, data: common.Data, config: common.Config, epochs: int):
-    """``fake_quant_digits_cnn`` with ``trained``'s weights, fine-tuned."""
+    """The QAT twin of ``trained`` with its weights, fine-tuned."""
     from lowbit_models.digits import training_batches
     from lowbit_tf._keras import keras
 
     keras.utils.set_random_seed(config.seed)
-    model = fake_quant_digits_cnn()
+    model = (fake_quant_digits_cnn() if trained.name == "binary_digits_cnn"
+             else fake_quant_quicknet(trained))
     for layer in trained.layers:
         model.get_layer(layer.name).set_weights(layer.get_weights())
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate / 10),
@@ -104,12 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     from lowbit_models.digits import binary_digits_cnn
 
     data = common.load_data(config.seed)
+    build = binary_digits_cnn
+    if config.extra.model == "quicknet":
+        build = small_quicknet
+        config.name = "int8_digits_quicknet"  # its own .txt and .png
+        up = lambda x: np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)  # noqa: E731
+        data = common.Data(up(data.x_train), data.y_train, up(data.x_test), data.y_test)
     rng = np.random.default_rng(config.seed)
     calibration = data.x_train[rng.permutation(len(data.x_train))[:CALIBRATION_IMAGES]]
     rows, results = [], []
     for offset in range(seeds):
         seed_config = common.Config(**{**vars(config), "seed": config.seed + offset})
-        result = common.train(f"seed {seed_config.seed}", binary_digits_cnn, data, seed_config)
+        result = common.train(f"seed {seed_config.seed}", build, data, seed_config)
         float_tflite = lowbit_tf.convert(result.model)
         int8_tflite = lowbit_tf.convert(
             result.model, int8=True,
@@ -138,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             f"target within {TARGET_POINTS} points (loses at most): "
             f"{'PASS' if passed else 'FAIL'}",
         ]
-    common.report(config, "int8 of the float parts (digits, demo network)", table, notes)
+    network = ("small QuickNet, digits upscaled to 32x32" if config.extra.model == "quicknet"
+               else "demo network")
+    common.report(config, f"int8 of the float parts (digits, {network})", table, notes)
 
     plt = common.pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -29,7 +29,9 @@ carries those statistics. So the route here is (docs/int8.md):
    DEQUANTIZE is read as int8 too (the op adds its real values, what the
    DEQUANTIZE computed); a ReLU (int8 RELU op) that is all that reads a
    LowbitBconv2d's int8 output is folded into it (output_activation "RELU":
-   the ReLU after the residual add of QuickNet's last block of a section).
+   the ReLU after the residual add of QuickNet's last block of a section), and
+   so is a float RELU before the one QUANTIZE that reads it (the same ReLU in
+   a quantization-aware model).
    The DEQUANTIZE / QUANTIZE / RELU
    ops left without a use are removed. Other lowbit ops keep their float
    tensors and the DEQUANTIZE / QUANTIZE around them.
@@ -305,6 +307,24 @@ class _Uses:
         self.removed.add(users[0])
         return True
 
+    def write_int8_after_relu(self, op_index: int) -> bool:
+        """Output 0 of op `op_index` as the int8 tensor of the QUANTIZE that
+        alone reads the float RELU that alone reads it (TFLiteConverter's
+        quantization-aware path leaves a ReLU before a fake-quant float);
+        both go."""
+        op = self.ops[op_index]
+        out = int(op.outputs[0])
+        users = self.consumers.get(out, [])
+        if out in self.graph_outputs or len(users) != 1 or self.names[users[0]] != "RELU":
+            return False
+        relu = users[0]
+        if self.write_int8(relu):
+            op.outputs[0] = self.ops[relu].outputs[0]
+            self.producer[int(op.outputs[0])] = op_index
+            self.removed.add(relu)
+            return True
+        return False
+
 
 def fuse_int8_io(tflite_model: bytes) -> tuple[bytes, int]:
     """Step 3 of the module docstring. Returns the model and how many int8
@@ -324,6 +344,11 @@ def fuse_int8_io(tflite_model: bytes) -> tuple[bytes, int]:
                 fused += 1
                 if name == "LowbitBconv2d" and uses.write_int8(i, through="RELU"):
                     options["output_activation"] = "RELU"
+                op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
+            elif (name == "LowbitBconv2d" and options.get("output_type", "float") == "float"
+                  and uses.write_int8_after_relu(i)):
+                options.update(output_type="int8", output_activation="RELU")
+                fused += 1
                 op.customOptions = np.frombuffer(flexbuffers.Dumps(options), np.uint8)
             fused += uses.read_int8(i, 0)
             if options.get("epilogue") in ("add", "affine_add"):

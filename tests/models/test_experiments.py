@@ -76,6 +76,25 @@ def test_experiment_quick_run(name, tmp_path):
     assert baseline > 0.5, table
 
 
+@pytest.mark.slow
+def test_int8_digits_quicknet_quick_run(tmp_path):
+    """int8_digits.py --model quicknet: the small QuickNet on upscaled digits,
+    PTQ and QAT, into its own files."""
+    proc = subprocess.run(
+        [sys.executable, str(EXPERIMENTS / "int8_digits.py"), "--quick", "--model", "quicknet",
+         "--output-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "int8_digits_quicknet.png").read_bytes().startswith(PNG_SIGNATURE)
+    table = (tmp_path / "int8_digits_quicknet.txt").read_text()
+    assert "small QuickNet, digits upscaled to 32x32" in table
+    for row in EXPECTED_ROWS["int8_digits"]:
+        assert row in table
+    assert float(re.search(FLOAT_BASELINE["int8_digits"], table).group(1)) > 0.5, table
+
+
 def test_experiment_scripts_share_one_helper():
     """Every script parses the common options and writes through experiments/common.py."""
     scripts = sorted(p.stem for p in EXPERIMENTS.glob("*.py") if p.stem != "common")
