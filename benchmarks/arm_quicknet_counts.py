@@ -3,6 +3,7 @@
     python benchmarks/arm_quicknet_counts.py                          # aarch64 + armv7, this tree
     python benchmarks/arm_quicknet_counts.py --targets aarch64 --baseline-ref b67ef0d
     python benchmarks/arm_quicknet_counts.py --ipc-a72 1.2 --ipc-a76 1.8 --build-dir /tmp/qn
+    python benchmarks/arm_quicknet_counts.py --targets aarch64 --int8   # + int8 + binary
 
 What it measures. QuickNet 224x224x3, batch 1 (`lowbit_models.quicknet()`,
 random weights and BatchNorm statistics as in benchmarks/quicknet_benchmark.py)
@@ -263,13 +264,15 @@ def guest_main(job_path: str) -> int:
 # --------------------------------------------------------------------------
 
 
-def convert_quicknet(out: Path) -> dict:
-    """Converts QuickNet (random weights) to out; returns its binary MAC count."""
+def convert_quicknet(out: Path, int8_out: Path | None = None) -> dict:
+    """Converts QuickNet (random weights) to out (and, with int8_out, to int8
+    + binary there: `int8=True`, calibrated on 8 random images as
+    benchmarks/int8_benchmark.py does); returns its binary MAC count."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path[:0] = [str(REPO), str(REPO / "converter"), str(REPO / "models"),
                     str(REPO / "benchmarks")]
     import numpy as np
-    from bench_common import randomise_batchnorm
+    from bench_common import random_images, randomise_batchnorm
 
     from lowbit_converter import convert_with_report
     from lowbit_models import quicknet
@@ -280,6 +283,11 @@ def convert_quicknet(out: Path) -> dict:
     randomise_batchnorm(model, rng)
     result = convert_with_report(model)
     out.write_bytes(result.tflite_model)
+    if int8_out is not None:
+        images = random_images(rng, 8, INPUT_SHAPE)
+        int8_out.write_bytes(convert_with_report(
+            model, int8=True, representative_dataset=lambda: ([x[None]] for x in images),
+        ).tflite_model)
     macs, layers = 0, 0
     for layer in model.layers:
         if isinstance(layer, lb_layers.QuantConv2D):
@@ -771,6 +779,10 @@ def main(argv: list[str] | None = None) -> int:
                              "printed when llvm-objdump and llvm-mca are found; an upper bound "
                              "on IPC, so that estimate is a lower bound on latency)")
     parser.add_argument("--jobs", type=int, default=2, help="parallel compile jobs (default 2)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also count QuickNet converted with int8=True (int8 + binary, "
+                             "docs/int8.md) on this tree's runtime, its ratios against this "
+                             "tree's float + binary")
     args = parser.parse_args(argv)
 
     missing = [tool for t in args.targets for tool in (TARGETS[t].qemu, "cmake", "gcc")
@@ -785,9 +797,12 @@ def main(argv: list[str] | None = None) -> int:
         plugin = build_plugin(build)
         model = build / "quicknet.tflite"
         log("converting QuickNet 224 (random weights)")
-        info = convert_quicknet(model)
+        int8_model = build / "quicknet_int8.tflite" if args.int8 else None
+        info = convert_quicknet(model, int8_model)
         ops, distinct, tiny = split_ops(model, build / "ops")
         log(f"{len(ops)} ops, {len(distinct)} distinct")
+        if int8_model is not None:
+            _, int8_distinct, _ = split_ops(int8_model, build / "ops_int8")
         sources = [source_for(None, build)]
         if args.baseline_ref:
             sources.append(source_for(args.baseline_ref, build))
@@ -811,11 +826,19 @@ def main(argv: list[str] | None = None) -> int:
                     tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
                     results.append((label, measure(target, overlay, plugin, stage, model,
                                                    distinct, tiny, build, tag)))
+                if int8_model is not None:  # this tree's runtime, the int8 + binary model
+                    label, stage = stages[0]
+                    int8_res = measure(target, overlay, plugin, stage, int8_model,
+                                       int8_distinct, tiny, build,
+                                       re.sub(r"[^A-Za-z0-9_.-]", "_", label) + "-int8")
             # The baseline first, so that this tree's lines can quote it.
             base = base_label = None
             for label, res in reversed(results):
                 report(target, label, res, distinct, info, args, base, base_label, mcas[label])
                 base, base_label = res, label
+            if int8_model is not None:  # quoting this tree's float + binary figures
+                report(target, f"{base_label} int8", int8_res, int8_distinct, info, args, base,
+                       base_label, mcas[base_label])
     return 0
 
 

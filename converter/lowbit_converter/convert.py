@@ -157,7 +157,8 @@ def convert_with_report(
         if not aware:
             calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
             float_nodes = int8_pass.float_layer_nodes(
-                calibrated, float_layers, (layer.name for layer in _layers(lowered)))
+                calibrated, float_layers, (layer.name for layer in _layers(lowered)),
+                [t._keras_history.operation.name for t in lowered.outputs])
             with filtered_native_stderr():
                 quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
                                                int8_outputs=int8_outputs,

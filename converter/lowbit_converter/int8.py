@@ -197,7 +197,7 @@ def _names_layer(segment: str, layer: str) -> bool:
 
 
 def float_layer_nodes(tflite_model: bytes, requested: Sequence[str],
-                      layer_names: Iterable[str]) -> list[str]:
+                      layer_names: Iterable[str], output_layers: Sequence[str] = ()) -> list[str]:
     """The output tensor names of the builtin ops that run the layers named in
     `requested` (Keras layer names among `layer_names`, or .tflite output
     tensor names as they are), for `quantize`'s float_nodes.
@@ -209,18 +209,23 @@ def float_layer_nodes(tflite_model: bytes, requested: Sequence[str],
     makes that ambiguous when layer names differ only by such a suffix
     ("conv2d" and "conv2d_1"): such a segment selects nothing, and a request
     that matches only through one raises, naming the tensors to give instead.
+    The op that makes the model's output k is named after the signature
+    ("StatefulPartitionedCall_1:0"), so it also answers to `output_layers[k]`,
+    the Keras layer whose output that is.
     Raises ValueError for a name that selects no builtin op (a lowbit layer
     already has no int8 weights to skip: it is not a float layer)."""
     model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
     layers = set(layer_names)
     ops = []  # (output tensor names, scope segments) of every builtin op
     for subgraph in model.subgraphs:
+        outputs = dict(zip((int(t) for t in subgraph.outputs), output_layers, strict=False))
         for op in subgraph.operators:
             if _op_name(model, op).startswith("Lowbit"):
                 continue
             names = [subgraph.tensors[t].name.decode() for t in op.outputs]
             segments = {seg for name in names for loc in name.split(";")
                         for seg in loc.split("/")[1:]}  # [0] is the model's scope
+            segments |= {outputs[int(t)] for t in op.outputs if int(t) in outputs}
             ops.append((names, segments))
     nodes: list[str] = []
     for request in requested:

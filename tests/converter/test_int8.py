@@ -296,6 +296,9 @@ def test_float_layers_by_tensor_name_and_ambiguous_names():
     tensor = str(error.value).split("one of ['")[1].split("'")[0]
     convs = [o for n, _, o in convert([tensor]) if n == "CONV_2D"]
     assert convs[0] == [f32] and convs[1] != [f32]
+    # The last op's tensor is named after the signature, not the layer.
+    assert convert([])[-1][0] == "DEQUANTIZE"  # after an int8 MEAN
+    assert convert(["pool"])[-1][0] == "MEAN" and convert(["pool"])[-1][2] == [f32]
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
