@@ -252,9 +252,13 @@ def strip_quantization(model: Any) -> Any:
                 inner.update(name=produced, inbound_nodes=inbound)
             entries.append(inner)
             # By name: the wrapper holds the layer's variables (a fake-quantized
-            # kernel is swapped out of the layer's own list) and its quantizers'.
+            # kernel is swapped out of the layer's own list, kept in the
+            # wrapper's _weight_vars) and its quantizers'. Told apart by
+            # identity: a wrapper loaded from a file scopes both under its name.
+            inner = {id(v) for v in layer.layer.weights}
+            inner |= {id(weight) for weight, _, _ in getattr(layer, "_weight_vars", ())}
             weights[produced] = {_local_name(v): v.numpy() for v in layer.weights
-                                 if not v.name.startswith(name + "/")}
+                                 if id(v) in inner}
             inbound = [[[produced, 0, 0, {}]]]
         value_range = _range_of(layer)
         if value_range is None:

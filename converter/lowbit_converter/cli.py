@@ -17,6 +17,8 @@ from lowbit_tf._tf_logs import filtered_native_stderr, quiet_tensorflow_logs
 
 # What keras.models.load_model reads (Keras 3): the .keras zip, legacy HDF5.
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+# --int8 with no samples file (not a str: argparse would make it a Path).
+QUANTIZATION_AWARE = object()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,9 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         help="keep quantized layers that no lowbit op can run as float ops instead of failing",
     )
     parser.add_argument(
-        "--int8", type=Path, metavar="SAMPLES.npy",
-        help="post-training int8 (docs/int8.md): the float layers as int8 builtins, calibrated "
-        "on the samples of this .npy file (one model input, samples along the first axis)",
+        "--int8", type=Path, metavar="SAMPLES.npy", nargs="?", const=QUANTIZATION_AWARE,
+        help="int8 (docs/int8.md): the float layers as int8 builtins, calibrated on the "
+        "samples of this .npy file (one model input, samples along the first axis); with no "
+        "file, quantization-aware: the ranges of the model's FakeQuantInt8 layers or of its "
+        "TFMOT quantize wrappers",
     )
     parser.add_argument(
         "--int8-io", action="store_true",
@@ -73,14 +77,48 @@ def check_paths(model: Path, output: Path | None, samples: Path | None = None) -
     return None
 
 
+def load_model(path: Path):
+    """keras.models.load_model(path); in the tf-keras mode with TFMOT
+    installed, inside its quantize and prune scopes (lowbit_tf.tfmot), so a
+    saved TFMOT QAT or pruning model loads with its wrappers."""
+    import contextlib
+    import importlib.util
+
+    from lowbit_tf import _keras
+
+    with contextlib.ExitStack() as scopes:
+        tfmot = not _keras.KERAS_3 and importlib.util.find_spec("tensorflow_model_optimization")
+        if tfmot:
+            import tensorflow_model_optimization as tfmot_package
+
+            from lowbit_tf import tfmot as lowbit_tfmot
+
+            scopes.enter_context(lowbit_tfmot.quantize_scope())
+            scopes.enter_context(tfmot_package.sparsity.keras.prune_scope())
+        try:
+            return _keras.keras.models.load_model(path)
+        except (TypeError, ValueError) as error:
+            if _keras.KERAS_3 and any(name in str(error) for name in TFMOT_WRAPPERS):
+                raise ValueError(
+                    f"{path} holds TensorFlow Model Optimization wrappers, which load in the "
+                    "tf-keras mode only: run with TF_USE_LEGACY_KERAS=1 (docs/int8.md, TFMOT)"
+                ) from error
+            raise
+
+
+# The layer classes of a saved TFMOT model.
+TFMOT_WRAPPERS = ("QuantizeWrapper", "QuantizeLayer", "PruneLowMagnitude")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    problem = check_paths(args.model, args.output, args.int8)
+    samples = None if args.int8 is None or args.int8 is QUANTIZATION_AWARE else args.int8
+    problem = check_paths(args.model, args.output, samples)
     if problem is None and args.int8_io and args.int8 is None:
-        problem = "--int8-io needs --int8 SAMPLES.npy"
-    if problem is None and args.int8_float_layer and args.int8 is None:
-        problem = "--int8-float-layer needs --int8 SAMPLES.npy"
+        problem = "--int8-io needs --int8"
+    if problem is None and args.int8_float_layer and samples is None:
+        problem = "--int8-float-layer needs --int8 SAMPLES.npy (post-training int8)"
     if problem is not None:
         parser.error(problem)
     output = args.output or args.model.with_suffix(".tflite")
@@ -93,18 +131,19 @@ def main(argv: list[str] | None = None) -> int:
         from lowbit_converter.convert import convert_with_report
         from lowbit_converter.folding import ConversionError
         from lowbit_tf import layers  # noqa: F401 - registers the lowbit layers for loading
-        from lowbit_tf._keras import keras
 
         try:
-            model = keras.models.load_model(args.model)
+            model = load_model(args.model)
             int8 = {}
             if args.int8 is not None:
                 import numpy as np
 
-                samples = np.load(args.int8, allow_pickle=False)
                 io_type = "int8" if args.int8_io else "float32"
-                int8 = dict(int8=True, representative_dataset=lambda: ([s[None]] for s in samples),
-                            inference_input_type=io_type, inference_output_type=io_type,
+                int8 = dict(int8=True, inference_input_type=io_type,
+                            inference_output_type=io_type)
+            if samples is not None:
+                data = np.load(samples, allow_pickle=False)
+                int8.update(representative_dataset=lambda: ([s[None]] for s in data),
                             int8_float_layers=args.int8_float_layer)
             result = convert_with_report(
                 model, lowbit=not args.float, float_fallback=args.float_fallback, **int8

@@ -158,7 +158,7 @@ def convert_with_report(
             calibrated = int8_pass.calibrate(flatbuffer, representative_dataset)
             float_nodes = int8_pass.float_layer_nodes(
                 calibrated, float_layers, (layer.name for layer in _layers(lowered)),
-                [t._keras_history.operation.name for t in lowered.outputs])
+                [_output_layer_name(t) for t in lowered.outputs])
             with filtered_native_stderr():
                 quantized = int8_pass.quantize(calibrated, int8_inputs=int8_inputs,
                                                int8_outputs=int8_outputs,
@@ -186,6 +186,13 @@ def _float_layer_names(names: Sequence[str] | str, int8: bool,
     if bad:
         raise TypeError(f"int8_float_layers must hold layer names (non-empty str), got {bad[0]!r}")
     return names
+
+
+def _output_layer_name(tensor: Any) -> str:
+    """The name of the layer whose output `tensor` (a model output) is; the
+    history's `operation` in Keras 3, its `layer` in tf-keras."""
+    history = tensor._keras_history
+    return (getattr(history, "operation", None) or history.layer).name
 
 
 def _layers(model: Any) -> Any:

@@ -108,12 +108,16 @@ def test_int8_conversion(tmp_path):
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
     proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8-io"], tmp_path)
-    assert proc.returncode == 2 and "--int8-io needs --int8 SAMPLES.npy" in proc.stderr
+    assert proc.returncode == 2 and "--int8-io needs --int8" in proc.stderr
     proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "nope.npy"], tmp_path)
     assert proc.returncode == 2 and "--int8 samples file not found: nope.npy" in proc.stderr
     proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8-float-layer", "conv"],
                       tmp_path)
-    assert proc.returncode == 2 and "--int8-float-layer needs --int8" in proc.stderr
+    assert proc.returncode == 2 and "--int8-float-layer needs --int8 SAMPLES" in proc.stderr
+    # --int8 with no file: quantization-aware, which a model without fake-quant
+    # layers cannot be.
+    proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8"], tmp_path)
+    assert proc.returncode == 1 and "FakeQuantInt8 layers" in proc.stderr
     proc = run_python(["-m", "lowbit_converter", "tiny.keras", "--int8", "samples.npy",
                        "--int8-float-layer", "conv", "-o", "stem.tflite"], tmp_path)
     assert proc.returncode == 0, proc.stderr

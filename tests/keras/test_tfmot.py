@@ -256,3 +256,45 @@ def test_annotate_by_hand_and_apply_in_quantize_scope():
     want = qat.predict(x[:16], verbose=0)
     got = Interpreter(model_content=tflite).predict(x[:16])
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.9
+
+
+def _cli(tmp_path, *args: str):
+    """lowbit-convert in a fresh interpreter, in this (tf-keras) mode."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    paths = [str(repo), str(repo / "converter"), str(repo / "models"),
+             os.environ.get("PYTHONPATH", "")]
+    return subprocess.run([sys.executable, "-m", "lowbit_converter", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
+
+
+def test_cli_converts_saved_tfmot_models(tmp_path):
+    """A QAT model and a pruned one saved as .h5 load in the CLI (TFMOT's
+    scopes) and convert: the QAT one with --int8 and no samples file (its
+    learnt ranges), to the ops of lowbit_tf.convert."""
+    qat = lowbit_tfmot.quantize_model(_sequential())
+    x, y = _data((8, 8, 1), 10)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy())
+    qat.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    qat.save(tmp_path / "qat.h5")
+    proc = _cli(tmp_path, "qat.h5", "--int8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = (tmp_path / "qat.tflite").read_bytes()
+    assert [n for n, _, _ in _ops(got)] == [n for n, _, _ in
+                                            _ops(lowbit_tf.convert(qat, int8=True))]
+    assert "LowbitBconv2d" in [n for n, _, _ in _ops(got)]
+
+    schedule = tfmot.sparsity.keras.ConstantSparsity(0.5, begin_step=0, frequency=1)
+    pruned = lowbit_tfmot.prune_low_magnitude(_functional(), pruning_schedule=schedule)
+    pruned.save(tmp_path / "pruned.h5")
+    proc = _cli(tmp_path, "pruned.h5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x, _ = _data((8, 8, 3), 4, 8)
+    want = Interpreter(model_content=lowbit_tf.convert(pruned)).predict(x)
+    got = Interpreter(model_path=tmp_path / "pruned.tflite").predict(x)
+    np.testing.assert_allclose(got, want, atol=1e-5 * np.ptp(want))
