@@ -63,7 +63,9 @@ def convert(
     weight planes; each `FastfoodDense` one `LowbitFastfood`. Everything else
     becomes TFLite builtins (a quantized layer with float inputs, i.e. no input
     quantizer, runs as a float conv with its quantized kernel). Run the result
-    with `lowbit_tf.lite.Interpreter`.
+    with `lowbit_tf.lite.Interpreter`. A float kernel at least half zeros (a
+    pruned one) is stored in TFLite's sparse encoding, restored by a DENSIFY
+    op when the interpreter prepares (not with int8: its kernels stay dense).
 
     Args:
       model: a built Sequential or functional Keras model. Sequential and

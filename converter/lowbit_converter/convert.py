@@ -137,6 +137,10 @@ def convert_with_report(
     converter = tf.lite.TFLiteConverter.from_keras_model(lowered)
     converter.allow_custom_ops = True
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if not int8 and _has_sparse_kernel(lowered):
+        # Pruned kernels stored sparse (TFLite's sparsity encoding; a
+        # DENSIFY op restores each once, when the interpreter prepares).
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if aware:  # TFLiteConverter's quantization-aware path: the fake-quant ranges
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.inference_input_type = tf.int8 if int8_inputs else tf.float32
@@ -186,6 +190,26 @@ def _float_layer_names(names: Sequence[str] | str, int8: bool,
     if bad:
         raise TypeError(f"int8_float_layers must hold layer names (non-empty str), got {bad[0]!r}")
     return names
+
+
+# The share of exact zeros from which a float kernel counts as pruned.
+SPARSE_KERNEL_ZEROS = 0.5
+
+
+def _has_sparse_kernel(model: Any) -> bool:
+    """Whether a layer of `model` holds a float kernel at least
+    SPARSE_KERNEL_ZEROS zeros (pruned, say by TFMOT's prune_low_magnitude)."""
+    import numpy as np
+
+    for layer in _layers(model):
+        for name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+            kernel = getattr(layer, name, None)
+            if kernel is None or not hasattr(kernel, "numpy"):
+                continue
+            values = np.asarray(kernel.numpy())
+            if values.size and np.mean(values == 0) >= SPARSE_KERNEL_ZEROS:
+                return True
+    return False
 
 
 def _output_layer_name(tensor: Any) -> str:
@@ -251,7 +275,9 @@ def convert(
     weight planes; each `FastfoodDense` one `LowbitFastfood`. Everything else
     becomes TFLite builtins (a quantized layer with float inputs, i.e. no input
     quantizer, runs as a float conv with its quantized kernel). Run the result
-    with `lowbit_tf.lite.Interpreter`.
+    with `lowbit_tf.lite.Interpreter`. A float kernel at least half zeros (a
+    pruned one) is stored in TFLite's sparse encoding, restored by a DENSIFY
+    op when the interpreter prepares (not with int8: its kernels stay dense).
 
     Args:
       model: a built Sequential or functional Keras model. Sequential and

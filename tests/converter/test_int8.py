@@ -346,3 +346,35 @@ def test_quantization_aware_quicknet_converts_like_post_training(quicknet_models
     assert result.int8_fused_tensors == ptq.int8_fused_tensors
     got = Interpreter(model_content=result.tflite_model).predict(data[:2])
     assert got.shape == (2, 10) and np.isfinite(got).all()
+
+
+def test_pruned_kernels_are_stored_sparse():
+    """A float kernel 80% zeros is stored in TFLite's sparse encoding (a
+    DENSIFY op) and computes what the dense one does; int8 keeps it dense."""
+    keras.utils.set_random_seed(11)
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(32, 3, name="conv"),
+        layers.QuantConv2D(32, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                           kernel_constraint="weight_clip", name="bconv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(256, name="dense"),
+    ])
+    x = np.random.default_rng(11).standard_normal((4, 8, 8, 3)).astype(np.float32)
+    dense = model.get_layer("dense")
+    kernel = dense.kernel.numpy()
+    pruned = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), 0.8), 0.0, kernel)
+    dense.kernel.assign(np.where(pruned == 0, 1e-30, pruned))  # no zeros: stored dense
+    stored_dense = lowbit_tf.convert(model)
+    want = Interpreter(model_content=stored_dense).predict(x)
+    dense.kernel.assign(pruned)
+    sparse = lowbit_tf.convert(model)
+    assert "DENSIFY" in [name for name, _, _ in _ops(sparse)]
+    assert "DENSIFY" not in [name for name, _, _ in _ops(stored_dense)]
+    assert len(sparse) < 0.5 * len(stored_dense), (len(sparse), len(stored_dense))
+    np.testing.assert_allclose(Interpreter(model_content=sparse).predict(x), want,
+                               rtol=1e-5, atol=1e-5 * np.ptp(want))
+    int8 = lowbit_tf.convert(model, int8=True, representative_dataset=lambda: ([v[None]]
+                                                                               for v in x))
+    assert "DENSIFY" not in [name for name, _, _ in _ops(int8)]
+    assert np.isfinite(Interpreter(model_content=int8).predict(x)).all()
