@@ -131,13 +131,13 @@ BConv2DParams PlaneConvParams(const MultibitConv2DParams& p) {
   return conv;
 }
 
-void PackActivationPlanes(const MultibitConv2DParams& params, const float* input,
-                          std::int64_t pixels, const float* shifts, PackedWord* planes,
-                          ParallelExecutor& executor) {
+void PackActivationPlanes(BConv2DKernel kernel, const MultibitConv2DParams& params,
+                          const float* input, std::int64_t pixels, const float* shifts,
+                          PackedWord* planes, ParallelExecutor& executor) {
   const std::int64_t channels = params.conv.channels_in;
   const std::int64_t words = params.conv.words();
   if (params.activation_mode == ActivationPlanes::kSign) {
-    BitpackRows(input, pixels, channels, planes, executor);
+    BitpackRows(kernel, input, pixels, channels, planes, executor);
     return;
   }
   const std::int64_t count = params.activation_planes();
@@ -272,7 +272,8 @@ void MultibitConv2D(const MultibitConv2DParams& params, const MultibitInput& inp
     const PackedWord* image_planes = scratch->planes.data();
     switch (input.type) {
       case MultibitInputType::kFloat:
-        PackActivationPlanes(params, static_cast<const float*>(input.data) + image * in_values,
+        PackActivationPlanes(filter.kernel(), params,
+                             static_cast<const float*>(input.data) + image * in_values,
                              in_pixels, shifts, scratch->planes.data(), executor);
         break;
       case MultibitInputType::kInt8:

@@ -143,10 +143,12 @@ void MultibitConv2D(const MultibitConv2DParams& params, const MultibitInput& inp
                     MultibitConv2DScratch* scratch, ParallelExecutor& executor);
 
 // The activation planes of `pixels` pixels of float input (for tests and the
-// above): planes[p][pixel][word], bit convention of core/types.h.
-void PackActivationPlanes(const MultibitConv2DParams& params, const float* input,
-                          std::int64_t pixels, const float* shifts, PackedWord* planes,
-                          ParallelExecutor& executor);
+// above): planes[p][pixel][word], bit convention of core/types.h. kSign packs
+// with the bit-packing step of `kernel` (the kernel the filter was prepared
+// for: no kernel choice per call).
+void PackActivationPlanes(BConv2DKernel kernel, const MultibitConv2DParams& params,
+                          const float* input, std::int64_t pixels, const float* shifts,
+                          PackedWord* planes, ParallelExecutor& executor);
 
 // The same planes of int8 codes: those of their dequantized values (see the
 // top of this file). `code_planes` holds 256 entries of scratch.
