@@ -183,6 +183,42 @@ def test_multibit_conv_reads_and_writes_int8(kind):
     assert error.max() > 1e-3 * s_out  # an int8 output: rounded
 
 
+def test_multibit_conv_reads_int8_and_writes_a_packed_chain():
+    """int8 stem -> DoReFa multi-bit conv -> binary conv: the multi-bit op reads
+    the stem's int8 codes and hands the binary conv packed words (the chain is
+    planned before quantization; its int32 tensor is left alone), which writes
+    int8; bit for bit the unfused int8 model."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((8, 8, 6)),
+        keras.layers.Conv2D(16, 1, name="stem"),
+        layers.QuantConv2D(12, 3, padding="same", name="multibit",
+                           input_quantizer=quantizers.DoReFa(2, "activations"),
+                           kernel_quantizer=quantizers.DoReFa(2, "weights")),
+        keras.layers.BatchNormalization(),
+        layers.QuantConv2D(10, 3, padding="same", input_quantizer="ste_sign",
+                           kernel_quantizer="ste_sign", kernel_constraint="weight_clip"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ])
+    data = np.random.default_rng(0).uniform(-1, 2, (16, 8, 8, 6)).astype(np.float32)
+
+    def dataset():
+        return ([x[None]] for x in data)
+
+    tflite = lowbit_tf.convert(model, int8=True, representative_dataset=dataset)
+    int8, packed = schema.TensorType.INT8, schema.TensorType.INT32
+    ops = [(name, inputs[0], outputs) for name, inputs, outputs in _ops(tflite)]
+    assert ops == [("QUANTIZE", schema.TensorType.FLOAT32, [int8]), ("CONV_2D", int8, [int8]),
+                   ("LowbitMultibitConv2d", int8, [packed]), ("LowbitBconv2d", packed, [int8]),
+                   ("MEAN", int8, [int8]), ("FULLY_CONNECTED", int8, [int8]),
+                   ("DEQUANTIZE", int8, [schema.TensorType.FLOAT32])]
+    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
+                                 int8_inputs=False, int8_outputs=False)
+    np.testing.assert_array_equal(Interpreter(model_content=tflite).predict(data),
+                                  Interpreter(model_content=unfused).predict(data))
+
+
 def _small_quicknet() -> keras.Model:
     keras.utils.set_random_seed(5)
     return quicknet(section_filters=(32, 64), section_blocks=(2, 2), input_shape=(32, 32, 3),

@@ -71,6 +71,9 @@ def test_tf_op_int8_matches_reference_bit_for_bit(seed):
                  output_zero_point=out_zero_point, **int8_in)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, quantize_int8_np(y, out_scale, out_zero_point))
+    # int8 in, packed out (an int8 model's multi-bit conv before a binary one).
+    np.testing.assert_array_equal(run_tf(case, q, *params, output_type="bitpacked", **int8_in),
+                                  bitpack_np(y))
 
 
 @pytest.mark.parametrize("seed", range(16))

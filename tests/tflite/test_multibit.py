@@ -100,7 +100,8 @@ def test_tflite_bad_input_raises(runtime, options, shapes, message):
 # tensors) equal to the TF op, which tests/tf_ops/test_multibit.py holds to
 # the reference.
 
-IO_KINDS = ("int8_float", "int8_int8", "float_bitpacked", "packed_bitpacked", "packed_int8")
+IO_KINDS = ("int8_float", "int8_int8", "int8_bitpacked", "float_bitpacked", "packed_bitpacked",
+            "packed_int8")
 
 
 def io_case(seed: int, kind: str):
