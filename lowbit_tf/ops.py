@@ -141,6 +141,12 @@ def _checked_common(
         raise ValueError(f"output_type must be one of {output_types}, got {output_type!r}")
 
 
+def _check_scale(name: str, scale: float) -> None:
+    """An int8 tensor's scale: a finite number > 0."""
+    if not isinstance(scale, float | int | np.floating) or not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
+
+
 def _int8_attrs(
     inputs: tf.Tensor, input_zero_point: int, output_scale: float, output_zero_point: int
 ) -> dict:
@@ -152,10 +158,7 @@ def _int8_attrs(
                         ("output_zero_point", output_zero_point)):
         if not isinstance(value, int | np.integer) or not -128 <= value <= 127:
             raise ValueError(f"{name} must be an int in [-128, 127], got {value!r}")
-    if not isinstance(output_scale, float | int | np.floating) or not (
-        np.isfinite(output_scale) and output_scale > 0
-    ):
-        raise ValueError(f"output_scale must be finite and > 0, got {output_scale!r}")
+    _check_scale("output_scale", output_scale)
     if input_zero_point != 0 and inputs.dtype != tf.int8:
         raise ValueError(
             f"input_zero_point applies to an int8 input, got {input_zero_point} with dtype "
@@ -648,10 +651,7 @@ def multibit_conv2d(
             f"that one plane), got activation_mode={activation_mode!r}"
         )
     int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
-    if not isinstance(input_scale, float | int | np.floating) or not (
-        np.isfinite(input_scale) and input_scale > 0
-    ):
-        raise ValueError(f"input_scale must be finite and > 0, got {input_scale!r}")
+    _check_scale("input_scale", input_scale)
     if inputs.shape.rank is not None and inputs.shape.rank < 4:
         raise ValueError(
             f"multibit_conv2d inputs must have rank >= 4 [..., H, W, C], got shape {inputs.shape}"
