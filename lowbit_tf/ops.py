@@ -141,6 +141,12 @@ def _checked_common(
         raise ValueError(f"output_type must be one of {output_types}, got {output_type!r}")
 
 
+def _check_scale(name: str, scale: float) -> None:
+    """An int8 tensor's scale: a finite number > 0."""
+    if not isinstance(scale, float | int | np.floating) or not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {scale!r}")
+
+
 def _int8_attrs(
     inputs: tf.Tensor, input_zero_point: int, output_scale: float, output_zero_point: int
 ) -> dict:
@@ -152,10 +158,7 @@ def _int8_attrs(
                         ("output_zero_point", output_zero_point)):
         if not isinstance(value, int | np.integer) or not -128 <= value <= 127:
             raise ValueError(f"{name} must be an int in [-128, 127], got {value!r}")
-    if not isinstance(output_scale, float | int | np.floating) or not (
-        np.isfinite(output_scale) and output_scale > 0
-    ):
-        raise ValueError(f"output_scale must be finite and > 0, got {output_scale!r}")
+    _check_scale("output_scale", output_scale)
     if input_zero_point != 0 and inputs.dtype != tf.int8:
         raise ValueError(
             f"input_zero_point applies to an int8 input, got {input_zero_point} with dtype "
@@ -588,6 +591,12 @@ def multibit_conv2d(
     padding: str = "VALID",
     pad_value: int = 0,
     activation: str | None = None,
+    channels_in: int | None = None,
+    output_type: str = "float",
+    input_scale: float = 1.0,
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     """Multi-bit 2-D convolution as a sum of M * P binary convolutions.
 
@@ -605,7 +614,12 @@ def multibit_conv2d(
                 +1 plane (betas from `dorefa_activation_betas(k)` reproduce a).
 
     Args:
-      inputs: float32 [..., H, W, C_in]; leading dimensions are shared.
+      inputs: float32 [..., H, W, C_in]; leading dimensions are shared. Or
+        int8 codes q of that shape: the planes of the real values
+        input_scale * (q - input_zero_point) (float32), the same bits as the
+        float input of those values gives. Or, for activation_mode="sign", int32
+        packed [..., H, W, ceil(C_in / 32)] from `bitpack` (or a binary op's
+        bit-packed output): the one plane as it is.
       filter: int32 [M, C_out, words] from `pack_filter_planes`.
       alphas: float32 [M, C_out].
       betas: float32 [P] as above.
@@ -615,20 +629,38 @@ def multibit_conv2d(
         `bconv2d`; the padding applies to every plane (pad_value 0: padded
         pixels contribute 0, i.e. zero padding of the quantized input; 1: every
         plane is +1 there).
+      channels_in: C_in; needed for a packed input only (else the input's depth).
+      output_type: "float" (the default); "int8": y quantized with
+        output_scale and output_zero_point (as `bconv2d`'s int8 output);
+        "bitpacked": the signs of y packed, as the next binary layer would
+        pack them.
+      input_scale, input_zero_point: of an int8 input (scale finite > 0,
+        zero point in [-128, 127]).
+      output_scale, output_zero_point: of an int8 output.
 
     Returns:
-      float32 [..., OH, OW, C_out].
+      float32 [..., OH, OW, C_out], int8 of that shape for output_type="int8",
+      int32 [..., OH, OW, ceil(C_out / 32)] for "bitpacked".
     """
     inputs = tf.convert_to_tensor(inputs)
     filter = tf.convert_to_tensor(filter)
-    if inputs.dtype != tf.float32:
-        raise TypeError(f"multibit_conv2d inputs must be float32, got dtype {inputs.dtype.name}")
+    _checked_common("multibit_conv2d", inputs, activation, output_type, int8=True)
+    if inputs.dtype == tf.int32 and activation_mode != "sign":
+        raise ValueError(
+            "multibit_conv2d takes a packed int32 input with activation_mode='sign' only (it is "
+            f"that one plane), got activation_mode={activation_mode!r}"
+        )
+    int8_attrs = _int8_attrs(inputs, input_zero_point, output_scale, output_zero_point)
+    _check_scale("input_scale", input_scale)
     if inputs.shape.rank is not None and inputs.shape.rank < 4:
         raise ValueError(
             f"multibit_conv2d inputs must have rank >= 4 [..., H, W, C], got shape {inputs.shape}"
         )
-    if inputs.shape[-1] is None:
-        raise ValueError("multibit_conv2d needs inputs with a known channel count")
+    if channels_in is None:
+        if inputs.dtype == tf.int32 or inputs.shape[-1] is None:
+            raise ValueError("multibit_conv2d needs channels_in for a packed input or unknown "
+                             "depth")
+        channels_in = int(inputs.shape[-1])
     if filter.dtype != tf.int32 or filter.shape.rank != 3:
         raise ValueError(
             "multibit_conv2d filter must be packed int32 [M, C_out, words] from "
@@ -649,8 +681,6 @@ def multibit_conv2d(
         raise ValueError(
             f"activation_bits is only for activation_mode='dorefa', got {activation_bits!r}"
         )
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     if bias is None:
         bias = tf.zeros([filter.shape[1]], tf.float32)
     return load_tf_ops().lowbit_multibit_conv2d(
@@ -660,10 +690,14 @@ def multibit_conv2d(
         tf.zeros([0], tf.float32) if shifts is None else tf.convert_to_tensor(shifts, tf.float32),
         tf.convert_to_tensor(betas, tf.float32),
         tf.convert_to_tensor(bias, tf.float32),
-        **_conv_attrs(int(inputs.shape[-1]), kernel_size, strides, dilations, padding,
-                      pad_value, activation),
+        **_conv_attrs(channels_in, kernel_size, strides, dilations, padding, pad_value,
+                      activation),
         activation_mode=activation_mode,
         activation_bits=int(activation_bits),
+        output_type=output_type,
+        Tout=_TOUT[output_type],
+        input_scale=float(input_scale),
+        **int8_attrs,
     )
 
 
@@ -696,9 +730,12 @@ def _multibit_conv2d_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor |
                 term summed over the input
       "dorefa": dx = G * 1{0 <= x <= 1}                          (the clip of the
                 k-bit quantizer; its rounding is straight-through)
-    Padded pixels are constants and get no gradient. The packed filter has none.
+    Padded pixels are constants and get no gradient. The packed filter has none,
+    and neither has an op with an int8 or packed input or output (inference).
     """
     x, packed, alphas, shifts, betas, _ = op.inputs
+    if _attr(op, "output_type") != "float" or x.dtype != tf.float32:
+        return [None] * len(op.inputs)
     attr = op.get_attr
     kernel_h, kernel_w, channels_in = attr("kernel_h"), attr("kernel_w"), attr("channels_in")
     mode = attr("activation_mode").decode()

@@ -91,6 +91,7 @@ MULTIBIT_CONV2D = CustomOpSpec(
         **_CONV_OPTIONS,
         "activation_mode": OptionSpec(str, choices=("sign", "abc", "dorefa")),
         "activation_bits": OptionSpec(int, minimum=0),
+        "output_type": BCONV2D.options["output_type"],
     },
 )
 

@@ -27,6 +27,13 @@ A BatchNormalization that follows (the layer's only consumer) folds in
 (alphas *= s, bias = beta + (bias - mean) s with s = gamma / sqrt(var + eps)),
 a plain ReLU into the fused activation; a grouped layer becomes one op per
 group on its channel slice.
+
+Packed chains (lowering.py): a multi-bit layer is a link like the binary ones.
+Its output is bit-packed (the signs of its float output, the same words the
+next binary layer would pack) when only a binary layer, or a "sign" multi-bit
+one, reads it; in "sign" mode its one activation plane is read packed from
+the binary (or multi-bit) layer before it. "abc" and "dorefa" read values,
+not signs, so they never take a packed input.
 """
 
 from __future__ import annotations
@@ -43,7 +50,12 @@ from lowbit_converter.folding import (
     fold_batch_norm,
     is_sign_quantizer,
 )
-from lowbit_converter.plans import FoldedPlan, Lowering, geometry_problems
+from lowbit_converter.plans import (
+    LoweredBinaryLayer,
+    Lowering,
+    PackedChainPlan,
+    geometry_problems,
+)
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import ABCConv2D, ABCDense, QuantConv2D, QuantDense
@@ -150,13 +162,19 @@ def layer_planes(layer: keras.layers.Layer) -> Planes | str:
 
 
 @dataclass
-class MultibitPlan(FoldedPlan):
+class MultibitPlan(PackedChainPlan):
     """A multi-bit conv or dense layer, its binary planes, and what folds into
     its LowbitMultibitConv2d."""
 
     op = "LowbitMultibitConv2d"
 
     planes: Planes | None = None
+
+    def output_channels(self) -> int:
+        return int(self.planes.weights.shape[-1])
+
+    def reads_packed(self) -> bool:
+        return self.planes.mode == "sign"
 
 
 def is_multibit_layer(layer: keras.layers.Layer) -> bool:
@@ -196,13 +214,13 @@ def check_convertible(layer: keras.layers.Layer) -> Planes:
     return planes
 
 
-class LoweredMultibitConv2D(keras.layers.Layer):
+class LoweredMultibitConv2D(LoweredBinaryLayer):
     """Inference-only stand-in for a multi-bit conv or dense layer (+ BatchNorm +
     ReLU): one LowbitMultibitConv2d per group with constant planes and scales."""
 
     def __init__(self, plan: MultibitPlan, **kwargs: Any) -> None:
         layer, planes = plan.layer, plan.planes
-        super().__init__(name=layer.name, **kwargs)
+        super().__init__(plan, **kwargs)
         filters = planes.weights.shape[-1]
         bias = np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(filters)
         alphas, bias = fold_batch_norm(planes.alphas.astype(np.float64), bias, plan.batch_norm)
@@ -227,7 +245,7 @@ class LoweredMultibitConv2D(keras.layers.Layer):
             self.dilations = tuple(layer.dilation_rate)
             self.padding = layer.padding.upper()
             self.pad_value = int(layer.pad_values) if layer.padding == "same" else 0
-        self.fused_activation, self.trailing_activation = plan.activations()
+        self.channels_in = int(planes.weights.shape[3])  # per group
 
     def call(self, inputs: tf.Tensor, **kwargs: Any) -> tf.Tensor:
         # kwargs: whatever the replaced layer's call received (e.g. training).
@@ -243,16 +261,15 @@ class LoweredMultibitConv2D(keras.layers.Layer):
                 shifts=None if p.shifts is None else tf.constant(p.shifts),
                 activation_bits=p.bits, kernel_size=self.kernel_size, strides=self.strides,
                 dilations=self.dilations, padding=self.padding, pad_value=self.pad_value,
-                activation=self.fused_activation,
+                activation=self.fused_activation, channels_in=self.channels_in,
+                output_type=self.output_type,
             )
             for part, (packed, alphas, bias) in zip(slices, self.group_constants, strict=True)
         ]
         outputs = tf.concat(parts, axis=-1) if len(parts) > 1 else parts[0]
         if self.dense:
             outputs = tf.reshape(outputs, tf.concat([leading, [outputs.shape[-1]]], axis=0))
-        if self.trailing_activation is not None:
-            outputs = self.trailing_activation(outputs)
-        return outputs
+        return self.finish(outputs)
 
 
 LOWERING = Lowering(MultibitPlan, plan, LoweredMultibitConv2D)

@@ -23,19 +23,22 @@ d and kernel scale alpha:
                     = m alpha d + (beta + (b - mean) m),   m = gamma / sqrt(var + eps)
 so multiplier = m * alpha and bias = beta + (b - mean) * m.
 
-Packed chains. When the output of a binary conv, depthwise or dense layer
-(after its folded BatchNorm / ReLU) goes only into another binary layer, or
-only into a MaxPooling2D that goes only into one, the next layer would just
-binarise it again. The layer then emits `output_type="bitpacked"` (the signs
-of its float output, computed from the integer dot product with exact
-per-channel thresholds, see docs/custom_ops.md), the pool becomes
-`LowbitBMaxPool2d` on the packed words (max-pool commutes with the monotone
-sign: sign(max(x)) = max(sign(x))), and the next LowbitBconv2d,
-LowbitBDepthwiseConv2d or LowbitBgemm reads the packed int32 tensor: no float
-tensor between them. Chains the packed ops cannot express (grouped convs on
-either side, a layer whose own non-ReLU activation runs afterwards, a
-channels_first pool, several consumers, a model output in between) stay on
-the float path.
+Packed chains. When the output of a binary conv, depthwise or dense layer,
+or of a multi-bit one (after its folded BatchNorm / ReLU), goes only into a
+layer that binarises it (a binary layer, or a multi-bit one whose activation
+planes are "sign"), or only into a MaxPooling2D that goes only into one, the
+next layer would just binarise it again. The layer then emits
+`output_type="bitpacked"` (the signs of its float output: for the binary ops
+computed from the integer dot product with exact per-channel thresholds, for
+the multi-bit op packed from its float output, see docs/custom_ops.md), the
+pool becomes `LowbitBMaxPool2d` on the packed words (max-pool commutes with
+the monotone sign: sign(max(x)) = max(sign(x))), and the next LowbitBconv2d,
+LowbitBDepthwiseConv2d, LowbitBgemm or LowbitMultibitConv2d reads the packed
+int32 tensor: no float tensor between them. Chains the packed ops cannot
+express (grouped convs on either side, a layer whose own non-ReLU activation
+runs afterwards, a channels_first pool, several consumers, a model output in
+between, a multi-bit "abc" or "dorefa" layer after, which reads values) stay
+on the float path.
 
 Epilogue (lower_conv.py). A BatchNormalization after a binary conv's fused
 ReLU and an Add of the result with one other tensor of the same shape fuse into
@@ -63,10 +66,11 @@ from lowbit_converter import (
 from lowbit_converter.folding import ConversionError, activation_name, is_plain_relu
 from lowbit_converter.graph import model_graph
 from lowbit_converter.lower_conv import BinaryConvPlan
-from lowbit_converter.plans import BinaryPlan, FoldedPlan, Lowering
+from lowbit_converter.plans import FoldedPlan, Lowering, PackedChainPlan
 from lowbit_tf import ops
 from lowbit_tf._keras import keras
 from lowbit_tf.layers import (
+    ABCDense,
     QuantConv3DTranspose,
     QuantDense,
     QuantLocallyConnected1D,
@@ -233,10 +237,10 @@ def _groups(layer: keras.layers.Layer) -> int:
 def _plan_packed_chains(
     graph: Any, layers: dict[str, keras.layers.Layer], plans: dict[str, Any]
 ) -> None:
-    """Marks the binary layers whose output is only re-binarised (see the module
-    docstring) and the MaxPooling2D between them."""
+    """Marks the binary and multi-bit layers whose output is only re-binarised
+    (see the module docstring) and the MaxPooling2D between them."""
     for plan in plans.values():
-        if not isinstance(plan, BinaryPlan):
+        if not isinstance(plan, PackedChainPlan):
             continue
         conv = plan.layer
         tail = plan.tail()
@@ -253,13 +257,14 @@ def _plan_packed_chains(
                 continue
             pool = nxt
             nxt = layers.get(graph.only_consumer(nxt.name) or "")
+        consumer = plans.get(nxt.name) if nxt is not None else None
         if (
-            nxt is None
-            or not isinstance(plans.get(nxt.name), BinaryPlan)
+            not isinstance(consumer, PackedChainPlan)
+            or not consumer.reads_packed()
             or _groups(nxt) != 1
         ):
             continue
-        if pool is not None and isinstance(conv, QuantDense):
+        if pool is not None and isinstance(conv, QuantDense | ABCDense):
             continue  # a pool after a dense layer is not a 2-D pool of its channels
         plan.packed_output = True
         plan.pool = pool
@@ -320,7 +325,7 @@ def lower_model(
     pools = {
         plan.pool.name: (plan.pool, plan.output_channels())
         for plan in plans.values()
-        if isinstance(plan, BinaryPlan) and plan.pool is not None
+        if isinstance(plan, PackedChainPlan) and plan.pool is not None
     }
 
     def clone_function(layer: keras.layers.Layer) -> keras.layers.Layer:

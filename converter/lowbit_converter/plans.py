@@ -103,31 +103,41 @@ def binary_transform(
 
 
 @dataclass
-class BinaryPlan(FoldedPlan):
-    """A binary conv or dense layer: sign inputs, a (scaled) binary kernel.
-    These make packed chains (lowering.py): `packed_output` emits bit-packed
-    signs, optionally through `pool` (a MaxPooling2D lowered to
-    LowbitBMaxPool2d); `packed_input` reads the packed output of the binary
-    layer before it."""
+class PackedChainPlan(FoldedPlan):
+    """A layer that can be a link of a packed chain (lowering.py): the binary
+    layers and the multi-bit ones. `packed_output` emits the bit-packed signs
+    of its output, optionally through `pool` (a MaxPooling2D lowered to
+    LowbitBMaxPool2d); `packed_input` reads the packed output of the layer
+    before it."""
 
     packed_output: bool = False
     pool: keras.layers.MaxPooling2D | None = None
     packed_input: bool = False
 
-    def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
-        return binary_transform(self.layer, self.batch_norm)
-
     def output_channels(self) -> int:
         """Channels of the layer's output (what its packed words hold)."""
         return int(self.layer.kernel.shape[-1])
 
+    def reads_packed(self) -> bool:
+        """Whether the op can take the packed signs as its input (the binary
+        layers binarise it anyway)."""
+        return True
+
+
+@dataclass
+class BinaryPlan(PackedChainPlan):
+    """A binary conv or dense layer: sign inputs, a (scaled) binary kernel."""
+
+    def multiplier_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
+        return binary_transform(self.layer, self.batch_norm)
+
 
 class LoweredBinaryLayer(keras.layers.Layer):
-    """What the lowered binary conv and dense layers share: the fused ReLU, the
-    layer's own other activation (run as float ops afterwards) and the packed
-    chain flags of the plan."""
+    """What the lowered binary conv and dense layers (and the multi-bit ones)
+    share: the fused ReLU, the layer's own other activation (run as float ops
+    afterwards) and the packed chain flags of the plan."""
 
-    def __init__(self, plan: BinaryPlan, **kwargs: Any) -> None:
+    def __init__(self, plan: PackedChainPlan, **kwargs: Any) -> None:
         super().__init__(name=plan.layer.name, **kwargs)
         self.packed_output = plan.packed_output
         self.packed_input = plan.packed_input

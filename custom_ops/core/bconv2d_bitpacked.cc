@@ -2,7 +2,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace lowbit {
 namespace {
@@ -86,29 +91,64 @@ void BConv2DBitpacked(const BConv2DParams& params, const PackedWord* input,
       threshold, flip, output, executor);
 }
 
+namespace {
+
+// Bits (d[c] < threshold[c]) of the 32 channels of a whole word, before the
+// flips: the dot products are exact integers in float, so the comparison is
+// made on their int32 values (exact for every threshold, K + 1 included).
+inline PackedWord BelowThresholds(const float* d, const std::int32_t* threshold) {
+#if defined(__SSE2__)
+  // Part of the x86-64 baseline: 4 channels per compare, their sign mask.
+  PackedWord word = 0;
+  for (int c = 0; c < kBitsPerWord; c += 4) {
+    const __m128i dot = _mm_cvttps_epi32(_mm_loadu_ps(d + c));
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(threshold + c));
+    const int bits = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmplt_epi32(dot, t)));
+    word |= static_cast<PackedWord>(bits) << c;
+  }
+  return word;
+#else
+  PackedWord word = 0;
+  for (int c = 0; c < kBitsPerWord; ++c) {
+    word |= static_cast<PackedWord>(static_cast<std::int32_t>(d[c]) < threshold[c]) << c;
+  }
+  return word;
+#endif
+}
+
+}  // namespace
+
 void BitpackedFromDotProducts(std::int64_t pixels, std::int64_t cout, const DotProductFn& run,
                               const std::int32_t* threshold, const std::uint8_t* flip,
                               PackedWord* output, ParallelExecutor& executor) {
   const std::vector<float> ones(static_cast<std::size_t>(cout), 1.0f);
   const std::vector<float> zeros(static_cast<std::size_t>(cout), 0.0f);
-  // float(D) * 1 + 0 == D exactly (|D| <= 2^24).
-  std::vector<float> dots(static_cast<std::size_t>(pixels * cout));
-  run(ones.data(), zeros.data(), dots.data());
+  // float(D) * 1 + 0 == D exactly (|D| <= 2^24). Left uninitialised: `run`
+  // writes every value.
+  const std::unique_ptr<float[]> dots(new float[static_cast<std::size_t>(pixels * cout)]);
+  run(ones.data(), zeros.data(), dots.get());
   const std::int64_t words = PackedWords(cout);
+  const std::int64_t whole = cout / kBitsPerWord;  // words of 32 real channels
+  // The flips of each word's channels, as one mask per word.
+  std::vector<PackedWord> flips(static_cast<std::size_t>(words), 0);
+  for (std::int64_t c = 0; c < cout; ++c) {
+    flips[c / kBitsPerWord] |= static_cast<PackedWord>(flip[c] & 1u) << (c % kBitsPerWord);
+  }
   executor.ParallelFor(pixels, cout, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
-      const float* d = dots.data() + i * cout;
+      const float* d = dots.get() + i * cout;
       PackedWord* out = output + i * words;
-      for (std::int64_t w = 0; w < words; ++w) {
-        PackedWord word = 0;
+      for (std::int64_t w = 0; w < whole; ++w) {
         const std::int64_t c0 = w * kBitsPerWord;
-        const std::int64_t c1 = c0 + kBitsPerWord < cout ? c0 + kBitsPerWord : cout;
-        for (std::int64_t c = c0; c < c1; ++c) {
+        out[w] = BelowThresholds(d + c0, threshold + c0) ^ flips[w];
+      }
+      if (whole < words) {  // the tail: bits past cout stay 0 (the flips have none there)
+        PackedWord word = 0;
+        for (std::int64_t c = whole * kBitsPerWord; c < cout; ++c) {
           const auto dot = static_cast<std::int32_t>(d[c]);
-          const PackedWord bit = static_cast<PackedWord>(dot < threshold[c]) ^ flip[c];
-          word |= bit << (c - c0);
+          word |= static_cast<PackedWord>(dot < threshold[c]) << (c % kBitsPerWord);
         }
-        out[w] = word;
+        out[whole] = word ^ flips[whole];
       }
     }
   });

@@ -26,6 +26,16 @@ inline std::uint32_t DoReFaLevel(float x, float levels) {
   return static_cast<std::uint32_t>(std::nearbyint(clipped * levels));
 }
 
+// ABC-Net plane bit of x for shift v: 0 (+1) iff fl(x + v) >= 0.5 (NaN: 1, -1).
+inline PackedWord AbcPlaneBit(float x, float shift) {
+  return static_cast<PackedWord>(!(x + shift >= 0.5f));
+}
+
+// DoReFa's levels n = 2^k - 1 (exact in float for k <= 16).
+inline float DoReFaLevels(const MultibitConv2DParams& params) {
+  return static_cast<float>((std::int64_t{1} << params.activation_bits) - 1);
+}
+
 }  // namespace
 
 Status ParseActivationPlanes(const std::string& text, ActivationPlanes* mode) {
@@ -121,19 +131,19 @@ BConv2DParams PlaneConvParams(const MultibitConv2DParams& p) {
   return conv;
 }
 
-void PackActivationPlanes(const MultibitConv2DParams& params, const float* input,
-                          std::int64_t pixels, const float* shifts, PackedWord* planes,
-                          ParallelExecutor& executor) {
+void PackActivationPlanes(BConv2DKernel kernel, const MultibitConv2DParams& params,
+                          const float* input, std::int64_t pixels, const float* shifts,
+                          PackedWord* planes, ParallelExecutor& executor) {
   const std::int64_t channels = params.conv.channels_in;
   const std::int64_t words = params.conv.words();
   if (params.activation_mode == ActivationPlanes::kSign) {
-    BitpackRows(input, pixels, channels, planes, executor);
+    BitpackRows(kernel, input, pixels, channels, planes, executor);
     return;
   }
   const std::int64_t count = params.activation_planes();
   const std::int64_t plane_stride = pixels * words;
   const bool abc = params.activation_mode == ActivationPlanes::kAbc;
-  const float levels = static_cast<float>((std::int64_t{1} << params.activation_bits) - 1);
+  const float levels = DoReFaLevels(params);
   // Word by word: the up to 32 values of a word are read once and each plane's
   // word is built with branch-free compares and shifts.
   executor.ParallelFor(pixels, channels * count, [&](std::int64_t begin, std::int64_t end) {
@@ -150,9 +160,7 @@ void PackActivationPlanes(const MultibitConv2DParams& params, const float* input
           for (std::int64_t p = 0; p < count; ++p) {
             const float shift = shifts[p];
             PackedWord word = 0;
-            for (int bit = 0; bit < n; ++bit) {
-              word |= static_cast<PackedWord>(!(v[bit] + shift >= 0.5f)) << bit;
-            }
+            for (int bit = 0; bit < n; ++bit) word |= AbcPlaneBit(v[bit], shift) << bit;
             out[p * plane_stride] = word;
           }
           continue;
@@ -171,30 +179,118 @@ void PackActivationPlanes(const MultibitConv2DParams& params, const float* input
   });
 }
 
-void MultibitConv2D(const MultibitConv2DParams& params, const float* input, const float* shifts,
-                    const BConv2DFilter& filter, const float* alphas, const float* betas,
-                    const float* bias, float* output, MultibitConv2DScratch* scratch,
-                    ParallelExecutor& executor) {
+Status CheckMultibitConv2DTypes(const MultibitConv2DParams& params, MultibitInputType input) {
+  if (input == MultibitInputType::kPacked &&
+      params.activation_mode != ActivationPlanes::kSign) {
+    return Status::Error(
+        "a packed (int32) input is the single plane of activation_mode \"sign\"; "
+        "\"abc\" and \"dorefa\" read float32 or int8 values");
+  }
+  return Status::Ok();
+}
+
+void PackInt8ActivationPlanes(const MultibitConv2DParams& params, const std::int8_t* input,
+                              const Int8Quantization& quantization, std::int64_t pixels,
+                              const float* shifts, std::uint64_t* code_planes,
+                              PackedWord* planes, ParallelExecutor& executor) {
+  const std::int64_t channels = params.conv.channels_in;
+  if (params.activation_mode == ActivationPlanes::kSign) {
+    BitpackInt8Rows(input, pixels, channels, quantization.zero_point, planes, executor);
+    return;
+  }
+  // The plane bits of each code's real value, by the float path's rules:
+  // bit p of code_planes[q + 128] is plane p's packed bit (P <= 64 planes).
+  const std::int64_t count = params.activation_planes();
+  const bool abc = params.activation_mode == ActivationPlanes::kAbc;
+  const float levels = DoReFaLevels(params);
+  for (int q = -128; q < 128; ++q) {
+    // TFLite's DEQUANTIZE: the integer difference is exact, one rounding.
+    const float x = static_cast<float>(q - quantization.zero_point) * quantization.scale;
+    std::uint64_t bits = 0;
+    if (abc) {
+      for (std::int64_t p = 0; p < count; ++p) {
+        bits |= static_cast<std::uint64_t>(AbcPlaneBit(x, shifts[p])) << p;
+      }
+    } else {
+      // Planes p < k: bit p of the level (set: +1, packed 0); plane k: +1 (0).
+      const std::uint64_t level = DoReFaLevel(x, levels);
+      bits = ~level & ((std::uint64_t{1} << (count - 1)) - 1);
+    }
+    code_planes[q + 128] = bits;
+  }
+  const std::int64_t words = params.conv.words();
+  const std::int64_t plane_stride = pixels * words;
+  executor.ParallelFor(pixels, channels * count, [&](std::int64_t begin, std::int64_t end) {
+    std::uint64_t bits[kBitsPerWord];
+    for (std::int64_t pixel = begin; pixel < end; ++pixel) {
+      const std::int8_t* x = input + pixel * channels;
+      for (std::int64_t w = 0; w < words; ++w) {
+        const std::int8_t* v = x + w * kBitsPerWord;
+        const int n = static_cast<int>(std::min<std::int64_t>(kBitsPerWord,
+                                                              channels - w * kBitsPerWord));
+        for (int bit = 0; bit < n; ++bit) bits[bit] = code_planes[v[bit] + 128];
+        PackedWord* out = planes + pixel * words + w;
+        for (std::int64_t p = 0; p < count; ++p) {
+          PackedWord word = 0;
+          for (int bit = 0; bit < n; ++bit) {
+            word |= static_cast<PackedWord>((bits[bit] >> p) & 1u) << bit;
+          }
+          out[p * plane_stride] = word;
+        }
+      }
+    }
+  });
+}
+
+void MultibitConv2D(const MultibitConv2DParams& params, const MultibitInput& input,
+                    const float* shifts, const BConv2DFilter& filter, const float* alphas,
+                    const float* betas, const float* bias, const MultibitOutput& output,
+                    MultibitConv2DScratch* scratch, ParallelExecutor& executor) {
   const BConv2DParams conv = PlaneConvParams(params);
   const std::int64_t planes = conv.batch;
   const std::int64_t cout = params.conv.out_channels;
   const std::int64_t channels = conv.out_channels;  // M * C_out
   const std::int64_t in_pixels = conv.in_h * conv.in_w;
   const std::int64_t out_pixels = conv.out_h * conv.out_w;
-  scratch->planes.resize(static_cast<std::size_t>(planes * in_pixels * conv.words()));
+  const std::int64_t in_values = in_pixels * conv.channels_in;  // per image
+  const bool packed_input = input.type == MultibitInputType::kPacked;
+  if (!packed_input) {
+    scratch->planes.resize(static_cast<std::size_t>(planes * in_pixels * conv.words()));
+  }
+  if (input.type == MultibitInputType::kInt8) scratch->code_planes.resize(256);
   scratch->dots.resize(static_cast<std::size_t>(planes * out_pixels * channels));
   scratch->ones.assign(static_cast<std::size_t>(channels), 1.0f);
   scratch->zeros.assign(static_cast<std::size_t>(channels), 0.0f);
+  // The float output y of one image: the output itself, or scratch to be
+  // quantized / packed.
+  const bool float_output = output.type == OutputType::kFloat;
+  if (!float_output) scratch->values.resize(static_cast<std::size_t>(out_pixels * cout));
   const bool relu = params.conv.activation == Activation::kRelu;
   const std::int64_t weight_planes = params.weight_planes;
 
   for (std::int64_t image = 0; image < params.conv.batch; ++image) {
-    PackActivationPlanes(params, input + image * in_pixels * conv.channels_in, in_pixels, shifts,
-                         scratch->planes.data(), executor);
-    BConv2D(conv, scratch->planes.data(), filter, scratch->ones.data(), scratch->zeros.data(),
+    const PackedWord* image_planes = scratch->planes.data();
+    switch (input.type) {
+      case MultibitInputType::kFloat:
+        PackActivationPlanes(filter.kernel(), params,
+                             static_cast<const float*>(input.data) + image * in_values,
+                             in_pixels, shifts, scratch->planes.data(), executor);
+        break;
+      case MultibitInputType::kInt8:
+        PackInt8ActivationPlanes(params,
+                                 static_cast<const std::int8_t*>(input.data) + image * in_values,
+                                 input.quantization, in_pixels, shifts,
+                                 scratch->code_planes.data(), scratch->planes.data(), executor);
+        break;
+      case MultibitInputType::kPacked:  // kSign: the one plane
+        image_planes = static_cast<const PackedWord*>(input.data) + image * in_pixels * conv.words();
+        break;
+    }
+    BConv2D(conv, image_planes, filter, scratch->ones.data(), scratch->zeros.data(),
             scratch->dots.data(), executor);
     const float* dots = scratch->dots.data();
-    float* out = output + image * out_pixels * cout;
+    float* out = float_output ? static_cast<float*>(output.data) + image * out_pixels * cout
+                              : scratch->values.data();
     // Per pixel, vectorised over the channels, each output summed in the
     // documented order: inner = sum_m alphas[m] * dot (m ascending, from 0),
     // acc = sum_p betas[p] * inner (p ascending, from 0), y = acc + bias.
@@ -221,6 +317,15 @@ void MultibitConv2D(const MultibitConv2DParams& params, const float* input, cons
         }
       }
     });
+    if (output.type == OutputType::kInt8) {
+      QuantizeInt8Values(out, out_pixels * cout, output.quantization,
+                         static_cast<std::int8_t*>(output.data) + image * out_pixels * cout,
+                         executor);
+    } else if (output.type == OutputType::kBitpacked) {
+      BitpackRows(filter.kernel(), out, out_pixels, cout,
+                  static_cast<PackedWord*>(output.data) + image * out_pixels * PackedWords(cout),
+                  executor);
+    }
   }
 }
 

@@ -32,6 +32,27 @@
 //     quantized activation is 0 there (zero padding after quantization);
 //   pad_value 1: padded pixels are +1 in every plane: a = sum_p beta_p (1 for
 //     DoReFa, as padding the quantized input with 1.0).
+//
+// Other input and output types (MultibitInput, MultibitOutput), for int8
+// models and packed chains of binary layers:
+//   int8 input (codes q, per-tensor scale and zero point, core/int8_io.h):
+//     the planes of the real value x = float(q - zero_point) * scale (one
+//     float32 rounding, what TFLite's DEQUANTIZE computes), bit for bit as
+//     the float path computes them from that x: kSign reads q < zero_point
+//     (x < 0 exactly, scale > 0: BitpackInt8Rows, as the binary ops); kAbc
+//     and kDoReFa look every code up in a table of its planes' bits, built
+//     from the 256 dequantized values by the float path's own rules
+//     (AbcPlaneBit, DoReFaLevel below), so no other arithmetic is involved.
+//   packed input (kSign only): the single plane's words as they are, e.g.
+//     the bit-packed output of the binary layer before.
+//   int8 output: the float output y quantized like the other ops'
+//     (QuantizeInt8Values, core/int8_io.h).
+//   bit-packed output: the signs of the float output y with the bit-packing
+//     rule (BitpackRows: negative normal numbers and -inf are -1), i.e. the
+//     very words the next binary layer would pack from y. Unlike
+//     LowbitBconv2d's, y is a float combination of P * M dot products, so it
+//     is not a monotone function of one integer and no integer threshold
+//     replaces it: y is computed per image and packed.
 #ifndef LOWBIT_CORE_MULTIBIT_CONV2D_H_
 #define LOWBIT_CORE_MULTIBIT_CONV2D_H_
 
@@ -40,6 +61,8 @@
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -78,27 +101,61 @@ Status ComputeMultibitConv2DGeometry(MultibitConv2DParams* params);
 // BConv2DFilter::Prepare(kernel, PlaneConvParams(p), filter) lays it out.
 BConv2DParams PlaneConvParams(const MultibitConv2DParams& params);
 
+// Where the activation planes come from (see the top of this file).
+enum class MultibitInputType { kFloat, kInt8, kPacked };
+
+struct MultibitInput {
+  MultibitInputType type = MultibitInputType::kFloat;
+  // [batch, in_h, in_w, channels_in] float32 or int8 codes, or (kPacked)
+  // [batch, in_h, in_w, PackedWords(channels_in)] words.
+  const void* data = nullptr;
+  Int8Quantization quantization;  // kInt8: the codes' scale and zero point
+};
+
+struct MultibitOutput {
+  OutputType type = OutputType::kFloat;
+  // [batch, out_h, out_w, C_out] float32 or int8, or (kBitpacked)
+  // [batch, out_h, out_w, PackedWords(C_out)] words.
+  void* data = nullptr;
+  Int8Quantization quantization;  // kInt8
+};
+
+// The input and output types `params` can take: a packed input needs
+// activation mode kSign (it is that one plane).
+Status CheckMultibitConv2DTypes(const MultibitConv2DParams& params, MultibitInputType input);
+
 // Buffers one call needs (per image, reused across the batch).
 struct MultibitConv2DScratch {
   std::vector<PackedWord> planes;  // [P, in_h, in_w, words]
   std::vector<float> dots;         // [P, out_h, out_w, M * C_out]
   std::vector<float> ones, zeros;  // [M * C_out]
+  std::vector<float> values;       // [out_h, out_w, C_out]: y of an int8 / packed output
+  std::vector<std::uint64_t> code_planes;  // [256]: plane bits of each int8 code
 };
 
-// Runs the convolution for params (which passed ComputeMultibitConv2DGeometry)
-// on input [batch, in_h, in_w, channels_in] float32, with `filter` prepared
-// from PlaneConvParams(params), shifts [num_shifts], alphas [M, C_out],
-// betas [P], bias [C_out]; output [batch, out_h, out_w, C_out].
-void MultibitConv2D(const MultibitConv2DParams& params, const float* input, const float* shifts,
-                    const BConv2DFilter& filter, const float* alphas, const float* betas,
-                    const float* bias, float* output, MultibitConv2DScratch* scratch,
-                    ParallelExecutor& executor);
+// Runs the convolution for params (which passed ComputeMultibitConv2DGeometry
+// and CheckMultibitConv2DTypes) on `input`, with `filter` prepared from
+// PlaneConvParams(params), shifts [num_shifts], alphas [M, C_out], betas [P],
+// bias [C_out], into `output`.
+void MultibitConv2D(const MultibitConv2DParams& params, const MultibitInput& input,
+                    const float* shifts, const BConv2DFilter& filter, const float* alphas,
+                    const float* betas, const float* bias, const MultibitOutput& output,
+                    MultibitConv2DScratch* scratch, ParallelExecutor& executor);
 
-// The activation planes of `pixels` pixels of input (for tests and the above):
-// planes[p][pixel][word], bit convention of core/types.h.
-void PackActivationPlanes(const MultibitConv2DParams& params, const float* input,
-                          std::int64_t pixels, const float* shifts, PackedWord* planes,
-                          ParallelExecutor& executor);
+// The activation planes of `pixels` pixels of float input (for tests and the
+// above): planes[p][pixel][word], bit convention of core/types.h. kSign packs
+// with the bit-packing step of `kernel` (the kernel the filter was prepared
+// for: no kernel choice per call).
+void PackActivationPlanes(BConv2DKernel kernel, const MultibitConv2DParams& params,
+                          const float* input, std::int64_t pixels, const float* shifts,
+                          PackedWord* planes, ParallelExecutor& executor);
+
+// The same planes of int8 codes: those of their dequantized values (see the
+// top of this file). `code_planes` holds 256 entries of scratch.
+void PackInt8ActivationPlanes(const MultibitConv2DParams& params, const std::int8_t* input,
+                              const Int8Quantization& quantization, std::int64_t pixels,
+                              const float* shifts, std::uint64_t* code_planes,
+                              PackedWord* planes, ParallelExecutor& executor);
 
 }  // namespace lowbit
 

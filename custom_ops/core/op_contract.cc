@@ -17,8 +17,8 @@ constexpr const char* kPaddings[] = {"SAME", "VALID", nullptr};
 constexpr const char* kConvPaddings[] = {"SAME", "VALID", "EXPLICIT", nullptr};
 constexpr const char* kActivations[] = {"NONE", "RELU", nullptr};
 constexpr const char* kOutputTypes[] = {"float", "bitpacked", nullptr};
-// The binary conv, dense and depthwise ops also read and write int8 tensors
-// (core/int8_io.h).
+// The binary conv, dense, depthwise and multi-bit ops also read and write
+// int8 tensors (core/int8_io.h).
 constexpr const char* kOutputTypesInt8[] = {"float", "bitpacked", "int8", nullptr};
 constexpr const char* kEpilogues[] = {"none", "affine", "add", "affine_add", nullptr};
 constexpr const char* kActivationModes[] = {"sign", "abc", "dorefa", nullptr};
@@ -134,21 +134,28 @@ constexpr Option kBMaxPool2dOptions[] = {
 constexpr Tensor kBMaxPool2dInputs[] = {{"input", "int32", "INT32", 4, -1, false}};
 constexpr Tensor kBMaxPool2dOutputs[] = {{"output", "int32", "INT32", 4, -1, false}};
 
-// LowbitMultibitConv2d
+// LowbitMultibitConv2d. Its int8 and packed input and output came after the
+// first version: the dtype attributes default to float and the rest is
+// optional, so older graphs and files read as before. An int8 input's scale
+// matters here (its planes are those of the real values), so the TF op has
+// input_scale too.
 constexpr Option kMultibitConv2dOptions[] = {
     kChannelsIn, kKernelH, kKernelW, kStrideH, kStrideW, kDilationH, kDilationW, kPadding,
     kPadValue, kActivation, String("activation_mode", kActivationModes, nullptr),
     Int("activation_bits", 0, "0"),
+    Type("T", "DT_FLOAT", kFloatInt32Int8), kToutInt8, kOutputTypeInt8,
+    Scale("input_scale"), kInputZeroPoint, kOutputScale, kOutputZeroPoint,
 };
 constexpr Tensor kMultibitConv2dInputs[] = {
-    {"input", "float", "FLOAT32", 4, -1, false},
+    kPackedFloatOrInt8Nhwc,
     {"filter", "int32", "INT32", 3, 3, false},
     {"alphas", "float", "FLOAT32", 2, 2, false},
     {"shifts", "float", "FLOAT32", 1, 1, false},
     {"betas", "float", "FLOAT32", 1, 1, false},
     kBias,
 };
-constexpr Tensor kMultibitConv2dOutputs[] = {{"output", "float", "FLOAT32", 4, -1, false}};
+constexpr Tensor kMultibitConv2dOutputs[] = {
+    {"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
 
 // LowbitFastfood
 constexpr Option kFastfoodOptions[] = {Int("units", 1), kActivation};

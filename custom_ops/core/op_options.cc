@@ -88,11 +88,12 @@ Status ReadBDepthwiseConv2DOptions(const contract::OptionSource& source,
 }
 
 Status ReadMultibitConv2DOptions(const contract::OptionSource& source,
-                                 MultibitConv2DParams* params) {
+                                 MultibitConv2DParams* params, OutputType* output_type) {
   contract::OptionValues v;
   Status s = Read("LowbitMultibitConv2d", source, &v);
   if (!s.ok) return s;
   ConvOptions(v, &params->conv);
+  ParseOutputType(v.String("output_type"), output_type);
   ParseActivationPlanes(v.String("activation_mode"), &params->activation_mode);
   params->activation_bits = v.Int("activation_bits");
   // The shift count is only known from the tensor: check the rest now.

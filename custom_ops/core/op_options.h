@@ -37,9 +37,9 @@ Status ReadBDepthwiseConv2DOptions(const contract::OptionSource& source,
 // LowbitMultibitConv2d: the conv options, activation_mode and activation_bits
 // (checked with CheckMultibitConv2DOptions as far as they go without the
 // tensors: the shift count is the `shifts` input's length, so num_shifts is
-// left 0).
+// left 0), output_type.
 Status ReadMultibitConv2DOptions(const contract::OptionSource& source,
-                                 MultibitConv2DParams* params);
+                                 MultibitConv2DParams* params, OutputType* output_type);
 // LowbitFastfood: units and activation (units <= k * n is a shape check).
 Status ReadFastfoodOptions(const contract::OptionSource& source, std::int64_t* units,
                            Activation* activation);

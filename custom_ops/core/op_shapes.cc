@@ -216,15 +216,19 @@ Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const 
   return Status::Ok();
 }
 
-Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const Shape& alphas,
-                                 const Shape& shifts, const Shape& betas, const Shape& bias,
+Status CheckMultibitConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                                 const Shape& alphas, const Shape& shifts, const Shape& betas,
+                                 const Shape& bias, OutputType output_type,
                                  MultibitConv2DParams* p, Shape* output) {
   const int rank = input.rank();
   if (rank < 4) {
     return Status::Error("input must have rank >= 4 [..., H, W, C], got shape " +
                          input.ToString());
   }
-  Status s = CheckInput(input, /*packed_input=*/false, p->conv.channels_in);
+  Status s = CheckMultibitConv2DTypes(
+      *p, packed_input ? MultibitInputType::kPacked : MultibitInputType::kFloat);
+  if (!s.ok) return s;
+  s = CheckInput(input, packed_input, p->conv.channels_in);
   if (!s.ok) return s;
   if (filter.rank() != 3) {
     return Status::Error("filter must have rank 3 [M, C_out, words], got shape " +
@@ -263,7 +267,7 @@ Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const 
   *output = input;
   output->dims[rank - 3] = p->conv.out_h;
   output->dims[rank - 2] = p->conv.out_w;
-  output->dims[rank - 1] = cout;
+  output->dims[rank - 1] = output_type == OutputType::kBitpacked ? PackedWords(cout) : cout;
   return Status::Ok();
 }
 

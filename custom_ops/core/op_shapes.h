@@ -83,15 +83,18 @@ Status CheckBDepthwiseConv2DShapes(const Shape& input, bool packed_input, const 
                                    Shape* output);
 
 // LowbitMultibitConv2d (options in `params`, read by ReadMultibitConv2DOptions):
-//   input   float [..., H, W, channels_in], rank >= 4, its leading dimensions
-//           the batch;
+//   input   [..., H, W, channels_in] (float or int8), or [..., H, W, words]
+//           packed (`packed_input`, activation mode "sign" only), rank >= 4,
+//           its leading dimensions the batch;
 //   filter  [M, C_out, CompactFilterWords]; alphas [M, C_out]; shifts [N];
 //   betas   [P] (P = activation_planes()); bias [C_out].
 // Sets params->weight_planes, num_shifts and the conv's batch (possibly 0),
 // in_h, in_w, out_channels and geometry (ComputeMultibitConv2DGeometry), and
-// *output to the input's shape with [OH, OW, C_out].
-Status CheckMultibitConv2DShapes(const Shape& input, const Shape& filter, const Shape& alphas,
-                                 const Shape& shifts, const Shape& betas, const Shape& bias,
+// *output to the input's shape with [OH, OW, C_out], or ceil(C_out / 32)
+// words for a bit-packed output.
+Status CheckMultibitConv2DShapes(const Shape& input, bool packed_input, const Shape& filter,
+                                 const Shape& alphas, const Shape& shifts, const Shape& betas,
+                                 const Shape& bias, OutputType output_type,
                                  MultibitConv2DParams* params, Shape* output);
 
 // LowbitFastfood (units and activation in `params`): x [..., d], rank >= 1,

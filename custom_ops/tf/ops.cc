@@ -259,13 +259,18 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterMultibitConv2d, "LowbitMultibitConv2d")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 2, &matrix));
       for (int i = 3; i < 6; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &vec));
       MultibitConv2DParams p;
-      TF_RETURN_IF_ERROR(
-          ToTf("LowbitMultibitConv2d", ReadMultibitConv2DOptions(TfAttrSource(c), &p)));
+      OutputType output_type;
+      TF_RETURN_IF_ERROR(ToTf("LowbitMultibitConv2d",
+                              ReadMultibitConv2DOptions(TfAttrSource(c), &p, &output_type)));
       DimensionHandle out_h, out_w;
       TF_RETURN_IF_ERROR(ConvOutputSize(c, "LowbitMultibitConv2d", c->Dim(input, -3),
                                         c->Dim(input, -2), &p.conv, &out_h, &out_w));
+      DimensionHandle depth = c->Dim(filter, 1);
+      if (output_type == OutputType::kBitpacked) {
+        depth = c->ValueKnown(depth) ? c->MakeDim(PackedWords(c->Value(depth))) : c->UnknownDim();
+      }
       ShapeHandle out;
-      TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, c->Dim(filter, 1), &out));
+      TF_RETURN_IF_ERROR(WindowOutputShape(c, input, out_h, out_w, depth, &out));
       c->set_output(0, out);
       return TfStatus();
     })
@@ -276,7 +281,11 @@ sum_p betas[p] H_p (planes of +-1 values),
   y[c] = sum_p betas[p] * (sum_m alphas[m, c] * dot(H_p, B_m[c])) + bias[c]
 then an optional fused ReLU. See core/multibit_conv2d.h and docs/custom_ops.md.
 
-input: float32 [..., H, W, channels_in]; leading dimensions are shared.
+input: float32 [..., H, W, channels_in]; leading dimensions are shared. Or int8
+  codes of the same shape (T = int8): the planes of the real values
+  input_scale * (q - input_zero_point) (float32), as the float input would give.
+  Or, activation_mode "sign" only, int32 packed [..., H, W, ceil(channels_in / 32)]
+  (T = int32): the one plane as it is.
 filter: int32 [M, C_out, ceil(kernel_h * kernel_w * channels_in / 32)], each
   weight plane packed like LowbitBconv2d's filter.
 alphas: float32 [M, C_out].
@@ -285,7 +294,11 @@ shifts: float32 [N], activation_mode "abc": plane p is +1 where
 betas: float32 [P]: P = 1 ("sign"), N ("abc"), activation_bits + 1 ("dorefa":
   the bits of round(clip(x, 0, 1) * (2^k - 1)), then a constant +1 plane).
 bias: float32 [C_out].
-output: float32 [..., OH, OW, C_out].
+output_type: "float" (Tout float32); "int8" (Tout int8): y quantized with
+  output_scale and output_zero_point as TFLite's QUANTIZE does; "bitpacked"
+  (Tout int32): the signs of y packed, as the next binary layer would pack them.
+output: float32 [..., OH, OW, C_out], int8 of that shape, or int32 packed
+  [..., OH, OW, ceil(C_out / 32)].
 )doc");
 
 LOWBIT_REGISTER_CONTRACT_OP(kRegisterFastfood, "LowbitFastfood")

@@ -1,7 +1,8 @@
 """Post-training int8 conversion (lowbit_converter/int8.py, docs/int8.md):
-float layers as int8 builtins, LowbitBconv2d / LowbitBgemm reading and
-writing the int8 tensors, the result within the quantization step of the
-Keras model, smaller than float + binary, run by lowbit_tf.lite.Interpreter.
+float layers as int8 builtins, LowbitBconv2d / LowbitBgemm /
+LowbitMultibitConv2d reading and writing the int8 tensors, the result within
+the quantization step of the Keras model, smaller than float + binary, run by
+lowbit_tf.lite.Interpreter.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import lowbit_tf
 from lowbit_converter import int8 as int8_pass
 from lowbit_converter.tflite_schema import schema
 from lowbit_models.quicknet import quicknet
-from lowbit_tf import layers
+from lowbit_tf import layers, quantizers
 from lowbit_tf._keras import keras
 from lowbit_tf.lite import Interpreter
 
@@ -120,6 +121,102 @@ def test_binary_dense_reads_and_writes_int8():
     assert [name for name, _, _ in ops].count("QUANTIZE") == 1  # the model input only
     got = Interpreter(model_content=tflite).predict(data[:8])
     assert got.shape == (8, 5) and np.isfinite(got).all()
+
+
+def _multibit_model(kind: str) -> keras.Model:
+    """A multi-bit conv (ABC-Net or DoReFa 2-bit activations and weights)
+    between two max-pools (int8, exact: the max of the codes)."""
+    keras.utils.set_random_seed(7)
+    if kind == "abc":
+        multibit = layers.ABCConv2D(12, 3, padding="same", num_weight_bases=2,
+                                    num_activation_bases=3, bias_initializer="random_normal",
+                                    name="multibit")
+    else:
+        multibit = layers.QuantConv2D(12, 3, padding="same", name="multibit",
+                                      input_quantizer=quantizers.DoReFa(2, "activations"),
+                                      kernel_quantizer=quantizers.DoReFa(2, "weights"),
+                                      bias_initializer="random_normal")
+    return keras.Sequential([keras.Input((8, 8, 6)), keras.layers.MaxPooling2D(2), multibit,
+                             keras.layers.MaxPooling2D(2)])
+
+
+@pytest.mark.parametrize("kind", ["abc", "dorefa"])
+def test_multibit_conv_reads_and_writes_int8(kind):
+    """No QUANTIZE / DEQUANTIZE beside the multi-bit conv; the result is bit for
+    bit the unfused int8 model's (DEQUANTIZE, the op in float, QUANTIZE), and
+    within half an output step of the Keras layer on the values the int8
+    input holds."""
+    from reference import dequantize_int8_np, quantize_int8_np
+
+    model = _multibit_model(kind)
+    rng = np.random.default_rng(7)
+    # On the 0.01 grid from -1.28 to 1.27 (both ends in every sample): the
+    # calibrated input scale is 0.01, so the int8 input holds these values
+    # up to float rounding.
+    data = (rng.integers(-128, 128, (24, 8, 8, 6)) / 100).astype(np.float32)
+    data[:, 0, 0, 0], data[:, 0, 0, 1] = -1.28, 1.27
+
+    def dataset():
+        return ([x[None]] for x in data)
+
+    result = lowbit_converter.convert_with_report(model, int8=True,
+                                                  representative_dataset=dataset)
+    ops = _ops(result.tflite_model)
+    assert [name for name, _, _ in ops] == [
+        "QUANTIZE", "MAX_POOL_2D", "LowbitMultibitConv2d", "MAX_POOL_2D", "DEQUANTIZE"]
+    int8 = schema.TensorType.INT8
+    assert ops[2][1][0] == int8 and ops[2][2] == [int8]
+    got = Interpreter(model_content=result.tflite_model).predict(data)
+
+    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
+                                 int8_inputs=False, int8_outputs=False)
+    assert "DEQUANTIZE" in [name for name, _, _ in _ops(unfused)][:3]
+    np.testing.assert_array_equal(Interpreter(model_content=unfused).predict(data), got)
+
+    s_in, zp_in = _quantization(result.tflite_model, "LowbitMultibitConv2d", output=False)
+    s_out, _ = _quantization(result.tflite_model, "LowbitMultibitConv2d")
+    held = dequantize_int8_np(quantize_int8_np(data, s_in, zp_in), s_in, zp_in)
+    # The last max-pool commutes with the (monotone) quantization.
+    want = model.layers[2](model.layers[1](model.layers[0](held))).numpy()
+    error = np.abs(got - want)
+    assert (error <= 0.5 * s_out * 1.001 + 1e-5).all(), (error.max(), s_out)
+    assert error.max() > 1e-3 * s_out  # an int8 output: rounded
+
+
+def test_multibit_conv_reads_int8_and_writes_a_packed_chain():
+    """int8 stem -> DoReFa multi-bit conv -> binary conv: the multi-bit op reads
+    the stem's int8 codes and hands the binary conv packed words (the chain is
+    planned before quantization; its int32 tensor is left alone), which writes
+    int8; bit for bit the unfused int8 model."""
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([
+        keras.Input((8, 8, 6)),
+        keras.layers.Conv2D(16, 1, name="stem"),
+        layers.QuantConv2D(12, 3, padding="same", name="multibit",
+                           input_quantizer=quantizers.DoReFa(2, "activations"),
+                           kernel_quantizer=quantizers.DoReFa(2, "weights")),
+        keras.layers.BatchNormalization(),
+        layers.QuantConv2D(10, 3, padding="same", input_quantizer="ste_sign",
+                           kernel_quantizer="ste_sign", kernel_constraint="weight_clip"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(3),
+    ])
+    data = np.random.default_rng(0).uniform(-1, 2, (16, 8, 8, 6)).astype(np.float32)
+
+    def dataset():
+        return ([x[None]] for x in data)
+
+    tflite = lowbit_tf.convert(model, int8=True, representative_dataset=dataset)
+    int8, packed = schema.TensorType.INT8, schema.TensorType.INT32
+    ops = [(name, inputs[0], outputs) for name, inputs, outputs in _ops(tflite)]
+    assert ops == [("QUANTIZE", schema.TensorType.FLOAT32, [int8]), ("CONV_2D", int8, [int8]),
+                   ("LowbitMultibitConv2d", int8, [packed]), ("LowbitBconv2d", packed, [int8]),
+                   ("MEAN", int8, [int8]), ("FULLY_CONNECTED", int8, [int8]),
+                   ("DEQUANTIZE", int8, [schema.TensorType.FLOAT32])]
+    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
+                                 int8_inputs=False, int8_outputs=False)
+    np.testing.assert_array_equal(Interpreter(model_content=tflite).predict(data),
+                                  Interpreter(model_content=unfused).predict(data))
 
 
 def _small_quicknet() -> keras.Model:

@@ -1,6 +1,7 @@
 """The converter and packed chains (issue 4): QuantConv2D -> BN -> MaxPool ->
 QuantConv2D stays bit-packed between the binary ops and reproduces Keras;
-chains that cannot stay packed stay float.
+chains that cannot stay packed stay float. Binary depthwise and multi-bit
+layers in chains (issue 19).
 """
 
 from __future__ import annotations
@@ -207,3 +208,88 @@ def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
     float_path.resize_tensor_input(0, list(x.shape))
     np.testing.assert_array_equal(got, float_path.predict(x))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+# --------------------------------------------------------------------------
+# Multi-bit layers in packed chains (issue 19): binary -> multi-bit -> binary
+# --------------------------------------------------------------------------
+
+
+def _multibit_chain_model(kind: str, pool: bool):
+    """Binary conv -> BN [-> MaxPool] -> multi-bit conv -> BN -> binary conv ->
+    BN -> float head. "sign_2bit" / "sign_tern": sign activations with 2-bit
+    (DoReFa) / ternary weights, packed in and out; "dorefa" / "abc": the
+    multi-bit layer reads values, so only its output is packed."""
+    from lowbit_tf import layers, quantizers
+    from lowbit_tf._keras import keras
+
+    if kind == "abc":
+        multibit = layers.ABCConv2D(35, 3, padding="same", num_weight_bases=2,
+                                    num_activation_bases=2, name="mb")
+    else:
+        input_quantizer = (quantizers.DoReFa(2, "activations") if kind == "dorefa"
+                           else "ste_sign")
+        kernel_quantizer = "ste_tern" if kind == "sign_tern" else quantizers.DoReFa(2, "weights")
+        multibit = layers.QuantConv2D(35, 3, padding="same", pad_values=1.0, name="mb",
+                                      input_quantizer=input_quantizer,
+                                      kernel_quantizer=kernel_quantizer)
+    body = [
+        layers.QuantConv2D(40, 3, padding="same", pad_values=1.0, name="b1", **BINARY),
+        keras.layers.BatchNormalization(name="bn1"),
+        *([keras.layers.MaxPooling2D(2, name="pool")] if pool else []),
+        multibit,
+        keras.layers.BatchNormalization(name="bn2"),
+        layers.QuantConv2D(24, 3, padding="same", name="b2", **BINARY),
+        keras.layers.BatchNormalization(name="bn3"),
+        keras.layers.Flatten(name="flat"),
+        keras.layers.Dense(10, name="head"),
+    ]
+    model = keras.Sequential([keras.Input((9, 10, 5)), *body])
+    randomize_batch_norms(model, 0, signed_gamma=True)
+    return model
+
+
+@pytest.mark.parametrize("kind, pool", [
+    ("sign_2bit", False), ("sign_2bit", True), ("sign_tern", False), ("dorefa", False),
+    ("abc", True)])
+def test_multibit_chain_stays_packed_and_matches_the_float_path(kind, pool):
+    """A "sign" multi-bit conv reads the binary conv's packed words and every
+    multi-bit conv hands the next binary conv packed words; the TF ops and
+    TFLite give the float path's output (packed_chains=False) bit for bit."""
+    import lowbit_converter
+    from lowbit_converter.lowering import lower_model
+    from lowbit_tf.lite import Interpreter
+
+    model = _multibit_chain_model(kind, pool)
+    x = np.random.default_rng(3).standard_normal((3, 9, 10, 5)).astype(np.float32)
+    expected = model(x, training=False).numpy()
+    lowered, plans = lower_model(model, packed_chains=True)
+    unchained, _ = lower_model(model, packed_chains=False)
+    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
+    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    sign = kind.startswith("sign")
+    assert plans["b1"].packed_output == sign and plans["mb"].packed_input == sign
+    assert (plans["b1"].pool is not None) == (sign and pool)
+    assert plans["mb"].packed_output and plans["b2"].packed_input
+
+    tflite = lowbit_converter.convert(model)
+    float_path = lowbit_converter.convert(model, packed_chains=False)
+    ops_, sub, schema = tflite_ops(tflite)
+    names = [n for n, _ in ops_]
+    assert names.count("LowbitMultibitConv2d") == 1 and names.count("LowbitBconv2d") == 2
+    assert ("LowbitBMaxPool2d" in names) == (sign and pool), names
+    # Which convs read packed int32 words.
+    packed = [(name, sub.tensors[op.inputs[0]].type == schema.TensorType.INT32)
+              for name, op in ops_ if name in ("LowbitBconv2d", "LowbitMultibitConv2d")]
+    assert packed == [("LowbitBconv2d", False), ("LowbitMultibitConv2d", sign),
+                      ("LowbitBconv2d", True)], names
+
+    def run(model_bytes: bytes) -> np.ndarray:
+        interpreter = Interpreter(model_content=model_bytes)
+        interpreter.resize_tensor_input(0, list(x.shape))
+        return interpreter.predict(x)
+
+    got = run(tflite)
+    np.testing.assert_array_equal(got, run(float_path))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

@@ -309,10 +309,11 @@ def test_native_checks_under_asan_ubsan(checker, checker_results):
 
 def _models(directory: Path) -> None:
     """The worker's models (sanitizer_worker.CASES), converted by lowbit_tf.convert."""
+    import numpy as np
     from keras_helpers import randomize_batch_norms
 
     import lowbit_tf
-    from lowbit_tf import layers
+    from lowbit_tf import layers, quantizers
     from lowbit_tf._keras import keras
 
     binary = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign")
@@ -363,10 +364,36 @@ def _models(directory: Path) -> None:
         return keras.Model(inputs, layers.ABCDense(7, num_weight_bases=2,
                                                    num_activation_bases=3, name="abc2")(h))
 
-    for make in (net, head, dw, abc):
+    def chain():
+        # binary conv -> "sign" multi-bit conv (2-bit weights) -> binary conv:
+        # packed words in and out of the multi-bit op.
+        inputs = keras.Input((None, None, 5))
+        h = layers.QuantConv2D(40, 3, padding="same", name="b1", **binary)(inputs)
+        h = keras.layers.BatchNormalization(name="b1_bn")(h)
+        h = layers.QuantConv2D(33, 3, padding="same", pad_values=1.0, name="mb",
+                               input_quantizer="ste_sign",
+                               kernel_quantizer=quantizers.DoReFa(2, "weights"))(h)
+        h = keras.layers.BatchNormalization(name="mb_bn")(h)
+        h = layers.QuantConv2D(8, 3, strides=2, padding="same", name="b2", **binary)(h)
+        return keras.Model(inputs, keras.layers.BatchNormalization(name="b2_bn")(h))
+
+    def int8():
+        # float conv (int8) -> DoReFa multi-bit conv reading and writing int8 ->
+        # float conv (int8): the multi-bit op's int8 paths.
+        inputs = keras.Input((None, None, 4))
+        h = keras.layers.Conv2D(36, 1, name="stem")(inputs)
+        h = layers.QuantConv2D(20, 3, padding="same", name="mb",
+                               input_quantizer=quantizers.DoReFa(2, "activations"),
+                               kernel_quantizer=quantizers.DoReFa(2, "weights"))(h)
+        return keras.Model(inputs, keras.layers.Conv2D(6, 1, name="tail")(h))
+
+    for make in (net, head, dw, abc, chain):
         model = make()
         randomize_batch_norms(model)
         (directory / f"{make.__name__}.tflite").write_bytes(lowbit_tf.convert(model))
+    samples = np.random.default_rng(0).uniform(-1, 2, (8, 1, 9, 11, 4)).astype(np.float32)
+    (directory / "int8.tflite").write_bytes(lowbit_tf.convert(
+        int8(), int8=True, representative_dataset=lambda: ([x] for x in samples)))
 
 
 @pytest.fixture(scope="module")
@@ -387,6 +414,21 @@ def test_models_have_every_lowbit_op(model_dir):
     ops = set().union(*(_op_names(p.read_bytes()) for p in model_dir.glob("*.tflite")))
     assert ops == {"LowbitBconv2d", "LowbitBMaxPool2d", "LowbitBDepthwiseConv2d",
                    "LowbitMultibitConv2d", "LowbitBgemm", "LowbitFastfood"}, ops
+
+
+def test_models_have_the_multibit_io_paths(model_dir):
+    """The "chain" model's multi-bit op reads and writes packed words, the
+    "int8" model's reads and writes int8."""
+    from lowbit_converter.tflite_schema import schema
+
+    for name, dtype in (("chain", schema.TensorType.INT32), ("int8", schema.TensorType.INT8)):
+        model = schema.ModelT.InitFromPackedBuf(bytearray((model_dir / f"{name}.tflite")
+                                                          .read_bytes()), 0)
+        sub = model.subgraphs[0]
+        (op,) = [op for op in sub.operators
+                 if model.operatorCodes[op.opcodeIndex].customCode == b"LowbitMultibitConv2d"]
+        assert sub.tensors[op.inputs[0]].type == dtype, name
+        assert sub.tensors[op.outputs[0]].type == dtype, name
 
 
 def test_converted_models_under_asan_ubsan(asan_build, checker_results, model_dir, tmp_path):

@@ -1614,7 +1614,8 @@ def tf_reference(model_bytes: bytes, inputs: list[np.ndarray]) -> tuple[str, np.
 
     fn = getattr(load_tf_ops(), _TF_OPS[name])
     attrs = {k: options[k] for k in CUSTOM_OPS[name].options if k in options}
-    if name in ("LowbitBconv2d", "LowbitBgemm", "LowbitBDepthwiseConv2d"):
+    if name in ("LowbitBconv2d", "LowbitBgemm", "LowbitBDepthwiseConv2d",
+                "LowbitMultibitConv2d"):
         attrs["Tout"] = tf.int32 if options.get("output_type") == "bitpacked" else tf.float32
     tensors = [tf.constant(v) for v in values]
     if name == "LowbitBconv2d":

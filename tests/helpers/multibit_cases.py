@@ -6,6 +6,7 @@ tests/{tf_ops,tflite}/test_multibit.py.
 from __future__ import annotations
 
 import numpy as np
+from reference import dequantize_int8_np, int8_signs_np, multibit_conv2d_np
 
 from lowbit_tf import ops
 
@@ -60,13 +61,56 @@ def case_data(case: dict, rng: np.random.Generator):
     return x, planes, alphas, betas, bias
 
 
-def run_tf(case, x, planes, alphas, betas, bias):
+def run_tf(case, x, planes, alphas, betas, bias, **kwargs):
+    """The TF op; kwargs: its int8 / packed options (output_type, input_scale, ...)."""
     return ops.multibit_conv2d(
         x, ops.pack_filter_planes(planes), alphas, betas, bias,
         activation_mode=case["mode"], shifts=case["shifts"], activation_bits=case["bits"],
         kernel_size=case["kernel"], strides=case["strides"], dilations=case["dilations"],
         padding=case["padding"], pad_value=case["pad_value"], activation=case["activation"],
+        **kwargs,
     ).numpy()
+
+
+def run_reference(case, x, planes, alphas, betas, bias):
+    """multibit_conv2d_np of a float input with leading dimensions."""
+    lead = x.shape[:-3]
+    flat = x.reshape((-1,) + x.shape[-3:])
+    y = multibit_conv2d_np(
+        flat, planes, alphas, betas, bias, case["mode"], case["shifts"], case["bits"],
+        case["strides"], case["dilations"], case["padding"], case["pad_value"],
+        case["activation"],
+    )
+    return y.reshape(lead + y.shape[1:])
+
+
+def int8_input(case: dict, rng: np.random.Generator) -> tuple[np.ndarray, float, int]:
+    """int8 codes of the case's input shape with (scale, zero point) whose real
+    values cross the planes' thresholds exactly: for "dorefa" a scale of
+    1 / (2n) half the time (odd codes past the zero point are rounding ties),
+    for "abc" the first shift moved so that one code's real value x has
+    fl(x + v) on 0.5 or next to it. Changes case["shifts"] for "abc"."""
+    shape = case["lead"] + (case["h"], case["w"], case["cin"])
+    q = rng.integers(-128, 128, shape).astype(np.int8)
+    zero_point = int(rng.integers(-40, 41))
+    scale = float(np.float32(rng.uniform(0.004, 0.02)))
+    if case["mode"] == "dorefa" and rng.random() < 0.5:
+        scale = float(np.float32(1.0 / (2 * (2 ** case["bits"] - 1))))
+    if case["mode"] == "abc":
+        code = int(rng.choice(q.reshape(-1)))
+        x = dequantize_int8_np(np.array([code]), scale, zero_point)[0]
+        case["shifts"] = case["shifts"].copy()
+        case["shifts"][0] = np.float32(0.5) - x
+    return q, scale, zero_point
+
+
+def int8_reference_input(case: dict, q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """The float input whose planes an int8 input has: its dequantized values
+    (for "sign" its signs by the codes, q < zero_point: the same as the
+    dequantized values' but for subnormal products)."""
+    if case["mode"] == "sign":
+        return int8_signs_np(q, zero_point)
+    return dequantize_int8_np(q, scale, zero_point)
 
 
 BAD_CASE = dict(mode="abc", lead=(1,), h=5, w=5, cin=33, cout=4, m=2, kernel=(3, 3),

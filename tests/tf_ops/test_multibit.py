@@ -14,26 +14,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference import activation_planes_np, multibit_conv2d_np
+from reference import activation_planes_np, bitpack_np, quantize_int8_np
 
 tf = pytest.importorskip("tensorflow")
 
-from multibit_cases import BAD_CASE, case_data, random_case, run_tf  # noqa: E402
+from multibit_cases import (  # noqa: E402
+    BAD_CASE,
+    case_data,
+    int8_input,
+    int8_reference_input,
+    random_case,
+    run_reference,
+    run_tf,
+)
 
 from lowbit_tf import ops, quantizers  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
-
-
-def run_reference(case, x, planes, alphas, betas, bias):
-    lead = x.shape[:-3]
-    flat = x.reshape((-1,) + x.shape[-3:])
-    y = multibit_conv2d_np(
-        flat, planes, alphas, betas, bias, case["mode"], case["shifts"], case["bits"],
-        case["strides"], case["dilations"], case["padding"], case["pad_value"],
-        case["activation"],
-    )
-    return y.reshape(lead + y.shape[1:])
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -45,6 +42,98 @@ def test_tf_op_matches_reference_bit_for_bit(seed):
     expected = run_reference(case, *data)
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+def int8_case(seed: int):
+    """A random case with int8 input data, the float input of the same planes
+    and an output quantization that neither saturates everything nor rounds
+    everything to the zero point."""
+    rng = np.random.default_rng(300 + seed)
+    case = random_case(rng)
+    data = case_data(case, rng)
+    q, scale, zero_point = int8_input(case, rng)
+    x = int8_reference_input(case, q, scale, zero_point)
+    y = run_reference(case, x, *data[1:])
+    out_scale = float(np.float32(max(float(np.abs(y).max()), 1.0) / 100))
+    out_zero_point = int(rng.integers(-30, 31))
+    return case, data, (q, scale, zero_point), x, y, (out_scale, out_zero_point)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_tf_op_int8_matches_reference_bit_for_bit(seed):
+    case, data, (q, scale, zero_point), x, y, (out_scale, out_zero_point) = int8_case(seed)
+    int8_in = dict(input_scale=scale, input_zero_point=zero_point)
+    params = data[1:]
+    np.testing.assert_array_equal(run_tf(case, q, *params, **int8_in), y)
+    # The same planes as the float input of the dequantized values.
+    np.testing.assert_array_equal(run_tf(case, q, *params, **int8_in), run_tf(case, x, *params))
+    got = run_tf(case, q, *params, output_type="int8", output_scale=out_scale,
+                 output_zero_point=out_zero_point, **int8_in)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, quantize_int8_np(y, out_scale, out_zero_point))
+    # int8 in, packed out (an int8 model's multi-bit conv before a binary one).
+    np.testing.assert_array_equal(run_tf(case, q, *params, output_type="bitpacked", **int8_in),
+                                  bitpack_np(y))
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_tf_op_packed_input_and_output_match_reference(seed):
+    """Bit-packed output: the signs of the float output, packed as the next
+    binary layer packs them; packed input ("sign"): the bitpack of the input."""
+    rng = np.random.default_rng(500 + seed)
+    case = random_case(rng)
+    if seed % 2:
+        case.update(mode="sign", shifts=None, bits=0)
+    x, *params = case_data(case, rng)
+    y = run_reference(case, x, *params)
+    got = run_tf(case, x, *params, output_type="bitpacked")
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, bitpack_np(y))
+    if case["mode"] == "sign":
+        packed = ops.bitpack(x).numpy()
+        np.testing.assert_array_equal(run_tf(case, packed, *params, channels_in=case["cin"]), y)
+        np.testing.assert_array_equal(
+            run_tf(case, packed, *params, channels_in=case["cin"], output_type="bitpacked"),
+            bitpack_np(y))
+
+
+def test_tf_op_bad_int8_and_packed_io_raises():
+    from lowbit_tf._native import load_tf_ops
+
+    rng = np.random.default_rng(3)
+    x, planes, alphas, betas, bias = case_data(BAD_CASE, rng)
+    packed = ops.pack_filter_planes(planes)
+    q = np.zeros(x.shape, np.int8)
+    common = dict(kernel_size=3, activation_mode="abc", shifts=BAD_CASE["shifts"])
+    with pytest.raises(ValueError, match="input_scale must be finite and > 0, got 0.0"):
+        ops.multibit_conv2d(q, packed, alphas, betas, input_scale=0.0, **common)
+    with pytest.raises(ValueError, match=r"input_zero_point must be an int in \[-128, 127\]"):
+        ops.multibit_conv2d(q, packed, alphas, betas, input_zero_point=200, **common)
+    with pytest.raises(ValueError, match="output_scale must be finite and > 0"):
+        ops.multibit_conv2d(q, packed, alphas, betas, output_type="int8", output_scale=-1.0,
+                            **common)
+    with pytest.raises(ValueError, match="packed int32 input with activation_mode='sign' only"):
+        ops.multibit_conv2d(ops.bitpack(x), packed, alphas, betas, channels_in=33, **common)
+    with pytest.raises(ValueError, match="needs channels_in for a packed input"):
+        ops.multibit_conv2d(ops.bitpack(x), packed, alphas, betas[:1], kernel_size=3,
+                            activation_mode="sign")
+    with pytest.raises(TypeError, match="inputs must be float32, int8 or packed int32"):
+        ops.multibit_conv2d(x.astype(np.float16), packed, alphas, betas, **common)
+    raw = dict(channels_in=33, kernel_h=3, kernel_w=3, activation_mode="abc")
+    args = (packed, alphas, BAD_CASE["shifts"], betas, bias)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="LowbitMultibitConv2d: input scale must be finite and > 0, got 0"):
+        load_tf_ops().lowbit_multibit_conv2d(q, *args, input_scale=0.0, **raw)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="LowbitMultibitConv2d: output scale must be finite and > 0"):
+        load_tf_ops().lowbit_multibit_conv2d(q, *args, output_type="int8", Tout=tf.int8,
+                                             output_scale=float("inf"), **raw)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match='output_type "int8" needs Tout = int8'):
+        load_tf_ops().lowbit_multibit_conv2d(q, *args, output_type="int8", **raw)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r'packed \(int32\) input is the single plane of activation_mode'):
+        load_tf_ops().lowbit_multibit_conv2d(ops.bitpack(x), *args, **raw)
 
 
 def test_planes_reproduce_the_quantizers():
