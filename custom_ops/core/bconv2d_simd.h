@@ -63,7 +63,8 @@
 // is bit-identical to the scalar kernels.
 //
 // Epilogue and int8 I/O: the post affine and residual steps of
-// BConv2DEpilogue follow in the registers, an int8 residual read as codes
+// BConv2DEpilogue follow (on the accumulators of a tile, stored to an L1
+// buffer by the micro-kernel: see `finish`), an int8 residual read as codes
 // (sign-extended, minus the zero point, converted, times the scale: the
 // floats of BConv2DEpilogue::ResidualInt8). An int8 output (mixed int8 +
 // binary models, core/int8_io.h) is quantized there too (QuantizeLanes:
@@ -98,9 +99,9 @@ namespace {  // NOLINT: deliberate internal linkage in a header, see above.
 #else
 #define LOWBIT_UNROLL
 #endif
-// The output lambdas (sinks, the epilogue) must be inlined into the
-// micro-kernels, whose accumulators are their arguments: GCC leaves the
-// bigger ones out of line otherwise (seen with AVX-512 BW).
+// The output lambdas (a sink, whose arguments are the micro-kernel's
+// accumulators, and the epilogue) must be inlined where they are called: GCC
+// left them out of line otherwise (seen with AVX-512 BW).
 #if defined(__GNUC__) || defined(__clang__)
 #define LOWBIT_INLINE __attribute__((always_inline))
 #else
@@ -472,6 +473,9 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::int64_t pixel[P];
     std::int64_t out_at[P] = {};  // output index of pixel[i], channel 0
+    // The accumulators of one tile and block, [pixel][lane], for the output
+    // loops below (an L1 buffer: 1.5 KB on AVX-512).
+    alignas(64) std::int32_t tile_acc[P * BW];
     TileCursor cursor;
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
@@ -518,6 +522,13 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       // int8 residual's codes read here and dequantized in the registers),
       // then the store, of y or of its int8 codes (QuantizeLanes: the
       // quantization done in the registers, no float output anywhere).
+      // It runs in a loop over the tile's accumulators, which the
+      // micro-kernel stores to tile_acc (to_tile), not inside the
+      // micro-kernel: its 24 accumulators, filter vectors and broadcasts fill
+      // the 32 zmm registers, and the epilogue's dozen constant vectors live
+      // across its loop made GCC spill a filter vector into the hot loop
+      // (12 more loads a word: 10% on a 14x14x256 conv). The 24 stores and
+      // loads of L1 cost far less.
       FVec post_mult[V], post_bias[V];
       for (int v = 0; v < V; ++v) post_mult[v] = post_bias[v] = Isa::ZeroF();
       for (int v = 0; post_affine && v < vectors; ++v) {
@@ -539,6 +550,10 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           Isa::StoreF(a.output + at, y, n);
         }
       };
+      int first_pixel = 0;  // of the micro-kernel call, within the tile
+      auto to_tile = [&](int i, int v, IVec acc_v) LOWBIT_INLINE {
+        Isa::Store(tile_acc + ((first_pixel + i) * V + v) * L, acc_v);
+      };
 
       if (count == P && block_channels == BW && !add_skipped && doubling_exact &&
           k_used_value % 2 == 0) {
@@ -552,24 +567,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         // leaves convert, multiply, add (and max for ReLU) per vector, half
         // of what the transform costs otherwise: on a 1x1 conv of 128
         // channels it is a third of the work. With no epilogue and a float
-        // output (plain) the values are stored straight to the tile's output
-        // rows; else they go through `finish`.
-        // The output lines are prefetched for writing now, so that the
-        // stores at the end find them in L1 instead of waiting for them in
-        // a burst (a 1x1 conv's output rarely fits L1; measured 2-7% on
-        // 1x1 convs of 64-256 channels).
-        float* out[P] = {};
-        std::int64_t at[P];
-        LOWBIT_UNROLL
-        for (int i = 0; i < P; ++i) {
-          at[i] = out_at[i] + c0;
-          if (output_int8 != nullptr) {
-            __builtin_prefetch(output_int8 + at[i], 1, 3);  // BW bytes: one line
-            continue;
-          }
-          out[i] = a.output + at[i];
-          for (int v = 0; v < V; ++v) __builtin_prefetch(out[i] + v * L, 1, 3);
-        }
+        // output (plain) the values are stored straight from the registers
+        // to the tile's output rows; else through tile_acc and `finish`.
         FVec mult2[V], bias2[V];
         for (int v = 0; v < V; ++v) {
           const FVec m = Isa::LoadF(a.multiplier + c0 + v * L, L);
@@ -577,29 +576,44 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           bias2[v] = Isa::LoadF(a.bias + c0 + v * L, L);
         }
         const IVec half_k = Isa::Set32(k_used_value / 2);
-        auto run = [&](auto with_relu, auto is_plain) {
-          auto fast_sink = [&](int i, int v, IVec a_v) LOWBIT_INLINE {
+        if (!plain) {
+          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets, to_tile,
+                                          half_k);
+          for (int i = 0; i < P; ++i) {
+            LOWBIT_UNROLL
+            for (int v = 0; v < V; ++v) {
+              const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
+              // ReLU as max(floor, y) (TransformLanesFloor).
+              const FVec y = Isa::MaxF(
+                  floor, Isa::AddF(Isa::MulF(Isa::ToFloat(a_v), mult2[v]), bias2[v]));
+              finish(y, v, out_at[i] + c0 + v * L, L);
+            }
+          }
+          continue;
+        }
+        // The output lines are prefetched for writing now, so that the
+        // stores at the end find them in L1 instead of waiting for them in
+        // a burst (a 1x1 conv's output rarely fits L1; measured 2-7% on
+        // 1x1 convs of 64-256 channels).
+        float* out[P];
+        LOWBIT_UNROLL
+        for (int i = 0; i < P; ++i) {
+          out[i] = a.output + out_at[i] + c0;
+          for (int v = 0; v < V; ++v) __builtin_prefetch(out[i] + v * L, 1, 3);
+        }
+        auto run = [&](auto with_relu) {
+          auto plain_sink = [&](int i, int v, IVec a_v) {
             FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(a_v), mult2[v]), bias2[v]);
             if constexpr (decltype(with_relu)::value) y = Isa::MaxF(Isa::ZeroF(), y);
-            if constexpr (decltype(is_plain)::value) {
-              Isa::StoreF(out[i] + v * L, y, L);
-            } else {
-              finish(y, v, at[i] + v * L, L);
-            }
+            Isa::StoreF(out[i] + v * L, y, L);
           };
           AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets,
-                                          fast_sink, half_k);
+                                          plain_sink, half_k);
         };
-        if (plain) {
-          if (relu) {
-            run(std::true_type{}, std::true_type{});
-          } else {
-            run(std::false_type{}, std::true_type{});
-          }
-        } else if (relu) {
-          run(std::true_type{}, std::false_type{});
+        if (relu) {
+          run(std::true_type{});
         } else {
-          run(std::false_type{}, std::false_type{});
+          run(std::false_type{});
         }
         continue;
       }
@@ -628,20 +642,11 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         }
       }
       const IVec k_used = Isa::Set32(k_used_value);
-      // Output transform of one vector of lanes, vectorised over channels,
-      // then the epilogue and the store.
-      int first_pixel = 0;  // of the micro-kernel call, within the tile
-      auto sink = [&](int i, int v, IVec acc_v) LOWBIT_INLINE {
-        i += first_pixel;
-        if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
-        const FVec y = TransformLanesFloor<Isa>(acc_v, k_used, mult[v], bias[v], floor);
-        finish(y, v, out_at[i] + c0 + v * L, block_channels - v * L);
-      };
       if (count == P) {
         if (vectors == V) {
-          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, sink);
+          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, to_tile);
         } else {
-          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, sink);
+          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, to_tile);
         }
       } else {
         // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
@@ -655,24 +660,34 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           const PackedWord* const* t = small_rows.get();
           if (run == 4) {
             if (vectors == V) {
-              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           } else if (run == 2) {
             if (vectors == V) {
-              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           } else {
             if (vectors == V) {
-              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           }
           first_pixel += run;
+        }
+      }
+      // Output transform of the tile's vectors of lanes, vectorised over
+      // channels, then the epilogue and the store.
+      for (int i = 0; i < count; ++i) {
+        for (int v = 0; v < vectors; ++v) {
+          IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
+          if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
+          const FVec y = TransformLanesFloor<Isa>(acc_v, k_used, mult[v], bias[v], floor);
+          finish(y, v, out_at[i] + c0 + v * L, block_channels - v * L);
         }
       }
     }

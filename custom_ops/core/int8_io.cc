@@ -61,28 +61,32 @@ inline __m128i QuantizeInt8x4(__m128 y, __m128 inv_scale, __m128i zero_point) {
 
 void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantization& q,
                         std::int8_t* out, ParallelExecutor& executor) {
-  const float inv_scale = q.inverse_scale();
-  const std::int32_t lowest = q.lowest();
   ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
+    // Locals, not captures: the int8 stores may alias any captured object,
+    // which would keep the loop below from vectorising.
+    const float* const in = y;
+    std::int8_t* const codes = out;
+    const float inv_scale = q.inverse_scale();
+    const std::int32_t zero_point = q.zero_point, lowest = q.lowest();
     std::int64_t i = begin;
 #if defined(__SSE2__)
     // 16 values a step; the two saturating packs (int32 -> int16 -> int8)
     // are the clamp to [-128, 127], the max on int16 that of a ReLU.
     const __m128 inv = _mm_set1_ps(inv_scale);
-    const __m128i zp = _mm_set1_epi32(q.zero_point);
+    const __m128i zp = _mm_set1_epi32(zero_point);
     const __m128i low = _mm_set1_epi16(static_cast<short>(lowest));
     for (; i + 16 <= end; i += 16) {
-      const __m128i a = QuantizeInt8x4(_mm_loadu_ps(y + i), inv, zp);
-      const __m128i b = QuantizeInt8x4(_mm_loadu_ps(y + i + 4), inv, zp);
-      const __m128i c = QuantizeInt8x4(_mm_loadu_ps(y + i + 8), inv, zp);
-      const __m128i d = QuantizeInt8x4(_mm_loadu_ps(y + i + 12), inv, zp);
+      const __m128i a = QuantizeInt8x4(_mm_loadu_ps(in + i), inv, zp);
+      const __m128i b = QuantizeInt8x4(_mm_loadu_ps(in + i + 4), inv, zp);
+      const __m128i c = QuantizeInt8x4(_mm_loadu_ps(in + i + 8), inv, zp);
+      const __m128i d = QuantizeInt8x4(_mm_loadu_ps(in + i + 12), inv, zp);
       const __m128i ab = _mm_max_epi16(_mm_packs_epi32(a, b), low);
       const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), low);
       const __m128i bytes = _mm_packs_epi16(ab, cd);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), bytes);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), bytes);
     }
 #endif
-    for (; i < end; ++i) out[i] = QuantizeInt8Scaled(y[i] * inv_scale, q.zero_point, lowest);
+    for (; i < end; ++i) codes[i] = QuantizeInt8Scaled(in[i] * inv_scale, zero_point, lowest);
   });
 }
 

@@ -63,7 +63,8 @@ constexpr float kHalfBelow = 0.49999997f;
 
 // The code of v = y * inv_scale (the quantization above after its
 // multiplication), clamped to [lowest, 127]. Written so that a loop of it
-// vectorises (no libm call, no branch), and the SIMD epilogue
+// vectorises (no libm call, no branch; int8_io.cc is built with
+// -fno-trapping-math for the float selects), and the SIMD epilogue
 // (core/bconv2d_simd.h, QuantizeLanes) does the same steps:
 //  1. NaN -> 0, then v is clamped to [-256, 256] (saturation makes the clamp
 //     invisible: |zero_point| <= 128), so the conversion below is defined;
