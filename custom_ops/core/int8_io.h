@@ -18,9 +18,10 @@
 // reaching the layer's transform) gives zero_point: the C++ conversion of NaN
 // to an integer is undefined, TFLite leaves it so; we pin it.
 // Why the reciprocal, not TFLite's reference y / scale: the kernels quantize
-// every output value in their epilogue, and a vector division has a tenth of
-// a multiplication's throughput (x86: divps zmm one per ~5 cycles against two
-// mulps a cycle); it was the bottleneck of the int8 output. TFLite's
+// every output value in their epilogue, and a vector division has a small
+// fraction of a multiplication's throughput (x86: a zmm divps every several
+// cycles, two mulps a cycle); it was the bottleneck of the int8 output
+// (the separate quantize pass this replaced: 6% of QuickNet int8). TFLite's
 // optimized QUANTIZE (optimized_ops.h, AffineQuantize on NEON) multiplies by
 // the reciprocal too. The two definitions differ only where y * inv_scale,
 // rounded twice (1 / scale, then the product), lands on the other side of a
