@@ -152,8 +152,8 @@ def _int8_attrs(
 ) -> dict:
     """The int8 quantization attributes of bconv2d / bgemm, checked: the
     input's zero point (its scale does not matter: a code q is -1 iff q <
-    zero_point), the output's scale and zero point (q = round(y / scale) +
-    zero_point, saturated; docs/custom_ops.md)."""
+    zero_point), the output's scale and zero point (q = round(y * (1 / scale))
+    + zero_point, saturated; docs/custom_ops.md)."""
     for name, value in (("input_zero_point", input_zero_point),
                         ("output_zero_point", output_zero_point)):
         if not isinstance(value, int | np.integer) or not -128 <= value <= 127:
@@ -285,8 +285,9 @@ def bconv2d(
         of binary layers never unpacks. Needs finite multiplier and bias. With
         activation="relu" every bit is 0 (+1): relu(y) is never negative.
         "int8": the float output (epilogue included) quantized to int8,
-        q = clamp(round(y / output_scale) + output_zero_point, -128, 127),
-        rounding halves away from zero (TFLite's QUANTIZE).
+        q = clamp(round(y * inv_scale) + output_zero_point, -128, 127) with
+        inv_scale = 1 / output_scale in float32, rounding halves away from
+        zero (TFLite's optimized QUANTIZE; its reference divides by the scale).
       post_multiplier, post_bias: float32 [C_out] (either one given, the other
         defaults to ones / zeros); float or int8 output.
       residual: float32 of the output's shape, added last; float or int8 output.

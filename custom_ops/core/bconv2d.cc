@@ -296,14 +296,13 @@ void BConv2DFilter::Layout(BConv2DKernel kernel, const BConv2DParams& p,
 
 namespace {
 
-void RunSimd(SimdConvFn conv, const BConv2DParams& params, const PackedWord* input,
-             const PackedWord* filter, const std::int32_t* tap_popcounts,
-             const float* multiplier, const float* bias, const BConv2DEpilogue& epilogue,
-             float* output, ParallelExecutor& executor) {
+// Runs a SIMD kernel: `args` holds the multiplier, bias, epilogue and
+// output (float or int8); the input and filter are filled in here.
+void RunSimd(const KernelPath& path, const BConv2DParams& params, const PackedWord* input,
+             const BConv2DFilter& filter, SimdConvArgs args, ParallelExecutor& executor) {
   const BConv2DParams& p = params;
   const std::int64_t words = p.words();
   const PackedWord tail = TailMask(p.channels_in);
-  SimdConvArgs args;
   args.params = &p;
   args.input = input;
   // The kernels read the input in place (they skip padded taps), but need the
@@ -317,13 +316,23 @@ void RunSimd(SimdConvFn conv, const BConv2DParams& params, const PackedWord* inp
     for (std::int64_t i = 0; i < pixels; ++i) masked[i * words + words - 1] &= tail;
     args.input = masked.data();
   }
-  args.filter = filter;
-  args.tap_popcounts = tap_popcounts;
-  args.multiplier = multiplier;
-  args.bias = bias;
-  args.epilogue = epilogue;
-  args.output = output;
-  conv(args, executor);
+  // NEON's kernel (channel-major) adds float residuals only: an int8 one
+  // becomes its real values first (BConv2DEpilogue: the same floats).
+  std::vector<float> residual;
+  if (path.channel_major && args.epilogue.residual_int8 != nullptr) {
+    const BConv2DEpilogue& e = args.epilogue;
+    residual.resize(static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels));
+    Int8Quantization rq;
+    rq.scale = e.residual_scale;
+    rq.zero_point = e.residual_zero_point;
+    DequantizeInt8Values(e.residual_int8, static_cast<std::int64_t>(residual.size()), rq,
+                         residual.data(), executor);
+    args.epilogue.residual = residual.data();
+    args.epilogue.residual_int8 = nullptr;
+  }
+  args.filter = filter.data();
+  args.tap_popcounts = filter.tap_popcounts();
+  path.conv_simd(args, executor);
 }
 
 // The path's per-tap kernel; the portable one where that is not built here.
@@ -338,12 +347,35 @@ void BConv2D(const BConv2DParams& params, const PackedWord* input, const BConv2D
              ParallelExecutor& executor, const BConv2DEpilogue& epilogue) {
   const KernelPath& path = GetKernelPath(filter.kernel());
   if (path.conv_simd != nullptr) {
-    RunSimd(path.conv_simd, params, input, filter.data(), filter.tap_popcounts(), multiplier,
-            bias, epilogue, output, executor);
+    SimdConvArgs args;
+    args.multiplier = multiplier;
+    args.bias = bias;
+    args.epilogue = epilogue;
+    args.output = output;
+    RunSimd(path, params, input, filter, args, executor);
   } else if (path.block_width == 0) {
     PerTapConv(path)(params, input, filter.data(), multiplier, bias, epilogue, output, executor);
   }
   // Else a SIMD path not built here, which is never selected: output untouched.
+}
+
+bool Int8OutputFused(BConv2DKernel kernel) {
+  const KernelPath& path = GetKernelPath(kernel);
+  return LOWBIT_X86_SIMD && path.conv_simd != nullptr && !path.channel_major;
+}
+
+void BConv2DFusedInt8(const BConv2DParams& params, const PackedWord* input,
+                      const BConv2DFilter& filter, const float* multiplier, const float* bias,
+                      const BConv2DEpilogue& epilogue,
+                      const Int8Quantization& output_quantization, std::int8_t* output,
+                      ParallelExecutor& executor) {
+  SimdConvArgs args;
+  args.multiplier = multiplier;
+  args.bias = bias;
+  args.epilogue = epilogue;
+  args.output_int8 = output;
+  args.output_quantization = output_quantization;
+  RunSimd(GetKernelPath(filter.kernel()), params, input, filter, args, executor);
 }
 
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,

@@ -169,10 +169,29 @@ class BConv2DFilter {
 // shape). Each step is one float32 rounding in this order (no fused
 // multiply-add: the core is built with -ffp-contract=off), which is what the
 // separate TFLite MUL, ADD and ADD it replaces compute.
+//
+// The residual may instead be an int8 tensor of a quantized model (codes q,
+// real value scale * (q - zero_point)): its real values are added,
+//     y = y + float(q[i] - zero_point) * scale
+// (the integer difference is exact in float; one rounding), exactly what
+// TFLite's DEQUANTIZE would have written for the float residual. The kernels
+// read the codes where they read a float residual, with no dequantized copy
+// (but NEON's, which gets one: core/bconv2d.cc, RunSimd).
 struct BConv2DEpilogue {
   const float* post_multiplier = nullptr;  // [out_channels], with post_bias
   const float* post_bias = nullptr;        // [out_channels]
   const float* residual = nullptr;         // the output's shape
+  // An int8 residual of the output's shape (with residual nullptr).
+  const std::int8_t* residual_int8 = nullptr;
+  float residual_scale = 1.0f;
+  std::int32_t residual_zero_point = 0;
+
+  // The real value of the int8 residual's code at `index`.
+  float ResidualInt8(std::int64_t index) const {
+    return static_cast<float>(static_cast<std::int32_t>(residual_int8[index]) -
+                              residual_zero_point) *
+           residual_scale;
+  }
 
   // y after the epilogue, for the value at `index` of output channel c.
   float Apply(float y, std::int64_t c, std::int64_t index) const {
@@ -181,6 +200,7 @@ struct BConv2DEpilogue {
       y = y + post_bias[c];
     }
     if (residual != nullptr) y = y + residual[index];
+    if (residual_int8 != nullptr) y = y + ResidualInt8(index);
     return y;
   }
 };

@@ -76,6 +76,39 @@ struct Avx2Lut {
   static FVec MulF(FVec a, FVec b) { return _mm256_mul_ps(a, b); }
   static FVec AddF(FVec a, FVec b) { return _mm256_add_ps(a, b); }
   static FVec MaxF(FVec a, FVec b) { return _mm256_max_ps(a, b); }
+
+  // int8 I/O (QuantizeLanes in core/bconv2d_simd.h).
+  static FVec MinF(FVec a, FVec b) { return _mm256_min_ps(a, b); }
+  static IVec Max32(IVec a, IVec b) { return _mm256_max_epi32(a, b); }
+  static IVec TruncToInt(FVec a) { return _mm256_cvttps_epi32(a); }
+  // 0 in the NaN lanes (the ordered compare is false only there).
+  static FVec ZeroNaN(FVec a) { return _mm256_and_ps(_mm256_cmp_ps(a, a, _CMP_ORD_Q), a); }
+  // |magnitude| (its sign bit clear) with the sign of `sign`.
+  static FVec CopySignF(FVec magnitude, FVec sign) {
+    return _mm256_or_ps(_mm256_and_ps(sign, _mm256_set1_ps(-0.0f)), magnitude);
+  }
+  // n int8 codes sign-extended to int32 lanes (lanes past n: 0); a tail is
+  // copied first (reading past the tensor's end could fault).
+  static IVec LoadInt8(const std::int8_t* p, int n) {
+    if (n >= kLanes) return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    alignas(16) std::int8_t part[16] = {};
+    for (int i = 0; i < n; ++i) part[i] = p[i];
+    return _mm256_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(part)));
+  }
+  // The first n int32 lanes saturated to int8 (two saturating packs) and
+  // stored; a tail through a copy.
+  static void StoreInt8(std::int8_t* p, IVec v, int n) {
+    const __m128i words =
+        _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i bytes = _mm_packs_epi16(words, words);
+    if (n >= kLanes) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), bytes);
+      return;
+    }
+    alignas(16) std::int8_t part[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(part), bytes);
+    for (int i = 0; i < n; ++i) p[i] = part[i];
+  }
 };
 
 }  // namespace

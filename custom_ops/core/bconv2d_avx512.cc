@@ -12,10 +12,12 @@
 #include <immintrin.h>
 
 // GCC 12's AVX-512 intrinsics start some results from a self-initialised
-// "undefined" vector (_mm512_undefined_*), which -Wmaybe-uninitialized reports
-// at every inlined use: a false positive (GCC bug 105593).
+// "undefined" vector (_mm512_undefined_*), which -Wmaybe-uninitialized (or,
+// inlined into a function GCC keeps out of line, -Wuninitialized) reports at
+// every inlined use: a false positive (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include "custom_ops/core/bconv2d_avx512_common.h"

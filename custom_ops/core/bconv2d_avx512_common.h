@@ -60,6 +60,38 @@ struct Avx512Common {
   static FVec MulF(FVec a, FVec b) { return _mm512_mul_ps(a, b); }
   static FVec AddF(FVec a, FVec b) { return _mm512_add_ps(a, b); }
   static FVec MaxF(FVec a, FVec b) { return _mm512_max_ps(a, b); }
+
+  // int8 I/O (QuantizeLanes in core/bconv2d_simd.h).
+  static FVec MinF(FVec a, FVec b) { return _mm512_min_ps(a, b); }
+  static IVec Max32(IVec a, IVec b) { return _mm512_max_epi32(a, b); }
+  static IVec TruncToInt(FVec a) { return _mm512_cvttps_epi32(a); }
+  // 0 in the NaN lanes (the ordered compare is false only there).
+  static FVec ZeroNaN(FVec a) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a, a, _CMP_ORD_Q), a); }
+  // |magnitude| (its sign bit clear) with the sign of `sign`: one ternary
+  // logic instruction, (sign AND sign_bit) OR magnitude (truth table 0xEA).
+  static FVec CopySignF(FVec magnitude, FVec sign) {
+    return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+        _mm512_castps_si512(sign), _mm512_set1_epi32(INT32_MIN), _mm512_castps_si512(magnitude),
+        0xEA));
+  }
+  // n int8 codes sign-extended to int32 lanes (lanes past n: 0). A tail is
+  // copied first: AVX-512 F has no masked byte load, and reading past the
+  // tensor's end could fault.
+  static IVec LoadInt8(const std::int8_t* p, int n) {
+    if (n >= kLanes) return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    alignas(16) std::int8_t part[kLanes] = {};
+    for (int i = 0; i < n; ++i) part[i] = p[i];
+    return _mm512_cvtepi8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(part)));
+  }
+  // The first n int32 lanes saturated to int8 and stored (vpmovsdb; masked
+  // for a tail).
+  static void StoreInt8(std::int8_t* p, IVec v, int n) {
+    if (n >= kLanes) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtsepi32_epi8(v));
+    } else {
+      _mm512_mask_cvtsepi32_storeu_epi8(p, Mask(n), v);
+    }
+  }
 };
 
 }  // namespace

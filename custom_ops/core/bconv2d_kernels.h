@@ -4,6 +4,7 @@
 #define LOWBIT_CORE_BCONV2D_KERNELS_H_
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/int8_io.h"
 
 namespace lowbit {
 
@@ -40,9 +41,27 @@ struct SimdConvArgs {
   const std::int32_t* tap_popcounts = nullptr;
   const float* multiplier = nullptr;
   const float* bias = nullptr;
+  // With an int8 residual only for a kernel that reads one (not NEON's:
+  // RunSimd gives it the residual's real values).
   BConv2DEpilogue epilogue;
   float* output = nullptr;
+  // Or int8 output (output nullptr), x86 kernels only (Int8OutputFused): y
+  // quantized in the epilogue, QuantizeInt8 (core/int8_io.h) bit for bit.
+  std::int8_t* output_int8 = nullptr;
+  Int8Quantization output_quantization;
 };
+
+// Whether `kernel` quantizes an int8 output in its own epilogue: the x86
+// SIMD kernels (core/bconv2d_simd.h, the interleaved layout). The others
+// run BConv2DInt8's two passes.
+bool Int8OutputFused(BConv2DKernel kernel);
+
+// BConv2DInt8 of a kernel for which Int8OutputFused holds.
+void BConv2DFusedInt8(const BConv2DParams& params, const PackedWord* input,
+                      const BConv2DFilter& filter, const float* multiplier, const float* bias,
+                      const BConv2DEpilogue& epilogue,
+                      const Int8Quantization& output_quantization, std::int8_t* output,
+                      ParallelExecutor& executor);
 
 // The SIMD kernels, each in its own translation unit built with its ISA flags
 // (x86 with GCC or Clang only; elsewhere they are neither defined nor

@@ -61,6 +61,19 @@
 // reference's `if (y < 0) y = 0`. Multiply and add are separate instructions
 // (never fused: the core is built with -ffp-contract=off) so that the result
 // is bit-identical to the scalar kernels.
+//
+// Epilogue and int8 I/O: the post affine and residual steps of
+// BConv2DEpilogue follow (on the accumulators of a tile, stored to an L1
+// buffer by the micro-kernel: see `finish`), an int8 residual read as codes
+// (sign-extended, minus the zero point, converted, times the scale: the
+// floats of BConv2DEpilogue::ResidualInt8). An int8 output (mixed int8 +
+// binary models, core/int8_io.h) is quantized there too (QuantizeLanes:
+// multiply by the reciprocal scale, round, add the zero point) and its codes
+// stored with a saturating narrowing store, masked for a channel tail, so
+// the float output never exists: no float scratch and no second pass over
+// the output, which on QuickNet's int8 model cost 8% of the inference as a
+// separate quantize pass (with a division) and a dequantize pass of the
+// residual.
 #ifndef LOWBIT_CORE_BCONV2D_SIMD_H_
 #define LOWBIT_CORE_BCONV2D_SIMD_H_
 
@@ -72,6 +85,7 @@
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/int8_io.h"
 
 namespace lowbit {
 namespace {  // NOLINT: deliberate internal linkage in a header, see above.
@@ -84,6 +98,14 @@ namespace {  // NOLINT: deliberate internal linkage in a header, see above.
 #define LOWBIT_UNROLL _Pragma("GCC unroll 16")
 #else
 #define LOWBIT_UNROLL
+#endif
+// The output lambdas (a sink, whose arguments are the micro-kernel's
+// accumulators, and the epilogue) must be inlined where they are called: GCC
+// left them out of line otherwise (seen with AVX-512 BW).
+#if defined(__GNUC__) || defined(__clang__)
+#define LOWBIT_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_INLINE
 #endif
 
 // Largest number of words whose per-byte popcounts (<= 8 each) can be summed
@@ -217,6 +239,22 @@ inline typename Isa::FVec TransformLanesFloor(typename Isa::IVec acc, typename I
                                               typename Isa::FVec floor) {
   const typename Isa::IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
   return Isa::MaxF(floor, Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m), b));
+}
+
+// QuantizeInt8Scaled (core/int8_io.h) of the lanes of y * inverse_scale, the
+// same steps in the same float32 arithmetic: NaN -> 0, the clamp to
+// [-256, 256], round half away from zero as trunc(c + copysign(kHalfBelow,
+// c)) (the proof is there), plus the zero point, at least `lowest`. The
+// codes come out as int32 lanes in [lowest, 383]; Isa::StoreInt8 saturates
+// them to 127, the rest of the clamp.
+template <class Isa>
+inline typename Isa::IVec QuantizeLanes(typename Isa::FVec y, typename Isa::FVec inverse_scale,
+                                        typename Isa::IVec zero_point,
+                                        typename Isa::IVec lowest) {
+  typename Isa::FVec c = Isa::ZeroNaN(Isa::MulF(y, inverse_scale));
+  c = Isa::MinF(Isa::MaxF(c, Isa::SetF(-256.0f)), Isa::SetF(256.0f));
+  c = Isa::AddF(c, Isa::CopySignF(Isa::SetF(kHalfBelow), c));
+  return Isa::Max32(Isa::Add32(Isa::TruncToInt(c), zero_point), lowest);
 }
 
 // Taps inside the input. Along one axis, output position o reads input
@@ -399,8 +437,19 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const bool pad_ones = p.padding != Padding::kValid && p.pad_value == 1;
   const bool post_affine = a.epilogue.post_multiplier != nullptr;
   const float* const residual = a.epilogue.residual;
+  const std::int8_t* const residual_int8 = a.epilogue.residual_int8;
+  std::int8_t* const output_int8 = a.output_int8;
+  // The tile's values go out as they are computed: no epilogue, float output.
+  const bool plain = !post_affine && residual == nullptr && residual_int8 == nullptr &&
+                     output_int8 == nullptr;
   // ReLU as max(floor, y): see TransformLanesFloor.
   const FVec floor = Isa::SetF(relu ? 0.0f : -std::numeric_limits<float>::infinity());
+  // The int8 residual's dequantization and the int8 output's quantization.
+  const IVec residual_zero_point = Isa::Set32(a.epilogue.residual_zero_point);
+  const FVec residual_scale = Isa::SetF(a.epilogue.residual_scale);
+  const FVec inverse_scale = Isa::SetF(a.output_quantization.inverse_scale());
+  const IVec zero_point = Isa::Set32(a.output_quantization.zero_point);
+  const IVec lowest = Isa::Set32(a.output_quantization.lowest());
 
   // Whether 2 m is exact for every multiplier m (finite, no overflow): the
   // condition of the doubled multiplier of the plain output path below.
@@ -423,7 +472,10 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
     std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
     std::int64_t pixel[P];
-    float* out_rows[P] = {};  // output of pixel[i], channel 0
+    std::int64_t out_at[P] = {};  // output index of pixel[i], channel 0
+    // The accumulators of one tile and block, [pixel][lane], for the output
+    // loops below (an L1 buffer: 1.5 KB on AVX-512).
+    alignas(64) std::int32_t tile_acc[P * BW];
     TileCursor cursor;
     int current = -1;  // region of the range's current tile (ranges are in tile order)
     RegionRuns runs;
@@ -447,7 +499,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
         BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel,
                       &cursor);
-        for (int i = 0; i < P; ++i) out_rows[i] = a.output + pixel[i] * cout;
+        for (int i = 0; i < P; ++i) out_at[i] = pixel[i] * cout;
         built_tile = tile;
       }
       const ConvRegion& r = region[current];
@@ -463,28 +515,60 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       const bool add_skipped = pad_ones && runs.used_taps < taps;
       const std::int64_t* offsets = filter_offsets.get();
       const std::int64_t segments = runs.segments, run_words = runs.run_words;
-      if (count == P && block_channels == BW && !add_skipped && !post_affine &&
-          residual == nullptr && doubling_exact && k_used_value % 2 == 0) {
-        // The common case, a full tile of a full block with no epilogue,
-        // every store whole and to the tile's output rows, and no per-vector
-        // tests. The accumulators count down from k / 2 (k = K_used, even),
-        // so they end at a = k / 2 - acc and dot = 2a; then
+
+      // The epilogue of both output paths below, on the transformed y of
+      // vector v (n of its lanes real) at output index `at`: the post affine
+      // and residual steps (BConv2DEpilogue::Apply, the same roundings; an
+      // int8 residual's codes read here and dequantized in the registers),
+      // then the store, of y or of its int8 codes (QuantizeLanes: the
+      // quantization done in the registers, no float output anywhere).
+      // It runs in a loop over the tile's accumulators, which the
+      // micro-kernel stores to tile_acc (to_tile), not inside the
+      // micro-kernel: its 24 accumulators, filter vectors and broadcasts fill
+      // the 32 zmm registers, and the epilogue's dozen constant vectors live
+      // across its loop made GCC spill a filter vector into the hot loop
+      // (12 more loads a word: 10% on a 14x14x256 conv). The 24 stores and
+      // loads of L1 cost far less.
+      FVec post_mult[V], post_bias[V];
+      for (int v = 0; v < V; ++v) post_mult[v] = post_bias[v] = Isa::ZeroF();
+      for (int v = 0; post_affine && v < vectors; ++v) {
+        const int n = block_channels - v * L;
+        post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
+        post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
+      }
+      auto finish = [&](FVec y, int v, std::int64_t at, int n) LOWBIT_INLINE {
+        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
+        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + at, n));
+        if (residual_int8 != nullptr) {
+          const IVec q = Isa::Sub32(Isa::LoadInt8(residual_int8 + at, n), residual_zero_point);
+          y = Isa::AddF(y, Isa::MulF(Isa::ToFloat(q), residual_scale));
+        }
+        if (output_int8 != nullptr) {
+          Isa::StoreInt8(output_int8 + at,
+                         QuantizeLanes<Isa>(y, inverse_scale, zero_point, lowest), n);
+        } else {
+          Isa::StoreF(a.output + at, y, n);
+        }
+      };
+      int first_pixel = 0;  // of the micro-kernel call, within the tile
+      auto to_tile = [&](int i, int v, IVec acc_v) LOWBIT_INLINE {
+        Isa::Store(tile_acc + ((first_pixel + i) * V + v) * L, acc_v);
+      };
+
+      if (count == P && block_channels == BW && !add_skipped && doubling_exact &&
+          k_used_value % 2 == 0) {
+        // The common case, a full tile of a full block, every vector whole,
+        // with no per-vector tests. The accumulators count down from k / 2
+        // (k = K_used, even), so they end at a = k / 2 - acc and dot = 2a;
+        // then
         //     float(dot) * m = float(a) * (2 m)
         // exactly: float(a) and 2 m are exact (|a| < 2^23; doubling_exact),
         // so both products are the same real number rounded once. That
         // leaves convert, multiply, add (and max for ReLU) per vector, half
         // of what the transform costs otherwise: on a 1x1 conv of 128
-        // channels it is a third of the work.
-        // The output lines are prefetched for writing now, so that the
-        // stores at the end find them in L1 instead of waiting for them in
-        // a burst (a 1x1 conv's output rarely fits L1; measured 2-7% on
-        // 1x1 convs of 64-256 channels).
-        float* out[P];
-        LOWBIT_UNROLL
-        for (int i = 0; i < P; ++i) {
-          out[i] = out_rows[i] + c0;
-          for (int v = 0; v < V; ++v) __builtin_prefetch(out[i] + v * L, 1, 3);
-        }
+        // channels it is a third of the work. With no epilogue and a float
+        // output (plain) the values are stored straight from the registers
+        // to the tile's output rows; else through tile_acc and `finish`.
         FVec mult2[V], bias2[V];
         for (int v = 0; v < V; ++v) {
           const FVec m = Isa::LoadF(a.multiplier + c0 + v * L, L);
@@ -492,6 +576,31 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           bias2[v] = Isa::LoadF(a.bias + c0 + v * L, L);
         }
         const IVec half_k = Isa::Set32(k_used_value / 2);
+        if (!plain) {
+          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets, to_tile,
+                                          half_k);
+          for (int i = 0; i < P; ++i) {
+            LOWBIT_UNROLL
+            for (int v = 0; v < V; ++v) {
+              const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
+              // ReLU as max(floor, y) (TransformLanesFloor).
+              const FVec y = Isa::MaxF(
+                  floor, Isa::AddF(Isa::MulF(Isa::ToFloat(a_v), mult2[v]), bias2[v]));
+              finish(y, v, out_at[i] + c0 + v * L, L);
+            }
+          }
+          continue;
+        }
+        // The output lines are prefetched for writing now, so that the
+        // stores at the end find them in L1 instead of waiting for them in
+        // a burst (a 1x1 conv's output rarely fits L1; measured 2-7% on
+        // 1x1 convs of 64-256 channels).
+        float* out[P];
+        LOWBIT_UNROLL
+        for (int i = 0; i < P; ++i) {
+          out[i] = a.output + out_at[i] + c0;
+          for (int v = 0; v < V; ++v) __builtin_prefetch(out[i] + v * L, 1, 3);
+        }
         auto run = [&](auto with_relu) {
           auto plain_sink = [&](int i, int v, IVec a_v) {
             FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(a_v), mult2[v]), bias2[v]);
@@ -509,20 +618,16 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         continue;
       }
 
-      FVec mult[V], bias[V], post_mult[V], post_bias[V];
+      FVec mult[V], bias[V];
       IVec skipped[V];  // pad_value 1: sum of popcount(w[c, t]) over the skipped taps
       for (int v = 0; v < V; ++v) {
-        mult[v] = bias[v] = post_mult[v] = post_bias[v] = Isa::ZeroF();
+        mult[v] = bias[v] = Isa::ZeroF();
         skipped[v] = Isa::Zero();
       }
       for (int v = 0; v < vectors; ++v) {
         const int n = block_channels - v * L;
         mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
         bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
-        if (post_affine) {
-          post_mult[v] = Isa::LoadF(a.epilogue.post_multiplier + c0 + v * L, n);
-          post_bias[v] = Isa::LoadF(a.epilogue.post_bias + c0 + v * L, n);
-        }
       }
       if (add_skipped) {
         const std::int32_t* tap_pop = a.tap_popcounts + block * taps * BW;
@@ -537,24 +642,11 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         }
       }
       const IVec k_used = Isa::Set32(k_used_value);
-      // Output transform of one vector of lanes, vectorised over channels,
-      // then the epilogue (BConv2DEpilogue::Apply, the same roundings).
-      int first_pixel = 0;  // of the micro-kernel call, within the tile
-      auto sink = [&](int i, int v, IVec acc_v) {
-        i += first_pixel;
-        if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
-        FVec y = TransformLanesFloor<Isa>(acc_v, k_used, mult[v], bias[v], floor);
-        const int n = block_channels - v * L;
-        const std::int64_t offset = pixel[i] * cout + c0 + v * L;
-        if (post_affine) y = Isa::AddF(Isa::MulF(y, post_mult[v]), post_bias[v]);
-        if (residual != nullptr) y = Isa::AddF(y, Isa::LoadF(residual + offset, n));
-        Isa::StoreF(a.output + offset, y, n);
-      };
       if (count == P) {
         if (vectors == V) {
-          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, sink);
+          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, to_tile);
         } else {
-          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, sink);
+          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, to_tile);
         }
       } else {
         // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
@@ -568,24 +660,34 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           const PackedWord* const* t = small_rows.get();
           if (run == 4) {
             if (vectors == V) {
-              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           } else if (run == 2) {
             if (vectors == V) {
-              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           } else {
             if (vectors == V) {
-              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, sink);
+              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, to_tile);
             }
           }
           first_pixel += run;
+        }
+      }
+      // Output transform of the tile's vectors of lanes, vectorised over
+      // channels, then the epilogue and the store.
+      for (int i = 0; i < count; ++i) {
+        for (int v = 0; v < vectors; ++v) {
+          IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
+          if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
+          const FVec y = TransformLanesFloor<Isa>(acc_v, k_used, mult[v], bias[v], floor);
+          finish(y, v, out_at[i] + c0 + v * L, block_channels - v * L);
         }
       }
     }
@@ -596,5 +698,6 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
 }  // namespace lowbit
 
 #undef LOWBIT_UNROLL
+#undef LOWBIT_INLINE
 
 #endif  // LOWBIT_CORE_BCONV2D_SIMD_H_

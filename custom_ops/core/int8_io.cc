@@ -7,6 +7,8 @@
 #include <emmintrin.h>
 #endif
 
+#include "custom_ops/core/bconv2d_kernels.h"
+
 namespace lowbit {
 namespace {
 
@@ -41,19 +43,17 @@ Status CheckInt8Quantization(const char* tensor, float scale, std::int64_t zero_
 #if defined(__SSE2__)
 namespace {
 
-// QuantizeInt8 (int8_io.h) of 4 values, as int32 before the saturation.
-inline __m128i QuantizeInt8x4(__m128 y, __m128 scale, __m128i zero_point) {
-  const __m128 v = _mm_div_ps(y, scale);
-  const __m128 nan = _mm_cmpunord_ps(v, v);
-  // maxps returns its second operand for a NaN: -256, then zeroed by the mask.
-  __m128 c = _mm_min_ps(_mm_max_ps(v, _mm_set1_ps(-256.0f)), _mm_set1_ps(256.0f));
-  c = _mm_andnot_ps(nan, c);
-  __m128i t = _mm_cvttps_epi32(c);
-  const __m128 d = _mm_sub_ps(c, _mm_cvtepi32_ps(t));
-  // The compare masks are -1 where true: subtract for +1, add for -1.
-  t = _mm_sub_epi32(t, _mm_castps_si128(_mm_cmpge_ps(d, _mm_set1_ps(0.5f))));
-  t = _mm_add_epi32(t, _mm_castps_si128(_mm_cmple_ps(d, _mm_set1_ps(-0.5f))));
-  return _mm_add_epi32(t, zero_point);
+// QuantizeInt8Scaled (int8_io.h) of 4 values v = y * inv_scale, as int32
+// before the saturation: the same steps.
+inline __m128i QuantizeInt8x4(__m128 y, __m128 inv_scale, __m128i zero_point) {
+  const __m128 v = _mm_mul_ps(y, inv_scale);
+  // NaN -> 0 (the ordered compare is false for NaN), then the clamp.
+  __m128 c = _mm_and_ps(_mm_cmpord_ps(v, v), v);
+  c = _mm_min_ps(_mm_max_ps(c, _mm_set1_ps(-256.0f)), _mm_set1_ps(256.0f));
+  // c + copysign(kHalfBelow, c), truncated.
+  const __m128 sign = _mm_and_ps(c, _mm_set1_ps(-0.0f));
+  const __m128 half = _mm_or_ps(sign, _mm_set1_ps(kHalfBelow));
+  return _mm_add_epi32(_mm_cvttps_epi32(_mm_add_ps(c, half)), zero_point);
 }
 
 }  // namespace
@@ -62,25 +62,31 @@ inline __m128i QuantizeInt8x4(__m128 y, __m128 scale, __m128i zero_point) {
 void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantization& q,
                         std::int8_t* out, ParallelExecutor& executor) {
   ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
+    // Locals, not captures: the int8 stores may alias any captured object,
+    // which would keep the loop below from vectorising.
+    const float* const in = y;
+    std::int8_t* const codes = out;
+    const float inv_scale = q.inverse_scale();
+    const std::int32_t zero_point = q.zero_point, lowest = q.lowest();
     std::int64_t i = begin;
 #if defined(__SSE2__)
     // 16 values a step; the two saturating packs (int32 -> int16 -> int8)
     // are the clamp to [-128, 127], the max on int16 that of a ReLU.
-    const __m128 scale = _mm_set1_ps(q.scale);
-    const __m128i zp = _mm_set1_epi32(q.zero_point);
-    const __m128i lowest = _mm_set1_epi16(static_cast<short>(q.relu ? q.zero_point : -128));
+    const __m128 inv = _mm_set1_ps(inv_scale);
+    const __m128i zp = _mm_set1_epi32(zero_point);
+    const __m128i low = _mm_set1_epi16(static_cast<short>(lowest));
     for (; i + 16 <= end; i += 16) {
-      const __m128i a = QuantizeInt8x4(_mm_loadu_ps(y + i), scale, zp);
-      const __m128i b = QuantizeInt8x4(_mm_loadu_ps(y + i + 4), scale, zp);
-      const __m128i c = QuantizeInt8x4(_mm_loadu_ps(y + i + 8), scale, zp);
-      const __m128i d = QuantizeInt8x4(_mm_loadu_ps(y + i + 12), scale, zp);
-      const __m128i ab = _mm_max_epi16(_mm_packs_epi32(a, b), lowest);
-      const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), lowest);
+      const __m128i a = QuantizeInt8x4(_mm_loadu_ps(in + i), inv, zp);
+      const __m128i b = QuantizeInt8x4(_mm_loadu_ps(in + i + 4), inv, zp);
+      const __m128i c = QuantizeInt8x4(_mm_loadu_ps(in + i + 8), inv, zp);
+      const __m128i d = QuantizeInt8x4(_mm_loadu_ps(in + i + 12), inv, zp);
+      const __m128i ab = _mm_max_epi16(_mm_packs_epi32(a, b), low);
+      const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), low);
       const __m128i bytes = _mm_packs_epi16(ab, cd);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), bytes);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), bytes);
     }
 #endif
-    for (; i < end; ++i) out[i] = QuantizeInt8(y[i], q);
+    for (; i < end; ++i) codes[i] = QuantizeInt8Scaled(in[i] * inv_scale, zero_point, lowest);
   });
 }
 
@@ -139,10 +145,20 @@ void BitpackInt8Rows(const std::int8_t* input, std::int64_t rows, std::int64_t c
   });
 }
 
+std::int64_t BConv2DInt8ScratchSize(BConv2DKernel kernel, const BConv2DParams& params) {
+  if (Int8OutputFused(kernel)) return 0;
+  return params.batch * params.out_h * params.out_w * params.out_channels;
+}
+
 void BConv2DInt8(const BConv2DParams& params, const PackedWord* input,
                  const BConv2DFilter& filter, const float* multiplier, const float* bias,
                  const BConv2DEpilogue& epilogue, const Int8Quantization& output_quantization,
                  float* scratch, std::int8_t* output, ParallelExecutor& executor) {
+  if (Int8OutputFused(filter.kernel())) {
+    BConv2DFusedInt8(params, input, filter, multiplier, bias, epilogue, output_quantization,
+                     output, executor);
+    return;
+  }
   BConv2D(params, input, filter, multiplier, bias, scratch, executor, epilogue);
   const std::int64_t count = params.batch * params.out_h * params.out_w * params.out_channels;
   QuantizeInt8Values(scratch, count, output_quantization, output, executor);

@@ -17,6 +17,7 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/kernel_table.h"
 #include "custom_ops/core/thread_pool.h"
 
@@ -248,18 +249,56 @@ bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
     epilogue.post_multiplier = post_multiplier.data();
     epilogue.post_bias = post_bias.data();
   }
+  // The residual: floats, or (one case out of two) int8 codes whose real
+  // values float(q - zero_point) * scale are the floats the reference adds.
+  std::vector<std::int8_t> residual_codes(out_size);
+  const bool residual_int8 = (epilogue_kind & 2) && uniform(0, 1);
+  lowbit::BConv2DEpilogue kernel_epilogue = epilogue;
+  if (residual_int8) {
+    kernel_epilogue.residual_scale = std::uniform_real_distribution<float>(0.01f, 0.1f)(rng);
+    kernel_epilogue.residual_zero_point = uniform(-128, 127);
+    kernel_epilogue.residual_int8 = residual_codes.data();
+    for (std::size_t i = 0; i < out_size; ++i) {
+      residual_codes[i] = static_cast<std::int8_t>(uniform(-128, 127));
+      residual[i] = static_cast<float>(residual_codes[i] - kernel_epilogue.residual_zero_point) *
+                    kernel_epilogue.residual_scale;
+    }
+  } else if (epilogue_kind & 2) {
+    kernel_epilogue.residual = residual.data();
+  }
   if (epilogue_kind & 2) epilogue.residual = residual.data();
   lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
                   bias.data(), expected.data(), inline_executor, epilogue);
+  // The int8 output of the same y (core/int8_io.h): scales from where most
+  // values saturate to where they spread over the codes, ReLU or not.
+  lowbit::Int8Quantization quantization;
+  quantization.scale = std::uniform_real_distribution<float>(0.02f, 8.0f)(rng);
+  quantization.zero_point = uniform(-128, 127);
+  quantization.relu = uniform(0, 1) == 1;
+  std::vector<std::int8_t> expected_codes(out_size), codes(out_size);
+  for (std::size_t i = 0; i < out_size; ++i) {
+    expected_codes[i] = lowbit::QuantizeInt8(expected[i], quantization);
+  }
   for (BConv2DKernel k : kernels) {
+    lowbit::BConv2DFilter prepared;
+    prepared.PrepareFromPerTap(k, p, filter.data());
+    std::vector<float> scratch(
+        static_cast<std::size_t>(lowbit::BConv2DInt8ScratchSize(k, p)));
     for (lowbit::ParallelExecutor* executor : {&inline_executor, &pool}) {
       std::fill(actual.begin(), actual.end(), -12345.0f);
       lowbit::BConv2D(k, p, input.data(), filter.data(), multiplier.data(), bias.data(),
-                      actual.data(), *executor, epilogue);
-      if (std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) != 0) {
+                      actual.data(), *executor, kernel_epilogue);
+      std::fill(codes.begin(), codes.end(), std::int8_t{-77});
+      lowbit::BConv2DInt8(p, input.data(), prepared, multiplier.data(), bias.data(),
+                          kernel_epilogue, quantization, scratch.data(), codes.data(), *executor);
+      const bool float_ok =
+          std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) == 0;
+      if (!float_ok || codes != expected_codes) {
         std::printf(
-            "MISMATCH kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld k=%lldx%lld s=%lld,%lld "
-            "d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d multipliers=%d\n",
+            "MISMATCH (%s output%s) kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld "
+            "k=%lldx%lld s=%lld,%lld d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d "
+            "multipliers=%d\n",
+            float_ok ? "int8" : "float", residual_int8 ? ", int8 residual" : "",
             lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
             (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
             (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
@@ -271,6 +310,65 @@ bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
             (long long)p.explicit_pads.left, (long long)p.explicit_pads.right, p.pad_value,
             epilogue_kind, multiplier_mode);
         return false;
+      }
+    }
+  }
+  return true;
+}
+
+// The int8 output at the edges of its definition (core/int8_io.h) through
+// every kernel: values at and next to halves (scale 0.5, so that y *
+// inverse_scale is exact and lands on them), past the int8 range, infinities,
+// NaN, subnormals and zeros, with zero points at both ends and ReLU or not.
+// A 1x1 convolution with multiplier 0 makes y = bias; 40 channels (a whole
+// block and a tail) and 25 pixels (whole tiles and a partial one), with 64
+// input channels (an even K: the SIMD kernels' plain output path) and 33.
+bool CheckInt8Edges(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float edges[] = {0.5f,   -0.5f,  1.5f,  -1.5f, 2.5f,  -2.5f, 0.49999997f, -0.49999997f,
+                         126.5f, -127.5f, 127.49998f, -128.5f, 1e30f, -1e30f, inf, -inf,
+                         std::numeric_limits<float>::quiet_NaN(), 1e-40f, -1e-40f, 0.0f};
+  constexpr int kEdges = static_cast<int>(sizeof(edges) / sizeof(edges[0]));
+  lowbit::InlineExecutor executor;
+  for (int channels : {64, 33}) {
+    BConv2DParams p;
+    p.batch = 1;
+    p.in_h = p.in_w = 5;
+    p.channels_in = channels;
+    p.out_channels = 40;
+    p.kernel_h = p.kernel_w = 1;
+    if (!lowbit::ComputeBConv2DGeometry(&p).ok) return false;
+    const std::size_t out_size = 25 * 40;
+    std::vector<PackedWord> input(static_cast<std::size_t>(25 * p.words()));
+    for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+    std::vector<PackedWord> filter(static_cast<std::size_t>(40 * p.words()));
+    for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+    const PackedWord tail = lowbit::TailMask(channels);
+    for (std::size_t i = p.words() - 1; i < filter.size(); i += p.words()) filter[i] &= tail;
+    std::vector<float> multiplier(40, 0.0f), bias(40), expected(out_size);
+    for (int c = 0; c < 40; ++c) bias[c] = edges[c % kEdges] * (c < kEdges ? 0.5f : -0.5f);
+    lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
+                    bias.data(), expected.data(), executor);
+    for (int zero_point : {-128, -7, 0, 127}) {
+      for (bool relu : {false, true}) {
+        lowbit::Int8Quantization q;
+        q.scale = 0.5f;
+        q.zero_point = zero_point;
+        q.relu = relu;
+        std::vector<std::int8_t> want(out_size), got(out_size);
+        for (std::size_t i = 0; i < out_size; ++i) want[i] = lowbit::QuantizeInt8(expected[i], q);
+        for (BConv2DKernel k : kernels) {
+          lowbit::BConv2DFilter prepared;
+          prepared.PrepareFromPerTap(k, p, filter.data());
+          std::vector<float> scratch(static_cast<std::size_t>(lowbit::BConv2DInt8ScratchSize(k, p)));
+          lowbit::BConv2DInt8(p, input.data(), prepared, multiplier.data(), bias.data(), {}, q,
+                              scratch.data(), got.data(), executor);
+          if (got != want) {
+            std::printf("INT8 EDGE MISMATCH kernel %s channels_in %d zero_point %d relu %d\n",
+                        lowbit::BConv2DKernelName(k), channels, zero_point, relu ? 1 : 0);
+            return false;
+          }
+        }
       }
     }
   }
@@ -290,6 +388,8 @@ int main(int argc, char** argv) {
   const int gemm_cases = CheckBGemm(kernels, rng);
   if (gemm_cases < 0) return 1;
   std::printf("BGEMM OK %d cases\n", gemm_cases);
+  if (!CheckInt8Edges(kernels, rng)) return 1;
+  std::printf("INT8 EDGES OK\n");
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
   lowbit::InlineExecutor inline_executor;

@@ -87,11 +87,19 @@ class BConv2DOp : public tensorflow::OpKernel {
       return;
     }
     if (output_type_ == OutputType::kInt8) {
-      tensorflow::Tensor scratch;  // the float output, quantized after
-      OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, out_shape, &scratch));
+      // The float output, quantized after, for the kernels that do not
+      // quantize in their epilogue (none on x86 with SIMD).
+      tensorflow::Tensor scratch;
+      float* scratch_data = nullptr;
+      const std::int64_t scratch_size = BConv2DInt8ScratchSize(prepared->kernel(), p);
+      if (scratch_size > 0) {
+        OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT,
+                                               tensorflow::TensorShape({scratch_size}), &scratch));
+        scratch_data = scratch.flat<float>().data();
+      }
       BConv2DInt8(p, packed, *prepared, multiplier.flat<float>().data(),
-                  bias.flat<float>().data(), epilogue, int8_.output,
-                  scratch.flat<float>().data(), output->flat<std::int8_t>().data(), executor);
+                  bias.flat<float>().data(), epilogue, int8_.output, scratch_data,
+                  output->flat<std::int8_t>().data(), executor);
       return;
     }
     BConv2D(p, packed, *prepared, multiplier.flat<float>().data(), bias.flat<float>().data(),

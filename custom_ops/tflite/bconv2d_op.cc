@@ -114,7 +114,9 @@ class Bconv2dOp final : public Op {
     need_[1] = Bytes4(cout * filter_words);
     need_[2] = need_[3] = Bytes4(cout);
     output_bytes_ = OutputBytes(output_type_, out_elements);
-    if (int8_out) scratch_.resize(static_cast<std::size_t>(out_elements));
+    // The float output of an int8 output, for the kernels that do not
+    // quantize in their epilogue (none on x86 with SIMD).
+    scratch_.resize(int8_out ? static_cast<std::size_t>(BConv2DInt8ScratchSize(kernel_, p)) : 0);
     if (!need_[0] || !need_[1] || !need_[2] || !output_bytes_) {
       return Error("tensor sizes overflow");
     }
@@ -183,14 +185,14 @@ class Bconv2dOp final : public Op {
       epilogue.post_bias = static_cast<const float*>(inputs[next++].data);
     }
     if (epilogue_.add && residual_int8_) {
-      // Its real values, which the float epilogue adds (int8_io.h).
+      // Its real values are added, read from the codes by the kernel
+      // (core/bconv2d.h: BConv2DEpilogue).
       Int8Quantization rq;
       s = TensorInt8Quantization("residual", inputs[next], &rq);
       if (!s.ok) return Error(s.message);
-      DequantizeInt8Values(static_cast<const std::int8_t*>(inputs[next].data),
-                           static_cast<std::int64_t>(residual_.size()), rq, residual_.data(),
-                           executor);
-      epilogue.residual = residual_.data();
+      epilogue.residual_int8 = static_cast<const std::int8_t*>(inputs[next].data);
+      epilogue.residual_scale = rq.scale;
+      epilogue.residual_zero_point = rq.zero_point;
     } else if (epilogue_.add) {
       epilogue.residual = static_cast<const float*>(inputs[next].data);
     }
@@ -246,7 +248,6 @@ class Bconv2dOp final : public Op {
       const std::size_t elements =
           output_bytes_ / (output_type_ == OutputType::kInt8 ? 1 : 4);
       need_[names_.size()] = residual_int8_ ? elements : elements * 4;
-      residual_.resize(residual_int8_ ? elements : 0);
       names_.push_back("residual");
     }
     return Status::Ok();
@@ -259,8 +260,7 @@ class Bconv2dOp final : public Op {
   bool prepared_ = false;
   BinaryOpInput input_;  // its type (and zero point)
   bool residual_int8_ = false;
-  std::vector<float> residual_;  // an int8 residual's real values
-  std::vector<float> scratch_;   // the float output of an int8 output
+  std::vector<float> scratch_;  // the float output of an int8 output (if needed)
   std::vector<std::size_t> need_;   // bytes of each input (0: may be empty)
   std::vector<const char*> names_;  // of each input, for messages
   std::size_t output_bytes_ = 0;

@@ -176,10 +176,13 @@ def int8_signs_np(q: np.ndarray, zero_point: int) -> np.ndarray:
 
 
 def quantize_int8_np(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """TFLite's QUANTIZE of float32 y to int8: round(y / scale) + zero_point,
-    saturated to [-128, 127]; one float32 division, rounding halves away from
-    zero; NaN gives zero_point (the lowbit ops' choice)."""
-    v = (np.asarray(y, np.float32) / np.float32(scale)).astype(np.float32).astype(np.float64)
+    """The lowbit ops' int8 output of float32 y (core/int8_io.h):
+    round(y * inv_scale) + zero_point, inv_scale = 1 / scale in float32, one
+    float32 multiplication (TFLite's optimized QUANTIZE; its reference
+    divides), rounding halves away from zero, saturated to [-128, 127]; NaN
+    gives zero_point (the lowbit ops' choice)."""
+    inv_scale = np.float32(1) / np.float32(scale)
+    v = (np.asarray(y, np.float32) * inv_scale).astype(np.float32).astype(np.float64)
     r = np.sign(v) * np.floor(np.abs(v) + 0.5)  # exact in float64
     q = np.clip(np.nan_to_num(r, nan=0.0) + zero_point, -128, 127)
     return np.where(np.isnan(v), zero_point, q).astype(np.int8)

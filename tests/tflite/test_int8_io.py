@@ -408,3 +408,32 @@ def test_bdepthwise_int8_reference_tf_and_tflite(seed):
     mb.custom_op("LowbitBDepthwiseConv2d", inputs, [yt], options)
     got_lite = Interpreter(model_content=mb.finish([xt], [yt])).predict(x_q)
     np.testing.assert_array_equal(got_lite, want)
+
+
+@pytest.mark.parametrize("zero_point", [-7, 0, 100])
+def test_bconv2d_int8_output_rounds_y_times_the_inverse_scale(zero_point):
+    """The int8 output is round(y * (1 / scale)) with the reciprocal in
+    float32, not TFLite's reference round(y / scale): at y = (k + 1/2) * scale
+    the two differ by one code for some k (two roundings against one). The
+    conv (quantized in the x86 SIMD kernels' epilogue: whole tiles of 25
+    pixels and a partial one, 40 channels: a whole block and a tail) in both
+    shells on such values: multiplier 0 makes y = bias exactly."""
+    scale = np.float32(0.3)
+    halves = (np.arange(-130, 130) + 0.5).astype(np.float32) * scale
+    by_division = np.sign(halves / scale) * np.floor(np.abs(halves / scale) + 0.5)
+    by_inverse = quantize_int8_np(halves, scale, 0).astype(np.float64)
+    differ = np.clip(by_division, -128, 127) != by_inverse
+    assert differ.sum() >= 10  # the two definitions really differ here
+    b = halves[differ][:20]
+    b = np.concatenate([b, halves[~differ][::5][:40 - len(b)]])
+    case = dict(n=1, h=5, w=5, cin=64, cout=40, kernel=1, stride=1, padding="VALID",
+                pad_value=0, activation=None, epilogue="none", int8_input=True,
+                int8_output=True, output_relu=False)
+    rng = np.random.default_rng(5)
+    d = dict(x_q=rng.integers(-128, 128, (1, 5, 5, 64)).astype(np.int8), zp_in=0,
+             kernel=rng.standard_normal((1, 1, 64, 40)).astype(np.float32),
+             m=np.zeros(40, np.float32), b=b, scale=float(scale), zp_out=zero_point)
+    want = quantize_int8_np(np.broadcast_to(b, (1, 5, 5, 40)), scale, zero_point)
+    np.testing.assert_array_equal(_run_tf_conv(case, d, None), want)
+    got = Interpreter(model_content=_tflite_conv(case, d)).predict(d["x_q"])
+    np.testing.assert_array_equal(got, want)
