@@ -283,7 +283,18 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
     Lanes bits = 0;
     const std::int64_t o0 = chunk * kLanes;
     const std::int64_t n = std::min<std::int64_t>(kLanes, out_channels - o0);
-    for (std::int64_t c = 0; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
+    std::int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+      // The low bits of 8 flip bytes gathered into one byte: bit 8i (byte
+      // i's bit 0) times the constant's terms 2^(56 - 7j) lands on bit
+      // 56 + 8(i - j) + j, inside bits [56, 64) only for i = j (bit 56 + i);
+      // all 64 products are distinct powers of two, so nothing carries.
+      std::uint64_t eight;
+      std::memcpy(&eight, flip + o0 + c, sizeof(eight));
+      eight &= 0x0101010101010101u;
+      bits |= static_cast<Lanes>((eight * 0x0102040810204080u) >> 56) << c;
+    }
+    for (; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
     flip_bits[static_cast<std::size_t>(chunk)] = bits;
   }
   DepthwiseRowsArgs args;

@@ -366,16 +366,21 @@ void RowWorker::BuildBase(std::uint64_t used_rows, i64 used_count) {
     }
     std::memset(b, static_cast<int>(valid * used_count), static_cast<std::size_t>(words * 32));
     if (valid == p.kernel_w) continue;
+    // + 2 per set filter bit: a masked byte add per word pair (64 channels).
+    // The bytes of a lone last word's pair belong to the next pixel or the
+    // slack at the end of base_, and are stored back unchanged.
+    const __m512i two = _mm512_set1_epi8(2);
     for (i64 kx = 0; kx < p.kernel_w; ++kx) {
       const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
       if (ix >= 0 && ix < p.in_w) continue;
       for (i64 ky = 0; ky < p.kernel_h; ++ky) {
         if (((used_rows >> ky) & 1u) == 0) continue;
         const PackedWord* f = plan_.a->filter_taps[ky * p.kernel_w + kx];
-        for (i64 w = 0; w < words; ++w) {
-          for (int i = 0; i < 32; ++i) {
-            b[w * 32 + i] = static_cast<std::int8_t>(b[w * 32 + i] + 2 * ((f[w] >> i) & 1u));
-          }
+        for (i64 w = 0; w < words; w += 2) {
+          const std::uint64_t bits =
+              f[w] | (w + 1 < words ? static_cast<std::uint64_t>(f[w + 1]) << 32 : 0);
+          const __m512i v = _mm512_loadu_si512(b + w * 32);
+          _mm512_storeu_si512(b + w * 32, _mm512_mask_add_epi8(v, _cvtu64_mask64(bits), v, two));
         }
       }
     }
@@ -683,10 +688,19 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(plan.group_words * 32) : nullptr;
   PackedWord* const flips = bits_out ? arena.Take<PackedWord>(plan.group_words) : nullptr;
   if (bits_out) {
-    for (i64 o = 0; o < plan.words * 32; ++o) {
-      const std::int32_t t = o < plan.channels ? args.threshold[o] : -128;
-      thresholds[o] = static_cast<std::int8_t>(
-          o >= plan.channels ? -128 : (t < -64 ? -64 : (t > 64 ? 64 : t)));
+    // Clamped to [-64, 64] and narrowed 16 channels at a time; -128 past
+    // the last channel (args.threshold is padded to whole 64-channel chunks,
+    // so whole vectors of it can be read).
+    for (i64 o = 0; o < plan.words * 32; o += 16) {
+      const __m512i t = _mm512_min_epi32(
+          _mm512_max_epi32(_mm512_loadu_si512(args.threshold + o), _mm512_set1_epi32(-64)),
+          _mm512_set1_epi32(64));
+      const i64 left = plan.channels - o;
+      const __mmask16 real =
+          left >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(thresholds + o),
+                       _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(
+                           real, _mm512_set1_epi32(-128), t)));
     }
     Repeat(thresholds, plan.words * 32, plan.group_words * 32);
     for (i64 w = 0; w < plan.words; ++w) {
