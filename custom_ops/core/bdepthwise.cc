@@ -122,6 +122,18 @@ void ExpandChannels(const BDepthwiseConv2DParams& p, const PackedWord* input, Pa
   });
 }
 
+// The per-call tables of one thread, kept from one call to the next so that a
+// call of a small layer (~2 us) allocates nothing: each is refilled whole by
+// the call (assign / clear), before the kernel reads it.
+struct CallTables {
+  std::vector<PackedWord> zero_pixel;
+  std::vector<std::int64_t> window_offsets;
+  std::vector<const PackedWord*> filter_taps;
+  std::vector<std::int32_t> threshold;  // padded to whole chunks
+  std::vector<Lanes> flip_bits;
+};
+thread_local CallTables call_tables;
+
 // The channel-expanded input (DM > 1), the per-tap tables, then the kernel
 // this CPU runs best (LOWBIT_KERNEL applies, as for the binary conv).
 void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
@@ -134,15 +146,16 @@ void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
     ExpandChannels(p, input, expanded.data(), executor);
     input = expanded.data();
   }
-  const std::vector<PackedWord> zero_pixel(static_cast<std::size_t>(words), 0);
+  CallTables& t = call_tables;
+  t.zero_pixel.assign(static_cast<std::size_t>(words), 0);
   // Offsets are only used (and, so, only computed) when a whole window fits
   // in the input; they are then within the input.
   const bool window_fits = (p.kernel_h - 1) * p.dilation_h < p.in_h &&
                            (p.kernel_w - 1) * p.dilation_w < p.in_w;
-  std::vector<std::int64_t> window_offsets;
-  std::vector<const PackedWord*> filter_taps;
-  window_offsets.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
-  filter_taps.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
+  std::vector<std::int64_t>& window_offsets = t.window_offsets;
+  std::vector<const PackedWord*>& filter_taps = t.filter_taps;
+  window_offsets.clear();
+  filter_taps.clear();
   for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
     for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
       window_offsets.push_back(
@@ -151,7 +164,7 @@ void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
     }
   }
   args.input = input;
-  args.zero_pixel = zero_pixel.data();
+  args.zero_pixel = t.zero_pixel.data();
   args.window_offsets = window_offsets.data();
   args.filter_taps = filter_taps.data();
   const DepthwiseRowsFn rows = GetKernelPath(kernel).bdepthwise_rows;
@@ -275,9 +288,12 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
   // The kernels' layout of the thresholds and flips (bdepthwise_kernels.h).
   const std::int64_t out_channels = params.out_channels();
   const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
-  std::vector<std::int32_t> padded(static_cast<std::size_t>(chunks * kLanes), 0);
+  CallTables& t = call_tables;
+  std::vector<std::int32_t>& padded = t.threshold;
+  padded.assign(static_cast<std::size_t>(chunks * kLanes), 0);
   std::copy(threshold, threshold + out_channels, padded.begin());
-  std::vector<Lanes> flip_bits(static_cast<std::size_t>(chunks), 0);
+  std::vector<Lanes>& flip_bits = t.flip_bits;
+  flip_bits.assign(static_cast<std::size_t>(chunks), 0);
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
     // In a register: an OR into memory per channel is a store-to-load chain.
     Lanes bits = 0;

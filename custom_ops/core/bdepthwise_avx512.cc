@@ -78,30 +78,55 @@ constexpr int kMaxPlanes = 6;
 constexpr i64 kMaxFastStride = 8;               // phases per input row
 constexpr i64 kMaxFastRowWords = i64{1} << 16;  // words of an input or output row
 
-// A zero-initialised array. Raw new[] rather than a standard container: this
-// translation unit is built with AVX-512 flags, and a container's inline code
-// instantiated here could be shared by the linker with code that runs on any
-// CPU (bconv2d_kernels.h).
-template <typename T>
-struct Buffer {
-  T* data;
-  explicit Buffer(i64 n) : data(new T[static_cast<std::size_t>(n > 0 ? n : 1)]()) {}
-  ~Buffer() { delete[] data; }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
+struct alignas(64) Line {
+  std::uint8_t bytes[64];
 };
 
-// Pieces of one zeroed allocation, each 64-byte aligned: one allocation per
-// call and per worker instead of one per array.
+// Memory kept by a thread from one call to the next (a call of a small layer
+// takes ~2 us, and an allocation, its zeroing and glibc's consolidation of
+// the previous call's frees were a tenth of that). Raw new[] rather than a
+// standard container: this translation unit is built with AVX-512 flags, and
+// a container's inline code instantiated here could be shared by the linker
+// with code that runs on any CPU (bconv2d_kernels.h). It only grows, to the
+// largest call the thread made (bounded by the row-size limits of
+// BDepthwiseRowsAvx512: a few rows of the layer).
+class ThreadLines {
+ public:
+  ~ThreadLines() { delete[] data_; }
+  Line* Get(i64 lines) {
+    if (lines > capacity_) {
+      delete[] data_;
+      data_ = nullptr;  // new[] may throw: never a dangling pointer
+      data_ = new Line[static_cast<std::size_t>(lines)];
+      capacity_ = lines;
+    }
+    return data_;
+  }
+
+ private:
+  Line* data_ = nullptr;
+  i64 capacity_ = 0;
+};
+
+// Two per thread: the call's plan (on the calling thread) and a worker's rows
+// (on whichever thread runs a chunk, the calling one included). A thread
+// holds at most one of each at a time: neither is used across a nested
+// ParallelFor.
+thread_local ThreadLines plan_lines;
+thread_local ThreadLines worker_lines;
+
+// Zeroed pieces of one thread's memory, each 64-byte aligned.
 class Arena {
  public:
-  explicit Arena(i64 bytes) : storage_(bytes / 64 + 2) {}
+  Arena(i64 bytes, ThreadLines& lines) : lines_(bytes / 64 + 1), storage_(lines.Get(lines_)) {
+    std::memset(storage_, 0, static_cast<std::size_t>(lines_) * sizeof(Line));
+  }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
   // `count` elements of T.
   template <typename T>
   T* Take(i64 count) {
-    auto* start = reinterpret_cast<std::uint8_t*>(storage_.data);
-    const std::uintptr_t aligned = (reinterpret_cast<std::uintptr_t>(start) + 63) & ~std::uintptr_t{63};
-    T* piece = reinterpret_cast<T*>(aligned + used_);
+    T* piece = reinterpret_cast<T*>(reinterpret_cast<std::uint8_t*>(storage_) + used_);
     used_ += Size<T>(count);
     return piece;
   }
@@ -112,10 +137,8 @@ class Arena {
   }
 
  private:
-  struct alignas(64) Line {
-    std::uint8_t bytes[64];
-  };
-  Buffer<Line> storage_;
+  const i64 lines_;
+  Line* const storage_;  // alignas(64) Line: new[] aligns it
   i64 used_ = 0;
 };
 
@@ -242,7 +265,7 @@ inline void CountGroup(const PackedWord* const* streams, const PackedWord* const
 class RowWorker {
  public:
   explicit RowWorker(const Plan& plan)
-      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan)) {
+      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan), worker_lines) {
     slots_ = arena_.Take<PackedWord>(plan.slot_words * (kh_ + 1));
     tags_ = arena_.Take<i64>(kh_);
     base_ = arena_.Take<std::int8_t>(plan.group_words * 32 + 64);
@@ -675,9 +698,10 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   // bit): one pixel's worth written, then doubled by copies.
   const bool bits_out = args.output_bits != nullptr;
   Arena arena(Arena::Size<PackedWord>(taps * plan.group_words) +
-              (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
-                              Arena::Size<PackedWord>(plan.group_words)
-                        : 0));
+                  (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
+                                  Arena::Size<PackedWord>(plan.group_words)
+                            : 0),
+              plan_lines);
   PackedWord* const filter_rows = arena.Take<PackedWord>(taps * plan.group_words);
   for (i64 t = 0; t < taps; ++t) {
     PackedWord* dst = filter_rows + t * plan.group_words;
