@@ -531,6 +531,8 @@ void RowWorker::Quarters(i64 row, i64 used) {
   const float* const multiplier = a.multiplier;
   const float* const bias = a.bias;
   const __m512 zero = _mm512_setzero_ps();
+  __m512i twice_bit[P];  // 2^(l + 1) in every byte, set once (not per quarter)
+  for (int l = 0; l < P; ++l) twice_bit[l] = _mm512_set1_epi8(static_cast<char>(2 << l));
   i64 pixel = 0, w = 0;  // of flat word 2q, tracked (no division per quarter)
   i64 chunk = 0;         // q % half_words for `whole`
   for (i64 g = 0; g * kVecWords < row_words; ++g) {
@@ -542,13 +544,12 @@ void RowWorker::Quarters(i64 row, i64 used) {
                              ? (row_words - g * kVecWords + 1) / 2 : 8;
     for (int k = 0; k < quarters; ++k) {
       const i64 q = g * 8 + k;  // quarter: flat words 2q, 2q + 1
-      __m512i count = _mm512_setzero_si512();
+      // D = base - 2 * count, the count's plane l taking 2^(l + 1) off the
+      // lanes it holds (|D| <= 63 and base <= 126: no byte wraps).
+      __m512i d = _mm512_loadu_si512(base + 64 * q);
       for (int l = 0; l < P; ++l) {
-        count = _mm512_mask_add_epi8(count, _cvtu64_mask64(plane_bits[l][k]), count,
-                                     _mm512_set1_epi8(static_cast<char>(1 << l)));
+        d = _mm512_mask_sub_epi8(d, _cvtu64_mask64(plane_bits[l][k]), d, twice_bit[l]);
       }
-      const __m512i d = _mm512_sub_epi8(_mm512_loadu_si512(base + 64 * q),
-                                        _mm512_add_epi8(count, count));
       if (whole) {
         const float* m = multiplier + 64 * chunk;
         const float* b = bias + 64 * chunk;
