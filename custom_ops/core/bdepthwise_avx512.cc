@@ -51,6 +51,8 @@
 //   get threshold -128 (never below) and flip 0, so their bits are 0.
 #include "custom_ops/core/bdepthwise_kernels.h"
 
+#include "custom_ops/core/bitpack_kernels.h"
+
 #if LOWBIT_X86_SIMD
 #if !defined(__AVX512F__) || !defined(__AVX512BW__)
 #error "bdepthwise_avx512.cc must be compiled with -mavx512f -mavx512bw"
@@ -272,6 +274,7 @@ class RowWorker {
     limits_ = arena_.Take<std::uint64_t>(LimitWords(plan));
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
+    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
   }
 
@@ -281,8 +284,13 @@ class RowWorker {
   static i64 LimitWords(const Plan& plan) {
     return plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
   }
+  // A float input row binarised (its words, as in a packed input).
+  static i64 RowBitsWords(const Plan& plan) {
+    return plan.a->float_input != nullptr ? plan.p->in_w * plan.words : 0;
+  }
   static i64 ArenaBytes(const Plan& plan) {
-    return Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
+    return Arena::Size<PackedWord>(RowBitsWords(plan)) +
+           Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
            Arena::Size<i64>(plan.p->kernel_h) +
            Arena::Size<std::int8_t>(plan.group_words * 32 + 64) +
            Arena::Size<std::uint64_t>(LimitWords(plan)) +
@@ -311,6 +319,7 @@ class RowWorker {
   std::uint64_t* limits_;
   const PackedWord** streams_;
   const PackedWord** filters_;
+  PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
 // The phases of one padded input row (src; nullptr for a padding row, which
@@ -365,7 +374,18 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
   }
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
-  SplitRow(plan_.a->input + tag * p.in_w * plan_.words, slot);
+  const PackedWord* row = row_bits_;
+  if (plan_.a->float_input == nullptr) {
+    row = plan_.a->input + tag * p.in_w * plan_.words;
+  } else {
+    // The row's floats (channels_in = 32 * words, contiguous) packed here,
+    // once per row as the output rows come to it: the floats are read once,
+    // between the output rows' work, and no packed copy of the whole input
+    // is written and read back.
+    BitpackWordsAvx512(plan_.a->float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
+                       row_bits_);
+  }
+  SplitRow(row, slot);
   return slot;
 }
 
@@ -659,18 +679,24 @@ void Repeat(T* data, i64 period, i64 size) {
 
 }  // namespace
 
-void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
-  const BDepthwiseConv2DParams& p = *args.params;
-  const i64 taps = p.kernel_h * p.kernel_w;
+bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& p) {
   // Its buffers hold a few rows (of the output, and the input's phases, each
   // about in_w / stride pixels, plus a zmm of slack per phase): bounded here so
   // that an extreme shape (a very wide row, a huge stride) takes the AVX2 rows,
   // which keep no per-row copies, rather than allocating far more than the
   // tensors. The layers this kernel is for are far inside these limits.
   const i64 words = p.out_words();
-  if (taps > kMaxFastTaps || p.stride_w > kMaxFastStride ||
-      p.out_w * words > kMaxFastRowWords || p.in_w * words > kMaxFastRowWords ||
-      (p.kernel_w - 1) * p.dilation_w * words > kMaxFastRowWords) {
+  return p.kernel_h * p.kernel_w <= kMaxFastTaps && p.stride_w <= kMaxFastStride &&
+         p.out_w * words <= kMaxFastRowWords && p.in_w * words <= kMaxFastRowWords &&
+         (p.kernel_w - 1) * p.dilation_w * words <= kMaxFastRowWords;
+}
+
+void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = *args.params;
+  const i64 taps = p.kernel_h * p.kernel_w;
+  const i64 words = p.out_words();
+  if (!BDepthwiseAvx512Takes(p)) {
+    // Never with a float input: the dispatch point packs it first then.
     BDepthwiseRowsAvx2(args, executor);
     return;
   }

@@ -65,8 +65,14 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     if (output->NumElements() == 0) return;
 
     TfExecutor executor(ctx);
-    const PackedWord* packed_input;
-    tensorflow::Tensor packed;  // scratch for a float input
+    // A float input with a float or bit-packed output goes to the kernel as it
+    // is (binarised there, core/bdepthwise.h; `packed` is its scratch when the
+    // kernel packs first); otherwise it is packed here.
+    constexpr bool kFloatInput = std::is_same<T, float>::value;
+    const bool pass_floats = kFloatInput && output_type_ != OutputType::kInt8;
+    const PackedWord* packed_input = nullptr;
+    tensorflow::Tensor packed;  // scratch for a float or int8 input
+    PackedWord* scratch = nullptr;
     if constexpr (kPackedInput) {
       packed_input = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
     } else {
@@ -74,22 +80,30 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                               tensorflow::DT_INT32,
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
                               &packed));
-      PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
+      scratch = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
       if constexpr (std::is_same<T, std::int8_t>::value) {
         BitpackInt8Rows(input.flat<std::int8_t>().data(), p.batch * p.in_h * p.in_w,
-                        p.channels_in, int8_.input_zero_point, dst, executor);
-      } else {
+                        p.channels_in, int8_.input_zero_point, scratch, executor);
+        packed_input = scratch;
+      } else if (!pass_floats) {
         BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w,
-                    p.channels_in, dst, executor);
+                    p.channels_in, scratch, executor);
+        packed_input = scratch;
       }
-      packed_input = dst;
     }
+    const float* floats = nullptr;
+    if constexpr (kFloatInput) floats = input.flat<float>().data();
     const PackedWord* packed_filter =
         reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
     if (bitpacked) {
-      BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(), flip.data(),
-                                reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
-                                executor);
+      auto* bits = reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data());
+      if (pass_floats) {
+        BDepthwiseConv2DBitpackedFloatInput(kernel_, p, floats, scratch, packed_filter,
+                                            threshold.data(), flip.data(), bits, executor);
+      } else {
+        BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(),
+                                  flip.data(), bits, executor);
+      }
       return;
     }
     if (output_type_ == OutputType::kInt8) {
@@ -99,6 +113,12 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                            multiplier.flat<float>().data(), bias.flat<float>().data(),
                            int8_.output, scratch.flat<float>().data(),
                            output->flat<std::int8_t>().data(), executor);
+      return;
+    }
+    if (pass_floats) {
+      BDepthwiseConv2DFloatInput(kernel_, p, floats, scratch, packed_filter,
+                                 multiplier.flat<float>().data(), bias.flat<float>().data(),
+                                 output->flat<float>().data(), executor);
       return;
     }
     BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
