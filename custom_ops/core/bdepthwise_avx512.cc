@@ -747,8 +747,8 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
           _mm512_max_epi32(_mm512_loadu_si512(args.threshold + o), _mm512_set1_epi32(-64)),
           _mm512_set1_epi32(64));
       const i64 left = plan.channels - o;
-      const __mmask16 real =
-          left >= 16 ? __mmask16{0xffff} : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
+      const __mmask16 real = left >= 16 ? __mmask16{0xffff}
+                                        : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(thresholds + o),
                        _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(
                            real, _mm512_set1_epi32(-128), t)));

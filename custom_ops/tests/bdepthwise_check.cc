@@ -7,8 +7,9 @@
 // and bit-packed outputs, packed and float inputs (the float input binarised
 // inside the AVX-512 kernel for depth multiplier 1 and whole words of
 // channels, else packed first; its values include -0.0, NaN of both signs,
-// infinities and subnormals, which binarise to +1 except -inf). A plain executable so that it also runs under
-// qemu-user for the Arm builds (tests/test_bdepthwise.py):
+// infinities and subnormals, which binarise to +1 except -inf). A plain
+// executable so that it also runs under qemu-user for the Arm builds
+// (tests/test_bdepthwise.py):
 //     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
 #include <algorithm>
 #include <cmath>
@@ -207,8 +208,9 @@ int main(int argc, char** argv) {
           std::printf(
               "MISMATCH (%s, %s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
               "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
-              floats_ok ? "bitpacked" : "float", input_kind, path, c, (long long)p.batch, (long long)p.in_h,
-              (long long)p.in_w, (long long)p.channels_in, (long long)p.depth_multiplier,
+              floats_ok ? "bitpacked" : "float", input_kind, path, c, (long long)p.batch,
+              (long long)p.in_h, (long long)p.in_w, (long long)p.channels_in,
+              (long long)p.depth_multiplier,
               (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
               (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
               p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
