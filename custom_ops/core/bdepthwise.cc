@@ -233,6 +233,7 @@ DepthwiseRowsArgs BitpackedOutputArgs(const BDepthwiseConv2DParams& params,
       // i's bit 0) times the constant's terms 2^(56 - 7j) lands on bit
       // 56 + 8(i - j) + j, inside bits [56, 64) only for i = j (bit 56 + i);
       // all 64 products are distinct powers of two, so nothing carries.
+      // (Byte i at bit 8i: little-endian, as every target of this library.)
       std::uint64_t eight;
       std::memcpy(&eight, flip + o0 + c, sizeof(eight));
       eight &= 0x0101010101010101u;
