@@ -618,6 +618,8 @@ void RowWorker::Quarters(i64 row, i64 used) {
 void RowWorker::BuildLimits() {
   const int planes = plan_.planes;
   const __m512i low7 = _mm512_set1_epi8(0x7f);
+  __m512i bit[kMaxPlanes + 1];  // 2^l in every byte, set once (not per quarter)
+  for (int l = 0; l <= planes; ++l) bit[l] = _mm512_set1_epi8(static_cast<char>(1 << l));
   for (i64 q = 0; q < plan_.group_words / 2; ++q) {
     const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_ + 64 * q),
                                        _mm512_loadu_si512(plan_.thresholds + 64 * q));
@@ -626,11 +628,9 @@ void RowWorker::BuildLimits() {
     const __m512i tau = _mm512_subs_epu8(half, _mm512_set1_epi8(63));
     std::uint64_t* group = limits_ + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
     for (int l = 0; l < planes; ++l) {
-      group[8 * l] = _cvtmask64_u64(
-          _mm512_test_epi8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << l))));
+      group[8 * l] = _cvtmask64_u64(_mm512_test_epi8_mask(tau, bit[l]));
     }
-    group[8 * planes] = _cvtmask64_u64(
-        _mm512_cmpge_epu8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << planes))));
+    group[8 * planes] = _cvtmask64_u64(_mm512_cmpge_epu8_mask(tau, bit[planes]));
   }
 }
 
