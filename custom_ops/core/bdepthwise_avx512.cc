@@ -100,6 +100,9 @@ class ThreadLines {
       delete[] data_;
       data_ = nullptr;  // new[] may throw: never a dangling pointer
       data_ = new Line[static_cast<std::size_t>(lines)];
+      // Zeroed once, so that no byte is ever read unwritten (the kernel's
+      // last vector of a row reads a little past it, into lanes it drops).
+      std::memset(data_, 0, static_cast<std::size_t>(lines) * sizeof(Line));
       capacity_ = lines;
     }
     return data_;
@@ -117,12 +120,12 @@ class ThreadLines {
 thread_local ThreadLines plan_lines;
 thread_local ThreadLines worker_lines;
 
-// Zeroed pieces of one thread's memory, each 64-byte aligned.
+// Pieces of one thread's memory, each 64-byte aligned. They hold what an
+// earlier call left there: each user writes every part it reads for data
+// (the lanes past a row's end aside, which no output takes).
 class Arena {
  public:
-  Arena(i64 bytes, ThreadLines& lines) : lines_(bytes / 64 + 1), storage_(lines.Get(lines_)) {
-    std::memset(storage_, 0, static_cast<std::size_t>(lines_) * sizeof(Line));
-  }
+  Arena(i64 bytes, ThreadLines& lines) : storage_(lines.Get(bytes / 64 + 1)) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   // `count` elements of T.
@@ -139,7 +142,6 @@ class Arena {
   }
 
  private:
-  const i64 lines_;
   Line* const storage_;  // alignas(64) Line: new[] aligns it
   i64 used_ = 0;
 };
@@ -276,6 +278,9 @@ class RowWorker {
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
     row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
+    // The zero slot: the phases of a padding row (+1 pixels), never split.
+    std::memset(slots_ + kh_ * plan.slot_words, 0,
+                static_cast<std::size_t>(plan.slot_words) * sizeof(PackedWord));
   }
 
   void Row(i64 row);
