@@ -1,5 +1,6 @@
 // TF kernel of LowbitBDepthwiseConv2d: validates the tensors against the
-// attributes, packs a float input on the fly, flattens the leading dimensions
+// attributes, binarises a float input (inside the kernel where the core can,
+// else packed first), flattens the leading dimensions
 // of a [..., H, W, C] input into the batch, and runs the core's binary
 // depthwise convolution.
 #include <memory>

@@ -1,6 +1,7 @@
 // TFLite shell of LowbitBDepthwiseConv2d: binary depthwise 2-D convolution.
 //
-// Inputs:  0 input       float32 [..., H, W, C]  (bit-packed here), or
+// Inputs:  0 input       float32 [..., H, W, C]  (binarised in the kernel or
+//                        packed here first: core/bdepthwise.h), or
 //                        int32   [..., H, W, ceil(C/32)] (already packed), or
 //                        int8    [..., H, W, C] quantized per tensor (code <
 //                        zero point is -1, core/int8_io.h); rank >= 4, the
