@@ -142,6 +142,10 @@ LITE_LOWBIT = "tflite_lowbit"
 LITE_FLOAT = "tflite_xnnpack_float32"
 LITE_INT8 = "tflite_xnnpack_int8"
 VARIANTS = (TF_PACKED, TF_FLOAT_IN, TF_FLOAT, LITE_LOWBIT, LITE_FLOAT, LITE_INT8)
+# tf_loop with an identity body on the packed input: the harness's own
+# tf.while_loop cost per iteration, which every TF time includes (timed with
+# the variants; the shell line takes it off the TF op's time).
+TF_LOOP_FLOOR = "tf_loop_identity"
 LITE_MODELS = (LITE_LOWBIT, LITE_FLOAT, LITE_INT8)
 
 # The target shapes.
@@ -247,6 +251,7 @@ def _benchmark_layer(
         TF_PACKED: tf_loop(bconv_packed),
         TF_FLOAT_IN: tf_loop(bconv_float_in),
         TF_FLOAT: tf_loop(matmul_float if dense else conv_float),
+        TF_LOOP_FLOOR: tf_loop(lambda inp: inp),
     }
 
     results = []
@@ -261,6 +266,7 @@ def _benchmark_layer(
             TF_FLOAT_IN: time_tf_loop(loops[TF_FLOAT_IN],
                                       (x_float, packed_filter, multiplier, bias)),
             TF_FLOAT: time_tf_loop(loops[TF_FLOAT], (x_float, matrix if dense else kernel)),
+            TF_LOOP_FLOOR: time_tf_loop(loops[TF_LOOP_FLOOR], (x_packed,)),
         }
         # Sanity: both input forms give the same result.
         y_packed = bconv_packed(x_packed, packed_filter, multiplier, bias).numpy()
@@ -304,7 +310,7 @@ def _benchmark_layer(
 
         # ---- interleaved timing --------------------------------------------
         iterations, samples = interleaved_samples(
-            {key: runners[key] for key in VARIANTS}, rounds, sample_s
+            {key: runners[key] for key in (*VARIANTS, TF_LOOP_FLOOR)}, rounds, sample_s
         )
         del interpreters, runners
         results.append(
@@ -901,6 +907,13 @@ def kernel_share_lines(results: list[dict], peaks: dict[int, float],
         )
         lines.append(f"    shells over the core kernel: {overheads}  "
                      f"[target <= +{SHELL_OVERHEAD_TARGET:.0f}%]")
+        loop_samples = shell["samples_ms"].get(TF_LOOP_FLOOR)
+        if loop_samples:
+            loop_ms = statistics.median(loop_samples)
+            own_ms = statistics.median(shell["samples_ms"][TF_PACKED]) - loop_ms
+            lines.append(f"    TF op packed less the harness's tf.while_loop cost per iteration "
+                         f"({1e3 * loop_ms:.1f} us, identity body): "
+                         f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
     return lines
 
 

@@ -69,6 +69,12 @@ TF_BLOCK_CHAINED = "tf_lowbit_chained"
 TF_BLOCK_UNCHAINED = "tf_lowbit_unchained"
 CORE_FLOAT = "core_float_out"
 CORE_PACKED = "core_packed_out"
+# The tf.while_loop of tf_loop with an identity body: the harness's own cost
+# per iteration, in every TF time above (the TF rows' floor).
+TF_LOOP_FLOOR = "tf_loop_identity"
+# Reading the float input once at the read bandwidth of a cache-hot buffer of
+# its size (kernel_bench.cc): a floor of every float-input variant.
+CORE_READ_INPUT = "core_read_float_input"
 TARGET = 2.0
 
 
@@ -122,6 +128,7 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
             tf_loop(lambda xx, k: tf.nn.depthwise_conv2d(xx, k, [1, stride, stride, 1], "SAME")
                     + b),
             (tf.constant(x), tf.constant(kernel))),
+        TF_LOOP_FLOOR: time_tf_loop(tf_loop(lambda xx: xx), (packed_x,)),
     }
     options = dict(channels_in=c, depth_multiplier=1, kernel_h=3, kernel_w=3, stride_h=stride,
                    stride_w=stride, dilation_h=1, dilation_w=1, padding="SAME", pad_value=0,
@@ -149,13 +156,15 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
         interp.set_tensor(interp.get_input_details()[0]["index"], value)
         runners[key] = lite_runner(interp)
     del lite
-    _, samples = interleaved_samples({k: runners[k] for k in VARIANTS}, rounds, sample_s)
+    _, samples = interleaved_samples({k: runners[k] for k in (*VARIANTS, TF_LOOP_FLOOR)},
+                                     rounds, sample_s)
     us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     try:  # the core kernel alone on a packed input (kernel_bench.cc), if it builds
         core = CoreKernels()
         for key, bits in ((CORE_FLOAT, False), (CORE_PACKED, True)):
             us[key] = 1e3 * statistics.median(
                 core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits))
+        us[CORE_READ_INPUT] = 1e3 * statistics.median(core.read(x.nbytes, 1, sample_s, rounds))
     except (OSError, AttributeError, ValueError):
         pass
     return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
@@ -308,6 +317,28 @@ def print_results(rows: list[dict]) -> None:
         print(f"  binary depthwise {label}: worst {ratios[worst]:.2f}x "
               f"({rows[worst]['shape']} s{rows[worst]['stride']}), best {max(ratios):.2f}x  "
               f"[target >= {TARGET:g}x]")
+    print_floors(rows)
+
+
+def print_floors(rows: list[dict]) -> None:
+    """What no binary kernel can go below, measured in the same run: reading
+    the float input once (float in/out variants; at the read bandwidth of a
+    cache-hot buffer of its size), and the TF harness's own tf.while_loop cost
+    per iteration (an identity body), which every TF time above includes; with
+    it taken off both sides, the TF ratios are the ops' own."""
+    if not rows or not all(CORE_READ_INPUT in r["us"] for r in rows):
+        return
+    print("Floors (same run): float input read once at this CPU's cache read bandwidth, vs "
+          "the time the 2x target allows; TF ratios with the tf.while_loop's own cost per "
+          "iteration (identity body) taken off both sides")
+    for r in rows:
+        u = r["us"]
+        loop = u[TF_LOOP_FLOOR]
+        own = [(u[TF_FLOAT] - loop) / max(u[key] - loop, 1e-3)
+               for key in (TF_OURS_FLOAT, TF_OURS_PACKED)]
+        print(f"{r['shape']:>10} {r['stride']:>1} | input read >= {u[CORE_READ_INPUT]:6.1f} us, "
+              f"2x XNNPACK f32 allows {u[LITE_FLOAT] / TARGET:6.1f} us | TF loop "
+              f"{loop:5.1f} us/iter; TF ops' own: float io {own[0]:5.2f}x packed {own[1]:5.2f}x")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@
 #include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bdepthwise_kernels.h"
 #include "custom_ops/core/bdepthwise_rows.h"
+#include "custom_ops/core/bitpack.h"
 
 namespace lowbit {
 namespace {
@@ -122,6 +123,18 @@ void ExpandChannels(const BDepthwiseConv2DParams& p, const PackedWord* input, Pa
   });
 }
 
+// The per-call tables of one thread, kept from one call to the next so that a
+// call of a small layer (~2 us) allocates nothing: each is refilled whole by
+// the call (assign / clear), before the kernel reads it.
+struct CallTables {
+  std::vector<PackedWord> zero_pixel;
+  std::vector<std::int64_t> window_offsets;
+  std::vector<const PackedWord*> filter_taps;
+  std::vector<std::int32_t> threshold;  // padded to whole chunks
+  std::vector<Lanes> flip_bits;
+};
+thread_local CallTables call_tables;
+
 // The channel-expanded input (DM > 1), the per-tap tables, then the kernel
 // this CPU runs best (LOWBIT_KERNEL applies, as for the binary conv).
 void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
@@ -134,15 +147,16 @@ void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
     ExpandChannels(p, input, expanded.data(), executor);
     input = expanded.data();
   }
-  const std::vector<PackedWord> zero_pixel(static_cast<std::size_t>(words), 0);
+  CallTables& t = call_tables;
+  t.zero_pixel.assign(static_cast<std::size_t>(words), 0);
   // Offsets are only used (and, so, only computed) when a whole window fits
   // in the input; they are then within the input.
   const bool window_fits = (p.kernel_h - 1) * p.dilation_h < p.in_h &&
                            (p.kernel_w - 1) * p.dilation_w < p.in_w;
-  std::vector<std::int64_t> window_offsets;
-  std::vector<const PackedWord*> filter_taps;
-  window_offsets.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
-  filter_taps.reserve(static_cast<std::size_t>(p.kernel_h * p.kernel_w));
+  std::vector<std::int64_t>& window_offsets = t.window_offsets;
+  std::vector<const PackedWord*>& filter_taps = t.filter_taps;
+  window_offsets.clear();
+  filter_taps.clear();
   for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
     for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
       window_offsets.push_back(
@@ -151,11 +165,89 @@ void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
     }
   }
   args.input = input;
-  args.zero_pixel = zero_pixel.data();
+  args.zero_pixel = t.zero_pixel.data();
   args.window_offsets = window_offsets.data();
   args.filter_taps = filter_taps.data();
   const DepthwiseRowsFn rows = GetKernelPath(kernel).bdepthwise_rows;
   (rows != nullptr ? rows : &BDepthwiseRowsPortable)(args, executor);
+}
+
+// Whether the float input of `p` is binarised inside the kernel (the AVX-512
+// rows, see DepthwiseRowsArgs::float_input) rather than packed first.
+bool FusesFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& p) {
+#if LOWBIT_X86_SIMD
+  return GetKernelPath(kernel).bdepthwise_rows == &BDepthwiseRowsAvx512 &&
+         p.depth_multiplier == 1 && p.channels_in % kBitsPerWord == 0 &&
+         BDepthwiseAvx512Takes(p);
+#else
+  (void)kernel;
+  (void)p;
+  return false;
+#endif
+}
+
+// Run on a float input: binarised in the kernel, or packed into `scratch`.
+void RunFloatInput(BConv2DKernel kernel, DepthwiseRowsArgs args, const float* input,
+                   PackedWord* scratch, const PackedWord* filter, ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = *args.params;
+  if (FusesFloatInput(kernel, p)) {
+    args.float_input = input;
+    Run(kernel, args, nullptr, filter, executor);
+    return;
+  }
+  BitpackRows(kernel, input, p.batch * p.in_h * p.in_w, p.channels_in, scratch, executor);
+  Run(kernel, args, scratch, filter, executor);
+}
+
+DepthwiseRowsArgs FloatOutputArgs(const BDepthwiseConv2DParams& params, const float* multiplier,
+                                  const float* bias, float* output) {
+  DepthwiseRowsArgs args;
+  args.params = &params;
+  args.multiplier = multiplier;
+  args.bias = bias;
+  args.output = output;
+  return args;
+}
+
+// The kernels' layout of the thresholds and flips (bdepthwise_kernels.h), in
+// this thread's call tables.
+DepthwiseRowsArgs BitpackedOutputArgs(const BDepthwiseConv2DParams& params,
+                                      const std::int32_t* threshold, const std::uint8_t* flip,
+                                      PackedWord* output) {
+  const std::int64_t out_channels = params.out_channels();
+  const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
+  CallTables& t = call_tables;
+  std::vector<std::int32_t>& padded = t.threshold;
+  padded.assign(static_cast<std::size_t>(chunks * kLanes), 0);
+  std::copy(threshold, threshold + out_channels, padded.begin());
+  std::vector<Lanes>& flip_bits = t.flip_bits;
+  flip_bits.assign(static_cast<std::size_t>(chunks), 0);
+  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
+    // In a register: an OR into memory per channel is a store-to-load chain.
+    Lanes bits = 0;
+    const std::int64_t o0 = chunk * kLanes;
+    const std::int64_t n = std::min<std::int64_t>(kLanes, out_channels - o0);
+    std::int64_t c = 0;
+    for (; c + 8 <= n; c += 8) {
+      // The low bits of 8 flip bytes gathered into one byte: bit 8i (byte
+      // i's bit 0) times the constant's terms 2^(56 - 7j) lands on bit
+      // 56 + 8(i - j) + j, inside bits [56, 64) only for i = j (bit 56 + i);
+      // all 64 products are distinct powers of two, so nothing carries.
+      // (Byte i at bit 8i: little-endian, as every target of this library.)
+      std::uint64_t eight;
+      std::memcpy(&eight, flip + o0 + c, sizeof(eight));
+      eight &= 0x0101010101010101u;
+      bits |= static_cast<Lanes>((eight * 0x0102040810204080u) >> 56) << c;
+    }
+    for (; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
+    flip_bits[static_cast<std::size_t>(chunk)] = bits;
+  }
+  DepthwiseRowsArgs args;
+  args.params = &params;
+  args.threshold = padded.data();
+  args.flip_bits = flip_bits.data();
+  args.output_bits = output;
+  return args;
 }
 
 }  // namespace
@@ -252,12 +344,7 @@ void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* in
 void BDepthwiseConv2D(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
                       const PackedWord* input, const PackedWord* filter, const float* multiplier,
                       const float* bias, float* output, ParallelExecutor& executor) {
-  DepthwiseRowsArgs args;
-  args.params = &params;
-  args.multiplier = multiplier;
-  args.bias = bias;
-  args.output = output;
-  Run(kernel, args, input, filter, executor);
+  Run(kernel, FloatOutputArgs(params, multiplier, bias, output), input, filter, executor);
 }
 
 void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const PackedWord* input,
@@ -272,26 +359,24 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
                                const PackedWord* input, const PackedWord* filter,
                                const std::int32_t* threshold, const std::uint8_t* flip,
                                PackedWord* output, ParallelExecutor& executor) {
-  // The kernels' layout of the thresholds and flips (bdepthwise_kernels.h).
-  const std::int64_t out_channels = params.out_channels();
-  const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
-  std::vector<std::int32_t> padded(static_cast<std::size_t>(chunks * kLanes), 0);
-  std::copy(threshold, threshold + out_channels, padded.begin());
-  std::vector<Lanes> flip_bits(static_cast<std::size_t>(chunks), 0);
-  for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
-    // In a register: an OR into memory per channel is a store-to-load chain.
-    Lanes bits = 0;
-    const std::int64_t o0 = chunk * kLanes;
-    const std::int64_t n = std::min<std::int64_t>(kLanes, out_channels - o0);
-    for (std::int64_t c = 0; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
-    flip_bits[static_cast<std::size_t>(chunk)] = bits;
-  }
-  DepthwiseRowsArgs args;
-  args.params = &params;
-  args.threshold = padded.data();
-  args.flip_bits = flip_bits.data();
-  args.output_bits = output;
-  Run(kernel, args, input, filter, executor);
+  Run(kernel, BitpackedOutputArgs(params, threshold, flip, output), input, filter, executor);
+}
+
+void BDepthwiseConv2DFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                                const float* input, PackedWord* scratch, const PackedWord* filter,
+                                const float* multiplier, const float* bias, float* output,
+                                ParallelExecutor& executor) {
+  RunFloatInput(kernel, FloatOutputArgs(params, multiplier, bias, output), input, scratch, filter,
+                executor);
+}
+
+void BDepthwiseConv2DBitpackedFloatInput(BConv2DKernel kernel,
+                                         const BDepthwiseConv2DParams& params, const float* input,
+                                         PackedWord* scratch, const PackedWord* filter,
+                                         const std::int32_t* threshold, const std::uint8_t* flip,
+                                         PackedWord* output, ParallelExecutor& executor) {
+  RunFloatInput(kernel, BitpackedOutputArgs(params, threshold, flip, output), input, scratch,
+                filter, executor);
 }
 
 }  // namespace lowbit

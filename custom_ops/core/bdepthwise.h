@@ -119,6 +119,24 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
                                const std::int32_t* threshold, const std::uint8_t* flip,
                                PackedWord* output, ParallelExecutor& executor);
 
+// The same two on the float input [batch, in_h, in_w, channels_in],
+// binarised as BitpackRows(kernel, ...) does (core/bitpack.h). Where the
+// AVX-512 kernel runs the layer, with depth_multiplier 1 and channels_in a
+// multiple of 32, it binarises each input row as it first reads it: one pass
+// over the floats, no packed copy of the input written and read back, the
+// reads spread between the rows' counting and output. Otherwise the input is
+// packed into `scratch` first (batch * in_h * in_w * in_words() words), which
+// is not touched in the fused case.
+void BDepthwiseConv2DFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                                const float* input, PackedWord* scratch, const PackedWord* filter,
+                                const float* multiplier, const float* bias, float* output,
+                                ParallelExecutor& executor);
+void BDepthwiseConv2DBitpackedFloatInput(BConv2DKernel kernel,
+                                         const BDepthwiseConv2DParams& params, const float* input,
+                                         PackedWord* scratch, const PackedWord* filter,
+                                         const std::int32_t* threshold, const std::uint8_t* flip,
+                                         PackedWord* output, ParallelExecutor& executor);
+
 }  // namespace lowbit
 
 #endif  // LOWBIT_CORE_BDEPTHWISE_H_

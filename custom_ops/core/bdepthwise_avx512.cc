@@ -51,6 +51,8 @@
 //   get threshold -128 (never below) and flip 0, so their bits are 0.
 #include "custom_ops/core/bdepthwise_kernels.h"
 
+#include "custom_ops/core/bitpack_kernels.h"
+
 #if LOWBIT_X86_SIMD
 #if !defined(__AVX512F__) || !defined(__AVX512BW__)
 #error "bdepthwise_avx512.cc must be compiled with -mavx512f -mavx512bw"
@@ -78,30 +80,58 @@ constexpr int kMaxPlanes = 6;
 constexpr i64 kMaxFastStride = 8;               // phases per input row
 constexpr i64 kMaxFastRowWords = i64{1} << 16;  // words of an input or output row
 
-// A zero-initialised array. Raw new[] rather than a standard container: this
-// translation unit is built with AVX-512 flags, and a container's inline code
-// instantiated here could be shared by the linker with code that runs on any
-// CPU (bconv2d_kernels.h).
-template <typename T>
-struct Buffer {
-  T* data;
-  explicit Buffer(i64 n) : data(new T[static_cast<std::size_t>(n > 0 ? n : 1)]()) {}
-  ~Buffer() { delete[] data; }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
+struct alignas(64) Line {
+  std::uint8_t bytes[64];
 };
 
-// Pieces of one zeroed allocation, each 64-byte aligned: one allocation per
-// call and per worker instead of one per array.
+// Memory kept by a thread from one call to the next (a call of a small layer
+// takes ~2 us, and an allocation, its zeroing and glibc's consolidation of
+// the previous call's frees were a tenth of that). Raw new[] rather than a
+// standard container: this translation unit is built with AVX-512 flags, and
+// a container's inline code instantiated here could be shared by the linker
+// with code that runs on any CPU (bconv2d_kernels.h). It only grows, to the
+// largest call the thread made (bounded by the row-size limits of
+// BDepthwiseRowsAvx512: a few rows of the layer).
+class ThreadLines {
+ public:
+  ~ThreadLines() { delete[] data_; }
+  Line* Get(i64 lines) {
+    if (lines > capacity_) {
+      delete[] data_;
+      data_ = nullptr;  // new[] may throw: never a dangling pointer
+      data_ = new Line[static_cast<std::size_t>(lines)];
+      // Zeroed once, so that no byte is ever read unwritten (the kernel's
+      // last vector of a row reads a little past it, into lanes it drops).
+      std::memset(data_, 0, static_cast<std::size_t>(lines) * sizeof(Line));
+      capacity_ = lines;
+    }
+    return data_;
+  }
+
+ private:
+  Line* data_ = nullptr;
+  i64 capacity_ = 0;
+};
+
+// Two per thread: the call's plan (on the calling thread) and a worker's rows
+// (on whichever thread runs a chunk, the calling one included). A thread
+// holds at most one of each at a time: neither is used across a nested
+// ParallelFor.
+thread_local ThreadLines plan_lines;
+thread_local ThreadLines worker_lines;
+
+// Pieces of one thread's memory, each 64-byte aligned. They hold what an
+// earlier call left there: each user writes every part it reads for data
+// (the lanes past a row's end aside, which no output takes).
 class Arena {
  public:
-  explicit Arena(i64 bytes) : storage_(bytes / 64 + 2) {}
+  Arena(i64 bytes, ThreadLines& lines) : storage_(lines.Get(bytes / 64 + 1)) {}
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
   // `count` elements of T.
   template <typename T>
   T* Take(i64 count) {
-    auto* start = reinterpret_cast<std::uint8_t*>(storage_.data);
-    const std::uintptr_t aligned = (reinterpret_cast<std::uintptr_t>(start) + 63) & ~std::uintptr_t{63};
-    T* piece = reinterpret_cast<T*>(aligned + used_);
+    T* piece = reinterpret_cast<T*>(reinterpret_cast<std::uint8_t*>(storage_) + used_);
     used_ += Size<T>(count);
     return piece;
   }
@@ -112,10 +142,7 @@ class Arena {
   }
 
  private:
-  struct alignas(64) Line {
-    std::uint8_t bytes[64];
-  };
-  Buffer<Line> storage_;
+  Line* const storage_;  // alignas(64) Line: new[] aligns it
   i64 used_ = 0;
 };
 
@@ -242,14 +269,18 @@ inline void CountGroup(const PackedWord* const* streams, const PackedWord* const
 class RowWorker {
  public:
   explicit RowWorker(const Plan& plan)
-      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan)) {
+      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan), worker_lines) {
     slots_ = arena_.Take<PackedWord>(plan.slot_words * (kh_ + 1));
     tags_ = arena_.Take<i64>(kh_);
     base_ = arena_.Take<std::int8_t>(plan.group_words * 32 + 64);
     limits_ = arena_.Take<std::uint64_t>(LimitWords(plan));
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
+    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
+    // The zero slot: the phases of a padding row (+1 pixels), never split.
+    std::memset(slots_ + kh_ * plan.slot_words, 0,
+                static_cast<std::size_t>(plan.slot_words) * sizeof(PackedWord));
   }
 
   void Row(i64 row);
@@ -258,8 +289,13 @@ class RowWorker {
   static i64 LimitWords(const Plan& plan) {
     return plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
   }
+  // A float input row binarised (its words, as in a packed input).
+  static i64 RowBitsWords(const Plan& plan) {
+    return plan.a->float_input != nullptr ? plan.p->in_w * plan.words : 0;
+  }
   static i64 ArenaBytes(const Plan& plan) {
-    return Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
+    return Arena::Size<PackedWord>(RowBitsWords(plan)) +
+           Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
            Arena::Size<i64>(plan.p->kernel_h) +
            Arena::Size<std::int8_t>(plan.group_words * 32 + 64) +
            Arena::Size<std::uint64_t>(LimitWords(plan)) +
@@ -288,6 +324,7 @@ class RowWorker {
   std::uint64_t* limits_;
   const PackedWord** streams_;
   const PackedWord** filters_;
+  PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
 // The phases of one padded input row (src; nullptr for a padding row, which
@@ -342,7 +379,18 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
   }
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
-  SplitRow(plan_.a->input + tag * p.in_w * plan_.words, slot);
+  const PackedWord* row = row_bits_;
+  if (plan_.a->float_input == nullptr) {
+    row = plan_.a->input + tag * p.in_w * plan_.words;
+  } else {
+    // The row's floats (channels_in = 32 * words, contiguous) packed here,
+    // once per row as the output rows come to it: the floats are read once,
+    // between the output rows' work, and no packed copy of the whole input
+    // is written and read back.
+    BitpackWordsAvx512(plan_.a->float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
+                       row_bits_);
+  }
+  SplitRow(row, slot);
   return slot;
 }
 
@@ -366,16 +414,21 @@ void RowWorker::BuildBase(std::uint64_t used_rows, i64 used_count) {
     }
     std::memset(b, static_cast<int>(valid * used_count), static_cast<std::size_t>(words * 32));
     if (valid == p.kernel_w) continue;
+    // + 2 per set filter bit: a masked byte add per word pair (64 channels).
+    // The bytes of a lone last word's pair belong to the next pixel or the
+    // slack at the end of base_, and are stored back unchanged.
+    const __m512i two = _mm512_set1_epi8(2);
     for (i64 kx = 0; kx < p.kernel_w; ++kx) {
       const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
       if (ix >= 0 && ix < p.in_w) continue;
       for (i64 ky = 0; ky < p.kernel_h; ++ky) {
         if (((used_rows >> ky) & 1u) == 0) continue;
         const PackedWord* f = plan_.a->filter_taps[ky * p.kernel_w + kx];
-        for (i64 w = 0; w < words; ++w) {
-          for (int i = 0; i < 32; ++i) {
-            b[w * 32 + i] = static_cast<std::int8_t>(b[w * 32 + i] + 2 * ((f[w] >> i) & 1u));
-          }
+        for (i64 w = 0; w < words; w += 2) {
+          const std::uint64_t bits =
+              f[w] | (w + 1 < words ? static_cast<std::uint64_t>(f[w + 1]) << 32 : 0);
+          const __m512i v = _mm512_loadu_si512(b + w * 32);
+          _mm512_storeu_si512(b + w * 32, _mm512_mask_add_epi8(v, _cvtu64_mask64(bits), v, two));
         }
       }
     }
@@ -503,6 +556,8 @@ void RowWorker::Quarters(i64 row, i64 used) {
   const float* const multiplier = a.multiplier;
   const float* const bias = a.bias;
   const __m512 zero = _mm512_setzero_ps();
+  __m512i twice_bit[P];  // 2^(l + 1) in every byte, set once (not per quarter)
+  for (int l = 0; l < P; ++l) twice_bit[l] = _mm512_set1_epi8(static_cast<char>(2 << l));
   i64 pixel = 0, w = 0;  // of flat word 2q, tracked (no division per quarter)
   i64 chunk = 0;         // q % half_words for `whole`
   for (i64 g = 0; g * kVecWords < row_words; ++g) {
@@ -514,13 +569,12 @@ void RowWorker::Quarters(i64 row, i64 used) {
                              ? (row_words - g * kVecWords + 1) / 2 : 8;
     for (int k = 0; k < quarters; ++k) {
       const i64 q = g * 8 + k;  // quarter: flat words 2q, 2q + 1
-      __m512i count = _mm512_setzero_si512();
+      // D = base - 2 * count, the count's plane l taking 2^(l + 1) off the
+      // lanes it holds (|D| <= 63 and base <= 126: no byte wraps).
+      __m512i d = _mm512_loadu_si512(base + 64 * q);
       for (int l = 0; l < P; ++l) {
-        count = _mm512_mask_add_epi8(count, _cvtu64_mask64(plane_bits[l][k]), count,
-                                     _mm512_set1_epi8(static_cast<char>(1 << l)));
+        d = _mm512_mask_sub_epi8(d, _cvtu64_mask64(plane_bits[l][k]), d, twice_bit[l]);
       }
-      const __m512i d = _mm512_sub_epi8(_mm512_loadu_si512(base + 64 * q),
-                                        _mm512_add_epi8(count, count));
       if (whole) {
         const float* m = multiplier + 64 * chunk;
         const float* b = bias + 64 * chunk;
@@ -569,6 +623,8 @@ void RowWorker::Quarters(i64 row, i64 used) {
 void RowWorker::BuildLimits() {
   const int planes = plan_.planes;
   const __m512i low7 = _mm512_set1_epi8(0x7f);
+  __m512i bit[kMaxPlanes + 1];  // 2^l in every byte, set once (not per quarter)
+  for (int l = 0; l <= planes; ++l) bit[l] = _mm512_set1_epi8(static_cast<char>(1 << l));
   for (i64 q = 0; q < plan_.group_words / 2; ++q) {
     const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_ + 64 * q),
                                        _mm512_loadu_si512(plan_.thresholds + 64 * q));
@@ -577,11 +633,9 @@ void RowWorker::BuildLimits() {
     const __m512i tau = _mm512_subs_epu8(half, _mm512_set1_epi8(63));
     std::uint64_t* group = limits_ + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
     for (int l = 0; l < planes; ++l) {
-      group[8 * l] = _cvtmask64_u64(
-          _mm512_test_epi8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << l))));
+      group[8 * l] = _cvtmask64_u64(_mm512_test_epi8_mask(tau, bit[l]));
     }
-    group[8 * planes] = _cvtmask64_u64(
-        _mm512_cmpge_epu8_mask(tau, _mm512_set1_epi8(static_cast<char>(1 << planes))));
+    group[8 * planes] = _cvtmask64_u64(_mm512_cmpge_epu8_mask(tau, bit[planes]));
   }
 }
 
@@ -630,18 +684,24 @@ void Repeat(T* data, i64 period, i64 size) {
 
 }  // namespace
 
-void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
-  const BDepthwiseConv2DParams& p = *args.params;
-  const i64 taps = p.kernel_h * p.kernel_w;
+bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& p) {
   // Its buffers hold a few rows (of the output, and the input's phases, each
   // about in_w / stride pixels, plus a zmm of slack per phase): bounded here so
   // that an extreme shape (a very wide row, a huge stride) takes the AVX2 rows,
   // which keep no per-row copies, rather than allocating far more than the
   // tensors. The layers this kernel is for are far inside these limits.
   const i64 words = p.out_words();
-  if (taps > kMaxFastTaps || p.stride_w > kMaxFastStride ||
-      p.out_w * words > kMaxFastRowWords || p.in_w * words > kMaxFastRowWords ||
-      (p.kernel_w - 1) * p.dilation_w * words > kMaxFastRowWords) {
+  return p.kernel_h * p.kernel_w <= kMaxFastTaps && p.stride_w <= kMaxFastStride &&
+         p.out_w * words <= kMaxFastRowWords && p.in_w * words <= kMaxFastRowWords &&
+         (p.kernel_w - 1) * p.dilation_w * words <= kMaxFastRowWords;
+}
+
+void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = *args.params;
+  const i64 taps = p.kernel_h * p.kernel_w;
+  const i64 words = p.out_words();
+  if (!BDepthwiseAvx512Takes(p)) {
+    // Never with a float input: the dispatch point packs it first then.
     BDepthwiseRowsAvx2(args, executor);
     return;
   }
@@ -670,9 +730,10 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   // bit): one pixel's worth written, then doubled by copies.
   const bool bits_out = args.output_bits != nullptr;
   Arena arena(Arena::Size<PackedWord>(taps * plan.group_words) +
-              (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
-                              Arena::Size<PackedWord>(plan.group_words)
-                        : 0));
+                  (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
+                                  Arena::Size<PackedWord>(plan.group_words)
+                            : 0),
+              plan_lines);
   PackedWord* const filter_rows = arena.Take<PackedWord>(taps * plan.group_words);
   for (i64 t = 0; t < taps; ++t) {
     PackedWord* dst = filter_rows + t * plan.group_words;
@@ -683,10 +744,19 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(plan.group_words * 32) : nullptr;
   PackedWord* const flips = bits_out ? arena.Take<PackedWord>(plan.group_words) : nullptr;
   if (bits_out) {
-    for (i64 o = 0; o < plan.words * 32; ++o) {
-      const std::int32_t t = o < plan.channels ? args.threshold[o] : -128;
-      thresholds[o] = static_cast<std::int8_t>(
-          o >= plan.channels ? -128 : (t < -64 ? -64 : (t > 64 ? 64 : t)));
+    // Clamped to [-64, 64] and narrowed 16 channels at a time; -128 past
+    // the last channel (args.threshold is padded to whole 64-channel chunks,
+    // so whole vectors of it can be read).
+    for (i64 o = 0; o < plan.words * 32; o += 16) {
+      const __m512i t = _mm512_min_epi32(
+          _mm512_max_epi32(_mm512_loadu_si512(args.threshold + o), _mm512_set1_epi32(-64)),
+          _mm512_set1_epi32(64));
+      const i64 left = plan.channels - o;
+      const __mmask16 real = left >= 16 ? __mmask16{0xffff}
+                                        : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(thresholds + o),
+                       _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(
+                           real, _mm512_set1_epi32(-128), t)));
     }
     Repeat(thresholds, plan.words * 32, plan.group_words * 32);
     for (i64 w = 0; w < plan.words; ++w) {

@@ -16,6 +16,12 @@ struct DepthwiseRowsArgs {
   // [batch, in_h, in_w, out_words]: bit o of a pixel holds the input channel
   // o / depth_multiplier (the input itself when depth_multiplier is 1).
   const PackedWord* input = nullptr;
+  // Or, instead of `input` (which is then null), the float input [batch, in_h,
+  // in_w, channels_in], binarised by the kernel as it reads each input row:
+  // only given to BDepthwiseRowsAvx512, for depth_multiplier 1, channels_in a
+  // multiple of 32 and a shape BDepthwiseAvx512Takes (bdepthwise.cc,
+  // FusesFloatInput).
+  const float* float_input = nullptr;
   const PackedWord* zero_pixel = nullptr;           // out_words zero words (+1)
   // Per tap (ky * kernel_w + kx): its input offset, in words, from the first
   // pixel of a window that lies inside the input, and its filter words.
@@ -43,6 +49,9 @@ void BDepthwiseRowsAvx2(const DepthwiseRowsArgs& args, ParallelExecutor& executo
 // channel) lanes per instruction, carry-save counting (bdepthwise_avx512.cc);
 // kernels of more than 63 taps go to BDepthwiseRowsAvx2.
 void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor);
+// Whether BDepthwiseRowsAvx512 runs `params` itself (else it hands them to the
+// AVX2 rows): at most 63 taps, rows and strides within its buffers' bounds.
+bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& params);
 #endif
 #if LOWBIT_NEON_SIMD
 // Counts read out with NEON (table look-up + bit test), packed signs by

@@ -1,5 +1,6 @@
 // AVX-512 bit-packer: 16 floats per compare straight into a mask register,
-// two masks per word (no movemask and shift/or as in the AVX2 packer). Built
+// stored as the half word it fills (no movemask and shift/or as in the AVX2
+// packer). Built
 // with -mavx512f (custom_ops/CMakeLists.txt); only called when the CPU has
 // AVX-512 F (the AVX-512 conv kernels are selected).
 #include "custom_ops/core/bitpack_kernels.h"
@@ -11,19 +12,25 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace lowbit {
 
 void BitpackWordsAvx512(const float* input, std::int64_t words, PackedWord* output) {
-  const __m512i offset = _mm512_set1_epi32(static_cast<int>(kNegativeBitOffset));
-  const __m512i limit = _mm512_set1_epi32(kNegativeBitLimit + 1);
-  for (std::int64_t w = 0; w < words; ++w) {
-    const float* in = input + w * kBitsPerWord;
-    // Lanes with u - offset < limit + 1, i.e. <= limit: negative (IsNegativeBitPattern).
-    const __mmask16 lo = _mm512_cmplt_epi32_mask(
-        _mm512_sub_epi32(_mm512_loadu_si512(in), offset), limit);
-    const __mmask16 hi = _mm512_cmplt_epi32_mask(
-        _mm512_sub_epi32(_mm512_loadu_si512(in + 16), offset), limit);
-    output[w] = static_cast<PackedWord>(lo) | (static_cast<PackedWord>(hi) << 16);
+  // IsNegativeBitPattern as one float compare per 16 floats: x <= -FLT_MIN
+  // (ordered, quiet) holds exactly for the negative normals and -inf; -0.0,
+  // the negative subnormals (> -FLT_MIN, or read as -0.0 under DAZ) and NaNs
+  // (unordered) fail it, as do all non-negative values. Neither MXCSR mode
+  // changes it (-FLT_MIN is normal; FTZ acts on results only). One vcmpps
+  // with a memory operand per 16 floats, and the 16 mask bits stored as
+  // the half word they fill (no shifts and ORs in general registers).
+  const __m512 limit = _mm512_set1_ps(-1.17549435e-38f);  // -FLT_MIN
+  auto* halves = reinterpret_cast<unsigned char*>(output);  // little-endian: low half first
+  for (std::int64_t h = 0; h < 2 * words; ++h) {
+    const std::uint16_t bits = static_cast<std::uint16_t>(
+        _mm512_cmp_ps_mask(_mm512_loadu_ps(input + 16 * h), limit, _CMP_LE_OQ));
+    std::memcpy(halves + 2 * h, &bits, sizeof(bits));
   }
 }
 

@@ -4,14 +4,19 @@
 // channel tails, depth multipliers (table and run expansions), kernels of 1 to
 // 81 taps (every counter width, several blocks), strides, dilations, both
 // paddings and pad values, garbage in padding bits, 1 and 2 threads, float
-// and bit-packed outputs. A plain executable so that it also runs under
-// qemu-user for the Arm builds (tests/test_bdepthwise.py):
+// and bit-packed outputs, packed and float inputs (the float input binarised
+// inside the AVX-512 kernel for depth multiplier 1 and whole words of
+// channels, else packed first; its values include -0.0, NaN of both signs,
+// infinities and subnormals, which binarise to +1 except -inf). A plain
+// executable so that it also runs under qemu-user for the Arm builds
+// (tests/test_bdepthwise.py):
 //     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -63,6 +68,27 @@ bool NegativeBit(float y) {
   return (std::fpclassify(y) == FP_NORMAL || std::isinf(y)) && std::signbit(y);
 }
 
+// A float input whose binarisation is `input` (channels_in values per pixel,
+// padding bits ignored): for a set bit a negative normal or -inf, else one of
+// the values that binarise to +1 (NegativeBit false), each drawn at random.
+std::vector<float> FloatInput(const BDepthwiseConv2DParams& p, const std::vector<PackedWord>& input,
+                              std::mt19937& rng) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float negative[] = {-1.5f, -inf, -1e-30f, -3e38f};
+  const float positive[] = {0.0f, -0.0f, 2.0f, nan, -nan, inf, -1e-40f, 1e-40f};
+  const std::int64_t pixels = p.batch * p.in_h * p.in_w;
+  std::vector<float> floats(static_cast<std::size_t>(pixels * p.channels_in));
+  for (std::int64_t i = 0; i < pixels; ++i) {
+    for (std::int64_t c = 0; c < p.channels_in; ++c) {
+      const bool set = SignAt(input.data() + i * p.in_words(), c) < 0;
+      floats[static_cast<std::size_t>(i * p.channels_in + c)] =
+          set ? negative[rng() % 4] : positive[rng() % 8];
+    }
+  }
+  return floats;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -86,7 +112,7 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(2024);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const int channel_choices[] = {1, 5, 31, 32, 33, 64, 70, 100};
+  const int channel_choices[] = {1, 5, 31, 32, 33, 64, 70, 100, 96, 256};
   const int multiplier_choices[] = {1, 1, 2, 3, 8, 9, 40};
   const int kernel_choices[] = {1, 2, 3, 3, 5, 7, 9};
   lowbit::InlineExecutor inline_executor;
@@ -94,7 +120,7 @@ int main(int argc, char** argv) {
   for (int c = 0; c < cases; ++c) {
     BDepthwiseConv2DParams p;
     p.batch = uniform(1, 2);
-    p.channels_in = channel_choices[uniform(0, 7)];
+    p.channels_in = channel_choices[uniform(0, 9)];
     p.depth_multiplier = multiplier_choices[uniform(0, 6)];
     if (p.channels_in * p.depth_multiplier > 300) p.channels_in = uniform(1, 7);
     p.kernel_h = kernel_choices[uniform(0, 6)];
@@ -146,6 +172,8 @@ int main(int argc, char** argv) {
     }
     std::vector<float> actual(expected.size());
     std::vector<PackedWord> actual_bits(expected_bits.size());
+    const std::vector<float> floats = FloatInput(p, input, rng);
+    std::vector<PackedWord> scratch(input.size());
     for (const char* path : paths) {
       setenv("LOWBIT_KERNEL", path, 1);
       for (lowbit::ParallelExecutor* executor :
@@ -157,14 +185,32 @@ int main(int argc, char** argv) {
                                  actual.data(), *executor);
         lowbit::BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(),
                                           flip.data(), actual_bits.data(), *executor);
-        const bool floats_ok =
+        bool floats_ok =
             std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0;
-        if (!floats_ok || actual_bits != expected_bits) {
+        bool bits_ok = actual_bits == expected_bits;
+        const char* input_kind = "packed input";
+        if (floats_ok && bits_ok) {
+          input_kind = "float input";
+          const lowbit::BConv2DKernel kernel = lowbit::SelectBConv2DKernel();
+          std::fill(actual.begin(), actual.end(), -12345.0f);
+          std::fill(actual_bits.begin(), actual_bits.end(), 0xdeadbeefu);
+          lowbit::BDepthwiseConv2DFloatInput(kernel, p, floats.data(), scratch.data(),
+                                             filter.data(), multiplier.data(), bias.data(),
+                                             actual.data(), *executor);
+          lowbit::BDepthwiseConv2DBitpackedFloatInput(kernel, p, floats.data(), scratch.data(),
+                                                      filter.data(), threshold.data(),
+                                                      flip.data(), actual_bits.data(), *executor);
+          floats_ok =
+              std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0;
+          bits_ok = actual_bits == expected_bits;
+        }
+        if (!floats_ok || !bits_ok) {
           std::printf(
-              "MISMATCH (%s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
+              "MISMATCH (%s, %s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
               "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
-              floats_ok ? "bitpacked" : "float", path, c, (long long)p.batch, (long long)p.in_h,
-              (long long)p.in_w, (long long)p.channels_in, (long long)p.depth_multiplier,
+              floats_ok ? "bitpacked" : "float", input_kind, path, c, (long long)p.batch,
+              (long long)p.in_h, (long long)p.in_w, (long long)p.channels_in,
+              (long long)p.depth_multiplier,
               (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
               (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
               p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);

@@ -1,9 +1,9 @@
 // TF kernel of LowbitBDepthwiseConv2d: validates the tensors against the
-// attributes, packs a float input on the fly, flattens the leading dimensions
+// attributes, binarises a float input (inside the kernel where the core can,
+// else packed first), flattens the leading dimensions
 // of a [..., H, W, C] input into the batch, and runs the core's binary
 // depthwise convolution.
-#include <cstring>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -44,7 +44,6 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     const tensorflow::Tensor& multiplier = ctx->input(2);
     const tensorflow::Tensor& bias = ctx->input(3);
     constexpr bool kPackedInput = std::is_same<T, std::int32_t>::value;
-    const std::int64_t out_channels = params_.out_channels();
     BDepthwiseConv2DParams p = params_;
     Shape out;
     OP_REQUIRES_OK(ctx, ToTf(CheckBDepthwiseConv2DShapes(TfShape(input), kPackedInput,
@@ -52,11 +51,11 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                                                          TfShape(bias), output_type_, &p, &out)));
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
-    std::vector<std::int32_t> threshold;
-    std::vector<std::uint8_t> flip;
+    std::shared_ptr<const ThresholdCache::Entry> thresholds;
     if (bitpacked) {
-      OP_REQUIRES_OK(ctx, ToTf(Thresholds(p, multiplier.flat<float>().data(),
-                                          bias.flat<float>().data(), &threshold, &flip)));
+      OP_REQUIRES_OK(ctx, ToTf(thresholds_.Get(PerChannelConvParams(p),
+                                               multiplier.flat<float>().data(),
+                                               bias.flat<float>().data(), &thresholds)));
     }
     tensorflow::TensorShape out_shape;
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
@@ -65,8 +64,14 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     if (output->NumElements() == 0) return;
 
     TfExecutor executor(ctx);
-    const PackedWord* packed_input;
-    tensorflow::Tensor packed;  // scratch for a float input
+    // A float input with a float or bit-packed output goes to the kernel as it
+    // is (binarised there, core/bdepthwise.h; `packed` is its scratch when the
+    // kernel packs first); otherwise it is packed here.
+    constexpr bool kFloatInput = std::is_same<T, float>::value;
+    const bool pass_floats = kFloatInput && output_type_ != OutputType::kInt8;
+    const PackedWord* packed_input = nullptr;
+    tensorflow::Tensor packed;  // scratch for a float or int8 input
+    PackedWord* scratch = nullptr;
     if constexpr (kPackedInput) {
       packed_input = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
     } else {
@@ -74,22 +79,32 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                               tensorflow::DT_INT32,
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
                               &packed));
-      PackedWord* dst = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
+      scratch = reinterpret_cast<PackedWord*>(packed.flat<std::int32_t>().data());
       if constexpr (std::is_same<T, std::int8_t>::value) {
         BitpackInt8Rows(input.flat<std::int8_t>().data(), p.batch * p.in_h * p.in_w,
-                        p.channels_in, int8_.input_zero_point, dst, executor);
-      } else {
+                        p.channels_in, int8_.input_zero_point, scratch, executor);
+        packed_input = scratch;
+      } else if (!pass_floats) {
         BitpackRows(kernel_, input.flat<float>().data(), p.batch * p.in_h * p.in_w,
-                    p.channels_in, dst, executor);
+                    p.channels_in, scratch, executor);
+        packed_input = scratch;
       }
-      packed_input = dst;
     }
+    const float* floats = nullptr;
+    if constexpr (kFloatInput) floats = input.flat<float>().data();
     const PackedWord* packed_filter =
         reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
     if (bitpacked) {
-      BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter, threshold.data(), flip.data(),
-                                reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
-                                executor);
+      auto* bits = reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data());
+      if (pass_floats) {
+        BDepthwiseConv2DBitpackedFloatInput(kernel_, p, floats, scratch, packed_filter,
+                                            thresholds->threshold.data(),
+                                            thresholds->flip.data(), bits, executor);
+      } else {
+        BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter,
+                                  thresholds->threshold.data(), thresholds->flip.data(), bits,
+                                  executor);
+      }
       return;
     }
     if (output_type_ == OutputType::kInt8) {
@@ -101,6 +116,12 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
                            output->flat<std::int8_t>().data(), executor);
       return;
     }
+    if (pass_floats) {
+      BDepthwiseConv2DFloatInput(kernel_, p, floats, scratch, packed_filter,
+                                 multiplier.flat<float>().data(), bias.flat<float>().data(),
+                                 output->flat<float>().data(), executor);
+      return;
+    }
     BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
                      bias.flat<float>().data(), output->flat<float>().data(), executor);
   }
@@ -110,44 +131,11 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     return lowbit::ToTf(kDepthwiseOp, s);
   }
 
-  // The thresholds and flips of a bit-packed output for this multiplier and
-  // bias. Their O(channels * log K) float evaluations cost as much as a small
-  // layer's whole convolution, so the last result is kept and reused while
-  // the multiplier and bias (constants in a lowered model) stay the same.
-  // Compute may run concurrently: the cache is read and written under a lock.
-  Status Thresholds(const BDepthwiseConv2DParams& p, const float* multiplier, const float* bias,
-                    std::vector<std::int32_t>* threshold, std::vector<std::uint8_t>* flip) {
-    const std::size_t channels = static_cast<std::size_t>(p.out_channels());
-    const std::size_t bytes = channels * sizeof(float);
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    if (cached_mb_.size() != 2 * channels || cached_.in_h != p.in_h || cached_.in_w != p.in_w ||
-        std::memcmp(cached_mb_.data(), multiplier, bytes) != 0 ||
-        std::memcmp(cached_mb_.data() + channels, bias, bytes) != 0) {
-      cached_mb_.clear();
-      cached_threshold_.resize(channels);
-      cached_flip_.resize(channels);
-      const Status s = ComputeBDepthwiseThresholds(p, multiplier, bias, cached_threshold_.data(),
-                                                   cached_flip_.data());
-      if (!s.ok) return s;
-      cached_mb_.resize(2 * channels);
-      std::memcpy(cached_mb_.data(), multiplier, bytes);
-      std::memcpy(cached_mb_.data() + channels, bias, bytes);
-      cached_ = p;
-    }
-    *threshold = cached_threshold_;
-    *flip = cached_flip_;
-    return Status::Ok();
-  }
-
   const BConv2DKernel kernel_;  // chosen when the op was made
   BDepthwiseConv2DParams params_;
   OutputType output_type_ = OutputType::kFloat;
   Int8Attrs int8_;  // the quantization of an int8 input / output
-  std::mutex cache_mutex_;
-  BDepthwiseConv2DParams cached_;  // the shapes the cache was computed for
-  std::vector<float> cached_mb_;   // its multiplier then bias; empty: no cache
-  std::vector<std::int32_t> cached_threshold_;
-  std::vector<std::uint8_t> cached_flip_;
+  ThresholdCache thresholds_;  // of a bit-packed output
 };
 
 REGISTER_KERNEL_BUILDER(

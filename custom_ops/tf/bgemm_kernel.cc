@@ -46,14 +46,10 @@ class BGemmOp : public tensorflow::OpKernel {
     const std::int64_t out_channels = p.out_channels;
 
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
-    std::vector<std::int32_t> threshold;
-    std::vector<std::uint8_t> flip;
+    std::shared_ptr<const ThresholdCache::Entry> thresholds;
     if (bitpacked) {
-      threshold.resize(static_cast<std::size_t>(out_channels));
-      flip.resize(static_cast<std::size_t>(out_channels));
-      OP_REQUIRES_OK(ctx, ToTf(kOp, ComputeBGemmThresholds(p, multiplier.flat<float>().data(),
-                                                           bias.flat<float>().data(),
-                                                           threshold.data(), flip.data())));
+      OP_REQUIRES_OK(ctx, ToTf(kOp, thresholds_.Get(p.AsConv2D(), multiplier.flat<float>().data(),
+                                                    bias.flat<float>().data(), &thresholds)));
     }
     tensorflow::TensorShape out_shape;
     OP_REQUIRES_OK(ctx, tensorflow::TensorShape::BuildTensorShape(out.dims, &out_shape));
@@ -75,7 +71,7 @@ class BGemmOp : public tensorflow::OpKernel {
                             &prepared));
     TfExecutor executor(ctx);
     if (bitpacked) {
-      BGemmBitpacked(p, packed, *prepared, threshold.data(), flip.data(),
+      BGemmBitpacked(p, packed, *prepared, thresholds->threshold.data(), thresholds->flip.data(),
                      reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data()),
                      executor);
       return;
@@ -98,6 +94,7 @@ class BGemmOp : public tensorflow::OpKernel {
   Int8Attrs int8_;  // the quantization of an int8 input / output
   const BConv2DKernel kernel_;  // chosen when the op was made
   PreparedFilterCache filters_;
+  ThresholdCache thresholds_;  // of a bit-packed output
 };
 
 // One kernel for every input / filter dtype the op allows.

@@ -1,5 +1,7 @@
 #include "custom_ops/tf/binary_kernel_util.h"
 
+#include <cstring>
+
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/tf/tf_executor.h"
 
@@ -89,6 +91,40 @@ tensorflow::Status CompactFilter(tensorflow::OpKernelContext* ctx,
   BitpackColumns(filter.flat<float>().data(), k, out_channels, dst, executor);
   *compact = dst;
   return tensorflow::Status();
+}
+
+Status ThresholdCache::Get(const BConv2DParams& params, const float* multiplier,
+                           const float* bias, std::shared_ptr<const Entry>* entry) {
+  const std::int64_t k = params.kernel_h * params.kernel_w * params.channels_in;
+  const std::int64_t channels = params.out_channels;
+  const std::size_t bytes = static_cast<std::size_t>(channels) * sizeof(float);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const Entry* last = last_.get();
+    if (last != nullptr && last->k == k && last->channels == channels &&
+        last->activation == params.activation &&
+        std::memcmp(last->multiplier_bias.data(), multiplier, bytes) == 0 &&
+        std::memcmp(last->multiplier_bias.data() + channels, bias, bytes) == 0) {
+      *entry = last_;
+      return Status::Ok();
+    }
+  }
+  auto fresh = std::make_shared<Entry>();
+  fresh->k = k;
+  fresh->channels = channels;
+  fresh->activation = params.activation;
+  fresh->threshold.resize(static_cast<std::size_t>(channels));
+  fresh->flip.resize(static_cast<std::size_t>(channels));
+  const Status s = ComputeBConv2DThresholds(params, multiplier, bias, fresh->threshold.data(),
+                                            fresh->flip.data());
+  if (!s.ok) return s;
+  fresh->multiplier_bias.resize(static_cast<std::size_t>(2 * channels));
+  std::memcpy(fresh->multiplier_bias.data(), multiplier, bytes);
+  std::memcpy(fresh->multiplier_bias.data() + channels, bias, bytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  last_ = fresh;
+  *entry = std::move(fresh);
+  return Status::Ok();
 }
 
 }  // namespace lowbit

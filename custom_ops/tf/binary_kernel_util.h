@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/bconv2d_bitpacked.h"
@@ -129,6 +130,38 @@ class PreparedFilterCache {
   std::mutex mutex_;
   std::shared_ptr<const BConv2DFilter> prepared_;  // guarded by mutex_
   tensorflow::Tensor held_;  // the filter input prepared_ was built from; guarded by mutex_
+};
+
+// The integer thresholds and flips of a bit-packed output
+// (ComputeBConv2DThresholds: the conv's own params, the depthwise conv's
+// PerChannelConvParams, the gemm's AsConv2D view), kept across calls: their
+// O(channels * log K) float evaluations cost as much as a small layer's whole
+// convolution (14x14x256 depthwise, stride 2), and copying them per call was
+// two allocations. Reused while K = kernel_h * kernel_w * channels_in, the
+// channel count, the activation and the multiplier and bias values (constants
+// in a lowered model: a memcmp of 2 * C floats) are those it was computed
+// from. Compute may run concurrently: the entry is swapped under a lock and
+// each call holds its own reference to an immutable one.
+class ThresholdCache {
+ public:
+  struct Entry {
+    std::int64_t k = 0;
+    std::int64_t channels = 0;
+    Activation activation = Activation::kNone;
+    std::vector<float> multiplier_bias;  // the multiplier, then the bias
+    std::vector<std::int32_t> threshold;
+    std::vector<std::uint8_t> flip;
+  };
+
+  // The entry for `params` and these multiplier and bias values
+  // (params.out_channels each). Fails (naming the channel) on a non-finite
+  // multiplier or bias.
+  Status Get(const BConv2DParams& params, const float* multiplier, const float* bias,
+             std::shared_ptr<const Entry>* entry);
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<const Entry> last_;
 };
 
 }  // namespace lowbit

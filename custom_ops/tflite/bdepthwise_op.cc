@@ -1,6 +1,7 @@
 // TFLite shell of LowbitBDepthwiseConv2d: binary depthwise 2-D convolution.
 //
-// Inputs:  0 input       float32 [..., H, W, C]  (bit-packed here), or
+// Inputs:  0 input       float32 [..., H, W, C]  (binarised in the kernel or
+//                        packed here first: core/bdepthwise.h), or
 //                        int32   [..., H, W, ceil(C/32)] (already packed), or
 //                        int8    [..., H, W, C] quantized per tensor (code <
 //                        zero point is -1, core/int8_io.h); rank >= 4, the
@@ -129,9 +130,14 @@ class BDepthwiseConv2dOp final : public Op {
       s = TensorInt8Quantization("output", out, &output_quantization);
       if (!s.ok) return Error(s.message);
     }
+    // A float input with a float or bit-packed output goes to the kernel as it
+    // is (binarised there, core/bdepthwise.h); otherwise it is packed here.
+    const bool float_input = input_.type == kTfLiteFloat32 && output_type_ != OutputType::kInt8;
+    const auto* floats = static_cast<const float*>(inputs[0].data);
     const PackedWord* packed_input =
-        input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,
-                    params_.channels_in, packed_.data(), executor);
+        float_input ? nullptr
+                    : input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,
+                                  params_.channels_in, packed_.data(), executor);
     const auto* filter = static_cast<const PackedWord*>(inputs[1].data);
     const auto* multiplier = static_cast<const float*>(inputs[2].data);
     const auto* bias = static_cast<const float*>(inputs[3].data);
@@ -152,8 +158,14 @@ class BDepthwiseConv2dOp final : public Op {
         std::memcpy(cached_mb_.data() + params_.out_channels(), bias, bytes);
         thresholds_cached_ = true;
       }
-      BDepthwiseConv2DBitpacked(kernel_, params_, packed_input, filter, threshold_.data(), flip_.data(),
-                                static_cast<PackedWord*>(out.data), executor);
+      auto* bits = static_cast<PackedWord*>(out.data);
+      if (float_input) {
+        BDepthwiseConv2DBitpackedFloatInput(kernel_, params_, floats, packed_.data(), filter,
+                                            threshold_.data(), flip_.data(), bits, executor);
+      } else {
+        BDepthwiseConv2DBitpacked(kernel_, params_, packed_input, filter, threshold_.data(),
+                                  flip_.data(), bits, executor);
+      }
       return Status::Ok();
     }
     if (output_type_ == OutputType::kInt8) {
@@ -162,8 +174,13 @@ class BDepthwiseConv2dOp final : public Op {
                            static_cast<std::int8_t*>(out.data), executor);
       return Status::Ok();
     }
-    BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
-                     static_cast<float*>(out.data), executor);
+    if (float_input) {
+      BDepthwiseConv2DFloatInput(kernel_, params_, floats, packed_.data(), filter, multiplier,
+                                 bias, static_cast<float*>(out.data), executor);
+    } else {
+      BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
+                       static_cast<float*>(out.data), executor);
+    }
     return Status::Ok();
   }
 

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import bconv2d_np, bitpack_np
+from packed_chain_cases import tricky_transform
+from reference import bconv2d_np, bgemm_np, bitpack_np
 
 from lowbit_tf import ops
 from lowbit_tf.quantizers import ste_sign
@@ -382,3 +383,37 @@ def test_tf_ops_library_override(tmp_path):
                           env=env, timeout=300)
     assert proc.returncode != 0 and "missing.so does not name a file" in proc.stderr
 
+
+
+@pytest.mark.parametrize("op", ["bconv2d", "bgemm"])
+def test_bitpacked_thresholds_follow_a_changed_multiplier_and_bias(op):
+    """The TF kernels keep the bit-packed output's thresholds per kernel
+    instance (binary_kernel_util.h, ThresholdCache): one tf.function called
+    with new multipliers and biases must follow them (the depthwise op's
+    twin: tests/tf_ops/test_bdepthwise.py)."""
+    rng = np.random.default_rng(11)
+    cin, cout = 40, 70
+    kernel = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    if op == "bgemm":
+        kernel = kernel.reshape(-1, cout)
+
+    @tf.function
+    def run(x_, m_, b_):
+        if op == "bgemm":
+            return ops.bgemm(x_, kernel, m_, b_, output_type="bitpacked")
+        return ops.bconv2d(x_, kernel, m_, b_, padding="SAME", output_type="bitpacked")
+
+    def reference(x_, m_, b_):
+        if op == "bgemm":
+            return bitpack_np(bgemm_np(x_, kernel, m_, b_))
+        return bitpack_np(bconv2d_np(x_, kernel, m_, b_, padding="SAME"))
+
+    m, b = tricky_transform(rng, cout, kernel.size // cout)
+    b2 = b.copy()
+    b2[3] = -b2[3] + 1.0
+    m3, b3 = tricky_transform(rng, cout, kernel.size // cout)
+    shape = (2, kernel.shape[0]) if op == "bgemm" else (1, 5, 6, cin)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for m_i, b_i in ((m, b), (m, b), (m, b2), (m3, b3), (m3, b3)):
+        got = run(tf.constant(x), tf.constant(m_i), tf.constant(b_i)).numpy()
+        np.testing.assert_array_equal(got, reference(x, m_i, b_i))

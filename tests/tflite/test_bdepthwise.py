@@ -85,6 +85,41 @@ def test_tflite_kernel_matches_tf_op(runtime, seed):
     np.testing.assert_array_equal(got, expected)
 
 
+# Float input on the layers whose rows the AVX-512 kernel binarises itself
+# (depth multiplier 1, whole words of channels: core/bdepthwise.h), with the
+# float values whose sign is easy to get wrong; other CPUs pack first. The TF
+# op's float input, its packed input and the TFLite kernel give the same bits.
+FUSED_CASES = [
+    dict(n=1, h=9, w=11, cin=64, dm=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
+         padding="SAME", pad_value=0, activation=None),
+    dict(n=2, h=8, w=7, cin=96, dm=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
+         padding="SAME", pad_value=1, activation="relu"),
+    dict(n=1, h=10, w=9, cin=32, dm=1, kernel=(5, 3), strides=(2, 1), dilations=(1, 2),
+         padding="VALID", pad_value=0, activation=None),
+    dict(n=1, h=5, w=6, cin=256, dm=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
+         padding="SAME", pad_value=0, activation=None),
+]
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+@pytest.mark.parametrize("index", range(len(FUSED_CASES)))
+def test_float_input_binarised_in_the_kernel(index, output_type):
+    case = dict(FUSED_CASES[index], packed_input=False)
+    x, kernel, m, b = case_data(case, 40 + index, tricky=output_type == "bitpacked")
+    specials = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-40, -1e-40, -1e-30],
+                        np.float32)
+    rng = np.random.default_rng(index)
+    where = rng.random(x.shape) < 0.3
+    x[where] = rng.choice(specials, int(where.sum()))
+    expected = run_tf(dict(case, packed_input=True), x, kernel, m, b, output_type)
+    np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, output_type), expected)
+    model = tflite_model(x, packed_filter_np(kernel), m, b, op_options(case, output_type),
+                         np.int32 if output_type == "bitpacked" else np.float32)
+    for runtime in RUNTIMES:
+        got = lite.Interpreter(model_content=model, runtime=runtime, num_threads=1).predict(x)
+        np.testing.assert_array_equal(got, expected)
+
+
 # Malformed options and tensors, each: (model, input, expected message).
 BAD_CASE = dict(n=1, h=5, w=5, cin=33, dm=2, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
                 padding="SAME", pad_value=0, activation=None)
