@@ -6,6 +6,9 @@
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 #include "custom_ops/core/bconv2d_kernels.h"
 
@@ -84,6 +87,26 @@ void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantizati
       const __m128i cd = _mm_max_epi16(_mm_packs_epi32(c, d), low);
       const __m128i bytes = _mm_packs_epi16(ab, cd);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + i), bytes);
+    }
+#elif defined(__aarch64__)
+    // 16 values a step. FCVTAS (vcvtaq_s32_f32) rounds to nearest with
+    // halves away from zero, converts NaN to 0 and saturates: exactly
+    // QuantizeInt8Scaled's steps 1 and 2 where they matter (a value past
+    // +-256 saturates to 127 / -128 either way, as |zero_point| <= 128). The
+    // zero point is added saturating, the narrowings (int32 -> int16 -> int8)
+    // saturate, and the max with `lowest` is the ReLU's clamp: 1.3
+    // instructions a value instead of the generic loop's 8 (aarch64 GCC).
+    const float32x4_t inv = vdupq_n_f32(inv_scale);
+    const int32x4_t zp = vdupq_n_s32(zero_point);
+    const int8x16_t low = vdupq_n_s8(static_cast<std::int8_t>(lowest));
+    for (; i + 16 <= end; i += 16) {
+      int32x4_t t[4];
+      for (int k = 0; k < 4; ++k) {
+        t[k] = vqaddq_s32(vcvtaq_s32_f32(vmulq_f32(vld1q_f32(in + i + 4 * k), inv)), zp);
+      }
+      const int16x8_t ab = vcombine_s16(vqmovn_s32(t[0]), vqmovn_s32(t[1]));
+      const int16x8_t cd = vcombine_s16(vqmovn_s32(t[2]), vqmovn_s32(t[3]));
+      vst1q_s8(codes + i, vmaxq_s8(vcombine_s8(vqmovn_s16(ab), vqmovn_s16(cd)), low));
     }
 #endif
     for (; i < end; ++i) codes[i] = QuantizeInt8Scaled(in[i] * inv_scale, zero_point, lowest);
