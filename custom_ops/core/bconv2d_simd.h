@@ -79,6 +79,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -439,9 +440,10 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   const float* const residual = a.epilogue.residual;
   const std::int8_t* const residual_int8 = a.epilogue.residual_int8;
   std::int8_t* const output_int8 = a.output_int8;
+  PackedWord* const output_bits = a.output_bits;
   // The tile's values go out as they are computed: no epilogue, float output.
   const bool plain = !post_affine && residual == nullptr && residual_int8 == nullptr &&
-                     output_int8 == nullptr;
+                     output_int8 == nullptr && output_bits == nullptr;
   // ReLU as max(floor, y): see TransformLanesFloor.
   const FVec floor = Isa::SetF(relu ? 0.0f : -std::numeric_limits<float>::infinity());
   // The int8 residual's dequantization and the int8 output's quantization.
@@ -453,10 +455,29 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
 
   // Whether 2 m is exact for every multiplier m (finite, no overflow): the
   // condition of the doubled multiplier of the plain output path below.
+  // (The bit-packed output reads no multiplier.)
   bool doubling_exact = true;
-  for (std::int64_t c = 0; c < cout; ++c) {
+  for (std::int64_t c = 0; output_bits == nullptr && c < cout; ++c) {
     doubling_exact = doubling_exact && std::fabs(a.multiplier[c]) <=
                                            std::numeric_limits<float>::max() / 2;
+  }
+
+  // Bit-packed output: the thresholds padded to whole blocks with INT32_MIN
+  // (D < INT32_MIN never holds, and the padding has no flips: the bits past
+  // out_channels come out 0) and each block's flips as one BW-bit mask.
+  static_assert(BW % 8 == 0 && BW <= kBitsPerWord, "a block's bits are whole bytes of a word");
+  const std::int64_t out_words = PackedWords(cout);
+  std::unique_ptr<std::int32_t[]> block_threshold;
+  std::unique_ptr<std::uint32_t[]> block_flip;
+  if (output_bits != nullptr) {
+    block_threshold.reset(new std::int32_t[blocks * BW]);
+    block_flip.reset(new std::uint32_t[blocks]());
+    for (std::int64_t c = 0; c < blocks * BW; ++c) {
+      block_threshold[c] = c < cout ? a.threshold[c] : std::numeric_limits<std::int32_t>::min();
+    }
+    for (std::int64_t c = 0; c < cout; ++c) {
+      block_flip[c / BW] |= static_cast<std::uint32_t>(a.flip[c] & 1u) << (c % BW);
+    }
   }
 
   std::unique_ptr<ConvRegion[]> region;
@@ -550,6 +571,30 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           Isa::StoreF(a.output + at, y, n);
         }
       };
+      // The bit-packed output of pixel i of the tile (instead of `finish`):
+      // the BW bits of channels c0 .. c0 + BW - 1, bit = (dot < threshold)
+      // XOR flip with dot_of(v) the dot products of vector v, stored as BW / 8
+      // bytes at bit c0 of the pixel's packed row. x86 is little-endian (bit
+      // c of a word is bit c % 8 of its byte c / 8), so AVX2's 16-channel
+      // blocks write half words and two blocks of one word (which two
+      // threads may hold) never write the same byte. The last block also
+      // zeroes the row's bytes past it (AVX2: a half word past out_channels).
+      IVec thr[V];
+      for (int v = 0; v < V; ++v) {
+        thr[v] = output_bits != nullptr ? Isa::Load(block_threshold.get() + c0 + v * L)
+                                        : Isa::Zero();
+      }
+      auto put_bits = [&](int i, auto dot_of) LOWBIT_INLINE {
+        std::uint32_t bits = 0;
+        for (int v = 0; v < vectors; ++v) bits |= Isa::LessMask(dot_of(v), thr[v]) << (v * L);
+        bits ^= block_flip[block];
+        auto* row = reinterpret_cast<unsigned char*>(output_bits + pixel[i] * out_words);
+        std::memcpy(row + c0 / 8, &bits, BW / 8);
+        if (block == blocks - 1) {
+          std::memset(row + (c0 + BW) / 8, 0,
+                      static_cast<std::size_t>(out_words * 4 - (c0 + BW) / 8));
+        }
+      };
       int first_pixel = 0;  // of the micro-kernel call, within the tile
       auto to_tile = [&](int i, int v, IVec acc_v) LOWBIT_INLINE {
         Isa::Store(tile_acc + ((first_pixel + i) * V + v) * L, acc_v);
@@ -570,7 +615,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         // output (plain) the values are stored straight from the registers
         // to the tile's output rows; else through tile_acc and `finish`.
         FVec mult2[V], bias2[V];
-        for (int v = 0; v < V; ++v) {
+        for (int v = 0; v < V; ++v) mult2[v] = bias2[v] = Isa::ZeroF();
+        for (int v = 0; output_bits == nullptr && v < V; ++v) {
           const FVec m = Isa::LoadF(a.multiplier + c0 + v * L, L);
           mult2[v] = Isa::AddF(m, m);
           bias2[v] = Isa::LoadF(a.bias + c0 + v * L, L);
@@ -580,6 +626,13 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets, to_tile,
                                           half_k);
           for (int i = 0; i < P; ++i) {
+            if (output_bits != nullptr) {  // dot = 2a
+              put_bits(i, [&](int v) LOWBIT_INLINE {
+                const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
+                return Isa::Add32(a_v, a_v);
+              });
+              continue;
+            }
             LOWBIT_UNROLL
             for (int v = 0; v < V; ++v) {
               const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
@@ -624,7 +677,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         mult[v] = bias[v] = Isa::ZeroF();
         skipped[v] = Isa::Zero();
       }
-      for (int v = 0; v < vectors; ++v) {
+      for (int v = 0; output_bits == nullptr && v < vectors; ++v) {
         const int n = block_channels - v * L;
         mult[v] = Isa::LoadF(a.multiplier + c0 + v * L, n);
         bias[v] = Isa::LoadF(a.bias + c0 + v * L, n);
@@ -683,6 +736,14 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       // Output transform of the tile's vectors of lanes, vectorised over
       // channels, then the epilogue and the store.
       for (int i = 0; i < count; ++i) {
+        if (output_bits != nullptr) {
+          put_bits(i, [&](int v) LOWBIT_INLINE {
+            IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
+            if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
+            return Isa::Sub32(k_used, Isa::Add32(acc_v, acc_v));
+          });
+          continue;
+        }
         for (int v = 0; v < vectors; ++v) {
           IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
           if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
