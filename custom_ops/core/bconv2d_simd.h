@@ -467,6 +467,8 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
   // out_channels come out 0) and each block's flips as one BW-bit mask.
   static_assert(BW % 8 == 0 && BW <= kBitsPerWord, "a block's bits are whole bytes of a word");
   const std::int64_t out_words = PackedWords(cout);
+  // Bytes of a packed row past the last block (AVX2: 0 or a half word).
+  const auto tail_bytes = static_cast<std::size_t>(out_words * 4 - blocks * BW / 8);
   std::unique_ptr<std::int32_t[]> block_threshold;
   std::unique_ptr<std::uint32_t[]> block_flip;
   if (output_bits != nullptr) {
@@ -572,28 +574,21 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         }
       };
       // The bit-packed output of pixel i of the tile (instead of `finish`):
-      // the BW bits of channels c0 .. c0 + BW - 1, bit = (dot < threshold)
-      // XOR flip with dot_of(v) the dot products of vector v, stored as BW / 8
-      // bytes at bit c0 of the pixel's packed row. x86 is little-endian (bit
-      // c of a word is bit c % 8 of its byte c / 8), so AVX2's 16-channel
-      // blocks write half words and two blocks of one word (which two
-      // threads may hold) never write the same byte. The last block also
-      // zeroes the row's bytes past it (AVX2: a half word past out_channels).
-      IVec thr[V];
-      for (int v = 0; v < V; ++v) {
-        thr[v] = output_bits != nullptr ? Isa::Load(block_threshold.get() + c0 + v * L)
-                                        : Isa::Zero();
-      }
-      auto put_bits = [&](int i, auto dot_of) LOWBIT_INLINE {
-        std::uint32_t bits = 0;
-        for (int v = 0; v < vectors; ++v) bits |= Isa::LessMask(dot_of(v), thr[v]) << (v * L);
-        bits ^= block_flip[block];
+      // `below` holds the bits (dot < threshold) of channels c0 .. c0 + BW -
+      // 1 (Isa::LessMask per vector against `threshold`), stored after the
+      // flips as BW / 8 bytes at bit c0 of the pixel's packed row. x86 is
+      // little-endian (bit c of a word is bit c % 8 of its byte c / 8), so
+      // AVX2's 16-channel blocks write half words and two blocks of one word
+      // (which two threads may hold) never write the same byte. The last
+      // block also zeroes the row's bytes past it (AVX2: the half word past
+      // out_channels).
+      const std::int32_t* const threshold =
+          output_bits != nullptr ? block_threshold.get() + c0 : nullptr;
+      auto store_bits = [&](int i, std::uint32_t below) LOWBIT_INLINE {
+        const std::uint32_t bits = below ^ block_flip[block];
         auto* row = reinterpret_cast<unsigned char*>(output_bits + pixel[i] * out_words);
         std::memcpy(row + c0 / 8, &bits, BW / 8);
-        if (block == blocks - 1) {
-          std::memset(row + (c0 + BW) / 8, 0,
-                      static_cast<std::size_t>(out_words * 4 - (c0 + BW) / 8));
-        }
+        if (tail_bytes != 0 && block == blocks - 1) std::memset(row + (c0 + BW) / 8, 0, tail_bytes);
       };
       int first_pixel = 0;  // of the micro-kernel call, within the tile
       auto to_tile = [&](int i, int v, IVec acc_v) LOWBIT_INLINE {
@@ -622,17 +617,24 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           bias2[v] = Isa::LoadF(a.bias + c0 + v * L, L);
         }
         const IVec half_k = Isa::Set32(k_used_value / 2);
+        if (output_bits != nullptr) {
+          // Bit-packed: compared straight from the registers (dot = 2a), the
+          // thresholds read from memory after the hot loop (no constant
+          // vector lives across it).
+          std::uint32_t below[P] = {};
+          auto bits_sink = [&](int i, int v, IVec a_v) LOWBIT_INLINE {
+            below[i] |= Isa::LessMask(Isa::Add32(a_v, a_v), Isa::Load(threshold + v * L))
+                        << (v * L);
+          };
+          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets,
+                                          bits_sink, half_k);
+          for (int i = 0; i < P; ++i) store_bits(i, below[i]);
+          continue;
+        }
         if (!plain) {
           AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets, to_tile,
                                           half_k);
           for (int i = 0; i < P; ++i) {
-            if (output_bits != nullptr) {  // dot = 2a
-              put_bits(i, [&](int v) LOWBIT_INLINE {
-                const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
-                return Isa::Add32(a_v, a_v);
-              });
-              continue;
-            }
             LOWBIT_UNROLL
             for (int v = 0; v < V; ++v) {
               const IVec a_v = Isa::Load(tile_acc + (i * V + v) * L);
@@ -737,11 +739,14 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       // channels, then the epilogue and the store.
       for (int i = 0; i < count; ++i) {
         if (output_bits != nullptr) {
-          put_bits(i, [&](int v) LOWBIT_INLINE {
+          std::uint32_t below = 0;
+          for (int v = 0; v < vectors; ++v) {
             IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
             if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
-            return Isa::Sub32(k_used, Isa::Add32(acc_v, acc_v));
-          });
+            const IVec dot = Isa::Sub32(k_used, Isa::Add32(acc_v, acc_v));
+            below |= Isa::LessMask(dot, Isa::Load(threshold + v * L)) << (v * L);
+          }
+          store_bits(i, below);
           continue;
         }
         for (int v = 0; v < vectors; ++v) {
