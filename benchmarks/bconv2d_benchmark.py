@@ -441,14 +441,17 @@ def measure_core(core: CoreKernels, args: argparse.Namespace, threads: int) -> l
         if layer.kind == "dense":
             read_ms = core.read(dense_weight_bytes(layer), threads, sample_s, args.rounds)
         for batch in args.batches:
+            packed = None
             if layer.kind == "dense":
                 samples = core.bgemm(batch, s.channels_in, s.channels_out, threads, sample_s,
                                      args.rounds)
             else:  # as the TF rows: SAME, stride 1, pad_value 0
-                samples = core.bconv2d(batch, s.height, s.width, s.channels_in, s.channels_out,
-                                       layer.kernel_size, threads, sample_s, args.rounds)
+                conv = (batch, s.height, s.width, s.channels_in, s.channels_out,
+                        layer.kernel_size, threads, sample_s, args.rounds)
+                samples = core.bconv2d(*conv)
+                packed = core.bconv2d(*conv, bitpacked=True)
             rows.append({"layer": layer.key, "batch": batch, "threads": threads,
-                         "samples_ms": samples, "read_ms": read_ms})
+                         "samples_ms": samples, "read_ms": read_ms, "packed_ms": packed})
     return rows
 
 
@@ -757,6 +760,16 @@ def print_core_table(core_rows: list[dict], peaks: dict[int, float], note: str) 
                 f"{_pct(ceiling):>7} {at_floor:6.1f}"
             )
         print(line)
+    packed_rows = [r for r in sorted(core_rows, key=_sort_key) if r.get("packed_ms")]
+    if packed_rows:
+        print("Bit-packed output (output_type \"bitpacked\", the next binary layer's input) of the")
+        print("conv rows: core kernel ms median (best), and packed / float median (<1: faster):")
+        for res in packed_rows:
+            layer = Layer.from_key(res["layer"])
+            k = f"{layer.kernel_size}x{layer.kernel_size}"
+            ratio = statistics.median(res["packed_ms"]) / statistics.median(res["samples_ms"])
+            print(f"  {res['threads']:>3} {k:>3} {res['batch']:>2}  {layer.label():<16} "
+                  f"packed {_ms4(res['packed_ms'])}  packed/float {ratio:5.2f}x")
     print("Dense rows, memory bound: the packed weights (KiB) are read once per call, at best at")
     print("the measured read bandwidth of a cache-hot buffer of that size (GB/s, median), so a")
     print("call takes >= floor ms; ceiling %peak = the %peak a call at the floor would reach;")

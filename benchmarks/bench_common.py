@@ -87,7 +87,7 @@ class CoreKernels:
         self._bgemm = lib.lowbit_kernel_bench_bgemm
         self._bgemm.argtypes = [i64, i64, i64, *tail]
         self._bconv2d = lib.lowbit_kernel_bench_bconv2d
-        self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, *tail]
+        self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, c_int, *tail]
         self._read = lib.lowbit_kernel_bench_read
         self._read.argtypes = [i64, *tail]
         self._bdepthwise = lib.lowbit_kernel_bench_bdepthwise
@@ -112,10 +112,12 @@ class CoreKernels:
 
     def bconv2d(self, batch: int, height: int, width: int, channels_in: int, out_channels: int,
                 kernel_size: int, threads: int, sample_s: float, samples: int, *,
-                same_padding: bool = True, pad_value: int = 0) -> list[float]:
-        """ms per BConv2D call (stride 1, float output)."""
+                same_padding: bool = True, pad_value: int = 0,
+                bitpacked: bool = False) -> list[float]:
+        """ms per BConv2D call (stride 1, float output, or bit-packed with
+        `bitpacked`)."""
         args = [batch, height, width, channels_in, out_channels, kernel_size,
-                int(same_padding), pad_value]
+                int(same_padding), pad_value, int(bitpacked)]
         return self._run(self._bconv2d, args, threads, sample_s, samples)
 
     def bdepthwise(self, batch: int, height: int, width: int, channels: int, kernel_size: int,

@@ -15,8 +15,9 @@
 //   lowbit_kernel_bench_bgemm(rows, channels_in, out_channels, ...)
 //       seconds per BGemm call (float output, no activation);
 //   lowbit_kernel_bench_bconv2d(batch, height, width, channels_in, out_channels,
-//                               kernel_size, same_padding, pad_value, ...)
-//       seconds per BConv2D call (stride 1, float output);
+//                               kernel_size, same_padding, pad_value, bitpacked, ...)
+//       seconds per BConv2D call (stride 1, float output), or BConv2DBitpacked
+//       (bitpacked = 1);
 //   lowbit_kernel_bench_bdepthwise(batch, height, width, channels, kernel_size,
 //                                  stride, same_padding, pad_value, bitpacked, ...)
 //       seconds per BDepthwiseConv2D call on a packed input (float output),
@@ -39,6 +40,7 @@
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bconv2d_kernels.h"
 #include "custom_ops/core/bdepthwise.h"
 #include "custom_ops/core/bgemm.h"
@@ -217,8 +219,8 @@ LOWBIT_C_API int lowbit_kernel_bench_bgemm(std::int64_t rows, std::int64_t chann
 LOWBIT_C_API int lowbit_kernel_bench_bconv2d(std::int64_t batch, std::int64_t height,
                                              std::int64_t width, std::int64_t channels_in,
                                              std::int64_t out_channels, std::int64_t kernel_size,
-                                             int same_padding, int pad_value, int threads,
-                                             double sample_seconds, int samples,
+                                             int same_padding, int pad_value, int bitpacked,
+                                             int threads, double sample_seconds, int samples,
                                              double* seconds_per_call, char* error,
                                              int error_size) {
   using namespace lowbit;  // NOLINT
@@ -240,13 +242,24 @@ LOWBIT_C_API int lowbit_kernel_bench_bconv2d(std::int64_t batch, std::int64_t he
       out_channels * CompactFilterWords(p.kernel_h, p.kernel_w, channels_in), rng);
   const std::vector<float> multiplier = RandomFloats(out_channels, 0.5f, 2.0f, rng);
   const std::vector<float> bias = RandomFloats(out_channels, -1.0f, 1.0f, rng);
-  std::vector<float> output(static_cast<std::size_t>(batch * p.out_h * p.out_w * out_channels));
+  const std::int64_t pixels = batch * p.out_h * p.out_w;
+  std::vector<float> output(static_cast<std::size_t>(pixels * out_channels));
+  std::vector<PackedWord> output_bits(static_cast<std::size_t>(pixels * PackedWords(out_channels)));
+  std::vector<std::int32_t> threshold(static_cast<std::size_t>(out_channels));
+  std::vector<std::uint8_t> flip(static_cast<std::size_t>(out_channels));
+  s = ComputeBConv2DThresholds(p, multiplier.data(), bias.data(), threshold.data(), flip.data());
+  if (!s.ok) return Report(s, error, error_size);
   BConv2DFilter filter;
   filter.Prepare(SelectBConv2DKernel(), p, compact.data());
   ThreadPool pool(threads);
   TimeSamples(
       [&] {
-        BConv2D(p, input.data(), filter, multiplier.data(), bias.data(), output.data(), pool);
+        if (bitpacked) {
+          BConv2DBitpacked(p, input.data(), filter, threshold.data(), flip.data(),
+                           output_bits.data(), pool);
+        } else {
+          BConv2D(p, input.data(), filter, multiplier.data(), bias.data(), output.data(), pool);
+        }
       },
       sample_seconds, samples, seconds_per_call);
   return 0;

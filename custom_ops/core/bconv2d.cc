@@ -378,6 +378,19 @@ void BConv2DFusedInt8(const BConv2DParams& params, const PackedWord* input,
   RunSimd(GetKernelPath(filter.kernel()), params, input, filter, args, executor);
 }
 
+bool BitpackedOutputFused(BConv2DKernel kernel) { return Int8OutputFused(kernel); }
+
+void BConv2DFusedBitpacked(const BConv2DParams& params, const PackedWord* input,
+                           const BConv2DFilter& filter, const std::int32_t* threshold,
+                           const std::uint8_t* flip, PackedWord* output,
+                           ParallelExecutor& executor) {
+  SimdConvArgs args;
+  args.output_bits = output;
+  args.threshold = threshold;
+  args.flip = flip;
+  RunSimd(GetKernelPath(filter.kernel()), params, input, filter, args, executor);
+}
+
 void BConv2D(BConv2DKernel kernel, const BConv2DParams& params, const PackedWord* input,
              const PackedWord* filter, const float* multiplier, const float* bias,
              float* output, ParallelExecutor& executor, const BConv2DEpilogue& epilogue) {

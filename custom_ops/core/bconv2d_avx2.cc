@@ -56,6 +56,11 @@ struct Avx2Lut {
                              _mm256_set1_epi16(1));
   }
 
+  // Bit i set iff lane i of a < lane i of b (signed; bit-packed output).
+  static std::uint32_t LessMask(IVec a, IVec b) {
+    return static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(b, a))));
+  }
+
   // Lane mask of the first n lanes (sign bit set), for vmaskmov.
   static IVec Mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -43,6 +43,8 @@ struct Avx512Common {
   static IVec Add32(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
   static IVec Sub32(IVec a, IVec b) { return _mm512_sub_epi32(a, b); }
 
+  // Bit i set iff lane i of a < lane i of b (signed; bit-packed output).
+  static std::uint32_t LessMask(IVec a, IVec b) { return _mm512_cmplt_epi32_mask(a, b); }
   static __mmask16 Mask(int n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static FVec ZeroF() { return _mm512_setzero_ps(); }
   static FVec SetF(float v) { return _mm512_set1_ps(v); }

@@ -5,6 +5,8 @@
 #include <memory>
 #include <vector>
 
+#include "custom_ops/core/bconv2d_kernels.h"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -83,6 +85,10 @@ void BConv2DBitpacked(const BConv2DParams& params, const PackedWord* input,
                       const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor) {
   BConv2DParams p = params;
   p.activation = Activation::kNone;  // the raw dot product; ReLU is in the thresholds
+  if (BitpackedOutputFused(filter.kernel())) {
+    BConv2DFusedBitpacked(p, input, filter, threshold, flip, output, executor);
+    return;
+  }
   BitpackedFromDotProducts(
       p.batch * p.out_h * p.out_w, p.out_channels,
       [&](const float* ones, const float* zeros, float* dots) {

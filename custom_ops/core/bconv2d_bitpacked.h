@@ -57,12 +57,12 @@ Status ComputeBConv2DThresholds(const BConv2DParams& params, const float* multip
 // The binary convolution with bit-packed output:
 //   output [batch, out_h, out_w, PackedWords(out_channels)] words, bit c of a
 //   pixel = (D_c < threshold[c]) XOR flip[c]; padding bits past out_channels 0.
-// Same requirements on params / filter as BConv2D. This first version runs the
-// chosen kernel for the integer dot products (multiplier 1, bias 0: exact in
-// float) into a scratch buffer and packs them with the integer thresholds
-// (BitpackedFromDotProducts: 4 channels per SSE2 compare on x86), so it costs
-// about what the float output does (28x28x128 3x3, 1 thread: within 10%); a
-// kernel that thresholds in its own epilogue would save the scratch round trip.
+// Same requirements on params / filter as BConv2D. The x86 SIMD kernels
+// (BitpackedOutputFused, core/bconv2d_kernels.h) compare their tile's dot
+// products with the thresholds in the epilogue and store the bits: no float
+// scratch, no second pass. The others run the kernel for the integer dot
+// products (multiplier 1, bias 0: exact in float) into a scratch buffer and
+// pack them with the integer thresholds (BitpackedFromDotProducts).
 void BConv2DBitpacked(const BConv2DParams& params, const PackedWord* input,
                       const BConv2DFilter& filter, const std::int32_t* threshold,
                       const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor);

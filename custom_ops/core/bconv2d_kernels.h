@@ -49,12 +49,30 @@ struct SimdConvArgs {
   // quantized in the epilogue, QuantizeInt8 (core/int8_io.h) bit for bit.
   std::int8_t* output_int8 = nullptr;
   Int8Quantization output_quantization;
+  // Or bit-packed output (output and output_int8 nullptr; multiplier, bias
+  // and epilogue unused), x86 kernels only (BitpackedOutputFused): bit c of
+  // a pixel = (D_c < threshold[c]) XOR flip[c] (core/bconv2d_bitpacked.h),
+  // written from the tile's accumulators; [pixels, PackedWords(out_channels)].
+  PackedWord* output_bits = nullptr;
+  const std::int32_t* threshold = nullptr;
+  const std::uint8_t* flip = nullptr;
 };
 
 // Whether `kernel` quantizes an int8 output in its own epilogue: the x86
 // SIMD kernels (core/bconv2d_simd.h, the interleaved layout). The others
 // run BConv2DInt8's two passes.
 bool Int8OutputFused(BConv2DKernel kernel);
+
+// Whether `kernel` thresholds a bit-packed output in its own epilogue: the
+// same kernels as Int8OutputFused. The others run BConv2DBitpacked's two
+// steps (float dot products into a scratch, then BitpackedFromDotProducts).
+bool BitpackedOutputFused(BConv2DKernel kernel);
+
+// BConv2DBitpacked of a kernel for which BitpackedOutputFused holds.
+void BConv2DFusedBitpacked(const BConv2DParams& params, const PackedWord* input,
+                           const BConv2DFilter& filter, const std::int32_t* threshold,
+                           const std::uint8_t* flip, PackedWord* output,
+                           ParallelExecutor& executor);
 
 // BConv2DInt8 of a kernel for which Int8OutputFused holds.
 void BConv2DFusedInt8(const BConv2DParams& params, const PackedWord* input,

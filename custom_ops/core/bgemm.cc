@@ -21,14 +21,19 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
   return Status::Ok();
 }
 
-// The GEMV kernel (core/bgemv_simd.h) when the filter's kernel path has one
-// and 1 <= rows < that path's convolution tile; false (nothing done)
-// otherwise.
+// Whether BGemm runs the GEMV kernel (core/bgemv_simd.h): the filter's
+// kernel path has one and 1 <= rows < that path's convolution tile.
+bool UsesGemv(const BGemmParams& p, const BConv2DFilter& filter) {
+  const KernelPath& path = GetKernelPath(filter.kernel());
+  return path.bgemv != nullptr && p.rows >= 1 && p.rows < path.tile_pixels;
+}
+
+// The GEMV kernel where UsesGemv holds; false (nothing done) otherwise.
 bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter& filter,
              const float* multiplier, const float* bias, float* output,
              ParallelExecutor& executor) {
+  if (!UsesGemv(p, filter)) return false;
   const KernelPath& path = GetKernelPath(filter.kernel());
-  if (path.bgemv == nullptr || p.rows < 1 || p.rows >= path.tile_pixels) return false;
   SimdGemvArgs args;
   args.rows = p.rows;
   args.channels_in = p.channels_in;
@@ -96,6 +101,12 @@ void BGemmBitpacked(const BGemmParams& params, const PackedWord* input,
                     const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor) {
   BGemmParams p = params;
   p.activation = Activation::kNone;  // the raw dot product; ReLU is in the thresholds
+  // Without the GEMV, BGemm is the 1x1 convolution: its bit-packed output
+  // (thresholded in the epilogue of the x86 SIMD kernels).
+  if (!UsesGemv(p, filter)) {
+    BConv2DBitpacked(p.AsConv2D(), input, filter, threshold, flip, output, executor);
+    return;
+  }
   BitpackedFromDotProducts(
       p.rows, p.out_channels,
       [&](const float* ones, const float* zeros, float* dots) {

@@ -65,7 +65,9 @@ void BGemm(const BGemmParams& params, const PackedWord* input, const BConv2DFilt
 Status ComputeBGemmThresholds(const BGemmParams& params, const float* multiplier,
                               const float* bias, std::int32_t* threshold, std::uint8_t* flip);
 
-// Bit-packed output: bit c of row r = (D < threshold[c]) XOR flip[c].
+// Bit-packed output: bit c of row r = (D < threshold[c]) XOR flip[c]
+// (BConv2DBitpacked of the 1x1 convolution where the GEMV does not run: the
+// x86 SIMD kernels threshold in their epilogue).
 void BGemmBitpacked(const BGemmParams& params, const PackedWord* input,
                     const BConv2DFilter& filter, const std::int32_t* threshold,
                     const std::uint8_t* flip, PackedWord* output, ParallelExecutor& executor);

@@ -2,7 +2,9 @@
 // reference kernel, on random shapes (channel tails, strides, dilations, both
 // paddings and pad values, 1 and 2 threads), and of BGemm (float and bit-packed
 // output) at rows 1..9, across each SIMD kernel's GEMV path for rows below its
-// tile. A plain executable so that it also runs under qemu-user for the Arm
+// tile, and the bit-packed output of the convolution (BConv2DBitpacked: the
+// x86 SIMD kernels threshold in their epilogue, the others pack a scratch) at
+// the thresholds' edges and from multipliers and biases. A plain executable so that it also runs under qemu-user for the Arm
 // builds (tests/core/test_cross_kernels.py):
 //     bconv2d_check [cases]     exit status 0 and "OK <n> cases" on success
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <limits>
 
 #include "custom_ops/core/bconv2d.h"
+#include "custom_ops/core/bconv2d_bitpacked.h"
 #include "custom_ops/core/bgemm.h"
 #include "custom_ops/core/bitpack.h"
 #include "custom_ops/core/int8_io.h"
@@ -279,6 +282,33 @@ bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
   for (std::size_t i = 0; i < out_size; ++i) {
     expected_codes[i] = lowbit::QuantizeInt8(expected[i], quantization);
   }
+  // The bit-packed output (finite multipliers only: modes 0 and 1): the signs
+  // of the reference's y without the epilogue, which that output does not take.
+  const bool bits_case = multiplier_mode <= 1;
+  const std::int64_t out_words = lowbit::PackedWords(p.out_channels);
+  const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+  std::vector<PackedWord> expected_bits(static_cast<std::size_t>(pixels * out_words), 0),
+      bits(expected_bits.size());
+  std::vector<std::int32_t> threshold(p.out_channels);
+  std::vector<std::uint8_t> flip(p.out_channels);
+  if (bits_case) {
+    std::vector<float> y(out_size);
+    lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), multiplier.data(),
+                    bias.data(), y.data(), inline_executor);
+    for (std::int64_t i = 0; i < pixels; ++i) {
+      for (std::int64_t ch = 0; ch < p.out_channels; ++ch) {
+        if (ExpectedBit(y[i * p.out_channels + ch])) {
+          expected_bits[i * out_words + ch / 32] |= 1u << (ch % 32);
+        }
+      }
+    }
+    if (!lowbit::ComputeBConv2DThresholds(p, multiplier.data(), bias.data(), threshold.data(),
+                                          flip.data())
+             .ok) {
+      std::printf("case %d: thresholds rejected\n", c);
+      return false;
+    }
+  }
   for (BConv2DKernel k : kernels) {
     lowbit::BConv2DFilter prepared;
     prepared.PrepareFromPerTap(k, p, filter.data());
@@ -291,14 +321,21 @@ bool CheckConvCase(int c, BConv2DParams p, int multiplier_mode,
       std::fill(codes.begin(), codes.end(), std::int8_t{-77});
       lowbit::BConv2DInt8(p, input.data(), prepared, multiplier.data(), bias.data(),
                           kernel_epilogue, quantization, scratch.data(), codes.data(), *executor);
+      if (bits_case) {
+        std::fill(bits.begin(), bits.end(), 0xdeadbeefu);
+        lowbit::BConv2DBitpacked(p, input.data(), prepared, threshold.data(), flip.data(),
+                                 bits.data(), *executor);
+      }
       const bool float_ok =
           std::memcmp(actual.data(), expected.data(), out_size * sizeof(float)) == 0;
-      if (!float_ok || codes != expected_codes) {
+      const bool int8_ok = codes == expected_codes;
+      if (!float_ok || !int8_ok || bits != expected_bits) {
         std::printf(
             "MISMATCH (%s output%s) kernel %s case %d: n=%lld %lldx%lldx%lld -> %lld "
             "k=%lldx%lld s=%lld,%lld d=%lld,%lld %s(%lld,%lld,%lld,%lld) pad=%d epilogue=%d "
             "multipliers=%d\n",
-            float_ok ? "int8" : "float", residual_int8 ? ", int8 residual" : "",
+            !float_ok ? "float" : !int8_ok ? "int8" : "bit-packed",
+            residual_int8 ? ", int8 residual" : "",
             lowbit::BConv2DKernelName(k), c, (long long)p.batch, (long long)p.in_h,
             (long long)p.in_w, (long long)p.channels_in, (long long)p.out_channels,
             (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
@@ -375,6 +412,95 @@ bool CheckInt8Edges(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng
   return true;
 }
 
+// The bit-packed output at its thresholds' edges, through every kernel with 1
+// thread and 4: per channel a threshold of -K (the constant bits), -K + 1, K,
+// K + 1, a dot product of the layer (D < t false at equality) or one above it,
+// or random, and a random flip; the expected bits straight from the
+// reference's dot products. Output channels around the words and the SIMD
+// blocks (16 on AVX2, 32 on AVX-512: tails, half words, several words),
+// channels_in with tails, 1x1 and 3x3, stride 1 and 2, SAME with both pad
+// values and VALID, sizes that end in partial tiles. Returns the number of
+// cases, or -1.
+int CheckBitpackedEdges(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  lowbit::InlineExecutor inline_executor;
+  lowbit::ThreadPool pool(4);
+  int cases = 0;
+  for (int channels : {1, 33, 64, 130}) {
+    for (int cout : {1, 16, 31, 32, 33, 48, 64, 70, 100}) {
+      for (int shape = 0; shape < 2; ++shape) {
+        BConv2DParams p;
+        p.batch = uniform(1, 2);
+        p.channels_in = channels;
+        p.out_channels = cout;
+        p.kernel_h = p.kernel_w = shape == 0 ? 3 : uniform(1, 3);
+        p.stride_h = p.stride_w = shape == 0 ? 1 : 2;
+        p.padding = uniform(0, 2) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
+        p.pad_value = uniform(0, 1);
+        p.in_h = uniform(3, 9);
+        p.in_w = uniform(3, 14);
+        if (!lowbit::ComputeBConv2DGeometry(&p).ok) return -1;
+        const std::int64_t words = p.words();
+        const std::int64_t k = p.kernel_h * p.kernel_w * channels;
+        std::vector<PackedWord> input(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * words));
+        for (PackedWord& w : input) w = static_cast<PackedWord>(rng());
+        std::vector<PackedWord> filter(static_cast<std::size_t>(cout * p.kernel_h * p.kernel_w * words));
+        for (PackedWord& w : filter) w = static_cast<PackedWord>(rng());
+        const PackedWord tail = lowbit::TailMask(channels);
+        for (std::size_t i = words - 1; i < filter.size(); i += words) filter[i] &= tail;
+        // The dot products D, exact in float (multiplier 1, bias 0).
+        const std::int64_t pixels = p.batch * p.out_h * p.out_w;
+        std::vector<float> ones(cout, 1.0f), zeros(cout, 0.0f), dots(pixels * cout);
+        lowbit::BConv2D(BConv2DKernel::kReference, p, input.data(), filter.data(), ones.data(),
+                        zeros.data(), dots.data(), inline_executor);
+        std::vector<std::int32_t> threshold(cout);
+        std::vector<std::uint8_t> flip(cout);
+        for (int c = 0; c < cout; ++c) {
+          const auto d = static_cast<std::int32_t>(dots[uniform(0, pixels - 1) * cout + c]);
+          const std::int32_t choices[] = {static_cast<std::int32_t>(-k),
+                                          static_cast<std::int32_t>(-k + 1),
+                                          static_cast<std::int32_t>(k),
+                                          static_cast<std::int32_t>(k + 1), d, d + 1,
+                                          uniform(static_cast<int>(-k), static_cast<int>(k + 1))};
+          threshold[c] = choices[uniform(0, 6)];
+          flip[c] = static_cast<std::uint8_t>(uniform(0, 1));
+        }
+        const std::int64_t out_words = lowbit::PackedWords(cout);
+        std::vector<PackedWord> expected(static_cast<std::size_t>(pixels * out_words), 0);
+        for (std::int64_t i = 0; i < pixels; ++i) {
+          for (int c = 0; c < cout; ++c) {
+            const bool bit = (static_cast<std::int32_t>(dots[i * cout + c]) < threshold[c]) != (flip[c] != 0);
+            if (bit) expected[i * out_words + c / 32] |= 1u << (c % 32);
+          }
+        }
+        std::vector<PackedWord> bits(expected.size());
+        for (BConv2DKernel kernel : kernels) {
+          lowbit::BConv2DFilter prepared;
+          prepared.PrepareFromPerTap(kernel, p, filter.data());
+          for (lowbit::ParallelExecutor* executor :
+               {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
+                static_cast<lowbit::ParallelExecutor*>(&pool)}) {
+            std::fill(bits.begin(), bits.end(), 0xdeadbeefu);
+            lowbit::BConv2DBitpacked(p, input.data(), prepared, threshold.data(), flip.data(),
+                                     bits.data(), *executor);
+            if (bits != expected) {
+              std::printf("BIT-PACKED EDGE MISMATCH kernel %s channels_in %d out_channels %d "
+                          "%lldx%lld k=%lld s=%lld %s pad_value %d\n",
+                          lowbit::BConv2DKernelName(kernel), channels, cout,
+                          (long long)p.in_h, (long long)p.in_w, (long long)p.kernel_h,
+                          (long long)p.stride_h,
+                          p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+              return -1;
+            }
+          }
+        }
+        ++cases;
+      }
+    }
+  }
+  return cases;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -390,6 +516,9 @@ int main(int argc, char** argv) {
   std::printf("BGEMM OK %d cases\n", gemm_cases);
   if (!CheckInt8Edges(kernels, rng)) return 1;
   std::printf("INT8 EDGES OK\n");
+  const int bit_edge_cases = CheckBitpackedEdges(kernels, rng);
+  if (bit_edge_cases < 0) return 1;
+  std::printf("BIT-PACKED EDGES OK %d cases\n", bit_edge_cases);
   auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int channel_choices[] = {1, 7, 31, 32, 33, 64, 65, 100, 130, 256};
   lowbit::InlineExecutor inline_executor;
