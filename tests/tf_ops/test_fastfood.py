@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastfood_cases import F32, GOOD, VARIANTS, next_pow2, random_weights
+from fastfood_cases import F32, GOOD, VARIANTS, int8_case, next_pow2, random_weights
 from reference import dequantize_int8_np, fastfood_dense_np, fastfood_np, quantize_int8_np
 
 tf = pytest.importorskip("tensorflow")
@@ -194,27 +194,6 @@ def test_kernel_rejects_bad_attributes():
 # int8 x and output (int8 models, docs/int8.md): exact against the reference
 # of the quantized arithmetic, DEQUANTIZE -> float32 Fastfood -> QUANTIZE
 # --------------------------------------------------------------------------
-
-
-def int8_case(d: int, variant: int, seed: int):
-    """(q, x quantization, weights, units, activation, y reference float32, output
-    quantization): random int8 codes, the float32 reference of their real values,
-    and an output scale under which the largest |y| is 110 steps (with the zero
-    point, some codes saturate)."""
-    rng = np.random.default_rng(900 + 10 * d + variant + seed)
-    lead, units_of, factor, activation, use_bias = VARIANTS[variant]
-    activation = activation if activation == "relu" else None
-    n = next_pow2(d) * factor
-    units = units_of(n)
-    weights = random_weights(rng, max(-(-units // n), 1) + seed % 2, n, units, bias=use_bias)
-    q = rng.integers(-128, 128, (*lead, d)).astype(np.int8)
-    x_scale, x_zero_point = float(np.float32(rng.uniform(0.005, 0.1))), int(rng.integers(-20, 21))
-    y = fastfood_np(dequantize_int8_np(q, x_scale, x_zero_point), *weights, units=units,
-                    activation=activation)  # fmt: skip
-    top = float(np.abs(y).max()) if y.size else 1.0
-    y_scale = float(np.float32(top / 110 if top > 0 else 1.0))
-    y_zero_point = int(rng.integers(-30, 31))
-    return q, (x_scale, x_zero_point), weights, units, activation, y, (y_scale, y_zero_point)
 
 
 @pytest.mark.parametrize("d", (1, 17, 100))
