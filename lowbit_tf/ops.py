@@ -848,7 +848,8 @@ def fastfood(
     B, G, S diagonal); the k * n results are concatenated, the first `units`
     kept, the bias added and the activation applied. Computed in float32 with
     the Keras layer's operations in its order, so the result equals the layer's
-    bit for bit (docs/custom_ops.md). Differentiable w.r.t. x, b, g, s and bias.
+    bit for bit (docs/custom_ops.md). Differentiable w.r.t. x, b, g, s and bias
+    (float x and output).
 
     Args:
       x: float32 [..., d]; any rank >= 1, the leading axes are kept. Or int8

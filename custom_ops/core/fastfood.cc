@@ -107,7 +107,7 @@ void Fastfood(const FastfoodParams& p, const FastfoodInput& x, const float* b, c
   const std::int64_t blocks = p.used_blocks();
   const float inv_n = 1.0f / static_cast<float>(n);  // exact: n is a power of two
   const bool relu = p.activation == Activation::kRelu;
-  // The output quantization's factor and lowest code, hoisted (QuantizeInt8).
+  // An int8 output: QuantizeInt8 with its factor 1 / scale hoisted.
   const Int8Quantization& oq = out.quantization;
   const float out_inv_scale = oq.inverse_scale();
   // Rows go through the transforms kFastfoodLanes at a time, interleaved
