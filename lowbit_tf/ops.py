@@ -10,8 +10,8 @@ gradients, so that a model can train through the fast path: `bconv2d` and
 float (Keras) kernel and exact ones for the multiplier and the bias;
 `multibit_conv2d` the straight-through estimator of its activation quantizer
 and exact ones for its scales and bias; `bdepthwise_conv2d` that of ste_sign
-for a float input and exact ones for the multiplier and bias; `fastfood` (a float op) its exact
-gradient. Packed int32 inputs and filters and bit-packed outputs have none.
+for a float input and exact ones for the multiplier and bias; `fastfood` (float input and output)
+its exact gradient. Packed int32 inputs and filters and bit-packed outputs have none.
 The Keras layers (`lowbit_tf.layers`) compute with these ops where they can run
 the layer's configuration, in training and at inference (lowbit_tf/_layer_ops.py),
 and are what the converter lowers onto them.
@@ -833,6 +833,11 @@ def fastfood(
     *,
     units: int | None = None,
     activation: str | None = None,
+    output_type: str = "float",
+    input_scale: float = 1.0,
+    input_zero_point: int = 0,
+    output_scale: float = 1.0,
+    output_zero_point: int = 0,
 ) -> tf.Tensor:
     r"""The Adaptive Fastfood transform, the forward pass of
     `lowbit_tf.layers.FastfoodDense` as one op.
@@ -843,18 +848,27 @@ def fastfood(
     B, G, S diagonal); the k * n results are concatenated, the first `units`
     kept, the bias added and the activation applied. Computed in float32 with
     the Keras layer's operations in its order, so the result equals the layer's
-    bit for bit (docs/custom_ops.md). Differentiable w.r.t. x, b, g, s and bias.
+    bit for bit (docs/custom_ops.md). Differentiable w.r.t. x, b, g, s and bias
+    (float x and output).
 
     Args:
-      x: float32 [..., d]; any rank >= 1, the leading axes are kept.
+      x: float32 [..., d]; any rank >= 1, the leading axes are kept. Or int8
+        codes q of that shape: the real values float32(q - input_zero_point)
+        * input_scale (what TFLite's DEQUANTIZE computes).
       b, g, s: float32 [k, n], the diagonals (n a power of two, n >= d).
       permutation: int32 [k, n], each row a permutation of [0, n).
       bias: float32 [units], or None.
       units: output width, <= k * n; default the bias length, or k * n.
       activation: None / "linear" or "relu" (fused).
+      output_type: "float" (the default) or "int8": the float output y
+        quantized, q = round(y * (1 / output_scale)) + output_zero_point
+        (halves away from zero), saturated to int8, as `bconv2d`'s.
+      input_scale, input_zero_point: of an int8 x (scale finite > 0, zero
+        point in [-128, 127]).
+      output_scale, output_zero_point: of an int8 output.
 
     Returns:
-      float32 [..., units].
+      float32 [..., units], or int8 of that shape for output_type="int8".
 
     Raises:
       TypeError, ValueError: for arguments of the wrong dtype, rank, shape or
@@ -862,8 +876,12 @@ def fastfood(
         op for the rest (e.g. a permutation row that is not a permutation).
     """
     x = tf.convert_to_tensor(x)
-    if x.dtype != tf.float32:
-        raise TypeError(f"fastfood x must be float32, got dtype {x.dtype.name}")
+    if x.dtype not in (tf.float32, tf.int8):
+        raise TypeError(f"fastfood x must be float32 or int8, got dtype {x.dtype.name}")
+    if output_type not in ("float", "int8"):
+        raise ValueError(f"fastfood output_type must be 'float' or 'int8', got {output_type!r}")
+    int8_attrs = _int8_attrs(x, input_zero_point, output_scale, output_zero_point)
+    _check_scale("input_scale", input_scale)
     if x.shape.rank == 0:
         raise ValueError("fastfood x must have rank >= 1, got a scalar")
     diagonals = {
@@ -905,7 +923,8 @@ def fastfood(
         raise ValueError(f"activation must be None, 'linear' or 'relu', got {activation!r}")
     return load_tf_ops().lowbit_fastfood(
         x, diagonals["b"], diagonals["g"], diagonals["s"], permutation, bias,
-        units=int(units), activation=_ACTIVATIONS[activation],
+        units=int(units), activation=_ACTIVATIONS[activation], output_type=output_type,
+        Tout=_TOUT[output_type], input_scale=float(input_scale), **int8_attrs,
     )  # fmt: skip
 
 
@@ -921,11 +940,14 @@ def _fastfood_grad(op: tf.Operation, grad: tf.Tensor) -> list[tf.Tensor | None]:
         dg = sum_rows dw v,            dv = dw g,         du = Pi^T dv,
         dt = H du,   db = sum_rows dt x,   dx = sum_blocks dt b (first d entries).
     Pi^T gathers with the inverse permutation, argsort(permutation). The
-    forward intermediates u, v, z are recomputed with TF ops.
+    forward intermediates u, v, z are recomputed with TF ops. An op with an
+    int8 input or output (inference) has none.
     """
     from lowbit_tf.layers import walsh_hadamard  # lowbit_tf.layers is heavier to import
 
     x, b, g, s, permutation, bias = op.inputs
+    if x.dtype == tf.int8 or op.outputs[0].dtype == tf.int8:
+        return [None] * 6
     units = op.get_attr("units")
     if op.get_attr("activation") in (b"RELU", "RELU"):
         grad = tf.where(op.outputs[0] > 0, grad, tf.zeros_like(grad))

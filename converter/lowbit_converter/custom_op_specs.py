@@ -124,6 +124,8 @@ FASTFOOD = CustomOpSpec(
     options={
         "units": OptionSpec(int, minimum=1),
         "activation": OptionSpec(str, choices=("NONE", "RELU")),
+        # "int8": the int8 output of a quantized model (docs/int8.md).
+        "output_type": OptionSpec(str, choices=("float", "int8"), default="float"),
     },
 )
 

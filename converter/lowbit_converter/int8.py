@@ -19,15 +19,16 @@ carries those statistics. So the route here is (docs/int8.md):
 2. `quantize`: TensorFlow's MLIR quantizer. It quantizes every builtin it can
    (per-channel weights for convs and dense layers) and leaves the custom ops
    float, with a DEQUANTIZE before and a QUANTIZE after each.
-3. `fuse_int8_io`: LowbitBconv2d, LowbitBgemm, LowbitBDepthwiseConv2d and
-   LowbitMultibitConv2d take the int8 tensors instead:
+3. `fuse_int8_io`: LowbitBconv2d, LowbitBgemm, LowbitBDepthwiseConv2d,
+   LowbitMultibitConv2d and LowbitFastfood take the int8 tensors instead:
    an input produced by a DEQUANTIZE reads its int8 source (the sign of
    scale * (q - zero_point) is q >= zero_point, exactly the sign of the
    dequantized value; the multi-bit op's ABC / DoReFa planes are those of
    float(q - zero_point) * scale, what the DEQUANTIZE computed, from the
-   tensor's own scale and zero point); an output consumed only by one
-   QUANTIZE writes that QUANTIZE's int8 tensor itself (output_type "int8", the same rounding as
-   TFLite's QUANTIZE, docs/custom_ops.md); a residual produced by a
+   tensor's own scale and zero point; Fastfood transforms that value); an
+   output consumed only by one QUANTIZE writes that QUANTIZE's int8 tensor
+   itself (output_type "int8", the same rounding as TFLite's QUANTIZE,
+   docs/custom_ops.md); a residual produced by a
    DEQUANTIZE is read as int8 too (the op adds its real values, what the
    DEQUANTIZE computed); a ReLU (int8 RELU op) that is all that reads a
    LowbitBconv2d's int8 output is folded into it (output_activation "RELU":
@@ -51,7 +52,8 @@ from flatbuffers import flexbuffers
 from lowbit_converter.tflite_schema import schema
 
 # The ops that read and write int8 tensors (docs/custom_ops.md, "int8 tensors").
-INT8_IO_OPS = ("LowbitBconv2d", "LowbitBgemm", "LowbitBDepthwiseConv2d", "LowbitMultibitConv2d")
+INT8_IO_OPS = ("LowbitBconv2d", "LowbitBgemm", "LowbitBDepthwiseConv2d", "LowbitMultibitConv2d",
+               "LowbitFastfood")
 
 
 def _serialize(model: Any) -> bytes:

@@ -100,13 +100,16 @@ void FastWalshHadamard(float* x, std::int64_t n, std::int64_t lanes) {
   if (h < n) Butterflies(x, x + h * lanes, h * lanes);  // log2(n) odd: h = n / 2
 }
 
-void Fastfood(const FastfoodParams& p, const float* x, const float* b, const float* g,
-              const float* s, const std::int32_t* permutation, const float* bias, float* out,
-              ParallelExecutor& executor) {
+void Fastfood(const FastfoodParams& p, const FastfoodInput& x, const float* b, const float* g,
+              const float* s, const std::int32_t* permutation, const float* bias,
+              const FastfoodOutput& out, ParallelExecutor& executor) {
   const std::int64_t n = p.block_size, d = p.input_dim, units = p.units;
   const std::int64_t blocks = p.used_blocks();
   const float inv_n = 1.0f / static_cast<float>(n);  // exact: n is a power of two
   const bool relu = p.activation == Activation::kRelu;
+  // An int8 output: QuantizeInt8 with its factor 1 / scale hoisted.
+  const Int8Quantization& oq = out.quantization;
+  const float out_inv_scale = oq.inverse_scale();
   // Rows go through the transforms kFastfoodLanes at a time, interleaved
   // (value i of row l at [i * lanes + l]): then every butterfly stage, the
   // short ones (h = 1, 2) included, and the gather work on contiguous runs of
@@ -131,9 +134,18 @@ void Fastfood(const FastfoodParams& p, const float* x, const float* b, const flo
       const float* sb = s + blk * n;
       const std::int32_t* pb = permutation + blk * n;
       // The Keras layer pads with zeros and then multiplies: 0 * b as well.
+      // An int8 row is dequantized first: the float row DEQUANTIZE would give.
       for (std::int64_t l = 0; l < lanes; ++l) {
-        const float* xr = x + (row0 + l) * d;
-        for (std::int64_t i = 0; i < d; ++i) t[i * lanes + l] = xr[i] * bb[i];
+        const std::int64_t offset = (row0 + l) * d;
+        if (x.int8) {
+          const std::int8_t* qr = static_cast<const std::int8_t*>(x.data) + offset;
+          for (std::int64_t i = 0; i < d; ++i) {
+            t[i * lanes + l] = DequantizeInt8(qr[i], x.quantization) * bb[i];
+          }
+        } else {
+          const float* xr = static_cast<const float*>(x.data) + offset;
+          for (std::int64_t i = 0; i < d; ++i) t[i * lanes + l] = xr[i] * bb[i];
+        }
         for (std::int64_t i = d; i < n; ++i) t[i * lanes + l] = 0.0f * bb[i];
       }
       FastWalshHadamard(t, n, lanes);
@@ -145,12 +157,21 @@ void Fastfood(const FastfoodParams& p, const float* x, const float* b, const flo
       const std::int64_t first = blk * n;
       const std::int64_t width = std::min(n, units - first);
       for (std::int64_t l = 0; l < lanes; ++l) {
-        float* o = out + (row0 + l) * units + first;
-        for (std::int64_t j = 0; j < width; ++j) {
+        const auto value = [&](std::int64_t j) {
           float y = u[j * lanes + l] * (sb[j] * inv_n);
           if (bias != nullptr) y = y + bias[first + j];
           if (relu && y < 0.0f) y = 0.0f;
-          o[j] = y;
+          return y;
+        };
+        const std::int64_t offset = (row0 + l) * units + first;
+        if (out.int8) {
+          std::int8_t* o = static_cast<std::int8_t*>(out.data) + offset;
+          for (std::int64_t j = 0; j < width; ++j) {
+            o[j] = QuantizeInt8Scaled(value(j) * out_inv_scale, oq.zero_point, oq.lowest());
+          }
+        } else {
+          float* o = static_cast<float*>(out.data) + offset;
+          for (std::int64_t j = 0; j < width; ++j) o[j] = value(j);
         }
       }
     }

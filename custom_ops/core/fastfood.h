@@ -26,11 +26,19 @@
 // vectorising them does not change a bit. The TF shell turns off TensorFlow's
 // flush-to-zero for our kernels (tf/tf_executor.h), so subnormal intermediates
 // agree with TFLite too; only the Keras layer, on TF's ops, flushes them.
+//
+// int8 input and output (mixed int8 models, core/int8_io.h): an int8 x is
+// read as its real values, x = float(q - zero_point) * scale
+// (DequantizeInt8, what TFLite's DEQUANTIZE computes), and an int8 output is
+// y, computed as above (bias and ReLU included), quantized by QuantizeInt8.
+// So an int8 op equals DEQUANTIZE -> float op -> QUANTIZE bit for bit, with
+// no float tensor in between.
 #ifndef LOWBIT_CORE_FASTFOOD_H_
 #define LOWBIT_CORE_FASTFOOD_H_
 
 #include <cstdint>
 
+#include "custom_ops/core/int8_io.h"
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
@@ -68,11 +76,28 @@ void FastWalshHadamard(float* x, std::int64_t n, std::int64_t lanes = 1);
 // Rows the forward pass transforms together (interleaved).
 constexpr std::int64_t kFastfoodLanes = 8;
 
+// x [rows, d]: float32, or int8 codes (int8: quantization its scale and zero
+// point, checked by CheckInt8Quantization).
+struct FastfoodInput {
+  const void* data = nullptr;
+  bool int8 = false;
+  Int8Quantization quantization;
+};
+
+// out [rows, units]: float32, or int8 codes (int8: quantized with
+// `quantization`, checked by CheckInt8Quantization; the op's activation is
+// applied to y before, so its relu flag is left false).
+struct FastfoodOutput {
+  void* data = nullptr;
+  bool int8 = false;
+  Int8Quantization quantization;
+};
+
 // x [rows, d], b/g/s/permutation [k, n], bias [units] or nullptr -> out [rows, units].
 // `params` passed CheckFastfoodParams and `permutation` CheckFastfoodPermutation.
-void Fastfood(const FastfoodParams& params, const float* x, const float* b, const float* g,
-              const float* s, const std::int32_t* permutation, const float* bias, float* out,
-              ParallelExecutor& executor);
+void Fastfood(const FastfoodParams& params, const FastfoodInput& x, const float* b,
+              const float* g, const float* s, const std::int32_t* permutation, const float* bias,
+              const FastfoodOutput& out, ParallelExecutor& executor);
 
 }  // namespace lowbit
 

@@ -117,7 +117,7 @@ void DequantizeInt8Values(const std::int8_t* q, std::int64_t count, const Int8Qu
                           float* out, ParallelExecutor& executor) {
   ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
-      out[i] = static_cast<float>(static_cast<std::int32_t>(q[i]) - quant.zero_point) * quant.scale;
+      out[i] = DequantizeInt8(q[i], quant);
     }
   });
 }

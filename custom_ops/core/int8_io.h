@@ -108,6 +108,12 @@ void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantizati
 void BitpackInt8Rows(const std::int8_t* input, std::int64_t rows, std::int64_t channels,
                      std::int32_t zero_point, PackedWord* output, ParallelExecutor& executor);
 
+// The real value of an int8 code, float(q - zero_point) * scale (TFLite's
+// DEQUANTIZE): the subtraction is exact in int32, then one rounding.
+inline float DequantizeInt8(std::int8_t q, const Int8Quantization& quant) {
+  return static_cast<float>(static_cast<std::int32_t>(q) - quant.zero_point) * quant.scale;
+}
+
 // The real values of int8 codes, float(q[i] - zero_point) * scale
 // (BConv2DEpilogue::ResidualInt8, what TFLite's DEQUANTIZE computes), for a
 // kernel that cannot read an int8 residual itself (NEON: core/bconv2d.cc).

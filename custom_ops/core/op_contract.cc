@@ -18,12 +18,14 @@ constexpr const char* kConvPaddings[] = {"SAME", "VALID", "EXPLICIT", nullptr};
 constexpr const char* kActivations[] = {"NONE", "RELU", nullptr};
 constexpr const char* kOutputTypes[] = {"float", "bitpacked", nullptr};
 // The binary conv, dense, depthwise and multi-bit ops also read and write
-// int8 tensors (core/int8_io.h).
+// int8 tensors (core/int8_io.h); the Fastfood op float or int8 ones.
 constexpr const char* kOutputTypesInt8[] = {"float", "bitpacked", "int8", nullptr};
+constexpr const char* kOutputTypesFloatInt8[] = {"float", "int8", nullptr};
 constexpr const char* kEpilogues[] = {"none", "affine", "add", "affine_add", nullptr};
 constexpr const char* kActivationModes[] = {"sign", "abc", "dorefa", nullptr};
 constexpr const char* kFloatInt32[] = {"float", "int32", nullptr};
 constexpr const char* kFloatInt32Int8[] = {"float", "int32", "int8", nullptr};
+constexpr const char* kFloatInt8[] = {"float", "int8", nullptr};
 
 // A required int option >= minimum (declared to TF), with an optional TF default.
 constexpr Option Int(const char* key, std::int64_t minimum, const char* tf_default = nullptr) {
@@ -157,17 +159,25 @@ constexpr Tensor kMultibitConv2dInputs[] = {
 constexpr Tensor kMultibitConv2dOutputs[] = {
     {"output", "Tout", "FLOAT32|INT32|INT8", 4, -1, false}};
 
-// LowbitFastfood
-constexpr Option kFastfoodOptions[] = {Int("units", 1), kActivation};
+// LowbitFastfood. Its int8 input and output came after the first version,
+// as the multi-bit conv's: the dtype attributes default to float, output_type
+// is optional, so older graphs and files read as before. x's real values
+// matter (they are transformed, not binarised), so the TF op has input_scale.
+constexpr Option kFastfoodOptions[] = {
+    Int("units", 1), kActivation, Type("T", "DT_FLOAT", kFloatInt8),
+    Type("Tout", "DT_FLOAT", kFloatInt8),
+    String("output_type", kOutputTypesFloatInt8, "float", /*optional=*/true),
+    Scale("input_scale"), kInputZeroPoint, kOutputScale, kOutputZeroPoint,
+};
 constexpr Tensor kFastfoodInputs[] = {
-    {"x", "float", "FLOAT32", 1, -1, false},
+    {"x", "T", "FLOAT32|INT8", 1, -1, false},
     {"b", "float", "FLOAT32", 2, 2, false},
     {"g", "float", "FLOAT32", 2, 2, false},
     {"s", "float", "FLOAT32", 2, 2, false},
     {"permutation", "int32", "INT32", 2, 2, false},
     kBias,
 };
-constexpr Tensor kFastfoodOutputs[] = {{"output", "float", "FLOAT32", 1, -1, false}};
+constexpr Tensor kFastfoodOutputs[] = {{"output", "Tout", "FLOAT32|INT8", 1, -1, false}};
 
 // LowbitBDepthwiseConv2d
 constexpr Option kBDepthwiseConv2dOptions[] = {

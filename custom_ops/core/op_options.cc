@@ -103,12 +103,13 @@ Status ReadMultibitConv2DOptions(const contract::OptionSource& source,
 }
 
 Status ReadFastfoodOptions(const contract::OptionSource& source, std::int64_t* units,
-                           Activation* activation) {
+                           Activation* activation, OutputType* output_type) {
   contract::OptionValues v;
   Status s = Read("LowbitFastfood", source, &v);
   if (!s.ok) return s;
   *units = v.Int("units");
   ParseActivation(v.String("activation"), activation);
+  ParseOutputType(v.String("output_type"), output_type);
   return Status::Ok();
 }
 

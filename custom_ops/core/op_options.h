@@ -40,9 +40,10 @@ Status ReadBDepthwiseConv2DOptions(const contract::OptionSource& source,
 // left 0), output_type.
 Status ReadMultibitConv2DOptions(const contract::OptionSource& source,
                                  MultibitConv2DParams* params, OutputType* output_type);
-// LowbitFastfood: units and activation (units <= k * n is a shape check).
+// LowbitFastfood: units, activation (units <= k * n is a shape check) and
+// output_type ("float" or "int8").
 Status ReadFastfoodOptions(const contract::OptionSource& source, std::int64_t* units,
-                           Activation* activation);
+                           Activation* activation, OutputType* output_type);
 
 }  // namespace lowbit
 

@@ -313,8 +313,9 @@ LOWBIT_REGISTER_CONTRACT_OP(kRegisterFastfood, "LowbitFastfood")
       TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 1, &bias));
       std::int64_t units = 0;
       Activation activation;
-      TF_RETURN_IF_ERROR(
-          ToTf("LowbitFastfood", ReadFastfoodOptions(TfAttrSource(c), &units, &activation)));
+      OutputType output_type;
+      TF_RETURN_IF_ERROR(ToTf("LowbitFastfood", ReadFastfoodOptions(TfAttrSource(c), &units,
+                                                                    &activation, &output_type)));
       const DimensionHandle k = c->Dim(diagonal, 0), n = c->Dim(diagonal, 1);
       if (c->ValueKnown(k) && c->ValueKnown(n) && units > c->Value(k) * c->Value(n)) {
         return tensorflow::errors::InvalidArgument(
@@ -334,13 +335,17 @@ x[permutation[b]]); the k * n results are concatenated, the first `units` kept,
 the bias added and the activation applied. Computed in float32 in the Keras
 layer's order of operations. See docs/custom_ops.md.
 
-x: float32 [..., d], d <= n; the leading dimensions are kept.
+x: float32 [..., d], d <= n; the leading dimensions are kept. Or int8 codes of
+  that shape (T = int8): the real values input_scale * (q - input_zero_point)
+  (float32, as TFLite's DEQUANTIZE computes them).
 b: float32 [k, n], the diagonal of B (n a power of two).
 g: float32 [k, n], the diagonal of G.
 s: float32 [k, n], the diagonal of S.
 permutation: int32 [k, n], each row a permutation of [0, n).
 bias: float32 [units], or [0] for no bias.
-output: float32 [..., units].
+output_type: "float" (Tout float32); "int8" (Tout int8): the float output
+  quantized with output_scale and output_zero_point, as LowbitBconv2d's.
+output: float32 [..., units], or int8 of that shape.
 )doc");
 
 LOWBIT_REGISTER_CONTRACT_OP(kRegisterBDepthwiseConv2d, "LowbitBDepthwiseConv2d")

@@ -1,6 +1,6 @@
 """Post-training int8 conversion (lowbit_converter/int8.py, docs/int8.md):
 float layers as int8 builtins, LowbitBconv2d / LowbitBgemm /
-LowbitMultibitConv2d reading and writing the int8 tensors, the result within
+LowbitMultibitConv2d / LowbitFastfood reading and writing the int8 tensors, the result within
 the quantization step of the Keras model, smaller than float + binary, run by
 lowbit_tf.lite.Interpreter.
 """
@@ -475,3 +475,63 @@ def test_pruned_kernels_are_stored_sparse():
                                                                                for v in x))
     assert "DENSIFY" not in [name for name, _, _ in _ops(int8)]
     assert np.isfinite(Interpreter(model_content=int8).predict(x)).all()
+
+
+def _fastfood_model(activation: str | None, use_bias: bool) -> keras.Model:
+    """A FastfoodDense (rows of width 6, zero-padded to n = 8, 3 blocks, 20
+    units) between two max-pools (int8, exact: the max of the codes)."""
+    keras.utils.set_random_seed(11)
+    fastfood = layers.FastfoodDense(20, block_size=8, activation=activation, use_bias=use_bias,
+                                    bias_initializer="random_normal", name="fastfood")
+    return keras.Sequential([keras.Input((8, 6)), keras.layers.MaxPooling1D(2), fastfood,
+                             keras.layers.MaxPooling1D(2)])
+
+
+@pytest.mark.parametrize("activation, use_bias", [("relu", True), (None, False)])
+def test_fastfood_reads_and_writes_int8(activation, use_bias):
+    """No QUANTIZE / DEQUANTIZE beside the Fastfood op; the result is bit for
+    bit the unfused int8 model's (DEQUANTIZE, the op in float, QUANTIZE), and
+    within half an output step of the Keras layer on the values the int8
+    input holds."""
+    from reference import dequantize_int8_np, quantize_int8_np
+
+    model = _fastfood_model(activation, use_bias)
+    rng = np.random.default_rng(11)
+    # On the 0.01 grid from -1.28 to 1.27 (both ends in every sample): the
+    # calibrated input scale is 0.01, so the int8 input holds these values
+    # up to float rounding.
+    data = (rng.integers(-128, 128, (24, 8, 6)) / 100).astype(np.float32)
+    data[:, 0, 0], data[:, 0, 1] = -1.28, 1.27
+
+    def dataset():
+        return ([x[None]] for x in data)
+
+    result = lowbit_converter.convert_with_report(model, int8=True,
+                                                  representative_dataset=dataset)
+    ops = _ops(result.tflite_model)
+    names = [name for name, _, _ in ops]
+    at = names.index("LowbitFastfood")
+    assert names.count("LowbitFastfood") == 1
+    assert names[:at].count("QUANTIZE") == 1 and "DEQUANTIZE" not in names[:at]  # the input's
+    assert "QUANTIZE" not in names[at:] and names[at + 1:].count("DEQUANTIZE") == 1
+    assert names[-1] == "DEQUANTIZE"  # the model output's
+    int8 = schema.TensorType.INT8
+    assert ops[at][1][0] == int8 and ops[at][2] == [int8]
+    assert result.int8_fused_tensors == 2
+    got = Interpreter(model_content=result.tflite_model).predict(data)
+
+    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
+                                 int8_inputs=False, int8_outputs=False)
+    unfused_names = [name for name, _, _ in _ops(unfused)]
+    at = unfused_names.index("LowbitFastfood")
+    assert unfused_names[at - 1] == "DEQUANTIZE" and unfused_names[at + 1] == "QUANTIZE"
+    np.testing.assert_array_equal(Interpreter(model_content=unfused).predict(data), got)
+
+    s_in, zp_in = _quantization(result.tflite_model, "LowbitFastfood", output=False)
+    s_out, _ = _quantization(result.tflite_model, "LowbitFastfood")
+    held = dequantize_int8_np(quantize_int8_np(data, s_in, zp_in), s_in, zp_in)
+    # The max-pools commute with the (monotone) quantization.
+    want = model.layers[2](model.layers[1](model.layers[0](held))).numpy()
+    error = np.abs(got - want)
+    assert (error <= 0.5 * s_out * 1.001 + 1e-5).all(), (error.max(), s_out)
+    assert error.max() > 1e-3 * s_out  # an int8 output: rounded

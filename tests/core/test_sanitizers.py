@@ -379,13 +379,16 @@ def _models(directory: Path) -> None:
 
     def int8():
         # float conv (int8) -> DoReFa multi-bit conv reading and writing int8 ->
-        # float conv (int8): the multi-bit op's int8 paths.
+        # float conv (int8) -> Fastfood reading and writing int8 -> float conv
+        # (int8): the multi-bit and Fastfood ops' int8 paths.
         inputs = keras.Input((None, None, 4))
         h = keras.layers.Conv2D(36, 1, name="stem")(inputs)
         h = layers.QuantConv2D(20, 3, padding="same", name="mb",
                                input_quantizer=quantizers.DoReFa(2, "activations"),
                                kernel_quantizer=quantizers.DoReFa(2, "weights"))(h)
-        return keras.Model(inputs, keras.layers.Conv2D(6, 1, name="tail")(h))
+        h = keras.layers.Conv2D(6, 1, name="tail")(h)
+        h = layers.FastfoodDense(12, activation="relu", seed=3, name="ff")(h)
+        return keras.Model(inputs, keras.layers.Conv2D(5, 1, name="out")(h))
 
     for make in (net, head, dw, abc, chain):
         model = make()
@@ -418,17 +421,19 @@ def test_models_have_every_lowbit_op(model_dir):
 
 def test_models_have_the_multibit_io_paths(model_dir):
     """The "chain" model's multi-bit op reads and writes packed words, the
-    "int8" model's reads and writes int8."""
+    "int8" model's multi-bit and Fastfood ops read and write int8."""
     from lowbit_converter.tflite_schema import schema
 
-    for name, dtype in (("chain", schema.TensorType.INT32), ("int8", schema.TensorType.INT8)):
+    for name, code, dtype in (("chain", b"LowbitMultibitConv2d", schema.TensorType.INT32),
+                              ("int8", b"LowbitMultibitConv2d", schema.TensorType.INT8),
+                              ("int8", b"LowbitFastfood", schema.TensorType.INT8)):
         model = schema.ModelT.InitFromPackedBuf(bytearray((model_dir / f"{name}.tflite")
                                                           .read_bytes()), 0)
         sub = model.subgraphs[0]
         (op,) = [op for op in sub.operators
-                 if model.operatorCodes[op.opcodeIndex].customCode == b"LowbitMultibitConv2d"]
-        assert sub.tensors[op.inputs[0]].type == dtype, name
-        assert sub.tensors[op.outputs[0]].type == dtype, name
+                 if model.operatorCodes[op.opcodeIndex].customCode == code]
+        assert sub.tensors[op.inputs[0]].type == dtype, (name, code)
+        assert sub.tensors[op.outputs[0]].type == dtype, (name, code)
 
 
 def test_converted_models_under_asan_ubsan(asan_build, checker_results, model_dir, tmp_path):

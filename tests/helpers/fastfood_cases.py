@@ -6,6 +6,7 @@ change in the order of operations shows) and the Keras-layer cases.
 from __future__ import annotations
 
 import numpy as np
+from reference import dequantize_int8_np, fastfood_np
 
 F32 = np.float32
 
@@ -32,6 +33,28 @@ VARIANTS = [
     ((0,), lambda n: n + 1, 1, "relu", False),  # no rows
     ((4, 1, 2), lambda n: n, 1, "tanh", True),  # rank 4, a trailing float activation
 ]
+
+
+def int8_case(d: int, variant: int, seed: int):
+    """An int8 case of VARIANTS[variant] (a fused ReLU or none) with input width d:
+    (q, (x scale, x zero point), weights, units, activation, y, (y scale, y zero
+    point)): random int8 codes, the float32 reference y of their real values
+    float(q - zp) * scale, and an output scale under which the largest |y| is
+    110 steps (with the zero point, some codes saturate)."""
+    rng = np.random.default_rng(900 + 10 * d + variant + seed)
+    lead, units_of, factor, activation, use_bias = VARIANTS[variant]
+    activation = activation if activation == "relu" else None
+    n = next_pow2(d) * factor
+    units = units_of(n)
+    weights = random_weights(rng, -(-units // n) + seed % 2, n, units, bias=use_bias)
+    q = rng.integers(-128, 128, (*lead, d)).astype(np.int8)
+    x_scale, x_zero_point = float(np.float32(rng.uniform(0.005, 0.1))), int(rng.integers(-20, 21))
+    y = fastfood_np(dequantize_int8_np(q, x_scale, x_zero_point), *weights, units=units,
+                    activation=activation)  # fmt: skip
+    top = float(np.abs(y).max()) if y.size else 1.0
+    y_scale = float(np.float32(top / 110 if top > 0 else 1.0))
+    y_zero_point = int(rng.integers(-30, 31))
+    return q, (x_scale, x_zero_point), weights, units, activation, y, (y_scale, y_zero_point)
 
 
 # --------------------------------------------------------------------------

@@ -80,7 +80,8 @@ CASES: dict[str, tuple[list[tuple[int, ...]], list[tuple[int, ...]], list[tuple[
         [(1, 8, 8, 6), (8, 8, 5)],
         [(0, 4, 4, 5)],
     ),
-    # CONV_2D (int8) -> multibit DoReFa (int8 in and out) -> CONV_2D (int8);
+    # CONV_2D (int8) -> multibit DoReFa (int8 in and out) -> CONV_2D (int8) ->
+    # Fastfood (int8 in and out) -> CONV_2D (int8);
     # no malformed shapes: the builtins before the lowbit op reject them.
     "int8": (
         [(1, 9, 11, 4), (2, 5, 7, 4), (1, 1, 1, 4), (2, 30, 34, 4)],

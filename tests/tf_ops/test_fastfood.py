@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastfood_cases import F32, GOOD, VARIANTS, next_pow2, random_weights
-from reference import fastfood_dense_np, fastfood_np
+from fastfood_cases import F32, GOOD, VARIANTS, int8_case, next_pow2, random_weights
+from reference import dequantize_int8_np, fastfood_dense_np, fastfood_np, quantize_int8_np
 
 tf = pytest.importorskip("tensorflow")
 
@@ -185,8 +185,91 @@ def test_kernel_rejects_bad_attributes():
         _raw(units=0)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="activation"):
         _raw(activation="TANH")
-    with pytest.raises((TypeError, tf.errors.InvalidArgumentError)):
+    # (TF's op wrapper: a TypeError, or a ValueError since x's type is an attribute)
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
         _raw(permutation=tf.constant(GOOD[3].astype(F32)))
+
+
+# --------------------------------------------------------------------------
+# int8 x and output (int8 models, docs/int8.md): exact against the reference
+# of the quantized arithmetic, DEQUANTIZE -> float32 Fastfood -> QUANTIZE
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", (1, 17, 100))
+@pytest.mark.parametrize("variant", range(len(VARIANTS)))
+@pytest.mark.parametrize("io", ("int8_float", "int8_int8", "float_int8"))
+def test_int8_io_equals_quantized_reference(d, variant, io):
+    q, (xs, xz), weights, units, activation, y, (ys, yz) = int8_case(d, variant, seed=d)
+    kwargs = dict(units=units, activation=activation)
+    if io.startswith("int8"):
+        x = q
+        kwargs.update(input_scale=xs, input_zero_point=xz)
+    else:
+        x = dequantize_int8_np(q, xs, xz)  # the same real values, as float32
+    if io.endswith("int8"):
+        kwargs.update(output_type="int8", output_scale=ys, output_zero_point=yz)
+        expected = quantize_int8_np(y, ys, yz)
+    else:
+        expected = y
+    got = ops.fastfood(x, *weights, **kwargs).numpy()
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_int8_output_rounds_halves_away_from_zero_and_saturates():
+    """Values on exact halves of the output step and past the int8 range: x
+    chosen so that y = x * b * g * s exactly (n = 1, one block)."""
+    one = np.ones((1, 1), F32)
+    x = np.array([[0.5], [1.5], [-0.5], [-2.5], [1000.0], [-1000.0], [np.nan]], F32)
+    got = ops.fastfood(x, one, one, one, np.zeros((1, 1), np.int32), output_type="int8",
+                       output_scale=1.0, output_zero_point=3).numpy()  # fmt: skip
+    np.testing.assert_array_equal(got[:, 0], [4, 5, 2, 0, 127, -128, 3])
+    np.testing.assert_array_equal(got, quantize_int8_np(x, 1.0, 3))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(output_type="int8", output_scale=0.0), ValueError, "output_scale must be finite"),
+    (dict(output_type="int8", output_scale=float("inf")), ValueError, "output_scale"),
+    (dict(input_scale=-1.0), ValueError, "input_scale must be finite and > 0"),
+    (dict(output_zero_point=128), ValueError, r"output_zero_point must be an int in \[-128"),
+    (dict(input_zero_point=3), ValueError, "input_zero_point applies to an int8 input"),
+    (dict(output_type="bitpacked"), ValueError, "output_type must be 'float' or 'int8'"),
+])  # fmt: skip
+def test_wrapper_rejects_bad_quantization(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ops.fastfood(X, *GOOD, **kwargs)
+
+
+def test_wrapper_rejects_int16_x():
+    with pytest.raises(TypeError, match="float32 or int8, got dtype int16"):
+        ops.fastfood(X.astype(np.int16), *GOOD)
+
+
+@pytest.mark.parametrize("attrs, message", [
+    (dict(output_type="int8", Tout=tf.int8, output_scale=0.0),
+     "output scale must be finite and > 0, got 0"),
+    (dict(output_type="int8", Tout=tf.int8, output_zero_point=-129),
+     r"output zero point must be in \[-128, 127\], got -129"),
+    (dict(input_scale=float("nan")), "input scale must be finite and > 0"),
+    (dict(input_zero_point=200), r"input zero point must be in \[-128, 127\], got 200"),
+    (dict(output_type="int8"), 'output_type "int8" needs Tout = int8, got float'),
+    (dict(Tout=tf.int8), 'output_type "float" needs Tout = float, got int8'),
+])  # fmt: skip
+def test_kernel_rejects_bad_quantization(attrs, message):
+    """The op itself names the tensor of a bad scale or zero point."""
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match=message):
+        load_tf_ops().lowbit_fastfood(X.astype(np.int8), *GOOD[:4], GOOD[4], units=12,
+                                      **attrs)  # fmt: skip
+
+
+def test_int8_op_has_no_gradient():
+    q = tf.constant(np.zeros((2, 5), np.int8))
+    b = tf.Variable(GOOD[0])
+    with tf.GradientTape() as tape:
+        y = ops.fastfood(q, b, *GOOD[1:4], GOOD[4], input_scale=0.1)
+        loss = tf.reduce_sum(y)
+    assert tape.gradient(loss, b) is None
 
 
 # --------------------------------------------------------------------------

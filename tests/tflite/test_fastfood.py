@@ -1,5 +1,7 @@
 """The TFLite kernel of LowbitFastfood in both runtimes: the same bits as the TF
-op; malformed and fuzzed models raise, never crash, in a subprocess
+op, with float and int8 x and output (quantization from the tensors); bad
+quantization parameters raise naming the tensor; malformed and fuzzed models
+raise, never crash, in a subprocess
 (`PYTHONPATH=tests/helpers python tests/tflite/test_fastfood.py --bad-cases
 RUNTIME`), so that a crash fails a test instead of killing pytest.
 """
@@ -12,7 +14,7 @@ import sys
 import flatbuffers
 import numpy as np
 import pytest
-from fastfood_cases import F32, GOOD, VARIANTS, next_pow2, random_weights
+from fastfood_cases import F32, GOOD, VARIANTS, int8_case, next_pow2, random_weights
 from flatbuffers import flexbuffers
 from repo_paths import run_bad_case_worker
 from tflite_models import ModelBuilder
@@ -34,15 +36,19 @@ RUNTIMES = ("ai_edge_litert", "tensorflow")
 
 def fastfood_model(x_shape, b, g, s, permutation, bias, units, activation="NONE",
                    options=None, dtypes=None, drop_input=False,
-                   permutation_input=False) -> bytes:  # fmt: skip
+                   permutation_input=False, quantization=None) -> bytes:  # fmt: skip
     """A .tflite with one LowbitFastfood; `options` overrides custom options
-    (None values drop the key), `dtypes` the dtype of the constant inputs;
-    `permutation_input` makes the permutation a second model input."""
+    (None values drop the key), `dtypes` the dtype of x, the constant inputs
+    and the output y; `permutation_input` makes the permutation a second model
+    input; `quantization` {"x": ..., "y": ...} the tensors' (scales, zero
+    points)."""
+    quantization = quantization or {}
     dtypes = dict(dtypes or {})
     opts = dict(units=units, activation=activation)
     opts.update(options or {})
     mb = ModelBuilder()
-    x = mb.tensor(x_shape, dtypes.pop("x", np.float32), name="x")
+    x = mb.tensor(x_shape, dtypes.pop("x", np.float32), name="x",
+                  quantization=quantization.get("x"))
     constants = [
         mb.tensor(np.shape(v), dtypes.get(name, np.float32 if name != "permutation" else np.int32),
                   None if permutation_input and name == "permutation" else np.asarray(v),
@@ -51,7 +57,8 @@ def fastfood_model(x_shape, b, g, s, permutation, bias, units, activation="NONE"
                         ("bias", np.zeros(0, F32) if bias is None else bias))
     ]  # fmt: skip
     out_shape = (*x_shape[:-1], units if units is not None else 1)
-    y = mb.tensor(out_shape, np.float32, name="y")
+    y = mb.tensor(out_shape, dtypes.pop("y", np.float32), name="y",
+                  quantization=quantization.get("y"))
     inputs = [x, *constants][: 5 if drop_input else 6]
     mb.custom_op("LowbitFastfood", inputs, [y], bytes(flexbuffers.Dumps(
         {k: v for k, v in opts.items() if v is not None})))  # fmt: skip
@@ -83,6 +90,70 @@ def test_tflite_kernel_equals_tf_op(runtime, d, variant):
         np.testing.assert_array_equal(
             interpreter.predict(x2),
             ops.fastfood(x2, b, g, s, permutation, bias, units=units, activation=fused))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("io", ("int8_float", "int8_int8", "float_int8"))
+@pytest.mark.parametrize("d, variant", [(1, 0), (3, 1), (17, 2), (100, 4), (17, 1), (5, 3)])
+def test_tflite_int8_io_equals_tf_op(runtime, io, d, variant):
+    """The quantization read from the tensors; the TF op (held to the reference
+    by tests/tf_ops/test_fastfood.py) given the same as attributes."""
+    from lowbit_tf.lite import Interpreter
+
+    q, (xs, xz), weights, units, activation, _, (ys, yz) = int8_case(d, variant, seed=1)
+    x, x_quant, kwargs = q, ([xs], [xz]), dict(input_scale=xs, input_zero_point=xz)
+    if io.startswith("float"):
+        x, x_quant, kwargs = (q.astype(F32) - xz) * np.float32(xs), None, {}
+    y_quant = None
+    if io.endswith("int8"):
+        y_quant = ([ys], [yz])
+        kwargs.update(output_type="int8", output_scale=ys, output_zero_point=yz)
+    expected = ops.fastfood(x, *weights, units=units, activation=activation,
+                            **kwargs).numpy()  # fmt: skip
+    model = fastfood_model(x.shape, *weights, units, activation="RELU" if activation else "NONE",
+                           options=dict(output_type=kwargs.get("output_type")),
+                           dtypes=dict(x=x.dtype, y=expected.dtype),
+                           quantization=dict(x=x_quant, y=y_quant))  # fmt: skip
+    for threads in (1, 2):
+        got = Interpreter(model_content=model, runtime=runtime, num_threads=threads).predict(x)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("override, message", [
+    (dict(x_quant=([0.0], [0])), "x scale must be finite and > 0, got 0"),
+    (dict(x_quant=([float("inf")], [0])), "x scale must be finite and > 0"),
+    (dict(x_quant=([0.1], [-129])), r"x zero point must be in \[-128, 127\], got -129"),
+    (dict(x_quant=None), "x is INT8 but has no quantization"),
+    (dict(x_quant=([0.1] * 6, [0] * 6, 1)),
+     r"x must be quantized per tensor \(one scale\), got 6 scales"),
+    (dict(x_dtype=np.int16), "x must be FLOAT32 or INT8, got INT16"),
+    (dict(y_dtype=np.int8, y_quant=([0.0], [0]), output_type="int8"),
+     "output scale must be finite and > 0, got 0"),
+    (dict(y_dtype=np.int8, y_quant=([0.1], [300]), output_type="int8"),
+     r"output zero point must be in \[-128, 127\], got 300"),
+    (dict(y_dtype=np.int8, y_quant=None, output_type="int8"),
+     "output is INT8 but has no quantization"),
+    (dict(y_dtype=np.int8, y_quant=([0.1] * 12, [0] * 12, 1), output_type="int8"),
+     r"output must be quantized per tensor \(one scale\), got 12 scales"),
+    (dict(y_dtype=np.int16, y_quant=([0.1], [0]), output_type="int8"),
+     "output tensor 'y' has type INT16, expected INT8"),
+    (dict(y_dtype=np.int8, y_quant=([0.1], [0])), "output tensor 'y' has type INT8, expected"),
+    (dict(output_type="bitpacked"), "output_type"),
+])  # fmt: skip
+def test_tflite_bad_int8_quantization_raises(override, message):
+    from lowbit_tf.lite import Interpreter
+
+    override = dict(override)
+    x_dtype = override.pop("x_dtype", np.int8)
+    b, g, s, permutation, bias = GOOD
+    model = fastfood_model(
+        (3, 6), b, g, s, permutation, bias, 12, options=dict(output_type=override.pop(
+            "output_type", None)),
+        dtypes=dict(x=x_dtype, y=override.pop("y_dtype", np.float32)),
+        quantization=dict(x=override.pop("x_quant", ([0.1], [0])), y=override.pop("y_quant", None)))
+    with pytest.raises(Exception, match=message):
+        Interpreter(model_content=model, num_threads=1).predict(np.zeros((3, 6), x_dtype))
 
 
 def _bad_tflite_cases() -> dict:
