@@ -61,14 +61,6 @@ def quicknet_style():
                        name="quicknet_style")
 
 
-def upscaled(data):
-    """The digits at 32x32 (each pixel a 4x4 block)."""
-    import numpy as np
-
-    up = lambda x: np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)  # noqa: E731
-    return common.Data(up(data.x_train), data.y_train, up(data.x_test), data.y_test)
-
-
 def main(argv: list[str] | None = None) -> int:
     config = common.parse_args("compress", __doc__.splitlines()[0], argv, epochs=20,
                                quick_epochs=3, learning_rate=1e-3)
@@ -79,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     digits = common.load_data(config.seed)
     models = [("digits_cnn", digits_cnn, digits), ("quicknet_style", quicknet_style,
-                                                   upscaled(digits))]
+                                                   common.upscaled(digits))]
     budget, finetune_epochs = (1, 1) if config.quick else (8, 4)
     rows, reports, runs = [], [], {}
     rates = cost_model.rates_for("aarch64")

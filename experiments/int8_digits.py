@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.extra.model == "quicknet":
         build = small_quicknet
         config.name = "int8_digits_quicknet"  # its own .txt and .png
-        up = lambda x: np.repeat(np.repeat(x, 4, axis=1), 4, axis=2)  # noqa: E731
-        data = common.Data(up(data.x_train), data.y_train, up(data.x_test), data.y_test)
+        data = common.upscaled(data)
     rng = np.random.default_rng(config.seed)
     calibration = data.x_train[rng.permutation(len(data.x_train))[:CALIBRATION_IMAGES]]
     rows, results = [], []
