@@ -8,6 +8,7 @@ lowbit_tf.lite.Interpreter.
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,26 +417,18 @@ def test_float_layers_need_post_training_int8():
 
 
 @pytest.mark.slow  # converts through TFLiteConverter's quantization-aware path
-def test_quantization_aware_quicknet_converts_like_post_training(quicknet_models):
-    """A QuickNet with a FakeQuantInt8 after each float part: TFLiteConverter
-    leaves each section's ReLU float between the last binary conv and the
-    QUANTIZE of its fake-quant; it folds into the conv as in post-training
-    int8, so both give the same ops and tensor types."""
-    from lowbit_tf._keras import keras as k
+def test_quantization_aware_quicknet_converts_like_post_training(quicknet_models, monkeypatch):
+    """A QuickNet with a FakeQuantInt8 after each float part (the QAT twin of
+    experiments/int8_digits.py): TFLiteConverter leaves each section's ReLU
+    float between the last binary conv and the QUANTIZE of its fake-quant; it
+    folds into the conv as in post-training int8, so both give the same ops
+    and tensor types."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "experiments"))
+    from int8_digits import fake_quant_quicknet
 
     model, data, _, ptq = quicknet_models
-    image = k.Input(model.input_shape[1:])
-    image_fq = layers.FakeQuantInt8()(image)
-    fake_quant_after = {"stem_relu", "stem_dw_bn", "stem_pw_bn", "transition1_relu",
-                        "transition1_dw_bn", "transition1_pw_bn", "head_relu", "head_pool",
-                        "logits"}
-
-    def call(layer, *args, **kwargs):
-        out = layer(*(image_fq if a is image else a for a in args), **kwargs)
-        return layers.FakeQuantInt8()(out) if layer.name in fake_quant_after else out
-
-    aware = k.models.clone_model(model, input_tensors=image, call_function=call)
-    for layer in model.layers[1:]:  # not the input
+    aware = fake_quant_quicknet(model)
+    for layer in model.layers:
         aware.get_layer(layer.name).set_weights(layer.get_weights())
     aware(data, training=True)  # the fake-quant ranges from the data
     result = lowbit_converter.convert_with_report(aware, int8=True)
