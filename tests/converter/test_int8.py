@@ -124,6 +124,40 @@ def test_binary_dense_reads_and_writes_int8():
     assert got.shape == (8, 5) and np.isfinite(got).all()
 
 
+def _on_the_int8_grid(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Samples on the 0.01 grid from -1.28 to 1.27 (both ends in every sample):
+    the calibrated input scale is 0.01, so the int8 input holds these values
+    up to float rounding."""
+    data = (rng.integers(-128, 128, shape) / 100).astype(np.float32)
+    flat = data.reshape(len(data), -1)  # a view: writes reach `data`
+    flat[:, 0], flat[:, 1] = -1.28, 1.27
+    return data
+
+
+def _unfused_int8(model: keras.Model, dataset) -> bytes:
+    """The int8 model as TensorFlow's quantizer leaves it, before fuse_int8_io:
+    a DEQUANTIZE before and a QUANTIZE after each lowbit op, which run float."""
+    return int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
+                              int8_inputs=False, int8_outputs=False)
+
+
+def _assert_within_half_an_output_step(tflite: bytes, op: str, model: keras.Model,
+                                       data: np.ndarray, got: np.ndarray) -> None:
+    """`got` (the int8 model's output for `data`) is within half of `op`'s
+    output step of the Keras model (max-pool, op, max-pool) run on the values
+    `op`'s int8 input holds (the max-pools commute with the monotone
+    quantization), and rounded."""
+    from reference import dequantize_int8_np, quantize_int8_np
+
+    s_in, zp_in = _quantization(tflite, op, output=False)
+    s_out, _ = _quantization(tflite, op)
+    held = dequantize_int8_np(quantize_int8_np(data, s_in, zp_in), s_in, zp_in)
+    want = model.layers[2](model.layers[1](model.layers[0](held))).numpy()
+    error = np.abs(got - want)
+    assert (error <= 0.5 * s_out * 1.001 + 1e-5).all(), (error.max(), s_out)
+    assert error.max() > 1e-3 * s_out  # an int8 output: rounded
+
+
 def _multibit_model(kind: str) -> keras.Model:
     """A multi-bit conv (ABC-Net or DoReFa 2-bit activations and weights)
     between two max-pools (int8, exact: the max of the codes)."""
@@ -147,15 +181,8 @@ def test_multibit_conv_reads_and_writes_int8(kind):
     bit the unfused int8 model's (DEQUANTIZE, the op in float, QUANTIZE), and
     within half an output step of the Keras layer on the values the int8
     input holds."""
-    from reference import dequantize_int8_np, quantize_int8_np
-
     model = _multibit_model(kind)
-    rng = np.random.default_rng(7)
-    # On the 0.01 grid from -1.28 to 1.27 (both ends in every sample): the
-    # calibrated input scale is 0.01, so the int8 input holds these values
-    # up to float rounding.
-    data = (rng.integers(-128, 128, (24, 8, 8, 6)) / 100).astype(np.float32)
-    data[:, 0, 0, 0], data[:, 0, 0, 1] = -1.28, 1.27
+    data = _on_the_int8_grid(np.random.default_rng(7), (24, 8, 8, 6))
 
     def dataset():
         return ([x[None]] for x in data)
@@ -169,19 +196,11 @@ def test_multibit_conv_reads_and_writes_int8(kind):
     assert ops[2][1][0] == int8 and ops[2][2] == [int8]
     got = Interpreter(model_content=result.tflite_model).predict(data)
 
-    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
-                                 int8_inputs=False, int8_outputs=False)
+    unfused = _unfused_int8(model, dataset)
     assert "DEQUANTIZE" in [name for name, _, _ in _ops(unfused)][:3]
     np.testing.assert_array_equal(Interpreter(model_content=unfused).predict(data), got)
-
-    s_in, zp_in = _quantization(result.tflite_model, "LowbitMultibitConv2d", output=False)
-    s_out, _ = _quantization(result.tflite_model, "LowbitMultibitConv2d")
-    held = dequantize_int8_np(quantize_int8_np(data, s_in, zp_in), s_in, zp_in)
-    # The last max-pool commutes with the (monotone) quantization.
-    want = model.layers[2](model.layers[1](model.layers[0](held))).numpy()
-    error = np.abs(got - want)
-    assert (error <= 0.5 * s_out * 1.001 + 1e-5).all(), (error.max(), s_out)
-    assert error.max() > 1e-3 * s_out  # an int8 output: rounded
+    _assert_within_half_an_output_step(result.tflite_model, "LowbitMultibitConv2d", model, data,
+                                       got)
 
 
 def test_multibit_conv_reads_int8_and_writes_a_packed_chain():
@@ -214,8 +233,7 @@ def test_multibit_conv_reads_int8_and_writes_a_packed_chain():
                    ("LowbitMultibitConv2d", int8, [packed]), ("LowbitBconv2d", packed, [int8]),
                    ("MEAN", int8, [int8]), ("FULLY_CONNECTED", int8, [int8]),
                    ("DEQUANTIZE", int8, [schema.TensorType.FLOAT32])]
-    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
-                                 int8_inputs=False, int8_outputs=False)
+    unfused = _unfused_int8(model, dataset)
     np.testing.assert_array_equal(Interpreter(model_content=tflite).predict(data),
                                   Interpreter(model_content=unfused).predict(data))
 
@@ -486,15 +504,8 @@ def test_fastfood_reads_and_writes_int8(activation, use_bias):
     bit the unfused int8 model's (DEQUANTIZE, the op in float, QUANTIZE), and
     within half an output step of the Keras layer on the values the int8
     input holds."""
-    from reference import dequantize_int8_np, quantize_int8_np
-
     model = _fastfood_model(activation, use_bias)
-    rng = np.random.default_rng(11)
-    # On the 0.01 grid from -1.28 to 1.27 (both ends in every sample): the
-    # calibrated input scale is 0.01, so the int8 input holds these values
-    # up to float rounding.
-    data = (rng.integers(-128, 128, (24, 8, 6)) / 100).astype(np.float32)
-    data[:, 0, 0], data[:, 0, 1] = -1.28, 1.27
+    data = _on_the_int8_grid(np.random.default_rng(11), (24, 8, 6))
 
     def dataset():
         return ([x[None]] for x in data)
@@ -513,18 +524,9 @@ def test_fastfood_reads_and_writes_int8(activation, use_bias):
     assert result.int8_fused_tensors == 2
     got = Interpreter(model_content=result.tflite_model).predict(data)
 
-    unfused = int8_pass.quantize(int8_pass.calibrate(lowbit_tf.convert(model), dataset),
-                                 int8_inputs=False, int8_outputs=False)
+    unfused = _unfused_int8(model, dataset)
     unfused_names = [name for name, _, _ in _ops(unfused)]
     at = unfused_names.index("LowbitFastfood")
     assert unfused_names[at - 1] == "DEQUANTIZE" and unfused_names[at + 1] == "QUANTIZE"
     np.testing.assert_array_equal(Interpreter(model_content=unfused).predict(data), got)
-
-    s_in, zp_in = _quantization(result.tflite_model, "LowbitFastfood", output=False)
-    s_out, _ = _quantization(result.tflite_model, "LowbitFastfood")
-    held = dequantize_int8_np(quantize_int8_np(data, s_in, zp_in), s_in, zp_in)
-    # The max-pools commute with the (monotone) quantization.
-    want = model.layers[2](model.layers[1](model.layers[0](held))).numpy()
-    error = np.abs(got - want)
-    assert (error <= 0.5 * s_out * 1.001 + 1e-5).all(), (error.max(), s_out)
-    assert error.max() > 1e-3 * s_out  # an int8 output: rounded
+    _assert_within_half_an_output_step(result.tflite_model, "LowbitFastfood", model, data, got)
