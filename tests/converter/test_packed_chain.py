@@ -164,33 +164,50 @@ def _mobilenet_block_model(pool: bool):
     return model
 
 
+def _chained_equals_float_path(model, x: np.ndarray, tolerance: float):
+    """`model` lowered and converted with packed chains and without: the TF
+    ops and TFLite give the float path's output (packed_chains=False) bit for
+    bit, since a packed output is the sign of the float one, and Keras's within
+    `tolerance` (relative, and of the largest value). Returns the chain's
+    plans and its .tflite's tflite_ops."""
+    import lowbit_converter
+    from lowbit_converter.lowering import lower_model
+    from lowbit_tf.lite import Interpreter
+
+    expected = model(x, training=False).numpy()
+    atol = tolerance * np.abs(expected).max()
+    lowered, plans = lower_model(model, packed_chains=True)
+    unchained, _ = lower_model(model, packed_chains=False)
+    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
+    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=tolerance, atol=atol)
+
+    def run(tflite: bytes) -> np.ndarray:
+        interpreter = Interpreter(model_content=tflite)
+        interpreter.resize_tensor_input(0, list(x.shape))
+        return interpreter.predict(x)
+
+    tflite = lowbit_converter.convert(model)
+    got = run(tflite)
+    np.testing.assert_array_equal(got, run(lowbit_converter.convert(model, packed_chains=False)))
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=atol)
+    return plans, tflite_ops(tflite)
+
+
 @pytest.mark.parametrize("pool", [False, True], ids=["direct", "pool"])
 def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
     """Every binary layer of the block hands the next one packed int32 words
     (depthwise layers read and write them too); the output of the TF ops and
     of TFLite equals the float path's (packed_chains=False) bit for bit, since
     a packed output is the sign of the float one, and reproduces Keras."""
-    import lowbit_converter
-    from lowbit_converter.lowering import lower_model
-    from lowbit_tf.lite import Interpreter
-
     model = _mobilenet_block_model(pool)
     x = np.random.default_rng(7).standard_normal((3, 11, 12, 5)).astype(np.float32)
-    expected = model(x, training=False).numpy()
-    lowered, plans = lower_model(model, packed_chains=True)
-    unchained, _ = lower_model(model, packed_chains=False)
-    # The TF ops: the same bit for bit with and without the chain.
-    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
-    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-5,
-                               atol=1e-5 * np.abs(expected).max())
+    plans, (ops_, sub, schema) = _chained_equals_float_path(model, x, 1e-5)
     chain = ["pw1", "dw1", "pw2", "dw2", "pw3"]
     for producer, consumer in zip(chain[:-1], chain[1:], strict=True):
         assert plans[producer].packed_output and plans[consumer].packed_input, (producer, plans)
     assert not plans["pw3"].packed_output and not plans["pw1"].packed_input
     assert (plans["dw2"].pool is not None) == pool
 
-    tflite = lowbit_converter.convert(model)
-    ops_, sub, schema = tflite_ops(tflite)
     names = [n for n, _ in ops_]
     assert names.count("LowbitBDepthwiseConv2d") == 2 and names.count("LowbitBconv2d") == 3
     assert ("LowbitBMaxPool2d" in names) == pool and "DEPTHWISE_CONV_2D" not in names
@@ -201,13 +218,6 @@ def test_depthwise_block_stays_packed_and_matches_the_float_path(pool):
         assert sub.tensors[ops_[i][1].inputs[0]].type == schema.TensorType.INT32, names
     for i in positions[:-1]:
         assert sub.tensors[ops_[i][1].outputs[0]].type == schema.TensorType.INT32, names
-    packed = Interpreter(model_content=tflite)
-    packed.resize_tensor_input(0, list(x.shape))
-    got = packed.predict(x)
-    float_path = Interpreter(model_content=lowbit_converter.convert(model, packed_chains=False))
-    float_path.resize_tensor_input(0, list(x.shape))
-    np.testing.assert_array_equal(got, float_path.predict(x))
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 # --------------------------------------------------------------------------
@@ -256,26 +266,14 @@ def test_multibit_chain_stays_packed_and_matches_the_float_path(kind, pool):
     """A "sign" multi-bit conv reads the binary conv's packed words and every
     multi-bit conv hands the next binary conv packed words; the TF ops and
     TFLite give the float path's output (packed_chains=False) bit for bit."""
-    import lowbit_converter
-    from lowbit_converter.lowering import lower_model
-    from lowbit_tf.lite import Interpreter
-
     model = _multibit_chain_model(kind, pool)
     x = np.random.default_rng(3).standard_normal((3, 9, 10, 5)).astype(np.float32)
-    expected = model(x, training=False).numpy()
-    lowered, plans = lower_model(model, packed_chains=True)
-    unchained, _ = lower_model(model, packed_chains=False)
-    np.testing.assert_array_equal(lowered(x).numpy(), unchained(x).numpy())
-    np.testing.assert_allclose(lowered(x).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    plans, (ops_, sub, schema) = _chained_equals_float_path(model, x, 1e-4)
     sign = kind.startswith("sign")
     assert plans["b1"].packed_output == sign and plans["mb"].packed_input == sign
     assert (plans["b1"].pool is not None) == (sign and pool)
     assert plans["mb"].packed_output and plans["b2"].packed_input
 
-    tflite = lowbit_converter.convert(model)
-    float_path = lowbit_converter.convert(model, packed_chains=False)
-    ops_, sub, schema = tflite_ops(tflite)
     names = [n for n, _ in ops_]
     assert names.count("LowbitMultibitConv2d") == 1 and names.count("LowbitBconv2d") == 2
     assert ("LowbitBMaxPool2d" in names) == (sign and pool), names
@@ -284,12 +282,3 @@ def test_multibit_chain_stays_packed_and_matches_the_float_path(kind, pool):
               for name, op in ops_ if name in ("LowbitBconv2d", "LowbitMultibitConv2d")]
     assert packed == [("LowbitBconv2d", False), ("LowbitMultibitConv2d", sign),
                       ("LowbitBconv2d", True)], names
-
-    def run(model_bytes: bytes) -> np.ndarray:
-        interpreter = Interpreter(model_content=model_bytes)
-        interpreter.resize_tensor_input(0, list(x.shape))
-        return interpreter.predict(x)
-
-    got = run(tflite)
-    np.testing.assert_array_equal(got, run(float_path))
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
