@@ -441,9 +441,14 @@ def source_for(ref: str | None, build: Path) -> tuple[Path, str]:
     return src, f"ref={sha[:7]}"
 
 
+def file_tag(label: str) -> str:
+    """A runtime label ("HEAD=abc1234+dirty") as a part of a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+
+
 def runtime_tag(src: Path, label: str) -> str:
     # This tree builds in one folder whatever HEAD is (CMake rebuilds what changed).
-    return "tree" if src == REPO else re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    return "tree" if src == REPO else file_tag(label)
 
 
 def runtime_cmake_dir(src: Path, label: str, target: Target, build: Path) -> Path:
@@ -823,14 +828,12 @@ def main(argv: list[str] | None = None) -> int:
                 overlay = overlay_root(target, build)
                 root_library_links(target, build)
                 for label, stage in stages:
-                    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
                     results.append((label, measure(target, overlay, plugin, stage, model,
-                                                   distinct, tiny, build, tag)))
+                                                   distinct, tiny, build, file_tag(label))))
                 if int8_model is not None:  # this tree's runtime, the int8 + binary model
                     label, stage = stages[0]
                     int8_res = measure(target, overlay, plugin, stage, int8_model,
-                                       int8_distinct, tiny, build,
-                                       re.sub(r"[^A-Za-z0-9_.-]", "_", label) + "-int8")
+                                       int8_distinct, tiny, build, file_tag(label) + "-int8")
             # The baseline first, so that this tree's lines can quote it.
             base = base_label = None
             for label, res in reversed(results):
