@@ -204,8 +204,7 @@ void PackInt8ActivationPlanes(const MultibitConv2DParams& params, const std::int
   const bool abc = params.activation_mode == ActivationPlanes::kAbc;
   const float levels = DoReFaLevels(params);
   for (int q = -128; q < 128; ++q) {
-    // TFLite's DEQUANTIZE: the integer difference is exact, one rounding.
-    const float x = static_cast<float>(q - quantization.zero_point) * quantization.scale;
+    const float x = DequantizeInt8(static_cast<std::int8_t>(q), quantization);  // DEQUANTIZE's
     std::uint64_t bits = 0;
     if (abc) {
       for (std::int64_t p = 0; p < count; ++p) {
