@@ -4,6 +4,7 @@
     python benchmarks/arm_quicknet_counts.py --targets aarch64 --baseline-ref b67ef0d
     python benchmarks/arm_quicknet_counts.py --ipc-a72 1.2 --ipc-a76 1.8 --build-dir /tmp/qn
     python benchmarks/arm_quicknet_counts.py --targets aarch64 --int8   # + int8 + binary
+    python benchmarks/arm_quicknet_counts.py --targets aarch64-a76 --int8   # Pi 5 (A76)
 
 What it measures. QuickNet 224x224x3, batch 1 (`lowbit_models.quicknet()`,
 random weights and BatchNorm statistics as in benchmarks/quicknet_benchmark.py)
@@ -16,6 +17,10 @@ delegate / builtin kernels for the float ops), one thread
   aarch64  Python 3.11 + numpy + ai-edge-litert of the Debian bookworm arm64
            root that tests/arm/run_emulated.sh caches (~/.cache/lowbit-arm),
            qemu-aarch64 -cpu cortex-a72 (a Pi 4);
+  aarch64-a76  the same root and library, qemu-aarch64 -cpu cortex-a76 (a
+           Pi 5): this CPU has the dot-product and fp16 extensions, and
+           XNNPACK picks its micro-kernels by them (int8 convs with SDOT);
+           not in the default --targets;
   armv7    the armhf root: Debian numpy + tflite-runtime 2.14,
            qemu-arm -cpu cortex-a7 (32-bit Raspberry Pi OS; the same A32/NEON
            code runs on a Pi 4 with a 32-bit OS).
@@ -94,8 +99,9 @@ Method.
     lower bound on latency. LLVM 14 models Cortex-A72 and A76 with the same
     (Cortex-A57) model, so both boards get the same IPC there; the line names
     the model. The aarch64 count is used for both boards (qemu -cpu
-    cortex-a72; on an A76 XNNPACK may pick other float micro-kernels, and the
-    dot-product extension is not emulated). It is printed next to Larq
+    cortex-a72: the dot-product extension is absent, as on a real A72; on an
+    A76 XNNPACK picks other micro-kernels: --targets aarch64-a76 counts
+    them, for the Pi 5 estimates only). It is printed next to Larq
     Compute Engine's published QuickNet latency on a Pi 4 (45.0 ms, 1 thread;
     20.8 ms, 4 threads), which IS a measurement on real hardware: do not
     read the two as the same kind of number.
@@ -111,7 +117,8 @@ runtime modules differ from HEAD) and "ref=<sha>" for --baseline-ref.
 
 Limits: instruction counts, not time: memory stalls, cache sizes and the real
 cores' issue width are not modelled (hence the IPC assumption); qemu 7.2's
--cpu cortex-a72 has no dot-product/fp16 extensions, as a real A72; the counts
+-cpu cortex-a72 has no dot-product/fp16 extensions, as a real A72 (its
+cortex-a76 has both, aarch64-a76); the counts
 are of one thread; random weights (the counts do not depend on values).
 
 Needs: qemu-user (dynamic qemu-aarch64 / qemu-arm), gcc, cmake, the cross
@@ -158,19 +165,27 @@ MCA_CPU = {"Pi 4": "cortex-a72", "Pi 5": "cortex-a76", "Pi 4 32-bit OS": "cortex
 @dataclass(frozen=True)
 class Target:
     name: str
+    arch: str           # aarch64 / armv7: the cross build (shared by targets of one arch)
     root: str           # folder under $LOWBIT_ARM_CACHE/roots
     toolchain: str      # custom_ops/cmake file
     qemu: str
     cpu: str
     cpuinfo: str        # tests/arm file
     close_nr: int       # the close system call's number
+    boards: tuple       # the boards its counts estimate (BOARDS entries)
 
 
 TARGETS = {
-    "aarch64": Target("aarch64", "aarch64", "aarch64-linux-gnu.cmake", "qemu-aarch64",
-                      "cortex-a72", "cpuinfo-aarch64", 57),
-    "armv7": Target("armv7", "armhf", "arm-linux-gnueabihf.cmake", "qemu-arm",
-                    "cortex-a7", "cpuinfo-armhf", 6),
+    "aarch64": Target("aarch64", "aarch64", "aarch64", "aarch64-linux-gnu.cmake",
+                      "qemu-aarch64", "cortex-a72", "cpuinfo-aarch64", 57, BOARDS),
+    # A Pi 5's core: qemu's cortex-a76 has the dot-product (SDOT/UDOT) and
+    # fp16 extensions and reports them in AT_HWCAP, which XNNPACK reads to
+    # pick its micro-kernels (its int8 convs then use SDOT); the same aarch64
+    # library and root, another CPU.
+    "aarch64-a76": Target("aarch64-a76", "aarch64", "aarch64", "aarch64-linux-gnu.cmake",
+                          "qemu-aarch64", "cortex-a76", "cpuinfo-aarch64-a76", 57, BOARDS[1:]),
+    "armv7": Target("armv7", "armv7", "armhf", "arm-linux-gnueabihf.cmake", "qemu-arm",
+                    "cortex-a7", "cpuinfo-armhf", 6, ARMV7_BOARDS),
 }
 
 
@@ -454,7 +469,7 @@ def runtime_tag(src: Path, label: str) -> str:
 def runtime_cmake_dir(src: Path, label: str, target: Target, build: Path) -> Path:
     """The CMake folder stage_runtime builds src's library in (its lowbit_core
     objects, bconv2d_neon.cc.o among them, are there)."""
-    return build / f"cmake-{runtime_tag(src, label)}-{target.name}"
+    return build / f"cmake-{runtime_tag(src, label)}-{target.arch}"
 
 
 def mca_ipc(src: Path, label: str, target: Target, build: Path) -> dict:
@@ -464,8 +479,8 @@ def mca_ipc(src: Path, label: str, target: Target, build: Path) -> dict:
         sys.path.insert(0, str(REPO / "benchmarks"))
     from bench_common import mca_inner_loop
 
-    cpus = tuple(dict.fromkeys(MCA_CPU[board] for board, *_ in boards_for(target)))
-    report = mca_inner_loop(runtime_cmake_dir(src, label, target, build), target.name, cpus)
+    cpus = tuple(dict.fromkeys(MCA_CPU[board] for board, *_ in target.boards))
+    report = mca_inner_loop(runtime_cmake_dir(src, label, target, build), target.arch, cpus)
     found = {r.cpu: r for r in report.results}
     found["error"] = report.error
     if report.loop is not None:
@@ -487,10 +502,10 @@ def stage_runtime(src: Path, label: str, target: Target, build: Path, jobs: int)
             f"-DCMAKE_TOOLCHAIN_FILE={toolchain}",
             "-DCMAKE_SHARED_LINKER_FLAGS=-static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL",
             f"-DLOWBIT_OUTPUT_DIR={cmake_dir / 'out'}"]
-    log(f"building liblowbit_tflite.so for {target.name} from {label} ({cmake_dir})")
+    log(f"building liblowbit_tflite.so for {target.arch} from {label} ({cmake_dir})")
     run(args)
     run(["cmake", "--build", str(cmake_dir), "--target", "lowbit_tflite", "--parallel", str(jobs)])
-    stage = build / f"stage-{tag}-{target.name}"
+    stage = build / f"stage-{tag}-{target.arch}"
     shutil.rmtree(stage, ignore_errors=True)
     for module in RUNTIME_MODULES:
         (stage / module).parent.mkdir(parents=True, exist_ok=True)
@@ -655,10 +670,6 @@ def _shapes(signature) -> str:
                      for shape in (first_in, out))
 
 
-def boards_for(target: Target) -> tuple:
-    return BOARDS if target.name == "aarch64" else ARMV7_BOARDS
-
-
 def fmt_line(target: str, runtime: str, figure: str, value: str, unit: str, how: str) -> str:
     return f"{target:8s} {runtime:18s} {figure:44s} {value:>16s} {unit:10s} {how}".rstrip()
 
@@ -725,7 +736,7 @@ def report(target: Target, label: str, res: dict, distinct: list[dict], info: di
     if base is not None:
         line(f"ratio total / {base_label}", f"{total / base['total']:.3f}", "x",
              f"{total:,d} / {base['total']:,d}")
-    for board, core, clock, ipc_arg in boards_for(target):
+    for board, core, clock, ipc_arg in target.boards:
         ipc = getattr(args, ipc_arg)
         ipc_rest = getattr(args, f"{ipc_arg}_rest") or ipc
         cycles = lowbit / ipc + (total - lowbit) / ipc_rest

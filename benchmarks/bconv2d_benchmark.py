@@ -53,6 +53,17 @@ packed weights are read once per call, so a call takes at least weight bytes
 C++ code); a 4096x4096 layer (2 MiB of weights) is bounded by that rather
 than by the popcount peak at batch 1.
 
+The shell lines under the targets compare the framework rows with the core
+kernel: the TF op on the packed input, with and without the harness's
+tf.while_loop cost per iteration (an identity body, timed with the variants),
+and the TFLite kernel: as converted (float input, binarised in the op), and
+on the bit-packed input (the same model with its input tensor made the packed
+int32 one the op also reads: the core kernel's work), with and without one
+invoke() of a one-op model (a ReLU of one float), the interpreter's own cost
+per call, also timed with the variants. The core kernel runs after the
+framework rows, not interleaved with them: on a busy machine these ratios
+move by tens of percent between runs.
+
 With --lce-python PYTHON (or LOWBIT_LCE_PYTHON), a Python that has Larq
 Compute Engine 0.16 installed runs benchmarks/lce_compare.py on the
 convolution rows: LCE's converter and interpreter (default and indirect-BGEMM
@@ -105,8 +116,10 @@ from bench_common import (
     cpu_model,
     int8_tflite,
     interleaved_samples,
+    invoke_floor_model,
     layer_models,
     layer_weights,
+    packed_input_twin,
     parse_dense,
     parse_ints,
     parse_shapes,
@@ -146,6 +159,13 @@ VARIANTS = (TF_PACKED, TF_FLOAT_IN, TF_FLOAT, LITE_LOWBIT, LITE_FLOAT, LITE_INT8
 # tf.while_loop cost per iteration, which every TF time includes (timed with
 # the variants; the shell line takes it off the TF op's time).
 TF_LOOP_FLOOR = "tf_loop_identity"
+# Likewise for the TFLite shell: the lowbit model on the bit-packed input (the
+# core kernel's input: no binarisation of a float input in the op), and one
+# invoke() of a one-op model, the interpreter's own cost per call (timed with
+# the variants; the shell lines take it off).
+LITE_PACKED_IN = "tflite_lowbit_packed_in"
+LITE_INVOKE_FLOOR = "tflite_invoke_identity"
+SHELL_FLOORS = (TF_LOOP_FLOOR, LITE_PACKED_IN, LITE_INVOKE_FLOOR)
 LITE_MODELS = (LITE_LOWBIT, LITE_FLOAT, LITE_INT8)
 
 # The target shapes.
@@ -219,6 +239,8 @@ def _benchmark_layer(
     seed = zlib.crc32(layer.key.encode())
     kernel_np, bias_np = layer_weights(layer, seed)
     models = _tflite_models(layer, model_dir, seed, kernel_np, bias_np)
+    packed_in_model = packed_input_twin(models[LITE_LOWBIT])
+    invoke_floor = invoke_floor_model()
     s, k = layer.shape, layer.kernel_size
     dense = layer.kind == "dense"
 
@@ -283,6 +305,10 @@ def _benchmark_layer(
             )
             for variant in LITE_MODELS
         }
+        floor = lite.Interpreter(model_content=invoke_floor, num_threads=threads)
+        floor.allocate_tensors()
+        floor.set_tensor(floor.get_input_details()[0]["index"], np.ones((1, 1), np.float32))
+        runners[LITE_INVOKE_FLOOR] = time_interpreter(floor)
         outputs = {}
         for variant, interpreter in interpreters.items():
             detail = interpreter.get_input_details()[0]
@@ -297,12 +323,22 @@ def _benchmark_layer(
             interpreter.invoke()
             outputs[variant] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
             runners[variant] = time_interpreter(interpreter)
+        packed_in = lite.Interpreter(model_content=packed_in_model, num_threads=threads)
+        detail = packed_in.get_input_details()[0]
+        packed_in.resize_tensor_input(detail["index"], list(x_packed.shape))
+        packed_in.allocate_tensors()
+        packed_in.set_tensor(detail["index"], x_packed.numpy())
+        packed_in.invoke()
+        runners[LITE_PACKED_IN] = time_interpreter(packed_in)
         # Sanity: the TFLite binary model computes what the TF op computes
         # (same signs of the weights; integer dot product + bias), the float
         # model what TensorFlow computes (relative to the output's scale).
         checks["tflite_lowbit_vs_tf_op"] = float(
             np.max(np.abs(outputs[LITE_LOWBIT].reshape(y_float_in.shape) - y_float_in))
         )
+        checks["tflite_packed_in_vs_float_in"] = float(np.max(np.abs(
+            packed_in.get_tensor(packed_in.get_output_details()[0]["index"])
+            - outputs[LITE_LOWBIT])))
         checks["tflite_f32_vs_tf_relative"] = float(
             np.max(np.abs(outputs[LITE_FLOAT].reshape(y_ref.shape) - y_ref))
             / max(1e-6, float(np.max(np.abs(y_ref))))
@@ -310,9 +346,9 @@ def _benchmark_layer(
 
         # ---- interleaved timing --------------------------------------------
         iterations, samples = interleaved_samples(
-            {key: runners[key] for key in (*VARIANTS, TF_LOOP_FLOOR)}, rounds, sample_s
+            {key: runners[key] for key in (*VARIANTS, *SHELL_FLOORS)}, rounds, sample_s
         )
-        del interpreters, runners
+        del interpreters, runners, packed_in, floor
         results.append(
             {
                 "layer": layer.key,
@@ -927,6 +963,16 @@ def kernel_share_lines(results: list[dict], peaks: dict[int, float],
             lines.append(f"    TF op packed less the harness's tf.while_loop cost per iteration "
                          f"({1e3 * loop_ms:.1f} us, identity body): "
                          f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
+        packed_samples = shell["samples_ms"].get(LITE_PACKED_IN)
+        floor_samples = shell["samples_ms"].get(LITE_INVOKE_FLOOR)
+        if packed_samples and floor_samples:
+            packed_ms = statistics.median(packed_samples)
+            floor_ms = statistics.median(floor_samples)
+            lines.append(f"    TFLite kernel on the packed input (the core kernel's input): "
+                         f"{100.0 * (packed_ms / core_ms - 1):+.0f}%; less one invoke() of a "
+                         f"one-op model ({1e3 * floor_ms:.1f} us): "
+                         f"{100.0 * ((packed_ms - floor_ms) / core_ms - 1):+.0f}% over the core "
+                         "kernel")
     return lines
 
 

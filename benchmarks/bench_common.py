@@ -261,6 +261,47 @@ def int8_tflite(model: Any, representative: Callable[[], Iterable[Any]]) -> byte
 # --------------------------------------------------------------------------
 
 
+def packed_input_twin(tflite_model: bytes) -> bytes:
+    """The model with its float input [..., C] replaced by the bit-packed int32
+    input [..., ceil(C / 32)] that a Lowbit op reading it also accepts (the
+    next binary layer's input in a packed chain): the same op, minus the
+    binarisation of the float input, i.e. the work of the core kernel
+    (CoreKernels) in the TFLite shell. Raises ValueError unless every reader of
+    the input is a Lowbit custom op."""
+    from lowbit_converter.tflite_schema import schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_model), 0)
+    subgraph = model.subgraphs[0]
+    index = int(subgraph.inputs[0])
+    for op in subgraph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        custom = (code.customCode or b"").decode()
+        if index in [int(i) for i in op.inputs] and not custom.startswith("Lowbit"):
+            raise ValueError(f"the model input is also read by a {custom or 'builtin'} op")
+    tensor = subgraph.tensors[index]
+    if tensor.type != schema.TensorType.FLOAT32:
+        raise ValueError("the model input is not float32")
+    tensor.type = schema.TensorType.INT32
+    for dims in (tensor.shape, tensor.shapeSignature):
+        if dims is not None and len(dims):
+            dims[-1] = (int(dims[-1]) + 31) // 32
+    import flatbuffers
+
+    builder = flatbuffers.Builder(len(tflite_model) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def invoke_floor_model() -> bytes:
+    """A one-op model (ReLU of 1 float): the cost of one interpreter invoke()
+    from Python around a single op, which every TFLite time includes."""
+    import lowbit_tf
+    from lowbit_tf._keras import keras
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.ReLU()])
+    return lowbit_tf.convert(model, lowbit=False)
+
+
 def tf_loop(body_op: Callable[..., Any]) -> Callable[..., Any]:
     """A tf.function running `body_op(*args)` n times in a tf.while_loop (one
     Python call per sample, so Python overhead does not count)."""
