@@ -7,6 +7,7 @@
 // the thresholds' edges and from multipliers and biases. A plain executable so that it also runs under qemu-user for the Arm
 // builds (tests/core/test_cross_kernels.py):
 //     bconv2d_check [cases]     exit status 0 and "OK <n> cases" on success
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -91,6 +92,43 @@ bool CheckBitpack(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) 
     }
   }
   unsetenv("LOWBIT_KERNEL");
+  return true;
+}
+
+// The packer of int8 codes (core/int8_io.h; SSE2 on x86, NEON on aarch64,
+// else scalar) against bit b = code < zero_point: every zero point, codes at
+// and around it and at the ends of the range, channel tails, garbage in the
+// output words before the call.
+bool CheckBitpackInt8(std::mt19937& rng) {
+  lowbit::InlineExecutor executor;
+  for (int channels : {1, 16, 31, 32, 33, 48, 64, 100, 256}) {
+    const int rows = 5;
+    const std::int64_t words = lowbit::PackedWords(channels);
+    std::vector<std::int8_t> codes(static_cast<std::size_t>(rows * channels));
+    for (int zp = -128; zp <= 127; zp += zp < -120 || zp > 120 ? 1 : 17) {
+      for (std::int8_t& q : codes) {
+        const int pick = std::uniform_int_distribution<int>(0, 5)(rng);
+        const int near = zp + std::uniform_int_distribution<int>(-1, 1)(rng);
+        const int value = pick == 0   ? -128
+                          : pick == 1 ? 127
+                          : pick <= 3 ? std::max(-128, std::min(127, near))
+                                      : std::uniform_int_distribution<int>(-128, 127)(rng);
+        q = static_cast<std::int8_t>(value);
+      }
+      std::vector<PackedWord> expected(static_cast<std::size_t>(rows * words), 0);
+      for (int r = 0; r < rows; ++r) {
+        for (int c = 0; c < channels; ++c) {
+          if (codes[r * channels + c] < zp) expected[r * words + c / 32] |= 1u << (c % 32);
+        }
+      }
+      std::vector<PackedWord> actual(expected.size(), 0xdeadbeef);
+      lowbit::BitpackInt8Rows(codes.data(), rows, channels, zp, actual.data(), executor);
+      if (actual != expected) {
+        std::printf("INT8 BITPACK MISMATCH channels %d zero point %d\n", channels, zp);
+        return false;
+      }
+    }
+  }
   return true;
 }
 
@@ -511,6 +549,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
   std::mt19937 rng(12345);
   if (!CheckBitpack(kernels, rng)) return 1;
+  if (!CheckBitpackInt8(rng)) return 1;
+  std::printf("INT8 BITPACK OK\n");
   const int gemm_cases = CheckBGemm(kernels, rng);
   if (gemm_cases < 0) return 1;
   std::printf("BGEMM OK %d cases\n", gemm_cases);
