@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/scratch.h"
 
 namespace lowbit {
 namespace {
@@ -317,17 +318,17 @@ void RunSimd(const KernelPath& path, const BConv2DParams& params, const PackedWo
     args.input = masked.data();
   }
   // NEON's kernel (channel-major) adds float residuals only: an int8 one
-  // becomes its real values first (BConv2DEpilogue: the same floats).
-  std::vector<float> residual;
+  // becomes its real values first (BConv2DEpilogue: the same floats), in
+  // this thread's scratch (core/scratch.h).
   if (path.channel_major && args.epilogue.residual_int8 != nullptr) {
     const BConv2DEpilogue& e = args.epilogue;
-    residual.resize(static_cast<std::size_t>(p.batch * p.out_h * p.out_w * p.out_channels));
+    const std::int64_t count = p.batch * p.out_h * p.out_w * p.out_channels;
+    float* residual = ScratchFloats(ScratchSlot::kResidual, count);
     Int8Quantization rq;
     rq.scale = e.residual_scale;
     rq.zero_point = e.residual_zero_point;
-    DequantizeInt8Values(e.residual_int8, static_cast<std::int64_t>(residual.size()), rq,
-                         residual.data(), executor);
-    args.epilogue.residual = residual.data();
+    DequantizeInt8Values(e.residual_int8, count, rq, residual, executor);
+    args.epilogue.residual = residual;
     args.epilogue.residual_int8 = nullptr;
   }
   args.filter = filter.data();

@@ -2,10 +2,10 @@
 
 #include <cmath>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "custom_ops/core/bconv2d_kernels.h"
+#include "custom_ops/core/scratch.h"
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -129,10 +129,10 @@ void BitpackedFromDotProducts(std::int64_t pixels, std::int64_t cout, const DotP
                               PackedWord* output, ParallelExecutor& executor) {
   const std::vector<float> ones(static_cast<std::size_t>(cout), 1.0f);
   const std::vector<float> zeros(static_cast<std::size_t>(cout), 0.0f);
-  // float(D) * 1 + 0 == D exactly (|D| <= 2^24). Left uninitialised: `run`
-  // writes every value.
-  const std::unique_ptr<float[]> dots(new float[static_cast<std::size_t>(pixels * cout)]);
-  run(ones.data(), zeros.data(), dots.get());
+  // float(D) * 1 + 0 == D exactly (|D| <= 2^24). This thread's scratch
+  // (core/scratch.h), left uninitialised: `run` writes every value.
+  float* const dots = ScratchFloats(ScratchSlot::kDotProducts, pixels * cout);
+  run(ones.data(), zeros.data(), dots);
   const std::int64_t words = PackedWords(cout);
   const std::int64_t whole = cout / kBitsPerWord;  // words of 32 real channels
   // The flips of each word's channels, as one mask per word.
@@ -142,7 +142,7 @@ void BitpackedFromDotProducts(std::int64_t pixels, std::int64_t cout, const DotP
   }
   executor.ParallelFor(pixels, cout, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
-      const float* d = dots.get() + i * cout;
+      const float* d = dots + i * cout;
       PackedWord* out = output + i * words;
       for (std::int64_t w = 0; w < whole; ++w) {
         const std::int64_t c0 = w * kBitsPerWord;
