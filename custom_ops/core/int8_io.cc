@@ -116,26 +116,10 @@ void QuantizeInt8Values(const float* y, std::int64_t count, const Int8Quantizati
 void DequantizeInt8Values(const std::int8_t* q, std::int64_t count, const Int8Quantization& quant,
                           float* out, ParallelExecutor& executor) {
   ForChunks(count, executor, [&](std::int64_t begin, std::int64_t end) {
-    std::int64_t i = begin;
-#if defined(__aarch64__)
-    // 16 codes a step (NEON's int8 residual, core/bconv2d.cc): widened to
-    // int32, less the zero point, converted (exact: |q - zp| <= 255) and
-    // multiplied by the scale, one IEEE product per value as in
-    // DequantizeInt8, so the same floats.
-    const int32x4_t zp = vdupq_n_s32(quant.zero_point);
-    const float32x4_t scale = vdupq_n_f32(quant.scale);
-    for (; end - i >= 16; i += 16) {
-      const int8x16_t codes = vld1q_s8(q + i);
-      const int16x8_t lo = vmovl_s8(vget_low_s8(codes));
-      const int16x8_t hi = vmovl_high_s8(codes);
-      const int32x4_t wide[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo),
-                                 vmovl_s16(vget_low_s16(hi)), vmovl_high_s16(hi)};
-      for (int k = 0; k < 4; ++k) {
-        vst1q_f32(out + i + 4 * k, vmulq_f32(vcvtq_f32_s32(vsubq_s32(wide[k], zp)), scale));
-      }
-    }
-#endif
-    for (; i < end; ++i) out[i] = DequantizeInt8(q[i], quant);
+    // A plain loop: GCC vectorises it (NEON: 24 instructions per 16 codes;
+    // intrinsics here measured worse, the output pointer reloaded after each
+    // store, which may alias it).
+    for (std::int64_t i = begin; i < end; ++i) out[i] = DequantizeInt8(q[i], quant);
   });
 }
 
