@@ -43,7 +43,8 @@ EXPECTED_ROWS = {
     "abc_net": ["| M=1 ", "| M=3 ", "N=1", "N=2"],
     "fixed_point": ["<8,8>", "<2,14>", "nearest", "stochastic"],
     "compress": ["| digits_cnn ", "| quicknet_style ", "size <= 1/4 float", "chosen: #"],
-    "int8_digits": ["float+binary", "int8+binary PTQ", "int8+binary QAT", "target within 0.5"],
+    "int8_digits": ["float+binary", "int8+binary PTQ", "int8+binary QAT", "target within 0.5",
+                    "the same class as float+binary on"],
     "tfmot_digits": ["float+binary", "TFMOT QAT int8+binary", "target within 0.5"],
 }
 # scripts that need a package the [test] extra does not install -> that package
@@ -93,6 +94,10 @@ def test_int8_digits_quicknet_quick_run(tmp_path):
     for row in EXPECTED_ROWS["int8_digits"]:
         assert row in table
     assert float(re.search(FLOAT_BASELINE["int8_digits"], table).group(1)) > 0.5, table
+    # The fidelity lines: PTQ, QAT and f32-stem agreement with float+binary.
+    agreements = [float(v) for v in re.findall(
+        r"the same class as float\+binary on ([\d.]+)% of all 1797 digits", table)]
+    assert len(agreements) == 3 and all(50.0 < a <= 100.0 for a in agreements), table
 
 
 def test_experiment_scripts_share_one_helper():
