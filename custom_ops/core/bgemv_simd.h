@@ -170,8 +170,9 @@ void GemvBlocks(const SimdGemvArgs& a, std::int64_t b, std::int64_t end) {
   constexpr int L = Isa::kLanes;
   constexpr int BW = Isa::kBlockWidth;
   constexpr int N = G * Isa::kBlockVectors;
-  // Words per iteration of the word loop: about 16 triples each.
-  constexpr int U = FloorPow2(16 / (R * N));
+  // Words per iteration of the word loop: A triples of R * N vectors (more
+  // and the byte popcounts' temporaries spilled: AVX2 at U = 4).
+  constexpr int U = FloorPow2(A / (R * N));
   const std::int64_t words = PackedWords(a.channels_in);
   const std::int64_t block_words = words * BW;
   const std::int64_t cout = a.out_channels;
