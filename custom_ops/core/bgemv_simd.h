@@ -20,12 +20,11 @@
 // AVX-512 (Sapphire Rapids, 1 thread, 1024 -> 1024, weights in L2):
 //   - the filter is 64-byte aligned (BConv2DFilter's storage): with malloc's
 //     16 bytes every zmm load straddled two cache lines; 1.7 -> 1.2 us;
-//   - one accumulator per output vector, added to in place, the word loop
-//     unrolled U times (U words of R * G * V triples each, ~16 triples per
-//     iteration). The add chains are one cycle long and not the limit (the
-//     XOR, popcount and load of a word do not depend on the previous word):
-//     the earlier U round-robin accumulator sets, which GCC rotated through
-//     register copies, measured the same;
+//   - one accumulator per output vector, added to in place, and the word loop
+//     unrolled U times (U words of R * G * V triples). The add chains are one
+//     cycle long and not the limit (the load, XOR and popcount of a word do
+//     not depend on the previous word): the earlier U round-robin accumulator
+//     sets, which GCC rotated through register copies, measured the same;
 //   - the output transform of a group runs straight on its accumulators with
 //     whole-vector loads and stores and the ReLU as max(floor, y)
 //     (TransformLanesFloor) for every group but the channel tail's: no
@@ -36,10 +35,11 @@
 // rows).
 //
 // Threads split the channel blocks; a thread's range runs groups of G
-// blocks, the tail groups of G/2, ... The accumulator budget A of an ISA
-// (given by its translation unit: what fits its register file beside the
-// filter vectors and, for the byte popcounts, the byte accumulators and lookup
-// constants) bounds R * G * V.
+// blocks, the tail groups of G/2, ... The budget A of an ISA (given by its
+// translation unit: what fits its register file beside the filter vectors
+// and, for the byte popcounts, the byte accumulators and lookup constants)
+// bounds the accumulators, R * G * V, and the triples of an iteration of the
+// word loop, R * G * V * U.
 //
 // Same layout (BConv2DFilter, a 1x1 kernel: [block][word][lane], channels
 // past out_channels zero), same tails (input padding bits zero, masked loads
