@@ -146,6 +146,11 @@ VARIANTS = (TF_PACKED, TF_FLOAT_IN, TF_FLOAT, LITE_LOWBIT, LITE_FLOAT, LITE_INT8
 # tf.while_loop cost per iteration, which every TF time includes (timed with
 # the variants; the shell line takes it off the TF op's time).
 TF_LOOP_FLOOR = "tf_loop_identity"
+# An invoke from Python of a one-op model (one float plus one) through the
+# lowbit interpreter: what every TFLite time includes besides its ops (the
+# harness's loop, the interpreter wrapper, the runtime's per-invoke work),
+# XNNPACK's as much as ours (the shell line takes it off the TFLite kernel's).
+LITE_INVOKE_FLOOR = "tflite_invoke_one_op"
 LITE_MODELS = (LITE_LOWBIT, LITE_FLOAT, LITE_INT8)
 
 # The issue's target shapes.
@@ -207,6 +212,23 @@ def _tflite_models(layer: Layer, model_dir: str, seed: int, kernel, bias) -> dic
     return models
 
 
+def _invoke_floor_model(model_dir: str) -> bytes:
+    """The one-op model of LITE_INVOKE_FLOOR: converted once, then read from model_dir."""
+    path = os.path.join(model_dir, "invoke_floor.tflite")
+    if os.path.exists(path):
+        return _read(path)
+    import tensorflow as tf
+
+    plus_one = tf.function(lambda x: x + 1.0).get_concrete_function(
+        tf.TensorSpec([1], tf.float32))
+    content = tf.lite.TFLiteConverter.from_concrete_functions([plus_one], plus_one).convert()
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
+    return content
+
+
 def _benchmark_layer(
     layer: Layer, batches: list[int], threads: int, rounds: int, sample_s: float, model_dir: str,
     done: Callable[[str], None] = lambda name: None,
@@ -219,6 +241,7 @@ def _benchmark_layer(
     seed = zlib.crc32(layer.key.encode())
     kernel_np, bias_np = layer_weights(layer, seed)
     models = _tflite_models(layer, model_dir, seed, kernel_np, bias_np)
+    floor_model = _invoke_floor_model(model_dir)
     s, k = layer.shape, layer.kernel_size
     dense = layer.kind == "dense"
 
@@ -297,6 +320,12 @@ def _benchmark_layer(
             interpreter.invoke()
             outputs[variant] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
             runners[variant] = time_interpreter(interpreter)
+        floor = lite.Interpreter(model_content=floor_model, num_threads=threads,
+                                 use_lowbit_delegate=True)
+        floor.allocate_tensors()
+        floor.set_tensor(floor.get_input_details()[0]["index"], np.zeros([1], np.float32))
+        floor.invoke()
+        runners[LITE_INVOKE_FLOOR] = time_interpreter(floor)
         # Sanity: the TFLite binary model computes what the TF op computes
         # (same signs of the weights; integer dot product + bias), the float
         # model what TensorFlow computes (relative to the output's scale).
@@ -310,9 +339,10 @@ def _benchmark_layer(
 
         # ---- interleaved timing --------------------------------------------
         iterations, samples = interleaved_samples(
-            {key: runners[key] for key in (*VARIANTS, TF_LOOP_FLOOR)}, rounds, sample_s
+            {key: runners[key] for key in (*VARIANTS, TF_LOOP_FLOOR, LITE_INVOKE_FLOOR)}, rounds,
+            sample_s
         )
-        del interpreters, runners
+        del interpreters, floor, runners
         results.append(
             {
                 "layer": layer.key,
@@ -926,6 +956,13 @@ def kernel_share_lines(results: list[dict], peaks: dict[int, float],
             own_ms = statistics.median(shell["samples_ms"][TF_PACKED]) - loop_ms
             lines.append(f"    TF op packed less the harness's tf.while_loop cost per iteration "
                          f"({1e3 * loop_ms:.1f} us, identity body): "
+                         f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
+        invoke_samples = shell["samples_ms"].get(LITE_INVOKE_FLOOR)
+        if invoke_samples:
+            invoke_ms = statistics.median(invoke_samples)
+            own_ms = statistics.median(shell["samples_ms"][LITE_LOWBIT]) - invoke_ms
+            lines.append(f"    TFLite kernel less an invoke from Python of a one-op model "
+                         f"({1e3 * invoke_ms:.2f} us, XNNPACK's times include it too): "
                          f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
     return lines
 
