@@ -30,9 +30,11 @@
 //     (TransformLanesFloor) for every group but the channel tail's: no
 //     branch per vector, ~5% of a 1024 -> 1024 call (a group there is only 32
 //     words).
-// Weights beyond L2 (4096 -> 4096, 2 MiB) stream from L3 at about 80% of a
+// Weights beyond L2 (4096 -> 4096, 2 MiB) stream from L3 at 85-100% of a
 // plain read of the same buffer (the memory floor of the benchmark's dense
-// rows).
+// rows). Software prefetch of the filter streams measured no faster there
+// nor at 1024 -> 1024 (prefetcht0 0.5 to 8 KiB ahead), prefetcht1 / t2 up to
+// 30% slower: the hardware prefetchers keep up with G sequential streams.
 //
 // Threads split the channel blocks; a thread's range runs groups of G
 // blocks, the tail groups of G/2, ... The budget A of an ISA (given by its
@@ -51,6 +53,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "custom_ops/core/bconv2d_simd.h"
 #include "custom_ops/core/bgemv_kernels.h"
@@ -185,27 +188,27 @@ void GemvBlocks(const SimdGemvArgs& a, std::int64_t b, std::int64_t end) {
   for (; end - b >= G; b += G) {
     const std::int64_t c0 = b * BW;  // first channel of the group
     const PackedWord* const w = a.filter + b * block_words;
-    // Vector n covers channels c0 + n * L + [0, L).
-    if (c0 + N * L <= cout) {
-      // Every lane a real channel: whole-vector loads and stores.
+    // Vector n covers channels c0 + n * L + [0, L); `whole` (a compile-time
+    // bool): every lane a real channel, whole-vector loads and stores, as for
+    // every group but the last when the channels end inside it.
+    auto run = [&](auto whole) {
       AccumulateGemv<Isa, R, G, U>(input, words, w, block_words, [=](int r, int n, IVec acc) {
         const std::int64_t c = c0 + static_cast<std::int64_t>(n) * L;
-        Isa::StoreF(output + r * cout + c,
-                    TransformLanesFloor<Isa>(acc, k, Isa::LoadF(multiplier + c, L),
-                                             Isa::LoadF(bias + c, L), floor),
-                    L);
-      });
-    } else {
-      // The last group: only `lanes` of a vector's channels exist.
-      AccumulateGemv<Isa, R, G, U>(input, words, w, block_words, [=](int r, int n, IVec acc) {
-        const std::int64_t c = c0 + static_cast<std::int64_t>(n) * L;
-        if (c >= cout) return;  // a zero channel of the last block's padding
-        const int lanes = cout - c < L ? static_cast<int>(cout - c) : L;
+        int lanes = L;
+        if constexpr (!decltype(whole)::value) {
+          if (c >= cout) return;  // a zero channel of the last block's padding
+          if (cout - c < L) lanes = static_cast<int>(cout - c);
+        }
         Isa::StoreF(output + r * cout + c,
                     TransformLanesFloor<Isa>(acc, k, Isa::LoadF(multiplier + c, lanes),
                                              Isa::LoadF(bias + c, lanes), floor),
                     lanes);
       });
+    };
+    if (c0 + N * L <= cout) {
+      run(std::true_type{});
+    } else {
+      run(std::false_type{});
     }
   }
   if constexpr (G > 1) GemvBlocks<Isa, A, R, G / 2>(a, b, end);
