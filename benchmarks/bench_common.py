@@ -292,16 +292,6 @@ def packed_input_twin(tflite_model: bytes) -> bytes:
     return bytes(builder.Output())
 
 
-def invoke_floor_model() -> bytes:
-    """A one-op model (ReLU of 1 float): the cost of one interpreter invoke()
-    from Python around a single op, which every TFLite time includes."""
-    import lowbit_tf
-    from lowbit_tf._keras import keras
-
-    model = keras.Sequential([keras.Input((1,)), keras.layers.ReLU()])
-    return lowbit_tf.convert(model, lowbit=False)
-
-
 def tf_loop(body_op: Callable[..., Any]) -> Callable[..., Any]:
     """A tf.function running `body_op(*args)` n times in a tf.while_loop (one
     Python call per sample, so Python overhead does not count)."""

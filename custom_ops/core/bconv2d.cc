@@ -221,7 +221,7 @@ void BConv2DFilter::Prepare(BConv2DKernel kernel, const BConv2DParams& p,
   std::vector<PackedWord> per_tap(static_cast<std::size_t>(p.out_channels * taps * p.words()));
   UnpackCompactFilter(p, compact, per_tap.data());
   if (BlockWidth(kernel) == 0) {
-    data_ = std::move(per_tap);
+    data_.assign(per_tap.begin(), per_tap.end());
     tap_popcounts_.clear();
   } else {
     Layout(kernel, p, per_tap.data());

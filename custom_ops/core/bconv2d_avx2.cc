@@ -124,7 +124,8 @@ void BConv2DAvx2(const SimdConvArgs& args, ParallelExecutor& executor) {
 
 // GEMV budget: 4 vectors of byte and 4 of 32-bit accumulators, the 4 filter
 // vectors, the table and the nibble mask leave a few of the 16 ymm for
-// temporaries (1 row: 2 blocks, 1 set).
+// temporaries (1 row: 2 blocks, 1 word per iteration of the word loop: at 4
+// the temporaries spilled).
 void BGemvAvx2(const SimdGemvArgs& args, ParallelExecutor& executor) {
   BGemvSimd<Avx2Lut, 4>(args, executor);
 }

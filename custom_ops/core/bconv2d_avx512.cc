@@ -39,8 +39,9 @@ void BConv2DAvx512(const SimdConvArgs& args, ParallelExecutor& executor) {
   BConv2DSimd<Avx512Vpopcnt>(args, executor);
 }
 
-// GEMV budget: 16 accumulator zmm (1 row: 2 blocks x 4 sets, 16 chains in
-// flight), the rest of the 32 for filter vectors, broadcasts and temporaries.
+// GEMV budget: 16 accumulator zmm and 16 triples per iteration of the word
+// loop (1 row: 2 blocks, 4 words per iteration; 8 rows: 1 block, 1 word), the
+// rest of the 32 for filter vectors, broadcasts and temporaries.
 void BGemvAvx512(const SimdGemvArgs& args, ParallelExecutor& executor) {
   BGemvSimd<Avx512Vpopcnt, 16>(args, executor);
 }

@@ -60,7 +60,8 @@ void BConv2DAvx512Bw(const SimdConvArgs& args, ParallelExecutor& executor) {
 }
 
 // GEMV budget: 8 vectors of byte and 4 to 8 of 32-bit accumulators (1 row:
-// 2 blocks x 2 sets), filter vectors, the table and the nibble mask in 32 zmm.
+// 2 blocks, 2 words per iteration of the word loop), filter vectors, the
+// table and the nibble mask in 32 zmm.
 void BGemvAvx512Bw(const SimdGemvArgs& args, ParallelExecutor& executor) {
   BGemvSimd<Avx512Lut, 8>(args, executor);
 }

@@ -29,7 +29,7 @@
 // per vector) cost as much as the popcounts themselves.
 //
 // The output transform and epilogue are those of core/bconv2d_simd.h
-// (TransformLanes, BConv2DEpilogue::Apply: the same operations in the same
+// (TransformLanesFloor, BConv2DEpilogue::Apply: the same operations in the same
 // order, no fused multiply-add), so the results are bit-identical to the
 // reference kernel.
 #ifndef LOWBIT_CORE_BCONV2D_CHANNEL_MAJOR_H_

@@ -229,19 +229,11 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
 
 // The output transform of one vector of lanes (see the top of this file):
 // dot = k - 2 * acc, y = float(dot) * m + b as a separate multiply and add,
-// then ReLU as max(0, y). Shared with the GEMV path (bgemv_simd.h).
-template <class Isa>
-inline typename Isa::FVec TransformLanes(typename Isa::IVec acc, typename Isa::IVec k,
-                                         typename Isa::FVec m, typename Isa::FVec b, bool relu) {
-  const typename Isa::IVec dot = Isa::Sub32(k, Isa::Add32(acc, acc));
-  typename Isa::FVec y = Isa::AddF(Isa::MulF(Isa::ToFloat(dot), m), b);
-  return relu ? Isa::MaxF(Isa::ZeroF(), y) : y;
-}
-
-// The same without a branch: the ReLU is max(floor, y) with floor = 0 (ReLU)
-// or -infinity (none). max(-inf, y) is y for every y: maxps returns its
-// second operand unless the first is greater, and -inf is greater than no
-// value, NaN and -0.0 included. For the convolution's output loop, where a
+// then the ReLU without a branch, as max(floor, y) with floor = 0 (ReLU) or
+// -infinity (none). max(-inf, y) is y for every y: maxps returns its second
+// operand unless the first is greater, and -inf is greater than no value, NaN
+// and -0.0 included; max(0, y) is the reference's `if (y < 0) y = 0`. For the
+// convolution's output loop and the GEMV path (bgemv_simd.h), where a
 // per-vector branch and its bookkeeping cost as much as the transform itself.
 template <class Isa>
 inline typename Isa::FVec TransformLanesFloor(typename Isa::IVec acc, typename Isa::IVec k,

@@ -1,5 +1,6 @@
 #include "custom_ops/core/bgemm.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -21,19 +22,21 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
   return Status::Ok();
 }
 
-// Whether BGemm runs the GEMV kernel (core/bgemv_simd.h): the filter's
-// kernel path has one and 1 <= rows < that path's convolution tile.
-bool UsesGemv(const BGemmParams& p, const BConv2DFilter& filter) {
+// The GEMV kernel BGemm runs (core/bgemv_simd.h) where the filter's kernel
+// path has one and 1 <= rows < that path's convolution tile; else nullptr.
+SimdGemvFn GemvKernel(const BGemmParams& p, const BConv2DFilter& filter) {
   const KernelPath& path = GetKernelPath(filter.kernel());
-  return path.bgemv != nullptr && p.rows >= 1 && p.rows < path.tile_pixels;
+  return p.rows >= 1 && p.rows < path.tile_pixels ? path.bgemv : nullptr;
 }
 
-// The GEMV kernel where UsesGemv holds; false (nothing done) otherwise.
-bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter& filter,
-             const float* multiplier, const float* bias, float* output,
-             ParallelExecutor& executor) {
-  if (!UsesGemv(p, filter)) return false;
-  const KernelPath& path = GetKernelPath(filter.kernel());
+// Input rows (with their padding bits) this many words or fewer are masked in
+// a buffer on the stack: a batch-1 call of a few microseconds pays no heap
+// allocation (2 KiB: 16384 input channels at one row).
+constexpr std::int64_t kStackMaskedWords = 512;
+
+void RunGemv(SimdGemvFn gemv, const BGemmParams& p, const PackedWord* input,
+             const BConv2DFilter& filter, const float* multiplier, const float* bias,
+             float* output, ParallelExecutor& executor) {
   SimdGemvArgs args;
   args.rows = p.rows;
   args.channels_in = p.channels_in;
@@ -44,18 +47,26 @@ bool RunGemv(const BGemmParams& p, const PackedWord* input, const BConv2DFilter&
   args.multiplier = multiplier;
   args.bias = bias;
   args.output = output;
+  const PackedWord tail = TailMask(p.channels_in);
+  if (tail == ~PackedWord{0}) {
+    gemv(args, executor);
+    return;
+  }
   // The kernels want zero padding bits (the filter's are zero, so they XOR
   // to 0): a masked copy of the few input rows when K is not whole words.
   const std::int64_t words = p.words();
-  const PackedWord tail = TailMask(p.channels_in);
-  std::vector<PackedWord> masked;
-  if (tail != ~PackedWord{0}) {
-    masked.assign(input, input + p.rows * words);
-    for (std::int64_t r = 0; r < p.rows; ++r) masked[r * words + words - 1] &= tail;
-    args.input = masked.data();
+  const std::int64_t size = p.rows * words;
+  PackedWord on_stack[kStackMaskedWords];
+  std::vector<PackedWord> on_heap;
+  PackedWord* masked = on_stack;
+  if (size > kStackMaskedWords) {
+    on_heap.resize(static_cast<std::size_t>(size));
+    masked = on_heap.data();
   }
-  path.bgemv(args, executor);
-  return true;
+  std::copy(input, input + size, masked);
+  for (std::int64_t r = 0; r < p.rows; ++r) masked[r * words + words - 1] &= tail;
+  args.input = masked;
+  gemv(args, executor);
 }
 
 }  // namespace
@@ -87,7 +98,10 @@ Status CheckBGemmShape(const BGemmParams& p) {
 void BGemm(const BGemmParams& params, const PackedWord* input, const BConv2DFilter& filter,
            const float* multiplier, const float* bias, float* output,
            ParallelExecutor& executor) {
-  if (RunGemv(params, input, filter, multiplier, bias, output, executor)) return;
+  if (const SimdGemvFn gemv = GemvKernel(params, filter)) {
+    RunGemv(gemv, params, input, filter, multiplier, bias, output, executor);
+    return;
+  }
   BConv2D(params.AsConv2D(), input, filter, multiplier, bias, output, executor);
 }
 
@@ -103,7 +117,7 @@ void BGemmBitpacked(const BGemmParams& params, const PackedWord* input,
   p.activation = Activation::kNone;  // the raw dot product; ReLU is in the thresholds
   // Without the GEMV, BGemm is the 1x1 convolution: its bit-packed output
   // (thresholded in the epilogue of the x86 SIMD kernels).
-  if (!UsesGemv(p, filter)) {
+  if (GemvKernel(p, filter) == nullptr) {
     BConv2DBitpacked(p.AsConv2D(), input, filter, threshold, flip, output, executor);
     return;
   }

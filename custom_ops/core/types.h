@@ -16,8 +16,9 @@
 #define LOWBIT_CORE_TYPES_H_
 
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <string>
+#include <type_traits>
 
 namespace lowbit {
 
@@ -73,13 +74,35 @@ struct Status {
   static Status Error(std::string msg) { return Status{false, std::move(msg)}; }
 };
 
+// What ParallelFor runs: a reference to a callable fn(begin, end), not a copy
+// of it. ParallelFor calls it only before it returns, while the callable the
+// caller passed (typically a lambda, a temporary of the calling expression)
+// is alive. Unlike std::function it never allocates: std::function keeps at
+// most two pointers in place, so a lambda capturing three variables by
+// reference cost a malloc and a free per call (per TFLite invoke of a dense
+// layer with a float input: the bit-packing's).
+class RangeFnRef {
+ public:
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, RangeFnRef>>>
+  RangeFnRef(F&& fn)  // NOLINT: implicit, as std::function's
+      : callable_(const_cast<void*>(static_cast<const void*>(std::addressof(fn)))),
+        call_([](void* callable, std::int64_t begin, std::int64_t end) {
+          (*static_cast<std::remove_reference_t<F>*>(callable))(begin, end);
+        }) {}
+  void operator()(std::int64_t begin, std::int64_t end) const { call_(callable_, begin, end); }
+
+ private:
+  void* callable_;
+  void (*call_)(void*, std::int64_t, std::int64_t);
+};
+
 // Runs fn(begin, end) over disjoint sub-ranges covering [0, total), possibly in
 // parallel. `cost_per_unit` is a rough number of inner-loop operations per unit
 // so that an executor can decide how finely to split. Each shell supplies one:
 // TF wraps its intra-op thread pool, TFLite uses core/thread_pool.h.
 class ParallelExecutor {
  public:
-  using RangeFn = std::function<void(std::int64_t begin, std::int64_t end)>;
+  using RangeFn = RangeFnRef;
   virtual ~ParallelExecutor() = default;
   virtual void ParallelFor(std::int64_t total, std::int64_t cost_per_unit,
                            const RangeFn& fn) = 0;

@@ -1,7 +1,7 @@
 // Bit-exactness check of every binary-conv kernel this CPU can run against the
 // reference kernel, on random shapes (channel tails, strides, dilations, both
 // paddings and pad values, 1 and 2 threads), and of BGemm (float and bit-packed
-// output) at rows 1..9, across each SIMD kernel's GEMV path for rows below its
+// output) at rows 1..13, across each SIMD kernel's GEMV path for rows below its
 // tile, and the bit-packed output of the convolution (BConv2DBitpacked: the
 // x86 SIMD kernels threshold in their epilogue, the others pack a scratch) at
 // the thresholds' edges and from multipliers and biases. A plain executable so that it also runs under qemu-user for the Arm
@@ -133,9 +133,10 @@ bool CheckBitpackInt8(std::mt19937& rng) {
 }
 
 // BGemm with each kernel's prepared filter against the reference convolution
-// (BGemm is that 1x1 convolution over rows): rows 1..9 (the GEMV path below
+// (BGemm is that 1x1 convolution over rows): rows 1..13 (the GEMV path below
 // each SIMD tile, the tile, a tile plus one), channel tails, N_out within one
-// block up to several groups of blocks, garbage in the input's padding bits,
+// block up to several groups of blocks, word counts around the GEMV's unrolled
+// word loop, garbage in the input's padding bits,
 // both activations, 1 and 2 threads; and the bit-packed output against the
 // signs of the reference output. Returns the number of cases, or -1.
 int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
@@ -154,9 +155,18 @@ int CheckBGemm(const std::vector<BConv2DKernel>& kernels, std::mt19937& rng) {
     int rows, channels, cout;
   };
   std::vector<Case> shapes;
-  for (int rows = 1; rows <= 9; ++rows) {
+  for (int rows = 1; rows <= 13; ++rows) {
     for (int channels : {1, 31, 32, 33, 100, 257}) {
       for (int cout : {1, 17, 33, 70, 129, 300}) shapes.push_back({rows, channels, cout});
+    }
+  }
+  // The GEMV's word loop, unrolled U = 4, 2, 1 times at 1, 2, 3 rows (AVX-512),
+  // over 5, 7, 32 and 63 words (63: two windows of the byte popcounts' 31 and
+  // one word), and out_channels that end exactly on a group of blocks (64 and
+  // 128: no channel tail, every group through the whole-vector output) or not.
+  for (int rows = 1; rows <= 3; ++rows) {
+    for (int channels : {130, 200, 1000, 2000}) {
+      for (int cout : {64, 128, 300}) shapes.push_back({rows, channels, cout});
     }
   }
   for (int channels : {65000, 65400, 200000, 262017, 524161, 1100001}) {

@@ -68,6 +68,7 @@ class BgemmOp final : public Op {
     // the output is empty (delegate.cc, Invoke).
     if (p.rows == 0) p.rows = 1;
     params_ = p;
+    conv_ = p.AsConv2D();
 
     // Byte sizes every Eval checks before touching data.
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
@@ -87,16 +88,15 @@ class BgemmOp final : public Op {
     if (!input_.packed()) packed_.resize(static_cast<std::size_t>(p.rows * words));
     // Constant weights are laid out (and a bad transform rejected) now rather
     // than at the first invocation.
-    const BConv2DParams conv = p.AsConv2D();
     const TensorRef& filter = inputs[1];
     if (filter.data != nullptr && filter.bytes >= need_[1]) {
-      weights_.UpdateFilter(conv, filter);
+      weights_.UpdateFilter(conv_, filter);
     }
     const TensorRef& mult = inputs[2];
     const TensorRef& bias = inputs[3];
     if (bitpacked && mult.data != nullptr && bias.data != nullptr && mult.bytes >= need_[2] &&
         bias.bytes >= need_[3]) {
-      s = weights_.UpdateThresholds(conv, static_cast<const float*>(mult.data),
+      s = weights_.UpdateThresholds(conv_, static_cast<const float*>(mult.data),
                                     static_cast<const float*>(bias.data));
       if (!s.ok) return Error(s.message);
     }
@@ -125,12 +125,11 @@ class BgemmOp final : public Op {
     }
     const PackedWord* packed_input = input_.Pack(kernel_, inputs[0], params_.rows,
                                                  params_.channels_in, packed_.data(), executor);
-    const BConv2DParams conv = params_.AsConv2D();
-    weights_.UpdateFilter(conv, inputs[1]);
+    weights_.UpdateFilter(conv_, inputs[1]);
     const float* multiplier = static_cast<const float*>(inputs[2].data);
     const float* bias = static_cast<const float*>(inputs[3].data);
     if (bitpacked) {
-      s = weights_.UpdateThresholds(conv, multiplier, bias);
+      s = weights_.UpdateThresholds(conv_, multiplier, bias);
       if (!s.ok) return Error(s.message);
       BGemmBitpacked(params_, packed_input, weights_.filter(), weights_.threshold(),
                      weights_.flip(), static_cast<PackedWord*>(out.data), executor);
@@ -150,6 +149,7 @@ class BgemmOp final : public Op {
   const BGemmParams attrs_;  // options only
   const OutputType output_type_;
   BGemmParams params_;       // options + shapes of the last Prepare
+  BConv2DParams conv_;       // params_.AsConv2D(), for the prepared weights
   bool prepared_ = false;
   BinaryOpInput input_;  // its type (and zero point)
   std::size_t need_[4] = {0, 0, 0, 0};  // bytes of input, filter, multiplier, bias
