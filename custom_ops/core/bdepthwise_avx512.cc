@@ -204,6 +204,10 @@ struct DepthwiseAvx512Plan {
   i64 phase_pixels;  // pixels of one phase row
   i64 phase_words;   // words of one phase row, with a zmm of zero slack
   i64 slot_words;    // one input row, all its phases
+  // Per phase r: its pixels m in [phase_lo[r], phase_hi[r]) are inside the
+  // input (ix = stride * m + r - pad_left in [0, in_w)), the others padding.
+  i64 phase_lo[kMaxFastStride];
+  i64 phase_hi[kMaxFastStride];
   int planes;        // bits of the largest count (taps)
   // Per kx: the offset of its stream in an input row's phase rows (phase
   // (kx * dilation) % stride, pixel (kx * dilation) / stride).
@@ -340,7 +344,7 @@ class RowWorker {
   }
 
   const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
-  void SplitRow(const PackedWord* src, PackedWord* dst) const;
+  void SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const;
   void WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const;
   template <int P>
   void Quarters(i64 row, i64 used);
@@ -362,35 +366,32 @@ class RowWorker {
   PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
-// The phases of one padded input row (src; nullptr for a padding row, which
-// stays zero in the zero slot and is never split).
-void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst) const {
+// The phases of one padded input row `src`: its pixels, and with
+// `zero_padding` the padding pixels' zero words (the same in every row: a
+// slot split before in this call has them already).
+void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const {
   const BDepthwiseConv2DParams& p = p_;
-  const i64 words = plan_.words, s = p.stride_w, m_count = plan_.phase_pixels;
+  const i64 words = plan_.words, s = p.stride_w;
   for (i64 r = 0; r < s; ++r) {
     PackedWord* phase = dst + r * plan_.phase_words;
-    // Pixel m of the phase is input pixel ix = s * m + r - pad_left.
-    i64 m_lo = 0;  // first m with ix >= 0
-    while (m_lo < m_count && s * m_lo + r - p.pad_left < 0) ++m_lo;
-    i64 m_hi = m_lo;  // first m with ix >= in_w
-    if (s == 1) {
-      m_hi = p.pad_left + p.in_w < m_count ? p.pad_left + p.in_w : m_count;
-      if (m_hi < m_lo) m_hi = m_lo;
-      if (m_hi > m_lo) {
-        std::memcpy(phase + m_lo * words, src + (m_lo - p.pad_left) * words,
-                    static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
-      }
-    } else {
-      // Every s-th pixel: m in [m_lo, m_hi) reads ix = s * m + r - pad_left < in_w.
-      while (m_hi < m_count && s * m_hi + r - p.pad_left < p.in_w) ++m_hi;
+    // Pixel m of the phase is input pixel ix = s * m + r - pad_left, inside
+    // the input for m in [m_lo, m_hi).
+    const i64 m_lo = plan_.phase_lo[r], m_hi = plan_.phase_hi[r];
+    if (m_hi > m_lo) {
       const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
       PackedWord* to = phase + m_lo * words;
-      const i64 pixels = m_hi - m_lo, step = s * words;
-      if (pixels > 0) CopyStrided(from, step, to, words, pixels);
+      if (s == 1) {
+        std::memcpy(to, from, static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
+      } else {
+        CopyStrided(from, s * words, to, words, m_hi - m_lo);  // every s-th pixel
+      }
     }
-    std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
-    std::memset(phase + m_hi * words, 0,
-                static_cast<std::size_t>((m_count - m_hi) * words) * sizeof(PackedWord));
+    if (zero_padding) {
+      std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
+      std::memset(phase + m_hi * words, 0,
+                  static_cast<std::size_t>((plan_.phase_pixels - m_hi) * words) *
+                      sizeof(PackedWord));
+    }
   }
 }
 
@@ -412,6 +413,7 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
       break;
     }
   }
+  const bool padding_zeroed = tags_[victim] >= 0;
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
   const PackedWord* row = row_bits_;
@@ -425,7 +427,7 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
     BitpackWordsAvx512(a_.float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
                        row_bits_);
   }
-  SplitRow(row, slot);
+  SplitRow(row, slot, !padding_zeroed);
   return slot;
 }
 
@@ -731,6 +733,17 @@ Plan Sizes(const DepthwiseRowsArgs& a) {
   plan.phase_pixels = p.out_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w + 1;
   plan.phase_words = plan.phase_pixels * plan.words + kVecWords;
   plan.slot_words = p.stride_w * plan.phase_words;
+  for (i64 r = 0; r < p.stride_w; ++r) {
+    // The first m (at most phase_pixels) with stride * m + r - pad_left >=
+    // ix, i.e. stride * m >= t = ix + pad_left - r: for ix = 0, then in_w.
+    const auto first_at_least = [&](i64 ix) {
+      const i64 t = ix + p.pad_left - r;
+      const i64 m = t <= 0 ? 0 : (t + p.stride_w - 1) / p.stride_w;
+      return m < plan.phase_pixels ? m : plan.phase_pixels;
+    };
+    plan.phase_lo[r] = first_at_least(0);
+    plan.phase_hi[r] = first_at_least(p.in_w);
+  }
   for (i64 kx = 0; kx < p.kernel_w; ++kx) {
     const i64 shift = kx * p.dilation_w;
     plan.tap_offset[kx] = shift % p.stride_w * plan.phase_words + shift / p.stride_w * plan.words;
