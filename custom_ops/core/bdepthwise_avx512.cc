@@ -244,7 +244,9 @@ inline void FullAdd(__m512i a, __m512i b, __m512i c, __m512i* sum, __m512i* carr
 // to two vectors of weight 2^l; a third one triggers a full add whose carry
 // moves up a level. Finish() leaves one vector (or none) per level: the planes.
 struct OnlineCounter {
-  __m512i pending[kMaxPlanes + 1][2] = {};
+  // Only count[] starts at zero: pending[l][i] is written before it is read
+  // (i < count[l]); zeroing it cost a 960-byte store per group.
+  __m512i pending[kMaxPlanes + 1][2];
   int count[kMaxPlanes + 1] = {};
 
   void Add(__m512i v, int level) {
@@ -291,6 +293,16 @@ inline void CountGroup(const PackedWord* const* streams, const PackedWord* const
     out[2] = _mm512_xor_si512(c4, c5);
     out[3] = _mm512_and_si512(c4, c5);
     for (int l = 4; l < planes; ++l) out[l] = _mm512_setzero_si512();
+    return;
+  }
+  if (n == 6) {  // 3x3 in a border row with pad_value 0: 2 full, 1 half adder
+    __m512i s0, c0, s1, c1;
+    FullAdd(v(0), v(1), v(2), &s0, &c0);
+    FullAdd(v(3), v(4), v(5), &s1, &c1);
+    out[0] = _mm512_xor_si512(s0, s1);
+    const __m512i c2 = _mm512_and_si512(s0, s1);  // c0, c1, c2 weigh 2
+    FullAdd(c0, c1, c2, &out[1], &out[2]);
+    for (int l = 3; l < planes; ++l) out[l] = _mm512_setzero_si512();
     return;
   }
   OnlineCounter counter;
