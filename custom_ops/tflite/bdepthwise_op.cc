@@ -53,7 +53,6 @@ class BDepthwiseConv2dOp final : public Op {
     prepared_ = false;
     plan_ = BDepthwisePlan();  // of the previous shapes
     transform_.clear();
-    constant_sources_ = {};
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
@@ -97,8 +96,9 @@ class BDepthwiseConv2dOp final : public Op {
     // bit-packed output) fails at allocation rather than at the first
     // invocation, and the first invocation costs no more than the others.
     // Other weights are read at Eval.
-    if (PlanInputsConstant(f, m, b) && f.bytes >= filter_bytes_ &&
-        (!bitpacked || (m.bytes >= vector_bytes_ && b.bytes >= vector_bytes_))) {
+    if (f.constant && f.data != nullptr && f.bytes >= filter_bytes_ &&
+        (!bitpacked || (m.constant && b.constant && m.data != nullptr && b.data != nullptr &&
+                        m.bytes >= vector_bytes_ && b.bytes >= vector_bytes_))) {
       s = UpdatePlan(f, m, b);
       if (!s.ok) return Error(s.message);
     }
@@ -163,41 +163,18 @@ class BDepthwiseConv2dOp final : public Op {
   }
 
  private:
-  // The buffers of the weights the plan depends on: the filter, and for a
-  // bit-packed output the multiplier and bias (its thresholds); a float
-  // output reads multiplier and bias on every call instead.
-  struct Sources {
-    const void* filter = nullptr;
-    const void* multiplier = nullptr;
-    const void* bias = nullptr;
-    bool operator==(const Sources& o) const {
-      return filter == o.filter && multiplier == o.multiplier && bias == o.bias;
-    }
-  };
-  Sources SourcesOf(const TensorRef& f, const TensorRef& m, const TensorRef& b) const {
-    if (output_type_ == OutputType::kBitpacked) return {f.data, m.data, b.data};
-    return {f.data, nullptr, nullptr};
-  }
-  bool PlanInputsConstant(const TensorRef& f, const TensorRef& m, const TensorRef& b) const {
-    return f.constant && (output_type_ != OutputType::kBitpacked || (m.constant && b.constant));
-  }
-
-  // Makes plan_ that of these weights (sizes checked by the caller). The
-  // check that it already is costs nothing for weights that are constants
-  // of the model (kTfLiteMmapRo: their data never changes while the
-  // interpreter lives, and a converted model's weights are all constants):
-  // once the plan is built from these very buffers they are not read again.
-  // Other weights (model inputs, or tensors a caller may write with
-  // set_tensor between invocations, at the same address) are compared with
-  // what the plan was built from: the filter's packed words (KH * KW * C / 8
-  // bytes) and, for a bit-packed output, the multiplier and bias floats
-  // (2 * C floats), far less than the convolution; only a difference
-  // rebuilds the plan (and recomputes the thresholds).
+  // Makes plan_ that of these weights (sizes checked by the caller): the
+  // filter, and for a bit-packed output the multiplier and bias (its
+  // thresholds); a float output reads them on every call instead. They are
+  // compared with what the plan was built from on every call, constants of
+  // the model included: set_tensor writes a constant's buffer in place in
+  // both runtimes (the tensor keeps its address), so an unchanged address
+  // proves nothing. The comparison reads KH * KW * C / 8 bytes of filter
+  // words, and for a bit-packed output 8 * C bytes of multiplier and bias
+  // (2.3 KB for 3x3x256: tens of nanoseconds, a few percent of the smallest
+  // layer's convolution); only a difference rebuilds the plan (and
+  // recomputes the thresholds).
   Status UpdatePlan(const TensorRef& f, const TensorRef& m, const TensorRef& b) {
-    const bool constant = PlanInputsConstant(f, m, b);
-    if (plan_.prepared() && constant && constant_sources_ == SourcesOf(f, m, b)) {
-      return Status::Ok();
-    }
     const auto* filter = static_cast<const PackedWord*>(f.data);
     bool rebuild = !plan_.prepared() || !plan_.SameFilter(filter);
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
@@ -212,7 +189,6 @@ class BDepthwiseConv2dOp final : public Op {
       if (!same_transform) {
         // O(channels * log K) float evaluations (core/bconv2d_bitpacked.h).
         transform_.clear();
-        constant_sources_ = {};
         threshold_.resize(cout);
         flip_.resize(cout);
         Status s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
@@ -227,7 +203,6 @@ class BDepthwiseConv2dOp final : public Op {
       plan_.Prepare(kernel_, params_, filter, bitpacked ? threshold_.data() : nullptr,
                     bitpacked ? flip_.data() : nullptr);
     }
-    constant_sources_ = constant ? SourcesOf(f, m, b) : Sources{};
     return Status::Ok();
   }
 
@@ -248,8 +223,6 @@ class BDepthwiseConv2dOp final : public Op {
   std::vector<std::int32_t> threshold_;
   std::vector<std::uint8_t> flip_;
   std::vector<float> transform_;
-  // The constant buffers plan_ was built from (all null: not constants).
-  Sources constant_sources_;
 };
 
 }  // namespace
