@@ -93,7 +93,7 @@ struct alignas(64) Line {
 };
 
 // Memory kept by a thread from one call to the next for its rows' input
-// copies (a call of a small layer takes ~1.5 us, and an allocation, its
+// copies (a call of a small layer takes ~1 us, and an allocation, its
 // zeroing and glibc's consolidation of the previous call's frees were a tenth
 // of that). Raw new[] rather than a standard container: this translation unit
 // is built with AVX-512 flags, and a container's inline code instantiated
@@ -276,8 +276,12 @@ struct OnlineCounter {
 };
 
 // The planes of the mismatch counts of `n` taps over the zmm at word `off`.
-inline void CountGroup(const PackedWord* const* streams, const PackedWord* const* filters, i64 n,
-                       i64 off, int planes, __m512i* out) {
+// Always inlined into the loops over a row's groups, where P is a constant
+// and the planes stay in registers (GCC stopped inlining it on its own once it
+// had two fixed trees).
+__attribute__((always_inline)) inline void CountGroup(const PackedWord* const* streams,
+                                                      const PackedWord* const* filters, i64 n,
+                                                      i64 off, int planes, __m512i* out) {
   auto v = [&](i64 t) {
     return _mm512_xor_si512(Load(streams[t] + off), Load(filters[t] + off));
   };
