@@ -10,7 +10,7 @@
 // infinities and subnormals, which binarise to +1 except -inf), each through
 // the entry points that build the layer's plan on the fly and through one
 // BDepthwisePlan kept for two different inputs (built from buffers that are
-// overwritten before it runs). A plain
+// overwritten before it runs), also by two threads at once. A plain
 // executable so that it also runs under qemu-user for the Arm builds
 // (tests/test_bdepthwise.py):
 //     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
@@ -21,6 +21,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
@@ -90,6 +91,18 @@ std::vector<float> FloatInput(const BDepthwiseConv2DParams& p, const std::vector
     }
   }
   return floats;
+}
+
+int Mismatch(const char* what, const char* path, int c, const BDepthwiseConv2DParams& p) {
+  std::printf(
+      "MISMATCH (%s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
+      "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
+      what, path, c, (long long)p.batch, (long long)p.in_h, (long long)p.in_w,
+      (long long)p.channels_in, (long long)p.depth_multiplier, (long long)p.kernel_h,
+      (long long)p.kernel_w, (long long)p.stride_h, (long long)p.stride_w,
+      (long long)p.dilation_h, (long long)p.dilation_w,
+      p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+  return 1;
 }
 
 }  // namespace
@@ -260,18 +273,34 @@ int main(int argc, char** argv) {
                                                         actual_bits.data(), *executor);
           });
         }
-        if (what != nullptr) {
-          std::printf(
-              "MISMATCH (%s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
-              "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
-              what, path, c, (long long)p.batch,
-              (long long)p.in_h, (long long)p.in_w, (long long)p.channels_in,
-              (long long)p.depth_multiplier,
-              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
-              (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
-              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
-          return 1;
+        if (what != nullptr) return Mismatch(what, path, c, p);
+      }
+      // One plan used by two threads at once (the TF kernel shares its plan
+      // between concurrent calls): it is only read, so each thread gets its
+      // own input's result. Every 8th case: threads cost more than a case.
+      if (c % 8 == 0) {
+        bool thread_ok[2] = {true, true};
+        std::thread threads[2];
+        for (int i = 0; i < 2; ++i) {
+          threads[i] = std::thread([&, i] {
+            lowbit::InlineExecutor executor;
+            std::vector<float> out(expected[i].size());
+            std::vector<PackedWord> bits(expected_bits[i].size());
+            std::vector<PackedWord> own_scratch(input.size());
+            for (int rep = 0; rep < 8; ++rep) {
+              lowbit::BDepthwiseConv2D(plan, inputs[i]->data(), multiplier.data(), bias.data(),
+                                       out.data(), executor);
+              lowbit::BDepthwiseConv2DBitpackedFloatInput(plan, floats[i].data(),
+                                                          own_scratch.data(), bits.data(),
+                                                          executor);
+              thread_ok[i] = thread_ok[i] && bits == expected_bits[i] &&
+                             std::memcmp(out.data(), expected[i].data(),
+                                         out.size() * sizeof(float)) == 0;
+            }
+          });
         }
+        for (std::thread& t : threads) t.join();
+        if (!thread_ok[0] || !thread_ok[1]) return Mismatch("one plan, two threads", path, c, p);
       }
     }
     unsetenv("LOWBIT_KERNEL");
