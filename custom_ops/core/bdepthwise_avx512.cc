@@ -159,7 +159,17 @@ class Arena {
 // densely: whole pixels in the widest moves `words` allows (a word-by-word
 // loop of run-time length costs about ten cycles per pixel).
 void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
-  if (words % 16 == 0) {
+  // One vector per pixel (256 or 512 channels) first: no inner loop.
+  if (words == 16) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 16) {
+      _mm512_storeu_si512(to, _mm512_loadu_si512(from));
+    }
+  } else if (words == 8) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from)));
+    }
+  } else if (words % 16 == 0) {
     for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
       for (i64 w = 0; w < words; w += 16) _mm512_storeu_si512(to + w, _mm512_loadu_si512(from + w));
     }

@@ -363,11 +363,11 @@ def test_kept_plan_under_concurrent_calls(output_type):
 
 
 @pytest.mark.parametrize("shape", [(56, 56, 64), (28, 28, 128), (14, 14, 256), (13, 11, 96),
-                                   (9, 15, 32), (7, 5, 320)])
+                                   (9, 15, 32), (7, 5, 320), (5, 9, 512)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_issue_shapes_every_padding_bit_exact(shape, stride):
     """The shapes the AVX-512 depthwise rows are tuned for and odd ones around
-    them (odd widths, 1.5 and 10 words per pixel, stride 2), SAME with both
+    them (odd widths, 1.5, 10 and 16 words per pixel, stride 2), SAME with both
     pad values and VALID, float and bit-packed outputs, against the reference."""
     h, w, c = shape
     for padding, pad_value in (("SAME", 0), ("SAME", 1), ("VALID", 0)):
