@@ -245,7 +245,6 @@ void BDepthwisePlan::Prepare(BConv2DKernel kernel, const BDepthwiseConv2DParams&
 
 bool BDepthwisePlan::bitpacked() const { return !impl_->threshold.empty(); }
 bool BDepthwisePlan::binarises_float_input() const { return impl_->binarises_float_input; }
-BConv2DKernel BDepthwisePlan::kernel() const { return impl_->kernel; }
 const BDepthwiseConv2DParams& BDepthwisePlan::params() const { return impl_->params; }
 
 bool BDepthwisePlan::Matches(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,

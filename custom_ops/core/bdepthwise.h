@@ -135,12 +135,13 @@ class BDepthwisePlan {
                const std::uint8_t* flip = nullptr);
 
   bool prepared() const { return impl_ != nullptr; }
+  // The rest (but Matches, false then) and the entry points below need a
+  // prepared plan.
   // Prepared with thresholds (serves BDepthwiseConv2DBitpacked*).
   bool bitpacked() const;
   // The float-input entry points binarise the input inside the kernel and
   // leave their `scratch` alone (which may then be null).
   bool binarises_float_input() const;
-  BConv2DKernel kernel() const;
   const BDepthwiseConv2DParams& params() const;
   // Prepared for `kernel`, every field of `params` (the batch too) and, when
   // `bitpacked`, with thresholds.
