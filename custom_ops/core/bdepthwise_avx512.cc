@@ -355,7 +355,8 @@ class RowWorker {
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
   }
 
-  void Row(i64 row);
+  // Output row oy of image n.
+  void Row(i64 n, i64 oy);
 
  private:
   // A float input row binarised (its words, as in a packed input).
@@ -502,9 +503,9 @@ void RowWorker::WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const {
   }
 }
 
-void RowWorker::Row(i64 row) {
+void RowWorker::Row(i64 n, i64 oy) {
   const BDepthwiseConv2DParams& p = p_;
-  const i64 n = row / p.out_h, oy = row % p.out_h;
+  const i64 row = n * p.out_h + oy;
   const i64 y0 = oy * p.stride_h - p.pad_top;
   // The input rows the taps read; a padded row is skipped (pad_value 0) or
   // read from the zero slot (pad_value 1; VALID has none).
@@ -920,7 +921,14 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
   executor.ParallelFor(p.batch * p.out_h, plan.row_words * plan.taps * 4 + plan.row_words * 16,
                        [&](i64 begin, i64 end) {
     RowWorker worker(plan, args);
-    for (i64 row = begin; row < end; ++row) worker.Row(row);
+    // (image, row) stepped along, not divided out per row.
+    for (i64 row = begin, n = begin / p.out_h, oy = begin % p.out_h; row < end; ++row) {
+      worker.Row(n, oy);
+      if (++oy == p.out_h) {
+        oy = 0;
+        ++n;
+      }
+    }
   });
 }
 
