@@ -746,8 +746,8 @@ void Repeat(T* data, i64 period, i64 size) {
   }
 }
 
-// The sizes of a layer BDepthwiseAvx512Takes (the plan's header fields but
-// the pointers and the keys).
+// The sizes of a layer that BDepthwiseAvx512Takes: the plan's header fields
+// but the pointers and the keys.
 Plan Sizes(const DepthwiseRowsArgs& a) {
   const BDepthwiseConv2DParams& p = *a.params;
   Plan plan = {};
@@ -803,7 +803,8 @@ i64 PlanBytes(const Plan& plan, i64 keys, bool bits_out) {
          (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
                          Arena::Size<PackedWord>(plan.group_words)
                    : 0) +
-         Arena::Size<PackedWord>(plan.slot_words) + Arena::Size<std::int8_t>(keys * plan.base_bytes) +
+         Arena::Size<PackedWord>(plan.slot_words) +
+         Arena::Size<std::int8_t>(keys * plan.base_bytes) +
          Arena::Size<std::uint64_t>(keys * plan.limit_words);
 }
 
