@@ -14,7 +14,8 @@ and 2):
               (lowbit delegate), against a Keras `DepthwiseConv2D` converted
               to TFLite and run on XNNPACK in float32;
   core        the core kernel alone on a packed input, float and packed
-              output (custom_ops/bench/kernel_bench.cc through
+              output, on the layer's BDepthwisePlan built once as the ops
+              keep it (custom_ops/bench/kernel_bench.cc through
               bench_common.CoreKernels), when liblowbit_bench builds.
 
 All variants of a row are timed in interleaved rounds (bench_common), so that

@@ -21,7 +21,8 @@
 //   lowbit_kernel_bench_bdepthwise(batch, height, width, channels, kernel_size,
 //                                  stride, same_padding, pad_value, bitpacked, ...)
 //       seconds per BDepthwiseConv2D call on a packed input (float output),
-//       or BDepthwiseConv2DBitpacked (bitpacked = 1), depth multiplier 1;
+//       or BDepthwiseConv2DBitpacked (bitpacked = 1), depth multiplier 1, on
+//       the layer's BDepthwisePlan built once (as the ops keep it);
 //   lowbit_kernel_bench_read(bytes, ...)
 //       seconds per read of every byte of a buffer of that size, hot in
 //       the caches it fits (read as wide as the CPU allows: AVX-512, AVX2,
@@ -302,15 +303,15 @@ LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t
   s = ComputeBDepthwiseThresholds(p, multiplier.data(), bias.data(), threshold.data(),
                                   flip.data());
   if (!s.ok) return Report(s, error, error_size);
+  BDepthwisePlan plan;
+  plan.Prepare(SelectBConv2DKernel(), p, filter.data(), threshold.data(), flip.data());
   ThreadPool pool(threads);
   TimeSamples(
       [&] {
         if (bitpacked) {
-          BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(), flip.data(),
-                                    output_bits.data(), pool);
+          BDepthwiseConv2DBitpacked(plan, input.data(), output_bits.data(), pool);
         } else {
-          BDepthwiseConv2D(p, input.data(), filter.data(), multiplier.data(), bias.data(),
-                           output, pool);
+          BDepthwiseConv2D(plan, input.data(), multiplier.data(), bias.data(), output, pool);
         }
       },
       sample_seconds, samples, seconds_per_call);

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "custom_ops/core/bconv2d_bitpacked.h"
@@ -123,105 +125,10 @@ void ExpandChannels(const BDepthwiseConv2DParams& p, const PackedWord* input, Pa
   });
 }
 
-// The per-call tables of one thread, kept from one call to the next so that a
-// call of a small layer (~2 us) allocates nothing: each is refilled whole by
-// the call (assign / clear), before the kernel reads it.
-struct CallTables {
-  std::vector<PackedWord> zero_pixel;
-  std::vector<std::int64_t> window_offsets;
-  std::vector<const PackedWord*> filter_taps;
-  std::vector<std::int32_t> threshold;  // padded to whole chunks
-  std::vector<Lanes> flip_bits;
-};
-thread_local CallTables call_tables;
-
-// The channel-expanded input (DM > 1), the per-tap tables, then the kernel
-// this CPU runs best (LOWBIT_KERNEL applies, as for the binary conv).
-void Run(BConv2DKernel kernel, DepthwiseRowsArgs args, const PackedWord* input,
-         const PackedWord* filter, ParallelExecutor& executor) {
-  const BDepthwiseConv2DParams& p = *args.params;
-  const std::int64_t words = p.out_words();
-  std::vector<PackedWord> expanded;
-  if (p.depth_multiplier > 1) {
-    expanded.resize(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * words));
-    ExpandChannels(p, input, expanded.data(), executor);
-    input = expanded.data();
-  }
-  CallTables& t = call_tables;
-  t.zero_pixel.assign(static_cast<std::size_t>(words), 0);
-  // Offsets are only used (and, so, only computed) when a whole window fits
-  // in the input; they are then within the input.
-  const bool window_fits = (p.kernel_h - 1) * p.dilation_h < p.in_h &&
-                           (p.kernel_w - 1) * p.dilation_w < p.in_w;
-  std::vector<std::int64_t>& window_offsets = t.window_offsets;
-  std::vector<const PackedWord*>& filter_taps = t.filter_taps;
-  window_offsets.clear();
-  filter_taps.clear();
-  for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
-    for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
-      window_offsets.push_back(
-          window_fits ? (ky * p.dilation_h * p.in_w + kx * p.dilation_w) * words : 0);
-      filter_taps.push_back(filter + (ky * p.kernel_w + kx) * words);
-    }
-  }
-  args.input = input;
-  args.zero_pixel = t.zero_pixel.data();
-  args.window_offsets = window_offsets.data();
-  args.filter_taps = filter_taps.data();
-  const DepthwiseRowsFn rows = GetKernelPath(kernel).bdepthwise_rows;
-  (rows != nullptr ? rows : &BDepthwiseRowsPortable)(args, executor);
-}
-
-// Whether the float input of `p` is binarised inside the kernel (the AVX-512
-// rows, see DepthwiseRowsArgs::float_input) rather than packed first.
-bool FusesFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& p) {
-#if LOWBIT_X86_SIMD
-  return GetKernelPath(kernel).bdepthwise_rows == &BDepthwiseRowsAvx512 &&
-         p.depth_multiplier == 1 && p.channels_in % kBitsPerWord == 0 &&
-         BDepthwiseAvx512Takes(p);
-#else
-  (void)kernel;
-  (void)p;
-  return false;
-#endif
-}
-
-// Run on a float input: binarised in the kernel, or packed into `scratch`.
-void RunFloatInput(BConv2DKernel kernel, DepthwiseRowsArgs args, const float* input,
-                   PackedWord* scratch, const PackedWord* filter, ParallelExecutor& executor) {
-  const BDepthwiseConv2DParams& p = *args.params;
-  if (FusesFloatInput(kernel, p)) {
-    args.float_input = input;
-    Run(kernel, args, nullptr, filter, executor);
-    return;
-  }
-  BitpackRows(kernel, input, p.batch * p.in_h * p.in_w, p.channels_in, scratch, executor);
-  Run(kernel, args, scratch, filter, executor);
-}
-
-DepthwiseRowsArgs FloatOutputArgs(const BDepthwiseConv2DParams& params, const float* multiplier,
-                                  const float* bias, float* output) {
-  DepthwiseRowsArgs args;
-  args.params = &params;
-  args.multiplier = multiplier;
-  args.bias = bias;
-  args.output = output;
-  return args;
-}
-
-// The kernels' layout of the thresholds and flips (bdepthwise_kernels.h), in
-// this thread's call tables.
-DepthwiseRowsArgs BitpackedOutputArgs(const BDepthwiseConv2DParams& params,
-                                      const std::int32_t* threshold, const std::uint8_t* flip,
-                                      PackedWord* output) {
-  const std::int64_t out_channels = params.out_channels();
+// The bit-packed output's flips as bits, channel o in bit o % 64 of word o / 64.
+std::vector<Lanes> FlipBits(const std::uint8_t* flip, std::int64_t out_channels) {
   const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
-  CallTables& t = call_tables;
-  std::vector<std::int32_t>& padded = t.threshold;
-  padded.assign(static_cast<std::size_t>(chunks * kLanes), 0);
-  std::copy(threshold, threshold + out_channels, padded.begin());
-  std::vector<Lanes>& flip_bits = t.flip_bits;
-  flip_bits.assign(static_cast<std::size_t>(chunks), 0);
+  std::vector<Lanes> flip_bits(static_cast<std::size_t>(chunks), 0);
   for (std::int64_t chunk = 0; chunk < chunks; ++chunk) {
     // In a register: an OR into memory per channel is a store-to-load chain.
     Lanes bits = 0;
@@ -242,10 +149,155 @@ DepthwiseRowsArgs BitpackedOutputArgs(const BDepthwiseConv2DParams& params,
     for (; c < n; ++c) bits |= static_cast<Lanes>(flip[o0 + c] & 1u) << c;
     flip_bits[static_cast<std::size_t>(chunk)] = bits;
   }
+  return flip_bits;
+}
+
+bool SameParams(const BDepthwiseConv2DParams& a, const BDepthwiseConv2DParams& b) {
+  auto fields = [](const BDepthwiseConv2DParams& p) {
+    return std::make_tuple(p.batch, p.in_h, p.in_w, p.channels_in, p.depth_multiplier,
+                           p.kernel_h, p.kernel_w, p.stride_h, p.stride_w, p.dilation_h,
+                           p.dilation_w, p.padding, p.pad_value, p.activation, p.out_h, p.out_w,
+                           p.pad_top, p.pad_left);
+  };
+  return fields(a) == fields(b);
+}
+
+// 64-byte lines of the AVX-512 kernel's plan (new[] of an over-aligned type
+// aligns them; value-initialised, so zeroed).
+struct alignas(64) PlanLine {
+  unsigned char bytes[64];
+};
+
+}  // namespace
+
+struct BDepthwisePlan::Impl {
+  BConv2DKernel kernel = BConv2DKernel::kPortable;
+  BDepthwiseConv2DParams params;
+  DepthwiseRowsFn rows = nullptr;
+  // The float input is binarised inside the kernel (see BDepthwiseConv2DFloatInput).
+  bool binarises_float_input = false;
+  std::vector<PackedWord> filter;  // the words given to Prepare
+  std::vector<PackedWord> zero_pixel;
+  std::vector<std::int64_t> window_offsets;
+  std::vector<const PackedWord*> filter_taps;
+  std::vector<std::int32_t> threshold;  // padded to whole chunks; empty: float output only
+  std::vector<Lanes> flip_bits;
+  std::unique_ptr<PlanLine[]> avx512_storage;
+  // The layer's fields of the kernels' arguments, pointing into this.
   DepthwiseRowsArgs args;
-  args.params = &params;
-  args.threshold = padded.data();
-  args.flip_bits = flip_bits.data();
+};
+
+BDepthwisePlan::BDepthwisePlan() = default;
+BDepthwisePlan::~BDepthwisePlan() = default;
+BDepthwisePlan::BDepthwisePlan(BDepthwisePlan&&) noexcept = default;
+BDepthwisePlan& BDepthwisePlan::operator=(BDepthwisePlan&&) noexcept = default;
+
+void BDepthwisePlan::Prepare(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                             const PackedWord* filter, const std::int32_t* threshold,
+                             const std::uint8_t* flip) {
+  auto plan = std::make_unique<Impl>();
+  plan->kernel = kernel;
+  plan->params = params;
+  const BDepthwiseConv2DParams& p = plan->params;
+  const std::int64_t words = p.out_words();
+  plan->filter.assign(filter, filter + DepthwiseFilterWords(p));
+  plan->zero_pixel.assign(static_cast<std::size_t>(words), 0);
+  // Offsets are only used (and, so, only computed) when a whole window fits
+  // in the input; they are then within the input.
+  const bool window_fits = (p.kernel_h - 1) * p.dilation_h < p.in_h &&
+                           (p.kernel_w - 1) * p.dilation_w < p.in_w;
+  for (std::int64_t ky = 0; ky < p.kernel_h; ++ky) {
+    for (std::int64_t kx = 0; kx < p.kernel_w; ++kx) {
+      plan->window_offsets.push_back(
+          window_fits ? (ky * p.dilation_h * p.in_w + kx * p.dilation_w) * words : 0);
+      plan->filter_taps.push_back(plan->filter.data() + (ky * p.kernel_w + kx) * words);
+    }
+  }
+  DepthwiseRowsArgs& args = plan->args;
+  args.params = &p;
+  args.zero_pixel = plan->zero_pixel.data();
+  args.window_offsets = plan->window_offsets.data();
+  args.filter_taps = plan->filter_taps.data();
+  if (threshold != nullptr) {
+    // The kernels' layout (bdepthwise_kernels.h): zeros to whole chunks.
+    const std::int64_t out_channels = p.out_channels();
+    const std::int64_t chunks = (out_channels + kLanes - 1) / kLanes;
+    plan->threshold.assign(static_cast<std::size_t>(chunks * kLanes), 0);
+    std::copy(threshold, threshold + out_channels, plan->threshold.begin());
+    plan->flip_bits = FlipBits(flip, out_channels);
+    args.threshold = plan->threshold.data();
+    args.flip_bits = plan->flip_bits.data();
+  }
+  const DepthwiseRowsFn rows = GetKernelPath(kernel).bdepthwise_rows;
+  plan->rows = rows != nullptr ? rows : &BDepthwiseRowsPortable;
+#if LOWBIT_X86_SIMD
+  if (plan->rows == &BDepthwiseRowsAvx512) {
+    const std::int64_t bytes = BDepthwiseAvx512PlanBytes(args);
+    if (bytes > 0) {
+      plan->avx512_storage.reset(new PlanLine[static_cast<std::size_t>((bytes + 63) / 64)]());
+      args.avx512_plan = BuildBDepthwiseAvx512Plan(args, plan->avx512_storage.get());
+      plan->binarises_float_input = p.depth_multiplier == 1 && p.channels_in % kBitsPerWord == 0;
+    }
+  }
+#endif
+  impl_ = std::move(plan);
+}
+
+bool BDepthwisePlan::bitpacked() const { return !impl_->threshold.empty(); }
+bool BDepthwisePlan::binarises_float_input() const { return impl_->binarises_float_input; }
+const BDepthwiseConv2DParams& BDepthwisePlan::params() const { return impl_->params; }
+
+bool BDepthwisePlan::Matches(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+                             bool bitpacked) const {
+  return impl_ != nullptr && impl_->kernel == kernel && SameParams(impl_->params, params) &&
+         (!bitpacked || this->bitpacked());
+}
+
+bool BDepthwisePlan::SameFilter(const PackedWord* filter) const {
+  return std::memcmp(impl_->filter.data(), filter, impl_->filter.size() * sizeof(PackedWord)) ==
+         0;
+}
+
+namespace {
+
+// The channel-expanded input (DM > 1), then the plan's kernel.
+void Run(const BDepthwisePlan::Impl& plan, DepthwiseRowsArgs args, const PackedWord* input,
+         ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = plan.params;
+  std::vector<PackedWord> expanded;
+  if (p.depth_multiplier > 1) {
+    expanded.resize(static_cast<std::size_t>(p.batch * p.in_h * p.in_w * p.out_words()));
+    ExpandChannels(p, input, expanded.data(), executor);
+    input = expanded.data();
+  }
+  args.input = input;
+  plan.rows(args, executor);
+}
+
+// Run on a float input: binarised in the kernel, or packed into `scratch`.
+void RunFloatInput(const BDepthwisePlan::Impl& plan, DepthwiseRowsArgs args, const float* input,
+                   PackedWord* scratch, ParallelExecutor& executor) {
+  const BDepthwiseConv2DParams& p = plan.params;
+  if (plan.binarises_float_input) {
+    args.float_input = input;
+    Run(plan, args, nullptr, executor);
+    return;
+  }
+  BitpackRows(plan.kernel, input, p.batch * p.in_h * p.in_w, p.channels_in, scratch, executor);
+  Run(plan, args, scratch, executor);
+}
+
+DepthwiseRowsArgs FloatOutputArgs(const BDepthwisePlan::Impl& plan, const float* multiplier,
+                                  const float* bias, float* output) {
+  DepthwiseRowsArgs args = plan.args;
+  args.multiplier = multiplier;
+  args.bias = bias;
+  args.output = output;
+  return args;
+}
+
+DepthwiseRowsArgs BitpackedOutputArgs(const BDepthwisePlan::Impl& plan, PackedWord* output) {
+  DepthwiseRowsArgs args = plan.args;
   args.output_bits = output;
   return args;
 }
@@ -334,6 +386,30 @@ void BDepthwiseRowsPortable(const DepthwiseRowsArgs& args, ParallelExecutor& exe
   RunDepthwiseRows<TableCounter>(args, executor);
 }
 
+void BDepthwiseConv2D(const BDepthwisePlan& plan, const PackedWord* input,
+                      const float* multiplier, const float* bias, float* output,
+                      ParallelExecutor& executor) {
+  Run(plan.impl(), FloatOutputArgs(plan.impl(), multiplier, bias, output), input, executor);
+}
+
+void BDepthwiseConv2DBitpacked(const BDepthwisePlan& plan, const PackedWord* input,
+                               PackedWord* output, ParallelExecutor& executor) {
+  Run(plan.impl(), BitpackedOutputArgs(plan.impl(), output), input, executor);
+}
+
+void BDepthwiseConv2DFloatInput(const BDepthwisePlan& plan, const float* input,
+                                PackedWord* scratch, const float* multiplier, const float* bias,
+                                float* output, ParallelExecutor& executor) {
+  RunFloatInput(plan.impl(), FloatOutputArgs(plan.impl(), multiplier, bias, output), input,
+                scratch, executor);
+}
+
+void BDepthwiseConv2DBitpackedFloatInput(const BDepthwisePlan& plan, const float* input,
+                                         PackedWord* scratch, PackedWord* output,
+                                         ParallelExecutor& executor) {
+  RunFloatInput(plan.impl(), BitpackedOutputArgs(plan.impl(), output), input, scratch, executor);
+}
+
 void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
                       float* output, ParallelExecutor& executor) {
@@ -344,7 +420,9 @@ void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* in
 void BDepthwiseConv2D(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
                       const PackedWord* input, const PackedWord* filter, const float* multiplier,
                       const float* bias, float* output, ParallelExecutor& executor) {
-  Run(kernel, FloatOutputArgs(params, multiplier, bias, output), input, filter, executor);
+  BDepthwisePlan plan;
+  plan.Prepare(kernel, params, filter);
+  BDepthwiseConv2D(plan, input, multiplier, bias, output, executor);
 }
 
 void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const PackedWord* input,
@@ -359,15 +437,18 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
                                const PackedWord* input, const PackedWord* filter,
                                const std::int32_t* threshold, const std::uint8_t* flip,
                                PackedWord* output, ParallelExecutor& executor) {
-  Run(kernel, BitpackedOutputArgs(params, threshold, flip, output), input, filter, executor);
+  BDepthwisePlan plan;
+  plan.Prepare(kernel, params, filter, threshold, flip);
+  BDepthwiseConv2DBitpacked(plan, input, output, executor);
 }
 
 void BDepthwiseConv2DFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
                                 const float* input, PackedWord* scratch, const PackedWord* filter,
                                 const float* multiplier, const float* bias, float* output,
                                 ParallelExecutor& executor) {
-  RunFloatInput(kernel, FloatOutputArgs(params, multiplier, bias, output), input, scratch, filter,
-                executor);
+  BDepthwisePlan plan;
+  plan.Prepare(kernel, params, filter);
+  BDepthwiseConv2DFloatInput(plan, input, scratch, multiplier, bias, output, executor);
 }
 
 void BDepthwiseConv2DBitpackedFloatInput(BConv2DKernel kernel,
@@ -375,8 +456,9 @@ void BDepthwiseConv2DBitpackedFloatInput(BConv2DKernel kernel,
                                          PackedWord* scratch, const PackedWord* filter,
                                          const std::int32_t* threshold, const std::uint8_t* flip,
                                          PackedWord* output, ParallelExecutor& executor) {
-  RunFloatInput(kernel, BitpackedOutputArgs(params, threshold, flip, output), input, scratch,
-                filter, executor);
+  BDepthwisePlan plan;
+  plan.Prepare(kernel, params, filter, threshold, flip);
+  BDepthwiseConv2DBitpackedFloatInput(plan, input, scratch, output, executor);
 }
 
 }  // namespace lowbit

@@ -35,11 +35,14 @@
 // one bit stream, so that one instruction covers 512 (pixel, channel) pairs
 // whatever the channel count, with carry-save counting and, for the
 // bit-packed output, a bit-sliced comparison with the thresholds (no
-// read-out at all); kernels of more than 63 taps take the AVX2 rows.
+// read-out at all); kernels of more than 63 taps take the AVX2 rows. What
+// depends only on the layer (per-tap tables, thresholds, the AVX-512
+// kernel's row tables) is built once into a BDepthwisePlan (below).
 #ifndef LOWBIT_CORE_BDEPTHWISE_H_
 #define LOWBIT_CORE_BDEPTHWISE_H_
 
 #include <cstdint>
+#include <memory>
 
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/kernel_table.h"
@@ -96,20 +99,101 @@ Status ComputeBDepthwiseThresholds(const BDepthwiseConv2DParams& params, const f
                                    const float* bias, std::int32_t* threshold,
                                    std::uint8_t* flip);
 
-// Float output. `params` must have passed ComputeBDepthwiseConv2DGeometry.
-// `kernel` is the kernel path whose depthwise rows run (ops choose it once,
-// when they are made); the overloads without it choose on every call.
-// The padding bits of the last input and filter words are ignored, so any
-// packed input is accepted. Parallel over output rows.
+// One binary depthwise layer made ready for repeated calls: everything that
+// depends only on its geometry, the kernel path and its constant weights,
+// built once by Prepare and then read (never written) by every call, so that
+// one plan may serve concurrent calls. It holds a copy of the packed filter
+// and the per-tap tables of the rows kernels (window offsets, filter taps, a
+// zero pixel), the thresholds of a bit-packed output padded to whole
+// 64-channel chunks with their flips as bits, and, where the AVX-512 kernel
+// runs the layer, that kernel's own plan (bdepthwise_avx512.cc: the filter
+// taps repeated along an output row, the thresholds as clamped bytes, the
+// per-row tables of D's base and the bit-packed output's count limits, a
+// zero input row, the input range of each stride phase). Building it costs
+// more than a call of a small layer (14x14x256, stride 2: ~1 us against
+// ~0.7 us for the bit-packed call), which is why the op shells keep one per
+// layer (custom_ops/tf/bdepthwise_kernel.cc, tflite/bdepthwise_op.cc) and
+// rebuild it only when the weights change. The multiplier and bias of a
+// float output are not part of it: each call reads them as they are.
+class BDepthwisePlan {
+ public:
+  BDepthwisePlan();
+  ~BDepthwisePlan();
+  BDepthwisePlan(BDepthwisePlan&&) noexcept;
+  BDepthwisePlan& operator=(BDepthwisePlan&&) noexcept;
+  BDepthwisePlan(const BDepthwisePlan&) = delete;
+  BDepthwisePlan& operator=(const BDepthwisePlan&) = delete;
+
+  // `params` must have passed ComputeBDepthwiseConv2DGeometry; `filter` holds
+  // DepthwiseFilterWords(params) words (copied, padding bits ignored). With
+  // `threshold` and `flip` (out_channels() each, ComputeBDepthwiseThresholds;
+  // copied) the plan also serves the bit-packed output; without, only the
+  // float one. `kernel` is the path whose depthwise rows run (ops choose it
+  // once, when they are made).
+  void Prepare(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
+               const PackedWord* filter, const std::int32_t* threshold = nullptr,
+               const std::uint8_t* flip = nullptr);
+
+  bool prepared() const { return impl_ != nullptr; }
+  // The rest (but Matches, false then) and the entry points below need a
+  // prepared plan.
+  // Prepared with thresholds (serves BDepthwiseConv2DBitpacked*).
+  bool bitpacked() const;
+  // The float-input entry points binarise the input inside the kernel and
+  // leave their `scratch` alone (which may then be null).
+  bool binarises_float_input() const;
+  const BDepthwiseConv2DParams& params() const;
+  // Prepared for `kernel`, every field of `params` (the batch too) and, when
+  // `bitpacked`, with thresholds.
+  bool Matches(BConv2DKernel kernel, const BDepthwiseConv2DParams& params, bool bitpacked) const;
+  // The filter words given to Prepare equal `filter`'s
+  // (DepthwiseFilterWords(params()) words).
+  bool SameFilter(const PackedWord* filter) const;
+
+  // What the dispatch point hands the kernels (bdepthwise.cc).
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;  // one heap block: moving the plan moves no table
+};
+
+// Float output of a prepared layer (any plan), on its packed input. The
+// padding bits of the last input words are ignored, so any packed input is
+// accepted. Parallel over output rows.
+void BDepthwiseConv2D(const BDepthwisePlan& plan, const PackedWord* input,
+                      const float* multiplier, const float* bias, float* output,
+                      ParallelExecutor& executor);
+// Bit-packed output of a plan prepared with thresholds: bit o of a pixel =
+// (D_o < threshold[o]) XOR flip[o] (ComputeBDepthwiseThresholds), bits past
+// out_channels() zero.
+void BDepthwiseConv2DBitpacked(const BDepthwisePlan& plan, const PackedWord* input,
+                               PackedWord* output, ParallelExecutor& executor);
+// The same two on the float input [batch, in_h, in_w, channels_in],
+// binarised as BitpackRows(kernel, ...) does (core/bitpack.h). Where the
+// AVX-512 kernel runs the layer, with depth_multiplier 1 and channels_in a
+// multiple of 32, it binarises each input row as it first reads it: one pass
+// over the floats, no packed copy of the input written and read back, the
+// reads spread between the rows' counting and output. Otherwise the input is
+// packed into `scratch` first (batch * in_h * in_w * in_words() words), which
+// is not touched in the fused case (plan.binarises_float_input()).
+void BDepthwiseConv2DFloatInput(const BDepthwisePlan& plan, const float* input,
+                                PackedWord* scratch, const float* multiplier, const float* bias,
+                                float* output, ParallelExecutor& executor);
+void BDepthwiseConv2DBitpackedFloatInput(const BDepthwisePlan& plan, const float* input,
+                                         PackedWord* scratch, PackedWord* output,
+                                         ParallelExecutor& executor);
+
+// The same four for one call, the plan built on the fly (one-off calls and
+// tests; a layer called again should keep a BDepthwisePlan). `params` must
+// have passed ComputeBDepthwiseConv2DGeometry; the overloads without `kernel`
+// choose it on every call (SelectBConv2DKernel).
 void BDepthwiseConv2D(const BDepthwiseConv2DParams& params, const PackedWord* input,
                       const PackedWord* filter, const float* multiplier, const float* bias,
                       float* output, ParallelExecutor& executor);
 void BDepthwiseConv2D(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
                       const PackedWord* input, const PackedWord* filter, const float* multiplier,
                       const float* bias, float* output, ParallelExecutor& executor);
-
-// Bit-packed output: bit o of a pixel = (D_o < threshold[o]) XOR flip[o]
-// (ComputeBDepthwiseThresholds), bits past out_channels() zero.
 void BDepthwiseConv2DBitpacked(const BDepthwiseConv2DParams& params, const PackedWord* input,
                                const PackedWord* filter, const std::int32_t* threshold,
                                const std::uint8_t* flip, PackedWord* output,
@@ -118,15 +202,6 @@ void BDepthwiseConv2DBitpacked(BConv2DKernel kernel, const BDepthwiseConv2DParam
                                const PackedWord* input, const PackedWord* filter,
                                const std::int32_t* threshold, const std::uint8_t* flip,
                                PackedWord* output, ParallelExecutor& executor);
-
-// The same two on the float input [batch, in_h, in_w, channels_in],
-// binarised as BitpackRows(kernel, ...) does (core/bitpack.h). Where the
-// AVX-512 kernel runs the layer, with depth_multiplier 1 and channels_in a
-// multiple of 32, it binarises each input row as it first reads it: one pass
-// over the floats, no packed copy of the input written and read back, the
-// reads spread between the rows' counting and output. Otherwise the input is
-// packed into `scratch` first (batch * in_h * in_w * in_words() words), which
-// is not touched in the fused case.
 void BDepthwiseConv2DFloatInput(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
                                 const float* input, PackedWord* scratch, const PackedWord* filter,
                                 const float* multiplier, const float* bias, float* output,

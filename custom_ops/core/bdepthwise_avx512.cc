@@ -41,7 +41,15 @@
 //       D = K_used - 2 * (count - corr),  corr = sum of the padded taps'
 //   filter bits, per pixel and channel. The kernel reads D = base - 2 * count
 //   with base = K_used + 2 * corr (<= 2 * taps <= 126, one signed byte) from a
-//   per-row table of bytes, rebuilt only when the set of used tap rows changes.
+//   per-row table of bytes, one per set of used tap rows (a layer has at most
+//   2 * kernel_h + 1 of them: the interior rows and a few at each border),
+//   built with the plan.
+//
+//   Plan. Everything above that depends only on the layer (the filter taps
+//   repeated along a row, the thresholds as bytes, the base tables and the
+//   bit-packed output's count limits, a zero input row) is built once into a
+//   DepthwiseAvx512Plan, which a BDepthwisePlan keeps (core/bdepthwise.h);
+//   a call only splits input rows and counts.
 //
 //   Output. Float: D to int32 and float, times the multiplier, plus the bias
 //   (two roundings, no FMA, as the reference), max(0, y) for ReLU (keeping
@@ -84,14 +92,15 @@ struct alignas(64) Line {
   std::uint8_t bytes[64];
 };
 
-// Memory kept by a thread from one call to the next (a call of a small layer
-// takes ~2 us, and an allocation, its zeroing and glibc's consolidation of
-// the previous call's frees were a tenth of that). Raw new[] rather than a
-// standard container: this translation unit is built with AVX-512 flags, and
-// a container's inline code instantiated here could be shared by the linker
-// with code that runs on any CPU (bconv2d_kernels.h). It only grows, to the
-// largest call the thread made (bounded by the row-size limits of
-// BDepthwiseRowsAvx512: a few rows of the layer).
+// Memory kept by a thread from one call to the next for its rows' input
+// copies (a call of a small layer takes ~1 us, and an allocation, its
+// zeroing and glibc's consolidation of the previous call's frees were a tenth
+// of that). Raw new[] rather than a standard container: this translation unit
+// is built with AVX-512 flags, and a container's inline code instantiated
+// here could be shared by the linker with code that runs on any CPU
+// (bconv2d_kernels.h). It only grows, to the largest call the thread made
+// (bounded by the row-size limits of BDepthwiseAvx512Takes: a few rows of the
+// layer).
 class ThreadLines {
  public:
   ~ThreadLines() { delete[] data_; }
@@ -113,19 +122,19 @@ class ThreadLines {
   i64 capacity_ = 0;
 };
 
-// Two per thread: the call's plan (on the calling thread) and a worker's rows
-// (on whichever thread runs a chunk, the calling one included). A thread
-// holds at most one of each at a time: neither is used across a nested
-// ParallelFor.
-thread_local ThreadLines plan_lines;
+// A worker's rows (on whichever thread runs a chunk, the calling one
+// included); a thread holds it for one chunk at a time (no nested
+// ParallelFor).
 thread_local ThreadLines worker_lines;
 
-// Pieces of one thread's memory, each 64-byte aligned. They hold what an
-// earlier call left there: each user writes every part it reads for data
-// (the lanes past a row's end aside, which no output takes).
+// Pieces of one block of memory, each 64-byte aligned: a thread's lines (they
+// hold what an earlier call left there: each user writes every part it reads
+// for data, the lanes past a row's end aside, which no output takes), or a
+// plan's storage.
 class Arena {
  public:
   Arena(i64 bytes, ThreadLines& lines) : storage_(lines.Get(bytes / 64 + 1)) {}
+  explicit Arena(void* storage) : storage_(static_cast<Line*>(storage)) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
   // `count` elements of T.
@@ -142,7 +151,7 @@ class Arena {
   }
 
  private:
-  Line* const storage_;  // alignas(64) Line: new[] aligns it
+  Line* const storage_;  // 64-byte aligned (new[] of alignas(64) Line, or the plan's)
   i64 used_ = 0;
 };
 
@@ -150,7 +159,17 @@ class Arena {
 // densely: whole pixels in the widest moves `words` allows (a word-by-word
 // loop of run-time length costs about ten cycles per pixel).
 void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
-  if (words % 16 == 0) {
+  // One vector per pixel (256 or 512 channels) first: no inner loop.
+  if (words == 16) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 16) {
+      _mm512_storeu_si512(to, _mm512_loadu_si512(from));
+    }
+  } else if (words == 8) {
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 8) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(to),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from)));
+    }
+  } else if (words % 16 == 0) {
     for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
       for (i64 w = 0; w < words; w += 16) _mm512_storeu_si512(to + w, _mm512_loadu_si512(from + w));
     }
@@ -177,10 +196,16 @@ void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i6
   }
 }
 
-// The fixed sizes of one call.
-struct Plan {
-  const DepthwiseRowsArgs* a;
-  const BDepthwiseConv2DParams* p;
+// At most 2 * kernel_h + 1 sets of used tap rows (bdepthwise_avx512.cc
+// header): the first used row and the last one each move down monotonically
+// with the output row, through at most kernel_h + 1 values each.
+constexpr i64 kMaxKeys = 2 * kMaxFastTaps + 1;
+
+}  // namespace
+
+// The sizes of a layer and what its calls only read (see the header comment),
+// at the start of the storage a BDepthwisePlan owns, the tables after it.
+struct DepthwiseAvx512Plan {
   i64 words;         // packed words per pixel (input after channel expansion, output)
   i64 channels;      // output channels
   i64 taps;          // kernel_h * kernel_w
@@ -189,14 +214,34 @@ struct Plan {
   i64 phase_pixels;  // pixels of one phase row
   i64 phase_words;   // words of one phase row, with a zmm of zero slack
   i64 slot_words;    // one input row, all its phases
+  // Per phase r: its pixels m in [phase_lo[r], phase_hi[r]) are inside the
+  // input (ix = stride * m + r - pad_left in [0, in_w)), the others padding.
+  i64 phase_lo[kMaxFastStride];
+  i64 phase_hi[kMaxFastStride];
   int planes;        // bits of the largest count (taps)
   // Per kx: the offset of its stream in an input row's phase rows (phase
   // (kx * dilation) % stride, pixel (kx * dilation) / stride).
   i64 tap_offset[kMaxFastTaps];
   const PackedWord* filter_rows;  // [taps][group_words]: tap words along the row
-  const std::int8_t* thresholds;  // [group_words * 32] (bit-packed output)
-  const PackedWord* flips;        // [group_words] (bit-packed output)
+  const std::int8_t* thresholds;  // [group_words * 32] (bit-packed output), else null
+  const PackedWord* flips;        // [group_words] (bit-packed output), else null
+  const PackedWord* zero_slot;    // [slot_words] zeros: the phases of a padding row
+  // The sets of used tap rows (bit ky) the output rows have, and per set its
+  // table of D's base, K_used + 2 * corr per flat word's 32 channels
+  // ([key_count][base_bytes]), and for a bit-packed output the P bit planes
+  // of every lane's count limit tau per zmm group, then its `never` plane
+  // ([key_count][limit_words], BuildLimits).
+  i64 key_count;
+  std::uint64_t keys[kMaxKeys];
+  i64 base_bytes;
+  i64 limit_words;
+  const std::int8_t* bases;
+  const std::uint64_t* limits;
 };
+
+namespace {
+
+using Plan = DepthwiseAvx512Plan;
 
 inline __m512i Load(const PackedWord* p) { return _mm512_loadu_si512(p); }
 
@@ -209,7 +254,9 @@ inline void FullAdd(__m512i a, __m512i b, __m512i c, __m512i* sum, __m512i* carr
 // to two vectors of weight 2^l; a third one triggers a full add whose carry
 // moves up a level. Finish() leaves one vector (or none) per level: the planes.
 struct OnlineCounter {
-  __m512i pending[kMaxPlanes + 1][2] = {};
+  // Only count[] starts at zero: pending[l][i] is written before it is read
+  // (i < count[l]); zeroing it cost a 960-byte store per group.
+  __m512i pending[kMaxPlanes + 1][2];
   int count[kMaxPlanes + 1] = {};
 
   void Add(__m512i v, int level) {
@@ -239,8 +286,12 @@ struct OnlineCounter {
 };
 
 // The planes of the mismatch counts of `n` taps over the zmm at word `off`.
-inline void CountGroup(const PackedWord* const* streams, const PackedWord* const* filters, i64 n,
-                       i64 off, int planes, __m512i* out) {
+// Always inlined into the loops over a row's groups, where P is a constant
+// and the planes stay in registers (GCC stopped inlining it on its own once it
+// had two fixed trees).
+__attribute__((always_inline)) inline void CountGroup(const PackedWord* const* streams,
+                                                      const PackedWord* const* filters, i64 n,
+                                                      i64 off, int planes, __m512i* out) {
   auto v = [&](i64 t) {
     return _mm512_xor_si512(Load(streams[t] + off), Load(filters[t] + off));
   };
@@ -258,104 +309,116 @@ inline void CountGroup(const PackedWord* const* streams, const PackedWord* const
     for (int l = 4; l < planes; ++l) out[l] = _mm512_setzero_si512();
     return;
   }
+  if (n == 6) {  // 3x3 in a border row with pad_value 0: 2 full, 1 half adder
+    __m512i s0, c0, s1, c1;
+    FullAdd(v(0), v(1), v(2), &s0, &c0);
+    FullAdd(v(3), v(4), v(5), &s1, &c1);
+    out[0] = _mm512_xor_si512(s0, s1);
+    const __m512i c2 = _mm512_and_si512(s0, s1);  // c0, c1, c2 weigh 2
+    FullAdd(c0, c1, c2, &out[1], &out[2]);
+    for (int l = 3; l < planes; ++l) out[l] = _mm512_setzero_si512();
+    return;
+  }
   OnlineCounter counter;
   for (i64 t = 0; t < n; ++t) counter.Add(v(t), 0);
   counter.Finish(out, planes);
 }
 
-// Per-thread state: the phase rows of the input rows in use (a small cache,
-// an input row serving several output rows is split once) and the per-row
-// table of D's base.
+// The tap rows output row `oy` uses, bit ky: those inside the input, and
+// with pad_value 1 the padded ones too (read from the zero slot). VALID has
+// none padded.
+std::uint64_t UsedTapRows(const BDepthwiseConv2DParams& p, i64 oy) {
+  const i64 y0 = oy * p.stride_h - p.pad_top;
+  std::uint64_t used_rows = 0;
+  for (i64 ky = 0; ky < p.kernel_h; ++ky) {
+    const i64 iy = y0 + ky * p.dilation_h;
+    if ((iy >= 0 && iy < p.in_h) || p.pad_value != 0) used_rows |= std::uint64_t{1} << ky;
+  }
+  return used_rows;
+}
+
+// Per-thread state of one call: the phase rows of the input rows in use (a
+// small cache, an input row serving several output rows is split once).
 class RowWorker {
  public:
-  explicit RowWorker(const Plan& plan)
-      : plan_(plan), kh_(plan.p->kernel_h), arena_(ArenaBytes(plan), worker_lines) {
-    slots_ = arena_.Take<PackedWord>(plan.slot_words * (kh_ + 1));
+  RowWorker(const Plan& plan, const DepthwiseRowsArgs& args)
+      : plan_(plan),
+        a_(args),
+        p_(*args.params),
+        kh_(p_.kernel_h),
+        arena_(ArenaBytes(plan, args), worker_lines) {
+    slots_ = arena_.Take<PackedWord>(plan.slot_words * kh_);
     tags_ = arena_.Take<i64>(kh_);
-    base_ = arena_.Take<std::int8_t>(plan.group_words * 32 + 64);
-    limits_ = arena_.Take<std::uint64_t>(LimitWords(plan));
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
-    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan));
+    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan, args));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
-    // The zero slot: the phases of a padding row (+1 pixels), never split.
-    std::memset(slots_ + kh_ * plan.slot_words, 0,
-                static_cast<std::size_t>(plan.slot_words) * sizeof(PackedWord));
   }
 
-  void Row(i64 row);
+  // Output row oy of image n.
+  void Row(i64 n, i64 oy);
 
  private:
-  static i64 LimitWords(const Plan& plan) {
-    return plan.a->output_bits != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
-  }
   // A float input row binarised (its words, as in a packed input).
-  static i64 RowBitsWords(const Plan& plan) {
-    return plan.a->float_input != nullptr ? plan.p->in_w * plan.words : 0;
+  static i64 RowBitsWords(const Plan& plan, const DepthwiseRowsArgs& a) {
+    return a.float_input != nullptr ? a.params->in_w * plan.words : 0;
   }
-  static i64 ArenaBytes(const Plan& plan) {
-    return Arena::Size<PackedWord>(RowBitsWords(plan)) +
-           Arena::Size<PackedWord>(plan.slot_words * (plan.p->kernel_h + 1)) +
-           Arena::Size<i64>(plan.p->kernel_h) +
-           Arena::Size<std::int8_t>(plan.group_words * 32 + 64) +
-           Arena::Size<std::uint64_t>(LimitWords(plan)) +
+  static i64 ArenaBytes(const Plan& plan, const DepthwiseRowsArgs& a) {
+    return Arena::Size<PackedWord>(RowBitsWords(plan, a)) +
+           Arena::Size<PackedWord>(plan.slot_words * a.params->kernel_h) +
+           Arena::Size<i64>(a.params->kernel_h) +
            2 * Arena::Size<const PackedWord*>(plan.taps);
   }
 
   const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
-  void SplitRow(const PackedWord* src, PackedWord* dst) const;
-  void BuildBase(std::uint64_t used_rows, i64 used_count);
+  void SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const;
   void WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const;
   template <int P>
   void Quarters(i64 row, i64 used);
-  void BuildLimits();
   template <int P>
   void PackedGroups(i64 row, i64 used);
 
   const Plan& plan_;
+  const DepthwiseRowsArgs& a_;
+  const BDepthwiseConv2DParams& p_;
   const i64 kh_;
   Arena arena_;
-  PackedWord* slots_;  // kh_ slots, then one zero slot (padding rows)
+  PackedWord* slots_;  // kh_ slots
   i64* tags_;          // n * in_h + iy of each slot, -1 when empty
-  std::int8_t* base_;  // K_used + 2 * corr per flat word's 32 channels
-  std::uint64_t base_key_ = ~std::uint64_t{0};
-  // Bit-packed output: per zmm group, the P bit planes of the count limit
-  // tau of every lane, then its `never` plane (BuildLimits).
-  std::uint64_t* limits_;
+  // The current row's tables in the plan (its set of used tap rows).
+  const std::int8_t* base_ = nullptr;
+  const std::uint64_t* limits_ = nullptr;
   const PackedWord** streams_;
   const PackedWord** filters_;
   PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
-// The phases of one padded input row (src; nullptr for a padding row, which
-// stays zero in the zero slot and is never split).
-void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst) const {
-  const BDepthwiseConv2DParams& p = *plan_.p;
-  const i64 words = plan_.words, s = p.stride_w, m_count = plan_.phase_pixels;
+// The phases of one padded input row `src`: its pixels, and with
+// `zero_padding` the padding pixels' zero words (the same in every row: a
+// slot split before in this call has them already).
+void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const {
+  const BDepthwiseConv2DParams& p = p_;
+  const i64 words = plan_.words, s = p.stride_w;
   for (i64 r = 0; r < s; ++r) {
     PackedWord* phase = dst + r * plan_.phase_words;
-    // Pixel m of the phase is input pixel ix = s * m + r - pad_left.
-    i64 m_lo = 0;  // first m with ix >= 0
-    while (m_lo < m_count && s * m_lo + r - p.pad_left < 0) ++m_lo;
-    i64 m_hi = m_lo;  // first m with ix >= in_w
-    if (s == 1) {
-      m_hi = p.pad_left + p.in_w < m_count ? p.pad_left + p.in_w : m_count;
-      if (m_hi < m_lo) m_hi = m_lo;
-      if (m_hi > m_lo) {
-        std::memcpy(phase + m_lo * words, src + (m_lo - p.pad_left) * words,
-                    static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
-      }
-    } else {
-      // Every s-th pixel: m in [m_lo, m_hi) reads ix = s * m + r - pad_left < in_w.
-      while (m_hi < m_count && s * m_hi + r - p.pad_left < p.in_w) ++m_hi;
+    // Pixel m of the phase is input pixel ix = s * m + r - pad_left, inside
+    // the input for m in [m_lo, m_hi).
+    const i64 m_lo = plan_.phase_lo[r], m_hi = plan_.phase_hi[r];
+    if (m_hi > m_lo) {
       const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
       PackedWord* to = phase + m_lo * words;
-      const i64 pixels = m_hi - m_lo, step = s * words;
-      if (pixels > 0) CopyStrided(from, step, to, words, pixels);
+      if (s == 1) {
+        std::memcpy(to, from, static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
+      } else {
+        CopyStrided(from, s * words, to, words, m_hi - m_lo);  // every s-th pixel
+      }
     }
-    std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
-    std::memset(phase + m_hi * words, 0,
-                static_cast<std::size_t>((m_count - m_hi) * words) * sizeof(PackedWord));
+    if (zero_padding) {
+      std::memset(phase, 0, static_cast<std::size_t>(m_lo * words) * sizeof(PackedWord));
+      std::memset(phase + m_hi * words, 0,
+                  static_cast<std::size_t>((plan_.phase_pixels - m_hi) * words) *
+                      sizeof(PackedWord));
+    }
   }
 }
 
@@ -363,7 +426,7 @@ void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst) const {
 // one of the `needed` rows (there is one: kh_ slots, at most kh_ - 1 others
 // needed) unless already there.
 const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_count) {
-  const BDepthwiseConv2DParams& p = *plan_.p;
+  const BDepthwiseConv2DParams& p = p_;
   const i64 tag = n * p.in_h + iy;
   for (i64 i = 0; i < kh_; ++i) {
     if (tags_[i] == tag) return slots_ + i * plan_.slot_words;
@@ -377,73 +440,33 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
       break;
     }
   }
+  const bool padding_zeroed = tags_[victim] >= 0;
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
   const PackedWord* row = row_bits_;
-  if (plan_.a->float_input == nullptr) {
-    row = plan_.a->input + tag * p.in_w * plan_.words;
+  if (a_.float_input == nullptr) {
+    row = a_.input + tag * p.in_w * plan_.words;
   } else {
     // The row's floats (channels_in = 32 * words, contiguous) packed here,
     // once per row as the output rows come to it: the floats are read once,
     // between the output rows' work, and no packed copy of the whole input
     // is written and read back.
-    BitpackWordsAvx512(plan_.a->float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
+    BitpackWordsAvx512(a_.float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
                        row_bits_);
   }
-  SplitRow(row, slot);
+  SplitRow(row, slot, !padding_zeroed);
   return slot;
-}
-
-// base = K_used + 2 * corr for every flat word of the row (bdepthwise_avx512.cc
-// header), for the tap rows in `used_rows` (bit ky).
-void RowWorker::BuildBase(std::uint64_t used_rows, i64 used_count) {
-  const BDepthwiseConv2DParams& p = *plan_.p;
-  const i64 words = plan_.words;
-  const bool zero_pad = p.pad_value == 0 && p.padding == Padding::kSame;
-  std::memset(base_, 0, static_cast<std::size_t>(plan_.group_words * 32 + 64));
-  for (i64 ox = 0; ox < p.out_w; ++ox) {
-    std::int8_t* b = base_ + ox * words * 32;
-    if (!zero_pad) {
-      std::memset(b, static_cast<int>(plan_.taps), static_cast<std::size_t>(words * 32));
-      continue;
-    }
-    i64 valid = 0;
-    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
-      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
-      if (ix >= 0 && ix < p.in_w) ++valid;
-    }
-    std::memset(b, static_cast<int>(valid * used_count), static_cast<std::size_t>(words * 32));
-    if (valid == p.kernel_w) continue;
-    // + 2 per set filter bit: a masked byte add per word pair (64 channels).
-    // The bytes of a lone last word's pair belong to the next pixel or the
-    // slack at the end of base_, and are stored back unchanged.
-    const __m512i two = _mm512_set1_epi8(2);
-    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
-      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
-      if (ix >= 0 && ix < p.in_w) continue;
-      for (i64 ky = 0; ky < p.kernel_h; ++ky) {
-        if (((used_rows >> ky) & 1u) == 0) continue;
-        const PackedWord* f = plan_.a->filter_taps[ky * p.kernel_w + kx];
-        for (i64 w = 0; w < words; w += 2) {
-          const std::uint64_t bits =
-              f[w] | (w + 1 < words ? static_cast<std::uint64_t>(f[w + 1]) << 32 : 0);
-          const __m512i v = _mm512_loadu_si512(b + w * 32);
-          _mm512_storeu_si512(b + w * 32, _mm512_mask_add_epi8(v, _cvtu64_mask64(bits), v, two));
-        }
-      }
-    }
-  }
 }
 
 // The float output of the 64 lanes of quarter q (flat words 2q, 2q + 1) of the
 // row, D in the bytes of d; (pixel, w) = flat word 2q.
 void RowWorker::WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const {
-  const BDepthwiseConv2DParams& p = *plan_.p;
+  const BDepthwiseConv2DParams& p = p_;
   const i64 channels = plan_.channels, words = plan_.words;
   const bool relu = p.activation == Activation::kRelu;
-  const float* m = plan_.a->multiplier;
-  const float* b = plan_.a->bias;
-  float* out_row = plan_.a->output + row * p.out_w * channels;
+  const float* m = a_.multiplier;
+  const float* b = a_.bias;
+  float* out_row = a_.output + row * p.out_w * channels;
   const __m512 zero = _mm512_setzero_ps();
   for (int half = 0; half < 2; ++half) {
     if (2 * q + half >= plan_.row_words) return;
@@ -480,42 +503,39 @@ void RowWorker::WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const {
   }
 }
 
-void RowWorker::Row(i64 row) {
-  const BDepthwiseConv2DParams& p = *plan_.p;
-  const DepthwiseRowsArgs& a = *plan_.a;
-  const i64 n = row / p.out_h, oy = row % p.out_h;
+void RowWorker::Row(i64 n, i64 oy) {
+  const BDepthwiseConv2DParams& p = p_;
+  const i64 row = n * p.out_h + oy;
   const i64 y0 = oy * p.stride_h - p.pad_top;
-  const bool zero_pad = p.pad_value == 0;
   // The input rows the taps read; a padded row is skipped (pad_value 0) or
   // read from the zero slot (pad_value 1; VALID has none).
+  const std::uint64_t used_rows = UsedTapRows(p, oy);
   i64 needed[kMaxFastTaps];
   i64 needed_count = 0;
-  std::uint64_t used_rows = 0;
   for (i64 ky = 0; ky < p.kernel_h; ++ky) {
     const i64 iy = y0 + ky * p.dilation_h;
     if (iy >= 0 && iy < p.in_h) needed[needed_count++] = n * p.in_h + iy;
-    if ((iy >= 0 && iy < p.in_h) || !zero_pad) used_rows |= std::uint64_t{1} << ky;
   }
   i64 used = 0;
   for (i64 ky = 0; ky < p.kernel_h; ++ky) {
     if (((used_rows >> ky) & 1u) == 0) continue;
     const i64 iy = y0 + ky * p.dilation_h;
-    const PackedWord* slot = iy >= 0 && iy < p.in_h
-                                 ? Slot(n, iy, needed, needed_count)
-                                 : slots_ + kh_ * plan_.slot_words;  // zero slot
+    const PackedWord* slot =
+        iy >= 0 && iy < p.in_h ? Slot(n, iy, needed, needed_count) : plan_.zero_slot;
     for (i64 kx = 0; kx < p.kernel_w; ++kx) {
       streams_[used] = slot + plan_.tap_offset[kx];
       filters_[used] = plan_.filter_rows + (ky * p.kernel_w + kx) * plan_.group_words;
       ++used;
     }
   }
-  const i64 used_count = used / p.kernel_w;
-  if (used_rows != base_key_) {
-    BuildBase(used_rows, used_count);
-    if (a.output_bits != nullptr) BuildLimits();
-    base_key_ = used_rows;
-  }
-  if (a.output_bits != nullptr) {
+  // The row's tables: the plan has them for every set of used tap rows
+  // (FindKeys walks the output rows with UsedTapRows too); the bound only
+  // keeps the look-up inside the plan.
+  i64 key = 0;
+  while (key + 1 < plan_.key_count && plan_.keys[key] != used_rows) ++key;
+  base_ = plan_.bases + key * plan_.base_bytes;
+  if (a_.output_bits != nullptr) {
+    limits_ = plan_.limits + key * plan_.limit_words;
     switch (plan_.planes) {
       case 1: return PackedGroups<1>(row, used);
       case 2: return PackedGroups<2>(row, used);
@@ -542,7 +562,7 @@ void RowWorker::Row(i64 row) {
 // reload them after every store.
 template <int P>
 void RowWorker::Quarters(i64 row, i64 used) {
-  const DepthwiseRowsArgs& a = *plan_.a;
+  const DepthwiseRowsArgs& a = a_;
   const i64 row_words = plan_.row_words, words = plan_.words;
   const std::int8_t* const base = base_;
   const PackedWord* const* const streams = streams_;
@@ -551,7 +571,7 @@ void RowWorker::Quarters(i64 row, i64 used) {
   // quarter q is the 64 floats at 64 q of the row, channels 64 (q % half).
   const bool whole = words % 2 == 0 && plan_.channels == 32 * words;
   const i64 half_words = words / 2;
-  const bool relu = plan_.p->activation == Activation::kRelu;
+  const bool relu = p_.activation == Activation::kRelu;
   float* const out_row = whole ? a.output + row * row_words * 32 : nullptr;
   const float* const multiplier = a.multiplier;
   const float* const bias = a.bias;
@@ -610,6 +630,50 @@ void RowWorker::Quarters(i64 row, i64 used) {
   }
 }
 
+// base = K_used + 2 * corr for every flat word of the row (bdepthwise_avx512.cc
+// header), for the tap rows in `used_rows` (bit ky), into `base`
+// (plan.base_bytes, zero past the row).
+void BuildBase(const Plan& plan, const DepthwiseRowsArgs& a, std::uint64_t used_rows,
+               std::int8_t* base) {
+  const BDepthwiseConv2DParams& p = *a.params;
+  const i64 words = plan.words;
+  const i64 used_count = __builtin_popcountll(used_rows);
+  const bool zero_pad = p.pad_value == 0 && p.padding == Padding::kSame;
+  std::memset(base, 0, static_cast<std::size_t>(plan.base_bytes));
+  for (i64 ox = 0; ox < p.out_w; ++ox) {
+    std::int8_t* b = base + ox * words * 32;
+    if (!zero_pad) {
+      std::memset(b, static_cast<int>(plan.taps), static_cast<std::size_t>(words * 32));
+      continue;
+    }
+    i64 valid = 0;
+    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+      if (ix >= 0 && ix < p.in_w) ++valid;
+    }
+    std::memset(b, static_cast<int>(valid * used_count), static_cast<std::size_t>(words * 32));
+    if (valid == p.kernel_w) continue;
+    // + 2 per set filter bit: a masked byte add per word pair (64 channels).
+    // The bytes of a lone last word's pair belong to the next pixel or the
+    // slack at the end of the table, and are stored back unchanged.
+    const __m512i two = _mm512_set1_epi8(2);
+    for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+      const i64 ix = ox * p.stride_w - p.pad_left + kx * p.dilation_w;
+      if (ix >= 0 && ix < p.in_w) continue;
+      for (i64 ky = 0; ky < p.kernel_h; ++ky) {
+        if (((used_rows >> ky) & 1u) == 0) continue;
+        const PackedWord* f = a.filter_taps[ky * p.kernel_w + kx];
+        for (i64 w = 0; w < words; w += 2) {
+          const std::uint64_t bits =
+              f[w] | (w + 1 < words ? static_cast<std::uint64_t>(f[w + 1]) << 32 : 0);
+          const __m512i v = _mm512_loadu_si512(b + w * 32);
+          _mm512_storeu_si512(b + w * 32, _mm512_mask_add_epi8(v, _cvtu64_mask64(bits), v, two));
+        }
+      }
+    }
+  }
+}
+
 // The bit-packed output compares the counts with a per-lane limit without
 // reading them out. With base = K_used + 2 corr (BuildBase) and threshold T,
 //     D < T  <=>  base - 2 c < T  <=>  c >= tau = floor((base - T) / 2) + 1.
@@ -620,18 +684,18 @@ void RowWorker::Quarters(i64 row, i64 used) {
 // byte, floor(x / 2) = floor(u / 2) - 64, so tau = max(floor(u / 2) - 63, 0)
 // by an unsigned saturating subtract. Its bits then go to planes by byte
 // tests, 64 lanes (one quarter) at a time.
-void RowWorker::BuildLimits() {
-  const int planes = plan_.planes;
+void BuildLimits(const Plan& plan, const std::int8_t* base, std::uint64_t* limits) {
+  const int planes = plan.planes;
   const __m512i low7 = _mm512_set1_epi8(0x7f);
   __m512i bit[kMaxPlanes + 1];  // 2^l in every byte, set once (not per quarter)
   for (int l = 0; l <= planes; ++l) bit[l] = _mm512_set1_epi8(static_cast<char>(1 << l));
-  for (i64 q = 0; q < plan_.group_words / 2; ++q) {
-    const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base_ + 64 * q),
-                                       _mm512_loadu_si512(plan_.thresholds + 64 * q));
+  for (i64 q = 0; q < plan.group_words / 2; ++q) {
+    const __m512i x = _mm512_subs_epi8(_mm512_loadu_si512(base + 64 * q),
+                                       _mm512_loadu_si512(plan.thresholds + 64 * q));
     const __m512i u = _mm512_xor_si512(x, _mm512_set1_epi8(static_cast<char>(0x80)));
     const __m512i half = _mm512_and_si512(_mm512_srli_epi16(u, 1), low7);
     const __m512i tau = _mm512_subs_epu8(half, _mm512_set1_epi8(63));
-    std::uint64_t* group = limits_ + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
+    std::uint64_t* group = limits + (q / 8) * (kMaxPlanes + 1) * 8 + q % 8;
     for (int l = 0; l < planes; ++l) {
       group[8 * l] = _cvtmask64_u64(_mm512_test_epi8_mask(tau, bit[l]));
     }
@@ -645,7 +709,7 @@ void RowWorker::BuildLimits() {
 template <int P>
 void RowWorker::PackedGroups(i64 row, i64 used) {
   const i64 row_words = plan_.row_words;
-  PackedWord* const out = plan_.a->output_bits + row * row_words;
+  PackedWord* const out = a_.output_bits + row * row_words;
   for (i64 g = 0; g * kVecWords < row_words; ++g) {
     __m512i c[kMaxPlanes];
     CountGroup(streams_, filters_, used, g * kVecWords, P, c);
@@ -682,6 +746,74 @@ void Repeat(T* data, i64 period, i64 size) {
   }
 }
 
+// The sizes of a layer that BDepthwiseAvx512Takes: the plan's header fields
+// but the pointers and the keys.
+Plan Sizes(const DepthwiseRowsArgs& a) {
+  const BDepthwiseConv2DParams& p = *a.params;
+  Plan plan = {};
+  plan.words = p.out_words();
+  plan.channels = p.out_channels();
+  plan.taps = p.kernel_h * p.kernel_w;
+  plan.row_words = p.out_w * plan.words;
+  plan.group_words = (plan.row_words + kVecWords - 1) / kVecWords * kVecWords;
+  // Pixel m of a phase serves output pixels ox = m - (kx * dilation) / stride.
+  plan.phase_pixels = p.out_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w + 1;
+  plan.phase_words = plan.phase_pixels * plan.words + kVecWords;
+  plan.slot_words = p.stride_w * plan.phase_words;
+  for (i64 r = 0; r < p.stride_w; ++r) {
+    // The first m (at most phase_pixels) with stride * m + r - pad_left >=
+    // ix, i.e. stride * m >= t = ix + pad_left - r: for ix = 0, then in_w.
+    const auto first_at_least = [&](i64 ix) {
+      const i64 t = ix + p.pad_left - r;
+      const i64 m = t <= 0 ? 0 : (t + p.stride_w - 1) / p.stride_w;
+      return m < plan.phase_pixels ? m : plan.phase_pixels;
+    };
+    plan.phase_lo[r] = first_at_least(0);
+    plan.phase_hi[r] = first_at_least(p.in_w);
+  }
+  for (i64 kx = 0; kx < p.kernel_w; ++kx) {
+    const i64 shift = kx * p.dilation_w;
+    plan.tap_offset[kx] = shift % p.stride_w * plan.phase_words + shift / p.stride_w * plan.words;
+  }
+  plan.planes = 1;
+  while ((i64{1} << plan.planes) - 1 < plan.taps) ++plan.planes;
+  plan.base_bytes = plan.group_words * 32 + 64;
+  plan.limit_words = a.threshold != nullptr ? plan.group_words / 16 * (kMaxPlanes + 1) * 8 : 0;
+  return plan;
+}
+
+// The sets of used tap rows of the layer's output rows, in order of first
+// appearance, into plan->keys. Consecutive output rows mostly share theirs,
+// so only a change is looked up.
+void FindKeys(const BDepthwiseConv2DParams& p, Plan* plan) {
+  plan->key_count = 0;
+  for (i64 oy = 0; oy < p.out_h; ++oy) {
+    const std::uint64_t key = UsedTapRows(p, oy);
+    if (plan->key_count > 0 && plan->keys[plan->key_count - 1] == key) continue;
+    bool seen = false;
+    for (i64 k = 0; k < plan->key_count; ++k) seen = seen || plan->keys[k] == key;
+    if (!seen && plan->key_count < kMaxKeys) plan->keys[plan->key_count++] = key;
+  }
+}
+
+// Bytes of the plan: the header and its tables (the Take calls of
+// BuildBDepthwiseAvx512Plan, in that order).
+i64 PlanBytes(const Plan& plan, i64 keys, bool bits_out) {
+  return Arena::Size<Plan>(1) + Arena::Size<PackedWord>(plan.taps * plan.group_words) +
+         (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
+                         Arena::Size<PackedWord>(plan.group_words)
+                   : 0) +
+         Arena::Size<PackedWord>(plan.slot_words) +
+         Arena::Size<std::int8_t>(keys * plan.base_bytes) +
+         Arena::Size<std::uint64_t>(keys * plan.limit_words);
+}
+
+// Bound on the plan's size for the tables that grow with the number of sets
+// of used tap rows (at most 2 * kernel_h + 1 of them; one without zero
+// padding): a layer past it (only kernels of many rows over very wide rows
+// reach it) takes the AVX2 rows.
+constexpr i64 kMaxPlanBytes = i64{1} << 26;
+
 }  // namespace
 
 bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& p) {
@@ -691,86 +823,113 @@ bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& p) {
   // which keep no per-row copies, rather than allocating far more than the
   // tensors. The layers this kernel is for are far inside these limits.
   const i64 words = p.out_words();
-  return p.kernel_h * p.kernel_w <= kMaxFastTaps && p.stride_w <= kMaxFastStride &&
-         p.out_w * words <= kMaxFastRowWords && p.in_w * words <= kMaxFastRowWords &&
-         (p.kernel_w - 1) * p.dilation_w * words <= kMaxFastRowWords;
+  if (p.kernel_h * p.kernel_w > kMaxFastTaps || p.stride_w > kMaxFastStride ||
+      p.out_w * words > kMaxFastRowWords || p.in_w * words > kMaxFastRowWords ||
+      (p.kernel_w - 1) * p.dilation_w * words > kMaxFastRowWords) {
+    return false;
+  }
+  // The plan's size with the largest possible number of keys and thresholds
+  // (the same for both outputs, so that the float input's fusion, decided
+  // from the params alone, never disagrees with the kernel).
+  DepthwiseRowsArgs a;
+  a.params = &p;
+  const std::int32_t any_threshold = 0;
+  a.threshold = &any_threshold;
+  const bool zero_pad = p.pad_value == 0 && p.padding == Padding::kSame;
+  return PlanBytes(Sizes(a), zero_pad ? 2 * p.kernel_h + 1 : 1, true) <= kMaxPlanBytes;
 }
 
-void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
+std::int64_t BDepthwiseAvx512PlanBytes(const DepthwiseRowsArgs& args) {
+  if (!BDepthwiseAvx512Takes(*args.params)) return 0;
+  Plan plan = Sizes(args);
+  FindKeys(*args.params, &plan);
+  return PlanBytes(plan, plan.key_count, args.threshold != nullptr);
+}
+
+const DepthwiseAvx512Plan* BuildBDepthwiseAvx512Plan(const DepthwiseRowsArgs& args,
+                                                     void* storage) {
   const BDepthwiseConv2DParams& p = *args.params;
-  const i64 taps = p.kernel_h * p.kernel_w;
-  const i64 words = p.out_words();
-  if (!BDepthwiseAvx512Takes(p)) {
-    // Never with a float input: the dispatch point packs it first then.
-    BDepthwiseRowsAvx2(args, executor);
-    return;
-  }
-  if (p.batch * p.out_h * p.out_w == 0) return;
-  Plan plan;
-  plan.a = &args;
-  plan.p = &p;
-  plan.words = words;
-  plan.channels = p.out_channels();
-  plan.taps = taps;
-  plan.row_words = p.out_w * plan.words;
-  plan.group_words = (plan.row_words + kVecWords - 1) / kVecWords * kVecWords;
-  // Pixel m of a phase serves output pixels ox = m - (kx * dilation) / stride.
-  plan.phase_pixels = p.out_w + (p.kernel_w - 1) * p.dilation_w / p.stride_w + 1;
-  plan.phase_words = plan.phase_pixels * plan.words + kVecWords;
-  plan.slot_words = p.stride_w * plan.phase_words;
-  for (i64 kx = 0; kx < p.kernel_w; ++kx) {
-    const i64 shift = kx * p.dilation_w;
-    plan.tap_offset[kx] = shift % p.stride_w * plan.phase_words + shift / p.stride_w * plan.words;
-  }
-  plan.planes = 1;
-  while ((i64{1} << plan.planes) - 1 < taps) ++plan.planes;
+  Arena arena(storage);
+  Plan* const plan = arena.Take<Plan>(1);
+  *plan = Sizes(args);
+  FindKeys(p, plan);
+  const i64 taps = plan->taps, words = plan->words, group_words = plan->group_words;
+  const bool bits_out = args.threshold != nullptr;
 
   // The filter words of every tap repeated along the row, and for a
   // bit-packed output the thresholds (one byte per channel) and flips (one
   // bit): one pixel's worth written, then doubled by copies.
-  const bool bits_out = args.output_bits != nullptr;
-  Arena arena(Arena::Size<PackedWord>(taps * plan.group_words) +
-                  (bits_out ? Arena::Size<std::int8_t>(plan.group_words * 32) +
-                                  Arena::Size<PackedWord>(plan.group_words)
-                            : 0),
-              plan_lines);
-  PackedWord* const filter_rows = arena.Take<PackedWord>(taps * plan.group_words);
+  PackedWord* const filter_rows = arena.Take<PackedWord>(taps * group_words);
   for (i64 t = 0; t < taps; ++t) {
-    PackedWord* dst = filter_rows + t * plan.group_words;
-    std::memcpy(dst, args.filter_taps[t], static_cast<std::size_t>(plan.words) * sizeof(PackedWord));
-    Repeat(dst, plan.words, plan.group_words);
+    PackedWord* dst = filter_rows + t * group_words;
+    std::memcpy(dst, args.filter_taps[t], static_cast<std::size_t>(words) * sizeof(PackedWord));
+    Repeat(dst, words, group_words);
   }
-  plan.filter_rows = filter_rows;
-  std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(plan.group_words * 32) : nullptr;
-  PackedWord* const flips = bits_out ? arena.Take<PackedWord>(plan.group_words) : nullptr;
+  plan->filter_rows = filter_rows;
+  std::int8_t* const thresholds = bits_out ? arena.Take<std::int8_t>(group_words * 32) : nullptr;
+  PackedWord* const flips = bits_out ? arena.Take<PackedWord>(group_words) : nullptr;
   if (bits_out) {
     // Clamped to [-64, 64] and narrowed 16 channels at a time; -128 past
     // the last channel (args.threshold is padded to whole 64-channel chunks,
     // so whole vectors of it can be read).
-    for (i64 o = 0; o < plan.words * 32; o += 16) {
+    for (i64 o = 0; o < words * 32; o += 16) {
       const __m512i t = _mm512_min_epi32(
           _mm512_max_epi32(_mm512_loadu_si512(args.threshold + o), _mm512_set1_epi32(-64)),
           _mm512_set1_epi32(64));
-      const i64 left = plan.channels - o;
+      const i64 left = plan->channels - o;
       const __mmask16 real = left >= 16 ? __mmask16{0xffff}
                                         : static_cast<__mmask16>(left > 0 ? (1u << left) - 1u : 0u);
       _mm_storeu_si128(reinterpret_cast<__m128i*>(thresholds + o),
                        _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(
                            real, _mm512_set1_epi32(-128), t)));
     }
-    Repeat(thresholds, plan.words * 32, plan.group_words * 32);
-    for (i64 w = 0; w < plan.words; ++w) {
+    Repeat(thresholds, words * 32, group_words * 32);
+    for (i64 w = 0; w < words; ++w) {
       flips[w] = static_cast<PackedWord>(args.flip_bits[w / 2] >> (32 * (w % 2)));
     }
-    Repeat(flips, plan.words, plan.group_words);
+    Repeat(flips, words, group_words);
   }
-  plan.thresholds = thresholds;
-  plan.flips = flips;
+  plan->thresholds = thresholds;
+  plan->flips = flips;
+  // The zero slot: the phases of a padding row (+1 pixels), never split.
+  PackedWord* const zero_slot = arena.Take<PackedWord>(plan->slot_words);
+  std::memset(zero_slot, 0, static_cast<std::size_t>(plan->slot_words) * sizeof(PackedWord));
+  plan->zero_slot = zero_slot;
+  // Per set of used tap rows, its base table and its count limits.
+  std::int8_t* const bases = arena.Take<std::int8_t>(plan->key_count * plan->base_bytes);
+  std::uint64_t* const limits =
+      bits_out ? arena.Take<std::uint64_t>(plan->key_count * plan->limit_words) : nullptr;
+  for (i64 k = 0; k < plan->key_count; ++k) {
+    std::int8_t* const base = bases + k * plan->base_bytes;
+    BuildBase(*plan, args, plan->keys[k], base);
+    if (bits_out) BuildLimits(*plan, base, limits + k * plan->limit_words);
+  }
+  plan->bases = bases;
+  plan->limits = limits;
+  return plan;
+}
 
-  executor.ParallelFor(p.batch * p.out_h, plan.row_words * taps * 4 + plan.row_words * 16,
+void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& executor) {
+  if (args.avx512_plan == nullptr) {
+    // A layer it does not take (BDepthwiseAvx512Takes); never with a float
+    // input: the dispatch point packs it first then.
+    BDepthwiseRowsAvx2(args, executor);
+    return;
+  }
+  const BDepthwiseConv2DParams& p = *args.params;
+  const Plan& plan = *args.avx512_plan;
+  if (p.batch * p.out_h * p.out_w == 0) return;
+  executor.ParallelFor(p.batch * p.out_h, plan.row_words * plan.taps * 4 + plan.row_words * 16,
                        [&](i64 begin, i64 end) {
-    RowWorker worker(plan);
-    for (i64 row = begin; row < end; ++row) worker.Row(row);
+    RowWorker worker(plan, args);
+    // (image, row) stepped along, not divided out per row.
+    for (i64 row = begin, n = begin / p.out_h, oy = begin % p.out_h; row < end; ++row) {
+      worker.Row(n, oy);
+      if (++oy == p.out_h) {
+        oy = 0;
+        ++n;
+      }
+    }
   });
 }
 

@@ -10,7 +10,13 @@
 
 namespace lowbit {
 
-// What a kernel is given; the dispatch point owns every buffer.
+// The AVX-512 kernel's part of a BDepthwisePlan (bdepthwise_avx512.cc).
+struct DepthwiseAvx512Plan;
+
+// What a kernel is given; the dispatch point owns every buffer. A
+// BDepthwisePlan holds the fields that depend only on the layer (params, the
+// per-tap tables, the thresholds and flips, the AVX-512 plan), and each call
+// adds its input and output.
 struct DepthwiseRowsArgs {
   const BDepthwiseConv2DParams* params = nullptr;  // passed the geometry check
   // [batch, in_h, in_w, out_words]: bit o of a pixel holds the input channel
@@ -20,7 +26,7 @@ struct DepthwiseRowsArgs {
   // in_w, channels_in], binarised by the kernel as it reads each input row:
   // only given to BDepthwiseRowsAvx512, for depth_multiplier 1, channels_in a
   // multiple of 32 and a shape BDepthwiseAvx512Takes (bdepthwise.cc,
-  // FusesFloatInput).
+  // BDepthwisePlan::Prepare).
   const float* float_input = nullptr;
   const PackedWord* zero_pixel = nullptr;           // out_words zero words (+1)
   // Per tap (ky * kernel_w + kx): its input offset, in words, from the first
@@ -37,6 +43,9 @@ struct DepthwiseRowsArgs {
   const std::int32_t* threshold = nullptr;
   const std::uint64_t* flip_bits = nullptr;
   PackedWord* output_bits = nullptr;
+  // BDepthwiseRowsAvx512's plan of the layer, where it takes the layer
+  // (BDepthwiseAvx512Takes); built with the thresholds when they are set.
+  const DepthwiseAvx512Plan* avx512_plan = nullptr;
 };
 
 // Counts read out by byte tables, any CPU.
@@ -52,6 +61,13 @@ void BDepthwiseRowsAvx512(const DepthwiseRowsArgs& args, ParallelExecutor& execu
 // Whether BDepthwiseRowsAvx512 runs `params` itself (else it hands them to the
 // AVX2 rows): at most 63 taps, rows and strides within its buffers' bounds.
 bool BDepthwiseAvx512Takes(const BDepthwiseConv2DParams& params);
+// Its plan of a layer it takes, from the layer's fields of `args` (params,
+// filter_taps, and threshold / flip_bits for a bit-packed output): the bytes
+// it needs, then built into `storage` (that many bytes, 64-byte aligned, owned
+// by the BDepthwisePlan), which it points into.
+std::int64_t BDepthwiseAvx512PlanBytes(const DepthwiseRowsArgs& args);
+const DepthwiseAvx512Plan* BuildBDepthwiseAvx512Plan(const DepthwiseRowsArgs& args,
+                                                     void* storage);
 #endif
 #if LOWBIT_NEON_SIMD
 // Counts read out with NEON (table look-up + bit test), packed signs by

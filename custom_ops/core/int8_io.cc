@@ -214,13 +214,13 @@ void BGemmInt8(const BGemmParams& params, const PackedWord* input, const BConv2D
                      executor);
 }
 
-void BDepthwiseConv2DInt8(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
-                          const PackedWord* input, const PackedWord* filter,
+void BDepthwiseConv2DInt8(const BDepthwisePlan& plan, const PackedWord* input,
                           const float* multiplier, const float* bias,
                           const Int8Quantization& output_quantization, float* scratch,
                           std::int8_t* output, ParallelExecutor& executor) {
-  BDepthwiseConv2D(kernel, params, input, filter, multiplier, bias, scratch, executor);
-  const std::int64_t count = params.batch * params.out_h * params.out_w * params.out_channels();
+  BDepthwiseConv2D(plan, input, multiplier, bias, scratch, executor);
+  const BDepthwiseConv2DParams& p = plan.params();
+  const std::int64_t count = p.batch * p.out_h * p.out_w * p.out_channels();
   QuantizeInt8Values(scratch, count, output_quantization, output, executor);
 }
 

@@ -145,9 +145,8 @@ void BGemmInt8(const BGemmParams& params, const PackedWord* input, const BConv2D
                ParallelExecutor& executor);
 
 // The binary depthwise convolution with int8 output, likewise
-// (BDepthwiseConv2D of `kernel` into `scratch`).
-void BDepthwiseConv2DInt8(BConv2DKernel kernel, const BDepthwiseConv2DParams& params,
-                          const PackedWord* input, const PackedWord* filter,
+// (BDepthwiseConv2D of the prepared layer into `scratch`).
+void BDepthwiseConv2DInt8(const BDepthwisePlan& plan, const PackedWord* input,
                           const float* multiplier, const float* bias,
                           const Int8Quantization& output_quantization, float* scratch,
                           std::int8_t* output, ParallelExecutor& executor);

@@ -7,7 +7,10 @@
 // and bit-packed outputs, packed and float inputs (the float input binarised
 // inside the AVX-512 kernel for depth multiplier 1 and whole words of
 // channels, else packed first; its values include -0.0, NaN of both signs,
-// infinities and subnormals, which binarise to +1 except -inf). A plain
+// infinities and subnormals, which binarise to +1 except -inf), each through
+// the entry points that build the layer's plan on the fly and through one
+// BDepthwisePlan kept for two different inputs (built from buffers that are
+// overwritten before it runs), also by two threads at once. A plain
 // executable so that it also runs under qemu-user for the Arm builds
 // (tests/test_bdepthwise.py):
 //     bdepthwise_check [cases]     exit status 0 and "OK <n> cases" on success
@@ -18,6 +21,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "custom_ops/core/bconv2d.h"
@@ -89,6 +93,18 @@ std::vector<float> FloatInput(const BDepthwiseConv2DParams& p, const std::vector
   return floats;
 }
 
+int Mismatch(const char* what, const char* path, int c, const BDepthwiseConv2DParams& p) {
+  std::printf(
+      "MISMATCH (%s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
+      "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
+      what, path, c, (long long)p.batch, (long long)p.in_h, (long long)p.in_w,
+      (long long)p.channels_in, (long long)p.depth_multiplier, (long long)p.kernel_h,
+      (long long)p.kernel_w, (long long)p.stride_h, (long long)p.stride_w,
+      (long long)p.dilation_h, (long long)p.dilation_w,
+      p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -157,65 +173,134 @@ int main(int argc, char** argv) {
                                              flip.data()).ok) {
       return 1;
     }
-    const std::vector<std::int32_t> dots = NaiveDots(p, input.data(), filter.data());
+    // Two inputs: a plan serves every call of its layer, so the second call
+    // must not see anything of the first.
+    std::vector<PackedWord> input2(input.size());
+    for (PackedWord& w : input2) w = static_cast<PackedWord>(rng());
+    const std::vector<PackedWord>* inputs[2] = {&input, &input2};
     const std::int64_t pixels = p.batch * p.out_h * p.out_w;
-    std::vector<float> expected(dots.size());
-    std::vector<PackedWord> expected_bits(static_cast<std::size_t>(pixels * p.out_words()), 0);
-    for (std::size_t i = 0; i < dots.size(); ++i) {
-      const std::int64_t o = static_cast<std::int64_t>(i) % cout;
-      float y = static_cast<float>(dots[i]) * multiplier[o] + bias[o];
-      if (p.activation == lowbit::Activation::kRelu && y < 0.0f) y = 0.0f;
-      expected[i] = y;
-      if (NegativeBit(y)) {
-        expected_bits[(i / cout) * p.out_words() + o / 32] |= PackedWord{1} << (o % 32);
+    std::vector<float> expected[2];
+    std::vector<PackedWord> expected_bits[2];
+    std::vector<float> floats[2];
+    for (int i = 0; i < 2; ++i) {
+      const std::vector<std::int32_t> dots = NaiveDots(p, inputs[i]->data(), filter.data());
+      expected[i].resize(dots.size());
+      expected_bits[i].assign(static_cast<std::size_t>(pixels * p.out_words()), 0);
+      for (std::size_t j = 0; j < dots.size(); ++j) {
+        const std::int64_t o = static_cast<std::int64_t>(j) % cout;
+        float y = static_cast<float>(dots[j]) * multiplier[o] + bias[o];
+        if (p.activation == lowbit::Activation::kRelu && y < 0.0f) y = 0.0f;
+        expected[i][j] = y;
+        if (NegativeBit(y)) {
+          expected_bits[i][(j / cout) * p.out_words() + o / 32] |= PackedWord{1} << (o % 32);
+        }
       }
+      floats[i] = FloatInput(p, *inputs[i], rng);
     }
-    std::vector<float> actual(expected.size());
-    std::vector<PackedWord> actual_bits(expected_bits.size());
-    const std::vector<float> floats = FloatInput(p, input, rng);
+    std::vector<float> actual(expected[0].size());
+    std::vector<PackedWord> actual_bits(expected_bits[0].size());
     std::vector<PackedWord> scratch(input.size());
+    const char* what = nullptr;  // the first result that differs
+    // Runs `call`, which writes `actual` (float output) or `actual_bits`,
+    // from garbage, and compares it with input i's expected output.
+    auto check = [&](const char* label, int i, bool bits, auto call) {
+      std::fill(actual.begin(), actual.end(), -12345.0f);
+      std::fill(actual_bits.begin(), actual_bits.end(), 0xdeadbeefu);
+      call();
+      const bool ok = bits ? actual_bits == expected_bits[i]
+                           : std::memcmp(actual.data(), expected[i].data(),
+                                         actual.size() * sizeof(float)) == 0;
+      if (!ok && what == nullptr) what = label;
+    };
     for (const char* path : paths) {
       setenv("LOWBIT_KERNEL", path, 1);
+      const lowbit::BConv2DKernel kernel = lowbit::SelectBConv2DKernel();
+      // A plan built from copies that are then overwritten: it must hold its
+      // own filter and thresholds.
+      lowbit::BDepthwisePlan plan;
+      {
+        std::vector<PackedWord> filter_copy = filter;
+        std::vector<std::int32_t> threshold_copy = threshold;
+        std::vector<std::uint8_t> flip_copy = flip;
+        plan.Prepare(kernel, p, filter_copy.data(), threshold_copy.data(), flip_copy.data());
+        std::fill(filter_copy.begin(), filter_copy.end(), ~filter_copy[0]);
+        std::fill(threshold_copy.begin(), threshold_copy.end(), 0);
+        std::fill(flip_copy.begin(), flip_copy.end(), 1);
+      }
+      if (!plan.Matches(kernel, p, true) || !plan.SameFilter(filter.data())) {
+        what = "plan does not match its own layer";
+      }
       for (lowbit::ParallelExecutor* executor :
            {static_cast<lowbit::ParallelExecutor*>(&inline_executor),
             static_cast<lowbit::ParallelExecutor*>(&pool)}) {
-        std::fill(actual.begin(), actual.end(), -12345.0f);
-        std::fill(actual_bits.begin(), actual_bits.end(), 0xdeadbeefu);
-        lowbit::BDepthwiseConv2D(p, input.data(), filter.data(), multiplier.data(), bias.data(),
-                                 actual.data(), *executor);
-        lowbit::BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(),
-                                          flip.data(), actual_bits.data(), *executor);
-        bool floats_ok =
-            std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0;
-        bool bits_ok = actual_bits == expected_bits;
-        const char* input_kind = "packed input";
-        if (floats_ok && bits_ok) {
-          input_kind = "float input";
-          const lowbit::BConv2DKernel kernel = lowbit::SelectBConv2DKernel();
-          std::fill(actual.begin(), actual.end(), -12345.0f);
-          std::fill(actual_bits.begin(), actual_bits.end(), 0xdeadbeefu);
-          lowbit::BDepthwiseConv2DFloatInput(kernel, p, floats.data(), scratch.data(),
+        // The plan built on the fly, packed input.
+        check("float, packed input, no plan", 0, false, [&] {
+          lowbit::BDepthwiseConv2D(p, input.data(), filter.data(), multiplier.data(),
+                                   bias.data(), actual.data(), *executor);
+        });
+        check("bitpacked, packed input, no plan", 0, true, [&] {
+          lowbit::BDepthwiseConv2DBitpacked(p, input.data(), filter.data(), threshold.data(),
+                                            flip.data(), actual_bits.data(), *executor);
+        });
+        check("float, float input, no plan", 0, false, [&] {
+          lowbit::BDepthwiseConv2DFloatInput(kernel, p, floats[0].data(), scratch.data(),
                                              filter.data(), multiplier.data(), bias.data(),
                                              actual.data(), *executor);
-          lowbit::BDepthwiseConv2DBitpackedFloatInput(kernel, p, floats.data(), scratch.data(),
-                                                      filter.data(), threshold.data(),
-                                                      flip.data(), actual_bits.data(), *executor);
-          floats_ok =
-              std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)) == 0;
-          bits_ok = actual_bits == expected_bits;
+        });
+        check("bitpacked, float input, no plan", 0, true, [&] {
+          lowbit::BDepthwiseConv2DBitpackedFloatInput(kernel, p, floats[0].data(),
+                                                      scratch.data(), filter.data(),
+                                                      threshold.data(), flip.data(),
+                                                      actual_bits.data(), *executor);
+        });
+        // The kept plan, both inputs, every entry point.
+        for (int i = 0; i < 2; ++i) {
+          check("float, packed input, plan", i, false, [&] {
+            lowbit::BDepthwiseConv2D(plan, inputs[i]->data(), multiplier.data(), bias.data(),
+                                     actual.data(), *executor);
+          });
+          check("bitpacked, packed input, plan", i, true, [&] {
+            lowbit::BDepthwiseConv2DBitpacked(plan, inputs[i]->data(), actual_bits.data(),
+                                              *executor);
+          });
+          check("float, float input, plan", i, false, [&] {
+            lowbit::BDepthwiseConv2DFloatInput(plan, floats[i].data(), scratch.data(),
+                                               multiplier.data(), bias.data(), actual.data(),
+                                               *executor);
+          });
+          check("bitpacked, float input, plan", i, true, [&] {
+            lowbit::BDepthwiseConv2DBitpackedFloatInput(plan, floats[i].data(), scratch.data(),
+                                                        actual_bits.data(), *executor);
+          });
         }
-        if (!floats_ok || !bits_ok) {
-          std::printf(
-              "MISMATCH (%s, %s) path %s case %d: n=%lld %lldx%lldx%lld dm=%lld k=%lldx%lld "
-              "s=%lld,%lld d=%lld,%lld %s pad=%d\n",
-              floats_ok ? "bitpacked" : "float", input_kind, path, c, (long long)p.batch,
-              (long long)p.in_h, (long long)p.in_w, (long long)p.channels_in,
-              (long long)p.depth_multiplier,
-              (long long)p.kernel_h, (long long)p.kernel_w, (long long)p.stride_h,
-              (long long)p.stride_w, (long long)p.dilation_h, (long long)p.dilation_w,
-              p.padding == lowbit::Padding::kSame ? "SAME" : "VALID", p.pad_value);
-          return 1;
+        if (what != nullptr) return Mismatch(what, path, c, p);
+      }
+      // One plan used by two threads at once (the TF kernel shares its plan
+      // between concurrent calls): it is only read, so each thread gets its
+      // own input's result. Every 8th case: threads cost more than a case.
+      if (c % 8 == 0) {
+        bool thread_ok[2] = {true, true};
+        std::thread threads[2];
+        for (int i = 0; i < 2; ++i) {
+          threads[i] = std::thread([&, i] {
+            lowbit::InlineExecutor executor;
+            std::vector<float> out(expected[i].size());
+            std::vector<PackedWord> bits(expected_bits[i].size());
+            std::vector<PackedWord> own_scratch(input.size());
+            for (int rep = 0; rep < 8; ++rep) {
+              lowbit::BDepthwiseConv2D(plan, inputs[i]->data(), multiplier.data(), bias.data(),
+                                       out.data(), executor);
+              lowbit::BDepthwiseConv2DBitpackedFloatInput(plan, floats[i].data(),
+                                                          own_scratch.data(), bits.data(),
+                                                          executor);
+              thread_ok[i] = thread_ok[i] && bits == expected_bits[i] &&
+                             std::memcmp(out.data(), expected[i].data(),
+                                         out.size() * sizeof(float)) == 0;
+            }
+          });
         }
+        for (std::thread& t : threads) t.join();
+        if (!thread_ok[0] || !thread_ok[1]) return Mismatch("one plan, two threads", path, c, p);
       }
     }
     unsetenv("LOWBIT_KERNEL");

@@ -2,8 +2,9 @@
 // attributes, binarises a float input (inside the kernel where the core can,
 // else packed first), flattens the leading dimensions
 // of a [..., H, W, C] input into the batch, and runs the core's binary
-// depthwise convolution.
+// depthwise convolution on the layer's plan, kept across calls.
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -25,6 +26,44 @@ namespace lowbit {
 using tensorflow::errors::InvalidArgument;
 
 constexpr char kDepthwiseOp[] = "LowbitBDepthwiseConv2d";
+
+// The layer's plan (core/bdepthwise.h: its per-tap tables, the AVX-512
+// kernel's filter rows and threshold tables, ...), kept across calls: building
+// it costs about as much as a call of a small layer. TF may run one kernel
+// object's Compute on several threads at once, so the plan is swapped under a
+// lock and each call holds its own reference to an immutable one. It is
+// reused while the kernel path, every params field (the batch too), the
+// filter words and, for a bit-packed output, the thresholds are those it was
+// built from. The filter is compared word for word on every call: KH * KW * C
+// / 8 bytes (288 for 3x3x256), next to a convolution of microseconds, and
+// right whatever feeds it (a constant, a variable assigned between calls, a
+// NumPy array). The thresholds are compared by identity: ThresholdCache hands
+// out the same immutable entry while the multiplier and bias values are
+// unchanged (it compares them), and the reference kept here keeps that entry
+// alive, so a new entry can never have the address of the one the plan used.
+class PlanCache {
+ public:
+  std::shared_ptr<const BDepthwisePlan> Get(
+      BConv2DKernel kernel, const BDepthwiseConv2DParams& params, const PackedWord* filter,
+      std::shared_ptr<const ThresholdCache::Entry> thresholds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (plan_ == nullptr || thresholds != thresholds_ ||
+        !plan_->Matches(kernel, params, thresholds != nullptr) || !plan_->SameFilter(filter)) {
+      auto fresh = std::make_shared<BDepthwisePlan>();
+      fresh->Prepare(kernel, params, filter,
+                     thresholds != nullptr ? thresholds->threshold.data() : nullptr,
+                     thresholds != nullptr ? thresholds->flip.data() : nullptr);
+      plan_ = std::move(fresh);
+      thresholds_ = std::move(thresholds);
+    }
+    return plan_;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::shared_ptr<const BDepthwisePlan> plan_;                // guarded by mutex_
+  std::shared_ptr<const ThresholdCache::Entry> thresholds_;  // plan_'s; guarded by mutex_
+};
 
 template <typename T>
 class BDepthwiseConv2DOp : public tensorflow::OpKernel {
@@ -63,6 +102,9 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
 
+    const std::shared_ptr<const BDepthwisePlan> plan = plans_.Get(
+        kernel_, p, reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data()),
+        thresholds);
     TfExecutor executor(ctx);
     // A float input with a float or bit-packed output goes to the kernel as it
     // is (binarised there, core/bdepthwise.h; `packed` is its scratch when the
@@ -74,7 +116,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     PackedWord* scratch = nullptr;
     if constexpr (kPackedInput) {
       packed_input = reinterpret_cast<const PackedWord*>(input.flat<std::int32_t>().data());
-    } else {
+    } else if (!pass_floats || !plan->binarises_float_input()) {
       OP_REQUIRES_OK(ctx, ctx->allocate_temp(
                               tensorflow::DT_INT32,
                               tensorflow::TensorShape({p.batch, p.in_h, p.in_w, p.in_words()}),
@@ -92,38 +134,30 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
     }
     const float* floats = nullptr;
     if constexpr (kFloatInput) floats = input.flat<float>().data();
-    const PackedWord* packed_filter =
-        reinterpret_cast<const PackedWord*>(filter.flat<std::int32_t>().data());
     if (bitpacked) {
       auto* bits = reinterpret_cast<PackedWord*>(output->flat<std::int32_t>().data());
       if (pass_floats) {
-        BDepthwiseConv2DBitpackedFloatInput(kernel_, p, floats, scratch, packed_filter,
-                                            thresholds->threshold.data(),
-                                            thresholds->flip.data(), bits, executor);
+        BDepthwiseConv2DBitpackedFloatInput(*plan, floats, scratch, bits, executor);
       } else {
-        BDepthwiseConv2DBitpacked(kernel_, p, packed_input, packed_filter,
-                                  thresholds->threshold.data(), thresholds->flip.data(), bits,
-                                  executor);
+        BDepthwiseConv2DBitpacked(*plan, packed_input, bits, executor);
       }
       return;
     }
+    const float* m = multiplier.flat<float>().data();
+    const float* b = bias.flat<float>().data();
     if (output_type_ == OutputType::kInt8) {
       tensorflow::Tensor scratch;  // the float output, quantized after
       OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, out_shape, &scratch));
-      BDepthwiseConv2DInt8(kernel_, p, packed_input, packed_filter,
-                           multiplier.flat<float>().data(), bias.flat<float>().data(),
-                           int8_.output, scratch.flat<float>().data(),
+      BDepthwiseConv2DInt8(*plan, packed_input, m, b, int8_.output, scratch.flat<float>().data(),
                            output->flat<std::int8_t>().data(), executor);
       return;
     }
     if (pass_floats) {
-      BDepthwiseConv2DFloatInput(kernel_, p, floats, scratch, packed_filter,
-                                 multiplier.flat<float>().data(), bias.flat<float>().data(),
-                                 output->flat<float>().data(), executor);
+      BDepthwiseConv2DFloatInput(*plan, floats, scratch, m, b, output->flat<float>().data(),
+                                 executor);
       return;
     }
-    BDepthwiseConv2D(kernel_, p, packed_input, packed_filter, multiplier.flat<float>().data(),
-                     bias.flat<float>().data(), output->flat<float>().data(), executor);
+    BDepthwiseConv2D(*plan, packed_input, m, b, output->flat<float>().data(), executor);
   }
 
  private:
@@ -136,6 +170,7 @@ class BDepthwiseConv2DOp : public tensorflow::OpKernel {
   OutputType output_type_ = OutputType::kFloat;
   Int8Attrs int8_;  // the quantization of an int8 input / output
   ThresholdCache thresholds_;  // of a bit-packed output
+  PlanCache plans_;
 };
 
 REGISTER_KERNEL_BUILDER(

@@ -51,7 +51,8 @@ class BDepthwiseConv2dOp final : public Op {
   Status Prepare(const std::vector<TensorRef>& inputs, std::size_t num_outputs,
                  std::vector<OutputSpec>* outputs) override {
     prepared_ = false;
-    thresholds_cached_ = false;
+    plan_ = BDepthwisePlan();  // of the previous shapes
+    transform_.clear();
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
@@ -90,20 +91,16 @@ class BDepthwiseConv2dOp final : public Op {
     if (output_type_ == OutputType::kInt8) {
       scratch_.resize(static_cast<std::size_t>(p.batch * p.out_h * p.out_w * cout));
     }
-    if (bitpacked) {
-      threshold_.resize(static_cast<std::size_t>(cout));
-      flip_.resize(static_cast<std::size_t>(cout));
-      // Constant multiplier and bias are checked now, so that a bad model
-      // fails at allocation rather than at the first invocation.
-      const TensorRef& mult = inputs[2];
-      const TensorRef& bias = inputs[3];
-      if (mult.data != nullptr && bias.data != nullptr && mult.bytes >= vector_bytes_ &&
-          bias.bytes >= vector_bytes_) {
-        s = ComputeBDepthwiseThresholds(p, static_cast<const float*>(mult.data),
-                                        static_cast<const float*>(bias.data), threshold_.data(),
-                                        flip_.data());
-        if (!s.ok) return Error(s.message);
-      }
+    // Weights that are constants of the model (their data is there now) give
+    // the plan now, so that a bad model (a non-finite multiplier or bias of a
+    // bit-packed output) fails at allocation rather than at the first
+    // invocation, and the first invocation costs no more than the others.
+    // Other weights are read at Eval.
+    if (f.constant && f.data != nullptr && f.bytes >= filter_bytes_ &&
+        (!bitpacked || (m.constant && b.constant && m.data != nullptr && b.data != nullptr &&
+                        m.bytes >= vector_bytes_ && b.bytes >= vector_bytes_))) {
+      s = UpdatePlan(f, m, b);
+      if (!s.ok) return Error(s.message);
     }
 
     outputs->assign(1, OutputSpec{});
@@ -120,9 +117,10 @@ class BDepthwiseConv2dOp final : public Op {
     }
     const std::size_t need[4] = {input_bytes_, filter_bytes_, vector_bytes_, vector_bytes_};
     const TensorRef& out = outputs[0];
-    const bool bitpacked = output_type_ == OutputType::kBitpacked;
     Status s = CheckEvalBuffers(inputs, kBinaryOpInputNames, need, out,
                                 OutputTensorType(output_type_), output_bytes_);
+    if (!s.ok) return Error(s.message);
+    s = UpdatePlan(inputs[1], inputs[2], inputs[3]);
     if (!s.ok) return Error(s.message);
     // The output's quantization is only seen here (Prepare gets no outputs).
     Int8Quantization output_quantization;
@@ -138,53 +136,76 @@ class BDepthwiseConv2dOp final : public Op {
         float_input ? nullptr
                     : input_.Pack(kernel_, inputs[0], params_.batch * params_.in_h * params_.in_w,
                                   params_.channels_in, packed_.data(), executor);
-    const auto* filter = static_cast<const PackedWord*>(inputs[1].data);
     const auto* multiplier = static_cast<const float*>(inputs[2].data);
     const auto* bias = static_cast<const float*>(inputs[3].data);
-    if (bitpacked) {
-      // O(channels * log K) float evaluations, as long as a small layer's
-      // whole convolution (14x14x256, stride 2): cached, and recomputed only
-      // when the multiplier or bias differ from the last ones (they are
-      // constant tensors in a converted model; a memcmp of 2 * C floats).
-      const std::size_t bytes = static_cast<std::size_t>(params_.out_channels()) * sizeof(float);
-      if (!thresholds_cached_ || std::memcmp(cached_mb_.data(), multiplier, bytes) != 0 ||
-          std::memcmp(cached_mb_.data() + params_.out_channels(), bias, bytes) != 0) {
-        thresholds_cached_ = false;
-        s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
-                                        flip_.data());
-        if (!s.ok) return Error(s.message);
-        cached_mb_.resize(static_cast<std::size_t>(2 * params_.out_channels()));
-        std::memcpy(cached_mb_.data(), multiplier, bytes);
-        std::memcpy(cached_mb_.data() + params_.out_channels(), bias, bytes);
-        thresholds_cached_ = true;
-      }
+    if (output_type_ == OutputType::kBitpacked) {
       auto* bits = static_cast<PackedWord*>(out.data);
       if (float_input) {
-        BDepthwiseConv2DBitpackedFloatInput(kernel_, params_, floats, packed_.data(), filter,
-                                            threshold_.data(), flip_.data(), bits, executor);
+        BDepthwiseConv2DBitpackedFloatInput(plan_, floats, packed_.data(), bits, executor);
       } else {
-        BDepthwiseConv2DBitpacked(kernel_, params_, packed_input, filter, threshold_.data(),
-                                  flip_.data(), bits, executor);
+        BDepthwiseConv2DBitpacked(plan_, packed_input, bits, executor);
       }
       return Status::Ok();
     }
     if (output_type_ == OutputType::kInt8) {
-      BDepthwiseConv2DInt8(kernel_, params_, packed_input, filter, multiplier, bias,
-                           output_quantization, scratch_.data(),
-                           static_cast<std::int8_t*>(out.data), executor);
+      BDepthwiseConv2DInt8(plan_, packed_input, multiplier, bias, output_quantization,
+                           scratch_.data(), static_cast<std::int8_t*>(out.data), executor);
       return Status::Ok();
     }
     if (float_input) {
-      BDepthwiseConv2DFloatInput(kernel_, params_, floats, packed_.data(), filter, multiplier,
-                                 bias, static_cast<float*>(out.data), executor);
+      BDepthwiseConv2DFloatInput(plan_, floats, packed_.data(), multiplier, bias,
+                                 static_cast<float*>(out.data), executor);
     } else {
-      BDepthwiseConv2D(kernel_, params_, packed_input, filter, multiplier, bias,
-                       static_cast<float*>(out.data), executor);
+      BDepthwiseConv2D(plan_, packed_input, multiplier, bias, static_cast<float*>(out.data),
+                       executor);
     }
     return Status::Ok();
   }
 
  private:
+  // Makes plan_ that of these weights (sizes checked by the caller): the
+  // filter, and for a bit-packed output the multiplier and bias (its
+  // thresholds); a float output reads them on every call instead. They are
+  // compared with what the plan was built from on every call, constants of
+  // the model included: set_tensor writes a constant's buffer in place in
+  // both runtimes (the tensor keeps its address), so an unchanged address
+  // proves nothing. The comparison reads KH * KW * C / 8 bytes of filter
+  // words, and for a bit-packed output 8 * C bytes of multiplier and bias
+  // (2.3 KB for 3x3x256: tens of nanoseconds, a few percent of the smallest
+  // layer's convolution); only a difference rebuilds the plan (and
+  // recomputes the thresholds).
+  Status UpdatePlan(const TensorRef& f, const TensorRef& m, const TensorRef& b) {
+    const auto* filter = static_cast<const PackedWord*>(f.data);
+    bool rebuild = !plan_.prepared() || !plan_.SameFilter(filter);
+    const bool bitpacked = output_type_ == OutputType::kBitpacked;
+    if (bitpacked) {
+      const auto* multiplier = static_cast<const float*>(m.data);
+      const auto* bias = static_cast<const float*>(b.data);
+      const std::size_t cout = static_cast<std::size_t>(params_.out_channels());
+      const bool same_transform =
+          transform_.size() == 2 * cout &&
+          std::memcmp(transform_.data(), multiplier, cout * sizeof(float)) == 0 &&
+          std::memcmp(transform_.data() + cout, bias, cout * sizeof(float)) == 0;
+      if (!same_transform) {
+        // O(channels * log K) float evaluations (core/bconv2d_bitpacked.h).
+        transform_.clear();
+        threshold_.resize(cout);
+        flip_.resize(cout);
+        Status s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
+                                               flip_.data());
+        if (!s.ok) return s;
+        transform_.assign(multiplier, multiplier + cout);
+        transform_.insert(transform_.end(), bias, bias + cout);
+        rebuild = true;
+      }
+    }
+    if (rebuild) {
+      plan_.Prepare(kernel_, params_, filter, bitpacked ? threshold_.data() : nullptr,
+                    bitpacked ? flip_.data() : nullptr);
+    }
+    return Status::Ok();
+  }
+
   const BDepthwiseConv2DParams attrs_;  // options only
   const OutputType output_type_;
   const BConv2DKernel kernel_;          // chosen when the op was made
@@ -194,11 +215,14 @@ class BDepthwiseConv2dOp final : public Op {
   std::size_t input_bytes_ = 0, filter_bytes_ = 0, vector_bytes_ = 0, output_bytes_ = 0;
   std::vector<PackedWord> packed_;  // bit-packed float or int8 input
   std::vector<float> scratch_;      // the float output of an int8 output
+  // The layer's plan (core/bdepthwise.h) for params_ and the weights of the
+  // last Eval (or Prepare), built by UpdatePlan.
+  BDepthwisePlan plan_;
+  // A bit-packed output's thresholds and flips, and the multiplier, then the
+  // bias, they were computed from (empty: none yet).
   std::vector<std::int32_t> threshold_;
   std::vector<std::uint8_t> flip_;
-  // The multiplier and bias threshold_ / flip_ were computed from (Eval).
-  std::vector<float> cached_mb_;
-  bool thresholds_cached_ = false;
+  std::vector<float> transform_;
 };
 
 }  // namespace

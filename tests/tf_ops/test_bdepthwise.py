@@ -266,39 +266,108 @@ def test_gradient_stride_with_dilation_rank5_and_none_cases():
 
 
 
-def test_bitpacked_thresholds_follow_a_changed_multiplier_and_bias():
-    """The TF kernel caches the bit-packed output's thresholds per kernel
-    instance (bdepthwise_kernel.cc): one tf.function called with new
-    multipliers and biases must follow them."""
+# The TF kernel keeps the layer's plan (filter layout, thresholds) per kernel
+# instance (bdepthwise_kernel.cc, PlanCache): one graph node called with new
+# weights, from one thread or several at once, must follow them.
+PLAN_CASE = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(2, 1), dilations=(1, 1),
+                 padding="SAME", pad_value=1, activation=None, packed_input=True)
+
+
+def _plan_function(output_type: str):
+    """One tf.function (one kernel instance) of PLAN_CASE with the packed
+    input, filter, multiplier and bias as arguments."""
     import tensorflow as tf
 
     from lowbit_tf import ops
 
-    case = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(2, 1), dilations=(1, 1),
-                padding="SAME", pad_value=1, activation=None, packed_input=True)
-    x, kernel, m, b = case_data(case, 7, tricky=True)
-    filt = ops.pack_depthwise_filter(kernel)
+    @tf.function
+    def run(x_, f_, m_, b_):
+        return ops.bdepthwise_conv2d(x_, f_, m_, b_, channels_in=70, strides=(2, 1),
+                                     padding="SAME", pad_value=1, output_type=output_type)
+
+    return run
+
+
+def _plan_expected(x, kernel, m, b, output_type: str) -> np.ndarray:
+    expected = reference(PLAN_CASE, x, kernel, m, b)
+    return bitpack_np(expected) if output_type == "bitpacked" else expected
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+def test_kept_plan_follows_changed_weights(output_type):
+    """The same weights twice, a change in one filter tap, then in the bias
+    only, then all new weights, then the first ones again."""
+    from lowbit_tf import ops
+
+    run = _plan_function(output_type)
+    x, kernel, m, b = case_data(PLAN_CASE, 7, tricky=True)
+    kernel2 = kernel.copy()
+    kernel2[1, 2] = -kernel2[1, 2]
+    b2 = b.copy()
+    b2[3] = -b2[3] + 1.0
+    _, kernel3, m3, b3 = case_data(PLAN_CASE, 8, tricky=True)
+    packed = ops.bitpack(x)
+    for k_i, m_i, b_i in ((kernel, m, b), (kernel, m, b), (kernel2, m, b), (kernel2, m, b2),
+                          (kernel3, m3, b3), (kernel, m, b)):
+        got = run(packed, ops.pack_depthwise_filter(k_i), m_i, b_i).numpy()
+        np.testing.assert_array_equal(got, _plan_expected(x, k_i, m_i, b_i, output_type))
+
+
+def test_kept_plan_follows_a_filter_variable_assigned_between_calls():
+    import tensorflow as tf
+
+    from lowbit_tf import ops
+
+    x, kernel, m, b = case_data(PLAN_CASE, 9)
+    _, kernel2, _, _ = case_data(PLAN_CASE, 10)
+    filt = tf.Variable(ops.pack_depthwise_filter(kernel))
     packed = ops.bitpack(x)
 
     @tf.function
-    def run(m_, b_):
-        return ops.bdepthwise_conv2d(packed, filt, m_, b_, channels_in=70, strides=(2, 1),
+    def run():
+        return ops.bdepthwise_conv2d(packed, filt, m, b, channels_in=70, strides=(2, 1),
                                      padding="SAME", pad_value=1, output_type="bitpacked")
 
-    b2 = b.copy()
-    b2[3] = -b2[3] + 1.0
-    m3, b3 = case_data(case, 8, tricky=True)[2:]
-    for m_i, b_i in ((m, b), (m, b), (m, b2), (m3, b3)):
-        expected = bitpack_np(reference(case, x, kernel, m_i, b_i))
-        np.testing.assert_array_equal(run(tf.constant(m_i), tf.constant(b_i)).numpy(), expected)
+    for k_i in (kernel, kernel2, kernel):
+        filt.assign(ops.pack_depthwise_filter(k_i))
+        np.testing.assert_array_equal(run().numpy(), _plan_expected(x, k_i, m, b, "bitpacked"))
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+def test_kept_plan_under_concurrent_calls(output_type):
+    """Four threads call one kernel instance at once, each with its own input
+    and weights (so the kept plan keeps changing under them) or all with the
+    same weights: every result must be its own call's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lowbit_tf import ops
+
+    run = _plan_function(output_type)
+    sets = []
+    for seed in range(4):
+        x, kernel, m, b = case_data(PLAN_CASE, 20 + seed, tricky=True)
+        args = (ops.bitpack(x), ops.pack_depthwise_filter(kernel), m, b)
+        sets.append((args, _plan_expected(x, kernel, m, b, output_type)))
+    run(*sets[0][0])  # traced once, before the threads
+
+    def worker(index: int, shared: bool) -> int:
+        mismatches = 0
+        for i in range(40):
+            args, expected = sets[0 if shared else (index + i) % len(sets)]
+            mismatches += not np.array_equal(run(*args).numpy(), expected)
+        return mismatches
+
+    with ThreadPoolExecutor(4) as pool:
+        for shared in (False, True):
+            assert sum(pool.map(worker, range(4), [shared] * 4)) == 0
 
 
 @pytest.mark.parametrize("shape", [(56, 56, 64), (28, 28, 128), (14, 14, 256), (13, 11, 96),
-                                   (9, 15, 32), (7, 5, 320)])
+                                   (9, 15, 32), (7, 5, 320), (5, 9, 512)])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_issue_shapes_every_padding_bit_exact(shape, stride):
     """The shapes the AVX-512 depthwise rows are tuned for and odd ones around
-    them (odd widths, 1.5 and 10 words per pixel, stride 2), SAME with both
+    them (odd widths, 1.5, 10 and 16 words per pixel, stride 2), SAME with both
     pad values and VALID, float and bit-packed outputs, against the reference."""
     h, w, c = shape
     for padding, pad_value in (("SAME", 0), ("SAME", 1), ("VALID", 0)):
@@ -321,6 +390,20 @@ def test_shapes_past_the_avx512_rows_limits(strides, dilations, width):
                 dilations=dilations, padding="SAME", pad_value=0, activation=None,
                 packed_input=True)
     x, kernel, m, b = case_data(case, 3, tricky=False)
+    expected = reference(case, x, kernel, m, b)
+    np.testing.assert_array_equal(run_tf(case, x, kernel, m, b), expected)
+    np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, "bitpacked"), bitpack_np(expected))
+
+
+def test_kernel_past_the_avx512_plan_bound():
+    """A 63-row kernel with zero padding over a row of 9000 words: its plan's
+    per-row tables (one set per set of used tap rows, up to 127) would pass
+    the AVX-512 kernel's bound on them (bdepthwise_avx512.cc, kMaxPlanBytes),
+    so the AVX2 rows run it: the same results."""
+    case = dict(n=1, h=3, w=4500, cin=64, dm=1, kernel=(63, 1), strides=(1, 1),
+                dilations=(1, 1), padding="SAME", pad_value=0, activation=None,
+                packed_input=True)
+    x, kernel, m, b = case_data(case, 4, tricky=False)
     expected = reference(case, x, kernel, m, b)
     np.testing.assert_array_equal(run_tf(case, x, kernel, m, b), expected)
     np.testing.assert_array_equal(run_tf(case, x, kernel, m, b, "bitpacked"), bitpack_np(expected))

@@ -208,34 +208,74 @@ def test_tflite_bad_inputs_raise_without_crashing(runtime):
             assert expect in result["message"], (name, result["message"])
 
 
+# The kernel keeps the layer's plan (filter layout, thresholds) between
+# invocations (bdepthwise_op.cc, UpdatePlan): new weights, given as model
+# inputs or written into the model's constants with set_tensor, must give the
+# TF op's result again, bit for bit.
+PLAN_CASE = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(2, 1), dilations=(1, 1),
+                 padding="SAME", pad_value=0, activation=None, packed_input=False)
+
+
+def _weight_sequence(case: dict) -> list:
+    """(kernel, multiplier, bias): the same twice, one filter tap changed,
+    then the bias only, then all new, then the first again."""
+    x, kernel, m, b = case_data(case, 5, tricky=True)
+    kernel2 = kernel.copy()
+    kernel2[2, 0] = -kernel2[2, 0]
+    b2 = b.copy()
+    b2[17] = -b2[17] + 1.0
+    _, kernel3, m3, b3 = case_data(case, 11, tricky=True)
+    return x, [(kernel, m, b), (kernel, m, b), (kernel2, m, b), (kernel2, m, b2),
+               (kernel3, m3, b3), (kernel, m, b)]
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_kept_plan_follows_weights_given_as_inputs(runtime, output_type):
+    x, sequence = _weight_sequence(PLAN_CASE)
+    kernel, m, b = sequence[0]
+    filt = packed_filter_np(kernel)
+    mb = ModelBuilder()
+    xi = mb.tensor(x.shape, np.float32, name="x")
+    fi = mb.tensor(filt.shape, np.int32, name="filter")
+    mi = mb.tensor(m.shape, np.float32, name="multiplier")
+    bi = mb.tensor(b.shape, np.float32, name="bias")
+    y = mb.tensor((1,), np.int32 if output_type == "bitpacked" else np.float32, name="y")
+    mb.custom_op("LowbitBDepthwiseConv2d", [xi, fi, mi, bi], [y],
+                 bytes(flexbuffers.Dumps(op_options(PLAN_CASE, output_type))))
+    interp = lite.Interpreter(model_content=mb.finish([xi, fi, mi, bi], [y]), runtime=runtime)
+    for k_i, m_i, b_i in sequence:
+        got = interp.predict(x, packed_filter_np(k_i), m_i, b_i)
+        np.testing.assert_array_equal(got, run_tf(PLAN_CASE, x, k_i, m_i, b_i, output_type))
+
+
+@pytest.mark.parametrize("output_type", ["float", "bitpacked"])
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_kept_plan_follows_set_tensor_on_constant_weights(runtime, output_type):
+    """set_tensor writes a constant's buffer in place (the tensor keeps its
+    address), so the kernel cannot take an unchanged address for unchanged
+    weights."""
+    x, sequence = _weight_sequence(PLAN_CASE)
+    kernel, m, b = sequence[0]
+    mb = ModelBuilder()
+    xi = mb.tensor(x.shape, np.float32, name="x")
+    filt = packed_filter_np(kernel)
+    weights = [mb.tensor(filt.shape, np.int32, filt, name="filter"),
+               mb.tensor(m.shape, np.float32, m, name="multiplier"),
+               mb.tensor(b.shape, np.float32, b, name="bias")]
+    y = mb.tensor((1,), np.int32 if output_type == "bitpacked" else np.float32, name="y")
+    mb.custom_op("LowbitBDepthwiseConv2d", [xi, *weights], [y],
+                 bytes(flexbuffers.Dumps(op_options(PLAN_CASE, output_type))))
+    # A copy of its own: set_tensor writes into the model bytes themselves.
+    interp = lite.Interpreter(model_content=bytes(bytearray(mb.finish([xi], [y]))),
+                              runtime=runtime)
+    for k_i, m_i, b_i in sequence:
+        for index, value in zip(weights, (packed_filter_np(k_i), m_i, b_i), strict=True):
+            interp.set_tensor(index, value)
+        got = interp.predict(x)
+        np.testing.assert_array_equal(got, run_tf(PLAN_CASE, x, k_i, m_i, b_i, output_type))
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--bad-cases":
         _worker(sys.argv[2])
-
-
-
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_bitpacked_thresholds_follow_a_changed_multiplier_and_bias(runtime):
-    """The kernel caches the bit-packed output's thresholds between invocations
-    (bdepthwise_op.cc): with multiplier and bias as model inputs, every new
-    pair must give the TF op's bits again."""
-    case = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(1, 1), dilations=(1, 1),
-                padding="SAME", pad_value=0, activation=None, packed_input=False)
-    x, kernel, m, b = case_data(case, 5, tricky=True)
-    mb = ModelBuilder()
-    xi = mb.tensor(x.shape, np.float32, name="x")
-    mi = mb.tensor(m.shape, np.float32, name="multiplier")
-    bi = mb.tensor(b.shape, np.float32, name="bias")
-    filt = packed_filter_np(kernel)
-    y = mb.tensor((1,), np.int32, name="y")
-    mb.custom_op("LowbitBDepthwiseConv2d",
-                 [xi, mb.tensor(filt.shape, filt.dtype, filt, name="filter"), mi, bi], [y],
-                 bytes(flexbuffers.Dumps(op_options(case, "bitpacked"))))
-    interp = lite.Interpreter(model_content=mb.finish([xi, mi, bi], [y]), runtime=runtime)
-    b2 = b.copy()
-    b2[17] = -b2[17] + 1.0
-    m3, b3 = case_data(case, 11, tricky=True)[2:]
-    # The same pair twice, a change in the bias only, then new ones.
-    for m_i, b_i in ((m, b), (m, b), (m, b2), (m3, b3)):
-        got = interp.predict(x, m_i, b_i)
-        np.testing.assert_array_equal(got, run_tf(case, x, kernel, m_i, b_i, "bitpacked"))
