@@ -60,6 +60,7 @@
 #include "custom_ops/core/bdepthwise_kernels.h"
 
 #include "custom_ops/core/bitpack_kernels.h"
+#include "custom_ops/core/scratch.h"
 
 #if LOWBIT_X86_SIMD
 #if !defined(__AVX512F__) || !defined(__AVX512BW__)
@@ -92,48 +93,18 @@ struct alignas(64) Line {
   std::uint8_t bytes[64];
 };
 
-// Memory kept by a thread from one call to the next for its rows' input
-// copies (a call of a small layer takes ~1 us, and an allocation, its
-// zeroing and glibc's consolidation of the previous call's frees were a tenth
-// of that). Raw new[] rather than a standard container: this translation unit
-// is built with AVX-512 flags, and a container's inline code instantiated
-// here could be shared by the linker with code that runs on any CPU
-// (bconv2d_kernels.h). It only grows, to the largest call the thread made
-// (bounded by the row-size limits of BDepthwiseAvx512Takes: a few rows of the
-// layer).
-class ThreadLines {
- public:
-  ~ThreadLines() { delete[] data_; }
-  Line* Get(i64 lines) {
-    if (lines > capacity_) {
-      delete[] data_;
-      data_ = nullptr;  // new[] may throw: never a dangling pointer
-      data_ = new Line[static_cast<std::size_t>(lines)];
-      // Zeroed once, so that no byte is ever read unwritten (the kernel's
-      // last vector of a row reads a little past it, into lanes it drops).
-      std::memset(data_, 0, static_cast<std::size_t>(lines) * sizeof(Line));
-      capacity_ = lines;
-    }
-    return data_;
-  }
-
- private:
-  Line* data_ = nullptr;
-  i64 capacity_ = 0;
-};
-
-// A worker's rows (on whichever thread runs a chunk, the calling one
-// included); a thread holds it for one chunk at a time (no nested
-// ParallelFor).
-thread_local ThreadLines worker_lines;
-
 // Pieces of one block of memory, each 64-byte aligned: a thread's lines (they
 // hold what an earlier call left there: each user writes every part it reads
 // for data, the lanes past a row's end aside, which no output takes), or a
 // plan's storage.
 class Arena {
  public:
-  Arena(i64 bytes, ThreadLines& lines) : storage_(lines.Get(bytes / 64 + 1)) {}
+  // The calling thread's memory for its rows' input copies (core/scratch.h),
+  // kept from one call to the next: a call of a small layer takes ~1 us, and
+  // an allocation, its zeroing and glibc's consolidation of the previous
+  // call's frees were a tenth of that.
+  explicit Arena(i64 bytes)
+      : storage_(static_cast<Line*>(ScratchBytes(ScratchSlot::kDepthwiseRows, bytes + 64))) {}
   explicit Arena(void* storage) : storage_(static_cast<Line*>(storage)) {}
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
@@ -151,7 +122,7 @@ class Arena {
   }
 
  private:
-  Line* const storage_;  // 64-byte aligned (new[] of alignas(64) Line, or the plan's)
+  Line* const storage_;  // 64-byte aligned (the thread's scratch, or the plan's)
   i64 used_ = 0;
 };
 
@@ -346,7 +317,7 @@ class RowWorker {
         a_(args),
         p_(*args.params),
         kh_(p_.kernel_h),
-        arena_(ArenaBytes(plan, args), worker_lines) {
+        arena_(ArenaBytes(plan, args)) {
     slots_ = arena_.Take<PackedWord>(plan.slot_words * kh_);
     tags_ = arena_.Take<i64>(kh_);
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
