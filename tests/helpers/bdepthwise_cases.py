@@ -49,6 +49,20 @@ def case_data(case: dict, seed: int, tricky: bool = False):
     return x, kernel, m, b
 
 
+def weight_sequence(case: dict, seeds: tuple[int, int] = (5, 11)):
+    """(x, [(kernel, multiplier, bias), ...]) for the kept-plan tests of both
+    shells: the same weights twice, one filter tap changed, then the bias
+    only, then all new weights, then the first ones again."""
+    x, kernel, m, b = case_data(case, seeds[0], tricky=True)
+    kernel2 = kernel.copy()
+    kernel2[-1, 0] = -kernel2[-1, 0]
+    b2 = b.copy()
+    b2[len(b2) // 4] = -b2[len(b2) // 4] + 1.0
+    _, kernel3, m3, b3 = case_data(case, seeds[1], tricky=True)
+    return x, [(kernel, m, b), (kernel, m, b), (kernel2, m, b), (kernel2, m, b2),
+               (kernel3, m3, b3), (kernel, m, b)]
+
+
 def reference(case: dict, x, kernel, m, b) -> np.ndarray:
     return bdepthwise_conv2d_np(x, kernel, m, b, case["strides"], case["dilations"],
                                 case["padding"], case["pad_value"], case["activation"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from bdepthwise_cases import case_data, random_case, reference, run_tf
+from bdepthwise_cases import case_data, random_case, reference, run_tf, weight_sequence
 from reference import bitpack_np
 
 pytestmark = [
@@ -300,15 +300,9 @@ def test_kept_plan_follows_changed_weights(output_type):
     from lowbit_tf import ops
 
     run = _plan_function(output_type)
-    x, kernel, m, b = case_data(PLAN_CASE, 7, tricky=True)
-    kernel2 = kernel.copy()
-    kernel2[1, 2] = -kernel2[1, 2]
-    b2 = b.copy()
-    b2[3] = -b2[3] + 1.0
-    _, kernel3, m3, b3 = case_data(PLAN_CASE, 8, tricky=True)
+    x, sequence = weight_sequence(PLAN_CASE, seeds=(7, 8))
     packed = ops.bitpack(x)
-    for k_i, m_i, b_i in ((kernel, m, b), (kernel, m, b), (kernel2, m, b), (kernel2, m, b2),
-                          (kernel3, m3, b3), (kernel, m, b)):
+    for k_i, m_i, b_i in sequence:
         got = run(packed, ops.pack_depthwise_filter(k_i), m_i, b_i).numpy()
         np.testing.assert_array_equal(got, _plan_expected(x, k_i, m_i, b_i, output_type))
 

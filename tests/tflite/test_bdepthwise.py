@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from bdepthwise_cases import case_data, random_case, run_tf
+from bdepthwise_cases import case_data, random_case, run_tf, weight_sequence
 from flatbuffers import flexbuffers
 from reference import bitpack_np
 from repo_paths import run_bad_case_worker
@@ -216,23 +216,10 @@ PLAN_CASE = dict(n=1, h=6, w=7, cin=70, dm=1, kernel=(3, 3), strides=(2, 1), dil
                  padding="SAME", pad_value=0, activation=None, packed_input=False)
 
 
-def _weight_sequence(case: dict) -> list:
-    """(kernel, multiplier, bias): the same twice, one filter tap changed,
-    then the bias only, then all new, then the first again."""
-    x, kernel, m, b = case_data(case, 5, tricky=True)
-    kernel2 = kernel.copy()
-    kernel2[2, 0] = -kernel2[2, 0]
-    b2 = b.copy()
-    b2[17] = -b2[17] + 1.0
-    _, kernel3, m3, b3 = case_data(case, 11, tricky=True)
-    return x, [(kernel, m, b), (kernel, m, b), (kernel2, m, b), (kernel2, m, b2),
-               (kernel3, m3, b3), (kernel, m, b)]
-
-
 @pytest.mark.parametrize("output_type", ["float", "bitpacked"])
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_kept_plan_follows_weights_given_as_inputs(runtime, output_type):
-    x, sequence = _weight_sequence(PLAN_CASE)
+    x, sequence = weight_sequence(PLAN_CASE)
     kernel, m, b = sequence[0]
     filt = packed_filter_np(kernel)
     mb = ModelBuilder()
@@ -255,7 +242,7 @@ def test_kept_plan_follows_set_tensor_on_constant_weights(runtime, output_type):
     """set_tensor writes a constant's buffer in place (the tensor keeps its
     address), so the kernel cannot take an unchanged address for unchanged
     weights."""
-    x, sequence = _weight_sequence(PLAN_CASE)
+    x, sequence = weight_sequence(PLAN_CASE)
     kernel, m, b = sequence[0]
     mb = ModelBuilder()
     xi = mb.tensor(x.shape, np.float32, name="x")
