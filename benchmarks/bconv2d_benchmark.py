@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -938,6 +939,17 @@ THREE_BY_THREE_64_TARGET = 75.0
 SHELL_OVERHEAD_TARGET = 15.0
 
 
+def _variant_median(row: dict, key: str) -> float | None:
+    """Median ms of a variant timed in a framework row, None if it was not."""
+    samples = row["samples_ms"].get(key)
+    return statistics.median(samples) if samples else None
+
+
+def _excess(ms: float, core_ms: float) -> str:
+    """A time as its excess over the core kernel's, e.g. "+12%"."""
+    return f"{100.0 * (ms / core_ms - 1):+.0f}%"
+
+
 def kernel_share_lines(results: list[dict], peaks: dict[int, float],
                        core_rows: list[dict]) -> list[str]:
     """One line per core-kernel row at batch 1 that one of those targets covers
@@ -970,33 +982,27 @@ def kernel_share_lines(results: list[dict], peaks: dict[int, float],
         if shell is None:
             continue
         core_ms = statistics.median(r["samples_ms"])
-        overheads = ", ".join(
-            f"{label} {100.0 * (statistics.median(shell['samples_ms'][key]) / core_ms - 1):+.0f}%"
-            for key, label in ((TF_PACKED, "TF op packed"), (LITE_LOWBIT, "TFLite kernel"))
-        )
+        median = functools.partial(_variant_median, shell)
+        over_core = functools.partial(_excess, core_ms=core_ms)
+        overheads = ", ".join(f"{label} {over_core(median(key))}" for key, label in
+                              ((TF_PACKED, "TF op packed"), (LITE_LOWBIT, "TFLite kernel")))
         lines.append(f"    shells over the core kernel: {overheads}  "
                      f"[target <= +{SHELL_OVERHEAD_TARGET:.0f}%]")
-        loop_samples = shell["samples_ms"].get(TF_LOOP_FLOOR)
-        if loop_samples:
-            loop_ms = statistics.median(loop_samples)
-            own_ms = statistics.median(shell["samples_ms"][TF_PACKED]) - loop_ms
+        loop_ms = median(TF_LOOP_FLOOR)
+        if loop_ms is not None:
             lines.append(f"    TF op packed less the harness's tf.while_loop cost per iteration "
                          f"({1e3 * loop_ms:.1f} us, identity body): "
-                         f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
-        invoke_samples = shell["samples_ms"].get(LITE_INVOKE_FLOOR)
-        if invoke_samples:
-            invoke_ms = statistics.median(invoke_samples)
-            own_ms = statistics.median(shell["samples_ms"][LITE_LOWBIT]) - invoke_ms
+                         f"{over_core(median(TF_PACKED) - loop_ms)} over the core kernel")
+        invoke_ms = median(LITE_INVOKE_FLOOR)
+        if invoke_ms is not None:
             lines.append(f"    TFLite kernel less an invoke from Python of a one-op model "
                          f"({1e3 * invoke_ms:.2f} us, XNNPACK's times include it too): "
-                         f"{100.0 * (own_ms / core_ms - 1):+.0f}% over the core kernel")
-            packed_samples = shell["samples_ms"].get(LITE_PACKED_IN)
-            if packed_samples:
-                packed_ms = statistics.median(packed_samples)
+                         f"{over_core(median(LITE_LOWBIT) - invoke_ms)} over the core kernel")
+            packed_ms = median(LITE_PACKED_IN)
+            if packed_ms is not None:
                 lines.append(f"    TFLite kernel on the packed input (the core kernel's input): "
-                             f"{100.0 * (packed_ms / core_ms - 1):+.0f}%; less that invoke: "
-                             f"{100.0 * ((packed_ms - invoke_ms) / core_ms - 1):+.0f}% over "
-                             "the core kernel")
+                             f"{over_core(packed_ms)}; less that invoke: "
+                             f"{over_core(packed_ms - invoke_ms)} over the core kernel")
     return lines
 
 
