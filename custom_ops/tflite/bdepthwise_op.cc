@@ -22,7 +22,6 @@
 //   Unknown keys are ignored.
 #include <climits>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,7 +51,7 @@ class BDepthwiseConv2dOp final : public Op {
                  std::vector<OutputSpec>* outputs) override {
     prepared_ = false;
     plan_ = BDepthwisePlan();  // of the previous shapes
-    transform_.clear();
+    thresholds_.Clear();
     if (num_outputs != 1) return Error("expected 1 output, got " + std::to_string(num_outputs));
     Status s = CheckBinaryOpTypes(inputs);
     if (!s.ok) return Error(s.message);
@@ -179,29 +178,17 @@ class BDepthwiseConv2dOp final : public Op {
     bool rebuild = !plan_.prepared() || !plan_.SameFilter(filter);
     const bool bitpacked = output_type_ == OutputType::kBitpacked;
     if (bitpacked) {
-      const auto* multiplier = static_cast<const float*>(m.data);
-      const auto* bias = static_cast<const float*>(b.data);
-      const std::size_t cout = static_cast<std::size_t>(params_.out_channels());
-      const bool same_transform =
-          transform_.size() == 2 * cout &&
-          std::memcmp(transform_.data(), multiplier, cout * sizeof(float)) == 0 &&
-          std::memcmp(transform_.data() + cout, bias, cout * sizeof(float)) == 0;
-      if (!same_transform) {
-        // O(channels * log K) float evaluations (core/bconv2d_bitpacked.h).
-        transform_.clear();
-        threshold_.resize(cout);
-        flip_.resize(cout);
-        Status s = ComputeBDepthwiseThresholds(params_, multiplier, bias, threshold_.data(),
-                                               flip_.data());
-        if (!s.ok) return s;
-        transform_.assign(multiplier, multiplier + cout);
-        transform_.insert(transform_.end(), bias, bias + cout);
-        rebuild = true;
-      }
+      // The depthwise thresholds are those of its per-channel binary conv
+      // (ComputeBDepthwiseThresholds).
+      bool computed = false;
+      Status s = thresholds_.Update(PerChannelConvParams(params_), static_cast<const float*>(m.data),
+                                    static_cast<const float*>(b.data), &computed);
+      if (!s.ok) return s;
+      rebuild = rebuild || computed;
     }
     if (rebuild) {
-      plan_.Prepare(kernel_, params_, filter, bitpacked ? threshold_.data() : nullptr,
-                    bitpacked ? flip_.data() : nullptr);
+      plan_.Prepare(kernel_, params_, filter, bitpacked ? thresholds_.threshold() : nullptr,
+                    bitpacked ? thresholds_.flip() : nullptr);
     }
     return Status::Ok();
   }
@@ -218,11 +205,8 @@ class BDepthwiseConv2dOp final : public Op {
   // The layer's plan (core/bdepthwise.h) for params_ and the weights of the
   // last Eval (or Prepare), built by UpdatePlan.
   BDepthwisePlan plan_;
-  // A bit-packed output's thresholds and flips, and the multiplier, then the
-  // bias, they were computed from (empty: none yet).
-  std::vector<std::int32_t> threshold_;
-  std::vector<std::uint8_t> flip_;
-  std::vector<float> transform_;
+  // A bit-packed output's thresholds and flips.
+  CachedThresholds thresholds_;
 };
 
 }  // namespace

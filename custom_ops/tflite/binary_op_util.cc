@@ -91,8 +91,9 @@ void PreparedWeights::UpdateFilter(const BConv2DParams& params, const TensorRef&
   constant_source_ = filter.constant ? filter.data : nullptr;
 }
 
-Status PreparedWeights::UpdateThresholds(const BConv2DParams& params, const float* multiplier,
-                                         const float* bias) {
+Status CachedThresholds::Update(const BConv2DParams& params, const float* multiplier,
+                                const float* bias, bool* computed) {
+  if (computed != nullptr) *computed = false;
   const std::size_t cout = static_cast<std::size_t>(params.out_channels);
   if (transform_.size() == 2 * cout &&
       std::memcmp(transform_.data(), multiplier, cout * sizeof(float)) == 0 &&
@@ -106,6 +107,7 @@ Status PreparedWeights::UpdateThresholds(const BConv2DParams& params, const floa
   if (!s.ok) return s;
   transform_.assign(multiplier, multiplier + cout);
   transform_.insert(transform_.end(), bias, bias + cout);
+  if (computed != nullptr) *computed = true;
   return Status::Ok();
 }
 

@@ -52,6 +52,31 @@ TfLiteType OutputTensorType(OutputType type);
 // Bytes of `elements` output values of `type` (0 on overflow).
 std::size_t OutputBytes(OutputType type, std::int64_t elements);
 
+// The per-channel (threshold, flip) of a bit-packed output
+// (ComputeBConv2DThresholds for `params`; the depthwise conv's is its
+// per-channel view, PerChannelConvParams), recomputed only when the
+// multiplier or bias values differ from those they were computed from
+// (2 * C floats compared; the computation is O(C * log K) float evaluations,
+// as long as a small layer's whole convolution).
+class CachedThresholds {
+ public:
+  // Fails (naming the channel) on a non-finite multiplier or bias; *computed
+  // (optional) tells whether they were recomputed.
+  Status Update(const BConv2DParams& params, const float* multiplier, const float* bias,
+                bool* computed = nullptr);
+  // Forgets the values (new shapes): the next Update computes.
+  void Clear() { transform_.clear(); }
+
+  const std::int32_t* threshold() const { return threshold_.data(); }
+  const std::uint8_t* flip() const { return flip_.data(); }
+
+ private:
+  std::vector<std::int32_t> threshold_;
+  std::vector<std::uint8_t> flip_;
+  // The multiplier and bias the thresholds were computed from (empty: none).
+  std::vector<float> transform_;
+};
+
 // The filter laid out for one kernel (BConv2DFilter) and the thresholds of a
 // bit-packed output, for the binary convolution `params` (the gemm's is its
 // 1x1 view, BGemmParams::AsConv2D). Each is rebuilt only when its source
@@ -68,21 +93,20 @@ class PreparedWeights {
   void UpdateFilter(const BConv2DParams& params, const TensorRef& filter);
   // Fails (naming the channel) on a non-finite multiplier or bias.
   Status UpdateThresholds(const BConv2DParams& params, const float* multiplier,
-                          const float* bias);
+                          const float* bias) {
+    return thresholds_.Update(params, multiplier, bias);
+  }
 
   const BConv2DFilter& filter() const { return filter_; }
-  const std::int32_t* threshold() const { return threshold_.data(); }
-  const std::uint8_t* flip() const { return flip_.data(); }
+  const std::int32_t* threshold() const { return thresholds_.threshold(); }
+  const std::uint8_t* flip() const { return thresholds_.flip(); }
 
  private:
   const BConv2DKernel kernel_;
   BConv2DFilter filter_;
   // The constant buffer filter_ was laid out from (null: not a constant).
   const void* constant_source_ = nullptr;
-  std::vector<std::int32_t> threshold_;
-  std::vector<std::uint8_t> flip_;
-  // The multiplier and bias the thresholds were computed from (empty: none).
-  std::vector<float> transform_;
+  CachedThresholds thresholds_;
 };
 
 }  // namespace tflite
