@@ -167,6 +167,25 @@ void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i6
   }
 }
 
+// CopyStrided for a float input: `pixels` pixels of 32 * `words` floats each,
+// read every `step` floats, binarised (NegativeBits16Avx512) into `words`
+// words each, written densely: a compare and a 16-bit mask store per 16
+// floats, nothing else per pixel but the two pointers.
+void PackStrided(const float* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
+  auto* halves = reinterpret_cast<__mmask16*>(to);  // little-endian: low half first
+  if (words == 2) {  // 64 channels, the common case: unrolled
+    for (i64 i = 0; i < pixels; ++i, from += step, halves += 4) {
+      for (int h = 0; h < 4; ++h) _store_mask16(halves + h, NegativeBits16Avx512(from + 16 * h));
+    }
+    return;
+  }
+  for (i64 i = 0; i < pixels; ++i, from += step) {
+    for (i64 h = 0; h < 2 * words; ++h, ++halves) {
+      _store_mask16(halves, NegativeBits16Avx512(from + 16 * h));
+    }
+  }
+}
+
 // At most 2 * kernel_h + 1 sets of used tap rows (bdepthwise_avx512.cc
 // header): the first used row and the last one each move down monotonically
 // with the output row, through at most kernel_h + 1 values each.
@@ -322,7 +341,6 @@ class RowWorker {
     tags_ = arena_.Take<i64>(kh_);
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
-    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan, args));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
   }
 
@@ -330,19 +348,15 @@ class RowWorker {
   void Row(i64 n, i64 oy);
 
  private:
-  // A float input row binarised (its words, as in a packed input).
-  static i64 RowBitsWords(const Plan& plan, const DepthwiseRowsArgs& a) {
-    return a.float_input != nullptr ? a.params->in_w * plan.words : 0;
-  }
   static i64 ArenaBytes(const Plan& plan, const DepthwiseRowsArgs& a) {
-    return Arena::Size<PackedWord>(RowBitsWords(plan, a)) +
-           Arena::Size<PackedWord>(plan.slot_words * a.params->kernel_h) +
+    return Arena::Size<PackedWord>(plan.slot_words * a.params->kernel_h) +
            Arena::Size<i64>(a.params->kernel_h) +
            2 * Arena::Size<const PackedWord*>(plan.taps);
   }
 
   const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
-  void SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const;
+  void SplitRow(const PackedWord* src, const float* float_src, PackedWord* dst,
+                bool zero_padding) const;
   void WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const;
   template <int P>
   void Quarters(i64 row, i64 used);
@@ -361,13 +375,16 @@ class RowWorker {
   const std::uint64_t* limits_ = nullptr;
   const PackedWord** streams_;
   const PackedWord** filters_;
-  PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
-// The phases of one padded input row `src`: its pixels, and with
-// `zero_padding` the padding pixels' zero words (the same in every row: a
-// slot split before in this call has them already).
-void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const {
+// The phases of one padded input row: its pixels from the packed row `src`,
+// or, when `float_src` is set instead (src null), binarised from that row of
+// the float input as they are placed (one pass over the floats, no packed copy
+// of the row written and copied again); and with `zero_padding` the padding
+// pixels' zero words (the same in every row: a slot split before in this call
+// has them already).
+void RowWorker::SplitRow(const PackedWord* src, const float* float_src, PackedWord* dst,
+                         bool zero_padding) const {
   const BDepthwiseConv2DParams& p = p_;
   const i64 words = plan_.words, s = p.stride_w;
   for (i64 r = 0; r < s; ++r) {
@@ -376,12 +393,20 @@ void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_paddi
     // the input for m in [m_lo, m_hi).
     const i64 m_lo = plan_.phase_lo[r], m_hi = plan_.phase_hi[r];
     if (m_hi > m_lo) {
-      const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
+      const i64 first = s * m_lo + r - p.pad_left;
       PackedWord* to = phase + m_lo * words;
-      if (s == 1) {
-        std::memcpy(to, from, static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
+      if (float_src != nullptr) {  // channels_in = 32 * words floats per pixel
+        const float* from = float_src + first * p.channels_in;
+        if (s == 1) {
+          BitpackWordsAvx512(from, (m_hi - m_lo) * words, to);
+        } else {
+          PackStrided(from, s * p.channels_in, to, words, m_hi - m_lo);  // every s-th pixel
+        }
+      } else if (s == 1) {
+        std::memcpy(to, src + first * words,
+                    static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
       } else {
-        CopyStrided(from, s * words, to, words, m_hi - m_lo);  // every s-th pixel
+        CopyStrided(src + first * words, s * words, to, words, m_hi - m_lo);  // every s-th pixel
       }
     }
     if (zero_padding) {
@@ -414,18 +439,15 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
   const bool padding_zeroed = tags_[victim] >= 0;
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
-  const PackedWord* row = row_bits_;
   if (a_.float_input == nullptr) {
-    row = a_.input + tag * p.in_w * plan_.words;
+    SplitRow(a_.input + tag * p.in_w * plan_.words, nullptr, slot, !padding_zeroed);
   } else {
-    // The row's floats (channels_in = 32 * words, contiguous) packed here,
-    // once per row as the output rows come to it: the floats are read once,
-    // between the output rows' work, and no packed copy of the whole input
-    // is written and read back.
-    BitpackWordsAvx512(a_.float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
-                       row_bits_);
+    // The row's floats binarised straight into the phases, once per row as
+    // the output rows come to it: the floats are read once, between the
+    // output rows' work, and no packed copy of the input is written and read
+    // back.
+    SplitRow(nullptr, a_.float_input + tag * p.in_w * p.channels_in, slot, !padding_zeroed);
   }
-  SplitRow(row, slot, !padding_zeroed);
   return slot;
 }
 
