@@ -14,8 +14,9 @@ and 2):
               (lowbit delegate), against a Keras `DepthwiseConv2D` converted
               to TFLite and run on XNNPACK in float32;
   core        the core kernel alone on a packed input, float and packed
-              output, on the layer's BDepthwisePlan built once as the ops
-              keep it (custom_ops/bench/kernel_bench.cc through
+              output, and on the float input (binarised inside the kernel),
+              on the layer's BDepthwisePlan built once as the ops keep it
+              (custom_ops/bench/kernel_bench.cc through
               bench_common.CoreKernels), when liblowbit_bench builds.
 
 All variants of a row are timed in interleaved rounds (bench_common), so that
@@ -70,6 +71,9 @@ TF_BLOCK_CHAINED = "tf_lowbit_chained"
 TF_BLOCK_UNCHAINED = "tf_lowbit_unchained"
 CORE_FLOAT = "core_float_out"
 CORE_PACKED = "core_packed_out"
+# The same two on the float input (binarised inside the kernel where it can).
+CORE_FLOAT_IN_FLOAT = "core_float_in_float_out"
+CORE_FLOAT_IN_PACKED = "core_float_in_packed_out"
 # The tf.while_loop of tf_loop with an identity body: the harness's own cost
 # per iteration, in every TF time above (the TF rows' floor).
 TF_LOOP_FLOOR = "tf_loop_identity"
@@ -162,9 +166,12 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
     us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     try:  # the core kernel alone on a packed input (kernel_bench.cc), if it builds
         core = CoreKernels()
-        for key, bits in ((CORE_FLOAT, False), (CORE_PACKED, True)):
+        for key, bits, floats in ((CORE_FLOAT, False, False), (CORE_PACKED, True, False),
+                                  (CORE_FLOAT_IN_FLOAT, False, True),
+                                  (CORE_FLOAT_IN_PACKED, True, True)):
             us[key] = 1e3 * statistics.median(
-                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits))
+                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits,
+                                float_input=floats))
         us[CORE_READ_INPUT] = 1e3 * statistics.median(core.read(x.nbytes, 1, sample_s, rounds))
     except (OSError, AttributeError, ValueError):
         pass
@@ -305,6 +312,14 @@ def print_results(rows: list[dict]) -> None:
             print(f"{r['shape']:>10} {r['stride']:>1} | core {u[CORE_FLOAT]:7.1f} "
                   f"{u[CORE_PACKED]:7.1f} | TF {u[TF_OURS_PACKED] / u[CORE_PACKED]:5.2f}x  "
                   f"TFLite {u[LITE_OURS_PACKED] / u[CORE_PACKED]:5.2f}x")
+        print("core kernel, float input (binarised in the kernel): float out / packed out us; "
+              "TF and TFLite float in/out as a multiple of the core's float in/out")
+        for r in rows:
+            u = r["us"]
+            print(f"{r['shape']:>10} {r['stride']:>1} | core {u[CORE_FLOAT_IN_FLOAT]:7.1f} "
+                  f"{u[CORE_FLOAT_IN_PACKED]:7.1f} | TF "
+                  f"{u[TF_OURS_FLOAT] / u[CORE_FLOAT_IN_FLOAT]:5.2f}x  TFLite "
+                  f"{u[LITE_OURS_FLOAT] / u[CORE_FLOAT_IN_FLOAT]:5.2f}x")
     print()
     print("Targets (binary depthwise; medians):")
     for label, ours, base in (

@@ -19,10 +19,13 @@
 //       seconds per BConv2D call (stride 1, float output), or BConv2DBitpacked
 //       (bitpacked = 1);
 //   lowbit_kernel_bench_bdepthwise(batch, height, width, channels, kernel_size,
-//                                  stride, same_padding, pad_value, bitpacked, ...)
+//                                  stride, same_padding, pad_value, bitpacked,
+//                                  float_input, ...)
 //       seconds per BDepthwiseConv2D call on a packed input (float output),
 //       or BDepthwiseConv2DBitpacked (bitpacked = 1), depth multiplier 1, on
-//       the layer's BDepthwisePlan built once (as the ops keep it);
+//       the layer's BDepthwisePlan built once (as the ops keep it); with
+//       float_input = 1 their FloatInput twins on a float input (standard
+//       normal values, 64-byte aligned as the ops' tensors);
 //   lowbit_kernel_bench_read(bytes, ...)
 //       seconds per read of every byte of a buffer of that size, hot in
 //       the caches it fits (read as wide as the CPU allows: AVX-512, AVX2,
@@ -270,7 +273,8 @@ LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t
                                                 std::int64_t width, std::int64_t channels,
                                                 std::int64_t kernel_size, std::int64_t stride,
                                                 int same_padding, int pad_value, int bitpacked,
-                                                int threads, double sample_seconds, int samples,
+                                                int float_input, int threads,
+                                                double sample_seconds, int samples,
                                                 double* seconds_per_call, char* error,
                                                 int error_size) {
   using namespace lowbit;  // NOLINT
@@ -303,13 +307,29 @@ LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t
   s = ComputeBDepthwiseThresholds(p, multiplier.data(), bias.data(), threshold.data(),
                                   flip.data());
   if (!s.ok) return Report(s, error, error_size);
+  // The float input (when asked for), aligned like `output`, and the packed
+  // copy the kernel may need (BDepthwiseConv2DFloatInput's scratch).
+  const std::int64_t floats = float_input ? batch * height * width * channels : 0;
+  std::vector<float> float_storage(static_cast<std::size_t>(floats + 16));
+  float* const float_in = float_storage.data() +
+                          (16 - reinterpret_cast<std::uintptr_t>(float_storage.data()) % 64 / 4) %
+                              16;
+  std::normal_distribution<float> normal;
+  for (std::int64_t i = 0; i < floats; ++i) float_in[i] = normal(rng);
+  std::vector<PackedWord> scratch(float_input ? input.size() : 0);
   BDepthwisePlan plan;
   plan.Prepare(SelectBConv2DKernel(), p, filter.data(), threshold.data(), flip.data());
   ThreadPool pool(threads);
   TimeSamples(
       [&] {
-        if (bitpacked) {
+        if (bitpacked && float_input) {
+          BDepthwiseConv2DBitpackedFloatInput(plan, float_in, scratch.data(), output_bits.data(),
+                                              pool);
+        } else if (bitpacked) {
           BDepthwiseConv2DBitpacked(plan, input.data(), output_bits.data(), pool);
+        } else if (float_input) {
+          BDepthwiseConv2DFloatInput(plan, float_in, scratch.data(), multiplier.data(),
+                                     bias.data(), output, pool);
         } else {
           BDepthwiseConv2D(plan, input.data(), multiplier.data(), bias.data(), output, pool);
         }
