@@ -45,6 +45,19 @@
 //   2 * kernel_h + 1 of them: the interior rows and a few at each border),
 //   built with the plan.
 //
+//   Float input. With depth multiplier 1 and whole words of channels the
+//   kernel binarises the float input itself: an input row is binarised
+//   straight into its phase rows when an output row first needs it
+//   (SplitRow: phase r's pixel m is input pixel stride * m + r - pad_left,
+//   read at that address), one pass over the floats with nothing written but
+//   the bits. The sign test is the packer's (NegativeBits16Avx512: vcmpps,
+//   port 5, one per 16 floats: the float input's floor, one cycle per 64
+//   bytes); the four masks of 64 channels go to general registers (kmovw,
+//   port 0) and out as one 64-bit store, a quarter of the stores of one per
+//   mask. Those stores matter: they retire in order behind the float output's
+//   stores, which wait for their lines from L2, and with 16-bit stores the
+//   packer took twice its time alone (56x56x64, stride 1).
+//
 //   Plan. Everything above that depends only on the layer (the filter taps
 //   repeated along a row, the thresholds as bytes, the base tables and the
 //   bit-packed output's count limits, a zero input row) is built once into a
