@@ -80,6 +80,9 @@ TF_LOOP_FLOOR = "tf_loop_identity"
 # Reading the float input once at the read bandwidth of a cache-hot buffer of
 # its size (kernel_bench.cc): a floor of every float-input variant.
 CORE_READ_INPUT = "core_read_float_input"
+# Writing the float output once the same way (kernel_bench.cc): a floor of
+# every float-output variant.
+CORE_WRITE_OUTPUT = "core_write_float_output"
 TARGET = 2.0
 
 
@@ -173,6 +176,9 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
                 core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits,
                                 float_input=floats))
         us[CORE_READ_INPUT] = 1e3 * statistics.median(core.read(x.nbytes, 1, sample_s, rounds))
+        out_bytes = -(-h // stride) * -(-w // stride) * c * 4  # SAME: ceil(size / stride)
+        us[CORE_WRITE_OUTPUT] = 1e3 * statistics.median(
+            core.write(out_bytes, 1, sample_s, rounds))
     except (OSError, AttributeError, ValueError):
         pass
     return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
@@ -355,6 +361,17 @@ def print_floors(rows: list[dict]) -> None:
         print(f"{r['shape']:>10} {r['stride']:>1} | input read >= {u[CORE_READ_INPUT]:6.1f} us, "
               f"2x XNNPACK f32 allows {u[LITE_FLOAT] / TARGET:6.1f} us | TF loop "
               f"{loop:5.1f} us/iter; TF ops' own: float io {own[0]:5.2f}x packed {own[1]:5.2f}x")
+    if not all(CORE_WRITE_OUTPUT in r["us"] for r in rows):
+        return
+    print("Float output floor (same run): the float output written once at this CPU's cache "
+          "write bandwidth (every line read for ownership, then written back), and with the "
+          "input read: the least a float in/out call moves, vs the time the 2x target allows")
+    for r in rows:
+        u = r["us"]
+        write = u[CORE_WRITE_OUTPUT]
+        print(f"{r['shape']:>10} {r['stride']:>1} | output write >= {write:6.1f} us, with the "
+              f"input read {write + u[CORE_READ_INPUT]:6.1f} us, 2x XNNPACK f32 allows "
+              f"{u[LITE_FLOAT] / TARGET:6.1f} us")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -90,9 +90,11 @@ class CoreKernels:
         self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, c_int, *tail]
         self._read = lib.lowbit_kernel_bench_read
         self._read.argtypes = [i64, *tail]
+        self._write = lib.lowbit_kernel_bench_write
+        self._write.argtypes = [i64, *tail]
         self._bdepthwise = lib.lowbit_kernel_bench_bdepthwise
         self._bdepthwise.argtypes = [i64] * 6 + [c_int, c_int, c_int, c_int, *tail]
-        for fn in (self._bgemm, self._bconv2d, self._read, self._bdepthwise):
+        for fn in (self._bgemm, self._bconv2d, self._read, self._write, self._bdepthwise):
             fn.restype = c_int
 
     def _run(self, fn: Callable[..., int], args: list, threads: int, sample_s: float,
@@ -134,6 +136,10 @@ class CoreKernels:
     def read(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
         """ms per read of every byte of a cache-hot buffer of `size_bytes`."""
         return self._run(self._read, [size_bytes], threads, sample_s, samples)
+
+    def write(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
+        """ms per write of every byte of a cache-hot buffer of `size_bytes`."""
+        return self._run(self._write, [size_bytes], threads, sample_s, samples)
 
 
 def busy_cpu_seconds() -> float | None:
