@@ -14,8 +14,9 @@ and 2):
               (lowbit delegate), against a Keras `DepthwiseConv2D` converted
               to TFLite and run on XNNPACK in float32;
   core        the core kernel alone on a packed input, float and packed
-              output, on the layer's BDepthwisePlan built once as the ops
-              keep it (custom_ops/bench/kernel_bench.cc through
+              output, and on the float input (binarised inside the kernel),
+              on the layer's BDepthwisePlan built once as the ops keep it
+              (custom_ops/bench/kernel_bench.cc through
               bench_common.CoreKernels), when liblowbit_bench builds.
 
 All variants of a row are timed in interleaved rounds (bench_common), so that
@@ -70,12 +71,18 @@ TF_BLOCK_CHAINED = "tf_lowbit_chained"
 TF_BLOCK_UNCHAINED = "tf_lowbit_unchained"
 CORE_FLOAT = "core_float_out"
 CORE_PACKED = "core_packed_out"
+# The same two on the float input (binarised inside the kernel where it can).
+CORE_FLOAT_IN_FLOAT = "core_float_in_float_out"
+CORE_FLOAT_IN_PACKED = "core_float_in_packed_out"
 # The tf.while_loop of tf_loop with an identity body: the harness's own cost
 # per iteration, in every TF time above (the TF rows' floor).
 TF_LOOP_FLOOR = "tf_loop_identity"
 # Reading the float input once at the read bandwidth of a cache-hot buffer of
 # its size (kernel_bench.cc): a floor of every float-input variant.
 CORE_READ_INPUT = "core_read_float_input"
+# Writing the float output once the same way (kernel_bench.cc): a floor of
+# every float-output variant.
+CORE_WRITE_OUTPUT = "core_write_float_output"
 TARGET = 2.0
 
 
@@ -162,10 +169,16 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
     us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
     try:  # the core kernel alone on a packed input (kernel_bench.cc), if it builds
         core = CoreKernels()
-        for key, bits in ((CORE_FLOAT, False), (CORE_PACKED, True)):
+        for key, bits, floats in ((CORE_FLOAT, False, False), (CORE_PACKED, True, False),
+                                  (CORE_FLOAT_IN_FLOAT, False, True),
+                                  (CORE_FLOAT_IN_PACKED, True, True)):
             us[key] = 1e3 * statistics.median(
-                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits))
+                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits,
+                                float_input=floats))
         us[CORE_READ_INPUT] = 1e3 * statistics.median(core.read(x.nbytes, 1, sample_s, rounds))
+        out_bytes = -(-h // stride) * -(-w // stride) * c * 4  # SAME: ceil(size / stride)
+        us[CORE_WRITE_OUTPUT] = 1e3 * statistics.median(
+            core.write(out_bytes, 1, sample_s, rounds))
     except (OSError, AttributeError, ValueError):
         pass
     return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
@@ -305,6 +318,14 @@ def print_results(rows: list[dict]) -> None:
             print(f"{r['shape']:>10} {r['stride']:>1} | core {u[CORE_FLOAT]:7.1f} "
                   f"{u[CORE_PACKED]:7.1f} | TF {u[TF_OURS_PACKED] / u[CORE_PACKED]:5.2f}x  "
                   f"TFLite {u[LITE_OURS_PACKED] / u[CORE_PACKED]:5.2f}x")
+        print("core kernel, float input (binarised in the kernel): float out / packed out us; "
+              "TF and TFLite float in/out as a multiple of the core's float in/out")
+        for r in rows:
+            u = r["us"]
+            print(f"{r['shape']:>10} {r['stride']:>1} | core {u[CORE_FLOAT_IN_FLOAT]:7.1f} "
+                  f"{u[CORE_FLOAT_IN_PACKED]:7.1f} | TF "
+                  f"{u[TF_OURS_FLOAT] / u[CORE_FLOAT_IN_FLOAT]:5.2f}x  TFLite "
+                  f"{u[LITE_OURS_FLOAT] / u[CORE_FLOAT_IN_FLOAT]:5.2f}x")
     print()
     print("Targets (binary depthwise; medians):")
     for label, ours, base in (
@@ -340,6 +361,17 @@ def print_floors(rows: list[dict]) -> None:
         print(f"{r['shape']:>10} {r['stride']:>1} | input read >= {u[CORE_READ_INPUT]:6.1f} us, "
               f"2x XNNPACK f32 allows {u[LITE_FLOAT] / TARGET:6.1f} us | TF loop "
               f"{loop:5.1f} us/iter; TF ops' own: float io {own[0]:5.2f}x packed {own[1]:5.2f}x")
+    if not all(CORE_WRITE_OUTPUT in r["us"] for r in rows):
+        return
+    print("Float output floor (same run): the float output written once at this CPU's cache "
+          "write bandwidth (every line read for ownership, then written back), and with the "
+          "input read: the least a float in/out call moves, vs the time the 2x target allows")
+    for r in rows:
+        u = r["us"]
+        write = u[CORE_WRITE_OUTPUT]
+        print(f"{r['shape']:>10} {r['stride']:>1} | output write >= {write:6.1f} us, with the "
+              f"input read {write + u[CORE_READ_INPUT]:6.1f} us, 2x XNNPACK f32 allows "
+              f"{u[LITE_FLOAT] / TARGET:6.1f} us")
 
 
 def main(argv: list[str] | None = None) -> int:

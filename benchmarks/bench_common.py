@@ -90,9 +90,11 @@ class CoreKernels:
         self._bconv2d.argtypes = [i64] * 6 + [c_int, c_int, c_int, *tail]
         self._read = lib.lowbit_kernel_bench_read
         self._read.argtypes = [i64, *tail]
+        self._write = lib.lowbit_kernel_bench_write
+        self._write.argtypes = [i64, *tail]
         self._bdepthwise = lib.lowbit_kernel_bench_bdepthwise
-        self._bdepthwise.argtypes = [i64] * 6 + [c_int, c_int, c_int, *tail]
-        for fn in (self._bgemm, self._bconv2d, self._read, self._bdepthwise):
+        self._bdepthwise.argtypes = [i64] * 6 + [c_int, c_int, c_int, c_int, *tail]
+        for fn in (self._bgemm, self._bconv2d, self._read, self._write, self._bdepthwise):
             fn.restype = c_int
 
     def _run(self, fn: Callable[..., int], args: list, threads: int, sample_s: float,
@@ -123,16 +125,21 @@ class CoreKernels:
     def bdepthwise(self, batch: int, height: int, width: int, channels: int, kernel_size: int,
                    stride: int, threads: int, sample_s: float, samples: int, *,
                    bitpacked: bool = False, same_padding: bool = True,
-                   pad_value: int = 0) -> list[float]:
-        """ms per binary depthwise call on a packed input (depth multiplier 1;
-        float output, or bit-packed with `bitpacked`)."""
+                   pad_value: int = 0, float_input: bool = False) -> list[float]:
+        """ms per binary depthwise call on a packed input, or a float one with
+        `float_input` (depth multiplier 1; float output, or bit-packed with
+        `bitpacked`)."""
         args = [batch, height, width, channels, kernel_size, stride, int(same_padding),
-                pad_value, int(bitpacked)]
+                pad_value, int(bitpacked), int(float_input)]
         return self._run(self._bdepthwise, args, threads, sample_s, samples)
 
     def read(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
         """ms per read of every byte of a cache-hot buffer of `size_bytes`."""
         return self._run(self._read, [size_bytes], threads, sample_s, samples)
+
+    def write(self, size_bytes: int, threads: int, sample_s: float, samples: int) -> list[float]:
+        """ms per write of every byte of a cache-hot buffer of `size_bytes`."""
+        return self._run(self._write, [size_bytes], threads, sample_s, samples)
 
 
 def busy_cpu_seconds() -> float | None:

@@ -19,14 +19,20 @@
 //       seconds per BConv2D call (stride 1, float output), or BConv2DBitpacked
 //       (bitpacked = 1);
 //   lowbit_kernel_bench_bdepthwise(batch, height, width, channels, kernel_size,
-//                                  stride, same_padding, pad_value, bitpacked, ...)
+//                                  stride, same_padding, pad_value, bitpacked,
+//                                  float_input, ...)
 //       seconds per BDepthwiseConv2D call on a packed input (float output),
 //       or BDepthwiseConv2DBitpacked (bitpacked = 1), depth multiplier 1, on
-//       the layer's BDepthwisePlan built once (as the ops keep it);
+//       the layer's BDepthwisePlan built once (as the ops keep it); with
+//       float_input = 1 their FloatInput twins on a float input (standard
+//       normal values, 64-byte aligned as the ops' tensors);
 //   lowbit_kernel_bench_read(bytes, ...)
 //       seconds per read of every byte of a buffer of that size, hot in
 //       the caches it fits (read as wide as the CPU allows: AVX-512, AVX2,
-//       else 64-bit words).
+//       else 64-bit words);
+//   lowbit_kernel_bench_write(bytes, ...)
+//       the same for writing every byte (one store per 64 bytes with
+//       AVX-512: what a kernel's float output costs at the least).
 // The common trailing arguments: threads (of the pool), sample_seconds (the
 // iteration count is calibrated so that one sample lasts about that long),
 // samples, seconds_per_call (out, `samples` values).
@@ -182,6 +188,60 @@ ReadLinesFn SelectReadLines() {
   return ReadLinesScalar;
 }
 
+// Stores `value` to every 64-byte line of [data, data + lines * 64), one
+// vector store per line where the CPU allows (as the kernels' float output:
+// each line read for ownership from wherever it is, then written back).
+#if LOWBIT_X86_SIMD
+__attribute__((target("avx512f"))) void WriteLinesAvx512(std::uint8_t* data, std::int64_t lines,
+                                                         std::uint8_t value) {
+  const __m512i v = _mm512_set1_epi8(static_cast<char>(value));
+  for (std::int64_t i = 0; i < lines; ++i) _mm512_store_si512(data + i * 64, v);
+}
+
+__attribute__((target("avx2"))) void WriteLinesAvx2(std::uint8_t* data, std::int64_t lines,
+                                                    std::uint8_t value) {
+  const __m256i v = _mm256_set1_epi8(static_cast<char>(value));
+  for (std::int64_t i = 0; i < 2 * lines; ++i) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(data) + i, v);
+  }
+}
+#endif
+
+void WriteLinesScalar(std::uint8_t* data, std::int64_t lines, std::uint8_t value) {
+  auto* words = reinterpret_cast<std::uint64_t*>(data);
+  const std::uint64_t v = 0x0101010101010101u * value;
+  for (std::int64_t i = 0; i < lines * 8; ++i) words[i] = v;
+}
+
+using WriteLinesFn = void (*)(std::uint8_t*, std::int64_t, std::uint8_t);
+
+WriteLinesFn SelectWriteLines() {
+#if LOWBIT_X86_SIMD
+  const CpuFeatures cpu = DetectCpuFeatures();
+  if (cpu.Has(kCpuAvx512Bw)) return WriteLinesAvx512;
+  if (cpu.Has(kCpuAvx2)) return WriteLinesAvx2;
+#endif
+  return WriteLinesScalar;
+}
+
+// The buffer of lowbit_kernel_bench_read / _write: `bytes` (whole lines, at
+// least one, at most 2^32) 64-byte aligned in `storage`; null and `s` set
+// when `bytes` or the timing arguments are out of range.
+std::uint8_t* LineBuffer(std::int64_t bytes, int threads, double sample_seconds, int samples,
+                         double* seconds_per_call, std::vector<std::uint8_t>* storage,
+                         Status* s) {
+  constexpr std::int64_t kLine = 64;
+  constexpr std::int64_t kMaxBytes = std::int64_t{1} << 32;
+  *s = bytes < kLine || bytes > kMaxBytes
+           ? Status::Error("bytes must be in [64, 2^32], got " + std::to_string(bytes))
+           : CheckTiming(threads, sample_seconds, samples, seconds_per_call);
+  if (!s->ok) return nullptr;
+  // Whole lines (one spare line to align the start).
+  storage->assign(static_cast<std::size_t>((bytes / kLine + 1) * kLine), 0x5a);
+  return storage->data() +
+         (kLine - reinterpret_cast<std::uintptr_t>(storage->data()) % kLine) % kLine;
+}
+
 }  // namespace
 }  // namespace lowbit
 
@@ -270,7 +330,8 @@ LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t
                                                 std::int64_t width, std::int64_t channels,
                                                 std::int64_t kernel_size, std::int64_t stride,
                                                 int same_padding, int pad_value, int bitpacked,
-                                                int threads, double sample_seconds, int samples,
+                                                int float_input, int threads,
+                                                double sample_seconds, int samples,
                                                 double* seconds_per_call, char* error,
                                                 int error_size) {
   using namespace lowbit;  // NOLINT
@@ -303,13 +364,29 @@ LOWBIT_C_API int lowbit_kernel_bench_bdepthwise(std::int64_t batch, std::int64_t
   s = ComputeBDepthwiseThresholds(p, multiplier.data(), bias.data(), threshold.data(),
                                   flip.data());
   if (!s.ok) return Report(s, error, error_size);
+  // The float input (when asked for), aligned like `output`, and the packed
+  // copy the kernel may need (BDepthwiseConv2DFloatInput's scratch).
+  const std::int64_t floats = float_input ? batch * height * width * channels : 0;
+  std::vector<float> float_storage(static_cast<std::size_t>(floats + 16));
+  float* const float_in = float_storage.data() +
+                          (16 - reinterpret_cast<std::uintptr_t>(float_storage.data()) % 64 / 4) %
+                              16;
+  std::normal_distribution<float> normal;
+  for (std::int64_t i = 0; i < floats; ++i) float_in[i] = normal(rng);
+  std::vector<PackedWord> scratch(float_input ? input.size() : 0);
   BDepthwisePlan plan;
   plan.Prepare(SelectBConv2DKernel(), p, filter.data(), threshold.data(), flip.data());
   ThreadPool pool(threads);
   TimeSamples(
       [&] {
-        if (bitpacked) {
+        if (bitpacked && float_input) {
+          BDepthwiseConv2DBitpackedFloatInput(plan, float_in, scratch.data(), output_bits.data(),
+                                              pool);
+        } else if (bitpacked) {
           BDepthwiseConv2DBitpacked(plan, input.data(), output_bits.data(), pool);
+        } else if (float_input) {
+          BDepthwiseConv2DFloatInput(plan, float_in, scratch.data(), multiplier.data(),
+                                     bias.data(), output, pool);
         } else {
           BDepthwiseConv2D(plan, input.data(), multiplier.data(), bias.data(), output, pool);
         }
@@ -323,16 +400,12 @@ LOWBIT_C_API int lowbit_kernel_bench_read(std::int64_t bytes, int threads, doubl
                                           int error_size) {
   using namespace lowbit;  // NOLINT
   constexpr std::int64_t kLine = 64;
-  constexpr std::int64_t kMaxBytes = std::int64_t{1} << 32;
-  Status s = bytes < kLine || bytes > kMaxBytes
-                 ? Status::Error("bytes must be in [64, 2^32], got " + std::to_string(bytes))
-                 : CheckTiming(threads, sample_seconds, samples, seconds_per_call);
+  std::vector<std::uint8_t> storage;
+  Status s;
+  const std::uint8_t* data =
+      LineBuffer(bytes, threads, sample_seconds, samples, seconds_per_call, &storage, &s);
   if (!s.ok) return Report(s, error, error_size);
   const std::int64_t lines = bytes / kLine;
-  // Whole lines, 64-byte aligned (one spare line to align the start).
-  std::vector<std::uint8_t> storage(static_cast<std::size_t>((lines + 1) * kLine), 0x5a);
-  const std::uint8_t* data = storage.data() + (kLine - reinterpret_cast<std::uintptr_t>(
-                                                           storage.data()) % kLine) % kLine;
   const ReadLinesFn read_lines = SelectReadLines();
   ThreadPool pool(threads);
   // A pass splits the lines over the pool like a kernel's ParallelFor; each
@@ -343,6 +416,32 @@ LOWBIT_C_API int lowbit_kernel_bench_read(std::int64_t bytes, int threads, doubl
         pool.ParallelFor(lines, kLine, [&](std::int64_t begin, std::int64_t end) {
           sink.fetch_xor(read_lines(data + begin * kLine, end - begin),
                          std::memory_order_relaxed);
+        });
+      },
+      sample_seconds, samples, seconds_per_call);
+  return 0;
+}
+
+LOWBIT_C_API int lowbit_kernel_bench_write(std::int64_t bytes, int threads,
+                                           double sample_seconds, int samples,
+                                           double* seconds_per_call, char* error,
+                                           int error_size) {
+  using namespace lowbit;  // NOLINT
+  constexpr std::int64_t kLine = 64;
+  std::vector<std::uint8_t> storage;
+  Status s;
+  std::uint8_t* data =
+      LineBuffer(bytes, threads, sample_seconds, samples, seconds_per_call, &storage, &s);
+  if (!s.ok) return Report(s, error, error_size);
+  const std::int64_t lines = bytes / kLine;
+  const WriteLinesFn write_lines = SelectWriteLines();
+  ThreadPool pool(threads);
+  std::uint8_t pass = 0;  // a new value per pass: every pass writes
+  TimeSamples(
+      [&] {
+        ++pass;
+        pool.ParallelFor(lines, kLine, [&](std::int64_t begin, std::int64_t end) {
+          write_lines(data + begin * kLine, end - begin, pass);
         });
       },
       sample_seconds, samples, seconds_per_call);

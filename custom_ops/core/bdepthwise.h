@@ -172,9 +172,10 @@ void BDepthwiseConv2DBitpacked(const BDepthwisePlan& plan, const PackedWord* inp
 // The same two on the float input [batch, in_h, in_w, channels_in],
 // binarised as BitpackRows(kernel, ...) does (core/bitpack.h). Where the
 // AVX-512 kernel runs the layer, with depth_multiplier 1 and channels_in a
-// multiple of 32, it binarises each input row as it first reads it: one pass
-// over the floats, no packed copy of the input written and read back, the
-// reads spread between the rows' counting and output. Otherwise the input is
+// multiple of 32, it binarises each input row as it first reads it, straight
+// into the row's stride phases: one pass over the floats, no packed copy of
+// the input (or of the row) written and read back, the reads spread between
+// the rows' counting and output. Otherwise the input is
 // packed into `scratch` first (batch * in_h * in_w * in_words() words), which
 // is not touched in the fused case (plan.binarises_float_input()).
 void BDepthwiseConv2DFloatInput(const BDepthwisePlan& plan, const float* input,

@@ -45,6 +45,19 @@
 //   2 * kernel_h + 1 of them: the interior rows and a few at each border),
 //   built with the plan.
 //
+//   Float input. With depth multiplier 1 and whole words of channels the
+//   kernel binarises the float input itself: an input row is binarised
+//   straight into its phase rows when an output row first needs it
+//   (SplitRow: phase r's pixel m is input pixel stride * m + r - pad_left,
+//   read at that address), one pass over the floats with nothing written but
+//   the bits. The sign test is the packer's (NegativeBits16Avx512: vcmpps,
+//   port 5, one per 16 floats: the float input's floor, one cycle per 64
+//   bytes); the four masks of 64 channels go to general registers (kmovw,
+//   port 0) and out as one 64-bit store, a quarter of the stores of one per
+//   mask. Those stores matter: they retire in order behind the float output's
+//   stores, which wait for their lines from L2, and with 16-bit stores the
+//   packer took twice its time alone (56x56x64, stride 1).
+//
 //   Plan. Everything above that depends only on the layer (the filter taps
 //   repeated along a row, the thresholds as bytes, the base tables and the
 //   bit-packed output's count limits, a zero input row) is built once into a
@@ -163,6 +176,44 @@ void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i6
   } else {
     for (i64 i = 0; i < pixels; ++i, from += step, to += words) {
       std::memcpy(to, from, static_cast<std::size_t>(words) * sizeof(PackedWord));
+    }
+  }
+}
+
+// CopyStrided for a float input: `pixels` pixels of 32 * `words` floats each,
+// read every `step` floats, binarised (NegativeBits16Avx512) into `words`
+// words each, written densely. The compares' masks are joined in general
+// registers (kmovw to a register is port 0, the compare port 5; joining them
+// with kunpck would take port 5 too) and stored 64 bits at a time: a quarter
+// of the stores of one per mask. That matters with a float output, whose
+// stores wait for their lines from L2: stores retire in order, so a packer
+// storing 16 bits per compare stalls behind them (at 56x56x64, stride 1, it
+// took twice its time alone).
+__attribute__((always_inline)) inline std::uint64_t NegativeBits64(const float* from) {
+  const std::uint64_t b0 = _cvtmask16_u32(NegativeBits16Avx512(from));
+  const std::uint64_t b1 = _cvtmask16_u32(NegativeBits16Avx512(from + 16));
+  const std::uint64_t b2 = _cvtmask16_u32(NegativeBits16Avx512(from + 32));
+  const std::uint64_t b3 = _cvtmask16_u32(NegativeBits16Avx512(from + 48));
+  return b0 | b1 << 16 | b2 << 32 | b3 << 48;
+}
+
+void PackStrided(const float* from, i64 step, PackedWord* to, i64 words, i64 pixels) {
+  if (words == 2) {  // 64 channels, the common case: one store per pixel
+    for (i64 i = 0; i < pixels; ++i, from += step, to += 2) {
+      const std::uint64_t bits = NegativeBits64(from);
+      std::memcpy(to, &bits, sizeof(bits));  // little-endian: word 0 low
+    }
+    return;
+  }
+  for (i64 i = 0; i < pixels; ++i, from += step) {
+    i64 w = 0;
+    for (; w + 2 <= words; w += 2, to += 2) {
+      const std::uint64_t bits = NegativeBits64(from + 32 * w);
+      std::memcpy(to, &bits, sizeof(bits));
+    }
+    if (w < words) {  // an odd last word
+      *to++ = _cvtmask16_u32(NegativeBits16Avx512(from + 32 * w)) |
+              _cvtmask16_u32(NegativeBits16Avx512(from + 32 * w + 16)) << 16;
     }
   }
 }
@@ -322,7 +373,6 @@ class RowWorker {
     tags_ = arena_.Take<i64>(kh_);
     streams_ = arena_.Take<const PackedWord*>(plan.taps);
     filters_ = arena_.Take<const PackedWord*>(plan.taps);
-    row_bits_ = arena_.Take<PackedWord>(RowBitsWords(plan, args));
     for (i64 i = 0; i < kh_; ++i) tags_[i] = -1;
   }
 
@@ -330,19 +380,15 @@ class RowWorker {
   void Row(i64 n, i64 oy);
 
  private:
-  // A float input row binarised (its words, as in a packed input).
-  static i64 RowBitsWords(const Plan& plan, const DepthwiseRowsArgs& a) {
-    return a.float_input != nullptr ? a.params->in_w * plan.words : 0;
-  }
   static i64 ArenaBytes(const Plan& plan, const DepthwiseRowsArgs& a) {
-    return Arena::Size<PackedWord>(RowBitsWords(plan, a)) +
-           Arena::Size<PackedWord>(plan.slot_words * a.params->kernel_h) +
+    return Arena::Size<PackedWord>(plan.slot_words * a.params->kernel_h) +
            Arena::Size<i64>(a.params->kernel_h) +
            2 * Arena::Size<const PackedWord*>(plan.taps);
   }
 
   const PackedWord* Slot(i64 n, i64 iy, const i64* needed, i64 needed_count);
-  void SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const;
+  void SplitRow(const PackedWord* src, const float* float_src, PackedWord* dst,
+                bool zero_padding) const;
   void WriteFloat(i64 row, i64 q, __m512i d, i64 pixel, i64 w) const;
   template <int P>
   void Quarters(i64 row, i64 used);
@@ -361,13 +407,16 @@ class RowWorker {
   const std::uint64_t* limits_ = nullptr;
   const PackedWord** streams_;
   const PackedWord** filters_;
-  PackedWord* row_bits_;  // a float input row, packed (float_input only)
 };
 
-// The phases of one padded input row `src`: its pixels, and with
-// `zero_padding` the padding pixels' zero words (the same in every row: a
-// slot split before in this call has them already).
-void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_padding) const {
+// The phases of one padded input row: its pixels from the packed row `src`,
+// or, when `float_src` is set instead (src null), binarised from that row of
+// the float input as they are placed (one pass over the floats, no packed copy
+// of the row written and copied again); and with `zero_padding` the padding
+// pixels' zero words (the same in every row: a slot split before in this call
+// has them already).
+void RowWorker::SplitRow(const PackedWord* src, const float* float_src, PackedWord* dst,
+                         bool zero_padding) const {
   const BDepthwiseConv2DParams& p = p_;
   const i64 words = plan_.words, s = p.stride_w;
   for (i64 r = 0; r < s; ++r) {
@@ -376,12 +425,20 @@ void RowWorker::SplitRow(const PackedWord* src, PackedWord* dst, bool zero_paddi
     // the input for m in [m_lo, m_hi).
     const i64 m_lo = plan_.phase_lo[r], m_hi = plan_.phase_hi[r];
     if (m_hi > m_lo) {
-      const PackedWord* from = src + (s * m_lo + r - p.pad_left) * words;
+      const i64 first = s * m_lo + r - p.pad_left;
       PackedWord* to = phase + m_lo * words;
-      if (s == 1) {
-        std::memcpy(to, from, static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
+      if (float_src != nullptr) {  // channels_in = 32 * words floats per pixel
+        const float* from = float_src + first * p.channels_in;
+        if (s == 1) {  // the run as one long pixel
+          PackStrided(from, 0, to, (m_hi - m_lo) * words, 1);
+        } else {
+          PackStrided(from, s * p.channels_in, to, words, m_hi - m_lo);  // every s-th pixel
+        }
+      } else if (s == 1) {
+        std::memcpy(to, src + first * words,
+                    static_cast<std::size_t>((m_hi - m_lo) * words) * sizeof(PackedWord));
       } else {
-        CopyStrided(from, s * words, to, words, m_hi - m_lo);  // every s-th pixel
+        CopyStrided(src + first * words, s * words, to, words, m_hi - m_lo);  // every s-th pixel
       }
     }
     if (zero_padding) {
@@ -414,18 +471,15 @@ const PackedWord* RowWorker::Slot(i64 n, i64 iy, const i64* needed, i64 needed_c
   const bool padding_zeroed = tags_[victim] >= 0;
   tags_[victim] = tag;
   PackedWord* slot = slots_ + victim * plan_.slot_words;
-  const PackedWord* row = row_bits_;
   if (a_.float_input == nullptr) {
-    row = a_.input + tag * p.in_w * plan_.words;
+    SplitRow(a_.input + tag * p.in_w * plan_.words, nullptr, slot, !padding_zeroed);
   } else {
-    // The row's floats (channels_in = 32 * words, contiguous) packed here,
-    // once per row as the output rows come to it: the floats are read once,
-    // between the output rows' work, and no packed copy of the whole input
-    // is written and read back.
-    BitpackWordsAvx512(a_.float_input + tag * p.in_w * p.channels_in, p.in_w * plan_.words,
-                       row_bits_);
+    // The row's floats binarised straight into the phases, once per row as
+    // the output rows come to it: the floats are read once, between the
+    // output rows' work, and no packed copy of the input is written and read
+    // back.
+    SplitRow(nullptr, a_.float_input + tag * p.in_w * p.channels_in, slot, !padding_zeroed);
   }
-  SplitRow(row, slot, !padding_zeroed);
   return slot;
 }
 

@@ -18,18 +18,11 @@
 namespace lowbit {
 
 void BitpackWordsAvx512(const float* input, std::int64_t words, PackedWord* output) {
-  // IsNegativeBitPattern as one float compare per 16 floats: x <= -FLT_MIN
-  // (ordered, quiet) holds exactly for the negative normals and -inf; -0.0,
-  // the negative subnormals (> -FLT_MIN, or read as -0.0 under DAZ) and NaNs
-  // (unordered) fail it, as do all non-negative values. Neither MXCSR mode
-  // changes it (-FLT_MIN is normal; FTZ acts on results only). One vcmpps
-  // with a memory operand per 16 floats, and the 16 mask bits stored as
-  // the half word they fill (no shifts and ORs in general registers).
-  const __m512 limit = _mm512_set1_ps(-1.17549435e-38f);  // -FLT_MIN
+  // NegativeBits16Avx512 per 16 floats, the 16 mask bits stored as the half
+  // word they fill (no shifts and ORs in general registers).
   auto* halves = reinterpret_cast<unsigned char*>(output);  // little-endian: low half first
   for (std::int64_t h = 0; h < 2 * words; ++h) {
-    const std::uint16_t bits = static_cast<std::uint16_t>(
-        _mm512_cmp_ps_mask(_mm512_loadu_ps(input + 16 * h), limit, _CMP_LE_OQ));
+    const std::uint16_t bits = static_cast<std::uint16_t>(NegativeBits16Avx512(input + 16 * h));
     std::memcpy(halves + 2 * h, &bits, sizeof(bits));
   }
 }

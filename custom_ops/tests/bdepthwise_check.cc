@@ -145,6 +145,15 @@ int main(int argc, char** argv) {
     p.stride_w = uniform(1, 2);
     p.dilation_h = uniform(1, 2);
     p.dilation_w = uniform(1, 2);
+    if (c % 3 == 0) {
+      // The layers whose float input the AVX-512 kernel binarises straight
+      // into its stride phases (depth multiplier 1, whole words of channels:
+      // 64 channels unrolled, other word counts looped), stride 3 too (three
+      // phases; a phase's first and last pixels fall on the padding or not).
+      p.depth_multiplier = 1;
+      p.channels_in = 32 * uniform(1, 9);
+      p.stride_w = uniform(1, 3);
+    }
     p.padding = uniform(0, 2) ? lowbit::Padding::kSame : lowbit::Padding::kValid;
     p.pad_value = uniform(0, 1);
     p.activation = uniform(0, 3) ? lowbit::Activation::kNone : lowbit::Activation::kRelu;

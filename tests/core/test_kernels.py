@@ -171,5 +171,6 @@ def test_shipped_tflite_library_has_no_benchmark_code():
     lib = ctypes.CDLL(str(tflite_library_path()))
     assert hasattr(lib, "lowbit_kernel_table")
     for name in ("lowbit_kernel_bench_bgemm", "lowbit_kernel_bench_bconv2d",
-                 "lowbit_kernel_bench_read"):
+                 "lowbit_kernel_bench_bdepthwise", "lowbit_kernel_bench_read",
+                 "lowbit_kernel_bench_write"):
         assert not hasattr(lib, name), name

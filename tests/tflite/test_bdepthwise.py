@@ -98,6 +98,15 @@ FUSED_CASES = [
          padding="VALID", pad_value=0, activation=None),
     dict(n=1, h=5, w=6, cin=256, dm=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 1),
          padding="SAME", pad_value=0, activation=None),
+    # Binarised straight into the stride phases: three phases, 64 channels
+    # (the unrolled packer), batch 2; an odd word count (5 words: a 64-bit
+    # store per word pair, then one word); a dilated tap across the phases.
+    dict(n=2, h=7, w=13, cin=64, dm=1, kernel=(3, 3), strides=(1, 3), dilations=(1, 1),
+         padding="SAME", pad_value=1, activation="relu"),
+    dict(n=1, h=6, w=10, cin=160, dm=1, kernel=(3, 3), strides=(2, 2), dilations=(2, 1),
+         padding="SAME", pad_value=0, activation=None),
+    dict(n=2, h=5, w=9, cin=64, dm=1, kernel=(3, 3), strides=(2, 2), dilations=(1, 2),
+         padding="VALID", pad_value=0, activation=None),
 ]
 
 
