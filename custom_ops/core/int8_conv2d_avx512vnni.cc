@@ -55,10 +55,12 @@ inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
 // The per-lane constants of one block of 16 output channels.
 struct Requant {
   __m512i left, multiplier, multiplier_odd, right, mask, half_mask, low, high, zero_point;
+  bool any_left;
 
   Requant(const Int8Conv2DPlan& plan, int block, const Int8Conv2DParams& p) {
     const int at = block * 16;
     left = _mm512_loadu_si512(plan.left_shift() + at);
+    any_left = _mm512_test_epi32_mask(left, left) != 0;
     multiplier = _mm512_loadu_si512(plan.packed_multiplier() + at);
     multiplier_odd = _mm512_srli_epi64(multiplier, 32);
     right = _mm512_loadu_si512(plan.right_shift() + at);
@@ -72,7 +74,8 @@ struct Requant {
 
   // MultiplyByQuantizedMultiplier per lane, clamped, + zero point, as bytes.
   __m128i Apply(__m512i acc) const {
-    const __m512i x = _mm512_sllv_epi32(acc, left);
+    // Left shifts (multipliers >= 1) are rare: skip the shift without them.
+    const __m512i x = any_left ? _mm512_sllv_epi32(acc, left) : acc;
     // floor((x * q + 2^30) / 2^31) on the even and odd lanes' 64-bit products.
     const __m512i half = _mm512_set1_epi64(1LL << 30);
     const __m512i even =
@@ -96,6 +99,31 @@ inline std::int32_t Load32(const std::uint8_t* p) {
   std::int32_t v;
   std::memcpy(&v, p, 4);
   return v;
+}
+
+// Pixels per step: independent vpdpbusd chains to hide its latency.
+constexpr int kPixels = 8;
+
+// N pixels' dot products with 16 output channels (one vpdpbusd per group of
+// 4 patch bytes, broadcast, against the channels' 4 weights each), then
+// requantized and stored (`out` the first pixel's, `pitch` bytes apart).
+template <int N>
+inline void DotAndStore(const std::uint8_t* patch, int patch_bytes, const std::int8_t* weights,
+                        int groups, __m512i bias, const Requant& requant, __mmask16 store_mask,
+                        std::int8_t* out, int pitch) {
+  __m512i acc[N];
+  for (int j = 0; j < N; ++j) acc[j] = bias;
+  for (int g = 0; g < groups; ++g) {
+    const __m512i w = _mm512_loadu_si512(weights + g * 64);
+    for (int j = 0; j < N; ++j) {
+      acc[j] = _mm512_dpbusd_epi32(
+          acc[j], _mm512_set1_epi32(Load32(patch + j * patch_bytes + g * 4)), w);
+    }
+  }
+  for (int j = 0; j < N; ++j) {
+    _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(j) * pitch, store_mask,
+                         requant.Apply(acc[j]));
+  }
 }
 
 // Output rows [begin, end) (row = batch * out_h + oh) from the padded
@@ -123,7 +151,10 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
       for (int kh = 0; kh < p.kernel_h; ++kh) {
         const std::uint8_t* src = corner + static_cast<std::int64_t>(kh) * p.dilation_h * row_bytes;
         std::uint8_t* dst = patch + kh * segment;
-        if (p.dilation_w == 1) {
+        if (p.dilation_w == 1 && segment <= 16) {  // a 3x3 stem over <= 5 channels
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+        } else if (p.dilation_w == 1) {
           CopyBytes(dst, src, segment);
         } else {
           for (int kw = 0; kw < p.kernel_w; ++kw) {
@@ -140,37 +171,17 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
           plan.packed_filter() + static_cast<std::size_t>(block) * groups * 64;
       const int lanes = std::min(16, p.out_c - block * 16);
       const __mmask16 store_mask = static_cast<__mmask16>((1u << lanes) - 1);
-      auto store = [&](int ow, __m512i acc) {
-        _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(ow) * p.out_c + block * 16,
-                             store_mask, requant.Apply(acc));
-      };
+      std::int8_t* out_block = out + block * 16;
       int ow = 0;
-      for (; ow + 4 <= p.out_w; ow += 4) {  // 4 pixels: 4 independent chains
-        const std::uint8_t* patch = patches + static_cast<std::int64_t>(ow) * patch_bytes;
-        __m512i acc0 = bias, acc1 = bias, acc2 = bias, acc3 = bias;
-        for (int g = 0; g < groups; ++g) {
-          const __m512i w = _mm512_loadu_si512(weights + g * 64);
-          acc0 = _mm512_dpbusd_epi32(acc0, _mm512_set1_epi32(Load32(patch + g * 4)), w);
-          acc1 = _mm512_dpbusd_epi32(
-              acc1, _mm512_set1_epi32(Load32(patch + patch_bytes + g * 4)), w);
-          acc2 = _mm512_dpbusd_epi32(
-              acc2, _mm512_set1_epi32(Load32(patch + 2 * patch_bytes + g * 4)), w);
-          acc3 = _mm512_dpbusd_epi32(
-              acc3, _mm512_set1_epi32(Load32(patch + 3 * patch_bytes + g * 4)), w);
-        }
-        store(ow, acc0);
-        store(ow + 1, acc1);
-        store(ow + 2, acc2);
-        store(ow + 3, acc3);
+      for (; ow + kPixels <= p.out_w; ow += kPixels) {
+        DotAndStore<kPixels>(patches + static_cast<std::int64_t>(ow) * patch_bytes, patch_bytes,
+                             weights, groups, bias, requant, store_mask,
+                             out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
       }
       for (; ow < p.out_w; ++ow) {
-        const std::uint8_t* patch = patches + static_cast<std::int64_t>(ow) * patch_bytes;
-        __m512i acc = bias;
-        for (int g = 0; g < groups; ++g) {
-          acc = _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(Load32(patch + g * 4)),
-                                    _mm512_loadu_si512(weights + g * 64));
-        }
-        store(ow, acc);
+        DotAndStore<1>(patches + static_cast<std::int64_t>(ow) * patch_bytes, patch_bytes,
+                       weights, groups, bias, requant, store_mask,
+                       out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
       }
     }
   }
@@ -194,15 +205,24 @@ void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& pa
   auto* padded = static_cast<std::uint8_t*>(
       ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
   const auto pad_value = static_cast<std::uint8_t>(p.input_zero_point + 128);
-  std::memset(padded, pad_value, static_cast<std::size_t>(image_bytes * p.batch + kSlack));
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const std::int64_t in_row_bytes = static_cast<std::int64_t>(p.in_w) * c;
+  const std::int64_t left_bytes = static_cast<std::int64_t>(p.pad_left) * c;
   for (int b = 0; b < p.batch; ++b) {
+    std::uint8_t* image = padded + b * image_bytes;
+    // Padding rows above and below the image, then per image row its left
+    // and right padding around the flipped input bytes.
+    std::memset(image, pad_value, static_cast<std::size_t>(p.pad_top * row_bytes));
+    const std::int64_t below = static_cast<std::int64_t>(p.pad_top + p.in_h) * row_bytes;
+    std::memset(image + below, pad_value, static_cast<std::size_t>(image_bytes - below));
     for (int ih = 0; ih < p.in_h; ++ih) {
       const auto* src = reinterpret_cast<const std::uint8_t*>(input) +
                         (static_cast<std::int64_t>(b) * p.in_h + ih) * in_row_bytes;
-      std::uint8_t* dst = padded + b * image_bytes + (ih + p.pad_top) * row_bytes +
-                          static_cast<std::int64_t>(p.pad_left) * c;
+      std::uint8_t* line = image + (ih + p.pad_top) * row_bytes;
+      std::memset(line, pad_value, static_cast<std::size_t>(left_bytes));
+      std::memset(line + left_bytes + in_row_bytes, pad_value,
+                  static_cast<std::size_t>(row_bytes - left_bytes - in_row_bytes));
+      std::uint8_t* dst = line + left_bytes;
       std::int64_t i = 0;
       for (; i + 64 <= in_row_bytes; i += 64) {
         _mm512_storeu_si512(dst + i, _mm512_xor_si512(_mm512_loadu_si512(src + i), flip));
@@ -214,6 +234,8 @@ void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& pa
       }
     }
   }
+  // The slack after the last image: read by CopyBytes, met by zero weights.
+  std::memset(padded + p.batch * image_bytes, 0, kSlack);
 
   const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
   executor.ParallelFor(
