@@ -70,39 +70,12 @@ std::int32_t MultiplyByQuantizedMultiplier(std::int32_t x, std::int32_t quantize
   return RoundingDivideByPOT(DoublingHighMul(shifted, quantized), right);
 }
 
-Int8ChannelRequant::Int8ChannelRequant(int channels, const std::int32_t* m, const int* shift) {
-  const std::size_t padded = static_cast<std::size_t>((channels + 15) / 16) * 16;
-  multiplier.assign(padded, 0);
-  left_shift.assign(padded, 0);
-  right_shift.assign(padded, 0);
-  for (int c = 0; c < channels; ++c) {
-    multiplier[c] = m[c];
-    left_shift[c] = shift[c] > 0 ? shift[c] : 0;
-    right_shift[c] = shift[c] > 0 ? 0 : -shift[c];
-  }
-}
-
-namespace {
-
-// The reference's output step: requantize, clamp to [out_min, out_max] after
-// adding the zero point (clamping first to that range less the zero point is
-// the same and cannot overflow).
-std::int8_t OutputCode(std::uint32_t acc, std::int32_t multiplier, int shift,
-                       const Int8Conv2DParams& p) {
-  std::int32_t v =
-      MultiplyByQuantizedMultiplier(static_cast<std::int32_t>(acc), multiplier, shift);
-  v = std::min(std::max(v, p.out_min - p.output_zero_point), p.out_max - p.output_zero_point);
-  return static_cast<std::int8_t>(v + p.output_zero_point);
-}
-
-}  // namespace
-
 Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
                                const std::int8_t* filter, const std::int32_t* bias,
                                const std::int32_t* multiplier, const int* shift,
                                std::int32_t input_zero_point)
     : out_c_(out_c), kernel_h_(kernel_h), kernel_w_(kernel_w), in_c_(in_c),
-      input_zero_point_(input_zero_point), requant_(out_c, multiplier, shift) {
+      input_zero_point_(input_zero_point) {
   const int taps = kernel_h * kernel_w * in_c;  // K: one output's products
   filter_.assign(filter, filter + static_cast<std::size_t>(out_c) * taps);
   bias_.assign(out_c, 0);
@@ -114,6 +87,9 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
   blocks_ = (out_c + 15) / 16;
   packed_filter_.assign(static_cast<std::size_t>(blocks_) * groups_ * 64, 0);
   packed_bias_.assign(blocks_ * 16, 0);
+  packed_multiplier_.assign(blocks_ * 16, 0);
+  left_shift_.assign(blocks_ * 16, 0);
+  right_shift_.assign(blocks_ * 16, 0);
   for (int c = 0; c < out_c; ++c) {
     const int block = c / 16, lane = c % 16;
     std::int64_t weight_sum = 0;
@@ -128,70 +104,10 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
         static_cast<std::int64_t>(bias_[c]) - (128 + static_cast<std::int64_t>(input_zero_point)) *
                                                   weight_sum;
     packed_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(folded));
+    packed_multiplier_[c] = multiplier_[c];
+    left_shift_[c] = shift_[c] > 0 ? shift_[c] : 0;
+    right_shift_[c] = shift_[c] > 0 ? 0 : -shift_[c];
   }
-}
-
-Int8DepthwisePlan::Int8DepthwisePlan(int channels, int kernel_h, int kernel_w,
-                                     const std::int8_t* filter, const std::int32_t* bias,
-                                     const std::int32_t* multiplier, const int* shift,
-                                     std::int32_t input_zero_point)
-    : channels_(channels), kernel_h_(kernel_h), kernel_w_(kernel_w),
-      input_zero_point_(input_zero_point), requant_(channels, multiplier, shift) {
-  const int taps = kernel_h * kernel_w;
-  filter_.assign(filter, filter + static_cast<std::size_t>(taps) * channels);
-  bias_.assign(channels, 0);
-  if (bias != nullptr) bias_.assign(bias, bias + channels);
-  multiplier_.assign(multiplier, multiplier + channels);
-  shift_.assign(shift, shift + channels);
-  blocks_ = (channels + 15) / 16;
-  const int padded = blocks_ * 16;
-  wide_filter_.assign(static_cast<std::size_t>(taps) * padded, 0);
-  packed_bias_.assign(padded, 0);
-  for (int c = 0; c < channels; ++c) {
-    std::int64_t weight_sum = 0;
-    for (int t = 0; t < taps; ++t) {
-      const std::int8_t w = filter_[static_cast<std::size_t>(t) * channels + c];
-      wide_filter_[static_cast<std::size_t>(t) * padded + c] = w;
-      weight_sum += w;
-    }
-    const std::int64_t folded = static_cast<std::int64_t>(bias_[c]) - input_zero_point * weight_sum;
-    packed_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(folded));
-  }
-}
-
-void Int8DepthwiseConv2DPortable(const Int8DepthwisePlan& plan, const Int8Conv2DParams& p,
-                                 const std::int8_t* input, std::int8_t* output,
-                                 ParallelExecutor& executor) {
-  const int channels = plan.channels();
-  const std::int64_t rows = static_cast<std::int64_t>(p.batch) * p.out_h;
-  executor.ParallelFor(rows, static_cast<std::int64_t>(p.out_w) * channels * p.kernel_h *
-                                 p.kernel_w,
-                       [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t row = begin; row < end; ++row) {
-      const int b = static_cast<int>(row / p.out_h), oh = static_cast<int>(row % p.out_h);
-      const std::int8_t* image =
-          input + static_cast<std::int64_t>(b) * p.in_h * p.in_w * channels;
-      std::int8_t* out = output + row * p.out_w * channels;
-      for (int ow = 0; ow < p.out_w; ++ow) {
-        for (int c = 0; c < channels; ++c) {
-          std::uint32_t acc = static_cast<std::uint32_t>(plan.bias()[c]);
-          for (int kh = 0; kh < p.kernel_h; ++kh) {
-            const int ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-            if (ih < 0 || ih >= p.in_h) continue;
-            for (int kw = 0; kw < p.kernel_w; ++kw) {
-              const int iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
-              if (iw < 0 || iw >= p.in_w) continue;
-              const int x = image[(static_cast<std::int64_t>(ih) * p.in_w + iw) * channels + c];
-              const int w = plan.filter()[(kh * p.kernel_w + kw) * channels + c];
-              acc += static_cast<std::uint32_t>((x - p.input_zero_point) * w);
-            }
-          }
-          out[static_cast<std::int64_t>(ow) * channels + c] =
-              OutputCode(acc, plan.multiplier()[c], plan.shift()[c], p);
-        }
-      }
-    }
-  });
 }
 
 void Int8Conv2DPortable(const Int8Conv2DPlan& plan, const Int8Conv2DParams& p,
@@ -225,8 +141,15 @@ void Int8Conv2DPortable(const Int8Conv2DPlan& plan, const Int8Conv2DParams& p,
               }
             }
           }
+          std::int32_t v = MultiplyByQuantizedMultiplier(static_cast<std::int32_t>(acc),
+                                                         plan.multiplier()[c], plan.shift()[c]);
+          // The reference clamps v + output_zero_point to [out_min, out_max];
+          // clamping v to that range less the zero point first is the same
+          // and cannot overflow.
+          v = std::min(std::max(v, p.out_min - p.output_zero_point),
+                       p.out_max - p.output_zero_point);
           out[static_cast<std::int64_t>(ow) * p.out_c + c] =
-              OutputCode(acc, plan.multiplier()[c], plan.shift()[c], p);
+              static_cast<std::int8_t>(v + p.output_zero_point);
         }
       }
     }
@@ -251,18 +174,6 @@ void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
   }
 #endif
   Int8Conv2DPortable(plan, params, input, output, executor);
-}
-
-void Int8DepthwiseConv2D(const Int8DepthwisePlan& plan, const Int8Conv2DParams& params,
-                         const std::int8_t* input, std::int8_t* output,
-                         ParallelExecutor& executor) {
-#if LOWBIT_INT8_CONV_VNNI
-  if (Int8Conv2DHasFastPath()) {
-    Int8DepthwiseConv2DAvx512(plan, params, input, output, executor);
-    return;
-  }
-#endif
-  Int8DepthwiseConv2DPortable(plan, params, input, output, executor);
 }
 
 }  // namespace lowbit

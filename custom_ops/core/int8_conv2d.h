@@ -61,14 +61,6 @@ void QuantizeMultiplier(double multiplier, std::int32_t* quantized, int* shift);
 // zero. x << left wraps modulo 2^32 as the reference's int32 product does.
 std::int32_t MultiplyByQuantizedMultiplier(std::int32_t x, std::int32_t quantized, int shift);
 
-// The per-channel requantization (multiplier, left and right shift of each
-// channel's MultiplyByQuantizedMultiplier) padded to whole blocks of 16
-// channels (padding: multiplier 0) for the vector kernels.
-struct Int8ChannelRequant {
-  std::vector<std::int32_t> multiplier, left_shift, right_shift;
-  Int8ChannelRequant(int channels, const std::int32_t* multiplier, const int* shift);
-};
-
 // Everything about one conv that does not change between calls: the filter,
 // bias and requantization per output channel, and the filter packed for the
 // AVX-512 VNNI kernel. Built once (the delegate: when it claims the node).
@@ -106,9 +98,11 @@ class Int8Conv2DPlan {
   int channel_blocks() const { return blocks_; }    // ceil(out_c / 16)
   // [block][group][16 channels][4 bytes]; channels past out_c are zero.
   const std::int8_t* packed_filter() const { return packed_filter_.data(); }
-  // [block * 16]; channels past out_c hold 0.
+  // [block * 16] each; channels past out_c hold 0 / multiplier 0.
   const std::int32_t* packed_bias() const { return packed_bias_.data(); }
-  const Int8ChannelRequant& requant() const { return requant_; }
+  const std::int32_t* packed_multiplier() const { return packed_multiplier_.data(); }
+  const std::int32_t* left_shift() const { return left_shift_.data(); }
+  const std::int32_t* right_shift() const { return right_shift_.data(); }
 
  private:
   int out_c_, kernel_h_, kernel_w_, in_c_;
@@ -118,58 +112,8 @@ class Int8Conv2DPlan {
   std::vector<int> shift_;
   int groups_ = 0, blocks_ = 0;
   std::vector<std::int8_t> packed_filter_;
-  std::vector<std::int32_t> packed_bias_;
-  Int8ChannelRequant requant_;
+  std::vector<std::int32_t> packed_bias_, packed_multiplier_, left_shift_, right_shift_;
 };
-
-// The same for an int8 DEPTHWISE_CONV_2D with depth multiplier 1 (TFLite's
-// reference_integer_ops::DepthwiseConvPerChannel: the arithmetic above with
-// each output channel reading only its own input channel). Params: in_c ==
-// out_c == channels.
-class Int8DepthwisePlan {
- public:
-  // `filter` [kernel_h, kernel_w, channels] (TFLite's [1, kh, kw, channels]).
-  Int8DepthwisePlan(int channels, int kernel_h, int kernel_w, const std::int8_t* filter,
-                    const std::int32_t* bias, const std::int32_t* multiplier, const int* shift,
-                    std::int32_t input_zero_point);
-
-  int channels() const { return channels_; }
-  int kernel_h() const { return kernel_h_; }
-  int kernel_w() const { return kernel_w_; }
-  std::int32_t input_zero_point() const { return input_zero_point_; }
-  const std::vector<std::int8_t>& filter() const { return filter_; }
-  const std::vector<std::int32_t>& bias() const { return bias_; }
-  const std::vector<std::int32_t>& multiplier() const { return multiplier_; }
-  const std::vector<int>& shift() const { return shift_; }
-
-  // The vector kernel's layout. Padded taps hold x = input_zero_point, so
-  //   acc = packed_bias[c] + sum over all taps of x * w,
-  //   packed_bias[c] = bias[c] - input_zero_point * sum of w[., ., c]
-  // (modulo 2^32). Channels in blocks of 16, past `channels` zero.
-  int channel_blocks() const { return blocks_; }
-  // [tap = kh * kernel_w + kw][block * 16], widened to int32.
-  const std::int32_t* wide_filter() const { return wide_filter_.data(); }
-  const std::int32_t* packed_bias() const { return packed_bias_.data(); }
-  const Int8ChannelRequant& requant() const { return requant_; }
-
- private:
-  int channels_, kernel_h_, kernel_w_;
-  std::int32_t input_zero_point_;
-  std::vector<std::int8_t> filter_;
-  std::vector<std::int32_t> bias_, multiplier_;
-  std::vector<int> shift_;
-  int blocks_ = 0;
-  std::vector<std::int32_t> wide_filter_, packed_bias_;
-  Int8ChannelRequant requant_;
-};
-
-void Int8DepthwiseConv2DPortable(const Int8DepthwisePlan& plan, const Int8Conv2DParams& params,
-                                 const std::int8_t* input, std::int8_t* output,
-                                 ParallelExecutor& executor);
-// The AVX-512 kernel where Int8Conv2DHasFastPath(), else the portable one.
-void Int8DepthwiseConv2D(const Int8DepthwisePlan& plan, const Int8Conv2DParams& params,
-                         const std::int8_t* input, std::int8_t* output,
-                         ParallelExecutor& executor);
 
 // The reference loop nest of the arithmetic above (any CPU); ground truth
 // for the checker (custom_ops/tests/int8_conv2d_check.cc).
@@ -198,9 +142,6 @@ void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
 void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
                           const std::int8_t* input, std::int8_t* output,
                           ParallelExecutor& executor);
-void Int8DepthwiseConv2DAvx512(const Int8DepthwisePlan& plan, const Int8Conv2DParams& params,
-                               const std::int8_t* input, std::int8_t* output,
-                               ParallelExecutor& executor);
 
 }  // namespace lowbit
 

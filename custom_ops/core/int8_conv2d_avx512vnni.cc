@@ -57,13 +57,13 @@ struct Requant {
   __m512i left, multiplier, multiplier_odd, right, mask, half_mask, low, high, zero_point;
   bool any_left;
 
-  Requant(const Int8ChannelRequant& r, int block, const Int8Conv2DParams& p) {
+  Requant(const Int8Conv2DPlan& plan, int block, const Int8Conv2DParams& p) {
     const int at = block * 16;
-    left = _mm512_loadu_si512(r.left_shift.data() + at);
+    left = _mm512_loadu_si512(plan.left_shift() + at);
     any_left = _mm512_test_epi32_mask(left, left) != 0;
-    multiplier = _mm512_loadu_si512(r.multiplier.data() + at);
+    multiplier = _mm512_loadu_si512(plan.packed_multiplier() + at);
     multiplier_odd = _mm512_srli_epi64(multiplier, 32);
-    right = _mm512_loadu_si512(r.right_shift.data() + at);
+    right = _mm512_loadu_si512(plan.right_shift() + at);
     mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right),
                             _mm512_set1_epi32(1));
     half_mask = _mm512_srli_epi32(mask, 1);
@@ -165,7 +165,7 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
     }
     std::int8_t* out = output + row * p.out_w * p.out_c;
     for (int block = 0; block < blocks; ++block) {
-      const Requant requant(plan.requant(), block, p);
+      const Requant requant(plan, block, p);
       const __m512i bias = _mm512_loadu_si512(plan.packed_bias() + block * 16);
       const std::int8_t* weights =
           plan.packed_filter() + static_cast<std::size_t>(block) * groups * 64;
@@ -187,19 +187,15 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
   }
 }
 
-// The input copied into the padded image the kernels read (one per batch
-// element, `rows` x `cols` pixels): bytes x ^ flip, padding `pad_value`, and
-// kSlack bytes after it. In the calling thread's scratch.
-struct PaddedImage {
-  const std::uint8_t* data;
-  std::int64_t row_bytes, image_bytes;
-};
+}  // namespace
 
-PaddedImage BuildPaddedImage(const Int8Conv2DParams& p, const std::int8_t* input,
-                             std::uint8_t flip_bits, std::uint8_t pad_value) {
+void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                          const std::int8_t* input, std::int8_t* output,
+                          ParallelExecutor& executor) {
+  const Int8Conv2DParams& p = params;
   const int c = p.in_c;
-  // It covers every tap any output reads: rows from -pad_top to the last
-  // output's last tap, the same for columns.
+  // The padded image covers every tap any output reads: rows from -pad_top
+  // to the last output's last tap, the same for columns.
   const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
   const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w;
   const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
@@ -208,13 +204,14 @@ PaddedImage BuildPaddedImage(const Int8Conv2DParams& p, const std::int8_t* input
   const std::int64_t image_bytes = rows * row_bytes;
   auto* padded = static_cast<std::uint8_t*>(
       ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(flip_bits));
+  const auto pad_value = static_cast<std::uint8_t>(p.input_zero_point + 128);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const std::int64_t in_row_bytes = static_cast<std::int64_t>(p.in_w) * c;
   const std::int64_t left_bytes = static_cast<std::int64_t>(p.pad_left) * c;
   for (int b = 0; b < p.batch; ++b) {
     std::uint8_t* image = padded + b * image_bytes;
     // Padding rows above and below the image, then per image row its left
-    // and right padding around the input bytes.
+    // and right padding around the flipped input bytes.
     std::memset(image, pad_value, static_cast<std::size_t>(p.pad_top * row_bytes));
     const std::int64_t below = static_cast<std::int64_t>(p.pad_top + p.in_h) * row_bytes;
     std::memset(image + below, pad_value, static_cast<std::size_t>(image_bytes - below));
@@ -237,82 +234,14 @@ PaddedImage BuildPaddedImage(const Int8Conv2DParams& p, const std::int8_t* input
       }
     }
   }
-  // The slack after the last image: read by the 16-byte copies and loads,
-  // met by zero weights.
+  // The slack after the last image: read by CopyBytes, met by zero weights.
   std::memset(padded + p.batch * image_bytes, 0, kSlack);
-  return PaddedImage{padded, row_bytes, image_bytes};
-}
 
-// Depthwise output rows [begin, end): per pixel and block of 16 channels,
-// acc = packed bias + sum over taps of x * w (int8 widened to int32 lanes,
-// vpmulld), then the same requantization.
-void DepthwiseRows(const Int8DepthwisePlan& plan, const Int8Conv2DParams p,
-                   const std::uint8_t* padded, std::int64_t image_bytes, std::int64_t row_bytes,
-                   std::int8_t* output, std::int64_t begin, std::int64_t end) {
-  const int c = p.in_c, blocks = plan.channel_blocks(), padded_c = blocks * 16;
-  for (int block = 0; block < blocks; ++block) {
-    const Requant requant(plan.requant(), block, p);
-    const __m512i bias = _mm512_loadu_si512(plan.packed_bias() + block * 16);
-    const std::int32_t* weights = plan.wide_filter() + block * 16;
-    const int lanes = std::min(16, c - block * 16);
-    const __mmask16 store_mask = static_cast<__mmask16>((1u << lanes) - 1);
-    for (std::int64_t row = begin; row < end; ++row) {
-      const int b = static_cast<int>(row / p.out_h), oh = static_cast<int>(row % p.out_h);
-      const std::uint8_t* top = padded + b * image_bytes +
-                                static_cast<std::int64_t>(oh) * p.stride_h * row_bytes + block * 16;
-      std::int8_t* out = output + row * p.out_w * c + block * 16;
-      for (int ow = 0; ow < p.out_w; ++ow) {
-        const std::uint8_t* corner = top + static_cast<std::int64_t>(ow) * p.stride_w * c;
-        __m512i acc = bias;
-        const std::int32_t* w = weights;
-        for (int kh = 0; kh < p.kernel_h; ++kh) {
-          const std::uint8_t* line = corner + static_cast<std::int64_t>(kh) * p.dilation_h * row_bytes;
-          for (int kw = 0; kw < p.kernel_w; ++kw, w += padded_c) {
-            // 16 bytes: a block's channels (past `c`: the next pixel's or
-            // the slack, met by zero weights).
-            const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(
-                line + static_cast<std::int64_t>(kw) * p.dilation_w * c));
-            acc = _mm512_add_epi32(
-                acc, _mm512_mullo_epi32(_mm512_cvtepi8_epi32(x), _mm512_loadu_si512(w)));
-          }
-        }
-        _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(ow) * c, store_mask,
-                             requant.Apply(acc));
-      }
-    }
-  }
-}
-
-}  // namespace
-
-void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
-                          const std::int8_t* input, std::int8_t* output,
-                          ParallelExecutor& executor) {
-  const Int8Conv2DParams& p = params;
-  const PaddedImage image = BuildPaddedImage(
-      p, input, 0x80, static_cast<std::uint8_t>(p.input_zero_point + 128));
   const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
   executor.ParallelFor(
       out_rows, static_cast<std::int64_t>(p.out_w) * plan.groups() * plan.channel_blocks(),
       [&](std::int64_t begin, std::int64_t end) {
-        ConvRows(plan, params, image.data, image.image_bytes, image.row_bytes, output, begin,
-                 end);
-      });
-}
-
-void Int8DepthwiseConv2DAvx512(const Int8DepthwisePlan& plan, const Int8Conv2DParams& params,
-                               const std::int8_t* input, std::int8_t* output,
-                               ParallelExecutor& executor) {
-  const PaddedImage image = BuildPaddedImage(params, input, 0,
-                                             static_cast<std::uint8_t>(params.input_zero_point));
-  const std::int64_t out_rows = static_cast<std::int64_t>(params.batch) * params.out_h;
-  executor.ParallelFor(
-      out_rows,
-      static_cast<std::int64_t>(params.out_w) * plan.channel_blocks() * params.kernel_h *
-          params.kernel_w,
-      [&](std::int64_t begin, std::int64_t end) {
-        DepthwiseRows(plan, params, image.data, image.image_bytes, image.row_bytes, output,
-                      begin, end);
+        ConvRows(plan, params, padded, image_bytes, row_bytes, output, begin, end);
       });
 }
 

@@ -5,14 +5,12 @@
 //    shift from -31 to 30);
 //  * the fast kernel (AVX-512 VNNI, where this CPU has it) and the portable
 //    loop against a naive loop nest here, on random shapes: 1-8 input
-//    channels, 1-40 output channels (block tails), every other case a
-//    depthwise conv (1-40 channels, Int8DepthwisePlan), kernels 1-7, strides,
+//    channels, 1-40 output channels (block tails), kernels 1-7, strides,
 //    dilations, both paddings, batches, zero points -128 and 127, saturating
 //    and large accumulators (weights +-127, inputs at the extremes), 1 and 2
 //    threads.
 //     int8_conv2d_check [cases]    exit status 0 and "OK <n> cases" on success
 //     int8_conv2d_check --time     times QuickNet's stem (224x224x3 -> 16, 3x3 s2)
-//                                  and its first depthwise (112x112x16, 3x3 s2)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -78,7 +76,6 @@ struct Case {
   std::vector<std::int32_t> bias, multiplier;
   std::vector<int> shift;
   bool has_bias = true;
-  bool depthwise = false;  // filter [kh, kw, channels], in_c == out_c
 };
 
 Case RandomCase(std::mt19937& rng, int index) {
@@ -86,9 +83,8 @@ Case RandomCase(std::mt19937& rng, int index) {
   Case k;
   Int8Conv2DParams& p = k.p;
   p.batch = pick(1, 3);
-  k.depthwise = index % 2 == 1;
-  p.in_c = k.depthwise ? (index % 5 == 1 ? 16 : pick(1, 40)) : pick(1, 8);
-  p.out_c = k.depthwise ? p.in_c : (index % 5 == 0 ? 16 : pick(1, 40));
+  p.in_c = pick(1, 8);
+  p.out_c = index % 5 == 0 ? 16 : pick(1, 40);
   p.kernel_h = pick(1, 7);
   p.kernel_w = pick(1, 7);
   p.stride_h = pick(1, 3);
@@ -113,8 +109,7 @@ Case RandomCase(std::mt19937& rng, int index) {
   std::uniform_int_distribution<int> byte(-128, 127);
   k.input.resize(static_cast<std::size_t>(p.batch) * p.in_h * p.in_w * p.in_c);
   for (auto& v : k.input) v = static_cast<std::int8_t>(extreme ? (byte(rng) < 0 ? -128 : 127) : byte(rng));
-  k.filter.resize(static_cast<std::size_t>(p.out_c) * p.kernel_h * p.kernel_w *
-                  (k.depthwise ? 1 : p.in_c));
+  k.filter.resize(static_cast<std::size_t>(p.out_c) * p.kernel_h * p.kernel_w * p.in_c);
   for (auto& v : k.filter) {
     v = static_cast<std::int8_t>(extreme ? (byte(rng) < 0 ? -127 : 127) : std::max(-127, byte(rng)));
   }
@@ -147,15 +142,9 @@ std::vector<std::int8_t> Naive(const Case& k) {
               const int ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
               const int iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
               if (ih < 0 || ih >= p.in_h || iw < 0 || iw >= p.in_w) continue;
-              const std::size_t pixel = (static_cast<std::size_t>(b) * p.in_h + ih) * p.in_w + iw;
-              if (k.depthwise) {  // channel c reads input channel c only
-                const int x = k.input[pixel * p.in_c + c];
-                const int w = k.filter[(static_cast<std::size_t>(kh) * p.kernel_w + kw) * p.out_c + c];
-                acc += static_cast<std::int64_t>(x - p.input_zero_point) * w;
-                continue;
-              }
               for (int i = 0; i < p.in_c; ++i) {
-                const int x = k.input[pixel * p.in_c + i];
+                const int x = k.input[((static_cast<std::size_t>(b) * p.in_h + ih) * p.in_w + iw) *
+                                          p.in_c + i];
                 const int w = k.filter[((static_cast<std::size_t>(c) * p.kernel_h + kh) *
                                             p.kernel_w + kw) * p.in_c + i];
                 acc += static_cast<std::int64_t>(x - p.input_zero_point) * w;
@@ -182,76 +171,46 @@ Int8Conv2DPlan MakePlan(const Case& k) {
                         k.shift.data(), k.p.input_zero_point);
 }
 
-lowbit::Int8DepthwisePlan MakeDepthwisePlan(const Case& k) {
-  return lowbit::Int8DepthwisePlan(k.p.out_c, k.p.kernel_h, k.p.kernel_w, k.filter.data(),
-                                   k.has_bias ? k.bias.data() : nullptr, k.multiplier.data(),
-                                   k.shift.data(), k.p.input_zero_point);
-}
-
-// Runs case `k` on the fast path or the portable loop.
-void Run(const Case& k, bool fast, std::int8_t* out, lowbit::ParallelExecutor& executor) {
-  if (k.depthwise) {
-    const lowbit::Int8DepthwisePlan plan = MakeDepthwisePlan(k);
-    if (fast) {
-      lowbit::Int8DepthwiseConv2D(plan, k.p, k.input.data(), out, executor);
-    } else {
-      lowbit::Int8DepthwiseConv2DPortable(plan, k.p, k.input.data(), out, executor);
-    }
-    return;
-  }
-  const Int8Conv2DPlan plan = MakePlan(k);
-  if (fast) {
-    lowbit::Int8Conv2D(plan, k.p, k.input.data(), out, executor);
-  } else {
-    lowbit::Int8Conv2DPortable(plan, k.p, k.input.data(), out, executor);
-  }
-}
-
-// Best of 7 rounds of 100 calls, ms per call.
-double BestOf(const Case& k, bool fast) {
-  std::vector<std::int8_t> out(static_cast<std::size_t>(k.p.out_h) * k.p.out_w * k.p.out_c);
-  lowbit::InlineExecutor inline_executor;
-  double best = 1e9;
-  for (int r = 0; r < 7; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < 100; ++i) Run(k, fast, out.data(), inline_executor);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                              .count() / 100);
-  }
-  return best * 1e3;
-}
-
-// QuickNet's stem (depthwise: false) or its first depthwise conv, 3x3 s2
-// SAME from `size` x `size` x `in_c` to 16 channels.
-Case QuickNetLayer(bool depthwise, int size, int in_c) {
+int Time() {
   std::mt19937 rng(1);
   Case k;
-  k.depthwise = depthwise;
   Int8Conv2DParams& p = k.p;
-  p.batch = 1, p.in_h = p.in_w = size, p.in_c = in_c, p.out_c = 16;
-  p.kernel_h = p.kernel_w = 3, p.stride_h = p.stride_w = 2;
-  p.out_h = p.out_w = size / 2, p.pad_top = p.pad_left = 0;
+  p.batch = 1, p.in_h = p.in_w = 224, p.in_c = 3, p.out_c = 16, p.kernel_h = p.kernel_w = 3;
+  p.stride_h = p.stride_w = 2, p.out_h = p.out_w = 112, p.pad_top = p.pad_left = 0;
   p.input_zero_point = -3, p.output_zero_point = -128, p.out_min = -128, p.out_max = 127;
   std::uniform_int_distribution<int> byte(-127, 127);
-  k.input.resize(static_cast<std::size_t>(size) * size * in_c);
+  k.input.resize(224 * 224 * 3);
   for (auto& v : k.input) v = static_cast<std::int8_t>(byte(rng));
-  k.filter.resize(16 * 9 * (depthwise ? 1 : in_c));
+  k.filter.resize(16 * 27);
   for (auto& v : k.filter) v = static_cast<std::int8_t>(byte(rng));
   for (int c = 0; c < 16; ++c) {
     k.bias.push_back(1000 * c);
     k.multiplier.push_back(1500000000);
     k.shift.push_back(-9);
   }
-  return k;
-}
-
-int Time() {
-  const char* path = lowbit::Int8Conv2DHasFastPath() ? "avx512_vnni" : "none: portable";
-  const Case stem = QuickNetLayer(false, 224, 3), depthwise = QuickNetLayer(true, 112, 16);
+  const Int8Conv2DPlan plan = MakePlan(k);
+  std::vector<std::int8_t> out(112 * 112 * 16);
+  lowbit::InlineExecutor inline_executor;
+  auto best_of = [&](bool fast) {
+    double best = 1e9;
+    for (int r = 0; r < 7; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < 100; ++i) {
+        if (fast) {
+          lowbit::Int8Conv2D(plan, p, k.input.data(), out.data(), inline_executor);
+        } else {
+          lowbit::Int8Conv2DPortable(plan, p, k.input.data(), out.data(), inline_executor);
+        }
+      }
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                                .count() / 100);
+    }
+    return best * 1e3;
+  };
   std::printf("stem 224x224x3 -> 112x112x16, 3x3 s2, 1 thread: fast path (%s) %.3f ms, "
-              "portable %.3f ms\n", path, BestOf(stem, true), BestOf(stem, false));
-  std::printf("depthwise 112x112x16 -> 56x56x16, 3x3 s2, 1 thread: fast path (%s) %.3f ms, "
-              "portable %.3f ms\n", path, BestOf(depthwise, true), BestOf(depthwise, false));
+              "portable %.3f ms\n",
+              lowbit::Int8Conv2DHasFastPath() ? "avx512_vnni" : "none: portable",
+              best_of(true), best_of(false));
   return 0;
 }
 
@@ -268,20 +227,24 @@ int main(int argc, char** argv) {
   for (int index = 0; index < cases; ++index) {
     const Case k = RandomCase(rng, index);
     const std::vector<std::int8_t> expected = Naive(k);
+    const Int8Conv2DPlan plan = MakePlan(k);
     for (int run = 0; run < 4; ++run) {
       const bool fast = run >= 2;
       lowbit::ParallelExecutor& executor =
           run % 2 == 0 ? static_cast<lowbit::ParallelExecutor&>(inline_executor) : pool;
       std::vector<std::int8_t> got(expected.size(), 0x55);
-      Run(k, fast, got.data(), executor);
+      if (fast) {
+        lowbit::Int8Conv2D(plan, k.p, k.input.data(), got.data(), executor);
+      } else {
+        lowbit::Int8Conv2DPortable(plan, k.p, k.input.data(), got.data(), executor);
+      }
       if (got != expected) {
         std::size_t i = 0;
         while (got[i] == expected[i]) ++i;
         const Int8Conv2DParams& p = k.p;
-        std::printf("FAIL case %d (%s%s, %s): n%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d d%d,%d "
+        std::printf("FAIL case %d (%s, %s): n%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d d%d,%d "
                     "pad %d,%d zp %d,%d range [%d, %d]: element %zu got %d expected %d\n",
-                    index, k.depthwise ? "depthwise, " : "", fast ? "fast" : "portable",
-                    run % 2 ? "2 threads" : "inline",
+                    index, fast ? "fast" : "portable", run % 2 ? "2 threads" : "inline",
                     p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
                     p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                     p.pad_left, p.input_zero_point, p.output_zero_point, p.out_min, p.out_max, i,

@@ -4,8 +4,8 @@
 // The PyPI TFLite runtimes cannot register custom kernels from outside, but they
 // can load an external delegate (tflite_plugin_create_delegate). Its Prepare
 // walks the execution plan, claims every CUSTOM node whose custom_code is one of
-// ours (op_registry.cc) and, on x86 with AVX-512 VNNI, the int8 CONV_2D and
-// DEPTHWISE_CONV_2D builtins over few channels (int8_conv2d_op.cc; option
+// ours (op_registry.cc) and, on x86 with AVX-512 VNNI, the int8 CONV_2D
+// builtins over few input channels (int8_conv2d_op.cc; option
 // int8_builtin_convs), and asks the runtime to replace each connected group of
 // claimed nodes by one delegate kernel (a "partition"). The partition kernel
 // runs its nodes in order; tensors that are produced and consumed only inside a
@@ -49,9 +49,9 @@ struct DelegateState {
   // Debug option "check_nan": fail an op whose float input (input 0) holds a
   // NaN instead of binarising it as +1 (see FindNaN).
   bool check_nan = false;
-  // Option "int8_builtin_convs": claim the int8 CONV_2D and DEPTHWISE_CONV_2D
-  // builtins our kernels run faster than XNNPACK (op_registry.h); "0" leaves
-  // every builtin to TFLite.
+  // Option "int8_builtin_convs": claim the int8 CONV_2D builtins our kernel
+  // runs faster than XNNPACK (CreateInt8Conv2dBuiltinOp); "0" leaves every
+  // builtin to TFLite.
   bool int8_builtin_convs = true;
   std::mutex pool_mutex;      // guards creation of `pool`
   std::unique_ptr<ThreadPool> pool;
@@ -344,17 +344,6 @@ struct PartitionKernel {
   }
 };
 
-// The factory of a builtin op the delegate may claim (op_registry.h), or
-// nullptr.
-using BuiltinFactory = Status (*)(TfLiteContext*, const TfLiteNode*, std::unique_ptr<Op>*);
-BuiltinFactory ClaimableBuiltin(int builtin_code) {
-  switch (builtin_code) {
-    case kTfLiteBuiltinConv2d: return &CreateInt8Conv2dBuiltinOp;
-    case kTfLiteBuiltinDepthwiseConv2d: return &CreateInt8DepthwiseConv2dBuiltinOp;
-    default: return nullptr;
-  }
-}
-
 // Builds the partition kernel from the TfLiteDelegateParams the runtime passes.
 PartitionKernel* BuildPartition(TfLiteContext* context,
                                 const TfLiteDelegateParams* params) {
@@ -381,9 +370,9 @@ PartitionKernel* BuildPartition(TfLiteContext* context,
     rec.inputs = ToVector(node->inputs);
     rec.outputs = ToVector(node->outputs);
     Status s;
-    if (const BuiltinFactory factory = ClaimableBuiltin(reg->builtin_code)) {
-      rec.name = reg->builtin_code == kTfLiteBuiltinConv2d ? "CONV_2D" : "DEPTHWISE_CONV_2D";
-      s = factory(context, node, &rec.op);
+    if (reg->builtin_code == kTfLiteBuiltinConv2d) {
+      rec.name = "CONV_2D";
+      s = CreateInt8Conv2dBuiltinOp(context, node, &rec.op);
     } else {
       const OpEntry* entry = FindOp(reg->custom_name);
       if (entry == nullptr) {
@@ -549,13 +538,11 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       if (node->delegate != nullptr) continue;
       if (reg->builtin_code == kTfLiteBuiltinCustom) {
         if (FindOp(reg->custom_name) != nullptr) claimed.push_back(node_index);
-      } else if (const BuiltinFactory factory = ClaimableBuiltin(reg->builtin_code)) {
+      } else if (reg->builtin_code == kTfLiteBuiltinConv2d && state->int8_builtin_convs) {
         // Claimed only if our op takes it (BuildPartition makes it again:
         // the plan is cheap, a few KB of weights).
         std::unique_ptr<Op> probe;
-        if (state->int8_builtin_convs && factory(context, node, &probe).ok) {
-          claimed.push_back(node_index);
-        }
+        if (CreateInt8Conv2dBuiltinOp(context, node, &probe).ok) claimed.push_back(node_index);
       }
     }
     if (claimed.empty()) return kTfLiteOk;
@@ -612,9 +599,9 @@ bool ParseInt(const char* text, long* value) {
 //   num_threads   threads for the lowbit kernels; "0"/"-1" or absent: the
 //                 interpreter's recommended_num_threads (1 if it has none).
 //   check_nan     "1": fail an op whose float input holds a NaN.
-//   int8_builtin_convs  "1" (default): claim the int8 CONV_2D and
-//                 DEPTHWISE_CONV_2D builtins over few channels on CPUs with
-//                 AVX-512 VNNI (int8_conv2d_op.cc); "0": leave them to TFLite.
+//   int8_builtin_convs  "1" (default): claim the int8 CONV_2D builtins over
+//                 few input channels on CPUs with AVX-512 VNNI
+//                 (int8_conv2d_op.cc); "0": leave them to TFLite / XNNPACK.
 extern "C" __attribute__((visibility("default"))) TfLiteDelegate*
 tflite_plugin_create_delegate(char** options_keys, char** options_values,
                               std::size_t num_options,

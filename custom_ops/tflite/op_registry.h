@@ -102,17 +102,13 @@ Status CreateFastfoodOp(const std::uint8_t* options, std::size_t size,
 Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
                                 std::unique_ptr<Op>* op);
 
-// Builtin nodes the delegate may claim (delegate.cc), where the CPU has
-// AVX-512 VNNI: an int8 CONV_2D with at most kInt8ConvMaxInputChannels input
-// channels, an int8 DEPTHWISE_CONV_2D with at most kInt8DepthwiseMaxChannels
-// (int8_conv2d_op.cc says what they accept). An error means "leave the node
-// to TFLite", never a failure of the model.
+// Builtin nodes the delegate may claim (delegate.cc): an int8 CONV_2D with
+// at most kInt8ConvMaxInputChannels input channels, where the CPU has AVX-512
+// VNNI (int8_conv2d_op.cc says what it accepts). An error means "leave the
+// node to TFLite", never a failure of the model.
 constexpr int kInt8ConvMaxInputChannels = 8;
-constexpr int kInt8DepthwiseMaxChannels = 16;
 Status CreateInt8Conv2dBuiltinOp(TfLiteContext* context, const TfLiteNode* node,
                                  std::unique_ptr<Op>* op);
-Status CreateInt8DepthwiseConv2dBuiltinOp(TfLiteContext* context, const TfLiteNode* node,
-                                          std::unique_ptr<Op>* op);
 
 // Helpers shared by the ops. Their messages name the key or value; each op
 // prefixes its own name.

@@ -73,7 +73,6 @@ typedef enum TfLiteType {
 // Builtin operator codes we need (schema.fbs BuiltinOperator).
 enum {
   kTfLiteBuiltinConv2d = 3,
-  kTfLiteBuiltinDepthwiseConv2d = 4,
   kTfLiteBuiltinCustom = 32,
   kTfLiteBuiltinDelegate = 51,
 };
@@ -105,17 +104,6 @@ typedef struct TfLiteConvParams {
   int dilation_width_factor;
   int dilation_height_factor;
 } TfLiteConvParams;
-
-// builtin_data of a DEPTHWISE_CONV_2D node (TfLiteDepthwiseConvParams).
-typedef struct TfLiteDepthwiseConvParams {
-  TfLitePadding padding;
-  int stride_width;
-  int stride_height;
-  int depth_multiplier;
-  TfLiteFusedActivation activation;
-  int dilation_width_factor;
-  int dilation_height_factor;
-} TfLiteDepthwiseConvParams;
 
 // Flags of TfLiteDelegate::flags.
 enum {
@@ -339,10 +327,6 @@ static_assert(sizeof(TfLitePadding) == 4 && sizeof(TfLiteFusedActivation) == 4,
 static_assert(offsetof(TfLiteConvParams, activation) == 12, "TfLiteConvParams.activation");
 static_assert(offsetof(TfLiteConvParams, dilation_height_factor) == 20,
               "TfLiteConvParams.dilation_height_factor");
-static_assert(offsetof(TfLiteDepthwiseConvParams, activation) == 16,
-              "TfLiteDepthwiseConvParams.activation");
-static_assert(offsetof(TfLiteDepthwiseConvParams, dilation_height_factor) == 24,
-              "TfLiteDepthwiseConvParams.dilation_height_factor");
 
 // Offsets of upstream's layout on LP64 targets (x86_64, aarch64).
 #if defined(__LP64__)
