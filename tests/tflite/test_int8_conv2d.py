@@ -193,3 +193,11 @@ def test_unusual_quantization_stays_with_tflite(quantization):
     else:
         tflite = _hand_built_conv([0.1], [5], filter_zero_point=3)
     assert _claimed(tflite) == 0
+
+
+def test_bad_option_value_is_refused():
+    from lowbit_tf.lite import delegate_library_path
+
+    with pytest.raises(ValueError, match="int8_builtin_convs must be '0' or '1', got 'yes'"):
+        tf.lite.experimental.load_delegate(str(delegate_library_path()),
+                                           {"int8_builtin_convs": "yes"})
