@@ -112,6 +112,9 @@ def test_equals_reference_kernels_and_xnnpack_within_one_code(config):
                                          experimental_op_resolver_type=OpResolverType.BUILTIN_REF),
                      x)
     np.testing.assert_array_equal(ours, reference)
+    # Rows split over the delegate's pool.
+    np.testing.assert_array_equal(
+        _run(Interpreter(model_content=tflite, runtime=RUNTIME, num_threads=2), x), reference)
     # XNNPACK requantizes in float32: one code off at most. (Not compared on
     # dilated convs: there XNNPACK's own codes differ from the reference
     # kernels' by several, 6 in c3.)
