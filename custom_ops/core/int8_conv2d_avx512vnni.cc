@@ -7,11 +7,14 @@
 // cancel against the packed bias, see Int8Conv2DPlan). Per output row: each
 // pixel's patch (kernel_h segments of kernel_w * in_c bytes when the width
 // dilation is 1; taps of in_c bytes otherwise) is gathered from it, all
-// in range, no branches, with masked byte loads and stores. Per 4 pixels and
+// in range, no branches, with 16-byte copies (CopyBytes). Per 8 pixels and
 // 16 output channels: one vpdpbusd per group of 4 patch bytes (broadcast)
-// against the 16 channels' 4 weights, four independent accumulators, then the
-// exact requantization in vectors (64-bit products for the doubling high
+// against the 16 channels' 4 weights, eight independent accumulators, then
+// the exact requantization in vectors (64-bit products for the doubling high
 // multiply, per-lane variable shifts for the rounding divide).
+// QuickNet's stem (224x224x3 -> 16, 3x3 s2), 1 thread, Sapphire Rapids
+// class: ~0.09 ms (int8_conv2d_check --time), of which ~0.03 ms the
+// requantization; XNNPACK's int8 (AMX) ~0.45 ms, its float32 ~0.16 ms.
 #include "custom_ops/core/int8_conv2d.h"
 
 #if LOWBIT_INT8_CONV_VNNI
