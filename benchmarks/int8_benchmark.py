@@ -12,7 +12,12 @@ depend on them):
   int8+binary    the same model with `int8=True` (docs/int8.md): the float parts
                  as int8 builtins with per-channel weights, calibrated on 8
                  random images run through our runtime; the binary convs read
-                 and write the int8 tensors at each section's ends;
+                 and write the int8 tensors at each section's ends; on x86 with
+                 AVX-512 VNNI the lowbit delegate runs the int8 stem conv (3
+                 input channels) with its own kernel (docs/int8.md);
+  int8, XNN stem the same int8+binary model and runtime with that claim
+                 turned off (`Interpreter(..., int8_builtin_convs=False)`):
+                 XNNPACK's int8 stem conv, what int8+binary was before;
   int8, f32 stem int8+binary with the stem conv kept float32
                  (`int8_float_layers=["stem_conv"]`): XNNPACK's int8 conv on
                  3 input channels is slower than its f32 one on CPUs where it
@@ -60,6 +65,7 @@ from quicknet_benchmark import float_twin
 FLOAT_BINARY = "float+binary"
 INT8_BINARY = "int8+binary"
 INT8_FLOAT_STEM = "int8, f32 stem"
+INT8_XNNPACK_STEM = "int8, XNN stem"
 XNNPACK_INT8 = "XNNPACK int8"
 FLOAT_PARTS = "float parts f32"
 FLOAT_PARTS_INT8 = "float parts int8"
@@ -81,6 +87,7 @@ def build_models(calibration_images: int, breakdown: bool) -> dict[str, bytes]:
     progress(f"converting int8+binary (calibration on {calibration_images} images)")
     models[INT8_BINARY] = lowbit_converter.convert(
         model, int8=True, representative_dataset=lambda: ([x[None]] for x in images))
+    models[INT8_XNNPACK_STEM] = models[INT8_BINARY]  # run with int8_builtin_convs=False
     models[INT8_FLOAT_STEM] = lowbit_converter.convert(
         model, int8=True, int8_float_layers=["stem_conv"],
         representative_dataset=lambda: ([x[None]] for x in images))
@@ -107,7 +114,8 @@ def interpreters(models: dict[str, bytes], threads: int) -> dict:
     image = random_images(rng, 1, QUICKNET_INPUT_SHAPE)
     result = {}
     for key, content in models.items():
-        interpreter = Interpreter(model_content=content, num_threads=threads)
+        interpreter = Interpreter(model_content=content, num_threads=threads,
+                                  int8_builtin_convs=key != INT8_XNNPACK_STEM)
         detail = interpreter.get_input_details()[0]
         value = image
         if detail["dtype"] == np.int8:
@@ -175,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
               f"saving what it saves here: {whole / (whole - parts + parts_int8):.2f}x")
     print(f"int8+binary logits vs float+binary (random weights, one image): max difference "
           f"{logit_difference(runners):.3f} of their range")
+    print(f"int8+binary, stem conv by the lowbit delegate vs by XNNPACK: "
+          f"{medians[INT8_XNNPACK_STEM] / medians[INT8_BINARY]:.2f}x time")
     # The same two target lines for each int8 variant.
     for key, label in ((INT8_BINARY, "int8+binary"),
-                       (INT8_FLOAT_STEM, "int8+binary with the stem conv f32")):
+                       (INT8_FLOAT_STEM, "int8+binary with the stem conv f32"),
+                       (INT8_XNNPACK_STEM, "int8+binary with XNNPACK's int8 stem conv")):
         ratio = medians[FLOAT_BINARY] / medians[key]
         small = len(models[key]) < len(models[FLOAT_BINARY])
         print(f"target (x86): {label} >= {TARGET_SPEEDUP}x faster than float+binary: "

@@ -149,6 +149,7 @@ def load_delegate(
     library: str | Path | None = None,
     *,
     check_nan: bool = False,
+    int8_builtin_convs: bool = True,
 ) -> Any:
     """Loads the lowbit external delegate for a runtime.
 
@@ -160,6 +161,10 @@ def load_delegate(
       library: path of the delegate library; default `delegate_library_path()`.
       check_nan: debug mode: a lowbit op whose float input holds a NaN fails
         (naming the op and the element) instead of binarising it as +1.
+      int8_builtin_convs: the delegate also runs the int8 CONV_2D builtins
+        over at most 8 input channels (a stem conv) with its own kernel, on x86
+        CPUs with AVX-512 VNNI, where XNNPACK's int8 conv is slow for them
+        (docs/int8.md); False leaves every builtin op to the runtime.
 
     Returns:
       The runtime's delegate object, for `experimental_delegates=[...]`.
@@ -170,6 +175,8 @@ def load_delegate(
         options["num_threads"] = str(_check_threads(num_threads))
     if check_nan:
         options["check_nan"] = "1"
+    if not int8_builtin_convs:
+        options["int8_builtin_convs"] = "0"
     path = Path(library) if library is not None else delegate_library_path()
     warn_unknown_kernel(path)
     return module.load_delegate(str(path), options)
@@ -442,6 +449,8 @@ class Interpreter:
         binary layer gives a finite output that differs from Keras's, with
         nothing to show for it. With check_nan=True, invoke() fails instead,
         naming the op and the element (one pass over each lowbit op's input).
+      int8_builtin_convs: see `load_delegate`; False leaves the int8 CONV_2D
+        builtins to the runtime (XNNPACK), for comparisons.
       **kwargs: passed on to the runtime's `Interpreter`.
 
     Raises:
@@ -476,6 +485,7 @@ class Interpreter:
         experimental_delegates: Sequence[Any] | None = None,
         use_lowbit_delegate: bool = True,
         check_nan: bool = False,
+        int8_builtin_convs: bool = True,
         **kwargs: Any,
     ) -> None:
         if isinstance(model_path, bytes | bytearray | memoryview) and model_content is None:
@@ -503,7 +513,8 @@ class Interpreter:
         # What a fresh runtime interpreter of the same model needs (see _reopen).
         self._options = dict(
             num_threads=num_threads, delegates=list(experimental_delegates or []),
-            use_lowbit_delegate=use_lowbit_delegate, check_nan=check_nan, kwargs=kwargs,
+            use_lowbit_delegate=use_lowbit_delegate, check_nan=check_nan,
+            int8_builtin_convs=int8_builtin_convs, kwargs=kwargs,
         )
         self._interpreter = self._open()
         # The delegate's ops chose their kernel path just now, as this does.
@@ -520,7 +531,8 @@ class Interpreter:
         delegates = list(options["delegates"])
         if options["use_lowbit_delegate"]:
             delegates.append(load_delegate(options["num_threads"], self.runtime_name,
-                                           check_nan=options["check_nan"]))
+                                           check_nan=options["check_nan"],
+                                           int8_builtin_convs=options["int8_builtin_convs"]))
         try:
             return self._module.Interpreter(
                 model_content=self._model_content,

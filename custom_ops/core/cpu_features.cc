@@ -12,6 +12,9 @@ CpuFeatures DetectCpuFeatures() {
     f.bits |= kCpuAvx512Bw;
   }
   if (__builtin_cpu_supports("avx512vpopcntdq")) f.bits |= kCpuAvx512Vpopcntdq;
+  if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+    f.bits |= kCpuAvx512Vnni;
+  }
 #elif defined(__aarch64__) || defined(__ARM_NEON)
   f.bits |= kCpuNeon;
 #endif
@@ -30,6 +33,8 @@ const char* CpuFeatureName(unsigned feature) {
       return "avx512_vpopcntdq";
     case kCpuNeon:
       return "neon";
+    case kCpuAvx512Vnni:
+      return "avx512_vnni";
     default:
       return "?";
   }

@@ -12,6 +12,8 @@ enum CpuFeature : unsigned {
   kCpuAvx512Bw = 1u << 2,         // x86 AVX-512 F + BW
   kCpuAvx512Vpopcntdq = 1u << 3,  // x86 AVX-512 VPOPCNTDQ
   kCpuNeon = 1u << 4,             // Arm Advanced SIMD
+  // x86 AVX-512 VL + VNNI (vpdpbusd; the int8 conv, core/int8_conv2d.h)
+  kCpuAvx512Vnni = 1u << 5,
 };
 
 struct CpuFeatures {

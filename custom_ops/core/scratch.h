@@ -15,7 +15,16 @@ namespace lowbit {
 
 // The users of the scratch memory; one block each per thread, so that one
 // user's block stays valid while it calls into another.
-enum class ScratchSlot : int { kResidual = 0, kDotProducts, kDepthwiseRows, kCount };
+// kInt8ConvImage and kInt8ConvPatches: the int8 conv's padded input (the
+// calling thread) and its patches (each worker), core/int8_conv2d_avx512vnni.cc.
+enum class ScratchSlot : int {
+  kResidual = 0,
+  kDotProducts,
+  kDepthwiseRows,
+  kInt8ConvImage,
+  kInt8ConvPatches,
+  kCount
+};
 
 // `bytes` bytes owned by the calling thread for `slot`, 64-byte aligned,
 // valid until this thread's next ScratchBytes call for the same slot. They hold

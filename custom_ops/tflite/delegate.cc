@@ -4,7 +4,9 @@
 // The PyPI TFLite runtimes cannot register custom kernels from outside, but they
 // can load an external delegate (tflite_plugin_create_delegate). Its Prepare
 // walks the execution plan, claims every CUSTOM node whose custom_code is one of
-// ours (op_registry.cc), and asks the runtime to replace each connected group of
+// ours (op_registry.cc) and, on x86 with AVX-512 VNNI, the int8 CONV_2D
+// builtins over few input channels (int8_conv2d_op.cc; option
+// int8_builtin_convs), and asks the runtime to replace each connected group of
 // claimed nodes by one delegate kernel (a "partition"). The partition kernel
 // runs its nodes in order; tensors that are produced and consumed only inside a
 // partition are not allocated by the runtime, so the kernel owns storage for
@@ -47,6 +49,10 @@ struct DelegateState {
   // Debug option "check_nan": fail an op whose float input (input 0) holds a
   // NaN instead of binarising it as +1 (see FindNaN).
   bool check_nan = false;
+  // Option "int8_builtin_convs": claim the int8 CONV_2D builtins our kernel
+  // runs faster than XNNPACK (CreateInt8Conv2dBuiltinOp); "0" leaves every
+  // builtin to TFLite.
+  bool int8_builtin_convs = true;
   std::mutex pool_mutex;      // guards creation of `pool`
   std::unique_ptr<ThreadPool> pool;
   // A ThreadPool runs one ParallelFor at a time. If two interpreters sharing
@@ -359,20 +365,26 @@ PartitionKernel* BuildPartition(TfLiteContext* context,
       kernel->init_error = "lowbit delegate: cannot read node " + std::to_string(node_index);
       return kernel.release();
     }
-    const OpEntry* entry = FindOp(reg->custom_name);
-    if (entry == nullptr) {
-      kernel->init_error = "lowbit delegate: node " + std::to_string(node_index) +
-                           " is not a lowbit op";
-      return kernel.release();
-    }
     NodeRecord rec;
     rec.node_index = node_index;
-    rec.name = entry->custom_name;
     rec.inputs = ToVector(node->inputs);
     rec.outputs = ToVector(node->outputs);
-    const int size = node->custom_initial_data_size;
-    Status s = entry->factory(static_cast<const std::uint8_t*>(node->custom_initial_data),
-                              size > 0 ? static_cast<std::size_t>(size) : 0, &rec.op);
+    Status s;
+    if (reg->builtin_code == kTfLiteBuiltinConv2d) {
+      rec.name = "CONV_2D";
+      s = CreateInt8Conv2dBuiltinOp(context, node, &rec.op);
+    } else {
+      const OpEntry* entry = FindOp(reg->custom_name);
+      if (entry == nullptr) {
+        kernel->init_error = "lowbit delegate: node " + std::to_string(node_index) +
+                             " is not a lowbit op";
+        return kernel.release();
+      }
+      rec.name = entry->custom_name;
+      const int size = node->custom_initial_data_size;
+      s = entry->factory(static_cast<const std::uint8_t*>(node->custom_initial_data),
+                         size > 0 ? static_cast<std::size_t>(size) : 0, &rec.op);
+    }
     if (!s.ok) {
       kernel->init_error = kernel->Where(rec) + s.message;
       return kernel.release();
@@ -523,8 +535,15 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
           node == nullptr || reg == nullptr) {
         continue;
       }
-      if (reg->builtin_code != kTfLiteBuiltinCustom || node->delegate != nullptr) continue;
-      if (FindOp(reg->custom_name) != nullptr) claimed.push_back(node_index);
+      if (node->delegate != nullptr) continue;
+      if (reg->builtin_code == kTfLiteBuiltinCustom) {
+        if (FindOp(reg->custom_name) != nullptr) claimed.push_back(node_index);
+      } else if (reg->builtin_code == kTfLiteBuiltinConv2d && state->int8_builtin_convs) {
+        // Claimed only if our op takes it (BuildPartition makes it again:
+        // the plan is cheap, a few KB of weights).
+        std::unique_ptr<Op> probe;
+        if (CreateInt8Conv2dBuiltinOp(context, node, &probe).ok) claimed.push_back(node_index);
+      }
     }
     if (claimed.empty()) return kTfLiteOk;
     EnsurePool(context, state);
@@ -579,6 +598,10 @@ bool ParseInt(const char* text, long* value) {
 // Options (all values are strings):
 //   num_threads   threads for the lowbit kernels; "0"/"-1" or absent: the
 //                 interpreter's recommended_num_threads (1 if it has none).
+//   check_nan     "1": fail an op whose float input holds a NaN.
+//   int8_builtin_convs  "1" (default): claim the int8 CONV_2D builtins over
+//                 few input channels on CPUs with AVX-512 VNNI
+//                 (int8_conv2d_op.cc); "0": leave them to TFLite / XNNPACK.
 extern "C" __attribute__((visibility("default"))) TfLiteDelegate*
 tflite_plugin_create_delegate(char** options_keys, char** options_values,
                               std::size_t num_options,
@@ -612,9 +635,16 @@ tflite_plugin_create_delegate(char** options_keys, char** options_values,
           return nullptr;
         }
         state->check_nan = value[0] == '1';
+      } else if (std::strcmp(key, "int8_builtin_convs") == 0) {
+        if (std::strcmp(value, "0") != 0 && std::strcmp(value, "1") != 0) {
+          ReportTo(report_error, std::string("lowbit delegate: int8_builtin_convs must be '0' "
+                                             "or '1', got '") + value + "'");
+          return nullptr;
+        }
+        state->int8_builtin_convs = value[0] == '1';
       } else {
         ReportTo(report_error, std::string("lowbit delegate: unknown option '") + key +
-                                   "' (known options: num_threads, check_nan)");
+                                   "' (known options: num_threads, check_nan, int8_builtin_convs)");
         return nullptr;
       }
     }

@@ -102,6 +102,14 @@ Status CreateFastfoodOp(const std::uint8_t* options, std::size_t size,
 Status CreateBDepthwiseConv2dOp(const std::uint8_t* options, std::size_t size,
                                 std::unique_ptr<Op>* op);
 
+// Builtin nodes the delegate may claim (delegate.cc): an int8 CONV_2D with
+// at most kInt8ConvMaxInputChannels input channels, where the CPU has AVX-512
+// VNNI (int8_conv2d_op.cc says what it accepts). An error means "leave the
+// node to TFLite", never a failure of the model.
+constexpr int kInt8ConvMaxInputChannels = 8;
+Status CreateInt8Conv2dBuiltinOp(TfLiteContext* context, const TfLiteNode* node,
+                                 std::unique_ptr<Op>* op);
+
 // Helpers shared by the ops. Their messages name the key or value; each op
 // prefixes its own name.
 std::string ShapeString(const TensorRef& t);

@@ -72,9 +72,38 @@ typedef enum TfLiteType {
 
 // Builtin operator codes we need (schema.fbs BuiltinOperator).
 enum {
+  kTfLiteBuiltinConv2d = 3,
   kTfLiteBuiltinCustom = 32,
   kTfLiteBuiltinDelegate = 51,
 };
+
+// builtin_data of a CONV_2D node (tensorflow/lite/core/c/builtin_op_data.h:
+// TfLiteConvParams; its enums are int-sized). Newer runtimes append fields
+// (quantized_bias_type); the runtime allocates it and we read this prefix.
+typedef enum {
+  kTfLitePaddingUnknown = 0,
+  kTfLitePaddingSame,
+  kTfLitePaddingValid,
+} TfLitePadding;
+
+typedef enum {
+  kTfLiteActNone = 0,
+  kTfLiteActRelu,
+  kTfLiteActReluN1To1,  // min(max(-1, x), 1)
+  kTfLiteActRelu6,      // min(max(0, x), 6)
+  kTfLiteActTanh,
+  kTfLiteActSignBit,
+  kTfLiteActSigmoid,
+} TfLiteFusedActivation;
+
+typedef struct TfLiteConvParams {
+  TfLitePadding padding;
+  int stride_width;
+  int stride_height;
+  TfLiteFusedActivation activation;
+  int dilation_width_factor;
+  int dilation_height_factor;
+} TfLiteConvParams;
 
 // Flags of TfLiteDelegate::flags.
 enum {
@@ -291,6 +320,13 @@ typedef struct TfLiteDelegate {
 } TfLiteDelegate;
 
 }  // extern "C"
+
+// TfLiteConvParams: six 4-byte fields on every target.
+static_assert(sizeof(TfLitePadding) == 4 && sizeof(TfLiteFusedActivation) == 4,
+              "TfLiteConvParams enums");
+static_assert(offsetof(TfLiteConvParams, activation) == 12, "TfLiteConvParams.activation");
+static_assert(offsetof(TfLiteConvParams, dilation_height_factor) == 20,
+              "TfLiteConvParams.dilation_height_factor");
 
 // Offsets of upstream's layout on LP64 targets (x86_64, aarch64).
 #if defined(__LP64__)

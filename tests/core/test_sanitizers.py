@@ -9,6 +9,8 @@ the compiler version, so a warm rerun only runs them:
   asan  -fsanitize=address,undefined -fno-sanitize-recover=undefined
         * bconv2d_check, bdepthwise_check: every kernel path this CPU has
           (they force each one with LOWBIT_KERNEL themselves), 1 and 2 threads;
+        * int8_conv2d_check: the int8 conv's VNNI kernel (where the CPU has
+          it) and portable loop, 1 and 2 threads;
         * thread_check (the thread pool stress);
         * small Keras models with every lowbit op (binary conv + BN + ReLU with
           a packed output through LowbitBMaxPool2d into a second binary conv,
@@ -96,8 +98,8 @@ KEEP_BUILDS = 3  # per sanitizer; older ones are removed
 # name: (-fsanitize= list, CMake targets, runtime library to preload into Python)
 BUILDS = {
     "asan": ("address,undefined",
-             ["lowbit_tflite", "bconv2d_check", "bdepthwise_check", "thread_check",
-              "sanitizer_canary"],
+             ["lowbit_tflite", "bconv2d_check", "bdepthwise_check", "int8_conv2d_check",
+              "thread_check", "sanitizer_canary"],
              "libasan"),
     "tsan": ("thread", ["lowbit_tflite", "thread_check", "sanitizer_canary"], "libtsan"),
 }
@@ -291,10 +293,12 @@ def assert_clean_worker(result: subprocess.CompletedProcess, what: str) -> None:
 def checker_results(asan_build) -> dict[str, subprocess.CompletedProcess]:
     env = dict(ASAN_ENV)
     return {name: run([str(asan_build / name), "400"], env=env)
-            for name in ("bconv2d_check", "bdepthwise_check", "thread_check")}
+            for name in ("bconv2d_check", "bdepthwise_check", "int8_conv2d_check",
+                         "thread_check")}
 
 
-@pytest.mark.parametrize("checker", ["bconv2d_check", "bdepthwise_check", "thread_check"])
+@pytest.mark.parametrize("checker", ["bconv2d_check", "bdepthwise_check", "int8_conv2d_check",
+                                     "thread_check"])
 def test_native_checks_under_asan_ubsan(checker, checker_results):
     result = checker_results[checker]
     output = result.stdout + result.stderr

@@ -1,0 +1,148 @@
+// int8 convolution with few input channels (TFLite's builtin CONV_2D, int8
+// per-channel), for the stem conv of mixed int8 + binary models.
+//
+// Why our own: on x86 CPUs with AMX, XNNPACK runs an int8 conv as one GEMM
+// per filter tap with K = the input channels, padded to AMX tiles 64 bytes
+// deep; over 3 input channels (an RGB stem) most of that work is padding, and
+// QuickNet's int8 stem took ~3x its float32 time (docs/int8.md). Here the
+// whole KH*KW*C patch of an output pixel is one dot product (27 products for
+// a 3x3 RGB stem, padded to 28), 16 output channels per AVX-512 VNNI vector.
+//
+// Arithmetic: exactly TFLite's reference int8 per-channel conv
+// (reference_integer_ops::ConvPerChannel), restated:
+//   acc[c] = bias[c] + sum over taps inside the image, input channels i of
+//            (x - input_zero_point) * w[c, kh, kw, i]          (int32)
+//   out[c] = clamp(MultiplyByQuantizedMultiplier(acc[c], m[c], s[c])
+//                  + output_zero_point, out_min, out_max)
+// with (m[c], s[c]) = QuantizeMultiplier(input_scale * filter_scale[c] /
+// output_scale) in double precision, and [out_min, out_max] the fused
+// activation's range in codes. Taps outside the image contribute nothing.
+#ifndef LOWBIT_CORE_INT8_CONV2D_H_
+#define LOWBIT_CORE_INT8_CONV2D_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "custom_ops/core/types.h"
+
+namespace lowbit {
+
+// Geometry and the quantization of the activations. Shapes NHWC; the filter
+// is [out_c, kernel_h, kernel_w, in_c] (TFLite's OHWI).
+struct Int8Conv2DParams {
+  int batch = 0, in_h = 0, in_w = 0, in_c = 0;
+  int out_h = 0, out_w = 0, out_c = 0;
+  int kernel_h = 0, kernel_w = 0;
+  int stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int pad_top = 0, pad_left = 0;  // taps before the image (TFLite's padding)
+  std::int32_t input_zero_point = 0, output_zero_point = 0;
+  std::int32_t out_min = -128, out_max = 127;  // the activation's range in codes
+};
+
+// TFLite's padding rules: output size of one dimension for SAME (true) or
+// VALID, and the padding before the image (the larger half goes after it).
+int Int8ConvOutputSize(bool same, int in, int kernel, int stride, int dilation);
+int Int8ConvPadBefore(int in, int out, int kernel, int stride, int dilation);
+
+// A real multiplier as (q, shift) with m ~= q * 2^(shift - 31), q in
+// [2^30, 2^31) (TFLite's QuantizeMultiplier): frexp, q = round(fraction *
+// 2^31) half away from zero, q == 2^31 -> 2^30 with shift + 1; shift < -31
+// (a multiplier below 2^-32) -> q = 0, shift = 0; m == 0 -> (0, 0).
+void QuantizeMultiplier(double multiplier, std::int32_t* quantized, int* shift);
+
+// x * m as TFLite's MultiplyByQuantizedMultiplier (the double-rounding
+// definition, that of the pip runtimes: tests/tflite/test_int8_conv2d.py
+// checks it bit-exactly against their reference kernels):
+//   left = max(shift, 0), right = max(-shift, 0)
+//   RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << left, q), right)
+// where the doubling high product of a and b is floor((a * b + 2^30) / 2^31)
+// (64-bit product; only a = b = INT32_MIN saturates, to INT32_MAX: q is never
+// negative here) and RoundingDivideByPOT rounds to nearest, halves away from
+// zero. x << left wraps modulo 2^32 as the reference's int32 product does.
+std::int32_t MultiplyByQuantizedMultiplier(std::int32_t x, std::int32_t quantized, int shift);
+
+// Everything about one conv that does not change between calls: the filter,
+// bias and requantization per output channel, and the filter packed for the
+// AVX-512 VNNI kernel. Built once (the delegate: when it claims the node).
+class Int8Conv2DPlan {
+ public:
+  // `filter` [out_c, kernel_h, kernel_w, in_c]; `bias` out_c values or
+  // nullptr (zero); `multiplier`/`shift` out_c values (QuantizeMultiplier);
+  // `input_zero_point` folds into the packed bias (below). Shifts must be in
+  // [-31, 30] (the caller rejects a layer outside).
+  Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c, const std::int8_t* filter,
+                 const std::int32_t* bias, const std::int32_t* multiplier, const int* shift,
+                 std::int32_t input_zero_point);
+
+  int out_c() const { return out_c_; }
+  int kernel_h() const { return kernel_h_; }
+  int kernel_w() const { return kernel_w_; }
+  int in_c() const { return in_c_; }
+  std::int32_t input_zero_point() const { return input_zero_point_; }
+  const std::vector<std::int8_t>& filter() const { return filter_; }
+  const std::vector<std::int32_t>& bias() const { return bias_; }
+  const std::vector<std::int32_t>& multiplier() const { return multiplier_; }
+  const std::vector<int>& shift() const { return shift_; }
+
+  // The VNNI layout. The patch of an output pixel is K = kernel_h *
+  // kernel_w * in_c bytes, in the filter's (kh, kw, i) order, padded with
+  // zero weights to groups of 4 (vpdpbusd multiplies 4 byte pairs per lane).
+  // It holds u = x + 128 (x ^ 0x80: vpdpbusd multiplies an UNSIGNED byte by a
+  // signed one), padded taps u = input_zero_point + 128. Then
+  //   sum u * w = sum (x - zp) * w + (128 + zp) * sum w
+  // over every tap, the padded ones included (their x - zp is 0), so
+  //   acc = packed_bias[c] + sum u * w,
+  //   packed_bias[c] = bias[c] - (128 + zp) * sum of all w[c, ...]
+  // is the reference's accumulator, modulo 2^32 like its int32 sums.
+  int groups() const { return groups_; }            // ceil(K / 4)
+  int channel_blocks() const { return blocks_; }    // ceil(out_c / 16)
+  // [block][group][16 channels][4 bytes]; channels past out_c are zero.
+  const std::int8_t* packed_filter() const { return packed_filter_.data(); }
+  // [block * 16] each; channels past out_c hold 0 / multiplier 0.
+  const std::int32_t* packed_bias() const { return packed_bias_.data(); }
+  const std::int32_t* packed_multiplier() const { return packed_multiplier_.data(); }
+  const std::int32_t* left_shift() const { return left_shift_.data(); }
+  const std::int32_t* right_shift() const { return right_shift_.data(); }
+
+ private:
+  int out_c_, kernel_h_, kernel_w_, in_c_;
+  std::int32_t input_zero_point_;
+  std::vector<std::int8_t> filter_;
+  std::vector<std::int32_t> bias_, multiplier_;
+  std::vector<int> shift_;
+  int groups_ = 0, blocks_ = 0;
+  std::vector<std::int8_t> packed_filter_;
+  std::vector<std::int32_t> packed_bias_, packed_multiplier_, left_shift_, right_shift_;
+};
+
+// The reference loop nest of the arithmetic above (any CPU); ground truth
+// for the checker (custom_ops/tests/int8_conv2d_check.cc).
+void Int8Conv2DPortable(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                        const std::int8_t* input, std::int8_t* output,
+                        ParallelExecutor& executor);
+
+// True when this library has the fast kernel and this CPU can run it
+// (x86 with AVX-512 F, BW, VL and VNNI). The delegate claims int8 convs only
+// then: elsewhere XNNPACK's own kernels are the better choice.
+bool Int8Conv2DHasFastPath();
+
+// The fast kernel where Int8Conv2DHasFastPath(), else the portable one; both
+// give the same codes.
+void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                const std::int8_t* input, std::int8_t* output, ParallelExecutor& executor);
+
+// The AVX-512 VNNI kernel (core/int8_conv2d_avx512vnni.cc), built on x86_64
+// with GCC or Clang only, entered only where the CPU has the features;
+// callers go through Int8Conv2D.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LOWBIT_INT8_CONV_VNNI 1
+#else
+#define LOWBIT_INT8_CONV_VNNI 0
+#endif
+void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                          const std::int8_t* input, std::int8_t* output,
+                          ParallelExecutor& executor);
+
+}  // namespace lowbit
+
+#endif  // LOWBIT_CORE_INT8_CONV2D_H_
