@@ -23,7 +23,8 @@ depend on them):
                  3 input channels is slower than its f32 one on CPUs where it
                  picks its AMX kernels (docs/int8.md);
   XNNPACK int8   the float twin (a float Conv2D in place of every QuantConv2D),
-                 full-integer post-training quantised by TFLiteConverter.
+                 full-integer post-training quantised by TFLiteConverter, every
+                 op on XNNPACK (`int8_builtin_convs=False`).
 
 All run in `lowbit_tf.lite.Interpreter` with the same thread count, timed in
 interleaved rounds (the order rotating every round, so that a slow spell of a
@@ -114,8 +115,10 @@ def interpreters(models: dict[str, bytes], threads: int) -> dict:
     image = random_images(rng, 1, QUICKNET_INPUT_SHAPE)
     result = {}
     for key, content in models.items():
+        # The XNNPACK lines run every builtin op on XNNPACK: without this the
+        # lowbit delegate would claim the float twin's int8 stem conv too.
         interpreter = Interpreter(model_content=content, num_threads=threads,
-                                  int8_builtin_convs=key != INT8_XNNPACK_STEM)
+                                  int8_builtin_convs=key not in (INT8_XNNPACK_STEM, XNNPACK_INT8))
         detail = interpreter.get_input_details()[0]
         value = image
         if detail["dtype"] == np.int8:

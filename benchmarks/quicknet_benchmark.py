@@ -234,7 +234,10 @@ def worker(paths: dict[str, str], threads: int, rounds: int, sample_s: float) ->
     runners = {}
     interpreters = {}
     for key, path in paths.items():
-        interpreter = Interpreter(model_path=path, num_threads=threads)
+        # "XNNPACK int8" is XNNPACK's alone: the lowbit delegate would claim
+        # the float twin's int8 stem conv (docs/int8.md) without this.
+        interpreter = Interpreter(model_path=path, num_threads=threads,
+                                  int8_builtin_convs=key != INT8)
         interpreter.allocate_tensors()
         for detail in interpreter.get_input_details():
             shape = detail["shape"]
