@@ -56,43 +56,71 @@ inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
 }
 
 // The per-lane constants of one block of 16 output channels.
+//
+// MultiplyByQuantizedMultiplier in one rounding. With a = x * q (64 bits,
+// never saturating: q >= 0) and r = the right shift, the reference computes
+// h = floor((a + 2^30) / 2^31), then rounds h / 2^r to nearest, halves away
+// from zero: floor((h + 2^(r-1)) / 2^r) for h >= 0, floor((h + 2^(r-1) - 1)
+// / 2^r) for h < 0 (just h for r = 0). Since floor((floor(z) + n) / m) =
+// floor((z + n) / m) for integers n and m > 0, that is
+//   floor((a + nudge - [a < 0] * correction) / 2^(31 + r)),
+//   nudge = 2^30 + 2^(30 + r), correction = 2^31    (r >= 1)
+//   nudge = 2^30,              correction = 0       (r = 0)
+// testing a < 0 where the reference tests h < 0, i.e. a < -2^30: for a in
+// [-2^30, 0) h is 0, and a + nudge - 2^31 lies in [2^(30+r) - 2^31,
+// 2^(30+r) - 2^30), inside [0, 2^(31+r)): the result is 0 either way.
+// |a| < 2^62 and the nudge < 2^62: no 64-bit overflow. One arithmetic shift
+// per 64-bit lane (31 + r <= 62) instead of a 32-bit rounding divide.
 struct Requant {
-  __m512i left, multiplier, multiplier_odd, right, mask, half_mask, low, high, zero_point;
+  __m512i left, multiplier_even, multiplier_odd, nudge_even, nudge_odd, correction_even,
+      correction_odd, shift_even, shift_odd, low, high, zero_point;
   bool any_left;
 
   Requant(const Int8Conv2DPlan& plan, int block, const Int8Conv2DParams& p) {
     const int at = block * 16;
     left = _mm512_loadu_si512(plan.left_shift() + at);
     any_left = _mm512_test_epi32_mask(left, left) != 0;
-    multiplier = _mm512_loadu_si512(plan.packed_multiplier() + at);
+    const __m512i multiplier = _mm512_loadu_si512(plan.packed_multiplier() + at);
+    multiplier_even = multiplier;  // vpmuldq reads the low half of each 64-bit lane
     multiplier_odd = _mm512_srli_epi64(multiplier, 32);
-    right = _mm512_loadu_si512(plan.right_shift() + at);
-    mask = _mm512_sub_epi32(_mm512_sllv_epi32(_mm512_set1_epi32(1), right),
-                            _mm512_set1_epi32(1));
-    half_mask = _mm512_srli_epi32(mask, 1);
+    alignas(64) std::int64_t nudge[2][8], correction[2][8], shift[2][8];
+    for (int lane = 0; lane < 16; ++lane) {
+      const int r = plan.right_shift()[at + lane];
+      nudge[lane % 2][lane / 2] = (1LL << 30) + (r > 0 ? 1LL << (30 + r) : 0);
+      correction[lane % 2][lane / 2] = r > 0 ? 1LL << 31 : 0;
+      shift[lane % 2][lane / 2] = 31 + r;
+    }
+    nudge_even = _mm512_load_si512(nudge[0]);
+    nudge_odd = _mm512_load_si512(nudge[1]);
+    correction_even = _mm512_load_si512(correction[0]);
+    correction_odd = _mm512_load_si512(correction[1]);
+    shift_even = _mm512_load_si512(shift[0]);
+    shift_odd = _mm512_load_si512(shift[1]);
     low = _mm512_set1_epi32(p.out_min - p.output_zero_point);
     high = _mm512_set1_epi32(p.out_max - p.output_zero_point);
     zero_point = _mm512_set1_epi32(p.output_zero_point);
+  }
+
+  // The 64-bit lanes' rounded x * q (above), in their low halves.
+  static __m512i Round(__m512i x, __m512i multiplier, __m512i nudge, __m512i correction,
+                       __m512i shift) {
+    const __m512i a = _mm512_mul_epi32(x, multiplier);
+    const __m512i t = _mm512_add_epi64(a, nudge);
+    const __mmask8 negative = _mm512_cmplt_epi64_mask(a, _mm512_setzero_si512());
+    return _mm512_srav_epi64(_mm512_mask_sub_epi64(t, negative, t, correction), shift);
   }
 
   // MultiplyByQuantizedMultiplier per lane, clamped, + zero point, as bytes.
   __m128i Apply(__m512i acc) const {
     // Left shifts (multipliers >= 1) are rare: skip the shift without them.
     const __m512i x = any_left ? _mm512_sllv_epi32(acc, left) : acc;
-    // floor((x * q + 2^30) / 2^31) on the even and odd lanes' 64-bit products.
-    const __m512i half = _mm512_set1_epi64(1LL << 30);
-    const __m512i even =
-        _mm512_srai_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, multiplier), half), 31);
-    const __m512i odd = _mm512_srai_epi64(
-        _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), multiplier_odd), half), 31);
-    const __m512i product = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
-    // Rounding divide by 2^right: + 1 where the remainder exceeds the
-    // threshold, (mask >> 1) + 1 for a negative value (srai gives -1).
-    const __m512i remainder = _mm512_and_si512(product, mask);
-    const __m512i threshold = _mm512_sub_epi32(half_mask, _mm512_srai_epi32(product, 31));
-    __m512i v = _mm512_srav_epi32(product, right);
-    v = _mm512_mask_add_epi32(v, _mm512_cmpgt_epi32_mask(remainder, threshold), v,
-                              _mm512_set1_epi32(1));
+    const __m512i even = Round(x, multiplier_even, nudge_even, correction_even, shift_even);
+    const __m512i odd =
+        Round(_mm512_srli_epi64(x, 32), multiplier_odd, nudge_odd, correction_odd, shift_odd);
+    // Lanes 2k and 2k + 1: the low halves of even's and odd's 64-bit lane k.
+    const __m512i interleave =
+        _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0);
+    __m512i v = _mm512_permutex2var_epi32(even, interleave, odd);
     v = _mm512_min_epi32(_mm512_max_epi32(v, low), high);
     return _mm512_cvtepi32_epi8(_mm512_add_epi32(v, zero_point));
   }
@@ -107,20 +135,35 @@ inline std::int32_t Load32(const std::uint8_t* p) {
 // Pixels per step: independent vpdpbusd chains to hide its latency.
 constexpr int kPixels = 8;
 
+// Where the kernel reads a pixel's taps: kernel row kh's row_groups * 4
+// bytes start at first + pixel * pixel_pitch + kh * kernel_row_pitch (the
+// padded image itself, or the gathered patches where dilation_w > 1).
+struct Taps {
+  const std::uint8_t* first;
+  std::int64_t pixel_pitch, kernel_row_pitch;
+  int kernel_h, row_groups;
+};
+
 // N pixels' dot products with 16 output channels (one vpdpbusd per group of
-// 4 patch bytes, broadcast, against the channels' 4 weights each), then
-// requantized and stored (`out` the first pixel's, `pitch` bytes apart).
+// 4 bytes, broadcast straight from memory, against the channels' 4 weights
+// each), then requantized and stored (`out` the first pixel's, `pitch` bytes
+// apart).
 template <int N>
-inline void DotAndStore(const std::uint8_t* patch, int patch_bytes, const std::int8_t* weights,
-                        int groups, __m512i bias, const Requant& requant, __mmask16 store_mask,
-                        std::int8_t* out, int pitch) {
+inline void DotAndStore(const Taps& taps, int pixel, const std::int8_t* weights, __m512i bias,
+                        const Requant& requant, __mmask16 store_mask, std::int8_t* out,
+                        int pitch) {
   __m512i acc[N];
   for (int j = 0; j < N; ++j) acc[j] = bias;
-  for (int g = 0; g < groups; ++g) {
-    const __m512i w = _mm512_loadu_si512(weights + g * 64);
-    for (int j = 0; j < N; ++j) {
-      acc[j] = _mm512_dpbusd_epi32(
-          acc[j], _mm512_set1_epi32(Load32(patch + j * patch_bytes + g * 4)), w);
+  const std::uint8_t* first = taps.first + pixel * taps.pixel_pitch;
+  for (int kh = 0; kh < taps.kernel_h; ++kh) {
+    const std::uint8_t* row = first + kh * taps.kernel_row_pitch;
+    for (int g = 0; g < taps.row_groups; ++g) {
+      const __m512i w = _mm512_loadu_si512(weights);
+      weights += 64;
+      for (int j = 0; j < N; ++j) {
+        acc[j] = _mm512_dpbusd_epi32(
+            acc[j], _mm512_set1_epi32(Load32(row + j * taps.pixel_pitch + g * 4)), w);
+      }
     }
   }
   for (int j = 0; j < N; ++j) {
@@ -137,34 +180,37 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
               std::int64_t image_bytes, std::int64_t row_bytes, std::int8_t* output,
               std::int64_t begin, std::int64_t end) {
   const int c = p.in_c;
-  const int groups = plan.groups(), blocks = plan.channel_blocks();
+  const int row_groups = plan.row_groups(), groups = plan.groups();
+  const int blocks = plan.channel_blocks();
+  const bool gather = p.dilation_w > 1;
   const int patch_bytes = groups * 4;
-  const int segment = p.kernel_w * c;  // one kernel row's bytes (dilation_w 1)
-  auto* patches = static_cast<std::uint8_t*>(ScratchBytes(
-      ScratchSlot::kInt8ConvPatches, static_cast<std::int64_t>(p.out_w) * patch_bytes + kSlack));
+  std::uint8_t* patches =
+      gather ? static_cast<std::uint8_t*>(
+                   ScratchBytes(ScratchSlot::kInt8ConvPatches,
+                                static_cast<std::int64_t>(p.out_w) * patch_bytes + kSlack))
+             : nullptr;
   for (std::int64_t row = begin; row < end; ++row) {
     const int b = static_cast<int>(row / p.out_h), oh = static_cast<int>(row % p.out_h);
-    // Gather the row's patches. The bytes past the K taps of a patch meet
-    // zero weights; they hold whatever the copies left there.
-    for (int ow = 0; ow < p.out_w; ++ow) {
-      std::uint8_t* patch = patches + static_cast<std::int64_t>(ow) * patch_bytes;
-      const std::uint8_t* corner = padded + b * image_bytes +
-                                   static_cast<std::int64_t>(oh) * p.stride_h * row_bytes +
-                                   static_cast<std::int64_t>(ow) * p.stride_w * c;
-      for (int kh = 0; kh < p.kernel_h; ++kh) {
-        const std::uint8_t* src = corner + static_cast<std::int64_t>(kh) * p.dilation_h * row_bytes;
-        std::uint8_t* dst = patch + kh * segment;
-        if (p.dilation_w == 1 && segment <= 16) {  // a 3x3 stem over <= 5 channels
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
-                           _mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
-        } else if (p.dilation_w == 1) {
-          CopyBytes(dst, src, segment);
-        } else {
+    const std::uint8_t* corner =
+        padded + b * image_bytes + static_cast<std::int64_t>(oh) * p.stride_h * row_bytes;
+    Taps taps{corner, static_cast<std::int64_t>(p.stride_w) * c,
+              static_cast<std::int64_t>(p.dilation_h) * row_bytes, p.kernel_h, row_groups};
+    if (gather) {
+      // Each kernel row's taps (in_c bytes dilation_w * in_c apart in the
+      // image) side by side at the start of its row_groups * 4 bytes; the
+      // rest of those meets zero weights and holds whatever the copies left.
+      for (int ow = 0; ow < p.out_w; ++ow) {
+        std::uint8_t* patch = patches + static_cast<std::int64_t>(ow) * patch_bytes;
+        const std::uint8_t* pixel = corner + static_cast<std::int64_t>(ow) * p.stride_w * c;
+        for (int kh = 0; kh < p.kernel_h; ++kh) {
+          const std::uint8_t* src = pixel + kh * taps.kernel_row_pitch;
+          std::uint8_t* dst = patch + kh * row_groups * 4;
           for (int kw = 0; kw < p.kernel_w; ++kw) {
             CopyBytes(dst + kw * c, src + static_cast<std::int64_t>(kw) * p.dilation_w * c, c);
           }
         }
       }
+      taps = Taps{patches, patch_bytes, row_groups * 4, p.kernel_h, row_groups};
     }
     std::int8_t* out = output + row * p.out_w * p.out_c;
     for (int block = 0; block < blocks; ++block) {
@@ -177,13 +223,11 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
       std::int8_t* out_block = out + block * 16;
       int ow = 0;
       for (; ow + kPixels <= p.out_w; ow += kPixels) {
-        DotAndStore<kPixels>(patches + static_cast<std::int64_t>(ow) * patch_bytes, patch_bytes,
-                             weights, groups, bias, requant, store_mask,
+        DotAndStore<kPixels>(taps, ow, weights, bias, requant, store_mask,
                              out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
       }
       for (; ow < p.out_w; ++ow) {
-        DotAndStore<1>(patches + static_cast<std::int64_t>(ow) * patch_bytes, patch_bytes,
-                       weights, groups, bias, requant, store_mask,
+        DotAndStore<1>(taps, ow, weights, bias, requant, store_mask,
                        out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
       }
     }
