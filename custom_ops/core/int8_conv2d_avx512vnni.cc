@@ -71,10 +71,17 @@ inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
 // 2^(30+r) - 2^30), inside [0, 2^(31+r)): the result is 0 either way.
 // |a| < 2^62 and the nudge < 2^62: no 64-bit overflow. One arithmetic shift
 // per 64-bit lane (31 + r <= 62) instead of a 32-bit rounding divide.
+//
+// Without the correction a negative half rounds up instead of away from
+// zero: v one larger than the reference's, only where that is <= -1 (v <= 0
+// after). When the clamp's low end out_min - output_zero_point is >= 0 (a
+// ReLU: out_min is the zero point) both clamp to it, so the kernel skips the
+// correction there (`exact_negative` false).
 struct Requant {
   __m512i left, multiplier_even, multiplier_odd, nudge_even, nudge_odd, correction_even,
       correction_odd, shift_even, shift_odd, low, high, zero_point;
-  bool any_left;
+  std::int32_t out_min, out_max, out_zero_point;
+  bool any_left, exact_negative;
 
   Requant(const Int8Conv2DPlan& plan, int block, const Int8Conv2DParams& p) {
     const int at = block * 16;
@@ -99,19 +106,26 @@ struct Requant {
     low = _mm512_set1_epi32(p.out_min - p.output_zero_point);
     high = _mm512_set1_epi32(p.out_max - p.output_zero_point);
     zero_point = _mm512_set1_epi32(p.output_zero_point);
+    exact_negative = p.out_min - p.output_zero_point < 0;
+    out_min = p.out_min;
+    out_max = p.out_max;
+    out_zero_point = p.output_zero_point;
   }
 
   // The 64-bit lanes' rounded x * q (above), in their low halves.
-  static __m512i Round(__m512i x, __m512i multiplier, __m512i nudge, __m512i correction,
-                       __m512i shift) {
+  __m512i Round(__m512i x, __m512i multiplier, __m512i nudge, __m512i correction,
+                __m512i shift) const {
     const __m512i a = _mm512_mul_epi32(x, multiplier);
-    const __m512i t = _mm512_add_epi64(a, nudge);
-    const __mmask8 negative = _mm512_cmplt_epi64_mask(a, _mm512_setzero_si512());
-    return _mm512_srav_epi64(_mm512_mask_sub_epi64(t, negative, t, correction), shift);
+    __m512i t = _mm512_add_epi64(a, nudge);
+    if (exact_negative) {
+      const __mmask8 negative = _mm512_cmplt_epi64_mask(a, _mm512_setzero_si512());
+      t = _mm512_mask_sub_epi64(t, negative, t, correction);
+    }
+    return _mm512_srav_epi64(t, shift);
   }
 
-  // MultiplyByQuantizedMultiplier per lane, clamped, + zero point, as bytes.
-  __m128i Apply(__m512i acc) const {
+  // MultiplyByQuantizedMultiplier per lane (int32, before the clamp).
+  __m512i Multiply(__m512i acc) const {
     // Left shifts (multipliers >= 1) are rare: skip the shift without them.
     const __m512i x = any_left ? _mm512_sllv_epi32(acc, left) : acc;
     const __m512i even = Round(x, multiplier_even, nudge_even, correction_even, shift_even);
@@ -120,9 +134,36 @@ struct Requant {
     // Lanes 2k and 2k + 1: the low halves of even's and odd's 64-bit lane k.
     const __m512i interleave =
         _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0);
-    __m512i v = _mm512_permutex2var_epi32(even, interleave, odd);
-    v = _mm512_min_epi32(_mm512_max_epi32(v, low), high);
+    return _mm512_permutex2var_epi32(even, interleave, odd);
+  }
+
+  // One pixel's 16 channels: clamped, + zero point, as bytes.
+  __m128i Bytes(__m512i acc) const {
+    const __m512i v = _mm512_min_epi32(_mm512_max_epi32(Multiply(acc), low), high);
     return _mm512_cvtepi32_epi8(_mm512_add_epi32(v, zero_point));
+  }
+
+  // Four pixels' 16 channels as their 64 output bytes, pixel after pixel:
+  // the clamp and the zero point in int16 on two pixels a vector. vpackssdw
+  // saturates v to int16 and vpaddsw saturates v + zero point: a value that
+  // saturates is beyond [-128, 127] on the same side as the exact one, so the
+  // clamp to [out_min, out_max] gives the same code.
+  __m512i Bytes4(__m512i acc0, __m512i acc1, __m512i acc2, __m512i acc3) const {
+    const __m512i zero_point16 = _mm512_set1_epi16(static_cast<short>(out_zero_point));
+    const __m512i low16 = _mm512_set1_epi16(static_cast<short>(out_min));
+    const __m512i high16 = _mm512_set1_epi16(static_cast<short>(out_max));
+    // Per 128-bit lane k: pixel 0's then pixel 1's channels 4k..4k+3.
+    __m512i v01 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply(acc0), Multiply(acc1)),
+                                    zero_point16);
+    __m512i v23 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply(acc2), Multiply(acc3)),
+                                    zero_point16);
+    v01 = _mm512_min_epi16(_mm512_max_epi16(v01, low16), high16);
+    v23 = _mm512_min_epi16(_mm512_max_epi16(v23, low16), high16);
+    // Per 128-bit lane k: dword p = pixel p's channels 4k..4k+3, wanted at
+    // dword 4p + k.
+    const __m512i order =
+        _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    return _mm512_permutexvar_epi32(order, _mm512_packs_epi16(v01, v23));
   }
 };
 
@@ -147,28 +188,60 @@ struct Taps {
 // N pixels' dot products with 16 output channels (one vpdpbusd per group of
 // 4 bytes, broadcast straight from memory, against the channels' 4 weights
 // each), then requantized and stored (`out` the first pixel's, `pitch` bytes
-// apart).
-template <int N>
+// apart). KH and RG > 0: the kernel's height and row groups known at compile
+// time (fully unrolled, the accumulators stay in registers), else 0. Dense:
+// 16 output channels, pitch 16, the pixels' bytes stored 64 at a time.
+template <int N, int KH, int RG, bool kDense>
 inline void DotAndStore(const Taps& taps, int pixel, const std::int8_t* weights, __m512i bias,
                         const Requant& requant, __mmask16 store_mask, std::int8_t* out,
                         int pitch) {
+  const int kernel_h = KH > 0 ? KH : taps.kernel_h;
+  const int row_groups = RG > 0 ? RG : taps.row_groups;
   __m512i acc[N];
   for (int j = 0; j < N; ++j) acc[j] = bias;
   const std::uint8_t* first = taps.first + pixel * taps.pixel_pitch;
-  for (int kh = 0; kh < taps.kernel_h; ++kh) {
+  for (int kh = 0; kh < kernel_h; ++kh) {
     const std::uint8_t* row = first + kh * taps.kernel_row_pitch;
-    for (int g = 0; g < taps.row_groups; ++g) {
-      const __m512i w = _mm512_loadu_si512(weights);
-      weights += 64;
+    for (int g = 0; g < row_groups; ++g) {
+      const __m512i w = _mm512_loadu_si512(weights + (kh * row_groups + g) * 64);
       for (int j = 0; j < N; ++j) {
         acc[j] = _mm512_dpbusd_epi32(
             acc[j], _mm512_set1_epi32(Load32(row + j * taps.pixel_pitch + g * 4)), w);
       }
     }
   }
-  for (int j = 0; j < N; ++j) {
-    _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(j) * pitch, store_mask,
-                         requant.Apply(acc[j]));
+  if (kDense) {
+    static_assert(!kDense || N % 4 == 0, "dense stores take 4 pixels");
+    for (int j = 0; j < N; j += 4) {
+      _mm512_storeu_si512(out + j * 16,
+                          requant.Bytes4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
+    }
+  } else {
+    for (int j = 0; j < N; ++j) {
+      _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(j) * pitch, store_mask,
+                           requant.Bytes(acc[j]));
+    }
+  }
+}
+
+// One output row's pixels for one block of 16 channels (DotAndStore).
+template <int KH, int RG>
+void BlockRow(const Taps& taps, int out_w, const std::int8_t* weights, __m512i bias,
+              const Requant& requant, __mmask16 store_mask, std::int8_t* out, int pitch) {
+  const bool dense = pitch == 16;  // then out_c is 16: one block, every lane
+  int ow = 0;
+  for (; ow + kPixels <= out_w; ow += kPixels) {
+    std::int8_t* at = out + static_cast<std::int64_t>(ow) * pitch;
+    if (dense) {
+      DotAndStore<kPixels, KH, RG, true>(taps, ow, weights, bias, requant, store_mask, at, pitch);
+    } else {
+      DotAndStore<kPixels, KH, RG, false>(taps, ow, weights, bias, requant, store_mask, at,
+                                          pitch);
+    }
+  }
+  for (; ow < out_w; ++ow) {
+    DotAndStore<1, KH, RG, false>(taps, ow, weights, bias, requant, store_mask,
+                           out + static_cast<std::int64_t>(ow) * pitch, pitch);
   }
 }
 
@@ -221,14 +294,15 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
       const int lanes = std::min(16, p.out_c - block * 16);
       const __mmask16 store_mask = static_cast<__mmask16>((1u << lanes) - 1);
       std::int8_t* out_block = out + block * 16;
-      int ow = 0;
-      for (; ow + kPixels <= p.out_w; ow += kPixels) {
-        DotAndStore<kPixels>(taps, ow, weights, bias, requant, store_mask,
-                             out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
-      }
-      for (; ow < p.out_w; ++ow) {
-        DotAndStore<1>(taps, ow, weights, bias, requant, store_mask,
-                       out_block + static_cast<std::int64_t>(ow) * p.out_c, p.out_c);
+      // 3 kernel rows of up to 16 bytes (3x3 over 1-5 channels, 3x5 over
+      // 1-3): unrolled; anything else: the loops.
+      const int shape = taps.kernel_h == 3 ? taps.row_groups : 0;
+      switch (shape) {
+        case 1: BlockRow<3, 1>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
+        case 2: BlockRow<3, 2>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
+        case 3: BlockRow<3, 3>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
+        case 4: BlockRow<3, 4>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
+        default: BlockRow<0, 0>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c);
       }
     }
   }
