@@ -6,7 +6,8 @@
 // deep; over 3 input channels (an RGB stem) most of that work is padding, and
 // QuickNet's int8 stem took ~3x its float32 time (docs/int8.md). Here the
 // whole KH*KW*C patch of an output pixel is one dot product (27 products for
-// a 3x3 RGB stem, padded to 28), 16 output channels per AVX-512 VNNI vector.
+// a 3x3 RGB stem, each kernel row's 9 padded to 12 so that it is read in
+// place from the image), 16 output channels per AVX-512 VNNI vector.
 //
 // Arithmetic: exactly TFLite's reference int8 per-channel conv
 // (reference_integer_ops::ConvPerChannel), restated:

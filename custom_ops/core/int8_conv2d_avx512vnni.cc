@@ -4,17 +4,31 @@
 //
 // Per call: the input is copied once into a padded image of bytes
 // u = x ^ 0x80 = x + 128, padding u = input_zero_point + 128 (so padded taps
-// cancel against the packed bias, see Int8Conv2DPlan). Per output row: each
-// pixel's patch (kernel_h segments of kernel_w * in_c bytes when the width
-// dilation is 1; taps of in_c bytes otherwise) is gathered from it, all
-// in range, no branches, with 16-byte copies (CopyBytes). Per 8 pixels and
-// 16 output channels: one vpdpbusd per group of 4 patch bytes (broadcast)
-// against the 16 channels' 4 weights, eight independent accumulators, then
-// the exact requantization in vectors (64-bit products for the doubling high
-// multiply, per-lane variable shifts for the rounding divide).
-// QuickNet's stem (224x224x3 -> 16, 3x3 s2), 1 thread, Sapphire Rapids
-// class: ~0.09 ms (int8_conv2d_check --time), of which ~0.03 ms the
-// requantization; XNNPACK's int8 (AMX) ~0.45 ms, its float32 ~0.16 ms.
+// cancel against the packed bias, see Int8Conv2DPlan). With dilation_w 1 a
+// pixel's taps in kernel row kh are kernel_w * in_c contiguous bytes of that
+// image: the kernel reads them in place, as row_groups = ceil(kernel_w *
+// in_c / 4) dwords from the pixel's address (vpbroadcastd from memory), no
+// copies. The last dword's bytes past the row's taps belong to the next
+// pixel (or the next image row, or the slack after the last image); the plan
+// gives them ZERO weights, so they add u * 0 = 0 and the correction term in
+// the packed bias stays (128 + zp) * (sum of the K real weights):
+//   acc = bias - (128 + zp) * sum w + sum over real taps of (x + 128) * w
+//       = bias + sum over real taps of (x - zp) * w        (modulo 2^32)
+// For QuickNet's stem (3x3 over 3 channels) that is 3 x 3 vpdpbusd per pixel
+// and 16 channels (27 products in 36 byte lanes) where a gathered patch took
+// 7 (28), but the gather's copies (and its loads from just-stored,
+// overlapping copies) cost more than the 2 extra vpdpbusd. With dilation_w
+// > 1 the taps are gathered first, each kernel row into its row_groups * 4
+// bytes of a patch, so the same weights serve. Per 8 pixels and 16 output
+// channels: eight independent accumulators; 3 kernel rows of 1-4 dwords
+// (3x3 over 1-5 channels) are unrolled at compile time. Then the exact
+// requantization in vectors: one 64-bit rounding per lane for
+// MultiplyByQuantizedMultiplier (Requant), and with 16 output channels the
+// clamp and zero point in int16 and 4 pixels per 64-byte store.
+// QuickNet's stem (224x224x3 -> 16, 3x3 s2, ReLU), 1 thread, Sapphire Rapids
+// class: ~0.057 ms (int8_conv2d_check --time; 0.096 ms with the gather and
+// the two-step requantization before); XNNPACK's int8 (AMX) ~0.45 ms, its
+// float32 ~0.16 ms.
 #include "custom_ops/core/int8_conv2d.h"
 
 #if LOWBIT_INT8_CONV_VNNI
@@ -43,10 +57,15 @@ namespace {
 inline __mmask64 ByteMask(int n) { return (1ULL << n) - 1; }
 
 // Copies n bytes in 16-byte steps, reading and writing up to 15 bytes past
-// them: the padded image and the patch rows have kSlack bytes to spare, and
-// the patch bytes written past a segment are rewritten by the next segment
-// (written after it) or are a patch's tail, which meets zero weights. (Masked
-// byte stores of exactly n bytes were 1/4 of the kernel's time.)
+// them (the gather, dilation_w > 1): the padded image and the patches have
+// kSlack bytes to spare, and the patch bytes written past a tap are
+// rewritten by the next tap or kernel row or patch (written after it) or are
+// a kernel row's tail, which meets zero weights. (Masked byte stores of
+// exactly n bytes were 1/4 of the kernel's time.) The in-place reads
+// (dilation_w 1) go at most 3 bytes past a kernel row's taps: row_groups * 4
+// <= kernel_w * in_c + 3, and the last output column's taps end at or before
+// the end of its image row (the image is as wide as the last tap), so the
+// farthest read ends 3 bytes past the last image: inside the slack.
 constexpr int kSlack = 64;
 inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
   for (int i = 0; i < n; i += 16) {
@@ -355,7 +374,8 @@ void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& pa
       }
     }
   }
-  // The slack after the last image: read by CopyBytes, met by zero weights.
+  // The slack after the last image: read by CopyBytes and the in-place
+  // dwords, met by zero weights (kSlack).
   std::memset(padded + p.batch * image_bytes, 0, kSlack);
 
   const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
