@@ -95,17 +95,18 @@ inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
 // zero: v one larger than the reference's, only where that is <= -1 (v <= 0
 // after). When the clamp's low end out_min - output_zero_point is >= 0 (a
 // ReLU: out_min is the zero point) both clamp to it, so the kernel skips the
-// correction there (`exact_negative` false).
+// correction there. Without left shifts either (multipliers < 1, as
+// usual) the kernel runs its `simple` requantization: no left shift, no
+// correction (template argument kSimple, not a branch per pixel).
 struct Requant {
   __m512i left, multiplier_even, multiplier_odd, nudge_even, nudge_odd, correction_even,
       correction_odd, shift_even, shift_odd, low, high, zero_point;
   std::int32_t out_min, out_max, out_zero_point;
-  bool any_left, exact_negative;
+  bool simple;  // no lane shifts left, and the clamp's low end is >= 0
 
   Requant(const Int8Conv2DPlan& plan, int block, const Int8Conv2DParams& p) {
     const int at = block * 16;
     left = _mm512_loadu_si512(plan.left_shift() + at);
-    any_left = _mm512_test_epi32_mask(left, left) != 0;
     const __m512i multiplier = _mm512_loadu_si512(plan.packed_multiplier() + at);
     multiplier_even = multiplier;  // vpmuldq reads the low half of each 64-bit lane
     multiplier_odd = _mm512_srli_epi64(multiplier, 32);
@@ -125,18 +126,19 @@ struct Requant {
     low = _mm512_set1_epi32(p.out_min - p.output_zero_point);
     high = _mm512_set1_epi32(p.out_max - p.output_zero_point);
     zero_point = _mm512_set1_epi32(p.output_zero_point);
-    exact_negative = p.out_min - p.output_zero_point < 0;
+    simple = _mm512_test_epi32_mask(left, left) == 0 && p.out_min - p.output_zero_point >= 0;
     out_min = p.out_min;
     out_max = p.out_max;
     out_zero_point = p.output_zero_point;
   }
 
   // The 64-bit lanes' rounded x * q (above), in their low halves.
-  __m512i Round(__m512i x, __m512i multiplier, __m512i nudge, __m512i correction,
-                __m512i shift) const {
+  template <bool kSimple>
+  static __m512i Round(__m512i x, __m512i multiplier, __m512i nudge, __m512i correction,
+                       __m512i shift) {
     const __m512i a = _mm512_mul_epi32(x, multiplier);
     __m512i t = _mm512_add_epi64(a, nudge);
-    if (exact_negative) {
+    if (!kSimple) {
       const __mmask8 negative = _mm512_cmplt_epi64_mask(a, _mm512_setzero_si512());
       t = _mm512_mask_sub_epi64(t, negative, t, correction);
     }
@@ -144,12 +146,15 @@ struct Requant {
   }
 
   // MultiplyByQuantizedMultiplier per lane (int32, before the clamp).
+  template <bool kSimple>
   __m512i Multiply(__m512i acc) const {
-    // Left shifts (multipliers >= 1) are rare: skip the shift without them.
-    const __m512i x = any_left ? _mm512_sllv_epi32(acc, left) : acc;
-    const __m512i even = Round(x, multiplier_even, nudge_even, correction_even, shift_even);
-    const __m512i odd =
-        Round(_mm512_srli_epi64(x, 32), multiplier_odd, nudge_odd, correction_odd, shift_odd);
+    const __m512i x = kSimple ? acc : _mm512_sllv_epi32(acc, left);
+    const __m512i even =
+        Round<kSimple>(x, multiplier_even, nudge_even, correction_even, shift_even);
+    // The odd lanes into the low halves: vpshufd (port 5; a 64-bit shift
+    // would compete with vpdpbusd, vpmuldq and vpsravq for port 0).
+    const __m512i odd = Round<kSimple>(_mm512_shuffle_epi32(x, _MM_PERM_DDBB), multiplier_odd,
+                                       nudge_odd, correction_odd, shift_odd);
     // Lanes 2k and 2k + 1: the low halves of even's and odd's 64-bit lane k.
     const __m512i interleave =
         _mm512_set_epi32(30, 14, 28, 12, 26, 10, 24, 8, 22, 6, 20, 4, 18, 2, 16, 0);
@@ -157,8 +162,9 @@ struct Requant {
   }
 
   // One pixel's 16 channels: clamped, + zero point, as bytes.
+  template <bool kSimple>
   __m128i Bytes(__m512i acc) const {
-    const __m512i v = _mm512_min_epi32(_mm512_max_epi32(Multiply(acc), low), high);
+    const __m512i v = _mm512_min_epi32(_mm512_max_epi32(Multiply<kSimple>(acc), low), high);
     return _mm512_cvtepi32_epi8(_mm512_add_epi32(v, zero_point));
   }
 
@@ -167,14 +173,15 @@ struct Requant {
   // saturates v to int16 and vpaddsw saturates v + zero point: a value that
   // saturates is beyond [-128, 127] on the same side as the exact one, so the
   // clamp to [out_min, out_max] gives the same code.
+  template <bool kSimple>
   __m512i Bytes4(__m512i acc0, __m512i acc1, __m512i acc2, __m512i acc3) const {
     const __m512i zero_point16 = _mm512_set1_epi16(static_cast<short>(out_zero_point));
     const __m512i low16 = _mm512_set1_epi16(static_cast<short>(out_min));
     const __m512i high16 = _mm512_set1_epi16(static_cast<short>(out_max));
     // Per 128-bit lane k: pixel 0's then pixel 1's channels 4k..4k+3.
-    __m512i v01 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply(acc0), Multiply(acc1)),
+    __m512i v01 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply<kSimple>(acc0), Multiply<kSimple>(acc1)),
                                     zero_point16);
-    __m512i v23 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply(acc2), Multiply(acc3)),
+    __m512i v23 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply<kSimple>(acc2), Multiply<kSimple>(acc3)),
                                     zero_point16);
     v01 = _mm512_min_epi16(_mm512_max_epi16(v01, low16), high16);
     v23 = _mm512_min_epi16(_mm512_max_epi16(v23, low16), high16);
@@ -210,7 +217,8 @@ struct Taps {
 // apart). KH and RG > 0: the kernel's height and row groups known at compile
 // time (fully unrolled, the accumulators stay in registers), else 0. Dense:
 // 16 output channels, pitch 16, the pixels' bytes stored 64 at a time.
-template <int N, int KH, int RG, bool kDense>
+// kSimple: Requant's simple requantization (requant.simple).
+template <int N, int KH, int RG, bool kDense, bool kSimple>
 inline void DotAndStore(const Taps& taps, int pixel, const std::int8_t* weights, __m512i bias,
                         const Requant& requant, __mmask16 store_mask, std::int8_t* out,
                         int pitch) {
@@ -233,18 +241,18 @@ inline void DotAndStore(const Taps& taps, int pixel, const std::int8_t* weights,
     static_assert(!kDense || N % 4 == 0, "dense stores take 4 pixels");
     for (int j = 0; j < N; j += 4) {
       _mm512_storeu_si512(out + j * 16,
-                          requant.Bytes4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
+                          requant.template Bytes4<kSimple>(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
     }
   } else {
     for (int j = 0; j < N; ++j) {
       _mm_mask_storeu_epi8(out + static_cast<std::int64_t>(j) * pitch, store_mask,
-                           requant.Bytes(acc[j]));
+                           requant.template Bytes<kSimple>(acc[j]));
     }
   }
 }
 
 // One output row's pixels for one block of 16 channels (DotAndStore).
-template <int KH, int RG>
+template <int KH, int RG, bool kSimple>
 void BlockRow(const Taps& taps, int out_w, const std::int8_t* weights, __m512i bias,
               const Requant& requant, __mmask16 store_mask, std::int8_t* out, int pitch) {
   const bool dense = pitch == 16;  // then out_c is 16: one block, every lane
@@ -252,14 +260,15 @@ void BlockRow(const Taps& taps, int out_w, const std::int8_t* weights, __m512i b
   for (; ow + kPixels <= out_w; ow += kPixels) {
     std::int8_t* at = out + static_cast<std::int64_t>(ow) * pitch;
     if (dense) {
-      DotAndStore<kPixels, KH, RG, true>(taps, ow, weights, bias, requant, store_mask, at, pitch);
+      DotAndStore<kPixels, KH, RG, true, kSimple>(taps, ow, weights, bias, requant, store_mask,
+                                                  at, pitch);
     } else {
-      DotAndStore<kPixels, KH, RG, false>(taps, ow, weights, bias, requant, store_mask, at,
-                                          pitch);
+      DotAndStore<kPixels, KH, RG, false, kSimple>(taps, ow, weights, bias, requant, store_mask,
+                                                   at, pitch);
     }
   }
   for (; ow < out_w; ++ow) {
-    DotAndStore<1, KH, RG, false>(taps, ow, weights, bias, requant, store_mask,
+    DotAndStore<1, KH, RG, false, kSimple>(taps, ow, weights, bias, requant, store_mask,
                            out + static_cast<std::int64_t>(ow) * pitch, pitch);
   }
 }
@@ -315,13 +324,28 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
       std::int8_t* out_block = out + block * 16;
       // 3 kernel rows of up to 16 bytes (3x3 over 1-5 channels, 3x5 over
       // 1-3): unrolled; anything else: the loops.
-      const int shape = taps.kernel_h == 3 ? taps.row_groups : 0;
+      const int shape = (taps.kernel_h == 3 ? taps.row_groups : 0) * 2 + (requant.simple ? 1 : 0);
       switch (shape) {
-        case 1: BlockRow<3, 1>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
-        case 2: BlockRow<3, 2>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
-        case 3: BlockRow<3, 3>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
-        case 4: BlockRow<3, 4>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); break;
-        default: BlockRow<0, 0>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c);
+#define LOWBIT_INT8_CONV_SHAPE(rg)                                                             \
+  case rg * 2:                                                                                 \
+    BlockRow<3, rg, false>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); \
+    break;                                                                                     \
+  case rg * 2 + 1:                                                                             \
+    BlockRow<3, rg, true>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); \
+    break;
+        LOWBIT_INT8_CONV_SHAPE(1)
+        LOWBIT_INT8_CONV_SHAPE(2)
+        LOWBIT_INT8_CONV_SHAPE(3)
+        LOWBIT_INT8_CONV_SHAPE(4)
+#undef LOWBIT_INT8_CONV_SHAPE
+        default:
+          if (requant.simple) {
+            BlockRow<0, 0, true>(taps, p.out_w, weights, bias, requant, store_mask, out_block,
+                                 p.out_c);
+          } else {
+            BlockRow<0, 0, false>(taps, p.out_w, weights, bias, requant, store_mask, out_block,
+                                  p.out_c);
+          }
       }
     }
   }
