@@ -93,12 +93,12 @@ inline void CopyBytes(std::uint8_t* dst, const std::uint8_t* src, int n) {
 // |a| < 2^62 and the nudge < 2^62: no 64-bit overflow. One arithmetic shift
 // per 64-bit lane (31 + r <= 62) instead of a 32-bit rounding divide.
 //
-// Without the correction a negative half rounds up instead of away from
-// zero: v one larger than the reference's, only where that is <= -1 (v <= 0
-// after). When the clamp's low end out_min - output_zero_point is >= 0 (a
-// ReLU: out_min is the zero point) both clamp to it, so the kernel skips the
-// correction there. Without left shifts either (multipliers < 1, as
-// usual) the kernel runs its `simple` requantization: no left shift, no
+// Without the correction a negative half (h / 2^r = n - 1/2, n <= 0) rounds
+// up to n instead of away from zero to n - 1; no other value changes. When
+// the clamp's low end out_min - output_zero_point is >= 0 (a ReLU: out_min is
+// the zero point), n <= 0 and n - 1 < 0 both clamp to it, so the correction
+// can go. Where, in addition, no lane shifts left (multipliers < 1, as
+// usual) the kernel runs the `simple` requantization: no left shift, no
 // correction (template argument kSimple, not a branch per pixel).
 struct Requant {
   __m512i left, multiplier_even, multiplier_odd, nudge_even, nudge_odd, correction_even,
@@ -181,10 +181,10 @@ struct Requant {
     const __m512i low16 = _mm512_set1_epi16(static_cast<short>(out_min));
     const __m512i high16 = _mm512_set1_epi16(static_cast<short>(out_max));
     // Per 128-bit lane k: pixel 0's then pixel 1's channels 4k..4k+3.
-    __m512i v01 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply<kSimple>(acc0), Multiply<kSimple>(acc1)),
-                                    zero_point16);
-    __m512i v23 = _mm512_adds_epi16(_mm512_packs_epi32(Multiply<kSimple>(acc2), Multiply<kSimple>(acc3)),
-                                    zero_point16);
+    __m512i v01 = _mm512_packs_epi32(Multiply<kSimple>(acc0), Multiply<kSimple>(acc1));
+    __m512i v23 = _mm512_packs_epi32(Multiply<kSimple>(acc2), Multiply<kSimple>(acc3));
+    v01 = _mm512_adds_epi16(v01, zero_point16);
+    v23 = _mm512_adds_epi16(v23, zero_point16);
     v01 = _mm512_min_epi16(_mm512_max_epi16(v01, low16), high16);
     v23 = _mm512_min_epi16(_mm512_max_epi16(v23, low16), high16);
     // Per 128-bit lane k: dword p = pixel p's channels 4k..4k+3, wanted at
@@ -242,8 +242,9 @@ inline void DotAndStore(const Taps& taps, int pixel, const std::int8_t* weights,
   if (kDense) {
     static_assert(!kDense || N % 4 == 0, "dense stores take 4 pixels");
     for (int j = 0; j < N; j += 4) {
-      _mm512_storeu_si512(out + j * 16,
-                          requant.template Bytes4<kSimple>(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]));
+      const __m512i bytes =
+          requant.template Bytes4<kSimple>(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]);
+      _mm512_storeu_si512(out + j * 16, bytes);
     }
   } else {
     for (int j = 0; j < N; ++j) {
@@ -272,6 +273,29 @@ void BlockRow(const Taps& taps, int out_w, const std::int8_t* weights, __m512i b
   for (; ow < out_w; ++ow) {
     DotAndStore<1, KH, RG, false, kSimple>(taps, ow, weights, bias, requant, store_mask,
                            out + static_cast<std::int64_t>(ow) * pitch, pitch);
+  }
+}
+
+// BlockRow for any kernel: 3 kernel rows of up to 16 bytes (3x3 over 1-5
+// channels, 3x5 over 1-3) unrolled, anything else in loops.
+template <bool kSimple>
+void AnyBlockRow(const Taps& taps, int out_w, const std::int8_t* weights, __m512i bias,
+                 const Requant& requant, __mmask16 store_mask, std::int8_t* out, int pitch) {
+  switch (taps.kernel_h == 3 ? taps.row_groups : 0) {
+    case 1:
+      BlockRow<3, 1, kSimple>(taps, out_w, weights, bias, requant, store_mask, out, pitch);
+      break;
+    case 2:
+      BlockRow<3, 2, kSimple>(taps, out_w, weights, bias, requant, store_mask, out, pitch);
+      break;
+    case 3:
+      BlockRow<3, 3, kSimple>(taps, out_w, weights, bias, requant, store_mask, out, pitch);
+      break;
+    case 4:
+      BlockRow<3, 4, kSimple>(taps, out_w, weights, bias, requant, store_mask, out, pitch);
+      break;
+    default:
+      BlockRow<0, 0, kSimple>(taps, out_w, weights, bias, requant, store_mask, out, pitch);
   }
 }
 
@@ -324,30 +348,11 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::u
       const int lanes = std::min(16, p.out_c - block * 16);
       const __mmask16 store_mask = static_cast<__mmask16>((1u << lanes) - 1);
       std::int8_t* out_block = out + block * 16;
-      // 3 kernel rows of up to 16 bytes (3x3 over 1-5 channels, 3x5 over
-      // 1-3): unrolled; anything else: the loops.
-      const int shape = (taps.kernel_h == 3 ? taps.row_groups : 0) * 2 + (requant.simple ? 1 : 0);
-      switch (shape) {
-#define LOWBIT_INT8_CONV_SHAPE(rg)                                                             \
-  case rg * 2:                                                                                 \
-    BlockRow<3, rg, false>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); \
-    break;                                                                                     \
-  case rg * 2 + 1:                                                                             \
-    BlockRow<3, rg, true>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c); \
-    break;
-        LOWBIT_INT8_CONV_SHAPE(1)
-        LOWBIT_INT8_CONV_SHAPE(2)
-        LOWBIT_INT8_CONV_SHAPE(3)
-        LOWBIT_INT8_CONV_SHAPE(4)
-#undef LOWBIT_INT8_CONV_SHAPE
-        default:
-          if (requant.simple) {
-            BlockRow<0, 0, true>(taps, p.out_w, weights, bias, requant, store_mask, out_block,
-                                 p.out_c);
-          } else {
-            BlockRow<0, 0, false>(taps, p.out_w, weights, bias, requant, store_mask, out_block,
-                                  p.out_c);
-          }
+      if (requant.simple) {
+        AnyBlockRow<true>(taps, p.out_w, weights, bias, requant, store_mask, out_block, p.out_c);
+      } else {
+        AnyBlockRow<false>(taps, p.out_w, weights, bias, requant, store_mask, out_block,
+                           p.out_c);
       }
     }
   }
