@@ -26,7 +26,7 @@
 // MultiplyByQuantizedMultiplier (Requant), and with 16 output channels the
 // clamp and zero point in int16 and 4 pixels per 64-byte store.
 // QuickNet's stem (224x224x3 -> 16, 3x3 s2, ReLU), 1 thread, Sapphire Rapids
-// class: 0.054-0.060 ms (int8_conv2d_check --time; 0.092-0.101 ms with the
+// class: 0.052-0.060 ms (int8_conv2d_check --time; 0.092-0.103 ms with the
 // gather and the two-step requantization before, same runs); XNNPACK's int8
 // (AMX) ~0.45 ms, its float32 ~0.16 ms. It is bound by port 0: per pixel 9
 // vpdpbusd, 2 vpmuldq, 2 vpsravq (the rest of the requantization is placed
