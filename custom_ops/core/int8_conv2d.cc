@@ -83,7 +83,8 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
   multiplier_.assign(multiplier, multiplier + out_c);
   shift_.assign(shift, shift + out_c);
 
-  groups_ = (taps + 3) / 4;
+  row_groups_ = (kernel_w * in_c + 3) / 4;
+  groups_ = kernel_h * row_groups_;
   blocks_ = (out_c + 15) / 16;
   packed_filter_.assign(static_cast<std::size_t>(blocks_) * groups_ * 64, 0);
   packed_bias_.assign(blocks_ * 16, 0);
@@ -96,8 +97,10 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
     for (int k = 0; k < taps; ++k) {
       const std::int8_t w = filter_[static_cast<std::size_t>(c) * taps + k];
       weight_sum += w;
-      packed_filter_[(static_cast<std::size_t>(block) * groups_ + k / 4) * 64 + lane * 4 +
-                     k % 4] = w;
+      // Tap k is byte `at` of kernel row kh's row_groups_ * 4 bytes.
+      const int kh = k / (kernel_w * in_c), at = k % (kernel_w * in_c);
+      packed_filter_[(static_cast<std::size_t>(block) * groups_ + kh * row_groups_ + at / 4) * 64 +
+                     lane * 4 + at % 4] = w;
     }
     // Modulo 2^32, as the accumulator (see the header).
     const std::int64_t folded =

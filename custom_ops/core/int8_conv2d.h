@@ -6,7 +6,8 @@
 // deep; over 3 input channels (an RGB stem) most of that work is padding, and
 // QuickNet's int8 stem took ~3x its float32 time (docs/int8.md). Here the
 // whole KH*KW*C patch of an output pixel is one dot product (27 products for
-// a 3x3 RGB stem, padded to 28), 16 output channels per AVX-512 VNNI vector.
+// a 3x3 RGB stem, each kernel row's 9 padded to 12 so that it is read in
+// place from the image), 16 output channels per AVX-512 VNNI vector.
 //
 // Arithmetic: exactly TFLite's reference int8 per-channel conv
 // (reference_integer_ops::ConvPerChannel), restated:
@@ -84,19 +85,27 @@ class Int8Conv2DPlan {
   const std::vector<std::int32_t>& multiplier() const { return multiplier_; }
   const std::vector<int>& shift() const { return shift_; }
 
-  // The VNNI layout. The patch of an output pixel is K = kernel_h *
-  // kernel_w * in_c bytes, in the filter's (kh, kw, i) order, padded with
-  // zero weights to groups of 4 (vpdpbusd multiplies 4 byte pairs per lane).
-  // It holds u = x + 128 (x ^ 0x80: vpdpbusd multiplies an UNSIGNED byte by a
-  // signed one), padded taps u = input_zero_point + 128. Then
-  //   sum u * w = sum (x - zp) * w + (128 + zp) * sum w
-  // over every tap, the padded ones included (their x - zp is 0), so
-  //   acc = packed_bias[c] + sum u * w,
+  // The VNNI layout. vpdpbusd multiplies 4 byte pairs per lane, so each
+  // kernel row's kernel_w * in_c taps (the filter's (kw, i) order, which is
+  // the input's byte order along a row when dilation_w is 1) are padded with
+  // ZERO weights to row_groups = ceil(kernel_w * in_c / 4) groups of 4:
+  // groups = kernel_h * row_groups in all. The kernel multiplies the weights
+  // with bytes u = x + 128 (x ^ 0x80: vpdpbusd multiplies an UNSIGNED byte by
+  // a signed one) of a padded image whose padded taps are u =
+  // input_zero_point + 128, and the bytes that meet the zero weights are
+  // anything (a neighbouring pixel's): they add u * 0 = 0. So over the real
+  // taps, the padded ones included (their x - zp is 0),
+  //   sum u * w = sum (x - zp) * w + (128 + zp) * sum w,
+  // and with
   //   packed_bias[c] = bias[c] - (128 + zp) * sum of all w[c, ...]
+  // (the sum over the K real weights; the zero ones add nothing)
+  //   acc = packed_bias[c] + sum u * w
   // is the reference's accumulator, modulo 2^32 like its int32 sums.
-  int groups() const { return groups_; }            // ceil(K / 4)
+  int row_groups() const { return row_groups_; }    // ceil(kernel_w * in_c / 4)
+  int groups() const { return groups_; }            // kernel_h * row_groups
   int channel_blocks() const { return blocks_; }    // ceil(out_c / 16)
-  // [block][group][16 channels][4 bytes]; channels past out_c are zero.
+  // [block][kernel_h][row_groups][16 channels][4 bytes]; channels past out_c
+  // and bytes past a row's taps are zero.
   const std::int8_t* packed_filter() const { return packed_filter_.data(); }
   // [block * 16] each; channels past out_c hold 0 / multiplier 0.
   const std::int32_t* packed_bias() const { return packed_bias_.data(); }
@@ -110,7 +119,7 @@ class Int8Conv2DPlan {
   std::vector<std::int8_t> filter_;
   std::vector<std::int32_t> bias_, multiplier_;
   std::vector<int> shift_;
-  int groups_ = 0, blocks_ = 0;
+  int row_groups_ = 0, groups_ = 0, blocks_ = 0;
   std::vector<std::int8_t> packed_filter_;
   std::vector<std::int32_t> packed_bias_, packed_multiplier_, left_shift_, right_shift_;
 };

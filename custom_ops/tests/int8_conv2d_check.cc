@@ -8,8 +8,10 @@
 //    channels, 1-40 output channels (block tails), kernels 1-7, strides,
 //    dilations, both paddings, batches, zero points -128 and 127, saturating
 //    and large accumulators (weights +-127, inputs at the extremes), 1 and 2
-//    threads.
-//     int8_conv2d_check [cases]    exit status 0 and "OK <n> cases" on success
+//    threads; then a sweep of every kernel row of 1-5 taps over 1-8 channels
+//    (the zero weights past a row's bytes, the unrolled shapes, the 64-byte
+//    stores of 16 channels, ReLU clamps; see main).
+//     int8_conv2d_check [cases]    exit status 0 and "OK <n> cases, <m> sweep cases"
 //     int8_conv2d_check --time     times QuickNet's stem (224x224x3 -> 16, 3x3 s2)
 #include <algorithm>
 #include <chrono>
@@ -78,21 +80,30 @@ struct Case {
   bool has_bias = true;
 };
 
-Case RandomCase(std::mt19937& rng, int index) {
+// The fields a sweep case fixes (0: random).
+struct Fixed {
+  int in_c = 0, kernel_h = 0, kernel_w = 0, stride_w = 0, out_c = 0;
+  bool relu = false;  // out_min = output_zero_point (a ReLU's clamp)
+};
+
+Case RandomCase(std::mt19937& rng, int index, const Fixed& fixed = Fixed()) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  auto pick_or = [&](int value, int lo, int hi) { return value > 0 ? value : pick(lo, hi); };
   Case k;
   Int8Conv2DParams& p = k.p;
   p.batch = pick(1, 3);
-  p.in_c = pick(1, 8);
-  p.out_c = index % 5 == 0 ? 16 : pick(1, 40);
-  p.kernel_h = pick(1, 7);
-  p.kernel_w = pick(1, 7);
+  p.in_c = pick_or(fixed.in_c, 1, 8);
+  p.out_c = pick_or(fixed.out_c, 1, 40);
+  if (fixed.out_c == 0 && index % 5 == 0) p.out_c = 16;
+  p.kernel_h = pick_or(fixed.kernel_h, 1, 7);
+  p.kernel_w = pick_or(fixed.kernel_w, 1, 7);
   p.stride_h = pick(1, 3);
-  p.stride_w = pick(1, 3);
+  p.stride_w = pick_or(fixed.stride_w, 1, 3);
   p.dilation_h = pick(1, 3);
-  p.dilation_w = index % 3 == 0 ? 1 : pick(1, 3);
+  p.dilation_w = index % 3 == 0 || fixed.in_c > 0 ? 1 : pick(1, 3);
   p.in_h = pick(1, 20);
-  p.in_w = pick(1, 20);
+  // Sweeps: rows of 8-40 outputs (full steps of 8 pixels and a tail).
+  p.in_w = fixed.in_c > 0 ? pick(8 * p.stride_w, 40 * p.stride_w) : pick(1, 20);
   bool same = pick(0, 1) == 1;
   const int eff_h = (p.kernel_h - 1) * p.dilation_h + 1, eff_w = (p.kernel_w - 1) * p.dilation_w + 1;
   if (p.in_h < eff_h || p.in_w < eff_w) same = true;  // VALID would be empty
@@ -103,7 +114,7 @@ Case RandomCase(std::mt19937& rng, int index) {
   const int zps[] = {-128, 127, 0, pick(-128, 127)};
   p.input_zero_point = zps[index % 4];
   p.output_zero_point = zps[(index / 4) % 4];
-  p.out_min = pick(-128, 0);
+  p.out_min = fixed.relu ? p.output_zero_point : pick(-128, 0);
   p.out_max = pick(p.out_min, 127);
   const bool extreme = index % 7 == 0;  // inputs and weights at the extremes
   std::uniform_int_distribution<int> byte(-128, 127);
@@ -171,6 +182,39 @@ Int8Conv2DPlan MakePlan(const Case& k) {
                         k.shift.data(), k.p.input_zero_point);
 }
 
+// The fast kernel and the portable loop, inline and on 2 threads, against
+// Naive; prints the first difference.
+bool CheckCase(const Case& k, int index, lowbit::InlineExecutor& inline_executor,
+               lowbit::ThreadPool& pool) {
+  const std::vector<std::int8_t> expected = Naive(k);
+  const Int8Conv2DPlan plan = MakePlan(k);
+  for (int run = 0; run < 4; ++run) {
+    const bool fast = run >= 2;
+    lowbit::ParallelExecutor& executor =
+        run % 2 == 0 ? static_cast<lowbit::ParallelExecutor&>(inline_executor) : pool;
+    std::vector<std::int8_t> got(expected.size(), 0x55);
+    if (fast) {
+      lowbit::Int8Conv2D(plan, k.p, k.input.data(), got.data(), executor);
+    } else {
+      lowbit::Int8Conv2DPortable(plan, k.p, k.input.data(), got.data(), executor);
+    }
+    if (got != expected) {
+      std::size_t i = 0;
+      while (got[i] == expected[i]) ++i;
+      const Int8Conv2DParams& p = k.p;
+      std::printf("FAIL case %d (%s, %s): n%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d d%d,%d "
+                  "pad %d,%d zp %d,%d range [%d, %d]: element %zu got %d expected %d\n",
+                  index, fast ? "fast" : "portable", run % 2 ? "2 threads" : "inline",
+                  p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
+                  p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
+                  p.pad_left, p.input_zero_point, p.output_zero_point, p.out_min, p.out_max, i,
+                  got[i], expected[i]);
+      return false;
+    }
+  }
+  return true;
+}
+
 int Time() {
   std::mt19937 rng(1);
   Case k;
@@ -225,34 +269,31 @@ int main(int argc, char** argv) {
   lowbit::ThreadPool pool(2);
   std::printf("paths: portable%s\n", lowbit::Int8Conv2DHasFastPath() ? " avx512_vnni" : "");
   for (int index = 0; index < cases; ++index) {
-    const Case k = RandomCase(rng, index);
-    const std::vector<std::int8_t> expected = Naive(k);
-    const Int8Conv2DPlan plan = MakePlan(k);
-    for (int run = 0; run < 4; ++run) {
-      const bool fast = run >= 2;
-      lowbit::ParallelExecutor& executor =
-          run % 2 == 0 ? static_cast<lowbit::ParallelExecutor&>(inline_executor) : pool;
-      std::vector<std::int8_t> got(expected.size(), 0x55);
-      if (fast) {
-        lowbit::Int8Conv2D(plan, k.p, k.input.data(), got.data(), executor);
-      } else {
-        lowbit::Int8Conv2DPortable(plan, k.p, k.input.data(), got.data(), executor);
-      }
-      if (got != expected) {
-        std::size_t i = 0;
-        while (got[i] == expected[i]) ++i;
-        const Int8Conv2DParams& p = k.p;
-        std::printf("FAIL case %d (%s, %s): n%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d d%d,%d "
-                    "pad %d,%d zp %d,%d range [%d, %d]: element %zu got %d expected %d\n",
-                    index, fast ? "fast" : "portable", run % 2 ? "2 threads" : "inline",
-                    p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
-                    p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
-                    p.pad_left, p.input_zero_point, p.output_zero_point, p.out_min, p.out_max, i,
-                    got[i], expected[i]);
-        return 1;
+    if (!CheckCase(RandomCase(rng, index), index, inline_executor, pool)) return 1;
+  }
+  // Every kernel row width of 1-5 taps over 1-8 channels (kernel_w * in_c
+  // bytes from 1 to 40, most not a multiple of 4: the zero weights past a
+  // row's taps meet a neighbouring pixel's bytes), 1 and 3 kernel rows
+  // (the unrolled shapes), strides 1 and 2, 16 output channels (the 64-byte
+  // stores) or 1-40, with and without a ReLU clamp (the skipped correction).
+  int sweep = 0;
+  for (int in_c = 1; in_c <= 8; ++in_c) {
+    for (int kernel_w = 1; kernel_w <= 5; ++kernel_w) {
+      for (int variant = 0; variant < 8; ++variant, ++sweep) {
+        Fixed fixed;
+        fixed.in_c = in_c;
+        fixed.kernel_w = kernel_w;
+        fixed.kernel_h = variant % 2 == 0 ? 3 : 1;
+        fixed.stride_w = (variant / 2) % 2 + 1;
+        fixed.relu = variant / 4 == 1;
+        fixed.out_c = sweep % 3 == 0 ? 0 : 16;
+        if (!CheckCase(RandomCase(rng, cases + sweep, fixed), cases + sweep, inline_executor,
+                       pool)) {
+          return 1;
+        }
       }
     }
   }
-  std::printf("OK %d cases\n", cases);
+  std::printf("OK %d cases, %d sweep cases\n", cases, sweep);
   return 0;
 }

@@ -21,4 +21,4 @@ def test_kernel_and_portable_loop_match_naive_loop(tmp_path):
     result = subprocess.run([str(tmp_path / "int8_conv2d_check"), "400"], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "OK 400 cases" in result.stdout
+    assert "OK 400 cases, 320 sweep cases" in result.stdout

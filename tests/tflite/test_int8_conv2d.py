@@ -46,6 +46,8 @@ CONFIGS = [
     (4, 17, 1, 1, "same", 1, "relu", 6, 7, 2),
     (6, 24, 3, 1, "same", (1, 2), "relu", 16, 9, 2),
     (6, 24, 3, (3, 1), "same", 1, "relu", 16, 9, 2),
+    (7, 16, 3, 1, "same", 1, "relu", 11, 13, 1),  # rows of 21 bytes: 6 dwords, 3 zero weights
+    (3, 16, (3, 5), 2, "same", 1, None, 19, 22, 1),  # rows of 15 bytes (unrolled, 4 dwords)
 ]
 # (Keras takes no stride > 1 with a dilation > 1; custom_ops/tests/
 # int8_conv2d_check.cc checks the kernel on those too.)
