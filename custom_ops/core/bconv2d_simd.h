@@ -42,11 +42,12 @@
 // takes 81% of the kernel's samples instead of 77.5% (with the pixel[] change
 // of BConv2DSimd); 28x28x128 3x3 +0.5-5%.
 // The price: GCC keeps 9 of the 12 AVX-512 pointers in registers and reloads
-// 3 per word from the stack, 1-2% on 1x1 convs of 256-512 channels (runs of
-// 8-16 words, where the table cost nothing). Per-run pointers (x[p] +
-// run_starts[s] before the word loop) made GCC move 2 pointers through xmm
-// registers in the loop (no better on either), and a copy of the loop for a
-// single run spilled accumulators. Only taps inside the input are read, so
+// 3 per word from the stack: 1-2.5% (0.7-0.8 points of the share) on 1x1
+// convs of 256-512 channels (runs of 8-16 words, where the table cost
+// nothing), none on 28x28x128 1x1. Per-run pointers (x[p] + run_starts[s]
+// before the word loop) made GCC move 2 pointers through xmm registers in the
+// loop (no better on either), and a separate copy of the loop for a single
+// run (1x1) reloaded 10 pointers per word. Only taps inside the input are read, so
 // the micro-kernels have no border cases: any kernel size, stride, dilation
 // and SAME/VALID geometry, no im2col copy and no padded copy of the input.
 //
