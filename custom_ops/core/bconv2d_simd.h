@@ -24,12 +24,30 @@
 // minus the filter vectors and temporaries. Accumulator chains are only a
 // 1-cycle add long, and P * V >= 8 independent ones hide the popcount latency.
 //
-// The input is read in place ("im2col-free"): a tile's pixels get a table of
-// P row pointers per run of contiguous input words (an indirection table,
-// rebuilt per tile, against P * taps * words * V vector steps). With
-// dilation_w == 1 the kernel_w taps of a kernel row are contiguous, so a run
-// is kernel_w * words words and a 3x3 kernel needs 3 pointers per pixel; with
-// dilation_w > 1 a run is one tap. Only taps inside the input are read, so
+// The input is read in place ("im2col-free"): the receptive field of a pixel
+// is a few runs of contiguous input words. With dilation_w == 1 the kernel_w
+// taps of a kernel row are contiguous, so a run is kernel_w * words words and
+// a 3x3 kernel has 3 runs per pixel; with dilation_w > 1 a run is one tap. All
+// pixels of a region (below) read the same taps, so their run s starts the
+// same number of words, run_starts[s], after their first run: a tile's
+// indirection table is one pointer per pixel (where its first run starts,
+// rebuilt per tile) plus the region's run_starts. The micro-kernel keeps the
+// P pointers in registers across all runs and reads word j of run s at
+// x[p] + run_starts[s] + j, one base + index operand per broadcast. A table
+// of P pointers per run, reloaded at every run and rebuilt per tile with
+// P * runs entries, cost more where the runs are short: measured on AVX-512
+// VPOPCNTDQ, 1 thread, against that table in the same process, the 3x3
+// 56x56x64 -> 64 conv runs 2-4% faster (median time ratio over 21 rounds;
+// share of the peak 77.5% -> 79.3%, median of 11 rounds) and its hot loop
+// takes 81% of the kernel's samples instead of 77.5% (with the pixel[] change
+// of BConv2DSimd); 28x28x128 3x3 +0.5-5%.
+// The price: GCC keeps 9 of the 12 AVX-512 pointers in registers and reloads
+// 3 per word from the stack: 1-2.5% (0.7-0.8 points of the share) on 1x1
+// convs of 256-512 channels (runs of 8-16 words, where the table cost
+// nothing), none on 28x28x128 1x1. Per-run pointers (x[p] + run_starts[s]
+// before the word loop) made GCC move 2 pointers through xmm registers in the
+// loop (no better on either), and a separate copy of the loop for a single
+// run (1x1) reloaded 10 pointers per word. Only taps inside the input are read, so
 // the micro-kernels have no border cases: any kernel size, stride, dilation
 // and SAME/VALID geometry, no im2col copy and no padded copy of the input.
 //
@@ -124,7 +142,7 @@ constexpr int kMaxByteSteps = 31;
 
 // The popcount sums of a P x V tile (pixels x vectors of L channels).
 // The receptive field of a pixel is `segments` runs of `words` contiguous
-// input words; rows[s * P + p] is where run s of pixel p starts. The channel
+// input words; run s of pixel p starts at pixels[p] + run_starts[s]. The channel
 // block's filter words of run s start at filter + filter_offsets[s], BW =
 // Isa::kBlockWidth lanes per word. (In XNNPACK-style naming this is
 // bconv2d_<P>x<V*L>_<isa>.)
@@ -134,8 +152,8 @@ constexpr int kMaxByteSteps = 31;
 // output transform start from k / 2 - sum, see BConv2DSimd); else they start
 // at 0 and acc = sum.
 template <class Isa, int P, int V, bool kDown = false, class Sink>
-inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
-                           std::int64_t words, const PackedWord* filter,
+inline void AccumulateTile(const PackedWord* const* pixels, const std::int64_t* run_starts,
+                           std::int64_t segments, std::int64_t words, const PackedWord* filter,
                            const std::int64_t* filter_offsets, Sink&& sink,
                            typename Isa::IVec start = Isa::Zero()) {
   using IVec = typename Isa::IVec;
@@ -150,14 +168,15 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
     LOWBIT_UNROLL
     for (int v = 0; v < V; ++v) acc[p][v] = start;
   }
+  const PackedWord* x[P];
+  LOWBIT_UNROLL
+  for (int p = 0; p < P; ++p) x[p] = pixels[p];
   if constexpr (!Isa::kBytePopcount) {
     // One instruction popcounts each 32-bit lane: XOR, popcount, add.
-    for (std::int64_t t = 0; t < segments; ++t, rows += P) {
-      const PackedWord* x[P];
-      LOWBIT_UNROLL
-      for (int p = 0; p < P; ++p) x[p] = rows[p];
+    for (std::int64_t t = 0; t < segments; ++t) {
       const PackedWord* w = filter + filter_offsets[t];
-      for (std::int64_t j = 0; j < words; ++j, w += BW) {
+      const std::int64_t j0 = run_starts[t];
+      for (std::int64_t j = j0; j < j0 + words; ++j, w += BW) {
         IVec wv[V];
         LOWBIT_UNROLL
         for (int v = 0; v < V; ++v) wv[v] = Isa::Load(w + v * L);
@@ -182,12 +201,10 @@ inline void AccumulateTile(const PackedWord* const* rows, std::int64_t segments,
       for (int v = 0; v < V; ++v) acc8[p][v] = Isa::Zero();
     }
     int pending = 0;
-    for (std::int64_t t = 0; t < segments; ++t, rows += P) {
-      const PackedWord* x[P];
-      LOWBIT_UNROLL
-      for (int p = 0; p < P; ++p) x[p] = rows[p];
+    for (std::int64_t t = 0; t < segments; ++t) {
       const PackedWord* w = filter + filter_offsets[t];
-      for (std::int64_t j = 0; j < words; ++j, w += BW) {
+      const std::int64_t j0 = run_starts[t];
+      for (std::int64_t j = j0; j < j0 + words; ++j, w += BW) {
         IVec wv[V];
         LOWBIT_UNROLL
         for (int v = 0; v < V; ++v) wv[v] = Isa::Load(w + v * L);
@@ -491,18 +508,25 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
 
   executor.ParallelFor(tiles * blocks, cost, [&](std::int64_t begin, std::int64_t end) {
     // Per range scratch (new[] rather than a container: see SimdConvArgs).
-    std::unique_ptr<const PackedWord*[]> rows(new const PackedWord*[taps * P]);
-    std::unique_ptr<const PackedWord*[]> small_rows(new const PackedWord*[taps * P]);
+    // rows[i]: where pixel i's first run starts (null until a region with
+    // taps inside the input sets it); its run s starts run_starts[s] words
+    // further on, the same for every pixel of the region.
+    const PackedWord* rows[P] = {};
     std::unique_ptr<std::int64_t[]> filter_offsets(new std::int64_t[taps]);
     std::unique_ptr<std::int64_t[]> input_offsets(new std::int64_t[taps]);
+    std::unique_ptr<std::int64_t[]> run_starts(new std::int64_t[taps]);
+    // pixel[i]: the output pixel's index; its output starts at pixel[i] *
+    // cout. (Not kept as a second table computed per tile: GCC vectorised
+    // that product, its 64-byte load of pixel[] right after BuildTileRows'
+    // 8-byte stores could not be store-forwarded and stalled, 2.5% of the
+    // samples of a 3x3 56x56x64 conv.)
     std::int64_t pixel[P];
-    std::int64_t out_at[P] = {};  // output index of pixel[i], channel 0
     // The accumulators of one tile and block, [pixel][lane], for the output
     // loops below (an L1 buffer: 1.5 KB on AVX-512).
     alignas(64) std::int32_t tile_acc[P * BW];
     TileCursor cursor;
     int current = -1;  // region of the range's current tile (ranges are in tile order)
-    RegionRuns runs;
+    RegionRuns runs, first_run;
     std::int64_t built_tile = -1;
     int count = 0;
     // item = tile * blocks + block, stepped without dividing per item.
@@ -517,13 +541,17 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           do ++current;
           while (tile >= region[current].end_tile);
           runs = RegionLayout(p, region[current], BW, filter_offsets.get(), input_offsets.get());
+          for (std::int64_t s = 0; s < runs.segments; ++s) {
+            run_starts[s] = input_offsets[s] - input_offsets[0];
+          }
+          first_run = runs;
+          first_run.segments = runs.segments > 0 ? 1 : 0;
         }
         const ConvRegion& r = region[current];
         const std::int64_t first = (tile - r.first_tile) * P;
         count = static_cast<int>(r.pixels - first < P ? r.pixels - first : P);
-        BuildTileRows(p, a, r, first, count, P, runs, input_offsets.get(), rows.get(), pixel,
+        BuildTileRows(p, a, r, first, count, P, first_run, input_offsets.get(), rows, pixel,
                       &cursor);
-        for (int i = 0; i < P; ++i) out_at[i] = pixel[i] * cout;
         built_tile = tile;
       }
       const ConvRegion& r = region[current];
@@ -538,6 +566,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           channels * static_cast<std::int32_t>(pad_ones ? taps : runs.used_taps);
       const bool add_skipped = pad_ones && runs.used_taps < taps;
       const std::int64_t* offsets = filter_offsets.get();
+      const std::int64_t* starts = run_starts.get();
       const std::int64_t segments = runs.segments, run_words = runs.run_words;
 
       // The epilogue of both output paths below, on the transformed y of
@@ -627,13 +656,13 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
             below[i] |= Isa::LessMask(Isa::Add32(a_v, a_v), Isa::Load(threshold + v * L))
                         << (v * L);
           };
-          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets,
+          AccumulateTile<Isa, P, V, true>(rows, starts, segments, run_words, w, offsets,
                                           bits_sink, half_k);
           for (int i = 0; i < P; ++i) store_bits(i, below[i]);
           continue;
         }
         if (!plain) {
-          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets, to_tile,
+          AccumulateTile<Isa, P, V, true>(rows, starts, segments, run_words, w, offsets, to_tile,
                                           half_k);
           for (int i = 0; i < P; ++i) {
             LOWBIT_UNROLL
@@ -642,7 +671,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
               // ReLU as max(floor, y) (TransformLanesFloor).
               const FVec y = Isa::MaxF(
                   floor, Isa::AddF(Isa::MulF(Isa::ToFloat(a_v), mult2[v]), bias2[v]));
-              finish(y, v, out_at[i] + c0 + v * L, L);
+              finish(y, v, pixel[i] * cout + c0 + v * L, L);
             }
           }
           continue;
@@ -654,7 +683,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
         float* out[P];
         LOWBIT_UNROLL
         for (int i = 0; i < P; ++i) {
-          out[i] = a.output + out_at[i] + c0;
+          out[i] = a.output + pixel[i] * cout + c0;
           for (int v = 0; v < V; ++v) __builtin_prefetch(out[i] + v * L, 1, 3);
         }
         auto run = [&](auto with_relu) {
@@ -663,7 +692,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
             if constexpr (decltype(with_relu)::value) y = Isa::MaxF(Isa::ZeroF(), y);
             Isa::StoreF(out[i] + v * L, y, L);
           };
-          AccumulateTile<Isa, P, V, true>(rows.get(), segments, run_words, w, offsets,
+          AccumulateTile<Isa, P, V, true>(rows, starts, segments, run_words, w, offsets,
                                           plain_sink, half_k);
         };
         if (relu) {
@@ -700,37 +729,34 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
       const IVec k_used = Isa::Set32(k_used_value);
       if (count == P) {
         if (vectors == V) {
-          AccumulateTile<Isa, P, V>(rows.get(), segments, run_words, w, offsets, to_tile);
+          AccumulateTile<Isa, P, V>(rows, starts, segments, run_words, w, offsets, to_tile);
         } else {
-          AccumulateTile<Isa, P, 1>(rows.get(), segments, run_words, w, offsets, to_tile);
+          AccumulateTile<Isa, P, 1>(rows, starts, segments, run_words, w, offsets, to_tile);
         }
       } else {
         // Last, partial tile of a region: runs of 4, 2 and 1 pixels, each
-        // through the table re-strided to its length.
+        // from its first pixel's entry of the table.
         while (first_pixel < count) {
           const int left = count - first_pixel;
           const int run = left >= 4 ? 4 : left >= 2 ? 2 : 1;
-          for (std::int64_t s = 0; s < segments; ++s) {
-            for (int i = 0; i < run; ++i) small_rows[s * run + i] = rows[s * P + first_pixel + i];
-          }
-          const PackedWord* const* t = small_rows.get();
+          const PackedWord* const* t = rows + first_pixel;
           if (run == 4) {
             if (vectors == V) {
-              AccumulateTile<Isa, 4, V>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 4, V>(t, starts, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 4, 1>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 4, 1>(t, starts, segments, run_words, w, offsets, to_tile);
             }
           } else if (run == 2) {
             if (vectors == V) {
-              AccumulateTile<Isa, 2, V>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 2, V>(t, starts, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 2, 1>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 2, 1>(t, starts, segments, run_words, w, offsets, to_tile);
             }
           } else {
             if (vectors == V) {
-              AccumulateTile<Isa, 1, V>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 1, V>(t, starts, segments, run_words, w, offsets, to_tile);
             } else {
-              AccumulateTile<Isa, 1, 1>(t, segments, run_words, w, offsets, to_tile);
+              AccumulateTile<Isa, 1, 1>(t, starts, segments, run_words, w, offsets, to_tile);
             }
           }
           first_pixel += run;
@@ -754,7 +780,7 @@ void BConv2DSimd(const SimdConvArgs& a, ParallelExecutor& executor) {
           IVec acc_v = Isa::Load(tile_acc + (i * V + v) * L);
           if (add_skipped) acc_v = Isa::Add32(acc_v, skipped[v]);
           const FVec y = TransformLanesFloor<Isa>(acc_v, k_used, mult[v], bias[v], floor);
-          finish(y, v, out_at[i] + c0 + v * L, block_channels - v * L);
+          finish(y, v, pixel[i] * cout + c0 + v * L, block_channels - v * L);
         }
       }
     }
