@@ -342,6 +342,15 @@ def print_results(rows: list[dict]) -> None:
     print_floors(rows)
 
 
+def _own_ratio(float_us: float, ours_us: float) -> str:
+    """`float_us / ours_us` as ' 1.23x', or '   n/a' where the loop's median
+    came out at or above either time (a slow spell of the machine during the
+    identity loop's samples): a difference that is not positive says nothing."""
+    if float_us <= 0 or ours_us <= 0:
+        return "   n/a"
+    return f"{float_us / ours_us:5.2f}x"
+
+
 def print_floors(rows: list[dict]) -> None:
     """What no binary kernel can go below, measured in the same run: reading
     the float input once (float in/out variants; at the read bandwidth of a
@@ -356,11 +365,11 @@ def print_floors(rows: list[dict]) -> None:
     for r in rows:
         u = r["us"]
         loop = u[TF_LOOP_FLOOR]
-        own = [(u[TF_FLOAT] - loop) / max(u[key] - loop, 1e-3)
+        own = [_own_ratio(u[TF_FLOAT] - loop, u[key] - loop)
                for key in (TF_OURS_FLOAT, TF_OURS_PACKED)]
         print(f"{r['shape']:>10} {r['stride']:>1} | input read >= {u[CORE_READ_INPUT]:6.1f} us, "
               f"2x XNNPACK f32 allows {u[LITE_FLOAT] / TARGET:6.1f} us | TF loop "
-              f"{loop:5.1f} us/iter; TF ops' own: float io {own[0]:5.2f}x packed {own[1]:5.2f}x")
+              f"{loop:5.1f} us/iter; TF ops' own: float io {own[0]} packed {own[1]}")
     if not all(CORE_WRITE_OUTPUT in r["us"] for r in rows):
         return
     print("Float output floor (same run): the float output written once at this CPU's cache "
