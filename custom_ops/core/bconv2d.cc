@@ -28,12 +28,11 @@ Status CheckRange(const char* name, std::int64_t value, std::int64_t lo, std::in
   return Status::Ok();
 }
 
-// TensorFlow's output size and leading padding for one spatial axis; with
-// EXPLICIT padding, `before` and `after` rows are padded (0 outputs when the
-// padded input is shorter than the window).
-void AxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kernel,
-                  std::int64_t stride, std::int64_t before, std::int64_t after,
-                  std::int64_t* out, std::int64_t* pad_before) {
+}  // namespace
+
+void ConvAxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kernel,
+                      std::int64_t stride, std::int64_t before, std::int64_t after,
+                      std::int64_t* out, std::int64_t* pad_before) {
   if (padding == Padding::kExplicit) {
     const std::int64_t padded = in + before + after;
     *out = padded >= effective_kernel ? (padded - effective_kernel) / stride + 1 : 0;
@@ -47,8 +46,6 @@ void AxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kerne
     *pad_before = total > 0 ? total / 2 : 0;
   }
 }
-
-}  // namespace
 
 Status CheckBConv2DOptions(const BConv2DParams& p) {
   const struct {
@@ -113,10 +110,10 @@ Status ComputeBConv2DGeometry(BConv2DParams* p) {
   const std::int64_t eff_h = (p->kernel_h - 1) * p->dilation_h + 1;
   const std::int64_t eff_w = (p->kernel_w - 1) * p->dilation_w + 1;
   const auto& pads = p->explicit_pads;
-  AxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, pads.top, pads.bottom, &p->out_h,
-               &p->pad_top);
-  AxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, pads.left, pads.right, &p->out_w,
-               &p->pad_left);
+  ConvAxisGeometry(p->padding, p->in_h, eff_h, p->stride_h, pads.top, pads.bottom, &p->out_h,
+                   &p->pad_top);
+  ConvAxisGeometry(p->padding, p->in_w, eff_w, p->stride_w, pads.left, pads.right, &p->out_w,
+                   &p->pad_left);
   if (p->out_h == 0 || p->out_w == 0) {
     const bool explicit_pads = p->padding == Padding::kExplicit;
     return Status::Error(std::string(explicit_pads ? "EXPLICIT" : "VALID") +

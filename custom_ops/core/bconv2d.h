@@ -100,6 +100,15 @@ Status CheckBConv2DOptions(const BConv2DParams& params);
 // kernel requires a params struct that passed this.
 Status ComputeBConv2DGeometry(BConv2DParams* params);
 
+// TensorFlow's (and TFLite's) output size and leading padding for one spatial
+// axis of a convolution whose dilated kernel spans `effective_kernel` inputs;
+// with EXPLICIT padding, `before` and `after` rows are padded (0 outputs when
+// the padded input is shorter than the window). ComputeBConv2DGeometry's, and
+// the int8 conv's (core/int8_conv2d.h).
+void ConvAxisGeometry(Padding padding, std::int64_t in, std::int64_t effective_kernel,
+                      std::int64_t stride, std::int64_t before, std::int64_t after,
+                      std::int64_t* out, std::int64_t* pad_before);
+
 // Parsing helpers shared by both shells for their string attributes/options.
 // "SAME", "VALID"; "EXPLICIT" too when `allow_explicit` (LowbitBconv2d's own).
 Status ParsePadding(const std::string& text, Padding* padding, bool allow_explicit = false);

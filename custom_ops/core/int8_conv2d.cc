@@ -5,21 +5,22 @@
 #include <cstdint>
 #include <limits>
 
+#include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/cpu_features.h"
 
 namespace lowbit {
 
-int Int8ConvOutputSize(bool same, int in, int kernel, int stride, int dilation) {
-  const std::int64_t effective = static_cast<std::int64_t>(kernel - 1) * dilation + 1;
-  const std::int64_t out = same ? (static_cast<std::int64_t>(in) + stride - 1) / stride
-                                : (static_cast<std::int64_t>(in) + stride - effective) / stride;
-  return static_cast<int>(std::max<std::int64_t>(out, 0));
-}
-
-int Int8ConvPadBefore(int in, int out, int kernel, int stride, int dilation) {
-  const std::int64_t effective = static_cast<std::int64_t>(kernel - 1) * dilation + 1;
-  const std::int64_t total = static_cast<std::int64_t>(out - 1) * stride + effective - in;
-  return static_cast<int>(std::max<std::int64_t>(total / 2, 0));
+void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* p) {
+  const Padding padding = same ? Padding::kSame : Padding::kValid;
+  auto axis = [padding](int in, int kernel, int stride, int dilation, int* out, int* pad) {
+    std::int64_t size = 0, before = 0;
+    ConvAxisGeometry(padding, in, static_cast<std::int64_t>(kernel - 1) * dilation + 1, stride,
+                     0, 0, &size, &before);
+    *out = static_cast<int>(size);  // <= in: fits
+    *pad = static_cast<int>(before);
+  };
+  axis(p->in_h, p->kernel_h, p->stride_h, p->dilation_h, &p->out_h, &p->pad_top);
+  axis(p->in_w, p->kernel_w, p->stride_w, p->dilation_w, &p->out_w, &p->pad_left);
 }
 
 void QuantizeMultiplier(double multiplier, std::int32_t* quantized, int* shift) {

@@ -40,10 +40,11 @@ struct Int8Conv2DParams {
   std::int32_t out_min = -128, out_max = 127;  // the activation's range in codes
 };
 
-// TFLite's padding rules: output size of one dimension for SAME (true) or
-// VALID, and the padding before the image (the larger half goes after it).
-int Int8ConvOutputSize(bool same, int in, int kernel, int stride, int dilation);
-int Int8ConvPadBefore(int in, int out, int kernel, int stride, int dilation);
+// Sets out_h, out_w, pad_top and pad_left from the input size, kernel,
+// strides and dilations by TFLite's padding rules for SAME (true) or VALID
+// (ConvAxisGeometry, core/bconv2d.h: the binary conv's; the larger half of
+// SAME's padding goes after the image).
+void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* params);
 
 // A real multiplier as (q, shift) with m ~= q * 2^(shift - 31), q in
 // [2^30, 2^31) (TFLite's QuantizeMultiplier): frexp, q = round(fraction *

@@ -107,10 +107,7 @@ Case RandomCase(std::mt19937& rng, int index, const Fixed& fixed = Fixed()) {
   bool same = pick(0, 1) == 1;
   const int eff_h = (p.kernel_h - 1) * p.dilation_h + 1, eff_w = (p.kernel_w - 1) * p.dilation_w + 1;
   if (p.in_h < eff_h || p.in_w < eff_w) same = true;  // VALID would be empty
-  p.out_h = lowbit::Int8ConvOutputSize(same, p.in_h, p.kernel_h, p.stride_h, p.dilation_h);
-  p.out_w = lowbit::Int8ConvOutputSize(same, p.in_w, p.kernel_w, p.stride_w, p.dilation_w);
-  p.pad_top = lowbit::Int8ConvPadBefore(p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h);
-  p.pad_left = lowbit::Int8ConvPadBefore(p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w);
+  lowbit::ComputeInt8Conv2DGeometry(same, &p);
   const int zps[] = {-128, 127, 0, pick(-128, 127)};
   p.input_zero_point = zps[index % 4];
   p.output_zero_point = zps[(index / 4) % 4];

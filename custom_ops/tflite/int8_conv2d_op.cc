@@ -119,11 +119,7 @@ class Int8Conv2dOp final : public Op {
     p.stride_w = conv_.stride_width;
     p.dilation_h = conv_.dilation_height_factor;
     p.dilation_w = conv_.dilation_width_factor;
-    const bool same = conv_.padding == kTfLitePaddingSame;
-    p.out_h = Int8ConvOutputSize(same, p.in_h, p.kernel_h, p.stride_h, p.dilation_h);
-    p.out_w = Int8ConvOutputSize(same, p.in_w, p.kernel_w, p.stride_w, p.dilation_w);
-    p.pad_top = Int8ConvPadBefore(p.in_h, p.out_h, p.kernel_h, p.stride_h, p.dilation_h);
-    p.pad_left = Int8ConvPadBefore(p.in_w, p.out_w, p.kernel_w, p.stride_w, p.dilation_w);
+    ComputeInt8Conv2DGeometry(conv_.padding == kTfLitePaddingSame, &p);
     const std::int64_t in_elements =
         static_cast<std::int64_t>(p.batch) * p.in_h * p.in_w * p.in_c;
     const std::int64_t out_elements =
