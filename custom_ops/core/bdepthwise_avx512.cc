@@ -184,11 +184,8 @@ void CopyStrided(const PackedWord* from, i64 step, PackedWord* to, i64 words, i6
 // read every `step` floats, binarised (NegativeBits16Avx512) into `words`
 // words each, written densely. The compares' masks are joined in general
 // registers (kmovw to a register is port 0, the compare port 5; joining them
-// with kunpck would take port 5 too) and stored 64 bits at a time: a quarter
-// of the stores of one per mask. That matters with a float output, whose
-// stores wait for their lines from L2: stores retire in order, so a packer
-// storing 16 bits per compare stalls behind them (at 56x56x64, stride 1, it
-// took twice its time alone).
+// with kunpck would take port 5 too) and stored 64 bits at a time, for the
+// reason the header's "Float input" gives.
 __attribute__((always_inline)) inline std::uint64_t NegativeBits64(const float* from) {
   const std::uint64_t b0 = _cvtmask16_u32(NegativeBits16Avx512(from));
   const std::uint64_t b1 = _cvtmask16_u32(NegativeBits16Avx512(from + 16));
