@@ -16,7 +16,8 @@ few SGD (momentum) steps, and the distributed weights must equal the
 single-device ones within ``RTOL``/``ATOL`` (float summation order differs
 between one device and an all-reduce of two halves; the differences seen are
 below 1e-6 on Intel, up to 6e-5 on a logit of 0.48 among logits of +-100 on an
-AMD EPYC: the absolute tolerance grows with each array's largest magnitude). ``BatchNormalization(synchronized=True)`` is needed: plain BN
+AMD EPYC: the absolute tolerance grows with each array's largest magnitude).
+``BatchNormalization(synchronized=True)`` is needed: plain BN
 normalises each replica's half batch with that half's statistics, which is a
 different computation from single-device training.
 

@@ -16,6 +16,14 @@ from lowbit_tf import quantizers
 from lowbit_tf._keras import keras
 
 
+def _param_id(value) -> str:
+    """A test id that is the same in every process (pytest-xdist's workers
+    must collect the same ids): a function's name, not its repr, which holds
+    its address."""
+    return value.__name__ if callable(value) and hasattr(value, "__name__") else repr(value)
+
+
+
 def _np_sign(x: np.ndarray) -> np.ndarray:
     """Reference binarisation: +1 for x >= 0 (-0.0 included), -1 for x < 0.
 
@@ -209,7 +217,7 @@ def test_get_resolves_identifiers():
     "quantizer",
     [quantizers.SteSign(), quantizers.SteSign(0.25), quantizers.SteSign(None),
      quantizers.Identity()],
-    ids=repr,
+    ids=_param_id,
 )  # fmt: skip
 def test_serialize_round_trip(quantizer):
     config = quantizers.serialize(quantizer)
@@ -348,7 +356,7 @@ SIGN_FORWARD = [
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-@pytest.mark.parametrize("quantizer", SIGN_FORWARD, ids=repr)
+@pytest.mark.parametrize("quantizer", SIGN_FORWARD, ids=_param_id)
 def test_sign_forward_quantizers_are_sign(run, quantizer, dtype):
     x = EDGE_VALUES.astype(dtype)
     y = run(quantizer, tf.constant(x)).numpy()
@@ -361,7 +369,8 @@ def test_sign_forward_quantizers_are_sign(run, quantizer, dtype):
 # ------------------------------------------------------------------------ approx_sign
 
 
-@pytest.mark.parametrize("quantizer", [quantizers.approx_sign, quantizers.ApproxSign()], ids=repr)
+@pytest.mark.parametrize("quantizer", [quantizers.approx_sign, quantizers.ApproxSign()],
+                         ids=_param_id)
 def test_approx_sign_gradient_is_two_minus_two_abs_x(run, quantizer):
     above = np.nextafter(np.float32(1), np.float32(2))
     x = _f32(-np.inf, -1.5, -above, -1, -0.75, -0.5, -0.25, -0.0, 0, 0.25, 0.5, 0.75, 1, above, 2)
@@ -408,7 +417,7 @@ def test_swish_sign_pinned_gradients():
 @pytest.mark.parametrize(
     "quantizer",
     [quantizers.magnitude_aware_sign, quantizers.MagnitudeAwareSign(), "magnitude_aware_sign"],
-    ids=repr,
+    ids=_param_id,
 )
 def test_magnitude_aware_sign_pinned(quantizer):
     q = quantizers.get(quantizer)
@@ -441,7 +450,8 @@ def test_magnitude_aware_sign_rank_one_is_not_reduced():
 
 
 @pytest.mark.parametrize(
-    "quantizer", [quantizers.ste_heaviside, quantizers.SteHeaviside(), "ste_heaviside"], ids=repr
+    "quantizer", [quantizers.ste_heaviside, quantizers.SteHeaviside(), "ste_heaviside"],
+    ids=_param_id,
 )
 def test_ste_heaviside_values_and_gradient(run, quantizer):
     q = quantizers.get(quantizer)
@@ -465,7 +475,7 @@ def test_ste_heaviside_clip_value():
 
 
 @pytest.mark.parametrize(
-    "quantizer", [quantizers.ste_tern, quantizers.SteTern(), "ste_tern"], ids=repr
+    "quantizer", [quantizers.ste_tern, quantizers.SteTern(), "ste_tern"], ids=_param_id
 )
 def test_ste_tern_fixed_threshold(run, quantizer):
     q = quantizers.get(quantizer)
@@ -507,7 +517,7 @@ def test_ste_tern_threshold_and_clip_arguments():
 @pytest.mark.parametrize(
     "quantizer",
     [quantizers.DoReFa(), "dorefa", "dorefa_quantizer", "DoReFa", quantizers.dorefa_quantizer],
-    ids=repr,
+    ids=_param_id,
 )
 def test_dorefa_activations_pinned(run, quantizer):
     q = quantizers.get(quantizer)
@@ -762,7 +772,7 @@ def _quantized_gradient(gq, dy, x=None):
 
 
 @pytest.mark.parametrize(
-    "gq", [quantizers.DoReFaGradient(4, seed=0), quantizers.PowerOfTwoGradient()], ids=repr
+    "gq", [quantizers.DoReFaGradient(4, seed=0), quantizers.PowerOfTwoGradient()], ids=_param_id
 )
 def test_gradient_quantizers_are_identity_forward(run, gq):
     x = EDGE_VALUES[np.isfinite(EDGE_VALUES)]
@@ -917,7 +927,7 @@ SERIALIZABLE = [
 ]
 
 
-@pytest.mark.parametrize("quantizer", SERIALIZABLE, ids=repr)
+@pytest.mark.parametrize("quantizer", SERIALIZABLE, ids=_param_id)
 def test_new_quantizers_serialize_round_trip(quantizer):
     test_serialize_round_trip(quantizer)
     restored = quantizers.get(json.loads(json.dumps(quantizers.serialize(quantizer))))
@@ -971,7 +981,7 @@ def test_new_quantizers_in_a_saved_model(tmp_path):
      (quantizers.StochasticTern(), 2), (quantizers.DoReFa(5), 5), (quantizers.PowerOfTwo(3), 3),
      (quantizers.FixedPoint(12, 3), 12), (quantizers.DoReFaGradient(), None),
      (quantizers.approx_sign, 1), (quantizers.ste_tern, 2)],
-    ids=repr,
+    ids=_param_id,
 )  # fmt: skip
 def test_new_precisions(quantizer, precision):
     assert quantizer.precision == precision
