@@ -8,6 +8,10 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/cpu_features.h"
 
+#if LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>  // getauxval, AT_HWCAP, HWCAP_ASIMDDP
+#endif
+
 namespace lowbit {
 
 void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* p) {
@@ -92,12 +96,18 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
   packed_multiplier_.assign(blocks_ * 16, 0);
   left_shift_.assign(blocks_ * 16, 0);
   right_shift_.assign(blocks_ * 16, 0);
+#if LOWBIT_INT8_CONV_NEON
+  wide_filter_.assign(static_cast<std::size_t>(blocks_) * taps * 16, 0);
+#endif
   for (int c = 0; c < out_c; ++c) {
     const int block = c / 16, lane = c % 16;
     std::int64_t weight_sum = 0;
     for (int k = 0; k < taps; ++k) {
       const std::int8_t w = filter_[static_cast<std::size_t>(c) * taps + k];
       weight_sum += w;
+#if LOWBIT_INT8_CONV_NEON
+      wide_filter_[(static_cast<std::size_t>(block) * taps + k) * 16 + lane] = w;
+#endif
       // Tap k is byte `at` of kernel row kh's row_groups_ * 4 bytes.
       const int kh = k / (kernel_w * in_c), at = k % (kernel_w * in_c);
       packed_filter_[(static_cast<std::size_t>(block) * groups_ + kh * row_groups_ + at / 4) * 64 +
@@ -164,8 +174,28 @@ bool Int8Conv2DHasFastPath() {
 #if LOWBIT_INT8_CONV_VNNI
   static const bool has = DetectCpuFeatures().Has(kCpuAvx512Vnni | kCpuAvx512Bw);
   return has;
+#elif LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
+  // With the dot-product instructions (Cortex-A76 and later: a Pi 5)
+  // XNNPACK's SDOT kernels take fewer instructions than ours (QuickNet's
+  // stem: 1.76 M against ~2 M, docs/int8.md): ours only where they are absent.
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) == 0;
+  return has;
+#elif LOWBIT_INT8_CONV_NEON && !defined(__aarch64__)
+  // armv7: every NEON CPU. (The armhf headers name no dot-product HWCAP bit;
+  // a dot-product core under a 32-bit OS is not told apart here.)
+  return true;
 #else
   return false;
+#endif
+}
+
+const char* Int8Conv2DNoFastPathReason() {
+#if LOWBIT_INT8_CONV_VNNI
+  return "this CPU lacks AVX-512 VNNI";
+#elif LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
+  return "this CPU has the dot-product instructions: XNNPACK's int8 kernels are faster";
+#else
+  return "this build has no fast int8 conv kernel for this CPU (x86 AVX-512 VNNI or Arm NEON)";
 #endif
 }
 
@@ -174,6 +204,11 @@ void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
 #if LOWBIT_INT8_CONV_VNNI
   if (Int8Conv2DHasFastPath()) {
     Int8Conv2DAvx512Vnni(plan, params, input, output, executor);
+    return;
+  }
+#elif LOWBIT_INT8_CONV_NEON
+  if (Int8Conv2DHasFastPath()) {
+    Int8Conv2DNeon(plan, params, input, output, executor);
     return;
   }
 #endif
