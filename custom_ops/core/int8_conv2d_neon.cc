@@ -63,10 +63,12 @@
 namespace lowbit {
 namespace {
 
-// Pixels per step: 4 x 4 int32x4 accumulators, 4 tap vectors and 2 weight
-// vectors in aarch64's 32 vector registers; armv7 has 16 (as q registers).
+// Pixels per step: 3 x 4 int32x4 accumulators, 3 tap vectors and the weight
+// vectors in aarch64's 32 vector registers (QuickNet's stem, dynamic
+// instructions under qemu: 2.29 M with 3 pixels, 2.34 M with 4, 2.34 M with
+// 2); armv7 has 16 (as q registers).
 #if defined(__aarch64__)
-constexpr int kPixels = 4;
+constexpr int kPixels = 3;
 #else
 constexpr int kPixels = 2;
 #endif
@@ -184,21 +186,27 @@ struct Taps {
 
 // P pixels' 16 channels of one block, requantized and stored (`out` the
 // first pixel's, `pitch` bytes apart; `lanes` of the 16 channels are
-// outputs). kSegmentTaps > 0: the segment's length known at compile time.
-template <int P, int kSegmentTaps, bool kSimple>
+// outputs). kKernelH, kSegmentTaps > 0: the kernel's height (with one
+// segment per kernel row) and the segment's length known at compile time:
+// unrolled, GCC keeps the accumulators in place (a loop over kernel rows
+// costs it ~9 register moves per 16 products).
+template <int P, int kKernelH, int kSegmentTaps, bool kSimple>
 LOWBIT_INT8_NEON_INLINE void DotAndStore(const Taps& taps, int pixel, const std::int16_t* weights,
                                          int32x4_t const (&bias)[4], const Requant& requant,
                                          int lanes, std::int8_t* out, std::int64_t pitch) {
   const int n = kSegmentTaps > 0 ? kSegmentTaps : taps.segment_taps;
+  const int kernel_h = kKernelH > 0 ? kKernelH : taps.kernel_h;
+  const int segments = kKernelH > 0 ? 1 : taps.segments;
   Acc acc[P];
   for (int j = 0; j < P; ++j) {
     for (int i = 0; i < 4; ++i) acc[j][i] = bias[i];
   }
   const std::int16_t* first = taps.first + pixel * taps.pixel_pitch;
   const std::int16_t* w = weights;
-  for (int kh = 0; kh < taps.kernel_h; ++kh) {
+#pragma GCC unroll 4
+  for (int kh = 0; kh < kernel_h; ++kh) {
     const std::int16_t* row = first + kh * taps.kernel_row_pitch;
-    for (int s = 0; s < taps.segments; ++s, w += n * 16) {
+    for (int s = 0; s < segments; ++s, w += n * 16) {
       MacSegment<P>(acc, row + s * taps.segment_pitch, taps.pixel_pitch, w, n);
     }
   }
@@ -215,40 +223,41 @@ LOWBIT_INT8_NEON_INLINE void DotAndStore(const Taps& taps, int pixel, const std:
 }
 
 // One output row's pixels for one block of 16 channels.
-template <int kSegmentTaps, bool kSimple>
+template <int kKernelH, int kSegmentTaps, bool kSimple>
 void BlockRow(const Taps& taps, int out_w, const std::int16_t* weights,
               int32x4_t const (&bias)[4], const Requant& requant, int lanes, std::int8_t* out,
               std::int64_t pitch) {
   int ow = 0;
   for (; ow + kPixels <= out_w; ow += kPixels) {
-    DotAndStore<kPixels, kSegmentTaps, kSimple>(taps, ow, weights, bias, requant, lanes,
+    DotAndStore<kPixels, kKernelH, kSegmentTaps, kSimple>(taps, ow, weights, bias, requant, lanes,
                                                 out + ow * pitch, pitch);
   }
   for (; ow < out_w; ++ow) {
-    DotAndStore<1, kSegmentTaps, kSimple>(taps, ow, weights, bias, requant, lanes,
+    DotAndStore<1, kKernelH, kSegmentTaps, kSimple>(taps, ow, weights, bias, requant, lanes,
                                           out + ow * pitch, pitch);
   }
 }
 
-// BlockRow with the segment length of 3-wide kernel rows over 1-3 channels
-// (3x3 stems over gray and RGB images) unrolled; anything else runs the
-// groups of MacSegment in a loop.
+// BlockRow with 3x3 kernels over 1-3 channels (stems over gray and RGB
+// images, dilation_w 1) unrolled; anything else runs the kernel rows, their
+// segments and MacSegment's groups in loops.
 template <bool kSimple>
 void AnyBlockRow(const Taps& taps, int out_w, const std::int16_t* weights,
                  int32x4_t const (&bias)[4], const Requant& requant, int lanes,
                  std::int8_t* out, std::int64_t pitch) {
-  switch (taps.segment_taps) {
+  const bool unrolled = taps.kernel_h == 3 && taps.segments == 1;
+  switch (unrolled ? taps.segment_taps : 0) {
     case 3:
-      BlockRow<3, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      BlockRow<3, 3, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
       break;
     case 6:
-      BlockRow<6, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      BlockRow<3, 6, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
       break;
     case 9:
-      BlockRow<9, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      BlockRow<3, 9, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
       break;
     default:
-      BlockRow<0, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      BlockRow<0, 0, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
   }
 }
 
@@ -324,8 +333,10 @@ void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
       std::fill(line + left_values + in_row_values, line + row_values, pad_value);
       std::int16_t* dst = line + left_values;
       std::int64_t i = 0;
-      for (; i + 8 <= in_row_values; i += 8) {  // x - (-128): exact in int16
-        vst1q_s16(dst + i, vsubl_s8(vld1_s8(src + i), minus_128));
+      for (; i + 16 <= in_row_values; i += 16) {  // x - (-128): exact in int16
+        const int8x16_t x = vld1q_s8(src + i);
+        vst1q_s16(dst + i, vsubl_s8(vget_low_s8(x), minus_128));
+        vst1q_s16(dst + i + 8, vsubl_s8(vget_high_s8(x), minus_128));
       }
       for (; i < in_row_values; ++i) dst[i] = static_cast<std::int16_t>(src[i] + 128);
     }
