@@ -103,8 +103,11 @@ def _delegated_nodes(lite, interpreter, path: Path) -> int:
 
 def _int8_conv_fast_path() -> bool:
     """Int8Conv2DHasFastPath() of the Arm library: aarch64 without the
-    dot-product instructions (HWCAP_ASIMDDP, bit 20), every armv7 CPU."""
-    if platform.machine() != "aarch64":
+    dot-product instructions (HWCAP_ASIMDDP, bit 20), every armv7 CPU. The
+    process's width, not uname, tells them apart: the armhf root reports an
+    aarch64 machine (a 32-bit OS on a 64-bit kernel), and bit 20 of a 32-bit
+    process's AT_HWCAP is another feature (LPAE)."""
+    if platform.machine() != "aarch64" or sys.maxsize <= 2**32:
         return True
     import ctypes
 
