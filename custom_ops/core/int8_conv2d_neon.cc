@@ -210,13 +210,16 @@ LOWBIT_INT8_NEON_INLINE void DotAndStore(const Taps& taps, int pixel, const std:
       MacSegment<P>(acc, row + s * taps.segment_pitch, taps.pixel_pitch, w, n);
     }
   }
+  // Every pixel's codes before any store: a byte store may alias anything,
+  // so the requantization's constants would be reloaded after each.
+  int8x16_t codes[P];
+  for (int j = 0; j < P; ++j) codes[j] = requant.template Bytes<kSimple>(acc[j]);
   for (int j = 0; j < P; ++j) {
-    const int8x16_t codes = requant.template Bytes<kSimple>(acc[j]);
     if (lanes == 16) {
-      vst1q_s8(out + j * pitch, codes);
+      vst1q_s8(out + j * pitch, codes[j]);
     } else {
       std::int8_t bytes[16];
-      vst1q_s8(bytes, codes);
+      vst1q_s8(bytes, codes[j]);
       std::memcpy(out + j * pitch, bytes, static_cast<std::size_t>(lanes));
     }
   }
