@@ -23,7 +23,9 @@
 // values past a segment (the image has kSlack values after it; those lanes
 // are never multiplied). kPixels pixels share each weight load. QuickNet's
 // stem (3x3 over 3 channels, 16 outputs): per pixel 108 vmlal, 6 loads of
-// taps, ~7 of weights (2 per tap every 4 pixels), then the requantization.
+// taps, 9 of weights (a pair per tap every 3 pixels), then the
+// requantization: 2.12 M instructions in all (169 a pixel) on aarch64,
+// 2.98 M on armv7 (qemu, tests/arm/insn_count_plugin.c).
 //
 // Requantization, exactly MultiplyByQuantizedMultiplier (int8_conv2d.h):
 //  * x << left (wraps like the reference: vshlq_s32);
@@ -65,8 +67,8 @@ namespace {
 
 // Pixels per step: 3 x 4 int32x4 accumulators, 3 tap vectors and the weight
 // vectors in aarch64's 32 vector registers (QuickNet's stem, dynamic
-// instructions under qemu: 2.29 M with 3 pixels, 2.34 M with 4, 2.34 M with
-// 2); armv7 has 16 (as q registers).
+// instructions under qemu: 2.12 M with 3 pixels, 2.11 M with 4 but nearly
+// every register taken, 2.18 M with 2); armv7 has 16 (as q registers).
 #if defined(__aarch64__)
 constexpr int kPixels = 3;
 #else
