@@ -9,7 +9,10 @@
 #include "custom_ops/core/cpu_features.h"
 
 #if LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
-#include <sys/auxv.h>  // getauxval, AT_HWCAP, HWCAP_ASIMDDP
+#include <sys/auxv.h>  // getauxval, AT_HWCAP, HWCAP_ASIMDDP (glibc)
+#ifndef HWCAP_ASIMDDP   // C libraries that leave it to <asm/hwcap.h>
+#define HWCAP_ASIMDDP (1 << 20)  // the Linux arm64 ABI's bit
+#endif
 #endif
 
 namespace lowbit {
@@ -177,7 +180,8 @@ bool Int8Conv2DHasFastPath() {
 #elif LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
   // With the dot-product instructions (Cortex-A76 and later: a Pi 5)
   // XNNPACK's SDOT kernels take fewer instructions than ours (QuickNet's
-  // stem: 1.76 M against ~2 M, docs/int8.md): ours only where they are absent.
+  // stem: 1.76 M against 2.12 M, docs/int8.md): ours only where they are
+  // absent.
   static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) == 0;
   return has;
 #elif LOWBIT_INT8_CONV_NEON && !defined(__aarch64__)
@@ -193,7 +197,7 @@ const char* Int8Conv2DNoFastPathReason() {
 #if LOWBIT_INT8_CONV_VNNI
   return "this CPU lacks AVX-512 VNNI";
 #elif LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
-  return "this CPU has the dot-product instructions: XNNPACK's int8 kernels are faster";
+  return "this CPU has the dot-product instructions (XNNPACK's int8 convs use them)";
 #else
   return "this build has no fast int8 conv kernel for this CPU (x86 AVX-512 VNNI or Arm NEON)";
 #endif
