@@ -45,6 +45,12 @@ namespace lowbit {
 #else
 #define LOWBIT_INT8_CONV_NEON 0
 #endif
+// Its SDOT variant on aarch64 Linux (entered where AT_HWCAP has ASIMDDP).
+#if LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
+#define LOWBIT_INT8_CONV_SDOT 1
+#else
+#define LOWBIT_INT8_CONV_SDOT 0
+#endif
 
 // Geometry and the quantization of the activations. Shapes NHWC; the filter
 // is [out_c, kernel_h, kernel_w, in_c] (TFLite's OHWI).
@@ -138,6 +144,10 @@ class Int8Conv2DPlan {
   // channels], channels past out_c zero. The NEON kernel multiplies them with
   // u = x + 128 as int16 and starts from packed_bias() (its comment).
   const std::int16_t* wide_filter() const { return wide_filter_.data(); }
+  // The SDOT variant's bias (where LOWBIT_INT8_CONV_SDOT, else empty):
+  // [block * 16], bias[c] - input_zero_point * sum of w[c, ...] modulo 2^32
+  // (it multiplies packed_filter() with the signed input bytes x).
+  const std::int32_t* sdot_bias() const { return sdot_bias_.data(); }
 
  private:
   int out_c_, kernel_h_, kernel_w_, in_c_;
@@ -149,6 +159,7 @@ class Int8Conv2DPlan {
   std::vector<std::int8_t> packed_filter_;
   std::vector<std::int32_t> packed_bias_, packed_multiplier_, left_shift_, right_shift_;
   std::vector<std::int16_t> wide_filter_;
+  std::vector<std::int32_t> sdot_bias_;
 };
 
 // The reference loop nest of the arithmetic above (any CPU); ground truth
@@ -159,9 +170,9 @@ void Int8Conv2DPortable(const Int8Conv2DPlan& plan, const Int8Conv2DParams& para
 
 // True when this library has a fast kernel, this CPU can run it and it is
 // the better choice than XNNPACK's: x86 with AVX-512 F, BW, VL and VNNI;
-// aarch64 (Linux) without the dot-product instructions (a Pi 4's Cortex-A72;
-// on a Cortex-A76 XNNPACK's SDOT kernels take fewer instructions); armv7
-// with NEON. The delegate claims int8 convs only then.
+// Arm with NEON (aarch64 Linux, armv7; on aarch64 CPUs with the dot-product
+// instructions, a Cortex-A76, the SDOT variant). The delegate claims int8
+// convs only then.
 bool Int8Conv2DHasFastPath();
 
 // Why Int8Conv2DHasFastPath() is false on this build and CPU, for errors
@@ -184,6 +195,16 @@ void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& pa
 // Int8Conv2DHasFastPath().
 void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
                     const std::int8_t* input, std::int8_t* output, ParallelExecutor& executor);
+
+// The SDOT variant (where LOWBIT_INT8_CONV_SDOT), for CPUs with the
+// dot-product instructions; convs with dilation_w > 1 go to Int8Conv2DNeon.
+void Int8Conv2DNeonSdot(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                        const std::int8_t* input, std::int8_t* output,
+                        ParallelExecutor& executor);
+
+// True where the CPU has the dot-product instructions (aarch64 Linux:
+// AT_HWCAP's ASIMDDP); false on any other build.
+bool Int8Conv2DHasSdot();
 
 }  // namespace lowbit
 

@@ -1,5 +1,6 @@
 // The NEON int8 conv (core/int8_conv2d.h), for Arm CPUs without the
-// dot-product instructions (Cortex-A72: a Pi 4), aarch64 and armv7.
+// dot-product instructions (Cortex-A72: a Pi 4), aarch64 and armv7, and its
+// SDOT variant for aarch64 CPUs with them (Cortex-A76: a Pi 5; at the end).
 //
 // Per call: the input is widened once into a padded image of int16 values
 // u = x + 128 (padding u = input_zero_point + 128), as the AVX-512 VNNI
@@ -303,6 +304,167 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::i
   }
 }
 
+#if LOWBIT_INT8_CONV_SDOT
+// ---- The SDOT variant (aarch64 CPUs with the dot-product instructions) ----
+//
+// The AVX-512 VNNI kernel's scheme on 128-bit vectors: the plan's
+// packed_filter() ([block][kh][row_groups][16 channels][4 bytes]: each
+// kernel row's taps padded with zero weights to groups of 4) against the
+// input bytes read in place from a padded int8 image (padding =
+// input_zero_point). SDOT by element, vdotq_laneq_s32(acc, w, x, g), adds
+// for 4 channels the 4-byte dot product of their weights with group g of
+// the 16 input bytes x, so a kernel row of a pixel is one 16-byte load per 4
+// groups and 4 SDOT per group for 16 channels (QuickNet's stem: 3 loads and
+// 36 SDOT a pixel where the SMLAL kernel does 108 SMLAL). The bytes past a
+// row's taps meet zero weights. SDOT multiplies signed bytes, so with
+// dot_bias = bias - zp * sum w (the plan's sdot_bias()):
+//   acc = dot_bias + sum over taps of x * w = bias + sum (x - zp) * w
+// where a padded tap's x = zp cancels its share. Only dilation_w 1 (rows
+// read in place); the SMLAL kernel takes the others.
+#define LOWBIT_SDOT __attribute__((target("arch=armv8.2-a+dotprod")))
+
+// Group G of 16 channels' weights `w` ([G][16][4 bytes]) with group G of x.
+template <int P, int G>
+LOWBIT_SDOT LOWBIT_INT8_NEON_INLINE void DotGroup(Acc (&acc)[P], const int8x16_t (&x)[P],
+                                                  const std::int8_t* w) {
+  const std::int8_t* wg = w + G * 64;
+  const int8x16_t w0 = vld1q_s8(wg), w1 = vld1q_s8(wg + 16), w2 = vld1q_s8(wg + 32),
+                  w3 = vld1q_s8(wg + 48);
+  for (int j = 0; j < P; ++j) {
+    acc[j][0] = vdotq_laneq_s32(acc[j][0], w0, x[j], G);
+    acc[j][1] = vdotq_laneq_s32(acc[j][1], w1, x[j], G);
+    acc[j][2] = vdotq_laneq_s32(acc[j][2], w2, x[j], G);
+    acc[j][3] = vdotq_laneq_s32(acc[j][3], w3, x[j], G);
+  }
+}
+
+template <int P, int... G>
+LOWBIT_SDOT LOWBIT_INT8_NEON_INLINE void DotGroups(Acc (&acc)[P], const int8x16_t (&x)[P],
+                                                   const std::int8_t* w,
+                                                   std::integer_sequence<int, G...>) {
+  (DotGroup<P, G>(acc, x, w), ...);
+}
+
+// Where the SDOT kernel reads: kernel row kh of pixel `pixel` starts at
+// first + pixel * pixel_pitch + kh * kernel_row_pitch (bytes).
+struct ByteTaps {
+  const std::int8_t* first;
+  std::int64_t pixel_pitch, kernel_row_pitch;
+  int kernel_h, row_groups;
+};
+
+// DotAndStore for SDOT; kRowGroups > 0: row_groups known at compile time.
+template <int P, int kRowGroups, bool kSimple>
+LOWBIT_SDOT LOWBIT_INT8_NEON_INLINE void SdotAndStore(const ByteTaps& taps, int pixel,
+                                                      const std::int8_t* weights,
+                                                      int32x4_t const (&bias)[4],
+                                                      const Requant& requant, int lanes,
+                                                      std::int8_t* out, std::int64_t pitch) {
+  const int row_groups = kRowGroups > 0 ? kRowGroups : taps.row_groups;
+  Acc acc[P];
+  for (int j = 0; j < P; ++j) {
+    for (int i = 0; i < 4; ++i) acc[j][i] = bias[i];
+  }
+  const std::int8_t* first = taps.first + pixel * taps.pixel_pitch;
+  const std::int8_t* w = weights;
+  for (int kh = 0; kh < taps.kernel_h; ++kh) {
+    const std::int8_t* row = first + kh * taps.kernel_row_pitch;
+    for (int g = 0; g < row_groups; g += 4) {  // 4 groups per 16-byte load
+      int8x16_t x[P];
+      for (int j = 0; j < P; ++j) x[j] = vld1q_s8(row + j * taps.pixel_pitch + g * 4);
+      const int n = std::min(4, row_groups - g);
+      switch (n) {
+        case 1: DotGroups<P>(acc, x, w, std::make_integer_sequence<int, 1>()); break;
+        case 2: DotGroups<P>(acc, x, w, std::make_integer_sequence<int, 2>()); break;
+        case 3: DotGroups<P>(acc, x, w, std::make_integer_sequence<int, 3>()); break;
+        default: DotGroups<P>(acc, x, w, std::make_integer_sequence<int, 4>()); break;
+      }
+      w += n * 64;
+    }
+  }
+  int8x16_t codes[P];  // before any store (DotAndStore)
+  for (int j = 0; j < P; ++j) codes[j] = requant.template Bytes<kSimple>(acc[j]);
+  for (int j = 0; j < P; ++j) {
+    if (lanes == 16) {
+      vst1q_s8(out + j * pitch, codes[j]);
+    } else {
+      std::int8_t bytes[16];
+      vst1q_s8(bytes, codes[j]);
+      std::memcpy(out + j * pitch, bytes, static_cast<std::size_t>(lanes));
+    }
+  }
+}
+
+// 4 pixels a step: 16 accumulators, 4 input and 4 weight vectors.
+constexpr int kSdotPixels = 4;
+
+template <int kRowGroups, bool kSimple>
+LOWBIT_SDOT void SdotBlockRow(const ByteTaps& taps, int out_w, const std::int8_t* weights,
+                              int32x4_t const (&bias)[4], const Requant& requant, int lanes,
+                              std::int8_t* out, std::int64_t pitch) {
+  int ow = 0;
+  for (; ow + kSdotPixels <= out_w; ow += kSdotPixels) {
+    SdotAndStore<kSdotPixels, kRowGroups, kSimple>(taps, ow, weights, bias, requant, lanes,
+                                                   out + ow * pitch, pitch);
+  }
+  for (; ow < out_w; ++ow) {
+    SdotAndStore<1, kRowGroups, kSimple>(taps, ow, weights, bias, requant, lanes,
+                                         out + ow * pitch, pitch);
+  }
+}
+
+// Kernel rows of 1-3 groups (up to 12 bytes: 3x3 over 1-4 channels)
+// unrolled, the rest in loops.
+template <bool kSimple>
+LOWBIT_SDOT void AnySdotBlockRow(const ByteTaps& taps, int out_w, const std::int8_t* weights,
+                                 int32x4_t const (&bias)[4], const Requant& requant, int lanes,
+                                 std::int8_t* out, std::int64_t pitch) {
+  switch (taps.row_groups) {
+    case 1:
+      SdotBlockRow<1, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      break;
+    case 2:
+      SdotBlockRow<2, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      break;
+    case 3:
+      SdotBlockRow<3, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+      break;
+    default:
+      SdotBlockRow<0, kSimple>(taps, out_w, weights, bias, requant, lanes, out, pitch);
+  }
+}
+
+LOWBIT_SDOT void SdotRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p,
+                          const std::int8_t* padded, std::int64_t image_bytes,
+                          std::int64_t row_bytes, std::int8_t* output, std::int64_t begin,
+                          std::int64_t end) {
+  const int c = p.in_c;
+  for (std::int64_t row = begin; row < end; ++row) {
+    const int b = static_cast<int>(row / p.out_h), oh = static_cast<int>(row % p.out_h);
+    const ByteTaps taps{
+        padded + b * image_bytes + static_cast<std::int64_t>(oh) * p.stride_h * row_bytes,
+        static_cast<std::int64_t>(p.stride_w) * c,
+        static_cast<std::int64_t>(p.dilation_h) * row_bytes, p.kernel_h, plan.row_groups()};
+    std::int8_t* out = output + row * p.out_w * p.out_c;
+    for (int block = 0; block < plan.channel_blocks(); ++block) {
+      const Requant requant(plan, block, p);
+      int32x4_t bias[4];
+      for (int i = 0; i < 4; ++i) bias[i] = vld1q_s32(plan.sdot_bias() + block * 16 + 4 * i);
+      const std::int8_t* weights =
+          plan.packed_filter() + static_cast<std::size_t>(block) * plan.groups() * 64;
+      const int lanes = std::min(16, p.out_c - block * 16);
+      if (requant.simple) {
+        AnySdotBlockRow<true>(taps, p.out_w, weights, bias, requant, lanes, out + block * 16,
+                              p.out_c);
+      } else {
+        AnySdotBlockRow<false>(taps, p.out_w, weights, bias, requant, lanes, out + block * 16,
+                               p.out_c);
+      }
+    }
+  }
+}
+#endif  // LOWBIT_INT8_CONV_SDOT
+
 }  // namespace
 
 void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
@@ -357,6 +519,53 @@ void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
         ConvRows(plan, params, padded, image_values, row_values, output, begin, end);
       });
 }
+
+#if LOWBIT_INT8_CONV_SDOT
+void Int8Conv2DNeonSdot(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                        const std::int8_t* input, std::int8_t* output,
+                        ParallelExecutor& executor) {
+  const Int8Conv2DParams& p = params;
+  if (p.dilation_w != 1) {  // its rows are not read in place (see SdotRows)
+    Int8Conv2DNeon(plan, params, input, output, executor);
+    return;
+  }
+  const int c = p.in_c;
+  // The padded image as Int8Conv2DNeon's, of bytes x (padding zp).
+  const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
+  const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1);
+  const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
+  const int cols = std::max(last_col + 1, p.pad_left + p.in_w);
+  const std::int64_t row_bytes = static_cast<std::int64_t>(cols) * c;
+  const std::int64_t image_bytes = rows * row_bytes;
+  auto* padded = static_cast<std::int8_t*>(
+      ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
+  const auto pad_value = static_cast<std::int8_t>(p.input_zero_point);
+  const std::int64_t in_row_bytes = static_cast<std::int64_t>(p.in_w) * c;
+  const std::int64_t left_bytes = static_cast<std::int64_t>(p.pad_left) * c;
+  for (int b = 0; b < p.batch; ++b) {
+    std::int8_t* image = padded + b * image_bytes;
+    std::fill(image, image + p.pad_top * row_bytes, pad_value);
+    std::fill(image + static_cast<std::int64_t>(p.pad_top + p.in_h) * row_bytes,
+              image + image_bytes, pad_value);
+    for (int ih = 0; ih < p.in_h; ++ih) {
+      std::int8_t* line = image + (ih + p.pad_top) * row_bytes;
+      std::fill(line, line + left_bytes, pad_value);
+      std::memcpy(line + left_bytes,
+                  input + (static_cast<std::int64_t>(b) * p.in_h + ih) * in_row_bytes,
+                  static_cast<std::size_t>(in_row_bytes));
+      std::fill(line + left_bytes + in_row_bytes, line + row_bytes, pad_value);
+    }
+  }
+  // The slack after the last image: loaded, met by zero weights or unused lanes.
+  std::fill(padded + p.batch * image_bytes, padded + p.batch * image_bytes + kSlack, 0);
+  const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
+  executor.ParallelFor(
+      out_rows, static_cast<std::int64_t>(p.out_w) * plan.groups() * plan.channel_blocks(),
+      [&](std::int64_t begin, std::int64_t end) {
+        SdotRows(plan, params, padded, image_bytes, row_bytes, output, begin, end);
+      });
+}
+#endif  // LOWBIT_INT8_CONV_SDOT
 
 }  // namespace lowbit
 

@@ -189,7 +189,7 @@ struct Path {
 
 // The portable loop, and every fast kernel this CPU can run: AVX-512 VNNI
 // where Int8Conv2DHasFastPath() on x86; NEON on any Arm build (it runs on
-// every NEON CPU, also where the delegate leaves int8 convs to XNNPACK).
+// every NEON CPU), its SDOT variant where the CPU has the dot product.
 std::vector<Path> Paths() {
   std::vector<Path> paths{{"portable", &lowbit::Int8Conv2DPortable}};
 #if LOWBIT_INT8_CONV_VNNI
@@ -197,6 +197,9 @@ std::vector<Path> Paths() {
 #endif
 #if LOWBIT_INT8_CONV_NEON
   paths.push_back({"neon", &lowbit::Int8Conv2DNeon});
+#endif
+#if LOWBIT_INT8_CONV_SDOT
+  if (lowbit::Int8Conv2DHasSdot()) paths.push_back({"neon_sdot", &lowbit::Int8Conv2DNeonSdot});
 #endif
   return paths;
 }
@@ -271,6 +274,7 @@ int Time() {
               "portable %.3f ms\n",
               !lowbit::Int8Conv2DHasFastPath() ? "none: portable"
               : LOWBIT_INT8_CONV_VNNI          ? "avx512_vnni"
+              : lowbit::Int8Conv2DHasSdot()    ? "neon_sdot"
                                                : "neon",
               best_of(true), best_of(false));
   return 0;

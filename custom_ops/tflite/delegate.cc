@@ -5,7 +5,7 @@
 // can load an external delegate (tflite_plugin_create_delegate). Its Prepare
 // walks the execution plan, claims every CUSTOM node whose custom_code is one of
 // ours (op_registry.cc) and, where Int8Conv2DHasFastPath() (x86 with AVX-512
-// VNNI, Arm NEON without dot-product instructions), the int8 CONV_2D
+// VNNI, Arm NEON), the int8 CONV_2D
 // builtins over few input channels (int8_conv2d_op.cc; option
 // int8_builtin_convs), and asks the runtime to replace each connected group of
 // claimed nodes by one delegate kernel (a "partition"). The partition kernel

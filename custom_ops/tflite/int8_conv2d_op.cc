@@ -3,7 +3,7 @@
 //
 // The .tflite file is standard (a CONV_2D builtin, run by XNNPACK or TFLite's
 // kernels anywhere our delegate is not); where it is, and the CPU has AVX-512
-// VNNI (x86) or NEON without the dot-product instructions (Arm: a Pi 4),
+// VNNI (x86) or NEON (Arm: a Pi 4; SDOT on a Pi 5),
 // the delegate claims a CONV_2D node that this file accepts
 // (CreateInt8Conv2dBuiltinOp returns ok), because XNNPACK's int8 conv is slow
 // there for few input channels (docs/int8.md). Anything it does not accept

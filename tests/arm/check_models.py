@@ -16,10 +16,10 @@ choice asks for: the first runnable path of the kernel table by default
 (--expect-default-kernel names it: "neon" on a Pi), else the forced path or
 the next runnable one down the table. A model whose manifest names
 "int8_convs" (int8 CONV_2D nodes over few input channels) must have them
-claimed by the lowbit delegate where its NEON int8 conv is the fast path (no
-dot-product instructions: AT_HWCAP's ASIMDDP bit on aarch64) and left to
-TFLite elsewhere: counted as DELEGATE nodes of an interpreter without the
-runtime's default delegates. Exits non-zero on any mismatch.
+claimed by the lowbit delegate (its NEON int8 conv, or the SDOT variant where
+the CPU has the dot product: every Arm CPU): counted as DELEGATE nodes of an
+interpreter without the runtime's default delegates. Exits non-zero on any
+mismatch.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def run_one(model_dir: Path) -> int:
                 ok = False
                 detail += f"; ran kernel path {interpreter.kernel_path!r}, expected {path!r}"
             if "int8_convs" in info:
-                want = info["int8_convs"] if _int8_conv_fast_path() else 0
+                want = info["int8_convs"]
                 claimed = _delegated_nodes(lite, interpreter, model_dir / f"{name}.tflite")
                 detail += f"; {claimed} int8 conv(s) claimed by the delegate"
                 if claimed != want:
@@ -99,21 +99,6 @@ def _delegated_nodes(lite, interpreter, path: Path) -> int:
         experimental_op_resolver_type=runtime.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     interpreter.allocate_tensors()
     return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
-
-
-def _int8_conv_fast_path() -> bool:
-    """Int8Conv2DHasFastPath() of the Arm library: aarch64 without the
-    dot-product instructions (HWCAP_ASIMDDP, bit 20), every armv7 CPU. The
-    process's width, not uname, tells them apart: the armhf root reports an
-    aarch64 machine (a 32-bit OS on a 64-bit kernel), and bit 20 of a 32-bit
-    process's AT_HWCAP is another feature (LPAE)."""
-    if platform.machine() != "aarch64" or sys.maxsize <= 2**32:
-        return True
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    libc.getauxval.restype = ctypes.c_ulong
-    return not libc.getauxval(16) & (1 << 20)  # AT_HWCAP
 
 
 def _hwcaps() -> str:

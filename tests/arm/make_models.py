@@ -17,7 +17,7 @@ in and out, no lowbit ops): its CONV_2D is what the delegate claims on a Pi 4
 (the NEON kernel, core/int8_conv2d_neon.cc). Its expected codes come from
 TFLite's reference kernels (BUILTIN_REF, the definition our kernels are
 exact to), and manifest "int8_convs": 1 says how many CONV_2D nodes the
-delegate must claim where Int8Conv2DHasFastPath().
+delegate must claim (Int8Conv2DHasFastPath(): every Arm CPU).
 
 The expected outputs are computed with the delegate library named by
 $LOWBIT_TFLITE_LIBRARY (run_emulated.sh points it at an x86 build of the same

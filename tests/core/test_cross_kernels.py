@@ -6,9 +6,8 @@ CPU can run (x86: portable, popcnt, AVX2, AVX-512; Arm: portable, NEON) and
 compares bit for bit with the reference kernel. custom_ops/tests/
 int8_conv2d_check.cc does the same for the int8 conv over few input channels
 (Arm: its NEON kernel and portable loop against a naive loop nest; natively:
-tests/core/test_int8_conv2d_check.py), on a Cortex-A72 (no dot product: the
-delegate takes int8 convs) and, on aarch64, a Cortex-A76 (dot product: it
-leaves them to XNNPACK, the kernel still runs and is checked). The Arm builds
+tests/core/test_int8_conv2d_check.py), on a Cortex-A72 / A7 (no dot product)
+and, on aarch64, a Cortex-A76 (dot product: the SDOT variant too). The Arm builds
 use Debian's cross compilers and run under qemu-user (instruction-set
 emulation: this checks correctness, not speed). Skipped where the tools are
 missing; .ci/run installs them.
@@ -72,19 +71,17 @@ def test_kernel_paths_are_bit_exact(checkers):
         assert "neon" in kernels.split(), kernels
 
 
-# Per Arm CPU: does the delegate take int8 convs there (Int8Conv2DHasFastPath)?
-INT8_CPUS = [("aarch64", "cortex-a72", True), ("aarch64", "cortex-a76", False),
-             ("armv7", "cortex-a7", True)]
+# Per Arm CPU: the int8 conv's paths checked there (SDOT: the dot product).
+INT8_CPUS = [("aarch64", "cortex-a72", ["neon"]),
+             ("aarch64", "cortex-a76", ["neon", "neon_sdot"]),
+             ("armv7", "cortex-a7", ["neon"])]
 
 
-@pytest.mark.parametrize("checkers, cpu, fast", INT8_CPUS, indirect=["checkers"])
-def test_int8_conv_neon_is_bit_exact(checkers, cpu, fast):
+@pytest.mark.parametrize("checkers, cpu, paths", INT8_CPUS, indirect=["checkers"])
+def test_int8_conv_neon_is_bit_exact(checkers, cpu, paths):
     target, build = checkers
     out = _run(target, build, "int8_conv2d_check", 150, cpu=cpu)
     assert "OK 150 cases, 320 sweep cases" in out, out[-2000:]
     lines = out.splitlines()
-    assert lines[0].split() == ["paths:", "portable", "neon"], lines[0]
-    if fast:
-        assert lines[1] == "fast path: yes", lines[1]
-    else:
-        assert "dot-product" in lines[1], lines[1]
+    assert lines[0].split() == ["paths:", "portable", *paths], lines[0]
+    assert lines[1] == "fast path: yes", lines[1]  # the delegate takes int8 convs
