@@ -9,7 +9,8 @@
 // a 3x3 RGB stem, each kernel row's 9 padded to 12 so that it is read in
 // place from the image), 16 output channels per AVX-512 VNNI vector. On Arm
 // CPUs without the dot-product instructions (a Pi 4) XNNPACK's int8 stem took
-// 1.8x the instructions of its float32 one; the NEON kernel here takes 0.58x
+// 1.8x the instructions of its float32 one; the NEON kernel here takes 0.58x,
+// and where SDOT is there (a Pi 5) its SDOT variant 0.61x XNNPACK's int8 one
 // (core/int8_conv2d_neon.cc, docs/int8.md).
 //
 // Arithmetic: exactly TFLite's reference int8 per-channel conv
