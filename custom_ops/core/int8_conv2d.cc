@@ -125,8 +125,8 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
                                                   weight_sum;
     packed_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(folded));
 #if LOWBIT_INT8_CONV_SDOT
-    const std::int64_t signed_folded =
-        static_cast<std::int64_t>(bias_[c]) - static_cast<std::int64_t>(input_zero_point) * weight_sum;
+    const std::int64_t signed_folded = static_cast<std::int64_t>(bias_[c]) -
+                                       static_cast<std::int64_t>(input_zero_point) * weight_sum;
     sdot_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(signed_folded));
 #endif
     packed_multiplier_[c] = multiplier_[c];
@@ -191,8 +191,8 @@ bool Int8Conv2DHasFastPath() {
   // instructions than XNNPACK's SDOT kernels (docs/int8.md).
   return true;
 #elif LOWBIT_INT8_CONV_NEON && !defined(__aarch64__)
-  // armv7: every NEON CPU. (The armhf headers name no dot-product HWCAP bit;
-  // a dot-product core under a 32-bit OS is not told apart here.)
+  // armv7: every NEON CPU, with the SMLAL kernel (the SDOT variant is
+  // aarch64's; a dot-product core under a 32-bit OS runs SMLAL too).
   return true;
 #else
   return false;

@@ -34,8 +34,9 @@ namespace lowbit {
 
 // The fast kernels built into this library (each entered only where the CPU
 // can run it and it is the better choice; callers go through Int8Conv2D):
-// AVX-512 VNNI on x86_64 (core/int8_conv2d_avx512vnni.cc), NEON on Arm
-// (core/int8_conv2d_neon.cc), with GCC or Clang.
+// AVX-512 VNNI on x86_64 (core/int8_conv2d_avx512vnni.cc), NEON on Arm and
+// its SDOT variant on aarch64 Linux (core/int8_conv2d_neon.cc), with GCC or
+// Clang.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LOWBIT_INT8_CONV_VNNI 1
 #else

@@ -278,7 +278,8 @@ void ConvRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p, const std::i
   const bool contiguous = p.dilation_w == 1;
   for (std::int64_t row = begin; row < end; ++row) {
     const int b = static_cast<int>(row / p.out_h), oh = static_cast<int>(row % p.out_h);
-    const Taps taps{padded + b * image_values + static_cast<std::int64_t>(oh) * p.stride_h * row_values,
+    const Taps taps{padded + b * image_values +
+                        static_cast<std::int64_t>(oh) * p.stride_h * row_values,
                     static_cast<std::int64_t>(p.stride_w) * c,
                     static_cast<std::int64_t>(p.dilation_h) * row_values,
                     static_cast<std::int64_t>(p.dilation_w) * c,
