@@ -3,11 +3,13 @@
 //    out literally (nudge 2^30 or 1 - 2^30, division truncating toward zero,
 //    then the rounding divide), on edge values (INT32_MIN/MAX, halves, every
 //    shift from -31 to 30);
-//  * the fast kernels (AVX-512 VNNI where this CPU has it, NEON on Arm; the
-//    first line names the paths checked) and the portable loop against a
-//    naive loop nest here, on random shapes: 1-8 input
-//    channels, 1-40 output channels (block tails), kernels 1-7, strides,
-//    dilations, both paddings, batches, zero points -128 and 127, saturating
+//  * the fast kernels (AVX-512 VNNI where this CPU has it; NEON on Arm, and
+//    its SDOT variant where the CPU has the dot product; the first line
+//    names the paths checked, the second whether Int8Conv2D takes a fast
+//    one) and the portable loop against a naive loop nest here, on random
+//    shapes: 1-8 input channels, 1-40 output channels (block tails), kernels
+//    1-7, strides, dilations, both paddings, batches, zero points -128 and
+//    127, saturating
 //    and large accumulators (weights +-127, inputs at the extremes), 1 and 2
 //    threads; then a sweep of every kernel row of 1-5 taps over 1-8 channels
 //    (the zero weights past a row's bytes, the unrolled shapes, the 64-byte
