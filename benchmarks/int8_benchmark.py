@@ -13,8 +13,9 @@ depend on them):
                  as int8 builtins with per-channel weights, calibrated on 8
                  random images run through our runtime; the binary convs read
                  and write the int8 tensors at each section's ends; on x86 with
-                 AVX-512 VNNI the lowbit delegate runs the int8 stem conv (3
-                 input channels) with its own kernel (docs/int8.md);
+                 AVX-512 VNNI (and Arm with NEON) the lowbit delegate runs
+                 the int8 stem conv (3 input channels) with its own kernel
+                 (docs/int8.md);
   int8, XNN stem the same int8+binary model and runtime with that claim
                  turned off (`Interpreter(..., int8_builtin_convs=False)`):
                  XNNPACK's int8 stem conv, what int8+binary was before;

@@ -163,8 +163,9 @@ def load_delegate(
         (naming the op and the element) instead of binarising it as +1.
       int8_builtin_convs: the delegate also runs the int8 CONV_2D builtins
         over at most 8 input channels (a stem conv) with its own kernel, on x86
-        CPUs with AVX-512 VNNI, where XNNPACK's int8 conv is slow for them
-        (docs/int8.md); False leaves every builtin op to the runtime.
+        CPUs with AVX-512 VNNI and Arm CPUs with NEON, where XNNPACK's int8
+        conv is slower for them (docs/int8.md); False
+        leaves every builtin op to the runtime.
 
     Returns:
       The runtime's delegate object, for `experimental_delegates=[...]`.

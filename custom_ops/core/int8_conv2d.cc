@@ -8,6 +8,13 @@
 #include "custom_ops/core/bconv2d.h"
 #include "custom_ops/core/cpu_features.h"
 
+#if LOWBIT_INT8_CONV_SDOT
+#include <sys/auxv.h>  // getauxval, AT_HWCAP, HWCAP_ASIMDDP (glibc)
+#ifndef HWCAP_ASIMDDP   // C libraries that leave it to <asm/hwcap.h>
+#define HWCAP_ASIMDDP (1 << 20)  // the Linux arm64 ABI's bit
+#endif
+#endif
+
 namespace lowbit {
 
 void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* p) {
@@ -92,12 +99,21 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
   packed_multiplier_.assign(blocks_ * 16, 0);
   left_shift_.assign(blocks_ * 16, 0);
   right_shift_.assign(blocks_ * 16, 0);
+#if LOWBIT_INT8_CONV_NEON
+  wide_filter_.assign(static_cast<std::size_t>(blocks_) * taps * 16, 0);
+#endif
+#if LOWBIT_INT8_CONV_SDOT
+  sdot_bias_.assign(blocks_ * 16, 0);
+#endif
   for (int c = 0; c < out_c; ++c) {
     const int block = c / 16, lane = c % 16;
     std::int64_t weight_sum = 0;
     for (int k = 0; k < taps; ++k) {
       const std::int8_t w = filter_[static_cast<std::size_t>(c) * taps + k];
       weight_sum += w;
+#if LOWBIT_INT8_CONV_NEON
+      wide_filter_[(static_cast<std::size_t>(block) * taps + k) * 16 + lane] = w;
+#endif
       // Tap k is byte `at` of kernel row kh's row_groups_ * 4 bytes.
       const int kh = k / (kernel_w * in_c), at = k % (kernel_w * in_c);
       packed_filter_[(static_cast<std::size_t>(block) * groups_ + kh * row_groups_ + at / 4) * 64 +
@@ -108,6 +124,11 @@ Int8Conv2DPlan::Int8Conv2DPlan(int out_c, int kernel_h, int kernel_w, int in_c,
         static_cast<std::int64_t>(bias_[c]) - (128 + static_cast<std::int64_t>(input_zero_point)) *
                                                   weight_sum;
     packed_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(folded));
+#if LOWBIT_INT8_CONV_SDOT
+    const std::int64_t signed_folded = static_cast<std::int64_t>(bias_[c]) -
+                                       static_cast<std::int64_t>(input_zero_point) * weight_sum;
+    sdot_bias_[c] = static_cast<std::int32_t>(static_cast<std::uint32_t>(signed_folded));
+#endif
     packed_multiplier_[c] = multiplier_[c];
     left_shift_[c] = shift_[c] > 0 ? shift_[c] : 0;
     right_shift_[c] = shift_[c] > 0 ? 0 : -shift_[c];
@@ -164,8 +185,34 @@ bool Int8Conv2DHasFastPath() {
 #if LOWBIT_INT8_CONV_VNNI
   static const bool has = DetectCpuFeatures().Has(kCpuAvx512Vnni | kCpuAvx512Bw);
   return has;
+#elif LOWBIT_INT8_CONV_SDOT
+  // Without the dot-product instructions (a Pi 4) the SMLAL kernel; with
+  // them (Cortex-A76: a Pi 5) its SDOT variant, which takes fewer
+  // instructions than XNNPACK's SDOT kernels (docs/int8.md).
+  return true;
+#elif LOWBIT_INT8_CONV_NEON && !defined(__aarch64__)
+  // armv7: every NEON CPU, with the SMLAL kernel (the SDOT variant is
+  // aarch64's; a dot-product core under a 32-bit OS runs SMLAL too).
+  return true;
 #else
   return false;
+#endif
+}
+
+bool Int8Conv2DHasSdot() {
+#if LOWBIT_INT8_CONV_SDOT
+  static const bool has = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+
+const char* Int8Conv2DNoFastPathReason() {
+#if LOWBIT_INT8_CONV_VNNI
+  return "this CPU lacks AVX-512 VNNI";
+#else
+  return "this build has no fast int8 conv kernel for this CPU (x86 AVX-512 VNNI or Arm NEON)";
 #endif
 }
 
@@ -174,6 +221,15 @@ void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
 #if LOWBIT_INT8_CONV_VNNI
   if (Int8Conv2DHasFastPath()) {
     Int8Conv2DAvx512Vnni(plan, params, input, output, executor);
+    return;
+  }
+#elif LOWBIT_INT8_CONV_NEON
+  if (Int8Conv2DHasSdot()) {
+    Int8Conv2DNeonSdot(plan, params, input, output, executor);
+    return;
+  }
+  if (Int8Conv2DHasFastPath()) {
+    Int8Conv2DNeon(plan, params, input, output, executor);
     return;
   }
 #endif

@@ -7,7 +7,11 @@
 // QuickNet's int8 stem took ~3x its float32 time (docs/int8.md). Here the
 // whole KH*KW*C patch of an output pixel is one dot product (27 products for
 // a 3x3 RGB stem, each kernel row's 9 padded to 12 so that it is read in
-// place from the image), 16 output channels per AVX-512 VNNI vector.
+// place from the image), 16 output channels per AVX-512 VNNI vector. On Arm
+// CPUs without the dot-product instructions (a Pi 4) XNNPACK's int8 stem took
+// 1.8x the instructions of its float32 one; the NEON kernel here takes 0.58x,
+// and where SDOT is there (a Pi 5) its SDOT variant 0.61x XNNPACK's int8 one
+// (core/int8_conv2d_neon.cc, docs/int8.md).
 //
 // Arithmetic: exactly TFLite's reference int8 per-channel conv
 // (reference_integer_ops::ConvPerChannel), restated:
@@ -27,6 +31,28 @@
 #include "custom_ops/core/types.h"
 
 namespace lowbit {
+
+// The fast kernels built into this library (each entered only where the CPU
+// can run it and it is the better choice; callers go through Int8Conv2D):
+// AVX-512 VNNI on x86_64 (core/int8_conv2d_avx512vnni.cc), NEON on Arm and
+// its SDOT variant on aarch64 Linux (core/int8_conv2d_neon.cc), with GCC or
+// Clang.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LOWBIT_INT8_CONV_VNNI 1
+#else
+#define LOWBIT_INT8_CONV_VNNI 0
+#endif
+#if (defined(__aarch64__) || defined(__ARM_NEON)) && (defined(__GNUC__) || defined(__clang__))
+#define LOWBIT_INT8_CONV_NEON 1
+#else
+#define LOWBIT_INT8_CONV_NEON 0
+#endif
+// Its SDOT variant on aarch64 Linux (entered where AT_HWCAP has ASIMDDP).
+#if LOWBIT_INT8_CONV_NEON && defined(__aarch64__) && defined(__linux__)
+#define LOWBIT_INT8_CONV_SDOT 1
+#else
+#define LOWBIT_INT8_CONV_SDOT 0
+#endif
 
 // Geometry and the quantization of the activations. Shapes NHWC; the filter
 // is [out_c, kernel_h, kernel_w, in_c] (TFLite's OHWI).
@@ -65,7 +91,8 @@ std::int32_t MultiplyByQuantizedMultiplier(std::int32_t x, std::int32_t quantize
 
 // Everything about one conv that does not change between calls: the filter,
 // bias and requantization per output channel, and the filter packed for the
-// AVX-512 VNNI kernel. Built once (the delegate: when it claims the node).
+// fast kernel of this build (AVX-512 VNNI, NEON). Built once (the delegate:
+// when it claims the node).
 class Int8Conv2DPlan {
  public:
   // `filter` [out_c, kernel_h, kernel_w, in_c]; `bias` out_c values or
@@ -114,6 +141,16 @@ class Int8Conv2DPlan {
   const std::int32_t* left_shift() const { return left_shift_.data(); }
   const std::int32_t* right_shift() const { return right_shift_.data(); }
 
+  // The NEON layout (built where LOWBIT_INT8_CONV_NEON, else empty): the
+  // weights as int16, [block][K taps in the filter's (kh, kw, i) order][16
+  // channels], channels past out_c zero. The NEON kernel multiplies them with
+  // u = x + 128 as int16 and starts from packed_bias() (its comment).
+  const std::int16_t* wide_filter() const { return wide_filter_.data(); }
+  // The SDOT variant's bias (where LOWBIT_INT8_CONV_SDOT, else empty):
+  // [block * 16], bias[c] - input_zero_point * sum of w[c, ...] modulo 2^32
+  // (it multiplies packed_filter() with the signed input bytes x).
+  const std::int32_t* sdot_bias() const { return sdot_bias_.data(); }
+
  private:
   int out_c_, kernel_h_, kernel_w_, in_c_;
   std::int32_t input_zero_point_;
@@ -123,6 +160,8 @@ class Int8Conv2DPlan {
   int row_groups_ = 0, groups_ = 0, blocks_ = 0;
   std::vector<std::int8_t> packed_filter_;
   std::vector<std::int32_t> packed_bias_, packed_multiplier_, left_shift_, right_shift_;
+  std::vector<std::int16_t> wide_filter_;
+  std::vector<std::int32_t> sdot_bias_;
 };
 
 // The reference loop nest of the arithmetic above (any CPU); ground truth
@@ -131,27 +170,43 @@ void Int8Conv2DPortable(const Int8Conv2DPlan& plan, const Int8Conv2DParams& para
                         const std::int8_t* input, std::int8_t* output,
                         ParallelExecutor& executor);
 
-// True when this library has the fast kernel and this CPU can run it
-// (x86 with AVX-512 F, BW, VL and VNNI). The delegate claims int8 convs only
-// then: elsewhere XNNPACK's own kernels are the better choice.
+// True when this library has a fast kernel, this CPU can run it and it is
+// the better choice than XNNPACK's: x86 with AVX-512 F, BW, VL and VNNI;
+// Arm with NEON (aarch64 Linux, armv7; on aarch64 CPUs with the dot-product
+// instructions, a Cortex-A76, the SDOT variant). The delegate claims int8
+// convs only then.
 bool Int8Conv2DHasFastPath();
+
+// Why Int8Conv2DHasFastPath() is false on this build and CPU, for errors
+// ("this CPU lacks AVX-512 VNNI", ...).
+const char* Int8Conv2DNoFastPathReason();
 
 // The fast kernel where Int8Conv2DHasFastPath(), else the portable one; both
 // give the same codes.
 void Int8Conv2D(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
                 const std::int8_t* input, std::int8_t* output, ParallelExecutor& executor);
 
-// The AVX-512 VNNI kernel (core/int8_conv2d_avx512vnni.cc), built on x86_64
-// with GCC or Clang only, entered only where the CPU has the features;
-// callers go through Int8Conv2D.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LOWBIT_INT8_CONV_VNNI 1
-#else
-#define LOWBIT_INT8_CONV_VNNI 0
-#endif
+// The AVX-512 VNNI kernel (where LOWBIT_INT8_CONV_VNNI), entered only where
+// the CPU has the features.
 void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
                           const std::int8_t* input, std::int8_t* output,
                           ParallelExecutor& executor);
+
+// The NEON kernel (where LOWBIT_INT8_CONV_NEON): runs on any Arm CPU with
+// NEON (the checker calls it directly); Int8Conv2D enters it only where
+// Int8Conv2DHasFastPath().
+void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                    const std::int8_t* input, std::int8_t* output, ParallelExecutor& executor);
+
+// The SDOT variant (where LOWBIT_INT8_CONV_SDOT), for CPUs with the
+// dot-product instructions; convs with dilation_w > 1 go to Int8Conv2DNeon.
+void Int8Conv2DNeonSdot(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
+                        const std::int8_t* input, std::int8_t* output,
+                        ParallelExecutor& executor);
+
+// True where the CPU has the dot-product instructions (aarch64 Linux:
+// AT_HWCAP's ASIMDDP); false on any other build.
+bool Int8Conv2DHasSdot();
 
 }  // namespace lowbit
 

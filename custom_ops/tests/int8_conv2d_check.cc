@@ -3,10 +3,13 @@
 //    out literally (nudge 2^30 or 1 - 2^30, division truncating toward zero,
 //    then the rounding divide), on edge values (INT32_MIN/MAX, halves, every
 //    shift from -31 to 30);
-//  * the fast kernel (AVX-512 VNNI, where this CPU has it) and the portable
-//    loop against a naive loop nest here, on random shapes: 1-8 input
-//    channels, 1-40 output channels (block tails), kernels 1-7, strides,
-//    dilations, both paddings, batches, zero points -128 and 127, saturating
+//  * the fast kernels (AVX-512 VNNI where this CPU has it; NEON on Arm, and
+//    its SDOT variant where the CPU has the dot product; the first line
+//    names the paths checked, the second whether Int8Conv2D takes a fast
+//    one) and the portable loop against a naive loop nest here, on random
+//    shapes: 1-8 input channels, 1-40 output channels (block tails), kernels
+//    1-7, strides, dilations, both paddings, batches, zero points -128 and
+//    127, saturating
 //    and large accumulators (weights +-127, inputs at the extremes), 1 and 2
 //    threads; then a sweep of every kernel row of 1-5 taps over 1-8 channels
 //    (the zero weights past a row's bytes, the unrolled shapes, the 64-byte
@@ -179,29 +182,50 @@ Int8Conv2DPlan MakePlan(const Case& k) {
                         k.shift.data(), k.p.input_zero_point);
 }
 
-// The fast kernel and the portable loop, inline and on 2 threads, against
+// One way to run the conv: its name in the reports and the entry point.
+struct Path {
+  const char* name;
+  void (*run)(const Int8Conv2DPlan&, const Int8Conv2DParams&, const std::int8_t*, std::int8_t*,
+              lowbit::ParallelExecutor&);
+};
+
+// The portable loop, and every fast kernel this CPU can run: AVX-512 VNNI
+// where Int8Conv2DHasFastPath() on x86; NEON on any Arm build (it runs on
+// every NEON CPU), its SDOT variant where the CPU has the dot product.
+std::vector<Path> Paths() {
+  std::vector<Path> paths{{"portable", &lowbit::Int8Conv2DPortable}};
+#if LOWBIT_INT8_CONV_VNNI
+  if (lowbit::Int8Conv2DHasFastPath()) paths.push_back({"avx512_vnni", &lowbit::Int8Conv2D});
+#endif
+#if LOWBIT_INT8_CONV_NEON
+  paths.push_back({"neon", &lowbit::Int8Conv2DNeon});
+#endif
+#if LOWBIT_INT8_CONV_SDOT
+  if (lowbit::Int8Conv2DHasSdot()) paths.push_back({"neon_sdot", &lowbit::Int8Conv2DNeonSdot});
+#endif
+  return paths;
+}
+
+// Each path (Paths), inline and on 2 threads, against
 // Naive; prints the first difference.
 bool CheckCase(const Case& k, int index, lowbit::InlineExecutor& inline_executor,
                lowbit::ThreadPool& pool) {
   const std::vector<std::int8_t> expected = Naive(k);
   const Int8Conv2DPlan plan = MakePlan(k);
-  for (int run = 0; run < 4; ++run) {
-    const bool fast = run >= 2;
+  const std::vector<Path> paths = Paths();
+  for (std::size_t run = 0; run < 2 * paths.size(); ++run) {
+    const Path& path = paths[run / 2];
     lowbit::ParallelExecutor& executor =
         run % 2 == 0 ? static_cast<lowbit::ParallelExecutor&>(inline_executor) : pool;
     std::vector<std::int8_t> got(expected.size(), 0x55);
-    if (fast) {
-      lowbit::Int8Conv2D(plan, k.p, k.input.data(), got.data(), executor);
-    } else {
-      lowbit::Int8Conv2DPortable(plan, k.p, k.input.data(), got.data(), executor);
-    }
+    path.run(plan, k.p, k.input.data(), got.data(), executor);
     if (got != expected) {
       std::size_t i = 0;
       while (got[i] == expected[i]) ++i;
       const Int8Conv2DParams& p = k.p;
       std::printf("FAIL case %d (%s, %s): n%d %dx%dx%d -> %dx%dx%d k%dx%d s%d,%d d%d,%d "
                   "pad %d,%d zp %d,%d range [%d, %d]: element %zu got %d expected %d\n",
-                  index, fast ? "fast" : "portable", run % 2 ? "2 threads" : "inline",
+                  index, path.name, run % 2 ? "2 threads" : "inline",
                   p.batch, p.in_h, p.in_w, p.in_c, p.out_h, p.out_w, p.out_c, p.kernel_h,
                   p.kernel_w, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w, p.pad_top,
                   p.pad_left, p.input_zero_point, p.output_zero_point, p.out_min, p.out_max, i,
@@ -250,7 +274,10 @@ int Time() {
   };
   std::printf("stem 224x224x3 -> 112x112x16, 3x3 s2, 1 thread: fast path (%s) %.3f ms, "
               "portable %.3f ms\n",
-              lowbit::Int8Conv2DHasFastPath() ? "avx512_vnni" : "none: portable",
+              !lowbit::Int8Conv2DHasFastPath() ? "none: portable"
+              : LOWBIT_INT8_CONV_VNNI          ? "avx512_vnni"
+              : lowbit::Int8Conv2DHasSdot()    ? "neon_sdot"
+                                               : "neon",
               best_of(true), best_of(false));
   return 0;
 }
@@ -264,7 +291,11 @@ int main(int argc, char** argv) {
   if (!CheckMultiply(rng)) return 1;
   lowbit::InlineExecutor inline_executor;
   lowbit::ThreadPool pool(2);
-  std::printf("paths: portable%s\n", lowbit::Int8Conv2DHasFastPath() ? " avx512_vnni" : "");
+  std::printf("paths:");
+  for (const Path& path : Paths()) std::printf(" %s", path.name);
+  // Which of them Int8Conv2D (the delegate) takes on this CPU.
+  std::printf("\nfast path: %s\n",
+              lowbit::Int8Conv2DHasFastPath() ? "yes" : lowbit::Int8Conv2DNoFastPathReason());
   for (int index = 0; index < cases; ++index) {
     if (!CheckCase(RandomCase(rng, index), index, inline_executor, pool)) return 1;
   }

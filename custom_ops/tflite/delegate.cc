@@ -4,7 +4,8 @@
 // The PyPI TFLite runtimes cannot register custom kernels from outside, but they
 // can load an external delegate (tflite_plugin_create_delegate). Its Prepare
 // walks the execution plan, claims every CUSTOM node whose custom_code is one of
-// ours (op_registry.cc) and, on x86 with AVX-512 VNNI, the int8 CONV_2D
+// ours (op_registry.cc) and, where Int8Conv2DHasFastPath() (x86 with AVX-512
+// VNNI, Arm NEON), the int8 CONV_2D
 // builtins over few input channels (int8_conv2d_op.cc; option
 // int8_builtin_convs), and asks the runtime to replace each connected group of
 // claimed nodes by one delegate kernel (a "partition"). The partition kernel
@@ -600,7 +601,7 @@ bool ParseInt(const char* text, long* value) {
 //                 interpreter's recommended_num_threads (1 if it has none).
 //   check_nan     "1": fail an op whose float input holds a NaN.
 //   int8_builtin_convs  "1" (default): claim the int8 CONV_2D builtins over
-//                 few input channels on CPUs with AVX-512 VNNI
+//                 few input channels where Int8Conv2DHasFastPath()
 //                 (int8_conv2d_op.cc); "0": leave them to TFLite / XNNPACK.
 extern "C" __attribute__((visibility("default"))) TfLiteDelegate*
 tflite_plugin_create_delegate(char** options_keys, char** options_values,

@@ -3,7 +3,8 @@
 //
 // The .tflite file is standard (a CONV_2D builtin, run by XNNPACK or TFLite's
 // kernels anywhere our delegate is not); where it is, and the CPU has AVX-512
-// VNNI, the delegate claims a CONV_2D node that this file accepts
+// VNNI (x86) or NEON (Arm: a Pi 4; SDOT on a Pi 5),
+// the delegate claims a CONV_2D node that this file accepts
 // (CreateInt8Conv2dBuiltinOp returns ok), because XNNPACK's int8 conv is slow
 // there for few input channels (docs/int8.md). Anything it does not accept
 // stays with TFLite: no error, no claim.
@@ -157,7 +158,7 @@ class Int8Conv2dOp final : public Op {
 
 Status CreateInt8Conv2dBuiltinOp(TfLiteContext* context, const TfLiteNode* node,
                                  std::unique_ptr<Op>* op) {
-  if (!Int8Conv2DHasFastPath()) return Error("this CPU lacks AVX-512 VNNI");
+  if (!Int8Conv2DHasFastPath()) return Error(Int8Conv2DNoFastPathReason());
   if (node == nullptr || node->builtin_data == nullptr || node->inputs == nullptr ||
       node->outputs == nullptr || node->inputs->size < 2 || node->inputs->size > 3 ||
       node->outputs->size != 1) {

@@ -14,7 +14,12 @@ others (float builtins run by XNNPACK) within 1e-5. Each interpreter's
 kernel_path (what the library says its lowbit ops run) must be the one the
 choice asks for: the first runnable path of the kernel table by default
 (--expect-default-kernel names it: "neon" on a Pi), else the forced path or
-the next runnable one down the table. Exits non-zero on any mismatch.
+the next runnable one down the table. A model whose manifest names
+"int8_convs" (int8 CONV_2D nodes over few input channels) must have them
+claimed by the lowbit delegate (its NEON int8 conv, or the SDOT variant where
+the CPU has the dot product: every Arm CPU): counted as DELEGATE nodes of an
+interpreter without the runtime's default delegates. Exits non-zero on any
+mismatch.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ def run_one(model_dir: Path) -> int:
             if got.shape != expected.shape or got.dtype != expected.dtype:
                 ok = False
                 detail = f"got {got.dtype}{got.shape}, want {expected.dtype}{expected.shape}"
-            elif info["exact"]:
-                diff = np.flatnonzero(got.view(np.uint32) != expected.view(np.uint32))
+            elif info["exact"]:  # bits (floats: a NaN equals itself, -0 is not 0)
+                bits = np.dtype(f"u{got.dtype.itemsize}")
+                diff = np.flatnonzero(got.view(bits) != expected.view(bits))
                 ok = diff.size == 0
                 detail = "bit-identical" if ok else (
                     f"{diff.size} of {got.size} values differ, first at flat index {diff[0]}: "
@@ -70,11 +76,29 @@ def run_one(model_dir: Path) -> int:
             if interpreter.kernel_path != path:
                 ok = False
                 detail += f"; ran kernel path {interpreter.kernel_path!r}, expected {path!r}"
+            if "int8_convs" in info:
+                want = info["int8_convs"]
+                claimed = _delegated_nodes(lite, interpreter, model_dir / f"{name}.tflite")
+                detail += f"; {claimed} int8 conv(s) claimed by the delegate"
+                if claimed != want:
+                    ok = False
+                    detail += f", expected {want}"
             failures += not ok
             print(f"{'ok  ' if ok else 'FAIL'} {name:14s} kernel={kernel:9s} threads={threads} "
                   f"path={interpreter.kernel_path} runtime={interpreter.runtime_name}: {detail}",
                   flush=True)
     return 1 if failures else 0
+
+
+def _delegated_nodes(lite, interpreter, path: Path) -> int:
+    """DELEGATE nodes of the model with only the lowbit delegate attached (the
+    runtime module: that of `interpreter`)."""
+    runtime = interpreter._module
+    interpreter = lite.Interpreter(
+        model_path=path, num_threads=1,
+        experimental_op_resolver_type=runtime.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
 
 
 def _hwcaps() -> str:

@@ -12,6 +12,13 @@ contain only lowbit ops (their outputs must match bit for bit on Arm);
 the others mix in float TFLite builtins run by XNNPACK, whose summation order
 may differ per ISA, and are compared with a tolerance.
 
+int8_stem is TFLite's own int8 model of a 3-channel 3x3 stride-2 conv (int8
+in and out, no lowbit ops): its CONV_2D is what the delegate claims on a Pi 4
+(the NEON kernel, core/int8_conv2d_neon.cc). Its expected codes come from
+TFLite's reference kernels (BUILTIN_REF, the definition our kernels are
+exact to), and manifest "int8_convs": 1 says how many CONV_2D nodes the
+delegate must claim (Int8Conv2DHasFastPath(): every Arm CPU).
+
 The expected outputs are computed with the delegate library named by
 $LOWBIT_TFLITE_LIBRARY (run_emulated.sh points it at an x86 build of the same
 sources as the Arm wheels), else the installed one.
@@ -62,6 +69,36 @@ def digits_cnn() -> keras.Model:
     return binary_digits_cnn()
 
 
+def int8_stem() -> tuple[bytes, np.ndarray, np.ndarray]:
+    """(model, int8 input, expected int8 output): a Keras conv like QuickNet's
+    stem (3 -> 16 channels, 3x3, stride 2, SAME, ReLU) on odd sizes (23x17:
+    a partial step of pixels), int8 post-training quantized by TFLiteConverter."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(7)
+    inputs = keras.Input((23, 17, 3))
+    conv = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")
+    model = keras.Model(inputs, conv(inputs))
+    conv.set_weights([rng.standard_normal(conv.kernel.shape) * 0.3, rng.standard_normal(16)])
+    data = (rng.standard_normal((16, 23, 17, 3)) * 2 + 0.5).astype(np.float32)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([d[None]] for d in data)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    content = converter.convert()
+    x = rng.integers(-128, 128, (2, 23, 17, 3), dtype=np.int8)
+    reference = tf.lite.Interpreter(
+        model_content=content,
+        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    reference.resize_tensor_input(reference.get_input_details()[0]["index"], x.shape)
+    reference.allocate_tensors()
+    reference.set_tensor(reference.get_input_details()[0]["index"], x)
+    reference.invoke()
+    return content, x, reference.get_tensor(reference.get_output_details()[0]["index"])
+
+
 MODELS = {
     # name: (constructor, input shape with batch, exact)
     "binary_stack": (binary_stack, (2, 11, 10, 40), True),
@@ -89,6 +126,13 @@ def main(out_dir: str) -> int:
         manifest[name] = {"exact": exact, "lowered": result.lowered_layers,
                           "output_shape": list(expected.shape)}
         print(f"{name}: lowered {result.lowered_layers}, output {expected.shape}")
+    content, x, expected = int8_stem()
+    (out / "int8_stem.tflite").write_bytes(content)
+    np.save(out / "int8_stem.input.npy", x)
+    np.save(out / "int8_stem.expected.npy", expected)
+    manifest["int8_stem"] = {"exact": True, "lowered": 0, "int8_convs": 1,
+                             "output_shape": list(expected.shape)}
+    print(f"int8_stem: int8 CONV_2D, output {expected.shape}")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return 0
 

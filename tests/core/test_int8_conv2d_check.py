@@ -1,5 +1,6 @@
 """custom_ops/tests/int8_conv2d_check.cc: the int8 conv's core
-(core/int8_conv2d.h) alone: its AVX-512 VNNI kernel (where this CPU has it)
+(core/int8_conv2d.h) alone: its AVX-512 VNNI kernel (where this CPU has it;
+its NEON kernel: tests/core/test_cross_kernels.py)
 and its portable loop against a naive C++ loop nest on random shapes and edge
 values, and its MultiplyByQuantizedMultiplier against TFLite's definition
 written out literally. The TFLite end of it: tests/tflite/test_int8_conv2d.py.

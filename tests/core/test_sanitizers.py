@@ -10,7 +10,7 @@ the compiler version, so a warm rerun only runs them:
         * bconv2d_check, bdepthwise_check: every kernel path this CPU has
           (they force each one with LOWBIT_KERNEL themselves), 1 and 2 threads;
         * int8_conv2d_check: the int8 conv's VNNI kernel (where the CPU has
-          it) and portable loop, 1 and 2 threads;
+          it; its NEON kernel on Arm) and portable loop, 1 and 2 threads;
         * thread_check (the thread pool stress);
         * small Keras models with every lowbit op (binary conv + BN + ReLU with
           a packed output through LowbitBMaxPool2d into a second binary conv,

@@ -3,10 +3,11 @@
 Runs tests/arm/run_emulated.sh for one target per test: the lowbit-tf-runtime
 wheel cross-built from this tree, installed into a Debian bookworm root for
 arm64 (ai-edge-litert) or armhf (tflite-runtime 2.14), must reproduce the x86
-outputs (bit for bit for lowbit-only models). Needs root, apt and a network
-path to a Debian mirror and PyPI on the first run (~3-4 minutes per target;
-cached roots make later runs take well under a minute), so it runs only when
-LOWBIT_ARM_TESTS=1 (as CI sets it).
+outputs (bit for bit for lowbit-only models), and an int8 model's stem conv,
+claimed by the delegate's NEON kernel, TFLite's reference codes bit for bit.
+Needs root, apt and a network path to a Debian mirror and PyPI on the first
+run (~3-4 minutes per target; cached roots make later runs take well under a
+minute), so it runs only when LOWBIT_ARM_TESTS=1 (as CI sets it).
 """
 
 from __future__ import annotations
