@@ -1,5 +1,6 @@
 """The lowbit delegate's own int8 CONV_2D (custom_ops/tflite/int8_conv2d_op.cc,
-docs/int8.md): on x86 with AVX-512 VNNI it claims TFLite's builtin int8
+docs/int8.md): on x86 with AVX-512 VNNI (and on Arm with NEON, checked on
+the emulated Pi by tests/arm/check_models.py) it claims TFLite's builtin int8
 CONV_2D over at most 8 input channels. Real Keras convs, int8 post-training
 quantized by TFLiteConverter, run through `lowbit_tf.lite.Interpreter` must
 equal TFLite's reference kernels (OpResolverType.BUILTIN_REF) bit for bit and
@@ -32,8 +33,8 @@ def _has_vnni() -> bool:
     return " avx512_vnni" in flags and " avx512vl" in flags and " avx512bw" in flags
 
 
-needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="the delegate claims int8 convs only "
-                                "on x86 with AVX-512 VNNI")
+needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="on x86 the delegate claims int8 convs "
+                                "only with AVX-512 VNNI (Arm: tests/arm/check_models.py)")
 
 # (input channels, filters, kernel, strides, padding, dilation, activation, H, W, batch)
 CONFIGS = [
