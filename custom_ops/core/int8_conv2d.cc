@@ -30,6 +30,17 @@ void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* p) {
   axis(p->in_w, p->kernel_w, p->stride_w, p->dilation_w, &p->out_w, &p->pad_left);
 }
 
+Int8PaddedImage ComputeInt8PaddedImage(const Int8Conv2DParams& p) {
+  const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
+  const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w;
+  const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
+  const int cols = std::max(last_col + 1, p.pad_left + p.in_w);
+  Int8PaddedImage image;
+  image.row_values = static_cast<std::int64_t>(cols) * p.in_c;
+  image.image_values = rows * image.row_values;
+  return image;
+}
+
 void QuantizeMultiplier(double multiplier, std::int32_t* quantized, int* shift) {
   if (multiplier == 0.0) {
     *quantized = 0;

@@ -72,6 +72,16 @@ struct Int8Conv2DParams {
 // SAME's padding goes after the image).
 void ComputeInt8Conv2DGeometry(bool same, Int8Conv2DParams* params);
 
+// The padded copy of one input image that the fast kernels read their taps
+// from in place: every tap any output reads, rows from -pad_top to the last
+// output's last tap, the same for columns (padded taps hold the input's zero
+// point, in each kernel's encoding); `values` = its elements per row
+// (cols * in_c) and per image (rows * cols * in_c).
+struct Int8PaddedImage {
+  std::int64_t row_values = 0, image_values = 0;
+};
+Int8PaddedImage ComputeInt8PaddedImage(const Int8Conv2DParams& params);
+
 // A real multiplier as (q, shift) with m ~= q * 2^(shift - 31), q in
 // [2^30, 2^31) (TFLite's QuantizeMultiplier): frexp, q = round(fraction *
 // 2^31) half away from zero, q == 2^31 -> 2^30 with shift + 1; shift < -31

@@ -365,14 +365,8 @@ void Int8Conv2DAvx512Vnni(const Int8Conv2DPlan& plan, const Int8Conv2DParams& pa
                           ParallelExecutor& executor) {
   const Int8Conv2DParams& p = params;
   const int c = p.in_c;
-  // The padded image covers every tap any output reads: rows from -pad_top
-  // to the last output's last tap, the same for columns.
-  const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
-  const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w;
-  const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
-  const int cols = std::max(last_col + 1, p.pad_left + p.in_w);
-  const std::int64_t row_bytes = static_cast<std::int64_t>(cols) * c;
-  const std::int64_t image_bytes = rows * row_bytes;
+  const Int8PaddedImage shape = ComputeInt8PaddedImage(p);  // of bytes
+  const std::int64_t row_bytes = shape.row_values, image_bytes = shape.image_values;
   auto* padded = static_cast<std::uint8_t*>(
       ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
   const auto pad_value = static_cast<std::uint8_t>(p.input_zero_point + 128);

@@ -178,6 +178,22 @@ struct Requant {
   }
 };
 
+// P pixels' codes stored, `lanes` of each pixel's 16 (`out` the first
+// pixel's, `pitch` bytes apart).
+template <int P>
+LOWBIT_INT8_NEON_INLINE void StoreCodes(const int8x16_t (&codes)[P], int lanes, std::int8_t* out,
+                                        std::int64_t pitch) {
+  for (int j = 0; j < P; ++j) {
+    if (lanes == 16) {
+      vst1q_s8(out + j * pitch, codes[j]);
+    } else {
+      std::int8_t bytes[16];
+      vst1q_s8(bytes, codes[j]);
+      std::memcpy(out + j * pitch, bytes, static_cast<std::size_t>(lanes));
+    }
+  }
+}
+
 // Where the kernel reads a pixel's taps: kernel row kh's segment s starts at
 // first + pixel * pixel_pitch + kh * kernel_row_pitch + s * segment_pitch
 // and holds segment_taps consecutive taps (the filter's (kw, i) order).
@@ -217,15 +233,7 @@ LOWBIT_INT8_NEON_INLINE void DotAndStore(const Taps& taps, int pixel, const std:
   // so the requantization's constants would be reloaded after each.
   int8x16_t codes[P];
   for (int j = 0; j < P; ++j) codes[j] = requant.template Bytes<kSimple>(acc[j]);
-  for (int j = 0; j < P; ++j) {
-    if (lanes == 16) {
-      vst1q_s8(out + j * pitch, codes[j]);
-    } else {
-      std::int8_t bytes[16];
-      vst1q_s8(bytes, codes[j]);
-      std::memcpy(out + j * pitch, bytes, static_cast<std::size_t>(lanes));
-    }
-  }
+  StoreCodes<P>(codes, lanes, out, pitch);
 }
 
 // One output row's pixels for one block of 16 channels.
@@ -385,15 +393,7 @@ LOWBIT_SDOT LOWBIT_INT8_NEON_INLINE void SdotAndStore(const ByteTaps& taps, int 
   }
   int8x16_t codes[P];  // before any store (DotAndStore)
   for (int j = 0; j < P; ++j) codes[j] = requant.template Bytes<kSimple>(acc[j]);
-  for (int j = 0; j < P; ++j) {
-    if (lanes == 16) {
-      vst1q_s8(out + j * pitch, codes[j]);
-    } else {
-      std::int8_t bytes[16];
-      vst1q_s8(bytes, codes[j]);
-      std::memcpy(out + j * pitch, bytes, static_cast<std::size_t>(lanes));
-    }
-  }
+  StoreCodes<P>(codes, lanes, out, pitch);
 }
 
 // 4 pixels a step: 16 accumulators, 4 input and 4 weight vectors.
@@ -472,14 +472,8 @@ void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
                     const std::int8_t* input, std::int8_t* output, ParallelExecutor& executor) {
   const Int8Conv2DParams& p = params;
   const int c = p.in_c;
-  // The padded image covers every tap any output reads: rows from -pad_top
-  // to the last output's last tap, the same for columns.
-  const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
-  const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1) * p.dilation_w;
-  const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
-  const int cols = std::max(last_col + 1, p.pad_left + p.in_w);
-  const std::int64_t row_values = static_cast<std::int64_t>(cols) * c;
-  const std::int64_t image_values = rows * row_values;
+  const Int8PaddedImage shape = ComputeInt8PaddedImage(p);  // of int16 values
+  const std::int64_t row_values = shape.row_values, image_values = shape.image_values;
   auto* padded = static_cast<std::int16_t*>(ScratchBytes(
       ScratchSlot::kInt8ConvImage,
       static_cast<std::int64_t>(sizeof(std::int16_t)) * (image_values * p.batch + kSlack)));
@@ -532,12 +526,8 @@ void Int8Conv2DNeonSdot(const Int8Conv2DPlan& plan, const Int8Conv2DParams& para
   }
   const int c = p.in_c;
   // The padded image as Int8Conv2DNeon's, of bytes x (padding zp).
-  const int last_row = (p.out_h - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h;
-  const int last_col = (p.out_w - 1) * p.stride_w + (p.kernel_w - 1);
-  const int rows = std::max(last_row + 1, p.pad_top + p.in_h);
-  const int cols = std::max(last_col + 1, p.pad_left + p.in_w);
-  const std::int64_t row_bytes = static_cast<std::int64_t>(cols) * c;
-  const std::int64_t image_bytes = rows * row_bytes;
+  const Int8PaddedImage shape = ComputeInt8PaddedImage(p);
+  const std::int64_t row_bytes = shape.row_values, image_bytes = shape.image_values;
   auto* padded = static_cast<std::int8_t*>(
       ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
   const auto pad_value = static_cast<std::int8_t>(p.input_zero_point);
