@@ -60,9 +60,11 @@ and the TFLite kernel: as converted (float input, binarised in the op), and
 on the bit-packed input (the same model with its input tensor made the packed
 int32 one the op also reads: the core kernel's work), with and without one
 invoke() of a one-op model (one float plus one), the interpreter's own cost
-per call, also timed with the variants. The core kernel runs after the
-framework rows, not interleaved with them: on a busy machine these ratios
-move by tens of percent between runs.
+per call, also timed with the variants. Those lines take the core kernel's
+time from the same interleaved rounds (the core table's call, one sample
+per round beside the shells'): the table itself is timed after the
+framework rows, minutes apart, and against it these ratios moved by tens of
+percent between runs on a busy machine.
 
 With --lce-python PYTHON (or LOWBIT_LCE_PYTHON), a Python that has Larq
 Compute Engine 0.16 installed runs benchmarks/lce_compare.py on the
@@ -128,6 +130,7 @@ from bench_common import (
     run_marked_json,
     set_quiet,
     tf_loop,
+    time_core,
     time_interpreter,
     time_tf_loop,
     worker_progress,
@@ -168,6 +171,10 @@ LITE_INVOKE_FLOOR = "tflite_invoke_one_op"
 # binarisation of a float input in the op), timed with the variants too.
 LITE_PACKED_IN = "tflite_lowbit_packed_in"
 SHELL_FLOORS = (TF_LOOP_FLOOR, LITE_INVOKE_FLOOR, LITE_PACKED_IN)
+# The core kernel of the row (CoreKernels: the core table's call) timed in the
+# same interleaved rounds as the shells, which the shell lines compare with:
+# a ratio of times taken side by side, not minutes apart.
+CORE_IN_ROUNDS = "core_kernel"
 LITE_MODELS = (LITE_LOWBIT, LITE_FLOAT, LITE_INT8)
 
 # The issue's target shapes.
@@ -246,9 +253,23 @@ def _invoke_floor_model(model_dir: str) -> bytes:
     return content
 
 
+_CORE: list = []  # the worker's CoreKernels, or None when liblowbit_bench is missing
+
+
+def _core_kernels() -> CoreKernels | None:
+    """The worker's CoreKernels (made once), None when the timing library
+    cannot be built or loaded (the core table then says why)."""
+    if not _CORE:
+        try:
+            _CORE.append(CoreKernels())
+        except (OSError, AttributeError):
+            _CORE.append(None)
+    return _CORE[0]
+
+
 def _benchmark_layer(
     layer: Layer, batches: list[int], threads: int, rounds: int, sample_s: float, model_dir: str,
-    done: Callable[[str], None] = lambda name: None,
+    done: Callable[[str], None] = lambda name: None, with_core: bool = True,
 ) -> list[dict]:
     import numpy as np
     import tensorflow as tf
@@ -351,6 +372,13 @@ def _benchmark_layer(
         floor.set_tensor(floor.get_input_details()[0]["index"], np.zeros([1], np.float32))
         floor.invoke()
         runners[LITE_INVOKE_FLOOR] = time_interpreter(floor)
+        core = _core_kernels() if with_core else None
+        if core is not None:
+            runners[CORE_IN_ROUNDS] = (
+                time_core(core.bgemm, batch, s.channels_in, s.channels_out, threads, sample_s, 1)
+                if dense else
+                time_core(core.bconv2d, batch, s.height, s.width, s.channels_in, s.channels_out,
+                          k, threads, sample_s, 1))
         # Sanity: the TFLite binary model computes what the TF op computes
         # (same signs of the weights; integer dot product + bias), the float
         # model what TensorFlow computes (relative to the output's scale).
@@ -367,7 +395,8 @@ def _benchmark_layer(
 
         # ---- interleaved timing --------------------------------------------
         iterations, samples = interleaved_samples(
-            {key: runners[key] for key in (*VARIANTS, *SHELL_FLOORS)}, rounds, sample_s
+            {key: runners[key] for key in (*VARIANTS, *SHELL_FLOORS, CORE_IN_ROUNDS)
+             if key in runners}, rounds, sample_s
         )
         del interpreters, runners, packed_in, floor
         results.append(
@@ -410,7 +439,7 @@ def worker(args: argparse.Namespace) -> None:
         results.extend(
             _benchmark_layer(
                 layer, args.batches, threads, args.rounds, args.sample_ms / 1e3, args.model_dir,
-                done,
+                done, with_core=not args.no_core,
             )
         )
     core_rows, core_note = [], "skipped (--no-core)"
@@ -981,8 +1010,10 @@ def kernel_share_lines(results: list[dict], peaks: dict[int, float],
         shell = _find(results, r["layer"], 1, r["threads"])
         if shell is None:
             continue
-        core_ms = statistics.median(r["samples_ms"])
         median = functools.partial(_variant_median, shell)
+        # The core kernel timed in the shells' rounds where it was (side by
+        # side), else the core table's.
+        core_ms = median(CORE_IN_ROUNDS) or statistics.median(r["samples_ms"])
         over_core = functools.partial(_excess, core_ms=core_ms)
         overheads = ", ".join(f"{label} {over_core(median(key))}" for key, label in
                               ((TF_PACKED, "TF op packed"), (LITE_LOWBIT, "TFLite kernel")))

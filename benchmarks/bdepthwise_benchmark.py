@@ -19,7 +19,8 @@ and 2):
               (custom_ops/bench/kernel_bench.cc through
               bench_common.CoreKernels), when liblowbit_bench builds.
 
-All variants of a row are timed in interleaved rounds (bench_common), so that
+All variants of a row, the core kernel's four among them, are timed in
+interleaved rounds (bench_common), so that
 machine noise hits every variant alike; the table gives medians in
 microseconds and each lowbit variant's speed-up over the float twin of its
 shell. A line per target closes the output (issue 19: binary depthwise at
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import statistics
@@ -47,6 +49,7 @@ from bench_common import (
     cpu_model,
     interleaved_samples,
     tf_loop,
+    time_core,
     time_tf_loop,
 )
 
@@ -74,6 +77,7 @@ CORE_PACKED = "core_packed_out"
 # The same two on the float input (binarised inside the kernel where it can).
 CORE_FLOAT_IN_FLOAT = "core_float_in_float_out"
 CORE_FLOAT_IN_PACKED = "core_float_in_packed_out"
+CORE_KERNELS = (CORE_FLOAT, CORE_PACKED, CORE_FLOAT_IN_FLOAT, CORE_FLOAT_IN_PACKED)
 # The tf.while_loop of tf_loop with an identity body: the harness's own cost
 # per iteration, in every TF time above (the TF rows' floor).
 TF_LOOP_FLOOR = "tf_loop_identity"
@@ -164,23 +168,28 @@ def benchmark_row(h: int, w: int, c: int, stride: int, rounds: int, sample_s: fl
         interp.set_tensor(interp.get_input_details()[0]["index"], value)
         runners[key] = lite_runner(interp)
     del lite
-    _, samples = interleaved_samples({k: runners[k] for k in (*VARIANTS, TF_LOOP_FLOOR)},
-                                     rounds, sample_s)
-    us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-    try:  # the core kernel alone on a packed input (kernel_bench.cc), if it builds
+    try:  # the core kernel alone (kernel_bench.cc), if it builds
         core = CoreKernels()
+    except (OSError, AttributeError):
+        core = None
+    if core is not None:
+        # Timed in the same interleaved rounds as the shells that the
+        # "multiple of the core's time" columns compare with it.
         for key, bits, floats in ((CORE_FLOAT, False, False), (CORE_PACKED, True, False),
                                   (CORE_FLOAT_IN_FLOAT, False, True),
                                   (CORE_FLOAT_IN_PACKED, True, True)):
-            us[key] = 1e3 * statistics.median(
-                core.bdepthwise(1, h, w, c, 3, stride, 1, sample_s, rounds, bitpacked=bits,
-                                float_input=floats))
+            runners[key] = time_core(functools.partial(
+                core.bdepthwise, bitpacked=bits, float_input=floats),
+                1, h, w, c, 3, stride, 1, sample_s, 1)
+    _, samples = interleaved_samples(
+        {k: runners[k] for k in (*VARIANTS, TF_LOOP_FLOOR, *CORE_KERNELS) if k in runners},
+        rounds, sample_s)
+    us = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+    if core is not None:  # the floors, after the rounds
         us[CORE_READ_INPUT] = 1e3 * statistics.median(core.read(x.nbytes, 1, sample_s, rounds))
         out_bytes = -(-h // stride) * -(-w // stride) * c * 4  # SAME: ceil(size / stride)
         us[CORE_WRITE_OUTPUT] = 1e3 * statistics.median(
             core.write(out_bytes, 1, sample_s, rounds))
-    except (OSError, AttributeError, ValueError):
-        pass
     return dict(shape=f"{h}x{w}x{c}", stride=stride, us=us)
 
 

@@ -332,6 +332,20 @@ def time_tf_loop(loop: Callable[..., Any], args: tuple) -> Callable[[int], float
     return run
 
 
+def time_core(timing: Callable[..., list[float]], *args: Any) -> Callable[[int], float]:
+    """A runner for a core kernel timed in C++, so that it can be timed in the
+    same interleaved rounds as the framework runners: `timing(*args)` is a
+    CoreKernels method whose args ask for one sample (samples = 1; it lasts
+    the sample_s among them) and returns [ms per call]; the runner reports
+    `iterations` calls at that rate (the C++ loop calibrates its own count:
+    `iterations` only scales)."""
+
+    def run(iterations: int) -> float:
+        return timing(*args)[0] / 1e3 * iterations
+
+    return run
+
+
 def time_interpreter(interpreter: Any) -> Callable[[int], float]:
     """A runner invoking a TFLite interpreter whose inputs are set."""
     invoke = interpreter.invoke

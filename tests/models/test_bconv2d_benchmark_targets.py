@@ -45,3 +45,18 @@ def test_target_rows_share_of_peak_and_shell_overhead():
 def test_no_lines_without_a_peak():
     core = [_core("conv1_28x28x128-128", 0.03)]
     assert bench.kernel_share_lines([], {}, core) == []
+
+
+def test_shell_lines_take_the_core_kernel_timed_in_the_same_rounds():
+    # The core table says 0.0257 ms, the core kernel timed beside the shells
+    # 0.0286 ms: the shells are compared with the latter (a side-by-side
+    # ratio), the share of the peak still comes from the table.
+    core = [_core("conv1_28x28x128-128", 0.025690112)]
+    shell = _shell("conv1_28x28x128-128", tf_ms=0.0572, lite_ms=0.0315)
+    shell["samples_ms"][bench.CORE_IN_ROUNDS] = [0.0286, 0.0286, 0.0286]
+    lines = bench.kernel_share_lines([shell], {1: 1e12}, core)
+    assert lines == [
+        "core kernel 1x1 28x28x128->128, N=1, 1 thr: 50.0% of peak  [target >= 50%]",
+        "    shells over the core kernel: TF op packed +100%, TFLite kernel +10%  "
+        "[target <= +15%]",
+    ]
