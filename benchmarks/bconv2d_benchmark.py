@@ -253,18 +253,14 @@ def _invoke_floor_model(model_dir: str) -> bytes:
     return content
 
 
-_CORE: list = []  # the worker's CoreKernels, or None when liblowbit_bench is missing
-
-
+@functools.cache
 def _core_kernels() -> CoreKernels | None:
     """The worker's CoreKernels (made once), None when the timing library
     cannot be built or loaded (the core table then says why)."""
-    if not _CORE:
-        try:
-            _CORE.append(CoreKernels())
-        except (OSError, AttributeError):
-            _CORE.append(None)
-    return _CORE[0]
+    try:
+        return CoreKernels()
+    except (OSError, AttributeError):
+        return None
 
 
 def _benchmark_layer(
