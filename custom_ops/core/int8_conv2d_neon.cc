@@ -466,6 +466,40 @@ LOWBIT_SDOT void SdotRows(const Int8Conv2DPlan& plan, const Int8Conv2DParams p,
 }
 #endif  // LOWBIT_INT8_CONV_SDOT
 
+// The padded input images of the batch in the int8 conv image scratch
+// (ComputeInt8PaddedImage's geometry, counted in elements of T), then kSlack
+// zeros: `pad_value` around each image, and each input row of in_w * in_c
+// codes as copy_row(src, dst, count) writes it.
+template <typename T, class CopyRow>
+T* PaddedImages(const Int8Conv2DParams& p, const std::int8_t* input, const Int8PaddedImage& shape,
+                T pad_value, CopyRow&& copy_row) {
+  const std::int64_t row_values = shape.row_values, image_values = shape.image_values;
+  auto* padded = static_cast<T*>(ScratchBytes(
+      ScratchSlot::kInt8ConvImage,
+      static_cast<std::int64_t>(sizeof(T)) * (image_values * p.batch + kSlack)));
+  const std::int64_t in_row_values = static_cast<std::int64_t>(p.in_w) * p.in_c;
+  const std::int64_t left_values = static_cast<std::int64_t>(p.pad_left) * p.in_c;
+  for (int b = 0; b < p.batch; ++b) {
+    T* image = padded + b * image_values;
+    // Padding rows above and below the image, then per image row its left
+    // and right padding around the copied input.
+    std::fill(image, image + p.pad_top * row_values, pad_value);
+    std::fill(image + static_cast<std::int64_t>(p.pad_top + p.in_h) * row_values,
+              image + image_values, pad_value);
+    for (int ih = 0; ih < p.in_h; ++ih) {
+      T* line = image + (ih + p.pad_top) * row_values;
+      std::fill(line, line + left_values, pad_value);
+      copy_row(input + (static_cast<std::int64_t>(b) * p.in_h + ih) * in_row_values,
+               line + left_values, in_row_values);
+      std::fill(line + left_values + in_row_values, line + row_values, pad_value);
+    }
+  }
+  // The slack after the last image: loaded, never multiplied (or met by
+  // zero weights and unused lanes).
+  std::fill(padded + p.batch * image_values, padded + p.batch * image_values + kSlack, T{0});
+  return padded;
+}
+
 }  // namespace
 
 void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
@@ -474,37 +508,19 @@ void Int8Conv2DNeon(const Int8Conv2DPlan& plan, const Int8Conv2DParams& params,
   const int c = p.in_c;
   const Int8PaddedImage shape = ComputeInt8PaddedImage(p);  // of int16 values
   const std::int64_t row_values = shape.row_values, image_values = shape.image_values;
-  auto* padded = static_cast<std::int16_t*>(ScratchBytes(
-      ScratchSlot::kInt8ConvImage,
-      static_cast<std::int64_t>(sizeof(std::int16_t)) * (image_values * p.batch + kSlack)));
-  const auto pad_value = static_cast<std::int16_t>(p.input_zero_point + 128);
-  const std::int64_t in_row_values = static_cast<std::int64_t>(p.in_w) * c;
-  const std::int64_t left_values = static_cast<std::int64_t>(p.pad_left) * c;
   const int8x8_t minus_128 = vdup_n_s8(-128);
-  for (int b = 0; b < p.batch; ++b) {
-    std::int16_t* image = padded + b * image_values;
-    // Padding rows above and below the image, then per image row its left
-    // and right padding around the widened input.
-    std::fill(image, image + p.pad_top * row_values, pad_value);
-    std::fill(image + static_cast<std::int64_t>(p.pad_top + p.in_h) * row_values,
-              image + image_values, pad_value);
-    for (int ih = 0; ih < p.in_h; ++ih) {
-      const std::int8_t* src = input + (static_cast<std::int64_t>(b) * p.in_h + ih) * in_row_values;
-      std::int16_t* line = image + (ih + p.pad_top) * row_values;
-      std::fill(line, line + left_values, pad_value);
-      std::fill(line + left_values + in_row_values, line + row_values, pad_value);
-      std::int16_t* dst = line + left_values;
-      std::int64_t i = 0;
-      for (; i + 16 <= in_row_values; i += 16) {  // x - (-128): exact in int16
-        const int8x16_t x = vld1q_s8(src + i);
-        vst1q_s16(dst + i, vsubl_s8(vget_low_s8(x), minus_128));
-        vst1q_s16(dst + i + 8, vsubl_s8(vget_high_s8(x), minus_128));
-      }
-      for (; i < in_row_values; ++i) dst[i] = static_cast<std::int16_t>(src[i] + 128);
-    }
-  }
-  // The slack after the last image: loaded, never multiplied.
-  std::fill(padded + p.batch * image_values, padded + p.batch * image_values + kSlack, 0);
+  // The image of u = x + 128, its padding the zero point's.
+  const std::int16_t* padded = PaddedImages(
+      p, input, shape, static_cast<std::int16_t>(p.input_zero_point + 128),
+      [minus_128](const std::int8_t* src, std::int16_t* dst, std::int64_t n) {
+        std::int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {  // x - (-128): exact in int16
+          const int8x16_t x = vld1q_s8(src + i);
+          vst1q_s16(dst + i, vsubl_s8(vget_low_s8(x), minus_128));
+          vst1q_s16(dst + i + 8, vsubl_s8(vget_high_s8(x), minus_128));
+        }
+        for (; i < n; ++i) dst[i] = static_cast<std::int16_t>(src[i] + 128);
+      });
 
   const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
   executor.ParallelFor(
@@ -524,31 +540,14 @@ void Int8Conv2DNeonSdot(const Int8Conv2DPlan& plan, const Int8Conv2DParams& para
     Int8Conv2DNeon(plan, params, input, output, executor);
     return;
   }
-  const int c = p.in_c;
   // The padded image as Int8Conv2DNeon's, of bytes x (padding zp).
   const Int8PaddedImage shape = ComputeInt8PaddedImage(p);
   const std::int64_t row_bytes = shape.row_values, image_bytes = shape.image_values;
-  auto* padded = static_cast<std::int8_t*>(
-      ScratchBytes(ScratchSlot::kInt8ConvImage, image_bytes * p.batch + kSlack));
-  const auto pad_value = static_cast<std::int8_t>(p.input_zero_point);
-  const std::int64_t in_row_bytes = static_cast<std::int64_t>(p.in_w) * c;
-  const std::int64_t left_bytes = static_cast<std::int64_t>(p.pad_left) * c;
-  for (int b = 0; b < p.batch; ++b) {
-    std::int8_t* image = padded + b * image_bytes;
-    std::fill(image, image + p.pad_top * row_bytes, pad_value);
-    std::fill(image + static_cast<std::int64_t>(p.pad_top + p.in_h) * row_bytes,
-              image + image_bytes, pad_value);
-    for (int ih = 0; ih < p.in_h; ++ih) {
-      std::int8_t* line = image + (ih + p.pad_top) * row_bytes;
-      std::fill(line, line + left_bytes, pad_value);
-      std::memcpy(line + left_bytes,
-                  input + (static_cast<std::int64_t>(b) * p.in_h + ih) * in_row_bytes,
-                  static_cast<std::size_t>(in_row_bytes));
-      std::fill(line + left_bytes + in_row_bytes, line + row_bytes, pad_value);
-    }
-  }
-  // The slack after the last image: loaded, met by zero weights or unused lanes.
-  std::fill(padded + p.batch * image_bytes, padded + p.batch * image_bytes + kSlack, 0);
+  const std::int8_t* padded =
+      PaddedImages(p, input, shape, static_cast<std::int8_t>(p.input_zero_point),
+                   [](const std::int8_t* src, std::int8_t* dst, std::int64_t n) {
+                     std::memcpy(dst, src, static_cast<std::size_t>(n));
+                   });
   const std::int64_t out_rows = static_cast<std::int64_t>(p.batch) * p.out_h;
   executor.ParallelFor(
       out_rows, static_cast<std::int64_t>(p.out_w) * plan.groups() * plan.channel_blocks(),
